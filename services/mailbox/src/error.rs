@@ -1,0 +1,119 @@
+//! The mailbox service's error type, and how each error becomes a gRPC status with a stable
+//! reason that front-ends turn into protocol replies.
+
+use tern_proto::v1::ErrorReason;
+use tonic::Code;
+
+/// Everything that can go wrong inside the mailbox service.
+#[derive(Debug, thiserror::Error)]
+pub enum MailboxError {
+    #[error("invalid {what}: {detail}")]
+    Invalid { what: &'static str, detail: String },
+    #[error("{what} not found: {name}")]
+    NotFound { what: &'static str, name: String },
+    #[error("{what} already exists: {name}")]
+    AlreadyExists { what: &'static str, name: String },
+    #[error("authentication failed")]
+    AuthFailed,
+    #[error("account {address} is suspended")]
+    Suspended { address: String },
+    #[error("quota exceeded for {address}: {used} + {size} bytes > {limit} bytes")]
+    OverQuota { address: String, used: u64, size: u64, limit: u64 },
+    #[error("message too large: {size} bytes > {limit} bytes")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    #[error("metadata store unavailable: {0}")]
+    Metadata(#[from] redb::Error),
+    #[error("blob store unavailable while {context}: {source}")]
+    Blob {
+        context: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("stored record is corrupt ({what}): {source}")]
+    Corrupt {
+        what: &'static str,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("the storage writer has stopped")]
+    WriterGone,
+    #[error("commit failed: {0}")]
+    Commit(String),
+}
+
+pub type Result<T, E = MailboxError> = std::result::Result<T, E>;
+
+impl MailboxError {
+    pub fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
+        Self::Invalid { what, detail: detail.into() }
+    }
+
+    pub fn not_found(what: &'static str, name: impl Into<String>) -> Self {
+        Self::NotFound { what, name: name.into() }
+    }
+
+    pub fn exists(what: &'static str, name: impl Into<String>) -> Self {
+        Self::AlreadyExists { what, name: name.into() }
+    }
+
+    /// The stable reason front-ends map to protocol replies.
+    pub fn reason(&self) -> ErrorReason {
+        match self {
+            Self::Invalid { .. } => ErrorReason::InvalidArgument,
+            Self::NotFound { .. } => ErrorReason::NotFound,
+            Self::AlreadyExists { .. } => ErrorReason::AlreadyExists,
+            Self::AuthFailed => ErrorReason::AuthFailed,
+            Self::Suspended { .. } => ErrorReason::Suspended,
+            Self::OverQuota { .. } => ErrorReason::OverQuota,
+            Self::TooLarge { .. } => ErrorReason::TooLarge,
+            Self::NotAllowed(_) => ErrorReason::NotAllowed,
+            Self::Metadata(_) | Self::Blob { .. } | Self::Corrupt { .. } | Self::WriterGone | Self::Commit(_) => {
+                ErrorReason::Unavailable
+            }
+        }
+    }
+
+    /// True when the caller should retry later (SMTP 451, IMAP NO [UNAVAILABLE]).
+    pub fn is_temporary(&self) -> bool {
+        self.reason() == ErrorReason::Unavailable
+    }
+}
+
+impl From<MailboxError> for tonic::Status {
+    fn from(err: MailboxError) -> Self {
+        let code = match err.reason() {
+            ErrorReason::InvalidArgument => Code::InvalidArgument,
+            ErrorReason::NotFound => Code::NotFound,
+            ErrorReason::AlreadyExists => Code::AlreadyExists,
+            ErrorReason::AuthFailed => Code::Unauthenticated,
+            ErrorReason::Suspended | ErrorReason::NotAllowed => Code::PermissionDenied,
+            ErrorReason::OverQuota | ErrorReason::TooLarge => Code::ResourceExhausted,
+            ErrorReason::Modified => Code::FailedPrecondition,
+            ErrorReason::Unavailable | ErrorReason::Unspecified => Code::Unavailable,
+        };
+        if err.is_temporary() {
+            tracing::warn!(error = %err, "storage failure");
+        }
+        tern_proto::status(code, err.reason(), err.to_string())
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for MailboxError {
+            fn from(e: $t) -> Self {
+                Self::Metadata(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::DatabaseError,
+    redb::SetDurabilityError
+);

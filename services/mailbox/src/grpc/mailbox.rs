@@ -1,0 +1,296 @@
+//! The `tern.mailbox.v1.Mailbox` service: the front-ends' API, a thin translation between
+//! protobuf messages and [`MailboxService`].
+
+use std::{net::IpAddr, pin::Pin};
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use secrecy::SecretString;
+use tern_proto::v1::{
+    self as pb, AppendRequest, AppendResponse, AuthenticateRequest, AuthenticateResponse, ChangesRequest,
+    ChangesResponse, CopyRequest, CopyResponse, CreateFolderRequest, CreateFolderResponse, DeleteFolderRequest,
+    DeleteFolderResponse, DeliverRequest, DeliverResponse, ExpungeRequest, ExpungeResponse, FetchBodyRequest,
+    FetchBodyResponse, FetchMessagesRequest, FetchMessagesResponse, FlagsMode, FolderRef, GetQuotaRequest,
+    GetQuotaResponse, ListFoldersRequest, ListFoldersResponse, MailboxEvent, MessageMeta, MoveRequest,
+    MoveResponse, RecipientResult, RenameFolderRequest, RenameFolderResponse, ResolveRecipientRequest,
+    ResolveRecipientResponse, SelectRequest, SelectResponse, StatusRequest, StatusResponse, StoreFlagsRequest,
+    StoreFlagsResponse, SubscribeFolderRequest, SubscribeFolderResponse, append_request, deliver_request,
+    mailbox_server::Mailbox,
+};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{account_pb, folder_pb, usage_pb};
+use crate::{error::MailboxError, service::MailboxService};
+
+/// Bodies are streamed to clients in chunks of this size.
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct MailboxApi {
+    service: MailboxService,
+}
+
+impl MailboxApi {
+    pub fn new(service: MailboxService) -> Self {
+        Self { service }
+    }
+}
+
+type Rpc<T> = Result<Response<T>, Status>;
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn folder_ref(f: Option<FolderRef>) -> Result<FolderRef, MailboxError> {
+    f.filter(|f| f.by.is_some()).ok_or_else(|| MailboxError::invalid("folder", "no folder given"))
+}
+
+/// Collects a streamed body after its header, refusing it as soon as it passes `limit`.
+async fn collect_body<T>(
+    stream: &mut Streaming<T>,
+    limit: u64,
+    chunk_of: impl Fn(T) -> Option<Bytes>,
+) -> Result<Bytes, Status> {
+    let mut body = BytesMut::new();
+    while let Some(msg) = stream.message().await? {
+        let chunk = chunk_of(msg).ok_or_else(|| Status::invalid_argument("header sent twice"))?;
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(MailboxError::TooLarge { size: (body.len() + chunk.len()) as u64, limit }.into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+#[tonic::async_trait]
+impl Mailbox for MailboxApi {
+    #[tracing::instrument(skip_all, fields(user = %req.get_ref().username))]
+    async fn authenticate(&self, req: Request<AuthenticateRequest>) -> Rpc<AuthenticateResponse> {
+        let r = req.into_inner();
+        let ip = r.remote_ip.parse::<IpAddr>().ok();
+        let password = SecretString::from(r.password);
+        let account = self.service.authenticate(&r.username, &password, ip).await?;
+        Ok(Response::new(AuthenticateResponse { account: Some(account_pb(account)) }))
+    }
+
+    async fn resolve_recipient(&self, req: Request<ResolveRecipientRequest>) -> Rpc<ResolveRecipientResponse> {
+        let r = self.service.resolve(&req.into_inner().address).await?;
+        Ok(Response::new(ResolveRecipientResponse {
+            status: r.status as i32,
+            account: r.account.map(account_pb),
+            via: r.via as i32,
+            detail: r.detail,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn deliver(&self, req: Request<Streaming<DeliverRequest>>) -> Rpc<DeliverResponse> {
+        let mut stream = req.into_inner();
+        let envelope = match stream.message().await?.and_then(|m| m.part) {
+            Some(deliver_request::Part::Envelope(e)) => e,
+            _ => return Err(Status::invalid_argument("the first message must carry the envelope")),
+        };
+        let limit = self.service.limits.max_message_bytes;
+        if envelope.size_hint > limit {
+            return Err(MailboxError::TooLarge { size: envelope.size_hint, limit }.into());
+        }
+        let body = collect_body(&mut stream, limit, |m| match m.part {
+            Some(deliver_request::Part::Chunk(c)) => Some(c.into()),
+            _ => None,
+        })
+        .await?;
+        let d = self.service.deliver(&envelope.recipients, body).await?;
+        tracing::info!(from = %envelope.mail_from, size = d.size, blob = %d.blob_id, "delivered");
+        Ok(Response::new(DeliverResponse {
+            blob_id: d.blob_id,
+            size: d.size,
+            results: d
+                .results
+                .into_iter()
+                .map(|r| RecipientResult {
+                    recipient: r.recipient,
+                    status: r.status as i32,
+                    account_id: r.account_id,
+                    folder: r.appended.as_ref().map(|a| a.folder_name.clone()).unwrap_or_default(),
+                    uidvalidity: r.appended.as_ref().map(|a| a.uidvalidity).unwrap_or_default(),
+                    uid: r.appended.as_ref().map(|a| a.uid).unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn append(&self, req: Request<Streaming<AppendRequest>>) -> Rpc<AppendResponse> {
+        let mut stream = req.into_inner();
+        let header = match stream.message().await?.and_then(|m| m.part) {
+            Some(append_request::Part::Header(h)) => h,
+            _ => return Err(Status::invalid_argument("the first message must carry the header")),
+        };
+        let limit = self.service.limits.max_message_bytes;
+        if header.size_hint > limit {
+            return Err(MailboxError::TooLarge { size: header.size_hint, limit }.into());
+        }
+        let folder = folder_ref(header.folder)?;
+        let body = collect_body(&mut stream, limit, |m| match m.part {
+            Some(append_request::Part::Chunk(c)) => Some(c.into()),
+            _ => None,
+        })
+        .await?;
+        let a = self.service.append(header.account_id, folder, header.flags, header.internal_date, body).await?;
+        Ok(Response::new(AppendResponse { folder_id: a.folder_id, uidvalidity: a.uidvalidity, uid: a.uid, modseq: a.modseq }))
+    }
+
+    async fn list_folders(&self, req: Request<ListFoldersRequest>) -> Rpc<ListFoldersResponse> {
+        let r = req.into_inner();
+        let folders = self.service.store.list_folders(r.account_id).await?;
+        Ok(Response::new(ListFoldersResponse {
+            folders: folders.into_iter().map(|f| folder_pb(f, r.with_status)).collect(),
+        }))
+    }
+
+    async fn create_folder(&self, req: Request<CreateFolderRequest>) -> Rpc<CreateFolderResponse> {
+        let r = req.into_inner();
+        let special_use = pb::SpecialUse::try_from(r.special_use).unwrap_or_default();
+        let f = self.service.store.create_folder(r.account_id, &r.name, special_use).await?;
+        Ok(Response::new(CreateFolderResponse { folder: Some(folder_pb(f, true)) }))
+    }
+
+    async fn delete_folder(&self, req: Request<DeleteFolderRequest>) -> Rpc<DeleteFolderResponse> {
+        let r = req.into_inner();
+        self.service.store.delete_folder(r.account_id, &r.name).await?;
+        Ok(Response::new(DeleteFolderResponse {}))
+    }
+
+    async fn rename_folder(&self, req: Request<RenameFolderRequest>) -> Rpc<RenameFolderResponse> {
+        let r = req.into_inner();
+        let f = self.service.store.rename_folder(r.account_id, &r.from, &r.to).await?;
+        Ok(Response::new(RenameFolderResponse { folder: Some(folder_pb(f, true)) }))
+    }
+
+    async fn subscribe_folder(&self, req: Request<SubscribeFolderRequest>) -> Rpc<SubscribeFolderResponse> {
+        let r = req.into_inner();
+        self.service.store.subscribe_folder(r.account_id, &r.name, r.subscribed).await?;
+        Ok(Response::new(SubscribeFolderResponse {}))
+    }
+
+    async fn select(&self, req: Request<SelectRequest>) -> Rpc<SelectResponse> {
+        let r = req.into_inner();
+        let (f, messages) = self.service.store.select(r.account_id, &folder_ref(r.folder)?).await?;
+        Ok(Response::new(SelectResponse { folder: Some(folder_pb(f, true)), messages }))
+    }
+
+    async fn status(&self, req: Request<StatusRequest>) -> Rpc<StatusResponse> {
+        let r = req.into_inner();
+        let f = self.service.store.folder(r.account_id, &folder_ref(r.folder)?).await?;
+        Ok(Response::new(StatusResponse { folder: Some(folder_pb(f, true)) }))
+    }
+
+    async fn fetch_messages(&self, req: Request<FetchMessagesRequest>) -> Rpc<FetchMessagesResponse> {
+        let r = req.into_inner();
+        let found = self.service.store.messages(r.account_id, r.folder_id, &r.uids, r.with_structure).await?;
+        let messages = found
+            .into_iter()
+            .map(|(m, parsed)| {
+                let (envelope, body) = parsed.map(|p| (p.envelope, p.body)).unwrap_or_default();
+                MessageMeta {
+                    uid: m.uid,
+                    flags: m.flags,
+                    modseq: m.modseq,
+                    size: m.size,
+                    internal_date: m.internal_date,
+                    blob_id: m.blob_id,
+                    email_id: format!("M{:016x}", m.email_id),
+                    envelope,
+                    body,
+                }
+            })
+            .collect();
+        Ok(Response::new(FetchMessagesResponse { messages }))
+    }
+
+    type FetchBodyStream = BoxStream<FetchBodyResponse>;
+
+    async fn fetch_body(&self, req: Request<FetchBodyRequest>) -> Rpc<Self::FetchBodyStream> {
+        let r = req.into_inner();
+        let m = self.service.message(r.account_id, r.folder_id, r.uid).await?;
+        let body = self.service.body(&m, r.offset, r.length).await?;
+        let total = m.size;
+        let chunks: Vec<Result<FetchBodyResponse, Status>> = if body.is_empty() {
+            vec![Ok(FetchBodyResponse { chunk: Default::default(), total_size: total })]
+        } else {
+            (0..body.len())
+                .step_by(CHUNK)
+                .map(|at| {
+                    let chunk = body.slice(at..(at + CHUNK).min(body.len()));
+                    Ok(FetchBodyResponse { chunk: chunk.to_vec(), total_size: if at == 0 { total } else { 0 } })
+                })
+                .collect()
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    async fn store_flags(&self, req: Request<StoreFlagsRequest>) -> Rpc<StoreFlagsResponse> {
+        let r = req.into_inner();
+        let mode = FlagsMode::try_from(r.mode).unwrap_or_default();
+        let o = self.service.store.store_flags(r.account_id, r.folder_id, &r.uids, mode, r.flags, r.unchanged_since).await?;
+        Ok(Response::new(StoreFlagsResponse { updated: o.updated, modified: o.modified, highest_modseq: o.highest_modseq }))
+    }
+
+    async fn copy(&self, req: Request<CopyRequest>) -> Rpc<CopyResponse> {
+        let r = req.into_inner();
+        let dest = folder_ref(r.destination)?;
+        let o = self.service.store.copy(r.account_id, r.folder_id, &r.uids, &dest, false).await?;
+        Ok(Response::new(CopyResponse {
+            uidvalidity: o.uidvalidity,
+            source_uids: o.source_uids,
+            destination_uids: o.destination_uids,
+            destination_folder_id: o.destination_folder_id,
+        }))
+    }
+
+    async fn r#move(&self, req: Request<MoveRequest>) -> Rpc<MoveResponse> {
+        let r = req.into_inner();
+        let dest = folder_ref(r.destination)?;
+        let o = self.service.store.copy(r.account_id, r.folder_id, &r.uids, &dest, true).await?;
+        Ok(Response::new(MoveResponse {
+            uidvalidity: o.uidvalidity,
+            source_uids: o.source_uids,
+            destination_uids: o.destination_uids,
+            destination_folder_id: o.destination_folder_id,
+            highest_modseq: o.highest_modseq,
+        }))
+    }
+
+    async fn expunge(&self, req: Request<ExpungeRequest>) -> Rpc<ExpungeResponse> {
+        let r = req.into_inner();
+        let uids = (!r.uids.is_empty()).then_some(r.uids.as_slice());
+        let (expunged, highest_modseq) = self.service.store.expunge(r.account_id, r.folder_id, uids, r.only_deleted).await?;
+        Ok(Response::new(ExpungeResponse { expunged, highest_modseq }))
+    }
+
+    async fn changes(&self, req: Request<ChangesRequest>) -> Rpc<ChangesResponse> {
+        let r = req.into_inner();
+        let c = self.service.store.changes(r.account_id, r.folder_id, r.since_modseq).await?;
+        Ok(Response::new(ChangesResponse {
+            uidvalidity: c.uidvalidity,
+            highest_modseq: c.highest_modseq,
+            changed: c.changed,
+            vanished: c.vanished,
+        }))
+    }
+
+    type WatchStream = BoxStream<MailboxEvent>;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Rpc<Self::WatchStream> {
+        let account_id = req.into_inner().account_id;
+        if self.service.store.account(account_id).await?.is_none() {
+            return Err(MailboxError::not_found("account", account_id.to_string()).into());
+        }
+        Ok(Response::new(Box::pin(self.service.store.watch(account_id).map(Ok))))
+    }
+
+    async fn get_quota(&self, req: Request<GetQuotaRequest>) -> Rpc<GetQuotaResponse> {
+        let id = req.into_inner().account_id;
+        let account =
+            self.service.store.account(id).await?.ok_or_else(|| MailboxError::not_found("account", id.to_string()))?;
+        let usage = self.service.store.usage(id).await?;
+        Ok(Response::new(GetQuotaResponse { usage: Some(usage_pb(&account, usage)) }))
+    }
+}

@@ -1,0 +1,32 @@
+//! The mailbox service: the only part of Tern that touches storage.
+//!
+//! It owns accounts, domains, aliases, credentials, folders, messages, flags and quotas, and
+//! serves them over gRPC (`tern.mailbox.v1`) to the front-ends, the operator and `tern admin`.
+//! Replicas are stateless: everything they know is in the [`store::MetadataStore`] and the
+//! [`blobs::BlobStore`].
+//!
+//! Layers, from the wire inwards: [`grpc`] translates protobuf to calls on
+//! [`service::MailboxService`], which holds the logic that does not depend on a backend
+//! (resolution, delivery, login throttling, garbage collection) and calls the
+//! [`store::MetadataStore`] trait, implemented by [`store::embedded::EmbeddedStore`].
+
+pub mod address;
+pub mod blobs;
+pub mod error;
+pub mod flags;
+pub mod folder_name;
+pub mod grpc;
+pub mod parse;
+pub mod password;
+pub mod server;
+pub mod service;
+pub mod store;
+
+/// The records the embedded backend stores, generated from `proto/tern/storage/v1`.
+pub mod records {
+    #![allow(clippy::all, missing_debug_implementations)]
+    include!(concat!(env!("OUT_DIR"), "/tern.storage.v1.rs"));
+}
+
+pub use error::{MailboxError, Result};
+pub use service::{Limits, MailboxService};

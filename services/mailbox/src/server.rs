@@ -1,0 +1,63 @@
+//! Opening the mailbox service on a backend and serving it over gRPC.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use tern_proto::v1::{admin_server::AdminServer, mailbox_server::MailboxServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::{
+    MailboxService,
+    blobs::BlobStore,
+    error::Result,
+    grpc::{admin::AdminApi, mailbox::MailboxApi},
+    service::Limits,
+    store::embedded::EmbeddedStore,
+};
+
+/// Largest gRPC message either side accepts: a Select of a very large folder, or a chunk.
+const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Opens the embedded backend in `data_dir`: `metadata.redb` and `blobs/`.
+pub fn open_embedded(data_dir: &std::path::Path, limits: Limits) -> Result<MailboxService> {
+    std::fs::create_dir_all(data_dir).map_err(|e| crate::MailboxError::Commit(format!(
+        "cannot create data directory {}: {e}",
+        data_dir.display()
+    )))?;
+    let store = EmbeddedStore::open(&data_dir.join("metadata.redb"))?;
+    let blobs = BlobStore::local(PathBuf::from(data_dir).join("blobs"))?;
+    Ok(MailboxService::new(Arc::new(store), blobs, limits))
+}
+
+/// Serves the Mailbox and Admin gRPC services on `listener` until `shutdown` completes, and
+/// collects unreferenced bodies in the background.
+pub async fn serve(
+    service: MailboxService,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::result::Result<(), tonic::transport::Error> {
+    let gc_service = service.clone();
+    let gc = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            match gc_service.collect_garbage().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "collected unreferenced bodies"),
+                Err(e) => tracing::warn!(error = %e, "body collection failed"),
+            }
+        }
+    });
+    let mailbox = MailboxServer::new(MailboxApi::new(service.clone()))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let admin = AdminServer::new(AdminApi::new(service));
+    let result = tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
+        .add_service(mailbox)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    gc.abort();
+    result
+}

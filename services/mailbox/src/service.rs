@@ -1,0 +1,375 @@
+//! The mailbox service's logic, independent of gRPC and of the storage backend: resolving
+//! recipients, delivering and appending (hash, store the body, parse once, record), login with
+//! throttling, reading bodies, and collecting bodies nothing refers to any more.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use secrecy::SecretString;
+use tern_proto::v1::{DeliveryStatus, FolderRef, RecipientStatus, ResolvedVia};
+use tokio::sync::RwLock;
+
+use crate::{
+    address::Address,
+    blobs::{BlobStore, blob_id},
+    error::{MailboxError, Result},
+    parse, password,
+    records::{AccountRecord, MessageRecord},
+    store::{AppendOp, Appended, MetadataStore, NewMessage},
+};
+
+/// Limits of the mailbox service, all configurable.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message accepted by Deliver and Append, in bytes.
+    pub max_message_bytes: u64,
+    /// Most recipients of one Deliver call.
+    pub max_recipients: usize,
+    /// Failed logins allowed per client IP, and per account, within `auth_window`.
+    pub max_auth_failures: u32,
+    pub auth_window: Duration,
+    /// How long an orphaned body is kept before it is deleted.
+    pub blob_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 50 * 1024 * 1024,
+            max_recipients: 1000,
+            max_auth_failures: 10,
+            auth_window: Duration::from_secs(300),
+            blob_grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The outcome of resolving one address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolution {
+    pub status: RecipientStatus,
+    pub account: Option<AccountRecord>,
+    pub via: ResolvedVia,
+    pub detail: String,
+}
+
+impl Resolution {
+    fn none(status: RecipientStatus) -> Self {
+        Self { status, account: None, via: ResolvedVia::Unspecified, detail: String::new() }
+    }
+}
+
+/// One recipient's outcome of a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecipientOutcome {
+    pub recipient: String,
+    pub status: DeliveryStatus,
+    pub account_id: u64,
+    pub appended: Option<Appended>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub blob_id: String,
+    pub size: u64,
+    pub results: Vec<RecipientOutcome>,
+}
+
+#[derive(Debug, Default)]
+struct Throttle {
+    failures: HashMap<String, (u32, Instant)>,
+}
+
+impl Throttle {
+    fn blocked(&mut self, key: &str, max: u32, window: Duration) -> bool {
+        match self.failures.get(key) {
+            Some((n, since)) if since.elapsed() < window => *n >= max,
+            Some(_) => {
+                self.failures.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn fail(&mut self, key: String, window: Duration) {
+        let entry = self.failures.entry(key).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= window {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+        // Keep the table bounded under a spray of addresses.
+        if self.failures.len() > 100_000 {
+            self.failures.retain(|_, (_, since)| since.elapsed() < window);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MailboxService {
+    pub store: Arc<dyn MetadataStore>,
+    pub blobs: BlobStore,
+    pub limits: Limits,
+    /// Held shared by every write that adds a body reference from the moment its body is
+    /// stored until its metadata commits, and exclusively by garbage collection; so GC never
+    /// deletes a body that a delivery in flight is about to refer to.
+    blob_gate: Arc<RwLock<()>>,
+    throttle: Arc<Mutex<Throttle>>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl MailboxService {
+    pub fn new(store: Arc<dyn MetadataStore>, blobs: BlobStore, limits: Limits) -> Self {
+        Self {
+            store,
+            blobs,
+            limits,
+            blob_gate: Arc::new(RwLock::new(())),
+            throttle: Arc::new(Mutex::new(Throttle::default())),
+        }
+    }
+
+    /// Checks a login. Failures are throttled per client IP and per account: past the limit
+    /// the answer is a failure without even checking the password.
+    pub async fn authenticate(&self, username: &str, password: &SecretString, remote_ip: Option<IpAddr>) -> Result<AccountRecord> {
+        let ip_key = remote_ip.map(|ip| format!("ip:{ip}"));
+        let user_key = format!("user:{}", username.trim().to_lowercase());
+        {
+            let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+            let (max, window) = (self.limits.max_auth_failures, self.limits.auth_window);
+            if ip_key.as_deref().is_some_and(|k| t.blocked(k, max, window)) || t.blocked(&user_key, max, window) {
+                tracing::warn!(user = %username, ip = ?remote_ip, "login throttled");
+                return Err(MailboxError::AuthFailed);
+            }
+        }
+        let account = match Address::parse(username) {
+            Ok(addr) => self.lookup_login(&addr.to_string()).await?,
+            Err(_) => None,
+        };
+        // Verify against a fixed hash when the account is unknown, so that timing does not
+        // tell which addresses exist.
+        let ok = match &account {
+            Some(a) => {
+                let hash = a.password_hash.clone();
+                let pw = password.clone();
+                tokio::task::spawn_blocking(move || password::verify(&pw, &hash)).await.unwrap_or(false)
+            }
+            None => {
+                let pw = password.clone();
+                let _ = tokio::task::spawn_blocking(move || password::verify(&pw, DUMMY_HASH)).await;
+                false
+            }
+        };
+        match account {
+            Some(a) if ok => {
+                if a.suspended {
+                    return Err(MailboxError::Suspended { address: a.address });
+                }
+                Ok(a)
+            }
+            _ => {
+                let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(k) = ip_key {
+                    t.fail(k, self.limits.auth_window);
+                }
+                t.fail(user_key, self.limits.auth_window);
+                Err(MailboxError::AuthFailed)
+            }
+        }
+    }
+
+    /// An account by its address or one of its aliases.
+    async fn lookup_login(&self, address: &str) -> Result<Option<AccountRecord>> {
+        if let Some(a) = self.store.account_by_address(address).await? {
+            return Ok(Some(a));
+        }
+        match self.store.alias(address).await? {
+            Some(id) => self.store.account(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Resolves an address: mailbox, then alias, then the same without a `+detail`, then the
+    /// domain's catch-all.
+    pub async fn resolve(&self, input: &str) -> Result<Resolution> {
+        let addr = Address::parse(input)?;
+        let Some(domain) = self.store.domain(&addr.domain).await? else {
+            return Ok(Resolution::none(RecipientStatus::NotLocal));
+        };
+        let detail = addr.split_detail().1.unwrap_or_default().to_string();
+        let candidates = std::iter::once(addr.clone()).chain(addr.without_detail());
+        for (i, candidate) in candidates.enumerate() {
+            let key = candidate.to_string();
+            let (account, via) = match self.store.account_by_address(&key).await? {
+                Some(a) => (Some(a), ResolvedVia::Mailbox),
+                None => match self.store.alias(&key).await? {
+                    Some(id) => (self.store.account(id).await?, ResolvedVia::Alias),
+                    None => (None, ResolvedVia::Unspecified),
+                },
+            };
+            if let Some(a) = account {
+                let detail = if i == 0 { String::new() } else { detail.clone() };
+                return Ok(self.found(a, via, detail));
+            }
+        }
+        if !domain.catch_all.is_empty() {
+            let target =
+                if domain.catch_all.contains('@') { domain.catch_all.clone() } else { format!("{}@{}", domain.catch_all, domain.name) };
+            if let Some(a) = self.lookup_login(&target.to_lowercase()).await? {
+                return Ok(self.found(a, ResolvedVia::CatchAll, String::new()));
+            }
+        }
+        Ok(Resolution::none(RecipientStatus::UnknownUser))
+    }
+
+    fn found(&self, account: AccountRecord, via: ResolvedVia, detail: String) -> Resolution {
+        let status = if account.suspended { RecipientStatus::Suspended } else { RecipientStatus::Local };
+        Resolution { status, account: Some(account), via, detail }
+    }
+
+    fn check_size(&self, size: u64) -> Result<()> {
+        if size > self.limits.max_message_bytes {
+            return Err(MailboxError::TooLarge { size, limit: self.limits.max_message_bytes });
+        }
+        Ok(())
+    }
+
+    /// Stores a body (once per content) and records it with `ops`, holding the blob gate so
+    /// garbage collection cannot remove the body between the two steps.
+    async fn store_and_record(&self, content: Bytes, internal_date: i64, ops: Vec<AppendOp>) -> Result<(String, Vec<Result<Appended>>)> {
+        let id = blob_id(&content);
+        let size = content.len() as u64;
+        let parsed = parse::parse(&content);
+        let _gate = self.blob_gate.read().await;
+        if self.store.blob_refs(&id).await? == 0 {
+            self.blobs.put(&id, content).await?;
+        }
+        let message = NewMessage { blob_id: id.clone(), size, internal_date, parsed };
+        let results = self.store.append(message, ops).await?;
+        Ok((id, results))
+    }
+
+    /// Delivers a message to every local recipient in one commit: one body object however many
+    /// recipients. Each recipient gets its own outcome; a storage failure fails the whole call
+    /// so that the sender retries.
+    pub async fn deliver(&self, recipients: &[String], content: Bytes) -> Result<Delivery> {
+        if recipients.is_empty() {
+            return Err(MailboxError::invalid("recipients", "none given"));
+        }
+        if recipients.len() > self.limits.max_recipients {
+            return Err(MailboxError::invalid("recipients", format!("more than {}", self.limits.max_recipients)));
+        }
+        self.check_size(content.len() as u64)?;
+        let mut results = Vec::with_capacity(recipients.len());
+        let mut ops = Vec::new();
+        let mut op_index = Vec::new();
+        let mut seen_accounts = HashSet::new();
+        for rcpt in recipients {
+            let r = match self.resolve(rcpt).await {
+                Ok(r) => r,
+                Err(MailboxError::Invalid { .. }) => Resolution::none(RecipientStatus::UnknownUser),
+                Err(e) => return Err(e),
+            };
+            let (status, account_id) = match (&r.status, &r.account) {
+                (RecipientStatus::Local, Some(a)) => (DeliveryStatus::Delivered, a.id),
+                (RecipientStatus::Suspended, Some(a)) => (DeliveryStatus::Suspended, a.id),
+                _ => (DeliveryStatus::UnknownUser, 0),
+            };
+            // Two addresses of one account (an alias and the mailbox) get one copy, as with
+            // every MTA; the later recipient reports the first one's result.
+            if status == DeliveryStatus::Delivered && seen_accounts.insert(account_id) {
+                op_index.push((results.len(), ops.len()));
+                ops.push(AppendOp { account_id, folder: FolderRef::name("INBOX"), flags: vec![] });
+            }
+            results.push(RecipientOutcome { recipient: rcpt.clone(), status, account_id, appended: None });
+        }
+        let size = content.len() as u64;
+        if ops.is_empty() {
+            return Ok(Delivery { blob_id: blob_id(&content), size, results });
+        }
+        let (id, appended) = self.store_and_record(content, now(), ops).await?;
+        for ((result_index, _), outcome) in op_index.iter().zip(appended) {
+            let r = &mut results[*result_index];
+            match outcome {
+                Ok(a) => r.appended = Some(a),
+                Err(MailboxError::OverQuota { .. }) => r.status = DeliveryStatus::OverQuota,
+                Err(MailboxError::NotFound { .. }) => r.status = DeliveryStatus::UnknownUser,
+                Err(e) => return Err(e),
+            }
+        }
+        // Duplicates of an account point at the first recipient's result.
+        let firsts: HashMap<u64, (DeliveryStatus, Option<Appended>)> = results
+            .iter()
+            .filter(|r| r.appended.is_some() || r.status == DeliveryStatus::OverQuota)
+            .map(|r| (r.account_id, (r.status, r.appended.clone())))
+            .collect();
+        for r in results.iter_mut().filter(|r| r.status == DeliveryStatus::Delivered && r.appended.is_none()) {
+            if let Some((status, appended)) = firsts.get(&r.account_id) {
+                r.status = *status;
+                r.appended = appended.clone();
+            }
+        }
+        Ok(Delivery { blob_id: id, size, results })
+    }
+
+    /// Appends a message to one folder (IMAP APPEND).
+    pub async fn append(&self, account_id: u64, folder: FolderRef, flags: Vec<String>, internal_date: i64, content: Bytes) -> Result<Appended> {
+        self.check_size(content.len() as u64)?;
+        let date = if internal_date == 0 { now() } else { internal_date };
+        let (_, mut results) = self.store_and_record(content, date, vec![AppendOp { account_id, folder, flags }]).await?;
+        results.pop().unwrap_or_else(|| Err(MailboxError::Commit("append produced no result".into())))
+    }
+
+    /// The stored record of one message, checked to belong to the account.
+    pub async fn message(&self, account_id: u64, folder_id: u64, uid: u32) -> Result<MessageRecord> {
+        self.store
+            .messages(account_id, folder_id, &[uid], false)
+            .await?
+            .pop()
+            .map(|(m, _)| m)
+            .ok_or_else(|| MailboxError::not_found("message", format!("uid {uid}")))
+    }
+
+    /// Reads a message body, or `length` bytes of it from `offset` (zero length: to the end).
+    pub async fn body(&self, m: &MessageRecord, offset: u64, length: u64) -> Result<Bytes> {
+        let end = if length == 0 { m.size } else { offset.saturating_add(length).min(m.size) };
+        if offset == 0 && end == m.size {
+            self.blobs.get(&m.blob_id).await
+        } else {
+            self.blobs.get_range(&m.blob_id, offset.min(m.size), end).await
+        }
+    }
+
+    /// Deletes bodies that no message has referred to for the grace period. Returns how many.
+    pub async fn collect_garbage(&self) -> Result<usize> {
+        let before = now() - self.limits.blob_grace.as_secs() as i64;
+        let candidates = self.store.orphaned_blobs(before, 1000).await?;
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let _gate = self.blob_gate.write().await;
+        let mut deleted = 0;
+        for id in candidates {
+            // Delete the object before forgetting it: if the delete fails, the body stays an
+            // orphan and the next run tries again, instead of leaking an object nobody tracks.
+            if self.store.blob_refs(&id).await? == 0 {
+                self.blobs.delete(&id).await?;
+                if self.store.forget_blob(&id).await? {
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// An argon2id hash of a random password, verified against when the account does not exist.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3hG2GgOqO0ChhV2Ko3GBYnFRvO6YNzFsk+2V9AbOh2E";

@@ -1,0 +1,143 @@
+//! The metadata store: the directory (domains, accounts, aliases) and every folder's change log.
+//!
+//! [`MetadataStore`] is the one trait a backend implements. The embedded backend
+//! ([`embedded::EmbeddedStore`], redb) is the default; the distributed one (NATS JetStream) is
+//! a second implementation of the same trait. Bodies are not here: they live in the
+//! [`crate::blobs::BlobStore`], and the store only counts references to them.
+//!
+//! Every write method is atomic: it commits entirely or not at all, and it returns only after
+//! its commit is durable. Events for committed changes reach subscribers in commit order.
+
+pub mod embedded;
+
+use futures::stream::BoxStream;
+use tern_proto::v1::{FlagsMode, FolderRef, MailboxEvent, MessageSummary, SpecialUse};
+
+use crate::{
+    error::Result,
+    parse::Parsed,
+    records::{AccountRecord, DomainRecord, FolderRecord, MessageRecord, ParsedRecord},
+};
+
+/// A message ready to be recorded: its body is already stored under `blob_id`.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub blob_id: String,
+    pub size: u64,
+    pub internal_date: i64,
+    pub parsed: Parsed,
+}
+
+/// One message appended to one folder of one account.
+#[derive(Debug, Clone)]
+pub struct AppendOp {
+    pub account_id: u64,
+    pub folder: FolderRef,
+    pub flags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    pub folder_id: u64,
+    pub folder_name: String,
+    pub uidvalidity: u32,
+    pub uid: u32,
+    pub modseq: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlagsOutcome {
+    pub updated: Vec<MessageSummary>,
+    pub modified: Vec<u32>,
+    pub highest_modseq: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CopyOutcome {
+    pub uidvalidity: u32,
+    pub destination_folder_id: u64,
+    pub source_uids: Vec<u32>,
+    pub destination_uids: Vec<u32>,
+    pub highest_modseq: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    pub uidvalidity: u32,
+    pub highest_modseq: u64,
+    pub changed: Vec<MessageSummary>,
+    pub vanished: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountChanges {
+    pub address: String,
+    pub display_name: Option<String>,
+    pub quota_bytes: Option<u64>,
+    pub suspended: Option<bool>,
+}
+
+/// Messages and bytes an account holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageCount {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+#[async_trait::async_trait]
+pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
+    // The directory.
+    async fn create_domain(&self, domain: DomainRecord) -> Result<DomainRecord>;
+    async fn update_domain(&self, name: &str, catch_all: Option<String>, default_quota: Option<u64>) -> Result<DomainRecord>;
+    async fn domain(&self, name: &str) -> Result<Option<DomainRecord>>;
+    async fn list_domains(&self) -> Result<Vec<(DomainRecord, u64)>>;
+    async fn delete_domain(&self, name: &str) -> Result<()>;
+
+    /// Creates an account with INBOX and the special-use folders.
+    async fn create_account(&self, account: AccountRecord) -> Result<AccountRecord>;
+    async fn update_account(&self, changes: AccountChanges) -> Result<AccountRecord>;
+    async fn set_password(&self, address: &str, hash: String) -> Result<()>;
+    async fn account(&self, id: u64) -> Result<Option<AccountRecord>>;
+    async fn account_by_address(&self, address: &str) -> Result<Option<AccountRecord>>;
+    async fn list_accounts(&self, domain: Option<&str>) -> Result<Vec<AccountRecord>>;
+    /// Removes the account with its folders and messages, and drops its body references.
+    async fn delete_account(&self, address: &str) -> Result<()>;
+    async fn add_alias(&self, alias: &str, target: &str) -> Result<()>;
+    async fn remove_alias(&self, alias: &str) -> Result<()>;
+    async fn alias(&self, alias: &str) -> Result<Option<u64>>;
+    async fn list_aliases(&self, domain: Option<&str>) -> Result<Vec<(String, String)>>;
+    async fn usage(&self, account_id: u64) -> Result<UsageCount>;
+
+    // Folders.
+    async fn list_folders(&self, account_id: u64) -> Result<Vec<FolderRecord>>;
+    async fn create_folder(&self, account_id: u64, name: &str, special_use: SpecialUse) -> Result<FolderRecord>;
+    async fn delete_folder(&self, account_id: u64, name: &str) -> Result<()>;
+    async fn rename_folder(&self, account_id: u64, from: &str, to: &str) -> Result<FolderRecord>;
+    async fn subscribe_folder(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()>;
+    async fn folder(&self, account_id: u64, folder: &FolderRef) -> Result<FolderRecord>;
+    /// The folder and all its messages as of one MODSEQ.
+    async fn select(&self, account_id: u64, folder: &FolderRef) -> Result<(FolderRecord, Vec<MessageSummary>)>;
+
+    // Messages.
+    /// How many messages refer to a body: zero means it may not be stored (yet, or any more).
+    async fn blob_refs(&self, blob_id: &str) -> Result<u64>;
+    /// Appends one message to several folders (a delivery to many recipients) in one commit.
+    /// Each op succeeds or fails on its own (unknown folder, over quota); a storage failure
+    /// fails them all.
+    async fn append(&self, message: NewMessage, ops: Vec<AppendOp>) -> Result<Vec<Result<Appended>>>;
+    async fn messages(&self, account_id: u64, folder_id: u64, uids: &[u32], with_structure: bool) -> Result<Vec<(MessageRecord, Option<ParsedRecord>)>>;
+    async fn store_flags(&self, account_id: u64, folder_id: u64, uids: &[u32], mode: FlagsMode, flags: Vec<String>, unchanged_since: u64) -> Result<FlagsOutcome>;
+    async fn copy(&self, account_id: u64, folder_id: u64, uids: &[u32], destination: &FolderRef, remove_source: bool) -> Result<CopyOutcome>;
+    /// Expunges `uids` (all messages when None), only those flagged \Deleted if asked.
+    async fn expunge(&self, account_id: u64, folder_id: u64, uids: Option<&[u32]>, only_deleted: bool) -> Result<(Vec<u32>, u64)>;
+    async fn changes(&self, account_id: u64, folder_id: u64, since_modseq: u64) -> Result<Changes>;
+
+    /// Committed changes of one account from now on, in commit order.
+    fn watch(&self, account_id: u64) -> BoxStream<'static, MailboxEvent>;
+
+    // Body garbage collection.
+    /// Bodies no message refers to any more, orphaned before `before` (Unix seconds).
+    async fn orphaned_blobs(&self, before: i64, limit: usize) -> Result<Vec<String>>;
+    /// Forgets an orphaned body; false if a message refers to it again.
+    async fn forget_blob(&self, blob_id: &str) -> Result<bool>;
+}
