@@ -1,1 +1,13 @@
-//! stub
+//! What every Tern process shares, whatever its role: logging and trace export
+//! ([`telemetry`]), the HTTP endpoint with Prometheus metrics and health probes ([`http`],
+//! [`metrics`]), TLS material including a development certificate ([`tls`]), and the shutdown
+//! signal ([`shutdown`]).
+//!
+//! This crate knows nothing of mail, storage or protocols.
+
+pub mod grpc_metrics;
+pub mod http;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;

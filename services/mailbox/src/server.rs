@@ -4,7 +4,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use tern_proto::v1::{admin_server::AdminServer, mailbox_server::MailboxServer};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::{
     MailboxService,
@@ -54,9 +54,17 @@ pub async fn serve(
     let admin = AdminServer::new(AdminApi::new(service));
     let result = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
+        .layer(tern_runtime::grpc_metrics::GrpcMetricsLayer)
         .add_service(mailbox)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // Without TCP_NODELAY a streamed response (headers, data, trailers) waits on Nagle's
+        // algorithm and the peer's delayed ACK: about 40 ms per FetchBody.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60))),
+            shutdown,
+        )
         .await;
     gc.abort();
     result

@@ -254,6 +254,8 @@ impl MailboxService {
         }
         let message = NewMessage { blob_id: id.clone(), size, internal_date, parsed };
         let results = self.store.append(message, ops).await?;
+        let stored = results.iter().filter(|r| r.is_ok()).count() as u64;
+        tern_runtime::metrics::Metrics::global().messages_stored.inc_by(stored);
         Ok((id, results))
     }
 

@@ -1,1 +1,91 @@
-fn main() {}
+//! `tern`: the one binary of Tern. `tern dev` runs every part in one process on embedded
+//! storage; `tern mailbox` (and, as they land, `tern smtp`, `tern imap`, `tern pop3`) runs one
+//! part for a distributed deployment; `tern admin` manages domains and mailboxes.
+
+mod admin;
+mod config;
+mod serve;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "tern", version, about = "A Kubernetes-native, distributed e-mail platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs every part in one process on embedded storage, listening on 127.0.0.1.
+    Dev(ServeArgs),
+    /// Runs the mailbox service alone (the part that owns storage).
+    Mailbox(ServeArgs),
+    /// Manages domains, mailboxes and aliases of a running mailbox service.
+    Admin(admin::AdminArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// A TOML config file; flags override it.
+    #[arg(long, env = "TERN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where data is kept (default: ./tern-data).
+    #[arg(long, env = "TERN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Listen address of the mailbox gRPC API (default 127.0.0.1:50051).
+    #[arg(long)]
+    grpc_listen: Option<SocketAddr>,
+    /// Listen address of /metrics, /healthz, /readyz (default 127.0.0.1:9095).
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
+    /// OTLP/gRPC endpoint to export traces to.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+}
+
+impl ServeArgs {
+    fn config(self) -> anyhow::Result<Config> {
+        let mut c = Config::load(self.config.as_deref())?;
+        if let Some(d) = self.data_dir {
+            c.data_dir = d;
+        }
+        if let Some(a) = self.grpc_listen {
+            c.listen.grpc = a;
+        }
+        if let Some(a) = self.http_listen {
+            c.listen.http = a;
+        }
+        if self.otlp_endpoint.is_some() {
+            c.telemetry.otlp_endpoint = self.otlp_endpoint;
+        }
+        Ok(c)
+    }
+}
+
+async fn serve(args: ServeArgs, name: &str, dev: bool) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let _telemetry = tern_runtime::telemetry::init(name, config.telemetry.otlp_endpoint.as_deref())?;
+    serve::run(config, dev).await
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev(args) => serve(args, "tern-dev", true).await,
+        Command::Mailbox(args) => serve(args, "tern-mailbox", false).await,
+        Command::Admin(args) => admin::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

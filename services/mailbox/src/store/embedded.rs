@@ -575,7 +575,10 @@ impl MetadataStore for EmbeddedStore {
                 .map(|r| r.map(|(_, f)| f))
                 .collect::<std::result::Result<_, _>>()?;
             for fid in folder_ids {
-                if let Some(f) = get_folder(&txn.open_table(FOLDERS)?, fid)? {
+                // Bound first: a table opened in the `if let` would stay open through
+                // drop_folder, which opens it again, and redb refuses that.
+                let folder = get_folder(&txn.open_table(FOLDERS)?, fid)?;
+                if let Some(f) = folder {
                     drop_folder(txn, &f)?;
                 }
             }
@@ -623,7 +626,9 @@ impl MetadataStore for EmbeddedStore {
                 .get(alias.as_str())?
                 .map(|v| v.value())
                 .ok_or_else(|| MailboxError::not_found("alias", &alias))?;
-            if let Some(mut a) = load_account(&txn.open_table(ACCOUNTS)?, id)? {
+            // Bound first, so that ACCOUNTS is closed again before put_account opens it.
+            let account = load_account(&txn.open_table(ACCOUNTS)?, id)?;
+            if let Some(mut a) = account {
                 a.aliases.retain(|x| x != &alias);
                 put_account(txn, &a)?;
             }
@@ -753,12 +758,17 @@ impl MetadataStore for EmbeddedStore {
             if moving.iter().all(|(n, _)| n != &from) {
                 return Err(MailboxError::not_found("folder", &from));
             }
-            let mut renamed = None;
-            for (old, id) in moving {
+            // Every target name is checked before anything is renamed: a job must not write
+            // before it can no longer refuse (see the module documentation).
+            for (old, _) in &moving {
                 let new = format!("{to}{}", &old[from.len()..]);
                 if txn.open_table(FOLDER_NAMES)?.get((account_id, new.as_str()))?.is_some() {
                     return Err(MailboxError::exists("folder", new));
                 }
+            }
+            let mut renamed = None;
+            for (old, id) in moving {
+                let new = format!("{to}{}", &old[from.len()..]);
                 let mut f = get_folder(&txn.open_table(FOLDERS)?, id)?.ok_or_else(|| MailboxError::not_found("folder", &old))?;
                 txn.open_table(FOLDER_NAMES)?.remove((account_id, old.as_str()))?;
                 txn.open_table(FOLDER_NAMES)?.insert((account_id, new.as_str()), id)?;
@@ -860,6 +870,16 @@ impl MetadataStore for EmbeddedStore {
                     stored_parsed = true;
                 }
                 results.push(outcome);
+            }
+            // The body was stored before this commit. When no op took it and nothing else
+            // refers to it, it is recorded as an orphan so that garbage collection deletes it;
+            // otherwise every refused write (over quota, unknown folder) would leave an object
+            // on disk that nothing tracks.
+            if !results.iter().any(Result::is_ok) && txn.open_table(BLOB_REFS)?.get(message.blob_id.as_str())?.is_none() {
+                let mut orphans = txn.open_table(ORPHANS)?;
+                if orphans.get(message.blob_id.as_str())?.is_none() {
+                    orphans.insert(message.blob_id.as_str(), now())?;
+                }
             }
             Ok(results)
         })

@@ -123,7 +123,8 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     async fn blob_refs(&self, blob_id: &str) -> Result<u64>;
     /// Appends one message to several folders (a delivery to many recipients) in one commit.
     /// Each op succeeds or fails on its own (unknown folder, over quota); a storage failure
-    /// fails them all.
+    /// fails them all. When no op succeeds and nothing else refers to the body, the body is
+    /// recorded as orphaned, so that garbage collection deletes it.
     async fn append(&self, message: NewMessage, ops: Vec<AppendOp>) -> Result<Vec<Result<Appended>>>;
     async fn messages(&self, account_id: u64, folder_id: u64, uids: &[u32], with_structure: bool) -> Result<Vec<(MessageRecord, Option<ParsedRecord>)>>;
     async fn store_flags(&self, account_id: u64, folder_id: u64, uids: &[u32], mode: FlagsMode, flags: Vec<String>, unchanged_since: u64) -> Result<FlagsOutcome>;

@@ -1,0 +1,320 @@
+//! `tern admin`: domains, mailboxes, aliases, passwords, quotas and usage, against a running
+//! mailbox service's admin API.
+
+use std::io::Read;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use tern_proto::v1::{
+    AddAliasRequest, CreateAccountRequest, CreateDomainRequest, DeleteAccountRequest, DeleteDomainRequest,
+    GetAccountRequest, GetDomainRequest, GetUsageRequest, ListAccountsRequest, ListAliasesRequest, ListDomainsRequest,
+    Password, RemoveAliasRequest, SetPasswordRequest, UpdateAccountRequest, UpdateDomainRequest,
+    admin_client::AdminClient, password,
+};
+use tonic::transport::Channel;
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The mailbox service's gRPC address.
+    #[arg(long, env = "TERN_SERVER", default_value = "http://127.0.0.1:50051", global = true)]
+    server: String,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Domains Tern receives mail for.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+    /// Mailboxes (accounts): one login, one password, one quota.
+    #[command(subcommand)]
+    Mailbox(MailboxCommand),
+    /// Extra addresses delivered to a mailbox.
+    #[command(subcommand)]
+    Alias(AliasCommand),
+    /// Messages and bytes a mailbox uses, against its quota.
+    Usage { address: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum DomainCommand {
+    Add {
+        name: String,
+        /// Local part (or address) that receives mail for unknown users of the domain.
+        #[arg(long, default_value = "")]
+        catch_all: String,
+        /// Quota of new mailboxes that set none (e.g. 1G, 500M; 0 = unlimited).
+        #[arg(long, default_value = "0", value_parser = parse_size)]
+        default_quota: u64,
+    },
+    Update {
+        name: String,
+        #[arg(long)]
+        catch_all: Option<String>,
+        #[arg(long, value_parser = parse_size)]
+        default_quota: Option<u64>,
+    },
+    Show { name: String },
+    List,
+    /// Refused while the domain has mailboxes or aliases.
+    Remove { name: String },
+}
+
+#[derive(Debug, Args)]
+struct PasswordArgs {
+    /// The password in plain text (visible to other users of this machine; prefer --password-stdin).
+    #[arg(long, conflicts_with_all = ["password_stdin", "password_hash"])]
+    password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    password_stdin: bool,
+    /// An argon2 PHC hash (`$argon2id$...`), stored as it is.
+    #[arg(long, conflicts_with = "password_stdin")]
+    password_hash: Option<String>,
+}
+
+impl PasswordArgs {
+    fn into_password(self) -> anyhow::Result<Password> {
+        let value = if let Some(p) = self.password {
+            password::Value::Plain(p)
+        } else if let Some(h) = self.password_hash {
+            password::Value::Hash(h)
+        } else if self.password_stdin {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("cannot read the password from standard input")?;
+            password::Value::Plain(s.trim_end_matches(['\r', '\n']).to_string())
+        } else {
+            bail!("give a password with --password, --password-stdin or --password-hash");
+        };
+        Ok(Password { value: Some(value) })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum MailboxCommand {
+    Add {
+        address: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Quota (e.g. 2G, 750M); 0 takes the domain's default.
+        #[arg(long, default_value = "0", value_parser = parse_size)]
+        quota: u64,
+    },
+    Update {
+        address: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_parser = parse_size)]
+        quota: Option<u64>,
+        /// Refuse logins and deliveries (mail is kept).
+        #[arg(long, conflicts_with = "unsuspend")]
+        suspend: bool,
+        #[arg(long)]
+        unsuspend: bool,
+    },
+    Passwd {
+        address: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    Show { address: String },
+    List {
+        /// Only this domain's mailboxes.
+        domain: Option<String>,
+    },
+    /// Deletes the mailbox with all its mail.
+    Remove { address: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum AliasCommand {
+    Add { alias: String, target: String },
+    Remove { alias: String },
+    List { domain: Option<String> },
+}
+
+/// Parses `1024`, `10k`, `500M`, `2G`, `1T` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i)).unwrap_or((s, ""));
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size (e.g. 500M, 2G)"))?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?} (use K, M, G or T)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[i]) }
+}
+
+fn quota(q: u64) -> String {
+    if q == 0 { "unlimited".into() } else { human(q) }
+}
+
+/// Turns a gRPC status into a one-line error an administrator can act on.
+fn explain(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let channel = Channel::from_shared(args.server.clone())
+        .with_context(|| format!("invalid server address {:?}", args.server))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the mailbox service at {} (is `tern dev` running?)", args.server))?;
+    let mut c = AdminClient::new(channel);
+    match args.command {
+        AdminCommand::Domain(cmd) => match cmd {
+            DomainCommand::Add { name, catch_all, default_quota } => {
+                let d = c
+                    .create_domain(CreateDomainRequest { name, catch_all, default_quota_bytes: default_quota })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                println!("created domain {}", d.name);
+            }
+            DomainCommand::Update { name, catch_all, default_quota } => {
+                let d = c
+                    .update_domain(UpdateDomainRequest { name, catch_all, default_quota_bytes: default_quota })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                println!("updated domain {}", d.name);
+            }
+            DomainCommand::Show { name } => {
+                let d = c.get_domain(GetDomainRequest { name }).await.map_err(explain)?.into_inner();
+                println!("domain:         {}", d.name);
+                println!("mailboxes:      {}", d.accounts);
+                println!("catch-all:      {}", if d.catch_all.is_empty() { "-" } else { &d.catch_all });
+                println!("default quota:  {}", quota(d.default_quota_bytes));
+            }
+            DomainCommand::List => {
+                let list = c.list_domains(ListDomainsRequest {}).await.map_err(explain)?.into_inner();
+                println!("{:<40} {:>9}  {:<24} DEFAULT QUOTA", "DOMAIN", "MAILBOXES", "CATCH-ALL");
+                for d in list.domains {
+                    let catch = if d.catch_all.is_empty() { "-".to_string() } else { d.catch_all };
+                    println!("{:<40} {:>9}  {:<24} {}", d.name, d.accounts, catch, quota(d.default_quota_bytes));
+                }
+            }
+            DomainCommand::Remove { name } => {
+                c.delete_domain(DeleteDomainRequest { name: name.clone() }).await.map_err(explain)?;
+                println!("removed domain {name}");
+            }
+        },
+        AdminCommand::Mailbox(cmd) => match cmd {
+            MailboxCommand::Add { address, password, name, quota: q } => {
+                let a = c
+                    .create_account(CreateAccountRequest {
+                        address,
+                        password: Some(password.into_password()?),
+                        display_name: name,
+                        quota_bytes: q,
+                    })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                println!("created mailbox {} (quota {})", a.address, quota(a.quota_bytes));
+            }
+            MailboxCommand::Update { address, name, quota: q, suspend, unsuspend } => {
+                let suspended = if suspend { Some(true) } else if unsuspend { Some(false) } else { None };
+                let a = c
+                    .update_account(UpdateAccountRequest { address, display_name: name, quota_bytes: q, suspended })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                println!("updated mailbox {}", a.address);
+            }
+            MailboxCommand::Passwd { address, password } => {
+                c.set_password(SetPasswordRequest { address: address.clone(), password: Some(password.into_password()?) })
+                    .await
+                    .map_err(explain)?;
+                println!("password of {address} changed");
+            }
+            MailboxCommand::Show { address } => {
+                let a = c.get_account(GetAccountRequest { address: address.clone() }).await.map_err(explain)?.into_inner();
+                let u = c.get_usage(GetUsageRequest { address }).await.map_err(explain)?.into_inner();
+                println!("address:    {}", a.address);
+                println!("name:       {}", if a.display_name.is_empty() { "-" } else { &a.display_name });
+                println!("aliases:    {}", if a.aliases.is_empty() { "-".into() } else { a.aliases.join(", ") });
+                println!("suspended:  {}", if a.suspended { "yes" } else { "no" });
+                println!("usage:      {} messages, {} of {}", u.messages, human(u.bytes), quota(u.quota_bytes));
+            }
+            MailboxCommand::List { domain } => {
+                let list = c
+                    .list_accounts(ListAccountsRequest { domain: domain.unwrap_or_default() })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                println!("{:<40} {:<24} {:<12} SUSPENDED", "ADDRESS", "NAME", "QUOTA");
+                for a in list.accounts {
+                    let name = if a.display_name.is_empty() { "-".to_string() } else { a.display_name };
+                    println!("{:<40} {:<24} {:<12} {}", a.address, name, quota(a.quota_bytes), if a.suspended { "yes" } else { "no" });
+                }
+            }
+            MailboxCommand::Remove { address } => {
+                c.delete_account(DeleteAccountRequest { address: address.clone() }).await.map_err(explain)?;
+                println!("removed mailbox {address}");
+            }
+        },
+        AdminCommand::Alias(cmd) => match cmd {
+            AliasCommand::Add { alias, target } => {
+                c.add_alias(AddAliasRequest { alias: alias.clone(), target: target.clone() }).await.map_err(explain)?;
+                println!("{alias} now delivers to {target}");
+            }
+            AliasCommand::Remove { alias } => {
+                c.remove_alias(RemoveAliasRequest { alias: alias.clone() }).await.map_err(explain)?;
+                println!("removed alias {alias}");
+            }
+            AliasCommand::List { domain } => {
+                let list = c
+                    .list_aliases(ListAliasesRequest { domain: domain.unwrap_or_default() })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                println!("{:<40} TARGET", "ALIAS");
+                for a in list.aliases {
+                    println!("{:<40} {}", a.alias, a.target);
+                }
+            }
+        },
+        AdminCommand::Usage { address } => {
+            let u = c.get_usage(GetUsageRequest { address }).await.map_err(explain)?.into_inner();
+            println!("{}: {} messages, {} of {}", u.address, u.messages, human(u.bytes), quota(u.quota_bytes));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("10k"), Ok(10 << 10));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert_eq!(human(1536), "1.5 KiB");
+    }
+}

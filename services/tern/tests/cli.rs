@@ -1,0 +1,149 @@
+//! The `tern` binary as a user runs it: `tern dev` on free loopback ports with its own data
+//! directory, `tern admin` commands against it, and a restart that keeps everything.
+
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+const TERN: &str = env!("CARGO_BIN_EXE_tern");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Dev {
+    child: Child,
+    server: String,
+    http: String,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dev {
+    fn start(data: &Path) -> Dev {
+        let (grpc, http) = (free_port(), free_port());
+        let child = Command::new(TERN)
+            .args(["dev", "--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tern dev starts");
+        let dev = Dev { child, server: format!("http://127.0.0.1:{grpc}"), http: format!("127.0.0.1:{http}") };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
+            assert!(Instant::now() < deadline, "tern dev did not listen on {grpc}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        dev
+    }
+
+    fn admin(&self, args: &[&str]) -> Output {
+        Command::new(TERN).arg("admin").args(["--server", &self.server]).args(args).output().expect("tern admin runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        assert!(out.status.success(), "tern admin {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        assert!(!out.status.success(), "tern admin {args:?} should fail");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Stops the process with SIGTERM, as Kubernetes does, and waits for a clean exit.
+    fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "tern dev exited with {status} on SIGTERM");
+                return;
+            }
+            assert!(Instant::now() < deadline, "tern dev did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn admin_walkthrough_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+
+    assert!(dev.ok(&["domain", "add", "Example.COM", "--default-quota", "1G"]).contains("created domain example.com"));
+    assert!(dev.ok(&["mailbox", "add", "alice@example.com", "--password", "pw", "--name", "Alice"]).contains("1.0 GiB"));
+    assert!(dev.ok(&["mailbox", "add", "bob@example.com", "--password", "pw", "--quota", "10M"]).contains("10.0 MiB"));
+    dev.ok(&["alias", "add", "postmaster@example.com", "alice@example.com"]);
+    dev.ok(&["domain", "update", "example.com", "--catch-all", "alice"]);
+
+    // Clear errors for bad input.
+    assert!(dev.fails(&["domain", "add", "example.com"]).contains("already exists"));
+    assert!(dev.fails(&["mailbox", "add", "carol@nowhere.test", "--password", "pw"]).contains("domain not found"));
+    assert!(dev.fails(&["mailbox", "add", "not-an-address", "--password", "pw"]).contains("invalid address"));
+    assert!(dev.fails(&["mailbox", "add", "alice@example.com", "--password", "pw"]).contains("already exists"));
+    assert!(dev.fails(&["mailbox", "add", "dave@example.com"]).contains("password"));
+    assert!(dev.fails(&["domain", "remove", "example.com"]).contains("still has"));
+    assert!(dev.fails(&["mailbox", "add", "x@example.com", "--password", "pw", "--quota", "lots"]).contains("not a size"));
+
+    let list = dev.ok(&["mailbox", "list"]);
+    assert!(list.contains("alice@example.com") && list.contains("Alice") && list.contains("bob@example.com"), "{list}");
+    let show = dev.ok(&["mailbox", "show", "alice@example.com"]);
+    assert!(show.contains("postmaster@example.com") && show.contains("0 messages"), "{show}");
+    assert!(dev.ok(&["domain", "list"]).contains("alice"));
+
+    assert!(http_get(&dev.http, "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(http_get(&dev.http, "/readyz").starts_with("HTTP/1.1 200"));
+    let metrics = http_get(&dev.http, "/metrics");
+    assert!(metrics.contains("tern_grpc_requests_total{method=\"CreateAccount\""), "{metrics}");
+
+    dev.stop();
+    let dev = Dev::start(dir.path());
+    let list = dev.ok(&["mailbox", "list", "example.com"]);
+    assert!(list.contains("alice@example.com") && list.contains("bob@example.com"), "lost after restart: {list}");
+    assert!(dev.ok(&["alias", "list"]).contains("postmaster@example.com"));
+    dev.ok(&["mailbox", "update", "bob@example.com", "--suspend"]);
+    assert!(dev.ok(&["mailbox", "list"]).lines().any(|l| l.starts_with("bob@example.com") && l.ends_with("yes")));
+    dev.ok(&["mailbox", "remove", "bob@example.com"]);
+    assert!(!dev.ok(&["mailbox", "list"]).contains("bob@example.com"));
+    assert!(dir.path().join("tls/dev-cert.pem").exists(), "tern dev generates a development certificate");
+}
+
+#[test]
+fn admin_without_server_says_so() {
+    let port = free_port();
+    let out = Command::new(TERN).args(["admin", "--server", &format!("http://127.0.0.1:{port}"), "domain", "list"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the mailbox service"));
+}
+
+#[test]
+fn bad_config_file_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tern.toml");
+    std::fs::write(&cfg, "[listen]\ngrpcc = \"127.0.0.1:1\"\n").unwrap();
+    let out = Command::new(TERN).args(["dev", "--config"]).arg(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid config file"));
+}
