@@ -1,1 +1,346 @@
-//! stub
+//! A harness for end-to-end tests of the mailbox service over real loopback sockets.
+//!
+//! [`TestServer::start`] opens the embedded backend in a fresh temporary directory, binds
+//! `127.0.0.1:0` and serves the Mailbox and Admin gRPC services on it. Tests talk to it only
+//! through gRPC clients (one per "session"), except for the few things that have no RPC, such
+//! as running body garbage collection now, for which [`TestServer::service`] gives the service
+//! itself. [`TestServer::restart`] stops the server, drops every handle on the store and opens
+//! the same data directory again, as a restarted process would; [`TestServer::start_from_copy`]
+//! opens a copy of a directory that a running server still holds, which is what a process crash
+//! leaves behind.
+//!
+//! The free functions are the client-side chores every test needs: creating an account,
+//! streaming a message into Deliver or Append, reading a body back, and checking an error's
+//! gRPC code together with its machine-readable reason.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use tern_mailbox::{Limits, MailboxService};
+use tern_proto::v1::{
+    Account, AppendHeader, AppendRequest, AppendResponse, CreateAccountRequest, CreateDomainRequest, DeliverEnvelope,
+    DeliverRequest, DeliverResponse, ErrorReason, FetchBodyRequest, FolderRef, Password, admin_client::AdminClient,
+    append_request, deliver_request, mailbox_client::MailboxClient, password,
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, Status, transport::Channel};
+
+pub use tern_mailbox;
+pub use tern_proto;
+
+/// A Mailbox API client over a real connection.
+pub type Mailbox = MailboxClient<Channel>;
+/// An Admin API client over a real connection.
+pub type Admin = AdminClient<Channel>;
+
+/// Size of the chunks the helpers stream bodies in; small enough that a test message of a few
+/// hundred kilobytes crosses several chunk boundaries.
+pub const CHUNK: usize = 16 * 1024;
+
+/// How long [`TestServer::stop`] waits for the server to drain its connections.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long reopening a data directory is retried while the previous store's writer thread
+/// is still letting go of the database file lock.
+const REOPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running mailbox service on the embedded backend, listening on loopback.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Where the server listens now; it changes on every restart.
+    pub addr: SocketAddr,
+    /// The data directory (`metadata.redb` and `blobs/`), kept across restarts.
+    pub data_dir: PathBuf,
+    limits: Limits,
+    running: Option<Running>,
+    // Declared last, so that the directory is removed after the server's handles are dropped.
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+struct Running {
+    service: MailboxService,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl TestServer {
+    /// Starts a server with `limits` on a new, empty data directory.
+    pub async fn start(limits: Limits) -> TestServer {
+        Self::start_with(limits, None).await
+    }
+
+    /// Starts a server on a copy of `source`, a data directory another server may still have
+    /// open. Copying a live directory after its writes were acknowledged captures what a process
+    /// crash would leave on disk, without the clean shutdown that [`TestServer::restart`] does.
+    pub async fn start_from_copy(limits: Limits, source: &Path) -> TestServer {
+        Self::start_with(limits, Some(source)).await
+    }
+
+    async fn start_with(limits: Limits, copy_of: Option<&Path>) -> TestServer {
+        let dir = tempfile::Builder::new().prefix("tern-test-").tempdir().expect("create a temporary directory");
+        let data_dir = dir.path().join("data");
+        if let Some(source) = copy_of {
+            copy_dir(source, &data_dir);
+        }
+        let mut server =
+            TestServer { addr: SocketAddr::from(([127, 0, 0, 1], 0)), data_dir, limits, running: None, _dir: dir };
+        server.open().await;
+        server
+    }
+
+    /// Opens the store in `data_dir` and serves it on a new loopback port.
+    async fn open(&mut self) {
+        assert!(self.running.is_none(), "the server is already running");
+        let service = open_with_retry(&self.data_dir, &self.limits).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        self.addr = listener.local_addr().expect("local address of the listener");
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(tern_mailbox::server::serve(service.clone(), listener, async move {
+            // A dropped sender also means stop, so a panicking test does not leave it serving.
+            let _ = signal.await;
+        }));
+        self.running = Some(Running { service, shutdown, task });
+    }
+
+    /// The service behind the socket, for what has no RPC (running garbage collection now).
+    ///
+    /// Panics when the server is stopped. A clone kept by a test keeps the store open, so
+    /// drop it before calling [`TestServer::restart`].
+    pub fn service(&self) -> &MailboxService {
+        &self.running.as_ref().expect("the server is stopped").service
+    }
+
+    /// A new Mailbox client on its own connection: one client is one "session".
+    pub async fn mailbox_client(&self) -> Mailbox {
+        MailboxClient::connect(format!("http://{}", self.addr)).await.expect("connect the Mailbox client")
+    }
+
+    /// A new Admin client on its own connection.
+    pub async fn admin_client(&self) -> Admin {
+        AdminClient::connect(format!("http://{}", self.addr)).await.expect("connect the Admin client")
+    }
+
+    /// Stops the server and drops every handle on the store, so that the database file lock is
+    /// released. Idle client connections are closed by the server; a client that still holds
+    /// an open stream (a Watch) keeps the server draining, so drop those first.
+    pub async fn stop(&mut self) {
+        let Some(Running { service, shutdown, task }) = self.running.take() else {
+            return;
+        };
+        // The server owns clones of the service; ours goes first so that, once the server
+        // task has returned, nothing refers to the store any more and its writer thread exits.
+        drop(service);
+        let _ = shutdown.send(());
+        match tokio::time::timeout(STOP_TIMEOUT, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("the server failed: {e}"),
+            Ok(Err(e)) => panic!("the server task failed: {e}"),
+            Err(_) => panic!("the server did not stop within {STOP_TIMEOUT:?}: is a client stream still open?"),
+        }
+    }
+
+    /// Stops the server and opens the same data directory again on a new port, as a restarted
+    /// process would. Clients made before must be made again.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.open().await;
+    }
+}
+
+/// Opens the embedded store, retrying while the previous instance still holds the file lock:
+/// its writer thread and the server's background task let go of the database shortly after
+/// the last handle is dropped, not at that very moment.
+async fn open_with_retry(data_dir: &Path, limits: &Limits) -> MailboxService {
+    let deadline = tokio::time::Instant::now() + REOPEN_TIMEOUT;
+    loop {
+        match tern_mailbox::server::open_embedded(data_dir, limits.clone()) {
+            Ok(service) => return service,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot open the data directory {}: {e}", data_dir.display()),
+        }
+    }
+}
+
+/// Creates the address's domain unless it exists, then a mailbox with `password` and no
+/// quota. Returns the new account.
+pub async fn setup_account(admin: &mut Admin, address: &str, password: &str) -> Account {
+    setup_account_with_quota(admin, address, password, 0).await
+}
+
+/// Like [`setup_account`], with a quota in bytes (zero: the domain's default, unlimited here).
+pub async fn setup_account_with_quota(admin: &mut Admin, address: &str, password: &str, quota_bytes: u64) -> Account {
+    let domain = address.rsplit_once('@').expect("an address with a domain").1;
+    ensure_domain(admin, domain).await;
+    admin
+        .create_account(CreateAccountRequest {
+            address: address.to_string(),
+            password: Some(plain(password)),
+            display_name: String::new(),
+            quota_bytes,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create account {address}: {e}"))
+        .into_inner()
+}
+
+/// Creates a domain, accepting that it already exists.
+pub async fn ensure_domain(admin: &mut Admin, domain: &str) {
+    let request = CreateDomainRequest { name: domain.to_string(), ..Default::default() };
+    match admin.create_domain(request).await {
+        Ok(_) => {}
+        Err(e) if e.code() == Code::AlreadyExists => {}
+        Err(e) => panic!("create domain {domain}: {e}"),
+    }
+}
+
+/// A password given in plain text.
+pub fn plain(password: &str) -> Password {
+    Password { value: Some(password::Value::Plain(password.to_string())) }
+}
+
+/// Delivers `body` to `recipients` the way the SMTP front-end does: the envelope first, then
+/// the body in [`CHUNK`]-sized pieces.
+pub async fn deliver(client: &mut Mailbox, recipients: &[&str], body: &[u8]) -> Result<DeliverResponse, Status> {
+    let envelope = DeliverEnvelope {
+        mail_from: "sender@remote.example".into(),
+        recipients: recipients.iter().map(|r| r.to_string()).collect(),
+        remote_ip: "127.0.0.1".into(),
+        size_hint: 0,
+    };
+    let mut requests = vec![DeliverRequest { part: Some(deliver_request::Part::Envelope(envelope)) }];
+    requests
+        .extend(body.chunks(CHUNK).map(|c| DeliverRequest { part: Some(deliver_request::Part::Chunk(c.to_vec())) }));
+    client.deliver(futures::stream::iter(requests)).await.map(tonic::Response::into_inner)
+}
+
+/// Appends `body` to `folder` of `account_id` with `flags` (IMAP APPEND); the internal date is
+/// left for the service to set.
+pub async fn append(
+    client: &mut Mailbox,
+    account_id: u64,
+    folder: FolderRef,
+    flags: &[&str],
+    body: &[u8],
+) -> Result<AppendResponse, Status> {
+    let header = AppendHeader {
+        account_id,
+        folder: Some(folder),
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+        internal_date: 0,
+        size_hint: 0,
+    };
+    append_with_header(client, header, body).await
+}
+
+/// Appends `body` after the given header, for tests that set the date or a size hint.
+pub async fn append_with_header(
+    client: &mut Mailbox,
+    header: AppendHeader,
+    body: &[u8],
+) -> Result<AppendResponse, Status> {
+    let mut requests = vec![AppendRequest { part: Some(append_request::Part::Header(header)) }];
+    requests.extend(body.chunks(CHUNK).map(|c| AppendRequest { part: Some(append_request::Part::Chunk(c.to_vec())) }));
+    client.append(futures::stream::iter(requests)).await.map(tonic::Response::into_inner)
+}
+
+/// Reads a message body (or the byte range `offset..offset+length`, zero length meaning to the
+/// end) and returns the bytes with the total size the first chunk announced.
+pub async fn fetch_body(
+    client: &mut Mailbox,
+    account_id: u64,
+    folder_id: u64,
+    uid: u32,
+    offset: u64,
+    length: u64,
+) -> Result<(Vec<u8>, u64), Status> {
+    let mut stream =
+        client.fetch_body(FetchBodyRequest { account_id, folder_id, uid, offset, length }).await?.into_inner();
+    let mut bytes = Vec::new();
+    let mut total = None;
+    while let Some(chunk) = stream.message().await? {
+        total.get_or_insert(chunk.total_size);
+        bytes.extend_from_slice(&chunk.chunk);
+    }
+    Ok((bytes, total.unwrap_or(0)))
+}
+
+/// Asserts that `result` failed with `code` and carries `reason`, and returns the status.
+#[track_caller]
+pub fn expect_error<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, reason: ErrorReason) -> Status {
+    match result {
+        Ok(v) => panic!("expected {code:?}/{reason:?}, got success: {v:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "wrong gRPC code in {status:?}");
+            assert_eq!(ErrorReason::of(&status), reason, "wrong reason in {status:?}");
+            status
+        }
+    }
+}
+
+/// A small but well-formed RFC 5322 message with a distinct subject and text.
+pub fn message(subject: &str, text: &str) -> Vec<u8> {
+    format!(
+        "From: Sender <sender@remote.example>\r\nTo: Alice <alice@example.com>\r\nSubject: {subject}\r\n\
+         Date: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@remote.example>\r\n\r\n{text}\r\n"
+    )
+    .into_bytes()
+}
+
+/// Every regular file under `dir`, however deep.
+pub fn count_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .map(|e| e.expect("read a directory entry"))
+        .map(|e| {
+            let kind = e.file_type().expect("file type of a directory entry");
+            if kind.is_dir() { count_files(&e.path()) } else { usize::from(kind.is_file()) }
+        })
+        .sum()
+}
+
+/// Copies a directory tree.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for entry in std::fs::read_dir(from).expect("read the directory to copy") {
+        let entry = entry.expect("read a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type of a directory entry").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
+}
+
+/// Where bodies live inside a data directory.
+pub fn blobs_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("blobs")
+}
+
+/// The file that holds the body named `blob_id` in a data directory (two levels of fan-out by
+/// the first four hex digits).
+pub fn blob_path(data_dir: &Path, blob_id: &str) -> PathBuf {
+    blobs_dir(data_dir).join(&blob_id[..2]).join(&blob_id[2..4]).join(blob_id)
+}
+
+/// Runs body garbage collection until it has deleted at least `want` bodies, or gives up after
+/// a few seconds and returns what it deleted. Orphans carry a timestamp in whole seconds and are
+/// collected once it is strictly older than the grace period, so even with a zero grace a
+/// body orphaned in the current second waits for the next one.
+pub async fn collect_garbage_until(service: &MailboxService, want: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut deleted = 0;
+    loop {
+        deleted += service.collect_garbage().await.expect("collect garbage");
+        if deleted >= want || tokio::time::Instant::now() >= deadline {
+            return deleted;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -63,7 +63,13 @@ impl Server {
             .unwrap_or_else(|| crate::workspace_root().join("target"));
         let bin = target.join("release/tern");
         let child = Command::new(&bin)
-            .args(["dev", "--grpc-listen", &format!("127.0.0.1:{grpc_port}"), "--http-listen", &format!("127.0.0.1:{http_port}")])
+            .args([
+                "dev",
+                "--grpc-listen",
+                &format!("127.0.0.1:{grpc_port}"),
+                "--http-listen",
+                &format!("127.0.0.1:{http_port}"),
+            ])
             .arg("--data-dir")
             .arg(dir.path())
             .env("RUST_LOG", "warn")
@@ -200,8 +206,10 @@ async fn mailbox(messages: usize) -> anyhow::Result<()> {
         tasks.spawn(async move {
             let mut client = MailboxClient::new(channel);
             for uid in chunk {
-                let mut stream =
-                    client.fetch_body(FetchBodyRequest { account_id, folder_id, uid, offset: 0, length: 0 }).await?.into_inner();
+                let mut stream = client
+                    .fetch_body(FetchBodyRequest { account_id, folder_id, uid, offset: 0, length: 0 })
+                    .await?
+                    .into_inner();
                 let mut got = 0;
                 while let Some(part) = stream.message().await? {
                     got += part.chunk.len();

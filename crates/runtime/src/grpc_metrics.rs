@@ -51,16 +51,13 @@ where
         Box::pin(async move {
             let result = fut.await;
             let code = match &result {
-                Ok(resp) => resp
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("0")
-                    .to_string(),
+                Ok(resp) => resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_string(),
                 Err(_) => "transport".to_string(),
             };
             let m = Metrics::global();
-            m.grpc_latency.get_or_create(&MethodOnly { method: method.clone() }).observe(started.elapsed().as_secs_f64());
+            m.grpc_latency
+                .get_or_create(&MethodOnly { method: method.clone() })
+                .observe(started.elapsed().as_secs_f64());
             m.grpc_requests.get_or_create(&MethodLabels { method, code }).inc();
             result
         })

@@ -1,11 +1,9 @@
 //! The operations endpoint every process serves: `/metrics` (Prometheus), `/healthz`
 //! (liveness: the process runs) and `/readyz` (readiness: its dependencies answer).
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};

@@ -8,6 +8,8 @@
 pub mod grpc_metrics;
 pub mod http;
 pub mod metrics;
+pub mod proxy;
 pub mod shutdown;
+pub mod stream;
 pub mod telemetry;
 pub mod tls;

@@ -23,9 +23,8 @@ impl Address {
         if input.len() > MAX_ADDRESS {
             return Err(MailboxError::invalid("address", format!("longer than {MAX_ADDRESS} octets")));
         }
-        let (local, domain) = input
-            .rsplit_once('@')
-            .ok_or_else(|| MailboxError::invalid("address", format!("{input:?} has no @")))?;
+        let (local, domain) =
+            input.rsplit_once('@').ok_or_else(|| MailboxError::invalid("address", format!("{input:?} has no @")))?;
         if local.is_empty() || local.len() > MAX_LOCAL {
             return Err(MailboxError::invalid("address", format!("bad local part in {input:?}")));
         }

@@ -30,10 +30,8 @@ impl BlobStore {
             context: format!("creating {}", root.display()),
             source: object_store::Error::Generic { store: "local", source: Box::new(e) },
         })?;
-        let fs = LocalFileSystem::new_with_prefix(&root).map_err(|e| MailboxError::Blob {
-            context: format!("opening {}", root.display()),
-            source: e,
-        })?;
+        let fs = LocalFileSystem::new_with_prefix(&root)
+            .map_err(|e| MailboxError::Blob { context: format!("opening {}", root.display()), source: e })?;
         Ok(Self { store: Arc::new(fs), local_root: Some(root) })
     }
 

@@ -159,11 +159,8 @@ fn part(msg: &Message<'_>, id: usize, base: u64) -> BodyPart {
         .unwrap_or_else(|| "7bit".into());
     out.md5 = text(HeaderName::Other("Content-MD5".into()));
     out.location = text(HeaderName::ContentLocation);
-    out.language = text(HeaderName::ContentLanguage)
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
+    out.language =
+        text(HeaderName::ContentLanguage).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     if let Some(HeaderValue::ContentType(d)) =
         p.headers.iter().find(|h| h.name == HeaderName::ContentDisposition).map(|h| &h.value)
     {

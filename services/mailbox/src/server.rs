@@ -20,10 +20,9 @@ const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// Opens the embedded backend in `data_dir`: `metadata.redb` and `blobs/`.
 pub fn open_embedded(data_dir: &std::path::Path, limits: Limits) -> Result<MailboxService> {
-    std::fs::create_dir_all(data_dir).map_err(|e| crate::MailboxError::Commit(format!(
-        "cannot create data directory {}: {e}",
-        data_dir.display()
-    )))?;
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        crate::MailboxError::Commit(format!("cannot create data directory {}: {e}", data_dir.display()))
+    })?;
     let store = EmbeddedStore::open(&data_dir.join("metadata.redb"))?;
     let blobs = BlobStore::local(PathBuf::from(data_dir).join("blobs"))?;
     Ok(MailboxService::new(Arc::new(store), blobs, limits))
@@ -60,9 +59,7 @@ pub async fn serve(
         // Without TCP_NODELAY a streamed response (headers, data, trailers) waits on Nagle's
         // algorithm and the peer's delayed ACK: about 40 ms per FetchBody.
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(Duration::from_secs(60))),
+            TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60))),
             shutdown,
         )
         .await;

@@ -11,7 +11,7 @@ use std::{
 
 use bytes::Bytes;
 use secrecy::SecretString;
-use tern_proto::v1::{DeliveryStatus, FolderRef, RecipientStatus, ResolvedVia};
+use tern_proto::v1::{DeliveryStatus, FolderRef, QueuedMessage, RecipientStatus, ResolvedVia};
 use tokio::sync::RwLock;
 
 use crate::{
@@ -139,7 +139,12 @@ impl MailboxService {
 
     /// Checks a login. Failures are throttled per client IP and per account: past the limit
     /// the answer is a failure without even checking the password.
-    pub async fn authenticate(&self, username: &str, password: &SecretString, remote_ip: Option<IpAddr>) -> Result<AccountRecord> {
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &SecretString,
+        remote_ip: Option<IpAddr>,
+    ) -> Result<AccountRecord> {
         let ip_key = remote_ip.map(|ip| format!("ip:{ip}"));
         let user_key = format!("user:{}", username.trim().to_lowercase());
         {
@@ -221,8 +226,11 @@ impl MailboxService {
             }
         }
         if !domain.catch_all.is_empty() {
-            let target =
-                if domain.catch_all.contains('@') { domain.catch_all.clone() } else { format!("{}@{}", domain.catch_all, domain.name) };
+            let target = if domain.catch_all.contains('@') {
+                domain.catch_all.clone()
+            } else {
+                format!("{}@{}", domain.catch_all, domain.name)
+            };
             if let Some(a) = self.lookup_login(&target.to_lowercase()).await? {
                 return Ok(self.found(a, ResolvedVia::CatchAll, String::new()));
             }
@@ -244,7 +252,12 @@ impl MailboxService {
 
     /// Stores a body (once per content) and records it with `ops`, holding the blob gate so
     /// garbage collection cannot remove the body between the two steps.
-    async fn store_and_record(&self, content: Bytes, internal_date: i64, ops: Vec<AppendOp>) -> Result<(String, Vec<Result<Appended>>)> {
+    async fn store_and_record(
+        &self,
+        content: Bytes,
+        internal_date: i64,
+        ops: Vec<AppendOp>,
+    ) -> Result<(String, Vec<Result<Appended>>)> {
         let id = blob_id(&content);
         let size = content.len() as u64;
         let parsed = parse::parse(&content);
@@ -322,11 +335,41 @@ impl MailboxService {
         Ok(Delivery { blob_id: id, size, results })
     }
 
+    /// Puts a submitted message on the outbound queue: the body is stored once and the queue
+    /// entry refers to it until the relay is done with it.
+    pub async fn enqueue(&self, mut entry: QueuedMessage, content: Bytes) -> Result<QueuedMessage> {
+        self.check_size(content.len() as u64)?;
+        if entry.recipients.is_empty() {
+            return Err(MailboxError::invalid("recipients", "none given"));
+        }
+        if entry.recipients.len() > self.limits.max_recipients {
+            return Err(MailboxError::invalid("recipients", format!("more than {}", self.limits.max_recipients)));
+        }
+        let id = blob_id(&content);
+        entry.blob_id = id.clone();
+        entry.size = content.len() as u64;
+        entry.queued_at = now();
+        entry.next_attempt_at = entry.queued_at;
+        let _gate = self.blob_gate.read().await;
+        if self.store.blob_refs(&id).await? == 0 {
+            self.blobs.put(&id, content).await?;
+        }
+        self.store.enqueue(entry).await
+    }
+
     /// Appends a message to one folder (IMAP APPEND).
-    pub async fn append(&self, account_id: u64, folder: FolderRef, flags: Vec<String>, internal_date: i64, content: Bytes) -> Result<Appended> {
+    pub async fn append(
+        &self,
+        account_id: u64,
+        folder: FolderRef,
+        flags: Vec<String>,
+        internal_date: i64,
+        content: Bytes,
+    ) -> Result<Appended> {
         self.check_size(content.len() as u64)?;
         let date = if internal_date == 0 { now() } else { internal_date };
-        let (_, mut results) = self.store_and_record(content, date, vec![AppendOp { account_id, folder, flags }]).await?;
+        let (_, mut results) =
+            self.store_and_record(content, date, vec![AppendOp { account_id, folder, flags }]).await?;
         results.pop().unwrap_or_else(|| Err(MailboxError::Commit("append produced no result".into())))
     }
 
@@ -374,4 +417,5 @@ impl MailboxService {
 }
 
 /// An argon2id hash of a random password, verified against when the account does not exist.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3hG2GgOqO0ChhV2Ko3GBYnFRvO6YNzFsk+2V9AbOh2E";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3hG2GgOqO0ChhV2Ko3GBYnFRvO6YNzFsk+2V9AbOh2E";

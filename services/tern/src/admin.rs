@@ -55,10 +55,14 @@ enum DomainCommand {
         #[arg(long, value_parser = parse_size)]
         default_quota: Option<u64>,
     },
-    Show { name: String },
+    Show {
+        name: String,
+    },
     List,
     /// Refused while the domain has mailboxes or aliases.
-    Remove { name: String },
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -121,13 +125,17 @@ enum MailboxCommand {
         #[command(flatten)]
         password: PasswordArgs,
     },
-    Show { address: String },
+    Show {
+        address: String,
+    },
     List {
         /// Only this domain's mailboxes.
         domain: Option<String>,
     },
     /// Deletes the mailbox with all its mail.
-    Remove { address: String },
+    Remove {
+        address: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -233,7 +241,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 println!("created mailbox {} (quota {})", a.address, quota(a.quota_bytes));
             }
             MailboxCommand::Update { address, name, quota: q, suspend, unsuspend } => {
-                let suspended = if suspend { Some(true) } else if unsuspend { Some(false) } else { None };
+                let suspended = if suspend {
+                    Some(true)
+                } else if unsuspend {
+                    Some(false)
+                } else {
+                    None
+                };
                 let a = c
                     .update_account(UpdateAccountRequest { address, display_name: name, quota_bytes: q, suspended })
                     .await
@@ -242,13 +256,17 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 println!("updated mailbox {}", a.address);
             }
             MailboxCommand::Passwd { address, password } => {
-                c.set_password(SetPasswordRequest { address: address.clone(), password: Some(password.into_password()?) })
-                    .await
-                    .map_err(explain)?;
+                c.set_password(SetPasswordRequest {
+                    address: address.clone(),
+                    password: Some(password.into_password()?),
+                })
+                .await
+                .map_err(explain)?;
                 println!("password of {address} changed");
             }
             MailboxCommand::Show { address } => {
-                let a = c.get_account(GetAccountRequest { address: address.clone() }).await.map_err(explain)?.into_inner();
+                let a =
+                    c.get_account(GetAccountRequest { address: address.clone() }).await.map_err(explain)?.into_inner();
                 let u = c.get_usage(GetUsageRequest { address }).await.map_err(explain)?.into_inner();
                 println!("address:    {}", a.address);
                 println!("name:       {}", if a.display_name.is_empty() { "-" } else { &a.display_name });
@@ -265,7 +283,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 println!("{:<40} {:<24} {:<12} SUSPENDED", "ADDRESS", "NAME", "QUOTA");
                 for a in list.accounts {
                     let name = if a.display_name.is_empty() { "-".to_string() } else { a.display_name };
-                    println!("{:<40} {:<24} {:<12} {}", a.address, name, quota(a.quota_bytes), if a.suspended { "yes" } else { "no" });
+                    println!(
+                        "{:<40} {:<24} {:<12} {}",
+                        a.address,
+                        name,
+                        quota(a.quota_bytes),
+                        if a.suspended { "yes" } else { "no" }
+                    );
                 }
             }
             MailboxCommand::Remove { address } => {

@@ -65,10 +65,7 @@ impl Default for Config {
 
 impl Default for Listen {
     fn default() -> Self {
-        Self {
-            grpc: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            http: SocketAddr::from(([127, 0, 0, 1], 9095)),
-        }
+        Self { grpc: SocketAddr::from(([127, 0, 0, 1], 50051)), http: SocketAddr::from(([127, 0, 0, 1], 9095)) }
     }
 }
 
@@ -127,7 +124,10 @@ mod tests {
 
     #[test]
     fn file_overrides_defaults_and_rejects_typos() {
-        let c: Config = toml::from_str("data_dir = \"/var/lib/tern\"\n[listen]\ngrpc = \"0.0.0.0:7000\"\n[limits]\nmax_message_bytes = 1000\n").unwrap();
+        let c: Config = toml::from_str(
+            "data_dir = \"/var/lib/tern\"\n[listen]\ngrpc = \"0.0.0.0:7000\"\n[limits]\nmax_message_bytes = 1000\n",
+        )
+        .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/tern"));
         assert_eq!(c.listen.grpc.port(), 7000);
         assert_eq!(c.listen.http, Listen::default().http);

@@ -25,7 +25,9 @@ pub async fn run(config: Config, dev: bool) -> anyhow::Result<()> {
 
     let tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => tern_runtime::tls::CertPaths { cert: cert.clone(), key: key.clone() },
-        _ => tern_runtime::tls::dev_certificate(&config.data_dir.join("tls"), &["localhost".into(), "127.0.0.1".into()])?,
+        _ => {
+            tern_runtime::tls::dev_certificate(&config.data_dir.join("tls"), &["localhost".into(), "127.0.0.1".into()])?
+        }
     };
     // Loading it now reports a bad certificate at start-up rather than at the first STARTTLS.
     tern_runtime::tls::server_config(&tls)?;

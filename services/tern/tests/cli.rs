@@ -93,7 +93,9 @@ fn admin_walkthrough_survives_restart() {
     let dev = Dev::start(dir.path());
 
     assert!(dev.ok(&["domain", "add", "Example.COM", "--default-quota", "1G"]).contains("created domain example.com"));
-    assert!(dev.ok(&["mailbox", "add", "alice@example.com", "--password", "pw", "--name", "Alice"]).contains("1.0 GiB"));
+    assert!(
+        dev.ok(&["mailbox", "add", "alice@example.com", "--password", "pw", "--name", "Alice"]).contains("1.0 GiB")
+    );
     assert!(dev.ok(&["mailbox", "add", "bob@example.com", "--password", "pw", "--quota", "10M"]).contains("10.0 MiB"));
     dev.ok(&["alias", "add", "postmaster@example.com", "alice@example.com"]);
     dev.ok(&["domain", "update", "example.com", "--catch-all", "alice"]);
@@ -105,7 +107,9 @@ fn admin_walkthrough_survives_restart() {
     assert!(dev.fails(&["mailbox", "add", "alice@example.com", "--password", "pw"]).contains("already exists"));
     assert!(dev.fails(&["mailbox", "add", "dave@example.com"]).contains("password"));
     assert!(dev.fails(&["domain", "remove", "example.com"]).contains("still has"));
-    assert!(dev.fails(&["mailbox", "add", "x@example.com", "--password", "pw", "--quota", "lots"]).contains("not a size"));
+    assert!(
+        dev.fails(&["mailbox", "add", "x@example.com", "--password", "pw", "--quota", "lots"]).contains("not a size")
+    );
 
     let list = dev.ok(&["mailbox", "list"]);
     assert!(list.contains("alice@example.com") && list.contains("Alice") && list.contains("bob@example.com"), "{list}");
@@ -133,7 +137,10 @@ fn admin_walkthrough_survives_restart() {
 #[test]
 fn admin_without_server_says_so() {
     let port = free_port();
-    let out = Command::new(TERN).args(["admin", "--server", &format!("http://127.0.0.1:{port}"), "domain", "list"]).output().unwrap();
+    let out = Command::new(TERN)
+        .args(["admin", "--server", &format!("http://127.0.0.1:{port}"), "domain", "list"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the mailbox service"));
 }

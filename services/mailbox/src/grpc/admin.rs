@@ -47,7 +47,11 @@ impl AdminApi {
 
     async fn account_by(&self, address: &str) -> Result<AccountRecord> {
         let address = Address::parse(address)?.to_string();
-        self.service.store.account_by_address(&address).await?.ok_or_else(|| MailboxError::not_found("mailbox", address))
+        self.service
+            .store
+            .account_by_address(&address)
+            .await?
+            .ok_or_else(|| MailboxError::not_found("mailbox", address))
     }
 
     async fn domain_pb(&self, d: DomainRecord) -> Result<Domain> {
@@ -132,7 +136,11 @@ impl Admin for AdminApi {
             .await?
             .ok_or_else(|| MailboxError::not_found("domain", &address.domain))?;
         if address.split_detail().1.is_some() {
-            return Err(MailboxError::invalid("address", "a mailbox address cannot contain '+' (it marks a sub-address)").into());
+            return Err(MailboxError::invalid(
+                "address",
+                "a mailbox address cannot contain '+' (it marks a sub-address)",
+            )
+            .into());
         }
         let record = AccountRecord {
             id: 0,

@@ -9,13 +9,13 @@ use secrecy::SecretString;
 use tern_proto::v1::{
     self as pb, AppendRequest, AppendResponse, AuthenticateRequest, AuthenticateResponse, ChangesRequest,
     ChangesResponse, CopyRequest, CopyResponse, CreateFolderRequest, CreateFolderResponse, DeleteFolderRequest,
-    DeleteFolderResponse, DeliverRequest, DeliverResponse, ExpungeRequest, ExpungeResponse, FetchBodyRequest,
-    FetchBodyResponse, FetchMessagesRequest, FetchMessagesResponse, FlagsMode, FolderRef, GetQuotaRequest,
-    GetQuotaResponse, ListFoldersRequest, ListFoldersResponse, MailboxEvent, MessageMeta, MoveRequest,
-    MoveResponse, RecipientResult, RenameFolderRequest, RenameFolderResponse, ResolveRecipientRequest,
-    ResolveRecipientResponse, SelectRequest, SelectResponse, StatusRequest, StatusResponse, StoreFlagsRequest,
-    StoreFlagsResponse, SubscribeFolderRequest, SubscribeFolderResponse, append_request, deliver_request,
-    mailbox_server::Mailbox,
+    DeleteFolderResponse, DeliverRequest, DeliverResponse, EnqueueRequest, EnqueueResponse, ExpungeRequest,
+    ExpungeResponse, FetchBodyRequest, FetchBodyResponse, FetchMessagesRequest, FetchMessagesResponse, FlagsMode,
+    FolderRef, GetQuotaRequest, GetQuotaResponse, ListFoldersRequest, ListFoldersResponse, ListQueueRequest,
+    ListQueueResponse, MailboxEvent, MessageMeta, MoveRequest, MoveResponse, QueuedMessage, RecipientResult,
+    RenameFolderRequest, RenameFolderResponse, ResolveRecipientRequest, ResolveRecipientResponse, SelectRequest,
+    SelectResponse, StatusRequest, StatusResponse, StoreFlagsRequest, StoreFlagsResponse, SubscribeFolderRequest,
+    SubscribeFolderResponse, append_request, deliver_request, enqueue_request, mailbox_server::Mailbox,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -73,7 +73,12 @@ impl Mailbox for MailboxApi {
 
     async fn resolve_recipient(&self, req: Request<ResolveRecipientRequest>) -> Rpc<ResolveRecipientResponse> {
         let r = self.service.resolve(&req.into_inner().address).await?;
+        let used_bytes = match &r.account {
+            Some(a) => self.service.store.usage(a.id).await?.bytes,
+            None => 0,
+        };
         Ok(Response::new(ResolveRecipientResponse {
+            used_bytes,
             status: r.status as i32,
             account: r.account.map(account_pb),
             via: r.via as i32,
@@ -134,11 +139,19 @@ impl Mailbox for MailboxApi {
         })
         .await?;
         let a = self.service.append(header.account_id, folder, header.flags, header.internal_date, body).await?;
-        Ok(Response::new(AppendResponse { folder_id: a.folder_id, uidvalidity: a.uidvalidity, uid: a.uid, modseq: a.modseq }))
+        Ok(Response::new(AppendResponse {
+            folder_id: a.folder_id,
+            uidvalidity: a.uidvalidity,
+            uid: a.uid,
+            modseq: a.modseq,
+        }))
     }
 
     async fn list_folders(&self, req: Request<ListFoldersRequest>) -> Rpc<ListFoldersResponse> {
         let r = req.into_inner();
+        if self.service.store.account(r.account_id).await?.is_none() {
+            return Err(MailboxError::not_found("account", r.account_id.to_string()).into());
+        }
         let folders = self.service.store.list_folders(r.account_id).await?;
         Ok(Response::new(ListFoldersResponse {
             folders: folders.into_iter().map(|f| folder_pb(f, r.with_status)).collect(),
@@ -229,8 +242,16 @@ impl Mailbox for MailboxApi {
     async fn store_flags(&self, req: Request<StoreFlagsRequest>) -> Rpc<StoreFlagsResponse> {
         let r = req.into_inner();
         let mode = FlagsMode::try_from(r.mode).unwrap_or_default();
-        let o = self.service.store.store_flags(r.account_id, r.folder_id, &r.uids, mode, r.flags, r.unchanged_since).await?;
-        Ok(Response::new(StoreFlagsResponse { updated: o.updated, modified: o.modified, highest_modseq: o.highest_modseq }))
+        let o = self
+            .service
+            .store
+            .store_flags(r.account_id, r.folder_id, &r.uids, mode, r.flags, r.unchanged_since)
+            .await?;
+        Ok(Response::new(StoreFlagsResponse {
+            updated: o.updated,
+            modified: o.modified,
+            highest_modseq: o.highest_modseq,
+        }))
     }
 
     async fn copy(&self, req: Request<CopyRequest>) -> Rpc<CopyResponse> {
@@ -261,7 +282,8 @@ impl Mailbox for MailboxApi {
     async fn expunge(&self, req: Request<ExpungeRequest>) -> Rpc<ExpungeResponse> {
         let r = req.into_inner();
         let uids = (!r.uids.is_empty()).then_some(r.uids.as_slice());
-        let (expunged, highest_modseq) = self.service.store.expunge(r.account_id, r.folder_id, uids, r.only_deleted).await?;
+        let (expunged, highest_modseq) =
+            self.service.store.expunge(r.account_id, r.folder_id, uids, r.only_deleted).await?;
         Ok(Response::new(ExpungeResponse { expunged, highest_modseq }))
     }
 
@@ -284,6 +306,38 @@ impl Mailbox for MailboxApi {
             return Err(MailboxError::not_found("account", account_id.to_string()).into());
         }
         Ok(Response::new(Box::pin(self.service.store.watch(account_id).map(Ok))))
+    }
+
+    async fn enqueue(&self, req: Request<Streaming<EnqueueRequest>>) -> Rpc<EnqueueResponse> {
+        let mut stream = req.into_inner();
+        let envelope = match stream.message().await?.and_then(|m| m.part) {
+            Some(enqueue_request::Part::Envelope(e)) => e,
+            _ => return Err(Status::invalid_argument("the first message must carry the envelope")),
+        };
+        let limit = self.service.limits.max_message_bytes;
+        if envelope.size_hint > limit {
+            return Err(MailboxError::TooLarge { size: envelope.size_hint, limit }.into());
+        }
+        let body = collect_body(&mut stream, limit, |m| match m.part {
+            Some(enqueue_request::Part::Chunk(c)) => Some(c.into()),
+            _ => None,
+        })
+        .await?;
+        let entry = QueuedMessage {
+            mail_from: envelope.mail_from,
+            recipients: envelope.recipients,
+            account_id: envelope.account_id,
+            ret: envelope.ret,
+            envid: envelope.envid,
+            ..Default::default()
+        };
+        let queued = self.service.enqueue(entry, body).await?;
+        tracing::info!(queue_id = %queued.queue_id, from = %queued.mail_from, recipients = queued.recipients.len(), "queued for relay");
+        Ok(Response::new(EnqueueResponse { queue_id: queued.queue_id }))
+    }
+
+    async fn list_queue(&self, _req: Request<ListQueueRequest>) -> Rpc<ListQueueResponse> {
+        Ok(Response::new(ListQueueResponse { messages: self.service.store.list_queue().await? }))
     }
 
     async fn get_quota(&self, req: Request<GetQuotaRequest>) -> Rpc<GetQuotaResponse> {

@@ -43,5 +43,11 @@ pub(crate) fn folder_pb(f: FolderRecord, with_counts: bool) -> Folder {
 }
 
 pub(crate) fn usage_pb(a: &AccountRecord, u: UsageCount) -> Usage {
-    Usage { account_id: a.id, address: a.address.clone(), messages: u.messages, bytes: u.bytes, quota_bytes: a.quota_bytes }
+    Usage {
+        account_id: a.id,
+        address: a.address.clone(),
+        messages: u.messages,
+        bytes: u.bytes,
+        quota_bytes: a.quota_bytes,
+    }
 }

@@ -19,11 +19,10 @@ use std::{path::Path, sync::Arc, thread};
 
 use futures::{StreamExt, stream::BoxStream};
 use prost::Message as _;
-use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-    WriteTransaction,
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use tern_proto::v1::{
+    EventKind, FlagsMode, FolderRef, MailboxEvent, MessageSummary, QueuedMessage, SpecialUse, folder_ref,
 };
-use tern_proto::v1::{EventKind, FlagsMode, FolderRef, MailboxEvent, MessageSummary, SpecialUse, folder_ref};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -50,6 +49,7 @@ const CHANGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("change
 const PARSED: TableDefinition<&str, &[u8]> = TableDefinition::new("parsed");
 const BLOB_REFS: TableDefinition<&str, u64> = TableDefinition::new("blob_refs");
 const ORPHANS: TableDefinition<&str, i64> = TableDefinition::new("orphans");
+const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
 
 /// The folders every new account gets.
 const DEFAULT_FOLDERS: [(&str, SpecialUse); 6] = [
@@ -103,6 +103,7 @@ impl EmbeddedStore {
             txn.open_table(PARSED)?;
             txn.open_table(BLOB_REFS)?;
             txn.open_table(ORPHANS)?;
+            txn.open_table(QUEUE)?;
             txn.commit()?;
         }
         let (jobs, rx) = mpsc::unbounded_channel();
@@ -188,12 +189,14 @@ fn writer(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Job>, events: broad
         };
         match outcome {
             Ok(()) => {
-                for finish in finishes {
-                    finish(None);
-                }
+                // Events go out before the acknowledgements, so that a client that subscribes
+                // after its write returned never receives that write's event late.
                 for event in pending {
                     // No receiver is not an error: nobody is watching.
                     let _ = events.send(event);
+                }
+                for finish in finishes {
+                    finish(None);
                 }
             }
             Err(e) => {
@@ -239,7 +242,10 @@ fn resolve_folder_id(
         Some(folder_ref::By::Id(id)) => *id,
         Some(folder_ref::By::Name(name)) => {
             let name = folder_name::canonical(name)?;
-            names.get((account_id, name.as_str()))?.map(|v| v.value()).ok_or_else(|| MailboxError::not_found("folder", name))?
+            names
+                .get((account_id, name.as_str()))?
+                .map(|v| v.value())
+                .ok_or_else(|| MailboxError::not_found("folder", name))?
         }
         None => return Err(MailboxError::invalid("folder", "no folder given")),
     };
@@ -360,7 +366,12 @@ fn drop_folder(txn: &WriteTransaction, folder: &FolderRecord) -> Result<()> {
     Ok(())
 }
 
-fn create_folder_in(txn: &WriteTransaction, account_id: u64, name: &str, special_use: SpecialUse) -> Result<FolderRecord> {
+fn create_folder_in(
+    txn: &WriteTransaction,
+    account_id: u64,
+    name: &str,
+    special_use: SpecialUse,
+) -> Result<FolderRecord> {
     let mut names = txn.open_table(FOLDER_NAMES)?;
     if names.get((account_id, name))?.is_some() {
         return Err(MailboxError::exists("folder", name));
@@ -383,7 +394,10 @@ fn create_folder_in(txn: &WriteTransaction, account_id: u64, name: &str, special
 }
 
 fn account_id_by_address(txn: &WriteTransaction, address: &str) -> Result<u64> {
-    txn.open_table(ADDRESSES)?.get(address)?.map(|v| v.value()).ok_or_else(|| MailboxError::not_found("account", address))
+    txn.open_table(ADDRESSES)?
+        .get(address)?
+        .map(|v| v.value())
+        .ok_or_else(|| MailboxError::not_found("account", address))
 }
 
 fn load_account(t: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> Result<Option<AccountRecord>> {
@@ -413,7 +427,12 @@ impl MetadataStore for EmbeddedStore {
         .await
     }
 
-    async fn update_domain(&self, name: &str, catch_all: Option<String>, default_quota: Option<u64>) -> Result<DomainRecord> {
+    async fn update_domain(
+        &self,
+        name: &str,
+        catch_all: Option<String>,
+        default_quota: Option<u64>,
+    ) -> Result<DomainRecord> {
         let name = name.to_string();
         self.write(move |txn, _| {
             let mut t = txn.open_table(DOMAINS)?;
@@ -527,8 +546,8 @@ impl MetadataStore for EmbeddedStore {
         let address = address.to_string();
         self.write(move |txn, _| {
             let id = account_id_by_address(txn, &address)?;
-            let mut a =
-                load_account(&txn.open_table(ACCOUNTS)?, id)?.ok_or_else(|| MailboxError::not_found("account", &address))?;
+            let mut a = load_account(&txn.open_table(ACCOUNTS)?, id)?
+                .ok_or_else(|| MailboxError::not_found("account", &address))?;
             a.password_hash = hash;
             put_account(txn, &a)
         })
@@ -565,8 +584,8 @@ impl MetadataStore for EmbeddedStore {
         let address = address.to_string();
         self.write(move |txn, _| {
             let id = account_id_by_address(txn, &address)?;
-            let a =
-                load_account(&txn.open_table(ACCOUNTS)?, id)?.ok_or_else(|| MailboxError::not_found("account", &address))?;
+            let a = load_account(&txn.open_table(ACCOUNTS)?, id)?
+                .ok_or_else(|| MailboxError::not_found("account", &address))?;
             let folder_ids: Vec<u64> = txn
                 .open_table(FOLDER_NAMES)?
                 .range((id, "")..)?
@@ -607,8 +626,8 @@ impl MetadataStore for EmbeddedStore {
                 return Err(MailboxError::exists("alias", &alias));
             }
             let id = account_id_by_address(txn, &target)?;
-            let mut a =
-                load_account(&txn.open_table(ACCOUNTS)?, id)?.ok_or_else(|| MailboxError::not_found("account", &target))?;
+            let mut a = load_account(&txn.open_table(ACCOUNTS)?, id)?
+                .ok_or_else(|| MailboxError::not_found("account", &target))?;
             a.aliases.push(alias.clone());
             a.aliases.sort();
             put_account(txn, &a)?;
@@ -711,12 +730,15 @@ impl MetadataStore for EmbeddedStore {
             // RFC 9051 section 6.3.5: a folder with children cannot be deleted while they exist
             // (we have no \Noselect placeholders, so refusing is the honest answer).
             let prefix = format!("{name}{}", folder_name::DELIMITER);
-            for item in txn.open_table(FOLDER_NAMES)?.range((account_id, prefix.as_str())..)? {
-                let (k, _) = item?;
-                let (acc, child) = k.value();
-                if acc != account_id || !child.starts_with(&prefix) {
-                    break;
+            let has_children = match txn.open_table(FOLDER_NAMES)?.range((account_id, prefix.as_str())..)?.next() {
+                Some(item) => {
+                    let (k, _) = item?;
+                    let (acc, child) = k.value();
+                    acc == account_id && child.starts_with(&prefix)
                 }
+                None => false,
+            };
+            if has_children {
                 return Err(MailboxError::NotAllowed(format!("folder {name} has sub-folders")));
             }
             drop_folder(txn, &f)?;
@@ -769,7 +791,8 @@ impl MetadataStore for EmbeddedStore {
             let mut renamed = None;
             for (old, id) in moving {
                 let new = format!("{to}{}", &old[from.len()..]);
-                let mut f = get_folder(&txn.open_table(FOLDERS)?, id)?.ok_or_else(|| MailboxError::not_found("folder", &old))?;
+                let mut f = get_folder(&txn.open_table(FOLDERS)?, id)?
+                    .ok_or_else(|| MailboxError::not_found("folder", &old))?;
                 txn.open_table(FOLDER_NAMES)?.remove((account_id, old.as_str()))?;
                 txn.open_table(FOLDER_NAMES)?.insert((account_id, new.as_str()), id)?;
                 f.name = new;
@@ -800,7 +823,9 @@ impl MetadataStore for EmbeddedStore {
     }
 
     async fn folder(&self, account_id: u64, folder: &FolderRef) -> Result<FolderRecord> {
-        self.read(|txn| resolve_folder_id(&txn.open_table(FOLDER_NAMES)?, account_id, folder, &txn.open_table(FOLDERS)?))
+        self.read(|txn| {
+            resolve_folder_id(&txn.open_table(FOLDER_NAMES)?, account_id, folder, &txn.open_table(FOLDERS)?)
+        })
     }
 
     async fn select(&self, account_id: u64, folder: &FolderRef) -> Result<(FolderRecord, Vec<MessageSummary>)> {
@@ -875,7 +900,8 @@ impl MetadataStore for EmbeddedStore {
             // refers to it, it is recorded as an orphan so that garbage collection deletes it;
             // otherwise every refused write (over quota, unknown folder) would leave an object
             // on disk that nothing tracks.
-            if !results.iter().any(Result::is_ok) && txn.open_table(BLOB_REFS)?.get(message.blob_id.as_str())?.is_none() {
+            if !results.iter().any(Result::is_ok) && txn.open_table(BLOB_REFS)?.get(message.blob_id.as_str())?.is_none()
+            {
                 let mut orphans = txn.open_table(ORPHANS)?;
                 if orphans.get(message.blob_id.as_str())?.is_none() {
                     orphans.insert(message.blob_id.as_str(), now())?;
@@ -971,7 +997,13 @@ impl MetadataStore for EmbeddedStore {
                     t.insert((folder.id, m.uid), m.encode_to_vec().as_slice())?;
                 }
                 drop(t);
-                log_change(txn, folder.id, folder.highest_modseq, EventKind::Flags, changed.iter().map(|m| m.uid).collect())?;
+                log_change(
+                    txn,
+                    folder.id,
+                    folder.highest_modseq,
+                    EventKind::Flags,
+                    changed.iter().map(|m| m.uid).collect(),
+                )?;
                 put_folder(txn, &folder)?;
                 out.updated = changed.iter().map(summary).collect();
                 events.push(event(&folder, EventKind::Flags, folder.highest_modseq, out.updated.clone()));
@@ -1007,9 +1039,15 @@ impl MetadataStore for EmbeddedStore {
             let added: u64 = msgs.iter().map(|m| m.size).sum();
             let (_, used) = txn.open_table(USAGE)?.get(account_id)?.map(|v| v.value()).unwrap_or((0, 0));
             if !remove_source && account.quota_bytes > 0 && used + added > account.quota_bytes {
-                return Err(MailboxError::OverQuota { address: account.address, used, size: added, limit: account.quota_bytes });
+                return Err(MailboxError::OverQuota {
+                    address: account.address,
+                    used,
+                    size: added,
+                    limit: account.quota_bytes,
+                });
             }
-            let mut out = CopyOutcome { uidvalidity: dst.uidvalidity, destination_folder_id: dst.id, ..Default::default() };
+            let mut out =
+                CopyOutcome { uidvalidity: dst.uidvalidity, destination_folder_id: dst.id, ..Default::default() };
             let mut dst_summaries = Vec::new();
             for m in &msgs {
                 let copy = MessageRecord { uid: 0, modseq: 0, ..m.clone() };
@@ -1045,7 +1083,11 @@ impl MetadataStore for EmbeddedStore {
                 add_usage(txn, account_id, -(msgs.len() as i64), -(added as i64))?;
                 log_change(txn, src.id, src.highest_modseq, EventKind::Expunge, out.source_uids.clone())?;
                 put_folder(txn, &src)?;
-                let gone = out.source_uids.iter().map(|uid| MessageSummary { uid: *uid, flags: vec![], modseq: src.highest_modseq }).collect();
+                let gone = out
+                    .source_uids
+                    .iter()
+                    .map(|uid| MessageSummary { uid: *uid, flags: vec![], modseq: src.highest_modseq })
+                    .collect();
                 events.push(event(&src, EventKind::Expunge, src.highest_modseq, gone));
             }
             out.highest_modseq = src.highest_modseq;
@@ -1054,7 +1096,13 @@ impl MetadataStore for EmbeddedStore {
         .await
     }
 
-    async fn expunge(&self, account_id: u64, folder_id: u64, uids: Option<&[u32]>, only_deleted: bool) -> Result<(Vec<u32>, u64)> {
+    async fn expunge(
+        &self,
+        account_id: u64,
+        folder_id: u64,
+        uids: Option<&[u32]>,
+        only_deleted: bool,
+    ) -> Result<(Vec<u32>, u64)> {
         let uids = uids.map(<[u32]>::to_vec);
         self.write(move |txn, events| {
             let mut folder = resolve_folder_id(
@@ -1090,7 +1138,10 @@ impl MetadataStore for EmbeddedStore {
             let gone: Vec<u32> = doomed.iter().map(|m| m.uid).collect();
             log_change(txn, folder.id, folder.highest_modseq, EventKind::Expunge, gone.clone())?;
             put_folder(txn, &folder)?;
-            let summaries = gone.iter().map(|uid| MessageSummary { uid: *uid, flags: vec![], modseq: folder.highest_modseq }).collect();
+            let summaries = gone
+                .iter()
+                .map(|uid| MessageSummary { uid: *uid, flags: vec![], modseq: folder.highest_modseq })
+                .collect();
             events.push(event(&folder, EventKind::Expunge, folder.highest_modseq, summaries));
             Ok((gone, folder.highest_modseq))
         })
@@ -1105,13 +1156,16 @@ impl MetadataStore for EmbeddedStore {
                 &FolderRef::id(folder_id),
                 &txn.open_table(FOLDERS)?,
             )?;
-            let mut out = Changes { uidvalidity: f.uidvalidity, highest_modseq: f.highest_modseq, ..Default::default() };
+            let mut out =
+                Changes { uidvalidity: f.uidvalidity, highest_modseq: f.highest_modseq, ..Default::default() };
             for m in all_messages(&txn.open_table(MESSAGES)?, f.id)? {
                 if m.modseq > since_modseq {
                     out.changed.push(summary(&m));
                 }
             }
-            for item in txn.open_table(CHANGES)?.range((f.id, since_modseq + 1)..=(f.id, u64::MAX))? {
+            // Saturating: a client may send any MODSEQ, and u64::MAX + 1 would panic (debug) or
+            // wrap to zero and report every expunge ever made (release).
+            for item in txn.open_table(CHANGES)?.range((f.id, since_modseq.saturating_add(1))..=(f.id, u64::MAX))? {
                 let (_, v) = item?;
                 let c: ChangeRecord = decode("change", v.value())?;
                 if c.kind == EventKind::Expunge as i32 {
@@ -1136,6 +1190,28 @@ impl MetadataStore for EmbeddedStore {
             })
             .filter_map(move |e| std::future::ready(e.ok().filter(|e| e.account_id == account_id)))
             .boxed()
+    }
+
+    async fn enqueue(&self, message: QueuedMessage) -> Result<QueuedMessage> {
+        self.write(move |txn, _| {
+            let mut message = message;
+            let id = next_id(txn, "queue")?;
+            message.queue_id = format!("{id:016X}");
+            blob_ref(txn, &message.blob_id, 1)?;
+            txn.open_table(QUEUE)?.insert(id, message.encode_to_vec().as_slice())?;
+            Ok(message)
+        })
+        .await
+    }
+
+    async fn list_queue(&self) -> Result<Vec<QueuedMessage>> {
+        self.read(|txn| {
+            let mut out = Vec::new();
+            for item in txn.open_table(QUEUE)?.iter()? {
+                out.push(decode("queued message", item?.1.value())?);
+            }
+            Ok(out)
+        })
     }
 
     async fn orphaned_blobs(&self, before: i64, limit: usize) -> Result<Vec<String>> {

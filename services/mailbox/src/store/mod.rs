@@ -11,7 +11,7 @@
 pub mod embedded;
 
 use futures::stream::BoxStream;
-use tern_proto::v1::{FlagsMode, FolderRef, MailboxEvent, MessageSummary, SpecialUse};
+use tern_proto::v1::{FlagsMode, FolderRef, MailboxEvent, MessageSummary, QueuedMessage, SpecialUse};
 
 use crate::{
     error::Result,
@@ -88,7 +88,12 @@ pub struct UsageCount {
 pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     // The directory.
     async fn create_domain(&self, domain: DomainRecord) -> Result<DomainRecord>;
-    async fn update_domain(&self, name: &str, catch_all: Option<String>, default_quota: Option<u64>) -> Result<DomainRecord>;
+    async fn update_domain(
+        &self,
+        name: &str,
+        catch_all: Option<String>,
+        default_quota: Option<u64>,
+    ) -> Result<DomainRecord>;
     async fn domain(&self, name: &str) -> Result<Option<DomainRecord>>;
     async fn list_domains(&self) -> Result<Vec<(DomainRecord, u64)>>;
     async fn delete_domain(&self, name: &str) -> Result<()>;
@@ -126,15 +131,48 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     /// fails them all. When no op succeeds and nothing else refers to the body, the body is
     /// recorded as orphaned, so that garbage collection deletes it.
     async fn append(&self, message: NewMessage, ops: Vec<AppendOp>) -> Result<Vec<Result<Appended>>>;
-    async fn messages(&self, account_id: u64, folder_id: u64, uids: &[u32], with_structure: bool) -> Result<Vec<(MessageRecord, Option<ParsedRecord>)>>;
-    async fn store_flags(&self, account_id: u64, folder_id: u64, uids: &[u32], mode: FlagsMode, flags: Vec<String>, unchanged_since: u64) -> Result<FlagsOutcome>;
-    async fn copy(&self, account_id: u64, folder_id: u64, uids: &[u32], destination: &FolderRef, remove_source: bool) -> Result<CopyOutcome>;
+    async fn messages(
+        &self,
+        account_id: u64,
+        folder_id: u64,
+        uids: &[u32],
+        with_structure: bool,
+    ) -> Result<Vec<(MessageRecord, Option<ParsedRecord>)>>;
+    async fn store_flags(
+        &self,
+        account_id: u64,
+        folder_id: u64,
+        uids: &[u32],
+        mode: FlagsMode,
+        flags: Vec<String>,
+        unchanged_since: u64,
+    ) -> Result<FlagsOutcome>;
+    async fn copy(
+        &self,
+        account_id: u64,
+        folder_id: u64,
+        uids: &[u32],
+        destination: &FolderRef,
+        remove_source: bool,
+    ) -> Result<CopyOutcome>;
     /// Expunges `uids` (all messages when None), only those flagged \Deleted if asked.
-    async fn expunge(&self, account_id: u64, folder_id: u64, uids: Option<&[u32]>, only_deleted: bool) -> Result<(Vec<u32>, u64)>;
+    async fn expunge(
+        &self,
+        account_id: u64,
+        folder_id: u64,
+        uids: Option<&[u32]>,
+        only_deleted: bool,
+    ) -> Result<(Vec<u32>, u64)>;
     async fn changes(&self, account_id: u64, folder_id: u64, since_modseq: u64) -> Result<Changes>;
 
     /// Committed changes of one account from now on, in commit order.
     fn watch(&self, account_id: u64) -> BoxStream<'static, MailboxEvent>;
+
+    // The outbound queue.
+    /// Records a message for the relay; `message.blob_id` must already be stored. Assigns
+    /// `queue_id` and takes a reference on the body.
+    async fn enqueue(&self, message: QueuedMessage) -> Result<QueuedMessage>;
+    async fn list_queue(&self) -> Result<Vec<QueuedMessage>>;
 
     // Body garbage collection.
     /// Bodies no message refers to any more, orphaned before `before` (Unix seconds).

@@ -1,0 +1,109 @@
+//! A client connection that starts in plain text and may switch to TLS (STARTTLS, STLS), or
+//! starts in TLS (ports 465, 993, 995), with the PROXY protocol header read off first when the
+//! listener sits behind a load balancer.
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::BytesMut;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+
+use crate::proxy::{self, Proxy};
+
+#[derive(Debug)]
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Performs the TLS handshake on a plain connection.
+    pub async fn upgrade(self, config: Arc<rustls::ServerConfig>) -> io::Result<Stream> {
+        match self {
+            Stream::Plain(tcp) => Ok(Stream::Tls(Box::new(TlsAcceptor::from(config).accept(tcp).await?))),
+            Stream::Tls(_) => Err(io::Error::other("TLS is already active")),
+        }
+    }
+
+    /// The negotiated TLS version and cipher suite, for Received: headers and logs.
+    pub fn tls_description(&self) -> Option<String> {
+        match self {
+            Stream::Tls(s) => {
+                let (_, conn) = s.get_ref();
+                Some(format!("{:?} {:?}", conn.protocol_version()?, conn.negotiated_cipher_suite().map(|c| c.suite())?))
+            }
+            Stream::Plain(_) => None,
+        }
+    }
+}
+
+/// Reads a PROXY v2 header from a new connection and returns the client's real address.
+/// Bytes after the header that arrived in the same read are returned so that the protocol
+/// reader sees them.
+pub async fn read_proxy_header(tcp: &mut TcpStream, timeout: Duration) -> io::Result<(Option<SocketAddr>, BytesMut)> {
+    let mut buf = BytesMut::with_capacity(256);
+    let read = async {
+        loop {
+            match proxy::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
+                Proxy::Done(addr, len) => {
+                    let rest = buf.split_off(len);
+                    return Ok((addr, rest));
+                }
+                Proxy::NeedMore => {
+                    if buf.len() > 4096 || tcp.read_buf(&mut buf).await? == 0 {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in PROXY header"));
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "PROXY header timeout"))?
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

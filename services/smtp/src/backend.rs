@@ -1,0 +1,216 @@
+//! What the SMTP front-end needs from the rest of Tern, as a trait: resolving recipients,
+//! checking logins, delivering, and queueing for the relay. [`GrpcBackend`] implements it over
+//! the mailbox gRPC API; tests may implement it in memory.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use secrecy::{ExposeSecret, SecretString};
+use tern_proto::v1::{
+    AuthenticateRequest, DeliverEnvelope, DeliverRequest, DeliveryStatus, EnqueueEnvelope, EnqueueRequest, ErrorReason,
+    QueuedRecipient, RecipientStatus, ResolveRecipientRequest, deliver_request, enqueue_request,
+    mailbox_client::MailboxClient,
+};
+use tonic::transport::Channel;
+
+/// Bodies go to the mailbox service in chunks of this size.
+const CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: u64,
+    pub address: String,
+    pub aliases: Vec<String>,
+}
+
+impl Account {
+    /// Whether the account may send as `address` (its own address or one of its aliases).
+    pub fn owns(&self, address: &str) -> bool {
+        let a = address.to_lowercase();
+        a == self.address || self.aliases.contains(&a)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    Local { account_id: u64, quota_bytes: u64, used_bytes: u64 },
+    NotLocal,
+    UnknownUser,
+    Suspended,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    OverQuota,
+    Failed(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Retry later: storage or the mailbox service is unavailable.
+    #[error("temporary failure: {0}")]
+    Temporary(String),
+    /// The message is larger than the mailbox service accepts.
+    #[error("message too large: {0}")]
+    TooLarge(String),
+    /// Login refused: wrong credentials, or throttled.
+    #[error("authentication failed")]
+    AuthFailed,
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<tonic::Status> for BackendError {
+    fn from(s: tonic::Status) -> Self {
+        match ErrorReason::of(&s) {
+            ErrorReason::TooLarge | ErrorReason::OverQuota => BackendError::TooLarge(s.message().to_string()),
+            ErrorReason::AuthFailed | ErrorReason::Suspended => BackendError::AuthFailed,
+            ErrorReason::InvalidArgument | ErrorReason::NotFound | ErrorReason::NotAllowed => {
+                BackendError::Permanent(s.message().to_string())
+            }
+            _ => BackendError::Temporary(s.message().to_string()),
+        }
+    }
+}
+
+/// One recipient for the outbound queue, with its DSN parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRecipient {
+    pub address: String,
+    pub notify: Vec<String>,
+    pub orcpt: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Outbound {
+    pub mail_from: String,
+    pub recipients: Vec<OutboundRecipient>,
+    pub account_id: u64,
+    pub ret: Option<String>,
+    pub envid: Option<String>,
+}
+
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    async fn resolve(&self, address: &str) -> Result<Resolved, BackendError>;
+    async fn authenticate(&self, user: &str, password: &SecretString, ip: IpAddr) -> Result<Account, BackendError>;
+    /// Stores `message` for local recipients; answers per recipient once durable.
+    async fn deliver(
+        &self,
+        mail_from: &str,
+        recipients: &[String],
+        message: Bytes,
+        ip: IpAddr,
+    ) -> Result<Vec<Outcome>, BackendError>;
+    /// Queues `message` for the relay; returns the queue id once durable.
+    async fn enqueue(&self, outbound: Outbound, message: Bytes) -> Result<String, BackendError>;
+}
+
+/// The mailbox service over gRPC.
+#[derive(Debug, Clone)]
+pub struct GrpcBackend {
+    client: MailboxClient<Channel>,
+}
+
+impl GrpcBackend {
+    pub fn new(channel: Channel) -> Self {
+        Self { client: MailboxClient::new(channel).max_decoding_message_size(64 << 20) }
+    }
+}
+
+fn chunks<T>(message: &Bytes, wrap: impl Fn(Vec<u8>) -> T) -> Vec<T> {
+    message.chunks(CHUNK).map(|c| wrap(c.to_vec())).collect()
+}
+
+#[async_trait::async_trait]
+impl Backend for GrpcBackend {
+    async fn resolve(&self, address: &str) -> Result<Resolved, BackendError> {
+        let r = self
+            .client
+            .clone()
+            .resolve_recipient(ResolveRecipientRequest { address: address.to_string() })
+            .await
+            .map_err(|s| match ErrorReason::of(&s) {
+                // An address the mailbox service cannot parse is nobody's.
+                ErrorReason::InvalidArgument => BackendError::Permanent(s.message().to_string()),
+                _ => BackendError::from(s),
+            })?
+            .into_inner();
+        Ok(match RecipientStatus::try_from(r.status).unwrap_or_default() {
+            RecipientStatus::Local => {
+                let a = r.account.unwrap_or_default();
+                Resolved::Local { account_id: a.id, quota_bytes: a.quota_bytes, used_bytes: r.used_bytes }
+            }
+            RecipientStatus::NotLocal => Resolved::NotLocal,
+            RecipientStatus::Suspended => Resolved::Suspended,
+            _ => Resolved::UnknownUser,
+        })
+    }
+
+    async fn authenticate(&self, user: &str, password: &SecretString, ip: IpAddr) -> Result<Account, BackendError> {
+        let r = self
+            .client
+            .clone()
+            .authenticate(AuthenticateRequest {
+                username: user.to_string(),
+                password: password.expose_secret().to_string(),
+                remote_ip: ip.to_string(),
+            })
+            .await?
+            .into_inner();
+        let a = r.account.ok_or(BackendError::AuthFailed)?;
+        Ok(Account { id: a.id, address: a.address, aliases: a.aliases })
+    }
+
+    async fn deliver(
+        &self,
+        mail_from: &str,
+        recipients: &[String],
+        message: Bytes,
+        ip: IpAddr,
+    ) -> Result<Vec<Outcome>, BackendError> {
+        let mut reqs = vec![DeliverRequest {
+            part: Some(deliver_request::Part::Envelope(DeliverEnvelope {
+                mail_from: mail_from.to_string(),
+                recipients: recipients.to_vec(),
+                remote_ip: ip.to_string(),
+                size_hint: message.len() as u64,
+            })),
+        }];
+        reqs.extend(chunks(&message, |c| DeliverRequest { part: Some(deliver_request::Part::Chunk(c)) }));
+        let resp = self.client.clone().deliver(futures::stream::iter(reqs)).await?.into_inner();
+        Ok(resp
+            .results
+            .into_iter()
+            .map(|r| match DeliveryStatus::try_from(r.status).unwrap_or_default() {
+                DeliveryStatus::Delivered => Outcome::Delivered,
+                DeliveryStatus::OverQuota => Outcome::OverQuota,
+                other => Outcome::Failed(format!("{other:?}")),
+            })
+            .collect())
+    }
+
+    async fn enqueue(&self, outbound: Outbound, message: Bytes) -> Result<String, BackendError> {
+        let mut reqs = vec![EnqueueRequest {
+            part: Some(enqueue_request::Part::Envelope(EnqueueEnvelope {
+                mail_from: outbound.mail_from,
+                recipients: outbound
+                    .recipients
+                    .into_iter()
+                    .map(|r| QueuedRecipient {
+                        address: r.address,
+                        notify: r.notify,
+                        orcpt: r.orcpt.unwrap_or_default(),
+                    })
+                    .collect(),
+                account_id: outbound.account_id,
+                ret: outbound.ret.unwrap_or_default(),
+                envid: outbound.envid.unwrap_or_default(),
+                size_hint: message.len() as u64,
+            })),
+        }];
+        reqs.extend(chunks(&message, |c| EnqueueRequest { part: Some(enqueue_request::Part::Chunk(c)) }));
+        Ok(self.client.clone().enqueue(futures::stream::iter(reqs)).await?.into_inner().queue_id)
+    }
+}

@@ -1,0 +1,65 @@
+//! Settings of the SMTP front-end. Every limit is explicit and configurable.
+
+use std::{sync::Arc, time::Duration};
+
+/// What a listener is for, which decides the rules of its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Port 25 (and 2525): mail from other servers; no AUTH, local recipients only.
+    Mx,
+    /// Port 587: STARTTLS, then AUTH before MAIL.
+    Submission,
+    /// Port 465: implicit TLS, then AUTH before MAIL.
+    Submissions,
+}
+
+impl ListenerKind {
+    pub fn is_submission(self) -> bool {
+        !matches!(self, ListenerKind::Mx)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest command line, without CRLF (RFC 5321 requires at least 512).
+    pub max_line: usize,
+    pub max_message_bytes: u64,
+    pub max_recipients: usize,
+    /// Protocol errors before the session is closed with 421.
+    pub max_errors: u32,
+    /// Commands accepted on a submission listener before AUTH succeeds.
+    pub max_commands_before_auth: u32,
+    /// Failed AUTH attempts in one session before it is closed.
+    pub max_auth_failures: u32,
+    pub idle_timeout: Duration,
+    /// How long a whole DATA or BDAT transfer may take.
+    pub data_timeout: Duration,
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_line: 4096,
+            max_message_bytes: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_errors: 10,
+            max_commands_before_auth: 20,
+            max_auth_failures: 3,
+            idle_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            max_connections_per_ip: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// The name this server gives in its greeting, EHLO reply and Received: headers.
+    pub hostname: String,
+    pub limits: Limits,
+    /// TLS for STARTTLS and implicit TLS; without it STARTTLS is not offered.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Allow AUTH over plain text connections (never in production; for local tests only).
+    pub allow_plaintext_auth: bool,
+}
