@@ -12,6 +12,9 @@
 //! The free functions are the client-side chores every test needs: creating an account,
 //! streaming a message into Deliver or Append, reading a body back, and checking an error's
 //! gRPC code together with its machine-readable reason.
+//!
+//! [`smtp`] puts the SMTP front-end in front of such a server, with clients and a transcript
+//! runner for tests of the SMTP protocol.
 
 use std::{
     net::SocketAddr,
@@ -28,8 +31,11 @@ use tern_proto::v1::{
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Status, transport::Channel};
 
+pub mod smtp;
+
 pub use tern_mailbox;
 pub use tern_proto;
+pub use tern_smtp;
 
 /// A Mailbox API client over a real connection.
 pub type Mailbox = MailboxClient<Channel>;

@@ -62,4 +62,6 @@ pub struct SmtpConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Allow AUTH over plain text connections (never in production; for local tests only).
     pub allow_plaintext_auth: bool,
+    /// SPF, DKIM and DMARC verification of mail arriving on MX listeners; None turns it off.
+    pub verifier: Option<Arc<crate::verify::Verifier>>,
 }

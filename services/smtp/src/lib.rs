@@ -12,3 +12,4 @@ pub mod config;
 pub mod dsn;
 pub mod server;
 pub mod session;
+pub mod verify;

@@ -9,7 +9,8 @@ use tern_proto::v1::{
     AddAliasRequest, CreateAccountRequest, CreateDomainRequest, DeleteAccountRequest, DeleteDomainRequest,
     GetAccountRequest, GetDomainRequest, GetUsageRequest, ListAccountsRequest, ListAliasesRequest, ListDomainsRequest,
     Password, RemoveAliasRequest, SetPasswordRequest, UpdateAccountRequest, UpdateDomainRequest,
-    admin_client::AdminClient, password,
+    admin_client::AdminClient, password, FetchBodyRequest, FetchMessagesRequest, FolderRef, ListQueueRequest, SelectRequest,
+    mailbox_client::MailboxClient,
 };
 use tonic::transport::Channel;
 
@@ -35,6 +36,34 @@ enum AdminCommand {
     Alias(AliasCommand),
     /// Messages and bytes a mailbox uses, against its quota.
     Usage { address: String },
+    /// Reads a mailbox's messages (until you point a mail client at it).
+    #[command(subcommand)]
+    Mail(MailCommand),
+    /// The outbound queue: submitted mail waiting for the relay.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MailCommand {
+    /// Lists the messages of a folder.
+    List {
+        address: String,
+        #[arg(long, default_value = "INBOX")]
+        folder: String,
+    },
+    /// Prints one message, raw, as stored.
+    Show {
+        address: String,
+        uid: u32,
+        #[arg(long, default_value = "INBOX")]
+        folder: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,7 +216,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         .connect()
         .await
         .with_context(|| format!("cannot reach the mailbox service at {} (is `tern dev` running?)", args.server))?;
-    let mut c = AdminClient::new(channel);
+    let mut c = AdminClient::new(channel.clone());
     match args.command {
         AdminCommand::Domain(cmd) => match cmd {
             DomainCommand::Add { name, catch_all, default_quota } => {
@@ -318,9 +347,61 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 }
             }
         },
+        AdminCommand::Mail(cmd) => mail(channel, &mut c, cmd).await?,
+        AdminCommand::Queue(QueueCommand::List) => {
+            let list = MailboxClient::new(channel).list_queue(ListQueueRequest {}).await.map_err(explain)?.into_inner();
+            println!("{:<18} {:>9}  {:<32} RECIPIENTS", "QUEUE ID", "SIZE", "FROM");
+            for m in list.messages {
+                let rcpts: Vec<String> = m.recipients.into_iter().map(|r| r.address).collect();
+                let from = if m.mail_from.is_empty() { "<>".to_string() } else { m.mail_from };
+                println!("{:<18} {:>9}  {:<32} {}", m.queue_id, human(m.size), from, rcpts.join(", "));
+            }
+        }
         AdminCommand::Usage { address } => {
             let u = c.get_usage(GetUsageRequest { address }).await.map_err(explain)?.into_inner();
             println!("{}: {} messages, {} of {}", u.address, u.messages, human(u.bytes), quota(u.quota_bytes));
+        }
+    }
+    Ok(())
+}
+
+async fn mail(channel: Channel, admin: &mut AdminClient<Channel>, cmd: MailCommand) -> anyhow::Result<()> {
+    let mut m = MailboxClient::new(channel);
+    let (address, folder) = match &cmd {
+        MailCommand::List { address, folder } | MailCommand::Show { address, folder, .. } => (address, folder),
+    };
+    let account = admin.get_account(GetAccountRequest { address: address.clone() }).await.map_err(explain)?.into_inner();
+    let selected = m
+        .select(SelectRequest { account_id: account.id, folder: Some(FolderRef::name(folder.clone())) })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    let folder_id = selected.folder.map(|f| f.id).unwrap_or_default();
+    match cmd {
+        MailCommand::List { .. } => {
+            let uids: Vec<u32> = selected.messages.iter().map(|s| s.uid).collect();
+            let metas = m
+                .fetch_messages(FetchMessagesRequest { account_id: account.id, folder_id, uids, with_structure: true })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("{:>6} {:>9}  {:<32} {:<20} SUBJECT", "UID", "SIZE", "FROM", "FLAGS");
+            for msg in metas.messages {
+                let env = msg.envelope.unwrap_or_default();
+                let from = env.from.first().map(|a| format!("{}@{}", a.mailbox, a.host)).unwrap_or_default();
+                println!("{:>6} {:>9}  {:<32} {:<20} {}", msg.uid, human(msg.size), from, msg.flags.join(" "), env.subject);
+            }
+        }
+        MailCommand::Show { uid, .. } => {
+            let mut stream = m
+                .fetch_body(FetchBodyRequest { account_id: account.id, folder_id, uid, offset: 0, length: 0 })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let mut out = std::io::stdout().lock();
+            while let Some(part) = stream.message().await.map_err(explain)? {
+                std::io::Write::write_all(&mut out, &part.chunk)?;
+            }
         }
     }
     Ok(())

@@ -15,6 +15,84 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub telemetry: TelemetryConfig,
     pub tls: TlsConfig,
+    pub smtp: SmtpSection,
+    /// Where front-ends reach the mailbox service when it runs in another process.
+    pub mailbox_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpSection {
+    /// The name in the greeting, EHLO reply and Received: headers.
+    pub hostname: String,
+    /// Port 25 semantics: mail from other servers, local recipients only.
+    pub mx: Vec<SocketAddr>,
+    /// Port 587 semantics: STARTTLS, then AUTH.
+    pub submission: Vec<SocketAddr>,
+    /// Port 465 semantics: implicit TLS, then AUTH.
+    pub submissions: Vec<SocketAddr>,
+    /// Expect a PROXY protocol v2 header on every connection (behind a load balancer).
+    pub proxy_protocol: bool,
+    /// Allow AUTH without TLS. Never in production.
+    pub allow_plaintext_auth: bool,
+    /// Verify SPF, DKIM and DMARC of mail arriving on MX listeners (Authentication-Results).
+    /// Unset: on for `tern smtp`, off for `tern dev` (which gets no mail from the Internet).
+    pub verify_inbound: Option<bool>,
+    /// The DNS server for those checks (`ip:port`); the system resolver when unset.
+    pub dns_server: Option<SocketAddr>,
+    pub max_line: usize,
+    pub max_message_bytes: u64,
+    pub max_recipients: usize,
+    pub max_errors: u32,
+    pub max_commands_before_auth: u32,
+    pub max_auth_failures: u32,
+    pub idle_timeout_secs: u64,
+    pub data_timeout_secs: u64,
+    pub max_connections_per_ip: usize,
+    /// How long shutdown waits for transactions in progress.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for SmtpSection {
+    fn default() -> Self {
+        let l = tern_smtp::config::Limits::default();
+        Self {
+            hostname: "localhost".into(),
+            mx: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
+            submission: vec![SocketAddr::from(([127, 0, 0, 1], 5587))],
+            submissions: vec![SocketAddr::from(([127, 0, 0, 1], 5465))],
+            proxy_protocol: false,
+            allow_plaintext_auth: false,
+            verify_inbound: None,
+            dns_server: None,
+            max_line: l.max_line,
+            max_message_bytes: l.max_message_bytes,
+            max_recipients: l.max_recipients,
+            max_errors: l.max_errors,
+            max_commands_before_auth: l.max_commands_before_auth,
+            max_auth_failures: l.max_auth_failures,
+            idle_timeout_secs: l.idle_timeout.as_secs(),
+            data_timeout_secs: l.data_timeout.as_secs(),
+            max_connections_per_ip: l.max_connections_per_ip,
+            shutdown_grace_secs: 25,
+        }
+    }
+}
+
+impl SmtpSection {
+    pub fn limits(&self) -> tern_smtp::config::Limits {
+        tern_smtp::config::Limits {
+            max_line: self.max_line,
+            max_message_bytes: self.max_message_bytes,
+            max_recipients: self.max_recipients,
+            max_errors: self.max_errors,
+            max_commands_before_auth: self.max_commands_before_auth,
+            max_auth_failures: self.max_auth_failures,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            data_timeout: Duration::from_secs(self.data_timeout_secs),
+            max_connections_per_ip: self.max_connections_per_ip,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +137,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             telemetry: TelemetryConfig::default(),
             tls: TlsConfig::default(),
+            smtp: SmtpSection::default(),
+            mailbox_url: "http://127.0.0.1:50051".into(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `tern`: the one binary of Tern. `tern dev` runs every part in one process on embedded
-//! storage; `tern mailbox` (and, as they land, `tern smtp`, `tern imap`, `tern pop3`) runs one
+//! storage; `tern mailbox` and `tern smtp` (and, as they land, `tern imap`, `tern pop3`) run one
 //! part for a distributed deployment; `tern admin` manages domains and mailboxes.
 
 mod admin;
@@ -25,6 +25,8 @@ enum Command {
     Dev(ServeArgs),
     /// Runs the mailbox service alone (the part that owns storage).
     Mailbox(ServeArgs),
+    /// Runs the SMTP front-end alone, against the mailbox service at --mailbox-url.
+    Smtp(ServeArgs),
     /// Manages domains, mailboxes and aliases of a running mailbox service.
     Admin(admin::AdminArgs),
 }
@@ -46,6 +48,21 @@ struct ServeArgs {
     /// OTLP/gRPC endpoint to export traces to.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// The mailbox service, for parts that run without it (default http://127.0.0.1:50051).
+    #[arg(long, env = "TERN_MAILBOX_URL")]
+    mailbox_url: Option<String>,
+    /// This server's host name (SMTP greeting, Received: headers).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// SMTP listener with port 25 semantics (repeatable; default 127.0.0.1:2525).
+    #[arg(long)]
+    smtp_listen: Vec<SocketAddr>,
+    /// Submission listener, STARTTLS then AUTH (repeatable; default 127.0.0.1:5587).
+    #[arg(long)]
+    submission_listen: Vec<SocketAddr>,
+    /// Submission listener with implicit TLS (repeatable; default 127.0.0.1:5465).
+    #[arg(long)]
+    submissions_listen: Vec<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -63,22 +80,38 @@ impl ServeArgs {
         if self.otlp_endpoint.is_some() {
             c.telemetry.otlp_endpoint = self.otlp_endpoint;
         }
+        if let Some(u) = self.mailbox_url {
+            c.mailbox_url = u;
+        }
+        if let Some(h) = self.hostname {
+            c.smtp.hostname = h;
+        }
+        if !self.smtp_listen.is_empty() {
+            c.smtp.mx = self.smtp_listen;
+        }
+        if !self.submission_listen.is_empty() {
+            c.smtp.submission = self.submission_listen;
+        }
+        if !self.submissions_listen.is_empty() {
+            c.smtp.submissions = self.submissions_listen;
+        }
         Ok(c)
     }
 }
 
-async fn serve(args: ServeArgs, name: &str, dev: bool) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, name: &str, roles: serve::Roles, dev: bool) -> anyhow::Result<()> {
     let config = args.config()?;
     let _telemetry = tern_runtime::telemetry::init(name, config.telemetry.otlp_endpoint.as_deref())?;
-    serve::run(config, dev).await
+    serve::run(config, roles, dev).await
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Dev(args) => serve(args, "tern-dev", true).await,
-        Command::Mailbox(args) => serve(args, "tern-mailbox", false).await,
+        Command::Dev(args) => serve(args, "tern-dev", serve::Roles { mailbox: true, smtp: true }, true).await,
+        Command::Mailbox(args) => serve(args, "tern-mailbox", serve::Roles { mailbox: true, smtp: false }, false).await,
+        Command::Smtp(args) => serve(args, "tern-smtp", serve::Roles { mailbox: false, smtp: true }, false).await,
         Command::Admin(args) => admin::run(args).await,
     };
     match result {

@@ -1,58 +1,128 @@
-//! Running roles: `tern mailbox` alone, or `tern dev` with every part in one process.
+//! Running roles: each part alone (`tern mailbox`, `tern smtp`), or every part in one process
+//! (`tern dev`). Front-ends always reach the mailbox service through its gRPC API, also in one
+//! process, so that `tern dev` exercises the same path as a cluster.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use tern_runtime::{http::Readiness, shutdown::Shutdown};
-use tokio::net::TcpListener;
+use tern_runtime::http::Readiness;
+use tern_smtp::{
+    backend::GrpcBackend,
+    config::{ListenerKind, SmtpConfig},
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tonic::transport::Channel;
 
 use crate::config::Config;
+
+/// Which parts this process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub mailbox: bool,
+    pub smtp: bool,
+}
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {what}"))
 }
 
-/// Runs the mailbox service on the embedded backend until SIGTERM or Ctrl-C. `dev` adds the
-/// development conveniences: a TLS certificate for the front-ends, and a summary of what
-/// listens where.
-pub async fn run(config: Config, dev: bool) -> anyhow::Result<()> {
-    let service = tern_mailbox::server::open_embedded(&config.data_dir, config.limits.to_limits())
-        .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
-    let grpc = bind(config.listen.grpc, "gRPC").await?;
-    let http = bind(config.listen.http, "metrics and health").await?;
-    let shutdown = Shutdown::default();
-    let readiness = Readiness::default();
-
-    let tls = match (&config.tls.cert, &config.tls.key) {
+fn tls(config: &Config) -> anyhow::Result<(tern_runtime::tls::CertPaths, Arc<rustls::ServerConfig>)> {
+    let paths = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => tern_runtime::tls::CertPaths { cert: cert.clone(), key: key.clone() },
-        _ => {
-            tern_runtime::tls::dev_certificate(&config.data_dir.join("tls"), &["localhost".into(), "127.0.0.1".into()])?
+        _ => tern_runtime::tls::dev_certificate(
+            &config.data_dir.join("tls"),
+            &[config.smtp.hostname.clone(), "localhost".into(), "127.0.0.1".into()],
+        )?,
+    };
+    let server = tern_runtime::tls::server_config(&paths)?;
+    Ok((paths, server))
+}
+
+/// Runs the chosen roles until SIGTERM or Ctrl-C, then shuts down gracefully: readiness goes
+/// false, listeners stop accepting, sessions finish or are told to come back later.
+pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = {
+        let rx = stop_rx.clone();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
         }
     };
-    // Loading it now reports a bad certificate at start-up rather than at the first STARTTLS.
-    tern_runtime::tls::server_config(&tls)?;
+    let readiness = Readiness::default();
+    let mut tasks = JoinSet::new();
+    let mut summary = Vec::new();
 
-    let grpc_addr = grpc.local_addr()?;
-    let http_addr = http.local_addr()?;
-    let mut tasks = tokio::task::JoinSet::new();
+    let http = bind(config.listen.http, "metrics and health").await?;
+    summary.push(format!("  metrics, health    http://{}/metrics  /healthz  /readyz", http.local_addr()?));
     tasks.spawn({
-        let stop = shutdown.wait();
-        async move { tern_mailbox::server::serve(service, grpc, stop).await.context("gRPC server failed") }
-    });
-    tasks.spawn({
-        let (stop, readiness) = (shutdown.wait(), readiness.clone());
+        let (stop, readiness) = (stop(), readiness.clone());
         async move { tern_runtime::http::serve(http, readiness, stop).await.context("HTTP server failed") }
     });
+
+    let mut mailbox_url = config.mailbox_url.clone();
+    if roles.mailbox {
+        let service = tern_mailbox::server::open_embedded(&config.data_dir, config.limits.to_limits())
+            .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
+        let grpc = bind(config.listen.grpc, "the mailbox gRPC API").await?;
+        let addr = grpc.local_addr()?;
+        mailbox_url = format!("http://{addr}");
+        summary.push(format!("  mailbox gRPC API   {addr}   (tern admin --server {mailbox_url})"));
+        let stop = stop();
+        tasks.spawn(async move { tern_mailbox::server::serve(service, grpc, stop).await.context("gRPC server failed") });
+    }
+
+    if roles.smtp {
+        let (paths, tls) = tls(&config)?;
+        summary.push(format!("  TLS certificate    {}", paths.cert.display()));
+        let channel = Channel::from_shared(mailbox_url.clone())
+            .with_context(|| format!("invalid mailbox URL {mailbox_url:?}"))?
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let backend = Arc::new(GrpcBackend::new(channel));
+        let s = &config.smtp;
+        let smtp_config = Arc::new(SmtpConfig {
+            hostname: s.hostname.clone(),
+            limits: s.limits(),
+            tls: Some(tls),
+            allow_plaintext_auth: s.allow_plaintext_auth,
+            verifier: if s.verify_inbound.unwrap_or(!dev) {
+                Some(Arc::new(tern_smtp::verify::Verifier::new(s.dns_server).context("SPF/DKIM/DMARC verifier")?))
+            } else {
+                None
+            },
+        });
+        let mut listeners = Vec::new();
+        for (kind, addrs, label, what) in [
+            (ListenerKind::Mx, &s.mx, "SMTP (MX)", "MX: mail from other servers, no AUTH"),
+            (ListenerKind::Submission, &s.submission, "submission", "STARTTLS, then AUTH"),
+            (ListenerKind::Submissions, &s.submissions, "submissions", "implicit TLS, then AUTH"),
+        ] {
+            for addr in addrs {
+                let socket = bind(*addr, label).await?;
+                summary.push(format!("  {label:<18} {}   ({what})", socket.local_addr()?));
+                listeners.push(tern_smtp::server::Listener { kind, socket, proxy_protocol: s.proxy_protocol });
+            }
+        }
+        let grace = Duration::from_secs(s.shutdown_grace_secs);
+        let rx = stop_rx.clone();
+        tasks.spawn(async move {
+            tern_smtp::server::serve(smtp_config, backend, listeners, rx, grace).await;
+            anyhow::Ok(())
+        });
+    }
     readiness.set(true);
 
     if dev {
         println!("tern dev is running (data in {})", config.data_dir.display());
-        println!("  mailbox gRPC API   {grpc_addr}   (tern admin --server http://{grpc_addr})");
-        println!("  metrics, health    http://{http_addr}/metrics  /healthz  /readyz");
-        println!("  TLS certificate    {}", tls.cert.display());
+        for line in &summary {
+            println!("{line}");
+        }
         println!("Press Ctrl-C to stop.");
     }
-    tracing::info!(grpc = %grpc_addr, http = %http_addr, "listening");
+    tracing::info!(parts = ?roles, "started");
 
     tokio::select! {
         () = tern_runtime::shutdown::signal() => {}
@@ -62,7 +132,7 @@ pub async fn run(config: Config, dev: bool) -> anyhow::Result<()> {
         }
     }
     readiness.set(false);
-    shutdown.trigger();
+    stop_tx.send_replace(true);
     while let Some(res) = tasks.join_next().await {
         res.context("server task panicked")??;
     }

@@ -32,6 +32,9 @@ impl Dev {
         let (grpc, http) = (free_port(), free_port());
         let child = Command::new(TERN)
             .args(["dev", "--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
+            .args(["--smtp-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--submission-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--submissions-listen", &format!("127.0.0.1:{}", free_port())])
             .arg("--data-dir")
             .arg(data)
             .stdout(Stdio::piped())

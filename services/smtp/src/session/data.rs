@@ -10,6 +10,7 @@ use super::{Flow, Session, Transaction};
 use crate::{
     backend::{Backend, BackendError, Outbound, OutboundRecipient, Outcome},
     codec::{DataDecoder, DataEnd, Reply, command::Ret},
+    config::ListenerKind,
     dsn,
 };
 
@@ -61,8 +62,8 @@ impl<B: Backend> Session<B> {
         Ok(Flow::Continue)
     }
 
-    fn received_header(&self) -> String {
-        let proto = match (self.esmtp, self.txn.params.smtputf8, self.is_tls(), self.account.is_some()) {
+    fn received_header(&self, txn: &Transaction) -> String {
+        let proto = match (self.esmtp, txn.params.smtputf8, self.is_tls(), self.account.is_some()) {
             (false, _, _, _) => "SMTP",
             (true, false, false, false) => "ESMTP",
             (true, false, true, false) => "ESMTPS",
@@ -76,7 +77,7 @@ impl<B: Backend> Session<B> {
         let helo = self.helo.as_deref().unwrap_or("unknown");
         let ip = self.peer.ip();
         let tls = self.tls_description().map(|t| format!("\r\n\t(using {t})")).unwrap_or_default();
-        let for_clause = match self.txn.recipients.as_slice() {
+        let for_clause = match txn.recipients.as_slice() {
             [one] => format!("\r\n\tfor {}", one.path),
             _ => String::new(),
         };
@@ -97,14 +98,24 @@ impl<B: Backend> Session<B> {
             self.reply(reply);
             return;
         }
-        let mut message = self.received_header().into_bytes();
-        message.extend_from_slice(&body);
+        let from = txn.from.as_ref().and_then(|p| p.address()).unwrap_or("").to_string();
+        let mut message = self.received_header(&txn).into_bytes();
+        match (&self.cfg.verifier, self.kind) {
+            (Some(verifier), ListenerKind::Mx) => {
+                let body = crate::verify::strip_forged_results(&body, &self.cfg.hostname);
+                let helo = self.helo.clone().unwrap_or_default();
+                let results =
+                    verifier.authentication_results(&self.cfg.hostname, self.peer.ip(), &helo, &from, &body).await;
+                message.extend_from_slice(results.as_bytes());
+                message.extend_from_slice(&body);
+            }
+            _ => message.extend_from_slice(&body),
+        }
         if message.len() as u64 > self.cfg.limits.max_message_bytes {
             self.reply(Reply::new(552, "5.3.4", "Message too big"));
             return;
         }
         let message = Bytes::from(message);
-        let from = txn.from.as_ref().and_then(|p| p.address()).unwrap_or("").to_string();
         let ip = self.peer.ip();
         match self.store(&txn, &from, message.clone(), ip).await {
             Ok((failed, queue_id)) => {

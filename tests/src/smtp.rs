@@ -1,0 +1,687 @@
+//! A harness for end-to-end tests of the SMTP front-end over real loopback sockets.
+//!
+//! [`SmtpTestServer::start`] starts a mailbox service ([`TestServer`]) and, in the same process,
+//! the SMTP server of `tern-smtp` talking to it over gRPC, with three listeners on free
+//! `127.0.0.1` ports: MX (STARTTLS offered, no AUTH), submission (STARTTLS, then AUTH) and
+//! submissions (implicit TLS). The certificate is a development certificate made for the test;
+//! [`SmtpTestServer::tls_connector`] trusts it. Every server starts with the accounts of
+//! [`ACCOUNTS`].
+//!
+//! [`SmtpClient`] reads replies line by line and checks their form (CRLF endings, three-digit
+//! codes). [`Transcript`] is a scripted session, `C:` lines sent by the client and `S:` lines
+//! expected from the server, which [`run_steps`] plays with the client's bytes cut into pieces of
+//! any size ([`Chunking`]), so that every byte boundary of the input reaches the server.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tern_proto::v1::{
+    FolderRef, GetAccountRequest, ListQueueRequest, QueuedMessage, SelectRequest, UpdateAccountRequest,
+};
+use tern_smtp::{
+    backend::GrpcBackend,
+    config::{Limits, ListenerKind, SmtpConfig},
+    server::Listener,
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+    task::JoinHandle,
+};
+use tokio_rustls::TlsConnector;
+use tonic::transport::Channel;
+
+use crate::{Mailbox, TestServer, fetch_body, setup_account};
+
+/// The name the test server gives in its greeting, EHLO reply and Received: headers.
+pub const HOSTNAME: &str = "mx.test";
+
+/// How long a client waits for one reply line, or for the server to close.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`SmtpTestServer::stop`] lets sessions finish.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// The accounts every [`SmtpTestServer`] has, with their passwords. `postmaster@mx.test` makes
+/// `RCPT TO:<Postmaster>` (the server's own postmaster) deliverable.
+pub const ACCOUNTS: [(&str, &str); 5] = [
+    ("alice@example.com", "alice-pw"),
+    ("bob@example.com", "bob-pw"),
+    ("carol@example.com", "carol-pw"),
+    ("dave@example.com", "dave-pw"),
+    ("postmaster@mx.test", "postmaster-pw"),
+];
+
+/// Any byte stream a client speaks SMTP over: plain TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A boxed [`Io`], so that plain and TLS connections have one type.
+pub type BoxIo = Box<dyn Io>;
+
+/// A mailbox service and an SMTP server in front of it, both on loopback.
+#[derive(Debug)]
+pub struct SmtpTestServer {
+    pub mailbox: TestServer,
+    pub mx: SocketAddr,
+    pub submission: SocketAddr,
+    pub submissions: SocketAddr,
+    /// The PEM file of the server's certificate, for clients that verify it.
+    pub ca_cert: PathBuf,
+    pub limits: Limits,
+    accounts: HashMap<String, u64>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    // Declared last: the certificate directory outlives the server.
+    _dir: tempfile::TempDir,
+}
+
+impl SmtpTestServer {
+    /// Starts both servers with the SMTP `limits` and default mailbox limits.
+    pub async fn start(limits: Limits) -> SmtpTestServer {
+        Self::start_with(limits, tern_mailbox::Limits::default()).await
+    }
+
+    /// Starts both servers with the given limits of each.
+    pub async fn start_with(limits: Limits, mailbox_limits: tern_mailbox::Limits) -> SmtpTestServer {
+        let mailbox = TestServer::start(mailbox_limits).await;
+        let mut admin = mailbox.admin_client().await;
+        let mut accounts = HashMap::new();
+        for (address, password) in ACCOUNTS {
+            let account = setup_account(&mut admin, address, password).await;
+            accounts.insert(address.to_string(), account.id);
+        }
+
+        let dir = tempfile::Builder::new().prefix("tern-smtp-test-").tempdir().expect("create a temporary directory");
+        let paths = tern_runtime::tls::dev_certificate(dir.path(), &["localhost".into(), "127.0.0.1".into()])
+            .expect("generate a development certificate");
+        let tls = tern_runtime::tls::server_config(&paths).expect("load the development certificate");
+
+        let channel = Channel::from_shared(format!("http://{}", mailbox.addr))
+            .expect("a valid mailbox URL")
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let backend = Arc::new(GrpcBackend::new(channel));
+        let cfg = Arc::new(SmtpConfig {
+            hostname: HOSTNAME.into(),
+            limits: limits.clone(),
+            tls: Some(tls),
+            allow_plaintext_auth: false,
+            // SPF, DKIM and DMARC need DNS answers; the tests of the verifier give their own.
+            verifier: None,
+        });
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        for kind in [ListenerKind::Mx, ListenerKind::Submission, ListenerKind::Submissions] {
+            let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+            addrs.push(socket.local_addr().expect("local address of the listener"));
+            listeners.push(Listener { kind, socket, proxy_protocol: false });
+        }
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(tern_smtp::server::serve(cfg, backend, listeners, rx, GRACE));
+        SmtpTestServer {
+            mailbox,
+            mx: addrs[0],
+            submission: addrs[1],
+            submissions: addrs[2],
+            ca_cert: paths.cert,
+            limits,
+            accounts,
+            shutdown,
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    /// Stops the SMTP server gracefully: open sessions get 421, transactions finish.
+    pub async fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(GRACE * 2, task)
+                .await
+                .expect("the SMTP server did not stop in time")
+                .expect("the SMTP server task failed");
+        }
+    }
+
+    /// The address of the listener of `kind`.
+    pub fn addr(&self, kind: ListenerKind) -> SocketAddr {
+        match kind {
+            ListenerKind::Mx => self.mx,
+            ListenerKind::Submission => self.submission,
+            ListenerKind::Submissions => self.submissions,
+        }
+    }
+
+    /// A TLS client configuration that trusts the server's certificate (and nothing else).
+    pub fn tls_connector(&self) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&self.ca_cert).expect("read the certificate") {
+            roots.add(cert.expect("a PEM certificate")).expect("a usable root certificate");
+        }
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("TLS protocol versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        TlsConnector::from(Arc::new(config))
+    }
+
+    /// Runs a TLS handshake as a client over `stream`, verifying the server's certificate.
+    pub async fn tls_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<S>> {
+        let name = ServerName::try_from("localhost").expect("a valid server name");
+        tokio::time::timeout(IO_TIMEOUT, self.tls_connector().connect(name, stream))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+    }
+
+    /// A new connection to the listener of `kind` (with the TLS handshake done for implicit
+    /// TLS); the greeting is not read yet.
+    pub async fn connect(&self, kind: ListenerKind) -> SmtpClient<BoxIo> {
+        let tcp = TcpStream::connect(self.addr(kind)).await.expect("connect to the SMTP server");
+        tcp.set_nodelay(true).expect("set TCP_NODELAY");
+        let io: BoxIo = if kind == ListenerKind::Submissions {
+            Box::new(self.tls_handshake(tcp).await.expect("TLS handshake on the submissions port"))
+        } else {
+            Box::new(tcp)
+        };
+        SmtpClient::new(io)
+    }
+
+    /// Connects to `kind`, reads the greeting and says EHLO.
+    pub async fn connect_ehlo(&self, kind: ListenerKind) -> SmtpClient<BoxIo> {
+        let mut c = self.connect(kind).await;
+        c.expect_reply("220 ").await;
+        c.expect("EHLO client.test", "250 ").await;
+        c
+    }
+
+    /// Connects to the submissions port (implicit TLS) and logs in as `address` with its
+    /// password from [`ACCOUNTS`].
+    pub async fn connect_authenticated(&self, address: &str) -> SmtpClient<BoxIo> {
+        let password = ACCOUNTS.iter().find(|(a, _)| *a == address).expect("one of the standard accounts").1;
+        let mut c = self.connect_ehlo(ListenerKind::Submissions).await;
+        c.expect(&format!("AUTH PLAIN {}", auth_plain(address, password)), "235 2.7.0").await;
+        c
+    }
+
+    /// The id of one of the accounts of [`ACCOUNTS`].
+    pub fn account_id(&self, address: &str) -> u64 {
+        *self.accounts.get(address).unwrap_or_else(|| panic!("{address} is not a standard account"))
+    }
+
+    pub async fn mailbox_client(&self) -> Mailbox {
+        self.mailbox.mailbox_client().await
+    }
+
+    /// Every message in the INBOX of `address`, in UID order, read back whole.
+    pub async fn inbox(&self, address: &str) -> Vec<Vec<u8>> {
+        let account_id = self.account_id(address);
+        let mut mail = self.mailbox_client().await;
+        let selected = mail
+            .select(SelectRequest { account_id, folder: Some(FolderRef::name("INBOX")) })
+            .await
+            .unwrap_or_else(|e| panic!("select the INBOX of {address}: {e}"))
+            .into_inner();
+        let folder_id = selected.folder.expect("a folder in the select response").id;
+        let mut out = Vec::new();
+        for m in selected.messages {
+            let (body, total) = fetch_body(&mut mail, account_id, folder_id, m.uid, 0, 0)
+                .await
+                .unwrap_or_else(|e| panic!("fetch message {} of {address}: {e}", m.uid));
+            assert_eq!(body.len() as u64, total, "FetchBody announced a different size than it sent");
+            out.push(body);
+        }
+        out
+    }
+
+    /// Sets the quota of `address` in bytes.
+    pub async fn set_quota(&self, address: &str, quota_bytes: u64) {
+        let mut admin = self.mailbox.admin_client().await;
+        admin
+            .update_account(UpdateAccountRequest {
+                address: address.into(),
+                quota_bytes: Some(quota_bytes),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("set the quota of {address}: {e}"));
+        let account = admin
+            .get_account(GetAccountRequest { address: address.into() })
+            .await
+            .unwrap_or_else(|e| panic!("get the account {address}: {e}"))
+            .into_inner();
+        assert_eq!(account.quota_bytes, quota_bytes, "the quota of {address} did not change");
+    }
+
+    /// The outbound queue, as the relay would see it.
+    pub async fn queue(&self) -> Vec<QueuedMessage> {
+        self.mailbox_client()
+            .await
+            .list_queue(ListQueueRequest {})
+            .await
+            .unwrap_or_else(|e| panic!("list the outbound queue: {e}"))
+            .into_inner()
+            .messages
+    }
+}
+
+impl Drop for SmtpTestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The base64 initial response of AUTH PLAIN (RFC 4616) with an empty authorisation identity.
+pub fn auth_plain(user: &str, password: &str) -> String {
+    base64_encode(format!("\0{user}\0{password}").as_bytes())
+}
+
+/// Standard base64 with padding; small enough not to need a dependency here.
+pub fn base64_encode(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// One reply: every line as received (code, separator and text), without CRLF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpReply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl SmtpReply {
+    /// The last line, the one with the space after the code.
+    pub fn last(&self) -> &str {
+        self.lines.last().map(String::as_str).unwrap_or("")
+    }
+
+    /// The text of every line after its code and separator.
+    pub fn texts(&self) -> Vec<&str> {
+        self.lines.iter().map(|l| l.get(4..).unwrap_or("")).collect()
+    }
+}
+
+/// An SMTP client connection that reads and checks reply lines.
+#[derive(Debug)]
+pub struct SmtpClient<S> {
+    stream: S,
+    buf: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
+    pub fn new(stream: S) -> Self {
+        Self { stream, buf: Vec::new() }
+    }
+
+    /// The connection and whatever was received but not read as lines yet.
+    pub fn into_parts(self) -> (S, Vec<u8>) {
+        (self.stream, self.buf)
+    }
+
+    /// Bytes received but not read as lines yet.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Writes `bytes` in one write and flushes.
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+
+    /// Reads one reply line and returns it without its CRLF. Fails on a line that does not end
+    /// with CRLF, on the end of the stream and after [`IO_TIMEOUT`].
+    pub async fn read_line(&mut self) -> Result<String, String> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                let Some(line) = line.strip_suffix(b"\r\n") else {
+                    return Err(format!("reply line without CRLF: {:?}", String::from_utf8_lossy(&line)));
+                };
+                return String::from_utf8(line.to_vec()).map_err(|e| format!("reply line is not UTF-8: {e}"));
+            }
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout(IO_TIMEOUT, self.stream.read(&mut chunk)).await {
+                Err(_) => {
+                    return Err(format!(
+                        "no reply line within {IO_TIMEOUT:?} (pending: {:?})",
+                        String::from_utf8_lossy(&self.buf)
+                    ));
+                }
+                Ok(Err(e)) => return Err(format!("read failed: {e}")),
+                Ok(Ok(0)) => {
+                    return Err(format!(
+                        "the server closed the connection (pending: {:?})",
+                        String::from_utf8_lossy(&self.buf)
+                    ));
+                }
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Reads one whole reply, checking that every line has the same three-digit code and that
+    /// only the last has a space after it.
+    pub async fn read_reply(&mut self) -> Result<SmtpReply, String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.read_line().await?;
+            let code = line
+                .get(..3)
+                .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|c| c.parse::<u16>().ok())
+                .ok_or_else(|| format!("reply line without a code: {line:?}"))?;
+            if let Some(first) = lines.first().and_then(|l: &String| l.get(..3))
+                && first != &line[..3]
+            {
+                return Err(format!("reply code changed inside a reply: {lines:?} then {line:?}"));
+            }
+            let sep = line.as_bytes().get(3).copied();
+            lines.push(line);
+            match sep {
+                Some(b' ') => return Ok(SmtpReply { code, lines }),
+                Some(b'-') => {}
+                // A bare code is allowed by RFC 5321 for the last line; Tern never sends it.
+                _ => return Err(format!("reply line without a separator after the code: {lines:?}")),
+            }
+        }
+    }
+
+    /// Reads a reply and checks that its last line starts with `prefix`; panics otherwise.
+    pub async fn expect_reply(&mut self, prefix: &str) -> SmtpReply {
+        let reply = self.read_reply().await.unwrap_or_else(|e| panic!("expected {prefix:?}: {e}"));
+        assert!(reply.last().starts_with(prefix), "expected a reply starting with {prefix:?}, got {:?}", reply.lines);
+        reply
+    }
+
+    /// Sends `line` with CRLF and checks the reply as [`SmtpClient::expect_reply`] does.
+    pub async fn expect(&mut self, line: &str, prefix: &str) -> SmtpReply {
+        self.send(format!("{line}\r\n").as_bytes()).await.unwrap_or_else(|e| panic!("send {line:?}: {e}"));
+        let reply = self.read_reply().await.unwrap_or_else(|e| panic!("after {line:?}, expected {prefix:?}: {e}"));
+        assert!(
+            reply.last().starts_with(prefix),
+            "after {line:?}, expected a reply starting with {prefix:?}, got {:?}",
+            reply.lines
+        );
+        reply
+    }
+
+    /// Checks that the server closes the connection without sending anything more.
+    pub async fn expect_closed(&mut self) -> Result<(), String> {
+        if !self.buf.is_empty() {
+            return Err(format!("unexpected data before the close: {:?}", String::from_utf8_lossy(&self.buf)));
+        }
+        let mut chunk = [0u8; 1024];
+        match tokio::time::timeout(IO_TIMEOUT, self.stream.read(&mut chunk)).await {
+            Err(_) => Err(format!("the server did not close the connection within {IO_TIMEOUT:?}")),
+            Ok(Ok(0)) => Ok(()),
+            Ok(Ok(n)) => Err(format!("unexpected data instead of a close: {:?}", String::from_utf8_lossy(&chunk[..n]))),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+            Ok(Err(e)) => Err(format!("read failed while waiting for the close: {e}")),
+        }
+    }
+}
+
+/// One step of a transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Bytes the client sends (a `C:` line with its CRLF).
+    Send(Vec<u8>),
+    /// A reply line the server must send next; a trailing `*` matches any rest of the line.
+    Expect(String),
+    /// The server closes the connection here, having sent nothing more.
+    Closed,
+}
+
+/// A scripted session. The text format, one item a line:
+///
+/// ```text
+/// # a comment; directives are comments of the form "# key: value"
+/// # listener: mx | submission | submissions   (default mx; submissions is implicit TLS)
+/// # limits: max_recipients=2 max_errors=5     (fields of tern_smtp::config::Limits)
+/// S: 220 mx.test ESMTP Tern
+/// C: EHLO client.test
+/// S: 250-mx.test greets client.test
+/// S: 250 2.0.0 OK queued as *
+/// CLOSED
+/// ```
+///
+/// `C:` lines are sent with CRLF; consecutive `C:` lines are sent together (pipelined) before
+/// the `S:` lines that follow are read. Each line of a multi-line reply is its own `S:` line.
+/// `CLOSED` says the server closes the connection there.
+#[derive(Debug, Clone)]
+pub struct Transcript {
+    pub name: String,
+    pub listener: ListenerKind,
+    /// `(field, value)` overrides of the SMTP limits.
+    pub limits: Vec<(String, u64)>,
+    /// Steps with the line number they come from.
+    pub steps: Vec<(usize, Step)>,
+}
+
+impl Transcript {
+    pub fn parse(name: &str, text: &str) -> Result<Transcript, String> {
+        let mut t = Transcript { name: name.into(), listener: ListenerKind::Mx, limits: Vec::new(), steps: Vec::new() };
+        for (i, raw) in text.split('\n').enumerate() {
+            let n = i + 1;
+            let line = raw.strip_suffix('\r').unwrap_or(raw);
+            if let Some(rest) = line.strip_prefix("C:") {
+                let rest = rest.strip_prefix(' ').unwrap_or(rest);
+                let mut bytes = rest.as_bytes().to_vec();
+                bytes.extend_from_slice(b"\r\n");
+                t.steps.push((n, Step::Send(bytes)));
+            } else if let Some(rest) = line.strip_prefix("S: ") {
+                t.steps.push((n, Step::Expect(rest.to_string())));
+            } else if line == "CLOSED" {
+                t.steps.push((n, Step::Closed));
+            } else if let Some(v) = line.strip_prefix("# listener:") {
+                t.listener = match v.trim() {
+                    "mx" => ListenerKind::Mx,
+                    "submission" => ListenerKind::Submission,
+                    "submissions" => ListenerKind::Submissions,
+                    other => return Err(format!("{name}:{n}: unknown listener {other:?}")),
+                };
+            } else if let Some(v) = line.strip_prefix("# limits:") {
+                for kv in v.split_whitespace() {
+                    let (k, v) = kv.split_once('=').ok_or_else(|| format!("{name}:{n}: expected key=value: {kv:?}"))?;
+                    let v = v.parse().map_err(|_| format!("{name}:{n}: not a number: {kv:?}"))?;
+                    t.limits.push((k.to_string(), v));
+                }
+            } else if line.starts_with('#') || line.trim().is_empty() {
+                // A comment or a blank line.
+            } else {
+                return Err(format!("{name}:{n}: expected C:, S:, CLOSED or a # comment: {line:?}"));
+            }
+        }
+        if !t.steps.iter().any(|(_, s)| matches!(s, Step::Expect(_))) {
+            return Err(format!("{name}: a transcript needs at least one S: line"));
+        }
+        if let Some((n, _)) = t.steps.iter().skip_while(|(_, s)| *s != Step::Closed).nth(1) {
+            return Err(format!("{name}:{n}: nothing can follow CLOSED"));
+        }
+        Ok(t)
+    }
+
+    /// `base` with the transcript's `# limits:` applied.
+    pub fn limits(&self, mut base: Limits) -> Result<Limits, String> {
+        for (k, v) in &self.limits {
+            let v = *v;
+            let as_usize = || usize::try_from(v).map_err(|_| format!("{k}={v} is too large"));
+            let as_u32 = || u32::try_from(v).map_err(|_| format!("{k}={v} is too large"));
+            match k.as_str() {
+                "max_line" => base.max_line = as_usize()?,
+                "max_message_bytes" => base.max_message_bytes = v,
+                "max_recipients" => base.max_recipients = as_usize()?,
+                "max_errors" => base.max_errors = as_u32()?,
+                "max_commands_before_auth" => base.max_commands_before_auth = as_u32()?,
+                "max_auth_failures" => base.max_auth_failures = as_u32()?,
+                "idle_timeout" => base.idle_timeout = Duration::from_secs(v),
+                "max_connections_per_ip" => base.max_connections_per_ip = as_usize()?,
+                other => return Err(format!("{}: unknown limit {other:?}", self.name)),
+            }
+        }
+        Ok(base)
+    }
+
+    /// The bytes the client sends in the whole transcript.
+    pub fn client_bytes(&self) -> usize {
+        self.steps.iter().map(|(_, s)| if let Step::Send(b) = s { b.len() } else { 0 }).sum()
+    }
+}
+
+/// How the client's bytes are cut into writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunking {
+    /// All `C:` lines up to the next `S:` line in one write.
+    Whole,
+    /// The same bytes in writes of at most this many bytes, each flushed on its own (with
+    /// TCP_NODELAY, one segment each), so the server sees the input cut at every multiple.
+    Bytes(usize),
+}
+
+/// Whether a reply line matches an `S:` pattern.
+pub fn line_matches(pattern: &str, line: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => line.starts_with(prefix),
+        None => line == pattern,
+    }
+}
+
+/// Plays `steps` over `client`. Returns a description of the first difference.
+pub async fn run_steps<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut SmtpClient<S>,
+    steps: &[(usize, Step)],
+    chunking: Chunking,
+) -> Result<(), String> {
+    let mut i = 0;
+    let mut write_error = None;
+    while i < steps.len() {
+        match &steps[i].1 {
+            Step::Send(_) => {
+                let mut flight = Vec::new();
+                while let Some((_, Step::Send(b))) = steps.get(i) {
+                    flight.extend_from_slice(b);
+                    i += 1;
+                }
+                let size = match chunking {
+                    Chunking::Whole => flight.len(),
+                    Chunking::Bytes(k) => k.max(1),
+                };
+                for piece in flight.chunks(size) {
+                    // The server may close the connection in the middle of a flight (after 421);
+                    // what it said before is checked by the S: lines that follow.
+                    if let Err(e) = client.send(piece).await {
+                        write_error = Some(e);
+                        break;
+                    }
+                    if chunking != Chunking::Whole {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+            Step::Expect(pattern) => {
+                let line = client.read_line().await.map_err(|e| {
+                    let hint = write_error.as_ref().map(|w| format!(" (a write failed before: {w})")).unwrap_or_default();
+                    format!("line {}: expected {pattern:?}: {e}{hint}", steps[i].0)
+                })?;
+                if !line_matches(pattern, &line) {
+                    return Err(format!("line {}: expected {pattern:?}, got {line:?}", steps[i].0));
+                }
+                i += 1;
+            }
+            Step::Closed => {
+                client.expect_closed().await.map_err(|e| format!("line {}: expected the close: {e}", steps[i].0))?;
+                i += 1;
+            }
+        }
+    }
+    if !client.pending().is_empty() {
+        return Err(format!("unexpected reply after the last S: line: {:?}", String::from_utf8_lossy(client.pending())));
+    }
+    Ok(())
+}
+
+/// Runs the transcript `text` over a new plain TCP connection to `addr`, each flight of client
+/// lines in one write.
+pub async fn run_transcript(addr: SocketAddr, text: &str) -> Result<(), String> {
+    run_transcript_chunked(addr, text, Chunking::Whole).await
+}
+
+/// Runs the transcript `text` over a new plain TCP connection to `addr` with `chunking`.
+pub async fn run_transcript_chunked(addr: SocketAddr, text: &str, chunking: Chunking) -> Result<(), String> {
+    let t = Transcript::parse("transcript", text)?;
+    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| format!("set TCP_NODELAY: {e}"))?;
+    run_steps(&mut SmtpClient::new(tcp), &t.steps, chunking).await
+}
+
+/// The transcript files of a directory (`*.txt`), sorted by name.
+pub fn transcript_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read the transcript directory {}: {e}", dir.display()))
+        .map(|e| e.expect("read a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+        assert_eq!(base64_encode(b"foob"), "Zm9vYg==");
+        assert_eq!(base64_encode(b"\0a@b.c\0pw"), "AGFAYi5jAHB3");
+    }
+
+    #[test]
+    fn parses_transcripts() {
+        let t = Transcript::parse(
+            "t",
+            "# listener: submission\n# limits: max_errors=3\nS: 220 *\nC: EHLO x\nC:\nS: 250 ok\nCLOSED\n",
+        )
+        .unwrap();
+        assert_eq!(t.listener, ListenerKind::Submission);
+        assert_eq!(t.limits(Limits::default()).unwrap().max_errors, 3);
+        assert_eq!(t.steps[1].1, Step::Send(b"EHLO x\r\n".to_vec()));
+        assert_eq!(t.steps[2].1, Step::Send(b"\r\n".to_vec()));
+        assert_eq!(t.client_bytes(), 10);
+        assert!(Transcript::parse("t", "C: x\n").is_err(), "no S: line");
+        assert!(Transcript::parse("t", "S: 220\nCLOSED\nC: x\n").is_err(), "C: after CLOSED");
+        assert!(Transcript::parse("t", "X: y\nS: 220\n").is_err(), "unknown line");
+        assert!(line_matches("250 2.0.0 OK queued as *", "250 2.0.0 OK queued as 1F00"));
+        assert!(!line_matches("250 2.0.0 OK", "250 2.0.0 OK queued as 1F00"));
+    }
+}
