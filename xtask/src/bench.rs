@@ -26,6 +26,13 @@ pub enum Which {
         #[arg(long, default_value_t = 5000)]
         messages: usize,
     },
+    /// postfix's smtp-source against `tern dev`: messages/s until all are readable, peak RSS.
+    Smtp {
+        #[arg(long, default_value_t = 5000)]
+        messages: usize,
+        #[arg(long, default_value_t = 20)]
+        sessions: usize,
+    },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -33,6 +40,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match which {
         Which::Mailbox { messages } => rt.block_on(mailbox(messages)),
+        Which::Smtp { messages, sessions } => rt.block_on(smtp(messages, sessions)),
     }
 }
 
@@ -45,6 +53,7 @@ struct Server {
     child: Child,
     _dir: tempfile::TempDir,
     grpc: String,
+    smtp: String,
 }
 
 impl Drop for Server {
@@ -58,6 +67,10 @@ impl Server {
     async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::TempDir::new()?;
         let (grpc_port, http_port) = (free_port()?, free_port()?);
+        let smtp = format!("127.0.0.1:{}", free_port()?);
+        // The load comes from one address, so the per-IP connection limit is raised.
+        let config = dir.path().join("bench.toml");
+        std::fs::write(&config, "[smtp]\nmax_connections_per_ip = 1000\nverify_inbound = false\n")?;
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|| crate::workspace_root().join("target"));
@@ -70,13 +83,17 @@ impl Server {
                 "--http-listen",
                 &format!("127.0.0.1:{http_port}"),
             ])
+            .args(["--smtp-listen", &smtp, "--submission-listen", &format!("127.0.0.1:{}", free_port()?)])
+            .args(["--submissions-listen", &format!("127.0.0.1:{}", free_port()?)])
+            .arg("--config")
+            .arg(&config)
             .arg("--data-dir")
             .arg(dir.path())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
-        let server = Self { child, _dir: dir, grpc: format!("http://127.0.0.1:{grpc_port}") };
+        let server = Self { child, _dir: dir, grpc: format!("http://127.0.0.1:{grpc_port}"), smtp };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Channel::from_shared(server.grpc.clone())?.connect().await.is_err() {
             if Instant::now() > deadline {
@@ -137,17 +154,7 @@ async fn deliver(client: &mut MailboxClient<Channel>, body: Vec<u8>) -> anyhow::
 
 async fn mailbox(messages: usize) -> anyhow::Result<()> {
     let server = Server::start().await?;
-    let channel = Channel::from_shared(server.grpc.clone())?.connect().await?;
-    let mut admin = AdminClient::new(channel.clone());
-    admin.create_domain(CreateDomainRequest { name: "bench.test".into(), ..Default::default() }).await?;
-    let account = admin
-        .create_account(CreateAccountRequest {
-            address: "user@bench.test".into(),
-            password: Some(Password { value: Some(password::Value::Plain("bench".into())) }),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let (channel, account_id) = setup_user(&server).await?;
     let (rss_idle, _) = server.memory();
     println!("mailbox benchmark: {messages} deliveries of 4 KiB per run, fsync on every commit");
     let mut next = 0usize;
@@ -187,7 +194,7 @@ async fn mailbox(messages: usize) -> anyhow::Result<()> {
 
     let mut client = MailboxClient::new(channel);
     let selected = client
-        .select(SelectRequest { account_id: account.id, folder: Some(FolderRef::name("INBOX")) })
+        .select(SelectRequest { account_id, folder: Some(FolderRef::name("INBOX")) })
         .await?
         .into_inner();
     let folder_id = selected.folder.context("select returned no folder")?.id;
@@ -202,7 +209,6 @@ async fn mailbox(messages: usize) -> anyhow::Result<()> {
     for chunk in uids[..fetches].chunks(per) {
         let chunk = chunk.to_vec();
         let channel = Channel::from_shared(server.grpc.clone())?.connect().await?;
-        let account_id = account.id;
         tasks.spawn(async move {
             let mut client = MailboxClient::new(channel);
             for uid in chunk {
@@ -228,5 +234,63 @@ async fn mailbox(messages: usize) -> anyhow::Result<()> {
     println!("  fetch    16 client(s): {:>8.0} whole messages/s  ({fetches} in {secs:.2} s)", fetches as f64 / secs);
     let (rss, hwm) = server.memory();
     println!("  server memory: idle {} MiB, now {} MiB, peak {} MiB", rss_idle / 1024, rss / 1024, hwm / 1024);
+    Ok(())
+}
+
+async fn setup_user(server: &Server) -> anyhow::Result<(Channel, u64)> {
+    let channel = Channel::from_shared(server.grpc.clone())?.connect().await?;
+    let mut admin = AdminClient::new(channel.clone());
+    admin.create_domain(CreateDomainRequest { name: "bench.test".into(), ..Default::default() }).await?;
+    let account = admin
+        .create_account(CreateAccountRequest {
+            address: "user@bench.test".into(),
+            password: Some(Password { value: Some(password::Value::Plain("bench".into())) }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok((channel, account.id))
+}
+
+/// Runs postfix's smtp-source (one message per connection) and waits until every message is
+/// readable in the mailbox.
+async fn smtp(messages: usize, sessions: usize) -> anyhow::Result<()> {
+    let smtp_source = ["/usr/sbin/smtp-source", "/usr/bin/smtp-source"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .context("smtp-source not found: apt-get install postfix (only its client is used)")?;
+    let server = Server::start().await?;
+    let (channel, account_id) = setup_user(&server).await?;
+    let mut client = MailboxClient::new(channel);
+    let (rss_idle, _) = server.memory();
+    println!("smtp benchmark: {messages} messages of 4 KiB, {sessions} parallel sessions, one message per connection");
+    let start = Instant::now();
+    let status = tokio::process::Command::new(smtp_source)
+        .args(["-s", &sessions.to_string(), "-m", &messages.to_string(), "-l", "4096"])
+        .args(["-f", "bench@example.net", "-t", "user@bench.test", "-M", "bench.example.net", &server.smtp])
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("smtp-source failed: {status}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let st = client
+            .status(tern_proto::v1::StatusRequest { account_id, folder: Some(FolderRef::name("INBOX")) })
+            .await?
+            .into_inner();
+        let n = st.folder.map(|f| f.messages as usize).unwrap_or(0);
+        if n >= messages {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {n} of {messages} messages arrived");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (rss, hwm) = server.memory();
+    println!("  {:>8.0} messages/s  ({messages} in {secs:.2} s, all readable in INBOX)", messages as f64 / secs);
+    println!("  tern dev memory: idle {} MiB, after {} MiB, peak RSS {} MiB", rss_idle / 1024, rss / 1024, hwm / 1024);
     Ok(())
 }

@@ -111,10 +111,8 @@ impl<B: Backend> Session<B> {
             }
             _ => message.extend_from_slice(&body),
         }
-        if message.len() as u64 > self.cfg.limits.max_message_bytes {
-            self.reply(Reply::new(552, "5.3.4", "Message too big"));
-            return;
-        }
+        // The size limit bounds what the client sent (RFC 1870), checked by DATA and BDAT; the
+        // headers added here do not count against it.
         let message = Bytes::from(message);
         let ip = self.peer.ip();
         match self.store(&txn, &from, message.clone(), ip).await {
