@@ -166,12 +166,11 @@ impl SmtpTestServer {
         for cert in CertificateDer::pem_file_iter(&self.ca_cert).expect("read the certificate") {
             roots.add(cert.expect("a PEM certificate")).expect("a usable root certificate");
         }
-        let config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("TLS protocol versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         TlsConnector::from(Arc::new(config))
     }
 
@@ -607,7 +606,8 @@ pub async fn run_steps<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Step::Expect(pattern) => {
                 let line = client.read_line().await.map_err(|e| {
-                    let hint = write_error.as_ref().map(|w| format!(" (a write failed before: {w})")).unwrap_or_default();
+                    let hint =
+                        write_error.as_ref().map(|w| format!(" (a write failed before: {w})")).unwrap_or_default();
                     format!("line {}: expected {pattern:?}: {e}{hint}", steps[i].0)
                 })?;
                 if !line_matches(pattern, &line) {
@@ -622,7 +622,10 @@ pub async fn run_steps<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     if !client.pending().is_empty() {
-        return Err(format!("unexpected reply after the last S: line: {:?}", String::from_utf8_lossy(client.pending())));
+        return Err(format!(
+            "unexpected reply after the last S: line: {:?}",
+            String::from_utf8_lossy(client.pending())
+        ));
     }
     Ok(())
 }

@@ -1371,11 +1371,13 @@ async fn admin_manages_accounts_and_passwords() {
             display_name: Some("Alice A.".into()),
             quota_bytes: Some(10_000),
             suspended: None,
+            pop3_delete: Some(tern_proto::v1::Pop3DeletePolicy::Keep as i32),
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!((updated.display_name.as_str(), updated.quota_bytes, updated.suspended), ("Alice A.", 10_000, false));
+    assert_eq!(updated.pop3_delete, tern_proto::v1::Pop3DeletePolicy::Keep as i32);
     expect_error(
         admin.update_account(UpdateAccountRequest { address: "nobody@example.com".into(), ..Default::default() }).await,
         Code::NotFound,
@@ -1560,4 +1562,36 @@ async fn admin_manages_aliases() {
         admin.get_account(GetAccountRequest { address: "alice@example.com".into() }).await.unwrap().into_inner();
     assert_eq!(account.aliases, ["abuse@example.com", "team@other.example"]);
     assert_eq!(account.id, alice.id);
+}
+
+#[tokio::test]
+async fn leases_are_exclusive_renewable_and_released() {
+    let Fixture { server: _server, mut mail, alice, .. } = fixture(Limits::default()).await;
+    let lease = |holder: &str, ttl: u32| tern_proto::v1::AcquireLeaseRequest {
+        account_id: alice,
+        name: "pop3".into(),
+        holder: holder.into(),
+        ttl_seconds: ttl,
+    };
+    assert!(mail.acquire_lease(lease("a", 60)).await.unwrap().into_inner().granted);
+    assert!(!mail.acquire_lease(lease("b", 60)).await.unwrap().into_inner().granted, "held by a");
+    assert!(mail.acquire_lease(lease("a", 60)).await.unwrap().into_inner().granted, "a renews its own");
+    // Someone else's release does nothing; the holder's frees it.
+    let release = |holder: &str| tern_proto::v1::ReleaseLeaseRequest {
+        account_id: alice,
+        name: "pop3".into(),
+        holder: holder.into(),
+    };
+    mail.release_lease(release("b")).await.unwrap();
+    assert!(!mail.acquire_lease(lease("b", 1)).await.unwrap().into_inner().granted);
+    mail.release_lease(release("a")).await.unwrap();
+    assert!(mail.acquire_lease(lease("b", 1)).await.unwrap().into_inner().granted);
+    // A lease that is not renewed expires, so a crashed holder never locks the mailbox for good.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(mail.acquire_lease(lease("c", 60)).await.unwrap().into_inner().granted);
+    expect_error(
+        mail.acquire_lease(tern_proto::v1::AcquireLeaseRequest { holder: String::new(), ..lease("x", 1) }).await,
+        Code::InvalidArgument,
+        ErrorReason::InvalidArgument,
+    );
 }

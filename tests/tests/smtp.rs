@@ -8,8 +8,8 @@ use std::{path::Path, time::Duration};
 
 use tern_smtp::config::{Limits, ListenerKind};
 use tern_tests::smtp::{
-    ACCOUNTS, BoxIo, Chunking, HOSTNAME, SmtpClient, SmtpTestServer, Transcript, auth_plain, base64_encode,
-    run_steps, run_transcript, transcript_files,
+    BoxIo, Chunking, HOSTNAME, SmtpClient, SmtpTestServer, Transcript, auth_plain, base64_encode, run_steps,
+    run_transcript, transcript_files,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream, task::JoinSet};
 
@@ -31,10 +31,12 @@ async fn run_transcript_file(path: std::path::PathBuf) -> Result<(), String> {
     let transcript = Transcript::parse(&name, &text)?;
     let limits = transcript.limits(Limits::default())?;
     let server = SmtpTestServer::start_with(limits, lenient_mailbox()).await;
+    let started = std::time::Instant::now();
     for chunking in chunkings() {
         let mut client = server.connect(transcript.listener).await;
         run_steps(&mut client, &transcript.steps, chunking).await.map_err(|e| format!("{name} ({chunking:?}): {e}"))?;
     }
+    eprintln!("TIMING {name} {:?}", started.elapsed());
     Ok(())
 }
 
@@ -240,7 +242,10 @@ async fn open_relay_matrix() {
     let server = SmtpTestServer::start(Limits::default()).await;
     let mut admin = server.mailbox.admin_client().await;
     admin
-        .add_alias(tern_proto::v1::AddAliasRequest { alias: "al@example.com".into(), target: "alice@example.com".into() })
+        .add_alias(tern_proto::v1::AddAliasRequest {
+            alias: "al@example.com".into(),
+            target: "alice@example.com".into(),
+        })
         .await
         .expect("add an alias of alice");
 
@@ -282,8 +287,8 @@ async fn open_relay_matrix() {
     // Authenticated with its own envelope sender but someone else's From: header: 553 at the
     // end of data, and nothing is queued or delivered.
     let forged = b"From: Bob <bob@example.com>\r\nTo: someone@elsewhere.example\r\nSubject: forged\r\n\r\nhi\r\n";
-    let reply = send_message(&mut c, "alice@example.com", &["someone@elsewhere.example", "carol@example.com"], forged)
-        .await;
+    let reply =
+        send_message(&mut c, "alice@example.com", &["someone@elsewhere.example", "carol@example.com"], forged).await;
     assert!(reply.last().starts_with("553 5.7.1"), "{reply:?}");
     let forged_group = b"From: alice@example.com, bob@example.com\r\nSubject: forged too\r\n\r\nhi\r\n";
     let reply = send_message(&mut c, "alice@example.com", &["someone@elsewhere.example"], forged_group).await;
@@ -369,7 +374,8 @@ async fn over_quota_at_delivery_bounces_to_the_sender() {
             .await;
     assert!(reply.last().starts_with("250 2.0.0 OK queued as "), "{reply:?}");
     // The same from a remote sender: the bounce goes to the queue, from the null sender.
-    let reply = send_message(&mut c, "someone@remote.example", &["alice@example.com", "carol@example.com"], &body).await;
+    let reply =
+        send_message(&mut c, "someone@remote.example", &["alice@example.com", "carol@example.com"], &body).await;
     assert!(reply.last().starts_with("250 2.0.0 OK queued as "), "{reply:?}");
     quit(c).await;
 
@@ -647,29 +653,37 @@ async fn swaks_client() {
         );
     };
 
-    let out = run_client(swaks(server.mx.port(), "someone@remote.example", "carol@example.com", "swaks mx", &["--pipeline"]), HINT)
-        .await;
+    let out = run_client(
+        swaks(server.mx.port(), "someone@remote.example", "carol@example.com", "swaks mx", &["--pipeline"]),
+        HINT,
+    )
+    .await;
     check(&out, "MX");
-    let out = run_client(swaks(server.mx.port(), "someone@remote.example", "other@remote.example", "relay", &[]), HINT).await;
+    let out =
+        run_client(swaks(server.mx.port(), "someone@remote.example", "other@remote.example", "relay", &[]), HINT).await;
     assert!(!out.status.success(), "swaks relayed through MX");
     assert!(String::from_utf8_lossy(&out.stdout).contains("550 5.7.1"), "{}", String::from_utf8_lossy(&out.stdout));
     let auth = ["--auth-user", "alice@example.com", "--auth-password", "alice-pw"];
     let out = run_client(
-        swaks(server.submission.port(), "alice@example.com", "bob@example.com", "swaks submission", &[
-            &["--tls", "--auth", "PLAIN"][..],
-            &auth[..],
-        ]
-        .concat()),
+        swaks(
+            server.submission.port(),
+            "alice@example.com",
+            "bob@example.com",
+            "swaks submission",
+            &[&["--tls", "--auth", "PLAIN"][..], &auth[..]].concat(),
+        ),
         HINT,
     )
     .await;
     check(&out, "submission");
     let out = run_client(
-        swaks(server.submissions.port(), "alice@example.com", "bob@example.com", "swaks submissions", &[
-            &["--tlsc", "--auth", "LOGIN"][..],
-            &auth[..],
-        ]
-        .concat()),
+        swaks(
+            server.submissions.port(),
+            "alice@example.com",
+            "bob@example.com",
+            "swaks submissions",
+            &[&["--tlsc", "--auth", "LOGIN"][..], &auth[..]].concat(),
+        ),
         HINT,
     )
     .await;
@@ -679,4 +693,258 @@ async fn swaks_client() {
     assert_eq!(subjects(&server.inbox("bob@example.com").await), ["swaks submission", "swaks submissions"]);
     let stored = String::from_utf8_lossy(&server.inbox("bob@example.com").await[0]).into_owned();
     assert!(stored.contains("\r\n.a line that starts with a dot\r\n"), "dot-stuffing was not undone:\n{stored}");
+}
+
+/// A small deterministic generator (xorshift64*), so that a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Pieces that steer garbage into the corners of the protocol: half commands, commands that
+/// switch the session into reading data, TLS or SASL, end-of-data look-alikes, bad bytes.
+const HOSTILE_TOKENS: &[&[u8]] = &[
+    b"EHLO x\r\n",
+    b"HELO x\r\n",
+    b"MAIL FROM:<a@b.example>\r\n",
+    b"MAIL FROM:<",
+    b"RCPT TO:<alice@example.com>\r\n",
+    b"RCPT TO:<postmaster>\r\n",
+    b"RCPT TO:<",
+    b"DATA\r\n",
+    b"BDAT 7\r\n",
+    b"BDAT 0 LAST\r\n",
+    b"AUTH PLAIN\r\n",
+    b"AUTH LOGIN\r\n",
+    b"AUTH PLAIN AGFAYgBj\r\n",
+    b"STARTTLS\r\n",
+    b"RSET\r\n",
+    b"NOOP\r\n",
+    b"VRFY\r\n",
+    b"\r\n.\r\n",
+    b".\r\n",
+    b"\r",
+    b"\n",
+    b"\0",
+    b" SIZE=99999999999999999999",
+    b" SMTPUTF8",
+    b" BODY=BINARYMIME",
+    b"\xff\xfe\xc3\x28",
+    b"=?utf-8?",
+    b"<>",
+];
+
+/// Chunk sizes that swallow the rest of the input as message data; rare, or they would end
+/// most sessions early.
+const HOSTILE_SINKS: &[&[u8]] =
+    &[b"BDAT 100000 LAST\r\n", b"BDAT 18446744073709551615\r\n", b"BDAT 99999999999999999999999\r\n"];
+
+fn garbage(rng: &mut Rng) -> Vec<u8> {
+    let len = rng.below(8192);
+    let mut out = Vec::with_capacity(len + 128);
+    // A quarter of the sessions start a real transaction, so that the garbage is message data.
+    match rng.below(8) {
+        0 => out.extend_from_slice(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n"),
+        1 => {
+            out.extend_from_slice(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.com>\r\nBDAT 3000\r\n")
+        }
+        _ => {}
+    }
+    while out.len() < len {
+        match rng.below(20) {
+            0..=8 => out.extend_from_slice(HOSTILE_TOKENS[rng.below(HOSTILE_TOKENS.len())]),
+            9 if rng.below(20) == 0 => out.extend_from_slice(HOSTILE_SINKS[rng.below(HOSTILE_SINKS.len())]),
+            9 => out.extend_from_slice(b"\r\n"),
+            10..=15 => {
+                for _ in 0..1 + rng.below(64) {
+                    out.push(rng.next() as u8);
+                }
+            }
+            16..=18 => {
+                // A long line, sometimes past every line limit.
+                let n = 1 + rng.below(6000);
+                out.extend(std::iter::repeat_n(b'A' + rng.below(26) as u8, n));
+            }
+            _ => out.extend_from_slice(&[b'\r', b'\n', b'.', b'\r', b'\n'][rng.below(5)..]),
+        }
+    }
+    out
+}
+
+/// Panics in this process whose location is outside the tests themselves: a session task that
+/// panics would otherwise only look like a closed connection.
+fn foreign_panics() -> &'static std::sync::Mutex<Vec<String>> {
+    static PANICS: std::sync::OnceLock<std::sync::Mutex<Vec<String>>> = std::sync::OnceLock::new();
+    PANICS.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let location = info.location().map(|l| l.file().to_string()).unwrap_or_default();
+            if !location.starts_with("tests/") {
+                if let Some(p) = PANICS.get() {
+                    p.lock().unwrap_or_else(|e| e.into_inner()).push(info.to_string());
+                }
+            }
+            previous(info);
+        }));
+        std::sync::Mutex::new(Vec::new())
+    })
+}
+
+/// Throws garbage at one connection, reading replies as they come; returns what the server
+/// sent. The server must close the connection once the client has stopped sending.
+async fn hostile_session(addr: std::net::SocketAddr, input: Vec<u8>, seed: u64) -> (Vec<u8>, bool) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).unwrap();
+    let (mut rd, mut wr) = tcp.into_split();
+    let reader = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), rd.read(&mut buf)).await {
+                Err(_) => panic!("seed {seed}: the server neither answered nor closed within 15 s"),
+                Ok(Ok(0)) => return (got, false),
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Ok(Err(_)) => return (got, true),
+            }
+        }
+    });
+    let mut rng = Rng(seed);
+    let mut rest = &input[..];
+    while !rest.is_empty() {
+        let n = (1 + rng.below(1500)).min(rest.len());
+        if wr.write_all(&rest[..n]).await.is_err() {
+            break;
+        }
+        rest = &rest[n..];
+        if rng.below(4) == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let _ = wr.shutdown().await;
+    reader.await.expect("the reader task")
+}
+
+/// Checks that everything the server sent is well-formed replies, up to a switch to TLS.
+fn check_replies(got: &[u8], reset: bool, seed: u64, first: &str) {
+    let mut rest = got;
+    let mut n = 0;
+    while !rest.is_empty() {
+        let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+            assert!(reset, "seed {seed}: a reply without CRLF: {:?}", String::from_utf8_lossy(rest));
+            return;
+        };
+        let line = std::str::from_utf8(&rest[..end]).unwrap_or_else(|_| panic!("seed {seed}: reply is not UTF-8"));
+        let b = line.as_bytes();
+        assert!(
+            b.len() >= 4
+                && (b'2'..=b'5').contains(&b[0])
+                && b[1..3].iter().all(u8::is_ascii_digit)
+                && b" -".contains(&b[3]),
+            "seed {seed}: malformed reply line {line:?}"
+        );
+        assert!(!line.contains('\r') && !line.contains('\n'), "seed {seed}: {line:?}");
+        if n == 0 {
+            assert_eq!(line, first, "seed {seed}: no greeting first");
+        }
+        n += 1;
+        rest = &rest[end + 2..];
+        if line.starts_with("220 ") && line.ends_with("Ready to start TLS") {
+            // What follows is the server's side of a failed TLS handshake.
+            return;
+        }
+    }
+}
+
+/// Random bytes and protocol fragments against every listener: the server answers with
+/// well-formed replies, closes each connection once the client is done, never panics, and
+/// then serves a normal session as if nothing happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_input_does_not_hurt_the_server() {
+    let panics = foreign_panics();
+    let limits = Limits { max_errors: 1000, max_line: 1000, ..Default::default() };
+    let server = SmtpTestServer::start(limits).await;
+    let greeting = format!("220 {HOSTNAME} ESMTP Tern");
+    let mut rng = Rng(0x5eed_cafe_f00d_0001);
+    let mut codes = std::collections::BTreeSet::new();
+    for batch in 0..25 {
+        let mut sessions = JoinSet::new();
+        for i in 0..8 {
+            let seed = rng.next() | 1;
+            let input = garbage(&mut Rng(seed));
+            let kind = match (batch * 8 + i) % 8 {
+                0 => ListenerKind::Submission,
+                1 => ListenerKind::Submissions,
+                _ => ListenerKind::Mx,
+            };
+            let addr = server.addr(kind);
+            sessions.spawn(async move { (kind, seed, hostile_session(addr, input, seed).await) });
+        }
+        while let Some(done) = sessions.join_next().await {
+            let (kind, seed, (got, reset)) = done.expect("a hostile session panicked");
+            if kind != ListenerKind::Submissions {
+                check_replies(&got, reset, seed, &greeting);
+            }
+            codes.extend(String::from_utf8_lossy(&got).lines().filter_map(|l| l.get(..3)).map(str::to_string));
+        }
+    }
+    let recorded = panics.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(recorded.is_empty(), "the server panicked: {recorded:#?}");
+    // The garbage reached every phase: commands, errors, and message data.
+    for code in ["220", "250", "354", "500", "501", "503"] {
+        assert!(codes.contains(code), "no {code} reply in the whole run: {codes:?}");
+    }
+
+    for kind in [ListenerKind::Mx, ListenerKind::Submission, ListenerKind::Submissions] {
+        let c = server.connect_ehlo(kind).await;
+        quit(c).await;
+    }
+    let mut c = server.connect_ehlo(ListenerKind::Mx).await;
+    let reply = send_message(
+        &mut c,
+        "sender@remote.example",
+        &["alice@example.com"],
+        b"Subject: after the storm\r\n\r\nok\r\n",
+    )
+    .await;
+    assert!(reply.last().starts_with("250 2.0.0"), "{reply:?}");
+    quit(c).await;
+    let inbox = server.inbox("alice@example.com").await;
+    assert_eq!(subjects(&inbox).last().map(String::as_str), Some("after the storm"));
+}
+
+/// Shutdown: an idle session is told 421 4.3.2 at once; a transaction in progress finishes
+/// (and its message is stored) before its session gets the 421; new connections are refused.
+#[tokio::test]
+async fn shutdown_lets_transactions_finish() {
+    let mut server = SmtpTestServer::start(Limits::default()).await;
+    let mut idle = server.connect_ehlo(ListenerKind::Mx).await;
+    let mut busy = server.connect_ehlo(ListenerKind::Mx).await;
+    busy.expect("MAIL FROM:<sender@remote.example>", "250 2.1.0").await;
+    let mx = server.mx;
+    let stopping = tokio::spawn(async move {
+        server.stop().await;
+        server
+    });
+    idle.expect_reply("421 4.3.2").await;
+    idle.expect_closed().await.expect("the idle session is closed");
+    busy.expect("RCPT TO:<alice@example.com>", "250 2.1.5").await;
+    busy.expect("DATA", "354 ").await;
+    busy.send(&dot_stuff(b"Subject: during shutdown\r\n\r\nstill delivered\r\n")).await.unwrap();
+    busy.expect_reply("250 2.0.0 OK queued as ").await;
+    busy.expect_reply("421 4.3.2").await;
+    busy.expect_closed().await.expect("the busy session is closed after its transaction");
+    let server = tokio::time::timeout(Duration::from_secs(20), stopping).await.expect("stop in time").unwrap();
+    assert!(TcpStream::connect(mx).await.is_err(), "the MX port still accepts connections");
+    assert_eq!(subjects(&server.inbox("alice@example.com").await), ["during shutdown"]);
 }

@@ -7,6 +7,7 @@
 
 pub mod grpc_metrics;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod shutdown;

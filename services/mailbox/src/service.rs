@@ -120,6 +120,10 @@ pub struct MailboxService {
     /// deletes a body that a delivery in flight is about to refer to.
     blob_gate: Arc<RwLock<()>>,
     throttle: Arc<Mutex<Throttle>>,
+    /// Named exclusive leases on accounts: (account, name) -> (holder, expiry). The embedded
+    /// backend runs in one process, so memory is the right place; a lease does not need to
+    /// survive a restart, since every session holding one ends with the process.
+    leases: Arc<Mutex<HashMap<(u64, String), (String, Instant)>>>,
 }
 
 fn now() -> i64 {
@@ -134,7 +138,37 @@ impl MailboxService {
             limits,
             blob_gate: Arc::new(RwLock::new(())),
             throttle: Arc::new(Mutex::new(Throttle::default())),
+            leases: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Takes (or renews) an exclusive lease; false when someone else holds it.
+    pub fn acquire_lease(&self, account_id: u64, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        if holder.is_empty() || name.is_empty() {
+            return Err(MailboxError::invalid("lease", "name and holder are required"));
+        }
+        let ttl = ttl.clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let key = (account_id, name.to_string());
+        match leases.get(&key) {
+            Some((h, until)) if *until > now && h != holder => Ok(false),
+            _ => {
+                leases.insert(key, (holder.to_string(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Gives a lease back, if `holder` holds it.
+    pub fn release_lease(&self, account_id: u64, name: &str, holder: &str) {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (account_id, name.to_string());
+        if leases.get(&key).is_some_and(|(h, _)| h == holder) {
+            leases.remove(&key);
+        }
+        let now = Instant::now();
+        leases.retain(|_, (_, until)| *until > now);
     }
 
     /// Checks a login. Failures are throttled per client IP and per account: past the limit

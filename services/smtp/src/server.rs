@@ -1,21 +1,15 @@
-//! Accepting SMTP connections: per-IP connection limits, the PROXY protocol, implicit TLS on
-//! port 465, and graceful shutdown (stop accepting, let transactions finish, close the rest).
+//! The SMTP side of accepting connections: the listener kinds and the session each
+//! connection runs. Connection limits, the PROXY protocol, implicit TLS and graceful shutdown
+//! are shared by every front-end ([`tern_runtime::listener`]).
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::BytesMut;
-use tern_runtime::{metrics::Metrics, stream::Stream};
-use tokio::{
-    io::AsyncWriteExt,
-    net::{TcpListener, TcpStream},
-    sync::watch,
-    task::JoinSet,
+use tern_runtime::{
+    listener::{self, Handler, ListenerLimits},
+    stream::Stream,
 };
+use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     backend::Backend,
@@ -23,6 +17,8 @@ use crate::{
     config::{ListenerKind, SmtpConfig},
     session::Session,
 };
+
+pub use tern_runtime::listener::stopped;
 
 /// One listening socket and what it is for.
 #[derive(Debug)]
@@ -33,40 +29,26 @@ pub struct Listener {
     pub proxy_protocol: bool,
 }
 
-/// Counts connections per client IP, and releases the count when dropped.
-#[derive(Debug, Default, Clone)]
-struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
-
-#[derive(Debug)]
-struct Slot(PerIp, IpAddr);
-
-impl PerIp {
-    fn take(&self, ip: IpAddr, max: usize) -> Option<Slot> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(Slot(self.clone(), ip))
-    }
+struct Smtp<B> {
+    cfg: Arc<SmtpConfig>,
+    backend: Arc<B>,
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut map = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.1);
-            }
-        }
+impl<B: Backend> Handler<ListenerKind> for Smtp<B> {
+    fn too_many_connections(&self, _kind: &ListenerKind) -> Vec<u8> {
+        Reply::new(421, "4.7.0", "Too many connections from your address").to_bytes(false)
     }
-}
 
-/// Completes once `shutdown` turns true (or its sender is gone).
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
+    async fn session(
+        &self,
+        kind: ListenerKind,
+        stream: Stream,
+        peer: SocketAddr,
+        early: BytesMut,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        Session::new(self.cfg.clone(), self.backend.clone(), kind, stream, peer, early).with_shutdown(shutdown).run().await;
+    }
 }
 
 /// Serves every listener until `shutdown` turns true, then waits up to `grace` for sessions.
@@ -74,117 +56,23 @@ pub async fn serve<B: Backend>(
     cfg: Arc<SmtpConfig>,
     backend: Arc<B>,
     listeners: Vec<Listener>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let per_ip = PerIp::default();
-    let mut sessions = JoinSet::new();
-    let mut accepts = JoinSet::new();
-    for l in listeners {
-        let (cfg, backend, per_ip, shutdown) = (cfg.clone(), backend.clone(), per_ip.clone(), shutdown.clone());
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        accepts.spawn(accept_loop(l, tx, shutdown.clone()));
-        sessions.spawn(run_sessions(cfg, backend, per_ip, rx, shutdown));
-    }
-    stopped(&mut shutdown).await;
-    accepts.shutdown().await;
-    if tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }).await.is_err() {
-        tracing::warn!("SMTP sessions still open after the grace period; closing them");
-        sessions.shutdown().await;
-    }
-}
-
-async fn accept_loop(
-    l: Listener,
-    tx: tokio::sync::mpsc::UnboundedSender<(TcpStream, SocketAddr, ListenerKind, bool)>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            accepted = l.socket.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    if tx.send((tcp, peer, l.kind, l.proxy_protocol)).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            () = stopped(&mut shutdown) => return,
-        }
-    }
-}
-
-async fn run_sessions<B: Backend>(
-    cfg: Arc<SmtpConfig>,
-    backend: Arc<B>,
-    per_ip: PerIp,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(TcpStream, SocketAddr, ListenerKind, bool)>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let mut set = JoinSet::new();
-    loop {
-        tokio::select! {
-            next = rx.recv() => {
-                let Some((tcp, peer, kind, proxy)) = next else { break };
-                let (cfg, backend, per_ip, shutdown) = (cfg.clone(), backend.clone(), per_ip.clone(), shutdown.clone());
-                set.spawn(connection(cfg, backend, per_ip, tcp, peer, kind, proxy, shutdown));
-            }
-            Some(_) = set.join_next(), if !set.is_empty() => {}
-        }
-    }
-    while set.join_next().await.is_some() {}
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn connection<B: Backend>(
-    cfg: Arc<SmtpConfig>,
-    backend: Arc<B>,
-    per_ip: PerIp,
-    mut tcp: TcpStream,
-    mut peer: SocketAddr,
-    kind: ListenerKind,
-    proxy: bool,
-    shutdown: watch::Receiver<bool>,
-) {
-    let mut early = BytesMut::new();
-    if proxy {
-        match tern_runtime::stream::read_proxy_header(&mut tcp, Duration::from_secs(10)).await {
-            Ok((addr, rest)) => {
-                if let Some(a) = addr {
-                    peer = a;
-                }
-                early = rest;
-            }
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "bad PROXY header; closing");
-                return;
-            }
-        }
-    }
-    let Some(_slot) = per_ip.take(peer.ip(), cfg.limits.max_connections_per_ip) else {
-        let reply = Reply::new(421, "4.7.0", "Too many connections from your address");
-        let _ = tcp.write_all(&reply.to_bytes(false)).await;
-        return;
+    let listeners = listeners
+        .into_iter()
+        .map(|l| listener::Listener {
+            implicit_tls: l.kind == ListenerKind::Submissions,
+            kind: l.kind,
+            socket: l.socket,
+            proxy_protocol: l.proxy_protocol,
+        })
+        .collect();
+    let limits = ListenerLimits {
+        max_connections_per_ip: cfg.limits.max_connections_per_ip,
+        handshake_timeout: cfg.limits.idle_timeout.min(Duration::from_secs(30)),
+        shutdown_grace: grace,
     };
-    let stream = if kind == ListenerKind::Submissions {
-        let Some(tls) = cfg.tls.clone() else {
-            tracing::error!("implicit TLS listener without a TLS configuration");
-            return;
-        };
-        match tokio::time::timeout(cfg.limits.idle_timeout, Stream::Plain(tcp).upgrade(tls)).await {
-            Ok(Ok(s)) => s,
-            _ => return,
-        }
-    } else {
-        Stream::Plain(tcp)
-    };
-    let metrics = Metrics::global();
-    metrics.connections.inc();
-    Session::new(cfg, backend, kind, stream, peer, early).with_shutdown(shutdown).run().await;
-    metrics.connections.dec();
+    let tls = cfg.tls.clone();
+    listener::serve(listeners, Smtp { cfg, backend }, tls, limits, shutdown).await;
 }

@@ -10,7 +10,7 @@ use tern_proto::v1::{
     GetAccountRequest, GetDomainRequest, GetUsageRequest, ListAccountsRequest, ListAliasesRequest, ListDomainsRequest,
     Password, RemoveAliasRequest, SetPasswordRequest, UpdateAccountRequest, UpdateDomainRequest,
     admin_client::AdminClient, password, FetchBodyRequest, FetchMessagesRequest, FolderRef, ListQueueRequest, SelectRequest,
-    mailbox_client::MailboxClient,
+    mailbox_client::MailboxClient, Pop3DeletePolicy,
 };
 use tonic::transport::Channel;
 
@@ -148,6 +148,9 @@ enum MailboxCommand {
         suspend: bool,
         #[arg(long)]
         unsuspend: bool,
+        /// What POP3 DELE does: `expunge` (gone everywhere) or `keep` (hidden from POP3 only).
+        #[arg(long, value_parser = ["expunge", "keep"])]
+        pop3_delete: Option<String>,
     },
     Passwd {
         address: String,
@@ -269,7 +272,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     .into_inner();
                 println!("created mailbox {} (quota {})", a.address, quota(a.quota_bytes));
             }
-            MailboxCommand::Update { address, name, quota: q, suspend, unsuspend } => {
+            MailboxCommand::Update { address, name, quota: q, suspend, unsuspend, pop3_delete } => {
                 let suspended = if suspend {
                     Some(true)
                 } else if unsuspend {
@@ -277,8 +280,17 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 } else {
                     None
                 };
+                let pop3_delete = pop3_delete.map(|p| {
+                    if p == "keep" { Pop3DeletePolicy::Keep as i32 } else { Pop3DeletePolicy::Expunge as i32 }
+                });
                 let a = c
-                    .update_account(UpdateAccountRequest { address, display_name: name, quota_bytes: q, suspended })
+                    .update_account(UpdateAccountRequest {
+                        address,
+                        display_name: name,
+                        quota_bytes: q,
+                        suspended,
+                        pop3_delete,
+                    })
                     .await
                     .map_err(explain)?
                     .into_inner();
@@ -301,6 +313,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 println!("name:       {}", if a.display_name.is_empty() { "-" } else { &a.display_name });
                 println!("aliases:    {}", if a.aliases.is_empty() { "-".into() } else { a.aliases.join(", ") });
                 println!("suspended:  {}", if a.suspended { "yes" } else { "no" });
+                let keep = a.pop3_delete == Pop3DeletePolicy::Keep as i32;
+                println!("pop3 DELE:  {}", if keep { "keep (hidden from POP3, kept for IMAP)" } else { "expunge" });
                 println!("usage:      {} messages, {} of {}", u.messages, human(u.bytes), quota(u.quota_bytes));
             }
             MailboxCommand::List { domain } => {

@@ -150,6 +150,7 @@ impl Admin for AdminApi {
             quota_bytes: if r.quota_bytes == 0 { domain.default_quota_bytes } else { r.quota_bytes },
             suspended: false,
             aliases: vec![],
+            pop3_delete: 0,
         };
         let a = self.service.store.create_account(record).await?;
         tracing::info!(address = %a.address, "mailbox created");
@@ -166,6 +167,7 @@ impl Admin for AdminApi {
                 display_name: r.display_name,
                 quota_bytes: r.quota_bytes,
                 suspended: r.suspended,
+                pop3_delete: r.pop3_delete.map(|p| tern_proto::v1::Pop3DeletePolicy::try_from(p).unwrap_or_default()),
             })
             .await?;
         Ok(Response::new(account_pb(a)))

@@ -340,6 +340,19 @@ impl Mailbox for MailboxApi {
         Ok(Response::new(ListQueueResponse { messages: self.service.store.list_queue().await? }))
     }
 
+    async fn acquire_lease(&self, req: Request<pb::AcquireLeaseRequest>) -> Rpc<pb::AcquireLeaseResponse> {
+        let r = req.into_inner();
+        let ttl = std::time::Duration::from_secs(u64::from(r.ttl_seconds.max(1)));
+        let granted = self.service.acquire_lease(r.account_id, &r.name, &r.holder, ttl)?;
+        Ok(Response::new(pb::AcquireLeaseResponse { granted, expires_in: if granted { ttl.as_secs() as u32 } else { 0 } }))
+    }
+
+    async fn release_lease(&self, req: Request<pb::ReleaseLeaseRequest>) -> Rpc<pb::ReleaseLeaseResponse> {
+        let r = req.into_inner();
+        self.service.release_lease(r.account_id, &r.name, &r.holder);
+        Ok(Response::new(pb::ReleaseLeaseResponse {}))
+    }
+
     async fn get_quota(&self, req: Request<GetQuotaRequest>) -> Rpc<GetQuotaResponse> {
         let id = req.into_inner().account_id;
         let account =

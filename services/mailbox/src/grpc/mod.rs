@@ -19,6 +19,7 @@ pub(crate) fn account_pb(a: AccountRecord) -> Account {
         quota_bytes: a.quota_bytes,
         suspended: a.suspended,
         aliases: a.aliases,
+        pop3_delete: a.pop3_delete,
     }
 }
 

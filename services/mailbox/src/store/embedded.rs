@@ -267,7 +267,7 @@ fn log_change(txn: &WriteTransaction, folder: u64, modseq: u64, kind: EventKind,
 }
 
 fn summary(m: &MessageRecord) -> MessageSummary {
-    MessageSummary { uid: m.uid, flags: m.flags.clone(), modseq: m.modseq }
+    MessageSummary { uid: m.uid, flags: m.flags.clone(), modseq: m.modseq, size: m.size }
 }
 
 fn add_usage(txn: &WriteTransaction, account: u64, messages: i64, bytes: i64) -> Result<()> {
@@ -535,6 +535,9 @@ impl MetadataStore for EmbeddedStore {
             }
             if let Some(s) = changes.suspended {
                 a.suspended = s;
+            }
+            if let Some(p) = changes.pop3_delete {
+                a.pop3_delete = p as i32;
             }
             put_account(txn, &a)?;
             Ok(a)
@@ -1086,7 +1089,7 @@ impl MetadataStore for EmbeddedStore {
                 let gone = out
                     .source_uids
                     .iter()
-                    .map(|uid| MessageSummary { uid: *uid, flags: vec![], modseq: src.highest_modseq })
+                    .map(|uid| MessageSummary { uid: *uid, flags: vec![], modseq: src.highest_modseq, size: 0 })
                     .collect();
                 events.push(event(&src, EventKind::Expunge, src.highest_modseq, gone));
             }
@@ -1140,7 +1143,7 @@ impl MetadataStore for EmbeddedStore {
             put_folder(txn, &folder)?;
             let summaries = gone
                 .iter()
-                .map(|uid| MessageSummary { uid: *uid, flags: vec![], modseq: folder.highest_modseq })
+                .map(|uid| MessageSummary { uid: *uid, flags: vec![], modseq: folder.highest_modseq, size: 0 })
                 .collect();
             events.push(event(&folder, EventKind::Expunge, folder.highest_modseq, summaries));
             Ok((gone, folder.highest_modseq))

@@ -75,6 +75,7 @@ pub struct AccountChanges {
     pub display_name: Option<String>,
     pub quota_bytes: Option<u64>,
     pub suspended: Option<bool>,
+    pub pop3_delete: Option<tern_proto::v1::Pop3DeletePolicy>,
 }
 
 /// Messages and bytes an account holds.

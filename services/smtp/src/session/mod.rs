@@ -131,7 +131,7 @@ impl<B: Backend> Session<B> {
         };
         tokio::select! {
             r = self.fill(idle) => r.map(Some),
-            () = crate::server::stopped(&mut shutdown) => Ok(None),
+            () = tern_runtime::listener::stopped(&mut shutdown) => Ok(None),
         }
     }
 
