@@ -22,7 +22,8 @@ use std::{
 
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tern_proto::v1::{
-    FolderRef, GetAccountRequest, ListQueueRequest, QueuedMessage, SelectRequest, UpdateAccountRequest,
+    CreateAccountRequest, FolderRef, GetAccountRequest, ListQueueRequest, Password, QueuedMessage, SelectRequest,
+    UpdateAccountRequest, password,
 };
 use tern_smtp::{
     backend::GrpcBackend,
@@ -38,7 +39,7 @@ use tokio::{
 use tokio_rustls::TlsConnector;
 use tonic::transport::Channel;
 
-use crate::{Mailbox, TestServer, fetch_body, setup_account};
+use crate::{Mailbox, TestServer, ensure_domain, fetch_body};
 
 /// The name the test server gives in its greeting, EHLO reply and Received: headers.
 pub const HOSTNAME: &str = "mx.test";
@@ -95,7 +96,17 @@ impl SmtpTestServer {
         let mut admin = mailbox.admin_client().await;
         let mut accounts = HashMap::new();
         for (address, password) in ACCOUNTS {
-            let account = setup_account(&mut admin, address, password).await;
+            ensure_domain(&mut admin, address.rsplit_once('@').expect("an address with a domain").1).await;
+            let request = CreateAccountRequest {
+                address: address.into(),
+                password: Some(Password { value: Some(password::Value::Hash(cheap_hash(password))) }),
+                ..Default::default()
+            };
+            let account = admin
+                .create_account(request)
+                .await
+                .unwrap_or_else(|e| panic!("create account {address}: {e}"))
+                .into_inner();
             accounts.insert(address.to_string(), account.id);
         }
 
@@ -284,6 +295,20 @@ impl Drop for SmtpTestServer {
     }
 }
 
+/// An argon2id PHC hash of `password` with the smallest parameters argon2 allows. The mailbox
+/// service verifies a password with the parameters stored in its hash, so logins still run
+/// argon2, only without the cost of production parameters, which would make the dozens of
+/// servers and logins of the SMTP tests CPU-bound.
+pub fn cheap_hash(password: &str) -> String {
+    use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version, password_hash::SaltString};
+    let params = Params::new(Params::MIN_M_COST, 1, 1, None).expect("valid argon2 parameters");
+    let salt = SaltString::encode_b64(b"tern-smtp-tests").expect("a valid salt");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(password.as_bytes(), &salt)
+        .expect("hash a password")
+        .to_string()
+}
+
 /// The base64 initial response of AUTH PLAIN (RFC 4616) with an empty authorisation identity.
 pub fn auth_plain(user: &str, password: &str) -> String {
     base64_encode(format!("\0{user}\0{password}").as_bytes())
@@ -331,11 +356,18 @@ impl SmtpReply {
 pub struct SmtpClient<S> {
     stream: S,
     buf: Vec<u8>,
+    timeout: Duration,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     pub fn new(stream: S) -> Self {
-        Self { stream, buf: Vec::new() }
+        Self { stream, buf: Vec::new(), timeout: IO_TIMEOUT }
+    }
+
+    /// How long to wait for a reply line or the close ([`IO_TIMEOUT`] unless changed).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The connection and whatever was received but not read as lines yet.
@@ -355,7 +387,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     }
 
     /// Reads one reply line and returns it without its CRLF. Fails on a line that does not end
-    /// with CRLF, on the end of the stream and after [`IO_TIMEOUT`].
+    /// with CRLF, on the end of the stream and after the timeout.
     pub async fn read_line(&mut self) -> Result<String, String> {
         loop {
             if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
@@ -366,10 +398,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
                 return String::from_utf8(line.to_vec()).map_err(|e| format!("reply line is not UTF-8: {e}"));
             }
             let mut chunk = [0u8; 4096];
-            match tokio::time::timeout(IO_TIMEOUT, self.stream.read(&mut chunk)).await {
+            match tokio::time::timeout(self.timeout, self.stream.read(&mut chunk)).await {
                 Err(_) => {
                     return Err(format!(
-                        "no reply line within {IO_TIMEOUT:?} (pending: {:?})",
+                        "no reply line within {:?} (pending: {:?})",
+                        self.timeout,
                         String::from_utf8_lossy(&self.buf)
                     ));
                 }
@@ -437,8 +470,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             return Err(format!("unexpected data before the close: {:?}", String::from_utf8_lossy(&self.buf)));
         }
         let mut chunk = [0u8; 1024];
-        match tokio::time::timeout(IO_TIMEOUT, self.stream.read(&mut chunk)).await {
-            Err(_) => Err(format!("the server did not close the connection within {IO_TIMEOUT:?}")),
+        match tokio::time::timeout(self.timeout, self.stream.read(&mut chunk)).await {
+            Err(_) => Err(format!("the server did not close the connection within {:?}", self.timeout)),
             Ok(Ok(0)) => Ok(()),
             Ok(Ok(n)) => Err(format!("unexpected data instead of a close: {:?}", String::from_utf8_lossy(&chunk[..n]))),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),

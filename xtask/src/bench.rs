@@ -193,10 +193,8 @@ async fn mailbox(messages: usize) -> anyhow::Result<()> {
     }
 
     let mut client = MailboxClient::new(channel);
-    let selected = client
-        .select(SelectRequest { account_id, folder: Some(FolderRef::name("INBOX")) })
-        .await?
-        .into_inner();
+    let selected =
+        client.select(SelectRequest { account_id, folder: Some(FolderRef::name("INBOX")) }).await?.into_inner();
     let folder_id = selected.folder.context("select returned no folder")?.id;
     let uids: Vec<u32> = selected.messages.iter().map(|m| m.uid).collect();
     if uids.len() != 2 * messages {

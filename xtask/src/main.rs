@@ -67,7 +67,9 @@ fn test(args: &[&str]) -> anyhow::Result<(u64, u64)> {
         if let Some(rest) = line.strip_prefix("test result: ") {
             let count = |word: &str| {
                 rest.split(';')
-                    .find_map(|part| part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse().ok()))
+                    .find_map(|part| {
+                        part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+                    })
                     .unwrap_or(0u64)
             };
             passed += count("passed");

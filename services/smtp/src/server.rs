@@ -47,7 +47,10 @@ impl<B: Backend> Handler<ListenerKind> for Smtp<B> {
         early: BytesMut,
         shutdown: watch::Receiver<bool>,
     ) {
-        Session::new(self.cfg.clone(), self.backend.clone(), kind, stream, peer, early).with_shutdown(shutdown).run().await;
+        Session::new(self.cfg.clone(), self.backend.clone(), kind, stream, peer, early)
+            .with_shutdown(shutdown)
+            .run()
+            .await;
     }
 }
 

@@ -14,8 +14,7 @@ use std::{
 };
 
 use mail_auth::{
-    AuthenticatedMessage, AuthenticationResults, MX, MessageAuthenticator, Parameters, RecordSet,
-    ResolverCache, Txt,
+    AuthenticatedMessage, AuthenticationResults, MX, MessageAuthenticator, Parameters, RecordSet, ResolverCache, Txt,
     dmarc::verify::DmarcParameters,
     hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts},
     spf::verify::SpfParameters,

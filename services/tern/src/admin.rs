@@ -7,10 +7,10 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use tern_proto::v1::{
     AddAliasRequest, CreateAccountRequest, CreateDomainRequest, DeleteAccountRequest, DeleteDomainRequest,
-    GetAccountRequest, GetDomainRequest, GetUsageRequest, ListAccountsRequest, ListAliasesRequest, ListDomainsRequest,
-    Password, RemoveAliasRequest, SetPasswordRequest, UpdateAccountRequest, UpdateDomainRequest,
-    admin_client::AdminClient, password, FetchBodyRequest, FetchMessagesRequest, FolderRef, ListQueueRequest, SelectRequest,
-    mailbox_client::MailboxClient, Pop3DeletePolicy,
+    FetchBodyRequest, FetchMessagesRequest, FolderRef, GetAccountRequest, GetDomainRequest, GetUsageRequest,
+    ListAccountsRequest, ListAliasesRequest, ListDomainsRequest, ListQueueRequest, Password, Pop3DeletePolicy,
+    RemoveAliasRequest, SelectRequest, SetPasswordRequest, UpdateAccountRequest, UpdateDomainRequest,
+    admin_client::AdminClient, mailbox_client::MailboxClient, password,
 };
 use tonic::transport::Channel;
 
@@ -384,7 +384,8 @@ async fn mail(channel: Channel, admin: &mut AdminClient<Channel>, cmd: MailComma
     let (address, folder) = match &cmd {
         MailCommand::List { address, folder } | MailCommand::Show { address, folder, .. } => (address, folder),
     };
-    let account = admin.get_account(GetAccountRequest { address: address.clone() }).await.map_err(explain)?.into_inner();
+    let account =
+        admin.get_account(GetAccountRequest { address: address.clone() }).await.map_err(explain)?.into_inner();
     let selected = m
         .select(SelectRequest { account_id: account.id, folder: Some(FolderRef::name(folder.clone())) })
         .await
@@ -403,7 +404,14 @@ async fn mail(channel: Channel, admin: &mut AdminClient<Channel>, cmd: MailComma
             for msg in metas.messages {
                 let env = msg.envelope.unwrap_or_default();
                 let from = env.from.first().map(|a| format!("{}@{}", a.mailbox, a.host)).unwrap_or_default();
-                println!("{:>6} {:>9}  {:<32} {:<20} {}", msg.uid, human(msg.size), from, msg.flags.join(" "), env.subject);
+                println!(
+                    "{:>6} {:>9}  {:<32} {:<20} {}",
+                    msg.uid,
+                    human(msg.size),
+                    from,
+                    msg.flags.join(" "),
+                    env.subject
+                );
             }
         }
         MailCommand::Show { uid, .. } => {

@@ -16,6 +16,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub tls: TlsConfig,
     pub smtp: SmtpSection,
+    pub pop3: Pop3Section,
     /// Where front-ends reach the mailbox service when it runs in another process.
     pub mailbox_url: String,
 }
@@ -79,6 +80,64 @@ impl Default for SmtpSection {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pop3Section {
+    /// Port 110 semantics: plain text with STLS.
+    pub pop3: Vec<SocketAddr>,
+    /// Port 995 semantics: implicit TLS.
+    pub pop3s: Vec<SocketAddr>,
+    pub proxy_protocol: bool,
+    /// Allow USER/PASS and AUTH without TLS. Never in production.
+    pub allow_plaintext_auth: bool,
+    pub max_line: usize,
+    pub idle_timeout_secs: u64,
+    pub max_errors: u32,
+    pub max_auth_failures: u32,
+    pub max_connections_per_ip: usize,
+    /// How long a maildrop lease lasts without renewal.
+    pub lease_ttl_secs: u64,
+    /// Advertised in CAPA as LOGIN-DELAY (seconds), when set.
+    pub login_delay_secs: Option<u32>,
+    /// Advertised in CAPA as EXPIRE (days; 0 is NEVER), when set.
+    pub expire_days: Option<u32>,
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Pop3Section {
+    fn default() -> Self {
+        let l = tern_pop3::config::Limits::default();
+        Self {
+            pop3: vec![SocketAddr::from(([127, 0, 0, 1], 1110))],
+            pop3s: vec![SocketAddr::from(([127, 0, 0, 1], 1995))],
+            proxy_protocol: false,
+            allow_plaintext_auth: false,
+            max_line: l.max_line,
+            idle_timeout_secs: l.idle_timeout.as_secs(),
+            max_errors: l.max_errors,
+            max_auth_failures: l.max_auth_failures,
+            max_connections_per_ip: l.max_connections_per_ip,
+            lease_ttl_secs: l.lease_ttl.as_secs(),
+            login_delay_secs: None,
+            expire_days: None,
+            shutdown_grace_secs: 25,
+        }
+    }
+}
+
+impl Pop3Section {
+    pub fn limits(&self) -> tern_pop3::config::Limits {
+        tern_pop3::config::Limits {
+            max_line: self.max_line,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_errors: self.max_errors,
+            max_auth_failures: self.max_auth_failures,
+            max_connections_per_ip: self.max_connections_per_ip,
+            lease_ttl: Duration::from_secs(self.lease_ttl_secs),
+        }
+    }
+}
+
 impl SmtpSection {
     pub fn limits(&self) -> tern_smtp::config::Limits {
         tern_smtp::config::Limits {
@@ -138,6 +197,7 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             tls: TlsConfig::default(),
             smtp: SmtpSection::default(),
+            pop3: Pop3Section::default(),
             mailbox_url: "http://127.0.0.1:50051".into(),
         }
     }

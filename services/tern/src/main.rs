@@ -1,5 +1,5 @@
 //! `tern`: the one binary of Tern. `tern dev` runs every part in one process on embedded
-//! storage; `tern mailbox` and `tern smtp` (and, as they land, `tern imap`, `tern pop3`) run one
+//! storage; `tern mailbox`, `tern smtp` and `tern pop3` (and, as it lands, `tern imap`) run one
 //! part for a distributed deployment; `tern admin` manages domains and mailboxes.
 
 mod admin;
@@ -27,6 +27,8 @@ enum Command {
     Mailbox(ServeArgs),
     /// Runs the SMTP front-end alone, against the mailbox service at --mailbox-url.
     Smtp(ServeArgs),
+    /// Runs the POP3 front-end alone, against the mailbox service at --mailbox-url.
+    Pop3(ServeArgs),
     /// Manages domains, mailboxes and aliases of a running mailbox service.
     Admin(admin::AdminArgs),
 }
@@ -63,6 +65,12 @@ struct ServeArgs {
     /// Submission listener with implicit TLS (repeatable; default 127.0.0.1:5465).
     #[arg(long)]
     submissions_listen: Vec<SocketAddr>,
+    /// POP3 listener, STLS available (repeatable; default 127.0.0.1:1110).
+    #[arg(long)]
+    pop3_listen: Vec<SocketAddr>,
+    /// POP3 listener with implicit TLS (repeatable; default 127.0.0.1:1995).
+    #[arg(long)]
+    pop3s_listen: Vec<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -95,6 +103,12 @@ impl ServeArgs {
         if !self.submissions_listen.is_empty() {
             c.smtp.submissions = self.submissions_listen;
         }
+        if !self.pop3_listen.is_empty() {
+            c.pop3.pop3 = self.pop3_listen;
+        }
+        if !self.pop3s_listen.is_empty() {
+            c.pop3.pop3s = self.pop3s_listen;
+        }
         Ok(c)
     }
 }
@@ -109,9 +123,18 @@ async fn serve(args: ServeArgs, name: &str, roles: serve::Roles, dev: bool) -> a
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Dev(args) => serve(args, "tern-dev", serve::Roles { mailbox: true, smtp: true }, true).await,
-        Command::Mailbox(args) => serve(args, "tern-mailbox", serve::Roles { mailbox: true, smtp: false }, false).await,
-        Command::Smtp(args) => serve(args, "tern-smtp", serve::Roles { mailbox: false, smtp: true }, false).await,
+        Command::Dev(args) => {
+            serve(args, "tern-dev", serve::Roles { mailbox: true, smtp: true, pop3: true }, true).await
+        }
+        Command::Mailbox(args) => {
+            serve(args, "tern-mailbox", serve::Roles { mailbox: true, smtp: false, pop3: false }, false).await
+        }
+        Command::Smtp(args) => {
+            serve(args, "tern-smtp", serve::Roles { mailbox: false, smtp: true, pop3: false }, false).await
+        }
+        Command::Pop3(args) => {
+            serve(args, "tern-pop3", serve::Roles { mailbox: false, smtp: false, pop3: true }, false).await
+        }
         Command::Admin(args) => admin::run(args).await,
     };
     match result {

@@ -20,6 +20,7 @@ use crate::config::Config;
 pub struct Roles {
     pub mailbox: bool,
     pub smtp: bool,
+    pub pop3: bool,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -71,16 +72,26 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
         mailbox_url = format!("http://{addr}");
         summary.push(format!("  mailbox gRPC API   {addr}   (tern admin --server {mailbox_url})"));
         let stop = stop();
-        tasks.spawn(async move { tern_mailbox::server::serve(service, grpc, stop).await.context("gRPC server failed") });
+        tasks
+            .spawn(async move { tern_mailbox::server::serve(service, grpc, stop).await.context("gRPC server failed") });
     }
 
-    if roles.smtp {
+    // Only the front-ends speak TLS to clients; the mailbox role alone needs no certificate.
+    let tls = if roles.smtp || roles.pop3 {
         let (paths, tls) = tls(&config)?;
         summary.push(format!("  TLS certificate    {}", paths.cert.display()));
-        let channel = Channel::from_shared(mailbox_url.clone())
-            .with_context(|| format!("invalid mailbox URL {mailbox_url:?}"))?
-            .tcp_nodelay(true)
-            .connect_lazy();
+        Some(tls)
+    } else {
+        None
+    };
+    let channel = Channel::from_shared(mailbox_url.clone())
+        .with_context(|| format!("invalid mailbox URL {mailbox_url:?}"))?
+        .tcp_nodelay(true)
+        .connect_lazy();
+
+    if roles.smtp {
+        let tls = tls.clone().context("TLS configuration")?;
+        let channel = channel.clone();
         let backend = Arc::new(GrpcBackend::new(channel));
         let s = &config.smtp;
         let smtp_config = Arc::new(SmtpConfig {
@@ -110,6 +121,36 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
         let rx = stop_rx.clone();
         tasks.spawn(async move {
             tern_smtp::server::serve(smtp_config, backend, listeners, rx, grace).await;
+            anyhow::Ok(())
+        });
+    }
+    if roles.pop3 {
+        let p = &config.pop3;
+        let pop3_config = Arc::new(tern_pop3::config::Pop3Config {
+            hostname: config.smtp.hostname.clone(),
+            limits: p.limits(),
+            tls: tls.clone(),
+            allow_plaintext_auth: p.allow_plaintext_auth,
+            login_delay: p.login_delay_secs,
+            expire_days: p.expire_days,
+            instance: format!("{}-{}", config.smtp.hostname, std::process::id()),
+        });
+        let mut listeners = Vec::new();
+        for (kind, addrs, label, what) in [
+            (tern_pop3::config::ListenerKind::Pop3, &p.pop3, "POP3", "STLS, then USER/PASS or AUTH"),
+            (tern_pop3::config::ListenerKind::Pop3s, &p.pop3s, "POP3S", "implicit TLS"),
+        ] {
+            for addr in addrs {
+                let socket = bind(*addr, label).await?;
+                summary.push(format!("  {label:<18} {}   ({what})", socket.local_addr()?));
+                listeners.push(tern_pop3::server::Listener { kind, socket, proxy_protocol: p.proxy_protocol });
+            }
+        }
+        let backend = tern_pop3::backend::Backend::new(channel.clone());
+        let grace = Duration::from_secs(p.shutdown_grace_secs);
+        let rx = stop_rx.clone();
+        tasks.spawn(async move {
+            tern_pop3::server::serve(pop3_config, backend, listeners, rx, grace).await;
             anyhow::Ok(())
         });
     }

@@ -344,7 +344,10 @@ impl Mailbox for MailboxApi {
         let r = req.into_inner();
         let ttl = std::time::Duration::from_secs(u64::from(r.ttl_seconds.max(1)));
         let granted = self.service.acquire_lease(r.account_id, &r.name, &r.holder, ttl)?;
-        Ok(Response::new(pb::AcquireLeaseResponse { granted, expires_in: if granted { ttl.as_secs() as u32 } else { 0 } }))
+        Ok(Response::new(pb::AcquireLeaseResponse {
+            granted,
+            expires_in: if granted { ttl.as_secs() as u32 } else { 0 },
+        }))
     }
 
     async fn release_lease(&self, req: Request<pb::ReleaseLeaseRequest>) -> Rpc<pb::ReleaseLeaseResponse> {

@@ -47,7 +47,10 @@ pub enum Command {
     Rset,
     Quit,
     /// TOP msg n: the header and the first `lines` lines of the body of message `msg`.
-    Top { msg: u32, lines: u32 },
+    Top {
+        msg: u32,
+        lines: u32,
+    },
     /// UIDL with an optional message number.
     Uidl(Option<u32>),
     Capa,
@@ -56,7 +59,10 @@ pub enum Command {
     AuthList,
     /// AUTH mechanism [initial-response]. The mechanism is upper-cased; the initial response
     /// is base64 as sent, where a lone `=` stands for an empty response (RFC 5034 section 4).
-    Auth { mechanism: String, initial: Option<Secret> },
+    Auth {
+        mechanism: String,
+        initial: Option<Secret>,
+    },
 }
 
 impl Command {
@@ -319,7 +325,8 @@ mod tests {
 
     #[test]
     fn rejects_unknown_commands() {
-        for bad in ["", " ", " STAT", "APOP bob c4c9334bac560ecc979e58001b3e22fb", "XYZZY", "LAST", "STA", "STATS", "TO"]
+        for bad in
+            ["", " ", " STAT", "APOP bob c4c9334bac560ecc979e58001b3e22fb", "XYZZY", "LAST", "STA", "STATS", "TO"]
         {
             assert_eq!(p(bad), Err(ParseError::Unknown), "{bad:?}");
         }

@@ -248,10 +248,39 @@ mod fuzz_tests {
             state ^= state << 17;
             state
         };
-        let alphabet = b"\r\n.\r\n.. USER PASS TOP 1 0 LIST AUTH PLAIN = 9999999999\x00\xff\xc3[";
+        // Whole keywords as well as single bytes, so that many lines parse and their checks run.
+        let alphabet: [&[u8]; 26] = [
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b".",
+            b"..",
+            b" ",
+            b"  ",
+            b"\r\nUSER ",
+            b"\r\npass ",
+            b"\r\nTOP 1 ",
+            b"\r\nLIST ",
+            b"\r\nRETR ",
+            b"\r\nAUTH ",
+            b"\r\nSTAT",
+            b"PLAIN",
+            b"=",
+            b"1",
+            b"0",
+            b"9999999999",
+            b"\0",
+            b"\xff",
+            b"\xc3",
+            b"[",
+            b"a",
+            b"\r\n.\r\n",
+            b"\r\n\r\n",
+        ];
         for _ in 0..3000 {
-            let len = (next() % 96) as usize;
-            let input: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+            let len = (next() % 32) as usize;
+            let input: Vec<u8> =
+                (0..len).flat_map(|_| alphabet[(next() % alphabet.len() as u64) as usize].iter().copied()).collect();
             super::fuzz_command(&input);
         }
     }

@@ -1,0 +1,72 @@
+//! The POP3 side of accepting connections: listener kinds and the session each connection
+//! runs. Limits, the PROXY protocol, implicit TLS and graceful shutdown are shared
+//! ([`tern_runtime::listener`]).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::BytesMut;
+use tern_runtime::{
+    listener::{self, Handler, ListenerLimits},
+    stream::Stream,
+};
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{
+    backend::Backend,
+    config::{ListenerKind, Pop3Config},
+    session::Session,
+};
+
+#[derive(Debug)]
+pub struct Listener {
+    pub kind: ListenerKind,
+    pub socket: TcpListener,
+    pub proxy_protocol: bool,
+}
+
+struct Pop3 {
+    cfg: Arc<Pop3Config>,
+    backend: Backend,
+}
+
+impl Handler<ListenerKind> for Pop3 {
+    fn too_many_connections(&self, _kind: &ListenerKind) -> Vec<u8> {
+        b"-ERR [SYS/TEMP] Too many connections from your address\r\n".to_vec()
+    }
+
+    async fn session(
+        &self,
+        kind: ListenerKind,
+        stream: Stream,
+        peer: SocketAddr,
+        early: BytesMut,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        Session::new(self.cfg.clone(), self.backend.clone(), stream, peer, early, shutdown).run(kind).await;
+    }
+}
+
+pub async fn serve(
+    cfg: Arc<Pop3Config>,
+    backend: Backend,
+    listeners: Vec<Listener>,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let listeners = listeners
+        .into_iter()
+        .map(|l| listener::Listener {
+            implicit_tls: l.kind == ListenerKind::Pop3s,
+            kind: l.kind,
+            socket: l.socket,
+            proxy_protocol: l.proxy_protocol,
+        })
+        .collect();
+    let limits = ListenerLimits {
+        max_connections_per_ip: cfg.limits.max_connections_per_ip,
+        handshake_timeout: Duration::from_secs(30),
+        shutdown_grace: grace,
+    };
+    let tls = cfg.tls.clone();
+    listener::serve(listeners, Pop3 { cfg, backend }, tls, limits, shutdown).await;
+}
