@@ -110,6 +110,9 @@ impl Throttle {
     }
 }
 
+/// (account, lease name) -> (holder, expiry).
+type Leases = HashMap<(u64, String), (String, Instant)>;
+
 #[derive(Debug, Clone)]
 pub struct MailboxService {
     pub store: Arc<dyn MetadataStore>,
@@ -123,7 +126,7 @@ pub struct MailboxService {
     /// Named exclusive leases on accounts: (account, name) -> (holder, expiry). The embedded
     /// backend runs in one process, so memory is the right place; a lease does not need to
     /// survive a restart, since every session holding one ends with the process.
-    leases: Arc<Mutex<HashMap<(u64, String), (String, Instant)>>>,
+    leases: Arc<Mutex<Leases>>,
 }
 
 fn now() -> i64 {

@@ -98,6 +98,17 @@ pub enum VerifyError {
     Resolver(String),
 }
 
+/// mail-auth's parameters with every cache of [`DnsCache`] attached.
+type CachedParameters<'x, P> = Parameters<
+    'x,
+    P,
+    TtlCache<Box<str>, Txt>,
+    TtlCache<Box<str>, RecordSet<MX>>,
+    TtlCache<Box<str>, RecordSet<Ipv4Addr>>,
+    TtlCache<Box<str>, RecordSet<Ipv6Addr>>,
+    TtlCache<IpAddr, RecordSet<Box<str>>>,
+>;
+
 pub struct Verifier {
     auth: MessageAuthenticator,
     pub cache: DnsCache,
@@ -129,18 +140,7 @@ impl Verifier {
         Ok(Self { auth, cache: DnsCache::default() })
     }
 
-    fn params<P>(
-        &self,
-        p: P,
-    ) -> Parameters<
-        '_,
-        P,
-        TtlCache<Box<str>, Txt>,
-        TtlCache<Box<str>, RecordSet<MX>>,
-        TtlCache<Box<str>, RecordSet<Ipv4Addr>>,
-        TtlCache<Box<str>, RecordSet<Ipv6Addr>>,
-        TtlCache<IpAddr, RecordSet<Box<str>>>,
-    > {
+    fn params<P>(&self, p: P) -> CachedParameters<'_, P> {
         Parameters {
             params: p,
             cache_txt: Some(&self.cache.txt),
