@@ -92,6 +92,15 @@ impl SmtpTestServer {
 
     /// Starts both servers with the given limits of each.
     pub async fn start_with(limits: Limits, mailbox_limits: tern_mailbox::Limits) -> SmtpTestServer {
+        Self::start_full(limits, mailbox_limits, None).await
+    }
+
+    /// Like `start_with`, with an SPF/DKIM/DMARC verifier on the MX listener.
+    pub async fn start_full(
+        limits: Limits,
+        mailbox_limits: tern_mailbox::Limits,
+        verifier: Option<Arc<tern_smtp::verify::Verifier>>,
+    ) -> SmtpTestServer {
         let mailbox = TestServer::start(mailbox_limits).await;
         let mut admin = mailbox.admin_client().await;
         let mut accounts = HashMap::new();
@@ -125,8 +134,9 @@ impl SmtpTestServer {
             limits: limits.clone(),
             tls: Some(tls),
             allow_plaintext_auth: false,
-            // SPF, DKIM and DMARC need DNS answers; the tests of the verifier give their own.
-            verifier: None,
+            // SPF, DKIM and DMARC need DNS answers: a test that wants them gives a verifier whose
+            // cache holds them.
+            verifier,
         });
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();

@@ -963,3 +963,35 @@ async fn shutdown_lets_transactions_finish() {
     assert!(TcpStream::connect(mx).await.is_err(), "the MX port still accepts connections");
     assert_eq!(subjects(&server.inbox("alice@example.com").await), ["during shutdown"]);
 }
+
+/// Mail arriving on the MX listener gets an Authentication-Results header from this server;
+/// one a sender forged in our name is removed, and submitted mail gets none.
+#[tokio::test]
+async fn mx_mail_gets_authentication_results_and_forged_ones_are_removed() {
+    use mail_auth::{common::parse::TxtRecordParser, dmarc::Dmarc, spf::Spf};
+    // DNS answers the test controls: the cache holds them; the resolver points at a closed
+    // loopback port, so nothing leaves the machine.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let verifier = tern_smtp::verify::Verifier::new(Some(closed)).unwrap();
+    verifier.cache.add_txt("remote.example", Spf::parse(b"v=spf1 ip4:127.0.0.1 -all").unwrap());
+    verifier.cache.add_txt("client.test", Spf::parse(b"v=spf1 -all").unwrap());
+    verifier.cache.add_txt("_dmarc.remote.example", Dmarc::parse(b"v=DMARC1; p=none").unwrap());
+    verifier.cache.add_no_txt("_dmarc.example");
+    let server = SmtpTestServer::start_full(
+        Limits::default(),
+        tern_mailbox::Limits::default(),
+        Some(std::sync::Arc::new(verifier)),
+    )
+    .await;
+    let mut c = server.connect_ehlo(ListenerKind::Mx).await;
+    let body = b"Authentication-Results: mx.test; spf=pass; dkim=pass; dmarc=pass\r\nFrom: news@remote.example\r\nSubject: checked\r\n\r\nHello.\r\n";
+    let reply = send_message(&mut c, "bounce@remote.example", &["alice@example.com"], body).await;
+    assert!(reply.last().starts_with("250 "), "{reply:?}");
+    quit(c).await;
+    let stored = String::from_utf8(server.inbox("alice@example.com").await.remove(0)).unwrap();
+    let ours: Vec<&str> = stored.split("\r\n").filter(|l| l.starts_with("Authentication-Results:")).collect();
+    assert_eq!(ours.len(), 1, "exactly our own header: {stored}");
+    assert!(stored.contains("spf=pass (mx.test: domain of bounce@remote.example designates 127.0.0.1"), "{stored}");
+    assert!(stored.contains("dmarc=pass"), "SPF aligns with From: {stored}");
+    assert!(!stored.contains("dkim=pass"), "the forged header must be gone: {stored}");
+}

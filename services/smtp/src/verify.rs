@@ -90,6 +90,14 @@ impl DnsCache {
     pub fn add_txt(&self, name: &str, value: impl Into<Txt>) {
         self.txt.insert(fqdn(name), value.into(), Instant::now() + Duration::from_secs(3600));
     }
+
+    /// Records that a name has no TXT record (NXDOMAIN), valid for an hour.
+    pub fn add_no_txt(&self, name: &str) {
+        let nx = mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(
+            mail_auth::hickory_resolver::proto::op::ResponseCode::NXDomain,
+        ));
+        self.txt.insert(fqdn(name), Txt::Error(nx), Instant::now() + Duration::from_secs(3600));
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +169,14 @@ impl Verifier {
         mail_from: &str,
         message: &[u8],
     ) -> String {
-        let spf = self.auth.verify_spf(self.params(SpfParameters::verify(ip, helo, hostname, mail_from))).await;
+        // The MAIL FROM identity decides (RFC 7208 section 2.4); the HELO identity only for the
+        // null sender, as bounces have no other.
+        let spf_params = if mail_from.is_empty() {
+            SpfParameters::verify_ehlo(ip, helo, hostname)
+        } else {
+            SpfParameters::verify_mail_from(ip, helo, hostname, mail_from)
+        };
+        let spf = self.auth.verify_spf(self.params(spf_params)).await;
         let mut results = AuthenticationResults::new(hostname);
         results = if mail_from.is_empty() {
             results.with_spf_ehlo_result(&spf, ip, helo)
@@ -225,5 +240,101 @@ mod tests {
         assert!(out.contains("other.example; dkim=pass"));
         assert!(out.contains("Subject: s"));
         assert!(out.contains("body stays"));
+    }
+}
+
+#[cfg(test)]
+mod dns_tests {
+    //! SPF, DKIM and DMARC end to end with DNS answers the test controls: the cache is filled by
+    //! hand and the resolver points at a closed local port, so nothing leaves the machine.
+
+    use mail_auth::{
+        common::{crypto::Ed25519Key, headers::HeaderWriter, parse::TxtRecordParser, verify::DomainKey},
+        dkim::DkimSigner,
+        dmarc::Dmarc,
+        spf::Spf,
+    };
+
+    use super::*;
+
+    const SEED: [u8; 32] = [7; 32];
+
+    fn verifier() -> Verifier {
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let v = Verifier::new(Some(closed)).unwrap();
+        let key = Ed25519Key::from_seed_and_public_key(&SEED, &ed25519_public()).unwrap();
+        let p = base64_encode(&key.public_key());
+        let spf = |r: &str| Spf::parse(r.as_bytes()).unwrap();
+        v.cache.add_txt("sender.test", spf("v=spf1 ip4:192.0.2.1 -all"));
+        v.cache.add_txt("mail.sender.test", spf("v=spf1 ip4:192.0.2.1 -all"));
+        v.cache.add_txt(
+            "sel._domainkey.sender.test",
+            DomainKey::parse(format!("v=DKIM1; k=ed25519; p={p}").as_bytes()).unwrap(),
+        );
+        v.cache.add_txt("_dmarc.sender.test", Dmarc::parse(b"v=DMARC1; p=reject").unwrap());
+        // The DMARC tree walk also asks the parent domain.
+        v.cache.add_no_txt("_dmarc.test");
+        v
+    }
+
+    fn ed25519_public() -> Vec<u8> {
+        // The public key that belongs to SEED, from a key object built from the seed alone.
+        let der = {
+            // PKCS#8 v1 wrapping of an Ed25519 seed (RFC 8410): a fixed prefix and the 32 bytes.
+            let mut d =
+                vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+            d.extend_from_slice(&SEED);
+            d
+        };
+        Ed25519Key::from_pkcs8_der(&der).unwrap().public_key()
+    }
+
+    fn base64_encode(b: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(b)
+    }
+
+    fn signed(body: &str) -> Vec<u8> {
+        let message = format!(
+            "From: Sender <news@sender.test>\r\nTo: alice@example.com\r\nSubject: checked\r\nMessage-ID: <1@sender.test>\r\n\r\n{body}"
+        );
+        let key = Ed25519Key::from_seed_and_public_key(&SEED, &ed25519_public()).unwrap();
+        let signature = DkimSigner::from_key(key)
+            .domain("sender.test")
+            .selector("sel")
+            .headers(["From", "To", "Subject", "Message-ID"])
+            .sign(message.as_bytes())
+            .unwrap();
+        let mut out = signature.to_header().into_bytes();
+        out.extend_from_slice(message.as_bytes());
+        out
+    }
+
+    #[tokio::test]
+    async fn aligned_mail_passes_spf_dkim_and_dmarc() {
+        let v = verifier();
+        let msg = signed("Hello.\r\n");
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let header = v.authentication_results("mx.test", ip, "mail.sender.test", "bounce@sender.test", &msg).await;
+        assert!(header.starts_with("Authentication-Results: mx.test;"), "{header}");
+        assert!(header.contains("spf=pass"), "{header}");
+        assert!(header.contains("dkim=pass"), "{header}");
+        assert!(header.contains("dmarc=pass"), "{header}");
+        assert!(header.ends_with("\r\n"));
+    }
+
+    #[tokio::test]
+    async fn forged_mail_fails_all_three() {
+        let v = verifier();
+        let mut msg = signed("Hello.\r\n");
+        // A changed body breaks the signature; a foreign IP breaks SPF.
+        msg.extend_from_slice(b"Send money.\r\n");
+        let ip: IpAddr = "198.51.100.9".parse().unwrap();
+        let header = v.authentication_results("mx.test", ip, "mail.sender.test", "bounce@sender.test", &msg).await;
+        assert!(header.contains("spf=fail"), "{header}");
+        // A body that no longer matches its hash is "neutral" in mail-auth (RFC 6376 allows
+        // either); what matters is that it is not a pass and DMARC fails.
+        assert!(!header.contains("dkim=pass") && header.contains("body hash did not verify"), "{header}");
+        assert!(header.contains("dmarc=fail"), "{header}");
     }
 }
