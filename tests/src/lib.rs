@@ -31,6 +31,7 @@ use tern_proto::v1::{
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Status, transport::Channel};
 
+pub mod pop3;
 pub mod smtp;
 
 pub use tern_mailbox;

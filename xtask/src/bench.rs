@@ -33,6 +33,18 @@ pub enum Which {
         #[arg(long, default_value_t = 20)]
         sessions: usize,
     },
+    /// POP3 sessions against `tern dev` (USER/PASS, STAT, UIDL, RETR of every message, QUIT,
+    /// no DELE): messages/s retrieved and server memory.
+    Pop3 {
+        /// Accounts, each with `messages` messages of 4 KiB; one client per account.
+        #[arg(long, default_value_t = 4)]
+        accounts: usize,
+        #[arg(long, default_value_t = 100)]
+        messages: usize,
+        /// Sessions in all, spread over the accounts' clients, which run side by side.
+        #[arg(long, default_value_t = 200)]
+        sessions: usize,
+    },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -41,6 +53,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Mailbox { messages } => rt.block_on(mailbox(messages)),
         Which::Smtp { messages, sessions } => rt.block_on(smtp(messages, sessions)),
+        Which::Pop3 { accounts, messages, sessions } => rt.block_on(pop3(accounts, messages, sessions)),
     }
 }
 
@@ -54,6 +67,7 @@ struct Server {
     _dir: tempfile::TempDir,
     grpc: String,
     smtp: String,
+    pop3: String,
 }
 
 impl Drop for Server {
@@ -68,9 +82,14 @@ impl Server {
         let dir = tempfile::TempDir::new()?;
         let (grpc_port, http_port) = (free_port()?, free_port()?);
         let smtp = format!("127.0.0.1:{}", free_port()?);
-        // The load comes from one address, so the per-IP connection limit is raised.
+        let pop3 = format!("127.0.0.1:{}", free_port()?);
+        // The load comes from one address, so the per-IP connection limit is raised; the POP3
+        // load generator logs in without TLS.
         let config = dir.path().join("bench.toml");
-        std::fs::write(&config, "[smtp]\nmax_connections_per_ip = 1000\nverify_inbound = false\n")?;
+        std::fs::write(
+            &config,
+            "[smtp]\nmax_connections_per_ip = 1000\nverify_inbound = false\n\n[pop3]\nallow_plaintext_auth = true\n",
+        )?;
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|| crate::workspace_root().join("target"));
@@ -85,6 +104,7 @@ impl Server {
             ])
             .args(["--smtp-listen", &smtp, "--submission-listen", &format!("127.0.0.1:{}", free_port()?)])
             .args(["--submissions-listen", &format!("127.0.0.1:{}", free_port()?)])
+            .args(["--pop3-listen", &pop3, "--pop3s-listen", &format!("127.0.0.1:{}", free_port()?)])
             .arg("--config")
             .arg(&config)
             .arg("--data-dir")
@@ -93,7 +113,7 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
-        let server = Self { child, _dir: dir, grpc: format!("http://127.0.0.1:{grpc_port}"), smtp };
+        let server = Self { child, _dir: dir, grpc: format!("http://127.0.0.1:{grpc_port}"), smtp, pop3 };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Channel::from_shared(server.grpc.clone())?.connect().await.is_err() {
             if Instant::now() > deadline {
@@ -134,11 +154,15 @@ fn message(n: usize) -> Vec<u8> {
 }
 
 async fn deliver(client: &mut MailboxClient<Channel>, body: Vec<u8>) -> anyhow::Result<()> {
+    deliver_to(client, "user@bench.test", body).await
+}
+
+async fn deliver_to(client: &mut MailboxClient<Channel>, recipient: &str, body: Vec<u8>) -> anyhow::Result<()> {
     let reqs = vec![
         DeliverRequest {
             part: Some(deliver_request::Part::Envelope(DeliverEnvelope {
                 mail_from: "bench@example.net".into(),
-                recipients: vec!["user@bench.test".into()],
+                recipients: vec![recipient.into()],
                 remote_ip: "127.0.0.1".into(),
                 size_hint: body.len() as u64,
             })),
@@ -289,6 +313,165 @@ async fn smtp(messages: usize, sessions: usize) -> anyhow::Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let (rss, hwm) = server.memory();
     println!("  {:>8.0} messages/s  ({messages} in {secs:.2} s, all readable in INBOX)", messages as f64 / secs);
+    println!("  tern dev memory: idle {} MiB, after {} MiB, peak RSS {} MiB", rss_idle / 1024, rss / 1024, hwm / 1024);
+    Ok(())
+}
+
+/// A minimal POP3 client for the load generator: status lines and multi-line data, checked.
+struct Pop3Client {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    line: Vec<u8>,
+}
+
+impl Pop3Client {
+    async fn connect(addr: &str) -> anyhow::Result<Self> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let mut c = Self { stream: tokio::io::BufReader::with_capacity(64 * 1024, tcp), line: Vec::new() };
+        c.status().await.context("greeting")?;
+        Ok(c)
+    }
+
+    async fn read_line(&mut self) -> anyhow::Result<()> {
+        use tokio::io::AsyncBufReadExt as _;
+        self.line.clear();
+        let n = tokio::time::timeout(Duration::from_secs(30), self.stream.read_until(b'\n', &mut self.line))
+            .await
+            .context("no answer from the POP3 server within 30 s")??;
+        if n == 0 || !self.line.ends_with(b"\r\n") {
+            bail!("the POP3 server closed the connection or sent a line without CRLF");
+        }
+        Ok(())
+    }
+
+    /// Reads a status line; an `-ERR` is an error.
+    async fn status(&mut self) -> anyhow::Result<String> {
+        self.read_line().await?;
+        let line = String::from_utf8_lossy(&self.line[..self.line.len() - 2]).into_owned();
+        if !line.starts_with("+OK") {
+            bail!("POP3 server answered {line:?}");
+        }
+        Ok(line)
+    }
+
+    /// Sends a command and reads its status line.
+    async fn command(&mut self, command: &str) -> anyhow::Result<String> {
+        use tokio::io::AsyncWriteExt as _;
+        self.stream.get_mut().write_all(format!("{command}\r\n").as_bytes()).await?;
+        self.status().await.with_context(|| command.split(' ').next().unwrap_or_default().to_string())
+    }
+
+    /// Reads multi-line data up to the terminating dot; returns its lines and octets.
+    async fn data(&mut self) -> anyhow::Result<(usize, usize)> {
+        let (mut lines, mut octets) = (0, 0);
+        loop {
+            self.read_line().await?;
+            if self.line == b".\r\n" {
+                return Ok((lines, octets));
+            }
+            lines += 1;
+            octets += self.line.len();
+        }
+    }
+}
+
+/// One POP3 session: login, STAT, UIDL, RETR of every message, QUIT, and the close (after
+/// which the maildrop lease is free for the next session). Returns the messages retrieved.
+async fn pop3_session(addr: &str, user: &str, expect: usize) -> anyhow::Result<usize> {
+    let mut c = Pop3Client::connect(addr).await?;
+    c.command(&format!("USER {user}")).await?;
+    c.command("PASS bench").await?;
+    let stat = c.command("STAT").await?;
+    let count: usize = stat.split(' ').nth(1).and_then(|n| n.parse().ok()).context("STAT answer")?;
+    if count != expect {
+        bail!("{user}: STAT says {count} messages, expected {expect}");
+    }
+    c.command("UIDL").await?;
+    let (uidls, _) = c.data().await?;
+    if uidls != count {
+        bail!("{user}: UIDL listed {uidls} messages, expected {count}");
+    }
+    for n in 1..=count {
+        c.command(&format!("RETR {n}")).await?;
+        let (_, octets) = c.data().await?;
+        if octets < 4096 {
+            bail!("{user}: RETR {n} sent {octets} octets, expected at least 4096");
+        }
+    }
+    c.command("QUIT").await?;
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read_to_end(&mut c.stream, &mut rest))
+        .await
+        .context("the POP3 server did not close after QUIT")??;
+    Ok(count)
+}
+
+/// Sessions of one client per account, side by side, against `tern dev`'s POP3 listener.
+async fn pop3(accounts: usize, messages: usize, sessions: usize) -> anyhow::Result<()> {
+    if accounts == 0 || sessions == 0 {
+        bail!("need at least one account and one session");
+    }
+    let server = Server::start().await?;
+    let channel = Channel::from_shared(server.grpc.clone())?.connect().await?;
+    let mut admin = AdminClient::new(channel.clone());
+    admin.create_domain(CreateDomainRequest { name: "bench.test".into(), ..Default::default() }).await?;
+    let users: Vec<String> = (0..accounts).map(|i| format!("pop{i}@bench.test")).collect();
+    for user in &users {
+        admin
+            .create_account(CreateAccountRequest {
+                address: user.clone(),
+                password: Some(Password { value: Some(password::Value::Plain("bench".into())) }),
+                ..Default::default()
+            })
+            .await?;
+    }
+    let mut client = MailboxClient::new(channel);
+    for (i, user) in users.iter().enumerate() {
+        for n in 0..messages {
+            deliver_to(&mut client, user, message(i * messages + n)).await?;
+        }
+    }
+    let (rss_idle, _) = server.memory();
+    println!(
+        "pop3 benchmark: {accounts} accounts x {messages} messages of 4 KiB, {sessions} sessions by {accounts} \
+         concurrent clients (USER/PASS, STAT, UIDL, RETR all, QUIT; plain TCP)"
+    );
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, user) in users.iter().enumerate() {
+        // Client i runs sessions i, i + accounts, ...: one maildrop each, so no IN-USE.
+        let mine = (i..sessions).step_by(accounts).count();
+        let (addr, user) = (server.pop3.clone(), user.clone());
+        tasks.spawn(async move {
+            let mut retrieved = 0;
+            let mut slowest = Duration::ZERO;
+            for _ in 0..mine {
+                let t = Instant::now();
+                retrieved += pop3_session(&addr, &user, messages).await?;
+                slowest = slowest.max(t.elapsed());
+            }
+            anyhow::Ok((retrieved, slowest))
+        });
+    }
+    let (mut retrieved, mut slowest) = (0usize, Duration::ZERO);
+    while let Some(r) = tasks.join_next().await {
+        let (n, s) = r??;
+        retrieved += n;
+        slowest = slowest.max(s);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (rss, hwm) = server.memory();
+    println!(
+        "  {:>8.0} messages/s retrieved  ({retrieved} messages, {:.1} MiB, in {secs:.2} s)",
+        retrieved as f64 / secs,
+        (retrieved * 4096) as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "  {:>8.1} sessions/s  (mean {:.0} ms, slowest {} ms, each with a login)",
+        sessions as f64 / secs,
+        secs * 1000.0 * accounts as f64 / sessions as f64,
+        slowest.as_millis()
+    );
     println!("  tern dev memory: idle {} MiB, after {} MiB, peak RSS {} MiB", rss_idle / 1024, rss / 1024, hwm / 1024);
     Ok(())
 }

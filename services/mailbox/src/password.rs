@@ -53,3 +53,118 @@ mod tests {
         assert!(hash(&SecretString::from("")).is_err());
     }
 }
+
+/// Password checks for a busy server: argon2 runs on a small fixed pool of threads (each check
+/// takes about 19 MiB and tens of milliseconds, so running them on any number of threads
+/// at once would let a burst of logins take hundreds of MiB), and a successful check is
+/// remembered for a few minutes under a keyed hash, so a mail client that logs in every
+/// minute (POP3 polling, IMAP reconnects) costs one argon2 run, not one per login, as with
+/// Dovecot's auth cache.
+#[derive(Debug, Clone)]
+pub struct Checker {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    cache: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>>,
+    /// A random key per process, so the cache holds nothing an attacker could test guesses
+    /// against without the key.
+    key: [u8; 32],
+    ttl: std::time::Duration,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Most entries the cache keeps before it is cleared.
+const CACHE_MAX: usize = 50_000;
+
+impl Checker {
+    pub fn new(threads: usize, ttl: std::time::Duration) -> Self {
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(1024);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("tern-argon2-{i}")).spawn(move || {
+                loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password hashing thread");
+            }
+        }
+        let mut key = [0u8; 32];
+        password_hash::rand_core::RngCore::fill_bytes(&mut OsRng, &mut key);
+        Self { jobs, cache: Default::default(), key, ttl }
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        let jobs = self.jobs.clone();
+        // The queue is bounded; waiting for a place must not block the async runtime.
+        tokio::task::spawn_blocking(move || jobs.send(job)).await.ok()?.ok()?;
+        rx.await.ok()
+    }
+
+    fn cache_key(&self, plain: &SecretString, phc: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(phc.as_bytes());
+        h.update([0]);
+        h.update(plain.expose_secret().as_bytes());
+        h.finalize().into()
+    }
+
+    /// Verifies a password against a stored hash.
+    pub async fn verify(&self, plain: &SecretString, phc: &str) -> bool {
+        let key = self.cache_key(plain, phc);
+        {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.get(&key).is_some_and(|until| *until > std::time::Instant::now()) {
+                return true;
+            }
+        }
+        let (plain2, phc2) = (plain.clone(), phc.to_string());
+        let ok = self.run(move || verify(&plain2, &phc2)).await.unwrap_or(false);
+        if ok {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(key, std::time::Instant::now() + self.ttl);
+        }
+        ok
+    }
+
+    /// Hashes a new password.
+    pub async fn hash(&self, plain: &SecretString) -> Result<String> {
+        let plain = plain.clone();
+        self.run(move || hash(&plain)).await.unwrap_or_else(|| Err(MailboxError::Commit("hashing pool stopped".into())))
+    }
+}
+
+#[cfg(test)]
+mod checker_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn caches_only_successes_and_follows_password_changes() {
+        let c = Checker::new(1, std::time::Duration::from_secs(60));
+        let pw = SecretString::from("s3cret");
+        let h = c.hash(&pw).await.unwrap();
+        assert!(c.verify(&pw, &h).await);
+        assert!(c.verify(&pw, &h).await, "cached");
+        assert!(!c.verify(&SecretString::from("wrong"), &h).await);
+        // A new hash (password changed) is never answered from the old entry.
+        let other = c.hash(&SecretString::from("new")).await.unwrap();
+        assert!(!c.verify(&pw, &other).await);
+    }
+}

@@ -127,6 +127,7 @@ pub struct MailboxService {
     /// backend runs in one process, so memory is the right place; a lease does not need to
     /// survive a restart, since every session holding one ends with the process.
     leases: Arc<Mutex<Leases>>,
+    pub passwords: password::Checker,
 }
 
 fn now() -> i64 {
@@ -142,6 +143,10 @@ impl MailboxService {
             blob_gate: Arc::new(RwLock::new(())),
             throttle: Arc::new(Mutex::new(Throttle::default())),
             leases: Arc::new(Mutex::new(HashMap::new())),
+            passwords: password::Checker::new(
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+                Duration::from_secs(300),
+            ),
         }
     }
 
@@ -199,14 +204,9 @@ impl MailboxService {
         // Verify against a fixed hash when the account is unknown, so that timing does not
         // tell which addresses exist.
         let ok = match &account {
-            Some(a) => {
-                let hash = a.password_hash.clone();
-                let pw = password.clone();
-                tokio::task::spawn_blocking(move || password::verify(&pw, &hash)).await.unwrap_or(false)
-            }
+            Some(a) => self.passwords.verify(password, &a.password_hash).await,
             None => {
-                let pw = password.clone();
-                let _ = tokio::task::spawn_blocking(move || password::verify(&pw, DUMMY_HASH)).await;
+                let _ = self.passwords.verify(password, DUMMY_HASH).await;
                 false
             }
         };

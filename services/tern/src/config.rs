@@ -17,6 +17,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub smtp: SmtpSection,
     pub pop3: Pop3Section,
+    pub imap: ImapSection,
     /// Where front-ends reach the mailbox service when it runs in another process.
     pub mailbox_url: String,
 }
@@ -138,6 +139,63 @@ impl Pop3Section {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImapSection {
+    /// Port 143 semantics: plain text with STARTTLS.
+    pub imap: Vec<SocketAddr>,
+    /// Port 993 semantics: implicit TLS.
+    pub imaps: Vec<SocketAddr>,
+    pub proxy_protocol: bool,
+    /// Allow LOGIN and AUTHENTICATE without TLS. Never in production.
+    pub allow_plaintext_auth: bool,
+    /// Largest literal, and so largest APPEND (advertised as APPENDLIMIT).
+    pub max_literal: u32,
+    pub max_line: usize,
+    /// Autologout (at least 30 minutes by RFC 9051).
+    pub idle_timeout_secs: u64,
+    /// How often IDLE clients get a keepalive.
+    pub idle_keepalive_secs: u64,
+    pub max_errors: u32,
+    pub max_auth_failures: u32,
+    pub max_connections_per_ip: usize,
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ImapSection {
+    fn default() -> Self {
+        let l = tern_imap::config::Limits::default();
+        Self {
+            imap: vec![SocketAddr::from(([127, 0, 0, 1], 1143))],
+            imaps: vec![SocketAddr::from(([127, 0, 0, 1], 1993))],
+            proxy_protocol: false,
+            allow_plaintext_auth: false,
+            max_literal: l.max_literal,
+            max_line: l.max_line,
+            idle_timeout_secs: l.idle_timeout.as_secs(),
+            idle_keepalive_secs: l.idle_keepalive.as_secs(),
+            max_errors: l.max_errors,
+            max_auth_failures: l.max_auth_failures,
+            max_connections_per_ip: l.max_connections_per_ip,
+            shutdown_grace_secs: 25,
+        }
+    }
+}
+
+impl ImapSection {
+    pub fn limits(&self) -> tern_imap::config::Limits {
+        tern_imap::config::Limits {
+            max_literal: self.max_literal,
+            max_line: self.max_line,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            idle_keepalive: Duration::from_secs(self.idle_keepalive_secs.max(1)),
+            max_errors: self.max_errors,
+            max_auth_failures: self.max_auth_failures,
+            max_connections_per_ip: self.max_connections_per_ip,
+        }
+    }
+}
+
 impl SmtpSection {
     pub fn limits(&self) -> tern_smtp::config::Limits {
         tern_smtp::config::Limits {
@@ -198,6 +256,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             smtp: SmtpSection::default(),
             pop3: Pop3Section::default(),
+            imap: ImapSection::default(),
             mailbox_url: "http://127.0.0.1:50051".into(),
         }
     }

@@ -1,5 +1,5 @@
 //! `tern`: the one binary of Tern. `tern dev` runs every part in one process on embedded
-//! storage; `tern mailbox`, `tern smtp` and `tern pop3` (and, as it lands, `tern imap`) run one
+//! storage; `tern mailbox`, `tern smtp`, `tern imap` and `tern pop3` run one
 //! part for a distributed deployment; `tern admin` manages domains and mailboxes.
 
 mod admin;
@@ -29,6 +29,8 @@ enum Command {
     Smtp(ServeArgs),
     /// Runs the POP3 front-end alone, against the mailbox service at --mailbox-url.
     Pop3(ServeArgs),
+    /// Runs the IMAP front-end alone, against the mailbox service at --mailbox-url.
+    Imap(ServeArgs),
     /// Manages domains, mailboxes and aliases of a running mailbox service.
     Admin(admin::AdminArgs),
 }
@@ -71,6 +73,12 @@ struct ServeArgs {
     /// POP3 listener with implicit TLS (repeatable; default 127.0.0.1:1995).
     #[arg(long)]
     pop3s_listen: Vec<SocketAddr>,
+    /// IMAP listener, STARTTLS available (repeatable; default 127.0.0.1:1143).
+    #[arg(long)]
+    imap_listen: Vec<SocketAddr>,
+    /// IMAP listener with implicit TLS (repeatable; default 127.0.0.1:1993).
+    #[arg(long)]
+    imaps_listen: Vec<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -109,6 +117,12 @@ impl ServeArgs {
         if !self.pop3s_listen.is_empty() {
             c.pop3.pop3s = self.pop3s_listen;
         }
+        if !self.imap_listen.is_empty() {
+            c.imap.imap = self.imap_listen;
+        }
+        if !self.imaps_listen.is_empty() {
+            c.imap.imaps = self.imaps_listen;
+        }
         Ok(c)
     }
 }
@@ -124,16 +138,19 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => {
-            serve(args, "tern-dev", serve::Roles { mailbox: true, smtp: true, pop3: true }, true).await
+            serve(args, "tern-dev", serve::Roles { mailbox: true, smtp: true, pop3: true, imap: true }, true).await
         }
         Command::Mailbox(args) => {
-            serve(args, "tern-mailbox", serve::Roles { mailbox: true, smtp: false, pop3: false }, false).await
+            serve(args, "tern-mailbox", serve::Roles { mailbox: true, smtp: false, pop3: false, imap: false }, false).await
         }
         Command::Smtp(args) => {
-            serve(args, "tern-smtp", serve::Roles { mailbox: false, smtp: true, pop3: false }, false).await
+            serve(args, "tern-smtp", serve::Roles { mailbox: false, smtp: true, pop3: false, imap: false }, false).await
+        }
+        Command::Imap(args) => {
+            serve(args, "tern-imap", serve::Roles { mailbox: false, smtp: false, pop3: false, imap: true }, false).await
         }
         Command::Pop3(args) => {
-            serve(args, "tern-pop3", serve::Roles { mailbox: false, smtp: false, pop3: true }, false).await
+            serve(args, "tern-pop3", serve::Roles { mailbox: false, smtp: false, pop3: true, imap: false }, false).await
         }
         Command::Admin(args) => admin::run(args).await,
     };

@@ -21,6 +21,7 @@ pub struct Roles {
     pub mailbox: bool,
     pub smtp: bool,
     pub pop3: bool,
+    pub imap: bool,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -77,7 +78,7 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
     }
 
     // Only the front-ends speak TLS to clients; the mailbox role alone needs no certificate.
-    let tls = if roles.smtp || roles.pop3 {
+    let tls = if roles.smtp || roles.pop3 || roles.imap {
         let (paths, tls) = tls(&config)?;
         summary.push(format!("  TLS certificate    {}", paths.cert.display()));
         Some(tls)
@@ -151,6 +152,32 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
         let rx = stop_rx.clone();
         tasks.spawn(async move {
             tern_pop3::server::serve(pop3_config, backend, listeners, rx, grace).await;
+            anyhow::Ok(())
+        });
+    }
+    if roles.imap {
+        let i = &config.imap;
+        let imap_config = Arc::new(tern_imap::config::ImapConfig {
+            hostname: config.smtp.hostname.clone(),
+            limits: i.limits(),
+            tls: tls.clone(),
+            allow_plaintext_auth: i.allow_plaintext_auth,
+        });
+        let mut listeners = Vec::new();
+        for (kind, addrs, label, what) in [
+            (tern_imap::config::ListenerKind::Imap, &i.imap, "IMAP", "STARTTLS, then LOGIN or AUTHENTICATE"),
+            (tern_imap::config::ListenerKind::Imaps, &i.imaps, "IMAPS", "implicit TLS"),
+        ] {
+            for addr in addrs {
+                let socket = bind(*addr, label).await?;
+                summary.push(format!("  {label:<18} {}   ({what})", socket.local_addr()?));
+                listeners.push(tern_imap::server::Listener { kind, socket, proxy_protocol: i.proxy_protocol });
+            }
+        }
+        let grace = Duration::from_secs(i.shutdown_grace_secs);
+        let (rx, channel) = (stop_rx.clone(), channel.clone());
+        tasks.spawn(async move {
+            tern_imap::server::serve(imap_config, channel, listeners, rx, grace).await;
             anyhow::Ok(())
         });
     }

@@ -32,14 +32,9 @@ impl AdminApi {
         Self { service }
     }
 
-    async fn password_hash(password: Option<Password>) -> Result<String> {
+    async fn password_hash(&self, password: Option<Password>) -> Result<String> {
         match password.and_then(|p| p.value) {
-            Some(password::Value::Plain(plain)) => {
-                let secret = SecretString::from(plain);
-                tokio::task::spawn_blocking(move || pw::hash(&secret))
-                    .await
-                    .map_err(|e| MailboxError::Commit(format!("hashing task failed: {e}")))?
-            }
+            Some(password::Value::Plain(plain)) => self.service.passwords.hash(&SecretString::from(plain)).await,
             Some(password::Value::Hash(hash)) => pw::check_hash(&hash),
             None => Err(MailboxError::invalid("password", "none given")),
         }
@@ -146,7 +141,7 @@ impl Admin for AdminApi {
             id: 0,
             address: address.to_string(),
             display_name: r.display_name,
-            password_hash: Self::password_hash(r.password).await?,
+            password_hash: self.password_hash(r.password).await?,
             quota_bytes: if r.quota_bytes == 0 { domain.default_quota_bytes } else { r.quota_bytes },
             suspended: false,
             aliases: vec![],
@@ -194,7 +189,7 @@ impl Admin for AdminApi {
     async fn set_password(&self, req: Request<SetPasswordRequest>) -> Rpc<SetPasswordResponse> {
         let r = req.into_inner();
         let address = Address::parse(&r.address)?.to_string();
-        let hash = Self::password_hash(r.password).await?;
+        let hash = self.password_hash(r.password).await?;
         self.service.store.set_password(&address, hash).await?;
         Ok(Response::new(SetPasswordResponse {}))
     }

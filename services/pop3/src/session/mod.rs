@@ -84,6 +84,9 @@ pub struct Session {
     shutdown: watch::Receiver<bool>,
 }
 
+/// How much a read of the client's input takes at most.
+const READ_CHUNK: usize = 4096;
+
 fn session_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -121,7 +124,10 @@ impl Session {
     }
 
     pub(crate) fn ok(&mut self, text: impl AsRef<str>) {
-        self.line(&format!("+OK {}", text.as_ref()));
+        match text.as_ref() {
+            "" => self.line("+OK"),
+            text => self.line(&format!("+OK {text}")),
+        }
     }
 
     pub(crate) fn err(&mut self, code: Option<Code>, text: impl AsRef<str>) {
@@ -170,6 +176,9 @@ impl Session {
     async fn fill(&mut self) -> std::io::Result<bool> {
         let idle = self.cfg.limits.idle_timeout;
         let stream = self.stream.as_mut().ok_or_else(|| std::io::Error::other("no stream"))?;
+        // Room for whatever has arrived: an empty buffer would take it 64 bytes at a time, and
+        // what STLS must discard would then reach the TLS handshake instead.
+        self.rbuf.reserve(READ_CHUNK);
         match tokio::time::timeout(idle, stream.read_buf(&mut self.rbuf)).await {
             Ok(Ok(0)) => Ok(false),
             Ok(Ok(_)) => Ok(true),
@@ -188,7 +197,11 @@ impl Session {
                     self.rbuf.advance(used);
                     return Ok(Some(s));
                 }
-                Decoded::TooLong { .. } => return Ok(None),
+                Decoded::TooLong { .. } => {
+                    // Said before the session closes, so the client knows why.
+                    self.err(None, "Line too long");
+                    return Ok(None);
+                }
                 Decoded::NeedMore => {
                     if !self.fill().await? {
                         return Ok(None);

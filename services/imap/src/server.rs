@@ -1,0 +1,74 @@
+//! The IMAP side of accepting connections: listener kinds and the session each connection
+//! runs. Limits, the PROXY protocol, implicit TLS and graceful shutdown are shared
+//! ([`tern_runtime::listener`]).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::BytesMut;
+use tern_proto::v1::mailbox_client::MailboxClient;
+use tern_runtime::{
+    listener::{self, Handler, ListenerLimits},
+    stream::Stream,
+};
+use tokio::{net::TcpListener, sync::watch};
+use tonic::transport::Channel;
+
+use crate::{
+    config::{ImapConfig, ListenerKind},
+    session::Session,
+};
+
+#[derive(Debug)]
+pub struct Listener {
+    pub kind: ListenerKind,
+    pub socket: TcpListener,
+    pub proxy_protocol: bool,
+}
+
+struct Imap {
+    cfg: Arc<ImapConfig>,
+    client: MailboxClient<Channel>,
+}
+
+impl Handler<ListenerKind> for Imap {
+    fn too_many_connections(&self, _kind: &ListenerKind) -> Vec<u8> {
+        b"* BYE Too many connections from your address\r\n".to_vec()
+    }
+
+    async fn session(
+        &self,
+        _kind: ListenerKind,
+        stream: Stream,
+        peer: SocketAddr,
+        early: BytesMut,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        Session::new(self.cfg.clone(), self.client.clone(), stream, peer, early, shutdown).run().await;
+    }
+}
+
+pub async fn serve(
+    cfg: Arc<ImapConfig>,
+    channel: Channel,
+    listeners: Vec<Listener>,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let listeners = listeners
+        .into_iter()
+        .map(|l| listener::Listener {
+            implicit_tls: l.kind == ListenerKind::Imaps,
+            kind: l.kind,
+            socket: l.socket,
+            proxy_protocol: l.proxy_protocol,
+        })
+        .collect();
+    let limits = ListenerLimits {
+        max_connections_per_ip: cfg.limits.max_connections_per_ip,
+        handshake_timeout: Duration::from_secs(30),
+        shutdown_grace: grace,
+    };
+    let tls = cfg.tls.clone();
+    let client = MailboxClient::new(channel).max_decoding_message_size(128 << 20).max_encoding_message_size(128 << 20);
+    listener::serve(listeners, Imap { cfg, client }, tls, limits, shutdown).await;
+}

@@ -1,0 +1,85 @@
+//! IDLE (RFC 2177, RFC 9051 section 6.3.13): other sessions' changes are pushed as they are
+//! committed, with a keepalive so NAT boxes keep the connection, until the client says DONE.
+
+use bytes::Buf;
+use imap_codec::{
+    IdleDoneCodec,
+    decode::{Decoder, IdleDoneDecodeError},
+    imap_types::core::Tag,
+};
+
+use super::{Flow, Session, Update};
+
+impl Session {
+    pub(crate) async fn idle(&mut self, tag: &Tag<'static>) -> std::io::Result<Flow> {
+        self.sync_updates(true).await;
+        self.line("+ idling");
+        self.flush().await?;
+        let mut keepalive = tokio::time::interval(self.cfg.limits.idle_keepalive);
+        keepalive.tick().await;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            // A DONE (or anything else) may already be buffered.
+            let input_len = self.input().len();
+            let decoded = IdleDoneCodec::default().decode(self.input()).map(|(rest, _)| input_len - rest.len());
+            match decoded {
+                Ok(used) => {
+                    self.input().advance(used);
+                    self.sync_updates(true).await;
+                    self.ok(tag, "IDLE terminated");
+                    return Ok(Flow::Continue);
+                }
+                Err(IdleDoneDecodeError::Failed) => {
+                    let end =
+                        self.input().iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(self.input().len());
+                    self.input().advance(end);
+                    return Ok(self.bad(tag, "Expected DONE"));
+                }
+                Err(IdleDoneDecodeError::Incomplete) => {}
+            }
+            let mut rx = self.updates.take();
+            let event = async {
+                match rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                update = event => {
+                    self.updates = rx;
+                    match update {
+                        Some(Update::Event(e)) => {
+                            self.apply(e);
+                            self.announce_expunges(true);
+                        }
+                        // The feed broke or ended: resynchronise, then carry on.
+                        Some(Update::Resync) | None => self.sync_updates(true).await,
+                    }
+                    self.flush().await?;
+                }
+                more = self.fill() => {
+                    self.updates = rx;
+                    match more {
+                        Ok(true) => {}
+                        Ok(false) => return Ok(Flow::Close),
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                            self.untagged("BYE Autologout: idle for too long");
+                            return Ok(Flow::Close);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                _ = keepalive.tick() => {
+                    self.updates = rx;
+                    self.untagged("OK Still here");
+                    self.flush().await?;
+                }
+                () = tern_runtime::listener::stopped(&mut shutdown) => {
+                    self.updates = rx;
+                    self.untagged("BYE Server shutting down, reconnect later");
+                    return Ok(Flow::Close);
+                }
+            }
+        }
+    }
+}

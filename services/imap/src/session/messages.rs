@@ -1,0 +1,523 @@
+//! Commands on the messages of the selected mailbox: FETCH, STORE, SEARCH, COPY, MOVE,
+//! EXPUNGE (and UID EXPUNGE), CLOSE and UNSELECT, each also as its UID variant.
+
+use std::num::NonZeroU32;
+
+use imap_codec::{
+    ResponseCodec,
+    encode::Encoder,
+    imap_types::{
+        command::{CommandBody, FetchModifier, StoreModifier},
+        core::{Tag, Vec1},
+        fetch::MacroOrMessageDataItemNames,
+        flag::{Flag, StoreResponse, StoreType},
+        response::{Data, Response},
+        search::SearchKey,
+        sequence::SequenceSet,
+    },
+};
+use tern_proto::v1::{
+    CopyRequest, ExpungeRequest, FetchBodyRequest, FetchMessagesRequest, FlagsMode, FolderRef, MessageMeta,
+    MoveRequest, StoreFlagsRequest,
+};
+
+use super::{Flow, Session, folders::flag_string, selected::flag_list};
+use crate::{fetch, search};
+
+/// Most UIDs asked of the mailbox service in one call.
+const BATCH: usize = 500;
+
+/// A compact UID set: `1:3,7,9:10`.
+pub(crate) fn uid_set(uids: &[u32]) -> String {
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        out.push(if start == end { start.to_string() } else { format!("{start}:{end}") });
+        i += 1;
+    }
+    out.join(",")
+}
+
+impl Session {
+    fn folder_id(&self) -> u64 {
+        self.selected.as_ref().map(|s| s.id).unwrap_or_default()
+    }
+
+    fn account(&self) -> u64 {
+        self.account.as_ref().map(|a| a.id).unwrap_or_default()
+    }
+
+    /// Metadata of `uids` (in the order asked), in batches.
+    async fn metas(&mut self, uids: &[u32], structure: bool) -> Result<Vec<MessageMeta>, tonic::Status> {
+        let mut out = Vec::with_capacity(uids.len());
+        for chunk in uids.chunks(BATCH) {
+            let req = FetchMessagesRequest {
+                account_id: self.account(),
+                folder_id: self.folder_id(),
+                uids: chunk.to_vec(),
+                with_structure: structure,
+            };
+            out.extend(self.client.fetch_messages(req).await?.into_inner().messages);
+        }
+        Ok(out)
+    }
+
+    async fn message_bytes(&mut self, uid: u32) -> Result<Vec<u8>, tonic::Status> {
+        let req =
+            FetchBodyRequest { account_id: self.account(), folder_id: self.folder_id(), uid, offset: 0, length: 0 };
+        let mut stream = self.client.fetch_body(req).await?.into_inner();
+        let mut out = Vec::new();
+        while let Some(part) = stream.message().await? {
+            if out.is_empty() {
+                out.reserve(part.total_size as usize);
+            }
+            out.extend_from_slice(&part.chunk);
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn in_selected(
+        &mut self,
+        tag: &Tag<'static>,
+        body: CommandBody<'static>,
+    ) -> std::io::Result<Flow> {
+        Ok(match body {
+            CommandBody::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
+                let flow = self.fetch(tag, &sequence_set, &macro_or_item_names, uid, &modifiers).await;
+                self.sync_updates(false).await;
+                flow
+            }
+            CommandBody::Store { sequence_set, kind, response, flags, uid, modifiers } => {
+                let flow = self.store(tag, &sequence_set, kind, response, &flags, uid, &modifiers).await;
+                self.sync_updates(false).await;
+                flow
+            }
+            CommandBody::Search { charset, criteria, uid } => {
+                let flow = self.search(tag, charset.as_ref(), criteria.as_ref(), uid).await;
+                self.sync_updates(false).await;
+                flow
+            }
+            CommandBody::Copy { sequence_set, mailbox, uid } => {
+                let Some(dest) = self.mailbox_name(&mailbox) else { return Ok(self.bad(tag, "Invalid mailbox name")) };
+                let flow = self.copy(tag, &sequence_set, dest, uid, false).await;
+                self.sync_updates(true).await;
+                flow
+            }
+            CommandBody::Move { sequence_set, mailbox, uid } => {
+                let Some(dest) = self.mailbox_name(&mailbox) else { return Ok(self.bad(tag, "Invalid mailbox name")) };
+                let flow = self.copy(tag, &sequence_set, dest, uid, true).await;
+                self.sync_updates(true).await;
+                flow
+            }
+            CommandBody::Expunge => self.expunge(tag, None, "EXPUNGE").await,
+            CommandBody::ExpungeUid { sequence_set } => self.expunge(tag, Some(&sequence_set), "UID EXPUNGE").await,
+            CommandBody::Close => {
+                if self.selected.as_ref().is_some_and(|s| !s.read_only) {
+                    // CLOSE expunges silently (RFC 9051 section 6.4.1).
+                    let req = ExpungeRequest {
+                        account_id: self.account(),
+                        folder_id: self.folder_id(),
+                        uids: vec![],
+                        only_deleted: true,
+                    };
+                    if let Err(s) = self.client.expunge(req).await {
+                        self.failed(tag, &s);
+                        return Ok(Flow::Continue);
+                    }
+                }
+                self.close_selected(tag, "CLOSE")
+            }
+            CommandBody::Unselect => self.close_selected(tag, "UNSELECT"),
+            other => self.bad(tag, &format!("{} is not supported", other.name())),
+        })
+    }
+
+    async fn fetch(
+        &mut self,
+        tag: &Tag<'static>,
+        set: &SequenceSet,
+        names: &MacroOrMessageDataItemNames<'static>,
+        by_uid: bool,
+        modifiers: &[FetchModifier],
+    ) -> Flow {
+        let Some(sel) = self.selected.as_ref() else { return Flow::Continue };
+        let targets = match sel.resolve(set, by_uid) {
+            Ok(t) => t,
+            Err(why) => return self.bad(tag, why),
+        };
+        let read_only = sel.read_only;
+        let items = fetch::expand(names);
+        let needs = fetch::needs(&items);
+        let changed_since = modifiers.iter().find_map(|m| match m {
+            FetchModifier::ChangedSince(v) => Some(v.get()),
+            _ => None,
+        });
+        if changed_since.is_some() {
+            self.condstore = true;
+        }
+        let uids: Vec<u32> = targets.iter().map(|(_, uid)| *uid).collect();
+        let mut metas = match self.metas(&uids, needs.structure).await {
+            Ok(m) => m,
+            Err(s) => {
+                self.failed(tag, &s);
+                return Flow::Continue;
+            }
+        };
+        if let Some(since) = changed_since {
+            metas.retain(|m| m.modseq > since);
+        }
+        // Reading a body sets \Seen; it is stored before answering so the FLAGS sent are true.
+        if fetch::sets_seen(&items) && !read_only {
+            let unseen: Vec<u32> =
+                metas.iter().filter(|m| !m.flags.iter().any(|f| f == "\\Seen")).map(|m| m.uid).collect();
+            if !unseen.is_empty() {
+                let req = StoreFlagsRequest {
+                    account_id: self.account(),
+                    folder_id: self.folder_id(),
+                    uids: unseen,
+                    mode: FlagsMode::Add as i32,
+                    flags: vec!["\\Seen".into()],
+                    unchanged_since: 0,
+                };
+                match self.client.store_flags(req).await {
+                    Ok(r) => {
+                        for u in r.into_inner().updated {
+                            if let Some(m) = metas.iter_mut().find(|m| m.uid == u.uid) {
+                                m.flags = u.flags.clone();
+                                m.modseq = u.modseq;
+                            }
+                            if let Some(sel) = self.selected.as_mut() {
+                                sel.set_flags(u.uid, u.flags, u.modseq);
+                            }
+                        }
+                    }
+                    Err(s) => {
+                        self.failed(tag, &s);
+                        return Flow::Continue;
+                    }
+                }
+            }
+        }
+        let modseq = self.condstore;
+        for meta in &metas {
+            let Some(seq) = self.selected.as_ref().and_then(|s| s.seq_of(meta.uid)) else { continue };
+            let raw = if needs.body {
+                match self.message_bytes(meta.uid).await {
+                    Ok(r) => Some(r),
+                    // Expunged by another session meanwhile: nothing to say about it.
+                    Err(s) if s.code() == tonic::Code::NotFound => continue,
+                    Err(s) => {
+                        self.failed(tag, &s);
+                        return Flow::Continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let Some(seq) = NonZeroU32::new(seq as u32 + 1) else { continue };
+            let view = fetch::MessageView { seq, meta, raw: raw.as_deref() };
+            let built = match fetch::build(&items, &view, by_uid, modseq) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.no(tag, &format!("[UNKNOWN-CTE] {e}"));
+                    return Flow::Continue;
+                }
+            };
+            let Ok(items) = Vec1::try_from(built) else { continue };
+            let encoded = ResponseCodec::default().encode(&Response::Data(Data::Fetch { seq, items })).dump();
+            self.raw(&encoded);
+        }
+        self.ok(tag, if by_uid { "UID FETCH completed" } else { "FETCH completed" });
+        Flow::Continue
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store(
+        &mut self,
+        tag: &Tag<'static>,
+        set: &SequenceSet,
+        kind: StoreType,
+        response: StoreResponse,
+        flags: &[Flag<'static>],
+        by_uid: bool,
+        modifiers: &[StoreModifier],
+    ) -> Flow {
+        let Some(sel) = self.selected.as_ref() else { return Flow::Continue };
+        if sel.read_only {
+            self.no(tag, "[READ-ONLY] Mailbox is read-only");
+            return Flow::Continue;
+        }
+        let targets = match sel.resolve(set, by_uid) {
+            Ok(t) => t,
+            Err(why) => return self.bad(tag, why),
+        };
+        let unchanged_since = modifiers.iter().map(|m| match m {
+            StoreModifier::UnchangedSince(v) => *v,
+        });
+        let unchanged_since = unchanged_since.max();
+        if unchanged_since.is_some() {
+            self.condstore = true;
+        }
+        let mode = match kind {
+            StoreType::Replace => FlagsMode::Replace,
+            StoreType::Add => FlagsMode::Add,
+            StoreType::Remove => FlagsMode::Remove,
+        };
+        let req = StoreFlagsRequest {
+            account_id: self.account(),
+            folder_id: self.folder_id(),
+            uids: targets.iter().map(|(_, u)| *u).collect(),
+            mode: mode as i32,
+            flags: flags.iter().map(flag_string).collect(),
+            // UNCHANGEDSINCE 0 means "only if never changed", which no message is here.
+            unchanged_since: unchanged_since.map(|v| v.max(1)).unwrap_or(0),
+        };
+        let r = match self.client.store_flags(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                self.failed(tag, &s);
+                return Flow::Continue;
+            }
+        };
+        let condstore = self.condstore;
+        let mut lines = Vec::new();
+        if let Some(sel) = self.selected.as_mut() {
+            for u in &r.updated {
+                if let Some(i) = sel.set_flags(u.uid, u.flags.clone(), u.modseq)
+                    && (response == StoreResponse::Answer || condstore)
+                {
+                    {
+                        let uid_part = if by_uid || condstore { format!("UID {} ", u.uid) } else { String::new() };
+                        let modseq = if condstore { format!(" MODSEQ ({})", u.modseq) } else { String::new() };
+                        let flags = if response == StoreResponse::Answer {
+                            format!("FLAGS ({})", flag_list(&u.flags))
+                        } else {
+                            String::new()
+                        };
+                        lines.push(
+                            format!("{} FETCH ({uid_part}{flags}{modseq})", i + 1)
+                                .replace("( ", "(")
+                                .replace(" )", ")"),
+                        );
+                    }
+                }
+            }
+            // Messages STORE left alone because their flags already matched still get their
+            // FLAGS back, as RFC 9051 asks for a non-silent STORE.
+            if response == StoreResponse::Answer {
+                for (i, uid) in &targets {
+                    if !r.updated.iter().any(|u| u.uid == *uid) && !r.modified.contains(uid) {
+                        let uid_part = if by_uid { format!("UID {uid} ") } else { String::new() };
+                        lines.push(format!("{} FETCH ({uid_part}FLAGS ({}))", i + 1, flag_list(&sel.flags[*i])));
+                    }
+                }
+            }
+        }
+        for l in lines {
+            self.untagged(&l);
+        }
+        if r.modified.is_empty() {
+            self.ok(tag, if by_uid { "UID STORE completed" } else { "STORE completed" });
+        } else {
+            let set = if by_uid {
+                uid_set(&r.modified)
+            } else {
+                let seqs: Vec<u32> = r
+                    .modified
+                    .iter()
+                    .filter_map(|u| self.selected.as_ref().and_then(|s| s.seq_of(*u)).map(|i| i as u32 + 1))
+                    .collect();
+                uid_set(&seqs)
+            };
+            self.ok(tag, &format!("[MODIFIED {set}] Some messages were modified since"));
+        }
+        Flow::Continue
+    }
+
+    async fn search(
+        &mut self,
+        tag: &Tag<'static>,
+        charset: Option<&imap_codec::imap_types::core::Charset<'static>>,
+        criteria: &[SearchKey<'static>],
+        by_uid: bool,
+    ) -> Flow {
+        if search::check_charset(charset).is_err() {
+            self.no(tag, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
+            return Flow::Continue;
+        }
+        let Some(sel) = self.selected.as_ref() else { return Flow::Continue };
+        let uids = sel.uids.clone();
+        let flags = sel.flags.clone();
+        let ctx = search::Context { max_seq: uids.len() as u32, max_uid: uids.last().copied().unwrap_or(0) };
+        let needs = criteria.iter().fold(search::Needs::default(), |acc, k| {
+            let n = search::needs(k);
+            search::Needs { envelope: acc.envelope || n.envelope, raw: acc.raw || n.raw }
+        });
+        let metas = match self.metas(&uids, needs.envelope).await {
+            Ok(m) => m,
+            Err(s) => {
+                self.failed(tag, &s);
+                return Flow::Continue;
+            }
+        };
+        let mut hits = Vec::new();
+        for (i, uid) in uids.iter().enumerate() {
+            let Some(meta) = metas.iter().find(|m| m.uid == *uid) else { continue };
+            let raw = if needs.raw {
+                match self.message_bytes(*uid).await {
+                    Ok(r) => Some(r),
+                    Err(_) => continue,
+                }
+            } else {
+                None
+            };
+            let candidate = search::Candidate {
+                seq: i as u32 + 1,
+                uid: *uid,
+                flags: &flags[i],
+                modseq: meta.modseq,
+                size: meta.size,
+                internal_date: meta.internal_date,
+                envelope: meta.envelope.as_ref(),
+                raw: raw.as_deref(),
+            };
+            if search::matches_all(criteria, &candidate, &ctx) {
+                hits.push(if by_uid { *uid } else { i as u32 + 1 });
+            }
+        }
+        if self.rev2 {
+            let uid = if by_uid { " UID" } else { "" };
+            let all = if hits.is_empty() { String::new() } else { format!(" ALL {}", uid_set(&hits)) };
+            self.untagged(&format!("ESEARCH (TAG \"{}\"){uid}{all}", tag.inner()));
+        } else {
+            let list: Vec<String> = hits.iter().map(u32::to_string).collect();
+            self.untagged(format!("SEARCH {}", list.join(" ")).trim_end());
+        }
+        self.ok(tag, if by_uid { "UID SEARCH completed" } else { "SEARCH completed" });
+        Flow::Continue
+    }
+
+    async fn copy(&mut self, tag: &Tag<'static>, set: &SequenceSet, dest: String, by_uid: bool, remove: bool) -> Flow {
+        let what = match (by_uid, remove) {
+            (false, false) => "COPY",
+            (true, false) => "UID COPY",
+            (false, true) => "MOVE",
+            (true, true) => "UID MOVE",
+        };
+        let Some(sel) = self.selected.as_ref() else { return Flow::Continue };
+        if remove && sel.read_only {
+            self.no(tag, "[READ-ONLY] Mailbox is read-only");
+            return Flow::Continue;
+        }
+        let targets = match sel.resolve(set, by_uid) {
+            Ok(t) => t,
+            Err(why) => return self.bad(tag, why),
+        };
+        let uids: Vec<u32> = targets.iter().map(|(_, u)| *u).collect();
+        if uids.is_empty() {
+            self.ok(tag, &format!("{what} completed (nothing to do)"));
+            return Flow::Continue;
+        }
+        let (account_id, folder_id) = (self.account(), self.folder_id());
+        let result = if remove {
+            self.client
+                .r#move(MoveRequest { account_id, folder_id, uids, destination: Some(FolderRef::name(dest)) })
+                .await
+                .map(|r| {
+                    let r = r.into_inner();
+                    (r.uidvalidity, r.source_uids, r.destination_uids)
+                })
+        } else {
+            self.client
+                .copy(CopyRequest { account_id, folder_id, uids, destination: Some(FolderRef::name(dest)) })
+                .await
+                .map(|r| {
+                    let r = r.into_inner();
+                    (r.uidvalidity, r.source_uids, r.destination_uids)
+                })
+        };
+        match result {
+            Ok((validity, src, dst)) => {
+                let code = format!("[COPYUID {validity} {} {}]", uid_set(&src), uid_set(&dst));
+                if remove {
+                    self.untagged(&format!("OK {code} Moved"));
+                    self.expunged(&src);
+                    self.ok(tag, &format!("{what} completed"));
+                } else {
+                    self.ok(tag, &format!("{code} {what} completed"));
+                }
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => self.no(tag, &format!("[TRYCREATE] {}", s.message())),
+            Err(s) => self.failed(tag, &s),
+        }
+        Flow::Continue
+    }
+
+    /// Removes expunged messages from the view, announcing each, highest number first.
+    fn expunged(&mut self, uids: &[u32]) {
+        let Some(sel) = self.selected.as_mut() else { return };
+        let mut idx: Vec<usize> = uids.iter().filter_map(|u| sel.seq_of(*u)).collect();
+        idx.sort_unstable();
+        let mut lines = Vec::new();
+        for i in idx.into_iter().rev() {
+            sel.remove(i);
+            lines.push(format!("{} EXPUNGE", i + 1));
+        }
+        sel.pending_expunges.retain(|u| !uids.contains(u));
+        for l in lines {
+            self.untagged(&l);
+        }
+    }
+
+    async fn expunge(&mut self, tag: &Tag<'static>, set: Option<&SequenceSet>, what: &str) -> Flow {
+        let Some(sel) = self.selected.as_ref() else { return Flow::Continue };
+        if sel.read_only {
+            self.no(tag, "[READ-ONLY] Mailbox is read-only");
+            return Flow::Continue;
+        }
+        let uids = match set {
+            Some(set) => match sel.resolve(set, true) {
+                Ok(t) => t.into_iter().map(|(_, u)| u).collect(),
+                Err(why) => return self.bad(tag, why),
+            },
+            None => Vec::new(),
+        };
+        if set.is_some() && uids.is_empty() {
+            self.ok(tag, &format!("{what} completed"));
+            return Flow::Continue;
+        }
+        let req = ExpungeRequest { account_id: self.account(), folder_id: self.folder_id(), uids, only_deleted: true };
+        match self.client.expunge(req).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                self.sync_updates(false).await;
+                self.expunged(&r.expunged);
+                self.announce_expunges(true);
+                self.ok(tag, &format!("{what} completed"));
+            }
+            Err(s) => self.failed(tag, &s),
+        }
+        Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uid_set;
+
+    #[test]
+    fn compact_sets() {
+        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(uid_set(&[4]), "4");
+        assert_eq!(uid_set(&[9, 1, 2]), "1:2,9");
+    }
+}

@@ -1,0 +1,484 @@
+//! One IMAP connection: reading commands (with literals), the NOT AUTHENTICATED,
+//! AUTHENTICATED and SELECTED states, and the untagged updates that keep a client in step
+//! with changes made by other sessions on any pod.
+//!
+//! Other sessions' changes arrive as events from the mailbox service in commit order. They are
+//! turned into EXISTS, FETCH FLAGS and EXPUNGE (or VANISHED) responses at command boundaries and
+//! during IDLE, never in the middle of a command, and never an EXPUNGE while a FETCH, STORE or
+//! SEARCH runs, since it would renumber the messages that command is talking about (RFC 9051
+//! section 7.5.1).
+
+mod auth;
+mod folders;
+mod idle;
+mod messages;
+mod selected;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use bytes::{Buf, BytesMut};
+use imap_codec::{
+    CommandCodec,
+    decode::{CommandDecodeError, Decoder},
+    imap_types::IntoStatic,
+    imap_types::{
+        command::{Command, CommandBody},
+        core::{LiteralMode, Tag},
+    },
+};
+use tern_proto::v1::{ErrorReason, MailboxEvent, mailbox_client::MailboxClient};
+use tern_runtime::stream::Stream;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    sync::{mpsc, watch},
+};
+use tonic::transport::Channel;
+
+pub(crate) use selected::Selected;
+
+use crate::config::ImapConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    Close,
+}
+
+/// The logged-in account.
+#[derive(Debug, Clone)]
+pub(crate) struct Account {
+    pub id: u64,
+    pub address: String,
+}
+
+/// What a session learns from the event feed.
+#[derive(Debug)]
+pub(crate) enum Update {
+    Event(MailboxEvent),
+    /// The feed broke (a reconnect, or the session fell behind): resynchronise from the
+    /// mailbox service before trusting the selected state again.
+    Resync,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub(crate) cfg: Arc<ImapConfig>,
+    pub(crate) client: MailboxClient<Channel>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) id: String,
+    stream: Option<Stream>,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    /// The buffer length a granted literal needs before decoding is worth trying again.
+    literal_wait: Option<usize>,
+    pub(crate) account: Option<Account>,
+    pub(crate) updates: Option<mpsc::Receiver<Update>>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+    pub(crate) selected: Option<Selected>,
+    /// IMAP4rev2 enabled: UTF-8 mailbox names, no \Recent, ESEARCH-style answers.
+    pub(crate) rev2: bool,
+    pub(crate) utf8: bool,
+    pub(crate) condstore: bool,
+    errors: u32,
+    pub(crate) auth_failures: u32,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+fn session_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Quotes a string for a response: a quoted string when it can be one, a literal otherwise.
+pub(crate) fn astring(s: &str) -> String {
+    if s.len() <= 1024 && !s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        let mut out = String::with_capacity(s.len() + 2);
+        out.push('"');
+        for c in s.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+        out
+    } else {
+        format!("{{{}}}\r\n{s}", s.len())
+    }
+}
+
+impl Session {
+    pub fn new(
+        cfg: Arc<ImapConfig>,
+        client: MailboxClient<Channel>,
+        stream: Stream,
+        peer: SocketAddr,
+        early: BytesMut,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            cfg,
+            client,
+            peer,
+            id: session_id(),
+            stream: Some(stream),
+            rbuf: early,
+            wbuf: Vec::with_capacity(1024),
+            literal_wait: None,
+            account: None,
+            updates: None,
+            watcher: None,
+            selected: None,
+            rev2: false,
+            utf8: false,
+            condstore: false,
+            errors: 0,
+            auth_failures: 0,
+            shutdown,
+        }
+    }
+
+    pub(crate) fn is_tls(&self) -> bool {
+        self.stream.as_ref().is_some_and(Stream::is_tls)
+    }
+
+    /// Writes one response line; CR and LF inside `line` are replaced so that no input can
+    /// inject a response.
+    pub(crate) fn line(&mut self, line: &str) {
+        self.wbuf.extend(line.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+        self.wbuf.extend_from_slice(b"\r\n");
+    }
+
+    /// Writes bytes that are already a valid response (with literals).
+    pub(crate) fn raw(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
+    pub(crate) fn untagged(&mut self, text: &str) {
+        self.line(&format!("* {text}"));
+    }
+
+    pub(crate) fn ok(&mut self, tag: &Tag<'_>, text: &str) {
+        self.line(&format!("{} OK {text}", tag.inner()));
+    }
+
+    pub(crate) fn no(&mut self, tag: &Tag<'_>, text: &str) {
+        self.line(&format!("{} NO {text}", tag.inner()));
+    }
+
+    pub(crate) fn bad(&mut self, tag: &Tag<'_>, text: &str) -> Flow {
+        self.line(&format!("{} BAD {text}", tag.inner()));
+        self.count_error()
+    }
+
+    fn count_error(&mut self) -> Flow {
+        self.errors += 1;
+        if self.errors >= self.cfg.limits.max_errors {
+            self.untagged("BYE Too many errors");
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    /// Answers a failed call to the mailbox service with the matching response code.
+    pub(crate) fn failed(&mut self, tag: &Tag<'_>, status: &tonic::Status) {
+        let code = match ErrorReason::of(status) {
+            ErrorReason::NotFound => "[NONEXISTENT]",
+            ErrorReason::AlreadyExists => "[ALREADYEXISTS]",
+            ErrorReason::OverQuota => "[OVERQUOTA]",
+            ErrorReason::TooLarge => "[TOOBIG]",
+            ErrorReason::InvalidArgument | ErrorReason::NotAllowed => "[CANNOT]",
+            ErrorReason::Modified => "[MODIFIED]",
+            ErrorReason::AuthFailed | ErrorReason::Suspended => "[AUTHENTICATIONFAILED]",
+            _ => "[UNAVAILABLE]",
+        };
+        if code == "[UNAVAILABLE]" {
+            tracing::warn!(error = %status.message(), "mailbox service call failed");
+        }
+        self.no(tag, &format!("{code} {}", status.message()));
+    }
+
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let stream = self.stream.as_mut().ok_or_else(|| std::io::Error::other("no stream"))?;
+        stream.write_all(&self.wbuf).await?;
+        stream.flush().await?;
+        self.wbuf.clear();
+        if self.wbuf.capacity() > 1 << 20 {
+            self.wbuf = Vec::with_capacity(1024);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn fill(&mut self) -> std::io::Result<bool> {
+        let idle = self.cfg.limits.idle_timeout;
+        let stream = self.stream.as_mut().ok_or_else(|| std::io::Error::other("no stream"))?;
+        match tokio::time::timeout(idle, stream.read_buf(&mut self.rbuf)).await {
+            Ok(Ok(0)) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "autologout")),
+        }
+    }
+
+    pub(crate) fn input(&mut self) -> &mut BytesMut {
+        &mut self.rbuf
+    }
+
+    pub(crate) fn take_stream(&mut self) -> Option<Stream> {
+        self.stream.take()
+    }
+
+    pub(crate) fn put_stream(&mut self, s: Stream) {
+        self.stream = Some(s);
+    }
+
+    /// Starts following the account's changes. Called at login, before any SELECT, so no
+    /// change committed after a snapshot can be missed.
+    pub(crate) async fn start_updates(&mut self, account: u64) {
+        let (tx, rx) = mpsc::channel(4096);
+        let mut client = self.client.clone();
+        let task = tokio::spawn(async move {
+            let stream = client.watch(tern_proto::v1::WatchRequest { account_id: account }).await;
+            let Ok(stream) = stream else {
+                let _ = tx.send(Update::Resync).await;
+                return;
+            };
+            let mut stream = stream.into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(e)) => {
+                        if tx.send(Update::Event(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ => {
+                        let _ = tx.send(Update::Resync).await;
+                        return;
+                    }
+                }
+            }
+        });
+        self.updates = Some(rx);
+        self.watcher = Some(task);
+    }
+
+    /// Runs the session to its end.
+    pub async fn run(mut self) {
+        let span = tracing::info_span!("imap", id = %self.id, peer = %self.peer, user = tracing::field::Empty);
+        let result = tracing::Instrument::instrument(self.serve(), span.clone()).await;
+        if let Err(e) = result {
+            tracing::debug!(parent: &span, error = %e, "connection ended");
+        }
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
+        if let Some(mut s) = self.stream.take() {
+            let _ = s.shutdown().await;
+        }
+    }
+
+    pub(crate) fn capabilities(&self) -> String {
+        let mut caps = vec!["IMAP4rev2", "IMAP4rev1"];
+        if self.account.is_none() {
+            if self.cfg.tls.is_some() && !self.is_tls() {
+                caps.push("STARTTLS");
+            }
+            if self.is_tls() || self.cfg.allow_plaintext_auth {
+                caps.extend(["AUTH=PLAIN", "SASL-IR"]);
+            } else {
+                caps.push("LOGINDISABLED");
+            }
+        }
+        caps.extend([
+            "LITERAL+",
+            "ENABLE",
+            "IDLE",
+            "UIDPLUS",
+            "MOVE",
+            "UNSELECT",
+            "NAMESPACE",
+            "ID",
+            "CONDSTORE",
+            "SPECIAL-USE",
+            "STATUS=SIZE",
+            "QUOTA",
+            "QUOTA=RES-STORAGE",
+            "BINARY",
+            "OBJECTID",
+        ]);
+        let mut s = caps.join(" ");
+        s.push_str(&format!(" APPENDLIMIT={}", self.cfg.limits.max_literal));
+        s
+    }
+
+    async fn serve(&mut self) -> std::io::Result<()> {
+        let caps = self.capabilities();
+        self.untagged(&format!("OK [CAPABILITY {caps}] {} Tern IMAP ready", self.cfg.hostname));
+        loop {
+            if self.literal_wait.is_some_and(|need| self.rbuf.len() < need) {
+                if !self.read_more().await? {
+                    return Ok(());
+                }
+                continue;
+            }
+            self.literal_wait = None;
+            if self.rbuf.is_empty() {
+                if !self.read_more().await? {
+                    return Ok(());
+                }
+                continue;
+            }
+            let decoded = CommandCodec::default().decode(&self.rbuf).map(|(rest, c)| (rest.len(), c.into_static()));
+            match decoded {
+                Ok((rest, command)) => {
+                    let used = self.rbuf.len() - rest;
+                    self.rbuf.advance(used);
+                    if self.dispatch(command).await? == Flow::Close {
+                        self.flush().await?;
+                        return Ok(());
+                    }
+                }
+                Err(CommandDecodeError::Incomplete) => {
+                    if self.rbuf.len() > self.cfg.limits.max_line {
+                        self.untagged("BAD Command line too long");
+                        self.rbuf.clear();
+                        if self.count_error() == Flow::Close {
+                            self.flush().await?;
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    if !self.read_more().await? {
+                        return Ok(());
+                    }
+                }
+                Err(CommandDecodeError::LiteralFound { tag, length, mode }) => {
+                    if length > self.cfg.limits.max_literal {
+                        let tag = tag.into_static();
+                        if mode == LiteralMode::NonSync {
+                            // The client is already sending the data; the only safe way out is
+                            // to close the connection.
+                            self.untagged("BYE [TOOBIG] Literal too large");
+                            self.flush().await?;
+                            return Ok(());
+                        }
+                        self.line(&format!(
+                            "{} NO [TOOBIG] Literal exceeds the limit of {} octets",
+                            tag.inner(),
+                            self.cfg.limits.max_literal
+                        ));
+                        // The announced literal never arrives; drop the command line.
+                        let end = self.rbuf.iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(self.rbuf.len());
+                        self.rbuf.advance(end);
+                        continue;
+                    }
+                    if mode == LiteralMode::Sync {
+                        self.line("+ Ready for literal data");
+                        self.flush().await?;
+                    }
+                    self.literal_wait = Some(self.rbuf.len() + length as usize);
+                }
+                Err(CommandDecodeError::Failed) => {
+                    // Skip the broken line; answer with its tag when one can be read.
+                    let end = self.rbuf.iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(self.rbuf.len());
+                    let line = String::from_utf8_lossy(&self.rbuf[..end]).into_owned();
+                    self.rbuf.advance(end);
+                    let tag = line
+                        .split(' ')
+                        .next()
+                        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && b != b'+' && b != b'*'));
+                    match tag {
+                        Some(t) => self.line(&format!("{t} BAD Syntax error")),
+                        None => self.untagged("BAD Syntax error"),
+                    }
+                    if self.count_error() == Flow::Close {
+                        self.flush().await?;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flushes and waits for more input, answering autologout and shutdown; false to end.
+    async fn read_more(&mut self) -> std::io::Result<bool> {
+        self.flush().await?;
+        if *self.shutdown.borrow() {
+            self.untagged("BYE Server shutting down, reconnect later");
+            self.flush().await?;
+            return Ok(false);
+        }
+        let mut shutdown = self.shutdown.clone();
+        let more = tokio::select! {
+            r = self.fill() => r,
+            () = tern_runtime::listener::stopped(&mut shutdown) => {
+                self.untagged("BYE Server shutting down, reconnect later");
+                self.flush().await?;
+                return Ok(false);
+            }
+        };
+        match more {
+            Ok(more) => Ok(more),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                self.untagged("BYE Autologout: idle for too long");
+                self.flush().await?;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn dispatch(&mut self, command: Command<'static>) -> std::io::Result<Flow> {
+        let tag = command.tag.clone();
+        tracing::trace!(command = command.body.name(), "command");
+        let logged_in = self.account.is_some();
+        let flow = match command.body {
+            CommandBody::Capability => {
+                let caps = self.capabilities();
+                self.untagged(&format!("CAPABILITY {caps}"));
+                self.ok(&tag, "CAPABILITY completed");
+                Flow::Continue
+            }
+            CommandBody::Noop => {
+                self.sync_updates(true).await;
+                self.ok(&tag, "NOOP completed");
+                Flow::Continue
+            }
+            CommandBody::Logout => {
+                if let Some(a) = &self.account {
+                    tracing::info!(user = %a.address, "logged out");
+                }
+                self.untagged("BYE Logging out");
+                self.ok(&tag, "LOGOUT completed");
+                Flow::Close
+            }
+            CommandBody::Id { .. } => {
+                self.untagged("ID (\"name\" \"Tern\" \"vendor\" \"Tern\")");
+                self.ok(&tag, "ID completed");
+                Flow::Continue
+            }
+            CommandBody::StartTLS => self.starttls(&tag).await?,
+            CommandBody::Login { username, password } if !logged_in => {
+                let user = String::from_utf8_lossy(username.as_ref()).into_owned();
+                let pass = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
+                self.login(&tag, user, pass).await
+            }
+            CommandBody::Authenticate { mechanism, initial_response } if !logged_in => {
+                self.authenticate(&tag, mechanism, initial_response).await?
+            }
+            CommandBody::Login { .. } | CommandBody::Authenticate { .. } => self.bad(&tag, "Already authenticated"),
+            _ if !logged_in => self.bad(&tag, "Log in first"),
+            body => {
+                let flow = self.authenticated(&tag, body).await?;
+                // Other sessions' changes go out at the end of every command; expunges only
+                // after commands that do not refer to messages by number.
+                flow
+            }
+        };
+        Ok(flow)
+    }
+}

@@ -1,0 +1,362 @@
+//! The SELECTED state: the session's view of one folder (message numbers, UIDs, flags),
+//! SELECT and EXAMINE, CLOSE and UNSELECT, and applying other sessions' changes to the view.
+
+use imap_codec::imap_types::{
+    command::SelectParameter,
+    core::Tag,
+    mailbox::Mailbox,
+    sequence::{SeqOrUid, Sequence, SequenceSet},
+};
+use tern_proto::v1::{EventKind, FolderRef, MessageSummary, SelectRequest};
+use tokio::sync::mpsc::error::TryRecvError;
+
+use super::{Flow, Session, Update, astring};
+
+/// The session's copy of the selected folder.
+#[derive(Debug, Clone)]
+pub(crate) struct Selected {
+    pub id: u64,
+    pub name: String,
+    pub read_only: bool,
+    pub highest_modseq: u64,
+    /// Message number n is `uids[n - 1]`; UIDs strictly increase.
+    pub uids: Vec<u32>,
+    pub flags: Vec<Vec<String>>,
+    /// The MODSEQ of each message's flags as this session last saw them; an event older than
+    /// that (this session's own change, echoed back) changes nothing.
+    pub modseqs: Vec<u64>,
+    /// UIDs other sessions expunged, not yet announced to this client.
+    pub pending_expunges: Vec<u32>,
+}
+
+impl Selected {
+    /// Forgets message `i` (0-based).
+    pub fn remove(&mut self, i: usize) {
+        self.uids.remove(i);
+        self.flags.remove(i);
+        self.modseqs.remove(i);
+    }
+
+    /// Records this session's own flag change, so that its echo in the event feed is ignored.
+    pub fn set_flags(&mut self, uid: u32, flags: Vec<String>, modseq: u64) -> Option<usize> {
+        let i = self.seq_of(uid)?;
+        self.flags[i] = flags;
+        self.modseqs[i] = self.modseqs[i].max(modseq);
+        Some(i)
+    }
+
+    pub fn seq_of(&self, uid: u32) -> Option<usize> {
+        self.uids.binary_search(&uid).ok()
+    }
+
+    /// The (index, UID) pairs a sequence set names, by message number or by UID. Numbers
+    /// beyond the last message are an error for message numbers (RFC 9051 section 6.4.1
+    /// allows BAD), and simply match nothing for UIDs.
+    pub fn resolve(&self, set: &SequenceSet, by_uid: bool) -> Result<Vec<(usize, u32)>, &'static str> {
+        if by_uid {
+            let largest = self.uids.last().copied().unwrap_or(0);
+            return Ok(self
+                .uids
+                .iter()
+                .enumerate()
+                .filter(|(_, uid)| contains(set, **uid, largest))
+                .map(|(i, uid)| (i, *uid))
+                .collect());
+        }
+        let n = self.uids.len() as u32;
+        for seq in set.0.as_ref() {
+            let bad = |s: &SeqOrUid| matches!(s, SeqOrUid::Value(v) if v.get() > n);
+            let out_of_range = match seq {
+                Sequence::Single(s) => bad(s),
+                Sequence::Range(a, b) => bad(a) || bad(b),
+            };
+            if out_of_range || (n == 0) {
+                return Err("Invalid message sequence number");
+            }
+        }
+        Ok((1..=n).filter(|i| contains(set, *i, n)).map(|i| (i as usize - 1, self.uids[i as usize - 1])).collect())
+    }
+}
+
+/// Whether `n` is in `set`, with `*` standing for `largest`.
+pub(crate) fn contains(set: &SequenceSet, n: u32, largest: u32) -> bool {
+    let v = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    set.0.as_ref().iter().any(|seq| match seq {
+        Sequence::Single(s) => v(s) == n,
+        Sequence::Range(a, b) => {
+            let (lo, hi) = (v(a).min(v(b)), v(a).max(v(b)));
+            (lo..=hi).contains(&n)
+        }
+    })
+}
+
+pub(crate) fn flag_list(flags: &[String]) -> String {
+    flags.join(" ")
+}
+
+impl Session {
+    /// A mailbox name as the client sent it, in UTF-8.
+    pub(crate) fn mailbox_name(&self, mailbox: &Mailbox<'_>) -> Option<String> {
+        match mailbox {
+            Mailbox::Inbox => Some("INBOX".into()),
+            Mailbox::Other(other) => {
+                let raw = String::from_utf8(other.as_ref().to_vec()).ok()?;
+                if self.utf8 { Some(raw) } else { crate::utf7::decode(&raw) }
+            }
+        }
+    }
+
+    /// A mailbox name as the client expects it: UTF-8 after IMAP4rev2 or UTF8=ACCEPT, modified
+    /// UTF-7 otherwise.
+    pub(crate) fn encode_name(&self, name: &str) -> String {
+        if self.utf8 { astring(name) } else { astring(&crate::utf7::encode(name)) }
+    }
+
+    pub(crate) async fn select(
+        &mut self,
+        tag: &Tag<'static>,
+        mailbox: Mailbox<'static>,
+        parameters: Vec<SelectParameter>,
+        read_only: bool,
+    ) -> Flow {
+        // A failed SELECT leaves no mailbox selected (RFC 9051 section 6.3.2).
+        if self.selected.take().is_some() && self.rev2 {
+            self.untagged("OK [CLOSED] Previous mailbox closed");
+        }
+        let Some(name) = self.mailbox_name(&mailbox) else {
+            return self.bad(tag, "Invalid mailbox name encoding");
+        };
+        if parameters.iter().any(|p| matches!(p, SelectParameter::CondStore)) {
+            self.condstore = true;
+        }
+        let account = self.account.as_ref().map(|a| a.id).unwrap_or_default();
+        // Changes already queued belong to whatever was selected before.
+        self.drain_updates();
+        let response = match self
+            .client
+            .select(SelectRequest { account_id: account, folder: Some(FolderRef::name(name.clone())) })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                self.failed(tag, &status);
+                return Flow::Continue;
+            }
+        };
+        let folder = response.folder.unwrap_or_default();
+        let selected = Selected {
+            id: folder.id,
+            name: folder.name.clone(),
+            read_only,
+            highest_modseq: folder.highest_modseq,
+            uids: response.messages.iter().map(|m| m.uid).collect(),
+            flags: response.messages.iter().map(|m| m.flags.clone()).collect(),
+            modseqs: response.messages.iter().map(|m| m.modseq).collect(),
+            pending_expunges: Vec::new(),
+        };
+        let exists = selected.uids.len();
+        self.untagged("FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)");
+        if read_only {
+            self.untagged("OK [PERMANENTFLAGS ()] No permanent flags permitted");
+        } else {
+            self.untagged("OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted");
+        }
+        self.untagged(&format!("{exists} EXISTS"));
+        if !self.rev2 {
+            self.untagged("0 RECENT");
+            if let Some(first) = selected.flags.iter().position(|f| !f.iter().any(|x| x == "\\Seen")) {
+                self.untagged(&format!("OK [UNSEEN {}] First unseen", first + 1));
+            }
+        }
+        self.untagged(&format!("OK [UIDVALIDITY {}] UIDs valid", folder.uidvalidity));
+        self.untagged(&format!("OK [UIDNEXT {}] Predicted next UID", folder.uidnext));
+        self.untagged(&format!("OK [HIGHESTMODSEQ {}] Highest", folder.highest_modseq));
+        if self.rev2 {
+            let encoded = self.encode_name(&folder.name);
+            self.untagged(&format!("LIST () \"/\" {encoded}"));
+        }
+        self.selected = Some(selected);
+        let mode = if read_only { "[READ-ONLY] EXAMINE" } else { "[READ-WRITE] SELECT" };
+        self.ok(tag, &format!("{mode} completed"));
+        Flow::Continue
+    }
+
+    /// Drops queued changes (they predate a fresh snapshot).
+    fn drain_updates(&mut self) {
+        if let Some(rx) = self.updates.as_mut() {
+            while rx.try_recv().is_ok() {}
+        }
+    }
+
+    /// Applies other sessions' changes to the selected folder and tells the client. Expunges
+    /// are announced only when `allow_expunge` (not during FETCH, STORE or SEARCH).
+    pub(crate) async fn sync_updates(&mut self, allow_expunge: bool) {
+        let mut updates = Vec::new();
+        if let Some(rx) = self.updates.as_mut() {
+            loop {
+                match rx.try_recv() {
+                    Ok(u) => updates.push(u),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        updates.push(Update::Resync);
+                        break;
+                    }
+                }
+            }
+        }
+        let mut resync = false;
+        for u in updates {
+            match u {
+                Update::Event(e) => self.apply(e),
+                Update::Resync => resync = true,
+            }
+        }
+        if resync {
+            self.resync().await;
+        }
+        self.announce_expunges(allow_expunge);
+    }
+
+    pub(crate) fn apply(&mut self, e: tern_proto::v1::MailboxEvent) {
+        let condstore = self.condstore;
+        let Some(sel) = self.selected.as_mut() else { return };
+        if e.folder_id != sel.id || e.modseq <= sel.highest_modseq && e.kind != EventKind::Expunge as i32 {
+            return;
+        }
+        let mut lines = Vec::new();
+        let before = sel.uids.len();
+        match EventKind::try_from(e.kind).unwrap_or_default() {
+            EventKind::Append => {
+                for m in e.messages {
+                    if sel.uids.last().is_none_or(|last| m.uid > *last) {
+                        sel.uids.push(m.uid);
+                        sel.flags.push(m.flags);
+                        sel.modseqs.push(m.modseq);
+                    }
+                }
+            }
+            EventKind::Flags => {
+                for m in e.messages {
+                    if let Some(i) = sel.seq_of(m.uid)
+                        && m.modseq > sel.modseqs[i]
+                    {
+                        sel.modseqs[i] = m.modseq;
+                        if sel.flags[i] != m.flags {
+                            sel.flags[i] = m.flags.clone();
+                            lines.push(fetch_flags(i + 1, &m, condstore));
+                        }
+                    }
+                }
+            }
+            EventKind::Expunge => {
+                for m in e.messages {
+                    if sel.seq_of(m.uid).is_some() && !sel.pending_expunges.contains(&m.uid) {
+                        sel.pending_expunges.push(m.uid);
+                    }
+                }
+            }
+            _ => {}
+        }
+        sel.highest_modseq = sel.highest_modseq.max(e.modseq);
+        let after = sel.uids.len();
+        for l in lines {
+            self.untagged(&l);
+        }
+        if after != before {
+            self.untagged(&format!("{after} EXISTS"));
+        }
+    }
+
+    /// Announces pending expunges: EXPUNGE per message, highest number first so that the
+    /// numbers already sent stay right.
+    pub(crate) fn announce_expunges(&mut self, allow: bool) {
+        if !allow {
+            return;
+        }
+        let Some(sel) = self.selected.as_mut() else { return };
+        if sel.pending_expunges.is_empty() {
+            return;
+        }
+        let mut gone: Vec<usize> =
+            sel.pending_expunges.drain(..).filter_map(|uid| sel.uids.binary_search(&uid).ok()).collect();
+        gone.sort_unstable();
+        gone.dedup();
+        let mut lines = Vec::new();
+        for i in gone.into_iter().rev() {
+            sel.remove(i);
+            lines.push(format!("{} EXPUNGE", i + 1));
+        }
+        for l in lines {
+            self.untagged(&l);
+        }
+    }
+
+    /// Rebuilds the view from a fresh snapshot after the event feed broke, announcing the
+    /// difference, and follows the account's changes again.
+    async fn resync(&mut self) {
+        let Some(account) = self.account.as_ref().map(|a| a.id) else { return };
+        self.start_updates(account).await;
+        let Some(folder) = self.selected.as_ref().map(|s| s.id) else { return };
+        let Ok(r) =
+            self.client.select(SelectRequest { account_id: account, folder: Some(FolderRef::id(folder)) }).await
+        else {
+            return;
+        };
+        let r = r.into_inner();
+        let fresh: std::collections::HashMap<u32, &MessageSummary> = r.messages.iter().map(|m| (m.uid, m)).collect();
+        let condstore = self.condstore;
+        let Some(sel) = self.selected.as_mut() else { return };
+        let mut lines = Vec::new();
+        for (i, uid) in sel.uids.iter().enumerate() {
+            match fresh.get(uid) {
+                Some(m) if m.flags != sel.flags[i] => {
+                    sel.flags[i] = m.flags.clone();
+                    sel.modseqs[i] = m.modseq;
+                    lines.push(fetch_flags(i + 1, m, condstore));
+                }
+                Some(_) => {}
+                None => {
+                    if !sel.pending_expunges.contains(uid) {
+                        sel.pending_expunges.push(*uid);
+                    }
+                }
+            }
+        }
+        let last = sel.uids.last().copied().unwrap_or(0);
+        let before = sel.uids.len();
+        for m in r.messages.iter().filter(|m| m.uid > last) {
+            sel.uids.push(m.uid);
+            sel.flags.push(m.flags.clone());
+            sel.modseqs.push(m.modseq);
+        }
+        let after = sel.uids.len();
+        if let Some(f) = r.folder {
+            sel.highest_modseq = f.highest_modseq;
+        }
+        for l in lines {
+            self.untagged(&l);
+        }
+        if after != before {
+            self.untagged(&format!("{after} EXISTS"));
+        }
+    }
+
+    pub(crate) fn close_selected(&mut self, tag: &Tag<'static>, what: &str) -> Flow {
+        if self.selected.take().is_none() {
+            return self.bad(tag, "No mailbox selected");
+        }
+        self.ok(tag, &format!("{what} completed"));
+        Flow::Continue
+    }
+}
+
+pub(crate) fn fetch_flags(seq: usize, m: &MessageSummary, modseq: bool) -> String {
+    if modseq {
+        format!("{seq} FETCH (UID {} FLAGS ({}) MODSEQ ({}))", m.uid, flag_list(&m.flags), m.modseq)
+    } else {
+        format!("{seq} FETCH (UID {} FLAGS ({}))", m.uid, flag_list(&m.flags))
+    }
+}
