@@ -9,7 +9,7 @@ use imap_codec::{
     imap_types::{
         command::{CommandBody, FetchModifier, StoreModifier},
         core::{Tag, Vec1},
-        fetch::MacroOrMessageDataItemNames,
+        fetch::{MacroOrMessageDataItemNames, MessageDataItemName},
         flag::{Flag, StoreResponse, StoreType},
         response::{Data, Response},
         search::SearchKey,
@@ -176,6 +176,7 @@ impl Session {
             metas.retain(|m| m.modseq > since);
         }
         // Reading a body sets \Seen; it is stored before answering so the FLAGS sent are true.
+        let mut seen_now = Vec::new();
         if fetch::sets_seen(&items) && !read_only {
             let unseen: Vec<u32> =
                 metas.iter().filter(|m| !m.flags.iter().any(|f| f == "\\Seen")).map(|m| m.uid).collect();
@@ -191,6 +192,7 @@ impl Session {
                 match self.client.store_flags(req).await {
                     Ok(r) => {
                         for u in r.into_inner().updated {
+                            seen_now.push(u.uid);
                             if let Some(m) = metas.iter_mut().find(|m| m.uid == u.uid) {
                                 m.flags = u.flags.clone();
                                 m.modseq = u.modseq;
@@ -225,10 +227,24 @@ impl Session {
             };
             let Some(seq) = NonZeroU32::new(seq as u32 + 1) else { continue };
             let view = fetch::MessageView { seq, meta, raw: raw.as_deref() };
-            let built = match fetch::build(&items, &view, by_uid, modseq) {
+            // A message whose \Seen was just set gets its new FLAGS too (RFC 9051 section 6.4.5).
+            let with_flags;
+            let message_items =
+                if seen_now.contains(&meta.uid) && !items.iter().any(|i| matches!(i, MessageDataItemName::Flags)) {
+                    with_flags = items.iter().cloned().chain([MessageDataItemName::Flags]).collect::<Vec<_>>();
+                    &with_flags
+                } else {
+                    &items
+                };
+            let built = match fetch::build(message_items, &view, by_uid, modseq) {
                 Ok(b) => b,
-                Err(e) => {
+                Err(e) if e.is_unknown_cte() => {
                     self.no(tag, &format!("[UNKNOWN-CTE] {e}"));
+                    return Flow::Continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, uid = meta.uid, "cannot build a FETCH response");
+                    self.no(tag, &format!("[SERVERBUG] {e}"));
                     return Flow::Continue;
                 }
             };
