@@ -14,7 +14,7 @@
 //! gRPC code together with its machine-readable reason.
 //!
 //! [`smtp`] puts the SMTP front-end in front of such a server, with clients and a transcript
-//! runner for tests of the SMTP protocol.
+//! runner for tests of the SMTP protocol; [`pop3`] and [`imap`] do the same for POP3 and IMAP.
 
 use std::{
     net::SocketAddr,
@@ -31,9 +31,11 @@ use tern_proto::v1::{
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Status, transport::Channel};
 
+pub mod imap;
 pub mod pop3;
 pub mod smtp;
 
+pub use tern_imap;
 pub use tern_mailbox;
 pub use tern_proto;
 pub use tern_smtp;

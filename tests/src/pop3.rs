@@ -95,6 +95,11 @@ pub struct Background {
 }
 
 impl Background {
+    /// Wraps a spawned server task and the sender that tells it to stop.
+    pub(crate) fn new(shutdown: watch::Sender<bool>, task: JoinHandle<()>) -> Background {
+        Background { shutdown, task: Some(task) }
+    }
+
     /// Asks the server to stop and waits for it (open sessions get the grace period).
     pub async fn stop(&mut self) {
         let _ = self.shutdown.send(true);
@@ -227,26 +232,7 @@ impl Pop3TestServer {
     /// An SMTP MX listener (no AUTH, STARTTLS offered) in front of the same mailbox service,
     /// for delivering with a real SMTP client. Stops when the handle is dropped.
     pub async fn start_mx(&self) -> (SocketAddr, Background) {
-        use tern_smtp::{backend::GrpcBackend, config::SmtpConfig};
-        let channel = channel(self.mailbox.addr);
-        let cfg = Arc::new(SmtpConfig {
-            hostname: "mx.test".into(),
-            limits: tern_smtp::config::Limits::default(),
-            tls: Some(self.tls.clone()),
-            allow_plaintext_auth: false,
-            verifier: None,
-        });
-        let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
-        let addr = socket.local_addr().expect("local address of the listener");
-        let listeners = vec![tern_smtp::server::Listener {
-            kind: tern_smtp::config::ListenerKind::Mx,
-            socket,
-            proxy_protocol: false,
-        }];
-        let (shutdown, rx) = watch::channel(false);
-        let task =
-            tokio::spawn(tern_smtp::server::serve(cfg, Arc::new(GrpcBackend::new(channel)), listeners, rx, GRACE));
-        (addr, Background { shutdown, task: Some(task) })
+        start_mx(self.mailbox.addr, &self.tls).await
     }
 
     /// A TLS client configuration that trusts the server's certificate (and nothing else).
@@ -372,6 +358,27 @@ pub fn password_of(address: &str) -> &'static str {
 
 fn channel(mailbox: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{mailbox}")).expect("a valid mailbox URL").tcp_nodelay(true).connect_lazy()
+}
+
+/// An SMTP MX listener (no AUTH, STARTTLS offered with `tls`) in front of the mailbox service at
+/// `mailbox`, for tests that deliver with a real SMTP client. Stops when the handle is dropped.
+pub(crate) async fn start_mx(mailbox: SocketAddr, tls: &Arc<rustls::ServerConfig>) -> (SocketAddr, Background) {
+    use tern_smtp::{backend::GrpcBackend, config::SmtpConfig};
+    let cfg = Arc::new(SmtpConfig {
+        hostname: "mx.test".into(),
+        limits: tern_smtp::config::Limits::default(),
+        tls: Some(tls.clone()),
+        allow_plaintext_auth: false,
+        verifier: None,
+    });
+    let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let addr = socket.local_addr().expect("local address of the listener");
+    let listeners =
+        vec![tern_smtp::server::Listener { kind: tern_smtp::config::ListenerKind::Mx, socket, proxy_protocol: false }];
+    let (shutdown, rx) = watch::channel(false);
+    let backend = Arc::new(GrpcBackend::new(channel(mailbox)));
+    let task = tokio::spawn(tern_smtp::server::serve(cfg, backend, listeners, rx, GRACE));
+    (addr, Background::new(shutdown, task))
 }
 
 async fn start_frontend(

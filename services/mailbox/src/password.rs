@@ -1,11 +1,33 @@
 //! Password hashing with argon2id. Plain passwords exist only inside [`secrecy::SecretString`]
 //! so they never reach a log line by accident.
 
-use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use argon2::{Argon2, PasswordHash};
 use password_hash::{SaltString, rand_core::OsRng};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::{MailboxError, Result};
+
+thread_local! {
+    /// argon2's working memory (about 19 MiB with the default parameters), kept for the life of
+    /// the hashing thread. Allocating it for every check and freeing it again leaves the
+    /// allocator holding the freed memory per thread, so a process that checked a few passwords
+    /// on a few threads grew by hundreds of MiB; one buffer per thread keeps it at one copy.
+    static BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs argon2 with the thread's reusable working memory.
+fn argon2_into(argon: &Argon2<'_>, params: &argon2::Params, pwd: &[u8], salt: &[u8], out: &mut [u8]) -> Result<()> {
+    BLOCKS.with(|blocks| {
+        let mut blocks = blocks.borrow_mut();
+        if blocks.len() != params.block_count() {
+            blocks.clear();
+            blocks.resize(params.block_count(), argon2::Block::default());
+            blocks.shrink_to_fit();
+        }
+        argon.hash_password_into_with_memory(pwd, salt, out, &mut blocks[..])
+    })
+    .map_err(|e| MailboxError::invalid("password", e.to_string()))
+}
 
 /// Hashes a plain password into a PHC string (`$argon2id$v=19$...`).
 pub fn hash(plain: &SecretString) -> Result<String> {
@@ -13,10 +35,21 @@ pub fn hash(plain: &SecretString) -> Result<String> {
         return Err(MailboxError::invalid("password", "must not be empty"));
     }
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(plain.expose_secret().as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| MailboxError::invalid("password", e.to_string()))
+    let argon = Argon2::default();
+    let params = argon.params().clone();
+    let mut salt_bytes = [0u8; 64];
+    let salt_raw = salt.decode_b64(&mut salt_bytes).map_err(|e| MailboxError::invalid("password", e.to_string()))?;
+    let mut out = vec![0u8; params.output_len().unwrap_or(32)];
+    argon2_into(&argon, &params, plain.expose_secret().as_bytes(), salt_raw, &mut out)?;
+    let output = password_hash::Output::new(&out).map_err(|e| MailboxError::invalid("password", e.to_string()))?;
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(argon2::Version::V0x13.into()),
+        params: (&params).try_into().map_err(|e: password_hash::Error| MailboxError::invalid("password", e.to_string()))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(phc.to_string())
 }
 
 /// Accepts a PHC hash given by an administrator (for example from a Kubernetes Secret) after
@@ -29,12 +62,26 @@ pub fn check_hash(phc: &str) -> Result<String> {
     Ok(phc.to_string())
 }
 
-/// Verifies a password against a stored PHC string in constant time.
+/// Verifies a password against a stored PHC string; the comparison is constant-time.
 pub fn verify(plain: &SecretString, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default().verify_password(plain.expose_secret().as_bytes(), &parsed).is_ok(),
-        Err(_) => false,
-    }
+    let check = || -> Option<bool> {
+        let parsed = PasswordHash::new(phc).ok()?;
+        let algorithm = argon2::Algorithm::try_from(parsed.algorithm).ok()?;
+        let version = match parsed.version {
+            Some(v) => argon2::Version::try_from(v).ok()?,
+            None => argon2::Version::default(),
+        };
+        let params = argon2::Params::try_from(&parsed).ok()?;
+        let expected = parsed.hash?;
+        let mut salt_bytes = [0u8; 64];
+        let salt = parsed.salt?.decode_b64(&mut salt_bytes).ok()?;
+        let argon = Argon2::new(algorithm, version, params.clone());
+        let mut out = vec![0u8; expected.len()];
+        argon2_into(&argon, &params, plain.expose_secret().as_bytes(), salt, &mut out).ok()?;
+        // Output's equality is constant-time.
+        Some(password_hash::Output::new(&out).ok()? == expected)
+    };
+    check().unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -48,6 +95,11 @@ mod tests {
         assert!(h.starts_with("$argon2id$"));
         assert!(verify(&pw, &h));
         assert!(!verify(&SecretString::from("wrong"), &h));
+        // Hashes made by the argon2 crate's own hasher verify too (administrators paste those).
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = argon2::PasswordHasher::hash_password(&Argon2::default(), b"pasted", &salt).unwrap().to_string();
+        assert!(verify(&SecretString::from("pasted"), &theirs));
+        assert!(!verify(&SecretString::from("Pasted"), &theirs));
         assert_eq!(check_hash(&h).unwrap(), h);
         assert!(check_hash("plain").is_err());
         assert!(hash(&SecretString::from("")).is_err());

@@ -143,10 +143,9 @@ impl MailboxService {
             blob_gate: Arc::new(RwLock::new(())),
             throttle: Arc::new(Mutex::new(Throttle::default())),
             leases: Arc::new(Mutex::new(HashMap::new())),
-            passwords: password::Checker::new(
-                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-                Duration::from_secs(300),
-            ),
+            // One hashing thread: its working memory is ~19 MiB, and with the cache of
+            // successful checks a busy server still runs few argon2 checks per second.
+            passwords: password::Checker::new(1, Duration::from_secs(300)),
         }
     }
 

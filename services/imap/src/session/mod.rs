@@ -108,6 +108,63 @@ pub(crate) fn astring(s: &str) -> String {
     }
 }
 
+/// What an incomplete command is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// The data of a literal of `length` octets, which ends at offset `end` of the input.
+    Literal { end: usize, length: u32 },
+    /// The end of a line, of which this many octets (after the last literal) are here.
+    Line(usize),
+}
+
+/// The literal a line announces at its end (`{n}`, `{n+}`, `~{n}`), if any.
+fn literal_header(line: &[u8]) -> Option<u32> {
+    let inner = line.strip_suffix(b"\r").unwrap_or(line).strip_suffix(b"}")?;
+    let open = inner.iter().rposition(|b| *b == b'{')?;
+    let digits = &inner[open + 1..];
+    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
+    // A literal starts an argument: it follows a space, a parenthesis or literal8's tilde.
+    let starts_argument = open > 0 && matches!(inner[open - 1], b' ' | b'(' | b'~');
+    if !starts_argument || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Follows the lines and announced literals of the command at the start of `input`.
+fn scan_incomplete(input: &[u8]) -> Pending {
+    let mut pos = 0;
+    loop {
+        let Some(nl) = input[pos..].iter().position(|b| *b == b'\n') else {
+            return Pending::Line(input.len() - pos);
+        };
+        let line = &input[pos..pos + nl];
+        pos += nl + 1;
+        if let Some(length) = literal_header(line) {
+            let end = pos.saturating_add(length as usize);
+            if end > input.len() {
+                return Pending::Literal { end, length };
+            }
+            pos = end;
+        }
+    }
+}
+
+/// Where the command at the start of `input` ends: after its first line and after every
+/// literal (with the line that follows it) whose data is already in `input`.
+fn command_end(input: &[u8]) -> usize {
+    let mut pos = 0;
+    loop {
+        let Some(nl) = input[pos..].iter().position(|b| *b == b'\n') else { return input.len() };
+        let line = &input[pos..pos + nl];
+        pos += nl + 1;
+        match literal_header(line) {
+            Some(length) if pos.saturating_add(length as usize) <= input.len() => pos += length as usize,
+            _ => return pos,
+        }
+    }
+}
+
 impl Session {
     pub fn new(
         cfg: Arc<ImapConfig>,
@@ -308,7 +365,8 @@ impl Session {
             "QUOTA",
             "QUOTA=RES-STORAGE",
             "BINARY",
-            "OBJECTID",
+            // Not OBJECTID: imap-codec cannot parse FETCH EMAILID or STATUS MAILBOXID yet, so
+            // a client that believed the capability would get BAD.
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(" APPENDLIMIT={}", self.cfg.limits.max_literal));
@@ -343,14 +401,28 @@ impl Session {
                     }
                 }
                 Err(CommandDecodeError::Incomplete) => {
-                    if self.rbuf.len() > self.cfg.limits.max_line {
-                        self.untagged("BAD Command line too long");
-                        self.rbuf.clear();
-                        if self.count_error() == Flow::Close {
+                    // The codec reports a literal only when the input ends right after its
+                    // announcement; when some of its data came along (LITERAL+, or a split
+                    // read), the command is just incomplete, and the literal is found here.
+                    match scan_incomplete(&self.rbuf) {
+                        Pending::Literal { length, .. } if length > self.cfg.limits.max_literal => {
+                            // The client is already sending the data: close, as for LITERAL+.
+                            self.untagged("BYE [TOOBIG] Literal too large");
                             self.flush().await?;
                             return Ok(());
                         }
-                        continue;
+                        Pending::Literal { end, .. } => self.literal_wait = Some(end),
+                        // Only the text outside literals counts against the line limit.
+                        Pending::Line(len) if len > self.cfg.limits.max_line => {
+                            self.untagged("BAD Command line too long");
+                            self.rbuf.clear();
+                            if self.count_error() == Flow::Close {
+                                self.flush().await?;
+                                return Ok(());
+                            }
+                            continue;
+                        }
+                        Pending::Line(_) => {}
                     }
                     if !self.read_more().await? {
                         return Ok(());
@@ -383,9 +455,12 @@ impl Session {
                     self.literal_wait = Some(self.rbuf.len() + length as usize);
                 }
                 Err(CommandDecodeError::Failed) => {
-                    // Skip the broken line; answer with its tag when one can be read.
-                    let end = self.rbuf.iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(self.rbuf.len());
-                    let line = String::from_utf8_lossy(&self.rbuf[..end]).into_owned();
+                    // Skip the broken command, with the literals it announced that are here
+                    // already (their data must not be read as commands); answer with its tag
+                    // when one can be read.
+                    let first = self.rbuf.iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(self.rbuf.len());
+                    let line = String::from_utf8_lossy(&self.rbuf[..first]).into_owned();
+                    let end = command_end(&self.rbuf);
                     self.rbuf.advance(end);
                     let tag = line
                         .split(' ')
@@ -480,5 +555,40 @@ impl Session {
             }
         };
         Ok(flow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Pending, command_end, literal_header, scan_incomplete};
+
+    #[test]
+    fn literal_headers() {
+        assert_eq!(literal_header(b"a APPEND INBOX {12}\r"), Some(12));
+        assert_eq!(literal_header(b"a APPEND INBOX {12+}"), Some(12));
+        assert_eq!(literal_header(b"a APPEND INBOX ~{0}\r"), Some(0));
+        assert_eq!(literal_header(b"a LOGIN x {}"), None);
+        assert_eq!(literal_header(b"a LOGIN x {1a}"), None);
+        assert_eq!(literal_header(b"a NOOP"), None);
+        assert_eq!(literal_header(b"a SEARCH TEXT x{5}"), None);
+        assert_eq!(literal_header(b"a FETCH 1 BODY[HEADER.FIELDS ({7}"), Some(7));
+    }
+
+    #[test]
+    fn incomplete_commands() {
+        // Part of a LITERAL+ literal is here: wait for exactly the rest.
+        assert_eq!(scan_incomplete(b"a APPEND INBOX {10+}\r\nhello"), Pending::Literal { end: 32, length: 10 });
+        // The literal is complete, the line after it is not: only that part is a line.
+        assert_eq!(scan_incomplete(b"a APPEND INBOX {5+}\r\nhello (x"), Pending::Line(3));
+        assert_eq!(scan_incomplete(b"a LOGIN {1}\r\nx {3}\r\nab"), Pending::Literal { end: 23, length: 3 });
+        assert_eq!(scan_incomplete(b"a NOOP"), Pending::Line(6));
+    }
+
+    #[test]
+    fn broken_commands_end_after_their_literals() {
+        assert_eq!(command_end(b"a FOO\r\nb NOOP\r\n"), 7);
+        assert_eq!(command_end(b"a FOO {5+}\r\nhello\r\nb NOOP\r\n"), 19);
+        assert_eq!(command_end(b"a FOO {5+}\r\nhel"), 12);
+        assert_eq!(command_end(b"a FOO x"), 7);
     }
 }
