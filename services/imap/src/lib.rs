@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod fetch;
+pub mod hub;
 pub mod search;
 pub mod server;
 pub mod session;

@@ -28,6 +28,7 @@ pub struct Listener {
 struct Imap {
     cfg: Arc<ImapConfig>,
     client: MailboxClient<Channel>,
+    hub: crate::hub::Hub,
 }
 
 impl Handler<ListenerKind> for Imap {
@@ -43,7 +44,7 @@ impl Handler<ListenerKind> for Imap {
         early: BytesMut,
         shutdown: watch::Receiver<bool>,
     ) {
-        Session::new(self.cfg.clone(), self.client.clone(), stream, peer, early, shutdown).run().await;
+        Session::new(self.cfg.clone(), self.client.clone(), self.hub.clone(), stream, peer, early, shutdown).run().await;
     }
 }
 
@@ -70,5 +71,6 @@ pub async fn serve(
     };
     let tls = cfg.tls.clone();
     let client = MailboxClient::new(channel).max_decoding_message_size(128 << 20).max_encoding_message_size(128 << 20);
-    listener::serve(listeners, Imap { cfg, client }, tls, limits, shutdown).await;
+    let hub = crate::hub::Hub::new(client.clone());
+    listener::serve(listeners, Imap { cfg, client, hub }, tls, limits, shutdown).await;
 }

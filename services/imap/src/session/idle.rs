@@ -40,7 +40,7 @@ impl Session {
             let mut rx = self.updates.take();
             let event = async {
                 match rx.as_mut() {
-                    Some(rx) => rx.recv().await,
+                    Some(rx) => Some(rx.next().await),
                     None => std::future::pending().await,
                 }
             };
@@ -49,7 +49,7 @@ impl Session {
                     self.updates = rx;
                     match update {
                         Some(Update::Event(e)) => {
-                            self.apply(e);
+                            self.apply(&e);
                             self.announce_expunges(true);
                         }
                         // The feed broke or ended: resynchronise, then carry on.

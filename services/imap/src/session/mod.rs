@@ -26,14 +26,15 @@ use imap_codec::{
         core::{LiteralMode, Tag},
     },
 };
-use tern_proto::v1::{ErrorReason, MailboxEvent, mailbox_client::MailboxClient};
+use tern_proto::v1::{ErrorReason, mailbox_client::MailboxClient};
 use tern_runtime::stream::Stream;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    sync::{mpsc, watch},
+    sync::watch,
 };
 use tonic::transport::Channel;
 
+pub(crate) use crate::hub::Update;
 pub(crate) use selected::Selected;
 
 use crate::config::ImapConfig;
@@ -51,14 +52,6 @@ pub(crate) struct Account {
     pub address: String,
 }
 
-/// What a session learns from the event feed.
-#[derive(Debug)]
-pub(crate) enum Update {
-    Event(MailboxEvent),
-    /// The feed broke (a reconnect, or the session fell behind): resynchronise from the
-    /// mailbox service before trusting the selected state again.
-    Resync,
-}
 
 #[derive(Debug)]
 pub struct Session {
@@ -72,8 +65,8 @@ pub struct Session {
     /// The buffer length a granted literal needs before decoding is worth trying again.
     literal_wait: Option<usize>,
     pub(crate) account: Option<Account>,
-    pub(crate) updates: Option<mpsc::Receiver<Update>>,
-    watcher: Option<tokio::task::JoinHandle<()>>,
+    pub(crate) hub: crate::hub::Hub,
+    pub(crate) updates: Option<crate::hub::Subscription>,
     pub(crate) selected: Option<Selected>,
     /// IMAP4rev2 enabled: UTF-8 mailbox names, no \Recent, ESEARCH-style answers.
     pub(crate) rev2: bool,
@@ -169,6 +162,7 @@ impl Session {
     pub fn new(
         cfg: Arc<ImapConfig>,
         client: MailboxClient<Channel>,
+        hub: crate::hub::Hub,
         stream: Stream,
         peer: SocketAddr,
         early: BytesMut,
@@ -177,6 +171,7 @@ impl Session {
         Self {
             cfg,
             client,
+            hub,
             peer,
             id: session_id(),
             stream: Some(stream),
@@ -185,7 +180,6 @@ impl Session {
             literal_wait: None,
             account: None,
             updates: None,
-            watcher: None,
             selected: None,
             rev2: false,
             utf8: false,
@@ -294,33 +288,17 @@ impl Session {
     }
 
     /// Starts following the account's changes. Called at login, before any SELECT, so no
-    /// change committed after a snapshot can be missed.
+    /// change committed after a snapshot can be missed: the subscription is in place when this
+    /// returns.
     pub(crate) async fn start_updates(&mut self, account: u64) {
-        let (tx, rx) = mpsc::channel(4096);
-        let mut client = self.client.clone();
-        let task = tokio::spawn(async move {
-            let stream = client.watch(tern_proto::v1::WatchRequest { account_id: account }).await;
-            let Ok(stream) = stream else {
-                let _ = tx.send(Update::Resync).await;
-                return;
-            };
-            let mut stream = stream.into_inner();
-            loop {
-                match stream.message().await {
-                    Ok(Some(e)) => {
-                        if tx.send(Update::Event(e)).await.is_err() {
-                            return;
-                        }
-                    }
-                    _ => {
-                        let _ = tx.send(Update::Resync).await;
-                        return;
-                    }
-                }
+        self.updates = match self.hub.subscribe(account).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                // Without a feed the session still works; it resynchronises at every command.
+                tracing::warn!(error = %e, "cannot follow the account's changes");
+                None
             }
-        });
-        self.updates = Some(rx);
-        self.watcher = Some(task);
+        };
     }
 
     /// Runs the session to its end.
@@ -329,9 +307,6 @@ impl Session {
         let result = tracing::Instrument::instrument(self.serve(), span.clone()).await;
         if let Err(e) = result {
             tracing::debug!(parent: &span, error = %e, "connection ended");
-        }
-        if let Some(w) = self.watcher.take() {
-            w.abort();
         }
         if let Some(mut s) = self.stream.take() {
             let _ = s.shutdown().await;
@@ -419,6 +394,17 @@ impl Session {
                             if self.count_error() == Flow::Close {
                                 self.flush().await?;
                                 return Ok(());
+                            }
+                            // The rest of the line is skipped as it arrives, not read as a command.
+                            loop {
+                                if !self.read_more().await? {
+                                    return Ok(());
+                                }
+                                if let Some(i) = self.rbuf.iter().position(|b| *b == b'\n') {
+                                    self.rbuf.advance(i + 1);
+                                    break;
+                                }
+                                self.rbuf.clear();
                             }
                             continue;
                         }

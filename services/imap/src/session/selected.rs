@@ -8,7 +8,6 @@ use imap_codec::imap_types::{
     sequence::{SeqOrUid, Sequence, SequenceSet},
 };
 use tern_proto::v1::{EventKind, FolderRef, MessageSummary, SelectRequest};
-use tokio::sync::mpsc::error::TryRecvError;
 
 use super::{Flow, Session, Update, astring};
 
@@ -187,7 +186,7 @@ impl Session {
     /// Drops queued changes (they predate a fresh snapshot).
     fn drain_updates(&mut self) {
         if let Some(rx) = self.updates.as_mut() {
-            while rx.try_recv().is_ok() {}
+            while let Some(Update::Event(_)) = rx.try_next() {}
         }
     }
 
@@ -195,22 +194,24 @@ impl Session {
     /// are announced only when `allow_expunge` (not during FETCH, STORE or SEARCH).
     pub(crate) async fn sync_updates(&mut self, allow_expunge: bool) {
         let mut updates = Vec::new();
-        if let Some(rx) = self.updates.as_mut() {
-            loop {
-                match rx.try_recv() {
-                    Ok(u) => updates.push(u),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        updates.push(Update::Resync);
+        match self.updates.as_mut() {
+            Some(rx) => {
+                while let Some(u) = rx.try_next() {
+                    let stop = matches!(u, Update::Resync);
+                    updates.push(u);
+                    if stop {
                         break;
                     }
                 }
             }
+            // No feed (the mailbox service was unreachable at login): catch up by snapshot.
+            None if self.account.is_some() && self.selected.is_some() => updates.push(Update::Resync),
+            None => {}
         }
         let mut resync = false;
         for u in updates {
             match u {
-                Update::Event(e) => self.apply(e),
+                Update::Event(e) => self.apply(&e),
                 Update::Resync => resync = true,
             }
         }
@@ -220,7 +221,7 @@ impl Session {
         self.announce_expunges(allow_expunge);
     }
 
-    pub(crate) fn apply(&mut self, e: tern_proto::v1::MailboxEvent) {
+    pub(crate) fn apply(&mut self, e: &tern_proto::v1::MailboxEvent) {
         let condstore = self.condstore;
         let Some(sel) = self.selected.as_mut() else { return };
         if e.folder_id != sel.id || e.modseq <= sel.highest_modseq && e.kind != EventKind::Expunge as i32 {
@@ -230,29 +231,29 @@ impl Session {
         let before = sel.uids.len();
         match EventKind::try_from(e.kind).unwrap_or_default() {
             EventKind::Append => {
-                for m in e.messages {
+                for m in &e.messages {
                     if sel.uids.last().is_none_or(|last| m.uid > *last) {
                         sel.uids.push(m.uid);
-                        sel.flags.push(m.flags);
+                        sel.flags.push(m.flags.clone());
                         sel.modseqs.push(m.modseq);
                     }
                 }
             }
             EventKind::Flags => {
-                for m in e.messages {
+                for m in &e.messages {
                     if let Some(i) = sel.seq_of(m.uid)
                         && m.modseq > sel.modseqs[i]
                     {
                         sel.modseqs[i] = m.modseq;
                         if sel.flags[i] != m.flags {
                             sel.flags[i] = m.flags.clone();
-                            lines.push(fetch_flags(i + 1, &m, condstore));
+                            lines.push(fetch_flags(i + 1, m, condstore));
                         }
                     }
                 }
             }
             EventKind::Expunge => {
-                for m in e.messages {
+                for m in &e.messages {
                     if sel.seq_of(m.uid).is_some() && !sel.pending_expunges.contains(&m.uid) {
                         sel.pending_expunges.push(m.uid);
                     }
