@@ -45,6 +45,15 @@ pub enum Which {
         #[arg(long, default_value_t = 200)]
         sessions: usize,
     },
+    /// IMAP: memory per idle connection (each logged in, INBOX of 100 messages selected, in
+    /// IDLE), then a mixed workload from 10 logged-in clients: commands/s.
+    Imap {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Seconds the mixed workload runs.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -54,6 +63,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         Which::Mailbox { messages } => rt.block_on(mailbox(messages)),
         Which::Smtp { messages, sessions } => rt.block_on(smtp(messages, sessions)),
         Which::Pop3 { accounts, messages, sessions } => rt.block_on(pop3(accounts, messages, sessions)),
+        Which::Imap { connections, seconds } => rt.block_on(imap(connections, seconds)),
     }
 }
 
@@ -68,6 +78,7 @@ struct Server {
     grpc: String,
     smtp: String,
     pop3: String,
+    imap: String,
 }
 
 impl Drop for Server {
@@ -83,12 +94,13 @@ impl Server {
         let (grpc_port, http_port) = (free_port()?, free_port()?);
         let smtp = format!("127.0.0.1:{}", free_port()?);
         let pop3 = format!("127.0.0.1:{}", free_port()?);
+        let imap = format!("127.0.0.1:{}", free_port()?);
         // The load comes from one address, so the per-IP connection limit is raised; the POP3
         // load generator logs in without TLS.
         let config = dir.path().join("bench.toml");
         std::fs::write(
             &config,
-            "[smtp]\nmax_connections_per_ip = 1000\nverify_inbound = false\n\n[pop3]\nallow_plaintext_auth = true\n",
+            "[smtp]\nmax_connections_per_ip = 1000\nverify_inbound = false\n\n[pop3]\nallow_plaintext_auth = true\n\n[imap]\nallow_plaintext_auth = true\nmax_connections_per_ip = 100000\n",
         )?;
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(std::path::PathBuf::from)
@@ -105,6 +117,7 @@ impl Server {
             .args(["--smtp-listen", &smtp, "--submission-listen", &format!("127.0.0.1:{}", free_port()?)])
             .args(["--submissions-listen", &format!("127.0.0.1:{}", free_port()?)])
             .args(["--pop3-listen", &pop3, "--pop3s-listen", &format!("127.0.0.1:{}", free_port()?)])
+            .args(["--imap-listen", &imap, "--imaps-listen", &format!("127.0.0.1:{}", free_port()?)])
             .arg("--config")
             .arg(&config)
             .arg("--data-dir")
@@ -113,7 +126,7 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
-        let server = Self { child, _dir: dir, grpc: format!("http://127.0.0.1:{grpc_port}"), smtp, pop3 };
+        let server = Self { child, _dir: dir, grpc: format!("http://127.0.0.1:{grpc_port}"), smtp, pop3, imap };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Channel::from_shared(server.grpc.clone())?.connect().await.is_err() {
             if Instant::now() > deadline {
@@ -473,5 +486,183 @@ async fn pop3(accounts: usize, messages: usize, sessions: usize) -> anyhow::Resu
         slowest.as_millis()
     );
     println!("  tern dev memory: idle {} MiB, after {} MiB, peak RSS {} MiB", rss_idle / 1024, rss / 1024, hwm / 1024);
+    Ok(())
+}
+
+/// A minimal IMAP client for the benchmark: it sends tagged commands and reads until the
+/// tagged reply, skipping literals by their announced length.
+struct ImapConn {
+    stream: tokio::io::BufStream<tokio::net::TcpStream>,
+    next: u64,
+}
+
+impl ImapConn {
+    async fn connect(addr: &str) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let mut c = Self { stream: tokio::io::BufStream::with_capacity(4096, 4096, tcp), next: 0 };
+        let mut greeting = String::new();
+        c.stream.read_line(&mut greeting).await?;
+        if !greeting.starts_with("* OK") {
+            bail!("unexpected greeting {greeting:?}");
+        }
+        Ok(c)
+    }
+
+    /// Sends one command (with an optional synchronising literal) and reads to its tagged reply.
+    async fn cmd(&mut self, line: &str, literal: Option<&[u8]>) -> anyhow::Result<usize> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        self.next += 1;
+        let tag = format!("t{}", self.next);
+        match literal {
+            None => self.stream.write_all(format!("{tag} {line}\r\n").as_bytes()).await?,
+            Some(data) => {
+                self.stream.write_all(format!("{tag} {line} {{{}}}\r\n", data.len()).as_bytes()).await?;
+                self.stream.flush().await?;
+                // Untagged updates (other clients' changes) may come before the continuation.
+                loop {
+                    let mut cont = String::new();
+                    if self.stream.read_line(&mut cont).await? == 0 {
+                        bail!("connection closed before the literal");
+                    }
+                    if cont.starts_with('+') {
+                        break;
+                    }
+                    if !cont.starts_with('*') {
+                        bail!("literal refused: {cont:?}");
+                    }
+                }
+                self.stream.write_all(data).await?;
+                self.stream.write_all(b"\r\n").await?;
+            }
+        }
+        self.stream.flush().await?;
+        let mut bytes = 0;
+        loop {
+            let mut line = String::new();
+            if self.stream.read_line(&mut line).await? == 0 {
+                bail!("connection closed during {line:?}");
+            }
+            bytes += line.len();
+            if let Some(n) = line.trim_end().strip_suffix('}').and_then(|l| l.rsplit_once('{')).and_then(|(_, n)| n.parse::<usize>().ok()) {
+                let mut skip = vec![0u8; n];
+                self.stream.read_exact(&mut skip).await?;
+                bytes += n;
+                continue;
+            }
+            if line.starts_with(&format!("{tag} ")) {
+                if !line.starts_with(&format!("{tag} OK")) {
+                    bail!("{line:?} in answer to {line:?}");
+                }
+                return Ok(bytes);
+            }
+        }
+    }
+
+    async fn idle(&mut self) -> anyhow::Result<()> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        self.stream.write_all(b"i IDLE\r\n").await?;
+        self.stream.flush().await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        if !line.starts_with('+') {
+            bail!("IDLE refused: {line:?}");
+        }
+        Ok(())
+    }
+}
+
+async fn imap(connections: usize, seconds: u64) -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (channel, _) = setup_user(&server).await?;
+    let mut client = MailboxClient::new(channel);
+    for n in 0..100 {
+        deliver_to(&mut client, "user@bench.test", message(n)).await?;
+    }
+    // One session first, so that the process has done every one-off allocation (the password
+    // check's working memory, the account's event feed) before the baseline is taken.
+    let mut warm = ImapConn::connect(&server.imap).await?;
+    warm.cmd("LOGIN user@bench.test bench", None).await?;
+    warm.cmd("SELECT INBOX", None).await?;
+    warm.idle().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (before, _) = server.memory();
+    println!("imap benchmark 1: {connections} connections, each logged in with INBOX (100 messages) selected, in IDLE");
+    let start = Instant::now();
+    let mut open = Vec::with_capacity(connections);
+    let mut batch = tokio::task::JoinSet::new();
+    let addr = server.imap.clone();
+    for i in 0..connections {
+        let addr = addr.clone();
+        batch.spawn(async move {
+            let mut c = ImapConn::connect(&addr).await?;
+            c.cmd("LOGIN user@bench.test bench", None).await?;
+            c.cmd("SELECT INBOX", None).await?;
+            c.idle().await?;
+            anyhow::Ok(c)
+        });
+        if batch.len() >= 200 || i + 1 == connections {
+            while let Some(r) = batch.join_next().await {
+                open.push(r??);
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (after, peak) = server.memory();
+    let per = (after.saturating_sub(before)) as f64 / connections as f64;
+    println!(
+        "  {} idle connections set up in {:.1} s; server RSS {} MiB -> {} MiB (peak {} MiB): {per:.1} KiB per idle connection",
+        open.len(),
+        start.elapsed().as_secs_f64(),
+        before / 1024,
+        after / 1024,
+        peak / 1024
+    );
+    drop(open);
+    drop(warm);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    println!("imap benchmark 2: 10 clients, {seconds} s of select, fetch flags/headers/bodies, store, append, expunge");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..10u32 {
+        let addr = addr.clone();
+        tasks.spawn(async move {
+            let mut c = ImapConn::connect(&addr).await?;
+            c.cmd("LOGIN user@bench.test bench", None).await?;
+            let mut commands = 0u64;
+            let mut round = 0u32;
+            let body = message(1_000_000 + w as usize);
+            while Instant::now() < deadline {
+                round += 1;
+                let n = 1 + (round * 7 + w) % 100;
+                c.cmd("SELECT INBOX", None).await?;
+                c.cmd("FETCH 1:* (UID FLAGS)", None).await?;
+                c.cmd(&format!("FETCH {n} (BODY.PEEK[HEADER] ENVELOPE)"), None).await?;
+                c.cmd(&format!("FETCH {n} (BODY.PEEK[])"), None).await?;
+                c.cmd(&format!("STORE {n} +FLAGS (\\Flagged)"), None).await?;
+                c.cmd(&format!("STORE {n} -FLAGS (\\Flagged)"), None).await?;
+                c.cmd("APPEND Archive (\\Seen)", Some(&body)).await?;
+                c.cmd("SELECT Archive", None).await?;
+                c.cmd("STORE 1:* +FLAGS.SILENT (\\Deleted)", None).await?;
+                c.cmd("EXPUNGE", None).await?;
+                commands += 10;
+            }
+            c.cmd("LOGOUT", None).await.ok();
+            anyhow::Ok(commands)
+        });
+    }
+    let mut total = 0;
+    while let Some(r) = tasks.join_next().await {
+        total += r??;
+    }
+    let (rss, peak) = server.memory();
+    println!(
+        "  {:>8.0} commands/s  ({total} commands in {seconds} s; server RSS {} MiB, peak {} MiB)",
+        total as f64 / seconds as f64,
+        rss / 1024,
+        peak / 1024
+    );
     Ok(())
 }

@@ -63,13 +63,18 @@ impl Selected {
                 .collect());
         }
         let n = self.uids.len() as u32;
+        // An empty mailbox has no message numbers at all; "1:*" there names nothing, which is
+        // not an error (clients send it to mean "everything").
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         for seq in set.0.as_ref() {
             let bad = |s: &SeqOrUid| matches!(s, SeqOrUid::Value(v) if v.get() > n);
             let out_of_range = match seq {
                 Sequence::Single(s) => bad(s),
                 Sequence::Range(a, b) => bad(a) || bad(b),
             };
-            if out_of_range || (n == 0) {
+            if out_of_range {
                 return Err("Invalid message sequence number");
             }
         }
@@ -192,6 +197,34 @@ impl Session {
 
     /// Applies other sessions' changes to the selected folder and tells the client. Expunges
     /// are announced only when `allow_expunge` (not during FETCH, STORE or SEARCH).
+    /// Brings the view up to this session's own write into the selected folder `folder_id`
+    /// (an APPEND reaching `modseq`, or a COPY whose highest new UID is `uid`), so that the new
+    /// messages are announced before the tagged OK and the UIDs the client was just given work
+    /// at once: the write's answer can come before its event. If the feed does not bring the
+    /// change in time, the view is rebuilt from a fresh snapshot.
+    pub(crate) async fn catch_up(&mut self, folder_id: u64, modseq: u64, uid: u32) {
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let caught_up = |s: &Selected| s.highest_modseq >= modseq || s.uids.last().is_some_and(|l| *l >= uid);
+            match self.selected.as_ref() {
+                Some(s) if s.id == folder_id && !caught_up(s) => {}
+                _ => return,
+            }
+            let next = match self.updates.as_mut() {
+                Some(rx) => tokio::time::timeout_at(deadline, rx.next()).await.ok(),
+                None => None,
+            };
+            match next {
+                Some(Update::Event(e)) => self.apply(&e),
+                Some(Update::Resync) | None => {
+                    self.resync().await;
+                    return;
+                }
+            }
+        }
+    }
+
     pub(crate) async fn sync_updates(&mut self, allow_expunge: bool) {
         let mut updates = Vec::new();
         match self.updates.as_mut() {
