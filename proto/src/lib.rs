@@ -35,6 +35,7 @@ impl ErrorReason {
             ErrorReason::Modified => "modified",
             ErrorReason::Suspended => "suspended",
             ErrorReason::NotAllowed => "not-allowed",
+            ErrorReason::Throttled => "throttled",
         }
     }
 
@@ -51,6 +52,7 @@ impl ErrorReason {
             ErrorReason::Modified,
             ErrorReason::Suspended,
             ErrorReason::NotAllowed,
+            ErrorReason::Throttled,
         ]
         .into_iter()
         .find(|r| r.slug() == slug)

@@ -150,8 +150,9 @@ async fn authenticate_throttles_repeated_failures() {
     for _ in 0..3 {
         expect_error(mail.authenticate(login("wrong")).await, Code::Unauthenticated, ErrorReason::AuthFailed);
     }
-    // Past the limit even the right password fails, so guessing stops paying off.
-    expect_error(mail.authenticate(login("alice-pw")).await, Code::Unauthenticated, ErrorReason::AuthFailed);
+    // Past the limit even the right password fails, so guessing stops paying off; the reason
+    // says so, so front-ends answer with a temporary failure (SMTP 454, POP3 [SYS/TEMP]).
+    expect_error(mail.authenticate(login("alice-pw")).await, Code::ResourceExhausted, ErrorReason::Throttled);
 }
 
 #[tokio::test]

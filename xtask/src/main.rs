@@ -85,11 +85,12 @@ fn test(args: &[&str]) -> anyhow::Result<(u64, u64)> {
 
 /// Installs the mail clients the real-client tests use (Debian packages), when missing.
 fn install_clients() -> anyhow::Result<()> {
-    let missing: Vec<&str> = [("swaks", "/usr/bin/swaks"), ("fetchmail", "/usr/bin/fetchmail")]
-        .into_iter()
-        .filter(|(_, path)| !std::path::Path::new(path).exists())
-        .map(|(pkg, _)| pkg)
-        .collect();
+    let missing: Vec<&str> =
+        [("swaks", "/usr/bin/swaks"), ("fetchmail", "/usr/bin/fetchmail"), ("isync", "/usr/bin/mbsync")]
+            .into_iter()
+            .filter(|(_, path)| !std::path::Path::new(path).exists())
+            .map(|(pkg, _)| pkg)
+            .collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -15,6 +15,8 @@ pub enum MailboxError {
     AlreadyExists { what: &'static str, name: String },
     #[error("authentication failed")]
     AuthFailed,
+    #[error("too many failed logins; try again later")]
+    Throttled,
     #[error("account {address} is suspended")]
     Suspended { address: String },
     #[error("quota exceeded for {address}: {used} + {size} bytes > {limit} bytes")]
@@ -65,6 +67,7 @@ impl MailboxError {
             Self::NotFound { .. } => ErrorReason::NotFound,
             Self::AlreadyExists { .. } => ErrorReason::AlreadyExists,
             Self::AuthFailed => ErrorReason::AuthFailed,
+            Self::Throttled => ErrorReason::Throttled,
             Self::Suspended { .. } => ErrorReason::Suspended,
             Self::OverQuota { .. } => ErrorReason::OverQuota,
             Self::TooLarge { .. } => ErrorReason::TooLarge,
@@ -88,6 +91,7 @@ impl From<MailboxError> for tonic::Status {
             ErrorReason::NotFound => Code::NotFound,
             ErrorReason::AlreadyExists => Code::AlreadyExists,
             ErrorReason::AuthFailed => Code::Unauthenticated,
+            ErrorReason::Throttled => Code::ResourceExhausted,
             ErrorReason::Suspended | ErrorReason::NotAllowed => Code::PermissionDenied,
             ErrorReason::OverQuota | ErrorReason::TooLarge => Code::ResourceExhausted,
             ErrorReason::Modified => Code::FailedPrecondition,

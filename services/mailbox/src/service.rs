@@ -193,7 +193,7 @@ impl MailboxService {
             let (max, window) = (self.limits.max_auth_failures, self.limits.auth_window);
             if ip_key.as_deref().is_some_and(|k| t.blocked(k, max, window)) || t.blocked(&user_key, max, window) {
                 tracing::warn!(user = %username, ip = ?remote_ip, "login throttled");
-                return Err(MailboxError::AuthFailed);
+                return Err(MailboxError::Throttled);
             }
         }
         let account = match Address::parse(username) {

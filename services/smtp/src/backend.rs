@@ -54,9 +54,12 @@ pub enum BackendError {
     /// The message is larger than the mailbox service accepts.
     #[error("message too large: {0}")]
     TooLarge(String),
-    /// Login refused: wrong credentials, or throttled.
+    /// Login refused: wrong credentials.
     #[error("authentication failed")]
     AuthFailed,
+    /// Too many failed logins from this address or for this account.
+    #[error("too many failed logins")]
+    Throttled,
     #[error("{0}")]
     Permanent(String),
 }
@@ -66,6 +69,7 @@ impl From<tonic::Status> for BackendError {
         match ErrorReason::of(&s) {
             ErrorReason::TooLarge | ErrorReason::OverQuota => BackendError::TooLarge(s.message().to_string()),
             ErrorReason::AuthFailed | ErrorReason::Suspended => BackendError::AuthFailed,
+            ErrorReason::Throttled => BackendError::Throttled,
             ErrorReason::InvalidArgument | ErrorReason::NotFound | ErrorReason::NotAllowed => {
                 BackendError::Permanent(s.message().to_string())
             }

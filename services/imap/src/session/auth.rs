@@ -92,9 +92,12 @@ impl Session {
                             }
                         }
                         Err(AuthenticateDataDecodeError::Failed) => {
-                            let end = self.input().iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
-                            self.input().advance(end);
-                            return Ok(self.bad(tag, "Malformed authentication data"));
+                            // The rest of the line, arrived or not, goes with it.
+                            let flow = self.bad(tag, "Malformed authentication data");
+                            if flow == Flow::Close || !self.skip_line().await? {
+                                return Ok(Flow::Close);
+                            }
+                            return Ok(flow);
                         }
                     }
                 }

@@ -11,8 +11,9 @@ use imap_codec::imap_types::{
     status::StatusDataItemName,
 };
 use tern_proto::v1::{
-    AppendHeader, AppendRequest, CreateFolderRequest, DeleteFolderRequest, Folder, FolderRef, GetQuotaRequest,
-    ListFoldersRequest, RenameFolderRequest, SpecialUse, StatusRequest, SubscribeFolderRequest, append_request,
+    AppendHeader, AppendRequest, CreateFolderRequest, DeleteFolderRequest, ErrorReason, Folder, FolderRef,
+    GetQuotaRequest, ListFoldersRequest, RenameFolderRequest, SpecialUse, StatusRequest, SubscribeFolderRequest,
+    append_request,
 };
 
 use super::{Flow, Session};
@@ -140,6 +141,10 @@ impl Session {
                 let Some(name) = self.mailbox_name(&mailbox) else { return Ok(self.bad(tag, "Invalid mailbox name")) };
                 // A trailing delimiter only says the client intends to create children.
                 let name = name.trim_end_matches('/').to_string();
+                if let Err(s) = self.create_parents(&name).await {
+                    self.failed(tag, &s);
+                    return Ok(Flow::Continue);
+                }
                 let req = CreateFolderRequest { account_id: account, name, special_use: 0 };
                 match self.client.create_folder(req).await {
                     Ok(_) => self.ok(tag, "CREATE completed"),
@@ -162,8 +167,14 @@ impl Session {
                 let (Some(from), Some(to)) = (self.mailbox_name(&from), self.mailbox_name(&to)) else {
                     return Ok(self.bad(tag, "Invalid mailbox name"));
                 };
-                match self.client.rename_folder(RenameFolderRequest { account_id: account, from, to }).await {
-                    Ok(_) => self.ok(tag, "RENAME completed"),
+                match self.client.rename_folder(RenameFolderRequest { account_id: account, from, to: to.clone() }).await
+                {
+                    Ok(_) => {
+                        if let Err(s) = self.create_parents(&to).await {
+                            tracing::warn!(error = %s.message(), "cannot create the parents of a renamed folder");
+                        }
+                        self.ok(tag, "RENAME completed")
+                    }
                     Err(s) => self.failed(tag, &s),
                 }
                 Flow::Continue
@@ -191,6 +202,7 @@ impl Session {
                 match self.client.append(futures::stream::iter(reqs)).await {
                     Ok(r) => {
                         let r = r.into_inner();
+                        self.catch_up(r.folder_id, r.modseq, r.uid).await;
                         self.sync_updates(true).await;
                         self.ok(tag, &format!("[APPENDUID {} {}] APPEND completed", r.uidvalidity, r.uid));
                     }
@@ -222,6 +234,20 @@ impl Session {
             }
             other => self.in_selected(tag, other).await?,
         })
+    }
+
+    /// Creates the superior names that `name` needs and that do not exist yet (RFC 9051 section
+    /// 6.3.4); without them a LIST with `%` would never show the folder.
+    async fn create_parents(&mut self, name: &str) -> Result<(), tonic::Status> {
+        let account_id = self.account_id();
+        for (i, _) in name.match_indices('/').filter(|(i, _)| *i > 0) {
+            let req = CreateFolderRequest { account_id, name: name[..i].to_string(), special_use: 0 };
+            match self.client.create_folder(req).await {
+                Err(s) if ErrorReason::of(&s) != ErrorReason::AlreadyExists => return Err(s),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     async fn subscribe(&mut self, tag: &Tag<'static>, mailbox: Mailbox<'static>, subscribed: bool) -> Flow {

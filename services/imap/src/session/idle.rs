@@ -30,10 +30,12 @@ impl Session {
                     return Ok(Flow::Continue);
                 }
                 Err(IdleDoneDecodeError::Failed) => {
-                    let end =
-                        self.input().iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(self.input().len());
-                    self.input().advance(end);
-                    return Ok(self.bad(tag, "Expected DONE"));
+                    // The rest of the line, arrived or not, goes with it.
+                    let flow = self.bad(tag, "Expected DONE");
+                    if flow == Flow::Close || !self.skip_line().await? {
+                        return Ok(Flow::Close);
+                    }
+                    return Ok(flow);
                 }
                 Err(IdleDoneDecodeError::Incomplete) => {}
             }

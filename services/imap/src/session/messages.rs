@@ -450,7 +450,7 @@ impl Session {
                 .await
                 .map(|r| {
                     let r = r.into_inner();
-                    (r.uidvalidity, r.source_uids, r.destination_uids)
+                    (r.uidvalidity, r.source_uids, r.destination_uids, r.destination_folder_id)
                 })
         } else {
             self.client
@@ -458,17 +458,21 @@ impl Session {
                 .await
                 .map(|r| {
                     let r = r.into_inner();
-                    (r.uidvalidity, r.source_uids, r.destination_uids)
+                    (r.uidvalidity, r.source_uids, r.destination_uids, r.destination_folder_id)
                 })
         };
         match result {
-            Ok((validity, src, dst)) => {
+            Ok((validity, src, dst, dest_id)) => {
                 let code = format!("[COPYUID {validity} {} {}]", uid_set(&src), uid_set(&dst));
                 if remove {
                     self.untagged(&format!("OK {code} Moved"));
                     self.expunged(&src);
                     self.ok(tag, &format!("{what} completed"));
                 } else {
+                    // A copy into the selected folder itself: announce the copies first.
+                    if let Some(last) = dst.iter().max() {
+                        self.catch_up(dest_id, u64::MAX, *last).await;
+                    }
                     self.ok(tag, &format!("{code} {what} completed"));
                 }
             }

@@ -52,7 +52,6 @@ pub(crate) struct Account {
     pub address: String,
 }
 
-
 #[derive(Debug)]
 pub struct Session {
     pub(crate) cfg: Arc<ImapConfig>,
@@ -144,16 +143,17 @@ fn scan_incomplete(input: &[u8]) -> Pending {
 }
 
 /// Where the command at the start of `input` ends: after its first line and after every
-/// literal (with the line that follows it) whose data is already in `input`.
-fn command_end(input: &[u8]) -> usize {
+/// literal (with the line that follows it) whose data is already in `input`. None when the
+/// line the command ends with has not all arrived yet.
+fn command_end(input: &[u8]) -> Option<usize> {
     let mut pos = 0;
     loop {
-        let Some(nl) = input[pos..].iter().position(|b| *b == b'\n') else { return input.len() };
+        let nl = input[pos..].iter().position(|b| *b == b'\n')?;
         let line = &input[pos..pos + nl];
         pos += nl + 1;
         match literal_header(line) {
             Some(length) if pos.saturating_add(length as usize) <= input.len() => pos += length as usize,
-            _ => return pos,
+            _ => return Some(pos),
         }
     }
 }
@@ -396,15 +396,8 @@ impl Session {
                                 return Ok(());
                             }
                             // The rest of the line is skipped as it arrives, not read as a command.
-                            loop {
-                                if !self.read_more().await? {
-                                    return Ok(());
-                                }
-                                if let Some(i) = self.rbuf.iter().position(|b| *b == b'\n') {
-                                    self.rbuf.advance(i + 1);
-                                    break;
-                                }
-                                self.rbuf.clear();
+                            if !self.skip_line().await? {
+                                return Ok(());
                             }
                             continue;
                         }
@@ -447,7 +440,7 @@ impl Session {
                     let first = self.rbuf.iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(self.rbuf.len());
                     let line = String::from_utf8_lossy(&self.rbuf[..first]).into_owned();
                     let end = command_end(&self.rbuf);
-                    self.rbuf.advance(end);
+                    self.rbuf.advance(end.unwrap_or(self.rbuf.len()));
                     let tag = line
                         .split(' ')
                         .next()
@@ -460,7 +453,27 @@ impl Session {
                         self.flush().await?;
                         return Ok(());
                     }
+                    // The codec can fail before the whole line is here: the rest of it is part
+                    // of the broken command, not a command of its own.
+                    if end.is_none() && !self.skip_line().await? {
+                        return Ok(());
+                    }
                 }
+            }
+        }
+    }
+
+    /// Skips input up to the end of the current line, all of which is still to come; false
+    /// when the connection ended meanwhile.
+    pub(crate) async fn skip_line(&mut self) -> std::io::Result<bool> {
+        loop {
+            if let Some(i) = self.rbuf.iter().position(|b| *b == b'\n') {
+                self.rbuf.advance(i + 1);
+                return Ok(true);
+            }
+            self.rbuf.clear();
+            if !self.read_more().await? {
+                return Ok(false);
             }
         }
     }
@@ -572,9 +585,10 @@ mod tests {
 
     #[test]
     fn broken_commands_end_after_their_literals() {
-        assert_eq!(command_end(b"a FOO\r\nb NOOP\r\n"), 7);
-        assert_eq!(command_end(b"a FOO {5+}\r\nhello\r\nb NOOP\r\n"), 19);
-        assert_eq!(command_end(b"a FOO {5+}\r\nhel"), 12);
-        assert_eq!(command_end(b"a FOO x"), 7);
+        assert_eq!(command_end(b"a FOO\r\nb NOOP\r\n"), Some(7));
+        assert_eq!(command_end(b"a FOO {5+}\r\nhello\r\nb NOOP\r\n"), Some(19));
+        assert_eq!(command_end(b"a FOO {5+}\r\nhel"), Some(12));
+        assert_eq!(command_end(b"a FOO {5+}\r\nhello"), None);
+        assert_eq!(command_end(b"a FOO x"), None);
     }
 }

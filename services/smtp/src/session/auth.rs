@@ -133,6 +133,11 @@ impl<B: Backend> Session<B> {
                 tokio::time::sleep(std::time::Duration::from_millis(250 * u64::from(self.auth_failures))).await;
                 Ok(self.error(Reply::new(535, "5.7.8", "Authentication credentials invalid")))
             }
+            Err(BackendError::Throttled) => {
+                // RFC 4954: 454 4.7.0 is the temporary failure; the client may retry later.
+                self.reply(Reply::new(454, "4.7.0", "Too many failed authentications, try again later"));
+                Ok(Flow::Close)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "authentication backend failed");
                 self.reply(Reply::new(454, "4.7.0", "Temporary authentication failure"));

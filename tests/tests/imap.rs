@@ -1,0 +1,727 @@
+//! The IMAP front-end end to end over real loopback sockets: the transcripts of
+//! `transcripts/imap/` with the client's bytes cut at many boundaries; other sessions' changes
+//! across two front-ends (IDLE, NOOP, never an EXPUNGE during FETCH); a session's own APPEND and
+//! COPY visible before their OK; the UID invariant under concurrent delivery; large LITERAL+
+//! literals; graceful shutdown; and real clients (Python's imaplib, Debian's isync).
+
+use std::{path::Path, process::Command, time::Duration};
+
+use tern_imap::config::{Limits, ListenerKind};
+use tern_tests::{
+    imap::{ImapClient, ImapFrontend, ImapTestServer, ImapTranscript, expunges, password_of, transcript_files},
+    smtp::{BoxIo, Chunking, SmtpClient, run_steps},
+};
+use tokio::task::JoinSet;
+
+const ALICE: &str = "alice@example.com";
+
+/// How long a test waits for another session's change to show up.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
+
+/// The ways every transcript is played: each flight of client lines in one write, then cut in
+/// pieces of 1 to 7 bytes (1 puts every byte boundary of the input in front of the server).
+fn chunkings() -> Vec<Chunking> {
+    std::iter::once(Chunking::Whole).chain((1..=7).map(Chunking::Bytes)).collect()
+}
+
+/// Plays one transcript once per way of cutting, each on a server of its own (a session
+/// changes the mailbox).
+async fn run_transcript_file(path: std::path::PathBuf) -> Result<(), String> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{name}: {e}"))?;
+    let transcript = ImapTranscript::parse(&name, &text)?;
+    let mut runs = JoinSet::new();
+    for chunking in chunkings() {
+        let transcript = transcript.clone();
+        runs.spawn(async move {
+            let (server, uidvalidity) = transcript.server().await;
+            let steps = transcript.steps(&uidvalidity)?;
+            let io = server.connect_io(&server.frontend, transcript.port).await;
+            let mut client = SmtpClient::new(io);
+            run_steps(&mut client, &steps, chunking).await.map_err(|e| format!("({chunking:?}): {e}"))
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(result) = runs.join_next().await {
+        if let Err(e) = result.expect("a transcript run panicked") {
+            failures.push(format!("{name} {e}"));
+        }
+    }
+    if failures.is_empty() { Ok(()) } else { Err(failures.join("\n")) }
+}
+
+/// Every file in `transcripts/imap/` is one scenario, played with the client's input cut in
+/// several ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transcripts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts/imap");
+    let files = transcript_files(&dir);
+    assert!(files.len() >= 25, "expected the IMAP transcripts in {}, found {}", dir.display(), files.len());
+    let mut runs = JoinSet::new();
+    for file in files {
+        runs.spawn(run_transcript_file(file));
+    }
+    let mut failures = Vec::new();
+    while let Some(result) = runs.join_next().await {
+        if let Err(e) = result.expect("a transcript task panicked") {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{} transcript(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The transcript runner notices a wrong IMAP response, so that a passing transcript means
+/// something.
+#[tokio::test]
+async fn transcript_runner_detects_differences() {
+    let good = "S: * OK *\nC: a1 LOGIN alice@example.com alice-pw\nS: a1 OK *\nC: a2 STATUS INBOX (MESSAGES SIZE UIDVALIDITY)\n\
+                S: * STATUS \"INBOX\" (MESSAGES 3 SIZE 467 UIDVALIDITY {UIDVALIDITY})\nS: a2 OK STATUS completed\n\
+                C: a3 LOGOUT\nS: * BYE Logging out\nS: a3 OK LOGOUT completed\nCLOSED\n";
+    let wrong_size = good.replace("SIZE 467", "SIZE 468");
+    let wrong_validity = good.replace("{UIDVALIDITY})", "{UIDVALIDITY:Trash})");
+    let no_close = good.replace("CLOSED\n", "S: * OK\n");
+    for (what, text, passes) in [
+        ("good", good.to_string(), true),
+        ("size", wrong_size, false),
+        ("uidvalidity", wrong_validity, false),
+        ("close", no_close, false),
+    ] {
+        let transcript = ImapTranscript::parse(what, &text).expect("a well-formed transcript");
+        let (server, uidvalidity) = transcript.server().await;
+        let io = server.connect_io(&server.frontend, ListenerKind::Imap).await;
+        let mut client = SmtpClient::new(io).with_timeout(Duration::from_millis(500));
+        let result = run_steps(&mut client, &transcript.steps(&uidvalidity).unwrap(), Chunking::Whole).await;
+        assert_eq!(result.is_ok(), passes, "{what}: {result:?}");
+    }
+}
+
+/// Runs a client program to its end (at most `limit`), killing it if it takes longer. A
+/// missing program fails the test with `install_hint`.
+fn run_program(mut command: Command, install_hint: &str, limit: Duration) -> std::process::Output {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}); {install_hint}"));
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("wait for the client program").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect the output of the killed client");
+            panic!(
+                "{program} did not finish within {limit:?}:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect the output of the client program")
+}
+
+/// Runs a client program on a blocking thread, so that the servers of the test keep running.
+async fn run_client(command: Command, install_hint: &'static str) -> std::process::Output {
+    tokio::task::spawn_blocking(move || run_program(command, install_hint, Duration::from_secs(30)))
+        .await
+        .expect("the client thread panicked")
+}
+
+/// One phase of `scripts/imaplib_client.py`; fails the test unless it succeeds, and returns its
+/// `key value` lines.
+async fn imaplib(server: &ImapTestServer, mx: std::net::SocketAddr, phase: &str) -> Vec<(String, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/imaplib_client.py");
+    let mut command = Command::new("python3");
+    command
+        .arg(&script)
+        .arg(phase)
+        .arg(server.frontend.imap.port().to_string())
+        .arg(server.frontend.imaps.port().to_string())
+        .arg(&server.ca_cert)
+        .arg(mx.port().to_string());
+    let out = run_client(command, "install Python 3 (apt-get install python3)").await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "imaplib phase {phase} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().filter_map(|l| l.split_once(' ')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn value<'a>(results: &'a [(String, String)], key: &str) -> &'a str {
+    results.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("no {key} in {results:?}"))
+}
+
+fn decoded(results: &[(String, String)], key: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(value(results, key))
+        .unwrap_or_else(|e| panic!("{key}: base64 from the script: {e}"))
+}
+
+fn text(results: &[(String, String)], key: &str) -> String {
+    String::from_utf8_lossy(&decoded(results, key)).into_owned()
+}
+
+/// Python's imaplib, a real client: a message delivered with smtplib over SMTP is fetched over
+/// STARTTLS byte for byte (compared with what the mailbox service stored); LIST, flags, SEARCH,
+/// COPY; over implicit TLS APPEND, UID MOVE, EXPUNGE, and IDLE seeing another connection's
+/// APPEND, STORE and EXPUNGE and an SMTP delivery.
+#[tokio::test]
+async fn python_imaplib_client() {
+    let server = ImapTestServer::start(Limits::default(), false).await;
+    let (mx, _smtp) = server.start_mx().await;
+
+    let sent = decoded(&imaplib(&server, mx, "send").await, "sent");
+    let (_, _, messages) = server.inbox(ALICE).await;
+    assert_eq!(messages.len(), 1, "the SMTP delivery did not arrive");
+    let uid = messages[0].uid;
+    let stored = server.body(ALICE, uid).await;
+    assert!(stored.ends_with(&sent), "SMTP changed the message:\n{}", String::from_utf8_lossy(&stored));
+    assert!(stored.starts_with(b"Received: "), "no trace header from SMTP");
+
+    let r = imaplib(&server, mx, "starttls").await;
+    let list = text(&r, "list");
+    for folder in ["\\Archive) \"/\" \"Archive\"", "\\Sent) \"/\" \"Sent\"", "\\Trash) \"/\" \"Trash\"", "\"INBOX\""] {
+        assert!(list.contains(folder), "LIST lacks {folder}:\n{list}");
+    }
+    assert_eq!(value(&r, "exists"), "1");
+    assert_eq!(text(&r, "meta"), format!("1 (UID {uid} FLAGS () RFC822.SIZE {})", stored.len()));
+    let peek = decoded(&r, "peek");
+    assert!(
+        peek == stored,
+        "BODY.PEEK[] differs from the stored message:\n--- fetched\n{}\n--- stored\n{}",
+        String::from_utf8_lossy(&peek),
+        String::from_utf8_lossy(&stored)
+    );
+    assert_eq!(decoded(&r, "body"), stored, "BODY[] differs from the stored message");
+    assert_eq!(text(&r, "flags_after_peek"), "1 (FLAGS ())", "BODY.PEEK[] set a flag");
+    assert_eq!(text(&r, "flags_after_body"), "1 (FLAGS (\\Seen))", "BODY[] did not set \\Seen");
+    assert_eq!(text(&r, "store"), "1 (FLAGS (\\Flagged \\Seen))");
+    assert_eq!(text(&r, "search_flagged"), "1");
+    assert_eq!(text(&r, "search_subject"), "1");
+    assert_eq!(text(&r, "search_none"), "");
+    assert_eq!(text(&r, "uid_search"), uid.to_string());
+    let (archive, archived) = server.folder(ALICE, "Archive").await;
+    assert_eq!(text(&r, "copy"), format!("[COPYUID {} {uid} {}] COPY completed", archive.uidvalidity, archived[0].uid));
+    assert_eq!(value(&r, "logout"), "BYE");
+    let (_, _, messages) = server.inbox(ALICE).await;
+    let mut flags = messages[0].flags.clone();
+    flags.sort();
+    assert_eq!(flags, ["\\Flagged", "\\Seen"], "the flags did not reach the mailbox");
+    assert_eq!(server.body_in(ALICE, "Archive", archived[0].uid).await, stored, "COPY changed the message");
+
+    let r = imaplib(&server, mx, "tls").await;
+    let (inbox, _) = server.folder(ALICE, "INBOX").await;
+    let (trash, trashed) = server.folder(ALICE, "Trash").await;
+    assert_eq!(trashed.len(), 1, "UID MOVE did not reach Trash");
+    assert!(text(&r, "append").starts_with(&format!("[APPENDUID {} ", inbox.uidvalidity)), "{r:?}");
+    let appended = decoded(&r, "appended_body");
+    assert_eq!(server.body_in(ALICE, "Trash", trashed[0].uid).await, appended, "MOVE changed the message");
+    assert!(appended.starts_with(b"From: alice@example.com\r\n"), "{}", String::from_utf8_lossy(&appended));
+    let meta = text(&r, "appended_meta");
+    assert!(meta.contains("\\Seen") && meta.contains("\\Draft"), "APPEND lost its flags: {meta}");
+    assert!(meta.contains("INTERNALDATE \"01-Jan-2026 00:00:00 +0000\""), "APPEND lost its date: {meta}");
+    let mut flags = trashed[0].flags.clone();
+    flags.sort();
+    assert_eq!(flags, ["\\Draft", "\\Seen"]);
+    assert!(text(&r, "move").starts_with(&format!("{} ", trash.uidvalidity)), "{r:?}");
+    assert_eq!(text(&r, "move_expunge"), "2");
+    assert_eq!(text(&r, "expunge"), "1");
+    assert_eq!(value(&r, "exists_after_expunge"), "0");
+    assert_eq!(value(&r, "archive"), "1");
+    assert!(text(&r, "idle_exists").ends_with("* 1 EXISTS\r\n"), "{r:?}");
+    assert!(text(&r, "idle_flags").contains("\\Flagged"), "{r:?}");
+    assert!(text(&r, "idle_expunge").ends_with("* 1 EXPUNGE\r\n"), "{r:?}");
+    assert!(text(&r, "idle_delivery").ends_with("* 1 EXISTS\r\n"), "{r:?}");
+    assert_eq!(text(&r, "delivered_subject"), "Subject: imaplib round trip\r\n\r\n");
+    let (_, _, messages) = server.inbox(ALICE).await;
+    assert_eq!(messages.len(), 1, "the INBOX should hold only the message delivered during IDLE");
+}
+
+/// Logs `address` in on `frontend` and selects its INBOX; returns the client and the number of
+/// messages SELECT announced.
+async fn selected(server: &ImapTestServer, frontend: &ImapFrontend, address: &str) -> (ImapClient<BoxIo>, u32) {
+    let mut c = server.login_on(frontend, address).await;
+    let select = c.ok("SELECT INBOX").await;
+    let exists = select
+        .lines()
+        .iter()
+        .find_map(|l| l.strip_prefix("* ")?.strip_suffix(" EXISTS")?.parse().ok())
+        .unwrap_or_else(|| panic!("no EXISTS in {:?}", select.lines()));
+    (c, exists)
+}
+
+/// The UID a tagged APPEND OK names in its APPENDUID code.
+fn appenduid(status: &str) -> u32 {
+    let code = status.split("[APPENDUID ").nth(1).unwrap_or_else(|| panic!("no APPENDUID in {status:?}"));
+    code.split([' ', ']']).nth(1).and_then(|u| u.parse().ok()).unwrap_or_else(|| panic!("bad APPENDUID in {status:?}"))
+}
+
+/// A session's own APPEND (or COPY) into its selected folder is part of its view by the time
+/// the tagged OK arrives: EXISTS comes before it, and a UID command on the APPENDUID (COPYUID)
+/// right after it finds the message, although the mailbox service's event for the write can
+/// reach the front-end after the write's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn own_append_and_copy_are_visible_at_once() {
+    let server = ImapTestServer::start(Limits::default(), false).await;
+    let (mut c, _) = selected(&server, &server.frontend, ALICE).await;
+    let mut exists = 0;
+    for n in 0..100 {
+        let body = tern_tests::message(&format!("own{n}"), "appended and used at once");
+        let tag = c.tag();
+        let mut command = format!("{tag} APPEND INBOX {{{}+}}\r\n", body.len()).into_bytes();
+        command.extend_from_slice(&body);
+        command.extend_from_slice(b"\r\n");
+        c.send(&command).await.unwrap();
+        let done = c.complete(&tag).await.unwrap();
+        assert!(done.status.starts_with("OK"), "{done:?}");
+        exists += 1;
+        assert_eq!(done.lines(), [format!("* {exists} EXISTS")], "round {n}: APPEND did not announce its message");
+        let uid = appenduid(&done.status);
+        let fetch = c.ok(&format!("UID FETCH {uid} (UID RFC822.SIZE)")).await;
+        assert_eq!(
+            fetch.lines(),
+            [format!("* {exists} FETCH (UID {uid} RFC822.SIZE {})", body.len())],
+            "round {n}: UID FETCH {uid} right after its APPEND"
+        );
+        if n % 10 == 0 {
+            let copy = c.ok(&format!("UID COPY {uid} INBOX")).await;
+            exists += 1;
+            assert_eq!(copy.lines(), [format!("* {exists} EXISTS")], "round {n}: COPY did not announce its copy");
+            let copied: u32 = copy.status.split(' ').nth(4).and_then(|u| u.trim_end_matches(']').parse().ok()).unwrap();
+            let fetch = c.ok(&format!("UID FETCH {copied} (UID)")).await;
+            assert_eq!(fetch.lines(), [format!("* {exists} FETCH (UID {copied})")], "round {n}: UID FETCH of a copy");
+        }
+    }
+}
+
+/// Delivers `body` to alice over SMTP through the MX listener at `mx`.
+async fn smtp_deliver(mx: std::net::SocketAddr, body: &[u8]) {
+    let tcp = tokio::net::TcpStream::connect(mx).await.expect("connect to the MX");
+    let mut c = SmtpClient::new(tcp);
+    c.expect_reply("220 ").await;
+    c.expect("EHLO client.test", "250 ").await;
+    c.expect("MAIL FROM:<sender@remote.example>", "250 ").await;
+    c.expect(&format!("RCPT TO:<{ALICE}>"), "250 ").await;
+    c.expect("DATA", "354 ").await;
+    let mut data = body.to_vec();
+    data.extend_from_slice(b".\r\n");
+    c.send(&data).await.expect("send the message");
+    c.expect_reply("250 ").await;
+    c.expect("QUIT", "221 ").await;
+}
+
+/// Two sessions on two IMAP front-ends (two "pods") over one mailbox service: a STORE and an
+/// EXPUNGE in one reach the other while it idles, as FETCH FLAGS and EXPUNGE; deliveries (the
+/// Deliver RPC, and SMTP) reach it as EXISTS; after DONE both see the same mailbox.
+#[tokio::test]
+async fn changes_reach_idle_across_frontends() {
+    let server = ImapTestServer::start(Limits::default(), false).await;
+    let other = server.start_frontend().await;
+    let (mx, _smtp) = server.start_mx().await;
+    for n in 0..3 {
+        server.deliver(ALICE, &tern_tests::message(&format!("pods{n}"), "text")).await;
+    }
+    let (mut a, _) = selected(&server, &server.frontend, ALICE).await;
+    let (mut b, exists) = selected(&server, &other, ALICE).await;
+    assert_eq!(exists, 3);
+    let idle = b.idle().await;
+
+    a.ok("STORE 1 +FLAGS.SILENT (\\Flagged)").await;
+    let seen = b.wait_for(SYNC_WAIT, |l| l.starts_with("* 1 FETCH")).await.expect("the flag change in IDLE");
+    let flags = seen.last().unwrap();
+    assert!(flags.contains("UID 1 ") && flags.contains("FLAGS (\\Flagged)"), "{seen:?}");
+
+    a.ok("STORE 2 +FLAGS.SILENT (\\Deleted)").await;
+    let expunge = a.ok("EXPUNGE").await;
+    assert_eq!(expunges(&expunge.lines()), [2]);
+    let seen = b.wait_for(SYNC_WAIT, |l| l.ends_with(" EXPUNGE")).await.expect("the expunge in IDLE");
+    assert_eq!(seen.last().unwrap(), "* 2 EXPUNGE", "{seen:?}");
+
+    server.deliver(ALICE, &tern_tests::message("pods-rpc", "delivered by RPC")).await;
+    let seen = b.wait_for(SYNC_WAIT, |l| l.ends_with(" EXISTS")).await.expect("the delivery in IDLE");
+    assert_eq!(seen.last().unwrap(), "* 3 EXISTS", "{seen:?}");
+
+    smtp_deliver(mx, &tern_tests::message("pods-smtp", "delivered over SMTP")).await;
+    let seen = b.wait_for(SYNC_WAIT, |l| l.ends_with(" EXISTS")).await.expect("the SMTP delivery in IDLE");
+    assert_eq!(seen.last().unwrap(), "* 4 EXISTS", "{seen:?}");
+
+    let done = b.done(&idle).await;
+    assert!(done.untagged.is_empty(), "nothing was left to announce: {:?}", done.lines());
+    // Session a learns of the deliveries at its next command; then both views agree.
+    a.ok("NOOP").await;
+    let view_a = a.ok("FETCH 1:* (UID FLAGS)").await.lines();
+    let view_b = b.ok("FETCH 1:* (UID FLAGS)").await.lines();
+    assert_eq!(view_a, view_b);
+    assert_eq!(view_a.len(), 4, "{view_a:?}");
+    assert!(view_a[0].contains("\\Flagged"), "{view_a:?}");
+    b.logout().await;
+    a.logout().await;
+}
+
+/// RFC 9051 section 7.5.1: while a FETCH, STORE or SEARCH runs, an EXPUNGE would renumber the
+/// messages it talks about, so another session's expunge is held back until a command that
+/// allows it (NOOP here). Session b expunges on another front-end; session c idles next to a,
+/// to know when the expunge has reached a's front-end.
+#[tokio::test]
+async fn no_expunge_during_fetch_store_search() {
+    let server = ImapTestServer::start(Limits::default(), false).await;
+    let other = server.start_frontend().await;
+    for n in 0..5 {
+        server.deliver(ALICE, &tern_tests::message(&format!("held{n}"), "text")).await;
+    }
+    let (mut a, _) = selected(&server, &server.frontend, ALICE).await;
+    let (mut c, _) = selected(&server, &server.frontend, ALICE).await;
+    let (mut b, _) = selected(&server, &other, ALICE).await;
+    let idle = c.idle().await;
+    b.ok("STORE 2,4 +FLAGS.SILENT (\\Deleted)").await;
+    assert_eq!(expunges(&b.ok("EXPUNGE").await.lines()), [4, 2]);
+    let seen = c.wait_for(SYNC_WAIT, |l| l == "* 2 EXPUNGE").await.expect("the expunges on a's front-end");
+    assert!(seen.contains(&"* 4 EXPUNGE".to_string()), "{seen:?}");
+    c.done(&idle).await;
+
+    for command in
+        ["FETCH 1:* (UID FLAGS)", "FETCH 1:5 (UID)", "STORE 1 +FLAGS (\\Seen)", "SEARCH ALL", "UID SEARCH ALL"]
+    {
+        let answer = a.ok(command).await;
+        assert!(expunges(&answer.lines()).is_empty(), "EXPUNGE during {command}: {:?}", answer.lines());
+    }
+    let noop = a.ok("NOOP").await;
+    assert_eq!(expunges(&noop.lines()), [4, 2], "the held-back expunges at NOOP: {:?}", noop.lines());
+    let view = a.ok("FETCH 1:* (UID)").await.lines();
+    assert_eq!(view, ["* 1 FETCH (UID 1)", "* 2 FETCH (UID 3)", "* 3 FETCH (UID 5)"]);
+    a.expect("FETCH 4 (UID)", "BAD").await;
+
+    // The same while b expunges concurrently, one message at a time: a's FETCH, STORE and
+    // SEARCH answers never carry an EXPUNGE, and the NOOP after them announces them all.
+    for n in 0..6 {
+        server.deliver(ALICE, &tern_tests::message(&format!("more{n}"), "text")).await;
+    }
+    a.ok("NOOP").await;
+    b.ok("NOOP").await;
+    let expunger = tokio::spawn(async move {
+        for _ in 0..6 {
+            b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+            b.ok("EXPUNGE").await;
+        }
+        b
+    });
+    let mut rounds = 0;
+    while !expunger.is_finished() && rounds < 500 {
+        rounds += 1;
+        for command in ["FETCH 1:* (UID FLAGS)", "STORE 1:* +FLAGS.SILENT (\\Seen)", "SEARCH ALL"] {
+            let answer = a.ok(command).await;
+            assert!(expunges(&answer.lines()).is_empty(), "EXPUNGE during {command}: {:?}", answer.lines());
+        }
+    }
+    let b = expunger.await.expect("the expunging session");
+    drop(b);
+    let (_, _, left) = server.inbox(ALICE).await;
+    let mut noop = a.ok("NOOP").await.lines();
+    // The last events may still be on their way to a's front-end.
+    let deadline = tokio::time::Instant::now() + SYNC_WAIT;
+    while a.ok("FETCH 1:* (UID)").await.lines().len() != left.len() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        noop.extend(a.ok("NOOP").await.lines());
+    }
+    let view: Vec<String> = a.ok("FETCH 1:* (UID)").await.lines();
+    let want: Vec<String> =
+        left.iter().enumerate().map(|(i, m)| format!("* {} FETCH (UID {})", i + 1, m.uid)).collect();
+    assert_eq!(view, want, "a's view after the expunges (NOOPs said {noop:?})");
+    assert_eq!(expunges(&noop).len(), 6, "every expunge announced once: {noop:?}");
+}
+
+/// DESIGN.md invariant 1 as a client sees it: while messages are delivered concurrently (four
+/// delivering tasks), a session polling with NOOP learns of new messages only with UIDs above
+/// every UID it has seen, and a session in IDLE on another front-end ends up with all of them
+/// in strictly increasing UID order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_messages_never_come_below_a_seen_uid() {
+    const TASKS: usize = 4;
+    const EACH: usize = 15;
+    let server = std::sync::Arc::new(ImapTestServer::start(Limits::default(), false).await);
+    let other = server.start_frontend().await;
+    let (mut a, _) = selected(&server, &server.frontend, ALICE).await;
+    let (mut b, _) = selected(&server, &other, ALICE).await;
+    let idle = b.idle().await;
+    let mut deliveries = JoinSet::new();
+    for t in 0..TASKS {
+        let server = server.clone();
+        deliveries.spawn(async move {
+            for n in 0..EACH {
+                server.deliver(ALICE, &tern_tests::message(&format!("race{t}-{n}"), "concurrent")).await;
+            }
+        });
+    }
+    let total = (TASKS * EACH) as u32;
+    let mut known = 0u32;
+    let mut highest = 0u32;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while known < total {
+        assert!(tokio::time::Instant::now() < deadline, "only {known} of {total} messages seen");
+        let noop = a.ok("NOOP").await;
+        let exists =
+            noop.lines().iter().filter_map(|l| l.strip_prefix("* ")?.strip_suffix(" EXISTS")?.parse().ok()).max();
+        let Some(exists) = exists else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        assert!(exists > known, "EXISTS went from {known} to {exists}");
+        let fetch = a.ok(&format!("FETCH {}:{exists} (UID)", known + 1)).await;
+        for line in fetch.lines() {
+            let uid: u32 = line
+                .rsplit_once("(UID ")
+                .and_then(|(_, u)| u.strip_suffix(')'))
+                .and_then(|u| u.parse().ok())
+                .unwrap_or_else(|| panic!("not a UID answer: {line:?}"));
+            assert!(uid > highest, "a new message with UID {uid} after UID {highest} was seen");
+            highest = uid;
+        }
+        assert_eq!(fetch.lines().len() as u32, exists - known, "{:?}", fetch.lines());
+        known = exists;
+    }
+    while let Some(r) = deliveries.join_next().await {
+        r.expect("a delivering task panicked");
+    }
+    let seen = b.wait_for(SYNC_WAIT, |l| l == format!("* {total} EXISTS")).await.expect("every delivery in IDLE");
+    let counts: Vec<u32> =
+        seen.iter().filter_map(|l| l.strip_prefix("* ")?.strip_suffix(" EXISTS")?.parse().ok()).collect();
+    assert!(counts.windows(2).all(|w| w[0] < w[1]), "EXISTS went down in IDLE: {counts:?}");
+    b.done(&idle).await;
+    let uids: Vec<u32> = b
+        .ok("FETCH 1:* (UID)")
+        .await
+        .lines()
+        .iter()
+        .map(|l| l.rsplit_once("(UID ").and_then(|(_, u)| u.strip_suffix(')')?.parse().ok()).expect("a UID"))
+        .collect();
+    assert_eq!(uids.len() as u32, total);
+    assert!(uids.windows(2).all(|w| w[0] < w[1]), "UIDs not strictly increasing: {uids:?}");
+}
+
+/// Graceful shutdown: a session in IDLE and one waiting between commands each get `* BYE` and
+/// the connection is closed, well within the grace period.
+#[tokio::test]
+async fn shutdown_says_bye_to_idle_sessions() {
+    let server = ImapTestServer::start(Limits::default(), false).await;
+    let mut frontend = server.start_frontend().await;
+    let (mut idler, _) = selected(&server, &frontend, ALICE).await;
+    idler.idle().await;
+    let mut waiting = server.login_on(&frontend, ALICE).await;
+    let start = std::time::Instant::now();
+    frontend.stop().await;
+    assert!(start.elapsed() < Duration::from_secs(2), "shutdown waited for the sessions: {:?}", start.elapsed());
+    for (what, c) in [("idle", &mut idler), ("waiting", &mut waiting)] {
+        let bye = c.read_response().await.unwrap_or_else(|e| panic!("{what}: no BYE: {e}")).text();
+        assert!(bye.starts_with("* BYE "), "{what}: {bye:?}");
+        c.expect_closed().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    // The first front-end is unaffected.
+    server.login(ALICE).await.logout().await;
+}
+
+/// A LITERAL+ APPEND far above the line limit, arriving in many reads together with its command
+/// line, is stored byte for byte, and lines inside it that look like commands stay data.
+#[tokio::test]
+async fn large_literal_plus_append_round_trips() {
+    let server = ImapTestServer::start(Limits { max_line: 1024, ..Limits::default() }, false).await;
+    let mut c = server.login(ALICE).await;
+    let mut body = b"From: big@example.net\r\nSubject: big\r\n\r\n".to_vec();
+    let mut n = 0;
+    while body.len() < 300 * 1024 {
+        body.extend_from_slice(format!("x{n} DELETE Archive\r\nx{n}b LOGOUT\r\n").as_bytes());
+        n += 1;
+    }
+    let tag = c.tag();
+    let mut command = format!("{tag} APPEND Trash {{{}+}}\r\n", body.len()).into_bytes();
+    command.extend_from_slice(&body);
+    command.extend_from_slice(b"\r\n");
+    c.send(&command).await.unwrap();
+    let done = c.complete(&tag).await.expect("the APPEND completes");
+    assert!(done.status.starts_with("OK [APPENDUID"), "{done:?}");
+    assert!(done.untagged.is_empty(), "{:?}", done.lines());
+    let uid = appenduid(&done.status);
+    assert_eq!(server.body_in(ALICE, "Trash", uid).await, body, "the stored message differs");
+    c.ok("STATUS Archive (MESSAGES)").await;
+    c.ok("SELECT Trash").await;
+    let fetch = c.ok(&format!("UID FETCH {uid} BODY.PEEK[]")).await;
+    assert_eq!(fetch.untagged.len(), 1);
+    assert!(fetch.untagged[0].literal() == Some(&body[..]), "BODY[] differs from the appended message");
+    c.logout().await;
+}
+
+/// One run of mbsync with the configuration in `home`; fails the test unless it succeeds.
+async fn mbsync(home: &Path, what: &str) -> String {
+    let mut command = Command::new("mbsync");
+    command.arg("-c").arg(home.join("mbsyncrc")).args(["-a", "-V"]).env("HOME", home);
+    let out = run_client(command, "mbsync is not installed: apt-get install isync (cargo xtask ci does)").await;
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "mbsync ({what}) failed ({}):\n{log}", out.status);
+    log
+}
+
+/// The messages of a Maildir folder: (file name, contents), sorted by name.
+fn maildir(folder: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for sub in ["new", "cur"] {
+        let Ok(entries) = std::fs::read_dir(folder.join(sub)) else { continue };
+        for e in entries {
+            let e = e.expect("a Maildir entry");
+            let name = e.file_name().to_string_lossy().into_owned();
+            files.push((name, std::fs::read(e.path()).expect("read a Maildir message")));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The Maildir file whose message has `subject`.
+fn find_by_subject<'a>(files: &'a [(String, Vec<u8>)], subject: &str) -> Option<&'a (String, Vec<u8>)> {
+    let needle = format!("Subject: {subject}\n");
+    files.iter().find(|(_, m)| String::from_utf8_lossy(m).replace("\r\n", "\n").contains(&needle))
+}
+
+/// A message with LF line ends and without the X-TUID header mbsync adds to what it copies.
+fn without_tuid(message: &[u8]) -> String {
+    let text = String::from_utf8_lossy(message).replace("\r\n", "\n");
+    text.split_inclusive('\n').filter(|l| !l.starts_with("X-TUID: ")).collect()
+}
+
+/// The Maildir flag letters of a file name (`...:2,FS` gives `FS`).
+fn maildir_flags(name: &str) -> &str {
+    name.rsplit_once(":2,").map(|(_, f)| f).unwrap_or("")
+}
+
+/// The server's messages of a folder of alice by subject, with their sorted flags.
+async fn server_messages(server: &ImapTestServer, folder: &str) -> Vec<(String, Vec<String>)> {
+    let (_, messages) = server.folder(ALICE, folder).await;
+    let mut out = Vec::new();
+    for m in messages {
+        let body = server.body_in(ALICE, folder, m.uid).await;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let subject = text.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap_or("").trim_end().to_string();
+        let mut flags = m.flags.clone();
+        flags.sort();
+        out.push((subject, flags));
+    }
+    out.sort();
+    out
+}
+
+/// Debian's isync (mbsync), a full client, over implicit TLS with the development certificate:
+/// it mirrors every folder into a Maildir; flag changes, deletions and a new message made in the
+/// Maildir reach the server; flag changes, an expunge and a delivery on the server reach the
+/// Maildir.
+#[tokio::test]
+#[ignore = "needs mbsync; run by cargo xtask ci"]
+async fn mbsync_client() {
+    let server = ImapTestServer::start(Limits::default(), false).await;
+    let mut sent = Vec::new();
+    for n in 0..3 {
+        let m = tern_tests::message(&format!("sync{n}"), &format!("message {n}\r\n.\r\nend"));
+        server.deliver(ALICE, &m).await;
+        sent.push(m);
+    }
+    let mut imap = server.login(ALICE).await;
+    imap.ok("SELECT INBOX").await;
+    imap.ok("COPY 1 Archive").await;
+    imap.ok("STORE 3 +FLAGS (\\Seen)").await;
+
+    let home = tempfile::tempdir().unwrap();
+    let mail = home.path().join("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    std::fs::write(
+        home.path().join("mbsyncrc"),
+        format!(
+            "IMAPAccount tern\nHost 127.0.0.1\nPort {port}\nUser {ALICE}\nPass {password}\n\
+             SSLType IMAPS\nCertificateFile {ca}\n\n\
+             IMAPStore tern-remote\nAccount tern\n\n\
+             MaildirStore tern-local\nPath {mail}/\nInbox {mail}/INBOX\nSubFolders Verbatim\n\n\
+             Channel tern\nFar :tern-remote:\nNear :tern-local:\nPatterns *\nCreate Both\n\
+             Expunge Both\nSyncState *\n",
+            port = server.frontend.imaps.port(),
+            password = password_of(ALICE),
+            ca = server.ca_cert.display(),
+            mail = mail.display(),
+        ),
+    )
+    .unwrap();
+
+    // 1. Server to Maildir: every folder, every message, its \Seen flag.
+    let log = mbsync(home.path(), "first sync").await;
+    for folder in ["Archive", "Drafts", "Junk", "Sent", "Trash"] {
+        assert!(mail.join(folder).join("cur").is_dir(), "no Maildir for {folder}:\n{log}");
+    }
+    let inbox = maildir(&mail.join("INBOX"));
+    assert_eq!(inbox.len(), 3, "INBOX in the Maildir: {:?}\n{log}", inbox.iter().map(|f| &f.0).collect::<Vec<_>>());
+    for (n, m) in sent.iter().enumerate() {
+        let (name, got) = find_by_subject(&inbox, &format!("sync{n}")).unwrap_or_else(|| panic!("sync{n} missing"));
+        // Maildir holds local line ends, and mbsync adds its X-TUID header; the content is
+        // otherwise the message as delivered.
+        let want = String::from_utf8_lossy(m).replace("\r\n", "\n");
+        assert_eq!(without_tuid(got), want, "{name}");
+        assert_eq!(maildir_flags(name), if n == 2 { "S" } else { "" }, "{name}");
+    }
+    assert_eq!(maildir(&mail.join("Archive")).len(), 1);
+
+    // 2. Maildir to server: flag sync0 \Flagged \Seen, delete sync1, add a message.
+    let cur = mail.join("INBOX").join("cur");
+    let (name0, _) = find_by_subject(&inbox, "sync0").unwrap().clone();
+    let (name1, _) = find_by_subject(&inbox, "sync1").unwrap().clone();
+    let dir0 = if cur.join(&name0).exists() { cur.clone() } else { mail.join("INBOX").join("new") };
+    let base0 = name0.rsplit_once(":2,").map(|(b, _)| b.to_string()).unwrap_or(name0.clone());
+    std::fs::rename(dir0.join(&name0), cur.join(format!("{base0}:2,FS"))).unwrap();
+    let dir1 = if cur.join(&name1).exists() { cur.clone() } else { mail.join("INBOX").join("new") };
+    std::fs::remove_file(dir1.join(&name1)).unwrap();
+    let local = b"From: alice@example.com\nTo: bob@example.com\nSubject: local\n\nwritten in the Maildir\n";
+    std::fs::write(cur.join("1767225600.local.test:2,S"), local).unwrap();
+    let log = mbsync(home.path(), "Maildir changes").await;
+    let inbox_on_server = server_messages(&server, "INBOX").await;
+    let s = |v: &[&str]| v.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        inbox_on_server,
+        [
+            ("local".to_string(), s(&["\\Seen"])),
+            ("sync0".to_string(), s(&["\\Flagged", "\\Seen"])),
+            ("sync2".to_string(), s(&["\\Seen"])),
+        ],
+        "the server after the Maildir changes:\n{log}"
+    );
+    let (_, messages) = server.folder(ALICE, "INBOX").await;
+    let local_uid = messages.last().unwrap().uid;
+    let uploaded = server.body(ALICE, local_uid).await;
+    assert_eq!(without_tuid(&uploaded), String::from_utf8_lossy(local));
+
+    // 3. Server to Maildir again: \Answered on sync2, sync0 expunged, a new delivery.
+    let noop = imap.ok("NOOP").await;
+    assert!(noop.lines().iter().any(|l| l.ends_with(" EXPUNGE")), "the session did not see mbsync's expunge");
+    let view = imap.ok("UID SEARCH SUBJECT sync2").await;
+    let uid2 = view.lines()[0].trim_start_matches("* SEARCH ").to_string();
+    imap.ok(&format!("UID STORE {uid2} +FLAGS (\\Answered)")).await;
+    let view = imap.ok("UID SEARCH SUBJECT sync0").await;
+    let uid0 = view.lines()[0].trim_start_matches("* SEARCH ").to_string();
+    imap.ok(&format!("UID STORE {uid0} +FLAGS.SILENT (\\Deleted)")).await;
+    imap.ok(&format!("UID EXPUNGE {uid0}")).await;
+    server.deliver(ALICE, &tern_tests::message("sync-new", "arrived later")).await;
+    let log = mbsync(home.path(), "server changes").await;
+    let inbox = maildir(&mail.join("INBOX"));
+    let mut got: Vec<(String, String)> = ["local", "sync2", "sync-new"]
+        .iter()
+        .map(|s| {
+            let (name, _) =
+                find_by_subject(&inbox, s).unwrap_or_else(|| panic!("{s} missing from the Maildir:\n{log}"));
+            (s.to_string(), maildir_flags(name).to_string())
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [("local".into(), "S".into()), ("sync-new".into(), "".into()), ("sync2".into(), "RS".into())],
+        "the Maildir after the server changes:\n{log}"
+    );
+    assert_eq!(inbox.len(), 3, "{:?}\n{log}", inbox.iter().map(|f| &f.0).collect::<Vec<_>>());
+    imap.logout().await;
+}
