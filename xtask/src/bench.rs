@@ -545,7 +545,12 @@ impl ImapConn {
                 bail!("connection closed during {line:?}");
             }
             bytes += line.len();
-            if let Some(n) = line.trim_end().strip_suffix('}').and_then(|l| l.rsplit_once('{')).and_then(|(_, n)| n.parse::<usize>().ok()) {
+            if let Some(n) = line
+                .trim_end()
+                .strip_suffix('}')
+                .and_then(|l| l.rsplit_once('{'))
+                .and_then(|(_, n)| n.parse::<usize>().ok())
+            {
                 let mut skip = vec![0u8; n];
                 self.stream.read_exact(&mut skip).await?;
                 bytes += n;

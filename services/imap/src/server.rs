@@ -44,7 +44,9 @@ impl Handler<ListenerKind> for Imap {
         early: BytesMut,
         shutdown: watch::Receiver<bool>,
     ) {
-        Session::new(self.cfg.clone(), self.client.clone(), self.hub.clone(), stream, peer, early, shutdown).run().await;
+        Session::new(self.cfg.clone(), self.client.clone(), self.hub.clone(), stream, peer, early, shutdown)
+            .run()
+            .await;
     }
 }
 

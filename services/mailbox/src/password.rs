@@ -17,16 +17,17 @@ thread_local! {
 
 /// Runs argon2 with the thread's reusable working memory.
 fn argon2_into(argon: &Argon2<'_>, params: &argon2::Params, pwd: &[u8], salt: &[u8], out: &mut [u8]) -> Result<()> {
-    BLOCKS.with(|blocks| {
-        let mut blocks = blocks.borrow_mut();
-        if blocks.len() != params.block_count() {
-            blocks.clear();
-            blocks.resize(params.block_count(), argon2::Block::default());
-            blocks.shrink_to_fit();
-        }
-        argon.hash_password_into_with_memory(pwd, salt, out, &mut blocks[..])
-    })
-    .map_err(|e| MailboxError::invalid("password", e.to_string()))
+    BLOCKS
+        .with(|blocks| {
+            let mut blocks = blocks.borrow_mut();
+            if blocks.len() != params.block_count() {
+                blocks.clear();
+                blocks.resize(params.block_count(), argon2::Block::default());
+                blocks.shrink_to_fit();
+            }
+            argon.hash_password_into_with_memory(pwd, salt, out, &mut blocks[..])
+        })
+        .map_err(|e| MailboxError::invalid("password", e.to_string()))
 }
 
 /// Hashes a plain password into a PHC string (`$argon2id$v=19$...`).
@@ -45,7 +46,9 @@ pub fn hash(plain: &SecretString) -> Result<String> {
     let phc = PasswordHash {
         algorithm: argon2::ARGON2ID_IDENT,
         version: Some(argon2::Version::V0x13.into()),
-        params: (&params).try_into().map_err(|e: password_hash::Error| MailboxError::invalid("password", e.to_string()))?,
+        params: (&params)
+            .try_into()
+            .map_err(|e: password_hash::Error| MailboxError::invalid("password", e.to_string()))?,
         salt: Some(salt.as_salt()),
         hash: Some(output),
     };

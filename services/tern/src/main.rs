@@ -141,7 +141,8 @@ async fn main() -> ExitCode {
             serve(args, "tern-dev", serve::Roles { mailbox: true, smtp: true, pop3: true, imap: true }, true).await
         }
         Command::Mailbox(args) => {
-            serve(args, "tern-mailbox", serve::Roles { mailbox: true, smtp: false, pop3: false, imap: false }, false).await
+            serve(args, "tern-mailbox", serve::Roles { mailbox: true, smtp: false, pop3: false, imap: false }, false)
+                .await
         }
         Command::Smtp(args) => {
             serve(args, "tern-smtp", serve::Roles { mailbox: false, smtp: true, pop3: false, imap: false }, false).await

@@ -441,10 +441,11 @@ impl Session {
                     let line = String::from_utf8_lossy(&self.rbuf[..first]).into_owned();
                     let end = command_end(&self.rbuf);
                     self.rbuf.advance(end.unwrap_or(self.rbuf.len()));
-                    let tag = line
-                        .split(' ')
-                        .next()
-                        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && b != b'+' && b != b'*'));
+                    // A line that is only a tag still has one.
+                    let tag =
+                        line.trim_end_matches(['\r', '\n']).split(' ').next().filter(|t| {
+                            !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && b != b'+' && b != b'*')
+                        });
                     match tag {
                         Some(t) => self.line(&format!("{t} BAD Syntax error")),
                         None => self.untagged("BAD Syntax error"),
