@@ -101,11 +101,16 @@ impl TestServer {
         server
     }
 
-    /// Opens the store in `data_dir` and serves it on a new loopback port.
+    /// Opens the store in `data_dir` and serves it: on the port it had before, when it can,
+    /// so that front-ends connected to it reconnect by themselves, as after a restart in a
+    /// cluster; otherwise on a new loopback port.
     async fn open(&mut self) {
         assert!(self.running.is_none(), "the server is already running");
         let service = open_with_retry(&self.data_dir, &self.limits).await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let listener = match tokio::net::TcpListener::bind(self.addr).await {
+            Ok(l) => l,
+            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port"),
+        };
         self.addr = listener.local_addr().expect("local address of the listener");
         let (shutdown, signal) = oneshot::channel::<()>();
         let task = tokio::spawn(tern_mailbox::server::serve(service.clone(), listener, async move {

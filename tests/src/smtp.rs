@@ -74,6 +74,8 @@ pub struct SmtpTestServer {
     pub mx: SocketAddr,
     pub submission: SocketAddr,
     pub submissions: SocketAddr,
+    /// An MX listener that expects a PROXY protocol v2 header on every connection.
+    pub mx_proxy: SocketAddr,
     /// The PEM file of the server's certificate, for clients that verify it.
     pub ca_cert: PathBuf,
     pub limits: Limits,
@@ -145,6 +147,9 @@ impl SmtpTestServer {
             addrs.push(socket.local_addr().expect("local address of the listener"));
             listeners.push(Listener { kind, socket, proxy_protocol: false });
         }
+        let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        addrs.push(socket.local_addr().expect("local address of the listener"));
+        listeners.push(Listener { kind: ListenerKind::Mx, socket, proxy_protocol: true });
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(tern_smtp::server::serve(cfg, backend, listeners, rx, GRACE));
         SmtpTestServer {
@@ -152,6 +157,7 @@ impl SmtpTestServer {
             mx: addrs[0],
             submission: addrs[1],
             submissions: addrs[2],
+            mx_proxy: addrs[3],
             ca_cert: paths.cert,
             limits,
             accounts,

@@ -995,3 +995,71 @@ async fn mx_mail_gets_authentication_results_and_forged_ones_are_removed() {
     assert!(stored.contains("dmarc=pass"), "SPF aligns with From: {stored}");
     assert!(!stored.contains("dkim=pass"), "the forged header must be gone: {stored}");
 }
+
+/// Storage that cannot be reached means 451 (the sender retries), never a 250 that loses the
+/// message; once it is back, the same session delivers, and exactly one copy is stored.
+#[tokio::test]
+async fn storage_outage_is_451_and_mail_flows_again_afterwards() {
+    let mut server = SmtpTestServer::start(Limits::default()).await;
+    let mut c = server.connect_ehlo(ListenerKind::Mx).await;
+    c.expect("MAIL FROM:<sender@remote.example>", "250 2.1.0").await;
+    c.expect("RCPT TO:<alice@example.com>", "250 2.1.5").await;
+    server.mailbox.stop().await;
+    c.expect("DATA", "354").await;
+    c.send(b"Subject: during the outage\r\n\r\nbody\r\n.\r\n").await.unwrap();
+    c.expect_reply("451 4.3.0").await;
+    c.expect("MAIL FROM:<sender@remote.example>", "250 2.1.0").await;
+    c.expect("RCPT TO:<alice@example.com>", "451 4.4.3").await;
+    c.expect("RSET", "250").await;
+    server.mailbox.restart().await;
+    // The front-end reconnects by itself; give it a moment, bounded.
+    let mut delivered = false;
+    for _ in 0..50 {
+        c.expect("MAIL FROM:<sender@remote.example>", "250 2.1.0").await;
+        c.send(b"RCPT TO:<alice@example.com>\r\n").await.unwrap();
+        let reply = c.read_reply().await.expect("a reply to RCPT");
+        if reply.last().starts_with("250") {
+            c.expect("DATA", "354 ").await;
+            c.send(b"Subject: after the outage\r\n\r\nbody\r\n.\r\n").await.unwrap();
+            let reply = c.read_reply().await.expect("the reply to the end of data");
+            assert!(reply.last().starts_with("250 2.0.0"), "{reply:?}");
+            delivered = true;
+            break;
+        }
+        c.expect("RSET", "250").await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(delivered, "mail did not flow again after the mailbox service came back");
+    quit(c).await;
+    let inbox = server.inbox("alice@example.com").await;
+    assert_eq!(inbox.len(), 1, "only the message that got 250 is stored");
+    assert!(String::from_utf8_lossy(&inbox[0]).contains("after the outage"));
+}
+
+/// Behind a load balancer the PROXY v2 header carries the client's address, which is the one
+/// the Received: header names.
+#[tokio::test]
+async fn proxy_protocol_v2_gives_the_client_address() {
+    let server = SmtpTestServer::start(Limits::default()).await;
+    let client: std::net::SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(server.mx_proxy).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, &tern_runtime::proxy::encode(client, server.mx_proxy)).await.unwrap();
+    let mut c = tern_tests::smtp::SmtpClient::new(Box::new(tcp) as tern_tests::smtp::BoxIo);
+    c.expect_reply("220 ").await;
+    c.expect("EHLO client.test", "250").await;
+    let reply =
+        send_message(&mut c, "sender@remote.example", &["alice@example.com"], b"Subject: proxied\r\n\r\nhi\r\n").await;
+    assert!(reply.last().starts_with("250 "), "{reply:?}");
+    quit(c).await;
+    let stored = String::from_utf8(server.inbox("alice@example.com").await.remove(0)).unwrap();
+    assert!(stored.starts_with("Received: from client.test ([203.0.113.7])"), "{stored}");
+    // A connection without the header is refused on that listener.
+    let mut bare = tokio::net::TcpStream::connect(server.mx_proxy).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut bare, b"EHLO x\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut bare, &mut buf))
+        .await
+        .expect("closed promptly")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no SMTP greeting without a PROXY header: {:?}", String::from_utf8_lossy(&buf[..n]));
+}
