@@ -24,7 +24,7 @@ pub fn open_embedded(data_dir: &std::path::Path, limits: Limits) -> Result<Mailb
         crate::MailboxError::Commit(format!("cannot create data directory {}: {e}", data_dir.display()))
     })?;
     let store = EmbeddedStore::open(&data_dir.join("metadata.redb"))?;
-    let blobs = BlobStore::local(PathBuf::from(data_dir).join("blobs"))?;
+    let blobs = BlobStore::local(PathBuf::from(data_dir).join("blobs"))?.with_read_cache(limits.blob_cache_bytes);
     Ok(MailboxService::new(Arc::new(store), blobs, limits))
 }
 

@@ -35,6 +35,8 @@ pub struct Limits {
     pub auth_window: Duration,
     /// How long an orphaned body is kept before it is deleted.
     pub blob_grace: Duration,
+    /// Memory for recently read small bodies (immutable, so never stale); 0 turns it off.
+    pub blob_cache_bytes: usize,
 }
 
 impl Default for Limits {
@@ -45,6 +47,7 @@ impl Default for Limits {
             max_auth_failures: 10,
             auth_window: Duration::from_secs(300),
             blob_grace: Duration::from_secs(3600),
+            blob_cache_bytes: 8 * 1024 * 1024,
         }
     }
 }

@@ -229,6 +229,8 @@ pub struct LimitsConfig {
     pub max_auth_failures: u32,
     pub auth_window_secs: u64,
     pub blob_grace_secs: u64,
+    /// Memory for recently read small message bodies.
+    pub blob_cache_bytes: usize,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -277,6 +279,7 @@ impl Default for LimitsConfig {
             max_auth_failures: l.max_auth_failures,
             auth_window_secs: l.auth_window.as_secs(),
             blob_grace_secs: l.blob_grace.as_secs(),
+            blob_cache_bytes: l.blob_cache_bytes,
         }
     }
 }
@@ -289,6 +292,7 @@ impl LimitsConfig {
             max_auth_failures: self.max_auth_failures,
             auth_window: Duration::from_secs(self.auth_window_secs),
             blob_grace: Duration::from_secs(self.blob_grace_secs),
+            blob_cache_bytes: self.blob_cache_bytes,
         }
     }
 }
