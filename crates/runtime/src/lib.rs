@@ -5,6 +5,7 @@
 //!
 //! This crate knows nothing of mail, storage or protocols.
 
+pub mod conn;
 pub mod grpc_metrics;
 pub mod http;
 pub mod listener;

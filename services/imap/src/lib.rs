@@ -56,8 +56,21 @@ mod fuzz_tests {
             state
         };
         let tokens: [&[u8]; 16] = [
-            b"a1 ", b"LOGIN ", b"FETCH 1:* ", b"(BODY[1.2]<0.10>) ", b"{3}\r\n", b"{2+}\r\n", b"\"x\" ", b"\r\n",
-            b"&AOk-", b"&-", b"SEARCH OR FROM a NOT SEEN ", b"UID STORE 1 +FLAGS (\\Seen)", b"*", b"\x00", b"\xff",
+            b"a1 ",
+            b"LOGIN ",
+            b"FETCH 1:* ",
+            b"(BODY[1.2]<0.10>) ",
+            b"{3}\r\n",
+            b"{2+}\r\n",
+            b"\"x\" ",
+            b"\r\n",
+            b"&AOk-",
+            b"&-",
+            b"SEARCH OR FROM a NOT SEEN ",
+            b"UID STORE 1 +FLAGS (\\Seen)",
+            b"*",
+            b"\x00",
+            b"\xff",
             b"APPEND INBOX ",
         ];
         for _ in 0..2000 {

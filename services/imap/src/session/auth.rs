@@ -27,14 +27,8 @@ impl Session {
             return Ok(self.bad(tag, "STARTTLS not allowed now"));
         }
         self.ok(tag, "Begin TLS negotiation now");
-        self.flush().await?;
         // Anything pipelined after STARTTLS was sent in plain text and must not be executed.
-        self.input().clear();
-        let plain = self.take_stream().ok_or_else(|| std::io::Error::other("no stream"))?;
-        let secured = tokio::time::timeout(std::time::Duration::from_secs(30), plain.upgrade(tls))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timeout"))??;
-        self.put_stream(secured);
+        self.conn_start_tls(tls).await?;
         Ok(Flow::Continue)
     }
 

@@ -27,11 +27,8 @@ use imap_codec::{
     },
 };
 use tern_proto::v1::{ErrorReason, mailbox_client::MailboxClient};
-use tern_runtime::stream::Stream;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    sync::watch,
-};
+use tern_runtime::{conn::Conn, stream::Stream};
+use tokio::sync::watch;
 use tonic::transport::Channel;
 
 pub(crate) use crate::hub::Update;
@@ -58,9 +55,7 @@ pub struct Session {
     pub(crate) client: MailboxClient<Channel>,
     pub(crate) peer: SocketAddr,
     pub(crate) id: String,
-    stream: Option<Stream>,
-    rbuf: BytesMut,
-    wbuf: Vec<u8>,
+    conn: Conn,
     /// The buffer length a granted literal needs before decoding is worth trying again.
     literal_wait: Option<usize>,
     pub(crate) account: Option<Account>,
@@ -142,6 +137,33 @@ fn scan_incomplete(input: &[u8]) -> Pending {
     }
 }
 
+/// What makes a complete command too large: a line (outside literals) over the line limit, or
+/// a literal over the literal limit. Reads can be large enough to hold a whole command, so the
+/// limits are checked on complete commands too, not only while one is still arriving.
+#[derive(Debug, PartialEq, Eq)]
+enum Oversize {
+    Line,
+    Literal,
+}
+
+fn oversize(command: &[u8], max_line: usize, max_literal: u32) -> Option<Oversize> {
+    let mut pos = 0;
+    while let Some(nl) = command[pos..].iter().position(|b| *b == b'\n') {
+        let line = &command[pos..pos + nl];
+        pos += nl + 1;
+        if line.len() > max_line {
+            return Some(Oversize::Line);
+        }
+        if let Some(length) = literal_header(line) {
+            if length > max_literal {
+                return Some(Oversize::Literal);
+            }
+            pos = pos.saturating_add(length as usize).min(command.len());
+        }
+    }
+    None
+}
+
 /// Where the command at the start of `input` ends: after its first line and after every
 /// literal (with the line that follows it) whose data is already in `input`. None when the
 /// line the command ends with has not all arrived yet.
@@ -174,9 +196,7 @@ impl Session {
             hub,
             peer,
             id: session_id(),
-            stream: Some(stream),
-            rbuf: early,
-            wbuf: Vec::with_capacity(1024),
+            conn: Conn::new(stream, early),
             literal_wait: None,
             account: None,
             updates: None,
@@ -191,19 +211,19 @@ impl Session {
     }
 
     pub(crate) fn is_tls(&self) -> bool {
-        self.stream.as_ref().is_some_and(Stream::is_tls)
+        self.conn.is_tls()
     }
 
     /// Writes one response line; CR and LF inside `line` are replaced so that no input can
     /// inject a response.
     pub(crate) fn line(&mut self, line: &str) {
-        self.wbuf.extend(line.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
-        self.wbuf.extend_from_slice(b"\r\n");
+        self.conn.wbuf.extend(line.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+        self.conn.wbuf.extend_from_slice(b"\r\n");
     }
 
     /// Writes bytes that are already a valid response (with literals).
     pub(crate) fn raw(&mut self, bytes: &[u8]) {
-        self.wbuf.extend_from_slice(bytes);
+        self.conn.wbuf.extend_from_slice(bytes);
     }
 
     pub(crate) fn untagged(&mut self, text: &str) {
@@ -251,40 +271,20 @@ impl Session {
     }
 
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
-        if self.wbuf.is_empty() {
-            return Ok(());
-        }
-        let stream = self.stream.as_mut().ok_or_else(|| std::io::Error::other("no stream"))?;
-        stream.write_all(&self.wbuf).await?;
-        stream.flush().await?;
-        self.wbuf.clear();
-        if self.wbuf.capacity() > 1 << 20 {
-            self.wbuf = Vec::with_capacity(1024);
-        }
-        Ok(())
+        self.conn.flush().await
     }
 
+    /// Reads more input; an error of kind `TimedOut` means the autologout timer ran out.
     pub(crate) async fn fill(&mut self) -> std::io::Result<bool> {
-        let idle = self.cfg.limits.idle_timeout;
-        let stream = self.stream.as_mut().ok_or_else(|| std::io::Error::other("no stream"))?;
-        match tokio::time::timeout(idle, stream.read_buf(&mut self.rbuf)).await {
-            Ok(Ok(0)) => Ok(false),
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "autologout")),
-        }
+        self.conn.fill(self.cfg.limits.idle_timeout).await
+    }
+
+    pub(crate) async fn conn_start_tls(&mut self, tls: Arc<rustls::ServerConfig>) -> std::io::Result<()> {
+        self.conn.start_tls(tls, std::time::Duration::from_secs(30)).await
     }
 
     pub(crate) fn input(&mut self) -> &mut BytesMut {
-        &mut self.rbuf
-    }
-
-    pub(crate) fn take_stream(&mut self) -> Option<Stream> {
-        self.stream.take()
-    }
-
-    pub(crate) fn put_stream(&mut self, s: Stream) {
-        self.stream = Some(s);
+        &mut self.conn.rbuf
     }
 
     /// Starts following the account's changes. Called at login, before any SELECT, so no
@@ -308,9 +308,7 @@ impl Session {
         if let Err(e) = result {
             tracing::debug!(parent: &span, error = %e, "connection ended");
         }
-        if let Some(mut s) = self.stream.take() {
-            let _ = s.shutdown().await;
-        }
+        self.conn.close().await;
     }
 
     pub(crate) fn capabilities(&self) -> String {
@@ -352,24 +350,44 @@ impl Session {
         let caps = self.capabilities();
         self.untagged(&format!("OK [CAPABILITY {caps}] {} Tern IMAP ready", self.cfg.hostname));
         loop {
-            if self.literal_wait.is_some_and(|need| self.rbuf.len() < need) {
+            if self.literal_wait.is_some_and(|need| self.conn.rbuf.len() < need) {
                 if !self.read_more().await? {
                     return Ok(());
                 }
                 continue;
             }
             self.literal_wait = None;
-            if self.rbuf.is_empty() {
+            if self.conn.rbuf.is_empty() {
                 if !self.read_more().await? {
                     return Ok(());
                 }
                 continue;
             }
-            let decoded = CommandCodec::default().decode(&self.rbuf).map(|(rest, c)| (rest.len(), c.into_static()));
+            let decoded =
+                CommandCodec::default().decode(&self.conn.rbuf).map(|(rest, c)| (rest.len(), c.into_static()));
             match decoded {
                 Ok((rest, command)) => {
-                    let used = self.rbuf.len() - rest;
-                    self.rbuf.advance(used);
+                    let used = self.conn.rbuf.len() - rest;
+                    let limits = &self.cfg.limits;
+                    match oversize(&self.conn.rbuf[..used], limits.max_line, limits.max_literal) {
+                        Some(Oversize::Literal) => {
+                            // The data came with the command (LITERAL+): refuse and close.
+                            self.untagged("BYE [TOOBIG] Literal too large");
+                            self.flush().await?;
+                            return Ok(());
+                        }
+                        Some(Oversize::Line) => {
+                            self.conn.rbuf.advance(used);
+                            self.untagged("BAD Command line too long");
+                            if self.count_error() == Flow::Close {
+                                self.flush().await?;
+                                return Ok(());
+                            }
+                            continue;
+                        }
+                        None => {}
+                    }
+                    self.conn.rbuf.advance(used);
                     if self.dispatch(command).await? == Flow::Close {
                         self.flush().await?;
                         return Ok(());
@@ -379,7 +397,7 @@ impl Session {
                     // The codec reports a literal only when the input ends right after its
                     // announcement; when some of its data came along (LITERAL+, or a split
                     // read), the command is just incomplete, and the literal is found here.
-                    match scan_incomplete(&self.rbuf) {
+                    match scan_incomplete(&self.conn.rbuf) {
                         Pending::Literal { length, .. } if length > self.cfg.limits.max_literal => {
                             // The client is already sending the data: close, as for LITERAL+.
                             self.untagged("BYE [TOOBIG] Literal too large");
@@ -390,7 +408,7 @@ impl Session {
                         // Only the text outside literals counts against the line limit.
                         Pending::Line(len) if len > self.cfg.limits.max_line => {
                             self.untagged("BAD Command line too long");
-                            self.rbuf.clear();
+                            self.conn.rbuf.clear();
                             if self.count_error() == Flow::Close {
                                 self.flush().await?;
                                 return Ok(());
@@ -423,24 +441,31 @@ impl Session {
                             self.cfg.limits.max_literal
                         ));
                         // The announced literal never arrives; drop the command line.
-                        let end = self.rbuf.iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(self.rbuf.len());
-                        self.rbuf.advance(end);
+                        let end = self
+                            .conn
+                            .rbuf
+                            .iter()
+                            .position(|b| *b == b'\n')
+                            .map(|i| i + 1)
+                            .unwrap_or(self.conn.rbuf.len());
+                        self.conn.rbuf.advance(end);
                         continue;
                     }
                     if mode == LiteralMode::Sync {
                         self.line("+ Ready for literal data");
                         self.flush().await?;
                     }
-                    self.literal_wait = Some(self.rbuf.len() + length as usize);
+                    self.literal_wait = Some(self.conn.rbuf.len() + length as usize);
                 }
                 Err(CommandDecodeError::Failed) => {
                     // Skip the broken command, with the literals it announced that are here
                     // already (their data must not be read as commands); answer with its tag
                     // when one can be read.
-                    let first = self.rbuf.iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(self.rbuf.len());
-                    let line = String::from_utf8_lossy(&self.rbuf[..first]).into_owned();
-                    let end = command_end(&self.rbuf);
-                    self.rbuf.advance(end.unwrap_or(self.rbuf.len()));
+                    let first =
+                        self.conn.rbuf.iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(self.conn.rbuf.len());
+                    let line = String::from_utf8_lossy(&self.conn.rbuf[..first]).into_owned();
+                    let end = command_end(&self.conn.rbuf);
+                    self.conn.rbuf.advance(end.unwrap_or(self.conn.rbuf.len()));
                     // A line that is only a tag still has one.
                     let tag =
                         line.trim_end_matches(['\r', '\n']).split(' ').next().filter(|t| {
@@ -468,11 +493,11 @@ impl Session {
     /// when the connection ended meanwhile.
     pub(crate) async fn skip_line(&mut self) -> std::io::Result<bool> {
         loop {
-            if let Some(i) = self.rbuf.iter().position(|b| *b == b'\n') {
-                self.rbuf.advance(i + 1);
+            if let Some(i) = self.conn.rbuf.iter().position(|b| *b == b'\n') {
+                self.conn.rbuf.advance(i + 1);
                 return Ok(true);
             }
-            self.rbuf.clear();
+            self.conn.rbuf.clear();
             if !self.read_more().await? {
                 return Ok(false);
             }

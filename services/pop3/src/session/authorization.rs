@@ -121,14 +121,8 @@ impl Session {
             return Ok(self.error(None, "TLS already active"));
         }
         self.ok("Begin TLS negotiation");
-        self.flush().await?;
         // Anything pipelined after STLS was sent in plain text; it must not reach the TLS session.
-        self.clear_input();
-        let plain = self.take_stream().ok_or_else(|| std::io::Error::other("no stream"))?;
-        let secured = tokio::time::timeout(self.cfg.limits.idle_timeout, plain.upgrade(tls))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timeout"))??;
-        self.put_stream(secured);
+        self.conn.start_tls(tls, self.cfg.limits.idle_timeout).await?;
         self.user = None;
         Ok(Flow::Continue)
     }

@@ -12,12 +12,8 @@ mod transaction;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::{Buf, BytesMut};
-use tern_runtime::stream::Stream;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    sync::watch,
-    task::JoinHandle,
-};
+use tern_runtime::{conn::Conn, stream::Stream};
+use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
     backend::{Account, Backend, Maildrop},
@@ -72,9 +68,7 @@ pub struct Session {
     pub(crate) backend: Backend,
     pub(crate) peer: SocketAddr,
     pub(crate) id: String,
-    stream: Option<Stream>,
-    rbuf: BytesMut,
-    wbuf: Vec<u8>,
+    conn: Conn,
     discarding: bool,
     /// The name given by USER, waiting for PASS.
     pub(crate) user: Option<String>,
@@ -83,9 +77,6 @@ pub struct Session {
     pub(crate) auth_failures: u32,
     shutdown: watch::Receiver<bool>,
 }
-
-/// How much a read of the client's input takes at most.
-const READ_CHUNK: usize = 4096;
 
 fn session_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,9 +98,7 @@ impl Session {
             backend,
             peer,
             id: session_id(),
-            stream: Some(stream),
-            rbuf: early,
-            wbuf: Vec::with_capacity(512),
+            conn: Conn::new(stream, early),
             discarding: false,
             user: None,
             txn: None,
@@ -120,7 +109,7 @@ impl Session {
     }
 
     pub(crate) fn is_tls(&self) -> bool {
-        self.stream.as_ref().is_some_and(Stream::is_tls)
+        self.conn.is_tls()
     }
 
     pub(crate) fn ok(&mut self, text: impl AsRef<str>) {
@@ -139,12 +128,12 @@ impl Session {
 
     pub(crate) fn line(&mut self, s: &str) {
         // Text never carries CR or LF: that would let input inject response lines.
-        self.wbuf.extend(s.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
-        self.wbuf.extend_from_slice(b"\r\n");
+        self.conn.wbuf.extend(s.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+        self.conn.wbuf.extend_from_slice(b"\r\n");
     }
 
     pub(crate) fn raw(&mut self, bytes: &[u8]) {
-        self.wbuf.extend_from_slice(bytes);
+        self.conn.wbuf.extend_from_slice(bytes);
     }
 
     /// Counts a protocol error; past the limit the session ends.
@@ -159,42 +148,21 @@ impl Session {
     }
 
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
-        if self.wbuf.is_empty() {
-            return Ok(());
-        }
-        let stream = self.stream.as_mut().ok_or_else(|| std::io::Error::other("no stream"))?;
-        stream.write_all(&self.wbuf).await?;
-        stream.flush().await?;
-        self.wbuf.clear();
-        // Large RETR responses should not keep their buffer for the rest of the session.
-        if self.wbuf.capacity() > 1 << 20 {
-            self.wbuf = Vec::with_capacity(512);
-        }
-        Ok(())
+        self.conn.flush().await
     }
 
     async fn fill(&mut self) -> std::io::Result<bool> {
-        let idle = self.cfg.limits.idle_timeout;
-        let stream = self.stream.as_mut().ok_or_else(|| std::io::Error::other("no stream"))?;
-        // Room for whatever has arrived: an empty buffer would take it 64 bytes at a time, and
-        // what STLS must discard would then reach the TLS handshake instead.
-        self.rbuf.reserve(READ_CHUNK);
-        match tokio::time::timeout(idle, stream.read_buf(&mut self.rbuf)).await {
-            Ok(Ok(0)) => Ok(false),
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout")),
-        }
+        self.conn.fill(self.cfg.limits.idle_timeout).await
     }
 
     /// Reads one line of a SASL exchange (flushing the challenge first).
     pub(crate) async fn read_line(&mut self) -> std::io::Result<Option<String>> {
         self.flush().await?;
         loop {
-            match next_line(&self.rbuf, self.cfg.limits.max_line.max(1024)) {
+            match next_line(&self.conn.rbuf, self.cfg.limits.max_line.max(1024)) {
                 Decoded::Line(line, used) => {
                     let s = String::from_utf8_lossy(line).into_owned();
-                    self.rbuf.advance(used);
+                    self.conn.rbuf.advance(used);
                     return Ok(Some(s));
                 }
                 Decoded::TooLong { .. } => {
@@ -209,18 +177,6 @@ impl Session {
                 }
             }
         }
-    }
-
-    pub(crate) fn take_stream(&mut self) -> Option<Stream> {
-        self.stream.take()
-    }
-
-    pub(crate) fn put_stream(&mut self, s: Stream) {
-        self.stream = Some(s);
-    }
-
-    pub(crate) fn clear_input(&mut self) {
-        self.rbuf.clear();
     }
 
     /// Enters the TRANSACTION state: takes the maildrop lease, keeps it renewed, and takes the
@@ -288,30 +244,28 @@ impl Session {
             tracing::debug!(parent: &span, error = %e, "connection ended");
         }
         self.release_lease().await;
-        if let Some(mut s) = self.stream.take() {
-            let _ = s.shutdown().await;
-        }
+        self.conn.close().await;
     }
 
     async fn serve(&mut self) -> std::io::Result<()> {
         self.ok(format!("{} Tern POP3 ready", self.cfg.hostname));
         loop {
-            match next_line(&self.rbuf, self.cfg.limits.max_line) {
+            match next_line(&self.conn.rbuf, self.cfg.limits.max_line) {
                 Decoded::Line(line, used) => {
                     if self.discarding {
                         self.discarding = false;
-                        self.rbuf.advance(used);
+                        self.conn.rbuf.advance(used);
                         continue;
                     }
                     let parsed = Command::parse(line);
-                    self.rbuf.advance(used);
+                    self.conn.rbuf.advance(used);
                     if self.dispatch(parsed).await? == Flow::Close {
                         self.flush().await?;
                         return Ok(());
                     }
                 }
                 Decoded::TooLong { skip, ended } => {
-                    self.rbuf.advance(skip);
+                    self.conn.rbuf.advance(skip);
                     let first = !self.discarding;
                     self.discarding = !ended;
                     if first && self.error(None, "Line too long") == Flow::Close {

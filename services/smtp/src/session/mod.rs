@@ -17,8 +17,7 @@ mod starttls;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::{Buf, BytesMut};
-use tern_runtime::stream::Stream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tern_runtime::{conn::Conn, stream::Stream};
 
 use crate::{
     backend::{Account, Backend},
@@ -60,9 +59,7 @@ pub struct Session<B: Backend> {
     pub(crate) kind: ListenerKind,
     pub(crate) peer: SocketAddr,
     pub(crate) id: String,
-    stream: Option<Stream>,
-    rbuf: BytesMut,
-    wbuf: Vec<u8>,
+    conn: Conn,
     /// Discarding the rest of an over-long line.
     discarding: bool,
     pub(crate) helo: Option<String>,
@@ -97,9 +94,7 @@ impl<B: Backend> Session<B> {
             kind,
             peer,
             id: session_id(),
-            stream: Some(stream),
-            rbuf: early,
-            wbuf: Vec::with_capacity(1024),
+            conn: Conn::new(stream, early),
             discarding: false,
             helo: None,
             esmtp: false,
@@ -136,43 +131,30 @@ impl<B: Backend> Session<B> {
     }
 
     pub(crate) fn is_tls(&self) -> bool {
-        self.stream.as_ref().is_some_and(Stream::is_tls)
+        self.conn.is_tls()
     }
 
     pub(crate) fn reply(&mut self, r: Reply) {
-        r.encode(self.esmtp, &mut self.wbuf);
+        r.encode(self.esmtp, &mut self.conn.wbuf);
     }
 
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
-        if self.wbuf.is_empty() {
-            return Ok(());
-        }
-        let stream = self.stream.as_mut().ok_or_else(|| std::io::Error::other("no stream"))?;
-        stream.write_all(&self.wbuf).await?;
-        stream.flush().await?;
-        self.wbuf.clear();
-        Ok(())
+        self.conn.flush().await
     }
 
     /// Reads more input; false at end of stream.
     pub(crate) async fn fill(&mut self, timeout: Duration) -> std::io::Result<bool> {
-        let stream = self.stream.as_mut().ok_or_else(|| std::io::Error::other("no stream"))?;
-        match tokio::time::timeout(timeout, stream.read_buf(&mut self.rbuf)).await {
-            Ok(Ok(0)) => Ok(false),
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout")),
-        }
+        self.conn.fill(timeout).await
     }
 
     /// Reads one line for an AUTH exchange (flushing the challenge first).
     pub(crate) async fn read_line(&mut self) -> std::io::Result<Option<String>> {
         self.flush().await?;
         loop {
-            match next_line(&self.rbuf, self.cfg.limits.max_line) {
+            match next_line(&self.conn.rbuf, self.cfg.limits.max_line) {
                 Decoded::Line(line, used) => {
                     let s = String::from_utf8_lossy(line).into_owned();
-                    self.rbuf.advance(used);
+                    self.conn.rbuf.advance(used);
                     return Ok(Some(s));
                 }
                 Decoded::TooLong { .. } => return Ok(None),
@@ -203,32 +185,30 @@ impl<B: Backend> Session<B> {
         if let Err(e) = result {
             tracing::debug!(parent: &span, error = %e, "connection ended");
         }
-        if let Some(mut s) = self.stream.take() {
-            let _ = s.shutdown().await;
-        }
+        self.conn.close().await;
     }
 
     async fn serve(&mut self) -> std::io::Result<()> {
         let greeting = Reply::new(220, "", format!("{} ESMTP Tern", self.cfg.hostname));
         self.reply(greeting);
         loop {
-            match next_line(&self.rbuf, self.cfg.limits.max_line) {
+            match next_line(&self.conn.rbuf, self.cfg.limits.max_line) {
                 Decoded::Line(line, used) => {
                     if self.discarding {
                         // The tail of an over-long line: it was answered already.
                         self.discarding = false;
-                        self.rbuf.advance(used);
+                        self.conn.rbuf.advance(used);
                         continue;
                     }
                     let parsed = Command::parse(line);
-                    self.rbuf.advance(used);
+                    self.conn.rbuf.advance(used);
                     if self.dispatch(parsed).await? == Flow::Close {
                         self.flush().await?;
                         return Ok(());
                     }
                 }
                 Decoded::TooLong { skip, ended } => {
-                    self.rbuf.advance(skip);
+                    self.conn.rbuf.advance(skip);
                     // One error per long line, however many reads it takes to get past it.
                     let first = !self.discarding;
                     self.discarding = !ended;
@@ -303,11 +283,11 @@ impl<B: Backend> Session<B> {
     pub(crate) async fn read_exact_into(&mut self, mut n: u64, mut sink: Option<&mut Vec<u8>>) -> std::io::Result<()> {
         let deadline = tokio::time::Instant::now() + self.cfg.limits.data_timeout;
         loop {
-            let take = (self.rbuf.len() as u64).min(n) as usize;
+            let take = (self.conn.rbuf.len() as u64).min(n) as usize;
             if let Some(s) = sink.as_deref_mut() {
-                s.extend_from_slice(&self.rbuf[..take]);
+                s.extend_from_slice(&self.conn.rbuf[..take]);
             }
-            self.rbuf.advance(take);
+            self.conn.rbuf.advance(take);
             n -= take as u64;
             if n == 0 {
                 return Ok(());
@@ -319,23 +299,15 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    pub(crate) fn take_stream(&mut self) -> Option<Stream> {
-        self.stream.take()
-    }
-
-    pub(crate) fn put_stream(&mut self, s: Stream) {
-        self.stream = Some(s);
-    }
-
-    pub(crate) fn clear_input(&mut self) {
-        self.rbuf.clear();
+    pub(crate) async fn start_tls(&mut self, tls: std::sync::Arc<rustls::ServerConfig>) -> std::io::Result<()> {
+        self.conn.start_tls(tls, self.cfg.limits.idle_timeout).await
     }
 
     pub(crate) fn input(&mut self) -> &mut BytesMut {
-        &mut self.rbuf
+        &mut self.conn.rbuf
     }
 
     pub(crate) fn tls_description(&self) -> Option<String> {
-        self.stream.as_ref().and_then(Stream::tls_description)
+        self.conn.tls_description()
     }
 }

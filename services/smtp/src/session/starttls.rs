@@ -14,13 +14,7 @@ impl<B: Backend> Session<B> {
             return Ok(self.error(Reply::new(503, "5.5.1", "TLS already active")));
         }
         self.reply(Reply::new(220, "2.0.0", "Ready to start TLS"));
-        self.flush().await?;
-        self.clear_input();
-        let plain = self.take_stream().ok_or_else(|| std::io::Error::other("no stream"))?;
-        let secured = tokio::time::timeout(self.cfg.limits.idle_timeout, plain.upgrade(tls))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timeout"))??;
-        self.put_stream(secured);
+        self.start_tls(tls).await?;
         self.helo = None;
         self.esmtp = false;
         self.account = None;
