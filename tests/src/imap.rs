@@ -16,74 +16,34 @@
 //! literals, continuation requests, IDLE. Scripted sessions (transcripts) use the generic runner
 //! of [`crate::smtp`]; [`ImapTranscript`] reads the IMAP directives of a transcript file.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tern_imap::{
     config::{ImapConfig, Limits, ListenerKind},
     server::Listener,
 };
-use tern_proto::v1::{
-    CreateAccountRequest, DeliveryStatus, Folder, FolderRef, MessageSummary, Password, SelectRequest, password,
-};
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::watch,
-};
+use tern_proto::v1::{Folder, MessageSummary};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
-use tonic::transport::Channel;
 
+pub use crate::common::{ACCOUNTS, IO_TIMEOUT, transcript_files};
 use crate::{
-    Mailbox, TestServer, deliver, ensure_domain, fetch_body,
-    pop3::Background,
-    smtp::{BoxIo, Step, Transcript, cheap_hash},
+    Mailbox, TestServer,
+    common::{
+        Background, DevCert, FrontendOptions, ServedTranscript, account_id_in, bind_loopback, create_accounts,
+        deliver_one, mailbox_channel, password_in, port_and_plaintext_auth, select_folder, stored_body,
+    },
+    smtp::{BoxIo, Chunking, SmtpClient, Step, Transcript, run_steps},
 };
 
 /// The name the test server gives in its greeting.
 pub const HOSTNAME: &str = "imap.test";
 
-/// How long a client waits for one response line, or for the server to close.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How long [`ImapFrontend::stop`] lets sessions finish.
 const GRACE: Duration = Duration::from_secs(2);
 
-/// The accounts every [`ImapTestServer`] has, with their passwords.
-pub const ACCOUNTS: [(&str, &str); 4] = [
-    ("alice@example.com", "alice-pw"),
-    ("bob@example.com", "bob-pw"),
-    ("carol@example.com", "carol-pw"),
-    ("dave@example.com", "dave-pw"),
-];
-
-/// How an [`ImapTestServer`] is configured.
-#[derive(Debug, Clone)]
-pub struct ImapOptions {
-    /// The IMAP limits of every front-end the server starts.
-    pub limits: Limits,
-    /// Whether LOGIN and AUTHENTICATE are accepted before TLS.
-    pub allow_plaintext_auth: bool,
-    pub mailbox_limits: tern_mailbox::Limits,
-}
-
-impl Default for ImapOptions {
-    /// Default IMAP limits, plain-text logins refused (as in production), and mailbox limits
-    /// that do not throttle the logins of tests that fail some on purpose.
-    fn default() -> Self {
-        Self {
-            limits: Limits::default(),
-            allow_plaintext_auth: false,
-            mailbox_limits: tern_mailbox::Limits { max_auth_failures: 10_000, ..Default::default() },
-        }
-    }
-}
+/// How an [`ImapTestServer`] is configured (see [`FrontendOptions`]).
+pub type ImapOptions = FrontendOptions<Limits>;
 
 /// One IMAP server (one "pod") in front of the mailbox service.
 #[derive(Debug)]
@@ -117,72 +77,46 @@ pub struct ImapTestServer {
     /// The first front-end; [`ImapTestServer::start_frontend`] makes more.
     pub frontend: ImapFrontend,
     /// The PEM file of the server's certificate, for clients that verify it.
-    pub ca_cert: PathBuf,
+    pub ca_cert: std::path::PathBuf,
     pub options: ImapOptions,
-    tls: Arc<rustls::ServerConfig>,
     accounts: HashMap<String, u64>,
     // Declared last: the certificate directory outlives the servers.
-    _dir: tempfile::TempDir,
+    cert: DevCert,
 }
 
 impl ImapTestServer {
     /// Starts the servers with `limits`, plain-text logins allowed or not, and lenient mailbox
-    /// limits (see [`ImapOptions::default`]).
+    /// limits (see [`FrontendOptions::default`]).
     pub async fn start(limits: Limits, allow_plaintext_auth: bool) -> ImapTestServer {
         Self::start_with(ImapOptions { limits, allow_plaintext_auth, ..Default::default() }).await
     }
 
     pub async fn start_with(options: ImapOptions) -> ImapTestServer {
         let mailbox = TestServer::start(options.mailbox_limits.clone()).await;
-        let mut admin = mailbox.admin_client().await;
-        let mut accounts = HashMap::new();
-        for (address, password) in ACCOUNTS {
-            ensure_domain(&mut admin, address.rsplit_once('@').expect("an address with a domain").1).await;
-            let request = CreateAccountRequest {
-                address: address.into(),
-                password: Some(Password { value: Some(password::Value::Hash(cheap_hash(password))) }),
-                ..Default::default()
-            };
-            let account = admin
-                .create_account(request)
-                .await
-                .unwrap_or_else(|e| panic!("create account {address}: {e}"))
-                .into_inner();
-            accounts.insert(address.to_string(), account.id);
-        }
-        let dir = tempfile::Builder::new().prefix("tern-imap-test-").tempdir().expect("create a temporary directory");
-        let paths = tern_runtime::tls::dev_certificate(dir.path(), &["localhost".into(), "127.0.0.1".into()])
-            .expect("generate a development certificate");
-        let tls = tern_runtime::tls::server_config(&paths).expect("load the development certificate");
-        let frontend = start_frontend(mailbox.addr, options.limits.clone(), options.allow_plaintext_auth, &tls).await;
-        ImapTestServer { mailbox, frontend, ca_cert: paths.cert, options, tls, accounts, _dir: dir }
+        let accounts = create_accounts(&mailbox, &ACCOUNTS).await;
+        let cert = DevCert::new("tern-imap-test-");
+        let frontend =
+            start_frontend(mailbox.addr, options.limits.clone(), options.allow_plaintext_auth, &cert.server_config)
+                .await;
+        ImapTestServer { mailbox, frontend, ca_cert: cert.ca_cert.clone(), options, accounts, cert }
     }
 
     /// Another IMAP server against the same mailbox service, with the same settings, as another
     /// pod would be.
     pub async fn start_frontend(&self) -> ImapFrontend {
-        start_frontend(self.mailbox.addr, self.options.limits.clone(), self.options.allow_plaintext_auth, &self.tls)
-            .await
+        let (limits, allow) = (self.options.limits.clone(), self.options.allow_plaintext_auth);
+        start_frontend(self.mailbox.addr, limits, allow, &self.cert.server_config).await
     }
 
     /// An SMTP MX listener (no AUTH, STARTTLS offered) in front of the same mailbox service,
     /// for delivering with a real SMTP client. Stops when the handle is dropped.
     pub async fn start_mx(&self) -> (SocketAddr, Background) {
-        crate::pop3::start_mx(self.mailbox.addr, &self.tls).await
+        crate::pop3::start_mx(self.mailbox.addr, &self.cert.server_config).await
     }
 
     /// A TLS client configuration that trusts the server's certificate (and nothing else).
     pub fn tls_connector(&self) -> TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(&self.ca_cert).expect("read the certificate") {
-            roots.add(cert.expect("a PEM certificate")).expect("a usable root certificate");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        TlsConnector::from(Arc::new(config))
+        crate::common::tls_connector(&self.ca_cert)
     }
 
     /// Runs a TLS handshake as a client over `stream`, verifying the server's certificate.
@@ -190,22 +124,14 @@ impl ImapTestServer {
         &self,
         stream: S,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<S>> {
-        let name = ServerName::try_from("localhost").expect("a valid server name");
-        tokio::time::timeout(IO_TIMEOUT, self.tls_connector().connect(name, stream))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+        crate::common::tls_handshake(&self.ca_cert, stream).await
     }
 
     /// A new connection to the listener of `kind` of `frontend`, with the TLS handshake done
     /// for implicit TLS, as a boxed stream; the greeting is not read yet.
     pub async fn connect_io(&self, frontend: &ImapFrontend, kind: ListenerKind) -> BoxIo {
-        let tcp = TcpStream::connect(frontend.addr(kind)).await.expect("connect to the IMAP server");
-        tcp.set_nodelay(true).expect("set TCP_NODELAY");
-        if kind == ListenerKind::Imaps {
-            Box::new(self.tls_handshake(tcp).await.expect("TLS handshake on the imaps port"))
-        } else {
-            Box::new(tcp)
-        }
+        let implicit_tls = (kind == ListenerKind::Imaps).then_some(self.ca_cert.as_path());
+        crate::common::connect(frontend.addr(kind), implicit_tls, "the IMAP server").await
     }
 
     /// A new connection to the first front-end's listener of `kind`; the greeting is not read.
@@ -228,7 +154,7 @@ impl ImapTestServer {
 
     /// The id of one of the accounts of [`ACCOUNTS`].
     pub fn account_id(&self, address: &str) -> u64 {
-        *self.accounts.get(address).unwrap_or_else(|| panic!("{address} is not a standard account"))
+        account_id_in(&self.accounts, address)
     }
 
     pub async fn mailbox_client(&self) -> Mailbox {
@@ -237,25 +163,12 @@ impl ImapTestServer {
 
     /// Delivers `body` to `address` through the Deliver RPC (as SMTP does) and returns its UID.
     pub async fn deliver(&self, address: &str, body: &[u8]) -> u32 {
-        let response = deliver(&mut self.mailbox_client().await, &[address], body)
-            .await
-            .unwrap_or_else(|e| panic!("deliver to {address}: {e}"));
-        let result = response.results.first().expect("a result for the recipient");
-        assert_eq!(result.status, DeliveryStatus::Delivered as i32, "delivery to {address}: {result:?}");
-        result.uid
+        deliver_one(&self.mailbox, address, body).await
     }
 
     /// A folder of `address` as the mailbox API shows it, with its messages in UID order.
     pub async fn folder(&self, address: &str, name: &str) -> (Folder, Vec<MessageSummary>) {
-        let account_id = self.account_id(address);
-        let selected = self
-            .mailbox_client()
-            .await
-            .select(SelectRequest { account_id, folder: Some(FolderRef::name(name)) })
-            .await
-            .unwrap_or_else(|e| panic!("select {name} of {address}: {e}"))
-            .into_inner();
-        (selected.folder.expect("a folder in the select response"), selected.messages)
+        select_folder(&mut self.mailbox_client().await, self.account_id(address), address, name).await
     }
 
     /// The INBOX of `address` as the mailbox API shows it: its id, UIDVALIDITY and messages.
@@ -267,12 +180,8 @@ impl ImapTestServer {
     /// The stored bytes of message `uid` in folder `name` of `address`.
     pub async fn body_in(&self, address: &str, name: &str, uid: u32) -> Vec<u8> {
         let (folder, _) = self.folder(address, name).await;
-        let (body, total) =
-            fetch_body(&mut self.mailbox_client().await, self.account_id(address), folder.id, uid, 0, 0)
-                .await
-                .unwrap_or_else(|e| panic!("fetch message {uid} of {name} of {address}: {e}"));
-        assert_eq!(body.len() as u64, total, "FetchBody announced a different size than it sent");
-        body
+        let what = format!("{name} of {address}");
+        stored_body(&mut self.mailbox_client().await, self.account_id(address), folder.id, uid, &what).await
     }
 
     /// The stored bytes of message `uid` in the INBOX of `address`.
@@ -283,7 +192,7 @@ impl ImapTestServer {
 
 /// The password of one of the accounts of [`ACCOUNTS`].
 pub fn password_of(address: &str) -> &'static str {
-    ACCOUNTS.iter().find(|(a, _)| *a == address).unwrap_or_else(|| panic!("{address} is not a standard account")).1
+    password_in(&ACCOUNTS, address)
 }
 
 async fn start_frontend(
@@ -296,17 +205,13 @@ async fn start_frontend(
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for kind in [ListenerKind::Imap, ListenerKind::Imaps] {
-        let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
-        addrs.push(socket.local_addr().expect("local address of the listener"));
+        let (socket, addr) = bind_loopback().await;
+        addrs.push(addr);
         listeners.push(Listener { kind, socket, proxy_protocol: false });
     }
-    let channel = Channel::from_shared(format!("http://{mailbox}"))
-        .expect("a valid mailbox URL")
-        .tcp_nodelay(true)
-        .connect_lazy();
-    let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(tern_imap::server::serve(cfg, channel, listeners, rx, GRACE));
-    ImapFrontend { imap: addrs[0], imaps: addrs[1], server: Background::new(shutdown, task) }
+    let channel = mailbox_channel(mailbox);
+    let server = Background::spawn(GRACE * 3, move |rx| tern_imap::server::serve(cfg, channel, listeners, rx, GRACE));
+    ImapFrontend { imap: addrs[0], imaps: addrs[1], server }
 }
 
 /// One server response as received: its lines joined with the literals they announce, without
@@ -627,28 +532,15 @@ impl ImapTranscript {
     pub fn parse(name: &str, text: &str) -> Result<ImapTranscript, String> {
         // The generic parser checks the C:/S: lines and collects `# limits:`.
         let generic = Transcript::parse(name, text)?;
+        let (port, allow_plaintext_auth) =
+            port_and_plaintext_auth(name, text, &[("imap", ListenerKind::Imap), ("imaps", ListenerKind::Imaps)])?;
         let mut t = ImapTranscript {
             name: name.into(),
             text: text.into(),
-            port: ListenerKind::Imap,
-            allow_plaintext_auth: true,
+            port,
+            allow_plaintext_auth,
             limits: Limits::default(),
         };
-        for (i, line) in text.lines().enumerate() {
-            if let Some(v) = line.strip_prefix("# port:") {
-                t.port = match v.trim() {
-                    "imap" => ListenerKind::Imap,
-                    "imaps" => ListenerKind::Imaps,
-                    other => return Err(format!("{name}:{}: unknown port {other:?}", i + 1)),
-                };
-            } else if let Some(v) = line.strip_prefix("# plaintext-auth:") {
-                t.allow_plaintext_auth = match v.trim() {
-                    "yes" => true,
-                    "no" => false,
-                    other => return Err(format!("{name}:{}: expected yes or no, got {other:?}", i + 1)),
-                };
-            }
-        }
         for (k, v) in &generic.limits {
             let v = *v;
             let as_usize = || usize::try_from(v).map_err(|_| format!("{name}: {k}={v} is too large"));
@@ -704,9 +596,17 @@ impl ImapTranscript {
     }
 }
 
-/// The transcript files of `dir`, sorted; see [`crate::smtp::transcript_files`].
-pub fn transcript_files(dir: &Path) -> Vec<PathBuf> {
-    crate::smtp::transcript_files(dir)
+impl ServedTranscript for ImapTranscript {
+    fn parse_file(name: &str, text: &str) -> Result<Self, String> {
+        ImapTranscript::parse(name, text)
+    }
+
+    async fn play(&self, chunking: Chunking) -> Result<(), String> {
+        let (server, uidvalidity) = self.server().await;
+        let steps = self.steps(&uidvalidity)?;
+        let io = server.connect_io(&server.frontend, self.port).await;
+        run_steps(&mut SmtpClient::new(io), &steps, chunking).await
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,9 @@
 //!
 //! [`smtp`] puts the SMTP front-end in front of such a server, with clients and a transcript
 //! runner for tests of the SMTP protocol; [`pop3`] and [`imap`] do the same for POP3 and IMAP.
+//! [`common`] holds what those three harnesses and their test files share: accounts, the
+//! development certificate and TLS, front-end start and stop, the transcript directory runner
+//! and the runner of real client programs.
 
 use std::{
     net::SocketAddr,
@@ -31,6 +34,7 @@ use tern_proto::v1::{
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Status, transport::Channel};
 
+pub mod common;
 pub mod imap;
 pub mod pop3;
 pub mod smtp;

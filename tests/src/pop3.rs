@@ -16,109 +16,35 @@
 //! (transcripts) use the generic runner of [`crate::smtp`]; [`Pop3Transcript`] reads the POP3
 //! directives of a transcript file.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tern_pop3::{
     backend::Backend,
     config::{Limits, ListenerKind, Pop3Config},
     server::Listener,
 };
-use tern_proto::v1::{
-    CreateAccountRequest, DeliveryStatus, FolderRef, MessageSummary, Password, Pop3DeletePolicy, SelectRequest,
-    UpdateAccountRequest, password,
-};
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::watch,
-    task::JoinHandle,
-};
+use tern_proto::v1::{MessageSummary, Pop3DeletePolicy, UpdateAccountRequest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
-use tonic::transport::Channel;
 
+pub use crate::common::{ACCOUNTS, Background, IO_TIMEOUT, transcript_files};
 use crate::{
-    Mailbox, TestServer, deliver, ensure_domain, fetch_body,
-    smtp::{BoxIo, Step, Transcript, cheap_hash},
+    Mailbox, TestServer,
+    common::{
+        DevCert, FrontendOptions, ServedTranscript, account_id_in, bind_loopback, create_accounts, deliver_one,
+        mailbox_channel, password_in, port_and_plaintext_auth, select_folder, stored_body,
+    },
+    smtp::{BoxIo, Chunking, SmtpClient, Step, Transcript, run_steps},
 };
 
 /// The name the test server gives in its greeting and sign-off.
 pub const HOSTNAME: &str = "pop.test";
 
-/// How long a client waits for one response line, or for the server to close.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How long [`Pop3Frontend::stop`] lets sessions finish.
 const GRACE: Duration = Duration::from_secs(2);
 
-/// The accounts every [`Pop3TestServer`] has, with their passwords.
-pub const ACCOUNTS: [(&str, &str); 4] = [
-    ("alice@example.com", "alice-pw"),
-    ("bob@example.com", "bob-pw"),
-    ("carol@example.com", "carol-pw"),
-    ("dave@example.com", "dave-pw"),
-];
-
-/// How a [`Pop3TestServer`] is configured.
-#[derive(Debug, Clone)]
-pub struct Pop3Options {
-    /// The POP3 limits of every front-end the server starts.
-    pub limits: Limits,
-    /// Whether USER/PASS and AUTH are accepted before TLS.
-    pub allow_plaintext_auth: bool,
-    pub mailbox_limits: tern_mailbox::Limits,
-}
-
-impl Default for Pop3Options {
-    /// Default POP3 limits, plain-text logins refused (as in production), and mailbox limits
-    /// that do not throttle the logins of tests that fail some on purpose.
-    fn default() -> Self {
-        Self {
-            limits: Limits::default(),
-            allow_plaintext_auth: false,
-            mailbox_limits: tern_mailbox::Limits { max_auth_failures: 10_000, ..Default::default() },
-        }
-    }
-}
-
-/// A task serving in the background until stopped or dropped.
-#[derive(Debug)]
-pub struct Background {
-    shutdown: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Background {
-    /// Wraps a spawned server task and the sender that tells it to stop.
-    pub(crate) fn new(shutdown: watch::Sender<bool>, task: JoinHandle<()>) -> Background {
-        Background { shutdown, task: Some(task) }
-    }
-
-    /// Asks the server to stop and waits for it (open sessions get the grace period).
-    pub async fn stop(&mut self) {
-        let _ = self.shutdown.send(true);
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(GRACE * 3, task)
-                .await
-                .expect("the server did not stop in time")
-                .expect("the server task failed");
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
+/// How a [`Pop3TestServer`] is configured (see [`FrontendOptions`]).
+pub type Pop3Options = FrontendOptions<Limits>;
 
 /// One POP3 server (one "pod") in front of the mailbox service.
 #[derive(Debug)]
@@ -154,55 +80,41 @@ pub struct Pop3TestServer {
     /// The first front-end; [`Pop3TestServer::start_frontend`] makes more.
     pub frontend: Pop3Frontend,
     /// The PEM file of the server's certificate, for clients that verify it.
-    pub ca_cert: PathBuf,
+    pub ca_cert: std::path::PathBuf,
     pub options: Pop3Options,
-    tls: Arc<rustls::ServerConfig>,
     accounts: HashMap<String, u64>,
     frontends_started: usize,
     // Declared last: the certificate directory outlives the servers.
-    _dir: tempfile::TempDir,
+    cert: DevCert,
 }
 
 impl Pop3TestServer {
     /// Starts the servers with `limits`, plain-text logins allowed or not, and lenient mailbox
-    /// limits (see [`Pop3Options::default`]).
+    /// limits (see [`FrontendOptions::default`]).
     pub async fn start(limits: Limits, allow_plaintext_auth: bool) -> Pop3TestServer {
         Self::start_with(Pop3Options { limits, allow_plaintext_auth, ..Default::default() }).await
     }
 
     pub async fn start_with(options: Pop3Options) -> Pop3TestServer {
         let mailbox = TestServer::start(options.mailbox_limits.clone()).await;
-        let mut admin = mailbox.admin_client().await;
-        let mut accounts = HashMap::new();
-        for (address, password) in ACCOUNTS {
-            ensure_domain(&mut admin, address.rsplit_once('@').expect("an address with a domain").1).await;
-            let request = CreateAccountRequest {
-                address: address.into(),
-                password: Some(Password { value: Some(password::Value::Hash(cheap_hash(password))) }),
-                ..Default::default()
-            };
-            let account = admin
-                .create_account(request)
-                .await
-                .unwrap_or_else(|e| panic!("create account {address}: {e}"))
-                .into_inner();
-            accounts.insert(address.to_string(), account.id);
-        }
-        let dir = tempfile::Builder::new().prefix("tern-pop3-test-").tempdir().expect("create a temporary directory");
-        let paths = tern_runtime::tls::dev_certificate(dir.path(), &["localhost".into(), "127.0.0.1".into()])
-            .expect("generate a development certificate");
-        let tls = tern_runtime::tls::server_config(&paths).expect("load the development certificate");
-        let frontend =
-            start_frontend(mailbox.addr, "pop3-a", options.limits.clone(), options.allow_plaintext_auth, &tls).await;
+        let accounts = create_accounts(&mailbox, &ACCOUNTS).await;
+        let cert = DevCert::new("tern-pop3-test-");
+        let frontend = start_frontend(
+            mailbox.addr,
+            "pop3-a",
+            options.limits.clone(),
+            options.allow_plaintext_auth,
+            &cert.server_config,
+        )
+        .await;
         Pop3TestServer {
             mailbox,
             frontend,
-            ca_cert: paths.cert,
+            ca_cert: cert.ca_cert.clone(),
             options,
-            tls,
             accounts,
             frontends_started: 1,
-            _dir: dir,
+            cert,
         }
     }
 
@@ -217,7 +129,7 @@ impl Pop3TestServer {
     pub async fn start_frontend_with(&mut self, limits: Limits, allow_plaintext_auth: bool) -> Pop3Frontend {
         self.frontends_started += 1;
         let instance = format!("pop3-{}", self.frontends_started);
-        start_frontend(self.mailbox.addr, &instance, limits, allow_plaintext_auth, &self.tls).await
+        start_frontend(self.mailbox.addr, &instance, limits, allow_plaintext_auth, &self.cert.server_config).await
     }
 
     /// Restarts the mailbox service on the same data directory (see [`TestServer::restart`]),
@@ -232,21 +144,12 @@ impl Pop3TestServer {
     /// An SMTP MX listener (no AUTH, STARTTLS offered) in front of the same mailbox service,
     /// for delivering with a real SMTP client. Stops when the handle is dropped.
     pub async fn start_mx(&self) -> (SocketAddr, Background) {
-        start_mx(self.mailbox.addr, &self.tls).await
+        start_mx(self.mailbox.addr, &self.cert.server_config).await
     }
 
     /// A TLS client configuration that trusts the server's certificate (and nothing else).
     pub fn tls_connector(&self) -> TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(&self.ca_cert).expect("read the certificate") {
-            roots.add(cert.expect("a PEM certificate")).expect("a usable root certificate");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        TlsConnector::from(Arc::new(config))
+        crate::common::tls_connector(&self.ca_cert)
     }
 
     /// Runs a TLS handshake as a client over `stream`, verifying the server's certificate.
@@ -254,22 +157,14 @@ impl Pop3TestServer {
         &self,
         stream: S,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<S>> {
-        let name = ServerName::try_from("localhost").expect("a valid server name");
-        tokio::time::timeout(IO_TIMEOUT, self.tls_connector().connect(name, stream))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+        crate::common::tls_handshake(&self.ca_cert, stream).await
     }
 
     /// A new connection to the listener of `kind` of `frontend`, with the TLS handshake done
     /// for implicit TLS, as a boxed stream; the greeting is not read yet.
     pub async fn connect_io(&self, frontend: &Pop3Frontend, kind: ListenerKind) -> BoxIo {
-        let tcp = TcpStream::connect(frontend.addr(kind)).await.expect("connect to the POP3 server");
-        tcp.set_nodelay(true).expect("set TCP_NODELAY");
-        if kind == ListenerKind::Pop3s {
-            Box::new(self.tls_handshake(tcp).await.expect("TLS handshake on the pop3s port"))
-        } else {
-            Box::new(tcp)
-        }
+        let implicit_tls = (kind == ListenerKind::Pop3s).then_some(self.ca_cert.as_path());
+        crate::common::connect(frontend.addr(kind), implicit_tls, "the POP3 server").await
     }
 
     /// A new connection to the first front-end's listener of `kind`; the greeting is not read.
@@ -293,7 +188,7 @@ impl Pop3TestServer {
 
     /// The id of one of the accounts of [`ACCOUNTS`].
     pub fn account_id(&self, address: &str) -> u64 {
-        *self.accounts.get(address).unwrap_or_else(|| panic!("{address} is not a standard account"))
+        account_id_in(&self.accounts, address)
     }
 
     pub async fn mailbox_client(&self) -> Mailbox {
@@ -302,37 +197,20 @@ impl Pop3TestServer {
 
     /// Delivers `body` to `address` through the Deliver RPC (as SMTP does) and returns its UID.
     pub async fn deliver(&self, address: &str, body: &[u8]) -> u32 {
-        let response = deliver(&mut self.mailbox_client().await, &[address], body)
-            .await
-            .unwrap_or_else(|e| panic!("deliver to {address}: {e}"));
-        let result = response.results.first().expect("a result for the recipient");
-        assert_eq!(result.status, DeliveryStatus::Delivered as i32, "delivery to {address}: {result:?}");
-        result.uid
+        deliver_one(&self.mailbox, address, body).await
     }
 
     /// The INBOX of `address` as the mailbox API shows it: its id, UIDVALIDITY and messages.
     pub async fn inbox(&self, address: &str) -> (u64, u32, Vec<MessageSummary>) {
-        let account_id = self.account_id(address);
-        let selected = self
-            .mailbox_client()
-            .await
-            .select(SelectRequest { account_id, folder: Some(FolderRef::name("INBOX")) })
-            .await
-            .unwrap_or_else(|e| panic!("select the INBOX of {address}: {e}"))
-            .into_inner();
-        let folder = selected.folder.expect("a folder in the select response");
-        (folder.id, folder.uidvalidity, selected.messages)
+        let mut mail = self.mailbox_client().await;
+        let (folder, messages) = select_folder(&mut mail, self.account_id(address), address, "INBOX").await;
+        (folder.id, folder.uidvalidity, messages)
     }
 
     /// The stored bytes of message `uid` in the INBOX of `address`.
     pub async fn body(&self, address: &str, uid: u32) -> Vec<u8> {
         let (folder_id, _, _) = self.inbox(address).await;
-        let (body, total) =
-            fetch_body(&mut self.mailbox_client().await, self.account_id(address), folder_id, uid, 0, 0)
-                .await
-                .unwrap_or_else(|e| panic!("fetch message {uid} of {address}: {e}"));
-        assert_eq!(body.len() as u64, total, "FetchBody announced a different size than it sent");
-        body
+        stored_body(&mut self.mailbox_client().await, self.account_id(address), folder_id, uid, address).await
     }
 
     /// Sets what DELE does at QUIT for `address`: keep the message for IMAP, or expunge it.
@@ -353,11 +231,7 @@ impl Pop3TestServer {
 
 /// The password of one of the accounts of [`ACCOUNTS`].
 pub fn password_of(address: &str) -> &'static str {
-    ACCOUNTS.iter().find(|(a, _)| *a == address).unwrap_or_else(|| panic!("{address} is not a standard account")).1
-}
-
-fn channel(mailbox: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{mailbox}")).expect("a valid mailbox URL").tcp_nodelay(true).connect_lazy()
+    password_in(&ACCOUNTS, address)
 }
 
 /// An SMTP MX listener (no AUTH, STARTTLS offered with `tls`) in front of the mailbox service at
@@ -371,14 +245,12 @@ pub(crate) async fn start_mx(mailbox: SocketAddr, tls: &Arc<rustls::ServerConfig
         allow_plaintext_auth: false,
         verifier: None,
     });
-    let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
-    let addr = socket.local_addr().expect("local address of the listener");
+    let (socket, addr) = bind_loopback().await;
     let listeners =
         vec![tern_smtp::server::Listener { kind: tern_smtp::config::ListenerKind::Mx, socket, proxy_protocol: false }];
-    let (shutdown, rx) = watch::channel(false);
-    let backend = Arc::new(GrpcBackend::new(channel(mailbox)));
-    let task = tokio::spawn(tern_smtp::server::serve(cfg, backend, listeners, rx, GRACE));
-    (addr, Background::new(shutdown, task))
+    let backend = Arc::new(GrpcBackend::new(mailbox_channel(mailbox)));
+    let server = Background::spawn(GRACE * 3, move |rx| tern_smtp::server::serve(cfg, backend, listeners, rx, GRACE));
+    (addr, server)
 }
 
 async fn start_frontend(
@@ -400,18 +272,13 @@ async fn start_frontend(
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for kind in [ListenerKind::Pop3, ListenerKind::Pop3s] {
-        let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
-        addrs.push(socket.local_addr().expect("local address of the listener"));
+        let (socket, addr) = bind_loopback().await;
+        addrs.push(addr);
         listeners.push(Listener { kind, socket, proxy_protocol: false });
     }
-    let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(tern_pop3::server::serve(cfg, Backend::new(channel(mailbox)), listeners, rx, GRACE));
-    Pop3Frontend {
-        pop3: addrs[0],
-        pop3s: addrs[1],
-        instance: instance.into(),
-        server: Background { shutdown, task: Some(task) },
-    }
+    let backend = Backend::new(mailbox_channel(mailbox));
+    let server = Background::spawn(GRACE * 3, move |rx| tern_pop3::server::serve(cfg, backend, listeners, rx, GRACE));
+    Pop3Frontend { pop3: addrs[0], pop3s: addrs[1], instance: instance.into(), server }
 }
 
 /// A POP3 client connection that reads and checks responses.
@@ -642,28 +509,15 @@ impl Pop3Transcript {
     pub fn parse(name: &str, text: &str) -> Result<Pop3Transcript, String> {
         // The generic parser checks the C:/S: lines and collects `# limits:`.
         let generic = Transcript::parse(name, text)?;
+        let (port, allow_plaintext_auth) =
+            port_and_plaintext_auth(name, text, &[("pop3", ListenerKind::Pop3), ("pop3s", ListenerKind::Pop3s)])?;
         let mut t = Pop3Transcript {
             name: name.into(),
             text: text.into(),
-            port: ListenerKind::Pop3,
-            allow_plaintext_auth: true,
+            port,
+            allow_plaintext_auth,
             limits: Limits::default(),
         };
-        for (i, line) in text.lines().enumerate() {
-            if let Some(v) = line.strip_prefix("# port:") {
-                t.port = match v.trim() {
-                    "pop3" => ListenerKind::Pop3,
-                    "pop3s" => ListenerKind::Pop3s,
-                    other => return Err(format!("{name}:{}: unknown port {other:?}", i + 1)),
-                };
-            } else if let Some(v) = line.strip_prefix("# plaintext-auth:") {
-                t.allow_plaintext_auth = match v.trim() {
-                    "yes" => true,
-                    "no" => false,
-                    other => return Err(format!("{name}:{}: expected yes or no, got {other:?}", i + 1)),
-                };
-            }
-        }
         for (k, v) in &generic.limits {
             let v = *v;
             let as_usize = || usize::try_from(v).map_err(|_| format!("{name}: {k}={v} is too large"));
@@ -700,7 +554,15 @@ impl Pop3Transcript {
     }
 }
 
-/// The transcript files of `dir`, sorted; see [`crate::smtp::transcript_files`].
-pub fn transcript_files(dir: &Path) -> Vec<PathBuf> {
-    crate::smtp::transcript_files(dir)
+impl ServedTranscript for Pop3Transcript {
+    fn parse_file(name: &str, text: &str) -> Result<Self, String> {
+        Pop3Transcript::parse(name, text)
+    }
+
+    async fn play(&self, chunking: Chunking) -> Result<(), String> {
+        let (server, uidvalidity) = self.server().await;
+        let steps = self.steps(uidvalidity)?;
+        let io = server.connect_io(&server.frontend, self.port).await;
+        run_steps(&mut SmtpClient::new(io), &steps, chunking).await
+    }
 }

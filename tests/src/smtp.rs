@@ -12,19 +12,9 @@
 //! expected from the server, which [`run_steps`] plays with the client's bytes cut into pieces of
 //! any size ([`Chunking`]), so that every byte boundary of the input reaches the server.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use tern_proto::v1::{
-    CreateAccountRequest, FolderRef, GetAccountRequest, ListQueueRequest, Password, QueuedMessage, SelectRequest,
-    UpdateAccountRequest, password,
-};
+use tern_proto::v1::{GetAccountRequest, ListQueueRequest, QueuedMessage, UpdateAccountRequest};
 use tern_smtp::{
     backend::GrpcBackend,
     config::{Limits, ListenerKind, SmtpConfig},
@@ -32,20 +22,21 @@ use tern_smtp::{
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::watch,
-    task::JoinHandle,
+    net::TcpStream,
 };
 use tokio_rustls::TlsConnector;
-use tonic::transport::Channel;
 
-use crate::{Mailbox, TestServer, ensure_domain, fetch_body};
+pub use crate::common::{IO_TIMEOUT, transcript_files};
+use crate::{
+    Mailbox, TestServer,
+    common::{
+        Background, DevCert, account_id_in, bind_loopback, create_accounts, mailbox_channel, password_in,
+        select_folder, stored_body,
+    },
+};
 
 /// The name the test server gives in its greeting, EHLO reply and Received: headers.
 pub const HOSTNAME: &str = "mx.test";
-
-/// How long a client waits for one reply line, or for the server to close.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long [`SmtpTestServer::stop`] lets sessions finish.
 const GRACE: Duration = Duration::from_secs(5);
@@ -80,10 +71,9 @@ pub struct SmtpTestServer {
     pub ca_cert: PathBuf,
     pub limits: Limits,
     accounts: HashMap<String, u64>,
-    shutdown: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    server: Background,
     // Declared last: the certificate directory outlives the server.
-    _dir: tempfile::TempDir,
+    _cert: DevCert,
 }
 
 impl SmtpTestServer {
@@ -104,37 +94,13 @@ impl SmtpTestServer {
         verifier: Option<Arc<tern_smtp::verify::Verifier>>,
     ) -> SmtpTestServer {
         let mailbox = TestServer::start(mailbox_limits).await;
-        let mut admin = mailbox.admin_client().await;
-        let mut accounts = HashMap::new();
-        for (address, password) in ACCOUNTS {
-            ensure_domain(&mut admin, address.rsplit_once('@').expect("an address with a domain").1).await;
-            let request = CreateAccountRequest {
-                address: address.into(),
-                password: Some(Password { value: Some(password::Value::Hash(cheap_hash(password))) }),
-                ..Default::default()
-            };
-            let account = admin
-                .create_account(request)
-                .await
-                .unwrap_or_else(|e| panic!("create account {address}: {e}"))
-                .into_inner();
-            accounts.insert(address.to_string(), account.id);
-        }
-
-        let dir = tempfile::Builder::new().prefix("tern-smtp-test-").tempdir().expect("create a temporary directory");
-        let paths = tern_runtime::tls::dev_certificate(dir.path(), &["localhost".into(), "127.0.0.1".into()])
-            .expect("generate a development certificate");
-        let tls = tern_runtime::tls::server_config(&paths).expect("load the development certificate");
-
-        let channel = Channel::from_shared(format!("http://{}", mailbox.addr))
-            .expect("a valid mailbox URL")
-            .tcp_nodelay(true)
-            .connect_lazy();
-        let backend = Arc::new(GrpcBackend::new(channel));
+        let accounts = create_accounts(&mailbox, &ACCOUNTS).await;
+        let cert = DevCert::new("tern-smtp-test-");
+        let backend = Arc::new(GrpcBackend::new(mailbox_channel(mailbox.addr)));
         let cfg = Arc::new(SmtpConfig {
             hostname: HOSTNAME.into(),
             limits: limits.clone(),
-            tls: Some(tls),
+            tls: Some(cert.server_config.clone()),
             allow_plaintext_auth: false,
             // SPF, DKIM and DMARC need DNS answers: a test that wants them gives a verifier whose
             // cache holds them.
@@ -142,40 +108,36 @@ impl SmtpTestServer {
         });
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
-        for kind in [ListenerKind::Mx, ListenerKind::Submission, ListenerKind::Submissions] {
-            let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
-            addrs.push(socket.local_addr().expect("local address of the listener"));
-            listeners.push(Listener { kind, socket, proxy_protocol: false });
+        // The three standard listeners, then an MX listener behind a PROXY protocol v2 header.
+        for (kind, proxy_protocol) in [
+            (ListenerKind::Mx, false),
+            (ListenerKind::Submission, false),
+            (ListenerKind::Submissions, false),
+            (ListenerKind::Mx, true),
+        ] {
+            let (socket, addr) = bind_loopback().await;
+            addrs.push(addr);
+            listeners.push(Listener { kind, socket, proxy_protocol });
         }
-        let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
-        addrs.push(socket.local_addr().expect("local address of the listener"));
-        listeners.push(Listener { kind: ListenerKind::Mx, socket, proxy_protocol: true });
-        let (shutdown, rx) = watch::channel(false);
-        let task = tokio::spawn(tern_smtp::server::serve(cfg, backend, listeners, rx, GRACE));
+        let server =
+            Background::spawn(GRACE * 2, move |rx| tern_smtp::server::serve(cfg, backend, listeners, rx, GRACE));
         SmtpTestServer {
             mailbox,
             mx: addrs[0],
             submission: addrs[1],
             submissions: addrs[2],
             mx_proxy: addrs[3],
-            ca_cert: paths.cert,
+            ca_cert: cert.ca_cert.clone(),
             limits,
             accounts,
-            shutdown,
-            task: Some(task),
-            _dir: dir,
+            server,
+            _cert: cert,
         }
     }
 
     /// Stops the SMTP server gracefully: open sessions get 421, transactions finish.
     pub async fn stop(&mut self) {
-        let _ = self.shutdown.send(true);
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(GRACE * 2, task)
-                .await
-                .expect("the SMTP server did not stop in time")
-                .expect("the SMTP server task failed");
-        }
+        self.server.stop().await;
     }
 
     /// The address of the listener of `kind`.
@@ -189,16 +151,7 @@ impl SmtpTestServer {
 
     /// A TLS client configuration that trusts the server's certificate (and nothing else).
     pub fn tls_connector(&self) -> TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(&self.ca_cert).expect("read the certificate") {
-            roots.add(cert.expect("a PEM certificate")).expect("a usable root certificate");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        TlsConnector::from(Arc::new(config))
+        crate::common::tls_connector(&self.ca_cert)
     }
 
     /// Runs a TLS handshake as a client over `stream`, verifying the server's certificate.
@@ -206,23 +159,14 @@ impl SmtpTestServer {
         &self,
         stream: S,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<S>> {
-        let name = ServerName::try_from("localhost").expect("a valid server name");
-        tokio::time::timeout(IO_TIMEOUT, self.tls_connector().connect(name, stream))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+        crate::common::tls_handshake(&self.ca_cert, stream).await
     }
 
     /// A new connection to the listener of `kind` (with the TLS handshake done for implicit
     /// TLS); the greeting is not read yet.
     pub async fn connect(&self, kind: ListenerKind) -> SmtpClient<BoxIo> {
-        let tcp = TcpStream::connect(self.addr(kind)).await.expect("connect to the SMTP server");
-        tcp.set_nodelay(true).expect("set TCP_NODELAY");
-        let io: BoxIo = if kind == ListenerKind::Submissions {
-            Box::new(self.tls_handshake(tcp).await.expect("TLS handshake on the submissions port"))
-        } else {
-            Box::new(tcp)
-        };
-        SmtpClient::new(io)
+        let implicit_tls = (kind == ListenerKind::Submissions).then_some(self.ca_cert.as_path());
+        SmtpClient::new(crate::common::connect(self.addr(kind), implicit_tls, "the SMTP server").await)
     }
 
     /// Connects to `kind`, reads the greeting and says EHLO.
@@ -236,7 +180,7 @@ impl SmtpTestServer {
     /// Connects to the submissions port (implicit TLS) and logs in as `address` with its
     /// password from [`ACCOUNTS`].
     pub async fn connect_authenticated(&self, address: &str) -> SmtpClient<BoxIo> {
-        let password = ACCOUNTS.iter().find(|(a, _)| *a == address).expect("one of the standard accounts").1;
+        let password = password_in(&ACCOUNTS, address);
         let mut c = self.connect_ehlo(ListenerKind::Submissions).await;
         c.expect(&format!("AUTH PLAIN {}", auth_plain(address, password)), "235 2.7.0").await;
         c
@@ -244,7 +188,7 @@ impl SmtpTestServer {
 
     /// The id of one of the accounts of [`ACCOUNTS`].
     pub fn account_id(&self, address: &str) -> u64 {
-        *self.accounts.get(address).unwrap_or_else(|| panic!("{address} is not a standard account"))
+        account_id_in(&self.accounts, address)
     }
 
     pub async fn mailbox_client(&self) -> Mailbox {
@@ -255,19 +199,10 @@ impl SmtpTestServer {
     pub async fn inbox(&self, address: &str) -> Vec<Vec<u8>> {
         let account_id = self.account_id(address);
         let mut mail = self.mailbox_client().await;
-        let selected = mail
-            .select(SelectRequest { account_id, folder: Some(FolderRef::name("INBOX")) })
-            .await
-            .unwrap_or_else(|e| panic!("select the INBOX of {address}: {e}"))
-            .into_inner();
-        let folder_id = selected.folder.expect("a folder in the select response").id;
+        let (folder, messages) = select_folder(&mut mail, account_id, address, "INBOX").await;
         let mut out = Vec::new();
-        for m in selected.messages {
-            let (body, total) = fetch_body(&mut mail, account_id, folder_id, m.uid, 0, 0)
-                .await
-                .unwrap_or_else(|e| panic!("fetch message {} of {address}: {e}", m.uid));
-            assert_eq!(body.len() as u64, total, "FetchBody announced a different size than it sent");
-            out.push(body);
+        for m in messages {
+            out.push(stored_body(&mut mail, account_id, folder.id, m.uid, address).await);
         }
         out
     }
@@ -301,28 +236,6 @@ impl SmtpTestServer {
             .into_inner()
             .messages
     }
-}
-
-impl Drop for SmtpTestServer {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-/// An argon2id PHC hash of `password` with the smallest parameters argon2 allows. The mailbox
-/// service verifies a password with the parameters stored in its hash, so logins still run
-/// argon2, only without the cost of production parameters, which would make the dozens of
-/// servers and logins of the SMTP tests CPU-bound.
-pub fn cheap_hash(password: &str) -> String {
-    use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version, password_hash::SaltString};
-    let params = Params::new(Params::MIN_M_COST, 1, 1, None).expect("valid argon2 parameters");
-    let salt = SaltString::encode_b64(b"tern-smtp-tests").expect("a valid salt");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password(password.as_bytes(), &salt)
-        .expect("hash a password")
-        .to_string()
 }
 
 /// The base64 initial response of AUTH PLAIN (RFC 4616) with an empty authorisation identity.
@@ -691,17 +604,6 @@ pub async fn run_transcript_chunked(addr: SocketAddr, text: &str, chunking: Chun
     let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| format!("set TCP_NODELAY: {e}"))?;
     run_steps(&mut SmtpClient::new(tcp), &t.steps, chunking).await
-}
-
-/// The transcript files of a directory (`*.txt`), sorted by name.
-pub fn transcript_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read the transcript directory {}: {e}", dir.display()))
-        .map(|e| e.expect("read a directory entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-        .collect();
-    files.sort();
-    files
 }
 
 #[cfg(test)]

@@ -4,11 +4,12 @@
 //! COPY visible before their OK; the UID invariant under concurrent delivery; large LITERAL+
 //! literals; graceful shutdown; and real clients (Python's imaplib, Debian's isync).
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
 
 use tern_imap::config::{Limits, ListenerKind};
 use tern_tests::{
-    imap::{ImapClient, ImapFrontend, ImapTestServer, ImapTranscript, expunges, password_of, transcript_files},
+    common::{ScriptOutput, play_served_transcript_file, run_client, run_python_script, run_transcript_dir},
+    imap::{ImapClient, ImapFrontend, ImapTestServer, ImapTranscript, expunges, password_of},
     smtp::{BoxIo, Chunking, SmtpClient, run_steps},
 };
 use tokio::task::JoinSet;
@@ -18,56 +19,11 @@ const ALICE: &str = "alice@example.com";
 /// How long a test waits for another session's change to show up.
 const SYNC_WAIT: Duration = Duration::from_secs(5);
 
-/// The ways every transcript is played: each flight of client lines in one write, then cut in
-/// pieces of 1 to 7 bytes (1 puts every byte boundary of the input in front of the server).
-fn chunkings() -> Vec<Chunking> {
-    std::iter::once(Chunking::Whole).chain((1..=7).map(Chunking::Bytes)).collect()
-}
-
-/// Plays one transcript once per way of cutting, each on a server of its own (a session
-/// changes the mailbox).
-async fn run_transcript_file(path: std::path::PathBuf) -> Result<(), String> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{name}: {e}"))?;
-    let transcript = ImapTranscript::parse(&name, &text)?;
-    let mut runs = JoinSet::new();
-    for chunking in chunkings() {
-        let transcript = transcript.clone();
-        runs.spawn(async move {
-            let (server, uidvalidity) = transcript.server().await;
-            let steps = transcript.steps(&uidvalidity)?;
-            let io = server.connect_io(&server.frontend, transcript.port).await;
-            let mut client = SmtpClient::new(io);
-            run_steps(&mut client, &steps, chunking).await.map_err(|e| format!("({chunking:?}): {e}"))
-        });
-    }
-    let mut failures = Vec::new();
-    while let Some(result) = runs.join_next().await {
-        if let Err(e) = result.expect("a transcript run panicked") {
-            failures.push(format!("{name} {e}"));
-        }
-    }
-    if failures.is_empty() { Ok(()) } else { Err(failures.join("\n")) }
-}
-
 /// Every file in `transcripts/imap/` is one scenario, played with the client's input cut in
 /// several ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transcripts() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts/imap");
-    let files = transcript_files(&dir);
-    assert!(files.len() >= 25, "expected the IMAP transcripts in {}, found {}", dir.display(), files.len());
-    let mut runs = JoinSet::new();
-    for file in files {
-        runs.spawn(run_transcript_file(file));
-    }
-    let mut failures = Vec::new();
-    while let Some(result) = runs.join_next().await {
-        if let Err(e) = result.expect("a transcript task panicked") {
-            failures.push(e);
-        }
-    }
-    assert!(failures.is_empty(), "{} transcript(s) failed:\n{}", failures.len(), failures.join("\n"));
+    run_transcript_dir("imap", 25, play_served_transcript_file::<ImapTranscript>).await;
 }
 
 /// The transcript runner notices a wrong IMAP response, so that a passing transcript means
@@ -95,74 +51,20 @@ async fn transcript_runner_detects_differences() {
     }
 }
 
-/// Runs a client program to its end (at most `limit`), killing it if it takes longer. A
-/// missing program fails the test with `install_hint`.
-fn run_program(mut command: Command, install_hint: &str, limit: Duration) -> std::process::Output {
-    let program = command.get_program().to_string_lossy().into_owned();
-    let mut child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program} ({e}); {install_hint}"));
-    let deadline = std::time::Instant::now() + limit;
-    while child.try_wait().expect("wait for the client program").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("collect the output of the killed client");
-            panic!(
-                "{program} did not finish within {limit:?}:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("collect the output of the client program")
-}
-
-/// Runs a client program on a blocking thread, so that the servers of the test keep running.
-async fn run_client(command: Command, install_hint: &'static str) -> std::process::Output {
-    tokio::task::spawn_blocking(move || run_program(command, install_hint, Duration::from_secs(30)))
-        .await
-        .expect("the client thread panicked")
-}
+/// How long a real client program may run.
+const CLIENT_LIMIT: Duration = Duration::from_secs(30);
 
 /// One phase of `scripts/imaplib_client.py`; fails the test unless it succeeds, and returns its
 /// `key value` lines.
-async fn imaplib(server: &ImapTestServer, mx: std::net::SocketAddr, phase: &str) -> Vec<(String, String)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/imaplib_client.py");
-    let mut command = Command::new("python3");
-    command
-        .arg(&script)
-        .arg(phase)
-        .arg(server.frontend.imap.port().to_string())
-        .arg(server.frontend.imaps.port().to_string())
-        .arg(&server.ca_cert)
-        .arg(mx.port().to_string());
-    let out = run_client(command, "install Python 3 (apt-get install python3)").await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "imaplib phase {phase} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout.lines().filter_map(|l| l.split_once(' ')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-fn value<'a>(results: &'a [(String, String)], key: &str) -> &'a str {
-    results.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("no {key} in {results:?}"))
-}
-
-fn decoded(results: &[(String, String)], key: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .decode(value(results, key))
-        .unwrap_or_else(|e| panic!("{key}: base64 from the script: {e}"))
-}
-
-fn text(results: &[(String, String)], key: &str) -> String {
-    String::from_utf8_lossy(&decoded(results, key)).into_owned()
+async fn imaplib(server: &ImapTestServer, mx: SocketAddr, phase: &str) -> ScriptOutput {
+    let args = [
+        phase.to_string(),
+        server.frontend.imap.port().to_string(),
+        server.frontend.imaps.port().to_string(),
+        server.ca_cert.display().to_string(),
+        mx.port().to_string(),
+    ];
+    run_python_script("imaplib_client.py", args, &format!("imaplib phase {phase}"), CLIENT_LIMIT).await
 }
 
 /// Python's imaplib, a real client: a message delivered with smtplib over SMTP is fetched over
@@ -174,7 +76,7 @@ async fn python_imaplib_client() {
     let server = ImapTestServer::start(Limits::default(), false).await;
     let (mx, _smtp) = server.start_mx().await;
 
-    let sent = decoded(&imaplib(&server, mx, "send").await, "sent");
+    let sent = imaplib(&server, mx, "send").await.decoded("sent");
     let (_, _, messages) = server.inbox(ALICE).await;
     assert_eq!(messages.len(), 1, "the SMTP delivery did not arrive");
     let uid = messages[0].uid;
@@ -183,30 +85,30 @@ async fn python_imaplib_client() {
     assert!(stored.starts_with(b"Received: "), "no trace header from SMTP");
 
     let r = imaplib(&server, mx, "starttls").await;
-    let list = text(&r, "list");
+    let list = r.text("list");
     for folder in ["\\Archive) \"/\" \"Archive\"", "\\Sent) \"/\" \"Sent\"", "\\Trash) \"/\" \"Trash\"", "\"INBOX\""] {
         assert!(list.contains(folder), "LIST lacks {folder}:\n{list}");
     }
-    assert_eq!(value(&r, "exists"), "1");
-    assert_eq!(text(&r, "meta"), format!("1 (UID {uid} FLAGS () RFC822.SIZE {})", stored.len()));
-    let peek = decoded(&r, "peek");
+    assert_eq!(r.value("exists"), "1");
+    assert_eq!(r.text("meta"), format!("1 (UID {uid} FLAGS () RFC822.SIZE {})", stored.len()));
+    let peek = r.decoded("peek");
     assert!(
         peek == stored,
         "BODY.PEEK[] differs from the stored message:\n--- fetched\n{}\n--- stored\n{}",
         String::from_utf8_lossy(&peek),
         String::from_utf8_lossy(&stored)
     );
-    assert_eq!(decoded(&r, "body"), stored, "BODY[] differs from the stored message");
-    assert_eq!(text(&r, "flags_after_peek"), "1 (FLAGS ())", "BODY.PEEK[] set a flag");
-    assert_eq!(text(&r, "flags_after_body"), "1 (FLAGS (\\Seen))", "BODY[] did not set \\Seen");
-    assert_eq!(text(&r, "store"), "1 (FLAGS (\\Flagged \\Seen))");
-    assert_eq!(text(&r, "search_flagged"), "1");
-    assert_eq!(text(&r, "search_subject"), "1");
-    assert_eq!(text(&r, "search_none"), "");
-    assert_eq!(text(&r, "uid_search"), uid.to_string());
+    assert_eq!(r.decoded("body"), stored, "BODY[] differs from the stored message");
+    assert_eq!(r.text("flags_after_peek"), "1 (FLAGS ())", "BODY.PEEK[] set a flag");
+    assert_eq!(r.text("flags_after_body"), "1 (FLAGS (\\Seen))", "BODY[] did not set \\Seen");
+    assert_eq!(r.text("store"), "1 (FLAGS (\\Flagged \\Seen))");
+    assert_eq!(r.text("search_flagged"), "1");
+    assert_eq!(r.text("search_subject"), "1");
+    assert_eq!(r.text("search_none"), "");
+    assert_eq!(r.text("uid_search"), uid.to_string());
     let (archive, archived) = server.folder(ALICE, "Archive").await;
-    assert_eq!(text(&r, "copy"), format!("[COPYUID {} {uid} {}] COPY completed", archive.uidvalidity, archived[0].uid));
-    assert_eq!(value(&r, "logout"), "BYE");
+    assert_eq!(r.text("copy"), format!("[COPYUID {} {uid} {}] COPY completed", archive.uidvalidity, archived[0].uid));
+    assert_eq!(r.value("logout"), "BYE");
     let (_, _, messages) = server.inbox(ALICE).await;
     let mut flags = messages[0].flags.clone();
     flags.sort();
@@ -217,26 +119,26 @@ async fn python_imaplib_client() {
     let (inbox, _) = server.folder(ALICE, "INBOX").await;
     let (trash, trashed) = server.folder(ALICE, "Trash").await;
     assert_eq!(trashed.len(), 1, "UID MOVE did not reach Trash");
-    assert!(text(&r, "append").starts_with(&format!("[APPENDUID {} ", inbox.uidvalidity)), "{r:?}");
-    let appended = decoded(&r, "appended_body");
+    assert!(r.text("append").starts_with(&format!("[APPENDUID {} ", inbox.uidvalidity)), "{r:?}");
+    let appended = r.decoded("appended_body");
     assert_eq!(server.body_in(ALICE, "Trash", trashed[0].uid).await, appended, "MOVE changed the message");
     assert!(appended.starts_with(b"From: alice@example.com\r\n"), "{}", String::from_utf8_lossy(&appended));
-    let meta = text(&r, "appended_meta");
+    let meta = r.text("appended_meta");
     assert!(meta.contains("\\Seen") && meta.contains("\\Draft"), "APPEND lost its flags: {meta}");
     assert!(meta.contains("INTERNALDATE \"01-Jan-2026 00:00:00 +0000\""), "APPEND lost its date: {meta}");
     let mut flags = trashed[0].flags.clone();
     flags.sort();
     assert_eq!(flags, ["\\Draft", "\\Seen"]);
-    assert!(text(&r, "move").starts_with(&format!("{} ", trash.uidvalidity)), "{r:?}");
-    assert_eq!(text(&r, "move_expunge"), "2");
-    assert_eq!(text(&r, "expunge"), "1");
-    assert_eq!(value(&r, "exists_after_expunge"), "0");
-    assert_eq!(value(&r, "archive"), "1");
-    assert!(text(&r, "idle_exists").ends_with("* 1 EXISTS\r\n"), "{r:?}");
-    assert!(text(&r, "idle_flags").contains("\\Flagged"), "{r:?}");
-    assert!(text(&r, "idle_expunge").ends_with("* 1 EXPUNGE\r\n"), "{r:?}");
-    assert!(text(&r, "idle_delivery").ends_with("* 1 EXISTS\r\n"), "{r:?}");
-    assert_eq!(text(&r, "delivered_subject"), "Subject: imaplib round trip\r\n\r\n");
+    assert!(r.text("move").starts_with(&format!("{} ", trash.uidvalidity)), "{r:?}");
+    assert_eq!(r.text("move_expunge"), "2");
+    assert_eq!(r.text("expunge"), "1");
+    assert_eq!(r.value("exists_after_expunge"), "0");
+    assert_eq!(r.value("archive"), "1");
+    assert!(r.text("idle_exists").ends_with("* 1 EXISTS\r\n"), "{r:?}");
+    assert!(r.text("idle_flags").contains("\\Flagged"), "{r:?}");
+    assert!(r.text("idle_expunge").ends_with("* 1 EXPUNGE\r\n"), "{r:?}");
+    assert!(r.text("idle_delivery").ends_with("* 1 EXISTS\r\n"), "{r:?}");
+    assert_eq!(r.text("delivered_subject"), "Subject: imaplib round trip\r\n\r\n");
     let (_, _, messages) = server.inbox(ALICE).await;
     assert_eq!(messages.len(), 1, "the INBOX should hold only the message delivered during IDLE");
 }
@@ -557,7 +459,8 @@ async fn large_literal_plus_append_round_trips() {
 async fn mbsync(home: &Path, what: &str) -> String {
     let mut command = Command::new("mbsync");
     command.arg("-c").arg(home.join("mbsyncrc")).args(["-a", "-V"]).env("HOME", home);
-    let out = run_client(command, "mbsync is not installed: apt-get install isync (cargo xtask ci does)").await;
+    let out =
+        run_client(command, "mbsync is not installed: apt-get install isync (cargo xtask ci does)", CLIENT_LIMIT).await;
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "mbsync ({what}) failed ({}):\n{log}", out.status);
     log

@@ -4,68 +4,23 @@
 //! maildrop snapshot; the keep policy of DELE; STLS; line ends and dot-stuffing on the wire;
 //! and real clients (Python's poplib, Debian's fetchmail).
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
 
 use tern_pop3::config::{Limits, ListenerKind};
 use tern_tests::{
-    pop3::{Pop3Client, Pop3TestServer, Pop3Transcript, password_of, transcript_files},
+    common::{ScriptOutput, play_served_transcript_file, run_client, run_python_script, run_transcript_dir},
+    pop3::{Pop3Client, Pop3TestServer, Pop3Transcript, password_of},
     smtp::{BoxIo, Chunking, SmtpClient, run_steps},
 };
-use tokio::task::JoinSet;
 
 const ALICE: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";
-
-/// The ways every transcript is played: each flight of client lines in one write, then cut in
-/// pieces of 1 to 7 bytes (1 puts every byte boundary of the input in front of the server).
-fn chunkings() -> Vec<Chunking> {
-    std::iter::once(Chunking::Whole).chain((1..=7).map(Chunking::Bytes)).collect()
-}
-
-/// Plays one transcript once per way of cutting, each on a server of its own (a session
-/// changes the maildrop, and holds its lease).
-async fn run_transcript_file(path: std::path::PathBuf) -> Result<(), String> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{name}: {e}"))?;
-    let transcript = Pop3Transcript::parse(&name, &text)?;
-    let mut runs = JoinSet::new();
-    for chunking in chunkings() {
-        let transcript = transcript.clone();
-        runs.spawn(async move {
-            let (server, uidvalidity) = transcript.server().await;
-            let steps = transcript.steps(uidvalidity)?;
-            let io = server.connect_io(&server.frontend, transcript.port).await;
-            let mut client = SmtpClient::new(io);
-            run_steps(&mut client, &steps, chunking).await.map_err(|e| format!("({chunking:?}): {e}"))
-        });
-    }
-    let mut failures = Vec::new();
-    while let Some(result) = runs.join_next().await {
-        if let Err(e) = result.expect("a transcript run panicked") {
-            failures.push(format!("{name} {e}"));
-        }
-    }
-    if failures.is_empty() { Ok(()) } else { Err(failures.join("\n")) }
-}
 
 /// Every file in `transcripts/pop3/` is one scenario, played with the client's input cut in
 /// several ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transcripts() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts/pop3");
-    let files = transcript_files(&dir);
-    assert!(files.len() >= 20, "expected the POP3 transcripts in {}, found {}", dir.display(), files.len());
-    let mut runs = JoinSet::new();
-    for file in files {
-        runs.spawn(run_transcript_file(file));
-    }
-    let mut failures = Vec::new();
-    while let Some(result) = runs.join_next().await {
-        if let Err(e) = result.expect("a transcript task panicked") {
-            failures.push(e);
-        }
-    }
-    assert!(failures.is_empty(), "{} transcript(s) failed:\n{}", failures.len(), failures.join("\n"));
+    run_transcript_dir("pop3", 20, play_served_transcript_file::<Pop3Transcript>).await;
 }
 
 /// The transcript runner notices a wrong POP3 response, so that a passing transcript means
@@ -93,68 +48,20 @@ async fn transcript_runner_detects_differences() {
     }
 }
 
-/// Runs a client program to its end (at most `limit`), killing it if it takes longer. A
-/// missing program fails the test with `install_hint`.
-fn run_program(mut command: Command, install_hint: &str, limit: Duration) -> std::process::Output {
-    let program = command.get_program().to_string_lossy().into_owned();
-    let mut child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program} ({e}); {install_hint}"));
-    let deadline = std::time::Instant::now() + limit;
-    while child.try_wait().expect("wait for the client program").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("collect the output of the killed client");
-            panic!(
-                "{program} did not finish within {limit:?}:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("collect the output of the client program")
-}
-
-/// Runs a client program on a blocking thread, so that the servers of the test keep running.
-async fn run_client(command: Command, install_hint: &'static str) -> std::process::Output {
-    tokio::task::spawn_blocking(move || run_program(command, install_hint, Duration::from_secs(30)))
-        .await
-        .expect("the client thread panicked")
-}
+/// How long a real client program may run.
+const CLIENT_LIMIT: Duration = Duration::from_secs(30);
 
 /// One phase of `scripts/poplib_client.py`; fails the test unless it succeeds, and returns its
 /// `key value` lines.
-async fn poplib(server: &Pop3TestServer, mx: std::net::SocketAddr, phase: &str) -> Vec<(String, String)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/poplib_client.py");
-    let mut command = Command::new("python3");
-    command
-        .arg(&script)
-        .arg(phase)
-        .arg(server.frontend.pop3.port().to_string())
-        .arg(server.frontend.pop3s.port().to_string())
-        .arg(&server.ca_cert)
-        .arg(mx.port().to_string());
-    let out = run_client(command, "install Python 3 (apt-get install python3)").await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "poplib phase {phase} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout.lines().filter_map(|l| l.split_once(' ')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-fn value<'a>(results: &'a [(String, String)], key: &str) -> &'a str {
-    results.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("no {key} in {results:?}"))
-}
-
-fn decoded(results: &[(String, String)], key: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(value(results, key)).expect("base64 from the script")
+async fn poplib(server: &Pop3TestServer, mx: SocketAddr, phase: &str) -> ScriptOutput {
+    let args = [
+        phase.to_string(),
+        server.frontend.pop3.port().to_string(),
+        server.frontend.pop3s.port().to_string(),
+        server.ca_cert.display().to_string(),
+        mx.port().to_string(),
+    ];
+    run_python_script("poplib_client.py", args, &format!("poplib phase {phase}"), CLIENT_LIMIT).await
 }
 
 /// The header of a message, with the empty line that ends it.
@@ -171,7 +78,7 @@ async fn python_poplib_client() {
     let server = Pop3TestServer::start(Limits::default(), false).await;
     let (mx, _smtp) = server.start_mx().await;
 
-    let sent = decoded(&poplib(&server, mx, "send").await, "sent");
+    let sent = poplib(&server, mx, "send").await.decoded("sent");
     let (_, uidvalidity, messages) = server.inbox(ALICE).await;
     assert_eq!(messages.len(), 1, "the SMTP delivery did not arrive");
     let uid = messages[0].uid;
@@ -180,30 +87,30 @@ async fn python_poplib_client() {
     assert!(stored.starts_with(b"Received: "), "no trace header from SMTP");
 
     let fetched = poplib(&server, mx, "fetch").await;
-    assert_eq!(value(&fetched, "stat"), format!("1 {}", stored.len()));
-    assert_eq!(decoded(&fetched, "list"), format!("1 {}", stored.len()).into_bytes());
-    assert_eq!(decoded(&fetched, "list1"), format!("+OK 1 {}", stored.len()).into_bytes());
-    assert_eq!(decoded(&fetched, "uidl"), format!("1 {uidvalidity}.{uid}").into_bytes());
-    assert_eq!(decoded(&fetched, "uidl1"), format!("+OK 1 {uidvalidity}.{uid}").into_bytes());
-    assert_eq!(decoded(&fetched, "top"), header(&stored), "TOP 1 0 is not the stored header");
-    let retr = decoded(&fetched, "retr");
+    assert_eq!(fetched.value("stat"), format!("1 {}", stored.len()));
+    assert_eq!(fetched.decoded("list"), format!("1 {}", stored.len()).into_bytes());
+    assert_eq!(fetched.decoded("list1"), format!("+OK 1 {}", stored.len()).into_bytes());
+    assert_eq!(fetched.decoded("uidl"), format!("1 {uidvalidity}.{uid}").into_bytes());
+    assert_eq!(fetched.decoded("uidl1"), format!("+OK 1 {uidvalidity}.{uid}").into_bytes());
+    assert_eq!(fetched.decoded("top"), header(&stored), "TOP 1 0 is not the stored header");
+    let retr = fetched.decoded("retr");
     assert!(
         retr == stored,
         "RETR differs from the stored message:\n--- RETR\n{}\n--- stored\n{}",
         String::from_utf8_lossy(&retr),
         String::from_utf8_lossy(&stored)
     );
-    assert!(decoded(&fetched, "quit").starts_with(b"+OK"));
+    assert!(fetched.decoded("quit").starts_with(b"+OK"));
     assert_eq!(server.inbox(ALICE).await.2.len(), 1, "QUIT without DELE removed something");
 
     let dropped = poplib(&server, mx, "dele-drop").await;
-    assert!(decoded(&dropped, "dele").starts_with(b"+OK"));
+    assert!(dropped.decoded("dele").starts_with(b"+OK"));
     let (_, _, messages) = server.inbox(ALICE).await;
     assert_eq!(messages.len(), 1, "DELE without QUIT removed the message");
     assert!(messages[0].flags.is_empty(), "DELE without QUIT changed flags: {:?}", messages[0].flags);
 
     let quit = poplib(&server, mx, "dele-quit").await;
-    assert!(decoded(&quit, "quit").starts_with(b"+OK"), "{quit:?}");
+    assert!(quit.decoded("quit").starts_with(b"+OK"), "{quit:?}");
     assert!(server.inbox(ALICE).await.2.is_empty(), "DELE then QUIT did not remove the message");
 }
 
@@ -478,7 +385,12 @@ async fn fetchmail(server: &Pop3TestServer, home: &Path, keep: bool) -> (i32, St
         .env("HOME", home)
         .env("FETCHMAILHOME", home)
         .env("FETCHMAILUSER", "root");
-    let out = run_client(command, "fetchmail is not installed: apt-get install fetchmail (cargo xtask ci does)").await;
+    let out = run_client(
+        command,
+        "fetchmail is not installed: apt-get install fetchmail (cargo xtask ci does)",
+        CLIENT_LIMIT,
+    )
+    .await;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }

@@ -4,70 +4,44 @@
 //! the open-relay matrix, quotas, STARTTLS and AUTH, real clients (Python's smtplib, swaks), and
 //! garbage input.
 
-use std::{path::Path, time::Duration};
+use std::{path::PathBuf, process::Command, sync::Arc, time::Duration};
 
 use tern_smtp::config::{Limits, ListenerKind};
-use tern_tests::smtp::{
-    BoxIo, Chunking, HOSTNAME, SmtpClient, SmtpTestServer, Transcript, auth_plain, base64_encode, run_steps,
-    run_transcript, transcript_files,
+use tern_tests::{
+    common::{
+        lenient_mailbox_limits, play_every_chunking, read_transcript_file, run_client, run_python_script,
+        run_transcript_dir,
+    },
+    smtp::{
+        BoxIo, Chunking, HOSTNAME, SmtpClient, SmtpTestServer, Transcript, auth_plain, base64_encode, run_steps,
+        run_transcript,
+    },
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream, task::JoinSet};
 
-/// Mailbox limits for servers whose tests fail logins on purpose many times: the per-IP
-/// throttle of the mailbox service would otherwise refuse the good logins that follow.
-fn lenient_mailbox() -> tern_mailbox::Limits {
-    tern_mailbox::Limits { max_auth_failures: 10_000, ..Default::default() }
-}
-
-/// The ways every transcript is played: each flight of client lines in one write, then cut in
-/// pieces of 1 to 7 bytes (1 puts every byte boundary of the input in front of the server).
-fn chunkings() -> Vec<Chunking> {
-    std::iter::once(Chunking::Whole).chain((1..=7).map(Chunking::Bytes)).collect()
-}
-
-async fn run_transcript_file(path: std::path::PathBuf) -> Result<(), String> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{name}: {e}"))?;
+/// Plays one transcript against a server of its own, with the limits it asks for.
+async fn run_transcript_file(path: PathBuf) -> Result<(), String> {
+    let (name, text) = read_transcript_file(&path)?;
     let transcript = Transcript::parse(&name, &text)?;
     let limits = transcript.limits(Limits::default())?;
-    let server = std::sync::Arc::new(SmtpTestServer::start_with(limits, lenient_mailbox()).await);
+    let server = Arc::new(SmtpTestServer::start_with(limits, lenient_mailbox_limits()).await);
     // The ways of cutting run side by side, each on its own connection: sessions are
     // independent, and the pauses after failed logins then add up only once.
-    let mut runs = JoinSet::new();
-    for chunking in chunkings() {
+    play_every_chunking(&name, |chunking| {
         let (server, transcript) = (server.clone(), transcript.clone());
-        runs.spawn(async move {
+        async move {
             let mut client = server.connect(transcript.listener).await;
-            run_steps(&mut client, &transcript.steps, chunking).await.map_err(|e| format!("({chunking:?}): {e}"))
-        });
-    }
-    let mut failures = Vec::new();
-    while let Some(result) = runs.join_next().await {
-        if let Err(e) = result.expect("a transcript run panicked") {
-            failures.push(format!("{name} {e}"));
+            run_steps(&mut client, &transcript.steps, chunking).await
         }
-    }
-    if failures.is_empty() { Ok(()) } else { Err(failures.join("\n")) }
+    })
+    .await
 }
 
 /// Every file in `transcripts/smtp/` is one scenario; each runs against its own server (with
 /// the limits it asks for), once per way of cutting the client's bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transcripts() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts/smtp");
-    let files = transcript_files(&dir);
-    assert!(files.len() >= 25, "expected the SMTP transcripts in {}, found {}", dir.display(), files.len());
-    let mut runs = JoinSet::new();
-    for file in files {
-        runs.spawn(run_transcript_file(file));
-    }
-    let mut failures = Vec::new();
-    while let Some(result) = runs.join_next().await {
-        if let Err(e) = result.expect("a transcript task panicked") {
-            failures.push(e);
-        }
-    }
-    assert!(failures.is_empty(), "{} transcript(s) failed:\n{}", failures.len(), failures.join("\n"));
+    run_transcript_dir("smtp", 25, run_transcript_file).await;
 }
 
 /// The transcript runner itself notices a wrong reply, a missing close, and a reply nobody
@@ -572,36 +546,8 @@ async fn bare_line_endings_in_commands() {
     quit(c).await;
 }
 
-/// Runs a client program to its end (at most `limit`), killing it if it takes longer.
-fn run_program(mut command: std::process::Command, install_hint: &str, limit: Duration) -> std::process::Output {
-    let program = command.get_program().to_string_lossy().into_owned();
-    let mut child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program} ({e}); {install_hint}"));
-    let deadline = std::time::Instant::now() + limit;
-    while child.try_wait().expect("wait for the client program").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("collect the output of the killed client");
-            panic!(
-                "{program} did not finish within {limit:?}:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("collect the output of the client program")
-}
-
-/// Runs a client program on a blocking thread, so that the servers of the test keep running.
-async fn run_client(command: std::process::Command, install_hint: &'static str) -> std::process::Output {
-    tokio::task::spawn_blocking(move || run_program(command, install_hint, Duration::from_secs(60)))
-        .await
-        .expect("the client thread panicked")
-}
+/// How long a real client program may run.
+const CLIENT_LIMIT: Duration = Duration::from_secs(60);
 
 fn subjects(messages: &[Vec<u8>]) -> Vec<String> {
     messages
@@ -618,22 +564,13 @@ fn subjects(messages: &[Vec<u8>]) -> Vec<String> {
 #[tokio::test]
 async fn python_smtplib_client() {
     let server = SmtpTestServer::start(Limits::default()).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/smtplib_client.py");
-    let mut command = std::process::Command::new("python3");
-    command
-        .arg(&script)
-        .arg(server.mx.port().to_string())
-        .arg(server.submission.port().to_string())
-        .arg(server.submissions.port().to_string())
-        .arg(&server.ca_cert);
-    let out = run_client(command, "install Python 3 (apt-get install python3)").await;
-    assert!(
-        out.status.success(),
-        "the smtplib client failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        server.mx.port().to_string(),
+        server.submission.port().to_string(),
+        server.submissions.port().to_string(),
+        server.ca_cert.display().to_string(),
+    ];
+    run_python_script("smtplib_client.py", args, "the smtplib client", CLIENT_LIMIT).await;
     assert_eq!(subjects(&server.inbox("bob@example.com").await), ["smtplib local", "smtplib login"]);
     assert_eq!(subjects(&server.inbox("carol@example.com").await), ["smtplib mx"]);
     let queue = server.queue().await;
@@ -651,7 +588,7 @@ async fn swaks_client() {
     const HINT: &str = "swaks is not installed: apt-get install swaks";
     let server = SmtpTestServer::start(Limits::default()).await;
     let swaks = |port: u16, from: &str, to: &str, subject: &str, extra: &[&str]| {
-        let mut c = std::process::Command::new("swaks");
+        let mut c = Command::new("swaks");
         c.args(["--server", "127.0.0.1", "--port", &port.to_string(), "--helo", "swaks.test", "--timeout", "10"])
             .args(["--from", from, "--to", to, "--header", &format!("Subject: {subject}")])
             .args(["--body", "sent by swaks\n.a line that starts with a dot\n"])
@@ -671,11 +608,16 @@ async fn swaks_client() {
     let out = run_client(
         swaks(server.mx.port(), "someone@remote.example", "carol@example.com", "swaks mx", &["--pipeline"]),
         HINT,
+        CLIENT_LIMIT,
     )
     .await;
     check(&out, "MX");
-    let out =
-        run_client(swaks(server.mx.port(), "someone@remote.example", "other@remote.example", "relay", &[]), HINT).await;
+    let out = run_client(
+        swaks(server.mx.port(), "someone@remote.example", "other@remote.example", "relay", &[]),
+        HINT,
+        CLIENT_LIMIT,
+    )
+    .await;
     assert!(!out.status.success(), "swaks relayed through MX");
     assert!(String::from_utf8_lossy(&out.stdout).contains("550 5.7.1"), "{}", String::from_utf8_lossy(&out.stdout));
     let auth = ["--auth-user", "alice@example.com", "--auth-password", "alice-pw"];
@@ -688,6 +630,7 @@ async fn swaks_client() {
             &[&["--tls", "--auth", "PLAIN"][..], &auth[..]].concat(),
         ),
         HINT,
+        CLIENT_LIMIT,
     )
     .await;
     check(&out, "submission");
@@ -700,6 +643,7 @@ async fn swaks_client() {
             &[&["--tlsc", "--auth", "LOGIN"][..], &auth[..]].concat(),
         ),
         HINT,
+        CLIENT_LIMIT,
     )
     .await;
     check(&out, "submissions");
