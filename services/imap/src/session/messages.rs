@@ -165,7 +165,32 @@ impl Session {
             self.condstore = true;
         }
         let uids: Vec<u32> = targets.iter().map(|(_, uid)| *uid).collect();
-        let mut metas = match self.metas(&uids, needs.structure).await {
+        // UID, FLAGS and MODSEQ are what the session's view already holds (kept current by the
+        // event feed); asking the mailbox service for them would cost a round trip per FETCH,
+        // and a client resynchronising its flags sends exactly that FETCH most often.
+        let local_only = items
+            .iter()
+            .all(|i| matches!(i, MessageDataItemName::Uid | MessageDataItemName::Flags | MessageDataItemName::ModSeq));
+        let metas = if local_only {
+            // The flags are those of the session's view: what this client has been told, with
+            // newer changes following as unsolicited FETCH responses at the end of the command.
+            let sel = self.selected.as_ref();
+            Ok(targets
+                .iter()
+                .filter_map(|(i, uid)| {
+                    let sel = sel?;
+                    Some(MessageMeta {
+                        uid: *uid,
+                        flags: sel.flags.get(*i)?.clone(),
+                        modseq: *sel.modseqs.get(*i)?,
+                        ..Default::default()
+                    })
+                })
+                .collect())
+        } else {
+            self.metas(&uids, needs.structure).await
+        };
+        let mut metas = match metas {
             Ok(m) => m,
             Err(s) => {
                 self.failed(tag, &s);
