@@ -628,3 +628,52 @@ async fn mbsync_client() {
     assert_eq!(inbox.len(), 3, "{:?}\n{log}", inbox.iter().map(|f| &f.0).collect::<Vec<_>>());
     imap.logout().await;
 }
+
+/// QRESYNC (RFC 7162): a client that comes back with its UIDVALIDITY and HIGHESTMODSEQ learns
+/// at SELECT what vanished and what changed meanwhile, expunges are reported as VANISHED, and
+/// UID FETCH with CHANGEDSINCE and VANISHED reports earlier expunges.
+#[tokio::test]
+async fn qresync_reports_vanished_and_changed_messages() {
+    let server = ImapTestServer::start(Limits::default(), false).await;
+    for n in 0..5 {
+        server.deliver(ALICE, &tern_tests::message(&format!("q{n}"), "for qresync")).await;
+    }
+    let mut c = server.login(ALICE).await;
+    let enabled = c.ok("ENABLE QRESYNC").await;
+    assert_eq!(enabled.lines(), ["* ENABLED QRESYNC"]);
+    let select = c.ok("SELECT INBOX").await;
+    let field = |name: &str| -> u64 {
+        select
+            .lines()
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("* OK [{name} "))?.split(']').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {:?}", select.lines()))
+    };
+    let (validity, modseq) = (field("UIDVALIDITY"), field("HIGHESTMODSEQ"));
+    c.ok("UNSELECT").await;
+
+    // Another session changes one message and expunges two.
+    let (mut other, _) = selected(&server, &server.frontend, ALICE).await;
+    other.ok("UID STORE 2 +FLAGS (\\Flagged)").await;
+    other.ok("UID STORE 3:4 +FLAGS (\\Deleted)").await;
+    let expunge = other.ok("EXPUNGE").await;
+    assert_eq!(expunge.lines(), ["* 4 EXPUNGE", "* 3 EXPUNGE"], "without QRESYNC, EXPUNGE per message");
+
+    let resync = c.ok(&format!("SELECT INBOX (QRESYNC ({validity} {modseq} 1:5))")).await;
+    let lines = resync.lines();
+    assert!(lines.contains(&"* VANISHED (EARLIER) 3:4".to_string()), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ (")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("UID 1 ")), "message 1 did not change: {lines:?}");
+
+    let fetch = c.ok(&format!("UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq} VANISHED)")).await;
+    assert_eq!(fetch.lines()[0], "* VANISHED (EARLIER) 3:4", "{:?}", fetch.lines());
+
+    // With QRESYNC on, this session's own expunge comes back as VANISHED.
+    c.ok("UID STORE 5 +FLAGS (\\Deleted)").await;
+    let mine = c.ok("EXPUNGE").await;
+    assert_eq!(mine.lines(), ["* VANISHED 5"]);
+    // A QRESYNC parameter without ENABLE is refused.
+    let mut plain = server.login(ALICE).await;
+    let refused = plain.command(&format!("SELECT INBOX (QRESYNC ({validity} {modseq}))")).await;
+    assert!(refused.status.starts_with("BAD"), "{refused:?}");
+}

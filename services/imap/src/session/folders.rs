@@ -90,6 +90,12 @@ impl Session {
                             self.utf8 = true;
                             enabled.push("UTF8=ACCEPT".to_string());
                         }
+                        other if other.to_string().eq_ignore_ascii_case("QRESYNC") => {
+                            // QRESYNC implies CONDSTORE (RFC 7162 section 3.2.3).
+                            self.qresync = true;
+                            self.condstore = true;
+                            enabled.push("QRESYNC".to_string());
+                        }
                         other => {
                             if other.to_string().eq_ignore_ascii_case("IMAP4rev2") {
                                 self.rev2 = true;

@@ -164,6 +164,32 @@ impl Session {
         if changed_since.is_some() {
             self.condstore = true;
         }
+        let vanished = modifiers.iter().any(|m| matches!(m, FetchModifier::Vanished));
+        if vanished && (!by_uid || !self.qresync || changed_since.is_none()) {
+            return self.bad(tag, "VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC");
+        }
+        if let (true, Some(since)) = (vanished, changed_since) {
+            // RFC 7162 section 3.2.6: the expunged UIDs of the set since that MODSEQ.
+            let (account_id, folder_id) = (self.account(), self.folder_id());
+            let req = tern_proto::v1::ChangesRequest { account_id, folder_id, since_modseq: since };
+            match self.client.changes(req).await {
+                Ok(c) => {
+                    let gone: Vec<u32> = c
+                        .into_inner()
+                        .vanished
+                        .into_iter()
+                        .filter(|u| super::selected::contains(set, *u, u32::MAX))
+                        .collect();
+                    if !gone.is_empty() {
+                        self.untagged(&format!("VANISHED (EARLIER) {}", uid_set(&gone)));
+                    }
+                }
+                Err(s) => {
+                    self.failed(tag, &s);
+                    return Flow::Continue;
+                }
+            }
+        }
         let uids: Vec<u32> = targets.iter().map(|(_, uid)| *uid).collect();
         // UID, FLAGS and MODSEQ are what the session's view already holds (kept current by the
         // event feed); asking the mailbox service for them would cost a round trip per FETCH,
@@ -491,7 +517,7 @@ impl Session {
                 let code = format!("[COPYUID {validity} {} {}]", uid_set(&src), uid_set(&dst));
                 if remove {
                     self.untagged(&format!("OK {code} Moved"));
-                    self.expunged(&src);
+                    self.remove_messages(&src);
                     self.ok(tag, &format!("{what} completed"));
                 } else {
                     // A copy into the selected folder itself: announce the copies first.
@@ -505,22 +531,6 @@ impl Session {
             Err(s) => self.failed(tag, &s),
         }
         Flow::Continue
-    }
-
-    /// Removes expunged messages from the view, announcing each, highest number first.
-    fn expunged(&mut self, uids: &[u32]) {
-        let Some(sel) = self.selected.as_mut() else { return };
-        let mut idx: Vec<usize> = uids.iter().filter_map(|u| sel.seq_of(*u)).collect();
-        idx.sort_unstable();
-        let mut lines = Vec::new();
-        for i in idx.into_iter().rev() {
-            sel.remove(i);
-            lines.push(format!("{} EXPUNGE", i + 1));
-        }
-        sel.pending_expunges.retain(|u| !uids.contains(u));
-        for l in lines {
-            self.untagged(&l);
-        }
     }
 
     async fn expunge(&mut self, tag: &Tag<'static>, set: Option<&SequenceSet>, what: &str) -> Flow {
@@ -545,7 +555,7 @@ impl Session {
             Ok(r) => {
                 let r = r.into_inner();
                 self.sync_updates(false).await;
-                self.expunged(&r.expunged);
+                self.remove_messages(&r.expunged);
                 self.announce_expunges(true);
                 self.ok(tag, &format!("{what} completed"));
             }

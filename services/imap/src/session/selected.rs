@@ -136,6 +136,15 @@ impl Session {
         if parameters.iter().any(|p| matches!(p, SelectParameter::CondStore)) {
             self.condstore = true;
         }
+        let qresync = parameters.iter().find_map(|p| match p {
+            SelectParameter::QResync { uid_validity, mod_sequence_value, known_uids, .. } => {
+                Some((uid_validity.get(), mod_sequence_value.get(), known_uids.clone()))
+            }
+            _ => None,
+        });
+        if qresync.is_some() && !self.qresync {
+            return self.bad(tag, "QRESYNC parameter without ENABLE QRESYNC");
+        }
         let account = self.account.as_ref().map(|a| a.id).unwrap_or_default();
         // Changes already queued belong to whatever was selected before.
         self.drain_updates();
@@ -183,6 +192,9 @@ impl Session {
             self.untagged(&format!("LIST () \"/\" {encoded}"));
         }
         self.selected = Some(selected);
+        if let Some((uid_validity, since, known)) = qresync {
+            self.quick_resync(uid_validity, since, known.as_ref()).await;
+        }
         let mode = if read_only { "[READ-ONLY] EXAMINE" } else { "[READ-WRITE] SELECT" };
         self.ok(tag, &format!("{mode} completed"));
         Flow::Continue
@@ -311,17 +323,62 @@ impl Session {
             return;
         }
         let Some(sel) = self.selected.as_mut() else { return };
-        if sel.pending_expunges.is_empty() {
+        let gone = std::mem::take(&mut sel.pending_expunges);
+        self.remove_messages(&gone);
+    }
+
+    /// Removes messages from the view and tells the client: one EXPUNGE per message, highest
+    /// number first so that the numbers already sent stay right, or one VANISHED with QRESYNC.
+    pub(crate) fn remove_messages(&mut self, uids: &[u32]) {
+        let qresync = self.qresync;
+        let Some(sel) = self.selected.as_mut() else { return };
+        let mut idx: Vec<usize> = uids.iter().filter_map(|u| sel.seq_of(*u)).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        sel.pending_expunges.retain(|u| !uids.contains(u));
+        if idx.is_empty() {
             return;
         }
-        let mut gone: Vec<usize> =
-            sel.pending_expunges.drain(..).filter_map(|uid| sel.uids.binary_search(&uid).ok()).collect();
-        gone.sort_unstable();
-        gone.dedup();
         let mut lines = Vec::new();
-        for i in gone.into_iter().rev() {
+        let mut removed = Vec::with_capacity(idx.len());
+        for i in idx.into_iter().rev() {
+            removed.push(sel.uids[i]);
             sel.remove(i);
             lines.push(format!("{} EXPUNGE", i + 1));
+        }
+        if qresync {
+            self.untagged(&format!("VANISHED {}", super::messages::uid_set(&removed)));
+        } else {
+            for l in lines {
+                self.untagged(&l);
+            }
+        }
+    }
+
+    /// QRESYNC's quick resynchronisation at SELECT (RFC 7162 section 3.2.5): what vanished and
+    /// what changed since the client's MODSEQ, if its UIDVALIDITY is still current.
+    pub(crate) async fn quick_resync(&mut self, uid_validity: u32, since: u64, known: Option<&SequenceSet>) {
+        let condstore = self.condstore;
+        let Some(sel) = self.selected.as_ref() else { return };
+        let Some(account) = self.account.as_ref().map(|a| a.id) else { return };
+        let req = tern_proto::v1::ChangesRequest { account_id: account, folder_id: sel.id, since_modseq: since };
+        let Ok(changes) = self.client.changes(req).await else { return };
+        let changes = changes.into_inner();
+        if changes.uidvalidity != uid_validity {
+            return;
+        }
+        let Some(sel) = self.selected.as_ref() else { return };
+        let largest = sel.uids.last().copied().unwrap_or(0).max(changes.vanished.iter().copied().max().unwrap_or(0));
+        let vanished: Vec<u32> =
+            changes.vanished.into_iter().filter(|u| known.is_none_or(|k| contains(k, *u, largest))).collect();
+        let mut lines = Vec::new();
+        if !vanished.is_empty() {
+            lines.push(format!("VANISHED (EARLIER) {}", super::messages::uid_set(&vanished)));
+        }
+        for m in &changes.changed {
+            if let Some(i) = sel.seq_of(m.uid) {
+                lines.push(fetch_flags(i + 1, m, condstore));
+            }
         }
         for l in lines {
             self.untagged(&l);
