@@ -753,7 +753,20 @@ async fn folders_are_created_renamed_subscribed_and_deleted() {
         Code::PermissionDenied,
         ErrorReason::NotAllowed,
     );
-    expect_error(mail.rename_folder(rename("INBOX", "Old")).await, Code::PermissionDenied, ErrorReason::NotAllowed);
+    // Renaming INBOX moves its messages to the new folder and leaves INBOX, empty, in place.
+    let status = |mail: &mut Mailbox, name: &str| {
+        let req = StatusRequest { account_id: alice, folder: Some(FolderRef::name(name)) };
+        let mut mail = mail.clone();
+        async move { mail.status(req).await.unwrap().into_inner().folder.unwrap() }
+    };
+    deliver(&mut mail, &["alice@example.com"], b"Subject: to be moved\r\n\r\nbody\r\n").await.unwrap();
+    let before = status(&mut mail, "INBOX").await.messages;
+    assert!(before > 0);
+    let old = mail.rename_folder(rename("INBOX", "Old Inbox")).await.unwrap().into_inner().folder.unwrap();
+    assert_eq!((old.name.as_str(), old.messages), ("Old Inbox", before));
+    assert_eq!(status(&mut mail, "INBOX").await.messages, 0);
+    expect_error(mail.rename_folder(rename("INBOX", "inbox")).await, Code::PermissionDenied, ErrorReason::NotAllowed);
+    mail.delete_folder(DeleteFolderRequest { account_id: alice, name: "Old Inbox".into() }).await.unwrap();
     expect_error(mail.rename_folder(rename("Work", "a//b")).await, Code::InvalidArgument, ErrorReason::InvalidArgument);
 
     // A folder with children cannot be deleted; its children can, and then it can.

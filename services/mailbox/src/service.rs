@@ -412,6 +412,28 @@ impl MailboxService {
         results.pop().unwrap_or_else(|| Err(MailboxError::Commit("append produced no result".into())))
     }
 
+    /// Renames a folder. Renaming INBOX is special (RFC 9051 section 6.3.6): its messages move
+    /// to a new folder of the new name and INBOX stays, empty; its sub-folders stay where they
+    /// are. Each batch of messages moves atomically, so a crash midway leaves every message in
+    /// exactly one of the two folders.
+    pub async fn rename_folder(&self, account_id: u64, from: &str, to: &str) -> Result<crate::records::FolderRecord> {
+        let from = crate::folder_name::canonical(from)?;
+        if !crate::folder_name::is_inbox(&from) {
+            return self.store.rename_folder(account_id, &from, to).await;
+        }
+        let to = crate::folder_name::canonical(to)?;
+        if crate::folder_name::is_inbox(&to) {
+            return Err(MailboxError::NotAllowed("cannot rename INBOX to itself".into()));
+        }
+        let dest = self.store.create_folder(account_id, &to, tern_proto::v1::SpecialUse::None).await?;
+        let (inbox, messages) = self.store.select(account_id, &FolderRef::name("INBOX")).await?;
+        let uids: Vec<u32> = messages.iter().map(|m| m.uid).collect();
+        for batch in uids.chunks(1000) {
+            self.store.copy(account_id, inbox.id, batch, &FolderRef::id(dest.id), true).await?;
+        }
+        self.store.folder(account_id, &FolderRef::id(dest.id)).await
+    }
+
     /// The stored record of one message, checked to belong to the account.
     pub async fn message(&self, account_id: u64, folder_id: u64, uid: u32) -> Result<MessageRecord> {
         self.store

@@ -173,7 +173,7 @@ impl Mailbox for MailboxApi {
 
     async fn rename_folder(&self, req: Request<RenameFolderRequest>) -> Rpc<RenameFolderResponse> {
         let r = req.into_inner();
-        let f = self.service.store.rename_folder(r.account_id, &r.from, &r.to).await?;
+        let f = self.service.rename_folder(r.account_id, &r.from, &r.to).await?;
         Ok(Response::new(RenameFolderResponse { folder: Some(folder_pb(f, true)) }))
     }
 
