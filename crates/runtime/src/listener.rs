@@ -28,8 +28,6 @@ pub struct Listener<K> {
     pub socket: TcpListener,
     /// Expect a PROXY v2 header on every connection (behind a load balancer).
     pub proxy_protocol: bool,
-    /// TLS from the first byte (ports 465, 993, 995).
-    pub implicit_tls: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +41,9 @@ pub struct ListenerLimits {
 
 /// A protocol's side of a connection.
 pub trait Handler<K>: Send + Sync + 'static {
+    /// Whether listeners of `kind` speak TLS from the first byte (ports 465, 993, 995).
+    fn implicit_tls(&self, kind: &K) -> bool;
+
     /// The reply for a client over its connection limit, written before closing.
     fn too_many_connections(&self, kind: &K) -> Vec<u8>;
 
@@ -117,7 +118,7 @@ pub async fn serve<K, H>(
     let grace = limits.shutdown_grace;
     let shared = Arc::new(Shared { handler, tls, limits, per_ip: PerIp::default(), _kind: std::marker::PhantomData });
     let mut sessions = JoinSet::new();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr, K, bool, bool)>(1024);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr, K, bool)>(1024);
     let mut accepts = JoinSet::new();
     for l in listeners {
         let (tx, mut stop) = (tx.clone(), shutdown.clone());
@@ -127,7 +128,7 @@ pub async fn serve<K, H>(
                     accepted = l.socket.accept() => match accepted {
                         Ok((tcp, peer)) => {
                             let _ = tcp.set_nodelay(true);
-                            if tx.send((tcp, peer, l.kind.clone(), l.proxy_protocol, l.implicit_tls)).await.is_err() {
+                            if tx.send((tcp, peer, l.kind.clone(), l.proxy_protocol)).await.is_err() {
                                 return;
                             }
                         }
@@ -146,8 +147,8 @@ pub async fn serve<K, H>(
     loop {
         tokio::select! {
             next = rx.recv() => {
-                let Some((tcp, peer, kind, proxy, implicit_tls)) = next else { break };
-                sessions.spawn(connection(shared.clone(), tcp, peer, kind, proxy, implicit_tls, shutdown.clone()));
+                let Some((tcp, peer, kind, proxy)) = next else { break };
+                sessions.spawn(connection(shared.clone(), tcp, peer, kind, proxy, shutdown.clone()));
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             () = stopped(&mut shutdown) => break,
@@ -166,7 +167,6 @@ async fn connection<K, H: Handler<K>>(
     mut peer: SocketAddr,
     kind: K,
     proxy: bool,
-    implicit_tls: bool,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut early = BytesMut::new();
@@ -188,7 +188,7 @@ async fn connection<K, H: Handler<K>>(
         let _ = tcp.write_all(&shared.handler.too_many_connections(&kind)).await;
         return;
     };
-    let stream = if implicit_tls {
+    let stream = if shared.handler.implicit_tls(&kind) {
         let Some(tls) = shared.tls.clone() else {
             tracing::error!("implicit TLS listener without a TLS configuration");
             return;

@@ -10,7 +10,7 @@ use tern_runtime::{
     listener::{self, Handler, ListenerLimits},
     stream::Stream,
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::{
@@ -18,12 +18,8 @@ use crate::{
     session::Session,
 };
 
-#[derive(Debug)]
-pub struct Listener {
-    pub kind: ListenerKind,
-    pub socket: TcpListener,
-    pub proxy_protocol: bool,
-}
+/// One listening socket and what it is for.
+pub type Listener = listener::Listener<ListenerKind>;
 
 struct Imap {
     cfg: Arc<ImapConfig>,
@@ -32,6 +28,10 @@ struct Imap {
 }
 
 impl Handler<ListenerKind> for Imap {
+    fn implicit_tls(&self, kind: &ListenerKind) -> bool {
+        *kind == ListenerKind::Imaps
+    }
+
     fn too_many_connections(&self, _kind: &ListenerKind) -> Vec<u8> {
         b"* BYE Too many connections from your address\r\n".to_vec()
     }
@@ -57,15 +57,6 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let listeners = listeners
-        .into_iter()
-        .map(|l| listener::Listener {
-            implicit_tls: l.kind == ListenerKind::Imaps,
-            kind: l.kind,
-            socket: l.socket,
-            proxy_protocol: l.proxy_protocol,
-        })
-        .collect();
     let limits = ListenerLimits {
         max_connections_per_ip: cfg.limits.max_connections_per_ip,
         handshake_timeout: Duration::from_secs(30),

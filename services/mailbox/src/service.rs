@@ -289,6 +289,17 @@ impl MailboxService {
         Ok(())
     }
 
+    /// Stores a body unless a stored message already refers to it (one object per content).
+    /// The returned guard must be held until the metadata that refers to the body commits, so
+    /// that garbage collection cannot delete it in between.
+    async fn put_body(&self, id: &str, content: Bytes) -> Result<tokio::sync::RwLockReadGuard<'_, ()>> {
+        let gate = self.blob_gate.read().await;
+        if self.store.blob_refs(id).await? == 0 {
+            self.blobs.put(id, content).await?;
+        }
+        Ok(gate)
+    }
+
     /// Stores a body (once per content) and records it with `ops`, holding the blob gate so
     /// garbage collection cannot remove the body between the two steps.
     async fn store_and_record(
@@ -300,10 +311,7 @@ impl MailboxService {
         let id = blob_id(&content);
         let size = content.len() as u64;
         let parsed = parse::parse(&content);
-        let _gate = self.blob_gate.read().await;
-        if self.store.blob_refs(&id).await? == 0 {
-            self.blobs.put(&id, content).await?;
-        }
+        let _gate = self.put_body(&id, content).await?;
         let message = NewMessage { blob_id: id.clone(), size, internal_date, parsed };
         let results = self.store.append(message, ops).await?;
         let stored = results.iter().filter(|r| r.is_ok()).count() as u64;
@@ -389,10 +397,7 @@ impl MailboxService {
         entry.size = content.len() as u64;
         entry.queued_at = now();
         entry.next_attempt_at = entry.queued_at;
-        let _gate = self.blob_gate.read().await;
-        if self.store.blob_refs(&id).await? == 0 {
-            self.blobs.put(&id, content).await?;
-        }
+        let _gate = self.put_body(&id, content).await?;
         self.store.enqueue(entry).await
     }
 

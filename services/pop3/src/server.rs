@@ -9,7 +9,7 @@ use tern_runtime::{
     listener::{self, Handler, ListenerLimits},
     stream::Stream,
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::sync::watch;
 
 use crate::{
     backend::Backend,
@@ -17,12 +17,8 @@ use crate::{
     session::Session,
 };
 
-#[derive(Debug)]
-pub struct Listener {
-    pub kind: ListenerKind,
-    pub socket: TcpListener,
-    pub proxy_protocol: bool,
-}
+/// One listening socket and what it is for.
+pub type Listener = listener::Listener<ListenerKind>;
 
 struct Pop3 {
     cfg: Arc<Pop3Config>,
@@ -30,6 +26,10 @@ struct Pop3 {
 }
 
 impl Handler<ListenerKind> for Pop3 {
+    fn implicit_tls(&self, kind: &ListenerKind) -> bool {
+        *kind == ListenerKind::Pop3s
+    }
+
     fn too_many_connections(&self, _kind: &ListenerKind) -> Vec<u8> {
         b"-ERR [SYS/TEMP] Too many connections from your address\r\n".to_vec()
     }
@@ -53,15 +53,6 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let listeners = listeners
-        .into_iter()
-        .map(|l| listener::Listener {
-            implicit_tls: l.kind == ListenerKind::Pop3s,
-            kind: l.kind,
-            socket: l.socket,
-            proxy_protocol: l.proxy_protocol,
-        })
-        .collect();
     let limits = ListenerLimits {
         max_connections_per_ip: cfg.limits.max_connections_per_ip,
         handshake_timeout: Duration::from_secs(30),

@@ -9,7 +9,7 @@ use tern_runtime::{
     listener::{self, Handler, ListenerLimits},
     stream::Stream,
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::sync::watch;
 
 use crate::{
     backend::Backend,
@@ -21,13 +21,7 @@ use crate::{
 pub use tern_runtime::listener::stopped;
 
 /// One listening socket and what it is for.
-#[derive(Debug)]
-pub struct Listener {
-    pub kind: ListenerKind,
-    pub socket: TcpListener,
-    /// Expect a PROXY v2 header on every connection (behind a load balancer).
-    pub proxy_protocol: bool,
-}
+pub type Listener = listener::Listener<ListenerKind>;
 
 struct Smtp<B> {
     cfg: Arc<SmtpConfig>,
@@ -35,6 +29,10 @@ struct Smtp<B> {
 }
 
 impl<B: Backend> Handler<ListenerKind> for Smtp<B> {
+    fn implicit_tls(&self, kind: &ListenerKind) -> bool {
+        *kind == ListenerKind::Submissions
+    }
+
     fn too_many_connections(&self, _kind: &ListenerKind) -> Vec<u8> {
         Reply::new(421, "4.7.0", "Too many connections from your address").to_bytes(false)
     }
@@ -62,15 +60,6 @@ pub async fn serve<B: Backend>(
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let listeners = listeners
-        .into_iter()
-        .map(|l| listener::Listener {
-            implicit_tls: l.kind == ListenerKind::Submissions,
-            kind: l.kind,
-            socket: l.socket,
-            proxy_protocol: l.proxy_protocol,
-        })
-        .collect();
     let limits = ListenerLimits {
         max_connections_per_ip: cfg.limits.max_connections_per_ip,
         handshake_timeout: cfg.limits.idle_timeout.min(Duration::from_secs(30)),

@@ -30,7 +30,6 @@ use super::{
     AccountChanges, AppendOp, Appended, Changes, CopyOutcome, FlagsOutcome, MetadataStore, NewMessage, UsageCount,
 };
 use crate::{
-    address::{Address, normalize_domain},
     error::{MailboxError, Result},
     flags, folder_name,
     records::{AccountRecord, ChangeRecord, DomainRecord, FolderRecord, MessageRecord, ParsedRecord},
@@ -1245,14 +1244,4 @@ impl MetadataStore for EmbeddedStore {
         })
         .await
     }
-}
-
-/// Checks an address for the directory: normalised, and its domain valid.
-pub fn directory_address(input: &str) -> Result<String> {
-    Ok(Address::parse(input)?.to_string())
-}
-
-/// Checks a domain name for the directory.
-pub fn directory_domain(input: &str) -> Result<String> {
-    normalize_domain(input)
 }
