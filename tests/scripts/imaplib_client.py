@@ -11,6 +11,9 @@ Phases, each run by the Rust test, which checks the mailbox in between:
   tls       IMAP over implicit TLS: APPEND with flags and a date, UID MOVE to Trash, STORE
             \\Deleted and EXPUNGE, EXAMINE; then IDLE (imaplib has no helper: raw IDLE and
             DONE) while a second connection appends, flags and expunges, and smtplib delivers.
+  compress  COMPRESS DEFLATE (RFC 4978) over implicit TLS, with zlib's raw deflate on a raw
+            socket (imaplib has no support): SELECT, FETCH of the whole message, a second
+            COMPRESS (NO [COMPRESSIONACTIVE]) and LOGOUT, all compressed both ways.
 
 Results go to standard output, one "key value" line each, binary values in base64. Exits
 non-zero with a message on the first surprise.
@@ -23,6 +26,7 @@ import smtplib
 import ssl
 import sys
 import time
+import zlib
 
 HOST = "127.0.0.1"
 USER = "alice@example.com"
@@ -166,6 +170,30 @@ def main():
         out("copy", data[0])
         typ, data = m.copy("1", "Nope")
         expect(typ == "NO" and b"TRYCREATE" in data[0], f"COPY to a missing folder: {typ} {data!r}")
+
+        # OBJECTID (RFC 8474): a copy keeps its EMAILID, a renamed folder its MAILBOXID.
+        data = ok(m.fetch("1", "(EMAILID)"), "FETCH EMAILID")
+        email_id = re.search(rb"EMAILID \((M[0-9a-f]+)\)", data[0])
+        expect(email_id, f"no EMAILID in {data!r}")
+        ok(m.select("Archive"), "SELECT Archive")
+        data = ok(m.fetch("*", "(EMAILID THREADID)"), "FETCH EMAILID of the copy")
+        expect(email_id.group(1) in data[0] and b"THREADID NIL" in data[0], f"copy: {data!r} vs {email_id.group(1)!r}")
+        data = ok(m.create("Projects"), "CREATE")
+        created = re.search(rb"MAILBOXID \((F[0-9a-f]+)\)", data[0])
+        expect(created, f"no MAILBOXID in the CREATE answer {data!r}")
+        ok(m.rename("Projects", "Projects-2026"), "RENAME")
+        data = ok(m.status("Projects-2026", "(MAILBOXID MESSAGES)"), "STATUS MAILBOXID")
+        expect(created.group(1) in data[0], f"MAILBOXID after RENAME: {data!r} vs {created.group(1)!r}")
+        out("objectid", "kept")
+
+        # LIST-STATUS and ESEARCH, which imaplib has no methods for.
+        typ, data = m._simple_command("LIST", '""', "INBOX", "RETURN", "(STATUS (MESSAGES UNSEEN))")
+        expect(typ == "OK", f"LIST RETURN STATUS: {typ} {data!r}")
+        out("list_status", m.response("STATUS")[1][0])
+        typ, data = m.uid("SEARCH", "RETURN", "(COUNT MIN)", "ALL")
+        expect(typ == "OK", f"UID SEARCH RETURN: {typ} {data!r}")
+        out("esearch", m.response("ESEARCH")[1][0])
+
         ok(m.close(), "CLOSE")
         out("logout", m.logout()[0])
 
@@ -213,6 +241,36 @@ def main():
         data = ok(m.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])"), "FETCH after IDLE")
         out("delivered_subject", literal_of(data))
         out("logout", m.logout()[0])
+
+    elif phase == "compress":
+        m = imaplib.IMAP4_SSL(HOST, imaps_port, ssl_context=context, timeout=10)
+        ok(m.login(USER, PASSWORD), "LOGIN")
+        expect("COMPRESS=DEFLATE" in m.capabilities or b"COMPRESS=DEFLATE" in ok(m.capability(), "CAPABILITY")[0],
+               "no COMPRESS=DEFLATE after login")
+        sock = m.sock
+        sock.sendall(b"z1 COMPRESS DEFLATE\r\n")
+        answer = m.readline()
+        expect(answer.startswith(b"z1 OK"), f"COMPRESS: {answer!r}")
+        deflate = zlib.compressobj(wbits=-15)
+        inflate = zlib.decompressobj(wbits=-15)
+        commands = b"z2 SELECT INBOX\r\nz3 FETCH 1 (BODY.PEEK[])\r\nz4 COMPRESS DEFLATE\r\n"
+        sock.sendall(deflate.compress(commands) + deflate.flush(zlib.Z_SYNC_FLUSH))
+        received, compressed = b"", 0
+        deadline = time.time() + 10
+        while b"z4 " not in received and time.time() < deadline:
+            chunk = sock.recv(65536)
+            expect(chunk, "the connection closed early")
+            compressed += len(chunk)
+            received += inflate.decompress(chunk)
+        sock.sendall(deflate.compress(b"z5 LOGOUT\r\n") + deflate.flush(zlib.Z_SYNC_FLUSH))
+        while b"z5 OK" not in received and time.time() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            compressed += len(chunk)
+            received += inflate.decompress(chunk)
+        out("compressed_session", received)
+        out("compressed_bytes", compressed)
 
     else:
         sys.exit(f"imaplib client: unknown phase {phase}")

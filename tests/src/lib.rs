@@ -18,6 +18,9 @@
 //! [`common`] holds what those three harnesses and their test files share: accounts, the
 //! development certificate and TLS, front-end start and stop, the transcript directory runner
 //! and the runner of real client programs.
+//!
+//! [`servers`] starts the real NATS JetStream and SeaweedFS S3 servers that the tests of the
+//! distributed backend run against.
 
 use std::{
     net::SocketAddr,
@@ -37,6 +40,7 @@ use tonic::{Code, Status, transport::Channel};
 pub mod common;
 pub mod imap;
 pub mod pop3;
+pub mod servers;
 pub mod smtp;
 
 pub use tern_imap;

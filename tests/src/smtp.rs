@@ -526,12 +526,21 @@ pub enum Chunking {
     Bytes(usize),
 }
 
-/// Whether a reply line matches an `S:` pattern.
+/// Whether a reply line matches an `S:` pattern, in which `*` stands for any text (a trailing
+/// one for the rest of the line).
 pub fn line_matches(pattern: &str, line: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => line.starts_with(prefix),
-        None => line == pattern,
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = line.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
     }
+    rest.ends_with(last)
 }
 
 /// Plays `steps` over `client`. Returns a description of the first difference.

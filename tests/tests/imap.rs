@@ -67,6 +67,28 @@ async fn imaplib(server: &ImapTestServer, mx: SocketAddr, phase: &str) -> Script
     run_python_script("imaplib_client.py", args, &format!("imaplib phase {phase}"), CLIENT_LIMIT).await
 }
 
+/// COMPRESS=DEFLATE from Python's zlib on a real TLS connection: commands and answers both
+/// compressed, the fetched message byte for byte, and a second COMPRESS refused.
+#[tokio::test]
+async fn compress_deflate() {
+    let server = ImapTestServer::start(Limits::default(), false).await;
+    let (mx, _smtp) = server.start_mx().await;
+    imaplib(&server, mx, "send").await;
+    let (_, _, messages) = server.inbox(ALICE).await;
+    let sent = server.body(ALICE, messages[0].uid).await;
+    let r = imaplib(&server, mx, "compress").await;
+    let session = r.decoded("compressed_session");
+    let text = String::from_utf8_lossy(&session);
+    assert!(text.contains("z2 OK [READ-WRITE] SELECT completed"), "{text}");
+    let literal = format!("* 1 FETCH (BODY[] {{{}}}\r\n", sent.len());
+    let start = text.find(&literal).unwrap_or_else(|| panic!("no FETCH of the message in {text}")) + literal.len();
+    assert_eq!(&session[start..start + sent.len()], &sent[..], "the message changed on the way");
+    assert!(text.contains("z4 NO [COMPRESSIONACTIVE]"), "{text}");
+    assert!(text.contains("* BYE Logging out\r\nz5 OK LOGOUT completed"), "{text}");
+    let compressed: usize = r.value("compressed_bytes").parse().expect("a byte count");
+    assert!(compressed < session.len(), "{compressed} compressed bytes for {} bytes of answers", session.len());
+}
+
 /// Python's imaplib, a real client: a message delivered with smtplib over SMTP is fetched over
 /// STARTTLS byte for byte (compared with what the mailbox service stored); LIST, flags, SEARCH,
 /// COPY; over implicit TLS APPEND, UID MOVE, EXPUNGE, and IDLE seeing another connection's
@@ -108,6 +130,10 @@ async fn python_imaplib_client() {
     assert_eq!(r.text("uid_search"), uid.to_string());
     let (archive, archived) = server.folder(ALICE, "Archive").await;
     assert_eq!(r.text("copy"), format!("[COPYUID {} {uid} {}] COPY completed", archive.uidvalidity, archived[0].uid));
+    assert_eq!(r.value("objectid"), "kept");
+    assert_eq!(r.text("list_status"), "\"INBOX\" (MESSAGES 1 UNSEEN 0)");
+    let esearch = r.text("esearch");
+    assert!(esearch.starts_with("(TAG \"") && esearch.ends_with(&format!("\") UID MIN {uid} COUNT 1")), "{esearch}");
     assert_eq!(r.value("logout"), "BYE");
     let (_, _, messages) = server.inbox(ALICE).await;
     let mut flags = messages[0].flags.clone();

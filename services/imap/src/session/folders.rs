@@ -7,7 +7,7 @@ use imap_codec::imap_types::{
     core::Tag,
     extensions::{binary::LiteralOrLiteral8, enable::CapabilityEnable},
     flag::Flag,
-    mailbox::{ListMailbox, Mailbox},
+    mailbox::Mailbox,
     status::StatusDataItemName,
 };
 use tern_proto::v1::{
@@ -17,6 +17,7 @@ use tern_proto::v1::{
 };
 
 use super::{Flow, Session};
+use crate::extended::ListCommand;
 
 /// Matches a LIST pattern: `*` matches anything, `%` anything but the delimiter.
 fn wildcard(pattern: &[char], name: &[char]) -> bool {
@@ -119,12 +120,6 @@ impl Session {
                 self.ok(tag, "CHECK completed");
                 Flow::Continue
             }
-            CommandBody::List { reference, mailbox_wildcard } => {
-                self.list(tag, reference, mailbox_wildcard, false).await
-            }
-            CommandBody::Lsub { reference, mailbox_wildcard } => {
-                self.list(tag, reference, mailbox_wildcard, true).await
-            }
             CommandBody::Status { mailbox, item_names } => {
                 let Some(name) = self.mailbox_name(&mailbox) else { return Ok(self.bad(tag, "Invalid mailbox name")) };
                 match self
@@ -134,7 +129,14 @@ impl Session {
                 {
                     Ok(r) => {
                         let f = r.into_inner().folder.unwrap_or_default();
-                        let items = Self::status_items(&f, &item_names);
+                        let mut items =
+                            if self.extras.placeholder { String::new() } else { Self::status_items(&f, &item_names) };
+                        if self.extras.mailbox_id {
+                            if !items.is_empty() {
+                                items.push(' ');
+                            }
+                            items.push_str(&format!("MAILBOXID ({})", mailbox_id(f.id)));
+                        }
                         let name = self.encode_name(&f.name);
                         self.untagged(&format!("STATUS {name} ({items})"));
                         self.ok(tag, "STATUS completed");
@@ -153,7 +155,10 @@ impl Session {
                 }
                 let req = CreateFolderRequest { account_id: account, name, special_use: 0 };
                 match self.client.create_folder(req).await {
-                    Ok(_) => self.ok(tag, "CREATE completed"),
+                    Ok(r) => {
+                        let id = r.into_inner().folder.map(|f| mailbox_id(f.id)).unwrap_or_default();
+                        self.ok(tag, &format!("[MAILBOXID ({id})] CREATE completed"))
+                    }
                     Err(s) => self.failed(tag, &s),
                 }
                 Flow::Continue
@@ -234,6 +239,7 @@ impl Session {
             CommandBody::Select { mailbox, parameters } => self.select(tag, mailbox, parameters, false).await,
             CommandBody::Examine { mailbox, parameters } => self.select(tag, mailbox, parameters, true).await,
             CommandBody::Idle => self.idle(tag).await?,
+            CommandBody::Compress { .. } => self.compress(tag).await?,
             other if self.selected.is_none() => {
                 let name = other.name();
                 self.bad(tag, &format!("{name} needs a selected mailbox"))
@@ -283,79 +289,97 @@ impl Session {
         Flow::Continue
     }
 
-    async fn list(
-        &mut self,
-        tag: &Tag<'static>,
-        reference: Mailbox<'static>,
-        pattern: ListMailbox<'static>,
-        lsub: bool,
-    ) -> Flow {
-        let what = if lsub { "LSUB" } else { "LIST" };
-        let pattern_bytes = match &pattern {
-            ListMailbox::Token(t) => t.as_ref().to_vec(),
-            ListMailbox::String(s) => s.as_ref().to_vec(),
+    /// LIST and LSUB, basic and extended (RFC 5258), with LIST-STATUS (RFC 5819).
+    pub(crate) async fn list(&mut self, cmd: ListCommand) -> Flow {
+        let tag = &cmd.tag;
+        let what = if cmd.lsub { "LSUB" } else { "LIST" };
+        let decode = |raw: &[u8], utf8: bool| {
+            let s = String::from_utf8_lossy(raw).into_owned();
+            if utf8 { s } else { crate::utf7::decode(&s).unwrap_or(s) }
         };
-        let reference = match &reference {
-            Mailbox::Inbox => "INBOX".to_string(),
-            Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
-        };
-        let raw_pattern = String::from_utf8_lossy(&pattern_bytes).into_owned();
-        let (reference, raw_pattern) = if self.utf8 {
-            (reference, raw_pattern)
-        } else {
-            (
-                crate::utf7::decode(&reference).unwrap_or(reference),
-                crate::utf7::decode(&raw_pattern).unwrap_or(raw_pattern),
-            )
-        };
-        if raw_pattern.is_empty() && !lsub {
+        let reference = decode(&cmd.reference, self.utf8);
+        let patterns: Vec<String> = cmd.patterns.iter().map(|p| decode(p, self.utf8)).collect();
+        if !cmd.lsub && !cmd.extended && patterns.iter().all(String::is_empty) {
             // The hierarchy delimiter request (RFC 9051 section 6.3.9).
             self.untagged("LIST (\\Noselect) \"/\" \"\"");
             self.ok(tag, "LIST completed");
             return Flow::Continue;
         }
-        let full: Vec<char> = format!("{reference}{raw_pattern}").chars().collect();
-        let folders = match self
-            .client
-            .list_folders(ListFoldersRequest { account_id: self.account_id(), with_status: false })
-            .await
-        {
-            Ok(r) => r.into_inner().folders,
-            Err(s) => {
-                self.failed(tag, &s);
-                return Flow::Continue;
-            }
+        let with_status = cmd.return_status.is_some() || cmd.return_mailbox_id;
+        let folders =
+            match self.client.list_folders(ListFoldersRequest { account_id: self.account_id(), with_status }).await {
+                Ok(r) => r.into_inner().folders,
+                Err(s) => {
+                    self.failed(tag, &s);
+                    return Flow::Continue;
+                }
+            };
+        let full: Vec<Vec<char>> = patterns.iter().map(|p| format!("{reference}{p}").chars().collect()).collect();
+        let matches = |name: &str| {
+            let chars: Vec<char> = name.chars().collect();
+            full.iter().any(|p| {
+                // INBOX matches case-insensitively.
+                let upper: Vec<char> = p.iter().map(|c| c.to_ascii_uppercase()).collect();
+                wildcard(p, &chars) || (name == "INBOX" && wildcard(&upper, &chars))
+            })
         };
-        let names: Vec<String> = folders.iter().map(|f| f.name.clone()).collect();
-        let mut lines = Vec::new();
+        // LSUB and the SUBSCRIBED selection option list subscribed folders only; SPECIAL-USE
+        // lists those with a special use.
+        let subscribed_only = cmd.lsub || cmd.select_subscribed;
+        let selected =
+            |f: &Folder| (!subscribed_only || f.subscribed) && (!cmd.select_special_use || special_use(f).is_some());
+        let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
+        let mut out = Vec::new();
         for f in &folders {
-            if lsub && !f.subscribed {
-                continue;
-            }
-            let chars: Vec<char> = f.name.chars().collect();
-            // INBOX matches case-insensitively.
-            let upper: Vec<char> = full.iter().map(|c| c.to_ascii_uppercase()).collect();
-            let matched = wildcard(&full, &chars) || (f.name == "INBOX" && wildcard(&upper, &chars));
-            if !matched {
+            if !matches(&f.name) {
                 continue;
             }
             let prefix = format!("{}/", f.name);
-            let mut attrs =
-                vec![if names.iter().any(|n| n.starts_with(&prefix)) { "\\HasChildren" } else { "\\HasNoChildren" }];
+            // RECURSIVEMATCH: a folder with a selected descendant that the patterns do not
+            // match is reported with CHILDINFO, whether it is selected itself or not (RFC 5258
+            // section 3.5).
+            let child_info = cmd.recursive_match
+                && folders.iter().any(|d| d.name.starts_with(&prefix) && selected(d) && !matches(&d.name));
+            if !selected(f) && !child_info {
+                continue;
+            }
+            let has_children = names.iter().any(|n| n.starts_with(&prefix));
+            let mut attrs = vec![if has_children { "\\HasChildren" } else { "\\HasNoChildren" }];
             if let Some(su) = special_use(f) {
                 attrs.push(su);
             }
-            if f.subscribed && !lsub && self.rev2 {
+            if f.subscribed && !cmd.lsub && (self.rev2 || subscribed_only || cmd.return_subscribed) {
                 attrs.push("\\Subscribed");
             }
-            lines.push(format!("{what} ({}) \"/\" {}", attrs.join(" "), self.encode_name(&f.name)));
+            let name = self.encode_name(&f.name);
+            let mut line = format!("{what} ({}) \"/\" {name}", attrs.join(" "));
+            if child_info {
+                let why = if subscribed_only { "SUBSCRIBED" } else { "SPECIAL-USE" };
+                line.push_str(&format!(" (\"CHILDINFO\" (\"{why}\"))"));
+            }
+            out.push(line);
+            if with_status {
+                let mut items = cmd.return_status.as_deref().map(|i| Self::status_items(f, i)).unwrap_or_default();
+                if cmd.return_mailbox_id {
+                    if !items.is_empty() {
+                        items.push(' ');
+                    }
+                    items.push_str(&format!("MAILBOXID ({})", mailbox_id(f.id)));
+                }
+                out.push(format!("STATUS {name} ({items})"));
+            }
         }
-        for l in lines {
+        for l in out {
             self.untagged(&l);
         }
         self.ok(tag, &format!("{what} completed"));
         Flow::Continue
     }
+}
+
+/// The OBJECTID of a folder (RFC 8474): folder ids are never reused, and RENAME keeps them.
+pub(crate) fn mailbox_id(folder_id: u64) -> String {
+    format!("F{folder_id:016x}")
 }
 
 #[cfg(test)]

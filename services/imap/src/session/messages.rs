@@ -9,7 +9,7 @@ use imap_codec::{
     imap_types::{
         command::{CommandBody, FetchModifier, StoreModifier},
         core::{Tag, Vec1},
-        fetch::{MacroOrMessageDataItemNames, MessageDataItemName},
+        fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName},
         flag::{Flag, StoreResponse, StoreType},
         response::{Data, Response},
         search::SearchKey,
@@ -194,9 +194,10 @@ impl Session {
         // UID, FLAGS and MODSEQ are what the session's view already holds (kept current by the
         // event feed); asking the mailbox service for them would cost a round trip per FETCH,
         // and a client resynchronising its flags sends exactly that FETCH most often.
-        let local_only = items
-            .iter()
-            .all(|i| matches!(i, MessageDataItemName::Uid | MessageDataItemName::Flags | MessageDataItemName::ModSeq));
+        let local_only = !self.extras.email_id
+            && items.iter().all(|i| {
+                matches!(i, MessageDataItemName::Uid | MessageDataItemName::Flags | MessageDataItemName::ModSeq)
+            });
         let metas = if local_only {
             // The flags are those of the session's view: what this client has been told, with
             // newer changes following as unsolicited FETCH responses at the end of the command.
@@ -299,8 +300,32 @@ impl Session {
                     return Flow::Continue;
                 }
             };
-            let Ok(items) = Vec1::try_from(built) else { continue };
-            let encoded = ResponseCodec::default().encode(&Response::Data(Data::Fetch { seq, items })).dump();
+            let built = if self.extras.placeholder && !by_uid {
+                built.into_iter().filter(|i| !matches!(i, MessageDataItem::Uid(_))).collect()
+            } else {
+                built
+            };
+            let object_ids = match (self.extras.email_id, self.extras.thread_id) {
+                (false, false) => None,
+                // Tern does not thread messages, so THREADID is NIL (RFC 8474 section 5.2).
+                (true, true) => Some(format!("EMAILID ({}) THREADID NIL", meta.email_id)),
+                (true, false) => Some(format!("EMAILID ({})", meta.email_id)),
+                (false, true) => Some("THREADID NIL".to_string()),
+            };
+            let encoded = match (Vec1::try_from(built), object_ids) {
+                (Ok(items), None) => {
+                    ResponseCodec::default().encode(&Response::Data(Data::Fetch { seq, items })).dump()
+                }
+                (Ok(items), Some(ids)) => {
+                    // The codec has no OBJECTID items: they go before the closing parenthesis.
+                    let mut e = ResponseCodec::default().encode(&Response::Data(Data::Fetch { seq, items })).dump();
+                    e.truncate(e.len() - 3);
+                    e.extend_from_slice(format!(" {ids})\r\n").as_bytes());
+                    e
+                }
+                (Err(_), Some(ids)) => format!("* {seq} FETCH ({ids})\r\n").into_bytes(),
+                (Err(_), None) => continue,
+            };
             self.raw(&encoded);
         }
         self.ok(tag, if by_uid { "UID FETCH completed" } else { "FETCH completed" });
@@ -461,10 +486,30 @@ impl Session {
                 hits.push(if by_uid { *uid } else { i as u32 + 1 });
             }
         }
-        if self.rev2 {
-            let uid = if by_uid { " UID" } else { "" };
-            let all = if hits.is_empty() { String::new() } else { format!(" ALL {}", uid_set(&hits)) };
-            self.untagged(&format!("ESEARCH (TAG \"{}\"){uid}{all}", tag.inner()));
+        let options = match self.extras.search.take() {
+            Some(options) => Some(options),
+            None if self.rev2 => Some(crate::extended::SearchReturn { all: true, ..Default::default() }),
+            None => None,
+        };
+        if let Some(options) = options {
+            // RFC 4731: MIN, MAX and ALL are left out when nothing matched; COUNT is not.
+            let mut line = format!("ESEARCH (TAG \"{}\")", tag.inner());
+            if by_uid {
+                line.push_str(" UID");
+            }
+            if let (Some(min), true) = (hits.iter().min(), options.min) {
+                line.push_str(&format!(" MIN {min}"));
+            }
+            if let (Some(max), true) = (hits.iter().max(), options.max) {
+                line.push_str(&format!(" MAX {max}"));
+            }
+            if options.count {
+                line.push_str(&format!(" COUNT {}", hits.len()));
+            }
+            if options.all && !hits.is_empty() {
+                line.push_str(&format!(" ALL {}", uid_set(&hits)));
+            }
+            self.untagged(&line);
         } else {
             let list: Vec<String> = hits.iter().map(u32::to_string).collect();
             self.untagged(format!("SEARCH {}", list.join(" ")).trim_end());

@@ -18,11 +18,10 @@ use std::{net::SocketAddr, sync::Arc};
 
 use bytes::{Buf, BytesMut};
 use imap_codec::{
-    CommandCodec,
-    decode::{CommandDecodeError, Decoder},
+    decode::CommandDecodeError,
     imap_types::IntoStatic,
     imap_types::{
-        command::{Command, CommandBody},
+        command::CommandBody,
         core::{LiteralMode, Tag},
     },
 };
@@ -34,7 +33,10 @@ use tonic::transport::Channel;
 pub(crate) use crate::hub::Update;
 pub(crate) use selected::Selected;
 
-use crate::config::ImapConfig;
+use crate::{
+    config::ImapConfig,
+    extended::{Decoded, Extras},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flow {
@@ -68,6 +70,8 @@ pub struct Session {
     pub(crate) condstore: bool,
     /// QRESYNC enabled: expunges are reported as VANISHED.
     pub(crate) qresync: bool,
+    /// What the command being answered asked for beyond the codec's syntax.
+    pub(crate) extras: Extras,
     errors: u32,
     pub(crate) auth_failures: u32,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -207,6 +211,7 @@ impl Session {
             utf8: false,
             condstore: false,
             qresync: false,
+            extras: Extras::default(),
             errors: 0,
             auth_failures: 0,
             shutdown,
@@ -286,6 +291,18 @@ impl Session {
         self.conn.start_tls(tls, std::time::Duration::from_secs(30)).await
     }
 
+    /// COMPRESS DEFLATE (RFC 4978): the tagged OK is the last thing sent uncompressed.
+    pub(crate) async fn compress(&mut self, tag: &Tag<'_>) -> std::io::Result<Flow> {
+        if self.conn.is_compressed() {
+            self.no(tag, "[COMPRESSIONACTIVE] DEFLATE is active already");
+            return Ok(Flow::Continue);
+        }
+        self.ok(tag, "DEFLATE active");
+        self.flush().await?;
+        self.conn.start_deflate()?;
+        Ok(Flow::Continue)
+    }
+
     pub(crate) fn input(&mut self) -> &mut BytesMut {
         &mut self.conn.rbuf
     }
@@ -342,9 +359,14 @@ impl Session {
             "QUOTA",
             "QUOTA=RES-STORAGE",
             "BINARY",
-            // Not OBJECTID: imap-codec cannot parse FETCH EMAILID or STATUS MAILBOXID yet, so
-            // a client that believed the capability would get BAD.
+            "ESEARCH",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
+            "OBJECTID",
         ]);
+        if self.account.is_some() && !self.conn.is_compressed() {
+            caps.push("COMPRESS=DEFLATE");
+        }
         let mut s = caps.join(" ");
         s.push_str(&format!(" APPENDLIMIT={}", self.cfg.limits.max_literal));
         s
@@ -367,11 +389,8 @@ impl Session {
                 }
                 continue;
             }
-            let decoded =
-                CommandCodec::default().decode(&self.conn.rbuf).map(|(rest, c)| (rest.len(), c.into_static()));
-            match decoded {
-                Ok((rest, command)) => {
-                    let used = self.conn.rbuf.len() - rest;
+            match crate::extended::decode(&self.conn.rbuf) {
+                Ok((used, command)) => {
                     let limits = &self.cfg.limits;
                     match oversize(&self.conn.rbuf[..used], limits.max_line, limits.max_literal) {
                         Some(Oversize::Literal) => {
@@ -536,7 +555,15 @@ impl Session {
         }
     }
 
-    async fn dispatch(&mut self, command: Command<'static>) -> std::io::Result<Flow> {
+    async fn dispatch(&mut self, command: Decoded) -> std::io::Result<Flow> {
+        let command = match command {
+            Decoded::Command(command, extras) => {
+                self.extras = extras;
+                command
+            }
+            Decoded::List(list) if self.account.is_some() => return Ok(self.list(list).await),
+            Decoded::List(list) => return Ok(self.bad(&list.tag, "Log in first")),
+        };
         let tag = command.tag.clone();
         tracing::trace!(command = command.body.name(), "command");
         let logged_in = self.account.is_some();

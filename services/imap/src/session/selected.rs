@@ -187,6 +187,7 @@ impl Session {
         self.untagged(&format!("OK [UIDVALIDITY {}] UIDs valid", folder.uidvalidity));
         self.untagged(&format!("OK [UIDNEXT {}] Predicted next UID", folder.uidnext));
         self.untagged(&format!("OK [HIGHESTMODSEQ {}] Highest", folder.highest_modseq));
+        self.untagged(&format!("OK [MAILBOXID ({})] Ok", super::folders::mailbox_id(folder.id)));
         if self.rev2 {
             let encoded = self.encode_name(&folder.name);
             self.untagged(&format!("LIST () \"/\" {encoded}"));

