@@ -250,6 +250,7 @@ async fn deliver_then_fetch_structure_and_body_byte_for_byte() {
             folder_id: inbox.id,
             uids: vec![1, 99],
             with_structure: true,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -286,6 +287,7 @@ async fn deliver_then_fetch_structure_and_body_byte_for_byte() {
             folder_id: inbox.id,
             uids: vec![1],
             with_structure: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -339,6 +341,7 @@ async fn append_stores_flags_and_date_in_the_named_folder() {
             folder_id: drafts.id,
             uids: vec![1],
             with_structure: true,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -446,6 +449,7 @@ async fn multi_recipient_delivery_stores_one_body_object() {
                 folder_id: inbox.id,
                 uids: vec![1],
                 with_structure: false,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -920,6 +924,7 @@ async fn store_flags_adds_removes_replaces_and_honours_unchanged_since() {
             folder_id: inbox.id,
             uids: vec![1],
             with_structure: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -956,11 +961,17 @@ async fn copy_and_move_keep_bodies_and_report_uid_pairs() {
     let inbox = folder(&mut mail, alice, "INBOX").await;
     let archive = folder(&mut mail, alice, "Archive").await;
     let fetch = async |mail: &mut Mailbox, folder_id: u64, uids: Vec<u32>| {
-        mail.fetch_messages(FetchMessagesRequest { account_id: alice, folder_id, uids, with_structure: false })
-            .await
-            .unwrap()
-            .into_inner()
-            .messages
+        mail.fetch_messages(FetchMessagesRequest {
+            account_id: alice,
+            folder_id,
+            uids,
+            with_structure: false,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages
     };
     let originals = fetch(&mut mail, inbox.id, vec![1, 2, 3]).await;
 

@@ -203,6 +203,7 @@ async fn uids_strictly_increase_in_commit_order_under_concurrent_writers() {
             folder_id: inbox.id,
             uids: uids.clone(),
             with_structure: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -440,11 +441,17 @@ async fn observe(mail: &mut Mailbox, account_id: u64) -> Observed {
             bodies.push(fetch_body(mail, account_id, f.id, *uid, 0, 0).await.unwrap().0);
         }
         metas.push(
-            mail.fetch_messages(FetchMessagesRequest { account_id, folder_id: f.id, uids, with_structure: true })
-                .await
-                .unwrap()
-                .into_inner()
-                .messages,
+            mail.fetch_messages(FetchMessagesRequest {
+                account_id,
+                folder_id: f.id,
+                uids,
+                with_structure: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .messages,
         );
         selects.push(s);
     }
@@ -656,6 +663,7 @@ async fn an_expunge_is_seen_by_every_session() {
             folder_id: inbox.id,
             uids: vec![2, 3],
             with_structure: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -722,6 +730,7 @@ async fn a_message_to_fifty_local_recipients_is_one_object() {
             folder_id: a.folder_id,
             uids: vec![a.uid],
             with_structure: false,
+            ..Default::default()
         })
         .await
         .unwrap()

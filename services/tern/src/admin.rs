@@ -396,7 +396,13 @@ async fn mail(channel: Channel, admin: &mut AdminClient<Channel>, cmd: MailComma
         MailCommand::List { .. } => {
             let uids: Vec<u32> = selected.messages.iter().map(|s| s.uid).collect();
             let metas = m
-                .fetch_messages(FetchMessagesRequest { account_id: account.id, folder_id, uids, with_structure: true })
+                .fetch_messages(FetchMessagesRequest {
+                    account_id: account.id,
+                    folder_id,
+                    uids,
+                    with_structure: true,
+                    ..Default::default()
+                })
                 .await
                 .map_err(explain)?
                 .into_inner();

@@ -26,6 +26,8 @@ use crate::{fetch, search};
 
 /// Most UIDs asked of the mailbox service in one call.
 const BATCH: usize = 500;
+/// How many bytes of message bodies a FETCH asks to get inline with their metadata, per batch.
+const INLINE_BODIES: u64 = 1 << 20;
 
 /// A compact UID set: `1:3,7,9:10`.
 pub(crate) fn uid_set(uids: &[u32]) -> String {
@@ -58,6 +60,17 @@ impl Session {
 
     /// Metadata of `uids` (in the order asked), in batches.
     async fn metas(&mut self, uids: &[u32], structure: bool) -> Result<Vec<MessageMeta>, tonic::Status> {
+        self.metas_inline(uids, structure, 0).await
+    }
+
+    /// The messages' metadata, with the raw messages inline while their sizes add up to at most
+    /// `inline` bytes per batch.
+    async fn metas_inline(
+        &mut self,
+        uids: &[u32],
+        structure: bool,
+        inline: u64,
+    ) -> Result<Vec<MessageMeta>, tonic::Status> {
         let mut out = Vec::with_capacity(uids.len());
         for chunk in uids.chunks(BATCH) {
             let req = FetchMessagesRequest {
@@ -65,6 +78,7 @@ impl Session {
                 folder_id: self.folder_id(),
                 uids: chunk.to_vec(),
                 with_structure: structure,
+                inline_body_limit: inline,
             };
             out.extend(self.client.fetch_messages(req).await?.into_inner().messages);
         }
@@ -215,7 +229,9 @@ impl Session {
                 })
                 .collect())
         } else {
-            self.metas(&uids, needs.structure).await
+            // Bodies of small messages come with their metadata, in the same call.
+            let inline = if needs.body { INLINE_BODIES } else { 0 };
+            self.metas_inline(&uids, needs.structure, inline).await
         };
         let mut metas = match metas {
             Ok(m) => m,
@@ -262,9 +278,13 @@ impl Session {
             }
         }
         let modseq = self.condstore;
-        for meta in &metas {
+        for meta in &mut metas {
             let Some(seq) = self.selected.as_ref().and_then(|s| s.seq_of(meta.uid)) else { continue };
-            let raw = if needs.body {
+            let inline = std::mem::take(&mut meta.raw);
+            let meta = &*meta;
+            let raw = if needs.body && meta.has_raw {
+                Some(inline)
+            } else if needs.body {
                 match self.message_bytes(meta.uid).await {
                     Ok(r) => Some(r),
                     // Expunged by another session meanwhile: nothing to say about it.

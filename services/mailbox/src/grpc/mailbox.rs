@@ -198,11 +198,27 @@ impl Mailbox for MailboxApi {
     async fn fetch_messages(&self, req: Request<FetchMessagesRequest>) -> Rpc<FetchMessagesResponse> {
         let r = req.into_inner();
         let found = self.service.store.messages(r.account_id, r.folder_id, &r.uids, r.with_structure).await?;
+        // Small messages come inline while the budget lasts: a client that reads a few
+        // messages then needs one call instead of one per message plus one.
+        let mut budget = r.inline_body_limit;
+        let mut raws = Vec::with_capacity(found.len());
+        for (m, _) in &found {
+            if m.size <= budget {
+                budget -= m.size;
+                raws.push(Some(self.service.body(m, 0, 0).await?.to_vec()));
+            } else {
+                budget = 0;
+                raws.push(None);
+            }
+        }
         let messages = found
             .into_iter()
-            .map(|(m, parsed)| {
+            .zip(raws)
+            .map(|((m, parsed), raw)| {
                 let (envelope, body) = parsed.map(|p| (p.envelope, p.body)).unwrap_or_default();
                 MessageMeta {
+                    has_raw: raw.is_some(),
+                    raw: raw.unwrap_or_default(),
                     uid: m.uid,
                     flags: m.flags,
                     modseq: m.modseq,
