@@ -69,13 +69,20 @@ pub struct FrontendOptions<L> {
     pub allow_plaintext_auth: bool,
     /// The limits of the mailbox service behind the front-ends.
     pub mailbox_limits: tern_mailbox::Limits,
+    /// Where the mailbox service keeps bodies; unset: its data directory.
+    pub blobs: Option<tern_mailbox::blobs::BlobLocation>,
 }
 
 impl<L: Default> Default for FrontendOptions<L> {
     /// Default protocol limits, plain-text logins refused (as in production), and mailbox limits
     /// that do not throttle the logins of tests that fail some on purpose.
     fn default() -> Self {
-        Self { limits: L::default(), allow_plaintext_auth: false, mailbox_limits: lenient_mailbox_limits() }
+        Self {
+            limits: L::default(),
+            allow_plaintext_auth: false,
+            mailbox_limits: lenient_mailbox_limits(),
+            blobs: None,
+        }
     }
 }
 

@@ -92,7 +92,13 @@ impl ImapTestServer {
     }
 
     pub async fn start_with(options: ImapOptions) -> ImapTestServer {
-        let mailbox = TestServer::start(options.mailbox_limits.clone()).await;
+        let mailbox = TestServer::start_with_blobs(options.mailbox_limits.clone(), options.blobs.clone()).await;
+        Self::start_on(mailbox, options).await
+    }
+
+    /// Starts an IMAP server in front of `mailbox` (a replica on NATS, say), with the test
+    /// accounts created through it.
+    pub async fn start_on(mailbox: TestServer, options: ImapOptions) -> ImapTestServer {
         let accounts = create_accounts(&mailbox, &ACCOUNTS).await;
         let cert = DevCert::new("tern-imap-test-");
         let frontend =
@@ -106,6 +112,17 @@ impl ImapTestServer {
     pub async fn start_frontend(&self) -> ImapFrontend {
         let (limits, allow) = (self.options.limits.clone(), self.options.allow_plaintext_auth);
         start_frontend(self.mailbox.addr, limits, allow, &self.cert.server_config).await
+    }
+
+    /// Another IMAP server, with the same settings, in front of another mailbox replica.
+    pub async fn start_frontend_on(&self, mailbox: SocketAddr) -> ImapFrontend {
+        let (limits, allow) = (self.options.limits.clone(), self.options.allow_plaintext_auth);
+        start_frontend(mailbox, limits, allow, &self.cert.server_config).await
+    }
+
+    /// An SMTP MX listener in front of the mailbox replica at `mailbox`.
+    pub async fn start_mx_on(&self, mailbox: SocketAddr) -> (SocketAddr, Background) {
+        crate::pop3::start_mx(mailbox, &self.cert.server_config).await
     }
 
     /// An SMTP MX listener (no AUTH, STARTTLS offered) in front of the same mailbox service,

@@ -7,7 +7,7 @@
 //! itself. [`TestServer::restart`] stops the server, drops every handle on the store and opens
 //! the same data directory again, as a restarted process would; [`TestServer::start_from_copy`]
 //! opens a copy of a directory that a running server still holds, which is what a process crash
-//! leaves behind.
+//! leaves behind. [`TestServer::start_with_blobs`] keeps the bodies elsewhere, in an S3 bucket.
 //!
 //! The free functions are the client-side chores every test needs: creating an account,
 //! streaming a message into Deliver or Append, reading a body back, and checking an error's
@@ -20,7 +20,8 @@
 //! and the runner of real client programs.
 //!
 //! [`servers`] starts the real NATS JetStream and SeaweedFS S3 servers that the tests of the
-//! distributed backend run against.
+//! distributed backend run against; [`blobs`] is the conformance suite every body store
+//! backend passes.
 
 use std::{
     net::SocketAddr,
@@ -28,7 +29,7 @@ use std::{
     time::Duration,
 };
 
-use tern_mailbox::{Limits, MailboxService};
+use tern_mailbox::{Limits, MailboxService, blobs::BlobLocation};
 use tern_proto::v1::{
     Account, AppendHeader, AppendRequest, AppendResponse, CreateAccountRequest, CreateDomainRequest, DeliverEnvelope,
     DeliverRequest, DeliverResponse, ErrorReason, FetchBodyRequest, FolderRef, Password, admin_client::AdminClient,
@@ -37,6 +38,7 @@ use tern_proto::v1::{
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Status, transport::Channel};
 
+pub mod blobs;
 pub mod common;
 pub mod imap;
 pub mod pop3;
@@ -72,6 +74,11 @@ pub struct TestServer {
     /// The data directory (`metadata.redb` and `blobs/`), kept across restarts.
     pub data_dir: PathBuf,
     limits: Limits,
+    /// Where bodies go when not to `blobs/` in the data directory (an S3 bucket).
+    blobs: Option<BlobLocation>,
+    /// With `TERN_TEST_NATS_URL` set, the metadata is in that NATS JetStream server instead of
+    /// the data directory, under this server's own prefix (kept across restarts).
+    nats: Option<(String, String)>,
     running: Option<Running>,
     // Declared last, so that the directory is removed after the server's handles are dropped.
     _dir: tempfile::TempDir,
@@ -87,26 +94,78 @@ struct Running {
 impl TestServer {
     /// Starts a server with `limits` on a new, empty data directory.
     pub async fn start(limits: Limits) -> TestServer {
-        Self::start_with(limits, None).await
+        Self::start_with(limits, None, None).await
+    }
+
+    /// Starts a server with `limits` on a new, empty data directory, with bodies in `blobs`
+    /// (an S3 bucket, say) when given, and in the data directory otherwise.
+    pub async fn start_with_blobs(limits: Limits, blobs: Option<BlobLocation>) -> TestServer {
+        Self::start_with(limits, None, blobs).await
     }
 
     /// Starts a server on a copy of `source`, a data directory another server may still have
     /// open. Copying a live directory after its writes were acknowledged captures what a process
     /// crash would leave on disk, without the clean shutdown that [`TestServer::restart`] does.
     pub async fn start_from_copy(limits: Limits, source: &Path) -> TestServer {
-        Self::start_with(limits, Some(source)).await
+        Self::start_with(limits, Some(source), None).await
     }
 
-    async fn start_with(limits: Limits, copy_of: Option<&Path>) -> TestServer {
+    /// Starts a server whose metadata is in the NATS server at `url`, under a new prefix.
+    pub async fn start_on_nats(limits: Limits, url: &str) -> TestServer {
+        let mut server = Self::start_with_backend(limits, None, None, Some(nats_prefix(url))).await;
+        server.open().await;
+        server
+    }
+
+    /// Another mailbox replica over the same metadata (the same NATS prefix) and bodies (the
+    /// same directory or bucket), serving on its own port, as a second pod would.
+    pub async fn replica(&self) -> TestServer {
+        assert!(self.nats.is_some(), "replicas share a NATS store; this server is embedded");
+        let mut server =
+            Self::start_with_backend(self.limits.clone(), None, self.blobs.clone(), self.nats.clone()).await;
+        if self.blobs.is_none() {
+            server.blobs = Some(BlobLocation::Local(self.data_dir.join("blobs")));
+        }
+        server.open().await;
+        server
+    }
+
+    /// Stops the server abruptly, as `kill -9` would stop a process: its task is aborted
+    /// without draining connections or finishing calls in progress.
+    pub async fn kill(&mut self) {
+        if let Some(Running { service, shutdown, task }) = self.running.take() {
+            task.abort();
+            let _ = task.await;
+            drop((service, shutdown));
+        }
+    }
+
+    async fn start_with(limits: Limits, copy_of: Option<&Path>, blobs: Option<BlobLocation>) -> TestServer {
+        let mut server = Self::start_with_backend(limits, copy_of, blobs, nats_backend()).await;
+        server.open().await;
+        server
+    }
+
+    async fn start_with_backend(
+        limits: Limits,
+        copy_of: Option<&Path>,
+        blobs: Option<BlobLocation>,
+        nats: Option<(String, String)>,
+    ) -> TestServer {
         let dir = tempfile::Builder::new().prefix("tern-test-").tempdir().expect("create a temporary directory");
         let data_dir = dir.path().join("data");
         if let Some(source) = copy_of {
             copy_dir(source, &data_dir);
         }
-        let mut server =
-            TestServer { addr: SocketAddr::from(([127, 0, 0, 1], 0)), data_dir, limits, running: None, _dir: dir };
-        server.open().await;
-        server
+        TestServer {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            limits,
+            blobs,
+            nats,
+            running: None,
+            _dir: dir,
+        }
     }
 
     /// Opens the store in `data_dir` and serves it: on the port it had before, when it can,
@@ -114,7 +173,19 @@ impl TestServer {
     /// cluster; otherwise on a new loopback port.
     async fn open(&mut self) {
         assert!(self.running.is_none(), "the server is already running");
-        let service = open_with_retry(&self.data_dir, &self.limits).await;
+        let service = match &self.nats {
+            Some((url, prefix)) => {
+                let blobs = match &self.blobs {
+                    Some(location) => tern_mailbox::blobs::BlobStore::open(location),
+                    None => tern_mailbox::blobs::BlobStore::local(self.data_dir.join("blobs")),
+                }
+                .expect("open the body store");
+                tern_mailbox::server::open_nats(url, prefix, blobs, self.limits.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot open the NATS store at {url}: {e}"))
+            }
+            None => open_with_retry(&self.data_dir, &self.limits, self.blobs.as_ref()).await,
+        };
         let listener = match tokio::net::TcpListener::bind(self.addr).await {
             Ok(l) => l,
             Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port"),
@@ -173,13 +244,41 @@ impl TestServer {
     }
 }
 
+/// The NATS server the metadata of every [`TestServer`] goes to when `TERN_TEST_NATS_URL` is set
+/// (`cargo xtask e2e` starts one and runs the storage suites against it), with a prefix of
+/// this server's own, so tests sharing the server never see each other's data.
+fn nats_backend() -> Option<(String, String)> {
+    let url = std::env::var("TERN_TEST_NATS_URL").ok().filter(|u| !u.is_empty())?;
+    Some(nats_prefix(&url))
+}
+
+/// `url` with a prefix no other test server of any test process uses.
+fn nats_prefix(url: &str) -> (String, String) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    (url.to_string(), format!("t{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Whether the storage suites run against NATS (see [`nats_backend`]).
+pub fn on_nats() -> bool {
+    std::env::var("TERN_TEST_NATS_URL").is_ok_and(|u| !u.is_empty())
+}
+
 /// Opens the embedded store, retrying while the previous instance still holds the file lock:
 /// its writer thread and the server's background task let go of the database shortly after
 /// the last handle is dropped, not at that very moment.
-async fn open_with_retry(data_dir: &Path, limits: &Limits) -> MailboxService {
+async fn open_with_retry(data_dir: &Path, limits: &Limits, blobs: Option<&BlobLocation>) -> MailboxService {
     let deadline = tokio::time::Instant::now() + REOPEN_TIMEOUT;
+    let open = || match blobs {
+        None => tern_mailbox::server::open_embedded(data_dir, limits.clone()),
+        Some(location) => tern_mailbox::server::open_embedded_with_blobs(
+            data_dir,
+            tern_mailbox::blobs::BlobStore::open(location)?,
+            limits.clone(),
+        ),
+    };
     loop {
-        match tern_mailbox::server::open_embedded(data_dir, limits.clone()) {
+        match open() {
             Ok(service) => return service,
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;

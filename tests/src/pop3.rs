@@ -96,7 +96,7 @@ impl Pop3TestServer {
     }
 
     pub async fn start_with(options: Pop3Options) -> Pop3TestServer {
-        let mailbox = TestServer::start(options.mailbox_limits.clone()).await;
+        let mailbox = TestServer::start_with_blobs(options.mailbox_limits.clone(), options.blobs.clone()).await;
         let accounts = create_accounts(&mailbox, &ACCOUNTS).await;
         let cert = DevCert::new("tern-pop3-test-");
         let frontend = start_frontend(

@@ -4,7 +4,9 @@
 //!   tests that drive real mail clients (installing those clients first, and the servers of
 //!   the distributed backend's tests).
 //! - `e2e`: the tests of the distributed backend against real NATS JetStream and SeaweedFS S3
-//!   servers (`tests/tests/distributed.rs`), installing the servers first.
+//!   servers, installing the servers first: the storage suites (`tests/grpc.rs`,
+//!   `tests/invariants.rs`) with the metadata in NATS, then `tests/distributed.rs` and
+//!   `tests/replicas.rs`, which start their servers themselves.
 //! - `bench mailbox`: durable deliveries per second through the gRPC API into the embedded
 //!   store, with 1 and 16 concurrent clients, fetches per second, and the server's memory.
 
@@ -56,10 +58,16 @@ pub fn workspace_root() -> std::path::PathBuf {
 /// Runs `cargo <args>`, echoing its output, and adds up the `test result:` lines into
 /// (passed, failed).
 fn test(args: &[&str]) -> anyhow::Result<(u64, u64)> {
+    test_with(args, &[])
+}
+
+/// [`test`] with environment variables for the tests.
+fn test_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(u64, u64)> {
     use std::io::{BufRead, BufReader};
     eprintln!("$ cargo {}", args.join(" "));
     let mut child = Command::new("cargo")
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(workspace_root())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -152,6 +160,75 @@ fn install_tools() -> anyhow::Result<()> {
     run("python3", &args)
 }
 
+/// A nats-server with JetStream on a free loopback port and a temporary directory, stopped
+/// when dropped (also when the tests failed).
+struct NatsServer {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start() -> anyhow::Result<NatsServer> {
+        let binary = workspace_root().join(".tools/py/bin/nats-server");
+        let dir = tempfile::tempdir()?;
+        let port = bench::free_port()?;
+        let store = dir.path().to_str().context("the temporary path is not UTF-8")?.to_string();
+        let child = Command::new(&binary)
+            .args(["-js", "-sd", &store, "-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let server = NatsServer { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                bail!("nats-server did not listen on port {port} within 20 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The storage suites of the embedded backend, run again with the metadata in NATS
+/// JetStream: one suite, two backends. Tests of what only the embedded backend has (a copy of
+/// its data directory standing in for a crash, body reference counting for garbage
+/// collection) are named and skipped here; the distributed suites cover crashes their way.
+fn storage_suites_on_nats() -> anyhow::Result<(u64, u64)> {
+    let nats = NatsServer::start()?;
+    let mut args = vec!["test", "-p", "tern-tests", "--test", "grpc", "--test", "invariants", "--"];
+    for embedded_only in EMBEDDED_ONLY {
+        args.extend(["--skip", embedded_only]);
+    }
+    test_with(&args, &[("TERN_TEST_NATS_URL", &nats.url)])
+}
+
+/// Tests of the storage suites that only the embedded backend can pass (see
+/// [`storage_suites_on_nats`]).
+const EMBEDDED_ONLY: [&str; 3] = [
+    "acknowledged_writes_survive_a_crash",
+    "garbage_collection_deletes_only_unreferenced_bodies",
+    "refused_writes_leave_no_body_behind",
+];
+
+/// The distributed tests: the storage suites on NATS, then the tests that start NATS and
+/// SeaweedFS themselves.
+fn e2e() -> anyhow::Result<(u64, u64)> {
+    install_tools()?;
+    let on_nats = storage_suites_on_nats()?;
+    let distributed = test(&["test", "-p", "tern-tests", "--test", "distributed", "--test", "replicas"])?;
+    Ok((on_nats.0 + distributed.0, on_nats.1 + distributed.1))
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Ci => {
@@ -164,6 +241,10 @@ fn main() -> anyhow::Result<()> {
             let clients = test(&["test", "-p", "tern-tests", "--", "--ignored"])?;
             total.0 += clients.0;
             total.1 += clients.1;
+            // The storage suites once more, on the distributed backend.
+            let on_nats = storage_suites_on_nats()?;
+            total.0 += on_nats.0;
+            total.1 += on_nats.1;
             println!("ci: {} passed, {} failed", total.0, total.1);
             if total.1 > 0 {
                 bail!("{} tests failed", total.1);
@@ -171,8 +252,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Task::E2e => {
-            install_tools()?;
-            run("cargo", &["test", "-p", "tern-tests", "--test", "distributed", "--", "--test-threads=1"])
+            let (passed, failed) = e2e()?;
+            println!("e2e: {passed} passed, {failed} failed");
+            if failed > 0 {
+                bail!("{failed} tests failed");
+            }
+            Ok(())
         }
         Task::Bench { which } => bench::run(which),
     }

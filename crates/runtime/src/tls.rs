@@ -46,6 +46,17 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Makes ring the process-wide default rustls crypto provider. Call it once at process start.
+///
+/// Our own TLS configurations name their provider, but the S3 client (reqwest, built with
+/// rustls and no provider of its own, to keep aws-lc-rs out of the build) asks rustls for the
+/// process default and panics when there is none. Calling this again, or after another part
+/// installed a provider, does nothing: the first provider installed stays.
+pub fn install_crypto_provider() {
+    // The error only says that a default is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Loads a PEM certificate chain and key into a server configuration.
 pub fn server_config(paths: &CertPaths) -> Result<Arc<ServerConfig>, TlsError> {
     let read = |p: &Path| std::fs::File::open(p).map_err(|source| TlsError::Read { path: p.into(), source });
@@ -104,6 +115,13 @@ mod tests {
         let again = dev_certificate(dir.path(), &["localhost".into()]).unwrap();
         assert_eq!(first, std::fs::read(&again.cert).unwrap(), "the certificate must survive restarts");
         server_config(&p).unwrap();
+    }
+
+    #[test]
+    fn installing_the_provider_twice_is_harmless() {
+        install_crypto_provider();
+        install_crypto_provider();
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
     }
 
     #[test]

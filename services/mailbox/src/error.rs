@@ -39,6 +39,8 @@ pub enum MailboxError {
         #[source]
         source: prost::DecodeError,
     },
+    #[error("NATS unavailable while {context}: {detail}")]
+    Nats { context: &'static str, detail: String },
     #[error("the storage writer has stopped")]
     WriterGone,
     #[error("commit failed: {0}")]
@@ -72,9 +74,12 @@ impl MailboxError {
             Self::OverQuota { .. } => ErrorReason::OverQuota,
             Self::TooLarge { .. } => ErrorReason::TooLarge,
             Self::NotAllowed(_) => ErrorReason::NotAllowed,
-            Self::Metadata(_) | Self::Blob { .. } | Self::Corrupt { .. } | Self::WriterGone | Self::Commit(_) => {
-                ErrorReason::Unavailable
-            }
+            Self::Metadata(_)
+            | Self::Nats { .. }
+            | Self::Blob { .. }
+            | Self::Corrupt { .. }
+            | Self::WriterGone
+            | Self::Commit(_) => ErrorReason::Unavailable,
         }
     }
 

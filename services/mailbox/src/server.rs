@@ -20,11 +20,30 @@ const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// Opens the embedded backend in `data_dir`: `metadata.redb` and `blobs/`.
 pub fn open_embedded(data_dir: &std::path::Path, limits: Limits) -> Result<MailboxService> {
+    let blobs = BlobStore::local(PathBuf::from(data_dir).join("blobs"))?;
+    open_embedded_with_blobs(data_dir, blobs, limits)
+}
+
+/// Opens the embedded metadata store in `data_dir` (`metadata.redb`) with bodies in `blobs`,
+/// which may be anywhere (see [`BlobStore::open`]).
+pub fn open_embedded_with_blobs(
+    data_dir: &std::path::Path,
+    blobs: BlobStore,
+    limits: Limits,
+) -> Result<MailboxService> {
     std::fs::create_dir_all(data_dir).map_err(|e| {
         crate::MailboxError::Commit(format!("cannot create data directory {}: {e}", data_dir.display()))
     })?;
     let store = EmbeddedStore::open(&data_dir.join("metadata.redb"))?;
-    let blobs = BlobStore::local(PathBuf::from(data_dir).join("blobs"))?.with_read_cache(limits.blob_cache_bytes);
+    let blobs = blobs.with_read_cache(limits.blob_cache_bytes);
+    Ok(MailboxService::new(Arc::new(store), blobs, limits))
+}
+
+/// Opens the distributed backend: metadata in NATS JetStream at `url` (stream and buckets named
+/// after `prefix`), bodies in `blobs`.
+pub async fn open_nats(url: &str, prefix: &str, blobs: BlobStore, limits: Limits) -> Result<MailboxService> {
+    let store = crate::store::nats::NatsStore::connect(url, prefix).await?;
+    let blobs = blobs.with_read_cache(limits.blob_cache_bytes);
     Ok(MailboxService::new(Arc::new(store), blobs, limits))
 }
 

@@ -4,7 +4,10 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
-use tern_mailbox::Limits;
+use tern_mailbox::{
+    Limits,
+    blobs::{BlobLocation, S3Config},
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -18,6 +21,10 @@ pub struct Config {
     pub smtp: SmtpSection,
     pub pop3: Pop3Section,
     pub imap: ImapSection,
+    /// Where the mailbox service keeps message bodies.
+    pub blobs: BlobsConfig,
+    /// Where the mailbox service keeps its metadata.
+    pub store: StoreConfig,
     /// Where front-ends reach the mailbox service when it runs in another process.
     pub mailbox_url: String,
 }
@@ -259,6 +266,8 @@ impl Default for Config {
             smtp: SmtpSection::default(),
             pop3: Pop3Section::default(),
             imap: ImapSection::default(),
+            blobs: BlobsConfig::default(),
+            store: StoreConfig::default(),
             mailbox_url: "http://127.0.0.1:50051".into(),
         }
     }
@@ -294,6 +303,141 @@ impl LimitsConfig {
             blob_grace: Duration::from_secs(self.blob_grace_secs),
             blob_cache_bytes: self.blob_cache_bytes,
         }
+    }
+}
+
+/// The `[store]` section: where the mailbox service keeps its metadata. Without a URL it is
+/// the embedded database in the data directory; `nats://host:port` puts it in NATS JetStream,
+/// shared by every mailbox replica pointed at the same server and prefix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: Option<String>,
+    /// Names the JetStream stream and KV buckets, so several installations can share a server.
+    pub prefix: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { url: None, prefix: "tern".into() }
+    }
+}
+
+impl StoreConfig {
+    /// The NATS URL, when the metadata is in NATS; an error for a URL of another kind.
+    pub fn nats_url(&self) -> anyhow::Result<Option<&str>> {
+        match self.url.as_deref() {
+            None | Some("") | Some("embedded") => Ok(None),
+            Some(url) if url.starts_with("nats://") || url.starts_with("tls://") => {
+                if self.prefix.is_empty() || !self.prefix.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    anyhow::bail!("[store] prefix must be letters and digits, not {:?}", self.prefix);
+                }
+                Ok(Some(url))
+            }
+            Some(other) => anyhow::bail!("[store] url must be nats://host:port or \"embedded\", not {other:?}"),
+        }
+    }
+}
+
+/// The `[blobs]` section: where message bodies are kept. Without a URL they go to `blobs/`
+/// in the data directory. The S3 settings apply to `s3://` URLs only; each one left unset
+/// comes from the standard AWS environment variable (`AWS_ENDPOINT`, `AWS_REGION`,
+/// `AWS_ACCESS_KEY_ID`, ...), so a deployment can keep its keys out of the file.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlobsConfig {
+    /// `s3://bucket[/prefix]`, `file:///path` or a path.
+    pub url: Option<String>,
+    /// The S3 endpoint of a store other than AWS, e.g. `http://seaweedfs:8333`.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Unset: allowed exactly when `endpoint` is an `http://` URL.
+    pub allow_http: Option<bool>,
+    /// `https://bucket.host/key` rather than `https://host/bucket/key` (unset: path-style).
+    pub virtual_hosted_style_request: Option<bool>,
+    /// The longest one S3 request may take.
+    pub timeout_secs: u64,
+    pub connect_timeout_secs: u64,
+    /// Retries of a failed S3 request, all started within `retry_timeout_secs`.
+    pub max_retries: usize,
+    pub retry_timeout_secs: u64,
+}
+
+impl Default for BlobsConfig {
+    fn default() -> Self {
+        let s3 = S3Config::default();
+        Self {
+            url: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: None,
+            virtual_hosted_style_request: None,
+            timeout_secs: s3.request_timeout.as_secs(),
+            connect_timeout_secs: s3.connect_timeout.as_secs(),
+            max_retries: s3.max_retries,
+            retry_timeout_secs: s3.retry_timeout.as_secs(),
+        }
+    }
+}
+
+// By hand, so that the secret key never reaches a log line that prints the configuration.
+impl std::fmt::Debug for BlobsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobsConfig")
+            .field("url", &self.url)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "[redacted]"))
+            .field("allow_http", &self.allow_http)
+            .field("virtual_hosted_style_request", &self.virtual_hosted_style_request)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout_secs", &self.retry_timeout_secs)
+            .finish()
+    }
+}
+
+impl BlobsConfig {
+    /// Where bodies go: the URL with these settings, or `blobs/` in `data_dir`.
+    pub fn location(&self, data_dir: &std::path::Path) -> Result<BlobLocation, tern_mailbox::MailboxError> {
+        let location = match &self.url {
+            Some(url) => BlobLocation::parse(url)?,
+            None => BlobLocation::Local(data_dir.join("blobs")),
+        };
+        let BlobLocation::S3(mut s3) = location else {
+            // S3 settings next to a local directory are a mistake (a forgotten url), and
+            // ignoring them would put bodies somewhere the operator did not mean.
+            let s3_settings = self.endpoint.is_some()
+                || self.region.is_some()
+                || self.access_key_id.is_some()
+                || self.secret_access_key.is_some()
+                || self.allow_http.is_some()
+                || self.virtual_hosted_style_request.is_some();
+            if s3_settings {
+                return Err(tern_mailbox::MailboxError::invalid(
+                    "[blobs] section",
+                    format!("S3 settings are given but bodies go to the directory {location}; set url = \"s3://...\""),
+                ));
+            }
+            return Ok(location);
+        };
+        s3.endpoint = self.endpoint.clone();
+        s3.region = self.region.clone();
+        s3.access_key_id = self.access_key_id.clone();
+        s3.secret_access_key = self.secret_access_key.clone().map(Into::into);
+        s3.allow_http = self.allow_http;
+        s3.virtual_hosted_style_request = self.virtual_hosted_style_request;
+        s3.request_timeout = Duration::from_secs(self.timeout_secs.max(1));
+        s3.connect_timeout = Duration::from_secs(self.connect_timeout_secs.max(1));
+        s3.max_retries = self.max_retries;
+        s3.retry_timeout = Duration::from_secs(self.retry_timeout_secs);
+        Ok(BlobLocation::S3(s3))
     }
 }
 
@@ -336,5 +480,28 @@ mod tests {
         assert_eq!(c.listen.http, Listen::default().http);
         assert_eq!(c.limits.to_limits().max_message_bytes, 1000);
         assert!(toml::from_str::<Config>("[listen]\ngrpcc = \"0.0.0.0:1\"\n").is_err());
+    }
+
+    #[test]
+    fn blobs_default_to_the_data_dir_and_take_s3_settings() {
+        let c = Config::default();
+        let location = c.blobs.location(&c.data_dir).unwrap();
+        assert!(matches!(&location, BlobLocation::Local(p) if p == &c.data_dir.join("blobs")));
+
+        let c: Config = toml::from_str(
+            "[blobs]\nurl = \"s3://bodies/tern\"\nendpoint = \"http://127.0.0.1:8333\"\nregion = \"eu-west-1\"\n\
+             access_key_id = \"k\"\nsecret_access_key = \"s\"\ntimeout_secs = 7\nmax_retries = 1\n",
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("\"s\""), "the secret key is printed: {c:?}");
+        let BlobLocation::S3(s3) = c.blobs.location(&c.data_dir).unwrap() else { panic!("not S3") };
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("bodies", "tern"));
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!((s3.request_timeout, s3.max_retries), (Duration::from_secs(7), 1));
+
+        let c: Config = toml::from_str("[blobs]\nendpoint = \"http://127.0.0.1:8333\"\n").unwrap();
+        assert!(c.blobs.location(&c.data_dir).is_err(), "S3 settings without an s3:// URL");
+        assert!(toml::from_str::<Config>("[blobs]\nbucket = \"b\"\n").is_err());
     }
 }

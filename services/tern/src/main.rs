@@ -43,6 +43,14 @@ struct ServeArgs {
     /// Where data is kept (default: ./tern-data).
     #[arg(long, env = "TERN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where message bodies are kept: s3://bucket[/prefix], file:///path or a path
+    /// (default: blobs/ in the data directory). S3 settings come from [blobs] and AWS_*.
+    #[arg(long, env = "TERN_BLOBS", value_name = "URL")]
+    blobs: Option<String>,
+    /// Where metadata is kept: nats://host:port (NATS JetStream, shared by every mailbox
+    /// replica) or "embedded" (default: the database in the data directory).
+    #[arg(long, env = "TERN_STORE", value_name = "URL")]
+    store: Option<String>,
     /// Listen address of the mailbox gRPC API (default 127.0.0.1:50051).
     #[arg(long)]
     grpc_listen: Option<SocketAddr>,
@@ -86,6 +94,12 @@ impl ServeArgs {
         let mut c = Config::load(self.config.as_deref())?;
         if let Some(d) = self.data_dir {
             c.data_dir = d;
+        }
+        if self.blobs.is_some() {
+            c.blobs.url = self.blobs;
+        }
+        if self.store.is_some() {
+            c.store.url = self.store;
         }
         if let Some(a) = self.grpc_listen {
             c.listen.grpc = a;
@@ -135,6 +149,8 @@ async fn serve(args: ServeArgs, name: &str, roles: serve::Roles, dev: bool) -> a
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before anything can build a TLS client: the S3 client uses the process default.
+    tern_runtime::tls::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => {

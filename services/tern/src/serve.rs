@@ -40,6 +40,16 @@ fn tls(config: &Config) -> anyhow::Result<(tern_runtime::tls::CertPaths, Arc<rus
     Ok((paths, server))
 }
 
+/// Opens the body store of `[blobs]` (or `--blobs`) and checks that it takes a write, so a
+/// wrong endpoint, bucket or key stops the start with a clear message.
+async fn open_blobs(config: &Config) -> anyhow::Result<tern_mailbox::blobs::BlobStore> {
+    let location = config.blobs.location(&config.data_dir).context("invalid [blobs] configuration")?;
+    let blobs = tern_mailbox::blobs::BlobStore::open(&location)
+        .with_context(|| format!("cannot open the body store {location}"))?;
+    blobs.check().await.with_context(|| format!("cannot store message bodies in {location}"))?;
+    Ok(blobs)
+}
+
 /// Runs the chosen roles until SIGTERM or Ctrl-C, then shuts down gracefully: readiness goes
 /// false, listeners stop accepting, sessions finish or are told to come back later.
 pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> {
@@ -66,12 +76,23 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
 
     let mut mailbox_url = config.mailbox_url.clone();
     if roles.mailbox {
-        let service = tern_mailbox::server::open_embedded(&config.data_dir, config.limits.to_limits())
-            .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
+        let blobs = open_blobs(&config).await?;
+        let bodies = format!("  message bodies     {}", blobs.location());
+        let service = match config.store.nats_url()? {
+            Some(url) => {
+                summary.push(format!("  metadata           NATS JetStream {url} (prefix {})", config.store.prefix));
+                tern_mailbox::server::open_nats(url, &config.store.prefix, blobs, config.limits.to_limits())
+                    .await
+                    .with_context(|| format!("cannot open the metadata store at {url}"))?
+            }
+            None => tern_mailbox::server::open_embedded_with_blobs(&config.data_dir, blobs, config.limits.to_limits())
+                .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?,
+        };
         let grpc = bind(config.listen.grpc, "the mailbox gRPC API").await?;
         let addr = grpc.local_addr()?;
         mailbox_url = format!("http://{addr}");
         summary.push(format!("  mailbox gRPC API   {addr}   (tern admin --server {mailbox_url})"));
+        summary.push(bodies);
         let stop = stop();
         tasks
             .spawn(async move { tern_mailbox::server::serve(service, grpc, stop).await.context("gRPC server failed") });

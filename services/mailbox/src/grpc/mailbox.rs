@@ -321,7 +321,7 @@ impl Mailbox for MailboxApi {
         if self.service.store.account(account_id).await?.is_none() {
             return Err(MailboxError::not_found("account", account_id.to_string()).into());
         }
-        Ok(Response::new(Box::pin(self.service.store.watch(account_id).map(Ok))))
+        Ok(Response::new(Box::pin(self.service.store.watch(account_id).await?.map(Ok))))
     }
 
     async fn enqueue(&self, req: Request<Streaming<EnqueueRequest>>) -> Rpc<EnqueueResponse> {

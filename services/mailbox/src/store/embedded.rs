@@ -1179,8 +1179,8 @@ impl MetadataStore for EmbeddedStore {
         })
     }
 
-    fn watch(&self, account_id: u64) -> BoxStream<'static, MailboxEvent> {
-        BroadcastStream::new(self.events.subscribe())
+    async fn watch(&self, account_id: u64) -> Result<BoxStream<'static, MailboxEvent>> {
+        Ok(BroadcastStream::new(self.events.subscribe())
             .take_while(|e| {
                 // A subscriber that fell too far behind ends its stream: it must resynchronise
                 // with `changes`, rather than silently miss events.
@@ -1191,7 +1191,7 @@ impl MetadataStore for EmbeddedStore {
                 std::future::ready(!lagged)
             })
             .filter_map(move |e| std::future::ready(e.ok().filter(|e| e.account_id == account_id)))
-            .boxed()
+            .boxed())
     }
 
     async fn enqueue(&self, message: QueuedMessage) -> Result<QueuedMessage> {

@@ -9,6 +9,7 @@
 //! its commit is durable. Events for committed changes reach subscribers in commit order.
 
 pub mod embedded;
+pub mod nats;
 
 use futures::stream::BoxStream;
 use tern_proto::v1::{FlagsMode, FolderRef, MailboxEvent, MessageSummary, QueuedMessage, SpecialUse};
@@ -166,8 +167,9 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<(Vec<u32>, u64)>;
     async fn changes(&self, account_id: u64, folder_id: u64, since_modseq: u64) -> Result<Changes>;
 
-    /// Committed changes of one account from now on, in commit order.
-    fn watch(&self, account_id: u64) -> BoxStream<'static, MailboxEvent>;
+    /// Committed changes of one account from now on, in commit order. When this returns, the
+    /// subscription is in place: no change committed afterwards can be missed.
+    async fn watch(&self, account_id: u64) -> Result<BoxStream<'static, MailboxEvent>>;
 
     // The outbound queue.
     /// Records a message for the relay; `message.blob_id` must already be stored. Assigns

@@ -1,0 +1,1066 @@
+//! The distributed backend: NATS JetStream holds the metadata, so any number of mailbox
+//! replicas can serve the same accounts.
+//!
+//! - **Accounts' mail** is one JetStream stream, `<PREFIX>_MAIL`, with a subject per account
+//!   (`<prefix>.mail.<account id>`). Each message on a subject is a [`LogEntry`]: the effects of
+//!   one write (folders and messages as they are after it, expunged UIDs, the events to tell
+//!   watchers). A replica keeps the accounts it serves in memory ([`state::AccountState`]),
+//!   catching up from the log before each operation.
+//! - **Optimistic concurrency:** a writer builds its entry against the state it caught up to
+//!   and publishes it with `Nats-Expected-Last-Subject-Sequence` set to the last entry it
+//!   applied. If another replica appended first, the publish is refused, the writer catches
+//!   up and builds the entry again. Two replicas therefore never extend the same state, and
+//!   UIDs and MODSEQs strictly increase in log order (invariants 1 and 2). An entry is
+//!   acknowledged by JetStream only once stored, so an acknowledged write is durable.
+//! - **Snapshots** of an account's state go to the KV bucket `<prefix>_snapshots` every
+//!   [`SNAPSHOT_EVERY`] entries, so opening an account replays only the entries after the last
+//!   one.
+//! - **The directory** (domains, accounts, addresses, aliases, id counters) is the KV bucket
+//!   `<prefix>_directory`; uniqueness (an address, an alias) is a KV create, counters are
+//!   compare-and-set updates.
+//! - **Parsed structure** of each body (envelope, MIME tree), immutable per content hash, is in
+//!   `<prefix>_parsed`; the outbound queue in `<prefix>_queue`.
+//! - **Watch** is an ordered consumer on the account's subject, started after its last entry:
+//!   the events of every later entry, in log order. After a NATS reconnect, the client library
+//!   resumes it from the last sequence it delivered.
+//!
+//! What it does not do yet: body reference counting (every delivery writes its body, which is
+//! idempotent by content hash, and no body is ever collected in this mode), and atomicity
+//! across accounts: a delivery to several accounts is one entry per account.
+
+mod state;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_nats::jetstream::{
+    self,
+    consumer::{DeliverPolicy, pull::OrderedConfig},
+    context::PublishErrorKind,
+    kv,
+    message::PublishMessage,
+    stream::{self, DirectGetErrorKind},
+};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream::BoxStream};
+use password_hash::rand_core::{OsRng, RngCore};
+use prost::Message as _;
+use tern_proto::v1::{EventKind, FlagsMode, FolderRef, MailboxEvent, MessageSummary, QueuedMessage, SpecialUse};
+
+use self::state::{AccountState, Draft, count_flags, event, summary};
+use super::{
+    AccountChanges, AppendOp, Appended, Changes, CopyOutcome, FlagsOutcome, MetadataStore, NewMessage, UsageCount,
+};
+use crate::{
+    error::{MailboxError, Result},
+    flags, folder_name,
+    records::{AccountRecord, DomainRecord, FolderRecord, LogEntry, MessageRecord, ParsedRecord},
+};
+
+/// Entries between two snapshots of an account.
+const SNAPSHOT_EVERY: u32 = 64;
+/// Snapshots larger than this are not written (a KV value must fit NATS's max_payload); such an
+/// account is opened by replaying its log.
+const MAX_SNAPSHOT: usize = 900 * 1024;
+/// Attempts at a write that keeps losing the race to other replicas.
+const MAX_ATTEMPTS: usize = 32;
+
+/// The folders every new account gets (the same as the embedded backend's).
+const DEFAULT_FOLDERS: [(&str, SpecialUse); 6] = [
+    ("INBOX", SpecialUse::None),
+    ("Sent", SpecialUse::Sent),
+    ("Drafts", SpecialUse::Drafts),
+    ("Trash", SpecialUse::Trash),
+    ("Junk", SpecialUse::Junk),
+    ("Archive", SpecialUse::Archive),
+];
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn err<E: std::error::Error + Send + Sync + 'static>(context: &'static str) -> impl Fn(E) -> MailboxError {
+    move |e| MailboxError::Nats { context, detail: e.to_string() }
+}
+
+fn decode<T: prost::Message + Default>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    T::decode(bytes).map_err(|source| MailboxError::Corrupt { what, source })
+}
+
+fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+}
+
+/// KV keys allow only a few characters; names and addresses are hex-encoded in them.
+fn key(kind: &str, name: &str) -> String {
+    format!("{kind}.{}", hex::encode(name.as_bytes()))
+}
+
+fn unkey(key: &str) -> Option<String> {
+    let (_, hexed) = key.split_once('.')?;
+    String::from_utf8(hex::decode(hexed).ok()?).ok()
+}
+
+fn id_bytes(id: u64) -> Bytes {
+    Bytes::copy_from_slice(&id.to_be_bytes())
+}
+
+fn id_of(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+type Cell = Arc<tokio::sync::Mutex<Option<AccountState>>>;
+
+#[derive(Clone)]
+pub struct NatsStore {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    subject_prefix: String,
+    directory: kv::Store,
+    snapshots: kv::Store,
+    parsed: kv::Store,
+    queue: kv::Store,
+    accounts: Arc<Mutex<HashMap<u64, Cell>>>,
+    parsed_cache: Arc<Mutex<HashMap<String, ParsedRecord>>>,
+}
+
+impl std::fmt::Debug for NatsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsStore").field("subjects", &self.subject_prefix).finish_non_exhaustive()
+    }
+}
+
+impl NatsStore {
+    /// Connects to NATS at `url` and creates the stream and buckets named after `prefix` when
+    /// they do not exist. Replicas pointed at the same server and prefix share everything.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .name("tern-mailbox")
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(5)))
+            .connect(url)
+            .await
+            .map_err(err("connecting"))?;
+        let js = jetstream::new(client);
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: format!("{}_MAIL", prefix.to_ascii_uppercase()),
+                subjects: vec![format!("{prefix}.mail.*")],
+                allow_direct: true,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(err("creating the mail stream"))?;
+        let bucket = |name: &str, history: i64| kv::Config {
+            bucket: format!("{prefix}_{name}"),
+            history,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        let mut stores = Vec::new();
+        for name in ["directory", "snapshots", "parsed", "queue"] {
+            let store = match js.get_key_value(format!("{prefix}_{name}")).await {
+                Ok(s) => s,
+                Err(_) => js.create_key_value(bucket(name, 1)).await.map_err(err("creating a KV bucket"))?,
+            };
+            stores.push(store);
+        }
+        let queue = stores.pop().expect("four buckets");
+        let parsed = stores.pop().expect("four buckets");
+        let snapshots = stores.pop().expect("four buckets");
+        let directory = stores.pop().expect("four buckets");
+        Ok(Self {
+            js,
+            stream,
+            subject_prefix: format!("{prefix}.mail"),
+            directory,
+            snapshots,
+            parsed,
+            queue,
+            accounts: Arc::default(),
+            parsed_cache: Arc::default(),
+        })
+    }
+
+    fn subject(&self, account_id: u64) -> String {
+        format!("{}.{account_id}", self.subject_prefix)
+    }
+
+    fn cell(&self, account_id: u64) -> Cell {
+        self.accounts.lock().expect("accounts lock").entry(account_id).or_default().clone()
+    }
+
+    /// The last entry of an account's log: its sequence and content (None when empty).
+    async fn last_entry(&self, account_id: u64) -> Result<Option<(u64, Bytes)>> {
+        match self.stream.direct_get_last_for_subject(self.subject(account_id)).await {
+            Ok(m) => Ok(Some((m.sequence, m.payload))),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(MailboxError::Nats { context: "reading an account's log", detail: e.to_string() }),
+        }
+    }
+
+    /// Brings `state` up to the end of the account's log (loading it first if needed).
+    async fn catch_up(&self, account_id: u64, slot: &mut Option<AccountState>) -> Result<()> {
+        if slot.is_none() {
+            let snapshot = self.snapshots.get(account_id.to_string()).await.map_err(err("reading a snapshot"))?;
+            *slot = Some(match snapshot {
+                Some(bytes) => AccountState::from_snapshot(decode("snapshot", &bytes)?),
+                None => AccountState::default(),
+            });
+        }
+        let state = slot.as_mut().expect("loaded above");
+        let Some((last, payload)) = self.last_entry(account_id).await? else {
+            if state.sequence != 0 {
+                // The log was purged (the account was deleted): start again from nothing.
+                *state = AccountState::default();
+            }
+            return Ok(());
+        };
+        if last == state.sequence {
+            return Ok(());
+        }
+        let subject = self.subject(account_id);
+        while state.sequence < last {
+            let (seq, bytes) = if last > state.sequence {
+                match self.stream.direct_get_next_for_subject(subject.clone(), Some(state.sequence + 1)).await {
+                    Ok(m) if m.sequence == last => (last, payload.clone()),
+                    Ok(m) => (m.sequence, m.payload),
+                    Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+                    Err(e) => return Err(MailboxError::Nats { context: "replaying a log", detail: e.to_string() }),
+                }
+            } else {
+                break;
+            };
+            let entry: LogEntry = decode("log entry", &bytes)?;
+            state.apply(seq, &entry);
+        }
+        Ok(())
+    }
+
+    /// Runs a read against the account's current state.
+    async fn read<T>(&self, account_id: u64, f: impl FnOnce(&AccountState) -> Result<T>) -> Result<T> {
+        let cell = self.cell(account_id);
+        let mut slot = cell.lock().await;
+        self.catch_up(account_id, &mut slot).await?;
+        f(slot.as_ref().expect("caught up"))
+    }
+
+    /// Builds an entry against the account's current state and appends it to the log, again
+    /// and again while other replicas append first. `f` returns the entry (none for no change)
+    /// and the answer.
+    async fn write<T>(
+        &self,
+        account_id: u64,
+        mut f: impl FnMut(&AccountState) -> Result<(Option<LogEntry>, T)>,
+    ) -> Result<T> {
+        let cell = self.cell(account_id);
+        let mut slot = cell.lock().await;
+        for _ in 0..MAX_ATTEMPTS {
+            self.catch_up(account_id, &mut slot).await?;
+            let state = slot.as_mut().expect("caught up");
+            let (entry, out) = f(state)?;
+            let Some(entry) = entry else { return Ok(out) };
+            let publish = PublishMessage::build()
+                .payload(Bytes::from(entry.encode_to_vec()))
+                .expected_last_subject_sequence(state.sequence);
+            let sent = self.js.send_publish(self.subject(account_id), publish).await;
+            let acked = match sent {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match acked {
+                Ok(ack) => {
+                    state.apply(ack.sequence, &entry);
+                    if state.since_snapshot >= SNAPSHOT_EVERY {
+                        self.save_snapshot(account_id, state).await;
+                    }
+                    return Ok(out);
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    tracing::debug!(account_id, "another replica wrote first; retrying");
+                }
+                Err(e) => {
+                    // The entry may or may not have been stored (a timeout after the server
+                    // took it); the next operation catches up either way.
+                    return Err(MailboxError::Nats { context: "appending to an account's log", detail: e.to_string() });
+                }
+            }
+        }
+        Err(MailboxError::Commit(format!("account {account_id}: too many concurrent writers")))
+    }
+
+    async fn save_snapshot(&self, account_id: u64, state: &mut AccountState) {
+        let bytes = state.snapshot().encode_to_vec();
+        if bytes.len() > MAX_SNAPSHOT {
+            return;
+        }
+        match self.snapshots.put(account_id.to_string(), Bytes::from(bytes)).await {
+            Ok(_) => state.since_snapshot = 0,
+            Err(e) => tracing::warn!(account_id, error = %e, "cannot write a snapshot"),
+        }
+    }
+
+    /// Allocates `n` consecutive ids from a directory counter; returns the first.
+    async fn next_ids(&self, counter: &str, n: u64) -> Result<u64> {
+        let key = format!("counter.{counter}");
+        for _ in 0..MAX_ATTEMPTS * 4 {
+            match self.directory.entry(key.clone()).await.map_err(err("reading a counter"))? {
+                None => match self.directory.create(&key, id_bytes(n)).await {
+                    Ok(_) => return Ok(1),
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(MailboxError::Nats { context: "creating a counter", detail: e.to_string() }),
+                },
+                Some(entry) => {
+                    let current = id_of(&entry.value).unwrap_or(0);
+                    match self.directory.update(&key, id_bytes(current + n), entry.revision).await {
+                        Ok(_) => return Ok(current + 1),
+                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                        Err(e) => {
+                            return Err(MailboxError::Nats { context: "advancing a counter", detail: e.to_string() });
+                        }
+                    }
+                }
+            }
+        }
+        Err(MailboxError::Commit(format!("counter {counter}: too many concurrent writers")))
+    }
+
+    async fn get_record<T: prost::Message + Default>(&self, what: &'static str, key: String) -> Result<Option<T>> {
+        match self.directory.get(key).await.map_err(err("reading the directory"))? {
+            Some(bytes) => Ok(Some(decode(what, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_record(&self, key: String, record: &impl prost::Message) -> Result<()> {
+        self.directory.put(key, Bytes::from(record.encode_to_vec())).await.map_err(err("writing the directory"))?;
+        Ok(())
+    }
+
+    async fn id_by(&self, kind: &str, name: &str) -> Result<Option<u64>> {
+        Ok(self.directory.get(key(kind, name)).await.map_err(err("reading the directory"))?.and_then(|b| id_of(&b)))
+    }
+
+    async fn keys_with(&self, prefix: &str) -> Result<Vec<String>> {
+        let keys = match self.directory.keys().await {
+            Ok(k) => k,
+            Err(e) => return Err(MailboxError::Nats { context: "listing the directory", detail: e.to_string() }),
+        };
+        let keys: Vec<String> = keys.try_collect().await.map_err(err("listing the directory"))?;
+        Ok(keys.into_iter().filter(|k| k.starts_with(prefix)).collect())
+    }
+
+    async fn account_record(&self, address: &str) -> Result<AccountRecord> {
+        let id = self.id_by("address", address).await?.ok_or_else(|| MailboxError::not_found("account", address))?;
+        self.get_record("account", format!("account.{id}"))
+            .await?
+            .ok_or_else(|| MailboxError::not_found("account", address))
+    }
+
+    async fn parsed_of(&self, blob_id: &str) -> Result<Option<ParsedRecord>> {
+        if let Some(p) = self.parsed_cache.lock().expect("parsed cache").get(blob_id) {
+            return Ok(Some(p.clone()));
+        }
+        let Some(bytes) = self.parsed.get(blob_id).await.map_err(err("reading a message structure"))? else {
+            return Ok(None);
+        };
+        let p: ParsedRecord = decode("parsed", &bytes)?;
+        let mut cache = self.parsed_cache.lock().expect("parsed cache");
+        // Structures are immutable per content; the cache is only bounded, never invalidated.
+        if cache.len() > 4096 {
+            cache.clear();
+        }
+        cache.insert(blob_id.to_string(), p.clone());
+        Ok(Some(p))
+    }
+
+    fn new_folder(&self, account_id: u64, name: &str, special_use: SpecialUse, id: u64, uv: u32) -> FolderRecord {
+        FolderRecord {
+            id,
+            account_id,
+            name: name.to_string(),
+            uidvalidity: uv,
+            uidnext: 1,
+            highest_modseq: 1,
+            special_use: special_use as i32,
+            subscribed: true,
+            ..Default::default()
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl MetadataStore for NatsStore {
+    async fn create_domain(&self, domain: DomainRecord) -> Result<DomainRecord> {
+        match self.directory.create(key("domain", &domain.name), Bytes::from(domain.encode_to_vec())).await {
+            Ok(_) => Ok(domain),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                Err(MailboxError::exists("domain", &domain.name))
+            }
+            Err(e) => Err(MailboxError::Nats { context: "creating a domain", detail: e.to_string() }),
+        }
+    }
+
+    async fn update_domain(
+        &self,
+        name: &str,
+        catch_all: Option<String>,
+        default_quota: Option<u64>,
+    ) -> Result<DomainRecord> {
+        let mut d: DomainRecord = self
+            .get_record("domain", key("domain", name))
+            .await?
+            .ok_or_else(|| MailboxError::not_found("domain", name))?;
+        if let Some(c) = catch_all {
+            d.catch_all = c;
+        }
+        if let Some(q) = default_quota {
+            d.default_quota_bytes = q;
+        }
+        self.put_record(key("domain", name), &d).await?;
+        Ok(d)
+    }
+
+    async fn domain(&self, name: &str) -> Result<Option<DomainRecord>> {
+        self.get_record("domain", key("domain", name)).await
+    }
+
+    async fn list_domains(&self) -> Result<Vec<(DomainRecord, u64)>> {
+        let addresses: Vec<String> = self.keys_with("address.").await?.iter().filter_map(|k| unkey(k)).collect();
+        let mut out = Vec::new();
+        for k in self.keys_with("domain.").await? {
+            if let Some(d) = self.get_record::<DomainRecord>("domain", k).await? {
+                let n = addresses.iter().filter(|a| domain_of(a) == d.name).count() as u64;
+                out.push((d, n));
+            }
+        }
+        out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(out)
+    }
+
+    async fn delete_domain(&self, name: &str) -> Result<()> {
+        if self.domain(name).await?.is_none() {
+            return Err(MailboxError::not_found("domain", name));
+        }
+        for (kind, what) in [("address.", "mailboxes"), ("alias.", "aliases")] {
+            if self.keys_with(kind).await?.iter().filter_map(|k| unkey(k)).any(|a| domain_of(&a) == name) {
+                return Err(MailboxError::NotAllowed(format!("domain {name} still has {what}")));
+            }
+        }
+        self.directory.purge(key("domain", name)).await.map_err(err("deleting a domain"))?;
+        Ok(())
+    }
+
+    async fn create_account(&self, account: AccountRecord) -> Result<AccountRecord> {
+        let domain = domain_of(&account.address).to_string();
+        if self.domain(&domain).await?.is_none() {
+            return Err(MailboxError::not_found("domain", domain));
+        }
+        if self.id_by("alias", &account.address).await?.is_some() {
+            return Err(MailboxError::exists("alias", &account.address));
+        }
+        let mut account = account;
+        account.id = self.next_ids("account", 1).await?;
+        // The address is claimed first: of two replicas creating it, one wins here.
+        match self.directory.create(key("address", &account.address), id_bytes(account.id)).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                return Err(MailboxError::exists("mailbox", &account.address));
+            }
+            Err(e) => return Err(MailboxError::Nats { context: "creating an account", detail: e.to_string() }),
+        }
+        self.put_record(format!("account.{}", account.id), &account).await?;
+        let first_folder = self.next_ids("folder", DEFAULT_FOLDERS.len() as u64).await?;
+        let account_id = account.id;
+        let mut folders = Vec::new();
+        for (i, (name, special_use)) in DEFAULT_FOLDERS.into_iter().enumerate() {
+            folders.push(self.new_folder(account_id, name, special_use, first_folder + i as u64, 0));
+        }
+        self.write(account_id, |state| {
+            if !state.folders.is_empty() {
+                return Ok((None, ()));
+            }
+            let uv = state.next_uidvalidity(now());
+            let mut d = Draft::new(state);
+            for (i, f) in folders.iter().enumerate() {
+                d.add_folder(FolderRecord { uidvalidity: uv + i as u32, ..f.clone() });
+            }
+            Ok((Some(d.finish()), ()))
+        })
+        .await?;
+        Ok(account)
+    }
+
+    async fn update_account(&self, changes: AccountChanges) -> Result<AccountRecord> {
+        let mut a = self.account_record(&changes.address).await?;
+        if let Some(d) = changes.display_name {
+            a.display_name = d;
+        }
+        if let Some(q) = changes.quota_bytes {
+            a.quota_bytes = q;
+        }
+        if let Some(s) = changes.suspended {
+            a.suspended = s;
+        }
+        if let Some(p) = changes.pop3_delete {
+            a.pop3_delete = p as i32;
+        }
+        self.put_record(format!("account.{}", a.id), &a).await?;
+        Ok(a)
+    }
+
+    async fn set_password(&self, address: &str, hash: String) -> Result<()> {
+        let mut a = self.account_record(address).await?;
+        a.password_hash = hash;
+        self.put_record(format!("account.{}", a.id), &a).await
+    }
+
+    async fn account(&self, id: u64) -> Result<Option<AccountRecord>> {
+        self.get_record("account", format!("account.{id}")).await
+    }
+
+    async fn account_by_address(&self, address: &str) -> Result<Option<AccountRecord>> {
+        match self.id_by("address", address).await? {
+            Some(id) => self.account(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn list_accounts(&self, domain: Option<&str>) -> Result<Vec<AccountRecord>> {
+        let mut out = Vec::new();
+        for k in self.keys_with("account.").await? {
+            if let Some(a) = self.get_record::<AccountRecord>("account", k).await?
+                && domain.is_none_or(|d| domain_of(&a.address) == d)
+            {
+                out.push(a);
+            }
+        }
+        out.sort_by(|a, b| a.address.cmp(&b.address));
+        Ok(out)
+    }
+
+    async fn delete_account(&self, address: &str) -> Result<()> {
+        let a = self.account_record(address).await?;
+        for alias in &a.aliases {
+            self.directory.purge(key("alias", alias)).await.map_err(err("deleting an alias"))?;
+        }
+        self.directory.purge(key("address", address)).await.map_err(err("deleting an account"))?;
+        self.directory.purge(format!("account.{}", a.id)).await.map_err(err("deleting an account"))?;
+        self.snapshots.purge(a.id.to_string()).await.map_err(err("deleting a snapshot"))?;
+        self.stream.purge().filter(self.subject(a.id)).await.map_err(err("deleting an account's log"))?;
+        self.accounts.lock().expect("accounts lock").remove(&a.id);
+        Ok(())
+    }
+
+    async fn add_alias(&self, alias: &str, target: &str) -> Result<()> {
+        let domain = domain_of(alias).to_string();
+        if self.domain(&domain).await?.is_none() {
+            return Err(MailboxError::not_found("domain", domain));
+        }
+        if self.id_by("address", alias).await?.is_some() {
+            return Err(MailboxError::exists("mailbox", alias));
+        }
+        let mut a = self.account_record(target).await?;
+        match self.directory.create(key("alias", alias), id_bytes(a.id)).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                return Err(MailboxError::exists("alias", alias));
+            }
+            Err(e) => return Err(MailboxError::Nats { context: "creating an alias", detail: e.to_string() }),
+        }
+        a.aliases.push(alias.to_string());
+        a.aliases.sort();
+        self.put_record(format!("account.{}", a.id), &a).await
+    }
+
+    async fn remove_alias(&self, alias: &str) -> Result<()> {
+        let id = self.id_by("alias", alias).await?.ok_or_else(|| MailboxError::not_found("alias", alias))?;
+        if let Some(mut a) = self.account(id).await? {
+            a.aliases.retain(|x| x != alias);
+            self.put_record(format!("account.{}", a.id), &a).await?;
+        }
+        self.directory.purge(key("alias", alias)).await.map_err(err("deleting an alias"))?;
+        Ok(())
+    }
+
+    async fn alias(&self, alias: &str) -> Result<Option<u64>> {
+        self.id_by("alias", alias).await
+    }
+
+    async fn list_aliases(&self, domain: Option<&str>) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for k in self.keys_with("alias.").await? {
+            let Some(alias) = unkey(&k) else { continue };
+            if domain.is_some_and(|d| domain_of(&alias) != d) {
+                continue;
+            }
+            let Some(id) = self.id_by("alias", &alias).await? else { continue };
+            let target = self.account(id).await?.map(|a| a.address).unwrap_or_default();
+            out.push((alias, target));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn usage(&self, account_id: u64) -> Result<UsageCount> {
+        self.read(account_id, |s| Ok(s.usage())).await
+    }
+
+    async fn list_folders(&self, account_id: u64) -> Result<Vec<FolderRecord>> {
+        self.read(account_id, |s| Ok(s.sorted_folders())).await
+    }
+
+    async fn create_folder(&self, account_id: u64, name: &str, special_use: SpecialUse) -> Result<FolderRecord> {
+        let name = folder_name::canonical(name)?;
+        if self.account(account_id).await?.is_none() {
+            return Err(MailboxError::not_found("account", account_id.to_string()));
+        }
+        let id = self.next_ids("folder", 1).await?;
+        let template = self.new_folder(account_id, &name, special_use, id, 0);
+        self.write(account_id, |state| {
+            if state.by_name(&name).is_some() {
+                return Err(MailboxError::exists("folder", &name));
+            }
+            let f = FolderRecord { uidvalidity: state.next_uidvalidity(now()), ..template.clone() };
+            let mut d = Draft::new(state);
+            d.add_folder(f.clone());
+            d.event(event(&f, EventKind::FolderCreated, f.highest_modseq, vec![]));
+            Ok((Some(d.finish()), f))
+        })
+        .await
+    }
+
+    async fn delete_folder(&self, account_id: u64, name: &str) -> Result<()> {
+        let name = folder_name::canonical(name)?;
+        if folder_name::is_inbox(&name) {
+            return Err(MailboxError::NotAllowed("INBOX cannot be deleted".into()));
+        }
+        self.write(account_id, |state| {
+            let f = state.by_name(&name).ok_or_else(|| MailboxError::not_found("folder", &name))?;
+            let prefix = format!("{name}{}", folder_name::DELIMITER);
+            if state.folders.values().any(|c| c.folder.name.starts_with(&prefix)) {
+                return Err(MailboxError::NotAllowed(format!("folder {name} has sub-folders")));
+            }
+            let entry = LogEntry {
+                deleted_folders: vec![f.folder.id],
+                events: vec![event(&f.folder, EventKind::FolderDeleted, f.folder.highest_modseq, vec![])],
+                ..Default::default()
+            };
+            Ok((Some(entry), ()))
+        })
+        .await
+    }
+
+    async fn rename_folder(&self, account_id: u64, from: &str, to: &str) -> Result<FolderRecord> {
+        let from = folder_name::canonical(from)?;
+        let to = folder_name::canonical(to)?;
+        if folder_name::is_inbox(&from) || to == "INBOX" || to.starts_with("INBOX/") && from == "INBOX" {
+            return Err(MailboxError::NotAllowed("INBOX cannot be renamed".into()));
+        }
+        self.write(account_id, |state| {
+            if state.by_name(&to).is_some() {
+                return Err(MailboxError::exists("folder", &to));
+            }
+            let prefix = format!("{from}{}", folder_name::DELIMITER);
+            if to.starts_with(&prefix) {
+                return Err(MailboxError::NotAllowed(format!("cannot move {from} under itself")));
+            }
+            let moving: Vec<FolderRecord> = state
+                .folders
+                .values()
+                .filter(|f| f.folder.name == from || f.folder.name.starts_with(&prefix))
+                .map(|f| f.folder.clone())
+                .collect();
+            if moving.iter().all(|f| f.name != from) {
+                return Err(MailboxError::not_found("folder", &from));
+            }
+            for f in &moving {
+                let new = format!("{to}{}", &f.name[from.len()..]);
+                if state.by_name(&new).is_some() {
+                    return Err(MailboxError::exists("folder", new));
+                }
+            }
+            let mut entry = LogEntry::default();
+            let mut renamed = None;
+            for mut f in moving {
+                let old = std::mem::take(&mut f.name);
+                f.name = format!("{to}{}", &old[from.len()..]);
+                entry.events.push(event(&f, EventKind::FolderRenamed, f.highest_modseq, vec![]));
+                if old == from {
+                    renamed = Some(f.clone());
+                }
+                entry.folders.push(f);
+            }
+            let renamed = renamed.ok_or_else(|| MailboxError::not_found("folder", &from))?;
+            Ok((Some(entry), renamed))
+        })
+        .await
+    }
+
+    async fn subscribe_folder(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()> {
+        let name = folder_name::canonical(name)?;
+        self.write(account_id, |state| {
+            let mut f = state.by_name(&name).ok_or_else(|| MailboxError::not_found("folder", &name))?.folder.clone();
+            if f.subscribed == subscribed {
+                return Ok((None, ()));
+            }
+            f.subscribed = subscribed;
+            Ok((Some(LogEntry { folders: vec![f], ..Default::default() }), ()))
+        })
+        .await
+    }
+
+    async fn folder(&self, account_id: u64, folder: &FolderRef) -> Result<FolderRecord> {
+        self.read(account_id, |s| Ok(s.resolve(account_id, folder)?.folder.clone())).await
+    }
+
+    async fn select(&self, account_id: u64, folder: &FolderRef) -> Result<(FolderRecord, Vec<MessageSummary>)> {
+        self.read(account_id, |s| {
+            let f = s.resolve(account_id, folder)?;
+            Ok((f.folder.clone(), f.messages.values().map(summary).collect()))
+        })
+        .await
+    }
+
+    async fn blob_refs(&self, _blob_id: &str) -> Result<u64> {
+        // Not counted in this backend: zero makes every delivery write its body, which is
+        // idempotent for content-addressed objects.
+        Ok(0)
+    }
+
+    async fn append(&self, message: NewMessage, ops: Vec<AppendOp>) -> Result<Vec<Result<Appended>>> {
+        let parsed =
+            ParsedRecord { envelope: Some(message.parsed.envelope.clone()), body: Some(message.parsed.body.clone()) };
+        // The structure is stored before any entry refers to it.
+        if self.parsed_of(&message.blob_id).await?.is_none() {
+            self.parsed
+                .put(&message.blob_id, Bytes::from(parsed.encode_to_vec()))
+                .await
+                .map_err(err("storing a message structure"))?;
+        }
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            let flag_set = match flags::normalize(&op.flags) {
+                Ok(f) => f,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            let account = match self.account(op.account_id).await? {
+                Some(a) => a,
+                None => {
+                    results.push(Err(MailboxError::not_found("account", op.account_id.to_string())));
+                    continue;
+                }
+            };
+            let email_id = OsRng.next_u64() >> 1;
+            let outcome = self
+                .write(op.account_id, |state| {
+                    let folder = state.resolve(op.account_id, &op.folder)?.folder.id;
+                    let used = state.usage().bytes;
+                    if account.quota_bytes > 0 && used + message.size > account.quota_bytes {
+                        return Err(MailboxError::OverQuota {
+                            address: account.address.clone(),
+                            used,
+                            size: message.size,
+                            limit: account.quota_bytes,
+                        });
+                    }
+                    let mut d = Draft::new(state);
+                    let record = MessageRecord {
+                        uid: 0,
+                        flags: flag_set.clone(),
+                        modseq: 0,
+                        size: message.size,
+                        internal_date: message.internal_date,
+                        blob_id: message.blob_id.clone(),
+                        email_id,
+                    };
+                    let m = d.insert_message(folder, record)?;
+                    let f = d.folder(folder)?.clone();
+                    d.event(event(&f, EventKind::Append, m.modseq, vec![summary(&m)]));
+                    let appended = Appended {
+                        folder_id: f.id,
+                        folder_name: f.name.clone(),
+                        uidvalidity: f.uidvalidity,
+                        uid: m.uid,
+                        modseq: m.modseq,
+                    };
+                    Ok((Some(d.finish()), appended))
+                })
+                .await;
+            match outcome {
+                // A storage failure fails the delivery (the sender retries), as in the
+                // embedded backend; entries already appended for other accounts stay.
+                Err(e) if e.is_temporary() => return Err(e),
+                outcome => results.push(outcome),
+            }
+        }
+        Ok(results)
+    }
+
+    async fn messages(
+        &self,
+        account_id: u64,
+        folder_id: u64,
+        uids: &[u32],
+        with_structure: bool,
+    ) -> Result<Vec<(MessageRecord, Option<ParsedRecord>)>> {
+        let found = self
+            .read(account_id, |s| {
+                let f = s.resolve(account_id, &FolderRef::id(folder_id))?;
+                Ok(uids.iter().filter_map(|u| f.messages.get(u).cloned()).collect::<Vec<_>>())
+            })
+            .await?;
+        let mut out = Vec::with_capacity(found.len());
+        for m in found {
+            let p = if with_structure { self.parsed_of(&m.blob_id).await? } else { None };
+            out.push((m, p));
+        }
+        Ok(out)
+    }
+
+    async fn store_flags(
+        &self,
+        account_id: u64,
+        folder_id: u64,
+        uids: &[u32],
+        mode: FlagsMode,
+        new_flags: Vec<String>,
+        unchanged_since: u64,
+    ) -> Result<FlagsOutcome> {
+        let new_flags = flags::normalize(&new_flags)?;
+        if mode == FlagsMode::Unspecified {
+            return Err(MailboxError::invalid("flags mode", "unspecified"));
+        }
+        self.write(account_id, |state| {
+            let fs = state.resolve(account_id, &FolderRef::id(folder_id))?;
+            let mut folder = fs.folder.clone();
+            let mut out = FlagsOutcome::default();
+            let mut changed = Vec::new();
+            for uid in uids {
+                let Some(m) = fs.messages.get(uid) else { continue };
+                if unchanged_since > 0 && m.modseq > unchanged_since {
+                    out.modified.push(m.uid);
+                    continue;
+                }
+                let mut next: Vec<String> = match mode {
+                    FlagsMode::Replace => new_flags.clone(),
+                    FlagsMode::Add => m.flags.iter().chain(new_flags.iter()).cloned().collect(),
+                    FlagsMode::Remove => m.flags.iter().filter(|f| !new_flags.contains(f)).cloned().collect(),
+                    FlagsMode::Unspecified => unreachable!("refused above"),
+                };
+                next.sort();
+                next.dedup();
+                if next == m.flags {
+                    continue;
+                }
+                let mut m = m.clone();
+                count_flags(&mut folder, &m, -1);
+                m.flags = next;
+                count_flags(&mut folder, &m, 1);
+                changed.push(m);
+            }
+            if changed.is_empty() {
+                out.highest_modseq = folder.highest_modseq;
+                return Ok((None, out));
+            }
+            // One change, one MODSEQ: every message touched by this STORE shares it.
+            folder.highest_modseq += 1;
+            let mut entry = LogEntry::default();
+            for m in &mut changed {
+                m.modseq = folder.highest_modseq;
+                entry.messages.push(crate::records::FolderMessage { folder_id, message: Some(m.clone()) });
+            }
+            out.updated = changed.iter().map(summary).collect();
+            out.highest_modseq = folder.highest_modseq;
+            entry.events.push(event(&folder, EventKind::Flags, folder.highest_modseq, out.updated.clone()));
+            entry.folders.push(folder);
+            Ok((Some(entry), out))
+        })
+        .await
+    }
+
+    async fn copy(
+        &self,
+        account_id: u64,
+        folder_id: u64,
+        uids: &[u32],
+        destination: &FolderRef,
+        remove_source: bool,
+    ) -> Result<CopyOutcome> {
+        let account = self
+            .account(account_id)
+            .await?
+            .ok_or_else(|| MailboxError::not_found("account", account_id.to_string()))?;
+        self.write(account_id, |state| {
+            let src = state.resolve(account_id, &FolderRef::id(folder_id))?;
+            let dst = state.resolve(account_id, destination)?;
+            if src.folder.id == dst.folder.id && remove_source {
+                return Err(MailboxError::NotAllowed("cannot move messages into the folder they are in".into()));
+            }
+            let msgs: Vec<MessageRecord> = uids.iter().filter_map(|u| src.messages.get(u).cloned()).collect();
+            let added: u64 = msgs.iter().map(|m| m.size).sum();
+            let used = state.usage().bytes;
+            if !remove_source && account.quota_bytes > 0 && used + added > account.quota_bytes {
+                return Err(MailboxError::OverQuota {
+                    address: account.address.clone(),
+                    used,
+                    size: added,
+                    limit: account.quota_bytes,
+                });
+            }
+            let (src_id, dst_id) = (src.folder.id, dst.folder.id);
+            let mut out = CopyOutcome {
+                uidvalidity: dst.folder.uidvalidity,
+                destination_folder_id: dst_id,
+                highest_modseq: src.folder.highest_modseq,
+                ..Default::default()
+            };
+            if msgs.is_empty() {
+                return Ok((None, out));
+            }
+            let mut d = Draft::new(state);
+            let mut copies = Vec::new();
+            for m in &msgs {
+                let c = d.insert_message(dst_id, MessageRecord { uid: 0, modseq: 0, ..m.clone() })?;
+                out.source_uids.push(m.uid);
+                out.destination_uids.push(c.uid);
+                copies.push(summary(&c));
+            }
+            let dst_folder = d.folder(dst_id)?.clone();
+            for s in copies {
+                d.event(event(&dst_folder, EventKind::Append, s.modseq, vec![s]));
+            }
+            if remove_source {
+                let modseq = d.expunge(src_id, &msgs)?;
+                let src_folder = d.folder(src_id)?.clone();
+                let gone = out
+                    .source_uids
+                    .iter()
+                    .map(|uid| MessageSummary { uid: *uid, flags: vec![], modseq, size: 0 })
+                    .collect();
+                d.event(event(&src_folder, EventKind::Expunge, modseq, gone));
+                out.highest_modseq = modseq;
+            }
+            Ok((Some(d.finish()), out))
+        })
+        .await
+    }
+
+    async fn expunge(
+        &self,
+        account_id: u64,
+        folder_id: u64,
+        uids: Option<&[u32]>,
+        only_deleted: bool,
+    ) -> Result<(Vec<u32>, u64)> {
+        self.write(account_id, |state| {
+            let f = state.resolve(account_id, &FolderRef::id(folder_id))?;
+            let msgs: Vec<MessageRecord> = match uids {
+                Some(uids) => uids.iter().filter_map(|u| f.messages.get(u).cloned()).collect(),
+                None => f.messages.values().cloned().collect(),
+            };
+            let doomed: Vec<MessageRecord> =
+                msgs.into_iter().filter(|m| !only_deleted || flags::has(&m.flags, flags::DELETED)).collect();
+            if doomed.is_empty() {
+                return Ok((None, (vec![], f.folder.highest_modseq)));
+            }
+            let mut d = Draft::new(state);
+            let modseq = d.expunge(folder_id, &doomed)?;
+            let folder = d.folder(folder_id)?.clone();
+            let gone: Vec<u32> = doomed.iter().map(|m| m.uid).collect();
+            let summaries =
+                gone.iter().map(|uid| MessageSummary { uid: *uid, flags: vec![], modseq, size: 0 }).collect();
+            d.event(event(&folder, EventKind::Expunge, modseq, summaries));
+            Ok((Some(d.finish()), (gone, modseq)))
+        })
+        .await
+    }
+
+    async fn changes(&self, account_id: u64, folder_id: u64, since_modseq: u64) -> Result<Changes> {
+        self.read(account_id, |s| {
+            let f = s.resolve(account_id, &FolderRef::id(folder_id))?;
+            let mut out = Changes {
+                uidvalidity: f.folder.uidvalidity,
+                highest_modseq: f.folder.highest_modseq,
+                ..Default::default()
+            };
+            out.changed = f.messages.values().filter(|m| m.modseq > since_modseq).map(summary).collect();
+            out.vanished = f.expunged.iter().filter(|x| x.modseq > since_modseq).map(|x| x.uid).collect();
+            out.vanished.sort_unstable();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn watch(&self, account_id: u64) -> Result<BoxStream<'static, MailboxEvent>> {
+        // Starting after the log's current end means: every entry appended after this call
+        // returns is delivered, and nothing before it.
+        let start = self.last_entry(account_id).await?.map(|(seq, _)| seq).unwrap_or(0) + 1;
+        let consumer = self
+            .stream
+            .create_consumer(OrderedConfig {
+                filter_subject: self.subject(account_id),
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
+                ..Default::default()
+            })
+            .await
+            .map_err(err("following an account"))?;
+        let messages = consumer.messages().await.map_err(err("following an account"))?;
+        Ok(messages
+            .take_while(|m| {
+                // An error the ordered consumer could not recover from ends the stream: the
+                // watcher resynchronises rather than miss events.
+                if let Err(e) = m {
+                    tracing::warn!(error = %e, "account feed broke; closing it");
+                }
+                std::future::ready(m.is_ok())
+            })
+            .flat_map(|m| {
+                let events =
+                    m.ok().and_then(|m| LogEntry::decode(m.payload.clone()).ok()).map(|e| e.events).unwrap_or_default();
+                futures::stream::iter(events)
+            })
+            .boxed())
+    }
+
+    async fn enqueue(&self, message: QueuedMessage) -> Result<QueuedMessage> {
+        let mut message = message;
+        let id = self.next_ids("queue", 1).await?;
+        message.queue_id = format!("{id:016X}");
+        self.queue.put(&message.queue_id, Bytes::from(message.encode_to_vec())).await.map_err(err("queueing"))?;
+        Ok(message)
+    }
+
+    async fn list_queue(&self) -> Result<Vec<QueuedMessage>> {
+        let keys: Vec<String> = match self.queue.keys().await {
+            Ok(k) => k.try_collect().await.map_err(err("listing the queue"))?,
+            Err(e) => return Err(MailboxError::Nats { context: "listing the queue", detail: e.to_string() }),
+        };
+        let mut out = Vec::new();
+        for k in keys {
+            if let Some(bytes) = self.queue.get(k).await.map_err(err("reading the queue"))? {
+                out.push(decode("queued message", &bytes)?);
+            }
+        }
+        out.sort_by(|a: &QueuedMessage, b| a.queue_id.cmp(&b.queue_id));
+        Ok(out)
+    }
+
+    async fn orphaned_blobs(&self, _before: i64, _limit: usize) -> Result<Vec<String>> {
+        // Bodies are not reference-counted in this backend yet, so none is known to be
+        // unreferenced: keeping a body too long is safe, deleting one too early is not.
+        Ok(vec![])
+    }
+
+    async fn forget_blob(&self, _blob_id: &str) -> Result<bool> {
+        Ok(false)
+    }
+}

@@ -1,0 +1,316 @@
+//! The distributed metadata backend with several mailbox replicas over one NATS JetStream
+//! server, which each test starts itself on loopback (`tern_tests::servers::Nats`):
+//!
+//! - writers on two replicas at once (deliveries, appends, flag changes and expunges on the
+//!   same mailbox) keep UIDs and MODSEQs strictly increasing, lose no acknowledged message,
+//!   and leave both replicas with the same view;
+//! - a change committed through one replica reaches a Watch opened on the other;
+//! - a replica killed in the middle of a stream of deliveries loses nothing it acknowledged;
+//! - with NATS stopped, writes fail as "unavailable" (what SMTP turns into 451 and IMAP into
+//!   NO [UNAVAILABLE]) and, once it is back, the same replicas work again without a restart;
+//! - and the same over the protocols: an SMTP delivery through replica A reaches an IMAP IDLE
+//!   on a front-end of replica B; during a NATS outage SMTP answers 451 and IMAP writes NO
+//!   [UNAVAILABLE], and afterwards the IDLE catches up.
+//!
+//! The storage suites (`tests/grpc.rs`, `tests/invariants.rs`) also run against NATS under
+//! `cargo xtask e2e`; this file is what only a distributed deployment can show.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use tern_mailbox::Limits;
+use tern_proto::v1::{
+    DeliveryStatus, ErrorReason, EventKind, ExpungeRequest, FlagsMode, FolderRef, SelectRequest, StoreFlagsRequest,
+    WatchRequest,
+};
+use tern_tests::{
+    Mailbox, TestServer, append, deliver, fetch_body,
+    imap::{ImapOptions, ImapTestServer},
+    message,
+    servers::Nats,
+    setup_account,
+    smtp::SmtpClient,
+};
+use tokio::task::JoinSet;
+
+const ALICE: &str = "alice@example.com";
+
+async fn body(mail: &mut Mailbox, account_id: u64, folder_id: u64, uid: u32) -> Vec<u8> {
+    fetch_body(mail, account_id, folder_id, uid, 0, 0).await.unwrap_or_else(|e| panic!("body of UID {uid}: {e}")).0
+}
+
+async fn inbox(mail: &mut Mailbox, account_id: u64) -> tern_proto::v1::SelectResponse {
+    mail.select(SelectRequest { account_id, folder: Some(FolderRef::name("INBOX")) })
+        .await
+        .expect("select INBOX")
+        .into_inner()
+}
+
+async fn two_replicas() -> (Nats, TestServer, TestServer, u64) {
+    let nats = tokio::task::spawn_blocking(Nats::start).await.expect("start task").expect("start nats-server");
+    let a = TestServer::start_on_nats(Limits::default(), &nats.url()).await;
+    let b = a.replica().await;
+    let mut admin = a.admin_client().await;
+    let alice = setup_account(&mut admin, ALICE, "pw").await.id;
+    (nats, a, b, alice)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_on_two_replicas_keep_the_invariants() {
+    let (_nats, a, b, alice) = two_replicas().await;
+    let folder_id = inbox(&mut a.mailbox_client().await, alice).await.folder.expect("a folder").id;
+
+    // Eight writers, four on each replica: deliveries and appends, with flag changes and
+    // expunges of what they wrote in between.
+    let mut writers = JoinSet::new();
+    for w in 0..8 {
+        let mut client = if w % 2 == 0 { a.mailbox_client().await } else { b.mailbox_client().await };
+        writers.spawn(async move {
+            let mut acked = Vec::new();
+            let mut expunged = Vec::new();
+            for i in 0..12 {
+                let body = message(&format!("w{w}-m{i}"), &format!("writer {w} message {i}"));
+                let uid = if i % 2 == 0 {
+                    let d = deliver(&mut client, &[ALICE], &body).await.expect("deliver");
+                    assert_eq!(d.results[0].status(), DeliveryStatus::Delivered);
+                    d.results[0].uid
+                } else {
+                    append(&mut client, alice, FolderRef::name("INBOX"), &[], &body).await.expect("append").uid
+                };
+                let flagged = client
+                    .store_flags(StoreFlagsRequest {
+                        account_id: alice,
+                        folder_id,
+                        uids: vec![uid],
+                        mode: FlagsMode::Add as i32,
+                        flags: vec!["\\Flagged".into()],
+                        unchanged_since: 0,
+                    })
+                    .await
+                    .expect("store flags")
+                    .into_inner();
+                assert_eq!(flagged.updated.len(), 1, "the flag change of UID {uid} was lost");
+                if i % 4 == 3 {
+                    let gone = client
+                        .expunge(ExpungeRequest { account_id: alice, folder_id, uids: vec![uid], only_deleted: false })
+                        .await
+                        .expect("expunge")
+                        .into_inner();
+                    assert_eq!(gone.expunged, vec![uid]);
+                    expunged.push(uid);
+                } else {
+                    acked.push((uid, body));
+                }
+            }
+            (acked, expunged)
+        });
+    }
+    let (mut acked, mut expunged) = (Vec::new(), Vec::new());
+    while let Some(done) = writers.join_next().await {
+        let (a, e) = done.expect("a writer panicked");
+        acked.extend(a);
+        expunged.extend(e);
+    }
+    let all: BTreeSet<u32> = acked.iter().map(|(u, _)| *u).chain(expunged.iter().copied()).collect();
+    assert_eq!(all.len(), 96, "a UID was given out twice across the replicas");
+
+    // Both replicas now have the same view: every acknowledged message, none of the expunged.
+    let view_a = inbox(&mut a.mailbox_client().await, alice).await;
+    let view_b = inbox(&mut b.mailbox_client().await, alice).await;
+    assert_eq!(view_a.messages, view_b.messages, "the replicas disagree");
+    assert_eq!(view_a.folder, view_b.folder);
+    let uids: Vec<u32> = view_a.messages.iter().map(|m| m.uid).collect();
+    let want: Vec<u32> = acked.iter().map(|(u, _)| *u).collect::<BTreeSet<_>>().into_iter().collect();
+    assert_eq!(uids, want);
+    // Every message got its own MODSEQ from its flag change: no two changes shared one.
+    let modseqs: BTreeSet<u64> = view_a.messages.iter().map(|m| m.modseq).collect();
+    assert_eq!(modseqs.len(), view_a.messages.len(), "two changes on two replicas got the same MODSEQ");
+    let folder = view_a.folder.expect("a folder");
+    assert!(modseqs.iter().all(|m| *m <= folder.highest_modseq));
+    assert_eq!(folder.uidnext, *all.last().expect("UIDs") + 1);
+    // And the bodies are the ones acknowledged, read through the other replica.
+    let mut reader = b.mailbox_client().await;
+    for (uid, content) in acked.iter().take(10) {
+        assert_eq!(&body(&mut reader, alice, folder_id, *uid).await, content);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_through_one_replica_reaches_a_watch_on_the_other() {
+    let (_nats, a, b, alice) = two_replicas().await;
+    let mut watcher = b.mailbox_client().await;
+    let mut events = watcher.watch(WatchRequest { account_id: alice }).await.expect("watch").into_inner();
+    let mut writer = a.mailbox_client().await;
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let started = std::time::Instant::now();
+        let d = deliver(&mut writer, &[ALICE], &message(&format!("m{i}"), "across replicas")).await.expect("deliver");
+        let uid = d.results[0].uid;
+        loop {
+            let e = tokio::time::timeout(Duration::from_secs(10), events.message())
+                .await
+                .expect("no event within 10 s")
+                .expect("the Watch stream failed")
+                .expect("the Watch stream ended");
+            if e.kind() == EventKind::Append && e.messages.iter().any(|m| m.uid == uid) {
+                break;
+            }
+        }
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    println!("delivery on replica A to event on replica B: p50 {:?}, max {:?}", latencies[10], latencies[19]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_during_deliveries_loses_nothing_it_acknowledged() {
+    let (_nats, mut a, b, alice) = two_replicas().await;
+    let mut client = a.mailbox_client().await;
+    let writer = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 0..10_000 {
+            let body = message(&format!("k{i}"), "until the replica dies");
+            match deliver(&mut client, &[ALICE], &body).await {
+                Ok(d) if d.results[0].status() == DeliveryStatus::Delivered => acked.push((d.results[0].uid, body)),
+                _ => break,
+            }
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    a.kill().await;
+    let acked = tokio::time::timeout(Duration::from_secs(30), writer).await.expect("the writer ended").expect("writer");
+    assert!(!acked.is_empty(), "nothing was delivered before the kill");
+    // The other replica has every acknowledged message, byte for byte, and no other.
+    let mut reader = b.mailbox_client().await;
+    let view = inbox(&mut reader, alice).await;
+    let folder_id = view.folder.expect("a folder").id;
+    let uids: BTreeSet<u32> = view.messages.iter().map(|m| m.uid).collect();
+    for (uid, content) in &acked {
+        assert!(uids.contains(uid), "acknowledged UID {uid} is missing after the kill");
+        assert_eq!(&body(&mut reader, alice, folder_id, *uid).await, content);
+    }
+    // A delivery in flight at the kill may have been stored without its answer (the sender
+    // would retry); anything stored is whole and readable.
+    assert!(uids.len() <= acked.len() + 1, "{} stored, {} acknowledged", uids.len(), acked.len());
+    for uid in uids.iter().filter(|u| !acked.iter().any(|(a, _)| a == *u)) {
+        assert!(!body(&mut reader, alice, folder_id, *uid).await.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_fail_while_nats_is_down_and_work_again_after() {
+    let (mut nats, a, b, alice) = two_replicas().await;
+    let mut client = a.mailbox_client().await;
+    deliver(&mut client, &[ALICE], &message("before", "NATS is up")).await.expect("deliver before the outage");
+
+    tokio::task::block_in_place(|| nats.stop()).expect("stop nats-server");
+    let refused = deliver(&mut client, &[ALICE], &message("during", "NATS is down")).await;
+    let status = refused.expect_err("a delivery succeeded while NATS was down");
+    assert_eq!(ErrorReason::of(&status), ErrorReason::Unavailable, "{status:?}");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+
+    tokio::task::block_in_place(|| nats.restart()).expect("restart nats-server");
+    // The client library reconnects by itself; the first writes may still find it connecting.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let uid = loop {
+        match deliver(&mut client, &[ALICE], &message("after", "NATS is back")).await {
+            Ok(d) => break d.results[0].uid,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                assert_eq!(ErrorReason::of(&e), ErrorReason::Unavailable, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("deliveries still fail after NATS came back: {e}"),
+        }
+    };
+    // The other replica, which never restarted either, sees both messages and no third.
+    let view = inbox(&mut b.mailbox_client().await, alice).await;
+    let uids: Vec<u32> = view.messages.iter().map(|m| m.uid).collect();
+    assert_eq!(uids.len(), 2, "{uids:?}");
+    assert_eq!(*uids.last().expect("two messages"), uid);
+}
+
+/// Delivers `body` to alice through the MX at `mx`; the reply code to the end of DATA, or to
+/// RCPT when the recipient was refused there.
+async fn smtp_send(mx: std::net::SocketAddr, body: &[u8]) -> u16 {
+    let tcp = tokio::net::TcpStream::connect(mx).await.expect("connect to the MX");
+    let mut c = SmtpClient::new(tcp);
+    c.expect_reply("220 ").await;
+    c.expect("EHLO client.test", "250 ").await;
+    c.expect("MAIL FROM:<sender@remote.example>", "250 ").await;
+    c.send(format!("RCPT TO:<{ALICE}>\r\n").as_bytes()).await.expect("send RCPT");
+    let rcpt = c.read_reply().await.expect("a reply to RCPT");
+    if rcpt.code != 250 {
+        return rcpt.code;
+    }
+    c.expect("DATA", "354 ").await;
+    let mut data = body.to_vec();
+    data.extend_from_slice(b".\r\n");
+    c.send(&data).await.expect("send the message");
+    let done = c.read_reply().await.expect("a reply to the message");
+    let _ = c.send(b"QUIT\r\n").await;
+    done.code
+}
+
+/// NATS, replica A with an IMAP front-end and an MX, replica B with its own IMAP front-end.
+async fn imap_on_two_replicas() -> (Nats, ImapTestServer, TestServer) {
+    let nats = tokio::task::spawn_blocking(Nats::start).await.expect("start task").expect("start nats-server");
+    let a = TestServer::start_on_nats(tern_tests::common::lenient_mailbox_limits(), &nats.url()).await;
+    let server = ImapTestServer::start_on(a, ImapOptions::default()).await;
+    let b = server.mailbox.replica().await;
+    (nats, server, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_delivery_through_replica_a_reaches_idle_on_replica_b() {
+    let (_nats, server, b) = imap_on_two_replicas().await;
+    let frontend_b = server.start_frontend_on(b.addr).await;
+    let (mx, _smtp) = server.start_mx().await;
+    let mut idler = server.login_on(&frontend_b, ALICE).await;
+    idler.ok("SELECT INBOX").await;
+    let idle = idler.idle().await;
+    let mut latencies = Vec::new();
+    for i in 1..=20 {
+        let started = std::time::Instant::now();
+        assert_eq!(smtp_send(mx, &message(&format!("idle{i}"), "to the other pod")).await, 250);
+        let want = format!("* {i} EXISTS");
+        idler.wait_for(Duration::from_secs(10), |l| l == want).await.expect("the delivery in IDLE on the other pod");
+        latencies.push(started.elapsed());
+    }
+    idler.done(&idle).await;
+    latencies.sort();
+    println!("SMTP 250 on pod A to EXISTS in IDLE on pod B: p50 {:?}, max {:?}", latencies[10], latencies[19]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_nats_outage_smtp_says_451_and_imap_writes_no_then_idle_catches_up() {
+    let (mut nats, server, b) = imap_on_two_replicas().await;
+    let frontend_b = server.start_frontend_on(b.addr).await;
+    let (mx, _smtp) = server.start_mx().await;
+    assert_eq!(smtp_send(mx, &message("first", "before the outage")).await, 250);
+    let mut writer = server.login(ALICE).await;
+    writer.ok("SELECT INBOX").await;
+    let mut idler = server.login_on(&frontend_b, ALICE).await;
+    idler.ok("SELECT INBOX").await;
+    let idle = idler.idle().await;
+
+    tokio::task::block_in_place(|| nats.stop()).expect("stop nats-server");
+    let code = smtp_send(mx, &message("second", "during the outage")).await;
+    assert_eq!(code, 451, "an SMTP delivery during the outage got {code}");
+    let store = writer.command("STORE 1 +FLAGS (\\Flagged)").await;
+    assert!(store.status.starts_with("NO [UNAVAILABLE]"), "STORE during the outage: {store:?}");
+
+    tokio::task::block_in_place(|| nats.restart()).expect("restart nats-server");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match smtp_send(mx, &message("third", "after the outage")).await {
+            250 => break,
+            451 if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
+            code => panic!("SMTP still answers {code} after NATS came back"),
+        }
+    }
+    // The IDLE on the other pod, which lived through the outage, learns of the new message.
+    idler.wait_for(Duration::from_secs(30), |l| l == "* 2 EXISTS").await.expect("IDLE caught up after the outage");
+    idler.done(&idle).await;
+    let store = writer.command("STORE 1 +FLAGS (\\Flagged)").await;
+    assert!(store.status.starts_with("OK"), "STORE after the outage: {store:?}");
+}
