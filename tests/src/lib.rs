@@ -42,8 +42,11 @@ pub mod blobs;
 pub mod common;
 pub mod imap;
 pub mod pop3;
-pub mod servers;
 pub mod smtp;
+
+/// The real NATS JetStream and SeaweedFS S3 servers of the distributed tests, from the crate
+/// `tern-testbed` (which tests of other crates use directly).
+pub use tern_testbed as servers;
 
 pub use tern_imap;
 pub use tern_mailbox;
@@ -128,6 +131,11 @@ impl TestServer {
         }
         server.open().await;
         server
+    }
+
+    /// Changes the limits the server has from its next start ([`TestServer::restart`]) on.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// Stops the server abruptly, as `kill -9` would stop a process: its task is aborted
@@ -257,6 +265,12 @@ fn nats_prefix(url: &str) -> (String, String) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     (url.to_string(), format!("t{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// The content hash a body's name starts with. Stores that count references name a body by
+/// its hash alone; the others (NATS) add a suffix per stored object.
+pub fn blob_hash(blob_id: &str) -> &str {
+    blob_id.split_once('-').map_or(blob_id, |(hash, _)| hash)
 }
 
 /// Whether the storage suites run against NATS (see [`nats_backend`]).

@@ -23,7 +23,7 @@ use tern_proto::v1::{
     WatchRequest,
 };
 use tern_tests::{
-    Mailbox, TestServer, append, deliver, fetch_body,
+    Mailbox, TestServer, append, blobs_dir, count_files, deliver, fetch_body,
     imap::{ImapOptions, ImapTestServer},
     message,
     servers::Nats,
@@ -313,4 +313,45 @@ async fn during_a_nats_outage_smtp_says_451_and_imap_writes_no_then_idle_catches
     idler.done(&idle).await;
     let store = writer.command("STORE 1 +FLAGS (\\Flagged)").await;
     assert!(store.status.starts_with("OK"), "STORE after the outage: {store:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_sweeps_only_old_unreferenced_bodies() {
+    let nats = tokio::task::spawn_blocking(Nats::start).await.expect("start task").expect("start nats-server");
+    // A long grace period first: a body nothing refers to yet (as during a delivery in flight)
+    // is young, and is kept.
+    let limits = Limits { blob_grace: Duration::from_secs(3600), ..Limits::default() };
+    let a = TestServer::start_on_nats(limits, &nats.url()).await;
+    let mut admin = a.admin_client().await;
+    let alice = setup_account(&mut admin, ALICE, "pw").await.id;
+    let mut mail = a.mailbox_client().await;
+    let same = message("same", "the same content twice");
+    let mut uids = Vec::new();
+    for body in [&same, &same, &message("other", "another message")] {
+        uids.push(deliver(&mut mail, &[ALICE], body).await.expect("deliver").results[0].uid);
+    }
+    // One object per delivery, even for the same content.
+    let dir = blobs_dir(&a.data_dir);
+    assert_eq!(count_files(&dir), 3);
+    let folder_id = inbox(&mut mail, alice).await.folder.expect("a folder").id;
+    mail.expunge(ExpungeRequest { account_id: alice, folder_id, uids: vec![uids[0]], only_deleted: false })
+        .await
+        .expect("expunge");
+    assert_eq!(a.service().collect_garbage().await.expect("collect"), 0, "a young body was collected");
+    assert_eq!(count_files(&dir), 3);
+
+    // The same store seen by a replica with no grace: the expunged message's body goes, the
+    // others stay readable, and a second run finds nothing more.
+    let mut b = a.replica().await;
+    b.stop().await;
+    let mut sweeper = b;
+    sweeper.set_limits(Limits { blob_grace: Duration::ZERO, ..Limits::default() });
+    sweeper.restart().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(sweeper.service().collect_garbage().await.expect("collect"), 1);
+    assert_eq!(count_files(&dir), 2);
+    assert_eq!(sweeper.service().collect_garbage().await.expect("collect again"), 0);
+    let mut reader = sweeper.mailbox_client().await;
+    assert_eq!(body(&mut reader, alice, folder_id, uids[1]).await, same);
+    assert!(!body(&mut reader, alice, folder_id, uids[2]).await.is_empty());
 }

@@ -45,6 +45,21 @@ pub enum Which {
         #[arg(long, default_value_t = 200)]
         sessions: usize,
     },
+    /// The distributed deployment (metadata in NATS JetStream, bodies in SeaweedFS S3, both
+    /// started here) beside the embedded one: SMTP ingest and the IMAP mixed workload on each,
+    /// then the latency from an SMTP 250 on one process to EXISTS in an IDLE on another.
+    Distributed {
+        #[arg(long, default_value_t = 5000)]
+        messages: usize,
+        #[arg(long, default_value_t = 20)]
+        sessions: usize,
+        /// Seconds each mixed IMAP workload runs.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Deliveries whose notification latency is measured.
+        #[arg(long, default_value_t = 1000)]
+        deliveries: usize,
+    },
     /// IMAP: memory per idle connection (each logged in, INBOX of 100 messages selected, in
     /// IDLE), then a mixed workload from 10 logged-in clients: commands/s.
     Imap {
@@ -64,6 +79,9 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         Which::Smtp { messages, sessions } => rt.block_on(smtp(messages, sessions)),
         Which::Pop3 { accounts, messages, sessions } => rt.block_on(pop3(accounts, messages, sessions)),
         Which::Imap { connections, seconds } => rt.block_on(imap(connections, seconds)),
+        Which::Distributed { messages, sessions, seconds, deliveries } => {
+            rt.block_on(distributed(messages, sessions, seconds, deliveries))
+        }
     }
 }
 
@@ -90,6 +108,12 @@ impl Drop for Server {
 
 impl Server {
     async fn start() -> anyhow::Result<Self> {
+        Self::start_with("").await
+    }
+
+    /// A `tern dev` with `extra` appended to its configuration file (a `[store]` and a
+    /// `[blobs]` section, say).
+    async fn start_with(extra: &str) -> anyhow::Result<Self> {
         let dir = tempfile::TempDir::new()?;
         let (grpc_port, http_port) = (free_port()?, free_port()?);
         let smtp = format!("127.0.0.1:{}", free_port()?);
@@ -100,7 +124,9 @@ impl Server {
         let config = dir.path().join("bench.toml");
         std::fs::write(
             &config,
-            "[smtp]\nmax_connections_per_ip = 1000\nverify_inbound = false\n\n[pop3]\nallow_plaintext_auth = true\n\n[imap]\nallow_plaintext_auth = true\nmax_connections_per_ip = 100000\n",
+            format!(
+                "[smtp]\nmax_connections_per_ip = 1000\nverify_inbound = false\n\n[pop3]\nallow_plaintext_auth = true\n\n[imap]\nallow_plaintext_auth = true\nmax_connections_per_ip = 100000\n\n{extra}"
+            ),
         )?;
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(std::path::PathBuf::from)
@@ -290,12 +316,18 @@ async fn setup_user(server: &Server) -> anyhow::Result<(Channel, u64)> {
 /// Runs postfix's smtp-source (one message per connection) and waits until every message is
 /// readable in the mailbox.
 async fn smtp(messages: usize, sessions: usize) -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    smtp_ingest(&server, messages, sessions).await?;
+    Ok(())
+}
+
+/// The SMTP ingest benchmark on `server`: messages/s until all are readable.
+async fn smtp_ingest(server: &Server, messages: usize, sessions: usize) -> anyhow::Result<f64> {
     let smtp_source = ["/usr/sbin/smtp-source", "/usr/bin/smtp-source"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .context("smtp-source not found: apt-get install postfix (only its client is used)")?;
-    let server = Server::start().await?;
-    let (channel, account_id) = setup_user(&server).await?;
+    let (channel, account_id) = setup_user(server).await?;
     let mut client = MailboxClient::new(channel);
     let (rss_idle, _) = server.memory();
     println!("smtp benchmark: {messages} messages of 4 KiB, {sessions} parallel sessions, one message per connection");
@@ -327,7 +359,7 @@ async fn smtp(messages: usize, sessions: usize) -> anyhow::Result<()> {
     let (rss, hwm) = server.memory();
     println!("  {:>8.0} messages/s  ({messages} in {secs:.2} s, all readable in INBOX)", messages as f64 / secs);
     println!("  tern dev memory: idle {} MiB, after {} MiB, peak RSS {} MiB", rss_idle / 1024, rss / 1024, hwm / 1024);
-    Ok(())
+    Ok(messages as f64 / secs)
 }
 
 /// A minimal POP3 client for the load generator: status lines and multi-line data, checked.
@@ -628,6 +660,13 @@ async fn imap(connections: usize, seconds: u64) -> anyhow::Result<()> {
     drop(warm);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
+    imap_mixed(&server, seconds).await?;
+    Ok(())
+}
+
+/// The mixed IMAP workload on `server`, whose user has 100 messages in INBOX: commands/s.
+async fn imap_mixed(server: &Server, seconds: u64) -> anyhow::Result<f64> {
+    let addr = server.imap.clone();
     println!("imap benchmark 2: 10 clients, {seconds} s of select, fetch flags/headers/bodies, store, append, expunge");
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = tokio::task::JoinSet::new();
@@ -668,6 +707,170 @@ async fn imap(connections: usize, seconds: u64) -> anyhow::Result<()> {
         total as f64 / seconds as f64,
         rss / 1024,
         peak / 1024
+    );
+    Ok(total as f64 / seconds as f64)
+}
+
+/// The configuration that points a `tern dev` at NATS and S3, under its own `prefix`.
+fn distributed_config(nats: &tern_testbed::Nats, s3: &tern_testbed::SeaweedS3, prefix: &str) -> String {
+    format!(
+        "[store]\nurl = \"{}\"\nprefix = \"{prefix}\"\n\n[blobs]\nurl = \"s3://{}/{prefix}\"\nendpoint = \"{}\"\n\
+         region = \"us-east-1\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\nallow_http = true\n",
+        nats.url(),
+        s3.bucket(),
+        s3.endpoint(),
+        s3.access_key(),
+        s3.secret_key()
+    )
+}
+
+/// A user with 100 messages in INBOX, as the mixed IMAP workload wants.
+async fn user_with_inbox(server: &Server) -> anyhow::Result<()> {
+    let (channel, _) = setup_user(server).await?;
+    let mut client = MailboxClient::new(channel);
+    for n in 0..100 {
+        deliver_to(&mut client, "user@bench.test", message(n)).await?;
+    }
+    Ok(())
+}
+
+/// Sends one message over SMTP and returns, once the server answered the end of data with
+/// 250, the moment the end of data was sent.
+async fn smtp_once(addr: &str, body: &[u8]) -> anyhow::Result<Instant> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let mut s = tokio::io::BufStream::new(tcp);
+    let reply = async |s: &mut tokio::io::BufStream<tokio::net::TcpStream>, want: &str| -> anyhow::Result<()> {
+        loop {
+            let mut line = String::new();
+            if s.read_line(&mut line).await? == 0 {
+                bail!("the SMTP server closed the connection");
+            }
+            if line.as_bytes().get(3) == Some(&b'-') {
+                continue;
+            }
+            if !line.starts_with(want) {
+                bail!("expected {want}, got {line:?}");
+            }
+            return Ok(());
+        }
+    };
+    reply(&mut s, "220").await?;
+    for (command, want) in [
+        ("EHLO bench.example.net\r\n", "250"),
+        ("MAIL FROM:<bench@example.net>\r\n", "250"),
+        ("RCPT TO:<user@bench.test>\r\n", "250"),
+        ("DATA\r\n", "354"),
+    ] {
+        s.write_all(command.as_bytes()).await?;
+        s.flush().await?;
+        reply(&mut s, want).await?;
+    }
+    s.write_all(body).await?;
+    s.write_all(b".\r\n").await?;
+    s.flush().await?;
+    let sent = Instant::now();
+    reply(&mut s, "250").await?;
+    s.write_all(b"QUIT\r\n").await?;
+    s.flush().await?;
+    Ok(sent)
+}
+
+async fn distributed(messages: usize, sessions: usize, seconds: u64, deliveries: usize) -> anyhow::Result<()> {
+    let nats = tokio::task::spawn_blocking(tern_testbed::Nats::start).await??;
+    let s3 = tokio::task::spawn_blocking(tern_testbed::SeaweedS3::start).await??;
+    println!("distributed benchmark: NATS JetStream at {}, SeaweedFS S3 at {}", nats.url(), s3.endpoint());
+
+    // Zero messages or seconds skip a part.
+    let (mut embedded_smtp, mut distributed_smtp, mut embedded_imap, mut distributed_imap) = (0.0, 0.0, 0.0, 0.0);
+    if messages > 0 {
+        println!("\n== SMTP ingest, embedded ==");
+        embedded_smtp = smtp_ingest(&Server::start().await?, messages, sessions).await?;
+        println!("\n== SMTP ingest, distributed (NATS + S3) ==");
+        let server = Server::start_with(&distributed_config(&nats, &s3, "ingest")).await?;
+        distributed_smtp = smtp_ingest(&server, messages, sessions).await?;
+    }
+    if seconds > 0 {
+        println!("\n== IMAP mixed workload, embedded ==");
+        let server = Server::start().await?;
+        user_with_inbox(&server).await?;
+        embedded_imap = imap_mixed(&server, seconds).await?;
+        drop(server);
+        println!("\n== IMAP mixed workload, distributed ==");
+        let server = Server::start_with(&distributed_config(&nats, &s3, "mixed")).await?;
+        user_with_inbox(&server).await?;
+        distributed_imap = imap_mixed(&server, seconds).await?;
+        drop(server);
+    }
+    // Two processes over one store: deliveries through A's SMTP, an IDLE on B's IMAP.
+    println!("\n== Notification latency: end of SMTP DATA on process A to EXISTS in IDLE on process B ==");
+    let config = distributed_config(&nats, &s3, "notify");
+    let a = Server::start_with(&config).await?;
+    let b = Server::start_with(&config).await?;
+    setup_user(&a).await?;
+    let mut idle = ImapConn::connect(&b.imap).await?;
+    idle.cmd("LOGIN user@bench.test bench", None).await?;
+    idle.cmd("SELECT INBOX", None).await?;
+    idle.idle().await?;
+    // A reader timestamps every line of the IDLE as it arrives, so the latency is not the
+    // time this loop took to look.
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let mut stream = idle.stream;
+    let reader = tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            let mut line = String::new();
+            match stream.read_line(&mut line).await {
+                Ok(n) if n > 0 => {
+                    if tx.send((line.trim_end().to_string(), Instant::now())).is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    });
+    let mut latencies = Vec::with_capacity(deliveries);
+    for n in 1..=deliveries {
+        let body = format!("From: bench@example.net\r\nTo: user@bench.test\r\nSubject: notify {n}\r\n\r\nhello\r\n");
+        let sent = smtp_once(&a.smtp, body.as_bytes()).await?;
+        let want = format!("* {n} EXISTS");
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), lines.recv()).await {
+                Ok(Some((line, at))) if line == want => {
+                    latencies.push(at.saturating_duration_since(sent));
+                    break;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => bail!("the IDLE connection closed"),
+                Err(_) => bail!("no {want} within 10 s"),
+            }
+        }
+    }
+    reader.abort();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "  {deliveries} deliveries: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        latencies[latencies.len() - 1].as_secs_f64() * 1e3
+    );
+
+    println!("\n== Summary (same machine, same run) ==");
+    println!(
+        "  SMTP ingest:   embedded {embedded_smtp:>7.0} msg/s   distributed {distributed_smtp:>7.0} msg/s   ({:.2}x)",
+        distributed_smtp / embedded_smtp
+    );
+    println!(
+        "  IMAP mixed:    embedded {embedded_imap:>7.0} cmd/s   distributed {distributed_imap:>7.0} cmd/s   ({:.2}x)",
+        distributed_imap / embedded_imap
+    );
+    println!(
+        "  IDLE notification across processes: p50 {:.2} ms, p99 {:.2} ms",
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3
     );
     Ok(())
 }

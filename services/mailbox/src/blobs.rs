@@ -334,6 +334,20 @@ impl BlobStore {
         Ok(())
     }
 
+    /// The ids of the bodies stored before `before` (Unix seconds), for garbage collection by
+    /// mark-and-sweep. Objects that are not bodies (not named by a content hash) are left out.
+    pub async fn list_older_than(&self, before: i64) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        let objects: Vec<object_store::ObjectMeta> =
+            self.store.list(None).try_collect().await.map_err(Self::err("listing bodies".to_string()))?;
+        Ok(objects
+            .into_iter()
+            .filter(|o| o.last_modified.timestamp() < before)
+            .filter_map(|o| o.location.filename().map(str::to_string))
+            .filter(|name| name.len() >= 64 && name[..64].bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect())
+    }
+
     fn path(id: &str) -> Path {
         // Two levels of fan-out keep directories small on file systems and spread S3 prefixes.
         Path::from(format!("{}/{}/{}", &id[..2], &id[2..4], id))

@@ -289,6 +289,18 @@ impl MailboxService {
         Ok(())
     }
 
+    /// The name of a body about to be stored: its content hash when the store counts
+    /// references (one object per content), the hash and a random suffix otherwise (one object
+    /// per delivery; see [`MailboxService::collect_garbage`]).
+    fn new_blob_id(&self, content: &[u8]) -> String {
+        let hash = blob_id(content);
+        if self.store.counts_references() {
+            return hash;
+        }
+        use password_hash::rand_core::{OsRng, RngCore};
+        format!("{hash}-{:016x}", OsRng.next_u64())
+    }
+
     /// Stores a body unless a stored message already refers to it (one object per content).
     /// The returned guard must be held until the metadata that refers to the body commits, so
     /// that garbage collection cannot delete it in between.
@@ -308,7 +320,7 @@ impl MailboxService {
         internal_date: i64,
         ops: Vec<AppendOp>,
     ) -> Result<(String, Vec<Result<Appended>>)> {
-        let id = blob_id(&content);
+        let id = self.new_blob_id(&content);
         let size = content.len() as u64;
         let parsed = parse::parse(&content);
         let _gate = self.put_body(&id, content).await?;
@@ -392,7 +404,7 @@ impl MailboxService {
         if entry.recipients.len() > self.limits.max_recipients {
             return Err(MailboxError::invalid("recipients", format!("more than {}", self.limits.max_recipients)));
         }
-        let id = blob_id(&content);
+        let id = self.new_blob_id(&content);
         entry.blob_id = id.clone();
         entry.size = content.len() as u64;
         entry.queued_at = now();
@@ -460,8 +472,27 @@ impl MailboxService {
     }
 
     /// Deletes bodies that no message has referred to for the grace period. Returns how many.
+    ///
+    /// With a store that does not count references, this is a mark-and-sweep: the bodies
+    /// referred to are collected first, then every object older than the grace period that is
+    /// not among them is deleted. Such stores name each stored body uniquely, so an object
+    /// older than the grace period that nothing refers to belongs to no delivery in flight
+    /// (deliveries take seconds) and can never be referred to again. Several replicas may
+    /// collect at once: deletes are idempotent.
     pub async fn collect_garbage(&self) -> Result<usize> {
         let before = now() - self.limits.blob_grace.as_secs() as i64;
+        if !self.store.counts_references() {
+            let referenced = self.store.referenced_blobs().await?;
+            let mut deleted = 0;
+            for id in self.blobs.list_older_than(before).await? {
+                if !referenced.contains(&id) {
+                    self.blobs.delete(&id).await?;
+                    self.store.forget_blob(&id).await?;
+                    deleted += 1;
+                }
+            }
+            return Ok(deleted);
+        }
         let candidates = self.store.orphaned_blobs(before, 1000).await?;
         if candidates.is_empty() {
             return Ok(0);

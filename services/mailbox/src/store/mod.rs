@@ -177,7 +177,18 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     async fn enqueue(&self, message: QueuedMessage) -> Result<QueuedMessage>;
     async fn list_queue(&self) -> Result<Vec<QueuedMessage>>;
 
-    // Body garbage collection.
+    // Body garbage collection. A store either counts references to bodies (and then knows the
+    // orphans itself), or gives every stored body an object of its own and tells which bodies
+    // it refers to, for a mark-and-sweep over the blob store.
+    /// Whether this store counts body references (and so dedupes bodies by content).
+    fn counts_references(&self) -> bool {
+        true
+    }
+    /// Every body a message or a queue entry refers to; only for stores that do not count
+    /// references.
+    async fn referenced_blobs(&self) -> Result<std::collections::HashSet<String>> {
+        Ok(std::collections::HashSet::new())
+    }
     /// Bodies no message refers to any more, orphaned before `before` (Unix seconds).
     async fn orphaned_blobs(&self, before: i64, limit: usize) -> Result<Vec<String>>;
     /// Forgets an orphaned body; false if a message refers to it again.

