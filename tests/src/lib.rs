@@ -188,7 +188,7 @@ impl TestServer {
                     None => tern_mailbox::blobs::BlobStore::local(self.data_dir.join("blobs")),
                 }
                 .expect("open the body store");
-                tern_mailbox::server::open_nats(url, prefix, blobs, self.limits.clone())
+                tern_mailbox::server::open_nats(url, prefix, 1, blobs, self.limits.clone())
                     .await
                     .unwrap_or_else(|e| panic!("cannot open the NATS store at {url}: {e}"))
             }

@@ -355,3 +355,52 @@ async fn garbage_collection_sweeps_only_old_unreferenced_bodies() {
     assert_eq!(body(&mut reader, alice, folder_id, uids[1]).await, same);
     assert!(!body(&mut reader, alice, folder_id, uids[2]).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_opens_a_long_history_from_its_snapshot() {
+    let (nats, a, _b, alice) = two_replicas().await;
+    let mut mail = a.mailbox_client().await;
+    // More entries than the snapshot interval, twice over, with flag changes among them.
+    let mut uids = Vec::new();
+    for i in 0..150 {
+        uids.push(
+            deliver(&mut mail, &[ALICE], &message(&format!("h{i}"), "history")).await.expect("deliver").results[0].uid,
+        );
+    }
+    let folder_id = inbox(&mut mail, alice).await.folder.expect("a folder").id;
+    mail.store_flags(StoreFlagsRequest {
+        account_id: alice,
+        folder_id,
+        uids: uids[..10].to_vec(),
+        mode: FlagsMode::Add as i32,
+        flags: vec!["\\Seen".into()],
+        unchanged_since: 0,
+    })
+    .await
+    .expect("store flags");
+    let want = inbox(&mut mail, alice).await;
+    // Snapshots were written: NATS's monitoring lists the snapshot bucket with messages in it.
+    let monitor = nats.monitor_addr();
+    let jsz = tokio::task::spawn_blocking(move || {
+        tern_tests::servers::http_request(monitor, "GET", "/jsz?accounts=true&streams=true", &[], b"")
+    })
+    .await
+    .expect("monitor task")
+    .expect("GET /jsz");
+    let jsz = String::from_utf8_lossy(&jsz.body).into_owned();
+    let bucket = jsz.find("_snapshots\"").unwrap_or_else(|| panic!("no snapshot bucket in {jsz}"));
+    let messages: u64 = jsz[bucket..]
+        .split("\"messages\":")
+        .nth(1)
+        .and_then(|rest| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect("a message count for the snapshot bucket");
+    assert!(messages >= 2, "no snapshot was written after 150 entries: {messages} messages in the bucket");
+    // A replica that starts now has nothing in memory: it reads the snapshot and the entries
+    // after it, and must arrive at the same state.
+    let c = a.replica().await;
+    let got = inbox(&mut c.mailbox_client().await, alice).await;
+    assert_eq!(got.folder, want.folder);
+    assert_eq!(got.messages, want.messages);
+    assert_eq!(got.messages.len(), 150);
+}

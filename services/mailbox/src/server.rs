@@ -40,9 +40,15 @@ pub fn open_embedded_with_blobs(
 }
 
 /// Opens the distributed backend: metadata in NATS JetStream at `url` (stream and buckets named
-/// after `prefix`), bodies in `blobs`.
-pub async fn open_nats(url: &str, prefix: &str, blobs: BlobStore, limits: Limits) -> Result<MailboxService> {
-    let store = crate::store::nats::NatsStore::connect(url, prefix).await?;
+/// after `prefix`, on `replicas` JetStream servers), bodies in `blobs`.
+pub async fn open_nats(
+    url: &str,
+    prefix: &str,
+    replicas: usize,
+    blobs: BlobStore,
+    limits: Limits,
+) -> Result<MailboxService> {
+    let store = crate::store::nats::NatsStore::connect(url, prefix, replicas).await?;
     let blobs = blobs.with_read_cache(limits.blob_cache_bytes);
     Ok(MailboxService::new(Arc::new(store), blobs, limits))
 }

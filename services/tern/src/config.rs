@@ -315,11 +315,14 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// Names the JetStream stream and KV buckets, so several installations can share a server.
     pub prefix: String,
+    /// JetStream servers that keep a copy of every entry when the stream and buckets are
+    /// created: 1 for a single server, 3 (or 5) for a cluster.
+    pub replicas: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { url: None, prefix: "tern".into() }
+        Self { url: None, prefix: "tern".into(), replicas: 1 }
     }
 }
 
@@ -329,6 +332,9 @@ impl StoreConfig {
         match self.url.as_deref() {
             None | Some("") | Some("embedded") => Ok(None),
             Some(url) if url.starts_with("nats://") || url.starts_with("tls://") => {
+                if !(1..=5).contains(&self.replicas) {
+                    anyhow::bail!("[store] replicas must be 1 to 5, not {}", self.replicas);
+                }
                 if self.prefix.is_empty() || !self.prefix.bytes().all(|b| b.is_ascii_alphanumeric()) {
                     anyhow::bail!("[store] prefix must be letters and digits, not {:?}", self.prefix);
                 }

@@ -81,7 +81,8 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
         let service = match config.store.nats_url()? {
             Some(url) => {
                 summary.push(format!("  metadata           NATS JetStream {url} (prefix {})", config.store.prefix));
-                tern_mailbox::server::open_nats(url, &config.store.prefix, blobs, config.limits.to_limits())
+                let (prefix, replicas) = (&config.store.prefix, config.store.replicas);
+                tern_mailbox::server::open_nats(url, prefix, replicas, blobs, config.limits.to_limits())
                     .await
                     .with_context(|| format!("cannot open the metadata store at {url}"))?
             }

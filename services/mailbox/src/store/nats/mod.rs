@@ -13,8 +13,9 @@
 //!   UIDs and MODSEQs strictly increase in log order (invariants 1 and 2). An entry is
 //!   acknowledged by JetStream only once stored, so an acknowledged write is durable.
 //! - **Snapshots** of an account's state go to the KV bucket `<prefix>_snapshots` every
-//!   [`SNAPSHOT_EVERY`] entries, so opening an account replays only the entries after the last
-//!   one.
+//!   [`SNAPSHOT_EVERY`] entries (in parts, since a KV value must fit NATS's max_payload), so
+//!   opening an account replays only the entries after the last one. A replica keeps at most
+//!   [`MAX_CACHED_ACCOUNTS`] accounts in memory.
 //! - **The directory** (domains, accounts, addresses, aliases, id counters) is the KV bucket
 //!   `<prefix>_directory`; uniqueness (an address, an alias) is a KV create, counters are
 //!   compare-and-set updates.
@@ -69,9 +70,12 @@ use crate::{
 
 /// Entries between two snapshots of an account.
 const SNAPSHOT_EVERY: u32 = 64;
-/// Snapshots larger than this are not written (a KV value must fit NATS's max_payload); such an
-/// account is opened by replaying its log.
-const MAX_SNAPSHOT: usize = 900 * 1024;
+/// A snapshot is stored in parts of at most this size, since a KV value must fit NATS's
+/// max_payload (1 MiB by default).
+const SNAPSHOT_PART: usize = 512 * 1024;
+/// Accounts a replica keeps in memory; past this, those not in use are dropped (and opened
+/// again from their snapshot when next needed).
+const MAX_CACHED_ACCOUNTS: usize = 4096;
 /// Attempts at a write that keeps losing the race to other replicas.
 const MAX_ATTEMPTS: usize = 32;
 
@@ -142,8 +146,14 @@ impl std::fmt::Debug for NatsStore {
 
 impl NatsStore {
     /// Connects to NATS at `url` and creates the stream and buckets named after `prefix` when
-    /// they do not exist. Replicas pointed at the same server and prefix share everything.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+    /// they do not exist, each kept on `replicas` JetStream servers. Mailbox replicas pointed at
+    /// the same server and prefix share everything.
+    ///
+    /// Durability is JetStream's: an acknowledged entry is on `replicas` servers. A single
+    /// server (replicas 1) writes to its disk at its `sync_interval` (2 minutes by default),
+    /// which survives a crash of the server process but not of the machine; a cluster should
+    /// use 3 replicas, or the single server `sync_interval: always`.
+    pub async fn connect(url: &str, prefix: &str, replicas: usize) -> Result<Self> {
         let client = async_nats::ConnectOptions::new()
             .name("tern-mailbox")
             .retry_on_initial_connect()
@@ -159,6 +169,7 @@ impl NatsStore {
                 subjects: vec![format!("{prefix}.mail.*")],
                 allow_direct: true,
                 storage: stream::StorageType::File,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await
@@ -167,6 +178,7 @@ impl NatsStore {
             bucket: format!("{prefix}_{name}"),
             history,
             storage: stream::StorageType::File,
+            num_replicas: replicas,
             ..Default::default()
         };
         let mut stores = Vec::new();
@@ -199,7 +211,40 @@ impl NatsStore {
     }
 
     fn cell(&self, account_id: u64) -> Cell {
-        self.accounts.lock().expect("accounts lock").entry(account_id).or_default().clone()
+        let mut accounts = self.accounts.lock().expect("accounts lock");
+        if accounts.len() >= MAX_CACHED_ACCOUNTS && !accounts.contains_key(&account_id) {
+            // Only this map holds a cell no operation is using.
+            accounts.retain(|_, cell| Arc::strong_count(cell) > 1);
+        }
+        accounts.entry(account_id).or_default().clone()
+    }
+
+    /// The account's last snapshot: a header `<sequence> <parts>` under the account id, and the
+    /// parts under `<id>.<sequence>.<n>`, written before the header, so a reader never combines
+    /// parts of two snapshots.
+    async fn load_snapshot(&self, account_id: u64) -> Result<Option<AccountState>> {
+        let Some(header) = self.snapshots.get(account_id.to_string()).await.map_err(err("reading a snapshot"))? else {
+            return Ok(None);
+        };
+        let Some((sequence, parts)) = std::str::from_utf8(&header)
+            .ok()
+            .and_then(|h| h.split_once(' '))
+            .and_then(|(s, n)| Some((s.parse::<u64>().ok()?, n.parse::<usize>().ok()?)))
+        else {
+            tracing::warn!(account_id, "unreadable snapshot header; replaying the log");
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        for n in 0..parts {
+            match self.snapshots.get(format!("{account_id}.{sequence}.{n}")).await.map_err(err("reading a snapshot"))? {
+                Some(part) => bytes.extend_from_slice(&part),
+                None => {
+                    tracing::warn!(account_id, "incomplete snapshot; replaying the log");
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(AccountState::from_snapshot(decode("snapshot", &bytes)?)))
     }
 
     /// The last entry of an account's log: its sequence and content (None when empty).
@@ -214,11 +259,7 @@ impl NatsStore {
     /// Brings `state` up to the end of the account's log (loading it first if needed).
     async fn catch_up(&self, account_id: u64, slot: &mut Option<AccountState>) -> Result<()> {
         if slot.is_none() {
-            let snapshot = self.snapshots.get(account_id.to_string()).await.map_err(err("reading a snapshot"))?;
-            *slot = Some(match snapshot {
-                Some(bytes) => AccountState::from_snapshot(decode("snapshot", &bytes)?),
-                None => AccountState::default(),
-            });
+            *slot = Some(self.load_snapshot(account_id).await?.unwrap_or_default());
         }
         let state = slot.as_mut().expect("loaded above");
         let Some((last, payload)) = self.last_entry(account_id).await? else {
@@ -303,12 +344,33 @@ impl NatsStore {
 
     async fn save_snapshot(&self, account_id: u64, state: &mut AccountState) {
         let bytes = state.snapshot().encode_to_vec();
-        if bytes.len() > MAX_SNAPSHOT {
+        let sequence = state.sequence;
+        let previous = self.snapshots.get(account_id.to_string()).await.ok().flatten();
+        let parts: Vec<&[u8]> = bytes.chunks(SNAPSHOT_PART).collect();
+        for (n, part) in parts.iter().enumerate() {
+            let key = format!("{account_id}.{sequence}.{n}");
+            if let Err(e) = self.snapshots.put(key, Bytes::copy_from_slice(part)).await {
+                tracing::warn!(account_id, error = %e, "cannot write a snapshot");
+                return;
+            }
+        }
+        let header = Bytes::from(format!("{sequence} {}", parts.len()));
+        if let Err(e) = self.snapshots.put(account_id.to_string(), header).await {
+            tracing::warn!(account_id, error = %e, "cannot write a snapshot");
             return;
         }
-        match self.snapshots.put(account_id.to_string(), Bytes::from(bytes)).await {
-            Ok(_) => state.since_snapshot = 0,
-            Err(e) => tracing::warn!(account_id, error = %e, "cannot write a snapshot"),
+        state.since_snapshot = 0;
+        // The parts of the snapshot this one replaces are no longer read.
+        if let Some((old, n)) = previous
+            .as_deref()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| h.split_once(' '))
+            .and_then(|(s, n)| Some((s.parse::<u64>().ok()?, n.parse::<usize>().ok()?)))
+            && old != sequence
+        {
+            for i in 0..n {
+                let _ = self.snapshots.purge(format!("{account_id}.{old}.{i}")).await;
+            }
         }
     }
 
@@ -558,6 +620,13 @@ impl MetadataStore for NatsStore {
         }
         self.directory.purge(key("address", address)).await.map_err(err("deleting an account"))?;
         self.directory.purge(format!("account.{}", a.id)).await.map_err(err("deleting an account"))?;
+        if let Some(header) = self.snapshots.get(a.id.to_string()).await.map_err(err("reading a snapshot"))?
+            && let Some((seq, n)) = std::str::from_utf8(&header).ok().and_then(|h| h.split_once(' '))
+        {
+            for i in 0..n.parse::<usize>().unwrap_or(0) {
+                self.snapshots.purge(format!("{}.{seq}.{i}", a.id)).await.map_err(err("deleting a snapshot"))?;
+            }
+        }
         self.snapshots.purge(a.id.to_string()).await.map_err(err("deleting a snapshot"))?;
         self.stream.purge().filter(self.subject(a.id)).await.map_err(err("deleting an account's log"))?;
         self.accounts.lock().expect("accounts lock").remove(&a.id);
