@@ -298,9 +298,15 @@ impl NatsStore {
         f(slot.as_ref().expect("caught up"))
     }
 
-    /// Builds an entry against the account's current state and appends it to the log, again
-    /// and again while other replicas append first. `f` returns the entry (none for no change)
-    /// and the answer.
+    /// Builds an entry against the account's state and appends it to the log, again and again
+    /// while other replicas append first. `f` returns the entry (none for no change) and the
+    /// answer.
+    ///
+    /// The first attempt uses the state this replica already has, without asking the log
+    /// whether it is current: the append is conditional on the last sequence that state has
+    /// applied, so an entry built on a stale state is refused, and the writer catches up and
+    /// builds it again. Only a refusal or a no-op, which append nothing, are decided again on
+    /// a state known to be current before they are answered.
     async fn write<T>(
         &self,
         account_id: u64,
@@ -308,11 +314,24 @@ impl NatsStore {
     ) -> Result<T> {
         let cell = self.cell(account_id);
         let mut slot = cell.lock().await;
-        for _ in 0..MAX_ATTEMPTS {
+        let mut fresh = false;
+        if slot.is_none() {
             self.catch_up(account_id, &mut slot).await?;
-            let state = slot.as_mut().expect("caught up");
-            let (entry, out) = f(state)?;
-            let Some(entry) = entry else { return Ok(out) };
+            fresh = true;
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let state = slot.as_mut().expect("loaded above");
+            let entry = match f(state) {
+                Ok((Some(entry), out)) => (entry, out),
+                Ok((None, _)) | Err(_) if !fresh => {
+                    self.catch_up(account_id, &mut slot).await?;
+                    fresh = true;
+                    continue;
+                }
+                Ok((None, out)) => return Ok(out),
+                Err(e) => return Err(e),
+            };
+            let (entry, out) = entry;
             let publish = PublishMessage::build()
                 .payload(Bytes::from(entry.encode_to_vec()))
                 .expected_last_subject_sequence(state.sequence);
@@ -331,6 +350,8 @@ impl NatsStore {
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     tracing::debug!(account_id, "another replica wrote first; retrying");
+                    self.catch_up(account_id, &mut slot).await?;
+                    fresh = true;
                 }
                 Err(e) => {
                     // The entry may or may not have been stored (a timeout after the server
@@ -812,13 +833,12 @@ impl MetadataStore for NatsStore {
     async fn append(&self, message: NewMessage, ops: Vec<AppendOp>) -> Result<Vec<Result<Appended>>> {
         let parsed =
             ParsedRecord { envelope: Some(message.parsed.envelope.clone()), body: Some(message.parsed.body.clone()) };
-        // The structure is stored before any entry refers to it.
-        if self.parsed_of(&message.blob_id).await?.is_none() {
-            self.parsed
-                .put(&message.blob_id, Bytes::from(parsed.encode_to_vec()))
-                .await
-                .map_err(err("storing a message structure"))?;
-        }
+        // The structure is stored before any entry refers to it. Body names are unique per
+        // delivery in this backend (see `counts_references`), so there is never one already.
+        self.parsed
+            .put(&message.blob_id, Bytes::from(parsed.encode_to_vec()))
+            .await
+            .map_err(err("storing a message structure"))?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             let flag_set = match flags::normalize(&op.flags) {
