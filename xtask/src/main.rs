@@ -9,6 +9,9 @@
 //!   `tests/replicas.rs`, which start their servers themselves, and the cluster test of the
 //!   `tern` binary (`services/tern/tests/cluster.rs`: two mailbox replicas, two imap, one pop3
 //!   and one smtp process over NATS and SeaweedFS, one replica killed mid-stream).
+//! - `codegen`: writes the generated files that are committed: the CustomResourceDefinitions in
+//!   `crds/`, from the Rust types of `services/operator/src/crd.rs` (a test of `tern-operator`
+//!   fails when they are stale).
 //! - `bench mailbox`: durable deliveries per second through the gRPC API into the embedded
 //!   store, with 1 and 16 concurrent clients, fetches per second, and the server's memory.
 
@@ -32,6 +35,8 @@ enum Task {
     Ci,
     /// The tests of the distributed backend against real NATS and SeaweedFS servers.
     E2e,
+    /// Writes the generated, committed files: the CRDs in crds/ from the operator's types.
+    Codegen,
     /// Benchmarks; see `cargo xtask bench --help`.
     Bench {
         #[command(subcommand)]
@@ -247,6 +252,8 @@ fn main() -> anyhow::Result<()> {
             let on_nats = storage_suites_on_nats()?;
             total.0 += on_nats.0;
             total.1 += on_nats.1;
+            // The Helm chart, the examples and the Dockerfile, checked offline (tools from PyPI).
+            run("bash", &["charts/tern/ci/test.sh"])?;
             println!("ci: {} passed, {} failed", total.0, total.1);
             if total.1 > 0 {
                 bail!("{} tests failed", total.1);
@@ -260,6 +267,12 @@ fn main() -> anyhow::Result<()> {
                 bail!("{failed} tests failed");
             }
             Ok(())
+        }
+        Task::Codegen => {
+            // Through the operator's binary, so that xtask itself does not build kube.
+            let crds = workspace_root().join("crds");
+            let crds = crds.to_str().context("the workspace path is not UTF-8")?;
+            run("cargo", &["run", "--quiet", "-p", "tern-operator", "--", "crds", crds])
         }
         Task::Bench { which } => bench::run(which),
     }

@@ -58,6 +58,12 @@ impl Metrics {
         METRICS.get_or_init(Metrics::new)
     }
 
+    /// Registers a family of a part that has metrics of its own (the operator's reconciles),
+    /// under the `tern_` prefix.
+    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, metric);
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -1,0 +1,193 @@
+{{/* Names. */}}
+{{- define "tern.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tern.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A component's resource name: (dict "root" $ "component" "smtp"). */}}
+{{- define "tern.componentName" -}}
+{{- printf "%s-%s" (include "tern.fullname" .root | trunc 50 | trimSuffix "-") .component }}
+{{- end }}
+
+{{- define "tern.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tern.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tern.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "tern.labels" -}}
+helm.sh/chart: {{ include "tern.chart" .root }}
+{{ include "tern.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: tern
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "tern.image" -}}
+{{- $img := .Values.image }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $img.repository $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "tern.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "tern.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "tern.tlsSecretName" -}}
+{{- if .Values.tls.secretName }}
+{{- .Values.tls.secretName }}
+{{- else if .Values.tls.certManager.enabled }}
+{{- printf "%s-tls" (include "tern.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The mailbox runs as a StatefulSet with a volume exactly when its metadata is embedded. */}}
+{{- define "tern.mailboxReplicas" -}}
+{{- if eq .Values.store.mode "embedded" }}1{{ else }}{{ .Values.mailbox.replicaCount }}{{ end }}
+{{- end }}
+
+{{- define "tern.mailboxUrl" -}}
+{{- printf "http://%s:%d" (include "tern.componentName" (dict "root" . "component" "mailbox")) (int .Values.containerPorts.grpc) }}
+{{- end }}
+
+{{/* host:port for a listener, with brackets around an IPv6 host. */}}
+{{- define "tern.addr" -}}
+{{- $host := .root.Values.listenAddress }}
+{{- if contains ":" $host }}{{ $host = printf "[%s]" $host }}{{ end }}
+{{- printf "%s:%d" $host (int .port) }}
+{{- end }}
+
+{{/* One TOML value: integers stay integers (Helm reads YAML numbers as floats). */}}
+{{- define "tern.tomlValue" -}}
+{{- if kindIs "string" . }}{{ toJson . }}
+{{- else if kindIs "bool" . }}{{ ternary "true" "false" . }}
+{{- else if or (kindIs "float64" .) (kindIs "int" .) (kindIs "int64" .) }}{{ if eq (float64 .) (float64 (int64 .)) }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
+{{- else if kindIs "slice" . }}[{{ range $i, $v := . }}{{ if $i }}, {{ end }}{{ include "tern.tomlValue" $v }}{{ end }}]
+{{- else }}{{ fail (printf "tern: cannot write %v (%s) into the TOML config" . (kindOf .)) }}
+{{- end }}
+{{- end }}
+
+{{/* A TOML table from a dict, keys sorted, null values left out: (list "name" $dict). */}}
+{{- define "tern.tomlTable" -}}
+{{- $name := index . 0 }}
+{{- $table := index . 1 -}}
+[{{ $name }}]
+{{- range $k := keys $table | sortAlpha }}
+{{- $v := get $table $k }}
+{{- if not (kindIs "invalid" $v) }}
+{{ $k }} = {{ include "tern.tomlValue" $v }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level settings shared by every workload: (dict "root" $ "c" .Values.smtp). */}}
+{{- define "tern.podScheduling" -}}
+{{- $root := .root }}
+{{- with $root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $root.Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with (default $root.Values.nodeSelector .c.nodeSelector) }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (default $root.Values.tolerations .c.tolerations) }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (default $root.Values.affinity .c.affinity) }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+{{- end }}
+
+{{/* Environment shared by every tern container. */}}
+{{- define "tern.env" -}}
+- name: RUST_LOG
+  value: {{ .root.Values.logLevel | quote }}
+- name: TERN_CONFIG
+  value: /etc/tern/config/config.toml
+{{- with .root.Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- with .c.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "tern.probes" -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: http
+  periodSeconds: 2
+  failureThreshold: 60
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: http
+  periodSeconds: 10
+  timeoutSeconds: 3
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: http
+  periodSeconds: 5
+  timeoutSeconds: 3
+  failureThreshold: 2
+{{- end }}
+
+{{/* terminationGracePeriodSeconds and the preStop hook of a front-end: (dict "root" $ "c" .Values.smtp). */}}
+{{- define "tern.preStop" -}}
+{{- if gt (int .root.Values.shutdown.preStopSleepSecs) 0 }}
+lifecycle:
+  preStop:
+    sleep:
+      seconds: {{ int .root.Values.shutdown.preStopSleepSecs }}
+{{- end }}
+{{- end }}
+
+{{- define "tern.terminationGrace" -}}
+{{- add (int .root.Values.shutdown.preStopSleepSecs) (int (default 25 .c.shutdownGraceSecs)) 5 }}
+{{- end }}
+
+{{/* The checksum that restarts pods when the configuration changes. */}}
+{{- define "tern.configChecksum" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end }}

@@ -1,0 +1,28 @@
+{{/* Pieces of the NetworkPolicies. */}}
+{{- define "tern.np.dns" -}}
+- ports:
+    {{- range .Values.networkPolicy.dnsPorts }}
+    - protocol: UDP
+      port: {{ . }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+{{- end }}
+{{- define "tern.np.metrics" -}}
+- ports:
+    - protocol: TCP
+      port: {{ .Values.containerPorts.http }}
+  {{- with .Values.networkPolicy.metricsFrom }}
+  from:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- define "tern.np.toMailbox" -}}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "tern.selectorLabels" (dict "root" . "component" "mailbox") | nindent 10 }}
+  ports:
+    - protocol: TCP
+      port: {{ .Values.containerPorts.grpc }}
+{{- end }}

@@ -1,0 +1,352 @@
+//! The kube-runtime controllers: they read the objects and the Secrets they refer to, run
+//! [`crate::reconcile`], write the status, publish Events, and apply `reclaimPolicy` through
+//! the finalizer `mail.tern.dev/cleanup`.
+//!
+//! Not yet here (see issue 7): leader election (run one replica until then), DKIM key
+//! generation into a Secret.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use prometheus_client::metrics::{counter::Counter, family::Family};
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::admin::{AdminApi, ApiError};
+use crate::crd::{Condition, Domain, FINALIZER, HasConditions, Mailbox};
+use crate::reconcile::{self, Next, Outcome, PasswordInput, PasswordMissing};
+
+/// The field manager of the status patches and the controller name of Events.
+pub const MANAGER: &str = "tern-operator";
+
+/// The labels of the reconcile counter: the kind and how the reconcile ended (`ready`,
+/// `waiting`, `error`, `deleted`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub kind: String,
+    pub result: String,
+}
+
+/// `tern_operator_reconciles_total{kind, result}`, registered in the process's registry (served
+/// on `/metrics`) on first use.
+pub fn reconciles() -> &'static Family<ReconcileLabels, Counter> {
+    static RECONCILES: OnceLock<Family<ReconcileLabels, Counter>> = OnceLock::new();
+    RECONCILES.get_or_init(|| {
+        let family = Family::default();
+        tern_runtime::metrics::Metrics::global().register(
+            "operator_reconciles",
+            "Reconciles of Domains and Mailboxes, by how they ended",
+            family.clone(),
+        );
+        family
+    })
+}
+
+fn count<K: Resource<DynamicType = ()>>(result: &str) {
+    let labels = ReconcileLabels { kind: K::kind(&()).to_string(), result: result.to_string() };
+    reconciles().get_or_create(&labels).inc();
+}
+
+/// Why a reconcile failed; the object is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("mailbox service: {0}")]
+    Api(#[from] ApiError),
+    #[error("not converged: {0}")]
+    NotConverged(String),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+/// What the reconcilers share.
+pub struct Context {
+    pub client: Client,
+    pub admin: Arc<dyn AdminApi>,
+    pub reporter: Reporter,
+    /// Consecutive failures per object, for the backoff; reset by a success.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("reporter", &self.reporter).finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(client: Client, admin: Arc<dyn AdminApi>, instance: Option<String>) -> Self {
+        let reporter = Reporter { controller: MANAGER.to_string(), instance };
+        Context { client, admin, reporter, failures: Mutex::default() }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The delay before the next try of `key` after a failure: 5 s doubling up to 5 min.
+    fn backoff(&self, key: String) -> Duration {
+        let mut failures = self.failures();
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff_delay(*n)
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures().remove(key);
+    }
+
+    /// Publishes one Event. kube's recorder folds Events of one object with the same type and
+    /// reason into a series of the first, keeping the first note; so each publication has a
+    /// recorder of its own (a reconcile publishes at most one Event of each type, with
+    /// everything it did in the note), and repeated Warnings are avoided by [`finish`].
+    async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(truncate(note, 1024)),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(error = %e, "cannot publish an event");
+        }
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, on a character boundary, marking the cut with `...`.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max - 3;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
+/// 5 s after the first failure, doubling, at most 5 minutes.
+pub fn backoff_delay(failures: u32) -> Duration {
+    let secs = 5u64.saturating_mul(1 << failures.saturating_sub(1).min(6));
+    Duration::from_secs(secs.min(300))
+}
+
+fn key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!("{}/{}/{}", K::kind(&()), object.namespace().unwrap_or_default(), object.name_any())
+}
+
+async fn patch_status<K, S>(api: &Api<K>, object: &K, status: &S) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(&object.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Turns a reconcile outcome into the controller's action, after writing the status and the
+/// Events.
+///
+/// Events: one Normal `Reconciled` Event listing the changes, if any; one Warning Event when
+/// the object stops being Ready or is not Ready for a new reason (not at every retry).
+async fn finish<K, S>(
+    ctx: &Context,
+    api: &Api<K>,
+    object: &K,
+    previous: Option<&Condition>,
+    outcome: Outcome<S>,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: Serialize + HasConditions,
+{
+    if !outcome.changes.is_empty() {
+        ctx.publish(object, EventType::Normal, "Reconciled", outcome.changes.join("; ")).await;
+    }
+    if let Some(now) = reconcile::ready_condition(outcome.status.conditions())
+        && now.status != "True"
+        && previous.is_none_or(|p| (p.status.as_str(), p.reason.as_str()) != (now.status.as_str(), now.reason.as_str()))
+    {
+        ctx.publish(object, EventType::Warning, &now.reason, now.message.clone()).await;
+    }
+    patch_status(api, object, &outcome.status).await?;
+    match outcome.next {
+        Next::Resync => {
+            count::<K>("ready");
+            ctx.succeeded(&key(object));
+            Ok(Action::requeue(reconcile::RESYNC))
+        }
+        Next::Soon => {
+            count::<K>("waiting");
+            Ok(Action::requeue(reconcile::RETRY_SOON))
+        }
+        Next::Backoff => Err(Error::NotConverged(format!("{} is not converged", key(object)))),
+    }
+}
+
+/// Reads the password of a Mailbox from its Secret.
+pub async fn read_password(
+    client: &Client,
+    mailbox: &Mailbox,
+) -> Result<Result<PasswordInput, PasswordMissing>, kube::Error> {
+    let reference = &mailbox.spec.password_secret_ref;
+    let namespace = mailbox.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let Some(secret) = secrets.get_opt(&reference.name).await? else {
+        return Ok(Err(PasswordMissing(format!("password Secret {namespace}/{} does not exist", reference.name))));
+    };
+    let value = secret.data.as_ref().and_then(|data| data.get(&reference.key)).map(|v| String::from_utf8(v.0.clone()));
+    Ok(match value {
+        Some(Ok(value)) => {
+            let version =
+                format!("{}/{}", secret.uid().unwrap_or_default(), secret.resource_version().unwrap_or_default());
+            Ok(PasswordInput { value: SecretString::from(value), version })
+        }
+        Some(Err(_)) => {
+            Err(PasswordMissing(format!("password Secret {}: key {} is not UTF-8", reference.name, reference.key)))
+        }
+        None => Err(PasswordMissing(format!("password Secret {} has no key {}", reference.name, reference.key))),
+    })
+}
+
+/// Reconciles one Mailbox: the finalizer first, then [`reconcile::reconcile_mailbox`] with the
+/// password from its Secret, or [`reconcile::cleanup_mailbox`] once it is being deleted.
+pub async fn reconcile_mailbox(mailbox: Arc<Mailbox>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<Mailbox> = Api::namespaced(ctx.client.clone(), &mailbox.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, mailbox, |event| async {
+        match event {
+            Finalizer::Apply(mailbox) => {
+                let password = read_password(&ctx.client, &mailbox).await?;
+                let outcome = reconcile::reconcile_mailbox(ctx.admin.as_ref(), &mailbox, password).await;
+                let previous = mailbox.status.as_ref().and_then(|s| reconcile::ready_condition(&s.conditions));
+                finish(&ctx, &api, mailbox.as_ref(), previous, outcome).await
+            }
+            Finalizer::Cleanup(mailbox) => {
+                let changes = reconcile::cleanup_mailbox(ctx.admin.as_ref(), &mailbox).await?;
+                if !changes.is_empty() {
+                    ctx.publish(mailbox.as_ref(), EventType::Normal, "Deleted", changes.join("; ")).await;
+                }
+                count::<Mailbox>("deleted");
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(e.to_string()))
+}
+
+/// Reconciles one Domain: the finalizer first, then [`reconcile::reconcile_domain`], or
+/// [`reconcile::cleanup_domain`] once it is being deleted.
+pub async fn reconcile_domain(domain: Arc<Domain>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<Domain> = Api::namespaced(ctx.client.clone(), &domain.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, domain, |event| async {
+        match event {
+            Finalizer::Apply(domain) => {
+                let outcome = reconcile::reconcile_domain(ctx.admin.as_ref(), &domain).await;
+                let previous = domain.status.as_ref().and_then(|s| reconcile::ready_condition(&s.conditions));
+                finish(&ctx, &api, domain.as_ref(), previous, outcome).await
+            }
+            Finalizer::Cleanup(domain) => {
+                let changes = reconcile::cleanup_domain(ctx.admin.as_ref(), &domain).await?;
+                if !changes.is_empty() {
+                    ctx.publish(domain.as_ref(), EventType::Normal, "Deleted", changes.join("; ")).await;
+                }
+                count::<Domain>("deleted");
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(e.to_string()))
+}
+
+/// The action after a failed reconcile: a retry after [`backoff_delay`] of the object's
+/// consecutive failures.
+pub fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    count::<K>("error");
+    let delay = ctx.backoff(key(object.as_ref()));
+    tracing::warn!(object = %key(object.as_ref()), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs the Domain and Mailbox controllers until a shutdown signal. A change of a Secret
+/// reconciles the Mailboxes whose password it holds, a change of a Domain the Mailboxes in it.
+/// The Secret watch receives every Secret (kube's metadata-only watch as a trigger is still
+/// unstable), but keeps none of them.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let mailboxes = Controller::new(Api::<Mailbox>::all(client.clone()), watcher::Config::default());
+    let store = mailboxes.store();
+    let in_domain = store.clone();
+    let mailboxes = mailboxes
+        // A Domain that appears (or changes) reconciles the Mailboxes in it (domains are global
+        // in the mailbox service, so of any namespace) without waiting for their retry.
+        .watches(Api::<Domain>::all(client.clone()), watcher::Config::default(), move |domain: Domain| {
+            let suffix = format!("@{}", domain.spec.name.to_ascii_lowercase());
+            in_domain
+                .state()
+                .into_iter()
+                .filter(|m| m.spec.address.to_ascii_lowercase().ends_with(&suffix))
+                .map(|m| ObjectRef::from_obj(m.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches(Api::<Secret>::all(client.clone()), watcher::Config::default(), move |secret: Secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|m| m.namespace() == namespace && m.spec.password_secret_ref.name == name)
+                .map(|m| ObjectRef::from_obj(m.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile_mailbox, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "mailbox controller");
+            }
+        });
+    let domains = Controller::new(Api::<Domain>::all(client), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile_domain, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "domain controller");
+            }
+        });
+    futures::join!(mailboxes, domains);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let delays: Vec<u64> = (1..=9).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
+
+    #[test]
+    fn event_notes_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("short".to_string(), 1024), "short");
+        let cut = truncate("é".repeat(600), 1024);
+        assert!(cut.len() <= 1024 && cut.ends_with("..."), "{}", cut.len());
+    }
+}

@@ -1,0 +1,306 @@
+//! The custom resources: `Domain` and `Mailbox` in `mail.tern.dev/v1alpha1`.
+//!
+//! The doc comments of the fields are the descriptions `kubectl explain` shows, and the
+//! `schemars` attributes the validation the API server applies; `cargo xtask codegen` writes
+//! the CustomResourceDefinitions generated from these types into `crds/`.
+
+use kube::CustomResource;
+use kube::core::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::QUANTITY_PATTERN;
+
+/// The API group of Tern's resources.
+pub const GROUP: &str = "mail.tern.dev";
+
+/// The finalizer through which the operator sees deletions and applies `reclaimPolicy`.
+pub const FINALIZER: &str = "mail.tern.dev/cleanup";
+
+/// A catch-all target: a local part of the domain, or a full address.
+pub const CATCH_ALL_PATTERN: &str = r"^[a-z0-9!#$%&'*/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*/=?^_`{|}~-]+)*(@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)?$";
+
+/// A DNS domain name of at least two labels, lower case (the API server compares as written).
+pub const DOMAIN_PATTERN: &str = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// An e-mail address as the mailbox service accepts it: a lower-case local part without `+`
+/// (which marks sub-addresses) and a domain name.
+pub const ADDRESS_PATTERN: &str = r"^[a-z0-9!#$%&'*/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*/=?^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// A mail domain served by Tern: mail for any address in it is accepted and delivered to its
+/// mailboxes.
+// Each `printcolumn(...)` repeats the same keys, which clippy takes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[kube(
+    group = "mail.tern.dev",
+    version = "v1alpha1",
+    kind = "Domain",
+    doc = "A mail domain served by Tern, reconciled into the mailbox service by tern-operator.",
+    namespaced,
+    status = "DomainStatus",
+    shortname = "mdom",
+    category = "tern",
+    printcolumn(name = "Domain", type_ = "string", json_path = ".spec.name", description = "The DNS name"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the domain exists in the mailbox service as specified"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainSpec {
+    /// The DNS name of the domain, lower case, such as `example.com`. Mailboxes are created in
+    /// it by their address.
+    #[schemars(regex(pattern = DOMAIN_PATTERN), length(max = 253))]
+    pub name: String,
+    /// Where mail for unknown local parts of the domain goes: a local part (`postmaster`) or a
+    /// full address of this server. Unset: such mail is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = CATCH_ALL_PATTERN))]
+    pub catch_all: Option<String>,
+    /// The quota of mailboxes of the domain that do not set their own: a Kubernetes quantity of
+    /// bytes such as `1Gi`, `500Mi` or `2G`. Unset: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub default_quota: Option<String>,
+    /// DKIM signing of the domain's outgoing mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<DkimSpec>,
+    /// The host name of the MX record the status proposes (the address clients and other
+    /// servers reach Tern's SMTP at). Unset: `mail.` followed by the domain name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DOMAIN_PATTERN))]
+    pub mail_host: Option<String>,
+    /// What deleting this Domain does to the domain in the mailbox service: `Retain` (the
+    /// default) leaves it, `Delete` removes it once it has no mailboxes or aliases left.
+    #[serde(default)]
+    pub reclaim_policy: ReclaimPolicy,
+}
+
+/// DKIM signing of a domain.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DkimSpec {
+    /// The DKIM selector: the record is published at `<selector>._domainkey.<domain>`.
+    #[serde(default = "default_selector")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
+    pub selector: String,
+    /// A Secret holding the private key (PEM) under the given key. Unset: the operator generates
+    /// a key pair into a Secret named after the Domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+}
+
+fn default_selector() -> String {
+    "tern".to_string()
+}
+
+/// The state of a Domain as the operator last saw it.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainStatus {
+    /// The latest observations of the domain's state; `Ready` tells whether the mailbox
+    /// service has the domain as specified.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The DNS records the owner of the domain must publish for mail to reach Tern and for
+    /// Tern's mail to be trusted: MX, SPF, DKIM and DMARC.
+    #[serde(default)]
+    pub dns_records: Vec<DnsRecord>,
+    /// The `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A DNS record to publish, ready to paste into a zone.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsRecord {
+    /// The record type: `MX` or `TXT`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The fully qualified owner name of the record, with a trailing dot.
+    pub name: String,
+    /// The record's data as a zone file writes it (TXT data without the quotes).
+    pub value: String,
+}
+
+/// A mailbox: an account with an address and a password, reachable over IMAP, POP3 and SMTP
+/// submission, receiving mail for its address and aliases.
+// Each `printcolumn(...)` repeats the same keys, which clippy takes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[kube(
+    group = "mail.tern.dev",
+    version = "v1alpha1",
+    kind = "Mailbox",
+    doc = "A mailbox of Tern (an account with its address, password, quota and aliases), reconciled into the mailbox service by tern-operator.",
+    namespaced,
+    status = "MailboxStatus",
+    shortname = "mbx",
+    category = "tern",
+    printcolumn(name = "Address", type_ = "string", json_path = ".spec.address", description = "The primary address"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the account exists in the mailbox service as specified"
+    ),
+    printcolumn(name = "Usage", type_ = "string", json_path = ".status.usage", description = "Bytes stored / quota"),
+    printcolumn(name = "Messages", type_ = "integer", json_path = ".status.messages", priority = "1"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MailboxSpec {
+    /// The primary address of the mailbox, lower case, which is also its login name. Its
+    /// domain must exist (a Domain resource or a domain created otherwise).
+    #[schemars(regex(pattern = ADDRESS_PATTERN), length(max = 254))]
+    pub address: String,
+    /// The name shown for the mailbox's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The Secret key holding the password: plain text, or a PHC hash (`$argon2id$...`) stored
+    /// as it is. A change of the Secret changes the password.
+    pub password_secret_ref: SecretKeyRef,
+    /// The most the mailbox may store: a Kubernetes quantity of bytes such as `1Gi`, `500Mi` or
+    /// `2G`; `0` is unlimited. Unset: the domain's default quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub quota: Option<String>,
+    /// Further addresses delivered to this mailbox, in its domain or another domain of the
+    /// server.
+    #[serde(default)]
+    #[schemars(inner(regex(pattern = ADDRESS_PATTERN)))]
+    pub aliases: Vec<String>,
+    /// A suspended mailbox cannot log in and receives no mail; what it stores is kept.
+    #[serde(default)]
+    pub suspended: bool,
+    /// What POP3 DELE does: `expunge` (the default) removes the message for every protocol,
+    /// `keep` hides it from later POP3 sessions only, leaving it visible over IMAP.
+    #[serde(default)]
+    pub pop3_delete_policy: Pop3DeletePolicy,
+    /// What deleting this Mailbox does to the stored mail: `Retain` (the default) leaves the
+    /// account and its mail in the mailbox service, no longer managed; `Delete` deletes them.
+    #[serde(default)]
+    pub reclaim_policy: ReclaimPolicy,
+}
+
+/// A key of a Secret in the resource's namespace.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The name of the Secret, in the namespace of the resource that refers to it.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// The key in the Secret's data.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// What POP3 DELE does to a message.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Pop3DeletePolicy {
+    /// Expunge the message at QUIT: gone for every protocol.
+    #[default]
+    Expunge,
+    /// Hide it from later POP3 sessions; IMAP still sees it.
+    Keep,
+}
+
+/// What the deletion of a resource does to what it manages in the mailbox service.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReclaimPolicy {
+    /// Leave it in the mailbox service, no longer managed.
+    #[default]
+    Retain,
+    /// Delete it, with the stored mail.
+    Delete,
+}
+
+/// The state of a Mailbox as the operator last saw it.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MailboxStatus {
+    /// The latest observations of the mailbox's state; `Ready` tells whether the mailbox
+    /// service has the account as specified.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The number of messages stored, in every folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
+    /// The bytes stored, in every folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_used: Option<u64>,
+    /// Bytes stored and quota for people, such as `1.2Mi/1.0Gi` (`-` for no quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<String>,
+    /// Which version of the password Secret was last set, so that a change of the Secret sets
+    /// the password again (the Secret's uid and resourceVersion, never the password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_version: Option<String>,
+    /// The `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One observation of a resource's state, as in `metav1.Condition`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// The kind of observation; `Ready` for now.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A CamelCase word for programs: `Reconciled`, `DomainMissing`,
+    /// `PasswordSecretMissing`, `InvalidSpec`, `ApiUnavailable`, `ApiError`.
+    pub reason: String,
+    /// What happened, for people.
+    #[serde(default)]
+    pub message: String,
+    /// When `status` last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    /// The `metadata.generation` of the spec the observation was made against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The status types, which carry conditions.
+pub trait HasConditions {
+    fn conditions(&self) -> &[Condition];
+}
+
+impl HasConditions for DomainStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+impl HasConditions for MailboxStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+/// The CustomResourceDefinitions as YAML documents, with the file names they have in `crds/`.
+pub fn crd_manifests() -> Vec<(&'static str, String)> {
+    fn yaml(crd: &impl Serialize) -> String {
+        let body = serde_saphyr::to_string(crd).expect("a CRD serialises to YAML");
+        format!("# Generated from services/operator/src/crd.rs by `cargo xtask codegen`; do not edit.\n{body}")
+    }
+    vec![("domain.yaml", yaml(&Domain::crd())), ("mailbox.yaml", yaml(&Mailbox::crd()))]
+}
+
+/// Writes [`crd_manifests`] into `dir`.
+pub fn write_crds(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in crd_manifests() {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}

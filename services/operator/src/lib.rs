@@ -1,0 +1,16 @@
+//! The Kubernetes operator: the `Domain` and `Mailbox` custom resources (`mail.tern.dev`) and
+//! their controllers, which converge the mailbox service to them through its Admin gRPC API.
+//!
+//! - [`crd`]: the resource types, from which `cargo xtask codegen` writes `crds/`.
+//! - [`reconcile`]: what a reconcile does, as plain async functions over [`admin::AdminApi`]
+//!   with no Kubernetes in them, so they are tested against a real mailbox service.
+//! - [`controller`]: the kube-runtime wiring: watches, the finalizer, Secrets, Events,
+//!   requeues with backoff.
+//!
+//! Only this crate knows kube.
+
+pub mod admin;
+pub mod controller;
+pub mod crd;
+pub mod quantity;
+pub mod reconcile;

@@ -1,0 +1,391 @@
+//! What the controllers do, without Kubernetes: given a Domain or a Mailbox (and the password
+//! read from its Secret), converge the mailbox service to it through [`AdminApi`] and compute
+//! the resource's status. Every step reads first and writes only what differs, so reconciling
+//! an object that has not changed writes nothing.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use tern_proto::v1::{
+    CreateAccountRequest, CreateDomainRequest, Password, UpdateAccountRequest, UpdateDomainRequest, password,
+};
+
+use crate::admin::{AdminApi, ApiError};
+use crate::crd::{Condition, DnsRecord, Domain, DomainStatus, Mailbox, MailboxStatus, Pop3DeletePolicy, ReclaimPolicy};
+use crate::quantity::{format_bytes, parse_bytes};
+
+/// How soon a resource that could not be converged for a reason outside the operator's hands
+/// (its domain missing, its Secret missing) is looked at again, besides the watches.
+pub const RETRY_SOON: Duration = Duration::from_secs(30);
+
+/// How often a converged resource is looked at again, which refreshes the Mailbox usage and
+/// repairs drift (a change made with `tern admin`, say).
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// Reasons of the `Ready` condition.
+pub mod reason {
+    /// The mailbox service has the resource as specified.
+    pub const RECONCILED: &str = "Reconciled";
+    /// A Mailbox whose domain does not exist in the mailbox service.
+    pub const DOMAIN_MISSING: &str = "DomainMissing";
+    /// The Secret (or its key) holding a Mailbox's password does not exist.
+    pub const PASSWORD_SECRET_MISSING: &str = "PasswordSecretMissing";
+    /// The spec cannot be applied as it is (a quota that is not a quantity, say).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The mailbox service refused a request (an alias taken by another account, a password
+    /// hash it cannot read).
+    pub const REFUSED: &str = "Refused";
+    /// The mailbox service could not be reached; the operator retries with backoff.
+    pub const API_UNAVAILABLE: &str = "ApiUnavailable";
+}
+
+/// The password a Mailbox's Secret holds, with a version that changes whenever the Secret
+/// does (the controller uses the Secret's uid and resourceVersion), so the password is set
+/// again after a change and not on every reconcile.
+#[derive(Debug, Clone)]
+pub struct PasswordInput {
+    pub value: SecretString,
+    pub version: String,
+}
+
+/// What a reconcile produced: the new status, what it changed, and when to look again.
+#[derive(Debug, Clone)]
+pub struct Outcome<S> {
+    pub status: S,
+    /// One line per change made in the mailbox service, for Events and logs; empty when the
+    /// service already matched.
+    pub changes: Vec<String>,
+    /// When the resource should be reconciled again.
+    pub next: Next,
+}
+
+/// When to reconcile again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Converged: after [`RESYNC`].
+    Resync,
+    /// Waiting on something else (a Domain, a Secret): after [`RETRY_SOON`].
+    Soon,
+    /// A failure of the mailbox service: retry with backoff.
+    Backoff,
+}
+
+impl<S> Outcome<S> {
+    pub fn is_ready(&self) -> bool {
+        self.next == Next::Resync
+    }
+}
+
+/// The current time as the API server writes it (RFC 3339, UTC).
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+/// Sets the `Ready` condition, keeping its transition time when its status does not change.
+pub fn set_ready(conditions: &mut Vec<Condition>, ready: bool, reason: &str, message: String, generation: Option<i64>) {
+    let status = if ready { "True" } else { "False" };
+    let previous = conditions.iter().find(|c| c.type_ == "Ready");
+    let last_transition_time = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => Some(now()),
+    };
+    conditions.retain(|c| c.type_ != "Ready");
+    conditions.push(Condition {
+        type_: "Ready".to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        last_transition_time,
+        observed_generation: generation,
+    });
+}
+
+/// The `Ready` condition of a status, if any.
+pub fn ready_condition(conditions: &[Condition]) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == "Ready")
+}
+
+/// The DNS records the owner of `domain` publishes: MX to the mail host, SPF allowing the MX
+/// hosts, DMARC, and the DKIM key when it is known.
+pub fn dns_records(domain: &str, mail_host: &str, dkim: Option<(&str, &str)>) -> Vec<DnsRecord> {
+    let record = |type_: &str, name: String, value: String| DnsRecord { type_: type_.to_string(), name, value };
+    let mut records = vec![
+        record("MX", format!("{domain}."), format!("10 {mail_host}.")),
+        record("TXT", format!("{domain}."), "v=spf1 mx -all".to_string()),
+        record("TXT", format!("_dmarc.{domain}."), format!("v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}")),
+    ];
+    if let Some((selector, public_key_base64)) = dkim {
+        records.push(record(
+            "TXT",
+            format!("{selector}._domainkey.{domain}."),
+            format!("v=DKIM1; k=rsa; p={public_key_base64}"),
+        ));
+    }
+    records
+}
+
+fn failure<S>(status: S, changes: Vec<String>, error: &ApiError) -> (Outcome<S>, &'static str) {
+    match error {
+        ApiError::Unavailable(_) => (Outcome { status, changes, next: Next::Backoff }, reason::API_UNAVAILABLE),
+        _ => (Outcome { status, changes, next: Next::Soon }, reason::REFUSED),
+    }
+}
+
+/// Converges the mailbox service to a Domain: creates the domain or updates its catch-all and
+/// default quota, and computes its status (the `Ready` condition and the DNS records).
+pub async fn reconcile_domain(api: &dyn AdminApi, domain: &Domain) -> Outcome<DomainStatus> {
+    let generation = domain.metadata.generation;
+    let mut status = domain.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let spec = &domain.spec;
+    let name = spec.name.trim().to_ascii_lowercase();
+    let mail_host = spec.mail_host.clone().unwrap_or_else(|| format!("mail.{name}"));
+    // DKIM key generation into a Secret comes with the controller's Secret handling; until
+    // then the DKIM record is not proposed.
+    status.dns_records = dns_records(&name, &mail_host, None);
+
+    let default_quota = match spec.default_quota.as_deref().map(parse_bytes).transpose() {
+        Ok(quota) => quota.unwrap_or(0),
+        Err(e) => {
+            set_ready(&mut status.conditions, false, reason::INVALID_SPEC, e.to_string(), generation);
+            return Outcome { status, changes: vec![], next: Next::Soon };
+        }
+    };
+    let catch_all = spec.catch_all.as_deref().unwrap_or("").trim().to_lowercase();
+
+    let mut changes = vec![];
+    let result = async {
+        match api.get_domain(&name).await {
+            Err(ApiError::NotFound(_)) => {
+                let request = CreateDomainRequest {
+                    name: name.clone(),
+                    catch_all: catch_all.clone(),
+                    default_quota_bytes: default_quota,
+                };
+                api.create_domain(request).await?;
+                changes.push(format!("created domain {name}"));
+            }
+            Err(e) => return Err(e),
+            Ok(current) => {
+                let mut update = UpdateDomainRequest { name: name.clone(), ..Default::default() };
+                if current.catch_all != catch_all {
+                    update.catch_all = Some(catch_all.clone());
+                    changes.push(format!("set the catch-all of {name} to {catch_all:?}"));
+                }
+                if current.default_quota_bytes != default_quota {
+                    update.default_quota_bytes = Some(default_quota);
+                    changes.push(format!("set the default quota of {name} to {default_quota} bytes"));
+                }
+                if update.catch_all.is_some() || update.default_quota_bytes.is_some() {
+                    api.update_domain(update).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            set_ready(&mut status.conditions, true, reason::RECONCILED, format!("domain {name} is served"), generation);
+            Outcome { status, changes, next: Next::Resync }
+        }
+        Err(e) => {
+            let message = format!("domain {name}: {e}");
+            let (mut outcome, reason) = failure(status, changes, &e);
+            set_ready(&mut outcome.status.conditions, false, reason, message, generation);
+            outcome
+        }
+    }
+}
+
+/// Applies a Domain's `reclaimPolicy` when it is deleted. `Delete` removes the domain, which
+/// the mailbox service refuses while it still has accounts or aliases: that is an error, and
+/// the finalizer stays until they are gone.
+pub async fn cleanup_domain(api: &dyn AdminApi, domain: &Domain) -> Result<Vec<String>, ApiError> {
+    let name = domain.spec.name.trim().to_ascii_lowercase();
+    match domain.spec.reclaim_policy {
+        ReclaimPolicy::Retain => Ok(vec![format!("left domain {name} in the mailbox service (reclaimPolicy Retain)")]),
+        ReclaimPolicy::Delete => match api.delete_domain(&name).await {
+            Ok(()) => Ok(vec![format!("deleted domain {name}")]),
+            Err(ApiError::NotFound(_)) => Ok(vec![]),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// A password as the admin API takes it: a PHC hash (`$argon2...`, `$2b$...` bcrypt) is
+/// passed on to be stored as it is, anything else is plain text (hashed by the service). One
+/// trailing line break is dropped: `kubectl create secret --from-file` keeps the file's.
+pub fn password_of(value: &SecretString) -> Password {
+    let text = value.expose_secret();
+    let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(text);
+    let is_hash = text.starts_with("$argon2") || ["$2a$", "$2b$", "$2y$"].iter().any(|p| text.starts_with(p));
+    let value =
+        if is_hash { password::Value::Hash(text.to_string()) } else { password::Value::Plain(text.to_string()) };
+    Password { value: Some(value) }
+}
+
+fn pop3_policy(policy: Pop3DeletePolicy) -> tern_proto::v1::Pop3DeletePolicy {
+    match policy {
+        Pop3DeletePolicy::Expunge => tern_proto::v1::Pop3DeletePolicy::Expunge,
+        Pop3DeletePolicy::Keep => tern_proto::v1::Pop3DeletePolicy::Keep,
+    }
+}
+
+/// Why a Mailbox's password is not available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordMissing(pub String);
+
+/// Converges the mailbox service to a Mailbox: creates the account (once its domain exists and
+/// its password is known) or updates what differs (display name, quota, suspended, POP3 DELE
+/// policy, password when its Secret changed, aliases), and computes its status, with the usage.
+pub async fn reconcile_mailbox(
+    api: &dyn AdminApi,
+    mailbox: &Mailbox,
+    password: Result<PasswordInput, PasswordMissing>,
+) -> Outcome<MailboxStatus> {
+    let generation = mailbox.metadata.generation;
+    let mut status = mailbox.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let spec = &mailbox.spec;
+    let address = spec.address.trim().to_lowercase();
+    let not_ready = |mut status: MailboxStatus, changes, next, reason: &str, message: String| {
+        set_ready(&mut status.conditions, false, reason, message, generation);
+        Outcome { status, changes, next }
+    };
+
+    let Some((_, domain)) = address.rsplit_once('@') else {
+        return not_ready(status, vec![], Next::Soon, reason::INVALID_SPEC, format!("{address:?} is not an address"));
+    };
+    let quota = match spec.quota.as_deref().map(parse_bytes).transpose() {
+        Ok(quota) => quota,
+        Err(e) => return not_ready(status, vec![], Next::Soon, reason::INVALID_SPEC, e.to_string()),
+    };
+    let display_name = spec.display_name.clone().unwrap_or_default();
+
+    let mut changes = vec![];
+    let result: Result<Option<(&str, String)>, ApiError> = async {
+        match api.get_domain(domain).await {
+            Err(ApiError::NotFound(_)) => {
+                let why = format!("domain {domain} does not exist; create a Domain for it");
+                return Ok(Some((reason::DOMAIN_MISSING, why)));
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        let account = match api.get_account(&address).await {
+            Err(ApiError::NotFound(_)) => {
+                let password = match &password {
+                    Ok(password) => password,
+                    Err(PasswordMissing(why)) => return Ok(Some((reason::PASSWORD_SECRET_MISSING, why.clone()))),
+                };
+                let request = CreateAccountRequest {
+                    address: address.clone(),
+                    password: Some(password_of(&password.value)),
+                    display_name: display_name.clone(),
+                    quota_bytes: quota.unwrap_or(0),
+                };
+                let account = api.create_account(request).await?;
+                changes.push(format!("created account {address}"));
+                status.password_version = Some(password.version.clone());
+                account
+            }
+            Err(e) => return Err(e),
+            Ok(account) => account,
+        };
+
+        let mut update = UpdateAccountRequest { address: address.clone(), ..Default::default() };
+        if account.display_name != display_name {
+            update.display_name = Some(display_name.clone());
+            changes.push(format!("set the display name of {address} to {display_name:?}"));
+        }
+        if let Some(quota) = quota.filter(|q| *q != account.quota_bytes) {
+            update.quota_bytes = Some(quota);
+            changes.push(format!("set the quota of {address} to {quota} bytes"));
+        }
+        if account.suspended != spec.suspended {
+            update.suspended = Some(spec.suspended);
+            let what = if spec.suspended { "suspended" } else { "resumed" };
+            changes.push(format!("{what} {address}"));
+        }
+        let pop3 = pop3_policy(spec.pop3_delete_policy);
+        if account.pop3_delete() != pop3 {
+            update.pop3_delete = Some(pop3 as i32);
+            changes.push(format!("set the POP3 DELE policy of {address} to {:?}", spec.pop3_delete_policy));
+        }
+        if update.display_name.is_some()
+            || update.quota_bytes.is_some()
+            || update.suspended.is_some()
+            || update.pop3_delete.is_some()
+        {
+            api.update_account(update).await?;
+        }
+
+        let mut waiting = None;
+        match &password {
+            Ok(password) if status.password_version.as_deref() != Some(password.version.as_str()) => {
+                api.set_password(&address, password_of(&password.value)).await?;
+                changes.push(format!("set the password of {address}"));
+                status.password_version = Some(password.version.clone());
+            }
+            Ok(_) => {}
+            Err(PasswordMissing(why)) => waiting = Some((reason::PASSWORD_SECRET_MISSING, why.clone())),
+        }
+
+        let current: BTreeSet<String> = account.aliases.iter().map(|a| a.to_lowercase()).collect();
+        let desired: BTreeSet<String> = spec.aliases.iter().map(|a| a.trim().to_lowercase()).collect();
+        for alias in current.difference(&desired) {
+            api.remove_alias(alias).await?;
+            changes.push(format!("removed alias {alias} of {address}"));
+        }
+        for alias in desired.difference(&current) {
+            api.add_alias(alias, &address).await?;
+            changes.push(format!("added alias {alias} to {address}"));
+        }
+
+        let usage = api.get_usage(&address).await?;
+        status.messages = Some(usage.messages);
+        status.bytes_used = Some(usage.bytes);
+        let quota = if usage.quota_bytes == 0 { "-".to_string() } else { format_bytes(usage.quota_bytes) };
+        status.usage = Some(format!("{}/{quota}", format_bytes(usage.bytes)));
+        Ok(waiting)
+    }
+    .await;
+
+    match result {
+        Ok(None) => {
+            set_ready(
+                &mut status.conditions,
+                true,
+                reason::RECONCILED,
+                format!("account {address} is served"),
+                generation,
+            );
+            Outcome { status, changes, next: Next::Resync }
+        }
+        Ok(Some((reason, why))) => not_ready(status, changes, Next::Soon, reason, why),
+        Err(e) => {
+            let message = format!("account {address}: {e}");
+            let (mut outcome, reason) = failure(status, changes, &e);
+            set_ready(&mut outcome.status.conditions, false, reason, message, generation);
+            outcome
+        }
+    }
+}
+
+/// Applies a Mailbox's `reclaimPolicy` when it is deleted: `Retain` leaves the account and its
+/// mail (no longer managed), `Delete` deletes them.
+pub async fn cleanup_mailbox(api: &dyn AdminApi, mailbox: &Mailbox) -> Result<Vec<String>, ApiError> {
+    let address = mailbox.spec.address.trim().to_lowercase();
+    match mailbox.spec.reclaim_policy {
+        ReclaimPolicy::Retain => {
+            Ok(vec![format!("left account {address} and its mail in the mailbox service (reclaimPolicy Retain)")])
+        }
+        ReclaimPolicy::Delete => match api.delete_account(&address).await {
+            Ok(()) => Ok(vec![format!("deleted account {address} and its mail")]),
+            Err(ApiError::NotFound(_)) => Ok(vec![]),
+            Err(e) => Err(e),
+        },
+    }
+}

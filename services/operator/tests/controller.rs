@@ -1,0 +1,368 @@
+//! The controllers' reconcile functions against a mock Kubernetes API server (tower-test, as in
+//! kube-rs's controller-rs: every request is checked and answered by the test) and a real
+//! mailbox service on loopback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::{Client, Resource};
+use serde_json::{Value, json};
+use tern_operator::admin::GrpcAdmin;
+use tern_operator::controller::{self, Context};
+use tern_operator::crd::{DomainSpec, FINALIZER, Mailbox, MailboxSpec, Pop3DeletePolicy, ReclaimPolicy, SecretKeyRef};
+use tern_operator::reconcile::{RESYNC, RETRY_SOON};
+use tern_tests::TestServer;
+use tern_tests::tern_mailbox::Limits;
+use tern_tests::tern_proto::v1::{AuthenticateRequest, GetAccountRequest};
+
+const MAILBOX_PATH: &str = "/apis/mail.tern.dev/v1alpha1/namespaces/mail/mailboxes/alice";
+const SECRET_PATH: &str = "/api/v1/namespaces/mail/secrets/alice-password";
+const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/mail/events";
+
+/// The test's side of the mock API server.
+struct ApiServer(tower_test::mock::Handle<Request<Body>, Response<Body>>);
+
+/// One request the reconciler made.
+struct Call {
+    method: String,
+    path: String,
+    body: Value,
+    respond: tower_test::mock::SendResponse<Response<Body>>,
+}
+
+impl Call {
+    fn reply(self, status: StatusCode, body: &Value) {
+        let response = Response::builder().status(status).body(Body::from(serde_json::to_vec(body).unwrap())).unwrap();
+        self.respond.send_response(response);
+    }
+}
+
+impl ApiServer {
+    async fn next(&mut self) -> Call {
+        let (request, respond) = tokio::time::timeout(Duration::from_secs(10), self.0.next_request())
+            .await
+            .expect("the reconciler made no further request")
+            .expect("the client was dropped");
+        let method = request.method().to_string();
+        let path = request.uri().path().to_string();
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        Call { method, path, body, respond }
+    }
+
+    /// Expects `method path`, answers 200 with `response`, and returns the request body.
+    async fn expect(&mut self, method: &str, path: &str, response: &Value) -> Value {
+        let call = self.next().await;
+        assert_eq!((call.method.as_str(), call.path.as_str()), (method, path), "request body: {}", call.body);
+        let body = call.body.clone();
+        call.reply(StatusCode::OK, response);
+        body
+    }
+
+    /// Answers the Event creations until the status patch, and returns the Events' notes and
+    /// the patch.
+    async fn events_then_status(&mut self, mailbox: &Mailbox) -> (Vec<String>, Value) {
+        let mut notes = vec![];
+        loop {
+            let call = self.next().await;
+            match (call.method.as_str(), call.path.as_str()) {
+                ("POST", EVENTS_PATH) => {
+                    assert_eq!(call.body["reportingController"], "tern-operator");
+                    assert_eq!(call.body["regarding"]["kind"], "Mailbox");
+                    notes.push(call.body["note"].as_str().unwrap().to_string());
+                    let echo = call.body.clone();
+                    call.reply(StatusCode::OK, &echo);
+                }
+                ("PATCH", path) if path == format!("{MAILBOX_PATH}/status") => {
+                    let patch = call.body.clone();
+                    let mut object = serde_json::to_value(mailbox).unwrap();
+                    object["status"] = patch["status"].clone();
+                    call.reply(StatusCode::OK, &object);
+                    return (notes, patch);
+                }
+                (method, path) => panic!("unexpected {method} {path}: {}", call.body),
+            }
+        }
+    }
+
+    async fn secret(&mut self, password: &str, resource_version: &str) {
+        let mut secret = Secret::default();
+        secret.metadata.name = Some("alice-password".to_string());
+        secret.metadata.namespace = Some("mail".to_string());
+        secret.metadata.uid = Some("secret-uid".to_string());
+        secret.metadata.resource_version = Some(resource_version.to_string());
+        secret.data = Some([("password".to_string(), ByteString(password.as_bytes().to_vec()))].into());
+        self.expect("GET", SECRET_PATH, &serde_json::to_value(&secret).unwrap()).await;
+    }
+}
+
+struct Setup {
+    server: TestServer,
+    api: ApiServer,
+    ctx: Arc<Context>,
+}
+
+async fn setup() -> Setup {
+    let server = TestServer::start(Limits::default()).await;
+    let admin = Arc::new(GrpcAdmin::new(server.admin_client().await));
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Arc::new(Context::new(client, admin.clone(), Some("tern-operator-0".to_string())));
+    // The domain, through the reconciler without Kubernetes.
+    let mut domain = tern_operator::crd::Domain::new(
+        "example",
+        DomainSpec {
+            name: "example.com".into(),
+            catch_all: None,
+            default_quota: None,
+            dkim: None,
+            mail_host: None,
+            reclaim_policy: ReclaimPolicy::Retain,
+        },
+    );
+    domain.metadata.namespace = Some("mail".into());
+    tern_operator::reconcile::reconcile_domain(admin.as_ref(), &domain).await;
+    Setup { server, api: ApiServer(handle), ctx }
+}
+
+fn mailbox(finalizer: bool) -> Mailbox {
+    let mut mailbox = Mailbox::new(
+        "alice",
+        MailboxSpec {
+            address: "alice@example.com".into(),
+            display_name: None,
+            password_secret_ref: SecretKeyRef { name: "alice-password".into(), key: "password".into() },
+            quota: Some("1Mi".into()),
+            aliases: vec!["info@example.com".into()],
+            suspended: false,
+            pop3_delete_policy: Pop3DeletePolicy::Expunge,
+            reclaim_policy: ReclaimPolicy::Retain,
+        },
+    );
+    let meta = mailbox.meta_mut();
+    meta.namespace = Some("mail".into());
+    meta.uid = Some("mailbox-uid".into());
+    meta.resource_version = Some("1".into());
+    meta.generation = Some(1);
+    if finalizer {
+        meta.finalizers = Some(vec![FINALIZER.to_string()]);
+    }
+    mailbox
+}
+
+fn deleting(mut mailbox: Mailbox, policy: ReclaimPolicy) -> Mailbox {
+    mailbox.spec.reclaim_policy = policy;
+    mailbox.meta_mut().deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    mailbox
+}
+
+async fn can_login(server: &TestServer, password: &str) -> bool {
+    let request = AuthenticateRequest {
+        username: "alice@example.com".into(),
+        password: password.into(),
+        remote_ip: "127.0.0.1".into(),
+    };
+    server.mailbox_client().await.authenticate(request).await.is_ok()
+}
+
+async fn account_exists(server: &TestServer) -> bool {
+    let request = GetAccountRequest { address: "alice@example.com".into() };
+    server.admin_client().await.get_account(request).await.is_ok()
+}
+
+fn ready(patch: &Value) -> (String, String) {
+    let conditions = patch["status"]["conditions"].as_array().unwrap();
+    let ready = conditions.iter().find(|c| c["type"] == "Ready").unwrap();
+    (ready["status"].as_str().unwrap().into(), ready["reason"].as_str().unwrap().into())
+}
+
+#[tokio::test]
+async fn first_reconcile_adds_the_finalizer_and_changes_nothing_else() {
+    let Setup { server, mut api, ctx } = setup().await;
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(mailbox(false)), ctx));
+    let patch = api.expect("PATCH", MAILBOX_PATH, &serde_json::to_value(mailbox(true)).unwrap()).await;
+    assert!(patch.to_string().contains(FINALIZER), "{patch}");
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert!(!account_exists(&server).await);
+}
+
+#[tokio::test]
+async fn mailbox_is_created_then_its_password_follows_the_secret() {
+    let Setup { server, mut api, ctx } = setup().await;
+    let object = mailbox(true);
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx.clone()));
+    api.secret("first", "100").await;
+    let (notes, patch) = api.events_then_status(&object).await;
+    assert_eq!(notes, ["created account alice@example.com; added alias info@example.com to alice@example.com"]);
+    assert_eq!(ready(&patch), ("True".into(), "Reconciled".into()));
+    assert_eq!(patch["status"]["passwordVersion"], "secret-uid/100");
+    assert_eq!(patch["status"]["usage"], "0/1.0Mi");
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    assert!(can_login(&server, "first").await);
+
+    // The status was written; the Secret changes.
+    let mut object = object;
+    object.status = serde_json::from_value(patch["status"].clone()).unwrap();
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx.clone()));
+    api.secret("second", "101").await;
+    let (notes, patch) = api.events_then_status(&object).await;
+    assert_eq!(notes, ["set the password of alice@example.com"]);
+    assert_eq!(patch["status"]["passwordVersion"], "secret-uid/101");
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    assert!(can_login(&server, "second").await);
+    assert!(!can_login(&server, "first").await);
+
+    // Nothing changed: no Event, the same status.
+    object.status = serde_json::from_value(patch["status"].clone()).unwrap();
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx));
+    api.secret("second", "101").await;
+    let (notes, again) = api.events_then_status(&object).await;
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(again, patch);
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn missing_secret_is_reported_and_retried() {
+    let Setup { server, mut api, ctx } = setup().await;
+    let object = mailbox(true);
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx.clone()));
+    let call = api.next().await;
+    assert_eq!((call.method.as_str(), call.path.as_str()), ("GET", SECRET_PATH));
+    call.reply(
+        StatusCode::NOT_FOUND,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                "message": "secrets \"alice-password\" not found"}),
+    );
+    let (notes, patch) = api.events_then_status(&object).await;
+    assert_eq!(notes, ["password Secret mail/alice-password does not exist"], "one Warning Event");
+    assert_eq!(ready(&patch), ("False".into(), "PasswordSecretMissing".into()));
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RETRY_SOON));
+    assert!(!account_exists(&server).await);
+
+    // The retry finds the same reason: no second Warning. Then the Secret appears.
+    let mut object = object;
+    object.status = serde_json::from_value(patch["status"].clone()).unwrap();
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx.clone()));
+    let call = api.next().await;
+    assert_eq!(call.path, SECRET_PATH);
+    call.reply(
+        StatusCode::NOT_FOUND,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+    );
+    let (notes, _) = api.events_then_status(&object).await;
+    assert!(notes.is_empty(), "{notes:?}");
+    task.await.unwrap().unwrap();
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx));
+    api.secret("first", "100").await;
+    let (_, patch) = api.events_then_status(&object).await;
+    assert_eq!(ready(&patch), ("True".into(), "Reconciled".into()));
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    assert!(can_login(&server, "first").await);
+}
+
+#[tokio::test]
+async fn deletion_with_delete_removes_the_account_then_the_finalizer() {
+    let Setup { server, mut api, ctx } = setup().await;
+    let object = mailbox(true);
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx.clone()));
+    api.secret("first", "100").await;
+    api.events_then_status(&object).await;
+    task.await.unwrap().unwrap();
+    assert!(account_exists(&server).await);
+
+    let object = deleting(object, ReclaimPolicy::Delete);
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx));
+    let event = api.expect("POST", EVENTS_PATH, &json!({})).await;
+    assert_eq!(event["note"], "deleted account alice@example.com and its mail");
+    let patch = api.expect("PATCH", MAILBOX_PATH, &serde_json::to_value(&object).unwrap()).await;
+    assert!(patch.to_string().contains("remove"), "{patch}");
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert!(!account_exists(&server).await);
+}
+
+#[tokio::test]
+async fn deletion_with_retain_keeps_the_account() {
+    let Setup { server, mut api, ctx } = setup().await;
+    let object = mailbox(true);
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx.clone()));
+    api.secret("first", "100").await;
+    api.events_then_status(&object).await;
+    task.await.unwrap().unwrap();
+
+    let object = deleting(object, ReclaimPolicy::Retain);
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx));
+    let event = api.expect("POST", EVENTS_PATH, &json!({})).await;
+    assert!(event["note"].as_str().unwrap().contains("reclaimPolicy Retain"));
+    api.expect("PATCH", MAILBOX_PATH, &serde_json::to_value(&object).unwrap()).await;
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert!(account_exists(&server).await);
+    assert!(can_login(&server, "first").await);
+}
+
+#[tokio::test]
+async fn admin_api_down_sets_the_condition_and_backs_off() {
+    let Setup { mut server, mut api, ctx } = setup().await;
+    server.stop().await;
+    let object = Arc::new(mailbox(true));
+    let task = tokio::spawn(controller::reconcile_mailbox(object.clone(), ctx.clone()));
+    api.secret("first", "100").await;
+    let (_, patch) = api.events_then_status(&object).await;
+    assert_eq!(ready(&patch), ("False".into(), "ApiUnavailable".into()));
+    let error = task.await.unwrap().unwrap_err();
+    assert_eq!(controller::error_policy(object.clone(), &error, ctx.clone()), Action::requeue(Duration::from_secs(5)));
+    assert_eq!(controller::error_policy(object, &error, ctx), Action::requeue(Duration::from_secs(10)));
+}
+
+#[tokio::test]
+async fn domain_reconcile_writes_the_dns_records_and_an_event() {
+    let Setup { server, mut api, ctx } = setup().await;
+    let mut domain = tern_operator::crd::Domain::new(
+        "other",
+        DomainSpec {
+            name: "other.example".into(),
+            catch_all: Some("postmaster".into()),
+            default_quota: Some("2Gi".into()),
+            dkim: None,
+            mail_host: Some("mx.example.net".into()),
+            reclaim_policy: ReclaimPolicy::Retain,
+        },
+    );
+    domain.metadata.namespace = Some("mail".into());
+    domain.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+    let task = tokio::spawn(controller::reconcile_domain(Arc::new(domain.clone()), ctx));
+    let event = api.expect("POST", EVENTS_PATH, &json!({})).await;
+    assert_eq!(event["note"], "created domain other.example");
+    assert_eq!(event["regarding"]["kind"], "Domain");
+    let patch = api
+        .expect(
+            "PATCH",
+            "/apis/mail.tern.dev/v1alpha1/namespaces/mail/domains/other/status",
+            &serde_json::to_value(&domain).unwrap(),
+        )
+        .await;
+    assert_eq!(ready(&patch), ("True".into(), "Reconciled".into()));
+    assert_eq!(
+        patch["status"]["dnsRecords"][0],
+        json!({"type": "MX", "name": "other.example.", "value": "10 mx.example.net."})
+    );
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    let stored = server
+        .admin_client()
+        .await
+        .get_domain(tern_tests::tern_proto::v1::GetDomainRequest { name: "other.example".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stored.catch_all.as_str(), stored.default_quota_bytes), ("postmaster", 2 << 30));
+
+    // Counted on /metrics.
+    let metrics = tern_runtime::metrics::Metrics::global().encode();
+    assert!(metrics.contains(r#"tern_operator_reconciles_total{kind="Domain",result="ready"}"#), "{metrics}");
+}

@@ -1,0 +1,384 @@
+//! The reconcilers against a real mailbox service on loopback (gRPC), with no Kubernetes API
+//! server: the objects are built in the test, as the controller would read them.
+
+use secrecy::SecretString;
+use tern_operator::admin::GrpcAdmin;
+use tern_operator::crd::{
+    Domain, DomainSpec, Mailbox, MailboxSpec, MailboxStatus, Pop3DeletePolicy, ReclaimPolicy, SecretKeyRef,
+};
+use tern_operator::reconcile::{
+    Next, Outcome, PasswordInput, PasswordMissing, cleanup_domain, cleanup_mailbox, ready_condition, reason,
+    reconcile_domain, reconcile_mailbox,
+};
+use tern_tests::tern_mailbox::Limits;
+use tern_tests::tern_proto::v1::{AuthenticateRequest, GetAccountRequest, GetDomainRequest, Pop3DeletePolicy as Pop3};
+use tern_tests::{TestServer, deliver, message};
+
+fn domain(name: &str) -> Domain {
+    let mut domain = Domain::new(
+        name,
+        DomainSpec {
+            name: name.to_string(),
+            catch_all: None,
+            default_quota: Some("1Gi".to_string()),
+            dkim: None,
+            mail_host: None,
+            reclaim_policy: ReclaimPolicy::Retain,
+        },
+    );
+    domain.metadata.namespace = Some("mail".to_string());
+    domain.metadata.generation = Some(1);
+    domain
+}
+
+fn mailbox(address: &str) -> Mailbox {
+    let mut mailbox = Mailbox::new(
+        address.split('@').next().unwrap(),
+        MailboxSpec {
+            address: address.to_string(),
+            display_name: Some("Alice Example".to_string()),
+            password_secret_ref: SecretKeyRef { name: "alice-password".to_string(), key: "password".to_string() },
+            quota: Some("10Mi".to_string()),
+            aliases: vec!["info@example.com".to_string(), "a@example.com".to_string()],
+            suspended: false,
+            pop3_delete_policy: Pop3DeletePolicy::Expunge,
+            reclaim_policy: ReclaimPolicy::Retain,
+        },
+    );
+    mailbox.metadata.namespace = Some("mail".to_string());
+    mailbox.metadata.generation = Some(1);
+    mailbox
+}
+
+fn password(value: &str, version: &str) -> Result<PasswordInput, PasswordMissing> {
+    Ok(PasswordInput { value: SecretString::from(value.to_string()), version: version.to_string() })
+}
+
+/// What the controller does between reconciles: the status is written back to the object.
+fn apply_status(mailbox: &mut Mailbox, outcome: &Outcome<MailboxStatus>) {
+    mailbox.status = Some(outcome.status.clone());
+}
+
+fn reason_of<S>(outcome: &Outcome<S>, conditions: impl Fn(&S) -> &[tern_operator::crd::Condition]) -> (String, String) {
+    let ready = ready_condition(conditions(&outcome.status)).expect("a Ready condition");
+    (ready.status.clone(), ready.reason.clone())
+}
+
+async fn can_login(server: &TestServer, address: &str, password: &str) -> bool {
+    let mut client = server.mailbox_client().await;
+    let request = AuthenticateRequest {
+        username: address.to_string(),
+        password: password.to_string(),
+        remote_ip: "127.0.0.1".to_string(),
+    };
+    client.authenticate(request).await.is_ok()
+}
+
+async fn start() -> (TestServer, GrpcAdmin) {
+    let server = TestServer::start(Limits::default()).await;
+    let admin = GrpcAdmin::new(server.admin_client().await);
+    (server, admin)
+}
+
+#[tokio::test]
+async fn domain_is_created_then_updated_and_a_second_reconcile_changes_nothing() {
+    let (server, admin) = start().await;
+    let mut object = domain("example.com");
+
+    let outcome = reconcile_domain(&admin, &object).await;
+    assert_eq!(outcome.next, Next::Resync);
+    assert_eq!(outcome.changes, ["created domain example.com"]);
+    assert_eq!(reason_of(&outcome, |s| &s.conditions), ("True".to_string(), reason::RECONCILED.to_string()));
+    assert_eq!(outcome.status.observed_generation, Some(1));
+    let types: Vec<_> = outcome.status.dns_records.iter().map(|r| (r.type_.as_str(), r.name.as_str())).collect();
+    assert_eq!(types, [("MX", "example.com."), ("TXT", "example.com."), ("TXT", "_dmarc.example.com.")]);
+    assert_eq!(outcome.status.dns_records[0].value, "10 mail.example.com.");
+    let stored = server
+        .admin_client()
+        .await
+        .get_domain(GetDomainRequest { name: "example.com".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.default_quota_bytes, 1 << 30);
+
+    object.status = Some(outcome.status.clone());
+    let again = reconcile_domain(&admin, &object).await;
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    assert_eq!(again.status, outcome.status, "the status (and the condition's transition time) is unchanged");
+
+    object.spec.catch_all = Some("Postmaster".to_string());
+    object.spec.default_quota = Some("500Mi".to_string());
+    object.metadata.generation = Some(2);
+    let updated = reconcile_domain(&admin, &object).await;
+    assert_eq!(updated.changes.len(), 2, "{:?}", updated.changes);
+    let stored = server
+        .admin_client()
+        .await
+        .get_domain(GetDomainRequest { name: "example.com".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stored.catch_all.as_str(), stored.default_quota_bytes), ("postmaster", 500 << 20));
+    object.status = Some(updated.status);
+    assert!(reconcile_domain(&admin, &object).await.changes.is_empty());
+}
+
+#[tokio::test]
+async fn domain_with_an_invalid_quota_is_not_ready() {
+    let (_server, admin) = start().await;
+    let mut object = domain("example.com");
+    object.spec.default_quota = Some("1.5Gi".to_string());
+    let outcome = reconcile_domain(&admin, &object).await;
+    assert_eq!(reason_of(&outcome, |s| &s.conditions), ("False".to_string(), reason::INVALID_SPEC.to_string()));
+    assert!(outcome.changes.is_empty());
+}
+
+#[tokio::test]
+async fn mailbox_waits_for_its_domain_then_is_created_with_quota_and_aliases() {
+    let (server, admin) = start().await;
+    let mut object = mailbox("alice@example.com");
+
+    let outcome = reconcile_mailbox(&admin, &object, password("first secret", "v1")).await;
+    assert_eq!(reason_of(&outcome, |s| &s.conditions), ("False".to_string(), reason::DOMAIN_MISSING.to_string()));
+    assert_eq!(outcome.next, Next::Soon);
+    assert!(outcome.changes.is_empty());
+    apply_status(&mut object, &outcome);
+
+    reconcile_domain(&admin, &domain("example.com")).await;
+    let outcome = reconcile_mailbox(&admin, &object, password("first secret", "v1")).await;
+    assert_eq!(reason_of(&outcome, |s| &s.conditions), ("True".to_string(), reason::RECONCILED.to_string()));
+    assert_eq!(outcome.next, Next::Resync);
+    assert_eq!(outcome.changes[0], "created account alice@example.com");
+    assert_eq!(outcome.status.messages, Some(0));
+    assert_eq!(outcome.status.usage.as_deref(), Some("0/10.0Mi"));
+    assert_eq!(outcome.status.password_version.as_deref(), Some("v1"));
+
+    let account = server
+        .admin_client()
+        .await
+        .get_account(GetAccountRequest { address: "alice@example.com".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(account.quota_bytes, 10 << 20);
+    assert_eq!(account.display_name, "Alice Example");
+    let mut aliases = account.aliases.clone();
+    aliases.sort();
+    assert_eq!(aliases, ["a@example.com", "info@example.com"]);
+    assert!(can_login(&server, "alice@example.com", "first secret").await);
+
+    // Usage follows deliveries.
+    apply_status(&mut object, &outcome);
+    let mut client = server.mailbox_client().await;
+    deliver(&mut client, &["info@example.com"], &message("hello", "to the alias")).await.unwrap();
+    let outcome = reconcile_mailbox(&admin, &object, password("first secret", "v1")).await;
+    assert!(outcome.changes.is_empty(), "{:?}", outcome.changes);
+    assert_eq!(outcome.status.messages, Some(1));
+    assert!(outcome.status.bytes_used.unwrap() > 0);
+}
+
+#[tokio::test]
+async fn reconciling_twice_is_a_no_op() {
+    let (_server, admin) = start().await;
+    reconcile_domain(&admin, &domain("example.com")).await;
+    let mut object = mailbox("alice@example.com");
+    object.spec.suspended = true;
+    object.spec.pop3_delete_policy = Pop3DeletePolicy::Keep;
+    let first = reconcile_mailbox(&admin, &object, password("secret", "v1")).await;
+    assert!(first.is_ready());
+    apply_status(&mut object, &first);
+    let second = reconcile_mailbox(&admin, &object, password("secret", "v1")).await;
+    assert!(second.changes.is_empty(), "{:?}", second.changes);
+    assert_eq!(second.status, first.status);
+}
+
+#[tokio::test]
+async fn a_new_password_secret_version_resets_the_password() {
+    let (server, admin) = start().await;
+    reconcile_domain(&admin, &domain("example.com")).await;
+    let mut object = mailbox("alice@example.com");
+    let outcome = reconcile_mailbox(&admin, &object, password("old password", "uid/1")).await;
+    apply_status(&mut object, &outcome);
+    assert!(can_login(&server, "alice@example.com", "old password").await);
+
+    // `kubectl create secret --from-file` keeps the file's line break; it is not part of the
+    // password.
+    let outcome = reconcile_mailbox(&admin, &object, password("new password\n", "uid/2")).await;
+    assert_eq!(outcome.changes, ["set the password of alice@example.com"]);
+    assert_eq!(outcome.status.password_version.as_deref(), Some("uid/2"));
+    apply_status(&mut object, &outcome);
+    assert!(can_login(&server, "alice@example.com", "new password").await);
+    assert!(!can_login(&server, "alice@example.com", "old password").await);
+
+    // A PHC hash is stored as it is.
+    let hash = tern_tests::tern_mailbox::password::hash(&SecretString::from("hashed password")).unwrap();
+    let outcome = reconcile_mailbox(&admin, &object, password(&hash, "uid/3")).await;
+    assert_eq!(outcome.changes, ["set the password of alice@example.com"]);
+    assert!(can_login(&server, "alice@example.com", "hashed password").await);
+}
+
+#[tokio::test]
+async fn missing_password_secret_blocks_creation_but_not_updates() {
+    let (server, admin) = start().await;
+    reconcile_domain(&admin, &domain("example.com")).await;
+    let mut object = mailbox("alice@example.com");
+    let missing = || Err(PasswordMissing("password Secret mail/alice-password does not exist".to_string()));
+
+    let outcome = reconcile_mailbox(&admin, &object, missing()).await;
+    assert_eq!(
+        reason_of(&outcome, |s| &s.conditions),
+        ("False".to_string(), reason::PASSWORD_SECRET_MISSING.to_string())
+    );
+    assert!(outcome.changes.is_empty());
+    let get = server.admin_client().await.get_account(GetAccountRequest { address: "alice@example.com".into() }).await;
+    assert_eq!(get.unwrap_err().code(), tonic::Code::NotFound);
+
+    let outcome = reconcile_mailbox(&admin, &object, password("secret", "v1")).await;
+    apply_status(&mut object, &outcome);
+    object.spec.quota = Some("20Mi".to_string());
+    let outcome = reconcile_mailbox(&admin, &object, missing()).await;
+    assert_eq!(outcome.changes, ["set the quota of alice@example.com to 20971520 bytes"]);
+    assert_eq!(reason_of(&outcome, |s| &s.conditions).1, reason::PASSWORD_SECRET_MISSING);
+}
+
+#[tokio::test]
+async fn suspended_quota_pop3_policy_and_aliases_updates_apply() {
+    let (server, admin) = start().await;
+    reconcile_domain(&admin, &domain("example.com")).await;
+    let mut object = mailbox("alice@example.com");
+    let outcome = reconcile_mailbox(&admin, &object, password("secret", "v1")).await;
+    apply_status(&mut object, &outcome);
+
+    object.spec.suspended = true;
+    object.spec.quota = Some("1G".to_string());
+    object.spec.pop3_delete_policy = Pop3DeletePolicy::Keep;
+    object.spec.display_name = None;
+    object.spec.aliases = vec!["info@example.com".to_string(), "alice.smith@example.com".to_string()];
+    object.metadata.generation = Some(2);
+    let outcome = reconcile_mailbox(&admin, &object, password("secret", "v1")).await;
+    assert_eq!(outcome.changes.len(), 6, "{:?}", outcome.changes);
+    assert_eq!(outcome.status.observed_generation, Some(2));
+    let account = server
+        .admin_client()
+        .await
+        .get_account(GetAccountRequest { address: "alice@example.com".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(account.suspended);
+    assert_eq!(account.quota_bytes, 1_000_000_000);
+    assert_eq!(account.pop3_delete(), Pop3::Keep);
+    assert_eq!(account.display_name, "");
+    let mut aliases = account.aliases.clone();
+    aliases.sort();
+    assert_eq!(aliases, ["alice.smith@example.com", "info@example.com"]);
+    assert!(!can_login(&server, "alice@example.com", "secret").await, "a suspended mailbox cannot log in");
+
+    apply_status(&mut object, &outcome);
+    object.spec.suspended = false;
+    let outcome = reconcile_mailbox(&admin, &object, password("secret", "v1")).await;
+    assert_eq!(outcome.changes, ["resumed alice@example.com"]);
+    assert!(can_login(&server, "alice@example.com", "secret").await);
+}
+
+#[tokio::test]
+async fn drift_made_outside_the_operator_is_repaired() {
+    let (server, admin) = start().await;
+    reconcile_domain(&admin, &domain("example.com")).await;
+    let mut object = mailbox("alice@example.com");
+    let outcome = reconcile_mailbox(&admin, &object, password("secret", "v1")).await;
+    apply_status(&mut object, &outcome);
+
+    let mut client = server.admin_client().await;
+    let update = tern_tests::tern_proto::v1::UpdateAccountRequest {
+        address: "alice@example.com".into(),
+        quota_bytes: Some(1),
+        suspended: Some(true),
+        ..Default::default()
+    };
+    client.update_account(update).await.unwrap();
+    client
+        .remove_alias(tern_tests::tern_proto::v1::RemoveAliasRequest { alias: "info@example.com".into() })
+        .await
+        .unwrap();
+
+    let outcome = reconcile_mailbox(&admin, &object, password("secret", "v1")).await;
+    assert_eq!(outcome.changes.len(), 3, "{:?}", outcome.changes);
+    let account =
+        client.get_account(GetAccountRequest { address: "alice@example.com".into() }).await.unwrap().into_inner();
+    assert!(!account.suspended);
+    assert_eq!(account.quota_bytes, 10 << 20);
+    assert_eq!(account.aliases.len(), 2);
+}
+
+#[tokio::test]
+async fn deletion_honours_the_reclaim_policy() {
+    let (server, admin) = start().await;
+    reconcile_domain(&admin, &domain("example.com")).await;
+    let exists = |address: &'static str| {
+        let server = &server;
+        async move {
+            let request = GetAccountRequest { address: address.to_string() };
+            server.admin_client().await.get_account(request).await.is_ok()
+        }
+    };
+
+    let kept = mailbox("kept@example.com");
+    let mut kept_aliases = kept.clone();
+    kept_aliases.spec.aliases.clear();
+    reconcile_mailbox(&admin, &kept_aliases, password("secret", "v1")).await;
+    let changes = cleanup_mailbox(&admin, &kept_aliases).await.unwrap();
+    assert!(changes[0].contains("reclaimPolicy Retain"), "{changes:?}");
+    assert!(exists("kept@example.com").await, "Retain leaves the account");
+
+    let mut deleted = mailbox("gone@example.com");
+    deleted.spec.reclaim_policy = ReclaimPolicy::Delete;
+    let outcome = reconcile_mailbox(&admin, &deleted, password("secret", "v1")).await;
+    assert!(outcome.is_ready());
+    let mut client = server.mailbox_client().await;
+    deliver(&mut client, &["gone@example.com"], &message("hello", "soon gone")).await.unwrap();
+    assert_eq!(cleanup_mailbox(&admin, &deleted).await.unwrap(), ["deleted account gone@example.com and its mail"]);
+    assert!(!exists("gone@example.com").await, "Delete removes the account");
+    assert!(!can_login(&server, "gone@example.com", "secret").await);
+    // Its aliases went with it: another mailbox can take them.
+    let mut taker = mailbox("taker@example.com");
+    taker.spec.aliases = vec!["info@example.com".to_string()];
+    assert!(reconcile_mailbox(&admin, &taker, password("secret", "v1")).await.is_ready());
+    // A second cleanup (the finalizer retried) is fine.
+    assert!(cleanup_mailbox(&admin, &deleted).await.unwrap().is_empty());
+
+    // A Domain with Delete is refused while it has accounts, and deleted once it has none.
+    let mut object = domain("example.com");
+    object.spec.reclaim_policy = ReclaimPolicy::Delete;
+    assert!(cleanup_domain(&admin, &object).await.is_err());
+    for address in ["kept@example.com", "taker@example.com"] {
+        let mut m = mailbox(address);
+        m.spec.reclaim_policy = ReclaimPolicy::Delete;
+        cleanup_mailbox(&admin, &m).await.unwrap();
+    }
+    assert_eq!(cleanup_domain(&admin, &object).await.unwrap(), ["deleted domain example.com"]);
+}
+
+#[tokio::test]
+async fn an_alias_taken_by_another_account_is_refused_not_retried_hot() {
+    let (_server, admin) = start().await;
+    reconcile_domain(&admin, &domain("example.com")).await;
+    assert!(reconcile_mailbox(&admin, &mailbox("alice@example.com"), password("secret", "v1")).await.is_ready());
+    let bob = mailbox("bob@example.com");
+    let outcome = reconcile_mailbox(&admin, &bob, password("secret", "v1")).await;
+    assert_eq!(reason_of(&outcome, |s| &s.conditions).0, "False");
+    assert_eq!(outcome.next, Next::Soon);
+}
+
+#[tokio::test]
+async fn admin_api_down_is_unavailable_and_backs_off() {
+    let (mut server, admin) = start().await;
+    reconcile_domain(&admin, &domain("example.com")).await;
+    server.stop().await;
+    let outcome = reconcile_mailbox(&admin, &mailbox("alice@example.com"), password("secret", "v1")).await;
+    assert_eq!(reason_of(&outcome, |s| &s.conditions), ("False".to_string(), reason::API_UNAVAILABLE.to_string()));
+    assert_eq!(outcome.next, Next::Backoff);
+    let outcome = reconcile_domain(&admin, &domain("example.com")).await;
+    assert_eq!(outcome.next, Next::Backoff);
+}
