@@ -42,6 +42,21 @@ pub fn has(flags: &[String], flag: &str) -> bool {
     flags.iter().any(|f| f == flag)
 }
 
+/// A message's flags after a STORE: `new` replaces, is added to or is removed from `current`
+/// (both normalised); sorted and unique. `Unspecified` changes nothing.
+pub fn apply(mode: tern_proto::v1::FlagsMode, current: &[String], new: &[String]) -> Vec<String> {
+    use tern_proto::v1::FlagsMode;
+    let mut next: Vec<String> = match mode {
+        FlagsMode::Replace => new.to_vec(),
+        FlagsMode::Add => current.iter().chain(new.iter()).cloned().collect(),
+        FlagsMode::Remove => current.iter().filter(|f| !new.contains(f)).cloned().collect(),
+        FlagsMode::Unspecified => current.to_vec(),
+    };
+    next.sort();
+    next.dedup();
+    next
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

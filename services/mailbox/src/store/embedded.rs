@@ -27,7 +27,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
-    AccountChanges, AppendOp, Appended, Changes, CopyOutcome, FlagsOutcome, MetadataStore, NewMessage, UsageCount,
+    AccountChanges, AppendOp, Appended, Changes, CopyOutcome, DEFAULT_FOLDERS, FlagsOutcome, MetadataStore, NewMessage,
+    UsageCount, count_flags, event, summary,
 };
 use crate::{
     error::{MailboxError, Result},
@@ -49,16 +50,6 @@ const PARSED: TableDefinition<&str, &[u8]> = TableDefinition::new("parsed");
 const BLOB_REFS: TableDefinition<&str, u64> = TableDefinition::new("blob_refs");
 const ORPHANS: TableDefinition<&str, i64> = TableDefinition::new("orphans");
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
-
-/// The folders every new account gets.
-const DEFAULT_FOLDERS: [(&str, SpecialUse); 6] = [
-    ("INBOX", SpecialUse::None),
-    ("Sent", SpecialUse::Sent),
-    ("Drafts", SpecialUse::Drafts),
-    ("Trash", SpecialUse::Trash),
-    ("Junk", SpecialUse::Junk),
-    ("Archive", SpecialUse::Archive),
-];
 
 /// Most jobs one transaction takes; bounds commit latency under a flood.
 const MAX_BATCH: usize = 256;
@@ -265,10 +256,6 @@ fn log_change(txn: &WriteTransaction, folder: u64, modseq: u64, kind: EventKind,
     Ok(())
 }
 
-fn summary(m: &MessageRecord) -> MessageSummary {
-    MessageSummary { uid: m.uid, flags: m.flags.clone(), modseq: m.modseq, size: m.size }
-}
-
 fn add_usage(txn: &WriteTransaction, account: u64, messages: i64, bytes: i64) -> Result<()> {
     let mut t = txn.open_table(USAGE)?;
     let (m, b) = t.get(account)?.map(|v| v.value()).unwrap_or((0, 0));
@@ -289,17 +276,6 @@ fn blob_ref(txn: &WriteTransaction, blob: &str, delta: i64) -> Result<()> {
     Ok(())
 }
 
-/// Counts of a folder that depend on a message's flags.
-fn count_flags(f: &mut FolderRecord, m: &MessageRecord, sign: i32) {
-    let apply = |v: u32| v.saturating_add_signed(sign);
-    if !flags::has(&m.flags, flags::SEEN) {
-        f.unseen = apply(f.unseen);
-    }
-    if flags::has(&m.flags, flags::DELETED) {
-        f.deleted = apply(f.deleted);
-    }
-}
-
 /// Inserts a message record into a folder, advancing UIDNEXT and HIGHESTMODSEQ.
 fn insert_message(txn: &WriteTransaction, folder: &mut FolderRecord, mut m: MessageRecord) -> Result<MessageRecord> {
     folder.highest_modseq += 1;
@@ -316,17 +292,6 @@ fn insert_message(txn: &WriteTransaction, folder: &mut FolderRecord, mut m: Mess
     blob_ref(txn, &m.blob_id, 1)?;
     add_usage(txn, folder.account_id, 1, m.size as i64)?;
     Ok(m)
-}
-
-fn event(folder: &FolderRecord, kind: EventKind, modseq: u64, messages: Vec<MessageSummary>) -> MailboxEvent {
-    MailboxEvent {
-        account_id: folder.account_id,
-        folder_id: folder.id,
-        kind: kind as i32,
-        modseq,
-        messages,
-        folder_name: folder.name.clone(),
-    }
 }
 
 fn load_messages(txn: &WriteTransaction, folder: u64, uids: &[u32]) -> Result<Vec<MessageRecord>> {
@@ -974,14 +939,7 @@ impl MetadataStore for EmbeddedStore {
                     out.modified.push(m.uid);
                     continue;
                 }
-                let mut next: Vec<String> = match mode {
-                    FlagsMode::Replace => new_flags.clone(),
-                    FlagsMode::Add => m.flags.iter().chain(new_flags.iter()).cloned().collect(),
-                    FlagsMode::Remove => m.flags.iter().filter(|f| !new_flags.contains(f)).cloned().collect(),
-                    FlagsMode::Unspecified => unreachable!("refused above"),
-                };
-                next.sort();
-                next.dedup();
+                let next = flags::apply(mode, &m.flags, &new_flags);
                 if next == m.flags {
                     continue;
                 }

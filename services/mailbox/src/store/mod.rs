@@ -20,6 +20,50 @@ use crate::{
     records::{AccountRecord, DomainRecord, FolderRecord, MessageRecord, ParsedRecord},
 };
 
+/// The folders every new account gets.
+pub const DEFAULT_FOLDERS: [(&str, SpecialUse); 6] = [
+    ("INBOX", SpecialUse::None),
+    ("Sent", SpecialUse::Sent),
+    ("Drafts", SpecialUse::Drafts),
+    ("Trash", SpecialUse::Trash),
+    ("Junk", SpecialUse::Junk),
+    ("Archive", SpecialUse::Archive),
+];
+
+/// What a session is told of a message.
+pub fn summary(m: &MessageRecord) -> MessageSummary {
+    MessageSummary { uid: m.uid, flags: m.flags.clone(), modseq: m.modseq, size: m.size }
+}
+
+/// The event for a change of `folder`.
+pub fn event(
+    folder: &FolderRecord,
+    kind: tern_proto::v1::EventKind,
+    modseq: u64,
+    messages: Vec<MessageSummary>,
+) -> MailboxEvent {
+    MailboxEvent {
+        account_id: folder.account_id,
+        folder_id: folder.id,
+        kind: kind as i32,
+        modseq,
+        messages,
+        folder_name: folder.name.clone(),
+    }
+}
+
+/// Adds (`sign` 1) or removes (-1) a message from the counts of a folder that depend on its
+/// flags.
+pub fn count_flags(f: &mut FolderRecord, m: &MessageRecord, sign: i32) {
+    let apply = |v: u32| v.saturating_add_signed(sign);
+    if !crate::flags::has(&m.flags, crate::flags::SEEN) {
+        f.unseen = apply(f.unseen);
+    }
+    if crate::flags::has(&m.flags, crate::flags::DELETED) {
+        f.deleted = apply(f.deleted);
+    }
+}
+
 /// A message ready to be recorded: its body is already stored under `blob_id`.
 #[derive(Debug, Clone)]
 pub struct NewMessage {

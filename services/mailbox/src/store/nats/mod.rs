@@ -58,9 +58,10 @@ use password_hash::rand_core::{OsRng, RngCore};
 use prost::Message as _;
 use tern_proto::v1::{EventKind, FlagsMode, FolderRef, MailboxEvent, MessageSummary, QueuedMessage, SpecialUse};
 
-use self::state::{AccountState, Draft, count_flags, event, summary};
+use self::state::{AccountState, Draft};
 use super::{
-    AccountChanges, AppendOp, Appended, Changes, CopyOutcome, FlagsOutcome, MetadataStore, NewMessage, UsageCount,
+    AccountChanges, AppendOp, Appended, Changes, CopyOutcome, DEFAULT_FOLDERS, FlagsOutcome, MetadataStore, NewMessage,
+    UsageCount, count_flags, event, summary,
 };
 use crate::{
     error::{MailboxError, Result},
@@ -78,16 +79,6 @@ const SNAPSHOT_PART: usize = 512 * 1024;
 const MAX_CACHED_ACCOUNTS: usize = 4096;
 /// Attempts at a write that keeps losing the race to other replicas.
 const MAX_ATTEMPTS: usize = 32;
-
-/// The folders every new account gets (the same as the embedded backend's).
-const DEFAULT_FOLDERS: [(&str, SpecialUse); 6] = [
-    ("INBOX", SpecialUse::None),
-    ("Sent", SpecialUse::Sent),
-    ("Drafts", SpecialUse::Drafts),
-    ("Trash", SpecialUse::Trash),
-    ("Junk", SpecialUse::Junk),
-    ("Archive", SpecialUse::Archive),
-];
 
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
@@ -946,14 +937,7 @@ impl MetadataStore for NatsStore {
                     out.modified.push(m.uid);
                     continue;
                 }
-                let mut next: Vec<String> = match mode {
-                    FlagsMode::Replace => new_flags.clone(),
-                    FlagsMode::Add => m.flags.iter().chain(new_flags.iter()).cloned().collect(),
-                    FlagsMode::Remove => m.flags.iter().filter(|f| !new_flags.contains(f)).cloned().collect(),
-                    FlagsMode::Unspecified => unreachable!("refused above"),
-                };
-                next.sort();
-                next.dedup();
+                let next = flags::apply(mode, &m.flags, &new_flags);
                 if next == m.flags {
                     continue;
                 }

@@ -9,13 +9,13 @@
 
 use std::collections::BTreeMap;
 
-use tern_proto::v1::{EventKind, FolderRef, MailboxEvent, MessageSummary, folder_ref};
+use tern_proto::v1::{FolderRef, MailboxEvent, folder_ref};
 
 use crate::{
     error::{MailboxError, Result},
-    flags, folder_name,
+    folder_name,
     records::{AccountSnapshot, Expunged, FolderMessage, FolderRecord, FolderSnapshot, LogEntry, MessageRecord},
-    store::UsageCount,
+    store::{UsageCount, count_flags},
 };
 
 #[derive(Debug, Clone, Default)]
@@ -35,32 +35,6 @@ pub struct AccountState {
     pub folders: BTreeMap<u64, FolderState>,
     /// Entries applied since the last snapshot was written.
     pub since_snapshot: u32,
-}
-
-pub fn summary(m: &MessageRecord) -> MessageSummary {
-    MessageSummary { uid: m.uid, flags: m.flags.clone(), modseq: m.modseq, size: m.size }
-}
-
-pub fn event(folder: &FolderRecord, kind: EventKind, modseq: u64, messages: Vec<MessageSummary>) -> MailboxEvent {
-    MailboxEvent {
-        account_id: folder.account_id,
-        folder_id: folder.id,
-        kind: kind as i32,
-        modseq,
-        messages,
-        folder_name: folder.name.clone(),
-    }
-}
-
-/// Counts of a folder that depend on a message's flags.
-pub fn count_flags(f: &mut FolderRecord, m: &MessageRecord, sign: i32) {
-    let apply = |v: u32| v.saturating_add_signed(sign);
-    if !flags::has(&m.flags, flags::SEEN) {
-        f.unseen = apply(f.unseen);
-    }
-    if flags::has(&m.flags, flags::DELETED) {
-        f.deleted = apply(f.deleted);
-    }
 }
 
 impl AccountState {
