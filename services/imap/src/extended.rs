@@ -166,8 +166,9 @@ fn frame(input: &[u8], tag: &Tag<'static>) -> Result<usize, Error> {
     }
 }
 
-/// The literal announced at the end of a line (`{n}` or `{n+}`), if any.
-fn literal_at_end(line: &[u8]) -> Option<(u32, LiteralMode)> {
+/// The literal a line announces at its end (`{n}`, `{n+}`, literal8's `~{n}`), if any, with
+/// whether the client waits for a continuation.
+pub(crate) fn literal_at_end(line: &[u8]) -> Option<(u32, LiteralMode)> {
     let inner = line.strip_suffix(b"\r").unwrap_or(line).strip_suffix(b"}")?;
     let open = inner.iter().rposition(|b| *b == b'{')?;
     let digits = &inner[open + 1..];
@@ -175,7 +176,9 @@ fn literal_at_end(line: &[u8]) -> Option<(u32, LiteralMode)> {
         Some(d) => (d, LiteralMode::NonSync),
         None => (digits, LiteralMode::Sync),
     };
-    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+    // A literal starts an argument: it follows a space, a parenthesis or literal8's tilde.
+    let starts_argument = open > 0 && matches!(inner[open - 1], b' ' | b'(' | b'~');
+    if !starts_argument || digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
     std::str::from_utf8(digits).ok()?.parse().ok().map(|n| (n, mode))

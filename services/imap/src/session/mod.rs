@@ -110,18 +110,9 @@ enum Pending {
     Line(usize),
 }
 
-/// The literal a line announces at its end (`{n}`, `{n+}`, `~{n}`), if any.
+/// The length of the literal a line announces at its end (`{n}`, `{n+}`, `~{n}`), if any.
 fn literal_header(line: &[u8]) -> Option<u32> {
-    let inner = line.strip_suffix(b"\r").unwrap_or(line).strip_suffix(b"}")?;
-    let open = inner.iter().rposition(|b| *b == b'{')?;
-    let digits = &inner[open + 1..];
-    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
-    // A literal starts an argument: it follows a space, a parenthesis or literal8's tilde.
-    let starts_argument = open > 0 && matches!(inner[open - 1], b' ' | b'(' | b'~');
-    if !starts_argument || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    crate::extended::literal_at_end(line).map(|(length, _)| length)
 }
 
 /// Follows the lines and announced literals of the command at the start of `input`.
