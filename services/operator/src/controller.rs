@@ -2,16 +2,20 @@
 //! [`crate::reconcile`], write the status, publish Events, and apply `reclaimPolicy` through
 //! the finalizer `mail.tern.dev/cleanup`.
 //!
-//! Not yet here (see issue 7): leader election (run one replica until then), DKIM key
-//! generation into a Secret.
+//! A Domain without a referenced DKIM Secret gets one generated: `<domain object>-dkim` in its
+//! namespace, owned by the Domain (garbage-collected with it), never regenerated while it
+//! exists.
+//!
+//! Not yet here (see issue 7): leader election (run one replica until then).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -24,7 +28,8 @@ use serde::Serialize;
 
 use crate::admin::{AdminApi, ApiError};
 use crate::crd::{Condition, Domain, FINALIZER, HasConditions, Mailbox};
-use crate::reconcile::{self, Next, Outcome, PasswordInput, PasswordMissing};
+use crate::dkim;
+use crate::reconcile::{self, DkimInput, Next, Outcome, PasswordInput, PasswordMissing};
 
 /// The field manager of the status patches and the controller name of Events.
 pub const MANAGER: &str = "tern-operator";
@@ -66,6 +71,8 @@ pub enum Error {
     Api(#[from] ApiError),
     #[error("not converged: {0}")]
     NotConverged(String),
+    #[error("DKIM key: {0}")]
+    Dkim(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
 }
@@ -224,6 +231,71 @@ pub async fn read_password(
     })
 }
 
+/// The name of the Secret the operator generates a Domain's DKIM key into.
+pub fn dkim_secret_name(domain: &Domain) -> String {
+    format!("{}-dkim", domain.name_any())
+}
+
+/// The DKIM key of a Domain: read from the Secret `spec.dkim.secretRef` names, or from the
+/// generated Secret, which is created (with a new key) when it does not exist. Returns the key
+/// and, when a Secret was created, a line for the Event.
+pub async fn dkim_key(client: &Client, domain: &Domain) -> Result<(DkimInput, Option<String>), Error> {
+    let namespace = domain.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let selector = domain.spec.dkim.as_ref().map_or(dkim::DEFAULT_SELECTOR, |d| d.selector.as_str()).to_string();
+    let key_of = |pem: &str, what: &str| match dkim::txt_value(pem) {
+        Ok(txt_value) => DkimInput::Key { selector: selector.clone(), txt_value },
+        Err(e) => DkimInput::Invalid(format!("{what}: {e}")),
+    };
+    let pem_in = |secret: &Secret, key: &str| {
+        secret.data.as_ref().and_then(|data| data.get(key)).map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    };
+
+    if let Some(reference) = domain.spec.dkim.as_ref().and_then(|d| d.secret_ref.as_ref()) {
+        let what = format!("Secret {namespace}/{} key {}", reference.name, reference.key);
+        let input = match secrets.get_opt(&reference.name).await? {
+            None => DkimInput::Invalid(format!("Secret {namespace}/{} does not exist", reference.name)),
+            Some(secret) => match pem_in(&secret, &reference.key) {
+                None => DkimInput::Invalid(format!("{what} does not exist")),
+                Some(pem) => key_of(&pem, &what),
+            },
+        };
+        return Ok((input, None));
+    }
+
+    let name = dkim_secret_name(domain);
+    let what = format!("Secret {namespace}/{name} key {}", dkim::PRIVATE_KEY);
+    if let Some(secret) = secrets.get_opt(&name).await? {
+        // Never replaced: a key already published in DNS must stay.
+        let input = match pem_in(&secret, dkim::PRIVATE_KEY) {
+            None => DkimInput::Invalid(format!("{what} does not exist")),
+            Some(pem) => key_of(&pem, &what),
+        };
+        return Ok((input, None));
+    }
+
+    let pem = tokio::task::spawn_blocking(dkim::generate_private_key_pem)
+        .await
+        .map_err(|e| Error::Dkim(e.to_string()))?
+        .map_err(|e| Error::Dkim(e.to_string()))?;
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(name.clone());
+    secret.metadata.namespace = Some(namespace.clone());
+    secret.metadata.labels = Some([("app.kubernetes.io/managed-by".to_string(), MANAGER.to_string())].into());
+    secret.metadata.owner_references = domain.controller_owner_ref(&()).map(|owner| vec![owner]);
+    secret.type_ = Some("Opaque".to_string());
+    secret.data = Some(
+        [
+            (dkim::PRIVATE_KEY.to_string(), ByteString(pem.clone().into_bytes())),
+            (dkim::SELECTOR_KEY.to_string(), ByteString(selector.clone().into_bytes())),
+        ]
+        .into(),
+    );
+    secrets.create(&PostParams { field_manager: Some(MANAGER.to_string()), ..Default::default() }, &secret).await?;
+    let change = format!("generated a DKIM key (selector {selector}) into Secret {name}");
+    Ok((key_of(&pem, &what), Some(change)))
+}
+
 /// Reconciles one Mailbox: the finalizer first, then [`reconcile::reconcile_mailbox`] with the
 /// password from its Secret, or [`reconcile::cleanup_mailbox`] once it is being deleted.
 pub async fn reconcile_mailbox(mailbox: Arc<Mailbox>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -257,7 +329,9 @@ pub async fn reconcile_domain(domain: Arc<Domain>, ctx: Arc<Context>) -> Result<
     finalizer(&api, FINALIZER, domain, |event| async {
         match event {
             Finalizer::Apply(domain) => {
-                let outcome = reconcile::reconcile_domain(ctx.admin.as_ref(), &domain).await;
+                let (dkim, generated) = dkim_key(&ctx.client, &domain).await?;
+                let mut outcome = reconcile::reconcile_domain_with_dkim(ctx.admin.as_ref(), &domain, &dkim).await;
+                outcome.changes.splice(0..0, generated);
                 let previous = domain.status.as_ref().and_then(|s| reconcile::ready_condition(&s.conditions));
                 finish(&ctx, &api, domain.as_ref(), previous, outcome).await
             }
@@ -322,7 +396,10 @@ pub async fn run(ctx: Arc<Context>) {
                 tracing::debug!(error = %e, "mailbox controller");
             }
         });
-    let domains = Controller::new(Api::<Domain>::all(client), watcher::Config::default())
+    // The generated DKIM Secrets (labelled, owned by their Domain): one deleted is made again.
+    let generated = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+    let domains = Controller::new(Api::<Domain>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Secret>::all(client), generated)
         .shutdown_on_signal()
         .run(reconcile_domain, error_policy, ctx)
         .for_each(|result| async move {

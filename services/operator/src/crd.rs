@@ -66,7 +66,8 @@ pub struct DomainSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
     pub default_quota: Option<String>,
-    /// DKIM signing of the domain's outgoing mail.
+    /// DKIM signing of the domain's outgoing mail. Unset: the operator generates a key with the
+    /// selector `tern`, as when `secretRef` is unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dkim: Option<DkimSpec>,
     /// The host name of the MX record the status proposes (the address clients and other
@@ -88,14 +89,16 @@ pub struct DkimSpec {
     #[serde(default = "default_selector")]
     #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
     pub selector: String,
-    /// A Secret holding the private key (PEM) under the given key. Unset: the operator generates
-    /// a key pair into a Secret named after the Domain.
+    /// A Secret in the Domain's namespace holding the RSA private key (PEM, PKCS#8 or PKCS#1)
+    /// under the given key. Unset: the operator generates an RSA-2048 key pair into the Secret
+    /// `<Domain name>-dkim` (keys `private.pem` and `selector`), owned by the Domain, and keeps
+    /// it while it exists. The public key is published in `status.dnsRecords`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
 }
 
 fn default_selector() -> String {
-    "tern".to_string()
+    crate::dkim::DEFAULT_SELECTOR.to_string()
 }
 
 /// The state of a Domain as the operator last saw it.

@@ -4,6 +4,7 @@
 //! - [`crd`]: the resource types, from which `cargo xtask codegen` writes `crds/`.
 //! - [`reconcile`]: what a reconcile does, as plain async functions over [`admin::AdminApi`]
 //!   with no Kubernetes in them, so they are tested against a real mailbox service.
+//! - [`dkim`]: DKIM key generation and the DKIM TXT record, without Kubernetes.
 //! - [`controller`]: the kube-runtime wiring: watches, the finalizer, Secrets, Events,
 //!   requeues with backoff.
 //!
@@ -12,5 +13,6 @@
 pub mod admin;
 pub mod controller;
 pub mod crd;
+pub mod dkim;
 pub mod quantity;
 pub mod reconcile;

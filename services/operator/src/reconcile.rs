@@ -38,6 +38,20 @@ pub mod reason {
     pub const REFUSED: &str = "Refused";
     /// The mailbox service could not be reached; the operator retries with backoff.
     pub const API_UNAVAILABLE: &str = "ApiUnavailable";
+    /// The DKIM key of a Domain cannot be read: its Secret or key is missing, or it holds no
+    /// RSA private key.
+    pub const DKIM_KEY_INVALID: &str = "DkimKeyInvalid";
+}
+
+/// What the controller found of a Domain's DKIM key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DkimInput {
+    /// Not looked at (reconciles without Kubernetes): no DKIM record is proposed.
+    Unknown,
+    /// The key: its selector and the data of its TXT record (`v=DKIM1; k=rsa; p=...`).
+    Key { selector: String, txt_value: String },
+    /// The key cannot be read, for this reason; the Domain is not Ready.
+    Invalid(String),
 }
 
 /// The password a Mailbox's Secret holds, with a version that changes whenever the Secret
@@ -107,7 +121,8 @@ pub fn ready_condition(conditions: &[Condition]) -> Option<&Condition> {
 }
 
 /// The DNS records the owner of `domain` publishes: MX to the mail host, SPF allowing the MX
-/// hosts, DMARC, and the DKIM key when it is known.
+/// hosts, DMARC, and the DKIM key when it is known, as its selector and the data of its TXT
+/// record (see [`crate::dkim::txt_value`]).
 pub fn dns_records(domain: &str, mail_host: &str, dkim: Option<(&str, &str)>) -> Vec<DnsRecord> {
     let record = |type_: &str, name: String, value: String| DnsRecord { type_: type_.to_string(), name, value };
     let mut records = vec![
@@ -115,12 +130,8 @@ pub fn dns_records(domain: &str, mail_host: &str, dkim: Option<(&str, &str)>) ->
         record("TXT", format!("{domain}."), "v=spf1 mx -all".to_string()),
         record("TXT", format!("_dmarc.{domain}."), format!("v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}")),
     ];
-    if let Some((selector, public_key_base64)) = dkim {
-        records.push(record(
-            "TXT",
-            format!("{selector}._domainkey.{domain}."),
-            format!("v=DKIM1; k=rsa; p={public_key_base64}"),
-        ));
+    if let Some((selector, txt_value)) = dkim {
+        records.push(record("TXT", format!("{selector}._domainkey.{domain}."), txt_value.to_string()));
     }
     records
 }
@@ -133,17 +144,31 @@ fn failure<S>(status: S, changes: Vec<String>, error: &ApiError) -> (Outcome<S>,
 }
 
 /// Converges the mailbox service to a Domain: creates the domain or updates its catch-all and
-/// default quota, and computes its status (the `Ready` condition and the DNS records).
+/// default quota, and computes its status (the `Ready` condition and the DNS records), without
+/// its DKIM key: see [`reconcile_domain_with_dkim`].
 pub async fn reconcile_domain(api: &dyn AdminApi, domain: &Domain) -> Outcome<DomainStatus> {
+    reconcile_domain_with_dkim(api, domain, &DkimInput::Unknown).await
+}
+
+/// [`reconcile_domain`] with the DKIM key the controller read or generated: its record joins
+/// the DNS records; a key that cannot be read leaves the Domain not Ready (the domain is still
+/// converged in the mailbox service).
+pub async fn reconcile_domain_with_dkim(
+    api: &dyn AdminApi,
+    domain: &Domain,
+    dkim: &DkimInput,
+) -> Outcome<DomainStatus> {
     let generation = domain.metadata.generation;
     let mut status = domain.status.clone().unwrap_or_default();
     status.observed_generation = generation;
     let spec = &domain.spec;
     let name = spec.name.trim().to_ascii_lowercase();
     let mail_host = spec.mail_host.clone().unwrap_or_else(|| format!("mail.{name}"));
-    // DKIM key generation into a Secret comes with the controller's Secret handling; until
-    // then the DKIM record is not proposed.
-    status.dns_records = dns_records(&name, &mail_host, None);
+    let dkim_record = match dkim {
+        DkimInput::Key { selector, txt_value } => Some((selector.as_str(), txt_value.as_str())),
+        DkimInput::Unknown | DkimInput::Invalid(_) => None,
+    };
+    status.dns_records = dns_records(&name, &mail_host, dkim_record);
 
     let default_quota = match spec.default_quota.as_deref().map(parse_bytes).transpose() {
         Ok(quota) => quota.unwrap_or(0),
@@ -187,6 +212,11 @@ pub async fn reconcile_domain(api: &dyn AdminApi, domain: &Domain) -> Outcome<Do
     .await;
     match result {
         Ok(()) => {
+            if let DkimInput::Invalid(why) = dkim {
+                let message = format!("domain {name} is served, but not its DKIM key: {why}");
+                set_ready(&mut status.conditions, false, reason::DKIM_KEY_INVALID, message, generation);
+                return Outcome { status, changes, next: Next::Soon };
+            }
             set_ready(&mut status.conditions, true, reason::RECONCILED, format!("domain {name} is served"), generation);
             Outcome { status, changes, next: Next::Resync }
         }

@@ -15,7 +15,10 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 use tern_operator::admin::GrpcAdmin;
 use tern_operator::controller::{self, Context};
-use tern_operator::crd::{DomainSpec, FINALIZER, Mailbox, MailboxSpec, Pop3DeletePolicy, ReclaimPolicy, SecretKeyRef};
+use tern_operator::crd::{
+    DkimSpec, Domain, DomainSpec, FINALIZER, Mailbox, MailboxSpec, Pop3DeletePolicy, ReclaimPolicy, SecretKeyRef,
+};
+use tern_operator::dkim;
 use tern_operator::reconcile::{RESYNC, RETRY_SOON};
 use tern_tests::TestServer;
 use tern_tests::tern_mailbox::Limits;
@@ -320,38 +323,78 @@ async fn admin_api_down_sets_the_condition_and_backs_off() {
     assert_eq!(controller::error_policy(object, &error, ctx), Action::requeue(Duration::from_secs(10)));
 }
 
-#[tokio::test]
-async fn domain_reconcile_writes_the_dns_records_and_an_event() {
-    let Setup { server, mut api, ctx } = setup().await;
-    let mut domain = tern_operator::crd::Domain::new(
+const DOMAIN_STATUS_PATH: &str = "/apis/mail.tern.dev/v1alpha1/namespaces/mail/domains/other/status";
+const DKIM_SECRET_PATH: &str = "/api/v1/namespaces/mail/secrets/other-dkim";
+
+fn other_domain(dkim: Option<DkimSpec>) -> Domain {
+    let mut domain = Domain::new(
         "other",
         DomainSpec {
             name: "other.example".into(),
             catch_all: Some("postmaster".into()),
             default_quota: Some("2Gi".into()),
-            dkim: None,
+            dkim,
             mail_host: Some("mx.example.net".into()),
             reclaim_policy: ReclaimPolicy::Retain,
         },
     );
     domain.metadata.namespace = Some("mail".into());
+    domain.metadata.uid = Some("domain-uid".into());
     domain.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
-    let task = tokio::spawn(controller::reconcile_domain(Arc::new(domain.clone()), ctx));
+    domain
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
+}
+
+/// The DKIM record of a status patch.
+fn dkim_record(patch: &Value) -> Value {
+    let records = patch["status"]["dnsRecords"].as_array().unwrap();
+    records.iter().find(|r| r["name"].as_str().unwrap().contains("._domainkey.")).cloned().unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn domain_reconcile_generates_a_dkim_key_and_writes_the_dns_records_and_an_event() {
+    let Setup { server, mut api, ctx } = setup().await;
+    let domain = other_domain(None);
+    let task = tokio::spawn(controller::reconcile_domain(Arc::new(domain.clone()), ctx.clone()));
+
+    // No generated Secret yet: one is created, owned by the Domain.
+    let call = api.next().await;
+    assert_eq!((call.method.as_str(), call.path.as_str()), ("GET", DKIM_SECRET_PATH));
+    call.reply(StatusCode::NOT_FOUND, &not_found());
+    let created = api.expect("POST", "/api/v1/namespaces/mail/secrets", &json!({})).await;
+    let secret: Secret = serde_json::from_value(created.clone()).unwrap();
+    assert_eq!(secret.metadata.name.as_deref(), Some("other-dkim"));
+    assert_eq!(secret.metadata.namespace.as_deref(), Some("mail"));
+    assert_eq!(secret.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"], "tern-operator");
+    let owners = secret.metadata.owner_references.clone().unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(
+        (owners[0].api_version.as_str(), owners[0].kind.as_str(), owners[0].name.as_str(), owners[0].uid.as_str()),
+        ("mail.tern.dev/v1alpha1", "Domain", "other", "domain-uid")
+    );
+    assert_eq!(owners[0].controller, Some(true));
+    let data = secret.data.clone().unwrap();
+    assert_eq!(data["selector"].0, b"tern");
+    let pem = String::from_utf8(data["private.pem"].0.clone()).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{pem}");
+    let txt = dkim::txt_value(&pem).unwrap();
+
     let event = api.expect("POST", EVENTS_PATH, &json!({})).await;
-    assert_eq!(event["note"], "created domain other.example");
+    assert_eq!(
+        event["note"],
+        "generated a DKIM key (selector tern) into Secret other-dkim; created domain other.example"
+    );
     assert_eq!(event["regarding"]["kind"], "Domain");
-    let patch = api
-        .expect(
-            "PATCH",
-            "/apis/mail.tern.dev/v1alpha1/namespaces/mail/domains/other/status",
-            &serde_json::to_value(&domain).unwrap(),
-        )
-        .await;
+    let patch = api.expect("PATCH", DOMAIN_STATUS_PATH, &serde_json::to_value(&domain).unwrap()).await;
     assert_eq!(ready(&patch), ("True".into(), "Reconciled".into()));
     assert_eq!(
         patch["status"]["dnsRecords"][0],
         json!({"type": "MX", "name": "other.example.", "value": "10 mx.example.net."})
     );
+    assert_eq!(dkim_record(&patch), json!({"type": "TXT", "name": "tern._domainkey.other.example.", "value": txt}));
     assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
     let stored = server
         .admin_client()
@@ -365,4 +408,56 @@ async fn domain_reconcile_writes_the_dns_records_and_an_event() {
     // Counted on /metrics.
     let metrics = tern_runtime::metrics::Metrics::global().encode();
     assert!(metrics.contains(r#"tern_operator_reconciles_total{kind="Domain",result="ready"}"#), "{metrics}");
+
+    // Again, the Secret existing: it is read, not created again; nothing changed, no Event.
+    let mut domain = domain;
+    domain.status = serde_json::from_value(patch["status"].clone()).unwrap();
+    let task = tokio::spawn(controller::reconcile_domain(Arc::new(domain.clone()), ctx));
+    api.expect("GET", DKIM_SECRET_PATH, &created).await;
+    let again = api.expect("PATCH", DOMAIN_STATUS_PATH, &serde_json::to_value(&domain).unwrap()).await;
+    assert_eq!(again, patch);
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn domain_with_a_dkim_secret_publishes_its_key_or_says_why_not() {
+    let Setup { server: _server, mut api, ctx } = setup().await;
+    let reference = SecretKeyRef { name: "my-dkim".into(), key: "key.pem".into() };
+    let domain = other_domain(Some(DkimSpec { selector: "s2026".into(), secret_ref: Some(reference) }));
+    let secret_path = "/api/v1/namespaces/mail/secrets/my-dkim";
+
+    // The Secret is missing: the domain is served, not Ready, no Secret is generated.
+    let task = tokio::spawn(controller::reconcile_domain(Arc::new(domain.clone()), ctx.clone()));
+    let call = api.next().await;
+    assert_eq!((call.method.as_str(), call.path.as_str()), ("GET", secret_path));
+    call.reply(StatusCode::NOT_FOUND, &not_found());
+    let event = api.expect("POST", EVENTS_PATH, &json!({})).await;
+    assert_eq!(event["note"], "created domain other.example");
+    let warning = api.expect("POST", EVENTS_PATH, &json!({})).await;
+    assert_eq!(warning["reason"], "DkimKeyInvalid");
+    let patch = api.expect("PATCH", DOMAIN_STATUS_PATH, &serde_json::to_value(&domain).unwrap()).await;
+    assert_eq!(ready(&patch), ("False".into(), "DkimKeyInvalid".into()));
+    assert_eq!(dkim_record(&patch), Value::Null);
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RETRY_SOON));
+
+    // The Secret appears (a PKCS#1 key made elsewhere).
+    let pem = dkim::generate_private_key_pem().unwrap();
+    let pkcs1 = {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        dkim::parse_private_key_pem(&pem).unwrap().to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap().to_string()
+    };
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("my-dkim".into());
+    secret.data = Some([("key.pem".to_string(), ByteString(pkcs1.into_bytes()))].into());
+    let mut domain = domain;
+    domain.status = serde_json::from_value(patch["status"].clone()).unwrap();
+    let task = tokio::spawn(controller::reconcile_domain(Arc::new(domain.clone()), ctx));
+    api.expect("GET", secret_path, &serde_json::to_value(&secret).unwrap()).await;
+    let patch = api.expect("PATCH", DOMAIN_STATUS_PATH, &serde_json::to_value(&domain).unwrap()).await;
+    assert_eq!(ready(&patch), ("True".into(), "Reconciled".into()));
+    assert_eq!(
+        dkim_record(&patch),
+        json!({"type": "TXT", "name": "s2026._domainkey.other.example.", "value": dkim::txt_value(&pem).unwrap()})
+    );
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
 }
