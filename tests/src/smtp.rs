@@ -526,6 +526,31 @@ pub enum Chunking {
     Bytes(usize),
 }
 
+/// Sends `body` from a remote sender to `to` through the MX listener at `mx`, on a connection
+/// of its own, and returns the reply that decided its fate: the reply to RCPT when the
+/// recipient was refused, the reply to the end of DATA otherwise (250 when stored). `body`
+/// must end with CRLF and have no line that starts with a dot.
+pub async fn send_message(mx: SocketAddr, to: &str, body: &[u8]) -> SmtpReply {
+    let stream = tokio::net::TcpStream::connect(mx).await.expect("connect to the MX listener");
+    let mut c = SmtpClient::new(stream);
+    c.expect_reply("220").await;
+    c.expect("EHLO client.test", "250").await;
+    c.expect("MAIL FROM:<sender@remote.example>", "250").await;
+    c.send(format!("RCPT TO:<{to}>\r\n").as_bytes()).await.expect("send RCPT");
+    let rcpt = c.read_reply().await.expect("the reply to RCPT");
+    let reply = if rcpt.code == 250 {
+        c.expect("DATA", "354").await;
+        let mut data = body.to_vec();
+        data.extend_from_slice(b".\r\n");
+        c.send(&data).await.expect("send the message");
+        c.read_reply().await.expect("the reply to the end of DATA")
+    } else {
+        rcpt
+    };
+    c.expect("QUIT", "221").await;
+    reply
+}
+
 /// Whether a reply line matches an `S:` pattern, in which `*` stands for any text (a trailing
 /// one for the rest of the line).
 pub fn line_matches(pattern: &str, line: &str) -> bool {

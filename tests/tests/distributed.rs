@@ -28,7 +28,7 @@ use tern_tests::{
     imap::{ImapClient, ImapOptions, ImapTestServer},
     message,
     servers::{Nats, SeaweedS3, http_request},
-    smtp::{BoxIo, SmtpClient, SmtpReply},
+    smtp::{BoxIo, send_message},
 };
 
 /// How long the test waits for one line from NATS.
@@ -179,25 +179,6 @@ async fn blob_store_conformance_s3() {
     assert!(store.check().await.is_err(), "a wrong secret passed the check");
 }
 
-/// Sends `body` to `to` through the MX listener at `mx` and returns the reply to the end of
-/// DATA (250 when stored, 451 when not).
-async fn smtp_send(mx: SocketAddr, to: &str, body: &[u8]) -> SmtpReply {
-    let stream = tokio::net::TcpStream::connect(mx).await.expect("connect to the MX listener");
-    let mut c = SmtpClient::new(Box::new(stream) as BoxIo);
-    c.expect_reply("220").await;
-    c.expect("EHLO client.test", "250").await;
-    c.expect("MAIL FROM:<sender@remote.example>", "250").await;
-    c.expect(&format!("RCPT TO:<{to}>"), "250").await;
-    c.expect("DATA", "354").await;
-    // The test messages end with CRLF and have no line that starts with a dot.
-    let mut data = body.to_vec();
-    data.extend_from_slice(b".\r\n");
-    c.send(&data).await.expect("send the message");
-    let reply = c.read_reply().await.expect("the reply to the end of DATA");
-    c.expect("QUIT", "221").await;
-    reply
-}
-
 /// APPENDs `body` to the INBOX with a non-synchronising literal and returns the tagged status.
 async fn imap_append(imap: &mut ImapClient<BoxIo>, body: &[u8]) -> String {
     let tag = imap.tag();
@@ -232,7 +213,7 @@ async fn bodies_in_s3_through_an_outage() {
     let (mx, _smtp) = server.start_mx().await;
 
     let first = message("s3-first", "Stored in S3, read over IMAP.");
-    let reply = smtp_send(mx, ALICE, &first).await;
+    let reply = send_message(mx, ALICE, &first).await;
     assert_eq!(reply.code, 250, "delivery with S3 up: {:?}", reply.lines);
     let mut imap = server.login(ALICE).await;
     imap.ok("SELECT INBOX").await;
@@ -246,7 +227,7 @@ async fn bodies_in_s3_through_an_outage() {
 
     s3.kill();
     let started = Instant::now();
-    let reply = smtp_send(mx, ALICE, &message("s3-down", "Refused while S3 is down.")).await;
+    let reply = send_message(mx, ALICE, &message("s3-down", "Refused while S3 is down.")).await;
     assert_eq!(reply.code, 451, "delivery with S3 down: {:?}", reply.lines);
     assert!(started.elapsed() < OUTAGE_ANSWER_WITHIN, "451 took {:?}", started.elapsed());
     let started = Instant::now();
@@ -256,7 +237,7 @@ async fn bodies_in_s3_through_an_outage() {
 
     s3.restart().expect("restart SeaweedFS");
     let third = message("s3-back", "Stored once S3 was back.");
-    let reply = smtp_send(mx, ALICE, &third).await;
+    let reply = send_message(mx, ALICE, &third).await;
     assert_eq!(reply.code, 250, "delivery after S3 came back: {:?}", reply.lines);
     let appended = message("s3-back-append", "Appended once S3 was back.");
     let status = imap_append(&mut imap, &appended).await;

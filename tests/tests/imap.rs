@@ -228,18 +228,8 @@ async fn own_append_and_copy_are_visible_at_once() {
 
 /// Delivers `body` to alice over SMTP through the MX listener at `mx`.
 async fn smtp_deliver(mx: std::net::SocketAddr, body: &[u8]) {
-    let tcp = tokio::net::TcpStream::connect(mx).await.expect("connect to the MX");
-    let mut c = SmtpClient::new(tcp);
-    c.expect_reply("220 ").await;
-    c.expect("EHLO client.test", "250 ").await;
-    c.expect("MAIL FROM:<sender@remote.example>", "250 ").await;
-    c.expect(&format!("RCPT TO:<{ALICE}>"), "250 ").await;
-    c.expect("DATA", "354 ").await;
-    let mut data = body.to_vec();
-    data.extend_from_slice(b".\r\n");
-    c.send(&data).await.expect("send the message");
-    c.expect_reply("250 ").await;
-    c.expect("QUIT", "221 ").await;
+    let reply = tern_tests::smtp::send_message(mx, ALICE, body).await;
+    assert_eq!(reply.code, 250, "{:?}", reply.lines);
 }
 
 /// Two sessions on two IMAP front-ends (two "pods") over one mailbox service: a STORE and an

@@ -28,7 +28,7 @@ use tern_tests::{
     message,
     servers::Nats,
     setup_account,
-    smtp::SmtpClient,
+    smtp::send_message,
 };
 use tokio::task::JoinSet;
 
@@ -229,26 +229,9 @@ async fn writes_fail_while_nats_is_down_and_work_again_after() {
     assert_eq!(*uids.last().expect("two messages"), uid);
 }
 
-/// Delivers `body` to alice through the MX at `mx`; the reply code to the end of DATA, or to
-/// RCPT when the recipient was refused there.
+/// Delivers `body` to alice through the MX at `mx`; the code of the reply that decided it.
 async fn smtp_send(mx: std::net::SocketAddr, body: &[u8]) -> u16 {
-    let tcp = tokio::net::TcpStream::connect(mx).await.expect("connect to the MX");
-    let mut c = SmtpClient::new(tcp);
-    c.expect_reply("220 ").await;
-    c.expect("EHLO client.test", "250 ").await;
-    c.expect("MAIL FROM:<sender@remote.example>", "250 ").await;
-    c.send(format!("RCPT TO:<{ALICE}>\r\n").as_bytes()).await.expect("send RCPT");
-    let rcpt = c.read_reply().await.expect("a reply to RCPT");
-    if rcpt.code != 250 {
-        return rcpt.code;
-    }
-    c.expect("DATA", "354 ").await;
-    let mut data = body.to_vec();
-    data.extend_from_slice(b".\r\n");
-    c.send(&data).await.expect("send the message");
-    let done = c.read_reply().await.expect("a reply to the message");
-    let _ = c.send(b"QUIT\r\n").await;
-    done.code
+    send_message(mx, ALICE, body).await.code
 }
 
 /// NATS, replica A with an IMAP front-end and an MX, replica B with its own IMAP front-end.

@@ -85,7 +85,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     }
 }
 
-pub fn free_port() -> anyhow::Result<u16> {
+fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -167,57 +167,20 @@ fn install_tools() -> anyhow::Result<()> {
     run("python3", &args)
 }
 
-/// A nats-server with JetStream on a free loopback port and a temporary directory, stopped
-/// when dropped (also when the tests failed).
-struct NatsServer {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl NatsServer {
-    fn start() -> anyhow::Result<NatsServer> {
-        let binary = workspace_root().join(".tools/py/bin/nats-server");
-        let dir = tempfile::tempdir()?;
-        let port = bench::free_port()?;
-        let store = dir.path().to_str().context("the temporary path is not UTF-8")?.to_string();
-        let child = Command::new(&binary)
-            .args(["-js", "-sd", &store, "-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let server = NatsServer { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if std::time::Instant::now() > deadline {
-                bail!("nats-server did not listen on port {port} within 20 s");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Ok(server)
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The storage suites of the embedded backend, run again with the metadata in NATS
 /// JetStream: one suite, two backends. Tests of what only the embedded backend has (a copy of
 /// its data directory standing in for a crash, body reference counting for garbage
 /// collection) are named and skipped here; `tests/replicas.rs` and `tern`'s `tests/cluster.rs`
 /// cover crashes and collection the distributed way.
 fn storage_suites_on_nats() -> anyhow::Result<(u64, u64)> {
-    let nats = NatsServer::start()?;
+    // tern-testbed's server: JetStream on a free loopback port, a temporary directory, and
+    // stopped when dropped, also when the tests failed.
+    let nats = tern_testbed::Nats::start()?;
     let mut args = vec!["test", "-p", "tern-tests", "--test", "grpc", "--test", "invariants", "--"];
     for embedded_only in EMBEDDED_ONLY {
         args.extend(["--skip", embedded_only]);
     }
-    test_with(&args, &[("TERN_TEST_NATS_URL", &nats.url)])
+    test_with(&args, &[("TERN_TEST_NATS_URL", &nats.url())])
 }
 
 /// Tests of the storage suites that only the embedded backend can pass (see

@@ -106,6 +106,12 @@ fn unkey(key: &str) -> Option<String> {
     String::from_utf8(hex::decode(hexed).ok()?).ok()
 }
 
+/// The header of a snapshot: `<log sequence> <number of parts>`.
+fn snapshot_header(header: &[u8]) -> Option<(u64, usize)> {
+    let (sequence, parts) = std::str::from_utf8(header).ok()?.split_once(' ')?;
+    Some((sequence.parse().ok()?, parts.parse().ok()?))
+}
+
 fn id_bytes(id: u64) -> Bytes {
     Bytes::copy_from_slice(&id.to_be_bytes())
 }
@@ -217,11 +223,7 @@ impl NatsStore {
         let Some(header) = self.snapshots.get(account_id.to_string()).await.map_err(err("reading a snapshot"))? else {
             return Ok(None);
         };
-        let Some((sequence, parts)) = std::str::from_utf8(&header)
-            .ok()
-            .and_then(|h| h.split_once(' '))
-            .and_then(|(s, n)| Some((s.parse::<u64>().ok()?, n.parse::<usize>().ok()?)))
-        else {
+        let Some((sequence, parts)) = snapshot_header(&header) else {
             tracing::warn!(account_id, "unreadable snapshot header; replaying the log");
             return Ok(None);
         };
@@ -373,11 +375,7 @@ impl NatsStore {
         }
         state.since_snapshot = 0;
         // The parts of the snapshot this one replaces are no longer read.
-        if let Some((old, n)) = previous
-            .as_deref()
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| h.split_once(' '))
-            .and_then(|(s, n)| Some((s.parse::<u64>().ok()?, n.parse::<usize>().ok()?)))
+        if let Some((old, n)) = previous.as_deref().and_then(snapshot_header)
             && old != sequence
         {
             for i in 0..n {
@@ -633,9 +631,9 @@ impl MetadataStore for NatsStore {
         self.directory.purge(key("address", address)).await.map_err(err("deleting an account"))?;
         self.directory.purge(format!("account.{}", a.id)).await.map_err(err("deleting an account"))?;
         if let Some(header) = self.snapshots.get(a.id.to_string()).await.map_err(err("reading a snapshot"))?
-            && let Some((seq, n)) = std::str::from_utf8(&header).ok().and_then(|h| h.split_once(' '))
+            && let Some((seq, n)) = snapshot_header(&header)
         {
-            for i in 0..n.parse::<usize>().unwrap_or(0) {
+            for i in 0..n {
                 self.snapshots.purge(format!("{}.{seq}.{i}", a.id)).await.map_err(err("deleting a snapshot"))?;
             }
         }
