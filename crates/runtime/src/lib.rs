@@ -6,6 +6,7 @@
 //! This crate knows nothing of mail, storage or protocols.
 
 pub mod conn;
+pub mod dkim;
 pub mod grpc_metrics;
 pub mod http;
 pub mod listener;

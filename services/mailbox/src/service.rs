@@ -23,6 +23,9 @@ use crate::{
     store::{AppendOp, Appended, MetadataStore, NewMessage},
 };
 
+/// The longest lease a relay worker may take on a queue entry, in seconds.
+pub const MAX_QUEUE_LEASE: i64 = 3600;
+
 /// Limits of the mailbox service, all configurable.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -394,9 +397,10 @@ impl MailboxService {
         Ok(Delivery { blob_id: id, size, results })
     }
 
-    /// Puts a submitted message on the outbound queue: the body is stored once and the queue
-    /// entry refers to it until the relay is done with it.
-    pub async fn enqueue(&self, mut entry: QueuedMessage, content: Bytes) -> Result<QueuedMessage> {
+    /// Puts a submitted message on the outbound queue: the body is stored once, and there is
+    /// one entry per remote domain, each referring to the body until the relay is done with it,
+    /// so that a slow domain never holds up the others. Answers the entries, all or none queued.
+    pub async fn enqueue(&self, entry: QueuedMessage, content: Bytes) -> Result<Vec<QueuedMessage>> {
         self.check_size(content.len() as u64)?;
         if entry.recipients.is_empty() {
             return Err(MailboxError::invalid("recipients", "none given"));
@@ -404,13 +408,64 @@ impl MailboxService {
         if entry.recipients.len() > self.limits.max_recipients {
             return Err(MailboxError::invalid("recipients", format!("more than {}", self.limits.max_recipients)));
         }
+        let mut by_domain: Vec<(String, Vec<tern_proto::v1::QueuedRecipient>)> = Vec::new();
+        for r in entry.recipients.iter().cloned() {
+            let domain = match r.address.rsplit_once('@') {
+                Some((local, domain)) if !local.is_empty() && !domain.is_empty() => domain.to_ascii_lowercase(),
+                _ => return Err(MailboxError::invalid("recipient", format!("{} has no domain", r.address))),
+            };
+            match by_domain.iter_mut().find(|(d, _)| *d == domain) {
+                Some((_, list)) => list.push(r),
+                None => by_domain.push((domain, vec![r])),
+            }
+        }
         let id = self.new_blob_id(&content);
-        entry.blob_id = id.clone();
-        entry.size = content.len() as u64;
-        entry.queued_at = now();
-        entry.next_attempt_at = entry.queued_at;
+        let size = content.len() as u64;
+        let queued_at = now();
+        let entries = by_domain
+            .into_iter()
+            .map(|(domain, recipients)| QueuedMessage {
+                domain,
+                recipients,
+                blob_id: id.clone(),
+                size,
+                queued_at,
+                next_attempt_at: queued_at,
+                attempts: 0,
+                history: vec![],
+                lease_holder: String::new(),
+                lease_until: 0,
+                queue_id: String::new(),
+                ..entry.clone()
+            })
+            .collect();
         let _gate = self.put_body(&id, content).await?;
-        self.store.enqueue(entry).await
+        self.store.enqueue(entries).await
+    }
+
+    /// Claims due queue entries for a relay worker (see [`MetadataStore::claim_queue`]).
+    pub async fn claim_queue(&self, holder: &str, max: usize, lease_seconds: i64) -> Result<Vec<QueuedMessage>> {
+        if holder.is_empty() {
+            return Err(MailboxError::invalid("holder", "empty"));
+        }
+        self.store.claim_queue(holder, now(), lease_seconds.clamp(1, MAX_QUEUE_LEASE), max.clamp(1, 1000)).await
+    }
+
+    /// Ends a relay worker's claim on a queue entry.
+    pub async fn finish_queued(&self, queue_id: &str, holder: &str, retry: Option<QueuedMessage>) -> Result<()> {
+        self.store.finish_queued(queue_id, holder, now(), retry).await
+    }
+
+    /// Makes a queue entry due now (`tern admin queue retry`).
+    pub async fn retry_queued(&self, queue_id: &str) -> Result<QueuedMessage> {
+        self.store.retry_queued(queue_id, now()).await
+    }
+
+    /// The body of a queue entry.
+    pub async fn queued_body(&self, queue_id: &str) -> Result<Bytes> {
+        let entry =
+            self.store.queued(queue_id).await?.ok_or_else(|| MailboxError::not_found("queue entry", queue_id))?;
+        self.blobs.get(&entry.blob_id).await
     }
 
     /// Appends a message to one folder (IMAP APPEND).

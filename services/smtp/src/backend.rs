@@ -111,6 +111,27 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     async fn enqueue(&self, outbound: Outbound, message: Bytes) -> Result<String, BackendError>;
 }
 
+/// Sends a delivery status notification (built with [`crate::dsn`]) to `to`: straight into the
+/// mailbox when `to` is local, otherwise onto the outbound queue; from the null sender either
+/// way, so that it can never cause another bounce (RFC 5321 section 6.1).
+pub async fn send_report(backend: &dyn Backend, to: &str, report: Bytes, ip: IpAddr) -> Result<(), BackendError> {
+    match backend.resolve(to).await? {
+        Resolved::Local { .. } => match backend.deliver("", &[to.to_string()], report, ip).await?.first() {
+            Some(Outcome::Delivered) => Ok(()),
+            Some(other) => Err(BackendError::Permanent(format!("the report to {to} was not stored: {other:?}"))),
+            None => Err(BackendError::Permanent(format!("the report to {to} was not stored"))),
+        },
+        _ => {
+            let outbound = Outbound {
+                mail_from: String::new(),
+                recipients: vec![OutboundRecipient { address: to.to_string(), notify: vec![], orcpt: None }],
+                ..Default::default()
+            };
+            backend.enqueue(outbound, report).await.map(|_| ())
+        }
+    }
+}
+
 /// The mailbox service over gRPC.
 #[derive(Debug, Clone)]
 pub struct GrpcBackend {

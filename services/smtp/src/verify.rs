@@ -128,24 +128,30 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
+/// A resolver on the system's configuration (`/etc/resolv.conf`), or asking one given name
+/// server (UDP, a short timeout: tests and in-cluster resolvers answer fast). The relay uses it
+/// too, for MX lookups.
+pub fn resolver(nameserver: Option<SocketAddr>) -> Result<MessageAuthenticator, VerifyError> {
+    match nameserver {
+        None => MessageAuthenticator::new_system_conf(),
+        Some(addr) => {
+            let mut server = NameServerConfig::udp(addr.ip());
+            for c in &mut server.connections {
+                c.port = addr.port();
+            }
+            let mut opts = ResolverOpts::default();
+            opts.timeout = Duration::from_secs(2);
+            opts.attempts = 1;
+            MessageAuthenticator::new(ResolverConfig::from_name_servers(vec![server]), opts)
+        }
+    }
+    .map_err(|e| VerifyError::Resolver(e.to_string()))
+}
+
 impl Verifier {
     /// Uses the system's resolver (`/etc/resolv.conf`), or the given name server.
     pub fn new(nameserver: Option<SocketAddr>) -> Result<Self, VerifyError> {
-        let auth = match nameserver {
-            None => MessageAuthenticator::new_system_conf(),
-            Some(addr) => {
-                let mut server = NameServerConfig::udp(addr.ip());
-                for c in &mut server.connections {
-                    c.port = addr.port();
-                }
-                let mut opts = ResolverOpts::default();
-                opts.timeout = Duration::from_secs(2);
-                opts.attempts = 1;
-                MessageAuthenticator::new(ResolverConfig::from_name_servers(vec![server]), opts)
-            }
-        }
-        .map_err(|e| VerifyError::Resolver(e.to_string()))?;
-        Ok(Self { auth, cache: DnsCache::default() })
+        Ok(Self { auth: resolver(nameserver)?, cache: DnsCache::default() })
     }
 
     fn params<P>(&self, p: P) -> CachedParameters<'_, P> {

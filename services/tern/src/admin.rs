@@ -7,10 +7,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use tern_proto::v1::{
     AddAliasRequest, CreateAccountRequest, CreateDomainRequest, DeleteAccountRequest, DeleteDomainRequest,
-    FetchBodyRequest, FetchMessagesRequest, FolderRef, GetAccountRequest, GetDomainRequest, GetUsageRequest,
-    ListAccountsRequest, ListAliasesRequest, ListDomainsRequest, ListQueueRequest, Password, Pop3DeletePolicy,
-    RemoveAliasRequest, SelectRequest, SetPasswordRequest, UpdateAccountRequest, UpdateDomainRequest,
-    admin_client::AdminClient, mailbox_client::MailboxClient, password,
+    DeleteQueuedRequest, FetchBodyRequest, FetchMessagesRequest, FolderRef, GetAccountRequest, GetDomainRequest,
+    GetQueuedRequest, GetUsageRequest, ListAccountsRequest, ListAliasesRequest, ListDomainsRequest, ListQueueRequest,
+    Password, Pop3DeletePolicy, RemoveAliasRequest, RetryQueuedRequest, SelectRequest, SetDkimKeyRequest,
+    SetPasswordRequest, UpdateAccountRequest, UpdateDomainRequest, admin_client::AdminClient,
+    mailbox_client::MailboxClient, password,
 };
 use tonic::transport::Channel;
 
@@ -63,7 +64,14 @@ enum MailCommand {
 
 #[derive(Debug, Subcommand)]
 enum QueueCommand {
+    /// Every entry: one per message and remote domain.
     List,
+    /// One entry, with its recipients and attempt history.
+    Show { queue_id: String },
+    /// Makes an entry due now, skipping what is left of its backoff.
+    Retry { queue_id: String },
+    /// Removes an entry without delivering it or telling the sender.
+    Delete { queue_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +99,17 @@ enum DomainCommand {
     /// Refused while the domain has mailboxes or aliases.
     Remove {
         name: String,
+    },
+    /// Sets the DKIM key outbound mail of the domain is signed with, and prints the DNS record
+    /// to publish. Without --key-file, generates an RSA-2048 key (once: the key of the same
+    /// selector is kept when run again).
+    Dkim {
+        name: String,
+        #[arg(long, default_value = "tern")]
+        selector: String,
+        /// An RSA private key in PEM (PKCS#8 or PKCS#1).
+        #[arg(long)]
+        key_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -213,6 +232,64 @@ fn explain(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
 
+async fn queue(channel: Channel, c: &mut AdminClient<Channel>, cmd: QueueCommand) -> anyhow::Result<()> {
+    let time = |t: i64| mail_parser::DateTime::from_timestamp(t).to_rfc3339();
+    match cmd {
+        QueueCommand::List => {
+            let list = MailboxClient::new(channel).list_queue(ListQueueRequest {}).await.map_err(explain)?.into_inner();
+            println!(
+                "{:<18} {:>9} {:>8}  {:<20}  {:<28} RECIPIENTS",
+                "QUEUE ID", "SIZE", "ATTEMPTS", "NEXT ATTEMPT", "FROM"
+            );
+            for m in list.messages {
+                let rcpts: Vec<String> = m.recipients.into_iter().map(|r| r.address).collect();
+                let from = if m.mail_from.is_empty() { "<>".to_string() } else { m.mail_from };
+                let next = if m.lease_holder.is_empty() { time(m.next_attempt_at) } else { "being delivered".into() };
+                println!(
+                    "{:<18} {:>9} {:>8}  {:<20}  {:<28} {}",
+                    m.queue_id,
+                    human(m.size),
+                    m.attempts,
+                    next,
+                    from,
+                    rcpts.join(", ")
+                );
+            }
+        }
+        QueueCommand::Show { queue_id } => {
+            let m = c.get_queued(GetQueuedRequest { queue_id }).await.map_err(explain)?.into_inner();
+            println!("queue id:      {}", m.queue_id);
+            println!("from:          {}", if m.mail_from.is_empty() { "<>" } else { &m.mail_from });
+            println!("domain:        {}", m.domain);
+            for r in &m.recipients {
+                let notify =
+                    if r.notify.is_empty() { String::new() } else { format!(" (NOTIFY={})", r.notify.join(",")) };
+                println!("recipient:     {}{notify}", r.address);
+            }
+            println!("size:          {}", human(m.size));
+            println!("queued:        {}", time(m.queued_at));
+            println!("attempts:      {}", m.attempts);
+            println!("next attempt:  {}", time(m.next_attempt_at));
+            if !m.lease_holder.is_empty() {
+                println!("held by:       {} until {}", m.lease_holder, time(m.lease_until));
+            }
+            for a in &m.history {
+                let host = if a.host.is_empty() { "-" } else { &a.host };
+                println!("attempt:       {}  {host}  {}", time(a.at), a.result);
+            }
+        }
+        QueueCommand::Retry { queue_id } => {
+            let m = c.retry_queued(RetryQueuedRequest { queue_id }).await.map_err(explain)?.into_inner();
+            println!("{} is due now", m.queue_id);
+        }
+        QueueCommand::Delete { queue_id } => {
+            c.delete_queued(DeleteQueuedRequest { queue_id: queue_id.clone() }).await.map_err(explain)?;
+            println!("deleted {queue_id}");
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let channel = Channel::from_shared(args.server.clone())
         .with_context(|| format!("invalid server address {:?}", args.server))?
@@ -244,6 +321,25 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 println!("mailboxes:      {}", d.accounts);
                 println!("catch-all:      {}", if d.catch_all.is_empty() { "-" } else { &d.catch_all });
                 println!("default quota:  {}", quota(d.default_quota_bytes));
+                if d.dkim_selector.is_empty() {
+                    println!("DKIM:           none (tern admin domain dkim {})", d.name);
+                } else {
+                    println!("DKIM:           {}._domainkey.{} TXT \"{}\"", d.dkim_selector, d.name, d.dkim_txt);
+                }
+            }
+            DomainCommand::Dkim { name, selector, key_file } => {
+                let private_key_pem = match key_file {
+                    Some(path) => std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read the key file {}", path.display()))?,
+                    None => String::new(),
+                };
+                let k = c
+                    .set_dkim_key(SetDkimKeyRequest { domain: name, selector, private_key_pem })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                println!("outbound mail of {} is signed with selector {}; publish:", k.domain, k.selector);
+                println!("{}._domainkey.{}. IN TXT \"{}\"", k.selector, k.domain, k.txt);
             }
             DomainCommand::List => {
                 let list = c.list_domains(ListDomainsRequest {}).await.map_err(explain)?.into_inner();
@@ -362,15 +458,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
         },
         AdminCommand::Mail(cmd) => mail(channel, &mut c, cmd).await?,
-        AdminCommand::Queue(QueueCommand::List) => {
-            let list = MailboxClient::new(channel).list_queue(ListQueueRequest {}).await.map_err(explain)?.into_inner();
-            println!("{:<18} {:>9}  {:<32} RECIPIENTS", "QUEUE ID", "SIZE", "FROM");
-            for m in list.messages {
-                let rcpts: Vec<String> = m.recipients.into_iter().map(|r| r.address).collect();
-                let from = if m.mail_from.is_empty() { "<>".to_string() } else { m.mail_from };
-                println!("{:<18} {:>9}  {:<32} {}", m.queue_id, human(m.size), from, rcpts.join(", "));
-            }
-        }
+        AdminCommand::Queue(cmd) => queue(channel, &mut c, cmd).await?,
         AdminCommand::Usage { address } => {
             let u = c.get_usage(GetUsageRequest { address }).await.map_err(explain)?.into_inner();
             println!("{}: {} messages, {} of {}", u.address, u.messages, human(u.bytes), quota(u.quota_bytes));

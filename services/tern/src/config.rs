@@ -21,6 +21,8 @@ pub struct Config {
     pub smtp: SmtpSection,
     pub pop3: Pop3Section,
     pub imap: ImapSection,
+    /// The outbound relay (`tern relay`, and `tern dev`).
+    pub relay: tern_relay::RelayConfig,
     /// Where the mailbox service keeps message bodies.
     pub blobs: BlobsConfig,
     /// Where the mailbox service keeps its metadata.
@@ -264,6 +266,7 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             tls: TlsConfig::default(),
             smtp: SmtpSection::default(),
+            relay: tern_relay::RelayConfig::default(),
             pop3: Pop3Section::default(),
             imap: ImapSection::default(),
             blobs: BlobsConfig::default(),
@@ -468,6 +471,14 @@ impl Config {
         let Some(path) = path else { return Ok(Self::default()) };
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+    }
+}
+
+impl Config {
+    /// How long a stopping relay lets its attempts in flight finish: as long as the SMTP
+    /// front-end's drain, so one `terminationGracePeriodSeconds` fits every part.
+    pub fn relay_shutdown_grace_secs(&self) -> u64 {
+        self.smtp.shutdown_grace_secs
     }
 }
 

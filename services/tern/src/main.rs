@@ -31,6 +31,9 @@ enum Command {
     Pop3(ServeArgs),
     /// Runs the IMAP front-end alone, against the mailbox service at --mailbox-url.
     Imap(ServeArgs),
+    /// Runs a relay worker alone: delivers the outbound queue of the mailbox service at
+    /// --mailbox-url to other mail servers.
+    Relay(ServeArgs),
     /// Manages domains, mailboxes and aliases of a running mailbox service.
     Admin(admin::AdminArgs),
 }
@@ -154,20 +157,53 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => {
-            serve(args, "tern-dev", serve::Roles { mailbox: true, smtp: true, pop3: true, imap: true }, true).await
+            serve(
+                args,
+                "tern-dev",
+                serve::Roles { mailbox: true, smtp: true, pop3: true, imap: true, relay: true },
+                true,
+            )
+            .await
         }
         Command::Mailbox(args) => {
-            serve(args, "tern-mailbox", serve::Roles { mailbox: true, smtp: false, pop3: false, imap: false }, false)
-                .await
+            serve(
+                args,
+                "tern-mailbox",
+                serve::Roles { mailbox: true, smtp: false, pop3: false, imap: false, relay: false },
+                false,
+            )
+            .await
         }
         Command::Smtp(args) => {
-            serve(args, "tern-smtp", serve::Roles { mailbox: false, smtp: true, pop3: false, imap: false }, false).await
+            serve(
+                args,
+                "tern-smtp",
+                serve::Roles { mailbox: false, smtp: true, pop3: false, imap: false, relay: false },
+                false,
+            )
+            .await
         }
         Command::Imap(args) => {
-            serve(args, "tern-imap", serve::Roles { mailbox: false, smtp: false, pop3: false, imap: true }, false).await
+            serve(
+                args,
+                "tern-imap",
+                serve::Roles { mailbox: false, smtp: false, pop3: false, imap: true, relay: false },
+                false,
+            )
+            .await
         }
         Command::Pop3(args) => {
-            serve(args, "tern-pop3", serve::Roles { mailbox: false, smtp: false, pop3: true, imap: false }, false).await
+            serve(
+                args,
+                "tern-pop3",
+                serve::Roles { mailbox: false, smtp: false, pop3: true, imap: false, relay: false },
+                false,
+            )
+            .await
+        }
+        Command::Relay(args) => {
+            let roles = serve::Roles { mailbox: false, smtp: false, pop3: false, imap: false, relay: true };
+            serve(args, "tern-relay", roles, false).await
         }
         Command::Admin(args) => admin::run(args).await,
     };

@@ -22,6 +22,7 @@ pub struct Roles {
     pub smtp: bool,
     pub pop3: bool,
     pub imap: bool,
+    pub relay: bool,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -200,6 +201,26 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
         let (rx, channel) = (stop_rx.clone(), channel.clone());
         tasks.spawn(async move {
             tern_imap::server::serve(imap_config, channel, listeners, rx, grace).await;
+            anyhow::Ok(())
+        });
+    }
+    if roles.relay {
+        let mut relay_config = config.relay.clone();
+        if relay_config.hostname == tern_relay::RelayConfig::default().hostname {
+            relay_config.hostname = config.smtp.hostname.clone();
+        }
+        // Leases carry the worker's name: the pod's (HOSTNAME in Kubernetes) and the process's.
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| relay_config.hostname.clone());
+        let holder = format!("{host}-{}", std::process::id());
+        summary.push(format!(
+            "  relay              {} deliveries at once to port {} (worker {holder})",
+            relay_config.concurrency, relay_config.port
+        ));
+        let grace = Duration::from_secs(config.relay_shutdown_grace_secs());
+        let relay = tern_relay::Relay::new(channel.clone(), relay_config, holder).context("relay")?;
+        let stop = stop();
+        tasks.spawn(async move {
+            relay.run(stop, grace).await;
             anyhow::Ok(())
         });
     }

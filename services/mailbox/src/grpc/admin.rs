@@ -4,11 +4,12 @@
 
 use secrecy::SecretString;
 use tern_proto::v1::{
-    Account, AddAliasRequest, AddAliasResponse, Alias, CreateAccountRequest, CreateDomainRequest, DeleteAccountRequest,
-    DeleteAccountResponse, DeleteDomainRequest, DeleteDomainResponse, Domain, GetAccountRequest, GetDomainRequest,
-    GetUsageRequest, ListAccountsRequest, ListAccountsResponse, ListAliasesRequest, ListAliasesResponse,
-    ListDomainsRequest, ListDomainsResponse, Password, RemoveAliasRequest, RemoveAliasResponse, SetPasswordRequest,
-    SetPasswordResponse, UpdateAccountRequest, UpdateDomainRequest, Usage, admin_server::Admin, password,
+    self as pb, Account, AddAliasRequest, AddAliasResponse, Alias, CreateAccountRequest, CreateDomainRequest,
+    DeleteAccountRequest, DeleteAccountResponse, DeleteDomainRequest, DeleteDomainResponse, Domain, GetAccountRequest,
+    GetDomainRequest, GetUsageRequest, ListAccountsRequest, ListAccountsResponse, ListAliasesRequest,
+    ListAliasesResponse, ListDomainsRequest, ListDomainsResponse, Password, RemoveAliasRequest, RemoveAliasResponse,
+    SetPasswordRequest, SetPasswordResponse, UpdateAccountRequest, UpdateDomainRequest, Usage, admin_server::Admin,
+    password,
 };
 use tonic::{Request, Response, Status};
 
@@ -51,7 +52,24 @@ impl AdminApi {
 
     async fn domain_pb(&self, d: DomainRecord) -> Result<Domain> {
         let accounts = self.service.store.list_accounts(Some(&d.name)).await?.len() as u64;
-        Ok(Domain { name: d.name, catch_all: d.catch_all, default_quota_bytes: d.default_quota_bytes, accounts })
+        Ok(domain_pb(d, accounts))
+    }
+}
+
+/// A domain as the admin API shows it: the DKIM selector and public record, never the key.
+fn domain_pb(d: DomainRecord, accounts: u64) -> Domain {
+    let dkim_txt = if d.dkim_private_key.is_empty() {
+        String::new()
+    } else {
+        tern_runtime::dkim::txt_value(&d.dkim_private_key).unwrap_or_default()
+    };
+    Domain {
+        name: d.name,
+        catch_all: d.catch_all,
+        default_quota_bytes: d.default_quota_bytes,
+        accounts,
+        dkim_selector: d.dkim_selector,
+        dkim_txt,
     }
 }
 
@@ -77,6 +95,7 @@ impl Admin for AdminApi {
             catch_all: catch_all(&r.catch_all, &name)?,
             name,
             default_quota_bytes: r.default_quota_bytes,
+            ..Default::default()
         };
         let d = self.service.store.create_domain(record).await?;
         tracing::info!(domain = %d.name, "domain created");
@@ -87,7 +106,8 @@ impl Admin for AdminApi {
         let r = req.into_inner();
         let name = normalize_domain(&r.name)?;
         let catch = r.catch_all.map(|c| catch_all(&c, &name)).transpose()?;
-        let d = self.service.store.update_domain(&name, catch, r.default_quota_bytes).await?;
+        let update = crate::store::DomainUpdate { catch_all: catch, default_quota: r.default_quota_bytes, dkim: None };
+        let d = self.service.store.update_domain(&name, update).await?;
         Ok(Response::new(self.domain_pb(d).await?))
     }
 
@@ -98,19 +118,8 @@ impl Admin for AdminApi {
     }
 
     async fn list_domains(&self, _req: Request<ListDomainsRequest>) -> Rpc<ListDomainsResponse> {
-        let domains = self
-            .service
-            .store
-            .list_domains()
-            .await?
-            .into_iter()
-            .map(|(d, accounts)| Domain {
-                name: d.name,
-                catch_all: d.catch_all,
-                default_quota_bytes: d.default_quota_bytes,
-                accounts,
-            })
-            .collect();
+        let domains =
+            self.service.store.list_domains().await?.into_iter().map(|(d, accounts)| domain_pb(d, accounts)).collect();
         Ok(Response::new(ListDomainsResponse { domains }))
     }
 
@@ -221,5 +230,50 @@ impl Admin for AdminApi {
         let a = self.account_by(&req.into_inner().address).await?;
         let usage = self.service.store.usage(a.id).await?;
         Ok(Response::new(usage_pb(&a, usage)))
+    }
+
+    async fn set_dkim_key(&self, req: Request<pb::SetDkimKeyRequest>) -> Rpc<pb::DkimKey> {
+        let r = req.into_inner();
+        let name = normalize_domain(&r.domain)?;
+        let selector =
+            if r.selector.is_empty() { tern_runtime::dkim::DEFAULT_SELECTOR.to_string() } else { r.selector };
+        if !selector.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+            return Err(MailboxError::invalid("selector", "letters, digits, '-' and '.' only").into());
+        }
+        let d = self.service.store.domain(&name).await?.ok_or_else(|| MailboxError::not_found("domain", &name))?;
+        let pem = if !r.private_key_pem.is_empty() {
+            r.private_key_pem
+        } else if !d.dkim_private_key.is_empty() && d.dkim_selector == selector {
+            // Generating is idempotent: the key already published stays.
+            d.dkim_private_key
+        } else {
+            tokio::task::spawn_blocking(tern_runtime::dkim::generate_private_key_pem)
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::internal(e.to_string()))?
+        };
+        let txt =
+            tern_runtime::dkim::txt_value(&pem).map_err(|e| MailboxError::invalid("private_key_pem", e.to_string()))?;
+        let update = crate::store::DomainUpdate { dkim: Some((selector.clone(), pem)), ..Default::default() };
+        self.service.store.update_domain(&name, update).await?;
+        tracing::info!(domain = %name, selector = %selector, "DKIM key set");
+        Ok(Response::new(pb::DkimKey { domain: name, selector, txt }))
+    }
+
+    async fn get_queued(&self, req: Request<pb::GetQueuedRequest>) -> Rpc<pb::QueuedMessage> {
+        let id = req.into_inner().queue_id;
+        let entry = self.service.store.queued(&id).await?.ok_or_else(|| MailboxError::not_found("queue entry", &id))?;
+        Ok(Response::new(entry))
+    }
+
+    async fn delete_queued(&self, req: Request<pb::DeleteQueuedRequest>) -> Rpc<pb::DeleteQueuedResponse> {
+        let id = req.into_inner().queue_id;
+        self.service.store.delete_queued(&id).await?;
+        tracing::info!(queue_id = %id, "queue entry deleted by an administrator");
+        Ok(Response::new(pb::DeleteQueuedResponse {}))
+    }
+
+    async fn retry_queued(&self, req: Request<pb::RetryQueuedRequest>) -> Rpc<pb::QueuedMessage> {
+        Ok(Response::new(self.service.retry_queued(&req.into_inner().queue_id).await?))
     }
 }

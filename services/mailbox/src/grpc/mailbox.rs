@@ -240,18 +240,10 @@ impl Mailbox for MailboxApi {
         let r = req.into_inner();
         let m = self.service.message(r.account_id, r.folder_id, r.uid).await?;
         let body = self.service.body(&m, r.offset, r.length).await?;
-        let total = m.size;
-        let chunks: Vec<Result<FetchBodyResponse, Status>> = if body.is_empty() {
-            vec![Ok(FetchBodyResponse { chunk: Default::default(), total_size: total })]
-        } else {
-            (0..body.len())
-                .step_by(CHUNK)
-                .map(|at| {
-                    let chunk = body.slice(at..(at + CHUNK).min(body.len()));
-                    Ok(FetchBodyResponse { chunk: chunk.to_vec(), total_size: if at == 0 { total } else { 0 } })
-                })
-                .collect()
-        };
+        let mut chunks = body_chunks(body);
+        if let Some(Ok(first)) = chunks.first_mut() {
+            first.total_size = m.size;
+        }
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
@@ -348,8 +340,39 @@ impl Mailbox for MailboxApi {
             ..Default::default()
         };
         let queued = self.service.enqueue(entry, body).await?;
-        tracing::info!(queue_id = %queued.queue_id, from = %queued.mail_from, recipients = queued.recipients.len(), "queued for relay");
-        Ok(Response::new(EnqueueResponse { queue_id: queued.queue_id }))
+        for q in &queued {
+            tracing::info!(queue_id = %q.queue_id, from = %q.mail_from, domain = %q.domain, recipients = q.recipients.len(), "queued for relay");
+        }
+        let queue_ids: Vec<String> = queued.into_iter().map(|q| q.queue_id).collect();
+        Ok(Response::new(EnqueueResponse { queue_id: queue_ids.first().cloned().unwrap_or_default(), queue_ids }))
+    }
+
+    async fn claim_queue(&self, req: Request<pb::ClaimQueueRequest>) -> Rpc<pb::ClaimQueueResponse> {
+        let r = req.into_inner();
+        let messages = self.service.claim_queue(&r.holder, r.max as usize, i64::from(r.lease_seconds)).await?;
+        Ok(Response::new(pb::ClaimQueueResponse { messages }))
+    }
+
+    async fn finish_queued(&self, req: Request<pb::FinishQueuedRequest>) -> Rpc<pb::FinishQueuedResponse> {
+        let r = req.into_inner();
+        self.service.finish_queued(&r.queue_id, &r.holder, r.retry).await?;
+        Ok(Response::new(pb::FinishQueuedResponse {}))
+    }
+
+    type FetchQueuedBodyStream = BoxStream<FetchBodyResponse>;
+
+    async fn fetch_queued_body(&self, req: Request<pb::FetchQueuedBodyRequest>) -> Rpc<Self::FetchQueuedBodyStream> {
+        let body = self.service.queued_body(&req.into_inner().queue_id).await?;
+        Ok(Response::new(Box::pin(futures::stream::iter(body_chunks(body)))))
+    }
+
+    async fn get_signing_key(&self, req: Request<pb::GetSigningKeyRequest>) -> Rpc<pb::GetSigningKeyResponse> {
+        let name = crate::address::normalize_domain(&req.into_inner().domain)?;
+        let d = self.service.store.domain(&name).await?.ok_or_else(|| MailboxError::not_found("domain", &name))?;
+        if d.dkim_private_key.is_empty() {
+            return Err(MailboxError::not_found("DKIM key of domain", &name).into());
+        }
+        Ok(Response::new(pb::GetSigningKeyResponse { selector: d.dkim_selector, private_key_pem: d.dkim_private_key }))
     }
 
     async fn list_queue(&self, _req: Request<ListQueueRequest>) -> Rpc<ListQueueResponse> {
@@ -379,4 +402,20 @@ impl Mailbox for MailboxApi {
         let usage = self.service.store.usage(id).await?;
         Ok(Response::new(GetQuotaResponse { usage: Some(usage_pb(&account, usage)) }))
     }
+}
+
+/// A body as FetchBody answers it: in chunks, the first one carrying the whole size (callers
+/// of a range overwrite it with the message's size).
+fn body_chunks(body: Bytes) -> Vec<Result<FetchBodyResponse, Status>> {
+    let total = body.len() as u64;
+    if body.is_empty() {
+        return vec![Ok(FetchBodyResponse { chunk: Default::default(), total_size: total })];
+    }
+    (0..body.len())
+        .step_by(CHUNK)
+        .map(|at| {
+            let chunk = body.slice(at..(at + CHUNK).min(body.len()));
+            Ok(FetchBodyResponse { chunk: chunk.to_vec(), total_size: if at == 0 { total } else { 0 } })
+        })
+        .collect()
 }

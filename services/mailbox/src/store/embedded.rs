@@ -28,7 +28,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
     AccountChanges, AppendOp, Appended, Changes, CopyOutcome, DEFAULT_FOLDERS, FlagsOutcome, MetadataStore, NewMessage,
-    UsageCount, count_flags, event, summary,
+    UsageCount, count_flags, event, queue, summary,
 };
 use crate::{
     error::{MailboxError, Result},
@@ -49,7 +49,10 @@ const CHANGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("change
 const PARSED: TableDefinition<&str, &[u8]> = TableDefinition::new("parsed");
 const BLOB_REFS: TableDefinition<&str, u64> = TableDefinition::new("blob_refs");
 const ORPHANS: TableDefinition<&str, i64> = TableDefinition::new("orphans");
-const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
+// The outbound queue: entries by id, and an index by due time (next attempt or end of lease)
+// so that a claim reads only the entries that are due.
+const OUTBOUND: TableDefinition<&str, &[u8]> = TableDefinition::new("outbound");
+const OUTBOUND_DUE: TableDefinition<(i64, &str), ()> = TableDefinition::new("outbound_due");
 
 /// Most jobs one transaction takes; bounds commit latency under a flood.
 const MAX_BATCH: usize = 256;
@@ -93,7 +96,8 @@ impl EmbeddedStore {
             txn.open_table(PARSED)?;
             txn.open_table(BLOB_REFS)?;
             txn.open_table(ORPHANS)?;
-            txn.open_table(QUEUE)?;
+            txn.open_table(OUTBOUND)?;
+            txn.open_table(OUTBOUND_DUE)?;
             txn.commit()?;
         }
         let (jobs, rx) = mpsc::unbounded_channel();
@@ -276,6 +280,27 @@ fn blob_ref(txn: &WriteTransaction, blob: &str, delta: i64) -> Result<()> {
     Ok(())
 }
 
+/// Writes a queue entry and its place in the due index.
+fn put_queued(txn: &WriteTransaction, entry: &QueuedMessage) -> Result<()> {
+    txn.open_table(OUTBOUND)?.insert(entry.queue_id.as_str(), entry.encode_to_vec().as_slice())?;
+    txn.open_table(OUTBOUND_DUE)?.insert((queue::due_at(entry), entry.queue_id.as_str()), ())?;
+    Ok(())
+}
+
+/// Removes a queue entry and its place in the due index, returning it.
+fn take_queued(txn: &WriteTransaction, queue_id: &str) -> Result<Option<QueuedMessage>> {
+    let Some(entry) = txn
+        .open_table(OUTBOUND)?
+        .remove(queue_id)?
+        .map(|v| decode::<QueuedMessage>("queued message", v.value()))
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    txn.open_table(OUTBOUND_DUE)?.remove((queue::due_at(&entry), queue_id))?;
+    Ok(Some(entry))
+}
+
 /// Inserts a message record into a folder, advancing UIDNEXT and HIGHESTMODSEQ.
 fn insert_message(txn: &WriteTransaction, folder: &mut FolderRecord, mut m: MessageRecord) -> Result<MessageRecord> {
     folder.highest_modseq += 1;
@@ -391,12 +416,7 @@ impl MetadataStore for EmbeddedStore {
         .await
     }
 
-    async fn update_domain(
-        &self,
-        name: &str,
-        catch_all: Option<String>,
-        default_quota: Option<u64>,
-    ) -> Result<DomainRecord> {
+    async fn update_domain(&self, name: &str, update: super::DomainUpdate) -> Result<DomainRecord> {
         let name = name.to_string();
         self.write(move |txn, _| {
             let mut t = txn.open_table(DOMAINS)?;
@@ -404,12 +424,7 @@ impl MetadataStore for EmbeddedStore {
                 Some(v) => decode("domain", v.value())?,
                 None => return Err(MailboxError::not_found("domain", name)),
             };
-            if let Some(c) = catch_all {
-                d.catch_all = c;
-            }
-            if let Some(q) = default_quota {
-                d.default_quota_bytes = q;
-            }
+            update.apply(&mut d);
             t.insert(name.as_str(), d.encode_to_vec().as_slice())?;
             Ok(d)
         })
@@ -1152,14 +1167,16 @@ impl MetadataStore for EmbeddedStore {
             .boxed())
     }
 
-    async fn enqueue(&self, message: QueuedMessage) -> Result<QueuedMessage> {
+    async fn enqueue(&self, entries: Vec<QueuedMessage>) -> Result<Vec<QueuedMessage>> {
         self.write(move |txn, _| {
-            let mut message = message;
-            let id = next_id(txn, "queue")?;
-            message.queue_id = format!("{id:016X}");
-            blob_ref(txn, &message.blob_id, 1)?;
-            txn.open_table(QUEUE)?.insert(id, message.encode_to_vec().as_slice())?;
-            Ok(message)
+            let mut out = Vec::with_capacity(entries.len());
+            for mut entry in entries {
+                entry.queue_id = format!("{:016X}", next_id(txn, "queue")?);
+                blob_ref(txn, &entry.blob_id, 1)?;
+                put_queued(txn, &entry)?;
+                out.push(entry);
+            }
+            Ok(out)
         })
         .await
     }
@@ -1167,11 +1184,81 @@ impl MetadataStore for EmbeddedStore {
     async fn list_queue(&self) -> Result<Vec<QueuedMessage>> {
         self.read(|txn| {
             let mut out = Vec::new();
-            for item in txn.open_table(QUEUE)?.iter()? {
+            for item in txn.open_table(OUTBOUND)?.iter()? {
                 out.push(decode("queued message", item?.1.value())?);
             }
             Ok(out)
         })
+    }
+
+    async fn queued(&self, queue_id: &str) -> Result<Option<QueuedMessage>> {
+        self.read(|txn| {
+            txn.open_table(OUTBOUND)?.get(queue_id)?.map(|v| decode("queued message", v.value())).transpose()
+        })
+    }
+
+    async fn claim_queue(&self, holder: &str, now: i64, lease_seconds: i64, max: usize) -> Result<Vec<QueuedMessage>> {
+        let holder = holder.to_string();
+        self.write(move |txn, _| {
+            let ids: Vec<String> = {
+                let due = txn.open_table(OUTBOUND_DUE)?;
+                let mut ids = Vec::new();
+                for item in due.range((i64::MIN, "")..)? {
+                    let (k, _) = item?;
+                    let (at, id) = k.value();
+                    if at > now || ids.len() >= max {
+                        break;
+                    }
+                    ids.push(id.to_string());
+                }
+                ids
+            };
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let Some(mut entry) = take_queued(txn, &id)? else { continue };
+                queue::lease(&mut entry, &holder, now, lease_seconds);
+                put_queued(txn, &entry)?;
+                out.push(entry);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn finish_queued(&self, queue_id: &str, holder: &str, now: i64, retry: Option<QueuedMessage>) -> Result<()> {
+        let (queue_id, holder) = (queue_id.to_string(), holder.to_string());
+        self.write(move |txn, _| {
+            let entry =
+                take_queued(txn, &queue_id)?.ok_or_else(|| MailboxError::not_found("queue entry", &queue_id))?;
+            queue::check_holder(&entry, &holder, now)?;
+            match retry {
+                Some(report) => put_queued(txn, &queue::retry(entry, report)?),
+                None => blob_ref(txn, &entry.blob_id, -1),
+            }
+        })
+        .await
+    }
+
+    async fn delete_queued(&self, queue_id: &str) -> Result<()> {
+        let queue_id = queue_id.to_string();
+        self.write(move |txn, _| {
+            let entry =
+                take_queued(txn, &queue_id)?.ok_or_else(|| MailboxError::not_found("queue entry", &queue_id))?;
+            blob_ref(txn, &entry.blob_id, -1)
+        })
+        .await
+    }
+
+    async fn retry_queued(&self, queue_id: &str, now: i64) -> Result<QueuedMessage> {
+        let queue_id = queue_id.to_string();
+        self.write(move |txn, _| {
+            let mut entry =
+                take_queued(txn, &queue_id)?.ok_or_else(|| MailboxError::not_found("queue entry", &queue_id))?;
+            entry.next_attempt_at = now;
+            put_queued(txn, &entry)?;
+            Ok(entry)
+        })
+        .await
     }
 
     async fn orphaned_blobs(&self, before: i64, limit: usize) -> Result<Vec<String>> {

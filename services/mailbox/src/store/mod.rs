@@ -10,6 +10,7 @@
 
 pub mod embedded;
 pub mod nats;
+pub mod queue;
 
 use futures::stream::BoxStream;
 use tern_proto::v1::{FlagsMode, FolderRef, MailboxEvent, MessageSummary, QueuedMessage, SpecialUse};
@@ -19,6 +20,30 @@ use crate::{
     parse::Parsed,
     records::{AccountRecord, DomainRecord, FolderRecord, MessageRecord, ParsedRecord},
 };
+
+/// What an update of a domain changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct DomainUpdate {
+    pub catch_all: Option<String>,
+    pub default_quota: Option<u64>,
+    /// The DKIM selector and private key (PEM).
+    pub dkim: Option<(String, String)>,
+}
+
+impl DomainUpdate {
+    pub fn apply(self, d: &mut DomainRecord) {
+        if let Some(c) = self.catch_all {
+            d.catch_all = c;
+        }
+        if let Some(q) = self.default_quota {
+            d.default_quota_bytes = q;
+        }
+        if let Some((selector, key)) = self.dkim {
+            d.dkim_selector = selector;
+            d.dkim_private_key = key;
+        }
+    }
+}
 
 /// The folders every new account gets.
 pub const DEFAULT_FOLDERS: [(&str, SpecialUse); 6] = [
@@ -134,12 +159,7 @@ pub struct UsageCount {
 pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     // The directory.
     async fn create_domain(&self, domain: DomainRecord) -> Result<DomainRecord>;
-    async fn update_domain(
-        &self,
-        name: &str,
-        catch_all: Option<String>,
-        default_quota: Option<u64>,
-    ) -> Result<DomainRecord>;
+    async fn update_domain(&self, name: &str, update: DomainUpdate) -> Result<DomainRecord>;
     async fn domain(&self, name: &str) -> Result<Option<DomainRecord>>;
     async fn list_domains(&self) -> Result<Vec<(DomainRecord, u64)>>;
     async fn delete_domain(&self, name: &str) -> Result<()>;
@@ -218,8 +238,22 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     // The outbound queue.
     /// Records a message for the relay; `message.blob_id` must already be stored. Assigns
     /// `queue_id` and takes a reference on the body.
-    async fn enqueue(&self, message: QueuedMessage) -> Result<QueuedMessage>;
+    // The outbound queue. Entries are claimed by relay workers with a lease; a store makes the
+    // claim atomic, so no two workers ever hold one entry at once.
+    /// Puts entries on the queue (one per remote domain of one submission, sharing a body, whose
+    /// reference each holds), all or none. Their ids are assigned here.
+    async fn enqueue(&self, entries: Vec<QueuedMessage>) -> Result<Vec<QueuedMessage>>;
     async fn list_queue(&self) -> Result<Vec<QueuedMessage>>;
+    async fn queued(&self, queue_id: &str) -> Result<Option<QueuedMessage>>;
+    /// Up to `max` entries due at `now` and not leased, now leased to `holder` until
+    /// `now + lease_seconds`.
+    async fn claim_queue(&self, holder: &str, now: i64, lease_seconds: i64, max: usize) -> Result<Vec<QueuedMessage>>;
+    /// Ends `holder`'s claim: removes the entry (`retry` None) or puts it back updated
+    /// (see [`queue::retry`]). `NotAllowed` when `holder` does not hold it any more.
+    async fn finish_queued(&self, queue_id: &str, holder: &str, now: i64, retry: Option<QueuedMessage>) -> Result<()>;
+    async fn delete_queued(&self, queue_id: &str) -> Result<()>;
+    /// Makes an entry due at `now`; a lease it is under stays.
+    async fn retry_queued(&self, queue_id: &str, now: i64) -> Result<QueuedMessage>;
 
     // Body garbage collection. A store either counts references to bodies (and then knows the
     // orphans itself), or gives every stored body an object of its own and tells which bodies

@@ -189,19 +189,7 @@ impl<B: Backend> Session<B> {
             return;
         }
         let report = dsn::failure_report(&self.cfg.hostname, from, failed, message, txn.params.ret == Some(Ret::Hdrs));
-        let result = match self.backend.resolve(from).await {
-            Ok(crate::backend::Resolved::Local { .. }) => {
-                self.backend.deliver("", &[from.to_string()], Bytes::from(report), ip).await.map(|_| ())
-            }
-            _ => {
-                let outbound = Outbound {
-                    mail_from: String::new(),
-                    recipients: vec![OutboundRecipient { address: from.to_string(), notify: vec![], orcpt: None }],
-                    ..Default::default()
-                };
-                self.backend.enqueue(outbound, Bytes::from(report)).await.map(|_| ())
-            }
-        };
+        let result = crate::backend::send_report(self.backend.as_ref(), from, Bytes::from(report), ip).await;
         if let Err(e) = result {
             tracing::warn!(error = %e, sender = %from, "could not send the delivery status notification");
         }

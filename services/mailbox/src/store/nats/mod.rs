@@ -36,6 +36,7 @@
 //! entry per account; when NATS fails half-way, the sender is told to retry and the accounts
 //! already written get the message twice (duplicates rather than loss).
 
+mod outbound;
 mod state;
 
 use std::{
@@ -130,7 +131,7 @@ pub struct NatsStore {
     directory: kv::Store,
     snapshots: kv::Store,
     parsed: kv::Store,
-    queue: kv::Store,
+    outbound: outbound::Outbound,
     accounts: Arc<Mutex<HashMap<u64, Cell>>>,
     parsed_cache: Arc<Mutex<HashMap<String, ParsedRecord>>>,
 }
@@ -191,13 +192,13 @@ impl NatsStore {
         let snapshots = stores.pop().expect("four buckets");
         let directory = stores.pop().expect("four buckets");
         Ok(Self {
-            js,
+            js: js.clone(),
             stream,
             subject_prefix: format!("{prefix}.mail"),
             directory,
             snapshots,
             parsed,
-            queue,
+            outbound: outbound::Outbound::open(js.clone(), queue, prefix, replicas).await?,
             accounts: Arc::default(),
             parsed_cache: Arc::default(),
         })
@@ -485,22 +486,12 @@ impl MetadataStore for NatsStore {
         }
     }
 
-    async fn update_domain(
-        &self,
-        name: &str,
-        catch_all: Option<String>,
-        default_quota: Option<u64>,
-    ) -> Result<DomainRecord> {
+    async fn update_domain(&self, name: &str, update: super::DomainUpdate) -> Result<DomainRecord> {
         let mut d: DomainRecord = self
             .get_record("domain", key("domain", name))
             .await?
             .ok_or_else(|| MailboxError::not_found("domain", name))?;
-        if let Some(c) = catch_all {
-            d.catch_all = c;
-        }
-        if let Some(q) = default_quota {
-            d.default_quota_bytes = q;
-        }
+        update.apply(&mut d);
         self.put_record(key("domain", name), &d).await?;
         Ok(d)
     }
@@ -1109,27 +1100,38 @@ impl MetadataStore for NatsStore {
             .boxed())
     }
 
-    async fn enqueue(&self, message: QueuedMessage) -> Result<QueuedMessage> {
-        let mut message = message;
-        let id = self.next_ids("queue", 1).await?;
-        message.queue_id = format!("{id:016X}");
-        self.queue.put(&message.queue_id, Bytes::from(message.encode_to_vec())).await.map_err(err("queueing"))?;
-        Ok(message)
+    async fn enqueue(&self, entries: Vec<QueuedMessage>) -> Result<Vec<QueuedMessage>> {
+        let first = self.next_ids("queue", entries.len() as u64).await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (n, mut entry) in entries.into_iter().enumerate() {
+            entry.queue_id = format!("{:016X}", first + n as u64);
+            out.push(self.outbound.enqueue(entry).await?);
+        }
+        Ok(out)
     }
 
     async fn list_queue(&self) -> Result<Vec<QueuedMessage>> {
-        let keys: Vec<String> = match self.queue.keys().await {
-            Ok(k) => k.try_collect().await.map_err(err("listing the queue"))?,
-            Err(e) => return Err(MailboxError::Nats { context: "listing the queue", detail: e.to_string() }),
-        };
-        let mut out = Vec::new();
-        for k in keys {
-            if let Some(bytes) = self.queue.get(k).await.map_err(err("reading the queue"))? {
-                out.push(decode("queued message", &bytes)?);
-            }
-        }
-        out.sort_by(|a: &QueuedMessage, b| a.queue_id.cmp(&b.queue_id));
-        Ok(out)
+        self.outbound.list().await
+    }
+
+    async fn queued(&self, queue_id: &str) -> Result<Option<QueuedMessage>> {
+        self.outbound.get(queue_id).await
+    }
+
+    async fn claim_queue(&self, holder: &str, now: i64, lease_seconds: i64, max: usize) -> Result<Vec<QueuedMessage>> {
+        self.outbound.claim(holder, now, lease_seconds, max).await
+    }
+
+    async fn finish_queued(&self, queue_id: &str, holder: &str, now: i64, retry: Option<QueuedMessage>) -> Result<()> {
+        self.outbound.finish(queue_id, holder, now, retry).await
+    }
+
+    async fn delete_queued(&self, queue_id: &str) -> Result<()> {
+        self.outbound.delete(queue_id).await
+    }
+
+    async fn retry_queued(&self, queue_id: &str, now: i64) -> Result<QueuedMessage> {
+        self.outbound.retry_now(queue_id, now).await
     }
 
     fn counts_references(&self) -> bool {

@@ -1,0 +1,23 @@
+//! The outbound relay: the second SMTP hop, from Tern to the recipients' mail servers.
+//!
+//! Workers claim entries of the outbound queue from the mailbox service with a lease, deliver
+//! each to the servers its domain's MX records name, and report back what is left to do. The
+//! relay keeps no state of its own: the queue, its leases and the bodies live behind the mailbox
+//! API, so relay workers scale by replicas and a worker that dies loses nothing.
+//!
+//! - [`client`]: the SMTP client's codec (replies, EHLO capabilities, dot-stuffing), no I/O.
+//! - [`route`]: where a domain's mail goes (MX, null MX, A/AAAA fallback).
+//! - [`send`]: one SMTP transaction with one server over TCP, with STARTTLS.
+//! - [`dkim`]: signing with the sender domain's key.
+//! - [`worker`]: the claim loop, retries with backoff, expiry and bounces (written with
+//!   `tern_smtp::dsn`, sent with `tern_smtp::backend::send_report`).
+
+pub mod client;
+pub mod config;
+pub mod dkim;
+pub mod route;
+pub mod send;
+pub mod worker;
+
+pub use config::RelayConfig;
+pub use worker::Relay;
