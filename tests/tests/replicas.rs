@@ -387,3 +387,33 @@ async fn a_new_replica_opens_a_long_history_from_its_snapshot() {
     assert_eq!(got.messages, want.messages);
     assert_eq!(got.messages.len(), 150);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_workers_on_two_replicas_deliver_the_shared_queue_exactly_once() {
+    use tern_tests::relay::{Dns, Receiver, RelayWorker, enqueue, relay_config};
+    let (_nats, a, b, _) = two_replicas().await;
+    let dns = Dns::start(&[("far.test", "MX", "10 mx.far.test"), ("mx.far.test", "A", "127.0.0.1")]);
+    let receiver = Receiver::start(false, 1);
+    // Each worker claims through its own replica: the claims meet only in NATS.
+    let _on_a = RelayWorker::start(a.addr, relay_config(&dns, receiver.port), "worker-on-a");
+    let _on_b = RelayWorker::start(b.addr, relay_config(&dns, receiver.port), "worker-on-b");
+    const N: usize = 30;
+    for i in 0..N {
+        let (to, via) = (format!("r{i}@far.test"), if i % 2 == 0 { a.addr } else { b.addr });
+        enqueue(via, "ann@here.test", &[to.as_str()], &message(&format!("q{i}"), "relayed")).await;
+    }
+    receiver.wait_for(N, Duration::from_secs(30)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut client = a.mailbox_client().await;
+    while !client.list_queue(tern_proto::v1::ListQueueRequest {}).await.expect("list").into_inner().messages.is_empty()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the queue never emptied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut seen: Vec<String> = receiver.messages().iter().flat_map(|m| m.rcpt_tos.clone()).collect();
+    seen.sort();
+    let mut want: Vec<String> = (0..N).map(|i| format!("r{i}@far.test")).collect();
+    want.sort();
+    assert_eq!(seen, want, "every message delivered exactly once across both replicas' workers");
+}

@@ -188,8 +188,8 @@ fn install_tools() -> anyhow::Result<()> {
     run("python3", &args)
 }
 
-/// The storage suites of the embedded backend, run again with the metadata in NATS
-/// JetStream: one suite, two backends. Tests of what only the embedded backend has (a copy of
+/// The storage suites of the embedded backend, and the relay's tests (whose queue claims are
+/// the store's), run again with the metadata in NATS JetStream: one suite, two backends. Tests of what only the embedded backend has (a copy of
 /// its data directory standing in for a crash, body reference counting for garbage
 /// collection) are named and skipped here; `tests/replicas.rs` and `tern`'s `tests/cluster.rs`
 /// cover crashes and collection the distributed way.
@@ -197,7 +197,7 @@ fn storage_suites_on_nats() -> anyhow::Result<(u64, u64)> {
     // tern-testbed's server: JetStream on a free loopback port, a temporary directory, and
     // stopped when dropped, also when the tests failed.
     let nats = tern_testbed::Nats::start()?;
-    let mut args = vec!["test", "-p", "tern-tests", "--test", "grpc", "--test", "invariants", "--"];
+    let mut args = vec!["test", "-p", "tern-tests", "--test", "grpc", "--test", "invariants", "--test", "relay", "--"];
     for embedded_only in EMBEDDED_ONLY {
         args.extend(["--skip", embedded_only]);
     }

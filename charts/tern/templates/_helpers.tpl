@@ -83,12 +83,14 @@ app.kubernetes.io/part-of: tern
 {{- printf "%s:%d" $host (int .port) }}
 {{- end }}
 
-{{/* One TOML value: integers stay integers (Helm reads YAML numbers as floats). */}}
+{{/* One TOML value: integers stay integers (Helm reads YAML numbers as floats); a map becomes
+an inline table with quoted keys, since keys such as domain names contain dots. */}}
 {{- define "tern.tomlValue" -}}
 {{- if kindIs "string" . }}{{ toJson . }}
 {{- else if kindIs "bool" . }}{{ ternary "true" "false" . }}
 {{- else if or (kindIs "float64" .) (kindIs "int" .) (kindIs "int64" .) }}{{ if eq (float64 .) (float64 (int64 .)) }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
 {{- else if kindIs "slice" . }}[{{ range $i, $v := . }}{{ if $i }}, {{ end }}{{ include "tern.tomlValue" $v }}{{ end }}]
+{{- else if kindIs "map" . }}{{ $m := . }}{ {{- range $i, $k := keys $m | sortAlpha }}{{ if $i }},{{ end }} {{ toJson $k }} = {{ include "tern.tomlValue" (get $m $k) }}{{ end }} }
 {{- else }}{{ fail (printf "tern: cannot write %v (%s) into the TOML config" . (kindOf .)) }}
 {{- end }}
 {{- end }}
@@ -185,6 +187,16 @@ lifecycle:
 
 {{- define "tern.terminationGrace" -}}
 {{- add (int .root.Values.shutdown.preStopSleepSecs) (int (default 25 .c.shutdownGraceSecs)) 5 }}
+{{- end }}
+
+{{/* The relay's terminationGracePeriodSeconds: the [smtp] shutdown_grace_secs it drains within
+(smtp.config may override smtp.shutdownGraceSecs in the file, so the same precedence here), plus
+the margin the front-ends get. */}}
+{{- define "tern.relayTerminationGrace" -}}
+{{- $smtp := .Values.smtp }}
+{{- $grace := $smtp.shutdownGraceSecs }}
+{{- if hasKey $smtp.config "shutdown_grace_secs" }}{{ $grace = get $smtp.config "shutdown_grace_secs" }}{{ end }}
+{{- add (int (default 25 $grace)) 5 }}
 {{- end }}
 
 {{/* The checksum that restarts pods when the configuration changes. */}}

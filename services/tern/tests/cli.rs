@@ -29,9 +29,16 @@ impl Drop for Dev {
 
 impl Dev {
     fn start(data: &Path) -> Dev {
+        Self::start_with(data, &[])
+    }
+
+    /// `tern dev` with extra arguments (a `--config` file, say).
+    fn start_with(data: &Path, extra: &[&str]) -> Dev {
         let (grpc, http) = (free_port(), free_port());
         let child = Command::new(TERN)
-            .args(["dev", "--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
+            .arg("dev")
+            .args(extra)
+            .args(["--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
             .args(["--smtp-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--submission-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--submissions-listen", &format!("127.0.0.1:{}", free_port())])
@@ -160,4 +167,83 @@ fn bad_config_file_is_reported() {
     let out = Command::new(TERN).args(["dev", "--config"]).arg(&cfg).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid config file"));
+}
+
+/// Outbound mail as a user sends it: `tern dev` with `[relay]` pointed at a DNS server and an SMTP
+/// receiver on loopback, a DKIM key from `tern admin domain dkim`, a message submitted with
+/// Python's smtplib over STARTTLS and AUTH, the receiver getting it signed (verified by
+/// dkimpy), and `tern admin queue` showing, retrying and deleting what is still deferred.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_mail_is_signed_relayed_and_managed_from_the_queue() {
+    use tern_tests::relay::{Dns, Receiver, dkim_verify};
+    let dns = Dns::start(&[("far.test", "MX", "10 mx.far.test"), ("mx.far.test", "A", "127.0.0.1")]);
+    let receiver = Receiver::start(true, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tern.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[relay]\nport = {}\ndns_server = \"{}\"\nretry_schedule_secs = [600]\npoll_interval_ms = 100\n",
+            receiver.port, dns.addr
+        ),
+    )
+    .unwrap();
+    let submission = free_port();
+    let dev = Dev::start_with(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap(), "--submission-listen", &format!("127.0.0.1:{submission}")],
+    );
+    dev.ok(&["domain", "add", "here.test"]);
+    dev.ok(&["mailbox", "add", "ann@here.test", "--password", "secret"]);
+    let published = dev.ok(&["domain", "dkim", "here.test", "--selector", "mail"]);
+    let txt = published.lines().find_map(|l| l.split_once("IN TXT ")).map(|(_, v)| v.trim_matches('"').to_string());
+    let txt = txt.unwrap_or_else(|| panic!("no TXT record in {published}"));
+    assert!(dev.ok(&["domain", "show", "here.test"]).contains("mail._domainkey.here.test"));
+    assert_eq!(dev.ok(&["domain", "dkim", "here.test", "--selector", "mail"]), published, "the key is kept");
+
+    let script = format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP("127.0.0.1", {submission}, timeout=30)
+s.starttls(context=ctx)
+s.login("ann@here.test", "secret")
+msg = "From: Ann <ann@here.test>\r\nTo: bob@far.test\r\nSubject: over the relay\r\nMessage-ID: <r1@here.test>\r\n\r\nHello Bob.\r\n"
+refused = s.sendmail("ann@here.test", ["bob@far.test", "tempfail@far.test"], msg)
+assert not refused, refused
+s.quit()
+"#
+    );
+    let out = Command::new("python3").arg("-c").arg(&script).output().unwrap();
+    assert!(out.status.success(), "smtplib: {}", String::from_utf8_lossy(&out.stderr));
+
+    let got = receiver.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].rcpt_tos, ["bob@far.test"]);
+    assert!(got[0].tls, "the relay used STARTTLS");
+    let (pass, verdict) = dkim_verify(&got[0].path, &txt);
+    assert!(pass, "dkimpy: {verdict}");
+
+    // tempfail@ was deferred: the queue shows it, with the attempt; retry and delete work.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let list = dev.ok(&["queue", "list"]);
+        if let Some(line) = list.lines().find(|l| l.contains("tempfail@far.test") && !l.contains("being delivered")) {
+            let id = line.split_whitespace().next().unwrap().to_string();
+            if dev.ok(&["queue", "show", &id]).contains("attempt:") {
+                break id;
+            }
+        }
+        assert!(Instant::now() < deadline, "no deferred entry in {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let show = dev.ok(&["queue", "show", &id]);
+    assert!(show.contains("451 4.3.0") && show.contains("mx.far.test [127.0.0.1]"), "{show}");
+    assert!(dev.ok(&["queue", "retry", &id]).contains("is due now"));
+    dev.ok(&["queue", "delete", &id]);
+    assert!(dev.fails(&["queue", "show", &id]).contains("not found"));
+    assert!(!dev.ok(&["queue", "list"]).contains(&id));
+    let metrics = http_get(&dev.http, "/metrics");
+    assert!(metrics.contains("tern_relay_recipients_total{result=\"delivered\"}"), "{metrics}");
+    assert_eq!(receiver.messages().len(), 1, "delivered once");
+    dev.stop();
 }
