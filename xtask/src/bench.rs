@@ -60,6 +60,23 @@ pub enum Which {
         #[arg(long, default_value_t = 1000)]
         deliveries: usize,
     },
+    /// The outbound relay: `messages` queued messages of 4 KiB (one recipient each) delivered
+    /// by a `tern relay` process to postfix's smtp-sink on loopback, the MX found through a
+    /// local DNS server: deliveries/s with DKIM signing on, then off, and the relay's memory.
+    Relay {
+        #[arg(long, default_value_t = 5000)]
+        messages: usize,
+        /// The relay's `concurrency`: deliveries at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// The relay's `per_domain_concurrency`. Every message goes to one domain, so this
+        /// caps the connections to the sink. Default: as `--concurrency`.
+        #[arg(long)]
+        per_domain_concurrency: Option<usize>,
+        /// Seconds the relay may take to empty the queue before the run fails.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
     /// IMAP: memory per idle connection (each logged in, INBOX of 100 messages selected, in
     /// IDLE), then a mixed workload from 10 logged-in clients: commands/s.
     Imap {
@@ -79,6 +96,10 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         Which::Smtp { messages, sessions } => rt.block_on(smtp(messages, sessions)),
         Which::Pop3 { accounts, messages, sessions } => rt.block_on(pop3(accounts, messages, sessions)),
         Which::Imap { connections, seconds } => rt.block_on(imap(connections, seconds)),
+        Which::Relay { messages, concurrency, per_domain_concurrency, timeout } => {
+            let per_domain = per_domain_concurrency.unwrap_or(concurrency);
+            rt.block_on(relay(messages, concurrency, per_domain, Duration::from_secs(timeout)))
+        }
         Which::Distributed { messages, sessions, seconds, deliveries } => {
             rt.block_on(distributed(messages, sessions, seconds, deliveries))
         }
@@ -128,10 +149,7 @@ impl Server {
                 "[smtp]\nmax_connections_per_ip = 1000\nverify_inbound = false\n\n[pop3]\nallow_plaintext_auth = true\n\n[imap]\nallow_plaintext_auth = true\nmax_connections_per_ip = 100000\n\n{extra}"
             ),
         )?;
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| crate::workspace_root().join("target"));
-        let bin = target.join("release/tern");
+        let bin = tern_bin();
         let child = Command::new(&bin)
             .args([
                 "dev",
@@ -165,25 +183,42 @@ impl Server {
 
     /// Resident and peak resident memory of the server, in KiB, from /proc.
     fn memory(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        memory_of(self.child.id())
     }
+}
+
+/// The release `tern` binary that `run` built.
+fn tern_bin() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"));
+    target.join("release/tern")
+}
+
+/// Resident and peak resident memory of process `pid`, in KiB, from /proc.
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// A 4 KiB message, different for every `n` so that no two share a body object.
 fn message(n: usize) -> Vec<u8> {
-    let mut m = format!(
+    padded(format!(
         "From: bench@example.net\r\nTo: user@bench.test\r\nSubject: bench {n}\r\nMessage-ID: <{n}@bench>\r\n\r\n"
-    )
-    .into_bytes();
+    ))
+}
+
+/// `header` (ending in the blank line) and a body of text lines, 4096 octets in all.
+fn padded(header: String) -> Vec<u8> {
+    let mut m = header.into_bytes();
     let line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
     while m.len() + line.len() <= 4096 {
         m.extend_from_slice(line);

@@ -55,6 +55,10 @@ CHECKOV_SKIPS = {
     "CKV_K8S_35": "secrets as files: the S3 client reads AWS_ACCESS_KEY_ID and "
     "AWS_SECRET_ACCESS_KEY from the environment; use IAM roles (no Secret) to avoid them",
 }
+# The keys of tern_relay::RelayConfig (services/relay/src/config.rs), which refuses any other.
+RELAY_KEYS = {"hostname", "concurrency", "per_domain_concurrency", "port", "dns_server", "retry_schedule_secs",
+              "lifetime_secs", "delay_warning_secs", "lease_secs", "poll_interval_ms", "connect_timeout_secs",
+              "command_timeout_secs", "max_hosts_per_attempt", "tls", "tls_policies", "dkim"}
 # CRD kinds that kubernetes-validate has no schema for.
 FOREIGN_KINDS = {"Certificate", "ServiceMonitor", "Domain", "Mailbox"}
 
@@ -74,6 +78,14 @@ def values_files() -> list[tuple[str, dict | None]]:
         with open(path) as f:
             files.append((os.path.basename(path), yaml.safe_load(f) or {}))
     return files
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Values as Helm merges them: maps key by key, everything else replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def render(values: dict | None) -> list[dict]:
@@ -119,7 +131,7 @@ def smoke_run(config_text: str, tern: str) -> None:
                 for addr in value if isinstance(value, list) else [value]:
                     port = {"grpc": str(grpc), "http": "HTTP_PORT"}.get(key) or str(free_port())
                     text = text.replace(f'"{addr}"', f'"127.0.0.1:{port}"', 1)
-        for role in ["mailbox", "smtp", "imap", "pop3"]:
+        for role in ["mailbox", "smtp", "imap", "pop3", "relay"]:
             http = free_port()
             role_text = text.replace("HTTP_PORT", str(http))
             path = os.path.join(work, f"{role}.toml")
@@ -200,7 +212,7 @@ def config_accepted(config_text: str, tern: str, name: str) -> None:
 
         no, out = refused("mailbox", broken)
         check(f"real `tern mailbox` refuses an unknown config key (control, {name})", no, out[-300:])
-        for role in ["mailbox", "smtp", "imap", "pop3"]:
+        for role in ["mailbox", "smtp", "imap", "pop3", "relay"]:
             no, out = refused(role, path)
             check(f"real `tern {role}` accepts the rendered config ({name})", not no, out[-400:])
     finally:
@@ -224,6 +236,9 @@ def main() -> int:
         "a misspelt key": {"smtp": {"proxyProtcol": True}},
         "a privileged container port": {"containerPorts": {"smtp": 25}},
         "an unknown store mode": {"store": {"mode": "postgres"}},
+        "an unknown relay TLS policy": {"relay": {"config": {"tlsPolicies": {"bank.example": "dane"}}}},
+        "a relay setting RelayConfig does not have": {"relay": {"config": {"maxRetries": 3}}},
+        "a relay port the NetworkPolicy would block": {"relay": {"config": {"port": 2525}}},
         "a bad NATS prefix": {"store": {"mode": "nats", "nats": {"url": "nats://n:4222", "prefix": "a-b", "replicas": 1}},
                               "blobs": {"url": "s3://b"}},
     }
@@ -239,7 +254,7 @@ def main() -> int:
             yaml.safe_dump_all(docs, f, sort_keys=False)
         kinds = {d["kind"] for d in docs}
         check(f"render ({name}): {len(docs)} manifests", all("apiVersion" in d and "kind" in d for d in docs))
-        merged = {**(yaml.safe_load(open(os.path.join(CHART, "values.yaml")))), **(values or {})}
+        merged = deep_merge(yaml.safe_load(open(os.path.join(CHART, "values.yaml"))), values or {})
         mode = merged["store"]["mode"]
         mailbox = [d for d in docs if d["kind"] in ("StatefulSet", "Deployment")
                    and d["metadata"]["name"].endswith("-mailbox")]
@@ -255,6 +270,19 @@ def main() -> int:
             check(f"config.toml parses and follows the values ({name})", ok, json.dumps(cfg)[:300])
         except tomllib.TOMLDecodeError as e:
             check(f"config.toml parses ({name})", False, str(e))
+        if merged["relay"]["enabled"]:
+            relay = cfg.get("relay", {})
+            rc = merged["relay"]["config"]
+            ok = (set(relay) <= RELAY_KEYS and relay.get("tls_policies", {}) == rc["tlsPolicies"]
+                  and relay["tls"] == rc["tls"] and relay["dkim"] == rc["dkim"]
+                  and relay["hostname"] == (rc["hostname"] or merged["hostname"]))
+            check(f"[relay] has RelayConfig's keys only and follows the values ({name})", ok, json.dumps(relay))
+            deploy = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-relay"))
+            grace = cfg["smtp"]["shutdown_grace_secs"]
+            check(f"relay's terminationGracePeriodSeconds is its drain ({grace} s) plus a margin ({name})",
+                  deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace + 5)
+        else:
+            check(f"no [relay] section without the relay ({name})", "relay" not in cfg)
         # Every Service port of a front-end maps to a container port the config listens on.
         for svc in (d for d in docs if d["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer"):
             deploy = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == svc["metadata"]["name"])
