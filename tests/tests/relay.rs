@@ -351,3 +351,25 @@ async fn a_worker_killed_mid_delivery_loses_nothing_and_delivers_nothing_twice()
     assert_eq!(receiver.messages().len(), 1, "delivered exactly once: {got:?}");
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_to_one_domain_keep_to_its_rate_limit() {
+    let server = TestServer::start(Default::default()).await;
+    let dns = Dns::start(&zone());
+    let receiver = Receiver::start(false, 1);
+    const N: usize = 10;
+    for i in 0..N {
+        let rcpt = format!("p{i}@accept.test");
+        enqueue(server.addr, "ann@here.test", &[rcpt.as_str()], &message("ann@here.test", &rcpt, &format!("p{i}")))
+            .await;
+    }
+    // Five starts per second: ten deliveries take at least 9 × 200 ms, however fast the rest is.
+    let config = tern_relay::RelayConfig { per_domain_rate: 5.0, ..relay_config(&dns, receiver.port) };
+    let started = std::time::Instant::now();
+    let _relay = RelayWorker::start(server.addr, config, "w1");
+    receiver.wait_for(N, WAIT).await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1700), "10 deliveries at 5/s took only {took:?}");
+    wait_queue_empty(&server).await;
+    assert_eq!(receiver.messages().len(), N);
+}

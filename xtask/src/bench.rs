@@ -12,8 +12,9 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use tern_proto::v1::{
-    CreateAccountRequest, CreateDomainRequest, DeliverEnvelope, DeliverRequest, DeliveryStatus, FetchBodyRequest,
-    FolderRef, Password, SelectRequest, admin_client::AdminClient, deliver_request, mailbox_client::MailboxClient,
+    CreateAccountRequest, CreateDomainRequest, DeliverEnvelope, DeliverRequest, DeliveryStatus, EnqueueEnvelope,
+    EnqueueRequest, FetchBodyRequest, FolderRef, ListQueueRequest, Password, QueuedRecipient, SelectRequest,
+    SetDkimKeyRequest, admin_client::AdminClient, deliver_request, enqueue_request, mailbox_client::MailboxClient,
     password,
 };
 use tonic::transport::Channel;
@@ -906,6 +907,359 @@ async fn distributed(messages: usize, sessions: usize, seconds: u64, deliveries:
         "  IDLE notification across processes: p50 {:.2} ms, p99 {:.2} ms",
         pct(0.50).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// The local domain the relay benchmark sends from (with a DKIM key) and the remote one it
+/// sends to (an MX record pointing at the sink).
+const RELAY_FROM: &str = "bench@relay.bench.test";
+const SINK_DOMAIN: &str = "sink.test";
+
+/// CPU time (user and system) that process `pid` has used so far, in seconds, from
+/// /proc/PID/stat (in clock ticks, 100 a second on Linux).
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces: the
+    // state is field 3, utime 14 and stime 15.
+    let rest: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// A 4 KiB message from the relay benchmark's sender, with the headers a DKIM signature covers.
+fn relay_message(n: usize) -> Vec<u8> {
+    padded(format!(
+        "From: Bench <{RELAY_FROM}>\r\nTo: <user{n}@{SINK_DOMAIN}>\r\nSubject: relay bench {n}\r\n\
+         Date: Mon, 01 Jan 2024 00:00:00 +0000\r\nMessage-ID: <{n}@relay.bench.test>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+    ))
+}
+
+async fn enqueue(client: &mut MailboxClient<Channel>, n: usize) -> anyhow::Result<()> {
+    let body = relay_message(n);
+    let reqs = vec![
+        EnqueueRequest {
+            part: Some(enqueue_request::Part::Envelope(EnqueueEnvelope {
+                mail_from: RELAY_FROM.into(),
+                recipients: vec![QueuedRecipient { address: format!("user{n}@{SINK_DOMAIN}"), ..Default::default() }],
+                size_hint: body.len() as u64,
+                ..Default::default()
+            })),
+        },
+        EnqueueRequest { part: Some(enqueue_request::Part::Chunk(body)) },
+    ];
+    let resp = client.enqueue(futures::stream::iter(reqs)).await?.into_inner();
+    if resp.queue_ids.len() != 1 {
+        bail!("enqueue made {} entries, expected 1", resp.queue_ids.len());
+    }
+    Ok(())
+}
+
+/// The DNS server of the relay's tests (`tests/fixtures/relay/dns_server.py`), serving
+/// `records` on a free loopback port; killed when dropped.
+async fn dns_fixture(dir: &std::path::Path, records: &str) -> anyhow::Result<(tokio::process::Child, u16)> {
+    use tokio::io::AsyncBufReadExt;
+    crate::install_tools()?;
+    let root = crate::workspace_root();
+    let zone = dir.join("zone.json");
+    std::fs::write(&zone, format!("{{\"records\": [{records}]}}"))?;
+    let mut child = tokio::process::Command::new("python3")
+        .arg(root.join("tests/fixtures/relay/dns_server.py"))
+        .args(["--host", "127.0.0.1", "--port", "0", "--zone"])
+        .arg(&zone)
+        .env("PYTHONPATH", root.join(".tools/py"))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start python3 for the DNS server")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .context("the DNS server did not start within 10 s")??
+        .context("the DNS server exited before it was ready")?;
+    let port = line
+        .strip_prefix("READY ")
+        .and_then(|p| p.trim().parse().ok())
+        .with_context(|| format!("unexpected line from the DNS server: {line:?}"))?;
+    Ok((child, port))
+}
+
+/// What postfix's smtp-sink has received so far, from its running counters (`-c`).
+#[derive(Debug, Default)]
+struct SinkCount {
+    messages: usize,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+/// smtp-sink on `addr`, counting; killed when dropped.
+async fn smtp_sink(addr: &str) -> anyhow::Result<(tokio::process::Child, Arc<std::sync::Mutex<SinkCount>>)> {
+    use tokio::io::AsyncReadExt;
+    let bin = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .context("smtp-sink not found: apt-get install postfix (only its test server is used)")?;
+    let mut command = tokio::process::Command::new(bin);
+    command.arg("-c");
+    // smtp-sink refuses to run as root without a user to drop to.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        .unwrap_or(false);
+    if root {
+        command.args(["-u", "nobody"]);
+    }
+    // -m: connections served at once (default 256); the backlog takes the rest.
+    let mut child = command
+        .args(["-m", "1024", addr, "1024"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {bin}"))?;
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let count = Arc::new(std::sync::Mutex::new(SinkCount::default()));
+    let counter = count.clone();
+    // Each update is `sess=N quit=N mesg=N` and a carriage return.
+    tokio::spawn(async move {
+        let (mut pending, mut chunk) = (Vec::new(), vec![0u8; 8192]);
+        while let Ok(n) = stdout.read(&mut chunk).await {
+            if n == 0 {
+                return;
+            }
+            let now = Instant::now();
+            pending.extend_from_slice(&chunk[..n]);
+            while let Some(end) = pending.iter().position(|b| *b == b'\r' || *b == b'\n') {
+                let record: Vec<u8> = pending.drain(..=end).collect();
+                let mesg = String::from_utf8_lossy(&record)
+                    .split_whitespace()
+                    .find_map(|f| f.strip_prefix("mesg=").and_then(|v| v.parse::<usize>().ok()));
+                let mut c = counter.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(m) = mesg.filter(|m| *m > c.messages) {
+                    c.messages = m;
+                    c.first.get_or_insert(now);
+                    c.last = Some(now);
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("smtp-sink did not start listening on {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((child, count))
+}
+
+/// A `tern` process of one role (`tern mailbox`, `tern relay`) in `dir`; killed when dropped.
+fn tern_role(role: &str, dir: &std::path::Path, args: &[String]) -> anyhow::Result<tokio::process::Child> {
+    let bin = tern_bin();
+    tokio::process::Command::new(&bin)
+        .arg(role)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--http-listen")
+        .arg(format!("127.0.0.1:{}", free_port()?))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {} {role}", bin.display()))
+}
+
+/// The figures of one relay run.
+#[derive(Debug)]
+struct RelayRun {
+    /// From starting the relay to an empty queue.
+    secs: f64,
+    /// From the sink's first message to its last.
+    steady_secs: f64,
+    enqueue_secs: f64,
+    relay_rss: u64,
+    relay_peak: u64,
+    relay_cpu: f64,
+    mailbox_cpu: f64,
+    sink_cpu: f64,
+}
+
+/// One run: a fresh `tern mailbox` whose queue is filled through the gRPC `Enqueue`, then a
+/// `tern relay` started against it that delivers everything to a fresh smtp-sink.
+async fn relay_run(
+    dkim: bool,
+    messages: usize,
+    concurrency: usize,
+    per_domain: usize,
+    timeout: Duration,
+    dns: u16,
+) -> anyhow::Result<RelayRun> {
+    let dir = tempfile::TempDir::new()?;
+    let grpc = format!("127.0.0.1:{}", free_port()?);
+    let url = format!("http://{grpc}");
+    let mailbox_dir = dir.path().join("mailbox");
+    let mailbox = tern_role("mailbox", &mailbox_dir, &["--grpc-listen".into(), grpc.clone()])?;
+    let mailbox_pid = mailbox.id().context("tern mailbox exited")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let channel = loop {
+        match Channel::from_shared(url.clone())?.connect().await {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => bail!("tern mailbox did not start listening on {grpc}: {e}"),
+        }
+    };
+    let mut admin = AdminClient::new(channel.clone());
+    let domain = RELAY_FROM.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    admin.create_domain(CreateDomainRequest { name: domain.into(), ..Default::default() }).await?;
+    // An empty key asks the mailbox service to generate one (RSA, as `tern admin domain dkim`).
+    admin
+        .set_dkim_key(SetDkimKeyRequest { domain: domain.into(), selector: "bench".into(), private_key_pem: "".into() })
+        .await?;
+
+    // Phase 1: the queue, filled while no relay runs, by 16 clients as submission pods would.
+    let start = Instant::now();
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let channel = Channel::from_shared(url.clone())?.connect().await?;
+        let counter = counter.clone();
+        tasks.spawn(async move {
+            let mut client = MailboxClient::new(channel);
+            loop {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= messages {
+                    return anyhow::Ok(());
+                }
+                enqueue(&mut client, n).await?;
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let enqueue_secs = start.elapsed().as_secs_f64();
+    let mut client = MailboxClient::new(channel).max_decoding_message_size(256 << 20);
+    let queued = client.list_queue(ListQueueRequest {}).await?.into_inner().messages.len();
+    if queued != messages {
+        bail!("{queued} entries on the queue after enqueueing {messages}");
+    }
+
+    // Phase 2: a relay worker alone, started now, against the full queue.
+    let sink_addr = format!("127.0.0.1:{}", free_port()?);
+    let (sink, count) = smtp_sink(&sink_addr).await?;
+    let sink_pid = sink.id().context("smtp-sink exited")?;
+    let sink_port = sink_addr.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\nhostname = \"relay.bench.test\"\nport = {sink_port}\ndns_server = \"127.0.0.1:{dns}\"\n\
+             concurrency = {concurrency}\nper_domain_concurrency = {per_domain}\ndkim = {dkim}\n"
+        ),
+    )?;
+    let (cpu_mailbox_before, cpu_sink_before) = (cpu_of(mailbox_pid), cpu_of(sink_pid));
+    let start = Instant::now();
+    let mut relay = tern_role(
+        "relay",
+        &dir.path().join("relay"),
+        &["--mailbox-url".into(), url.clone(), "--config".into(), config.display().to_string()],
+    )?;
+    let relay_pid = relay.id().context("tern relay exited")?;
+    let delivered = || count.lock().unwrap_or_else(|e| e.into_inner()).messages;
+    // The sink's counter first (cheap to watch), then the queue until every entry is finished.
+    loop {
+        if delivered() >= messages
+            && client.list_queue(ListQueueRequest {}).await?.into_inner().messages.is_empty()
+        {
+            break;
+        }
+        if let Some(status) = relay.try_wait()? {
+            bail!("tern relay exited with {status}");
+        }
+        if start.elapsed() > timeout {
+            let left = client.list_queue(ListQueueRequest {}).await?.into_inner().messages;
+            let why = left
+                .iter()
+                .find_map(|m| m.history.last())
+                .map(|a| format!("; an entry's last attempt: {} {}", a.host, a.result))
+                .unwrap_or_default();
+            bail!(
+                "after {} s the sink has {} of {messages} messages and {} entries are still queued{why}",
+                timeout.as_secs(),
+                delivered(),
+                left.len()
+            );
+        }
+        let wait = if delivered() >= messages { 5 } else { 10 };
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (relay_rss, relay_peak) = memory_of(relay_pid);
+    let relay_cpu = cpu_of(relay_pid);
+    let (mailbox_cpu, sink_cpu) = (cpu_of(mailbox_pid) - cpu_mailbox_before, cpu_of(sink_pid) - cpu_sink_before);
+    // A message delivered twice would show as one too many.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = count.lock().unwrap_or_else(|e| e.into_inner());
+    if c.messages != messages {
+        bail!("the sink received {} messages, expected {messages}", c.messages);
+    }
+    let steady_secs = match (c.first, c.last) {
+        (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
+        _ => secs,
+    };
+    drop(c);
+    drop((relay, sink, mailbox));
+    Ok(RelayRun { secs, steady_secs, enqueue_secs, relay_rss, relay_peak, relay_cpu, mailbox_cpu, sink_cpu })
+}
+
+async fn relay(messages: usize, concurrency: usize, per_domain: usize, timeout: Duration) -> anyhow::Result<()> {
+    if messages < 2 {
+        bail!("need at least two messages");
+    }
+    let dir = tempfile::TempDir::new()?;
+    let records = format!(
+        "{{\"name\": \"{SINK_DOMAIN}\", \"type\": \"MX\", \"pref\": 10, \"value\": \"mx.{SINK_DOMAIN}\"}}, \
+         {{\"name\": \"mx.{SINK_DOMAIN}\", \"type\": \"A\", \"value\": \"127.0.0.1\"}}"
+    );
+    let (_dns, dns) = dns_fixture(dir.path(), &records).await?;
+    println!(
+        "relay benchmark: {messages} queued messages of 4 KiB (one recipient each) delivered by `tern relay` \
+         (concurrency {concurrency}, {per_domain} per domain) to smtp-sink on loopback, MX from a local DNS server; \
+         a fresh `tern mailbox` and sink per run"
+    );
+    let mut rates = Vec::new();
+    for dkim in [true, false] {
+        let r = relay_run(dkim, messages, concurrency, per_domain, timeout, dns).await?;
+        let rate = messages as f64 / r.secs;
+        println!(
+            "  DKIM {:<3}: {rate:>7.0} deliveries/s  ({messages} in {:.2} s from the relay's start to an empty queue; \
+             {:.0}/s first to last message at the sink)",
+            if dkim { "on" } else { "off" },
+            r.secs,
+            (messages - 1) as f64 / r.steady_secs.max(1e-9),
+        );
+        println!(
+            "             CPU: relay {:.2} s ({:.0} us/delivery), mailbox {:.2} s, smtp-sink {:.2} s; \
+             relay RSS {} MiB, peak {} MiB; queue filled at {:.0}/s",
+            r.relay_cpu,
+            r.relay_cpu * 1e6 / messages as f64,
+            r.mailbox_cpu,
+            r.sink_cpu,
+            r.relay_rss / 1024,
+            r.relay_peak / 1024,
+            messages as f64 / r.enqueue_secs
+        );
+        rates.push(rate);
+    }
+    let (signed, plain) = (rates[0], rates[1]);
+    println!(
+        "  DKIM signing costs {:.0}% of the rate ({signed:.0} vs {plain:.0} deliveries/s); target 1000/s signed: {}",
+        (1.0 - signed / plain) * 100.0,
+        if signed >= 1000.0 { "met" } else { "NOT met" }
     );
     Ok(())
 }

@@ -28,6 +28,9 @@ pub struct RelayConfig {
     pub concurrency: usize,
     /// How many of those may go to one destination domain at once.
     pub per_domain_concurrency: usize,
+    /// Most deliveries started per second to one destination domain (0: no limit), so a burst
+    /// of mail to one provider does not trip its rate limits.
+    pub per_domain_rate: f64,
     /// The SMTP port of remote servers. 25 on the Internet; tests point it at their receivers.
     pub port: u16,
     /// The DNS server to ask (`ip:port`); the system resolver when unset.
@@ -63,6 +66,7 @@ impl Default for RelayConfig {
             hostname: "localhost".into(),
             concurrency: 64,
             per_domain_concurrency: 16,
+            per_domain_rate: 0.0,
             port: 25,
             dns_server: None,
             retry_schedule_secs: vec![60, 300, 900, 1800, 3600, 7200, 14_400],
@@ -105,6 +109,9 @@ impl RelayConfig {
         }
         if self.lease_secs < 10 {
             return Err("relay lease_secs must be at least 10".into());
+        }
+        if !(self.per_domain_rate >= 0.0 && self.per_domain_rate.is_finite()) {
+            return Err("relay per_domain_rate must be a number of deliveries per second, 0 for no limit".into());
         }
         if self.retry_schedule_secs.is_empty() {
             return Err("relay retry_schedule_secs must name at least one wait".into());

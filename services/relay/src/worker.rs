@@ -107,6 +107,8 @@ struct Inner {
     signer: Signer,
     holder: String,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// When the next delivery to a domain may start, under `per_domain_rate`.
+    pacing: Mutex<HashMap<String, tokio::time::Instant>>,
     metrics: RelayMetrics,
 }
 
@@ -131,6 +133,7 @@ impl Relay {
                 router: Router::new(dns),
                 holder,
                 domains: Mutex::default(),
+                pacing: Mutex::default(),
                 metrics: RelayMetrics::global(),
                 cfg,
             }),
@@ -274,6 +277,9 @@ impl Relay {
                 );
             }
         };
+        if !self.pace(&entry.domain).await {
+            return (all(RcptOutcome::Transient("rate limit for this domain reached".into())), None, Bytes::new());
+        }
         let body = match self.body(&entry.queue_id).await {
             Ok(b) => b,
             Err(e) => {
@@ -349,6 +355,33 @@ impl Relay {
         };
         let wait = Duration::from_secs(u64::from(self.inner.cfg.lease_secs) / 4);
         tokio::time::timeout(wait, sem.acquire_owned()).await.ok()?.ok()
+    }
+
+    /// Waits for the domain's next start under `per_domain_rate`; false when that is more than
+    /// a quarter of the lease away (the entry is then retried later).
+    async fn pace(&self, domain: &str) -> bool {
+        let rate = self.inner.cfg.per_domain_rate;
+        if rate <= 0.0 {
+            return true;
+        }
+        let start = {
+            let mut map = self.inner.pacing.lock().unwrap_or_else(|e| e.into_inner());
+            let now = tokio::time::Instant::now();
+            if map.len() > 10_000 {
+                map.retain(|_, at| *at > now);
+            }
+            let slot = map.entry(domain.to_string()).or_insert(now);
+            let start = (*slot).max(now);
+            *slot = start + Duration::from_secs_f64(1.0 / rate);
+            start
+        };
+        if start.saturating_duration_since(tokio::time::Instant::now())
+            > Duration::from_secs(u64::from(self.inner.cfg.lease_secs) / 4)
+        {
+            return false;
+        }
+        tokio::time::sleep_until(start).await;
+        true
     }
 
     async fn notify(&self, entry: &QueuedMessage, recipients: Vec<RecipientStatus>, original: &[u8], what: &str) {
