@@ -58,6 +58,9 @@ pub struct Received {
     pub rcpt_tos: Vec<String>,
     pub tls: bool,
     pub mail_options: Vec<String>,
+    /// DSN parameters of MAIL, and of each accepted RCPT (receivers started with DSN only).
+    pub dsn_mail: Vec<String>,
+    pub dsn_rcpt: Vec<Vec<String>>,
     pub path: PathBuf,
     pub raw: Vec<u8>,
 }
@@ -82,6 +85,11 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver offering STARTTLS (with a self-signed certificate) when `tls`.
     pub fn start(tls: bool, slow_seconds: u32) -> Receiver {
+        Self::start_with(tls, slow_seconds, false)
+    }
+
+    /// [`Receiver::start`], also offering DSN (RFC 3461) when `dsn`.
+    pub fn start_with(tls: bool, slow_seconds: u32, dsn: bool) -> Receiver {
         let dir = tempfile::Builder::new().prefix("tern-receiver-").tempdir().expect("a temporary directory");
         let spool = dir.path().join("spool");
         std::fs::create_dir_all(&spool).expect("the spool directory");
@@ -96,6 +104,9 @@ impl Receiver {
             "--slow-seconds".into(),
             slow_seconds.to_string(),
         ];
+        if dsn {
+            args.push("--dsn".into());
+        }
         if tls {
             let paths = tern_runtime::tls::dev_certificate(&dir.path().join("tls"), &["mx.test".into()])
                 .expect("a certificate");
@@ -134,6 +145,19 @@ impl Receiver {
                 rcpt_tos: strings("rcpt_tos"),
                 tls: json["tls"].as_bool().unwrap_or(false),
                 mail_options: strings("mail_options"),
+                dsn_mail: strings("dsn_mail"),
+                dsn_rcpt: json["dsn_rcpt"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|r| {
+                                r.as_array()
+                                    .map(|x| x.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                                    .unwrap_or_default()
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 path: eml,
                 raw,
             });

@@ -214,7 +214,8 @@ async fn a_refused_recipient_bounces_to_the_sender_with_a_delivery_status_notifi
     assert!(failure.contains("Diagnostic-Code: smtp; 550 5.1.1"), "{failure}");
     assert!(failure.contains("Subject: b1"), "the original is returned: {failure}");
     assert!(!failure.contains("good@accept.test>:"), "only the failed recipient is named: {failure}");
-    let success = reports.iter().find(|r| r.contains("Action: delivered")).expect("a success report");
+    // The receiver does not support DSN, so the relay reports the message as relayed.
+    let success = reports.iter().find(|r| r.contains("Action: relayed")).expect("a success report");
     assert!(success.contains("Final-Recipient: rfc822; good@accept.test"), "{success}");
 
     // A bounce (null sender) that fails is never bounced.
@@ -372,4 +373,49 @@ async fn deliveries_to_one_domain_keep_to_its_rate_limit() {
     assert!(took >= Duration::from_millis(1700), "10 deliveries at 5/s took only {took:?}");
     wait_queue_empty(&server).await;
     assert_eq!(receiver.messages().len(), N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dsn_parameters_go_on_to_a_server_that_supports_dsn() {
+    let server = TestServer::start(Default::default()).await;
+    let mut admin = server.admin_client().await;
+    let ann = setup_account(&mut admin, "ann@here.test", "pw").await;
+    let dns = Dns::start(&zone());
+    let receiver = Receiver::start_with(false, 1, true);
+    let _relay = RelayWorker::start(server.addr, relay_config(&dns, receiver.port), "w1");
+
+    let recipient = tern_proto::v1::QueuedRecipient {
+        address: "bob@accept.test".into(),
+        notify: vec!["SUCCESS".into(), "FAILURE".into()],
+        orcpt: "rfc822;bob@accept.test".into(),
+    };
+    let mut client =
+        tern_proto::v1::mailbox_client::MailboxClient::connect(format!("http://{}", server.addr)).await.unwrap();
+    let envelope = tern_proto::v1::EnqueueEnvelope {
+        mail_from: "ann@here.test".into(),
+        recipients: vec![recipient],
+        ret: "HDRS".into(),
+        envid: "id 1+2".into(),
+        ..Default::default()
+    };
+    let requests = vec![
+        tern_proto::v1::EnqueueRequest { part: Some(tern_proto::v1::enqueue_request::Part::Envelope(envelope)) },
+        tern_proto::v1::EnqueueRequest {
+            part: Some(tern_proto::v1::enqueue_request::Part::Chunk(message("ann@here.test", "bob@accept.test", "d1"))),
+        },
+    ];
+    client.enqueue(futures::stream::iter(requests)).await.expect("enqueue");
+    let got = receiver.wait_for(1, WAIT).await;
+    wait_queue_empty(&server).await;
+    assert_eq!(got[0].dsn_mail, ["RET=HDRS", "ENVID=id+201+2B2"]);
+    assert_eq!(
+        got[0].dsn_rcpt,
+        [vec!["NOTIFY=SUCCESS,FAILURE".to_string(), "ORCPT=rfc822;bob@accept.test".to_string()]]
+    );
+    // That server reports success itself: the relay sends no report of its own.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut mail = server.mailbox_client().await;
+    let folder = Some(FolderRef { by: Some(folder_ref::By::Name("INBOX".into())) });
+    let inbox = mail.select(SelectRequest { account_id: ann.id, folder }).await.unwrap().into_inner();
+    assert!(inbox.messages.is_empty(), "no relayed report when the next server takes NOTIFY");
 }

@@ -66,6 +66,32 @@ pub struct Envelope<'a> {
     pub mail_from: &'a str,
     pub recipients: &'a [String],
     pub message: &'a [u8],
+    /// The sender's DSN parameters (RFC 3461), passed on to servers that support DSN.
+    pub dsn: Option<&'a Dsn>,
+}
+
+/// DSN parameters of a message: RET and ENVID for MAIL, NOTIFY and ORCPT per recipient (in the
+/// order of `Envelope::recipients`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dsn {
+    pub ret: String,
+    pub envid: String,
+    pub notify: Vec<Vec<String>>,
+    pub orcpt: Vec<String>,
+}
+
+/// An xtext (RFC 3461 section 4) of a parameter value: `+XX` for `+`, `=`, and bytes outside
+/// `!`..`~`.
+fn xtext(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -131,8 +157,16 @@ impl Conn {
     }
 }
 
-/// Delivers `envelope` to `host`: one outcome per recipient, in order.
-pub async fn send(host: &Host, settings: &Settings, envelope: Envelope<'_>) -> Result<Vec<RcptOutcome>, HostFailure> {
+/// What a server answered: an outcome per recipient, in order, and whether it took the DSN
+/// parameters (and so will report delivery itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub outcomes: Vec<RcptOutcome>,
+    pub dsn: bool,
+}
+
+/// Delivers `envelope` to `host`.
+pub async fn send(host: &Host, settings: &Settings, envelope: Envelope<'_>) -> Result<Sent, HostFailure> {
     let addr = std::net::SocketAddr::new(host.ip, settings.port);
     let tcp = match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
@@ -169,7 +203,7 @@ pub async fn send(host: &Host, settings: &Settings, envelope: Envelope<'_>) -> R
     let outcomes = transaction(&mut conn, &caps, envelope, host).await?;
     // The outcome is decided; a QUIT that goes wrong changes nothing.
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.command("QUIT")).await;
-    Ok(outcomes)
+    Ok(Sent { outcomes, dsn: caps.dsn && envelope.dsn.is_some() })
 }
 
 async fn transaction(
@@ -207,7 +241,33 @@ async fn transaction(
     if utf8 {
         mail.push_str(" SMTPUTF8");
     }
-    let rcpts: Vec<String> = envelope.recipients.iter().map(|r| format!("RCPT TO:<{r}>")).collect();
+    let dsn = envelope.dsn.filter(|_| caps.dsn);
+    if let Some(d) = dsn {
+        if !d.ret.is_empty() {
+            mail.push_str(&format!(" RET={}", d.ret));
+        }
+        if !d.envid.is_empty() {
+            mail.push_str(&format!(" ENVID={}", xtext(&d.envid)));
+        }
+    }
+    let rcpts: Vec<String> = envelope
+        .recipients
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut line = format!("RCPT TO:<{r}>");
+            if let Some(d) = dsn {
+                if let Some(n) = d.notify.get(i).filter(|n| !n.is_empty()) {
+                    line.push_str(&format!(" NOTIFY={}", n.join(",")));
+                }
+                if let Some(o) = d.orcpt.get(i).filter(|o| !o.is_empty()) {
+                    // ORCPT is kept as the sender gave it: `type;xtext`.
+                    line.push_str(&format!(" ORCPT={o}"));
+                }
+            }
+            line
+        })
+        .collect();
     let (mail_reply, rcpt_replies) = if caps.pipelining {
         let mut batch = format!("{mail}\r\n");
         for r in &rcpts {
@@ -343,5 +403,16 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xtext_escapes_plus_equals_and_controls() {
+        assert_eq!(xtext("abc-123"), "abc-123");
+        assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
     }
 }

@@ -35,7 +35,7 @@ use crate::{
     config::RelayConfig,
     dkim::Signer,
     route::{RouteError, Router},
-    send::{self, Envelope, RcptOutcome, Settings},
+    send::{self, Envelope, RcptOutcome, Sent, Settings},
 };
 
 /// Attempts kept in an entry's history.
@@ -215,17 +215,24 @@ impl Relay {
     pub async fn process(&self, entry: QueuedMessage) {
         let cfg = &self.inner.cfg;
         let started = now();
-        let (outcomes, host, original) = match tokio::time::timeout(cfg.attempt_deadline(), self.attempt(&entry)).await
-        {
+        let (sent, host, original) = match tokio::time::timeout(cfg.attempt_deadline(), self.attempt(&entry)).await {
             Ok(result) => result,
             Err(_) => (
-                entry.recipients.iter().map(|_| RcptOutcome::Transient("the attempt timed out".into())).collect(),
+                Sent {
+                    outcomes: entry
+                        .recipients
+                        .iter()
+                        .map(|_| RcptOutcome::Transient("the attempt timed out".into()))
+                        .collect(),
+                    dsn: false,
+                },
                 None,
                 Bytes::new(),
             ),
         };
+        let outcomes = &sent.outcomes;
         self.inner.metrics.attempts.inc();
-        for o in &outcomes {
+        for o in outcomes {
             let result = match o {
                 RcptOutcome::Delivered(_) => "delivered",
                 RcptOutcome::Transient(_) => "deferred",
@@ -233,7 +240,7 @@ impl Relay {
             };
             self.inner.metrics.recipients.get_or_create(&ResultLabel { result }).inc();
         }
-        let decision = decide(&entry, &outcomes, host.as_deref(), now(), cfg);
+        let decision = decide(&entry, &sent, host.as_deref(), now(), cfg);
         tracing::info!(
             queue_id = %entry.queue_id,
             domain = %entry.domain,
@@ -262,10 +269,10 @@ impl Relay {
         }
     }
 
-    /// Delivers to the domain's hosts: one outcome per recipient, the host that answered, and
+    /// Delivers to the domain's hosts: what the server answered, the host that answered, and
     /// the message as sent (for the notifications).
-    async fn attempt(&self, entry: &QueuedMessage) -> (Vec<RcptOutcome>, Option<String>, Bytes) {
-        let all = |o: RcptOutcome| entry.recipients.iter().map(|_| o.clone()).collect::<Vec<_>>();
+    async fn attempt(&self, entry: &QueuedMessage) -> (Sent, Option<String>, Bytes) {
+        let all = |o: RcptOutcome| Sent { outcomes: entry.recipients.iter().map(|_| o.clone()).collect(), dsn: false };
         let cfg = &self.inner.cfg;
         let _slot = match self.domain_slot(&entry.domain).await {
             Some(s) => s,
@@ -311,11 +318,18 @@ impl Relay {
             command_timeout: Duration::from_secs(cfg.command_timeout_secs),
         };
         let recipients: Vec<String> = entry.recipients.iter().map(|r| r.address.clone()).collect();
-        let envelope = Envelope { mail_from: &entry.mail_from, recipients: &recipients, message: &message };
+        let dsn = send::Dsn {
+            ret: entry.ret.clone(),
+            envid: entry.envid.clone(),
+            notify: entry.recipients.iter().map(|r| r.notify.clone()).collect(),
+            orcpt: entry.recipients.iter().map(|r| r.orcpt.clone()).collect(),
+        };
+        let envelope =
+            Envelope { mail_from: &entry.mail_from, recipients: &recipients, message: &message, dsn: Some(&dsn) };
         let mut last = String::from("no host to try");
         for host in &hosts {
             match send::send(host, &settings, envelope).await {
-                Ok(outcomes) => return (outcomes, Some(host.to_string()), body),
+                Ok(sent) => return (sent, Some(host.to_string()), body),
                 Err(f) if f.permanent => return (all(RcptOutcome::Permanent(f.message)), Some(host.to_string()), body),
                 Err(f) => {
                     tracing::debug!(queue_id = %entry.queue_id, %host, error = %f, "host failed; trying the next");
@@ -413,7 +427,8 @@ pub struct Decision {
     pub retry: Option<QueuedMessage>,
     pub failed: Vec<RecipientStatus>,
     pub delayed: Vec<RecipientStatus>,
-    /// Delivered recipients that asked for NOTIFY=SUCCESS.
+    /// Delivered recipients that asked for NOTIFY=SUCCESS, when the server that took them does
+    /// not report delivery itself (Action: relayed).
     pub delivered: Vec<RecipientStatus>,
 }
 
@@ -428,13 +443,8 @@ fn wants(r: &QueuedRecipient, kind: &str) -> bool {
 
 /// Turns an attempt's outcomes (one per recipient of `entry`, in order) into the queue update
 /// and the notifications. Pure, so every rule is tested without a network.
-pub fn decide(
-    entry: &QueuedMessage,
-    outcomes: &[RcptOutcome],
-    host: Option<&str>,
-    now: i64,
-    cfg: &RelayConfig,
-) -> Decision {
+pub fn decide(entry: &QueuedMessage, sent: &Sent, host: Option<&str>, now: i64, cfg: &RelayConfig) -> Decision {
+    let outcomes = &sent.outcomes;
     let mut d = Decision::default();
     let expired = now >= entry.queued_at.saturating_add(cfg.lifetime_secs as i64);
     let mut remaining = Vec::new();
@@ -450,8 +460,10 @@ pub fn decide(
     for (r, o) in entry.recipients.iter().zip(outcomes) {
         match o {
             RcptOutcome::Delivered(reply) => {
-                if wants(r, "SUCCESS") {
-                    d.delivered.push(status(r, Action::Delivered, reply));
+                // A server that took the DSN parameters reports delivery itself (RFC 3461
+                // section 6.2.1); to one that did not, the message was relayed.
+                if wants(r, "SUCCESS") && !sent.dsn {
+                    d.delivered.push(status(r, Action::Relayed, reply));
                 }
             }
             RcptOutcome::Permanent(why) => {
@@ -523,6 +535,10 @@ mod tests {
         }
     }
 
+    fn sent(outcomes: &[RcptOutcome]) -> Sent {
+        Sent { outcomes: outcomes.to_vec(), dsn: false }
+    }
+
     fn cfg() -> RelayConfig {
         RelayConfig {
             retry_schedule_secs: vec![60, 600],
@@ -540,7 +556,7 @@ mod tests {
             RcptOutcome::Permanent("550 5.1.1 No such user".into()),
             RcptOutcome::Transient("451 4.3.0 Later".into()),
         ];
-        let d = decide(&e, &outcomes, Some("mx.far.test [127.0.0.2]"), 1010, &cfg());
+        let d = decide(&e, &sent(&outcomes), Some("mx.far.test [127.0.0.2]"), 1010, &cfg());
         assert_eq!(d.failed.len(), 1);
         assert_eq!(d.failed[0].status, "5.1.1");
         assert_eq!(d.failed[0].remote_mta.as_deref(), Some("mx.far.test"));
@@ -558,14 +574,14 @@ mod tests {
     fn backoff_follows_the_schedule() {
         let mut e = entry(&["a@far.test"]);
         e.attempts = 1;
-        let d = decide(&e, &[RcptOutcome::Transient("x".into())], None, 2000, &cfg());
+        let d = decide(&e, &sent(&[RcptOutcome::Transient("x".into())]), None, 2000, &cfg());
         assert_eq!(d.retry.unwrap().next_attempt_at, 2600);
     }
 
     #[test]
     fn deferred_recipients_fail_once_the_lifetime_is_over() {
         let e = entry(&["a@far.test"]);
-        let d = decide(&e, &[RcptOutcome::Transient("421 busy".into())], None, 1000 + 3600, &cfg());
+        let d = decide(&e, &sent(&[RcptOutcome::Transient("421 busy".into())]), None, 1000 + 3600, &cfg());
         assert!(d.retry.is_none());
         assert_eq!(d.failed.len(), 1);
         assert_eq!(d.failed[0].status, "4.4.7");
@@ -574,9 +590,10 @@ mod tests {
     #[test]
     fn the_sender_is_warned_of_a_delay_once() {
         let e = entry(&["a@far.test"]);
-        let d = decide(&e, &[RcptOutcome::Transient("451 later".into())], None, 1000 + 1800, &cfg());
+        let d = decide(&e, &sent(&[RcptOutcome::Transient("451 later".into())]), None, 1000 + 1800, &cfg());
         assert_eq!(d.delayed.len(), 1);
-        let again = decide(&d.retry.unwrap(), &[RcptOutcome::Transient("451 later".into())], None, 1000 + 2000, &cfg());
+        let again =
+            decide(&d.retry.unwrap(), &sent(&[RcptOutcome::Transient("451 later".into())]), None, 1000 + 2000, &cfg());
         assert!(again.delayed.is_empty());
     }
 
@@ -585,15 +602,14 @@ mod tests {
         let mut e = entry(&["a@far.test", "b@far.test"]);
         e.recipients[0].notify = vec!["NEVER".into()];
         e.recipients[1].notify = vec!["SUCCESS".into()];
-        let d = decide(
-            &e,
-            &[RcptOutcome::Permanent("550 no".into()), RcptOutcome::Delivered("250 ok".into())],
-            None,
-            1001,
-            &cfg(),
-        );
+        let outcomes = [RcptOutcome::Permanent("550 no".into()), RcptOutcome::Delivered("250 ok".into())];
+        let d = decide(&e, &sent(&outcomes), None, 1001, &cfg());
         assert!(d.failed.is_empty());
         assert_eq!(d.delivered.len(), 1);
+        assert_eq!(d.delivered[0].action, Action::Relayed);
         assert!(d.retry.is_none());
+        // A server that took NOTIFY reports success itself.
+        let d = decide(&e, &Sent { outcomes: outcomes.to_vec(), dsn: true }, None, 1001, &cfg());
+        assert!(d.delivered.is_empty());
     }
 }

@@ -15,6 +15,8 @@ pub enum Action {
     Failed,
     Delayed,
     Delivered,
+    /// Passed on to a server that does not support DSN, which will not report delivery.
+    Relayed,
 }
 
 impl Action {
@@ -23,6 +25,7 @@ impl Action {
             Action::Failed => "failed",
             Action::Delayed => "delayed",
             Action::Delivered => "delivered",
+            Action::Relayed => "relayed",
         }
     }
 }
@@ -96,7 +99,10 @@ pub fn build(report: &Report<'_>) -> Vec<u8> {
             "Delayed Mail (still being retried)",
             "Your message has not been delivered yet to these recipients. Delivery will be retried; you do not need to send it again.",
         ),
-        Action::Delivered => ("Successful Mail Delivery Report", "Your message was delivered to these recipients:"),
+        Action::Delivered | Action::Relayed => (
+            "Successful Mail Delivery Report",
+            "Your message was delivered to these recipients, or passed on to servers that will not report further:",
+        ),
     };
     let mut human = format!("This is the mail system at {hostname}.\r\n\r\n{intro}\r\n\r\n");
     let mut machine = format!("Reporting-MTA: dns; {hostname}\r\n");
