@@ -419,3 +419,24 @@ async fn dsn_parameters_go_on_to_a_server_that_supports_dsn() {
     let inbox = mail.select(SelectRequest { account_id: ann.id, folder }).await.unwrap().into_inner();
     assert!(inbox.messages.is_empty(), "no relayed report when the next server takes NOTIFY");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_bit_bodies_and_utf8_addresses_are_announced() {
+    let server = TestServer::start(Default::default()).await;
+    let dns = Dns::start(&zone());
+    let receiver = Receiver::start(false, 1);
+    let _relay = RelayWorker::start(server.addr, relay_config(&dns, receiver.port), "w1");
+
+    let body = "From: ann@here.test\r\nSubject: caf\u{e9}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nd\u{e9}j\u{e0} vu\r\n";
+    enqueue(server.addr, "ann@here.test", &["bob@accept.test"], body.as_bytes()).await;
+    enqueue(server.addr, "ann@here.test", &["j\u{f6}rg@accept.test"], b"Subject: plain\r\n\r\nascii\r\n").await;
+    let got = receiver.wait_for(2, WAIT).await;
+    wait_queue_empty(&server).await;
+    let by_rcpt = |r: &str| got.iter().find(|m| m.rcpt_tos.iter().any(|x| x == r)).expect("delivered");
+    let eight = by_rcpt("bob@accept.test");
+    assert!(eight.mail_options.iter().any(|o| o == "BODY=8BITMIME"), "{:?}", eight.mail_options);
+    assert_eq!(eight.raw, body.as_bytes(), "8-bit content unchanged");
+    let utf8 = by_rcpt("j\u{f6}rg@accept.test");
+    assert!(utf8.mail_options.iter().any(|o| o == "SMTPUTF8"), "{:?}", utf8.mail_options);
+    assert!(!utf8.mail_options.iter().any(|o| o.starts_with("BODY")), "{:?}", utf8.mail_options);
+}
