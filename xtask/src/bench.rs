@@ -1172,9 +1172,7 @@ async fn relay_run(
     let delivered = || count.lock().unwrap_or_else(|e| e.into_inner()).messages;
     // The sink's counter first (cheap to watch), then the queue until every entry is finished.
     loop {
-        if delivered() >= messages
-            && client.list_queue(ListQueueRequest {}).await?.into_inner().messages.is_empty()
-        {
+        if delivered() >= messages && client.list_queue(ListQueueRequest {}).await?.into_inner().messages.is_empty() {
             break;
         }
         if let Some(status) = relay.try_wait()? {
