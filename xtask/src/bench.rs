@@ -77,6 +77,10 @@ pub enum Which {
         /// Seconds the relay may take to empty the queue before the run fails.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// Keep the queue in NATS JetStream (a server started on loopback per run) instead of
+        /// the embedded store: claims go through the work-queue tickets and KV entries.
+        #[arg(long)]
+        nats: bool,
     },
     /// IMAP: memory per idle connection (each logged in, INBOX of 100 messages selected, in
     /// IDLE), then a mixed workload from 10 logged-in clients: commands/s.
@@ -97,9 +101,9 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         Which::Smtp { messages, sessions } => rt.block_on(smtp(messages, sessions)),
         Which::Pop3 { accounts, messages, sessions } => rt.block_on(pop3(accounts, messages, sessions)),
         Which::Imap { connections, seconds } => rt.block_on(imap(connections, seconds)),
-        Which::Relay { messages, concurrency, per_domain_concurrency, timeout } => {
+        Which::Relay { messages, concurrency, per_domain_concurrency, timeout, nats } => {
             let per_domain = per_domain_concurrency.unwrap_or(concurrency);
-            rt.block_on(relay(messages, concurrency, per_domain, Duration::from_secs(timeout)))
+            rt.block_on(relay(messages, concurrency, per_domain, Duration::from_secs(timeout), nats))
         }
         Which::Distributed { messages, sessions, seconds, deliveries } => {
             rt.block_on(distributed(messages, sessions, seconds, deliveries))
@@ -1097,12 +1101,19 @@ async fn relay_run(
     per_domain: usize,
     timeout: Duration,
     dns: u16,
+    nats: bool,
 ) -> anyhow::Result<RelayRun> {
     let dir = tempfile::TempDir::new()?;
     let grpc = format!("127.0.0.1:{}", free_port()?);
     let url = format!("http://{grpc}");
     let mailbox_dir = dir.path().join("mailbox");
-    let mailbox = tern_role("mailbox", &mailbox_dir, &["--grpc-listen".into(), grpc.clone()])?;
+    // A NATS server of this run's own, stopped when the run ends.
+    let nats = if nats { Some(tern_testbed::Nats::start()?) } else { None };
+    let mut mailbox_args = vec!["--grpc-listen".to_string(), grpc.clone()];
+    if let Some(n) = &nats {
+        mailbox_args.extend(["--store".to_string(), n.url()]);
+    }
+    let mailbox = tern_role("mailbox", &mailbox_dir, &mailbox_args)?;
     let mailbox_pid = mailbox.id().context("tern mailbox exited")?;
     let deadline = Instant::now() + Duration::from_secs(20);
     let channel = loop {
@@ -1214,7 +1225,13 @@ async fn relay_run(
     Ok(RelayRun { secs, steady_secs, enqueue_secs, relay_rss, relay_peak, relay_cpu, mailbox_cpu, sink_cpu })
 }
 
-async fn relay(messages: usize, concurrency: usize, per_domain: usize, timeout: Duration) -> anyhow::Result<()> {
+async fn relay(
+    messages: usize,
+    concurrency: usize,
+    per_domain: usize,
+    timeout: Duration,
+    nats: bool,
+) -> anyhow::Result<()> {
     if messages < 2 {
         bail!("need at least two messages");
     }
@@ -1227,11 +1244,12 @@ async fn relay(messages: usize, concurrency: usize, per_domain: usize, timeout: 
     println!(
         "relay benchmark: {messages} queued messages of 4 KiB (one recipient each) delivered by `tern relay` \
          (concurrency {concurrency}, {per_domain} per domain) to smtp-sink on loopback, MX from a local DNS server; \
-         a fresh `tern mailbox` and sink per run"
+         a fresh `tern mailbox` and sink per run; queue in {}",
+        if nats { "NATS JetStream" } else { "the embedded store" }
     );
     let mut rates = Vec::new();
     for dkim in [true, false] {
-        let r = relay_run(dkim, messages, concurrency, per_domain, timeout, dns).await?;
+        let r = relay_run(dkim, messages, concurrency, per_domain, timeout, dns, nats).await?;
         let rate = messages as f64 / r.secs;
         println!(
             "  DKIM {:<3}: {rate:>7.0} deliveries/s  ({messages} in {:.2} s from the relay's start to an empty queue; \

@@ -56,8 +56,8 @@ CHECKOV_SKIPS = {
     "AWS_SECRET_ACCESS_KEY from the environment; use IAM roles (no Secret) to avoid them",
 }
 # The keys of tern_relay::RelayConfig (services/relay/src/config.rs), which refuses any other.
-RELAY_KEYS = {"hostname", "concurrency", "per_domain_concurrency", "port", "dns_server", "retry_schedule_secs",
-              "lifetime_secs", "delay_warning_secs", "lease_secs", "poll_interval_ms", "connect_timeout_secs",
+RELAY_KEYS = {"hostname", "concurrency", "per_domain_concurrency", "per_domain_rate", "port", "dns_server",
+              "retry_schedule_secs", "lifetime_secs", "delay_warning_secs", "lease_secs", "poll_interval_ms", "connect_timeout_secs",
               "command_timeout_secs", "max_hosts_per_attempt", "tls", "tls_policies", "dkim"}
 # CRD kinds that kubernetes-validate has no schema for.
 FOREIGN_KINDS = {"Certificate", "ServiceMonitor", "Domain", "Mailbox"}

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use tern_proto::v1::admin_client::AdminClient;
 use tern_proto::v1::{
     Account, AddAliasRequest, CreateAccountRequest, CreateDomainRequest, DeleteAccountRequest, DeleteDomainRequest,
-    Domain, ErrorReason, GetAccountRequest, GetDomainRequest, GetUsageRequest, Password, RemoveAliasRequest,
-    SetPasswordRequest, UpdateAccountRequest, UpdateDomainRequest, Usage,
+    DkimKey, Domain, ErrorReason, GetAccountRequest, GetDomainRequest, GetUsageRequest, Password, RemoveAliasRequest,
+    SetDkimKeyRequest, SetPasswordRequest, UpdateAccountRequest, UpdateDomainRequest, Usage,
 };
 use tonic::transport::Channel;
 
@@ -51,6 +51,9 @@ pub trait AdminApi: Send + Sync {
     async fn create_domain(&self, request: CreateDomainRequest) -> Result<Domain, ApiError>;
     async fn update_domain(&self, request: UpdateDomainRequest) -> Result<Domain, ApiError>;
     async fn delete_domain(&self, name: &str) -> Result<(), ApiError>;
+    /// Sets the key the relay signs the domain's outbound mail with. The request carries the
+    /// private key, so implementations must not log it.
+    async fn set_dkim_key(&self, request: SetDkimKeyRequest) -> Result<DkimKey, ApiError>;
     async fn get_account(&self, address: &str) -> Result<Account, ApiError>;
     async fn create_account(&self, request: CreateAccountRequest) -> Result<Account, ApiError>;
     async fn update_account(&self, request: UpdateAccountRequest) -> Result<Account, ApiError>;
@@ -102,6 +105,10 @@ impl AdminApi for GrpcAdmin {
         let request = DeleteDomainRequest { name: name.to_string() };
         self.client.clone().delete_domain(request).await?;
         Ok(())
+    }
+
+    async fn set_dkim_key(&self, request: SetDkimKeyRequest) -> Result<DkimKey, ApiError> {
+        Ok(self.client.clone().set_dkim_key(request).await?.into_inner())
     }
 
     async fn get_account(&self, address: &str) -> Result<Account, ApiError> {

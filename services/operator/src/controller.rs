@@ -4,7 +4,8 @@
 //!
 //! A Domain without a referenced DKIM Secret gets one generated: `<domain object>-dkim` in its
 //! namespace, owned by the Domain (garbage-collected with it), never regenerated while it
-//! exists.
+//! exists. Either way the key is also set in the mailbox service, where the relay reads it to
+//! sign the domain's outbound mail.
 //!
 //! Not yet here (see issue 7): leader election (run one replica until then).
 
@@ -244,7 +245,11 @@ pub async fn dkim_key(client: &Client, domain: &Domain) -> Result<(DkimInput, Op
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let selector = domain.spec.dkim.as_ref().map_or(dkim::DEFAULT_SELECTOR, |d| d.selector.as_str()).to_string();
     let key_of = |pem: &str, what: &str| match dkim::txt_value(pem) {
-        Ok(txt_value) => DkimInput::Key { selector: selector.clone(), txt_value },
+        Ok(txt_value) => DkimInput::Key {
+            selector: selector.clone(),
+            txt_value,
+            private_key_pem: SecretString::from(pem.to_string()),
+        },
         Err(e) => DkimInput::Invalid(format!("{what}: {e}")),
     };
     let pem_in = |secret: &Secret, key: &str| {
@@ -322,8 +327,9 @@ pub async fn reconcile_mailbox(mailbox: Arc<Mailbox>, ctx: Arc<Context>) -> Resu
     .map_err(|e| Error::Finalizer(e.to_string()))
 }
 
-/// Reconciles one Domain: the finalizer first, then [`reconcile::reconcile_domain`], or
-/// [`reconcile::cleanup_domain`] once it is being deleted.
+/// Reconciles one Domain: the finalizer first, then [`reconcile::reconcile_domain_with_dkim`]
+/// with its DKIM key from [`dkim_key`], or [`reconcile::cleanup_domain`] once it is being
+/// deleted.
 pub async fn reconcile_domain(domain: Arc<Domain>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<Domain> = Api::namespaced(ctx.client.clone(), &domain.namespace().unwrap_or_default());
     finalizer(&api, FINALIZER, domain, |event| async {

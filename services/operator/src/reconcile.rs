@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use tern_proto::v1::{
-    CreateAccountRequest, CreateDomainRequest, Password, UpdateAccountRequest, UpdateDomainRequest, password,
+    CreateAccountRequest, CreateDomainRequest, Password, SetDkimKeyRequest, UpdateAccountRequest, UpdateDomainRequest,
+    password,
 };
 
 use crate::admin::{AdminApi, ApiError};
@@ -44,12 +45,14 @@ pub mod reason {
 }
 
 /// What the controller found of a Domain's DKIM key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum DkimInput {
-    /// Not looked at (reconciles without Kubernetes): no DKIM record is proposed.
+    /// Not looked at (reconciles without Kubernetes): no DKIM record is proposed, and the key
+    /// the mailbox service has (if any) is left alone.
     Unknown,
-    /// The key: its selector and the data of its TXT record (`v=DKIM1; k=rsa; p=...`).
-    Key { selector: String, txt_value: String },
+    /// The key: its selector, the data of its TXT record (`v=DKIM1; k=rsa; p=...`) and the
+    /// private key in PEM, which the mailbox service gets so that the relay signs with it.
+    Key { selector: String, txt_value: String, private_key_pem: SecretString },
     /// The key cannot be read, for this reason; the Domain is not Ready.
     Invalid(String),
 }
@@ -151,8 +154,10 @@ pub async fn reconcile_domain(api: &dyn AdminApi, domain: &Domain) -> Outcome<Do
 }
 
 /// [`reconcile_domain`] with the DKIM key the controller read or generated: its record joins
-/// the DNS records; a key that cannot be read leaves the Domain not Ready (the domain is still
-/// converged in the mailbox service).
+/// the DNS records, and the mailbox service gets the key (through `SetDkimKey`) when the
+/// selector or the TXT record it reports differ, so an unchanged key is not sent again; a key
+/// that cannot be read leaves the Domain not Ready (the domain is still converged in the
+/// mailbox service, which keeps signing with the key it has).
 pub async fn reconcile_domain_with_dkim(
     api: &dyn AdminApi,
     domain: &Domain,
@@ -165,7 +170,7 @@ pub async fn reconcile_domain_with_dkim(
     let name = spec.name.trim().to_ascii_lowercase();
     let mail_host = spec.mail_host.clone().unwrap_or_else(|| format!("mail.{name}"));
     let dkim_record = match dkim {
-        DkimInput::Key { selector, txt_value } => Some((selector.as_str(), txt_value.as_str())),
+        DkimInput::Key { selector, txt_value, .. } => Some((selector.as_str(), txt_value.as_str())),
         DkimInput::Unknown | DkimInput::Invalid(_) => None,
     };
     status.dns_records = dns_records(&name, &mail_host, dkim_record);
@@ -181,15 +186,16 @@ pub async fn reconcile_domain_with_dkim(
 
     let mut changes = vec![];
     let result = async {
-        match api.get_domain(&name).await {
+        let current = match api.get_domain(&name).await {
             Err(ApiError::NotFound(_)) => {
                 let request = CreateDomainRequest {
                     name: name.clone(),
                     catch_all: catch_all.clone(),
                     default_quota_bytes: default_quota,
                 };
-                api.create_domain(request).await?;
+                let created = api.create_domain(request).await?;
                 changes.push(format!("created domain {name}"));
+                created
             }
             Err(e) => return Err(e),
             Ok(current) => {
@@ -205,7 +211,21 @@ pub async fn reconcile_domain_with_dkim(
                 if update.catch_all.is_some() || update.default_quota_bytes.is_some() {
                     api.update_domain(update).await?;
                 }
+                current
             }
+        };
+        // The service reports the public half of its key only, so the keys are compared by
+        // their TXT records: equal records mean equal keys.
+        if let DkimInput::Key { selector, txt_value, private_key_pem } = dkim
+            && (current.dkim_selector != *selector || current.dkim_txt != *txt_value)
+        {
+            let request = SetDkimKeyRequest {
+                domain: name.clone(),
+                selector: selector.clone(),
+                private_key_pem: private_key_pem.expose_secret().to_string(),
+            };
+            api.set_dkim_key(request).await?;
+            changes.push(format!("set the DKIM key of {name} (selector {selector})"));
         }
         Ok(())
     }

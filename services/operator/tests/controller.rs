@@ -385,7 +385,8 @@ async fn domain_reconcile_generates_a_dkim_key_and_writes_the_dns_records_and_an
     let event = api.expect("POST", EVENTS_PATH, &json!({})).await;
     assert_eq!(
         event["note"],
-        "generated a DKIM key (selector tern) into Secret other-dkim; created domain other.example"
+        "generated a DKIM key (selector tern) into Secret other-dkim; created domain other.example; \
+         set the DKIM key of other.example (selector tern)"
     );
     assert_eq!(event["regarding"]["kind"], "Domain");
     let patch = api.expect("PATCH", DOMAIN_STATUS_PATH, &serde_json::to_value(&domain).unwrap()).await;
@@ -404,6 +405,8 @@ async fn domain_reconcile_generates_a_dkim_key_and_writes_the_dns_records_and_an
         .unwrap()
         .into_inner();
     assert_eq!((stored.catch_all.as_str(), stored.default_quota_bytes), ("postmaster", 2 << 30));
+    // The relay signs with the generated key: the mailbox service has it.
+    assert_eq!((stored.dkim_selector.as_str(), stored.dkim_txt.as_str()), ("tern", txt.as_str()));
 
     // Counted on /metrics.
     let metrics = tern_runtime::metrics::Metrics::global().encode();
@@ -421,7 +424,7 @@ async fn domain_reconcile_generates_a_dkim_key_and_writes_the_dns_records_and_an
 
 #[tokio::test]
 async fn domain_with_a_dkim_secret_publishes_its_key_or_says_why_not() {
-    let Setup { server: _server, mut api, ctx } = setup().await;
+    let Setup { server, mut api, ctx } = setup().await;
     let reference = SecretKeyRef { name: "my-dkim".into(), key: "key.pem".into() };
     let domain = other_domain(Some(DkimSpec { selector: "s2026".into(), secret_ref: Some(reference) }));
     let secret_path = "/api/v1/namespaces/mail/secrets/my-dkim";
@@ -453,6 +456,10 @@ async fn domain_with_a_dkim_secret_publishes_its_key_or_says_why_not() {
     domain.status = serde_json::from_value(patch["status"].clone()).unwrap();
     let task = tokio::spawn(controller::reconcile_domain(Arc::new(domain.clone()), ctx));
     api.expect("GET", secret_path, &serde_json::to_value(&secret).unwrap()).await;
+    // The key goes to the mailbox service (in PKCS#1 as the Secret has it: the record is the
+    // same).
+    let event = api.expect("POST", EVENTS_PATH, &json!({})).await;
+    assert_eq!(event["note"], "set the DKIM key of other.example (selector s2026)");
     let patch = api.expect("PATCH", DOMAIN_STATUS_PATH, &serde_json::to_value(&domain).unwrap()).await;
     assert_eq!(ready(&patch), ("True".into(), "Reconciled".into()));
     assert_eq!(
@@ -460,4 +467,12 @@ async fn domain_with_a_dkim_secret_publishes_its_key_or_says_why_not() {
         json!({"type": "TXT", "name": "s2026._domainkey.other.example.", "value": dkim::txt_value(&pem).unwrap()})
     );
     assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    let stored = server
+        .admin_client()
+        .await
+        .get_domain(tern_tests::tern_proto::v1::GetDomainRequest { name: "other.example".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stored.dkim_selector, stored.dkim_txt), ("s2026".to_string(), dkim::txt_value(&pem).unwrap()));
 }

@@ -1,17 +1,25 @@
 //! The reconcilers against a real mailbox service on loopback (gRPC), with no Kubernetes API
 //! server: the objects are built in the test, as the controller would read them.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
 use secrecy::SecretString;
-use tern_operator::admin::GrpcAdmin;
+use tern_operator::admin::{AdminApi, ApiError, GrpcAdmin};
 use tern_operator::crd::{
     Domain, DomainSpec, Mailbox, MailboxSpec, MailboxStatus, Pop3DeletePolicy, ReclaimPolicy, SecretKeyRef,
 };
+use tern_operator::dkim;
 use tern_operator::reconcile::{
-    Next, Outcome, PasswordInput, PasswordMissing, cleanup_domain, cleanup_mailbox, ready_condition, reason,
-    reconcile_domain, reconcile_mailbox,
+    DkimInput, Next, Outcome, PasswordInput, PasswordMissing, cleanup_domain, cleanup_mailbox, ready_condition, reason,
+    reconcile_domain, reconcile_domain_with_dkim, reconcile_mailbox,
 };
 use tern_tests::tern_mailbox::Limits;
-use tern_tests::tern_proto::v1::{AuthenticateRequest, GetAccountRequest, GetDomainRequest, Pop3DeletePolicy as Pop3};
+use tern_tests::tern_proto::v1::{
+    Account, AuthenticateRequest, CreateAccountRequest, CreateDomainRequest, DkimKey, Domain as ApiDomain,
+    GetAccountRequest, GetDomainRequest, Password, Pop3DeletePolicy as Pop3, SetDkimKeyRequest, UpdateAccountRequest,
+    UpdateDomainRequest, Usage,
+};
 use tern_tests::{TestServer, deliver, message};
 
 fn domain(name: &str) -> Domain {
@@ -381,4 +389,138 @@ async fn admin_api_down_is_unavailable_and_backs_off() {
     assert_eq!(outcome.next, Next::Backoff);
     let outcome = reconcile_domain(&admin, &domain("example.com")).await;
     assert_eq!(outcome.next, Next::Backoff);
+}
+
+/// The real service through [`GrpcAdmin`], counting `SetDkimKey` calls: the stored key alone
+/// cannot show that an unchanged key was not sent again.
+struct CountingAdmin {
+    inner: GrpcAdmin,
+    set_dkim_key_calls: AtomicUsize,
+}
+
+impl CountingAdmin {
+    fn new(inner: GrpcAdmin) -> Self {
+        CountingAdmin { inner, set_dkim_key_calls: AtomicUsize::new(0) }
+    }
+
+    fn set_dkim_key_calls(&self) -> usize {
+        self.set_dkim_key_calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl AdminApi for CountingAdmin {
+    async fn get_domain(&self, name: &str) -> Result<ApiDomain, ApiError> {
+        self.inner.get_domain(name).await
+    }
+    async fn create_domain(&self, request: CreateDomainRequest) -> Result<ApiDomain, ApiError> {
+        self.inner.create_domain(request).await
+    }
+    async fn update_domain(&self, request: UpdateDomainRequest) -> Result<ApiDomain, ApiError> {
+        self.inner.update_domain(request).await
+    }
+    async fn delete_domain(&self, name: &str) -> Result<(), ApiError> {
+        self.inner.delete_domain(name).await
+    }
+    async fn set_dkim_key(&self, request: SetDkimKeyRequest) -> Result<DkimKey, ApiError> {
+        self.set_dkim_key_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.set_dkim_key(request).await
+    }
+    async fn get_account(&self, address: &str) -> Result<Account, ApiError> {
+        self.inner.get_account(address).await
+    }
+    async fn create_account(&self, request: CreateAccountRequest) -> Result<Account, ApiError> {
+        self.inner.create_account(request).await
+    }
+    async fn update_account(&self, request: UpdateAccountRequest) -> Result<Account, ApiError> {
+        self.inner.update_account(request).await
+    }
+    async fn delete_account(&self, address: &str) -> Result<(), ApiError> {
+        self.inner.delete_account(address).await
+    }
+    async fn set_password(&self, address: &str, password: Password) -> Result<(), ApiError> {
+        self.inner.set_password(address, password).await
+    }
+    async fn add_alias(&self, alias: &str, target: &str) -> Result<(), ApiError> {
+        self.inner.add_alias(alias, target).await
+    }
+    async fn remove_alias(&self, alias: &str) -> Result<(), ApiError> {
+        self.inner.remove_alias(alias).await
+    }
+    async fn get_usage(&self, address: &str) -> Result<Usage, ApiError> {
+        self.inner.get_usage(address).await
+    }
+}
+
+/// A DKIM key as the controller hands it over after reading its Secret.
+fn dkim_key(selector: &str, pem: &str) -> DkimInput {
+    DkimInput::Key {
+        selector: selector.to_string(),
+        txt_value: dkim::txt_value(pem).unwrap(),
+        private_key_pem: SecretString::from(pem.to_string()),
+    }
+}
+
+/// The selector and TXT record the mailbox service reports for `name`.
+async fn stored_dkim(server: &TestServer, name: &str) -> (String, String) {
+    let request = GetDomainRequest { name: name.to_string() };
+    let domain = server.admin_client().await.get_domain(request).await.unwrap().into_inner();
+    (domain.dkim_selector, domain.dkim_txt)
+}
+
+#[tokio::test]
+async fn the_dkim_key_reaches_the_mailbox_service_once_and_follows_changes() {
+    let (server, admin) = start().await;
+    let admin = CountingAdmin::new(admin);
+    let mut object = domain("example.com");
+    let first = dkim::generate_private_key_pem().unwrap();
+    let txt = dkim::txt_value(&first).unwrap();
+
+    // Created with its key: the relay can sign from now on.
+    let outcome = reconcile_domain_with_dkim(&admin, &object, &dkim_key("tern", &first)).await;
+    assert!(outcome.is_ready());
+    assert_eq!(outcome.changes, ["created domain example.com", "set the DKIM key of example.com (selector tern)"]);
+    assert_eq!(admin.set_dkim_key_calls(), 1);
+    assert_eq!(stored_dkim(&server, "example.com").await, ("tern".to_string(), txt.clone()));
+
+    // Reconciled again with the same key: nothing is sent.
+    object.status = Some(outcome.status.clone());
+    let again = reconcile_domain_with_dkim(&admin, &object, &dkim_key("tern", &first)).await;
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    assert_eq!(again.status, outcome.status);
+    assert_eq!(admin.set_dkim_key_calls(), 1, "an unchanged key is not set again");
+
+    // The same key in PKCS#1 (a Secret made with other tools) has the same record: not sent.
+    let pkcs1 = {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        dkim::parse_private_key_pem(&first).unwrap().to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap().to_string()
+    };
+    assert!(reconcile_domain_with_dkim(&admin, &object, &dkim_key("tern", &pkcs1)).await.changes.is_empty());
+    assert_eq!(admin.set_dkim_key_calls(), 1);
+
+    // A rotation (new selector and key) is sent.
+    let second = dkim::generate_private_key_pem().unwrap();
+    let rotated = dkim_key("s2026", &second);
+    let outcome = reconcile_domain_with_dkim(&admin, &object, &rotated).await;
+    assert_eq!(outcome.changes, ["set the DKIM key of example.com (selector s2026)"]);
+    assert_eq!(admin.set_dkim_key_calls(), 2);
+    let rotated_txt = dkim::txt_value(&second).unwrap();
+    assert_eq!(stored_dkim(&server, "example.com").await, ("s2026".to_string(), rotated_txt.clone()));
+
+    // Drift: `tern admin domain dkim` put the old key back under the new selector; repaired.
+    let drift =
+        SetDkimKeyRequest { domain: "example.com".into(), selector: "s2026".into(), private_key_pem: first.clone() };
+    server.admin_client().await.set_dkim_key(drift).await.unwrap();
+    let outcome = reconcile_domain_with_dkim(&admin, &object, &rotated).await;
+    assert_eq!(outcome.changes, ["set the DKIM key of example.com (selector s2026)"]);
+    assert_eq!(stored_dkim(&server, "example.com").await, ("s2026".to_string(), rotated_txt.clone()));
+
+    // A key that is unknown or cannot be read leaves the service's key alone: mail stays
+    // signed with the key already published.
+    let calls = admin.set_dkim_key_calls();
+    reconcile_domain(&admin, &object).await;
+    let invalid = reconcile_domain_with_dkim(&admin, &object, &DkimInput::Invalid("no key".into())).await;
+    assert_eq!(reason_of(&invalid, |s| &s.conditions).1, reason::DKIM_KEY_INVALID);
+    assert_eq!(admin.set_dkim_key_calls(), calls);
+    assert_eq!(stored_dkim(&server, "example.com").await, ("s2026".to_string(), rotated_txt));
 }

@@ -54,6 +54,8 @@ async fn open_blobs(config: &Config) -> anyhow::Result<tern_mailbox::blobs::Blob
 /// Runs the chosen roles until SIGTERM or Ctrl-C, then shuts down gracefully: readiness goes
 /// false, listeners stop accepting, sessions finish or are told to come back later.
 pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> {
+    // Before anything listens: from here on a SIGTERM is a graceful shutdown.
+    let signal = tern_runtime::shutdown::signal();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop = {
         let rx = stop_rx.clone();
@@ -236,7 +238,7 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
     tracing::info!(parts = ?roles, "started");
 
     tokio::select! {
-        () = tern_runtime::shutdown::signal() => {}
+        () = signal => {}
         Some(res) = tasks.join_next() => {
             // A server ending on its own is a failure: report it and stop the rest.
             res.context("server task panicked")??;
