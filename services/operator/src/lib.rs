@@ -14,5 +14,6 @@ pub mod admin;
 pub mod controller;
 pub mod crd;
 pub mod dkim;
+pub mod leader;
 pub mod quantity;
 pub mod reconcile;

@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
 use tern_operator::admin::GrpcAdmin;
 use tern_operator::controller::{self, Context};
+use tern_operator::leader::{ElectionConfig, Elector};
 
 #[derive(Debug, Parser)]
 #[command(name = "tern-operator", about = "Converges Tern's mailbox service to Domain and Mailbox resources")]
@@ -31,6 +34,13 @@ enum Command {
         /// OTLP endpoint to export traces to.
         #[arg(long, env = "TERN_OTLP_ENDPOINT")]
         otlp: Option<String>,
+        /// The Lease (in the operator's namespace) that elects the one replica that
+        /// reconciles; the others wait to take over.
+        #[arg(long, env = "TERN_OPERATOR_LEASE", default_value = "tern-operator")]
+        lease_name: String,
+        /// Reconcile without leader election: only when exactly one replica runs.
+        #[arg(long)]
+        no_leader_election: bool,
     },
     /// Writes the CustomResourceDefinitions into a directory (`cargo xtask codegen` does this
     /// for `crds/`).
@@ -41,7 +51,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crds { dir } => tern_operator::crd::write_crds(&dir)?,
-        Command::Run { mailbox, instance, http, otlp } => {
+        Command::Run { mailbox, instance, http, otlp, lease_name, no_leader_election } => {
             tern_runtime::tls::install_crypto_provider();
             let _telemetry = tern_runtime::telemetry::init("tern-operator", otlp.as_deref())?;
             controller::reconciles();
@@ -51,12 +61,48 @@ async fn main() -> anyhow::Result<()> {
                 tokio::spawn(tern_runtime::http::serve(listener, readiness.clone(), tern_runtime::shutdown::signal()));
             let client = kube::Client::try_default().await?;
             let admin = Arc::new(GrpcAdmin::connect_lazy(&mailbox)?);
+            // Installed before waiting for the Lease: a SIGTERM while following is a clean exit.
+            let stop = tern_runtime::shutdown::signal();
+            tokio::pin!(stop);
+            // Ready while following too, so that a rolling update can proceed.
             readiness.set(true);
             tracing::info!(%mailbox, %http, "tern-operator started");
-            // TODO(issue 7): leader election (a coordination.k8s.io Lease) before running, so that
-            // two replicas are safe; until then the chart runs one replica.
-            controller::run(Arc::new(Context::new(client, admin, instance))).await;
+            let identity = instance.clone().unwrap_or_else(|| format!("tern-operator-{}", std::process::id()));
+            let elector = (!no_leader_election).then(|| {
+                let mut cfg = ElectionConfig::new(identity);
+                cfg.lease_name = lease_name;
+                Elector::new(Api::<Lease>::default_namespaced(client.clone()), cfg)
+            });
+            if let Some(elector) = &elector {
+                tokio::select! {
+                    () = elector.acquire() => {}
+                    () = &mut stop => {
+                        endpoint.abort();
+                        return Ok(());
+                    }
+                }
+            }
+            let ctx = Arc::new(Context::new(client, admin, instance));
+            let result = match &elector {
+                None => {
+                    controller::run(ctx).await;
+                    Ok(())
+                }
+                Some(elector) => {
+                    let outcome = tokio::select! {
+                        () = controller::run(ctx) => Ok(()),
+                        lost = elector.keep() => Err(lost),
+                    };
+                    if outcome.is_ok() {
+                        elector.release().await;
+                    }
+                    outcome
+                }
+            };
             endpoint.abort();
+            // Leadership lost: exit with an error, and Kubernetes restarts this replica as a
+            // follower, with none of the old leader's work in flight.
+            result?;
         }
     }
     Ok(())
