@@ -1398,6 +1398,17 @@ async fn admin_manages_accounts_and_passwords() {
     let who =
         mail.authenticate(login("hashed@example.com", "from-a-secret")).await.unwrap().into_inner().account.unwrap();
     assert_eq!(who.id, hashed.id);
+    // So is a bcrypt hash ($2y$ as Apache's htpasswd writes it).
+    let bcrypt = bcrypt::hash("from-htpasswd", 4).unwrap().replacen("$2b$", "$2y$", 1);
+    let b = admin
+        .create_account(create("bcrypt@example.com", Some(Password { value: Some(password::Value::Hash(bcrypt)) })))
+        .await
+        .unwrap()
+        .into_inner();
+    let who =
+        mail.authenticate(login("bcrypt@example.com", "from-htpasswd")).await.unwrap().into_inner().account.unwrap();
+    assert_eq!(who.id, b.id);
+    assert!(mail.authenticate(login("bcrypt@example.com", "wrong")).await.is_err());
 
     let updated = admin
         .update_account(UpdateAccountRequest {
@@ -1440,7 +1451,7 @@ async fn admin_manages_accounts_and_passwords() {
         .into_iter()
         .map(|a| a.address)
         .collect();
-    assert_eq!(all, ["alice@example.com", "hashed@example.com", "zed@other.example"]);
+    assert_eq!(all, ["alice@example.com", "bcrypt@example.com", "hashed@example.com", "zed@other.example"]);
     let one: Vec<String> = admin
         .list_accounts(ListAccountsRequest { domain: "other.example".into() })
         .await

@@ -58,15 +58,29 @@ pub fn hash(plain: &SecretString) -> Result<String> {
 /// Accepts a PHC hash given by an administrator (for example from a Kubernetes Secret) after
 /// checking that it parses and uses an algorithm we verify.
 pub fn check_hash(phc: &str) -> Result<String> {
+    if is_bcrypt(phc) {
+        // The cost and salt must parse, or no password would ever match.
+        phc.parse::<bcrypt::HashParts>().map_err(|e| MailboxError::invalid("password hash", e.to_string()))?;
+        return Ok(phc.to_string());
+    }
     let parsed = PasswordHash::new(phc).map_err(|e| MailboxError::invalid("password hash", e.to_string()))?;
     if !parsed.algorithm.as_str().starts_with("argon2") {
-        return Err(MailboxError::invalid("password hash", "only argon2 hashes are accepted"));
+        return Err(MailboxError::invalid("password hash", "only argon2 and bcrypt hashes are accepted"));
     }
     Ok(phc.to_string())
 }
 
-/// Verifies a password against a stored PHC string; the comparison is constant-time.
+/// A bcrypt hash (`$2a$`, `$2b$`, `$2x$`, `$2y$`), as htpasswd and many user databases store.
+fn is_bcrypt(hash: &str) -> bool {
+    ["$2a$", "$2b$", "$2x$", "$2y$"].iter().any(|p| hash.starts_with(p))
+}
+
+/// Verifies a password against a stored PHC string (argon2) or bcrypt hash; the comparison is
+/// constant-time.
 pub fn verify(plain: &SecretString, phc: &str) -> bool {
+    if is_bcrypt(phc) {
+        return bcrypt::verify(plain.expose_secret(), phc).unwrap_or(false);
+    }
     let check = || -> Option<bool> {
         let parsed = PasswordHash::new(phc).ok()?;
         let algorithm = argon2::Algorithm::try_from(parsed.algorithm).ok()?;
@@ -90,6 +104,20 @@ pub fn verify(plain: &SecretString, phc: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bcrypt_hashes_are_accepted_and_verified() {
+        let made = bcrypt::hash("secret", 4).unwrap();
+        assert!(made.starts_with("$2b$04$"), "{made}");
+        assert_eq!(check_hash(&made).unwrap(), made);
+        assert!(verify(&SecretString::from("secret"), &made));
+        assert!(!verify(&SecretString::from("Secret"), &made));
+        // Apache's htpasswd writes $2y$, the same algorithm under another name.
+        let apache = made.replacen("$2b$", "$2y$", 1);
+        assert_eq!(check_hash(&apache).unwrap(), apache);
+        assert!(verify(&SecretString::from("secret"), &apache));
+        assert!(check_hash("$2y$04$short").is_err());
+    }
 
     #[test]
     fn hash_and_verify() {

@@ -165,8 +165,9 @@ pub struct MailboxSpec {
     /// The name shown for the mailbox's owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
-    /// The Secret key holding the password: plain text, or a PHC hash (`$argon2id$...`) stored
-    /// as it is. A change of the Secret changes the password.
+    /// The Secret key holding the password: plain text, or a hash stored as it is, argon2
+    /// (`$argon2id$...`) or bcrypt (`$2b$...`, `$2y$...`). A change of the Secret changes the
+    /// password.
     pub password_secret_ref: SecretKeyRef,
     /// The most the mailbox may store: a Kubernetes quantity of bytes such as `1Gi`, `500Mi` or
     /// `2G`; `0` is unlimited. Unset: the domain's default quota.

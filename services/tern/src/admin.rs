@@ -121,7 +121,7 @@ struct PasswordArgs {
     /// Read the password from standard input.
     #[arg(long)]
     password_stdin: bool,
-    /// An argon2 PHC hash (`$argon2id$...`), stored as it is.
+    /// A password hash, stored as it is: argon2 (`$argon2id$...`) or bcrypt (`$2b$...`, `$2y$...`).
     #[arg(long, conflicts_with = "password_stdin")]
     password_hash: Option<String>,
 }
