@@ -85,6 +85,9 @@ pub struct Context {
     pub reporter: Reporter,
     /// Consecutive failures per object, for the backoff; reset by a success.
     failures: Mutex<HashMap<String, u32>>,
+    /// Every Domain resource, as the Domain controller's watch sees them (set by [`run`]), to
+    /// find which of several Domains naming one mail domain owns it.
+    domains: OnceLock<kube::runtime::reflector::Store<Domain>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -96,7 +99,15 @@ impl std::fmt::Debug for Context {
 impl Context {
     pub fn new(client: Client, admin: Arc<dyn AdminApi>, instance: Option<String>) -> Self {
         let reporter = Reporter { controller: MANAGER.to_string(), instance };
-        Context { client, admin, reporter, failures: Mutex::default() }
+        Context { client, admin, reporter, failures: Mutex::default(), domains: OnceLock::new() }
+    }
+
+    /// The Domain resource owning `domain`'s mail domain when it is another one (see
+    /// [`reconcile::domain_owner`]); None without a watch (reconciles driven by tests).
+    fn domain_owner(&self, domain: &Domain) -> Option<String> {
+        let store = self.domains.get()?;
+        let all = store.state();
+        reconcile::domain_owner(domain, all.iter().map(|d| d.as_ref()))
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -335,6 +346,11 @@ pub async fn reconcile_domain(domain: Arc<Domain>, ctx: Arc<Context>) -> Result<
     finalizer(&api, FINALIZER, domain, |event| async {
         match event {
             Finalizer::Apply(domain) => {
+                if let Some(owner) = ctx.domain_owner(&domain) {
+                    let previous = domain.status.as_ref().and_then(|s| reconcile::ready_condition(&s.conditions));
+                    let outcome = reconcile::domain_conflict(&domain, &owner);
+                    return finish(&ctx, &api, domain.as_ref(), previous, outcome).await;
+                }
                 let (dkim, generated) = dkim_key(&ctx.client, &domain).await?;
                 let mut outcome = reconcile::reconcile_domain_with_dkim(ctx.admin.as_ref(), &domain, &dkim).await;
                 outcome.changes.splice(0..0, generated);
@@ -342,7 +358,12 @@ pub async fn reconcile_domain(domain: Arc<Domain>, ctx: Arc<Context>) -> Result<
                 finish(&ctx, &api, domain.as_ref(), previous, outcome).await
             }
             Finalizer::Cleanup(domain) => {
-                let changes = reconcile::cleanup_domain(ctx.admin.as_ref(), &domain).await?;
+                // A Domain that never owned its mail domain leaves it to the one that does.
+                let changes = if ctx.domain_owner(&domain).is_some() {
+                    vec![]
+                } else {
+                    reconcile::cleanup_domain(ctx.admin.as_ref(), &domain).await?
+                };
                 if !changes.is_empty() {
                     ctx.publish(domain.as_ref(), EventType::Normal, "Deleted", changes.join("; ")).await;
                 }
@@ -404,7 +425,9 @@ pub async fn run(ctx: Arc<Context>) {
         });
     // The generated DKIM Secrets (labelled, owned by their Domain): one deleted is made again.
     let generated = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
-    let domains = Controller::new(Api::<Domain>::all(client.clone()), watcher::Config::default())
+    let domains = Controller::new(Api::<Domain>::all(client.clone()), watcher::Config::default());
+    let _ = ctx.domains.set(domains.store());
+    let domains = domains
         .owns(Api::<Secret>::all(client), generated)
         .shutdown_on_signal()
         .run(reconcile_domain, error_policy, ctx)

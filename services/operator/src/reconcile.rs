@@ -42,6 +42,41 @@ pub mod reason {
     /// The DKIM key of a Domain cannot be read: its Secret or key is missing, or it holds no
     /// RSA private key.
     pub const DKIM_KEY_INVALID: &str = "DkimKeyInvalid";
+    /// Another Domain resource (in another namespace, say) names the same domain and was
+    /// there first; this one changes nothing until that one is gone.
+    pub const DOMAIN_CONFLICT: &str = "DomainConflict";
+}
+
+/// The Domain resource that owns the mail domain `domain` names, when it is not `domain`
+/// itself: of all Domains naming it (case-insensitively), the oldest, and among equally old the
+/// first by namespace and name. Every replica and every reconcile decides the same way, so two
+/// resources never take turns converging one domain to different settings (or DKIM keys).
+pub fn domain_owner<'a>(domain: &'a Domain, all: impl IntoIterator<Item = &'a Domain>) -> Option<String> {
+    use kube::ResourceExt;
+    let name = domain.spec.name.trim().to_ascii_lowercase();
+    let key = |d: &Domain| {
+        let created = d.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        (created, d.namespace().unwrap_or_default(), d.name_any())
+    };
+    let owner = all
+        .into_iter()
+        .chain(std::iter::once(domain))
+        .filter(|d| d.spec.name.trim().to_ascii_lowercase() == name)
+        .min_by_key(|d| key(d))?;
+    let me = (domain.namespace().unwrap_or_default(), domain.name_any());
+    let it = (owner.namespace().unwrap_or_default(), owner.name_any());
+    (it != me).then(|| format!("{}/{}", it.0, it.1))
+}
+
+/// The outcome for a Domain whose mail domain another resource owns: not Ready, nothing done.
+pub fn domain_conflict(domain: &Domain, owner: &str) -> Outcome<DomainStatus> {
+    let generation = domain.metadata.generation;
+    let mut status = domain.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let message =
+        format!("domain {} is already managed by Domain {owner}", domain.spec.name.trim().to_ascii_lowercase());
+    set_ready(&mut status.conditions, false, reason::DOMAIN_CONFLICT, message, generation);
+    Outcome { status, changes: vec![], next: Next::Resync }
 }
 
 /// What the controller found of a Domain's DKIM key.

@@ -524,3 +524,33 @@ async fn the_dkim_key_reaches_the_mailbox_service_once_and_follows_changes() {
     assert_eq!(admin.set_dkim_key_calls(), calls);
     assert_eq!(stored_dkim(&server, "example.com").await, ("s2026".to_string(), rotated_txt));
 }
+
+#[test]
+fn of_two_domains_naming_one_mail_domain_the_older_owns_it() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+    let at = |s: i64| Some(Time(Timestamp::from_second(1_800_000_000 + s).unwrap()));
+    let mut first = domain("example.org");
+    first.metadata.creation_timestamp = at(0);
+    let mut second = domain("example.org");
+    second.metadata.namespace = Some("team-b".into());
+    second.spec.name = "Example.ORG".into();
+    second.metadata.creation_timestamp = at(60);
+    let mut other = domain("other.org");
+    other.metadata.creation_timestamp = at(-60);
+    let all = [first.clone(), second.clone(), other.clone()];
+
+    assert_eq!(tern_operator::reconcile::domain_owner(&first, &all), None, "the older one owns it");
+    assert_eq!(tern_operator::reconcile::domain_owner(&second, &all).as_deref(), Some("mail/example.org"));
+    assert_eq!(tern_operator::reconcile::domain_owner(&other, &all), None, "another mail domain");
+    // Equally old: the first by namespace and name, the same on every replica.
+    second.metadata.creation_timestamp = at(0);
+    let all = [second.clone(), first.clone()];
+    assert_eq!(tern_operator::reconcile::domain_owner(&second, &all).as_deref(), Some("mail/example.org"));
+
+    let outcome = tern_operator::reconcile::domain_conflict(&second, "mail/example.org");
+    let ready = tern_operator::reconcile::ready_condition(&outcome.status.conditions).unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "DomainConflict"));
+    assert!(ready.message.contains("mail/example.org"), "{}", ready.message);
+    assert!(outcome.changes.is_empty());
+}
