@@ -7,6 +7,7 @@
 
 pub mod conn;
 pub mod dkim;
+pub mod generated;
 pub mod grpc_metrics;
 pub mod http;
 pub mod listener;

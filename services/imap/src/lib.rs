@@ -47,13 +47,6 @@ mod fuzz_tests {
     /// Runs the fuzz body on pseudo-random input (fixed seed, bounded) in the normal tests.
     #[test]
     fn fuzz_body_holds_on_generated_input() {
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
         let tokens: [&[u8]; 22] = [
             b"a1 ",
             b"LOGIN ",
@@ -78,10 +71,7 @@ mod fuzz_tests {
             b"STATUS INBOX (MAILBOXID) ",
             b"(\"a\" %) ",
         ];
-        for _ in 0..2000 {
-            let n = (next() % 12) as usize;
-            let input: Vec<u8> =
-                (0..n).flat_map(|_| tokens[(next() % tokens.len() as u64) as usize].iter().copied()).collect();
+        for input in tern_runtime::generated::inputs(0x2545_f491_4f6c_dd1d, 2000, 12, &tokens) {
             super::fuzz_command(&input);
         }
     }

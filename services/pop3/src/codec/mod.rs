@@ -241,13 +241,6 @@ mod fuzz_tests {
     /// Runs the fuzz body on pseudo-random input (fixed seed, bounded) in the normal tests.
     #[test]
     fn fuzz_body_holds_on_generated_input() {
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
         // Whole keywords as well as single bytes, so that many lines parse and their checks run.
         let alphabet: [&[u8]; 26] = [
             b"\r\n",
@@ -277,10 +270,7 @@ mod fuzz_tests {
             b"\r\n.\r\n",
             b"\r\n\r\n",
         ];
-        for _ in 0..3000 {
-            let len = (next() % 32) as usize;
-            let input: Vec<u8> =
-                (0..len).flat_map(|_| alphabet[(next() % alphabet.len() as u64) as usize].iter().copied()).collect();
+        for input in tern_runtime::generated::inputs(0x9e37_79b9_7f4a_7c15, 3000, 32, &alphabet) {
             super::fuzz_command(&input);
         }
     }

@@ -262,17 +262,9 @@ mod tests {
     /// Runs the fuzz body on pseudo-random input (fixed seed, bounded) in the normal tests.
     #[test]
     fn fuzz_body_holds_on_generated_input() {
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let alphabet = b"250-250 451 4.3.0 550 5.1.1 \r\n\n- 99\x00\xff";
-        for _ in 0..3000 {
-            let len = (next() % 96) as usize;
-            let input: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+        let tokens: [&[u8]; 12] =
+            [b"250-", b"250 ", b"451 4.3.0 ", b"550 5.1.1 ", b"\r\n", b"\n", b"-", b" ", b"99", b"x", b"\x00", b"\xff"];
+        for input in tern_runtime::generated::inputs(0x9e37_79b9_7f4a_7c15, 3000, 48, &tokens) {
             super::fuzz_reply(&input);
         }
     }

@@ -126,17 +126,9 @@ mod fuzz_tests {
     /// Runs the fuzz bodies on pseudo-random input (fixed seed, bounded) in the normal tests.
     #[test]
     fn fuzz_bodies_hold_on_generated_input() {
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let alphabet = b"\r\n.\r\n.ABC MAIL FROM:<a@b> RCPT TO:<> BDAT 1 LAST\x00\xff=";
-        for _ in 0..3000 {
-            let len = (next() % 64) as usize;
-            let input: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+        let alphabet =
+            tern_runtime::generated::bytes_of(b"\r\n.\r\n.ABC MAIL FROM:<a@b> RCPT TO:<> BDAT 1 LAST\x00\xff=");
+        for input in tern_runtime::generated::inputs(0x9e37_79b9_7f4a_7c15, 3000, 64, &alphabet) {
             super::fuzz_command(&input);
             super::fuzz_data(&input);
         }
