@@ -90,6 +90,16 @@ impl Receiver {
 
     /// [`Receiver::start`], also offering DSN (RFC 3461) when `dsn`.
     pub fn start_with(tls: bool, slow_seconds: u32, dsn: bool) -> Receiver {
+        let cert = tls.then(|| CertPaths::Generated(vec!["mx.test".into()]));
+        Self::start_full(cert, slow_seconds, dsn)
+    }
+
+    /// A receiver offering STARTTLS with the certificate and key given.
+    pub fn start_with_cert(cert: &tern_runtime::tls::CertPaths) -> Receiver {
+        Self::start_full(Some(CertPaths::Given(cert.clone())), 1, false)
+    }
+
+    fn start_full(cert: Option<CertPaths>, slow_seconds: u32, dsn: bool) -> Receiver {
         let dir = tempfile::Builder::new().prefix("tern-receiver-").tempdir().expect("a temporary directory");
         let spool = dir.path().join("spool");
         std::fs::create_dir_all(&spool).expect("the spool directory");
@@ -107,9 +117,13 @@ impl Receiver {
         if dsn {
             args.push("--dsn".into());
         }
-        if tls {
-            let paths = tern_runtime::tls::dev_certificate(&dir.path().join("tls"), &["mx.test".into()])
-                .expect("a certificate");
+        if let Some(cert) = cert {
+            let paths = match cert {
+                CertPaths::Given(paths) => paths,
+                CertPaths::Generated(names) => {
+                    tern_runtime::tls::dev_certificate(&dir.path().join("tls"), &names).expect("a certificate")
+                }
+            };
             args.extend([
                 "--tls-cert".into(),
                 paths.cert.display().to_string(),
@@ -184,6 +198,51 @@ impl Receiver {
 
     pub fn is_running(&self) -> bool {
         self.process.is_running()
+    }
+}
+
+/// Where a fixture's certificate comes from.
+enum CertPaths {
+    Given(tern_runtime::tls::CertPaths),
+    Generated(Vec<String>),
+}
+
+/// An HTTPS server on 127.0.0.1 serving the files of a directory (an MTA-STS policy host).
+#[derive(Debug)]
+pub struct HttpsServer {
+    _process: Process,
+    pub port: u16,
+    pub root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpsServer {
+    pub fn start(cert: &tern_runtime::tls::CertPaths) -> HttpsServer {
+        let dir = tempfile::Builder::new().prefix("tern-https-").tempdir().expect("a temporary directory");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).expect("the document root");
+        let args = [
+            fixture("https_server.py").display().to_string(),
+            "--port".into(),
+            "0".into(),
+            "--root".into(),
+            root.display().to_string(),
+            "--tls-cert".into(),
+            cert.cert.display().to_string(),
+            "--tls-key".into(),
+            cert.key.display().to_string(),
+        ];
+        let mut process = python(dir.path());
+        process.spawn(&args).expect("start the HTTPS server");
+        let port = wait_port(&mut process, &dir.path().join("python3.log"));
+        HttpsServer { _process: process, port, root, _dir: dir }
+    }
+
+    /// Serves `text` at `path` (relative to the root, e.g. `.well-known/mta-sts.txt`).
+    pub fn put(&self, path: &str, text: &str) {
+        let file = self.root.join(path);
+        std::fs::create_dir_all(file.parent().expect("a parent")).expect("create the directory");
+        std::fs::write(file, text).expect("write the file");
     }
 }
 

@@ -870,11 +870,12 @@ async fn collection_racing_redelivery_never_loses_a_body() {
     let mut redelivered = Vec::new();
     for body in &bodies {
         let d = deliver(&mut mail, &["alice@example.com"], body).await.unwrap();
+        assert_eq!(d.results[0].status, DeliveryStatus::Delivered as i32, "a redelivery failed: {:?}", d.results[0]);
         redelivered.push((d.results[0].uid, body));
     }
     delivering.store(false, Ordering::Release);
     let deleted = collector.await.unwrap();
-    assert!(deleted <= bodies.len());
+    assert!(deleted <= bodies.len(), "{deleted} bodies deleted, of {} that were unreferenced", bodies.len());
 
     // Whatever the interleaving, every acknowledged message can be read back.
     for (uid, body) in redelivered {

@@ -440,3 +440,66 @@ async fn eight_bit_bodies_and_utf8_addresses_are_announced() {
     assert!(utf8.mail_options.iter().any(|o| o == "SMTPUTF8"), "{:?}", utf8.mail_options);
     assert!(!utf8.mail_options.iter().any(|o| o.starts_with("BODY")), "{:?}", utf8.mail_options);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mta_sts_policy_in_enforce_mode_is_honoured() {
+    use tern_tests::relay::HttpsServer;
+    let server = TestServer::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // One certificate for the receiver and the policy host, trusted as the relay's extra root.
+    let names = ["mx.sts.test", "mta-sts.sts.test", "mta-sts.bad.test", "mta-sts.unlisted.test"];
+    let cert = tern_runtime::tls::dev_certificate(dir.path(), &names.map(String::from)).unwrap();
+    let receiver = Receiver::start_with_cert(&cert);
+    let https = HttpsServer::start(&cert);
+    https.put(
+        ".well-known/mta-sts.txt",
+        "version: STSv1\nmode: enforce\nmx: mx.sts.test\nmx: mx.bad.test\nmax_age: 86400\n",
+    );
+    let mut owned: Vec<(String, &str, String)> = Vec::new();
+    for domain in ["sts.test", "bad.test", "unlisted.test"] {
+        owned.push((domain.into(), "MX", format!("10 mx.{domain}")));
+        owned.push((format!("mx.{domain}"), "A", "127.0.0.1".into()));
+        owned.push((format!("mta-sts.{domain}"), "A", "127.0.0.1".into()));
+        owned.push((format!("_mta-sts.{domain}"), "TXT", "v=STSv1; id=20261126".into()));
+    }
+    let mut records: Vec<(&str, &str, &str)> = zone();
+    records.extend(owned.iter().map(|(n, t, v)| (n.as_str(), *t, v.as_str())));
+    let dns = Dns::start(&records);
+    let config = tern_relay::RelayConfig {
+        mta_sts_port: https.port,
+        extra_ca_file: Some(cert.cert.clone()),
+        ..relay_config(&dns, receiver.port)
+    };
+    let _relay = RelayWorker::start(server.addr, config, "w1");
+    let mut admin = server.admin_client().await;
+
+    // The policy names the MX and its certificate verifies: delivered, over TLS.
+    enqueue(server.addr, "ann@here.test", &["bob@sts.test"], &message("ann@here.test", "bob@sts.test", "s1")).await;
+    let got = receiver.wait_for(1, WAIT).await;
+    assert!(got[0].tls && got[0].rcpt_tos == ["bob@sts.test"]);
+
+    // The same server, whose certificate is not valid for mx.bad.test; and a domain whose MX the
+    // policy does not name. Neither is delivered: both are deferred, with the reason.
+    let bad =
+        enqueue(server.addr, "ann@here.test", &["bob@bad.test"], &message("ann@here.test", "bob@bad.test", "s2")).await;
+    let unlisted = enqueue(
+        server.addr,
+        "ann@here.test",
+        &["bob@unlisted.test"],
+        &message("ann@here.test", "bob@unlisted.test", "s3"),
+    )
+    .await;
+    for (id, reason) in [(&bad[0], "TLS handshake failed"), (&unlisted[0], "MTA-STS policy names")] {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let e = admin.get_queued(GetQueuedRequest { queue_id: id.clone() }).await.expect("the entry").into_inner();
+            if let Some(a) = e.history.first() {
+                assert!(a.result.contains(reason), "{reason}: {:?}", e.history);
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no attempt of {id}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(receiver.messages().len(), 1, "nothing went to a host the policy does not vouch for");
+}

@@ -1,7 +1,7 @@
 //! The relay's settings, all with defaults an MTA administrator would expect (Postfix's in
 //! spirit: opportunistic TLS, retries for five days, a delay warning after four hours).
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -58,6 +58,15 @@ pub struct RelayConfig {
     pub tls_policies: BTreeMap<String, TlsPolicy>,
     /// Sign outbound mail with the sender domain's DKIM key, when it has one.
     pub dkim: bool,
+    /// Honour the MTA-STS policies (RFC 8461) of destination domains: with an `enforce`
+    /// policy, deliver only to the MX hosts it names, over TLS with a certificate valid for the
+    /// host's name.
+    pub mta_sts: bool,
+    /// The HTTPS port MTA-STS policies are fetched from: 443 on the Internet; tests use others.
+    pub mta_sts_port: u16,
+    /// PEM certificates trusted besides the system's roots when a certificate must verify
+    /// (MTA-STS): for a private PKI, and for tests.
+    pub extra_ca_file: Option<PathBuf>,
 }
 
 impl Default for RelayConfig {
@@ -80,6 +89,9 @@ impl Default for RelayConfig {
             tls: TlsPolicy::Opportunistic,
             tls_policies: BTreeMap::new(),
             dkim: true,
+            mta_sts: true,
+            mta_sts_port: 443,
+            extra_ca_file: None,
         }
     }
 }

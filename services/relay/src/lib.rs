@@ -9,12 +9,14 @@
 //! - [`route`]: where a domain's mail goes (MX, null MX, A/AAAA fallback).
 //! - [`send`]: one SMTP transaction with one server over TCP, with STARTTLS.
 //! - [`dkim`]: signing with the sender domain's key.
+//! - [`mta_sts`]: destination domains' MTA-STS policies (RFC 8461).
 //! - [`worker`]: the claim loop, retries with backoff, expiry and bounces (written with
 //!   `tern_smtp::dsn`, sent with `tern_smtp::backend::send_report`).
 
 pub mod client;
 pub mod config;
 pub mod dkim;
+pub mod mta_sts;
 pub mod route;
 pub mod send;
 pub mod worker;

@@ -38,7 +38,7 @@ pub enum RouteError {
 
 /// Looks up routes, caching answers for their TTL.
 pub struct Router {
-    dns: MessageAuthenticator,
+    dns: std::sync::Arc<MessageAuthenticator>,
     mx: TtlCache<Box<str>, RecordSet<MX>>,
     ipv4: TtlCache<Box<str>, RecordSet<Ipv4Addr>>,
     ipv6: TtlCache<Box<str>, RecordSet<Ipv6Addr>>,
@@ -58,7 +58,7 @@ fn not_found(e: &mail_auth::Error) -> Option<ResponseCode> {
 }
 
 impl Router {
-    pub fn new(dns: MessageAuthenticator) -> Self {
+    pub fn new(dns: std::sync::Arc<MessageAuthenticator>) -> Self {
         Self { dns, mx: TtlCache::default(), ipv4: TtlCache::default(), ipv6: TtlCache::default() }
     }
 

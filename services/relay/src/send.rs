@@ -58,6 +58,10 @@ pub struct Settings {
     pub tls: TlsPolicy,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// A TLS configuration that verifies certificates: when set (an MTA-STS policy in
+    /// `enforce` mode), STARTTLS is required and the server's certificate must be valid for the
+    /// host's name.
+    pub verify: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// One message for one server.
@@ -186,18 +190,20 @@ pub async fn send(host: &Host, settings: &Settings, envelope: Envelope<'_>) -> R
         return Err(HostFailure::transient(format!("{host}: greeting refused: {greeting}")));
     }
     let mut caps = conn.ehlo(&settings.hostname).await?;
-    if caps.starttls && settings.tls != TlsPolicy::Disabled {
+    let required = settings.tls == TlsPolicy::Required || settings.verify.is_some();
+    if caps.starttls && (settings.tls != TlsPolicy::Disabled || settings.verify.is_some()) {
         let reply = conn.command("STARTTLS").await?;
         if reply.code == 220 {
-            conn = start_tls(conn, &host.name).await?;
+            conn = start_tls(conn, &host.name, settings.verify.clone()).await?;
             caps = conn.ehlo(&settings.hostname).await?;
-        } else if settings.tls == TlsPolicy::Required {
+        } else if required {
             return Err(HostFailure::transient(format!("{host}: STARTTLS refused: {reply}")));
         }
-    } else if settings.tls == TlsPolicy::Required {
+    } else if required {
         let _ = conn.command("QUIT").await;
+        let why = if settings.verify.is_some() { "its MTA-STS policy" } else { "this domain's TLS policy" };
         return Err(HostFailure::transient(format!(
-            "{host}: TLS is required for this domain but the server does not offer STARTTLS"
+            "{host}: TLS is required by {why} but the server does not offer STARTTLS"
         )));
     }
     let outcomes = transaction(&mut conn, &caps, envelope, host).await?;
@@ -332,21 +338,49 @@ async fn transaction(
     Ok(outcomes.into_iter().flatten().collect())
 }
 
-async fn start_tls(conn: Conn, name: &str) -> Result<Conn, HostFailure> {
+async fn start_tls(conn: Conn, name: &str, verify: Option<Arc<rustls::ClientConfig>>) -> Result<Conn, HostFailure> {
     let Conn { io, buf, timeout, host } = conn;
     if !buf.is_empty() {
         // Bytes after the 220 would be injected by a man in the middle (CVE-2011-0411).
         return Err(HostFailure::transient(format!("{host}: data after the STARTTLS reply")));
     }
-    let server_name = ServerName::try_from(name.to_string())
-        .unwrap_or_else(|_| ServerName::try_from("localhost").expect("a valid name"));
-    let handshake = TlsConnector::from(client_config()).connect(server_name, io);
+    let server_name = match (ServerName::try_from(name.to_string()), verify.is_some()) {
+        (Ok(n), _) => n,
+        (Err(_), true) => return Err(HostFailure::transient(format!("{host}: {name:?} is not a name to verify"))),
+        (Err(_), false) => ServerName::try_from("localhost").expect("a valid name"),
+    };
+    let config = verify.unwrap_or_else(client_config);
+    let handshake = TlsConnector::from(config).connect(server_name, io);
     let tls: TlsStream<Box<dyn Io>> = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(HostFailure::transient(format!("{host}: TLS handshake failed: {e}"))),
         Err(_) => return Err(HostFailure::transient(format!("{host}: TLS handshake timed out"))),
     };
     Ok(Conn { io: Box::new(tls), buf, timeout, host })
+}
+
+/// A TLS configuration that verifies server certificates against the system's roots and the
+/// PEM certificates in `extra` (MTA-STS delivery, and the HTTPS fetch of the policies).
+pub fn verifying_config(extra: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = extra {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let certs = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{} holds no PEM certificates: {e}", path.display()))?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(format!("{} holds no usable certificate", path.display()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// TLS between mail servers without DANE or MTA-STS authenticates nothing (an attacker who can

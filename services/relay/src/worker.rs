@@ -51,6 +51,8 @@ pub enum RelayError {
     Config(String),
     #[error("cannot set up the DNS resolver: {0}")]
     Resolver(String),
+    #[error("cannot set up verified TLS: {0}")]
+    Tls(String),
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -105,6 +107,9 @@ struct Inner {
     cfg: RelayConfig,
     router: Router,
     signer: Signer,
+    /// Verified TLS, for MTA-STS `enforce` destinations.
+    verifying: Arc<rustls::ClientConfig>,
+    mta_sts: crate::mta_sts::Fetcher,
     holder: String,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// When the next delivery to a domain may start, under `per_domain_rate`.
@@ -123,14 +128,20 @@ impl Relay {
     /// mailbox service over `channel`.
     pub fn new(channel: Channel, cfg: RelayConfig, holder: String) -> Result<Self, RelayError> {
         cfg.validate().map_err(RelayError::Config)?;
-        let dns = tern_smtp::verify::resolver(cfg.dns_server).map_err(|e| RelayError::Resolver(e.to_string()))?;
+        let dns =
+            Arc::new(tern_smtp::verify::resolver(cfg.dns_server).map_err(|e| RelayError::Resolver(e.to_string()))?);
         let client = MailboxClient::new(channel.clone()).max_decoding_message_size(256 << 20);
+        let verifying = send::verifying_config(cfg.extra_ca_file.as_deref()).map_err(RelayError::Tls)?;
+        let mta_sts =
+            crate::mta_sts::Fetcher::new(dns.clone(), verifying.clone(), cfg.mta_sts_port).map_err(RelayError::Tls)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 signer: Signer::new(client.clone()),
                 backend: GrpcBackend::new(channel),
                 client,
                 router: Router::new(dns),
+                verifying: Arc::new(verifying),
+                mta_sts,
                 holder,
                 domains: Mutex::default(),
                 pacing: Mutex::default(),
@@ -305,7 +316,7 @@ impl Relay {
         } else {
             body.clone()
         };
-        let hosts = match self.inner.router.route(&entry.domain, cfg.max_hosts_per_attempt).await {
+        let mut hosts = match self.inner.router.route(&entry.domain, cfg.max_hosts_per_attempt).await {
             Ok(h) => h,
             Err(RouteError::Permanent(m)) => return (all(RcptOutcome::Permanent(m)), None, body),
             Err(RouteError::Transient(m)) => return (all(RcptOutcome::Transient(m)), None, body),
@@ -316,7 +327,27 @@ impl Relay {
             tls: cfg.tls_for(&entry.domain),
             connect_timeout: Duration::from_secs(cfg.connect_timeout_secs),
             command_timeout: Duration::from_secs(cfg.command_timeout_secs),
+            verify: None,
         };
+        let mut settings = settings;
+        if cfg.mta_sts
+            && let Some(policy) = self.inner.mta_sts.policy(&entry.domain).await
+        {
+            match policy.mode {
+                crate::mta_sts::Mode::Enforce => {
+                    hosts.retain(|h| policy.allows(&h.name));
+                    if hosts.is_empty() {
+                        let why = format!("no MX host of {} is one its MTA-STS policy names", entry.domain);
+                        return (all(RcptOutcome::Transient(why)), None, body);
+                    }
+                    settings.verify = Some(self.inner.verifying.clone());
+                }
+                crate::mta_sts::Mode::Testing => {
+                    tracing::debug!(domain = %entry.domain, "MTA-STS policy in testing mode: delivering as usual");
+                }
+                crate::mta_sts::Mode::None => {}
+            }
+        }
         let recipients: Vec<String> = entry.recipients.iter().map(|r| r.address.clone()).collect();
         let dsn = send::Dsn {
             ret: entry.ret.clone(),
