@@ -23,6 +23,11 @@ const MAX_POLICY_BYTES: usize = 64 * 1024;
 /// The longest a policy is cached, whatever it says (RFC 8461: max_age at most 31557600).
 const MAX_AGE: u64 = 31_557_600;
 
+/// How long "this domain publishes no policy" is believed: the TXT lookup of every delivery
+/// would otherwise cost as much as the rest of the attempt's DNS (the negative answer is not
+/// cached by the resolver library).
+const ABSENT_TTL: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Deliver only as the policy says.
@@ -100,6 +105,10 @@ pub struct Fetcher {
     http: reqwest::Client,
     port: u16,
     cache: Mutex<HashMap<String, Cached>>,
+    /// TXT answers, for their TTL.
+    txt: tern_smtp::verify::TtlCache<Box<str>, mail_auth::Txt>,
+    /// Domains found without a policy, until when.
+    absent: Mutex<HashMap<String, Instant>>,
 }
 
 #[derive(Clone)]
@@ -127,7 +136,14 @@ impl Fetcher {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("cannot build the MTA-STS HTTPS client: {e}"))?;
-        Ok(Self { dns, http, port, cache: Mutex::default() })
+        Ok(Self {
+            dns,
+            http,
+            port,
+            cache: Mutex::default(),
+            txt: tern_smtp::verify::TtlCache::default(),
+            absent: Mutex::default(),
+        })
     }
 
     fn cached(&self, domain: &str) -> Option<Cached> {
@@ -138,11 +154,28 @@ impl Fetcher {
     /// The policy of `domain`, if it has one.
     pub async fn policy(&self, domain: &str) -> Option<Arc<Policy>> {
         let cached = self.cached(domain);
-        let txt = self.dns.txt_lookup::<MtaSts>(format!("_mta-sts.{domain}."), None::<&NoCache<_, _>>).await;
+        let absent = |fetcher: &Self| {
+            let absent = fetcher.absent.lock().unwrap_or_else(|e| e.into_inner());
+            absent.get(domain).is_some_and(|until| *until > Instant::now())
+        };
+        if cached.is_none() && absent(self) {
+            return None;
+        }
+        let txt = self.dns.txt_lookup::<MtaSts>(format!("_mta-sts.{domain}."), Some(&self.txt)).await;
         let id = match txt {
             Ok(record) => record.id.clone(),
             // No record (or no answer): a policy cached earlier still holds until it expires.
-            Err(_) => return cached.map(|c| c.policy),
+            Err(_) => {
+                if cached.is_none() {
+                    let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+                    if absent.len() > 10_000 {
+                        let now = Instant::now();
+                        absent.retain(|_, until| *until > now);
+                    }
+                    absent.insert(domain.to_string(), Instant::now() + ABSENT_TTL);
+                }
+                return cached.map(|c| c.policy);
+            }
         };
         if let Some(c) = &cached
             && c.id == id
