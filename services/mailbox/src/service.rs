@@ -431,12 +431,14 @@ impl MailboxService {
                 size,
                 queued_at,
                 next_attempt_at: queued_at,
-                attempts: 0,
-                history: vec![],
-                lease_holder: String::new(),
-                lease_until: 0,
-                queue_id: String::new(),
-                ..entry.clone()
+                // The envelope (sender, account, DSN parameters); attempts and leases start empty.
+                ..QueuedMessage {
+                    mail_from: entry.mail_from.clone(),
+                    account_id: entry.account_id,
+                    ret: entry.ret.clone(),
+                    envid: entry.envid.clone(),
+                    ..Default::default()
+                }
             })
             .collect();
         let _gate = self.put_body(&id, content).await?;

@@ -151,14 +151,16 @@ impl Fetcher {
         cache.get(domain).filter(|c| c.until > Instant::now()).cloned()
     }
 
+    /// Whether `domain` was found without a policy less than [`ABSENT_TTL`] ago.
+    fn known_absent(&self, domain: &str) -> bool {
+        let absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        absent.get(domain).is_some_and(|until| *until > Instant::now())
+    }
+
     /// The policy of `domain`, if it has one.
     pub async fn policy(&self, domain: &str) -> Option<Arc<Policy>> {
         let cached = self.cached(domain);
-        let absent = |fetcher: &Self| {
-            let absent = fetcher.absent.lock().unwrap_or_else(|e| e.into_inner());
-            absent.get(domain).is_some_and(|until| *until > Instant::now())
-        };
-        if cached.is_none() && absent(self) {
+        if cached.is_none() && self.known_absent(domain) {
             return None;
         }
         let txt = self.dns.txt_lookup::<MtaSts>(format!("_mta-sts.{domain}."), Some(&self.txt)).await;

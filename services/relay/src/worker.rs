@@ -321,7 +321,7 @@ impl Relay {
             Err(RouteError::Permanent(m)) => return (all(RcptOutcome::Permanent(m)), None, body),
             Err(RouteError::Transient(m)) => return (all(RcptOutcome::Transient(m)), None, body),
         };
-        let settings = Settings {
+        let mut settings = Settings {
             hostname: cfg.hostname.clone(),
             port: cfg.port,
             tls: cfg.tls_for(&entry.domain),
@@ -329,7 +329,6 @@ impl Relay {
             command_timeout: Duration::from_secs(cfg.command_timeout_secs),
             verify: None,
         };
-        let mut settings = settings;
         if cfg.mta_sts
             && let Some(policy) = self.inner.mta_sts.policy(&entry.domain).await
         {
