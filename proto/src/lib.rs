@@ -103,3 +103,51 @@ mod tests {
         }
     }
 }
+
+/// The methods that only read: a call to one of them that failed in transit may be sent again
+/// to another mailbox replica (`tern_runtime::rpc`). Every other method writes, and is sent
+/// again only when it was never sent at all.
+const READ_ONLY: [&str; 20] = [
+    "/tern.mailbox.v1.Mailbox/Authenticate",
+    "/tern.mailbox.v1.Mailbox/ResolveRecipient",
+    "/tern.mailbox.v1.Mailbox/ListFolders",
+    "/tern.mailbox.v1.Mailbox/Select",
+    "/tern.mailbox.v1.Mailbox/Status",
+    "/tern.mailbox.v1.Mailbox/FetchMessages",
+    "/tern.mailbox.v1.Mailbox/FetchBody",
+    "/tern.mailbox.v1.Mailbox/Changes",
+    "/tern.mailbox.v1.Mailbox/Watch",
+    "/tern.mailbox.v1.Mailbox/GetQuota",
+    "/tern.mailbox.v1.Mailbox/ListQueue",
+    "/tern.mailbox.v1.Mailbox/FetchQueuedBody",
+    "/tern.mailbox.v1.Mailbox/GetSigningKey",
+    "/tern.mailbox.v1.Admin/GetDomain",
+    "/tern.mailbox.v1.Admin/ListDomains",
+    "/tern.mailbox.v1.Admin/GetAccount",
+    "/tern.mailbox.v1.Admin/ListAccounts",
+    "/tern.mailbox.v1.Admin/ListAliases",
+    "/tern.mailbox.v1.Admin/GetUsage",
+    "/tern.mailbox.v1.Admin/GetQueued",
+];
+
+/// Whether the method at gRPC path `path` (`/tern.mailbox.v1.Mailbox/Select`) only reads.
+pub fn read_only(path: &str) -> bool {
+    READ_ONLY.contains(&path)
+}
+
+#[cfg(test)]
+mod read_only_tests {
+    /// Every read-only path names a method the services have, so a renamed method cannot
+    /// silently lose its retries.
+    #[test]
+    fn read_only_methods_exist() {
+        let protos = [include_str!("../tern/mailbox/v1/mailbox.proto"), include_str!("../tern/mailbox/v1/admin.proto")];
+        for path in super::READ_ONLY {
+            let method = path.rsplit('/').next().unwrap();
+            let declared = format!("rpc {method}(");
+            assert!(protos.iter().any(|p| p.contains(&declared)), "{path} is not a method of the API");
+        }
+        assert!(super::read_only("/tern.mailbox.v1.Mailbox/Select"));
+        assert!(!super::read_only("/tern.mailbox.v1.Mailbox/Deliver"));
+    }
+}

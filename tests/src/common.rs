@@ -28,6 +28,7 @@ use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tern_proto::v1::{
     CreateAccountRequest, DeliveryStatus, Folder, FolderRef, MessageSummary, SelectRequest, password,
 };
+use tern_runtime::rpc::Channel;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
@@ -35,7 +36,6 @@ use tokio::{
     task::{JoinHandle, JoinSet},
 };
 use tokio_rustls::TlsConnector;
-use tonic::transport::Channel;
 
 use crate::{
     Mailbox, TestServer, deliver, ensure_domain, fetch_body,
@@ -191,7 +191,7 @@ pub async fn bind_loopback() -> (TcpListener, SocketAddr) {
 /// A gRPC channel to the mailbox service at `mailbox`, connected on first use, as a front-end
 /// has it.
 pub fn mailbox_channel(mailbox: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{mailbox}")).expect("a valid mailbox URL").tcp_nodelay(true).connect_lazy()
+    crate::channel_to(mailbox)
 }
 
 /// A server task serving in the background until stopped or dropped.

@@ -326,8 +326,7 @@ pub struct RelayWorker {
 
 impl RelayWorker {
     pub fn start(mailbox: SocketAddr, config: RelayConfig, holder: &str) -> RelayWorker {
-        let channel =
-            tonic::transport::Channel::from_shared(format!("http://{mailbox}")).expect("a valid URL").connect_lazy();
+        let channel = crate::channel_to(mailbox);
         let relay = tern_relay::Relay::new(channel, config, holder.to_string()).expect("a relay");
         let stop = Shutdown::default();
         let wait = stop.wait();
@@ -378,7 +377,7 @@ pub async fn enqueue_with(
     recipients: Vec<QueuedRecipient>,
     body: &[u8],
 ) -> Vec<String> {
-    let mut client = MailboxClient::connect(format!("http://{mailbox}")).await.expect("connect");
+    let mut client = MailboxClient::new(crate::channel_to(mailbox));
     let envelope = EnqueueEnvelope { mail_from: from.to_string(), recipients, ..Default::default() };
     let requests = vec![
         EnqueueRequest { part: Some(enqueue_request::Part::Envelope(envelope)) },

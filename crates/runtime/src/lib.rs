@@ -13,6 +13,7 @@ pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod rpc;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;

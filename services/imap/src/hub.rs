@@ -12,8 +12,8 @@ use std::{
 };
 
 use tern_proto::v1::{MailboxEvent, WatchRequest, mailbox_client::MailboxClient};
+use tern_runtime::rpc::Channel;
 use tokio::sync::broadcast::{self, error::TryRecvError};
-use tonic::transport::Channel;
 
 /// Events a session may fall behind by before it must resynchronise.
 const BACKLOG: usize = 1024;

@@ -6,12 +6,12 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::BytesMut;
 use tern_proto::v1::mailbox_client::MailboxClient;
+use tern_runtime::rpc::Channel;
 use tern_runtime::{
     listener::{self, Handler, ListenerLimits},
     stream::Stream,
 };
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 use crate::{
     config::{ImapConfig, ListenerKind},

@@ -39,7 +39,8 @@ pub fn open_embedded_with_blobs(
     Ok(MailboxService::new(Arc::new(store), blobs, limits))
 }
 
-/// Opens the distributed backend: metadata in NATS JetStream at `url` (stream and buckets named
+/// Opens the distributed backend: metadata in NATS JetStream at `url`, one server or a
+/// comma-separated list of a cluster's servers (stream and buckets named
 /// after `prefix`, on `replicas` JetStream servers), bodies in `blobs`.
 pub async fn open_nats(
     url: &str,
@@ -48,9 +49,31 @@ pub async fn open_nats(
     blobs: BlobStore,
     limits: Limits,
 ) -> Result<MailboxService> {
-    let store = crate::store::nats::NatsStore::connect(url, prefix, replicas).await?;
+    let connection = crate::store::nats::NatsConnection::from_urls(url)?;
+    open_nats_with(&connection, prefix, replicas, blobs, limits).await
+}
+
+/// [`open_nats`] with credentials and TLS: the servers of `connection`, reached as it says.
+pub async fn open_nats_with(
+    connection: &crate::store::nats::NatsConnection,
+    prefix: &str,
+    replicas: usize,
+    blobs: BlobStore,
+    limits: Limits,
+) -> Result<MailboxService> {
+    let store = crate::store::nats::NatsStore::connect(connection, prefix, replicas).await?;
     let blobs = blobs.with_read_cache(limits.blob_cache_bytes);
     Ok(MailboxService::new(Arc::new(store), blobs, limits))
+}
+
+/// How the gRPC API is protected: mutual TLS, and the Admin API's token.
+#[derive(Debug, Clone, Default)]
+pub struct Protection {
+    /// Serve over TLS and require client certificates signed by the internal CA.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Admin calls must carry `authorization: Bearer <token>`; without one the Admin API is
+    /// open to whoever reaches the port (`tern dev` on loopback).
+    pub admin_token: Option<String>,
 }
 
 /// Serves the Mailbox and Admin gRPC services on `listener` until `shutdown` completes, and
@@ -58,6 +81,16 @@ pub async fn open_nats(
 pub async fn serve(
     service: MailboxService,
     listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::result::Result<(), tonic::transport::Error> {
+    serve_protected(service, listener, Protection::default(), shutdown).await
+}
+
+/// [`serve`] with TLS and the Admin API's token.
+pub async fn serve_protected(
+    service: MailboxService,
+    listener: TcpListener,
+    protection: Protection,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::result::Result<(), tonic::transport::Error> {
     let gc_service = service.clone();
@@ -75,8 +108,18 @@ pub async fn serve(
     let mailbox = MailboxServer::new(MailboxApi::new(service.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
-    let admin = AdminServer::new(AdminApi::new(service));
-    let result = tonic::transport::Server::builder()
+    let token = protection.admin_token.clone();
+    let admin = AdminServer::with_interceptor(AdminApi::new(service), move |request: tonic::Request<()>| {
+        if let Some(token) = &token {
+            tern_runtime::rpc::check_token(token, &request)?;
+        }
+        Ok(request)
+    });
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = protection.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let result = builder
         .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
         .layer(tern_runtime::grpc_metrics::GrpcMetricsLayer)
         .add_service(mailbox)

@@ -8,7 +8,7 @@ use tern_proto::v1::{
     DkimKey, Domain, ErrorReason, GetAccountRequest, GetDomainRequest, GetUsageRequest, Password, RemoveAliasRequest,
     SetDkimKeyRequest, SetPasswordRequest, UpdateAccountRequest, UpdateDomainRequest, Usage,
 };
-use tonic::transport::Channel;
+use tern_runtime::rpc::Channel;
 
 /// An error of the admin API, sorted by what the reconciler does about it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -75,14 +75,11 @@ impl GrpcAdmin {
         GrpcAdmin { client }
     }
 
-    /// A client of the service at `endpoint` (`http://host:port`) that connects on first use
-    /// and reconnects by itself, so the operator starts while the service is still down.
-    pub fn connect_lazy(endpoint: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(30))
-            .connect_lazy();
-        Ok(GrpcAdmin::new(AdminClient::new(channel)))
+    /// A client of the service `options` name, balanced over its replicas, that connects on
+    /// first use and reconnects by itself, so the operator starts while the service is still
+    /// down.
+    pub fn connect(options: &tern_runtime::rpc::ClientOptions) -> Result<Self, tern_runtime::rpc::RpcError> {
+        Ok(GrpcAdmin::new(AdminClient::new(tern_runtime::rpc::connect(options)?)))
     }
 }
 

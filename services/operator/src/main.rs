@@ -22,9 +22,20 @@ struct Cli {
 enum Command {
     /// Runs the controllers, with the in-cluster or kubeconfig credentials.
     Run {
-        /// The mailbox service's gRPC endpoint.
+        /// The mailbox service's gRPC endpoint (https:// with internal TLS). A name with several
+        /// addresses (a headless Service) is balanced over all of them.
         #[arg(long, env = "TERN_MAILBOX_ENDPOINT", default_value = "http://tern-mailbox:7000")]
         mailbox: String,
+        /// The Admin API's token (sent as a bearer token).
+        #[arg(long, env = "TERN_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Internal mutual TLS: the CA, and this client's certificate and key (PEM files).
+        #[arg(long, env = "TERN_INTERNAL_CA", requires_all = ["internal_cert", "internal_key"])]
+        internal_ca: Option<PathBuf>,
+        #[arg(long, env = "TERN_INTERNAL_CERT")]
+        internal_cert: Option<PathBuf>,
+        #[arg(long, env = "TERN_INTERNAL_KEY")]
+        internal_key: Option<PathBuf>,
         /// This replica's name in Events (the pod name).
         #[arg(long, env = "POD_NAME")]
         instance: Option<String>,
@@ -51,7 +62,18 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crds { dir } => tern_operator::crd::write_crds(&dir)?,
-        Command::Run { mailbox, instance, http, otlp, lease_name, no_leader_election } => {
+        Command::Run {
+            mailbox,
+            admin_token,
+            internal_ca,
+            internal_cert,
+            internal_key,
+            instance,
+            http,
+            otlp,
+            lease_name,
+            no_leader_election,
+        } => {
             tern_runtime::tls::install_crypto_provider();
             let _telemetry = tern_runtime::telemetry::init("tern-operator", otlp.as_deref())?;
             controller::reconciles();
@@ -60,7 +82,14 @@ async fn main() -> anyhow::Result<()> {
             let endpoint =
                 tokio::spawn(tern_runtime::http::serve(listener, readiness.clone(), tern_runtime::shutdown::signal()));
             let client = kube::Client::try_default().await?;
-            let admin = Arc::new(GrpcAdmin::connect_lazy(&mailbox)?);
+            let mut options = tern_runtime::rpc::ClientOptions::new(mailbox.clone());
+            options.token = admin_token;
+            options.timeout = Some(std::time::Duration::from_secs(30));
+            options.read_only = tern_proto::read_only;
+            if let (Some(ca_file), Some(cert_file), Some(key_file)) = (internal_ca, internal_cert, internal_key) {
+                options.tls = Some(tern_runtime::rpc::InternalTls { ca_file, cert_file, key_file, server_name: None });
+            }
+            let admin = Arc::new(GrpcAdmin::connect(&options)?);
             // Installed before waiting for the Lease: a SIGTERM while following is a clean exit.
             let stop = tern_runtime::shutdown::signal();
             tokio::pin!(stop);

@@ -8,7 +8,7 @@ use tern_proto::v1::{
     AcquireLeaseRequest, AuthenticateRequest, ErrorReason, ExpungeRequest, FetchBodyRequest, FlagsMode, FolderRef,
     Pop3DeletePolicy, ReleaseLeaseRequest, SelectRequest, StoreFlagsRequest, mailbox_client::MailboxClient,
 };
-use tonic::transport::Channel;
+use tern_runtime::rpc::Channel;
 
 /// The keyword that hides a message from POP3 when the account keeps deleted messages.
 pub const POP3_DELETED: &str = "$POP3Deleted";

@@ -18,7 +18,7 @@ use mail_auth::{
     dkim::{Canonicalization, DkimSigner, Done},
 };
 use tern_proto::v1::{GetSigningKeyRequest, mailbox_client::MailboxClient};
-use tonic::transport::Channel;
+use tern_runtime::rpc::Channel;
 
 /// The headers signed, when present (RFC 6376 section 5.4.1's list, less the ones that
 /// transit often changes).

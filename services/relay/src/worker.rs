@@ -24,12 +24,12 @@ use tern_proto::v1::{
     ClaimQueueRequest, DeliveryAttempt, FetchQueuedBodyRequest, FinishQueuedRequest, ListQueueRequest, QueuedMessage,
     QueuedRecipient, mailbox_client::MailboxClient,
 };
+use tern_runtime::rpc::Channel;
 use tern_smtp::{
     backend::{GrpcBackend, send_report},
     dsn::{self, Action, RecipientStatus},
 };
 use tokio::{sync::Semaphore, task::JoinSet};
-use tonic::transport::Channel;
 
 use crate::{
     config::RelayConfig,

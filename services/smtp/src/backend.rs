@@ -11,7 +11,7 @@ use tern_proto::v1::{
     QueuedRecipient, RecipientStatus, ResolveRecipientRequest, deliver_request, enqueue_request,
     mailbox_client::MailboxClient,
 };
-use tonic::transport::Channel;
+use tern_runtime::rpc::Channel;
 
 /// Bodies go to the mailbox service in chunks of this size.
 const CHUNK: usize = 256 * 1024;

@@ -13,13 +13,23 @@ use tern_proto::v1::{
     SetPasswordRequest, UpdateAccountRequest, UpdateDomainRequest, admin_client::AdminClient,
     mailbox_client::MailboxClient, password,
 };
-use tonic::transport::Channel;
+use tern_runtime::rpc::Channel;
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// The mailbox service's gRPC address.
+    /// The mailbox service's gRPC address (https:// with internal TLS).
     #[arg(long, env = "TERN_SERVER", default_value = "http://127.0.0.1:50051", global = true)]
     server: String,
+    /// The Admin API's token, when the service requires one.
+    #[arg(long, env = "TERN_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Internal mutual TLS: the CA, and a client certificate and key (PEM files).
+    #[arg(long, env = "TERN_INTERNAL_CA", global = true, requires_all = ["cert", "key"])]
+    ca: Option<std::path::PathBuf>,
+    #[arg(long, env = "TERN_INTERNAL_CERT", global = true)]
+    cert: Option<std::path::PathBuf>,
+    #[arg(long, env = "TERN_INTERNAL_KEY", global = true)]
+    key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -229,7 +239,15 @@ fn quota(q: u64) -> String {
 
 /// Turns a gRPC status into a one-line error an administrator can act on.
 fn explain(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", status.message())
+    match status.code() {
+        tonic::Code::Unavailable if status.metadata().get(tern_proto::REASON_KEY).is_none() => {
+            anyhow::anyhow!("cannot reach the mailbox service (is `tern dev` running?): {}", status.message())
+        }
+        tonic::Code::Unauthenticated => {
+            anyhow::anyhow!("{} (give it with --token or TERN_ADMIN_TOKEN)", status.message())
+        }
+        _ => anyhow::anyhow!("{}", status.message()),
+    }
 }
 
 async fn queue(channel: Channel, c: &mut AdminClient<Channel>, cmd: QueueCommand) -> anyhow::Result<()> {
@@ -291,11 +309,14 @@ async fn queue(channel: Channel, c: &mut AdminClient<Channel>, cmd: QueueCommand
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let channel = Channel::from_shared(args.server.clone())
-        .with_context(|| format!("invalid server address {:?}", args.server))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the mailbox service at {} (is `tern dev` running?)", args.server))?;
+    let mut options = tern_runtime::rpc::ClientOptions::new(args.server.clone());
+    options.token = args.token.clone();
+    options.read_only = tern_proto::read_only;
+    if let (Some(ca_file), Some(cert_file), Some(key_file)) = (args.ca.clone(), args.cert.clone(), args.key.clone()) {
+        options.tls = Some(tern_runtime::rpc::InternalTls { ca_file, cert_file, key_file, server_name: None });
+    }
+    let channel =
+        tern_runtime::rpc::connect(&options).with_context(|| format!("invalid server address {:?}", args.server))?;
     let mut c = AdminClient::new(channel.clone());
     match args.command {
         AdminCommand::Domain(cmd) => match cmd {

@@ -27,8 +27,81 @@ pub struct Config {
     pub blobs: BlobsConfig,
     /// Where the mailbox service keeps its metadata.
     pub store: StoreConfig,
-    /// Where front-ends reach the mailbox service when it runs in another process.
+    /// Where front-ends reach the mailbox service when it runs in another process. A name
+    /// with several addresses (a headless Service) is balanced over every one of them.
     pub mailbox_url: String,
+    /// How often `mailbox_url`'s name is resolved again, so replicas that come and go are
+    /// added and dropped.
+    pub mailbox_resolve_secs: u64,
+    /// Mutual TLS between the parts (gRPC); plain HTTP/2 when absent.
+    pub internal_tls: Option<InternalTlsConfig>,
+    /// The Admin API's credential.
+    pub admin: AdminSection,
+}
+
+/// The `[internal_tls]` section: the internal CA and this process's certificate, used both to
+/// serve the mailbox gRPC API (client certificates required) and to call it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalTlsConfig {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The name the mailbox service's certificate carries, when it is not `mailbox_url`'s host.
+    pub server_name: Option<String>,
+}
+
+impl InternalTlsConfig {
+    pub fn to_runtime(&self) -> tern_runtime::rpc::InternalTls {
+        tern_runtime::rpc::InternalTls {
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            server_name: self.server_name.clone(),
+        }
+    }
+}
+
+/// The `[admin]` section. On the mailbox service, a token makes the Admin API require it
+/// (`authorization: Bearer <token>`); front-ends never need it. `TERN_ADMIN_TOKEN` overrides
+/// the file.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSection {
+    /// A file whose content (trimmed) is the token.
+    pub token_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub token_from_env: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSection")
+            .field("token_file", &self.token_file)
+            .field("token_from_env", &self.token_from_env.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl AdminSection {
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+        self.token_from_env = env("TERN_ADMIN_TOKEN").filter(|t| !t.trim().is_empty());
+    }
+
+    /// The token, from the environment or the file; none when neither is set.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(t) = &self.token_from_env {
+            return Ok(Some(t.trim().to_string()));
+        }
+        let Some(path) = &self.token_file else { return Ok(None) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the admin token file {}: {e}", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            anyhow::bail!("the admin token file {} is empty", path.display());
+        }
+        Ok(Some(token.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +345,9 @@ impl Default for Config {
             blobs: BlobsConfig::default(),
             store: StoreConfig::default(),
             mailbox_url: "http://127.0.0.1:50051".into(),
+            mailbox_resolve_secs: 10,
+            internal_tls: None,
+            admin: AdminSection::default(),
         }
     }
 }
@@ -311,40 +387,143 @@ impl LimitsConfig {
 
 /// The `[store]` section: where the mailbox service keeps its metadata. Without a URL it is
 /// the embedded database in the data directory; `nats://host:port` puts it in NATS JetStream,
-/// shared by every mailbox replica pointed at the same server and prefix.
-#[derive(Debug, Clone, Deserialize)]
+/// shared by every mailbox replica pointed at the same servers and prefix. A NATS cluster is
+/// named by several URLs: a TOML list, or one comma-separated string.
+///
+/// Credentials: at most one of `user` with `password`, `token`, `nkey_seed_file` and
+/// `credentials_file`. The variables `TERN_NATS_USER`, `TERN_NATS_PASSWORD` and
+/// `TERN_NATS_TOKEN` override the file, so a Kubernetes Secret can supply them.
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    pub url: Option<String>,
+    pub url: Option<Urls>,
     /// Names the JetStream stream and KV buckets, so several installations can share a server.
     pub prefix: String,
     /// JetStream servers that keep a copy of every entry when the stream and buckets are
     /// created: 1 for a single server, 3 (or 5) for a cluster.
     pub replicas: usize,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// A file holding an NKey seed.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A `.creds` file (user JWT and NKey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// The CA of the NATS servers' certificates, when not a public one.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate and key, for servers that verify clients.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse to connect without TLS (implied by `tls://` URLs, a CA or a client certificate).
+    pub tls_required: bool,
+}
+
+/// One URL, a comma-separated list of them, or a TOML list.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Urls {
+    /// Every URL, trimmed, without empty items.
+    pub fn list(&self) -> Vec<String> {
+        let items: Vec<&str> = match self {
+            Urls::One(s) => s.split(',').collect(),
+            Urls::Many(v) => v.iter().flat_map(|s| s.split(',')).collect(),
+        };
+        items.into_iter().map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect()
+    }
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { url: None, prefix: "tern".into(), replicas: 1 }
+        Self {
+            url: None,
+            prefix: "tern".into(),
+            replicas: 1,
+            user: None,
+            password: None,
+            token: None,
+            nkey_seed_file: None,
+            credentials_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
+        }
+    }
+}
+
+// By hand, so that the password and token never reach a log line that prints the configuration.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |s: &Option<String>| s.as_ref().map(|_| "[redacted]");
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .field("replicas", &self.replicas)
+            .field("user", &self.user)
+            .field("password", &redacted(&self.password))
+            .field("token", &redacted(&self.token))
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("credentials_file", &self.credentials_file)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_required", &self.tls_required)
+            .finish()
     }
 }
 
 impl StoreConfig {
-    /// The NATS URL, when the metadata is in NATS; an error for a URL of another kind.
-    pub fn nats_url(&self) -> anyhow::Result<Option<&str>> {
-        match self.url.as_deref() {
-            None | Some("") | Some("embedded") => Ok(None),
-            Some(url) if url.starts_with("nats://") || url.starts_with("tls://") => {
-                if !(1..=5).contains(&self.replicas) {
-                    anyhow::bail!("[store] replicas must be 1 to 5, not {}", self.replicas);
-                }
-                if self.prefix.is_empty() || !self.prefix.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                    anyhow::bail!("[store] prefix must be letters and digits, not {:?}", self.prefix);
-                }
-                Ok(Some(url))
-            }
-            Some(other) => anyhow::bail!("[store] url must be nats://host:port or \"embedded\", not {other:?}"),
+    /// Takes `TERN_NATS_USER`, `TERN_NATS_PASSWORD` and `TERN_NATS_TOKEN` from `env` where set.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+        let set = |name: &str| env(name).filter(|v| !v.is_empty());
+        if let Some(v) = set("TERN_NATS_USER") {
+            self.user = Some(v);
         }
+        if let Some(v) = set("TERN_NATS_PASSWORD") {
+            self.password = Some(v);
+        }
+        if let Some(v) = set("TERN_NATS_TOKEN") {
+            self.token = Some(v);
+        }
+    }
+
+    /// How to reach NATS, when the metadata is in NATS; an error for a URL of another kind
+    /// or settings that do not fit together.
+    pub fn nats(&self) -> anyhow::Result<Option<tern_mailbox::store::nats::NatsConnection>> {
+        let urls = self.url.as_ref().map(Urls::list).unwrap_or_default();
+        match urls.as_slice() {
+            [] => return Ok(None),
+            [only] if only == "embedded" => return Ok(None),
+            _ => {}
+        }
+        if let Some(other) = urls.iter().find(|u| !(u.starts_with("nats://") || u.starts_with("tls://"))) {
+            anyhow::bail!("[store] url must be nats://host:port (or a list of them) or \"embedded\", not {other:?}");
+        }
+        if !(1..=5).contains(&self.replicas) {
+            anyhow::bail!("[store] replicas must be 1 to 5, not {}", self.replicas);
+        }
+        if self.prefix.is_empty() || !self.prefix.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            anyhow::bail!("[store] prefix must be letters and digits, not {:?}", self.prefix);
+        }
+        let connection = tern_mailbox::store::nats::NatsConnection {
+            servers: urls,
+            user: self.user.clone(),
+            password: self.password.clone().map(Into::into),
+            token: self.token.clone().map(Into::into),
+            nkey_seed_file: self.nkey_seed_file.clone(),
+            credentials_file: self.credentials_file.clone(),
+            tls_ca_file: self.tls_ca_file.clone(),
+            tls_cert_file: self.tls_cert_file.clone(),
+            tls_key_file: self.tls_key_file.clone(),
+            tls_required: self.tls_required,
+        };
+        connection.check().map_err(|e| anyhow::anyhow!("[store]: {e}"))?;
+        Ok(Some(connection))
     }
 }
 
@@ -475,6 +654,15 @@ impl Config {
 }
 
 impl Config {
+    /// How front-ends, the relay and `tern dev` reach the mailbox service at `url`.
+    pub fn client_options(&self, url: &str) -> tern_runtime::rpc::ClientOptions {
+        let mut options = tern_runtime::rpc::ClientOptions::new(url);
+        options.tls = self.internal_tls.as_ref().map(InternalTlsConfig::to_runtime);
+        options.resolve_every = Duration::from_secs(self.mailbox_resolve_secs.max(1));
+        options.read_only = tern_proto::read_only;
+        options
+    }
+
     /// How long a stopping relay lets its attempts in flight finish: as long as the SMTP
     /// front-end's drain, so one `terminationGracePeriodSeconds` fits every part.
     pub fn relay_shutdown_grace_secs(&self) -> u64 {

@@ -11,7 +11,6 @@ use tern_smtp::{
     config::{ListenerKind, SmtpConfig},
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
-use tonic::transport::Channel;
 
 use crate::config::Config;
 
@@ -51,6 +50,11 @@ async fn open_blobs(config: &Config) -> anyhow::Result<tern_mailbox::blobs::Blob
     Ok(blobs)
 }
 
+/// Whether a protocol has any listener.
+fn listens(a: &[SocketAddr], b: &[SocketAddr], c: &[SocketAddr]) -> bool {
+    !(a.is_empty() && b.is_empty() && c.is_empty())
+}
+
 /// Runs the chosen roles until SIGTERM or Ctrl-C, then shuts down gracefully: readiness goes
 /// false, listeners stop accepting, sessions finish or are told to come back later.
 pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> {
@@ -81,25 +85,38 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
     if roles.mailbox {
         let blobs = open_blobs(&config).await?;
         let bodies = format!("  message bodies     {}", blobs.location());
-        let service = match config.store.nats_url()? {
-            Some(url) => {
-                summary.push(format!("  metadata           NATS JetStream {url} (prefix {})", config.store.prefix));
+        let service = match config.store.nats()? {
+            Some(nats) => {
+                let servers = nats.display_servers();
+                summary.push(format!("  metadata           NATS JetStream {servers} (prefix {})", config.store.prefix));
                 let (prefix, replicas) = (&config.store.prefix, config.store.replicas);
-                tern_mailbox::server::open_nats(url, prefix, replicas, blobs, config.limits.to_limits())
+                tern_mailbox::server::open_nats_with(&nats, prefix, replicas, blobs, config.limits.to_limits())
                     .await
-                    .with_context(|| format!("cannot open the metadata store at {url}"))?
+                    .with_context(|| format!("cannot open the metadata store at {servers}"))?
             }
             None => tern_mailbox::server::open_embedded_with_blobs(&config.data_dir, blobs, config.limits.to_limits())
                 .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?,
         };
+        let protection = tern_mailbox::server::Protection {
+            tls: match &config.internal_tls {
+                Some(t) => Some(t.to_runtime().server_config().context("[internal_tls]")?),
+                None => None,
+            },
+            admin_token: config.admin.token()?,
+        };
         let grpc = bind(config.listen.grpc, "the mailbox gRPC API").await?;
         let addr = grpc.local_addr()?;
-        mailbox_url = format!("http://{addr}");
+        if protection.admin_token.is_none() && !addr.ip().is_loopback() && !dev {
+            tracing::warn!(%addr, "the Admin API needs no token: set [admin] token_file or TERN_ADMIN_TOKEN");
+        }
+        let scheme = if protection.tls.is_some() { "https" } else { "http" };
+        mailbox_url = format!("{scheme}://{addr}");
         summary.push(format!("  mailbox gRPC API   {addr}   (tern admin --server {mailbox_url})"));
         summary.push(bodies);
         let stop = stop();
-        tasks
-            .spawn(async move { tern_mailbox::server::serve(service, grpc, stop).await.context("gRPC server failed") });
+        tasks.spawn(async move {
+            tern_mailbox::server::serve_protected(service, grpc, protection, stop).await.context("gRPC server failed")
+        });
     }
 
     // Only the front-ends speak TLS to clients; the mailbox role alone needs no certificate.
@@ -110,12 +127,27 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
     } else {
         None
     };
-    let channel = Channel::from_shared(mailbox_url.clone())
-        .with_context(|| format!("invalid mailbox URL {mailbox_url:?}"))?
-        .tcp_nodelay(true)
-        .connect_lazy();
+    let channel = tern_runtime::rpc::connect(&config.client_options(&mailbox_url))
+        .with_context(|| format!("invalid mailbox URL {mailbox_url:?}"))?;
 
-    if roles.smtp {
+    let smtp_on = roles.smtp && listens(&config.smtp.mx, &config.smtp.submission, &config.smtp.submissions);
+    let pop3_on = roles.pop3 && listens(&config.pop3.pop3, &config.pop3.pop3s, &[]);
+    let imap_on = roles.imap && listens(&config.imap.imap, &config.imap.imaps, &[]);
+    for (asked, on, what, keys) in [
+        (roles.smtp, smtp_on, "SMTP", "[smtp] mx, submission and submissions"),
+        (roles.pop3, pop3_on, "POP3", "[pop3] pop3 and pop3s"),
+        (roles.imap, imap_on, "IMAP", "[imap] imap and imaps"),
+    ] {
+        if asked && !on {
+            // In `tern dev` an empty list turns a protocol off; a process that runs only that
+            // protocol would have nothing to do, which is a mistake worth stopping for.
+            if !dev {
+                anyhow::bail!("nothing to serve: {keys} are all empty");
+            }
+            summary.push(format!("  {what:<18} off (no listener configured)"));
+        }
+    }
+    if smtp_on {
         let tls = tls.clone().context("TLS configuration")?;
         let channel = channel.clone();
         let backend = Arc::new(GrpcBackend::new(channel));
@@ -150,7 +182,7 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
             anyhow::Ok(())
         });
     }
-    if roles.pop3 {
+    if pop3_on {
         let p = &config.pop3;
         let pop3_config = Arc::new(tern_pop3::config::Pop3Config {
             hostname: config.smtp.hostname.clone(),
@@ -180,7 +212,7 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
             anyhow::Ok(())
         });
     }
-    if roles.imap {
+    if imap_on {
         let i = &config.imap;
         let imap_config = Arc::new(tern_imap::config::ImapConfig {
             hostname: config.smtp.hostname.clone(),
@@ -242,6 +274,12 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
         Some(res) = tasks.join_next() => {
             // A server ending on its own is a failure: report it and stop the rest.
             res.context("server task panicked")??;
+            readiness.set(false);
+            stop_tx.send_replace(true);
+            while let Some(res) = tasks.join_next().await {
+                res.context("server task panicked")??;
+            }
+            anyhow::bail!("a server stopped by itself; see the log above");
         }
     }
     readiness.set(false);

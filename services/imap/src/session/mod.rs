@@ -26,9 +26,9 @@ use imap_codec::{
     },
 };
 use tern_proto::v1::{ErrorReason, mailbox_client::MailboxClient};
+use tern_runtime::rpc::Channel;
 use tern_runtime::{conn::Conn, stream::Stream};
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 pub(crate) use crate::hub::Update;
 pub(crate) use selected::Selected;

@@ -36,19 +36,19 @@
 //! entry per account; when NATS fails half-way, the sender is told to retry and the accounts
 //! already written get the message twice (duplicates rather than loss).
 
+mod conflict;
+mod connect;
 mod outbound;
 mod state;
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use async_nats::jetstream::{
     self,
     consumer::{DeliverPolicy, pull::OrderedConfig},
-    context::PublishErrorKind,
     kv,
     message::PublishMessage,
     stream::{self, DirectGetErrorKind},
@@ -59,6 +59,7 @@ use password_hash::rand_core::{OsRng, RngCore};
 use prost::Message as _;
 use tern_proto::v1::{EventKind, FlagsMode, FolderRef, MailboxEvent, MessageSummary, QueuedMessage, SpecialUse};
 
+pub use self::connect::NatsConnection;
 use self::state::{AccountState, Draft};
 use super::{
     AccountChanges, AppendOp, Appended, Changes, CopyOutcome, DEFAULT_FOLDERS, FlagsOutcome, MetadataStore, NewMessage,
@@ -143,7 +144,7 @@ impl std::fmt::Debug for NatsStore {
 }
 
 impl NatsStore {
-    /// Connects to NATS at `url` and creates the stream and buckets named after `prefix` when
+    /// Connects to NATS (see [`NatsConnection`]) and creates the stream and buckets named after `prefix` when
     /// they do not exist, each kept on `replicas` JetStream servers. Mailbox replicas pointed at
     /// the same server and prefix share everything.
     ///
@@ -151,15 +152,8 @@ impl NatsStore {
     /// server (replicas 1) writes to its disk at its `sync_interval` (2 minutes by default),
     /// which survives a crash of the server process but not of the machine; a cluster should
     /// use 3 replicas, or the single server `sync_interval: always`.
-    pub async fn connect(url: &str, prefix: &str, replicas: usize) -> Result<Self> {
-        let client = async_nats::ConnectOptions::new()
-            .name("tern-mailbox")
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(5))
-            .request_timeout(Some(Duration::from_secs(5)))
-            .connect(url)
-            .await
-            .map_err(err("connecting"))?;
+    pub async fn connect(connection: &NatsConnection, prefix: &str, replicas: usize) -> Result<Self> {
+        let client = connection.connect("tern-mailbox").await?;
         let js = jetstream::new(client);
         let stream = js
             .get_or_create_stream(stream::Config {
@@ -342,7 +336,7 @@ impl NatsStore {
                     }
                     return Ok(out);
                 }
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                Err(e) if conflict::lost_race(&e) => {
                     tracing::debug!(account_id, "another replica wrote first; retrying");
                     self.catch_up(account_id, &mut slot).await?;
                     fresh = true;
@@ -392,14 +386,14 @@ impl NatsStore {
             match self.directory.entry(key.clone()).await.map_err(err("reading a counter"))? {
                 None => match self.directory.create(&key, id_bytes(n)).await {
                     Ok(_) => return Ok(1),
-                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                    Err(e) if conflict::lost_race(&e) => continue,
                     Err(e) => return Err(MailboxError::Nats { context: "creating a counter", detail: e.to_string() }),
                 },
                 Some(entry) => {
                     let current = id_of(&entry.value).unwrap_or(0);
                     match self.directory.update(&key, id_bytes(current + n), entry.revision).await {
                         Ok(_) => return Ok(current + 1),
-                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                        Err(e) if conflict::lost_race(&e) => continue,
                         Err(e) => {
                             return Err(MailboxError::Nats { context: "advancing a counter", detail: e.to_string() });
                         }
@@ -479,9 +473,7 @@ impl MetadataStore for NatsStore {
     async fn create_domain(&self, domain: DomainRecord) -> Result<DomainRecord> {
         match self.directory.create(key("domain", &domain.name), Bytes::from(domain.encode_to_vec())).await {
             Ok(_) => Ok(domain),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                Err(MailboxError::exists("domain", &domain.name))
-            }
+            Err(e) if conflict::lost_race(&e) => Err(MailboxError::exists("domain", &domain.name)),
             Err(e) => Err(MailboxError::Nats { context: "creating a domain", detail: e.to_string() }),
         }
     }
@@ -539,7 +531,7 @@ impl MetadataStore for NatsStore {
         // The address is claimed first: of two replicas creating it, one wins here.
         match self.directory.create(key("address", &account.address), id_bytes(account.id)).await {
             Ok(_) => {}
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            Err(e) if conflict::lost_race(&e) => {
                 return Err(MailboxError::exists("mailbox", &account.address));
             }
             Err(e) => return Err(MailboxError::Nats { context: "creating an account", detail: e.to_string() }),
@@ -645,7 +637,7 @@ impl MetadataStore for NatsStore {
         let mut a = self.account_record(target).await?;
         match self.directory.create(key("alias", alias), id_bytes(a.id)).await {
             Ok(_) => {}
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            Err(e) if conflict::lost_race(&e) => {
                 return Err(MailboxError::exists("alias", alias));
             }
             Err(e) => return Err(MailboxError::Nats { context: "creating an alias", detail: e.to_string() }),

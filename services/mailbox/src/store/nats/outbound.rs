@@ -215,7 +215,7 @@ impl Outbound {
                 .entries
                 .delete_expect_revision(queue_id, Some(revision))
                 .await
-                .map_err(|e| MailboxError::NotAllowed(format!("queue entry {queue_id} changed while held: {e}"))),
+                .map_err(|e| changed_while_held(queue_id, "deleting a queue entry", e)),
             Some(report) => {
                 let mut back = queue::retry(entry, report)?;
                 back.ticket = self.ticket(queue_id).await?;
@@ -223,7 +223,7 @@ impl Outbound {
                     .update(queue_id, Bytes::from(back.encode_to_vec()), revision)
                     .await
                     .map(|_| ())
-                    .map_err(|e| MailboxError::NotAllowed(format!("queue entry {queue_id} changed while held: {e}")))
+                    .map_err(|e| changed_while_held(queue_id, "updating a queue entry", e))
             }
         }
     }
@@ -245,6 +245,16 @@ impl Outbound {
             .await
             .map_err(err("updating a queue entry"))?;
         Ok(entry)
+    }
+}
+
+/// The error of a worker's report on an entry: refused when the entry changed since it was
+/// read (the lease was lost to an admin or another worker), a temporary failure otherwise.
+fn changed_while_held(queue_id: &str, context: &'static str, e: impl std::error::Error + 'static) -> MailboxError {
+    if super::conflict::lost_race(&e) {
+        MailboxError::NotAllowed(format!("queue entry {queue_id} changed while held: {e}"))
+    } else {
+        MailboxError::Nats { context, detail: e.to_string() }
     }
 }
 
