@@ -1,7 +1,7 @@
 //! What every Tern process shares, whatever its role: logging and trace export
-//! ([`telemetry`]), the HTTP endpoint with Prometheus metrics and health probes ([`http`],
-//! [`metrics`]), TLS material including a development certificate ([`tls`]), and the shutdown
-//! signal ([`shutdown`]).
+//! ([`telemetry`]) with the trace context carried across gRPC ([`propagation`]), the HTTP
+//! endpoint with Prometheus metrics and health probes ([`http`], [`metrics`]), TLS material
+//! including a development certificate ([`tls`]), and the shutdown signal ([`shutdown`]).
 //!
 //! This crate knows nothing of mail, storage or protocols.
 
@@ -12,6 +12,7 @@ pub mod grpc_metrics;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod propagation;
 pub mod proxy;
 pub mod rpc;
 pub mod shutdown;

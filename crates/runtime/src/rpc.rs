@@ -4,7 +4,7 @@
 //! **Balancing.** Behind a Kubernetes ClusterIP Service, one HTTP/2 connection lands on one pod
 //! for its whole life, so replicas would not share the load and a new one would get nothing.
 //! [`connect`] therefore resolves the URL's host to every address it has (a headless Service
-//! has one per ready pod), keeps one lazily connected channel per address, and re-resolves
+//! has one per ready pod; a comma-separated list of URLs names several hosts), keeps one lazily connected channel per address, and re-resolves
 //! every [`ClientOptions::resolve_every`], adding and dropping addresses while running. Each
 //! call goes to the address with the fewest calls in flight (ties taken in turn), so calls spread
 //! evenly and a new replica gets calls as soon as it is resolved.
@@ -15,6 +15,12 @@
 //! the connection could not be made (nothing was sent), and after any transport failure when the
 //! method is read-only ([`ClientOptions::read_only`]). To resend, the request body is kept when
 //! it is small ([`REPLAY_LIMIT`]); a larger one is streamed through and not resent.
+//!
+//! **Read-your-writes.** Replicas answer reads from state they keep current from a
+//! subscription that may run a moment behind. Every answer names the position in the service's
+//! history it reflects ([`POSITION_HEADER`]); the channel remembers the highest one it was told
+//! and sends it with every call, and a replica answers only once it has caught up to it. So a
+//! process never reads older state than it has already seen, whichever replica answers.
 //!
 //! **Security.** With [`InternalTls`] both sides use mutual TLS: the server asks for a client
 //! certificate signed by the internal CA, and the client verifies the server against the same
@@ -50,6 +56,10 @@ use tower::{Service, ServiceExt};
 /// Request bodies up to this size are kept so that the call can be sent again to another
 /// replica; larger ones (a big message being delivered) are streamed through once.
 pub const REPLAY_LIMIT: usize = 256 * 1024;
+
+/// The header that carries a position in the service's history, both ways (see the module's
+/// documentation).
+pub const POSITION_HEADER: &str = "tern-position";
 
 /// How long an address whose connection failed is left out before it is tried again.
 const DOWN_FOR: Duration = Duration::from_secs(2);
@@ -190,20 +200,30 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// timeout). It must be called within a tokio runtime, which runs the resolver.
 pub fn connect(options: &ClientOptions) -> Result<Channel, RpcError> {
     let bad = |reason: &str| RpcError::Url { url: options.url.clone(), reason: reason.into() };
-    let uri: http::Uri = options.url.parse().map_err(|_| bad("not a URL"))?;
-    let scheme = uri.scheme_str().unwrap_or("http").to_string();
-    if scheme != "http" && scheme != "https" {
-        return Err(bad("the scheme must be http or https"));
+    let mut scheme = None;
+    let mut targets = Vec::new();
+    for url in options.url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        let this = uri.scheme_str().unwrap_or("http").to_string();
+        if this != "http" && this != "https" {
+            return Err(bad("the scheme must be http or https"));
+        }
+        if scheme.as_ref().is_some_and(|s| *s != this) {
+            return Err(bad("every URL of the list must have the same scheme"));
+        }
+        let host = uri.host().ok_or_else(|| bad("no host"))?.trim_matches(['[', ']']).to_string();
+        let port = uri.port_u16().unwrap_or(if this == "https" { 443 } else { 80 });
+        scheme = Some(this);
+        targets.push((host, port));
     }
+    let scheme = scheme.ok_or_else(|| bad("no URL"))?;
     if scheme == "https" && options.tls.is_none() {
         return Err(bad("https needs the internal TLS settings (CA, certificate and key)"));
     }
     if scheme == "http" && options.tls.is_some() {
         return Err(bad("with internal TLS the URL must be https://"));
     }
-    let host = uri.host().ok_or_else(|| bad("no host"))?.trim_matches(['[', ']']).to_string();
-    let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
-    let tls = options.tls.as_ref().map(|t| t.client_config(&host)).transpose()?;
+    let tls = options.tls.as_ref().map(|t| t.client_config(&targets[0].0)).transpose()?;
     let bearer = match &options.token {
         Some(t) => {
             let mut value: http::HeaderValue = format!("Bearer {t}").parse().map_err(|_| RpcError::Token)?;
@@ -219,39 +239,48 @@ pub fn connect(options: &ClientOptions) -> Result<Channel, RpcError> {
         timeout: options.timeout,
         replicas: RwLock::new(Vec::new()),
         known: tokio::sync::watch::channel(0).0,
+        position: std::sync::atomic::AtomicU64::new(0),
         turn: AtomicUsize::new(0),
         read_only: options.read_only,
     });
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => shared.set_addresses(&[SocketAddr::new(ip, port)]),
-        Err(_) => {
-            tokio::spawn(re_resolve(Arc::downgrade(&shared), host, port, options.resolve_every));
+    let literal: Option<Vec<SocketAddr>> =
+        targets.iter().map(|(host, port)| host.parse().ok().map(|ip| SocketAddr::new(ip, *port))).collect();
+    match literal {
+        Some(addrs) => shared.set_addresses(&addrs),
+        None => {
+            tokio::spawn(re_resolve(Arc::downgrade(&shared), targets, options.resolve_every));
         }
     }
     Ok(Balanced { shared, bearer })
 }
 
-async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+/// Every address of every target, sorted and without duplicates.
+async fn resolve(targets: &[(String, u16)]) -> std::io::Result<Vec<SocketAddr>> {
+    let mut addrs = Vec::new();
+    for (host, port) in targets {
+        addrs.extend(tokio::net::lookup_host((host.as_str(), *port)).await?);
+    }
     addrs.sort();
     addrs.dedup();
     Ok(addrs)
 }
 
-/// Resolves `host` again and again while the channel lives. A failed or empty answer keeps the
-/// addresses known, since a DNS hiccup is no reason to forget working replicas.
-async fn re_resolve(shared: Weak<Shared>, host: String, port: u16, every: Duration) {
+/// Resolves the targets again and again while the channel lives. A failed or empty answer
+/// keeps the addresses known, since a DNS hiccup is no reason to forget working replicas.
+async fn re_resolve(shared: Weak<Shared>, targets: Vec<(String, u16)>, every: Duration) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let answer = resolve(&host, port).await;
+        let answer = resolve(&targets).await;
         let Some(shared) = shared.upgrade() else { return };
         match answer {
             Ok(addrs) if !addrs.is_empty() => shared.set_addresses(&addrs),
-            Ok(_) => tracing::warn!(%host, "the mailbox service's name resolved to no address; keeping the known ones"),
+            Ok(_) => {
+                tracing::warn!(service = %shared.name, "the mailbox service resolved to no address; keeping the known ones")
+            }
             Err(error) => {
-                tracing::warn!(%host, %error, "cannot resolve the mailbox service; keeping the known addresses")
+                tracing::warn!(service = %shared.name, %error, "cannot resolve the mailbox service; keeping the known addresses")
             }
         }
     }
@@ -265,6 +294,8 @@ struct Shared {
     replicas: RwLock<Vec<Arc<Replica>>>,
     /// How many replicas are known, for calls waiting for the first resolution.
     known: tokio::sync::watch::Sender<usize>,
+    /// The highest position any answer named.
+    position: std::sync::atomic::AtomicU64,
     turn: AtomicUsize,
     read_only: fn(&str) -> bool,
 }
@@ -467,7 +498,15 @@ impl Service<http::Request<Body>> for Balanced {
         if let Some(bearer) = &self.bearer {
             request.headers_mut().insert(http::header::AUTHORIZATION, bearer.clone());
         }
-        Box::pin(async move {
+        // The call's own span, a child of the caller's (current here, before the future is
+        // boxed), and its context in the headers, so that the server's span is the next link.
+        let span = client_span(request.uri().path());
+        // crate::propagation::inject_span(&span, request.headers_mut());
+        let position = self.shared.position.load(Ordering::Acquire);
+        if position > 0 {
+            request.headers_mut().insert(POSITION_HEADER, http::HeaderValue::from(position));
+        }
+        let call = async move {
             let (parts, body) = request.into_parts();
             let read_only = (shared.read_only)(parts.uri.path());
             let mut replay = Replay::read(body).await?;
@@ -497,6 +536,11 @@ impl Service<http::Request<Body>> for Balanced {
                 match result {
                     Ok(response) => {
                         replica.mark_up();
+                        if let Some(p) =
+                            response.headers().get(POSITION_HEADER).and_then(|v| v.to_str().ok()?.parse().ok())
+                        {
+                            shared.position.fetch_max(p, Ordering::AcqRel);
+                        }
                         return Ok(response);
                     }
                     Err(error) => {
@@ -512,8 +556,16 @@ impl Service<http::Request<Body>> for Balanced {
                     }
                 }
             }
-        })
+        };
+        Box::pin(tracing::Instrument::instrument(call, span))
     }
+}
+
+/// The client span of one call, named after the method as OpenTelemetry's RPC conventions say
+/// (`tern.mailbox.v1.Mailbox/Deliver`).
+fn client_span(path: &str) -> tracing::Span {
+    let method = path.trim_start_matches('/');
+    tracing::info_span!("grpc.client", otel.name = method, otel.kind = "client", rpc.system = "grpc")
 }
 
 #[cfg(test)]
@@ -540,6 +592,9 @@ mod tests {
         assert!(connect(&ClientOptions::new("https://127.0.0.1:1")).is_err(), "https without TLS files");
         let channel = connect(&ClientOptions::new("http://127.0.0.1:1")).unwrap();
         assert_eq!(channel.replicas(), ["127.0.0.1:1".parse().unwrap()]);
+        let channel = connect(&ClientOptions::new("http://127.0.0.2:1, http://127.0.0.1:1")).unwrap();
+        assert_eq!(channel.replicas(), ["127.0.0.2:1".parse().unwrap(), "127.0.0.1:1".parse().unwrap()]);
+        assert!(connect(&ClientOptions::new("http://127.0.0.1:1,https://127.0.0.2:1")).is_err(), "mixed schemes");
     }
 
     #[tokio::test]

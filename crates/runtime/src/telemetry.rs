@@ -1,5 +1,7 @@
 //! Logging and tracing: structured logs on stderr (filtered by `RUST_LOG`, default `info`),
-//! and, when an OTLP endpoint is configured, spans exported over OTLP/gRPC.
+//! and, when an OTLP endpoint is configured, spans exported over OTLP/gRPC in batches (every
+//! five seconds, or `OTEL_BSP_SCHEDULE_DELAY` milliseconds). Spans of one request join the
+//! caller's trace across processes: see [`crate::propagation`].
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -38,6 +40,7 @@ pub fn init(service: &str, otlp_endpoint: Option<&str>) -> Result<Telemetry, Tel
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
     let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    crate::propagation::install();
     let Some(endpoint) = otlp_endpoint else {
         // A second init (tests start several servers in one process) is not an error.
         let _ = registry.try_init();

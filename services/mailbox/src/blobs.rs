@@ -361,6 +361,7 @@ impl BlobStore {
     /// a multipart upload) only once the object is stored, and on the local file system the
     /// file is fsynced. Putting an id that exists writes the same bytes again, which is
     /// harmless: the content is the name.
+    #[tracing::instrument(name = "blob.put", skip_all, fields(id = id, size = content.len()))]
     pub async fn put(&self, id: &str, content: Bytes) -> Result<()> {
         let path = Self::path(id);
         if content.len() > MULTIPART_THRESHOLD {
@@ -408,6 +409,7 @@ impl BlobStore {
     }
 
     /// Reads a whole body.
+    #[tracing::instrument(name = "blob.get", skip_all, fields(id = id))]
     pub async fn get(&self, id: &str) -> Result<Bytes> {
         if let Some(hit) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
             return Ok(hit);
@@ -421,6 +423,7 @@ impl BlobStore {
     /// Reads `start..end` of a body (a FETCH BODY[n] or partial fetch) with a range request,
     /// so only those bytes travel. A range that runs past the end of the body is cut at the
     /// end; one that starts at or after the end is empty.
+    #[tracing::instrument(name = "blob.get_range", skip_all, fields(id = id, start = start, end = end))]
     pub async fn get_range(&self, id: &str, start: u64, end: u64) -> Result<Bytes> {
         if start >= end {
             return Ok(Bytes::new());

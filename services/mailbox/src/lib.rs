@@ -18,6 +18,7 @@ pub mod folder_name;
 pub mod grpc;
 pub mod parse;
 pub mod password;
+pub mod position;
 pub mod server;
 pub mod service;
 pub mod store;

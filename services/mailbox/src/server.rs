@@ -120,8 +120,9 @@ pub async fn serve_protected(
         builder = builder.tls_config(tls)?;
     }
     let result = builder
-        .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
+        .trace_fn(server_span)
         .layer(tern_runtime::grpc_metrics::GrpcMetricsLayer)
+        .layer(crate::position::PositionLayer)
         .add_service(mailbox)
         .add_service(admin)
         // Without TCP_NODELAY a streamed response (headers, data, trailers) waits on Nagle's
@@ -133,4 +134,20 @@ pub async fn serve_protected(
         .await;
     gc.abort();
     result
+}
+
+/// The span of one gRPC request, named after the method as OpenTelemetry's RPC conventions say
+/// (`tern.mailbox.v1.Mailbox/Deliver`), of kind server, and the child of the caller's span when
+/// the request carries its trace context (see [`tern_runtime::propagation`]).
+fn server_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let path = request.uri().path();
+    let span = tracing::info_span!(
+        "grpc",
+        otel.name = path.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        path = %path,
+    );
+    tern_runtime::propagation::set_remote_parent(&span, request.headers());
+    span
 }

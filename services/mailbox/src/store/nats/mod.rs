@@ -38,6 +38,7 @@
 
 mod conflict;
 mod connect;
+mod follow;
 mod outbound;
 mod state;
 
@@ -135,6 +136,7 @@ pub struct NatsStore {
     outbound: outbound::Outbound,
     accounts: Arc<Mutex<HashMap<u64, Cell>>>,
     parsed_cache: Arc<Mutex<HashMap<String, ParsedRecord>>>,
+    follower: Arc<follow::Follower>,
 }
 
 impl std::fmt::Debug for NatsStore {
@@ -181,6 +183,12 @@ impl NatsStore {
             };
             stores.push(store);
         }
+        let accounts: Arc<Mutex<HashMap<u64, Cell>>> = Arc::default();
+        let cached = {
+            let accounts = Arc::clone(&accounts);
+            Arc::new(move |id: u64| accounts.lock().expect("accounts lock").contains_key(&id))
+        };
+        let follower = follow::Follower::start(stream.clone(), format!("{prefix}.mail"), cached).await?;
         let queue = stores.pop().expect("four buckets");
         let parsed = stores.pop().expect("four buckets");
         let snapshots = stores.pop().expect("four buckets");
@@ -193,8 +201,9 @@ impl NatsStore {
             snapshots,
             parsed,
             outbound: outbound::Outbound::open(js.clone(), queue, prefix, replicas).await?,
-            accounts: Arc::default(),
+            accounts,
             parsed_cache: Arc::default(),
+            follower,
         })
     }
 
@@ -206,7 +215,13 @@ impl NatsStore {
         let mut accounts = self.accounts.lock().expect("accounts lock");
         if accounts.len() >= MAX_CACHED_ACCOUNTS && !accounts.contains_key(&account_id) {
             // Only this map holds a cell no operation is using.
-            accounts.retain(|_, cell| Arc::strong_count(cell) > 1);
+            accounts.retain(|id, cell| {
+                let keep = Arc::strong_count(cell) > 1;
+                if !keep {
+                    self.follower.forget(*id);
+                }
+                keep
+            });
         }
         accounts.entry(account_id).or_default().clone()
     }
@@ -244,8 +259,17 @@ impl NatsStore {
         }
     }
 
-    /// Brings `state` up to the end of the account's log (loading it first if needed).
+    /// Brings `state` up to the end of the account's log (loading it first if needed), and
+    /// tells the follower and the request's position how far it got.
     async fn catch_up(&self, account_id: u64, slot: &mut Option<AccountState>) -> Result<()> {
+        self.read_log(account_id, slot).await?;
+        let sequence = slot.as_ref().map_or(0, |s| s.sequence);
+        self.follower.applied(account_id, sequence);
+        crate::position::saw(sequence);
+        Ok(())
+    }
+
+    async fn read_log(&self, account_id: u64, slot: &mut Option<AccountState>) -> Result<()> {
         if slot.is_none() {
             *slot = Some(self.load_snapshot(account_id).await?.unwrap_or_default());
         }
@@ -279,11 +303,39 @@ impl NatsStore {
     }
 
     /// Runs a read against the account's current state.
+    ///
+    /// When the client sent the position it has seen ([`crate::position`]) and the follower
+    /// has reached it, the state in memory, brought up to the account's head with the entries
+    /// the follower kept, is current enough: no round trip to NATS. Otherwise the state catches
+    /// up from the log's tail.
+    #[tracing::instrument(name = "nats.read", skip_all, fields(account_id = account_id))]
     async fn read<T>(&self, account_id: u64, f: impl FnOnce(&AccountState) -> Result<T>) -> Result<T> {
         let cell = self.cell(account_id);
+        let min = crate::position::min();
+        let followed = min > 0 && self.follower.reach(min).await;
         let mut slot = cell.lock().await;
-        self.catch_up(account_id, &mut slot).await?;
+        let reached = self.follower.reached();
+        if followed && self.apply_followed(account_id, &mut slot)? {
+            crate::position::saw(reached);
+        } else {
+            self.catch_up(account_id, &mut slot).await?;
+        }
         f(slot.as_ref().expect("caught up"))
+    }
+
+    /// Applies the entries the follower kept for the account to its state in memory; false
+    /// when there is no state or it cannot be made current from memory.
+    fn apply_followed(&self, account_id: u64, slot: &mut Option<AccountState>) -> Result<bool> {
+        let Some(state) = slot.as_mut() else { return Ok(false) };
+        let Some(pending) = self.follower.take_after(account_id, state.sequence) else { return Ok(false) };
+        for p in &pending {
+            let entry: LogEntry = decode("log entry", &p.payload)?;
+            state.apply(p.sequence, &entry);
+        }
+        if !pending.is_empty() {
+            self.follower.applied(account_id, state.sequence);
+        }
+        Ok(true)
     }
 
     /// Builds an entry against the account's state and appends it to the log, again and again
@@ -295,6 +347,7 @@ impl NatsStore {
     /// applied, so an entry built on a stale state is refused, and the writer catches up and
     /// builds it again. Only a refusal or a no-op, which append nothing, are decided again on
     /// a state known to be current before they are answered.
+    #[tracing::instrument(name = "nats.append", skip_all, fields(account_id = account_id))]
     async fn write<T>(
         &self,
         account_id: u64,
@@ -306,6 +359,9 @@ impl NatsStore {
         if slot.is_none() {
             self.catch_up(account_id, &mut slot).await?;
             fresh = true;
+        } else {
+            // Entries of other replicas the follower already has: fewer lost races.
+            self.apply_followed(account_id, &mut slot)?;
         }
         for _ in 0..MAX_ATTEMPTS {
             let state = slot.as_mut().expect("loaded above");
@@ -331,6 +387,8 @@ impl NatsStore {
             match acked {
                 Ok(ack) => {
                     state.apply(ack.sequence, &entry);
+                    self.follower.applied(account_id, ack.sequence);
+                    crate::position::saw(ack.sequence);
                     if state.since_snapshot >= SNAPSHOT_EVERY {
                         self.save_snapshot(account_id, state).await;
                     }
