@@ -1,0 +1,230 @@
+//! The mailbox tier as a cluster, with separate `tern` processes as a deployment runs them: a
+//! three-node NATS JetStream cluster, three `tern mailbox` replicas (each entry kept on three
+//! NATS servers), and one `tern smtp` whose `mailbox_url` names all three replicas, so its calls
+//! are balanced over them (`tern_runtime::rpc`).
+//!
+//! - **Balance:** under a steady stream of SMTP deliveries, each replica serves a share of the
+//!   front-end's gRPC calls within 20% of an even third (read from each replica's `/metrics`).
+//! - **Failover:** one replica is killed with SIGKILL in the middle of the stream. The test
+//!   prints the window in which senders got 451s (first to last), and requires it to be at most
+//!   one second; every message that got a 250 is in the mailbox afterwards.
+//! - **Coming back:** the killed replica, started again on its address, gets calls again within
+//!   seconds, without the front-end being told (the time is printed).
+//! - **Security:** the replicas require the Admin API token; `tern admin` without it is refused
+//!   with a clear message and changes nothing.
+//!
+//! It needs `nats-server` (installed by `cargo xtask e2e` and `ci`; see
+//! [`tern_testbed::find_binary`]). Bodies are in one directory all replicas share, which on one
+//! machine stands in for S3. Every load loop is bounded in count and time.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tern_testbed::{NatsCluster, Process, free_ports, http_request};
+
+const TERN: &str = env!("CARGO_BIN_EXE_tern");
+const ALICE: &str = "alice@example.com";
+const TOKEN: &str = "failover-admin-token";
+/// Concurrent SMTP senders.
+const SENDERS: usize = 6;
+/// Deliveries before the kill, and the most the whole run makes.
+const BEFORE_KILL: usize = 240;
+const MAX_DELIVERIES: usize = 700;
+/// How long the stream of deliveries may run at most.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+/// The longest window of 451s a replica's death may cause.
+const MAX_WINDOW: Duration = Duration::from_secs(1);
+
+/// One `tern` process, killed when dropped.
+struct Node {
+    process: Process,
+    http: SocketAddr,
+    addr: SocketAddr,
+}
+
+impl Node {
+    fn spawn(root: &Path, name: &str, command: &str, config: &str) -> Node {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("the node's directory");
+        let [http, port] = free_ports().expect("free ports");
+        let (http, addr) = (SocketAddr::from(([127, 0, 0, 1], http)), SocketAddr::from(([127, 0, 0, 1], port)));
+        let config = config.replace("{ADDR}", &addr.to_string()).replace("{HTTP}", &http.to_string());
+        let path = dir.join("tern.toml");
+        std::fs::write(&path, format!("data_dir = {:?}\n{config}", dir.join("data"))).expect("write the config");
+        let mut process = Process::new(TERN, &dir);
+        process.env("NO_COLOR", "1");
+        process.spawn(&[command, "--config", path.to_str().expect("UTF-8 path")]).expect("start tern");
+        let ready = || http_request(http, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200);
+        process.wait_ready("it is ready", ready).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        Node { process, http, addr }
+    }
+
+    /// The gRPC requests this replica has served, from its `/metrics`.
+    fn grpc_requests(&self) -> u64 {
+        let response = http_request(self.http, "GET", "/metrics", &[], b"").expect("metrics");
+        String::from_utf8_lossy(&response.body)
+            .lines()
+            .filter(|l| l.starts_with("tern_grpc_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
+
+fn admin(server: &str, token: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(TERN);
+    command.args(["admin", "--server", server]).args(args).stdin(Stdio::null()).env_remove("TERN_ADMIN_TOKEN");
+    if let Some(token) = token {
+        command.env("TERN_ADMIN_TOKEN", token);
+    }
+    command.output().expect("run tern admin")
+}
+
+/// What one delivery came to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    Accepted,
+    Deferred,
+}
+
+#[test]
+fn a_front_end_balances_over_replicas_and_survives_losing_one() {
+    let root = tempfile::Builder::new().prefix("tern-failover-").tempdir().expect("a temporary directory");
+    let nats = NatsCluster::start().expect("a NATS cluster");
+    let bodies = root.path().join("bodies");
+    let mailbox_config = format!(
+        "[listen]\ngrpc = \"{{ADDR}}\"\nhttp = \"{{HTTP}}\"\n[admin]\ntoken_file = {:?}\n\
+         [store]\nurl = {:?}\nprefix = \"failover\"\nreplicas = 3\n[blobs]\nurl = {:?}\n",
+        root.path().join("admin-token"),
+        nats.urls(),
+        bodies.to_str().expect("UTF-8 path"),
+    );
+    std::fs::write(root.path().join("admin-token"), format!("{TOKEN}\n")).expect("write the token");
+    let mut replicas: Vec<Node> =
+        (0..3).map(|i| Node::spawn(root.path(), &format!("mailbox-{i}"), "mailbox", &mailbox_config)).collect();
+    let first = format!("http://{}", replicas[0].addr);
+
+    // The Admin API wants the token: without it nothing is created.
+    let refused = admin(&first, None, &["domain", "add", "example.com"]);
+    assert!(!refused.status.success(), "the Admin API served a caller without the token");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("admin token"), "not a clear refusal: {said}");
+    assert!(!String::from_utf8_lossy(&admin(&first, Some(TOKEN), &["domain", "list"]).stdout).contains("example.com"));
+    for args in [&["domain", "add", "example.com"][..], &["mailbox", "add", ALICE, "--password", "pw", "--quota", "1G"]]
+    {
+        let out = admin(&first, Some(TOKEN), args);
+        assert!(out.status.success(), "tern admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    let urls: Vec<String> = replicas.iter().map(|r| format!("http://{}", r.addr)).collect();
+    let smtp = Node::spawn(
+        root.path(),
+        "smtp",
+        "smtp",
+        &format!(
+            "mailbox_url = {:?}\n[listen]\nhttp = \"{{HTTP}}\"\n[smtp]\nhostname = \"mx.failover.test\"\n\
+             mx = [\"{{ADDR}}\"]\nsubmission = []\nsubmissions = []\nverify_inbound = false\n",
+            urls.join(",")
+        ),
+    );
+    let before: Vec<u64> = replicas.iter().map(Node::grpc_requests).collect();
+
+    // The stream of deliveries: each sender one message per connection, until the limit.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+    let outcomes: Arc<Mutex<Vec<(Instant, Outcome, usize)>>> = Arc::default();
+    let started = Instant::now();
+    let mx = smtp.addr;
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let outcomes = Arc::clone(&outcomes);
+            runtime.spawn(async move {
+                for n in (s..MAX_DELIVERIES).step_by(SENDERS) {
+                    if started.elapsed() > RUN_LIMIT {
+                        break;
+                    }
+                    let body = format!("Subject: failover {n}\r\nMessage-ID: <{n}@failover.test>\r\n\r\nbody {n}\r\n");
+                    let reply = tern_tests::smtp::send_message(mx, ALICE, body.as_bytes()).await;
+                    let outcome = match reply.code {
+                        250 => Outcome::Accepted,
+                        451 => Outcome::Deferred,
+                        other => panic!("delivery {n}: unexpected reply {other} {:?}", reply.lines),
+                    };
+                    outcomes.lock().expect("outcomes").push((Instant::now(), outcome, n));
+                }
+            })
+        })
+        .collect();
+
+    // Balance: once BEFORE_KILL deliveries are done, each replica's share of the calls.
+    let deadline = Instant::now() + RUN_LIMIT;
+    while outcomes.lock().expect("outcomes").len() < BEFORE_KILL {
+        assert!(Instant::now() < deadline, "the deliveries did not get going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let served: Vec<u64> = replicas.iter().zip(&before).map(|(r, b)| r.grpc_requests() - b).collect();
+    let total: u64 = served.iter().sum();
+    let shares: Vec<f64> = served.iter().map(|&n| n as f64 / total as f64 * 3.0).collect();
+    println!("calls served per replica: {served:?} (share of an even third: {shares:.2?})");
+    assert!(shares.iter().all(|s| (0.8..=1.2).contains(s)), "calls are not spread within 20% of even: {served:?}");
+
+    // Failover: SIGKILL one replica while deliveries go on.
+    let killed_at = Instant::now();
+    replicas[1].process.kill();
+    for sender in senders {
+        runtime.block_on(sender).expect("a sender");
+    }
+    let outcomes = outcomes.lock().expect("outcomes").clone();
+    let deferred: Vec<Instant> = outcomes.iter().filter(|o| o.1 == Outcome::Deferred).map(|o| o.0).collect();
+    let window = match (deferred.first(), deferred.last()) {
+        (Some(first), Some(last)) => *last - *first,
+        _ => Duration::ZERO,
+    };
+    let after_kill = outcomes.iter().filter(|o| o.0 > killed_at).count();
+    println!(
+        "replica killed: {} deliveries after the kill, {} answered 451, 451 window {window:?} (target ≤ {MAX_WINDOW:?})",
+        after_kill,
+        deferred.len()
+    );
+    assert!(after_kill >= 100, "too few deliveries after the kill to judge: {after_kill}");
+    assert!(window <= MAX_WINDOW, "451s for {window:?} after a replica died");
+
+    // Every acknowledged message is there, read through a surviving replica.
+    let listed = admin(&format!("http://{}", replicas[2].addr), Some(TOKEN), &["mail", "list", ALICE]);
+    assert!(listed.status.success(), "tern admin mail list: {}", String::from_utf8_lossy(&listed.stderr));
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    for (_, outcome, n) in &outcomes {
+        if *outcome == Outcome::Accepted {
+            assert!(
+                listing.contains(&format!("failover {n}\n")) || listing.contains(&format!("failover {n} ")),
+                "message {n} got a 250 but is not in the mailbox"
+            );
+        }
+    }
+
+    // The replica comes back on its address and is given calls again.
+    replicas[1].process.respawn().expect("restart the replica");
+    let http = replicas[1].http;
+    let ready = || http_request(http, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200);
+    replicas[1].process.wait_ready("it is ready again", ready).expect("the replica is ready again");
+    let back_at = Instant::now();
+    let mut first_call = None;
+    for n in 0..200 {
+        let body = format!("Subject: back {n}\r\n\r\nbody\r\n");
+        let reply = runtime.block_on(tern_tests::smtp::send_message(mx, ALICE, body.as_bytes()));
+        assert_eq!(reply.code, 250, "delivery {n} after the replica came back: {:?}", reply.lines);
+        if replicas[1].grpc_requests() > 0 {
+            first_call = Some(back_at.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let first_call = first_call.expect("the replica that came back never got a call");
+    println!("the replica that came back got its first call {first_call:?} after it was ready");
+    assert!(first_call < Duration::from_secs(30));
+    drop(smtp);
+    drop(replicas);
+}
