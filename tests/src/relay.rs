@@ -20,8 +20,9 @@ use tokio::task::JoinHandle;
 /// How long a fixture may take to print `READY <port>`.
 const READY_WAIT: &str = "printing READY";
 
-/// A Python fixture process, run with the libraries `cargo xtask ci` installs.
-fn python(dir: &Path) -> Process {
+/// A Python fixture process, run with the libraries `cargo xtask ci` installs, in `dir`
+/// (its output goes to `dir/python3.log`). The relay's fixtures and other tests' use it.
+pub fn python(dir: &Path) -> Process {
     let root = workspace_root().expect("the workspace root");
     let mut p = Process::new("python3", dir);
     p.env("PYTHONPATH", root.join(".tools").join("py"));
@@ -34,7 +35,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Waits for `READY <port>` in the process's log and returns the port.
-fn wait_port(process: &mut Process, log: &Path) -> u16 {
+pub fn wait_port(process: &mut Process, log: &Path) -> u16 {
     let mut port = 0;
     process
         .wait_ready(READY_WAIT, || {

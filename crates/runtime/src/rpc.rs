@@ -501,7 +501,7 @@ impl Service<http::Request<Body>> for Balanced {
         // The call's own span, a child of the caller's (current here, before the future is
         // boxed), and its context in the headers, so that the server's span is the next link.
         let span = client_span(request.uri().path());
-        // crate::propagation::inject_span(&span, request.headers_mut());
+        crate::propagation::inject_span(&span, request.headers_mut());
         let position = self.shared.position.load(Ordering::Acquire);
         if position > 0 {
             request.headers_mut().insert(POSITION_HEADER, http::HeaderValue::from(position));
@@ -565,7 +565,7 @@ impl Service<http::Request<Body>> for Balanced {
 /// (`tern.mailbox.v1.Mailbox/Deliver`).
 fn client_span(path: &str) -> tracing::Span {
     let method = path.trim_start_matches('/');
-    tracing::info_span!("grpc.client", otel.name = method, otel.kind = "client", rpc.system = "grpc")
+    tracing::info_span!("grpc.client", otel.name = method, otel.kind = "client")
 }
 
 #[cfg(test)]

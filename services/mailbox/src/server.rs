@@ -140,14 +140,8 @@ pub async fn serve_protected(
 /// (`tern.mailbox.v1.Mailbox/Deliver`), of kind server, and the child of the caller's span when
 /// the request carries its trace context (see [`tern_runtime::propagation`]).
 fn server_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
-    let path = request.uri().path();
-    let span = tracing::info_span!(
-        "grpc",
-        otel.name = path.trim_start_matches('/'),
-        otel.kind = "server",
-        rpc.system = "grpc",
-        path = %path,
-    );
+    let method = request.uri().path().trim_start_matches('/');
+    let span = tracing::info_span!("grpc", otel.name = method, otel.kind = "server");
     tern_runtime::propagation::set_remote_parent(&span, request.headers());
     span
 }

@@ -89,7 +89,9 @@ impl<B: Backend> Session<B> {
     }
 
     /// Completes a transaction with its message: stores it for every local recipient and
-    /// queues it for the others, then answers once. The transaction is reset either way.
+    /// queues it for the others, then answers once. The transaction is reset either way. Its
+    /// span, inside the connection's, holds the calls to the mailbox service for this message.
+    #[tracing::instrument(name = "smtp.message", skip_all, fields(size = body.len(), recipients = self.txn.recipients.len()))]
     pub(crate) async fn finish(&mut self, body: Vec<u8>) {
         let txn = std::mem::take(&mut self.txn);
         if let Some(account) = &self.account
