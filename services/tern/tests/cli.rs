@@ -169,6 +169,94 @@ fn bad_config_file_is_reported() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid config file"));
 }
 
+/// An empty listener list turns a protocol off in `tern dev`, which says so and keeps running;
+/// a role with nothing to serve refuses to start, non-zero and saying why.
+#[test]
+fn empty_listener_lists_turn_a_protocol_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tern.toml");
+    std::fs::write(&cfg, "[pop3]\npop3 = []\npop3s = []\n").unwrap();
+    // Every other protocol gets a free port; POP3 gets none, from the file.
+    let (grpc, http) = (free_port(), free_port());
+    let listen = |flag: &str| [flag.to_string(), format!("127.0.0.1:{}", free_port())];
+    let mut args: Vec<String> = vec!["dev".into(), "--config".into(), cfg.to_str().unwrap().into()];
+    args.extend([
+        "--grpc-listen".into(),
+        format!("127.0.0.1:{grpc}"),
+        "--http-listen".into(),
+        format!("127.0.0.1:{http}"),
+    ]);
+    for flag in ["--smtp-listen", "--submission-listen", "--submissions-listen", "--imap-listen", "--imaps-listen"] {
+        args.extend(listen(flag));
+    }
+    let child = Command::new(TERN)
+        .args(&args)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut dev = Dev { child, server: format!("http://127.0.0.1:{grpc}"), http: format!("127.0.0.1:{http}") };
+    let mut stdout = std::io::BufReader::new(dev.child.stdout.take().unwrap());
+    let mut printed = String::new();
+    while !printed.contains("Press Ctrl-C") {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0, "tern dev stopped: {printed}");
+        printed.push_str(&line);
+    }
+    assert!(printed.contains("POP3               off"), "{printed}");
+    assert!(printed.contains("IMAP "), "{printed}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(dev.child.try_wait().unwrap().is_none(), "tern dev exited with POP3 off");
+    dev.ok(&["domain", "add", "off.test"]);
+    assert!(dev.ok(&["domain", "list"]).contains("off.test"), "the rest of tern dev does not work");
+
+    let out = Command::new(TERN)
+        .args(["pop3", "--config", cfg.to_str().unwrap(), "--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(dir.path().join("pop3"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "tern pop3 without listeners exited with success");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("nothing to serve") && said.contains("[pop3] pop3 and pop3s"), "{said}");
+}
+
+/// Each role's help lists the flags that role uses, and only those.
+#[test]
+fn each_role_lists_its_own_flags() {
+    let help = |role: &str| {
+        let out = Command::new(TERN).args([role, "--help"]).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (dev, mailbox, smtp, imap, pop3, relay) =
+        (help("dev"), help("mailbox"), help("smtp"), help("imap"), help("pop3"), help("relay"));
+    for flag in
+        ["--store ", "--store-replicas", "--store-prefix", "--blobs", "--grpc-listen", "--smtp-listen", "--imap-listen"]
+    {
+        assert!(dev.contains(flag), "dev lacks {flag}");
+    }
+    for flag in ["--store ", "--store-replicas", "--store-prefix", "--blobs", "--grpc-listen"] {
+        assert!(mailbox.contains(flag), "mailbox lacks {flag}");
+    }
+    for (role, text) in [("smtp", &smtp), ("imap", &imap), ("pop3", &pop3), ("relay", &relay)] {
+        assert!(text.contains("--mailbox-url"), "{role} lacks --mailbox-url");
+        for flag in ["--store", "--blobs", "--grpc-listen"] {
+            assert!(!text.contains(flag), "{role} lists {flag}, which it does not use");
+        }
+    }
+    assert!(!mailbox.contains("--mailbox-url") && !mailbox.contains("--smtp-listen"));
+    assert!(smtp.contains("--submission-listen") && !smtp.contains("--imap-listen") && !smtp.contains("--pop3-listen"));
+    assert!(imap.contains("--imaps-listen") && !imap.contains("--smtp-listen"));
+    assert!(pop3.contains("--pop3s-listen") && !pop3.contains("--imap-listen"));
+    for flag in ["--smtp-listen", "--imap-listen", "--pop3-listen"] {
+        assert!(!relay.contains(flag), "relay lists {flag}");
+    }
+    assert!(relay.contains("--hostname"), "relay lacks --hostname");
+}
+
 /// Outbound mail as a user sends it: `tern dev` with `[relay]` pointed at a DNS server and an SMTP
 /// receiver on loopback, a DKIM key from `tern admin domain dkim`, a message submitted with
 /// Python's smtplib over STARTTLS and AUTH, the receiver getting it signed (verified by

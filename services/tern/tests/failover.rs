@@ -11,7 +11,9 @@
 //! - **Coming back:** the killed replica, started again on its address, gets calls again within
 //!   seconds, without the front-end being told (the time is printed).
 //! - **Security:** the replicas require the Admin API token; `tern admin` without it is refused
-//!   with a clear message and changes nothing.
+//!   with a clear message and changes nothing. A second test runs the parts with mutual TLS
+//!   (a CA of the test's own): a front-end with a certificate works, a client without TLS or
+//!   with another CA's certificate gets nothing, and the Admin API also needs the token.
 //!
 //! It needs `nats-server` (installed by `cargo xtask e2e` and `ci`; see
 //! [`tern_testbed::find_binary`]). Bodies are in one directory all replicas share, which on one
@@ -227,4 +229,112 @@ fn a_front_end_balances_over_replicas_and_survives_losing_one() {
     assert!(first_call < Duration::from_secs(30));
     drop(smtp);
     drop(replicas);
+}
+
+/// A certificate authority of the test's own, issuing the parts' certificates.
+struct Authority {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Authority {
+    fn new(name: &str) -> Authority {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let key = rcgen::KeyPair::generate().expect("a CA key");
+        Authority { issuer: rcgen::CertifiedIssuer::self_signed(params, key).expect("a CA certificate") }
+    }
+
+    /// Writes `ca.crt`, `<name>.crt` and `<name>.key` (valid for 127.0.0.1, for servers and
+    /// clients) into `dir`, and returns the three paths.
+    fn issue(&self, dir: &Path, name: &str) -> [String; 3] {
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("parameters");
+        params.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let cert = params.signed_by(&key, &self.issuer).expect("a certificate");
+        let paths = [dir.join("ca.crt"), dir.join(format!("{name}.crt")), dir.join(format!("{name}.key"))];
+        std::fs::write(&paths[0], self.issuer.pem()).expect("write the CA");
+        std::fs::write(&paths[1], cert.pem()).expect("write the certificate");
+        std::fs::write(&paths[2], key.serialize_pem()).expect("write the key");
+        paths.map(|p| p.to_str().expect("UTF-8 path").to_string())
+    }
+}
+
+/// Mutual TLS between the parts: the mailbox service serves only clients with a certificate
+/// of the internal CA, a front-end with one works (an IMAP login and SELECT through `tern
+/// imap`), `tern admin` needs both a certificate and the token, and a client without TLS or
+/// with a certificate of another CA gets nothing.
+#[test]
+fn the_parts_talk_mutual_tls_and_admin_needs_the_token() {
+    let root = tempfile::Builder::new().prefix("tern-mtls-").tempdir().expect("a temporary directory");
+    let ca = Authority::new("tern internal test CA");
+    let [ca_file, cert, key] = ca.issue(root.path(), "mailbox");
+    let [_, imap_cert, imap_key] = ca.issue(root.path(), "imap");
+    let tls = |cert: &str, key: &str| {
+        format!("[internal_tls]\nca_file = {ca_file:?}\ncert_file = {cert:?}\nkey_file = {key:?}\n")
+    };
+    std::fs::write(root.path().join("token"), TOKEN).expect("write the token");
+    let mailbox = Node::spawn(
+        root.path(),
+        "mailbox",
+        "mailbox",
+        &format!(
+            "[listen]\ngrpc = \"{{ADDR}}\"\nhttp = \"{{HTTP}}\"\n[admin]\ntoken_file = {:?}\n{}",
+            root.path().join("token"),
+            tls(&cert, &key)
+        ),
+    );
+    let url = format!("https://{}", mailbox.addr);
+    let admin_tls = |token: Option<&str>, cert: &str, key: &str, args: &[&str]| {
+        let mut all = vec!["--ca", &ca_file, "--cert", cert, "--key", key];
+        all.extend_from_slice(args);
+        admin(&url, token, &all)
+    };
+    for args in [&["domain", "add", "example.com"][..], &["mailbox", "add", ALICE, "--password", "pw"]] {
+        let out = admin_tls(Some(TOKEN), &cert, &key, args);
+        assert!(out.status.success(), "tern admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let no_token = admin_tls(None, &cert, &key, &["domain", "list"]);
+    assert!(!no_token.status.success(), "the Admin API served a caller without the token");
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("admin token"));
+    let plain = admin(&format!("http://{}", mailbox.addr), Some(TOKEN), &["domain", "list"]);
+    assert!(!plain.status.success(), "the service answered a client without TLS");
+    let stranger = Authority::new("another CA");
+    let strange_dir = root.path().join("stranger");
+    std::fs::create_dir_all(&strange_dir).expect("a directory");
+    let [_, strange_cert, strange_key] = stranger.issue(&strange_dir, "client");
+    let refused = admin_tls(Some(TOKEN), &strange_cert, &strange_key, &["domain", "list"]);
+    assert!(!refused.status.success(), "the service answered a client certificate of another CA");
+
+    let imap = Node::spawn(
+        root.path(),
+        "imap",
+        "imap",
+        &format!(
+            "mailbox_url = {url:?}\n[listen]\nhttp = \"{{HTTP}}\"\n[imap]\nimap = [\"{{ADDR}}\"]\nimaps = []\n\
+             allow_plaintext_auth = true\n{}",
+            tls(&imap_cert, &imap_key)
+        ),
+    );
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(imap.addr).expect("connect to IMAP");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("a second handle"));
+    let mut writer = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("the greeting");
+    assert!(line.starts_with("* OK"), "{line}");
+    for (command, tag) in [(format!("a LOGIN {ALICE} pw\r\n"), "a "), ("b SELECT INBOX\r\n".to_string(), "b ")] {
+        writer.write_all(command.as_bytes()).expect("send");
+        loop {
+            line.clear();
+            reader.read_line(&mut line).expect("a reply");
+            if line.starts_with(tag) {
+                assert!(line.starts_with(&format!("{tag}OK")), "{command:?}: {line}");
+                break;
+            }
+        }
+    }
 }
