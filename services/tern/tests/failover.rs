@@ -51,6 +51,11 @@ struct Node {
 
 impl Node {
     fn spawn(root: &Path, name: &str, command: &str, config: &str) -> Node {
+        Self::spawn_with_env(root, name, command, config, &[])
+    }
+
+    /// [`Node::spawn`] with environment variables (credentials, say).
+    fn spawn_with_env(root: &Path, name: &str, command: &str, config: &str, env: &[(&str, &str)]) -> Node {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("the node's directory");
         let [http, port] = free_ports().expect("free ports");
@@ -60,6 +65,9 @@ impl Node {
         std::fs::write(&path, format!("data_dir = {:?}\n{config}", dir.join("data"))).expect("write the config");
         let mut process = Process::new(TERN, &dir);
         process.env("NO_COLOR", "1");
+        for (key, value) in env {
+            process.env(key, value);
+        }
         process.spawn(&[command, "--config", path.to_str().expect("UTF-8 path")]).expect("start tern");
         let ready = || http_request(http, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200);
         process.wait_ready("it is ready", ready).unwrap_or_else(|e| panic!("{name}: {e:#}"));
@@ -336,5 +344,65 @@ fn the_parts_talk_mutual_tls_and_admin_needs_the_token() {
                 break;
             }
         }
+    }
+}
+
+/// A `tern mailbox` reaches a NATS server that wants credentials and verifies clients over TLS:
+/// with the token and a client certificate of the server's CA it starts and serves; with a
+/// wrong token it refuses to start and says why. Then user and password, the same way.
+#[test]
+fn the_mailbox_authenticates_to_nats_over_tls() {
+    let root = tempfile::Builder::new().prefix("tern-nats-auth-").tempdir().expect("a temporary directory");
+    let ca = Authority::new("NATS test CA");
+    let [ca_file, server_cert, server_key] = ca.issue(root.path(), "nats");
+    let [_, client_cert, client_key] = ca.issue(root.path(), "tern");
+    let binary = tern_testbed::find_binary("nats-server", "TERN_NATS_SERVER").expect("nats-server");
+    for (auth, good, bad) in [
+        (vec!["--auth", "s3cret-token"], ("TERN_NATS_TOKEN", "s3cret-token"), ("TERN_NATS_TOKEN", "wrong")),
+        (
+            vec!["--user", "tern", "--pass", "s3cret-pass"],
+            ("TERN_NATS_PASSWORD", "s3cret-pass"),
+            ("TERN_NATS_PASSWORD", "wrong"),
+        ),
+    ] {
+        let [port] = free_ports().expect("a free port");
+        let mut nats = Process::new(&binary, root.path());
+        let store = root.path().join(format!("js-{port}"));
+        let mut args = vec!["-js", "-sd", store.to_str().unwrap(), "-a", "127.0.0.1", "-p"];
+        let port_text = port.to_string();
+        args.push(&port_text);
+        args.extend(["--tlsverify", "--tlscert", &server_cert, "--tlskey", &server_key, "--tlscacert", &ca_file]);
+        args.extend(auth.iter().copied());
+        nats.spawn(&args).expect("start nats-server");
+        nats.wait_ready("it listens", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+            .expect("nats-server listens");
+        let user = if auth[0] == "--user" { "user = \"tern\"\n" } else { "" };
+        let config = format!(
+            "[listen]\ngrpc = \"{{ADDR}}\"\nhttp = \"{{HTTP}}\"\n[store]\nurl = \"tls://127.0.0.1:{port}\"\n{user}\
+             tls_ca_file = {ca_file:?}\ntls_cert_file = {client_cert:?}\ntls_key_file = {client_key:?}\n"
+        );
+        // The wrong secret: the mailbox does not start, and says why.
+        let dir = root.path().join(format!("refused-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let [grpc, http] = free_ports().expect("free ports");
+        let path = dir.join("tern.toml");
+        let text =
+            config.replace("{ADDR}", &format!("127.0.0.1:{grpc}")).replace("{HTTP}", &format!("127.0.0.1:{http}"));
+        std::fs::write(&path, format!("data_dir = {:?}\n{text}", dir.join("data"))).unwrap();
+        let mut refused = Command::new(TERN);
+        refused.args(["mailbox", "--config", path.to_str().unwrap()]).env(bad.0, bad.1).stdin(Stdio::null());
+        let refused = refused.output().expect("run tern mailbox");
+        assert!(!refused.status.success(), "tern mailbox started with a wrong NATS secret");
+        let said = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+        assert!(said.contains("authorization") || said.contains("auth"), "no reason given: {said}");
+
+        // The right secret: it starts, and serves an admin call that writes to NATS.
+        let node = Node::spawn_with_env(root.path(), &format!("mailbox-{port}"), "mailbox", &config, &[good]);
+        let out = admin(&format!("http://{}", node.addr), None, &["domain", "add", "example.com"]);
+        assert!(
+            out.status.success(),
+            "tern admin over an authenticated NATS: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -122,6 +122,15 @@ impl NatsConnection {
         }
         options
             .name(name)
+            // What the client meets while (re)connecting reaches the log, so a wrong password
+            // or certificate says so instead of ending in a timeout.
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+                    other => tracing::warn!(event = %other, "NATS connection"),
+                }
+            })
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(Duration::from_secs(5)))
