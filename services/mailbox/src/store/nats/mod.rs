@@ -262,44 +262,76 @@ impl NatsStore {
     /// Brings `state` up to the end of the account's log (loading it first if needed), and
     /// tells the follower and the request's position how far it got.
     async fn catch_up(&self, account_id: u64, slot: &mut Option<AccountState>) -> Result<()> {
-        self.read_log(account_id, slot).await?;
+        self.catch_up_from(account_id, slot, false).await
+    }
+
+    /// [`NatsStore::catch_up`], from the stream's leader when `leader` is set.
+    async fn catch_up_from(&self, account_id: u64, slot: &mut Option<AccountState>, leader: bool) -> Result<()> {
+        match self.read_log(account_id, slot, leader).await {
+            // Direct gets have no responder for a moment after a clustered stream is created,
+            // and a follower may be down: the leader answers those reads too.
+            Err(e) if !leader => {
+                tracing::debug!(account_id, error = %e, "direct read failed; reading from the stream's leader");
+                self.read_log(account_id, slot, true).await?;
+            }
+            result => result?,
+        }
         let sequence = slot.as_ref().map_or(0, |s| s.sequence);
         self.follower.applied(account_id, sequence);
         crate::position::saw(sequence);
         Ok(())
     }
 
-    async fn read_log(&self, account_id: u64, slot: &mut Option<AccountState>) -> Result<()> {
+    /// Reads the log from the state's sequence to its end into the state. Direct gets may be
+    /// answered by any server of a clustered stream, including one a moment behind its leader;
+    /// `leader` asks the stream's leader instead, which a writer that just lost a race needs:
+    /// a lagging answer would make it build on the same stale state and lose again.
+    async fn read_log(&self, account_id: u64, slot: &mut Option<AccountState>, leader: bool) -> Result<()> {
         if slot.is_none() {
             *slot = Some(self.load_snapshot(account_id).await?.unwrap_or_default());
         }
         let state = slot.as_mut().expect("loaded above");
-        let Some((last, payload)) = self.last_entry(account_id).await? else {
+        let last = if leader { self.last_entry_from_leader(account_id).await? } else { self.last_entry(account_id).await? };
+        let Some((last, payload)) = last else {
             if state.sequence != 0 {
                 // The log was purged (the account was deleted): start again from nothing.
                 *state = AccountState::default();
             }
             return Ok(());
         };
-        if last == state.sequence {
+        if last <= state.sequence {
             return Ok(());
         }
         let subject = self.subject(account_id);
         while state.sequence < last {
-            let (seq, bytes) = if last > state.sequence {
-                match self.stream.direct_get_next_for_subject(subject.clone(), Some(state.sequence + 1)).await {
-                    Ok(m) if m.sequence == last => (last, payload.clone()),
-                    Ok(m) => (m.sequence, m.payload),
-                    Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+            let next = if leader {
+                match self.stream.get_first_raw_message_by_subject(&subject, state.sequence + 1).await {
+                    Ok(m) => Some((m.sequence, m.payload)),
+                    Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => None,
                     Err(e) => return Err(MailboxError::Nats { context: "replaying a log", detail: e.to_string() }),
                 }
             } else {
-                break;
+                match self.stream.direct_get_next_for_subject(subject.clone(), Some(state.sequence + 1)).await {
+                    Ok(m) => Some((m.sequence, m.payload)),
+                    Err(e) if e.kind() == DirectGetErrorKind::NotFound => None,
+                    Err(e) => return Err(MailboxError::Nats { context: "replaying a log", detail: e.to_string() }),
+                }
             };
+            let Some((seq, bytes)) = next else { break };
+            let bytes = if seq == last { payload.clone() } else { bytes };
             let entry: LogEntry = decode("log entry", &bytes)?;
             state.apply(seq, &entry);
         }
         Ok(())
+    }
+
+    /// The last entry of an account's log as the stream's leader has it.
+    async fn last_entry_from_leader(&self, account_id: u64) -> Result<Option<(u64, Bytes)>> {
+        match self.stream.get_last_raw_message_by_subject(&self.subject(account_id)).await {
+            Ok(m) => Ok(Some((m.sequence, m.payload))),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(MailboxError::Nats { context: "reading an account's log", detail: e.to_string() }),
+        }
     }
 
     /// Runs a read against the account's current state.
@@ -375,7 +407,8 @@ impl NatsStore {
             // Entries of other replicas the follower already has: fewer lost races.
             self.apply_followed(account_id, &mut slot)?;
         }
-        for _ in 0..MAX_ATTEMPTS {
+        let mut lost = 0u32;
+        for attempt in 0..MAX_ATTEMPTS {
             let state = slot.as_mut().expect("loaded above");
             let entry = match f(state) {
                 Ok((Some(entry), out)) => (entry, out),
@@ -407,8 +440,14 @@ impl NatsStore {
                     return Ok(out);
                 }
                 Err(e) if conflict::lost_race(&e) => {
-                    tracing::debug!(account_id, "another replica wrote first; retrying");
-                    self.catch_up(account_id, &mut slot).await?;
+                    tracing::debug!(account_id, attempt, "another replica wrote first; retrying");
+                    lost += 1;
+                    if lost > 2 {
+                        // Several writers keep colliding: spread them out a little.
+                        let ceiling = 1u64 << lost.min(6);
+                        tokio::time::sleep(std::time::Duration::from_millis(1 + OsRng.next_u64() % ceiling)).await;
+                    }
+                    self.catch_up_from(account_id, &mut slot, true).await?;
                     fresh = true;
                 }
                 Err(e) => {
