@@ -219,10 +219,16 @@ struct Library {
 /// What the outbound relay's Python fixtures (`tests/fixtures/relay`) import: the receiving
 /// SMTP server, the DKIM verifier and the DNS server. Installed into `.tools/py` with
 /// [`TOOLS`], so the tests run them with `PYTHONPATH=.tools/py`.
-const LIBRARIES: [Library; 3] = [
+///
+/// grpcio, opentelemetry-proto and protobuf make the OTLP/gRPC trace receiver of
+/// `services/tern/tests/tracing.rs` (`tests/fixtures/otlp`).
+const LIBRARIES: [Library; 6] = [
     Library { package: "aiosmtpd", version: "1.4.6" },
     Library { package: "dkimpy", version: "1.1.8" },
     Library { package: "dnslib", version: "0.9.26" },
+    Library { package: "grpcio", version: "1.85.3" },
+    Library { package: "opentelemetry-proto", version: "1.45.2" },
+    Library { package: "protobuf", version: "7.36.2" },
 ];
 
 /// Installs the servers of [`TOOLS`] and the libraries of [`LIBRARIES`] into `.tools/py`
