@@ -291,7 +291,8 @@ impl NatsStore {
             *slot = Some(self.load_snapshot(account_id).await?.unwrap_or_default());
         }
         let state = slot.as_mut().expect("loaded above");
-        let last = if leader { self.last_entry_from_leader(account_id).await? } else { self.last_entry(account_id).await? };
+        let last =
+            if leader { self.last_entry_from_leader(account_id).await? } else { self.last_entry(account_id).await? };
         let Some((last, payload)) = last else {
             if state.sequence != 0 {
                 // The log was purged (the account was deleted): start again from nothing.
