@@ -4,10 +4,11 @@
 //! **Balancing.** Behind a Kubernetes ClusterIP Service, one HTTP/2 connection lands on one pod
 //! for its whole life, so replicas would not share the load and a new one would get nothing.
 //! [`connect`] therefore resolves the URL's host to every address it has (a headless Service
-//! has one per ready pod; a comma-separated list of URLs names several hosts), keeps one lazily connected channel per address, and re-resolves
-//! every [`ClientOptions::resolve_every`], adding and dropping addresses while running. Each
-//! call goes to the address with the fewest calls in flight (ties taken in turn), so calls spread
-//! evenly and a new replica gets calls as soon as it is resolved.
+//! has one per ready pod; a comma-separated list of URLs names several hosts), keeps one
+//! lazily connected channel per address, and re-resolves every
+//! [`ClientOptions::resolve_every`], adding and dropping addresses while running. Each call
+//! goes to the next address in turn, so calls spread evenly and a new replica gets calls as
+//! soon as it is resolved.
 //!
 //! **Failover.** An address whose connection fails is marked down for a moment and left out of
 //! the choice, so one dead replica costs the calls that were in flight on it, not every call
@@ -304,7 +305,6 @@ struct Shared {
 struct Replica {
     addr: SocketAddr,
     channel: tonic::transport::Channel,
-    in_flight: AtomicUsize,
     down_until: Mutex<Option<Instant>>,
 }
 
@@ -342,7 +342,6 @@ impl Shared {
                     replicas.push(Arc::new(Replica {
                         addr: *addr,
                         channel: endpoint.connect_lazy(),
-                        in_flight: AtomicUsize::new(0),
                         down_until: Mutex::new(None),
                     }));
                     added += 1;
@@ -372,8 +371,9 @@ impl Shared {
         Ok(endpoint)
     }
 
-    /// The replica for the next call: of those up and not yet tried, the one with the fewest
-    /// calls in flight, ties taken in turn. When every replica is down, the one down longest
+    /// The replica for the next call: those up and not yet tried, in turn. (Choosing the one
+    /// with the fewest calls in flight spread calls less evenly on a busy machine, where a
+    /// replica slowed by its neighbours got fewer and fewer.) When every replica is down, the one down longest
     /// gets a chance, since "down" is a guess that may be stale.
     fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Replica>> {
         let replicas = self.replicas.read().expect("replicas lock");
@@ -387,11 +387,8 @@ impl Shared {
             let soonest = candidates.iter().min_by_key(|r| r.down_until.lock().expect("down lock").unwrap_or(now))?;
             return Some(Arc::clone(soonest));
         }
-        let least = up.iter().map(|r| r.in_flight.load(Ordering::Relaxed)).min().unwrap_or(0);
-        let idle: Vec<&Arc<Replica>> =
-            up.into_iter().filter(|r| r.in_flight.load(Ordering::Relaxed) == least).collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        Some(Arc::clone(idle[turn % idle.len()]))
+        Some(Arc::clone(up[turn % up.len()]))
     }
 }
 
@@ -530,9 +527,7 @@ impl Service<http::Request<Body>> for Balanced {
                 *request.version_mut() = parts.version;
                 *request.headers_mut() = parts.headers.clone();
                 *request.extensions_mut() = parts.extensions.clone();
-                replica.in_flight.fetch_add(1, Ordering::Relaxed);
                 let result = replica.channel.clone().oneshot(request).await;
-                replica.in_flight.fetch_sub(1, Ordering::Relaxed);
                 match result {
                     Ok(response) => {
                         replica.mark_up();
