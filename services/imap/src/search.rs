@@ -190,6 +190,25 @@ pub fn needs_all(keys: &[SearchKey<'_>]) -> Needs {
     out
 }
 
+/// Whether any of `keys` is a MODSEQ key, which enables CONDSTORE for the session and adds
+/// the highest MODSEQ of the matches to the answer (RFC 7162 sections 3.1 and 3.1.5).
+pub fn mentions_modseq(keys: &[SearchKey<'_>]) -> bool {
+    let mut stack: Vec<&SearchKey<'_>> = keys.iter().collect();
+    while let Some(key) = stack.pop() {
+        match key {
+            SearchKey::And(keys) => stack.extend(keys.as_ref()),
+            SearchKey::Not(key) => stack.push(key),
+            SearchKey::Or(a, b) => {
+                stack.push(a);
+                stack.push(b);
+            }
+            SearchKey::ModSequence { .. } => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Whether the candidate matches `key`.
 ///
 /// A key whose data the candidate lacks (an envelope or raw message that [`needs`] asked for but

@@ -59,9 +59,25 @@ pub fn decode(name: &str) -> Option<String> {
     Some(out)
 }
 
+/// Decodes a name a client sent: modified UTF-7 where it is valid, and the name as it stands
+/// where it is not. An `&` that does not start a valid encoded run (`Tom & Jerry`, `a&'b`) is
+/// then an ordinary character, as Dovecot takes it, so that such a name can be created and
+/// selected rather than refused as a syntax error.
+pub fn decode_lenient(name: &str) -> String {
+    decode(name).unwrap_or_else(|| name.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lenient_decoding_keeps_what_is_not_modified_utf7() {
+        assert_eq!(decode_lenient("!#$&'+,-.0123456789:;<=>?@^_`|[}"), "!#$&'+,-.0123456789:;<=>?@^_`|[}");
+        assert_eq!(decode_lenient("Tom & Jerry"), "Tom & Jerry");
+        assert_eq!(decode_lenient("Entw&APw-rfe"), "Entwürfe");
+        assert_eq!(decode_lenient("a&-b"), "a&b");
+    }
 
     #[test]
     fn round_trips_rfc_examples() {

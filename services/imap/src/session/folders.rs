@@ -84,7 +84,7 @@ impl Session {
                 for c in capabilities.as_ref() {
                     match c {
                         CapabilityEnable::CondStore => {
-                            self.condstore = true;
+                            self.enable_condstore();
                             enabled.push("CONDSTORE".to_string());
                         }
                         CapabilityEnable::Utf8(_) => {
@@ -94,7 +94,7 @@ impl Session {
                         other if other.to_string().eq_ignore_ascii_case("QRESYNC") => {
                             // QRESYNC implies CONDSTORE (RFC 7162 section 3.2.3).
                             self.qresync = true;
-                            self.condstore = true;
+                            self.enable_condstore();
                             enabled.push("QRESYNC".to_string());
                         }
                         other => {
@@ -122,6 +122,9 @@ impl Session {
             }
             CommandBody::Status { mailbox, item_names } => {
                 let Some(name) = self.mailbox_name(&mailbox) else { return Ok(self.bad(tag, "Invalid mailbox name")) };
+                if item_names.iter().any(|i| matches!(i, StatusDataItemName::HighestModSeq)) {
+                    self.enable_condstore();
+                }
                 match self
                     .client
                     .status(StatusRequest { account_id: account, folder: Some(FolderRef::name(name)) })

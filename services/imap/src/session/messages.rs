@@ -175,8 +175,8 @@ impl Session {
             FetchModifier::ChangedSince(v) => Some(v.get()),
             _ => None,
         });
-        if changed_since.is_some() {
-            self.condstore = true;
+        if changed_since.is_some() || items.iter().any(|i| matches!(i, MessageDataItemName::ModSeq)) {
+            self.enable_condstore();
         }
         let vanished = modifiers.iter().any(|m| matches!(m, FetchModifier::Vanished));
         if vanished && (!by_uid || !self.qresync || changed_since.is_none()) {
@@ -240,6 +240,18 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        // FLAGS and MODSEQ are always answered from the session's view, whatever else the
+        // mailbox service sent along: the view is what this client has been told, newer changes
+        // reach it in order through the event feed, and answering from a newer read now and
+        // from the view later would make a message's MODSEQ go backwards (RFC 7162 section 3.1).
+        if let Some(sel) = self.selected.as_ref() {
+            for m in &mut metas {
+                if let Some(i) = sel.seq_of(m.uid) {
+                    m.flags.clone_from(&sel.flags[i]);
+                    m.modseq = sel.modseqs[i];
+                }
+            }
+        }
         if let Some(since) = changed_since {
             metas.retain(|m| m.modseq > since);
         }
@@ -276,6 +288,9 @@ impl Session {
                     }
                 }
             }
+        }
+        if items.iter().any(|i| matches!(i, MessageDataItemName::Flags)) || !seen_now.is_empty() {
+            self.announce_keywords(metas.iter().flat_map(|m| m.flags.iter()));
         }
         let modseq = self.condstore;
         for meta in &mut metas {
@@ -377,7 +392,7 @@ impl Session {
         });
         let unchanged_since = unchanged_since.max();
         if unchanged_since.is_some() {
-            self.condstore = true;
+            self.enable_condstore();
         }
         let mode = match kind {
             StoreType::Replace => FlagsMode::Replace,
@@ -408,18 +423,20 @@ impl Session {
                     && (response == StoreResponse::Answer || condstore)
                 {
                     {
-                        let uid_part = if by_uid || condstore { format!("UID {} ", u.uid) } else { String::new() };
-                        let modseq = if condstore { format!(" MODSEQ ({})", u.modseq) } else { String::new() };
-                        let flags = if response == StoreResponse::Answer {
-                            format!("FLAGS ({})", flag_list(&u.flags))
-                        } else {
-                            String::new()
-                        };
-                        lines.push(
-                            format!("{} FETCH ({uid_part}{flags}{modseq})", i + 1)
-                                .replace("( ", "(")
-                                .replace(" )", ")"),
-                        );
+                        // The view's values: the same as the STORE's unless a newer change
+                        // had already been reported.
+                        let (flags, modseq) = (&sel.flags[i], sel.modseqs[i]);
+                        let mut parts = Vec::with_capacity(3);
+                        if by_uid || condstore {
+                            parts.push(format!("UID {}", u.uid));
+                        }
+                        if response == StoreResponse::Answer {
+                            parts.push(format!("FLAGS ({})", flag_list(flags)));
+                        }
+                        if condstore {
+                            parts.push(format!("MODSEQ ({modseq})"));
+                        }
+                        lines.push(format!("{} FETCH ({})", i + 1, parts.join(" ")));
                     }
                 }
             }
@@ -433,6 +450,13 @@ impl Session {
                     }
                 }
             }
+        }
+        if response == StoreResponse::Answer
+            && let Some(sel) = self.selected.as_ref()
+        {
+            let new = sel
+                .unannounced(targets.iter().filter_map(|(_, uid)| sel.seq_of(*uid)).flat_map(|i| sel.flags[i].iter()));
+            self.announce_new_keywords(new);
         }
         for l in lines {
             self.untagged(&l);
@@ -470,10 +494,12 @@ impl Session {
         let uids = sel.uids.clone();
         let flags = sel.flags.clone();
         let ctx = search::Context { max_seq: uids.len() as u32, max_uid: uids.last().copied().unwrap_or(0) };
-        let needs = criteria.iter().fold(search::Needs::default(), |acc, k| {
-            let n = search::needs(k);
-            search::Needs { envelope: acc.envelope || n.envelope, raw: acc.raw || n.raw }
-        });
+        let modseqs = sel.modseqs.clone();
+        let needs = search::needs_all(criteria);
+        let with_modseq = search::mentions_modseq(criteria);
+        if with_modseq {
+            self.enable_condstore();
+        }
         let metas = match self.metas(&uids, needs.envelope).await {
             Ok(m) => m,
             Err(s) => {
@@ -482,6 +508,7 @@ impl Session {
             }
         };
         let mut hits = Vec::new();
+        let mut highest = 0;
         for (i, uid) in uids.iter().enumerate() {
             let Some(meta) = metas.iter().find(|m| m.uid == *uid) else { continue };
             let raw = if needs.raw {
@@ -496,7 +523,8 @@ impl Session {
                 seq: i as u32 + 1,
                 uid: *uid,
                 flags: &flags[i],
-                modseq: meta.modseq,
+                // The view's MODSEQ, as FETCH reports it.
+                modseq: modseqs[i],
                 size: meta.size,
                 internal_date: meta.internal_date,
                 envelope: meta.envelope.as_ref(),
@@ -504,6 +532,7 @@ impl Session {
             };
             if search::matches_all(criteria, &candidate, &ctx) {
                 hits.push(if by_uid { *uid } else { i as u32 + 1 });
+                highest = highest.max(modseqs[i]);
             }
         }
         let options = match self.extras.search.take() {
@@ -529,10 +558,17 @@ impl Session {
             if options.all && !hits.is_empty() {
                 line.push_str(&format!(" ALL {}", uid_set(&hits)));
             }
+            if with_modseq && !hits.is_empty() {
+                line.push_str(&format!(" MODSEQ {highest}"));
+            }
             self.untagged(&line);
         } else {
             let list: Vec<String> = hits.iter().map(u32::to_string).collect();
-            self.untagged(format!("SEARCH {}", list.join(" ")).trim_end());
+            if with_modseq && !hits.is_empty() {
+                self.untagged(&format!("SEARCH {} (MODSEQ {highest})", list.join(" ")));
+            } else {
+                self.untagged(format!("SEARCH {}", list.join(" ")).trim_end());
+            }
         }
         self.ok(tag, if by_uid { "UID SEARCH completed" } else { "SEARCH completed" });
         Flow::Continue
@@ -583,6 +619,10 @@ impl Session {
                 if remove {
                     self.untagged(&format!("OK {code} Moved"));
                     self.remove_messages(&src);
+                    // A move within the selected folder: the moved messages' new UIDs too.
+                    if let Some(last) = dst.iter().max() {
+                        self.catch_up(dest_id, u64::MAX, *last).await;
+                    }
                     self.ok(tag, &format!("{what} completed"));
                 } else {
                     // A copy into the selected folder itself: announce the copies first.

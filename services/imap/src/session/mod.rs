@@ -72,6 +72,12 @@ pub struct Session {
     pub(crate) qresync: bool,
     /// What the command being answered asked for beyond the codec's syntax.
     pub(crate) extras: Extras,
+    /// While a command on the selected mailbox runs, its tagged response waits here, so that
+    /// the other sessions' changes sent at the end of the command come before it.
+    held: Option<Vec<String>>,
+    /// CONDSTORE was just enabled with a mailbox selected: the command's tagged OK carries
+    /// HIGHESTMODSEQ (RFC 7162 section 3.1).
+    announce_highest_modseq: bool,
     errors: u32,
     pub(crate) auth_failures: u32,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -203,6 +209,8 @@ impl Session {
             condstore: false,
             qresync: false,
             extras: Extras::default(),
+            held: None,
+            announce_highest_modseq: false,
             errors: 0,
             auth_failures: 0,
             shutdown,
@@ -230,16 +238,58 @@ impl Session {
     }
 
     pub(crate) fn ok(&mut self, tag: &Tag<'_>, text: &str) {
-        self.line(&format!("{} OK {text}", tag.inner()));
+        self.tagged(format!("{} OK {text}", tag.inner()));
     }
 
     pub(crate) fn no(&mut self, tag: &Tag<'_>, text: &str) {
-        self.line(&format!("{} NO {text}", tag.inner()));
+        self.tagged(format!("{} NO {text}", tag.inner()));
     }
 
     pub(crate) fn bad(&mut self, tag: &Tag<'_>, text: &str) -> Flow {
-        self.line(&format!("{} BAD {text}", tag.inner()));
+        self.tagged(format!("{} BAD {text}", tag.inner()));
         self.count_error()
+    }
+
+    fn tagged(&mut self, line: String) {
+        match self.held.as_mut() {
+            Some(held) => held.push(line),
+            None => self.line(&line),
+        }
+    }
+
+    /// Holds tagged responses back until [`Session::release_tagged`].
+    pub(crate) fn hold_tagged(&mut self) {
+        self.held.get_or_insert_with(Vec::new);
+    }
+
+    /// Writes the held tagged responses, after every untagged one the command produced.
+    pub(crate) fn release_tagged(&mut self) {
+        let Some(held) = self.held.take() else { return };
+        for mut line in held {
+            if std::mem::take(&mut self.announce_highest_modseq)
+                && let Some(highest) = self.selected.as_ref().map(|s| s.highest_modseq)
+            {
+                match line.split_once(" OK ") {
+                    // A tagged OK with a response code of its own: the code goes before it.
+                    Some((_, text)) if text.starts_with('[') => {
+                        self.untagged(&format!("OK [HIGHESTMODSEQ {highest}] Highest"));
+                    }
+                    Some((tag, text)) => line = format!("{tag} OK [HIGHESTMODSEQ {highest}] {text}"),
+                    None => self.untagged(&format!("OK [HIGHESTMODSEQ {highest}] Highest")),
+                }
+            }
+            self.line(&line);
+        }
+    }
+
+    /// Enables CONDSTORE, as ENABLE does and as the commands that use MODSEQ do implicitly
+    /// (RFC 7162 section 3.1). When a mailbox is selected, the client learns its
+    /// HIGHESTMODSEQ with the command's tagged response.
+    pub(crate) fn enable_condstore(&mut self) {
+        if !self.condstore && self.selected.is_some() {
+            self.announce_highest_modseq = true;
+        }
+        self.condstore = true;
     }
 
     fn count_error(&mut self) -> Flow {
@@ -594,11 +644,16 @@ impl Session {
             }
             CommandBody::Login { .. } | CommandBody::Authenticate { .. } => self.bad(&tag, "Already authenticated"),
             _ if !logged_in => self.bad(&tag, "Log in first"),
+            // COMPRESS's tagged OK is the last thing sent uncompressed: it cannot wait.
+            body @ CommandBody::Compress { .. } => self.authenticated(&tag, body).await?,
             body => {
-                let flow = self.authenticated(&tag, body).await?;
-                // Other sessions' changes go out at the end of every command; expunges only
-                // after commands that do not refer to messages by number.
-                flow
+                // Other sessions' changes go out at the end of every command (expunges only
+                // after commands that do not refer to messages by number), before its tagged
+                // response.
+                self.hold_tagged();
+                let flow = self.authenticated(&tag, body).await;
+                self.release_tagged();
+                flow?
             }
         };
         Ok(flow)

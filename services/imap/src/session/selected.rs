@@ -26,6 +26,10 @@ pub(crate) struct Selected {
     pub modseqs: Vec<u64>,
     /// UIDs other sessions expunged, not yet announced to this client.
     pub pending_expunges: Vec<u32>,
+    /// The keywords this session's last FLAGS response named, sorted. A FETCH may only carry
+    /// flags the client has been told about (RFC 9051 section 7.3.5), so a keyword seen for
+    /// the first time is announced with a new FLAGS response before the FETCH that carries it.
+    pub keywords: Vec<String>,
 }
 
 impl Selected {
@@ -36,12 +40,29 @@ impl Selected {
         self.modseqs.remove(i);
     }
 
-    /// Records this session's own flag change, so that its echo in the event feed is ignored.
+    /// Records a flag change this session is about to report (its own STORE, or flags read
+    /// from the mailbox service), so that its echo in the event feed is ignored. A change older
+    /// than what the view holds changes nothing: what a session reports never goes back
+    /// (RFC 7162 section 3.1).
     pub fn set_flags(&mut self, uid: u32, flags: Vec<String>, modseq: u64) -> Option<usize> {
         let i = self.seq_of(uid)?;
-        self.flags[i] = flags;
-        self.modseqs[i] = self.modseqs[i].max(modseq);
+        if modseq >= self.modseqs[i] {
+            self.flags[i] = flags;
+            self.modseqs[i] = modseq;
+        }
         Some(i)
+    }
+
+    /// The keywords among `flags` that this session has not announced yet.
+    pub fn unannounced<'a>(&self, flags: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+        let mut new: Vec<String> = flags
+            .into_iter()
+            .filter(|f| !f.starts_with('\\') && self.keywords.binary_search(f).is_err())
+            .cloned()
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        new
     }
 
     pub fn seq_of(&self, uid: u32) -> Option<usize> {
@@ -108,7 +129,7 @@ impl Session {
             Mailbox::Inbox => Some("INBOX".into()),
             Mailbox::Other(other) => {
                 let raw = String::from_utf8(other.as_ref().to_vec()).ok()?;
-                if self.utf8 { Some(raw) } else { crate::utf7::decode(&raw) }
+                if self.utf8 { Some(raw) } else { Some(crate::utf7::decode_lenient(&raw)) }
             }
         }
     }
@@ -131,7 +152,10 @@ impl Session {
             self.untagged("OK [CLOSED] Previous mailbox closed");
         }
         let Some(name) = self.mailbox_name(&mailbox) else {
-            return self.bad(tag, "Invalid mailbox name encoding");
+            // NO, not BAD: the command is well formed, the mailbox cannot exist, and some
+            // clients drop the connection on a BAD.
+            self.no(tag, "[NONEXISTENT] Invalid mailbox name encoding");
+            return Flow::Continue;
         };
         if parameters.iter().any(|p| matches!(p, SelectParameter::CondStore)) {
             self.condstore = true;
@@ -169,14 +193,12 @@ impl Session {
             flags: response.messages.iter().map(|m| m.flags.clone()).collect(),
             modseqs: response.messages.iter().map(|m| m.modseq).collect(),
             pending_expunges: Vec::new(),
+            keywords: Vec::new(),
         };
+        let mut selected = selected;
+        selected.keywords = selected.unannounced(selected.flags.iter().flatten());
         let exists = selected.uids.len();
-        self.untagged("FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)");
-        if read_only {
-            self.untagged("OK [PERMANENTFLAGS ()] No permanent flags permitted");
-        } else {
-            self.untagged("OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted");
-        }
+        self.flags_responses(&selected.keywords, read_only);
         self.untagged(&format!("{exists} EXISTS"));
         if !self.rev2 {
             self.untagged("0 RECENT");
@@ -199,6 +221,41 @@ impl Session {
         let mode = if read_only { "[READ-ONLY] EXAMINE" } else { "[READ-WRITE] SELECT" };
         self.ok(tag, &format!("{mode} completed"));
         Flow::Continue
+    }
+
+    /// FLAGS and PERMANENTFLAGS naming the system flags and `keywords`.
+    fn flags_responses(&mut self, keywords: &[String], read_only: bool) {
+        let mut all = String::from("\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+        for k in keywords {
+            all.push(' ');
+            all.push_str(k);
+        }
+        self.untagged(&format!("FLAGS ({all})"));
+        if read_only {
+            self.untagged("OK [PERMANENTFLAGS ()] No permanent flags permitted");
+        } else {
+            self.untagged(&format!("OK [PERMANENTFLAGS ({all} \\*)] Flags permitted"));
+        }
+    }
+
+    /// Announces, with new FLAGS and PERMANENTFLAGS responses, the keywords among `flags` that
+    /// the client has not been told about, before a FETCH response carries them.
+    pub(crate) fn announce_keywords<'a>(&mut self, flags: impl IntoIterator<Item = &'a String>) {
+        let Some(sel) = self.selected.as_ref() else { return };
+        let new = sel.unannounced(flags);
+        self.announce_new_keywords(new);
+    }
+
+    pub(crate) fn announce_new_keywords(&mut self, new: Vec<String>) {
+        if new.is_empty() {
+            return;
+        }
+        let Some(sel) = self.selected.as_mut() else { return };
+        sel.keywords.extend(new);
+        sel.keywords.sort_unstable();
+        sel.keywords.dedup();
+        let (keywords, read_only) = (sel.keywords.clone(), sel.read_only);
+        self.flags_responses(&keywords, read_only);
     }
 
     /// Drops queued changes (they predate a fresh snapshot).
@@ -274,6 +331,7 @@ impl Session {
             return;
         }
         let mut lines = Vec::new();
+        let mut announced = Vec::new();
         let before = sel.uids.len();
         match EventKind::try_from(e.kind).unwrap_or_default() {
             EventKind::Append => {
@@ -294,6 +352,7 @@ impl Session {
                         if sel.flags[i] != m.flags {
                             sel.flags[i] = m.flags.clone();
                             lines.push(fetch_flags(i + 1, m, condstore));
+                            announced.push(m);
                         }
                     }
                 }
@@ -309,6 +368,8 @@ impl Session {
         }
         sel.highest_modseq = sel.highest_modseq.max(e.modseq);
         let after = sel.uids.len();
+        let new = sel.unannounced(announced.iter().flat_map(|m| m.flags.iter()));
+        self.announce_new_keywords(new);
         for l in lines {
             self.untagged(&l);
         }
@@ -376,11 +437,17 @@ impl Session {
         if !vanished.is_empty() {
             lines.push(format!("VANISHED (EARLIER) {}", super::messages::uid_set(&vanished)));
         }
+        let new = sel.unannounced(changes.changed.iter().flat_map(|m| m.flags.iter()));
+        let Some(sel) = self.selected.as_mut() else { return };
         for m in &changes.changed {
-            if let Some(i) = sel.seq_of(m.uid) {
-                lines.push(fetch_flags(i + 1, m, condstore));
+            // A change newer than the snapshot the view was built from becomes the view's, so
+            // that nothing this session reports later goes back to the older state.
+            if let Some(i) = sel.set_flags(m.uid, m.flags.clone(), m.modseq) {
+                let now = MessageSummary { flags: sel.flags[i].clone(), modseq: sel.modseqs[i], ..m.clone() };
+                lines.push(fetch_flags(i + 1, &now, condstore));
             }
         }
+        self.announce_new_keywords(new);
         for l in lines {
             self.untagged(&l);
         }
@@ -402,12 +469,14 @@ impl Session {
         let condstore = self.condstore;
         let Some(sel) = self.selected.as_mut() else { return };
         let mut lines = Vec::new();
+        let mut changed = Vec::new();
         for (i, uid) in sel.uids.iter().enumerate() {
             match fresh.get(uid) {
-                Some(m) if m.flags != sel.flags[i] => {
+                Some(m) if m.flags != sel.flags[i] && m.modseq >= sel.modseqs[i] => {
                     sel.flags[i] = m.flags.clone();
                     sel.modseqs[i] = m.modseq;
                     lines.push(fetch_flags(i + 1, m, condstore));
+                    changed.push(*m);
                 }
                 Some(_) => {}
                 None => {
@@ -425,9 +494,11 @@ impl Session {
             sel.modseqs.push(m.modseq);
         }
         let after = sel.uids.len();
-        if let Some(f) = r.folder {
-            sel.highest_modseq = f.highest_modseq;
+        if let Some(f) = &r.folder {
+            sel.highest_modseq = sel.highest_modseq.max(f.highest_modseq);
         }
+        let new = sel.unannounced(changed.iter().flat_map(|m| m.flags.iter()));
+        self.announce_new_keywords(new);
         for l in lines {
             self.untagged(&l);
         }

@@ -1005,9 +1005,6 @@ impl MetadataStore for EmbeddedStore {
             let mut src = resolve_folder_id(&names, account_id, &FolderRef::id(folder_id), &folders)?;
             let mut dst = resolve_folder_id(&names, account_id, &destination, &folders)?;
             drop((names, folders));
-            if src.id == dst.id && remove_source {
-                return Err(MailboxError::NotAllowed("cannot move messages into the folder they are in".into()));
-            }
             let msgs = load_messages(txn, src.id, &uids)?;
             let account = load_account(&txn.open_table(ACCOUNTS)?, account_id)?
                 .ok_or_else(|| MailboxError::not_found("account", account_id.to_string()))?;
@@ -1040,6 +1037,11 @@ impl MetadataStore for EmbeddedStore {
                 put_folder(txn, &dst)?;
                 for s in dst_summaries {
                     events.push(event(&dst, EventKind::Append, s.modseq, vec![s]));
+                }
+                // A MOVE within one folder (legal, RFC 6851 section 3.3) removes the originals
+                // from the record the copies were just added to.
+                if src.id == dst.id {
+                    src = dst.clone();
                 }
             }
             if remove_source && !msgs.is_empty() {

@@ -1073,9 +1073,6 @@ impl MetadataStore for NatsStore {
         self.write(account_id, |state| {
             let src = state.resolve(account_id, &FolderRef::id(folder_id))?;
             let dst = state.resolve(account_id, destination)?;
-            if src.folder.id == dst.folder.id && remove_source {
-                return Err(MailboxError::NotAllowed("cannot move messages into the folder they are in".into()));
-            }
             let msgs: Vec<MessageRecord> = uids.iter().filter_map(|u| src.messages.get(u).cloned()).collect();
             let added: u64 = msgs.iter().map(|m| m.size).sum();
             let used = state.usage().bytes;
