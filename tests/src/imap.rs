@@ -597,9 +597,18 @@ impl ImapTranscript {
         for body in TRANSCRIPT_MAIL {
             server.deliver("alice@example.com", body).await;
         }
-        let (_, _, messages) = server.inbox("alice@example.com").await;
+        let (inbox, _, messages) = server.inbox("alice@example.com").await;
         assert_eq!(messages.len(), TRANSCRIPT_MAIL.len(), "the transcript mail was not all delivered");
         let account_id = server.account_id("alice@example.com");
+        // The INBOX's mail has been seen by an earlier session, so it is not \Recent for the
+        // transcript's session; `recent.txt` follows new mail from its arrival.
+        let up_to = messages.iter().map(|m| m.uid).max().unwrap_or(0) + 1;
+        server
+            .mailbox_client()
+            .await
+            .claim_recent(tern_proto::v1::ClaimRecentRequest { account_id, folder_id: inbox, up_to })
+            .await
+            .expect("claim the INBOX's messages as seen");
         let folders = server
             .mailbox_client()
             .await

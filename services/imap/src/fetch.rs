@@ -384,14 +384,18 @@ fn mod_seq(meta: &MessageMeta) -> NonZeroU64 {
     NonZeroU64::new(meta.modseq).unwrap_or(NonZeroU64::MIN)
 }
 
-/// FLAGS: system flags and keywords as stored. `\Recent` is never stored, and is dropped if it
-/// were; a stored flag that is no valid atom is dropped too rather than breaking the response.
+/// FLAGS: system flags and keywords as stored, and `\Recent` when the session reports the
+/// message as recent (it is per session, never stored). A stored flag that is no valid atom is
+/// dropped rather than breaking the response.
 fn flags(meta: &MessageMeta) -> Vec<FlagFetch<'static>> {
     meta.flags
         .iter()
-        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
-        .filter_map(|f| Flag::try_from(f.as_str()).ok())
-        .map(|f| FlagFetch::Flag(f.into_static()))
+        .filter_map(|f| {
+            if f.eq_ignore_ascii_case("\\Recent") {
+                return Some(FlagFetch::Recent);
+            }
+            Flag::try_from(f.as_str()).ok().map(|f| FlagFetch::Flag(f.into_static()))
+        })
         .collect()
 }
 
@@ -873,7 +877,7 @@ Hallo\r\n"
         let parsed = tern_mailbox::parse::parse(raw);
         MessageMeta {
             uid: 7,
-            flags: vec!["\\Seen".into(), "$Forwarded".into(), "\\Recent".into()],
+            flags: vec!["\\Seen".into(), "$Forwarded".into()],
             modseq: 42,
             size: raw.len() as u64,
             internal_date: 1_700_000_000,

@@ -23,8 +23,9 @@
 //!   string matches every message, except that for HEADER it matches the messages that have the
 //!   field at all.
 //! - Keyword and system flag names are compared ASCII case-insensitively.
-//! - IMAP4rev2 has no `\Recent`, so RECENT and NEW (which is RECENT UNSEEN) match nothing and
-//!   OLD (NOT RECENT) matches everything.
+//! - RECENT matches the messages the session reports as `\Recent`, NEW those of them that are
+//!   unseen, OLD the others. An IMAP4rev2 session has no `\Recent`, so there RECENT and NEW
+//!   match nothing and OLD matches everything.
 //! - `*` in a sequence set stands for [`Context::max_seq`] (or [`Context::max_uid`] under UID),
 //!   and `a:b` is the same range as `b:a`, so `559:*` includes the last message even when 559 is
 //!   past it.
@@ -64,6 +65,8 @@ pub struct Candidate<'a> {
     /// System flags in their canonical spelling (`\Seen`) and keywords.
     pub flags: &'a [String],
     pub modseq: u64,
+    /// Whether this session reports the message as \Recent.
+    pub recent: bool,
     /// RFC822.SIZE in octets.
     pub size: u64,
     /// The internal date in seconds since the Unix epoch.
@@ -329,9 +332,11 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             SearchKey::Unseen => !self.has_flag("\\Seen"),
             SearchKey::Keyword(k) => self.has_flag(k.as_ref()),
             SearchKey::Unkeyword(k) => !self.has_flag(k.as_ref()),
-            // IMAP4rev2 has no \Recent: no message is recent, so none is new and all are old.
-            SearchKey::Recent | SearchKey::New => false,
-            SearchKey::Old => true,
+            // An IMAP4rev2 session has no \Recent: no message is recent there, so none is new
+            // and all are old.
+            SearchKey::Recent => c.recent,
+            SearchKey::New => c.recent && !self.has_flag("\\Seen"),
+            SearchKey::Old => !c.recent,
 
             SearchKey::Larger(n) => c.size > u64::from(*n),
             SearchKey::Smaller(n) => c.size < u64::from(*n),
@@ -640,6 +645,7 @@ mod tests {
                 uid: self.uid,
                 flags: &self.flags,
                 modseq: self.modseq,
+                recent: false,
                 size: self.raw.len() as u64,
                 internal_date: self.internal_date,
                 envelope: needs.envelope.then_some(&self.envelope),

@@ -58,7 +58,7 @@ impl Session {
             .iter()
             .map(|i| match i {
                 StatusDataItemName::Messages => format!("MESSAGES {}", f.messages),
-                StatusDataItemName::Recent => "RECENT 0".to_string(),
+                StatusDataItemName::Recent => format!("RECENT {}", f.recent),
                 StatusDataItemName::UidNext => format!("UIDNEXT {}", f.uidnext),
                 StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", f.uidvalidity),
                 StatusDataItemName::Unseen => format!("UNSEEN {}", f.unseen),

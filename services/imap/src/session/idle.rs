@@ -52,6 +52,7 @@ impl Session {
                     match update {
                         Some(Update::Event(e)) => {
                             self.apply(&e);
+                            self.claim_new_recent().await;
                             self.announce_expunges(true);
                         }
                         // The feed broke or ended: resynchronise, then carry on.

@@ -155,6 +155,18 @@ impl Session {
         })
     }
 
+    /// Sets the messages' FLAGS (with \Recent where this session reports it) and MODSEQ to
+    /// the session's view.
+    fn flags_from_view(&self, metas: &mut [MessageMeta]) {
+        let Some(sel) = self.selected.as_ref() else { return };
+        for m in metas {
+            if let Some(i) = sel.seq_of(m.uid) {
+                m.flags = sel.shown(i);
+                m.modseq = sel.modseqs[i];
+            }
+        }
+    }
+
     async fn fetch(
         &mut self,
         tag: &Tag<'static>,
@@ -244,14 +256,7 @@ impl Session {
         // mailbox service sent along: the view is what this client has been told, newer changes
         // reach it in order through the event feed, and answering from a newer read now and
         // from the view later would make a message's MODSEQ go backwards (RFC 7162 section 3.1).
-        if let Some(sel) = self.selected.as_ref() {
-            for m in &mut metas {
-                if let Some(i) = sel.seq_of(m.uid) {
-                    m.flags.clone_from(&sel.flags[i]);
-                    m.modseq = sel.modseqs[i];
-                }
-            }
-        }
+        self.flags_from_view(&mut metas);
         if let Some(since) = changed_since {
             metas.retain(|m| m.modseq > since);
         }
@@ -288,6 +293,9 @@ impl Session {
                     }
                 }
             }
+        }
+        if !seen_now.is_empty() {
+            self.flags_from_view(&mut metas);
         }
         if items.iter().any(|i| matches!(i, MessageDataItemName::Flags)) || !seen_now.is_empty() {
             self.announce_keywords(metas.iter().flat_map(|m| m.flags.iter()));
@@ -425,7 +433,7 @@ impl Session {
                     {
                         // The view's values: the same as the STORE's unless a newer change
                         // had already been reported.
-                        let (flags, modseq) = (&sel.flags[i], sel.modseqs[i]);
+                        let (flags, modseq) = (&sel.shown(i), sel.modseqs[i]);
                         let mut parts = Vec::with_capacity(3);
                         if by_uid || condstore {
                             parts.push(format!("UID {}", u.uid));
@@ -445,8 +453,15 @@ impl Session {
             if response == StoreResponse::Answer {
                 for (i, uid) in &targets {
                     if !r.updated.iter().any(|u| u.uid == *uid) && !r.modified.contains(uid) {
-                        let uid_part = if by_uid { format!("UID {uid} ") } else { String::new() };
-                        lines.push(format!("{} FETCH ({uid_part}FLAGS ({}))", i + 1, flag_list(&sel.flags[*i])));
+                        // Under CONDSTORE every FETCH carries UID and MODSEQ (RFC 7162
+                        // section 3.1), these too.
+                        let uid_part = if by_uid || condstore { format!("UID {uid} ") } else { String::new() };
+                        let modseq = if condstore { format!(" MODSEQ ({})", sel.modseqs[*i]) } else { String::new() };
+                        lines.push(format!(
+                            "{} FETCH ({uid_part}FLAGS ({}){modseq})",
+                            i + 1,
+                            flag_list(&sel.shown(*i))
+                        ));
                     }
                 }
             }
@@ -495,6 +510,7 @@ impl Session {
         let flags = sel.flags.clone();
         let ctx = search::Context { max_seq: uids.len() as u32, max_uid: uids.last().copied().unwrap_or(0) };
         let modseqs = sel.modseqs.clone();
+        let recent: Vec<bool> = uids.iter().map(|u| sel.is_recent(*u)).collect();
         let needs = search::needs_all(criteria);
         let with_modseq = search::mentions_modseq(criteria);
         if with_modseq {
@@ -525,6 +541,7 @@ impl Session {
                 flags: &flags[i],
                 // The view's MODSEQ, as FETCH reports it.
                 modseq: modseqs[i],
+                recent: recent[i],
                 size: meta.size,
                 internal_date: meta.internal_date,
                 envelope: meta.envelope.as_ref(),

@@ -30,11 +30,35 @@ pub(crate) struct Selected {
     /// flags the client has been told about (RFC 9051 section 7.3.5), so a keyword seen for
     /// the first time is announced with a new FLAGS response before the FETCH that carries it.
     pub keywords: Vec<String>,
+    /// The UIDs this session reports as \Recent (RFC 3501 section 2.3.2), sorted: the ones
+    /// it claimed from the mailbox service, so that exactly one session sees a new message as
+    /// recent. Empty for IMAP4rev2 sessions, which have no \Recent.
+    pub recent: Vec<u32>,
+    /// New messages this session has announced but not yet tried to claim as recent; only a
+    /// read-write IMAP4rev1 session claims.
+    pub unclaimed: Vec<u32>,
+    pub claims_recent: bool,
 }
 
 impl Selected {
+    /// Message `i`'s flags as this session reports them: with \Recent when it is recent here.
+    pub fn shown(&self, i: usize) -> Vec<String> {
+        let mut flags = self.flags[i].clone();
+        if self.is_recent(self.uids[i]) {
+            flags.push("\\Recent".into());
+        }
+        flags
+    }
+
+    pub fn is_recent(&self, uid: u32) -> bool {
+        self.recent.binary_search(&uid).is_ok()
+    }
+
     /// Forgets message `i` (0-based).
     pub fn remove(&mut self, i: usize) {
+        if let Ok(r) = self.recent.binary_search(&self.uids[i]) {
+            self.recent.remove(r);
+        }
         self.uids.remove(i);
         self.flags.remove(i);
         self.modseqs.remove(i);
@@ -194,14 +218,27 @@ impl Session {
             modseqs: response.messages.iter().map(|m| m.modseq).collect(),
             pending_expunges: Vec::new(),
             keywords: Vec::new(),
+            recent: Vec::new(),
+            unclaimed: Vec::new(),
+            claims_recent: !self.rev2 && !read_only,
         };
         let mut selected = selected;
         selected.keywords = selected.unannounced(selected.flags.iter().flatten());
+        if !self.rev2 {
+            // EXAMINE shows what is recent without taking it from the session that will
+            // SELECT the mailbox (RFC 3501 section 6.3.2); SELECT claims what no one has.
+            let from = if read_only || folder.uidnext <= folder.first_recent_uid {
+                if read_only { folder.first_recent_uid } else { u32::MAX }
+            } else {
+                self.claim_recent(account, folder.id, folder.uidnext).await
+            };
+            selected.recent = selected.uids.iter().copied().filter(|u| *u >= from).collect();
+        }
         let exists = selected.uids.len();
         self.flags_responses(&selected.keywords, read_only);
         self.untagged(&format!("{exists} EXISTS"));
         if !self.rev2 {
-            self.untagged("0 RECENT");
+            self.untagged(&format!("{} RECENT", selected.recent.len()));
             if let Some(first) = selected.flags.iter().position(|f| !f.iter().any(|x| x == "\\Seen")) {
                 self.untagged(&format!("OK [UNSEEN {}] First unseen", first + 1));
             }
@@ -221,6 +258,47 @@ impl Session {
         let mode = if read_only { "[READ-ONLY] EXAMINE" } else { "[READ-WRITE] SELECT" };
         self.ok(tag, &format!("{mode} completed"));
         Flow::Continue
+    }
+
+    /// Claims the folder's messages below `up_to` as recent for this session; the first UID
+    /// that is recent here, or none when the claim fails (a missing \Recent loses nothing).
+    async fn claim_recent(&mut self, account_id: u64, folder_id: u64, up_to: u32) -> u32 {
+        let req = tern_proto::v1::ClaimRecentRequest { account_id, folder_id, up_to };
+        match self.client.claim_recent(req).await {
+            Ok(r) => r.into_inner().first_recent_uid,
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "cannot claim recent messages");
+                u32::MAX
+            }
+        }
+    }
+
+    /// Claims the new messages this session announced as recent, and reports the new number
+    /// of recent messages when it changed.
+    pub(crate) async fn claim_new_recent(&mut self) {
+        let Some(sel) = self.selected.as_mut() else { return };
+        if sel.unclaimed.is_empty() {
+            return;
+        }
+        let unclaimed = std::mem::take(&mut sel.unclaimed);
+        let folder_id = sel.id;
+        let Some(up_to) = unclaimed.iter().max().map(|u| u + 1) else { return };
+        let account = self.account.as_ref().map(|a| a.id).unwrap_or_default();
+        let from = self.claim_recent(account, folder_id, up_to).await;
+        let Some(sel) = self.selected.as_mut().filter(|s| s.id == folder_id) else { return };
+        let before = sel.recent.len();
+        for uid in unclaimed.into_iter().filter(|u| *u >= from) {
+            // Only messages still in the view: one may have been expunged meanwhile.
+            if sel.seq_of(uid).is_some()
+                && let Err(at) = sel.recent.binary_search(&uid)
+            {
+                sel.recent.insert(at, uid);
+            }
+        }
+        let after = sel.recent.len();
+        if after != before {
+            self.untagged(&format!("{after} RECENT"));
+        }
     }
 
     /// FLAGS and PERMANENTFLAGS naming the system flags and `keywords`.
@@ -273,6 +351,11 @@ impl Session {
     /// at once: the write's answer can come before its event. If the feed does not bring the
     /// change in time, the view is rebuilt from a fresh snapshot.
     pub(crate) async fn catch_up(&mut self, folder_id: u64, modseq: u64, uid: u32) {
+        self.catch_up_view(folder_id, modseq, uid).await;
+        self.claim_new_recent().await;
+    }
+
+    async fn catch_up_view(&mut self, folder_id: u64, modseq: u64, uid: u32) {
         const WAIT: std::time::Duration = std::time::Duration::from_secs(2);
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
@@ -321,6 +404,7 @@ impl Session {
         if resync {
             self.resync().await;
         }
+        self.claim_new_recent().await;
         self.announce_expunges(allow_expunge);
     }
 
@@ -340,6 +424,9 @@ impl Session {
                         sel.uids.push(m.uid);
                         sel.flags.push(m.flags.clone());
                         sel.modseqs.push(m.modseq);
+                        if sel.claims_recent {
+                            sel.unclaimed.push(m.uid);
+                        }
                     }
                 }
             }
@@ -351,7 +438,8 @@ impl Session {
                         sel.modseqs[i] = m.modseq;
                         if sel.flags[i] != m.flags {
                             sel.flags[i] = m.flags.clone();
-                            lines.push(fetch_flags(i + 1, m, condstore));
+                            let shown = MessageSummary { flags: sel.shown(i), ..m.clone() };
+                            lines.push(fetch_flags(i + 1, &shown, condstore));
                             announced.push(m);
                         }
                     }
@@ -443,7 +531,7 @@ impl Session {
             // A change newer than the snapshot the view was built from becomes the view's, so
             // that nothing this session reports later goes back to the older state.
             if let Some(i) = sel.set_flags(m.uid, m.flags.clone(), m.modseq) {
-                let now = MessageSummary { flags: sel.flags[i].clone(), modseq: sel.modseqs[i], ..m.clone() };
+                let now = MessageSummary { flags: sel.shown(i), modseq: sel.modseqs[i], ..m.clone() };
                 lines.push(fetch_flags(i + 1, &now, condstore));
             }
         }
@@ -475,7 +563,11 @@ impl Session {
                 Some(m) if m.flags != sel.flags[i] && m.modseq >= sel.modseqs[i] => {
                     sel.flags[i] = m.flags.clone();
                     sel.modseqs[i] = m.modseq;
-                    lines.push(fetch_flags(i + 1, m, condstore));
+                    let mut shown = (*m).clone();
+                    if sel.recent.binary_search(uid).is_ok() {
+                        shown.flags.push("\\Recent".into());
+                    }
+                    lines.push(fetch_flags(i + 1, &shown, condstore));
                     changed.push(*m);
                 }
                 Some(_) => {}
@@ -492,6 +584,9 @@ impl Session {
             sel.uids.push(m.uid);
             sel.flags.push(m.flags.clone());
             sel.modseqs.push(m.modseq);
+            if sel.claims_recent {
+                sel.unclaimed.push(m.uid);
+            }
         }
         let after = sel.uids.len();
         if let Some(f) = &r.folder {

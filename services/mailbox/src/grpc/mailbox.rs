@@ -8,14 +8,15 @@ use futures::{Stream, StreamExt};
 use secrecy::SecretString;
 use tern_proto::v1::{
     self as pb, AppendRequest, AppendResponse, AuthenticateRequest, AuthenticateResponse, ChangesRequest,
-    ChangesResponse, CopyRequest, CopyResponse, CreateFolderRequest, CreateFolderResponse, DeleteFolderRequest,
-    DeleteFolderResponse, DeliverRequest, DeliverResponse, EnqueueRequest, EnqueueResponse, ExpungeRequest,
-    ExpungeResponse, FetchBodyRequest, FetchBodyResponse, FetchMessagesRequest, FetchMessagesResponse, FlagsMode,
-    FolderRef, GetQuotaRequest, GetQuotaResponse, ListFoldersRequest, ListFoldersResponse, ListQueueRequest,
-    ListQueueResponse, MailboxEvent, MessageMeta, MoveRequest, MoveResponse, QueuedMessage, RecipientResult,
-    RenameFolderRequest, RenameFolderResponse, ResolveRecipientRequest, ResolveRecipientResponse, SelectRequest,
-    SelectResponse, StatusRequest, StatusResponse, StoreFlagsRequest, StoreFlagsResponse, SubscribeFolderRequest,
-    SubscribeFolderResponse, append_request, deliver_request, enqueue_request, mailbox_server::Mailbox,
+    ChangesResponse, ClaimRecentRequest, ClaimRecentResponse, CopyRequest, CopyResponse, CreateFolderRequest,
+    CreateFolderResponse, DeleteFolderRequest, DeleteFolderResponse, DeliverRequest, DeliverResponse, EnqueueRequest,
+    EnqueueResponse, ExpungeRequest, ExpungeResponse, FetchBodyRequest, FetchBodyResponse, FetchMessagesRequest,
+    FetchMessagesResponse, FlagsMode, Folder, FolderRef, GetQuotaRequest, GetQuotaResponse, ListFoldersRequest,
+    ListFoldersResponse, ListQueueRequest, ListQueueResponse, MailboxEvent, MessageMeta, MoveRequest, MoveResponse,
+    QueuedMessage, RecipientResult, RenameFolderRequest, RenameFolderResponse, ResolveRecipientRequest,
+    ResolveRecipientResponse, SelectRequest, SelectResponse, StatusRequest, StatusResponse, StoreFlagsRequest,
+    StoreFlagsResponse, SubscribeFolderRequest, SubscribeFolderResponse, append_request, deliver_request,
+    enqueue_request, mailbox_server::Mailbox,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -192,7 +193,15 @@ impl Mailbox for MailboxApi {
     async fn status(&self, req: Request<StatusRequest>) -> Rpc<StatusResponse> {
         let r = req.into_inner();
         let f = self.service.store.folder(r.account_id, &folder_ref(r.folder)?).await?;
-        Ok(Response::new(StatusResponse { folder: Some(folder_pb(f, true)) }))
+        let (first_recent_uid, recent) = self.service.store.claim_recent(r.account_id, f.id, 0).await?;
+        let folder = Folder { recent, first_recent_uid, ..folder_pb(f, true) };
+        Ok(Response::new(StatusResponse { folder: Some(folder) }))
+    }
+
+    async fn claim_recent(&self, req: Request<ClaimRecentRequest>) -> Rpc<ClaimRecentResponse> {
+        let r = req.into_inner();
+        let (first_recent_uid, _) = self.service.store.claim_recent(r.account_id, r.folder_id, r.up_to).await?;
+        Ok(Response::new(ClaimRecentResponse { first_recent_uid }))
     }
 
     async fn fetch_messages(&self, req: Request<FetchMessagesRequest>) -> Rpc<FetchMessagesResponse> {

@@ -32,6 +32,7 @@ pub(crate) fn folder_pb(f: FolderRecord, with_counts: bool) -> Folder {
         highest_modseq: f.highest_modseq,
         special_use: f.special_use,
         subscribed: f.subscribed,
+        first_recent_uid: f.recent_uid,
         ..Default::default()
     };
     if with_counts {

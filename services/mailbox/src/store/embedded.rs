@@ -804,6 +804,34 @@ impl MetadataStore for EmbeddedStore {
         .await
     }
 
+    async fn claim_recent(&self, account_id: u64, folder_id: u64, up_to: u32) -> Result<(u32, u32)> {
+        // How many messages from the first unclaimed UID on exist.
+        fn unclaimed(messages: &impl ReadableTable<(u64, u32), &'static [u8]>, f: &FolderRecord) -> Result<u32> {
+            Ok(messages.range((f.id, f.recent_uid)..=(f.id, u32::MAX))?.count() as u32)
+        }
+        let folder = FolderRef::id(folder_id);
+        let (from, count) = self.read(|txn| {
+            let f = resolve_folder_id(&txn.open_table(FOLDER_NAMES)?, account_id, &folder, &txn.open_table(FOLDERS)?)?;
+            Ok((f.recent_uid, unclaimed(&txn.open_table(MESSAGES)?, &f)?))
+        })?;
+        // Claiming nothing new needs no write, which is the common case: every session that
+        // sees a new message asks, and only the first one claims it.
+        if up_to <= from {
+            return Ok((from, count));
+        }
+        self.write(move |txn, _| {
+            let mut f =
+                resolve_folder_id(&txn.open_table(FOLDER_NAMES)?, account_id, &folder, &txn.open_table(FOLDERS)?)?;
+            let out = (f.recent_uid, unclaimed(&txn.open_table(MESSAGES)?, &f)?);
+            if up_to > f.recent_uid {
+                f.recent_uid = up_to;
+                put_folder(txn, &f)?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn folder(&self, account_id: u64, folder: &FolderRef) -> Result<FolderRecord> {
         self.read(|txn| {
             resolve_folder_id(&txn.open_table(FOLDER_NAMES)?, account_id, folder, &txn.open_table(FOLDERS)?)

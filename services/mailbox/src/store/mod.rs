@@ -186,6 +186,10 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     async fn rename_folder(&self, account_id: u64, from: &str, to: &str) -> Result<FolderRecord>;
     async fn subscribe_folder(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()>;
     async fn folder(&self, account_id: u64, folder: &FolderRef) -> Result<FolderRecord>;
+    /// Claims the folder's messages below `up_to` as \Recent for one session: returns the
+    /// lowest UID not claimed before, and how many messages from that UID on exist (before the
+    /// claim). An `up_to` at or below that UID claims nothing and writes nothing.
+    async fn claim_recent(&self, account_id: u64, folder_id: u64, up_to: u32) -> Result<(u32, u32)>;
     /// The folder and all its messages as of one MODSEQ.
     async fn select(&self, account_id: u64, folder: &FolderRef) -> Result<(FolderRecord, Vec<MessageSummary>)>;
 

@@ -894,6 +894,29 @@ impl MetadataStore for NatsStore {
         .await
     }
 
+    async fn claim_recent(&self, account_id: u64, folder_id: u64, up_to: u32) -> Result<(u32, u32)> {
+        let seen = self
+            .read(account_id, |s| {
+                let f = s.resolve(account_id, &FolderRef::id(folder_id))?;
+                Ok((f.folder.recent_uid, f.messages.range(f.folder.recent_uid..).count() as u32))
+            })
+            .await?;
+        if up_to <= seen.0 {
+            return Ok(seen);
+        }
+        self.write(account_id, |state| {
+            let f = state.resolve(account_id, &FolderRef::id(folder_id))?;
+            let out = (f.folder.recent_uid, f.messages.range(f.folder.recent_uid..).count() as u32);
+            if up_to <= f.folder.recent_uid {
+                return Ok((None, out));
+            }
+            let mut folder = f.folder.clone();
+            folder.recent_uid = up_to;
+            Ok((Some(LogEntry { folders: vec![folder], ..Default::default() }), out))
+        })
+        .await
+    }
+
     async fn folder(&self, account_id: u64, folder: &FolderRef) -> Result<FolderRecord> {
         self.read(account_id, |s| Ok(s.resolve(account_id, folder)?.folder.clone())).await
     }
