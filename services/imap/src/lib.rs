@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod hub;
 pub mod search;
 pub mod server;
+pub mod sort;
 pub mod session;
 pub mod utf7;
 

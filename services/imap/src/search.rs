@@ -529,7 +529,7 @@ fn addresses(list: &[Address]) -> String {
 }
 
 /// Decodes the RFC 2047 encoded-words of an unfolded header value.
-fn decode_words(value: &[u8]) -> String {
+pub(crate) fn decode_words(value: &[u8]) -> String {
     // mail-parser's unstructured-field parser reads up to the end of a header line, so the value
     // gets one; line breaks inside it would end it early and are dropped, as unfolding does.
     let mut line: Vec<u8> = value.iter().copied().filter(|b| !matches!(b, b'\r' | b'\n')).collect();

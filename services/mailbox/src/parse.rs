@@ -71,6 +71,7 @@ fn envelope(msg: &Message<'_>) -> Envelope {
         bcc: addrs(HeaderName::Bcc),
         in_reply_to: text(HeaderName::InReplyTo),
         message_id: text(HeaderName::MessageId),
+        references: text(HeaderName::References),
     }
 }
 

@@ -8,7 +8,8 @@ use imap_codec::{
     encode::Encoder,
     imap_types::{
         command::{CommandBody, FetchModifier, StoreModifier},
-        core::{Tag, Vec1},
+        core::{Charset, Tag, Vec1},
+        extensions::{sort::SortCriterion, thread::ThreadingAlgorithm},
         fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName},
         flag::{Flag, StoreResponse, StoreType},
         response::{Data, Response},
@@ -47,6 +48,32 @@ pub(crate) fn uid_set(uids: &[u32]) -> String {
         i += 1;
     }
     out.join(",")
+}
+
+/// A message that matched a SEARCH key list.
+struct Match {
+    /// Its position in the session's view (message number - 1).
+    index: usize,
+    /// The MODSEQ the session has reported for it.
+    modseq: u64,
+    meta: MessageMeta,
+}
+
+/// The matches as SORT and THREAD take them, named by UID or by message number.
+fn sort_items(matches: &[Match], by_uid: bool) -> Vec<crate::sort::Item<'_>> {
+    matches
+        .iter()
+        .map(|m| {
+            let seq = m.index as u32 + 1;
+            crate::sort::Item {
+                id: if by_uid { m.meta.uid } else { seq },
+                seq,
+                size: m.meta.size,
+                internal_date: m.meta.internal_date,
+                envelope: m.meta.envelope.as_ref(),
+            }
+        })
+        .collect()
 }
 
 impl Session {
@@ -117,6 +144,16 @@ impl Session {
             }
             CommandBody::Search { charset, criteria, uid } => {
                 let flow = self.search(tag, charset.as_ref(), criteria.as_ref(), uid).await;
+                self.sync_updates(false).await;
+                flow
+            }
+            CommandBody::Sort { sort_criteria, charset, search_criteria, uid } => {
+                let flow = self.sort(tag, sort_criteria.as_ref(), &charset, search_criteria.as_ref(), uid).await;
+                self.sync_updates(false).await;
+                flow
+            }
+            CommandBody::Thread { algorithm, charset, search_criteria, uid } => {
+                let flow = self.thread(tag, &algorithm, &charset, search_criteria.as_ref(), uid).await;
                 self.sync_updates(false).await;
                 flow
             }
@@ -494,39 +531,24 @@ impl Session {
         Flow::Continue
     }
 
-    async fn search(
-        &mut self,
-        tag: &Tag<'static>,
-        charset: Option<&imap_codec::imap_types::core::Charset<'static>>,
-        criteria: &[SearchKey<'static>],
-        by_uid: bool,
-    ) -> Flow {
-        if search::check_charset(charset).is_err() {
-            self.no(tag, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
-            return Flow::Continue;
-        }
-        let Some(sel) = self.selected.as_ref() else { return Flow::Continue };
+    /// The selected mailbox's messages that match `criteria`, in mailbox order, with their
+    /// metadata (and envelope, when `envelope` or the criteria need it).
+    async fn matching(&mut self, criteria: &[SearchKey<'static>], envelope: bool) -> Result<Vec<Match>, tonic::Status> {
+        let Some(sel) = self.selected.as_ref() else { return Ok(Vec::new()) };
         let uids = sel.uids.clone();
         let flags = sel.flags.clone();
         let ctx = search::Context { max_seq: uids.len() as u32, max_uid: uids.last().copied().unwrap_or(0) };
         let modseqs = sel.modseqs.clone();
         let recent: Vec<bool> = uids.iter().map(|u| sel.is_recent(*u)).collect();
         let needs = search::needs_all(criteria);
-        let with_modseq = search::mentions_modseq(criteria);
-        if with_modseq {
-            self.enable_condstore();
-        }
-        let metas = match self.metas(&uids, needs.envelope).await {
-            Ok(m) => m,
-            Err(s) => {
-                self.failed(tag, &s);
-                return Flow::Continue;
-            }
-        };
-        let mut hits = Vec::new();
-        let mut highest = 0;
+        let metas = self.metas(&uids, needs.envelope || envelope).await?;
+        // The metadata comes in the order asked, less the messages expunged meanwhile; both
+        // lists are in UID order, so one walk pairs them.
+        let mut metas = metas.into_iter().peekable();
+        let mut out = Vec::new();
         for (i, uid) in uids.iter().enumerate() {
-            let Some(meta) = metas.iter().find(|m| m.uid == *uid) else { continue };
+            while metas.next_if(|m| m.uid < *uid).is_some() {}
+            let Some(meta) = metas.next_if(|m| m.uid == *uid) else { continue };
             let raw = if needs.raw {
                 match self.message_bytes(*uid).await {
                     Ok(r) => Some(r),
@@ -548,10 +570,102 @@ impl Session {
                 raw: raw.as_deref(),
             };
             if search::matches_all(criteria, &candidate, &ctx) {
-                hits.push(if by_uid { *uid } else { i as u32 + 1 });
-                highest = highest.max(modseqs[i]);
+                out.push(Match { index: i, modseq: modseqs[i], meta });
             }
         }
+        Ok(out)
+    }
+
+    /// SORT (RFC 5256, and SORT=DISPLAY, RFC 5957): SEARCH's matches in the order asked.
+    async fn sort(
+        &mut self,
+        tag: &Tag<'static>,
+        criteria: &[SortCriterion],
+        charset: &Charset<'static>,
+        keys: &[SearchKey<'static>],
+        by_uid: bool,
+    ) -> Flow {
+        let Some(matches) = self.sort_or_thread_matches(tag, charset, keys).await else { return Flow::Continue };
+        let items = sort_items(&matches, by_uid);
+        let ids: Vec<String> = crate::sort::sort(&items, criteria).iter().map(u32::to_string).collect();
+        self.untagged(format!("SORT {}", ids.join(" ")).trim_end());
+        self.ok(tag, if by_uid { "UID SORT completed" } else { "SORT completed" });
+        Flow::Continue
+    }
+
+    /// THREAD (RFC 5256): SEARCH's matches as threads, by ORDEREDSUBJECT or REFERENCES.
+    async fn thread(
+        &mut self,
+        tag: &Tag<'static>,
+        algorithm: &ThreadingAlgorithm<'static>,
+        charset: &Charset<'static>,
+        keys: &[SearchKey<'static>],
+        by_uid: bool,
+    ) -> Flow {
+        if matches!(algorithm, ThreadingAlgorithm::Other(_)) {
+            return self.bad(tag, "Unknown threading algorithm");
+        }
+        let Some(matches) = self.sort_or_thread_matches(tag, charset, keys).await else { return Flow::Continue };
+        let items = sort_items(&matches, by_uid);
+        let threads = match algorithm {
+            ThreadingAlgorithm::OrderedSubject => crate::sort::ordered_subject(&items),
+            _ => {
+                let references: std::collections::HashMap<u32, &str> = matches
+                    .iter()
+                    .zip(&items)
+                    .map(|(m, i)| (i.id, m.meta.envelope.as_ref().map(|e| e.references.as_str()).unwrap_or_default()))
+                    .collect();
+                crate::sort::references(&items, |i| references.get(&i.id).copied().unwrap_or_default().to_string())
+            }
+        };
+        self.untagged(format!("THREAD {}", crate::sort::render(&threads)).trim_end());
+        self.ok(tag, if by_uid { "UID THREAD completed" } else { "THREAD completed" });
+        Flow::Continue
+    }
+
+    async fn sort_or_thread_matches(
+        &mut self,
+        tag: &Tag<'static>,
+        charset: &Charset<'static>,
+        keys: &[SearchKey<'static>],
+    ) -> Option<Vec<Match>> {
+        if search::check_charset(Some(charset)).is_err() {
+            self.no(tag, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
+            return None;
+        }
+        match self.matching(keys, true).await {
+            Ok(m) => Some(m),
+            Err(s) => {
+                self.failed(tag, &s);
+                None
+            }
+        }
+    }
+
+    async fn search(
+        &mut self,
+        tag: &Tag<'static>,
+        charset: Option<&imap_codec::imap_types::core::Charset<'static>>,
+        criteria: &[SearchKey<'static>],
+        by_uid: bool,
+    ) -> Flow {
+        if search::check_charset(charset).is_err() {
+            self.no(tag, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
+            return Flow::Continue;
+        }
+        let with_modseq = search::mentions_modseq(criteria);
+        if with_modseq {
+            self.enable_condstore();
+        }
+        let matches = match self.matching(criteria, false).await {
+            Ok(m) => m,
+            Err(s) => {
+                self.failed(tag, &s);
+                return Flow::Continue;
+            }
+        };
+        let hits: Vec<u32> = matches.iter().map(|m| if by_uid { m.meta.uid } else { m.index as u32 + 1 }).collect();
+        let highest = matches.iter().map(|m| m.modseq).max().unwrap_or(0);
         let options = match self.extras.search.take() {
             Some(options) => Some(options),
             None if self.rev2 => Some(crate::extended::SearchReturn { all: true, ..Default::default() }),

@@ -404,6 +404,10 @@ impl Session {
             "LIST-EXTENDED",
             "LIST-STATUS",
             "OBJECTID",
+            "SORT",
+            "SORT=DISPLAY",
+            "THREAD=ORDEREDSUBJECT",
+            "THREAD=REFERENCES",
         ]);
         if self.account.is_some() && !self.conn.is_compressed() {
             caps.push("COMPRESS=DEFLATE");
