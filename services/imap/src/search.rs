@@ -111,6 +111,9 @@ pub struct Context {
     /// The highest UID in the mailbox, which `*` stands for under UID; 0 when the mailbox is
     /// empty.
     pub max_uid: u32,
+    /// The time the search runs at, in seconds since the Unix epoch, for OLDER and YOUNGER
+    /// (WITHIN, RFC 5032).
+    pub now: i64,
 }
 
 /// Why a search cannot be run.
@@ -184,6 +187,8 @@ pub fn needs_all(keys: &[SearchKey<'_>]) -> Needs {
             | SearchKey::Unflagged
             | SearchKey::Unkeyword(_)
             | SearchKey::Unseen
+            | SearchKey::Older(_)
+            | SearchKey::Younger(_)
             | SearchKey::ModSequence { .. } => {}
         }
         if out.envelope && out.raw {
@@ -342,6 +347,9 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             SearchKey::Smaller(n) => c.size < u64::from(*n),
             SearchKey::ModSequence { modseq, .. } => c.modseq >= *modseq,
 
+            // WITHIN (RFC 5032): by the internal date's distance from now, in seconds.
+            SearchKey::Older(n) => c.internal_date <= self.ctx.now - i64::from(n.get()),
+            SearchKey::Younger(n) => c.internal_date >= self.ctx.now - i64::from(n.get()),
             SearchKey::Before(d) => internal_day(c) < date_day(d),
             SearchKey::On(d) => internal_day(c) == date_day(d),
             SearchKey::Since(d) => internal_day(c) >= date_day(d),
@@ -685,7 +693,11 @@ mod tests {
         let (charset, keys) = parse(command);
         check_charset(charset.as_ref()).unwrap();
         let needs = needs_all(&keys);
-        let ctx = Context { max_seq: msgs.len() as u32, max_uid: msgs.iter().map(|m| m.uid).max().unwrap_or(0) };
+        let ctx = Context {
+            max_seq: msgs.len() as u32,
+            max_uid: msgs.iter().map(|m| m.uid).max().unwrap_or(0),
+            now: 1_700_000_000,
+        };
         let mut out = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
             let c = m.candidate(i as u32 + 1, needs);
@@ -1022,7 +1034,7 @@ inner words
     #[test]
     fn missing_data_does_not_match() {
         let msgs = mailbox();
-        let ctx = Context { max_seq: 3, max_uid: 30 };
+        let ctx = Context { max_seq: 3, max_uid: 30, now: 1_700_000_000 };
         let bare = msgs[0].candidate(1, Needs::default());
         for cmd in ["a SEARCH FROM alice\r\n", "a SEARCH HEADER X-Mailer \"\"\r\n", "a SEARCH BODY fox\r\n"] {
             let (_, keys) = parse(cmd.as_bytes());
@@ -1082,7 +1094,7 @@ inner words
     #[test]
     fn deep_keys_evaluate_iteratively() {
         let msgs = mailbox();
-        let ctx = Context { max_seq: 3, max_uid: 30 };
+        let ctx = Context { max_seq: 3, max_uid: 30, now: 1_700_000_000 };
         let c = msgs[0].candidate(1, Needs { envelope: true, raw: true });
         for depth in [1000usize, 1001, 50_000] {
             let mut not = SearchKey::Seen;

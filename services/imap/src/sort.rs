@@ -267,10 +267,20 @@ impl Forest {
     }
 }
 
-/// THREAD=REFERENCES (RFC 5256 section 3): threads from Message-ID, In-Reply-To and References,
-/// then merged by base subject; threads in the order of their first messages' sent dates, and
-/// children by sent date.
-pub fn references(items: &[Item<'_>], references_of: impl Fn(&Item<'_>) -> String) -> Vec<Node> {
+/// How [`references`] finishes its threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threading {
+    /// THREAD=REFERENCES: threads whose roots share a base subject are merged, and threads are
+    /// ordered by their first messages' sent dates.
+    References,
+    /// THREAD=REFS, as Dovecot defines it: no merging by subject, and threads are ordered by
+    /// their newest messages, so the thread with the latest activity comes last.
+    Refs,
+}
+
+/// THREAD=REFERENCES (RFC 5256 section 3) and THREAD=REFS: threads from Message-ID,
+/// In-Reply-To and References; children by sent date.
+pub fn references(items: &[Item<'_>], references_of: impl Fn(&Item<'_>) -> String, how: Threading) -> Vec<Node> {
     let mut forest = Forest { nodes: Vec::new() };
     let mut by_id: HashMap<String, usize> = HashMap::new();
     fn container(forest: &mut Forest, by_id: &mut HashMap<String, usize>, id: &str) -> usize {
@@ -336,7 +346,7 @@ pub fn references(items: &[Item<'_>], references_of: impl Fn(&Item<'_>) -> Strin
         (!s.is_empty()).then(|| (s.to_lowercase(), reply))
     };
     let mut table: HashMap<String, usize> = HashMap::new();
-    for (i, t) in trees.iter().enumerate() {
+    for (i, t) in trees.iter().enumerate().filter(|_| how == Threading::References) {
         let Some((s, reply)) = subject_of(t) else { continue };
         match table.get(&s) {
             None => {
@@ -383,7 +393,10 @@ pub fn references(items: &[Item<'_>], references_of: impl Fn(&Item<'_>) -> Strin
     for t in &mut out {
         sort_children(t, &date);
     }
-    out.sort_by_key(|t| date(t));
+    match how {
+        Threading::References => out.sort_by_key(|t| date(t)),
+        Threading::Refs => out.sort_by_key(|t| last_date(t, &dates)),
+    }
     with_ids(out, items)
 }
 
@@ -408,6 +421,12 @@ fn first_date(n: &Node, dates: &[(i64, u32)]) -> (i64, u32) {
         Some(index) => dates.get(index as usize).copied().unwrap_or_default(),
         None => n.children.iter().map(|c| first_date(c, dates)).min().unwrap_or_default(),
     }
+}
+
+/// The newest sent date (and mailbox position) in a tree.
+fn last_date(n: &Node, dates: &[(i64, u32)]) -> (i64, u32) {
+    let own = n.id.and_then(|i| dates.get(i as usize).copied()).unwrap_or_default();
+    n.children.iter().map(|c| last_date(c, dates)).fold(own, std::cmp::max)
 }
 
 fn sort_children(n: &mut Node, date: &impl Fn(&Node) -> (i64, u32)) {
@@ -577,8 +596,11 @@ mod tests {
             env("alone", "Sun, 31 Dec 2023 10:00:00 +0000", ("", "g"), "<7@x>", ""),
         ];
         let it = items(&envs);
-        let threads = references(&it, |_| String::new());
+        let threads = references(&it, |_| String::new(), Threading::References);
         assert_eq!(render(&threads), "(7)((4)(5))(1 (2)(3)(6))");
+        // REFS: no merging by subject, and the thread with the newest message last.
+        let threads = references(&it, |_| String::new(), Threading::Refs);
+        assert_eq!(render(&threads), "(7)((4)(5))(1 (2)(3))(6)");
     }
 
     #[test]
@@ -596,7 +618,7 @@ mod tests {
             3 => "<1@x> <2@x>".to_string(),
             _ => String::new(),
         };
-        let threads = references(&it, refs);
+        let threads = references(&it, refs, Threading::References);
         // The fourth message's Message-ID is taken, so it stands alone.
         assert_eq!(render(&threads), "(1 2 3)(4)");
     }

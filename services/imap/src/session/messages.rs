@@ -537,7 +537,8 @@ impl Session {
         let Some(sel) = self.selected.as_ref() else { return Ok(Vec::new()) };
         let uids = sel.uids.clone();
         let flags = sel.flags.clone();
-        let ctx = search::Context { max_seq: uids.len() as u32, max_uid: uids.last().copied().unwrap_or(0) };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let ctx = search::Context { max_seq: uids.len() as u32, max_uid: uids.last().copied().unwrap_or(0), now };
         let modseqs = sel.modseqs.clone();
         let recent: Vec<bool> = uids.iter().map(|u| sel.is_recent(*u)).collect();
         let needs = search::needs_all(criteria);
@@ -602,20 +603,25 @@ impl Session {
         keys: &[SearchKey<'static>],
         by_uid: bool,
     ) -> Flow {
-        if matches!(algorithm, ThreadingAlgorithm::Other(_)) {
-            return self.bad(tag, "Unknown threading algorithm");
-        }
+        let how = match algorithm {
+            ThreadingAlgorithm::OrderedSubject => None,
+            ThreadingAlgorithm::References => Some(crate::sort::Threading::References),
+            ThreadingAlgorithm::Other(o) if o.as_ref().eq_ignore_ascii_case("REFS") => {
+                Some(crate::sort::Threading::Refs)
+            }
+            ThreadingAlgorithm::Other(_) => return self.bad(tag, "Unknown threading algorithm"),
+        };
         let Some(matches) = self.sort_or_thread_matches(tag, charset, keys).await else { return Flow::Continue };
         let items = sort_items(&matches, by_uid);
-        let threads = match algorithm {
-            ThreadingAlgorithm::OrderedSubject => crate::sort::ordered_subject(&items),
-            _ => {
+        let threads = match how {
+            None => crate::sort::ordered_subject(&items),
+            Some(how) => {
                 let references: std::collections::HashMap<u32, &str> = matches
                     .iter()
                     .zip(&items)
                     .map(|(m, i)| (i.id, m.meta.envelope.as_ref().map(|e| e.references.as_str()).unwrap_or_default()))
                     .collect();
-                crate::sort::references(&items, |i| references.get(&i.id).copied().unwrap_or_default().to_string())
+                crate::sort::references(&items, |i| references.get(&i.id).copied().unwrap_or_default().to_string(), how)
             }
         };
         self.untagged(format!("THREAD {}", crate::sort::render(&threads)).trim_end());
