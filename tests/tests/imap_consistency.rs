@@ -20,6 +20,8 @@
 //! - `* n EXPUNGE` has 1 <= n <= EXISTS and takes one off it; EXISTS never goes down by itself;
 //!   no EXPUNGE while a FETCH, STORE or SEARCH runs (RFC 9051 section 7.5.1; the UID variants
 //!   may carry them); SEARCH names only numbers up to EXISTS;
+//! - a message is `\Recent` in at most one session (RFC 3501 section 2.3.2), and within a
+//!   session it stays recent or not recent;
 //! - every tagged response is OK, except that FETCH and STORE (with UID or not) may be NO:
 //!   RFC 2180 sections 4.1 and 4.2 let a server refuse them for messages another session has
 //!   expunged, which this mix does all the time. Those NOs are counted and printed, not failed.
@@ -306,7 +308,24 @@ async fn run_checker(what: &str, frontends: [SocketAddr; 2]) {
         .unwrap_or_else(|_| panic!("({what}, seed {seed}) the sessions did not finish in time"));
     outcomes.sort_by_key(|o| o.id);
 
-    let violations: Vec<&Violation> = outcomes.iter().flat_map(|o| &o.violations).collect();
+    // Exactly one session may see a message as \Recent.
+    let recent_seen: usize = outcomes.iter().map(|o| o.recent.len()).sum();
+    let mut recent_in: HashMap<u32, Vec<usize>> = HashMap::new();
+    for o in &outcomes {
+        for uid in &o.recent {
+            recent_in.entry(*uid).or_default().push(o.id);
+        }
+    }
+    let mut shared: Vec<(u32, Vec<usize>)> = recent_in.into_iter().filter(|(_, s)| s.len() > 1).collect();
+    shared.sort();
+    let shared: Vec<Violation> = shared
+        .into_iter()
+        .map(|(uid, sessions)| Violation {
+            kind: "recent-in-two-sessions",
+            text: format!("UID {uid} was \\Recent in sessions {sessions:?}"),
+        })
+        .collect();
+    let violations: Vec<&Violation> = outcomes.iter().flat_map(|o| &o.violations).chain(&shared).collect();
     let mut by_kind: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
     for v in &violations {
         by_kind.entry(v.kind).or_insert((0, v.text.as_str())).0 += 1;
@@ -318,7 +337,7 @@ async fn run_checker(what: &str, frontends: [SocketAddr; 2]) {
     let refused: Vec<&String> = outcomes.iter().flat_map(|o| &o.accepted_no).collect();
     println!(
         "imap_consistency ({what}): {SESSIONS} sessions, {commands} commands, {responses} untagged responses checked, \
-         {} tagged NO accepted (RFC 2180){}, {} violations",
+         {recent_seen} messages seen as \\Recent, {} tagged NO accepted (RFC 2180){}, {} violations",
         refused.len(),
         refused.first().map(|r| format!(", e.g. {r}")).unwrap_or_default(),
         violations.len(),
@@ -341,6 +360,7 @@ struct Outcome {
     responses: usize,
     violations: Vec<Violation>,
     accepted_no: Vec<String>,
+    recent: HashSet<u32>,
 }
 
 /// One session from connection to LOGOUT: login, CONDSTORE, SELECT, a first FETCH, then random
@@ -374,6 +394,7 @@ async fn run_session(id: usize, addr: SocketAddr, seed: u64, deadline: Instant) 
         responses: checker.responses,
         violations: checker.violations,
         accepted_no: checker.accepted_no,
+        recent: checker.recent,
     }
 }
 
@@ -728,6 +749,10 @@ struct Checker {
     /// Per UID, the highest MODSEQ reported and the flags reported with it.
     modseqs: HashMap<u32, (u64, Option<Vec<String>>)>,
     expunged: HashSet<u32>,
+    /// The UIDs FETCH FLAGS reported with `\Recent`, and those it reported without: a message
+    /// is recent for one session only (RFC 3501 section 2.3.2), and stays what it was within it.
+    recent: HashSet<u32>,
+    not_recent: HashSet<u32>,
     /// The highest UID any FETCH has reported.
     max_uid: u32,
     /// [`Checker::max_uid`] when the current command was sent.
@@ -747,6 +772,8 @@ impl Checker {
             announced: HashSet::new(),
             modseqs: HashMap::new(),
             expunged: HashSet::new(),
+            recent: HashSet::new(),
+            not_recent: HashSet::new(),
             max_uid: 0,
             max_uid_before: 0,
             responses: 0,
@@ -901,6 +928,16 @@ impl Checker {
             self.place(n, uid, &shown);
         }
         self.max_uid = self.max_uid.max(uid);
+        if let Some(flags) = &data.flags {
+            let recent = flags.iter().any(|f| f.eq_ignore_ascii_case("\\Recent"));
+            let (now, before) =
+                if recent { (&mut self.recent, &self.not_recent) } else { (&mut self.not_recent, &self.recent) };
+            now.insert(uid);
+            if before.contains(&uid) {
+                let was = if recent { "not recent" } else { "recent" };
+                self.violation("recent-changed", format!("UID {uid} was {was} earlier in this session: {shown}"));
+            }
+        }
         if let Some(modseq) = data.modseq {
             // \Recent belongs to the session, not to the message's metadata that MODSEQ versions.
             let flags = data.flags.map(|f| {
