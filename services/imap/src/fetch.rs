@@ -34,9 +34,14 @@ use tern_proto::v1::{Address, BodyPart, Envelope, MessageMeta, Param};
 /// ones, and any with CR, LF or 8-bit octets, as literals.
 const QUOTED_MAX: usize = 1024;
 
-/// What RFC 3501 clients (after UW c-client) expect as the host of an address that has none, so
-/// that a NIL host keeps meaning "start of a group".
-const MISSING_HOST: &str = ".MISSING-HOST-NAME.";
+/// The mailbox name of an address that has none, as Dovecot writes it. The mailbox service
+/// stores the same at delivery (`tern_mailbox::parse`, which a front-end does not link); this
+/// fills envelopes stored before it did.
+const MISSING_MAILBOX: &str = "MISSING_MAILBOX";
+
+/// The host name of an address that has none, as Dovecot writes it, so that a NIL host keeps
+/// meaning "start of a group". Stored by the mailbox service as [`MISSING_MAILBOX`] is.
+const MISSING_DOMAIN: &str = "MISSING_DOMAIN";
 
 /// One message as FETCH sees it.
 #[derive(Debug, Clone, Copy)]
@@ -305,8 +310,13 @@ pub fn binary_bytes(raw: &[u8], root: &BodyPart, section: &[NonZeroU32]) -> Resu
 /// Undoes a Content-Transfer-Encoding (RFC 2045 section 6). Base64 with octets outside its
 /// alphabet is an error; quoted-printable is decoded leniently, keeping a `=` that starts no valid
 /// escape as RFC 2045 section 6.7 recommends, so it never fails.
+///
+/// Only the first token of `encoding` counts, so that a comment after it (RFC 2045 section 6.1
+/// allows one), which messages stored before the mailbox service dropped it still carry, does not
+/// make a known encoding unknown.
 pub fn decode_transfer_encoding(content: &[u8], encoding: &str) -> Result<Vec<u8>, FetchError> {
-    match encoding.trim().to_ascii_lowercase().as_str() {
+    let token = encoding.trim().split(|c: char| c.is_ascii_whitespace() || c == '(' || c == ';').next();
+    match token.unwrap_or_default().to_ascii_lowercase().as_str() {
         "" | "7bit" | "8bit" | "binary" => Ok(content.to_vec()),
         "base64" => mail_parser::decoders::base64::base64_decode(content)
             .ok_or_else(|| FetchError::Undecodable { part: String::new(), encoding: "base64".into() }),
@@ -500,10 +510,11 @@ fn empty_text_part() -> BodyPart {
     }
 }
 
-/// An address list. Group markers (a start with the group name as mailbox and NIL host, an end
-/// with all four NIL) are kept when they pair up; a start with no end, or an ordinary address
-/// without a host, gets [`MISSING_HOST`] so that it does not open a group, and a stray end is
-/// dropped.
+/// An address list. Group markers (a start with the group name as mailbox and NIL name and host,
+/// an end with all four NIL) are kept when they pair up, and a stray end is dropped. Any other
+/// address without a mailbox or host gets [`MISSING_MAILBOX`] or [`MISSING_DOMAIN`] as Dovecot
+/// writes them, so that it does not read as a group marker: the mailbox service fills them at
+/// delivery, and messages stored before it did are filled here.
 fn addresses(list: &[Address]) -> Vec<imap_types::envelope::Address<'static>> {
     let is_end = |a: &Address| a.name.is_empty() && a.adl.is_empty() && a.mailbox.is_empty() && a.host.is_empty();
     let mut out = Vec::with_capacity(list.len());
@@ -521,24 +532,27 @@ fn addresses(list: &[Address]) -> Vec<imap_types::envelope::Address<'static>> {
             }
             continue;
         }
-        let host = if !a.host.is_empty() {
-            nstring(&a.host)
-        } else if !in_group && !a.mailbox.is_empty() && list[i + 1..].iter().any(is_end) {
+        let starts_group = a.host.is_empty()
+            && a.name.is_empty()
+            && a.adl.is_empty()
+            && !a.mailbox.is_empty()
+            && !in_group
+            && list[i + 1..].iter().any(is_end);
+        if starts_group {
             in_group = true;
-            NString(None)
-        } else {
-            nstring(MISSING_HOST)
-        };
+            out.push(imap_types::envelope::Address {
+                name: NString(None),
+                adl: NString(None),
+                mailbox: nstring(&a.mailbox),
+                host: NString(None),
+            });
+            continue;
+        }
         out.push(imap_types::envelope::Address {
             name: nstring(&a.name),
             adl: nstring(&a.adl),
-            // An address with a host needs a mailbox that is not NIL, or it reads as a group end.
-            mailbox: if a.mailbox.is_empty() && host.0.is_some() {
-                NString(Some(istring(Vec::new())))
-            } else {
-                nstring(&a.mailbox)
-            },
-            host,
+            mailbox: nstring(or(&a.mailbox, MISSING_MAILBOX)),
+            host: nstring(or(&a.host, MISSING_DOMAIN)),
         });
     }
     out
@@ -873,6 +887,70 @@ In-Reply-To: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n\
 Hallo\r\n"
         .as_bytes();
 
+    /// Transfer-encoded parts at every depth: in a multipart inside a multipart (1.1, 1.2), in a
+    /// multipart inside an encapsulated message (2.1 to 2.3, the last in an encoding this server
+    /// does not know), and as the whole body of an encapsulated message (3.1); with the address
+    /// forms whose IMAP envelope is easy to get wrong. The transcript `fetch_nested.txt` appends
+    /// the same message.
+    const DEEP: &[u8] = b"From: outer@example.com\r\n\
+To: undisclosed-recipients:;\r\n\
+Cc: A Group: a@example.com, b@example.com;, c@example.com\r\n\
+Bcc: root\r\n\
+Subject: deep\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"o\"\r\n\
+\r\n\
+--o\r\n\
+Content-Type: multipart/alternative; boundary=\"a\"\r\n\
+\r\n\
+--a\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: quoted-printable\r\n\
+\r\n\
+caf=C3=A9 =3D=\r\n\
+\x20ok\r\n\
+--a\r\n\
+Content-Type: text/html\r\n\
+Content-Transfer-Encoding: BASE64 (a comment)\r\n\
+\r\n\
+PGI+aGk8\r\n\
+L2I+\r\n\
+--a--\r\n\
+--o\r\n\
+Content-Type: message/rfc822\r\n\
+\r\n\
+From: Inner <inner@example.com>\r\n\
+To: root, Some Name\r\n\
+Subject: inner\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"i\"\r\n\
+\r\n\
+--i\r\n\
+Content-Type: text/plain\r\n\
+Content-Transfer-Encoding: quoted-printable\r\n\
+\r\n\
+a=3Db\r\n\
+--i\r\n\
+Content-Type: application/octet-stream\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+AAECAw==\r\n\
+--i\r\n\
+Content-Type: application/octet-stream\r\n\
+Content-Transfer-Encoding: x-uuencode\r\n\
+\r\n\
+begin 644 x\r\n\
+--i--\r\n\
+--o\r\n\
+Content-Type: message/rfc822\r\n\
+\r\n\
+Subject: single\r\n\
+Content-Type: text/plain\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+aGVsbG8=\r\n\
+--o--\r\n";
+
     fn meta_of(raw: &[u8]) -> MessageMeta {
         let parsed = tern_mailbox::parse::parse(raw);
         MessageMeta {
@@ -987,8 +1065,8 @@ Hallo\r\n"
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with(
             "* 1 FETCH (ENVELOPE ({4}\r\na\r\nb \"quote \\\" backslash \\\\ nul  end\" \
-             ((NIL NIL \"bob\" \".MISSING-HOST-NAME.\")(\"Only Name\" NIL \"\" \".MISSING-HOST-NAME.\")) \
-             NIL NIL ((NIL NIL \"group\" \".MISSING-HOST-NAME.\")) NIL NIL NIL {5000}\r\nxxx"
+             ((NIL NIL \"bob\" \"MISSING_DOMAIN\")(\"Only Name\" NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")) \
+             NIL NIL ((NIL NIL \"group\" \"MISSING_DOMAIN\")) NIL NIL NIL {5000}\r\nxxx"
         ));
         assert!(text.ends_with("xxx))\r\n"));
     }
@@ -1257,6 +1335,162 @@ Hallo\r\n"
         for (input, expected) in cases {
             assert_eq!(decode_quoted_printable(input), *expected, "{:?}", String::from_utf8_lossy(input));
         }
+    }
+
+    #[test]
+    fn binary_decodes_nested_parts() {
+        let cases: &[(&str, &[u8])] = &[
+            ("BINARY.PEEK[1.1]", "café = ok".as_bytes()),
+            ("BINARY[1.2]", b"<b>hi</b>"),
+            ("BINARY[2.1]", b"a=b"),
+            ("BINARY[2.2]", &[0, 1, 2, 3]),
+            ("BINARY[3.1]", b"hello"),
+            ("BINARY.PEEK[3.1]<1.3>", b"ell"),
+            // The encapsulated message and the multiparts come back as they are.
+            (
+                "BINARY[3]",
+                b"Subject: single\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=",
+            ),
+            ("BINARY[2.4]", b""),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(String::from_utf8_lossy(&section(DEEP, spec)), String::from_utf8_lossy(expected), "{spec}");
+        }
+        let multipart = section(DEEP, "BINARY[1]");
+        assert!(multipart.starts_with(b"--a\r\n") && multipart.ends_with(b"--a--"));
+        assert_eq!(multipart, section(DEEP, "BODY[1]"));
+        assert_eq!(
+            fetch(DEEP, "(BINARY.SIZE[1.1] BINARY.SIZE[1.2] BINARY.SIZE[2.1] BINARY.SIZE[2.2] BINARY.SIZE[3.1])"),
+            format!(
+                "* 1 FETCH (BINARY.SIZE[1.1] {} BINARY.SIZE[1.2] 9 BINARY.SIZE[2.1] 3 BINARY.SIZE[2.2] 4 \
+                 BINARY.SIZE[3.1] 5)\r\n",
+                "café = ok".len()
+            )
+        );
+        // NUL goes in a literal8; BODY of the same part is the encoded text.
+        assert_eq!(
+            String::from_utf8_lossy(&fetch_with(DEEP, "(BINARY.PEEK[2.2] BODY.PEEK[2.2])", false, false)),
+            "* 1 FETCH (BINARY[2.2] ~{4}\r\n\0\x01\x02\x03 BODY[2.2] \"AAECAw==\")\r\n"
+        );
+        // The stored encoding is the token without its comment.
+        assert!(fetch(DEEP, "BODY").contains("(\"TEXT\" \"HTML\" NIL NIL NIL \"BASE64\" 14 1)"));
+        // An encoding this server does not know is NO [UNKNOWN-CTE], for BINARY and BINARY.SIZE,
+        // however deep the part; BODY of it is fine.
+        let meta = meta_of(DEEP);
+        let view = MessageView { seq: NonZeroU32::MIN, meta: &meta, raw: Some(DEEP) };
+        for spec in ["BINARY[2.3]", "BINARY.PEEK[2.3]<0.2>", "BINARY.SIZE[2.3]", "(FLAGS BINARY.PEEK[2.3])"] {
+            let err = build(&names(spec), &view, false, false).unwrap_err();
+            assert_eq!(err, FetchError::UnknownCte("x-uuencode".into()), "{spec}");
+            assert!(err.is_unknown_cte());
+        }
+        assert_eq!(section(DEEP, "BODY[2.3]"), b"begin 644 x");
+    }
+
+    #[test]
+    fn decoding_ignores_a_comment_after_the_encoding() {
+        assert_eq!(decode_transfer_encoding(b"aGk=", "BASE64 (old stored form)"), Ok(b"hi".to_vec()));
+        assert_eq!(decode_transfer_encoding(b"a=3Db", " quoted-printable;"), Ok(b"a=b".to_vec()));
+        assert_eq!(decode_transfer_encoding(b"x", "(only a comment)"), Ok(b"x".to_vec()));
+        assert_eq!(decode_transfer_encoding(b"x", "x-gzip64 (no)"), Err(FetchError::UnknownCte("x-gzip64".into())));
+    }
+
+    #[test]
+    fn sections_of_encapsulated_messages() {
+        let header2: &[u8] = b"From: Inner <inner@example.com>\r\nTo: root, Some Name\r\nSubject: inner\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"i\"\r\n\r\n";
+        let cases: &[(&str, &[u8])] = &[
+            ("BODY[2.MIME]", b"Content-Type: message/rfc822\r\n\r\n"),
+            ("BODY[2.HEADER]", header2),
+            ("BODY[2.HEADER.FIELDS (Subject To)]", b"To: root, Some Name\r\nSubject: inner\r\n\r\n"),
+            ("BODY[2.HEADER.FIELDS.NOT (From To MIME-Version Content-Type)]", b"Subject: inner\r\n\r\n"),
+            ("BODY[2.1.MIME]", b"Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"),
+            (
+                "BODY[3.HEADER]",
+                b"Subject: single\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+            ),
+            ("BODY[3.TEXT]", b"aGVsbG8="),
+            ("BODY[3.1]", b"aGVsbG8="),
+            (
+                "BODY[3.1.MIME]",
+                b"Subject: single\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+            ),
+            ("BODY[2.TEXT]<0.5>", b"--i\r\n"),
+            // HEADER and TEXT of parts that are no message are empty.
+            ("BODY[1.TEXT]", b""),
+            ("BODY[1.1.HEADER]", b""),
+            ("BODY[2.1.TEXT]", b""),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(String::from_utf8_lossy(&section(DEEP, spec)), String::from_utf8_lossy(expected), "{spec}");
+        }
+        // The encapsulated message ends where its part does: the line end before the next
+        // boundary belongs to the boundary.
+        let text2 = section(DEEP, "BODY[2.TEXT]");
+        assert!(text2.starts_with(b"--i\r\nContent-Type: text/plain\r\n") && text2.ends_with(b"--i--"));
+        // HEADER and TEXT of an encapsulated message add up to the part.
+        assert_eq!([section(DEEP, "BODY[2.HEADER]"), text2].concat(), section(DEEP, "BODY[2]"));
+        assert_eq!([section(DEEP, "BODY[3.HEADER]"), section(DEEP, "BODY[3.TEXT]")].concat(), section(DEEP, "BODY[3]"));
+        assert_eq!(fetch(DEEP, "BODY.PEEK[3.TEXT]"), "* 1 FETCH (BODY[3.TEXT] \"aGVsbG8=\")\r\n");
+    }
+
+    #[test]
+    fn envelope_groups_and_missing_hosts_as_dovecot_writes_them() {
+        let outer = "(NIL NIL \"outer\" \"example.com\")";
+        assert_eq!(
+            fetch(DEEP, "ENVELOPE"),
+            format!(
+                "* 1 FETCH (ENVELOPE (NIL \"deep\" ({outer}) ({outer}) ({outer}) \
+                 ((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)) \
+                 ((NIL NIL \"A Group\" NIL)(NIL NIL \"a\" \"example.com\")(NIL NIL \"b\" \"example.com\")\
+                 (NIL NIL NIL NIL)(NIL NIL \"c\" \"example.com\")) \
+                 ((NIL NIL \"root\" \"MISSING_DOMAIN\")) NIL NIL))\r\n"
+            )
+        );
+        // The envelope of the encapsulated message in BODYSTRUCTURE, with a phrase that is no
+        // address.
+        assert!(fetch(DEEP, "BODY").contains(
+            "(\"Inner\" NIL \"inner\" \"example.com\")) \
+             ((NIL NIL \"root\" \"MISSING_DOMAIN\")(\"Some Name\" NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")) NIL"
+        ));
+        // Members without a host inside a group, and a lone word before one.
+        let raw = b"To: root, team: alice, bob@example.com;\r\n\r\n";
+        assert_eq!(
+            fetch(raw, "ENVELOPE"),
+            "* 1 FETCH (ENVELOPE (NIL NIL NIL NIL NIL ((NIL NIL \"root\" \"MISSING_DOMAIN\")\
+             (NIL NIL \"team\" NIL)(NIL NIL \"alice\" \"MISSING_DOMAIN\")(NIL NIL \"bob\" \"example.com\")\
+             (NIL NIL NIL NIL)) NIL NIL NIL NIL))\r\n"
+        );
+    }
+
+    #[test]
+    fn missing_names_are_those_the_mailbox_service_stores() {
+        assert_eq!(MISSING_MAILBOX, tern_mailbox::parse::MISSING_MAILBOX);
+        assert_eq!(MISSING_DOMAIN, tern_mailbox::parse::MISSING_DOMAIN);
+    }
+
+    #[test]
+    fn envelopes_stored_without_filled_hosts() {
+        // Messages delivered before the mailbox service filled missing hosts stored a lone word
+        // as a name, and a hostless mailbox with an empty host. A hostless address with no group
+        // end after it, or with a name, cannot be a group start.
+        let stored = Envelope {
+            to: vec![
+                Address { name: "root".into(), ..Default::default() },
+                Address { name: "Some Name".into(), mailbox: "x".into(), ..Default::default() },
+                Address { mailbox: "team".into(), ..Default::default() },
+                Address { mailbox: "alice".into(), ..Default::default() },
+                Address::default(),
+                Address { mailbox: "".into(), host: "example.com".into(), ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let text = String::from_utf8(encode(vec![MessageDataItem::Envelope(envelope(&stored))])).unwrap();
+        assert_eq!(
+            text,
+            "* 1 FETCH (ENVELOPE (NIL NIL NIL NIL NIL ((\"root\" NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")\
+             (\"Some Name\" NIL \"x\" \"MISSING_DOMAIN\")(NIL NIL \"team\" NIL)(NIL NIL \"alice\" \"MISSING_DOMAIN\")\
+             (NIL NIL NIL NIL)(NIL NIL \"MISSING_MAILBOX\" \"example.com\")) NIL NIL NIL NIL))\r\n"
+        );
     }
 
     #[test]

@@ -75,15 +75,41 @@ fn envelope(msg: &Message<'_>) -> Envelope {
     }
 }
 
+/// The mailbox name an envelope address gets when its header has none (`To: Some Name`), as
+/// Dovecot writes it.
+pub const MISSING_MAILBOX: &str = "MISSING_MAILBOX";
+
+/// The host name an envelope address gets when its header has none (`To: root`), as Dovecot
+/// writes it. An empty host is what marks the start of a group (RFC 3501 section 7.4.2), so a
+/// hostless mailbox stored with an empty host could not be told from a group start.
+pub const MISSING_DOMAIN: &str = "MISSING_DOMAIN";
+
+/// One envelope address. A missing mailbox or host is filled with [`MISSING_MAILBOX`] or
+/// [`MISSING_DOMAIN`], as Dovecot fills them in its envelopes, so that only group markers have
+/// empty ones.
 fn one(a: &Addr<'_>) -> Address {
-    let full = a.address.as_deref().unwrap_or_default();
-    let (mailbox, host) = full.rsplit_once('@').unwrap_or((full, ""));
-    Address {
-        name: a.name.as_deref().unwrap_or_default().to_string(),
-        adl: String::new(),
-        mailbox: mailbox.to_string(),
-        host: host.to_string(),
+    let mut name = a.name.as_deref().unwrap_or_default();
+    let mut full = a.address.as_deref().unwrap_or_default();
+    // mail-parser reads a lone word without `@` (`To: root`) as a display name. It is a local
+    // mailbox name missing its host, as in Dovecot, sendmail and c-client; a phrase of several
+    // words stays a name.
+    if full.is_empty() && is_bare_local_part(name) {
+        (full, name) = (name, "");
     }
+    let (mailbox, host) = full.rsplit_once('@').unwrap_or((full, ""));
+    let filled = |s: &str, missing: &str| if s.is_empty() { missing.to_string() } else { s.to_string() };
+    Address {
+        name: name.to_string(),
+        adl: String::new(),
+        mailbox: filled(mailbox, MISSING_MAILBOX),
+        host: filled(host, MISSING_DOMAIN),
+    }
+}
+
+/// Whether a display name is one dot-atom (RFC 5322 section 3.2.3, with 8-bit octets allowed as
+/// RFC 6532 does), which is what a local part without `@domain` looks like.
+fn is_bare_local_part(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
 }
 
 fn addresses(a: &MpAddress<'_>) -> Vec<Address> {
@@ -155,9 +181,12 @@ fn part(msg: &Message<'_>, id: usize, base: u64) -> BodyPart {
     let text = |name: HeaderName<'_>| raw_header(msg, p, name).map(unfold).unwrap_or_default();
     out.content_id = text(HeaderName::ContentId);
     out.description = text(HeaderName::ContentDescription);
-    out.encoding = Some(text(HeaderName::ContentTransferEncoding).to_ascii_lowercase())
+    // The encoding is one token (RFC 2045 section 6.1), which a comment may follow.
+    out.encoding = text(HeaderName::ContentTransferEncoding)
+        .split(|c: char| c.is_ascii_whitespace() || c == '(' || c == ';')
+        .next()
         .filter(|e| !e.is_empty())
-        .unwrap_or_else(|| "7bit".into());
+        .map_or_else(|| "7bit".into(), str::to_ascii_lowercase);
     out.md5 = text(HeaderName::Other("Content-MD5".into()));
     out.location = text(HeaderName::ContentLocation);
     out.language =
@@ -229,6 +258,43 @@ mod tests {
         let inner = msg.message_body.as_ref().unwrap();
         assert_eq!(&raw[inner.body_offset as usize..inner.end_offset as usize], b"inner body");
         assert_eq!(inner.header_offset, msg.body_offset);
+    }
+
+    #[test]
+    fn groups_and_addresses_without_host() {
+        let raw = b"From: root\r\nTo: undisclosed-recipients:;\r\n\
+Cc: A Group: a@example.com, b;, Some Name, (c) x.y, Name <z>\r\n\r\n";
+        let e = parse(raw).envelope;
+        let addr = |name: &str, mailbox: &str, host: &str| Address {
+            name: name.into(),
+            adl: String::new(),
+            mailbox: mailbox.into(),
+            host: host.into(),
+        };
+        // A lone word is a mailbox without its host; only group markers have an empty host.
+        assert_eq!(e.from, [addr("", "root", MISSING_DOMAIN)]);
+        assert_eq!(e.sender, e.from);
+        assert_eq!(e.to, [addr("", "undisclosed-recipients", ""), Address::default()]);
+        assert_eq!(
+            e.cc,
+            [
+                addr("", "A Group", ""),
+                addr("", "a", "example.com"),
+                addr("", "b", MISSING_DOMAIN),
+                Address::default(),
+                addr("Some Name", MISSING_MAILBOX, MISSING_DOMAIN),
+                addr("c", "x.y", MISSING_DOMAIN),
+                addr("Name", "z", MISSING_DOMAIN),
+            ]
+        );
+    }
+
+    #[test]
+    fn transfer_encoding_is_its_token() {
+        let raw = b"Content-Type: text/plain\r\nContent-Transfer-Encoding: BASE64 (a comment)\r\n\r\naGk=\r\n";
+        assert_eq!(parse(raw).body.encoding, "base64");
+        let raw = b"Content-Type: text/plain\r\nContent-Transfer-Encoding: (only a comment)\r\n\r\nhi\r\n";
+        assert_eq!(parse(raw).body.encoding, "7bit");
     }
 
     #[test]
