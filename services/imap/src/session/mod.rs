@@ -410,6 +410,7 @@ impl Session {
             "THREAD=REFERENCES",
             "THREAD=REFS",
             "WITHIN",
+            "UTF8=ACCEPT",
         ]);
         if self.account.is_some() && !self.conn.is_compressed() {
             caps.push("COMPRESS=DEFLATE");
