@@ -2,6 +2,8 @@
 //! build) on loopback, with its own temporary data directory and free ports, and report
 //! throughput and the server's memory.
 
+mod append;
+
 use std::{
     net::TcpListener,
     process::{Child, Command, Stdio},
@@ -82,6 +84,23 @@ pub enum Which {
         #[arg(long)]
         nats: bool,
     },
+    /// One client's sequential APPENDs with synchronising literals, written as Python's imaplib
+    /// writes them (literal and CRLF in two writes, no TCP_NODELAY): p50, p99 and mean latency
+    /// on `tern dev` and on a Dovecot started on loopback beside it.
+    ImapAppend {
+        #[arg(long, default_value_t = 200)]
+        appends: usize,
+        /// Octets per message.
+        #[arg(long, default_value_t = 3072)]
+        size: usize,
+        /// The server to compare with.
+        #[arg(long, value_enum, default_value_t = append::Peer::Dovecot)]
+        peer: append::Peer,
+        /// Set TCP_NODELAY on the client, which imaplib does not: what the servers take
+        /// without any wait on acknowledgements.
+        #[arg(long)]
+        nodelay: bool,
+    },
     /// IMAP: memory per idle connection (each logged in, INBOX of 100 messages selected, in
     /// IDLE), then a mixed workload from 10 logged-in clients: commands/s.
     Imap {
@@ -101,6 +120,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         Which::Smtp { messages, sessions } => rt.block_on(smtp(messages, sessions)),
         Which::Pop3 { accounts, messages, sessions } => rt.block_on(pop3(accounts, messages, sessions)),
         Which::Imap { connections, seconds } => rt.block_on(imap(connections, seconds)),
+        Which::ImapAppend { appends, size, peer, nodelay } => rt.block_on(append::run(appends, size, peer, nodelay)),
         Which::Relay { messages, concurrency, per_domain_concurrency, timeout, nats } => {
             let per_domain = per_domain_concurrency.unwrap_or(concurrency);
             rt.block_on(relay(messages, concurrency, per_domain, Duration::from_secs(timeout), nats))
@@ -223,12 +243,17 @@ fn message(n: usize) -> Vec<u8> {
 
 /// `header` (ending in the blank line) and a body of text lines, 4096 octets in all.
 fn padded(header: String) -> Vec<u8> {
+    padded_to(header, 4096)
+}
+
+/// `header` (ending in the blank line) and a body of text lines, `size` octets in all.
+fn padded_to(header: String, size: usize) -> Vec<u8> {
     let mut m = header.into_bytes();
     let line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
-    while m.len() + line.len() <= 4096 {
+    while m.len() + line.len() <= size {
         m.extend_from_slice(line);
     }
-    m.resize(4096, b'.');
+    m.resize(size, b'.');
     m
 }
 

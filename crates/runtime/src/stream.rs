@@ -39,6 +39,14 @@ impl Stream {
         }
     }
 
+    /// The TCP connection underneath, plain or under TLS.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+
     /// The negotiated TLS version and cipher suite, for Received: headers and logs.
     pub fn tls_description(&self) -> Option<String> {
         match self {
