@@ -1,7 +1,7 @@
 //! The command syntax that imap-codec does not parse yet, decoded here without I/O, like the
 //! codec itself: LIST-EXTENDED with its selection and return options and LIST-STATUS (RFC 5258,
-//! RFC 5819, RFC 6154), SEARCH RETURN (ESEARCH, RFC 4731), and the OBJECTID items EMAILID,
-//! THREADID and MAILBOXID (RFC 8474).
+//! RFC 5819, RFC 6154), SEARCH RETURN (ESEARCH, RFC 4731), the OBJECTID items EMAILID,
+//! THREADID and MAILBOXID (RFC 8474), and FETCH PREVIEW (RFC 8970).
 //!
 //! [`decode`] is the session's one entry point for turning bytes into a command. It asks
 //! imap-codec first; only when the codec finds a syntax error does it look at the command
@@ -32,6 +32,8 @@ pub struct Extras {
     pub email_id: bool,
     /// FETCH THREADID.
     pub thread_id: bool,
+    /// FETCH PREVIEW, with or without the LAZY modifier (RFC 8970).
+    pub preview: bool,
     /// STATUS MAILBOXID.
     pub mailbox_id: bool,
     /// Items that were added only to keep the codec's list from being empty, and that the
@@ -476,6 +478,11 @@ fn rewrite_fetch(command: &[u8]) -> Result<Decoded, Error> {
             extras.email_id = true;
         } else if item.eq_ignore_ascii_case(b"THREADID") {
             extras.thread_id = true;
+        } else if item.eq_ignore_ascii_case(b"PREVIEW") {
+            extras.preview = true;
+        } else if extras.preview && item.eq_ignore_ascii_case(b"(LAZY)") {
+            // PREVIEW's one modifier: Tern always has the preview at hand, so LAZY changes
+            // nothing.
         } else {
             return false;
         }
@@ -515,7 +522,7 @@ fn rewrite_fetch(command: &[u8]) -> Result<Decoded, Error> {
         extras.placeholder = true;
         (b"UID".to_vec(), &rest[len..])
     };
-    if !extras.email_id && !extras.thread_id {
+    if !extras.email_id && !extras.thread_id && !extras.preview {
         return Err(Error::Failed);
     }
     let mut rewritten = command[..items_start].to_vec();
@@ -640,6 +647,19 @@ mod tests {
         assert_eq!(e.search, Some(SearchReturn { all: true, ..Default::default() }));
         assert!(decode(b"a SEARCH RETURN (SAVE) ALL\r\n").is_err());
         assert!(decode(b"a SEARCH RETURN (MIN)\r\n").is_err());
+    }
+
+    #[test]
+    fn fetch_preview() {
+        let (c, e) = extras("a FETCH 1:* (UID PREVIEW (LAZY) FLAGS)\r\n");
+        assert!(e.preview && !e.placeholder && !e.email_id);
+        assert!(matches!(c.body, CommandBody::Fetch { .. }));
+        let (_, e) = extras("a UID FETCH 1 PREVIEW\r\n");
+        assert!(e.preview && e.placeholder);
+        let (_, e) = extras("a FETCH 2 (PREVIEW)\r\n");
+        assert!(e.preview && e.placeholder);
+        // LAZY belongs to PREVIEW, not to the item list on its own.
+        assert!(decode(b"a FETCH 1 (UID (LAZY))\r\n").is_err());
     }
 
     #[test]

@@ -65,6 +65,27 @@ pub struct Needs {
     pub body: bool,
 }
 
+/// The longest PREVIEW Tern makes, in characters (RFC 8970 allows up to 256).
+const PREVIEW_CHARS: usize = 200;
+
+/// PREVIEW (RFC 8970): the start of the message's first text part as plain text (HTML
+/// reduced to text), with runs of whitespace made one space; empty when it has no text.
+pub fn preview(raw: &[u8]) -> Option<String> {
+    let msg = mail_parser::MessageParser::default().parse(raw)?;
+    let text = msg.body_text(0).unwrap_or_default();
+    let mut out = String::new();
+    for (n, word) in text.split_whitespace().enumerate() {
+        if n > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.chars().count() >= PREVIEW_CHARS {
+            break;
+        }
+    }
+    Some(out.chars().take(PREVIEW_CHARS).collect())
+}
+
 /// Why an item could not be built. The session answers the command with `NO`; the two
 /// transfer-encoding errors are RFC 3516's `NO [UNKNOWN-CTE]` (see [`FetchError::is_unknown_cte`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -1602,5 +1623,19 @@ MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"i\"\r\n\r\n";
         );
         assert_eq!(internal_date(i64::MAX), internal_date(0));
         assert_eq!(internal_date(-100_000_000_000), internal_date(0));
+    }
+
+    #[test]
+    fn previews_are_the_first_text_in_one_line() {
+        let plain = b"Subject: x\r\n\r\nHello   there,\r\n\r\n  second\tline.\r\n";
+        assert_eq!(preview(plain).as_deref(), Some("Hello there, second line."));
+        let html = b"Subject: x\r\nContent-Type: text/html\r\n\r\n<p>Hi <b>you</b></p><p>next</p>\r\n";
+        assert_eq!(preview(html).as_deref(), Some("Hi you next"));
+        let long = format!("Subject: x\r\n\r\n{}\r\n", "wörd ".repeat(100));
+        let p = preview(long.as_bytes()).unwrap();
+        assert_eq!(p.chars().count(), PREVIEW_CHARS);
+        assert!(p.starts_with("wörd wörd"));
+        let attachment_only = b"Subject: x\r\nContent-Type: application/pdf\r\n\r\n%PDF\r\n";
+        assert_eq!(preview(attachment_only).as_deref(), Some(""));
     }
 }

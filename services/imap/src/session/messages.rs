@@ -219,7 +219,10 @@ impl Session {
         };
         let read_only = sel.read_only;
         let items = fetch::expand(names);
-        let needs = fetch::needs(&items);
+        let mut needs = fetch::needs(&items);
+        // PREVIEW is made from the first text part of the message.
+        needs.body |= self.extras.preview;
+        needs.structure |= self.extras.preview;
         let changed_since = modifiers.iter().find_map(|m| match m {
             FetchModifier::ChangedSince(v) => Some(v.get()),
             _ => None,
@@ -258,6 +261,7 @@ impl Session {
         // event feed); asking the mailbox service for them would cost a round trip per FETCH,
         // and a client resynchronising its flags sends exactly that FETCH most often.
         let local_only = !self.extras.email_id
+            && !self.extras.preview
             && items.iter().all(|i| {
                 matches!(i, MessageDataItemName::Uid | MessageDataItemName::Flags | MessageDataItemName::ModSeq)
             });
@@ -385,19 +389,32 @@ impl Session {
             } else {
                 built
             };
-            let object_ids = match (self.extras.email_id, self.extras.thread_id) {
-                (false, false) => None,
-                // Tern does not thread messages, so THREADID is NIL (RFC 8474 section 5.2).
-                (true, true) => Some(format!("EMAILID ({}) THREADID NIL", meta.email_id)),
-                (true, false) => Some(format!("EMAILID ({})", meta.email_id)),
-                (false, true) => Some("THREADID NIL".to_string()),
-            };
+            let mut extra = Vec::new();
+            if self.extras.email_id {
+                extra.push(format!("EMAILID ({})", meta.email_id));
+            }
+            if self.extras.thread_id {
+                // Tern keeps no thread ids, so THREADID is NIL (RFC 8474 section 5.2).
+                extra.push("THREADID NIL".to_string());
+            }
+            if self.extras.preview {
+                let text = raw.as_deref().and_then(fetch::preview);
+                let text = match text {
+                    None => "NIL".to_string(),
+                    // Without UTF-8 quoted strings (RFC 6855), 8-bit text goes in a literal.
+                    Some(t) if !t.is_ascii() && !self.utf8 => format!("{{{}}}\r\n{t}", t.len()),
+                    Some(t) => super::astring(&t),
+                };
+                extra.push(format!("PREVIEW {text}"));
+            }
+            let object_ids = (!extra.is_empty()).then(|| extra.join(" "));
             let encoded = match (Vec1::try_from(built), object_ids) {
                 (Ok(items), None) => {
                     ResponseCodec::default().encode(&Response::Data(Data::Fetch { seq, items })).dump()
                 }
                 (Ok(items), Some(ids)) => {
-                    // The codec has no OBJECTID items: they go before the closing parenthesis.
+                    // The codec has no OBJECTID or PREVIEW items: they go before the closing
+                    // parenthesis.
                     let mut e = ResponseCodec::default().encode(&Response::Data(Data::Fetch { seq, items })).dump();
                     e.truncate(e.len() - 3);
                     e.extend_from_slice(format!(" {ids})\r\n").as_bytes());

@@ -411,6 +411,7 @@ impl Session {
             "THREAD=REFS",
             "WITHIN",
             "UTF8=ACCEPT",
+            "PREVIEW",
         ]);
         if self.account.is_some() && !self.conn.is_compressed() {
             caps.push("COMPRESS=DEFLATE");
