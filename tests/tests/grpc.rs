@@ -808,6 +808,73 @@ async fn folders_are_created_renamed_subscribed_and_deleted() {
     assert_eq!(names, ["Archive", "Drafts", "INBOX", "Junk", "Sent", "Trash"]);
 }
 
+/// A subscription is to a name and outlives its folder (RFC 3501 section 6.3.6): DELETE keeps
+/// it, ListFolders reports it, UNSUBSCRIBE removes it, and a folder created or renamed to the
+/// name takes it over. Subscribing to a name that no folder has is refused, as Dovecot does.
+#[tokio::test]
+async fn subscriptions_outlive_their_folders() {
+    let Fixture { server: _server, mut mail, alice, .. } = fixture(Limits::default()).await;
+    let create = |name: &str| CreateFolderRequest { account_id: alice, name: name.into(), special_use: 0 };
+    let delete = |name: &str| DeleteFolderRequest { account_id: alice, name: name.into() };
+    let subscribe =
+        |name: &str, subscribed: bool| SubscribeFolderRequest { account_id: alice, name: name.into(), subscribed };
+    // The subscribed folders among those named, and the subscribed names without a folder.
+    let subscriptions = |mail: &Mailbox, names: &'static [&'static str]| {
+        let mut mail = mail.clone();
+        async move {
+            let list = mail
+                .list_folders(ListFoldersRequest { account_id: alice, with_status: false })
+                .await
+                .unwrap()
+                .into_inner();
+            let folders: Vec<String> = list
+                .folders
+                .into_iter()
+                .filter(|f| f.subscribed && names.contains(&f.name.as_str()))
+                .map(|f| f.name)
+                .collect();
+            (folders, list.subscribed_without_folder)
+        }
+    };
+    const NAMES: &[&str] = &["Lists", "Quiet", "Other", "Old", "Old/Child"];
+
+    for name in ["Lists", "Quiet", "Old", "Old/Child"] {
+        mail.create_folder(create(name)).await.unwrap();
+    }
+    mail.subscribe_folder(subscribe("Quiet", false)).await.unwrap();
+    for name in ["Lists", "Quiet", "Old/Child", "Old"] {
+        mail.delete_folder(delete(name)).await.unwrap();
+    }
+    // Only the subscribed ones stay, by name, parent and child alike.
+    assert_eq!(subscriptions(&mail, NAMES).await, (vec![], vec!["Lists".into(), "Old".into(), "Old/Child".into()]));
+    expect_error(mail.subscribe_folder(subscribe("Lists", true)).await, Code::NotFound, ErrorReason::NotFound);
+    expect_error(mail.subscribe_folder(subscribe("Quiet", true)).await, Code::NotFound, ErrorReason::NotFound);
+
+    // A folder created under the name holds its subscription again, and keeps it over DELETE.
+    mail.create_folder(create("Lists")).await.unwrap();
+    assert_eq!(subscriptions(&mail, NAMES).await, (vec!["Lists".into()], vec!["Old".into(), "Old/Child".into()]));
+    mail.delete_folder(delete("Lists")).await.unwrap();
+
+    // A folder renamed to a subscribed name is subscribed, even if it was not before.
+    mail.create_folder(create("Other")).await.unwrap();
+    mail.subscribe_folder(subscribe("Other", false)).await.unwrap();
+    mail.rename_folder(RenameFolderRequest { account_id: alice, from: "Other".into(), to: "Lists".into() })
+        .await
+        .unwrap();
+    assert_eq!(subscriptions(&mail, NAMES).await, (vec!["Lists".into()], vec!["Old".into(), "Old/Child".into()]));
+
+    // UNSUBSCRIBE takes a name without a folder off, and succeeds for a name that was never
+    // subscribed; an invalid name is still refused.
+    mail.subscribe_folder(subscribe("Old/Child", false)).await.unwrap();
+    mail.subscribe_folder(subscribe("Never", false)).await.unwrap();
+    expect_error(
+        mail.subscribe_folder(subscribe("a//b", false)).await,
+        Code::InvalidArgument,
+        ErrorReason::InvalidArgument,
+    );
+    assert_eq!(subscriptions(&mail, NAMES).await, (vec!["Lists".into()], vec!["Old".into()]));
+}
+
 #[tokio::test]
 async fn a_refused_rename_changes_nothing() {
     let Fixture { server: _server, mut mail, alice, .. } = fixture(Limits::default()).await;

@@ -22,9 +22,9 @@ use sha2::{Digest, Sha256};
 use tern_mailbox::Limits;
 use tern_proto::v1::{
     AuthenticateRequest, ChangesRequest, CopyRequest, CreateAccountRequest, CreateFolderRequest, DeleteAccountRequest,
-    DeliveryStatus, ErrorReason, EventKind, ExpungeRequest, FetchMessagesRequest, FlagsMode, Folder, FolderRef,
-    GetQuotaRequest, ListFoldersRequest, MailboxEvent, MoveRequest, Password, RecipientStatus, ResolveRecipientRequest,
-    SelectRequest, SelectResponse, StatusRequest, StoreFlagsRequest, WatchRequest, password,
+    DeleteFolderRequest, DeliveryStatus, ErrorReason, EventKind, ExpungeRequest, FetchMessagesRequest, FlagsMode,
+    Folder, FolderRef, GetQuotaRequest, ListFoldersRequest, MailboxEvent, MoveRequest, Password, RecipientStatus,
+    ResolveRecipientRequest, SelectRequest, SelectResponse, StatusRequest, StoreFlagsRequest, WatchRequest, password,
 };
 use tern_tests::{
     Mailbox, TestServer, append, blob_hash, blob_path, blobs_dir, collect_garbage_until, count_files, deliver,
@@ -421,6 +421,7 @@ async fn concurrent_flag_changes_each_get_their_own_modseq() {
 #[derive(Debug, PartialEq)]
 struct Observed {
     folders: Vec<Folder>,
+    subscribed_without_folder: Vec<String>,
     selects: Vec<SelectResponse>,
     metas: Vec<Vec<tern_proto::v1::MessageMeta>>,
     bodies: Vec<Vec<u8>>,
@@ -428,8 +429,8 @@ struct Observed {
 }
 
 async fn observe(mail: &mut Mailbox, account_id: u64) -> Observed {
-    let mut folders =
-        mail.list_folders(ListFoldersRequest { account_id, with_status: true }).await.unwrap().into_inner().folders;
+    let list = mail.list_folders(ListFoldersRequest { account_id, with_status: true }).await.unwrap().into_inner();
+    let (mut folders, subscribed_without_folder) = (list.folders, list.subscribed_without_folder);
     folders.sort_by_key(|f| f.id);
     let mut selects = Vec::new();
     let mut metas = Vec::new();
@@ -456,7 +457,7 @@ async fn observe(mail: &mut Mailbox, account_id: u64) -> Observed {
         selects.push(s);
     }
     let usage = mail.get_quota(GetQuotaRequest { account_id }).await.unwrap().into_inner().usage.unwrap();
-    Observed { folders, selects, metas, bodies, usage }
+    Observed { folders, subscribed_without_folder, selects, metas, bodies, usage }
 }
 
 /// Writes a little of everything to alice's account and returns what was acknowledged.
@@ -501,6 +502,9 @@ async fn write_a_bit_of_everything(server: &TestServer, alice: u64) -> Vec<(u64,
     })
     .await
     .unwrap();
+    // A deleted folder's subscription stays, by name.
+    mail.create_folder(CreateFolderRequest { account_id: alice, name: "Gone".into(), special_use: 0 }).await.unwrap();
+    mail.delete_folder(DeleteFolderRequest { account_id: alice, name: "Gone".into() }).await.unwrap();
     acked
 }
 
@@ -561,6 +565,7 @@ async fn acknowledged_writes_survive_a_restart() {
     let acked = write_a_bit_of_everything(&server, alice).await;
     let before = observe(&mut server.mailbox_client().await, alice).await;
     assert_eq!(before.usage.messages, 14);
+    assert_eq!(before.subscribed_without_folder, ["Gone"]);
     drop(admin);
 
     server.restart().await;

@@ -2,6 +2,8 @@
 //! RENAME, SUBSCRIBE, UNSUBSCRIBE, APPEND and the QUOTA commands; and the dispatcher that
 //! sends SELECTED-state commands on to their files.
 
+use std::{collections::BTreeMap, ops::Bound};
+
 use imap_codec::imap_types::{
     command::CommandBody,
     core::Tag,
@@ -309,14 +311,14 @@ impl Session {
             return Flow::Continue;
         }
         let with_status = cmd.return_status.is_some() || cmd.return_mailbox_id;
-        let folders =
-            match self.client.list_folders(ListFoldersRequest { account_id: self.account_id(), with_status }).await {
-                Ok(r) => r.into_inner().folders,
-                Err(s) => {
-                    self.failed(tag, &s);
-                    return Flow::Continue;
-                }
-            };
+        let req = ListFoldersRequest { account_id: self.account_id(), with_status };
+        let list = match self.client.list_folders(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                self.failed(tag, &s);
+                return Flow::Continue;
+            }
+        };
         let full: Vec<Vec<char>> = patterns.iter().map(|p| format!("{reference}{p}").chars().collect()).collect();
         let matches = |name: &str| {
             let chars: Vec<char> = name.chars().collect();
@@ -326,42 +328,68 @@ impl Session {
                 wildcard(p, &chars) || (name == "INBOX" && wildcard(&upper, &chars))
             })
         };
-        // LSUB and the SUBSCRIBED selection option list subscribed folders only; SPECIAL-USE
-        // lists those with a special use.
+        // LSUB reports a parent that is not subscribed itself, for its subscribed descendants
+        // that `%` stops short of (RFC 3501 section 6.3.9); like Dovecot, only when the pattern
+        // ends in `%`, the case the RFC describes.
+        let ends_in_percent = full.iter().any(|p| p.last() == Some(&'%'));
+        let names = listed_names(&list.folders, &list.subscribed_without_folder);
+        // LSUB and the SUBSCRIBED selection option list subscribed names, whether a folder has
+        // them or not; otherwise only folders are listed. SPECIAL-USE lists those with a
+        // special use.
         let subscribed_only = cmd.lsub || cmd.select_subscribed;
-        let selected =
-            |f: &Folder| (!subscribed_only || f.subscribed) && (!cmd.select_special_use || special_use(f).is_some());
-        let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
+        let selected = |l: &Listed| {
+            (if subscribed_only { l.subscribed } else { l.folder.is_some() })
+                && (!cmd.select_special_use || l.folder.and_then(special_use).is_some())
+        };
         let mut out = Vec::new();
-        for f in &folders {
-            if !matches(&f.name) {
+        for (name, l) in &names {
+            if !matches(name) {
                 continue;
             }
-            let prefix = format!("{}/", f.name);
-            // RECURSIVEMATCH: a folder with a selected descendant that the patterns do not
-            // match is reported with CHILDINFO, whether it is selected itself or not (RFC 5258
-            // section 3.5).
-            let child_info = cmd.recursive_match
-                && folders.iter().any(|d| d.name.starts_with(&prefix) && selected(d) && !matches(&d.name));
-            if !selected(f) && !child_info {
+            let prefix = format!("{name}/");
+            let below = || descendants(&names, &prefix);
+            // RECURSIVEMATCH: a name with a selected descendant that the patterns do not match
+            // is reported with CHILDINFO, whether it is selected itself or not, and whether a
+            // folder has it or not (RFC 5258 section 3.5).
+            let child_info = cmd.recursive_match && below().any(|(n, d)| selected(d) && !matches(n));
+            let noselect_parent =
+                cmd.lsub && ends_in_percent && !l.subscribed && below().any(|(n, d)| d.subscribed && !matches(n));
+            if !selected(l) && !child_info && !noselect_parent {
                 continue;
             }
-            let has_children = names.iter().any(|n| n.starts_with(&prefix));
-            let mut attrs = vec![if has_children { "\\HasChildren" } else { "\\HasNoChildren" }];
-            if let Some(su) = special_use(f) {
-                attrs.push(su);
+            let mut attrs = Vec::new();
+            if cmd.lsub {
+                // LSUB answers as Dovecot does: \Noselect for such a parent, a folder's special
+                // use (which Dovecot keeps in LSUB for Outlook 2013), and nothing else, since
+                // the attributes of LIST are the authoritative ones (RFC 3501 section 7.2.3).
+                if noselect_parent {
+                    attrs.push("\\Noselect");
+                } else {
+                    attrs.extend(l.folder.and_then(special_use));
+                }
+            } else {
+                if l.folder.is_none() {
+                    attrs.push("\\NonExistent");
+                }
+                // Children are folders; in a listing of subscribed names, subscribed names too,
+                // as Dovecot counts them, so a name reported for its subscribed descendants
+                // does not say it has none.
+                let has_children = below().any(|(_, d)| d.folder.is_some() || (subscribed_only && d.subscribed));
+                attrs.push(if has_children { "\\HasChildren" } else { "\\HasNoChildren" });
+                attrs.extend(l.folder.and_then(special_use));
+                if l.subscribed && (self.rev2 || subscribed_only || cmd.return_subscribed) {
+                    attrs.push("\\Subscribed");
+                }
             }
-            if f.subscribed && !cmd.lsub && (self.rev2 || subscribed_only || cmd.return_subscribed) {
-                attrs.push("\\Subscribed");
-            }
-            let name = self.encode_name(&f.name);
-            let mut line = format!("{what} ({}) \"/\" {name}", attrs.join(" "));
+            let encoded = self.encode_name(name);
+            let mut line = format!("{what} ({}) \"/\" {encoded}", attrs.join(" "));
             if child_info {
                 let why = if subscribed_only { "SUBSCRIBED" } else { "SPECIAL-USE" };
                 line.push_str(&format!(" (\"CHILDINFO\" (\"{why}\"))"));
             }
             out.push(line);
-            if with_status {
+            // A name without a folder has no status (RFC 5819).
+            if let (true, Some(f)) = (with_status, l.folder) {
                 let mut items = cmd.return_status.as_deref().map(|i| Self::status_items(f, i)).unwrap_or_default();
                 if cmd.return_mailbox_id {
                     if !items.is_empty() {
@@ -369,7 +397,7 @@ impl Session {
                     }
                     items.push_str(&format!("MAILBOXID ({})", mailbox_id(f.id)));
                 }
-                out.push(format!("STATUS {name} ({items})"));
+                out.push(format!("STATUS {encoded} ({items})"));
             }
         }
         for l in out {
@@ -380,6 +408,41 @@ impl Session {
     }
 }
 
+/// A name LIST or LSUB may report: a folder, a subscribed name that no folder has, or a
+/// parent of either that is neither.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Listed<'a> {
+    folder: Option<&'a Folder>,
+    subscribed: bool,
+}
+
+/// Every name a listing may report, sorted: the folders, the subscribed names without a
+/// folder, and the parents of both, which RECURSIVEMATCH and LSUB report for their
+/// descendants even when no folder has them.
+fn listed_names<'a>(folders: &'a [Folder], subscribed_without_folder: &'a [String]) -> BTreeMap<&'a str, Listed<'a>> {
+    let mut names = BTreeMap::new();
+    for f in folders {
+        names.insert(f.name.as_str(), Listed { folder: Some(f), subscribed: f.subscribed });
+    }
+    for n in subscribed_without_folder {
+        names.entry(n.as_str()).or_insert(Listed { folder: None, subscribed: false }).subscribed = true;
+    }
+    let parents: Vec<&str> =
+        names.keys().flat_map(|n| n.match_indices('/').map(|(i, _)| &n[..i])).filter(|p| !p.is_empty()).collect();
+    for p in parents {
+        names.entry(p).or_insert(Listed { folder: None, subscribed: false });
+    }
+    names
+}
+
+/// The names below `prefix` (a name and the delimiter), which sort together after it.
+fn descendants<'m, 'a>(
+    names: &'m BTreeMap<&'a str, Listed<'a>>,
+    prefix: &'m str,
+) -> impl Iterator<Item = (&'m &'a str, &'m Listed<'a>)> {
+    names.range::<str, _>((Bound::Excluded(prefix), Bound::Unbounded)).take_while(move |(n, _)| n.starts_with(prefix))
+}
+
 /// The OBJECTID of a folder (RFC 8474): folder ids are never reused, and RENAME keeps them.
 pub(crate) fn mailbox_id(folder_id: u64) -> String {
     format!("F{folder_id:016x}")
@@ -387,7 +450,9 @@ pub(crate) fn mailbox_id(folder_id: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::wildcard;
+    use tern_proto::v1::Folder;
+
+    use super::{descendants, listed_names, wildcard};
 
     fn m(p: &str, n: &str) -> bool {
         wildcard(&p.chars().collect::<Vec<_>>(), &n.chars().collect::<Vec<_>>())
@@ -403,5 +468,28 @@ mod tests {
         assert!(m("a/*", "a/b/c"));
         assert!(m("INBOX", "INBOX"));
         assert!(!m("Sent", "Sent/2024"));
+    }
+
+    #[test]
+    fn listed_names_hold_subscriptions_without_folders_and_their_parents() {
+        let folder = |name: &str, subscribed: bool| Folder { name: name.into(), subscribed, ..Default::default() };
+        let folders = [folder("INBOX", true), folder("Work", false)];
+        let lone = ["Gone/Child".to_string(), "Work/Old".to_string()];
+        let names = listed_names(&folders, &lone);
+        let summary: Vec<(&str, bool, bool)> =
+            names.iter().map(|(n, l)| (*n, l.folder.is_some(), l.subscribed)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("Gone", false, false),
+                ("Gone/Child", false, true),
+                ("INBOX", true, true),
+                ("Work", true, false),
+                ("Work/Old", false, true)
+            ]
+        );
+        let below: Vec<&str> = descendants(&names, "Work/").map(|(n, _)| *n).collect();
+        assert_eq!(below, ["Work/Old"]);
+        assert_eq!(descendants(&names, "INBOX/").count(), 0);
     }
 }

@@ -153,9 +153,10 @@ impl Mailbox for MailboxApi {
         if self.service.store.account(r.account_id).await?.is_none() {
             return Err(MailboxError::not_found("account", r.account_id.to_string()).into());
         }
-        let folders = self.service.store.list_folders(r.account_id).await?;
+        let list = self.service.store.list_folders(r.account_id).await?;
         Ok(Response::new(ListFoldersResponse {
-            folders: folders.into_iter().map(|f| folder_pb(f, r.with_status)).collect(),
+            folders: list.folders.into_iter().map(|f| folder_pb(f, r.with_status)).collect(),
+            subscribed_without_folder: list.subscribed_without_folder,
         }))
     }
 

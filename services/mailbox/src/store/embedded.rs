@@ -27,8 +27,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
-    AccountChanges, AppendOp, Appended, Changes, CopyOutcome, DEFAULT_FOLDERS, FlagsOutcome, MetadataStore, NewMessage,
-    UsageCount, count_flags, event, queue, summary,
+    AccountChanges, AppendOp, Appended, Changes, CopyOutcome, DEFAULT_FOLDERS, FlagsOutcome, FolderList, MetadataStore,
+    NewMessage, UsageCount, count_flags, event, queue, summary,
 };
 use crate::{
     error::{MailboxError, Result},
@@ -44,6 +44,9 @@ const ALIASES: TableDefinition<&str, u64> = TableDefinition::new("aliases");
 const USAGE: TableDefinition<u64, (u64, u64)> = TableDefinition::new("usage");
 const FOLDERS: TableDefinition<u64, &[u8]> = TableDefinition::new("folders");
 const FOLDER_NAMES: TableDefinition<(u64, &str), u64> = TableDefinition::new("folder_names");
+// The subscribed names that no folder has, by account: a subscription outlives its folder (see
+// `FolderList`), while a folder's own subscription is its record's `subscribed`.
+const SUBSCRIPTIONS: TableDefinition<(u64, &str), ()> = TableDefinition::new("subscriptions");
 const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("messages");
 const CHANGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("changes");
 const PARSED: TableDefinition<&str, &[u8]> = TableDefinition::new("parsed");
@@ -91,6 +94,7 @@ impl EmbeddedStore {
             txn.open_table(USAGE)?;
             txn.open_table(FOLDERS)?;
             txn.open_table(FOLDER_NAMES)?;
+            txn.open_table(SUBSCRIPTIONS)?;
             txn.open_table(MESSAGES)?;
             txn.open_table(CHANGES)?;
             txn.open_table(PARSED)?;
@@ -378,6 +382,8 @@ fn create_folder_in(
     };
     names.insert((account_id, name), f.id)?;
     drop(names);
+    // The name may have been subscribed without a folder; the folder holds the subscription now.
+    txn.open_table(SUBSCRIPTIONS)?.remove((account_id, name))?;
     put_folder(txn, &f)?;
     Ok(f)
 }
@@ -586,6 +592,7 @@ impl MetadataStore for EmbeddedStore {
             for alias in &a.aliases {
                 txn.open_table(ALIASES)?.remove(alias.as_str())?;
             }
+            txn.open_table(SUBSCRIPTIONS)?.retain_in((id, "")..(id + 1, ""), |_, _| false)?;
             txn.open_table(ADDRESSES)?.remove(address.as_str())?;
             txn.open_table(USAGE)?.remove(id)?;
             txn.open_table(ACCOUNTS)?.remove(id)?;
@@ -667,18 +674,19 @@ impl MetadataStore for EmbeddedStore {
         })
     }
 
-    async fn list_folders(&self, account_id: u64) -> Result<Vec<FolderRecord>> {
+    async fn list_folders(&self, account_id: u64) -> Result<FolderList> {
         self.read(|txn| {
             let folders = txn.open_table(FOLDERS)?;
-            let mut out = Vec::new();
-            for item in txn.open_table(FOLDER_NAMES)?.range((account_id, "")..)? {
-                let (k, v) = item?;
-                if k.value().0 != account_id {
-                    break;
-                }
+            let mut out = FolderList::default();
+            for item in txn.open_table(FOLDER_NAMES)?.range((account_id, "")..(account_id + 1, ""))? {
+                let (_, v) = item?;
                 if let Some(f) = get_folder(&folders, v.value())? {
-                    out.push(f);
+                    out.folders.push(f);
                 }
+            }
+            for item in txn.open_table(SUBSCRIPTIONS)?.range((account_id, "")..(account_id + 1, ""))? {
+                let (k, _) = item?;
+                out.subscribed_without_folder.push(k.value().1.to_string());
             }
             Ok(out)
         })
@@ -724,6 +732,10 @@ impl MetadataStore for EmbeddedStore {
                 return Err(MailboxError::NotAllowed(format!("folder {name} has sub-folders")));
             }
             drop_folder(txn, &f)?;
+            // DELETE does not unsubscribe (RFC 3501 section 6.3.6): the name stays subscribed.
+            if f.subscribed {
+                txn.open_table(SUBSCRIPTIONS)?.insert((account_id, name.as_str()), ())?;
+            }
             events.push(event(&f, EventKind::FolderDeleted, f.highest_modseq, vec![]));
             Ok(())
         })
@@ -777,6 +789,10 @@ impl MetadataStore for EmbeddedStore {
                     .ok_or_else(|| MailboxError::not_found("folder", &old))?;
                 txn.open_table(FOLDER_NAMES)?.remove((account_id, old.as_str()))?;
                 txn.open_table(FOLDER_NAMES)?.insert((account_id, new.as_str()), id)?;
+                // A subscription to the new name, kept from a deleted folder, is the folder's now.
+                if txn.open_table(SUBSCRIPTIONS)?.remove((account_id, new.as_str()))?.is_some() {
+                    f.subscribed = true;
+                }
                 f.name = new;
                 put_folder(txn, &f)?;
                 events.push(event(&f, EventKind::FolderRenamed, f.highest_modseq, vec![]));
@@ -792,14 +808,25 @@ impl MetadataStore for EmbeddedStore {
     async fn subscribe_folder(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()> {
         let name = folder_name::canonical(name)?;
         self.write(move |txn, _| {
-            let mut f = resolve_folder_id(
+            let folder = resolve_folder_id(
                 &txn.open_table(FOLDER_NAMES)?,
                 account_id,
-                &FolderRef::name(name),
+                &FolderRef::name(name.clone()),
                 &txn.open_table(FOLDERS)?,
-            )?;
-            f.subscribed = subscribed;
-            put_folder(txn, &f)
+            );
+            match folder {
+                Ok(mut f) => {
+                    f.subscribed = subscribed;
+                    put_folder(txn, &f)
+                }
+                // A name without a folder can only be unsubscribed, whether it was subscribed
+                // or not, as Dovecot does: that is how a deleted folder's subscription goes.
+                Err(MailboxError::NotFound { .. }) if !subscribed => {
+                    txn.open_table(SUBSCRIPTIONS)?.remove((account_id, name.as_str()))?;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
         })
         .await
     }

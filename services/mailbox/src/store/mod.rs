@@ -148,6 +148,17 @@ pub struct AccountChanges {
     pub pop3_delete: Option<tern_proto::v1::Pop3DeletePolicy>,
 }
 
+/// An account's folders and its subscriptions, as of one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FolderList {
+    /// Sorted by name. A folder's own subscription is its record's `subscribed`.
+    pub folders: Vec<FolderRecord>,
+    /// The subscribed names that no folder has, sorted. A subscription outlives its folder
+    /// (DELETE does not unsubscribe, RFC 3501 section 6.3.6), so a subscribed folder that is
+    /// deleted leaves its name here; creating or renaming a folder to that name takes it back.
+    pub subscribed_without_folder: Vec<String>,
+}
+
 /// Messages and bytes an account holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageCount {
@@ -180,10 +191,16 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     async fn usage(&self, account_id: u64) -> Result<UsageCount>;
 
     // Folders.
-    async fn list_folders(&self, account_id: u64) -> Result<Vec<FolderRecord>>;
+    async fn list_folders(&self, account_id: u64) -> Result<FolderList>;
     async fn create_folder(&self, account_id: u64, name: &str, special_use: SpecialUse) -> Result<FolderRecord>;
+    /// Deletes a folder with its messages; its subscription stays, by name (see [`FolderList`]).
     async fn delete_folder(&self, account_id: u64, name: &str) -> Result<()>;
+    /// Renames a folder and its sub-folders; each keeps its subscription, and one whose new name
+    /// was subscribed without a folder becomes subscribed.
     async fn rename_folder(&self, account_id: u64, from: &str, to: &str) -> Result<FolderRecord>;
+    /// Subscribes to an existing folder (not found when there is none, as Dovecot answers), or
+    /// unsubscribes from a name, whether a folder has it, it is only on the list of subscribed
+    /// names without a folder, or it is not subscribed at all.
     async fn subscribe_folder(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()>;
     async fn folder(&self, account_id: u64, folder: &FolderRef) -> Result<FolderRecord>;
     /// Claims the folder's messages below `up_to` as \Recent for one session: returns the

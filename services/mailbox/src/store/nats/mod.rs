@@ -3,9 +3,10 @@
 //!
 //! - **Accounts' mail** is one JetStream stream, `<PREFIX>_MAIL`, with a subject per account
 //!   (`<prefix>.mail.<account id>`). Each message on a subject is a [`LogEntry`]: the effects of
-//!   one write (folders and messages as they are after it, expunged UIDs, the events to tell
-//!   watchers). A replica keeps the accounts it serves in memory ([`state::AccountState`]),
-//!   catching up from the log before each operation.
+//!   one write (folders and messages as they are after it, expunged UIDs, subscribed names
+//!   without a folder put on or taken off the account's list, the events to tell watchers). A
+//!   replica keeps the accounts it serves in memory ([`state::AccountState`]), catching up from
+//!   the log before each operation.
 //! - **Optimistic concurrency:** a writer builds its entry against the state it caught up to
 //!   and publishes it with `Nats-Expected-Last-Subject-Sequence` set to the last entry it
 //!   applied. If another replica appended first, the publish is refused, the writer catches
@@ -63,8 +64,8 @@ use tern_proto::v1::{EventKind, FlagsMode, FolderRef, MailboxEvent, MessageSumma
 pub use self::connect::NatsConnection;
 use self::state::{AccountState, Draft};
 use super::{
-    AccountChanges, AppendOp, Appended, Changes, CopyOutcome, DEFAULT_FOLDERS, FlagsOutcome, MetadataStore, NewMessage,
-    UsageCount, count_flags, event, summary,
+    AccountChanges, AppendOp, Appended, Changes, CopyOutcome, DEFAULT_FOLDERS, FlagsOutcome, FolderList, MetadataStore,
+    NewMessage, UsageCount, count_flags, event, summary,
 };
 use crate::{
     error::{MailboxError, Result},
@@ -790,8 +791,14 @@ impl MetadataStore for NatsStore {
         self.read(account_id, |s| Ok(s.usage())).await
     }
 
-    async fn list_folders(&self, account_id: u64) -> Result<Vec<FolderRecord>> {
-        self.read(account_id, |s| Ok(s.sorted_folders())).await
+    async fn list_folders(&self, account_id: u64) -> Result<FolderList> {
+        self.read(account_id, |s| {
+            Ok(FolderList {
+                folders: s.sorted_folders(),
+                subscribed_without_folder: s.subscribed_without_folder.iter().cloned().collect(),
+            })
+        })
+        .await
     }
 
     async fn create_folder(&self, account_id: u64, name: &str, special_use: SpecialUse) -> Result<FolderRecord> {
@@ -808,6 +815,11 @@ impl MetadataStore for NatsStore {
             let f = FolderRecord { uidvalidity: state.next_uidvalidity(now()), ..template.clone() };
             let mut d = Draft::new(state);
             d.add_folder(f.clone());
+            // The name may have been subscribed without a folder; the folder holds the
+            // subscription now.
+            if state.subscribed_without_folder.contains(&name) {
+                d.entry.subscriptions_removed.push(name.clone());
+            }
             d.event(event(&f, EventKind::FolderCreated, f.highest_modseq, vec![]));
             Ok((Some(d.finish()), f))
         })
@@ -828,6 +840,8 @@ impl MetadataStore for NatsStore {
             let entry = LogEntry {
                 deleted_folders: vec![f.folder.id],
                 events: vec![event(&f.folder, EventKind::FolderDeleted, f.folder.highest_modseq, vec![])],
+                // DELETE does not unsubscribe (RFC 3501 section 6.3.6): the name stays subscribed.
+                subscriptions_added: if f.folder.subscribed { vec![name.clone()] } else { vec![] },
                 ..Default::default()
             };
             Ok((Some(entry), ()))
@@ -869,6 +883,11 @@ impl MetadataStore for NatsStore {
             for mut f in moving {
                 let old = std::mem::take(&mut f.name);
                 f.name = format!("{to}{}", &old[from.len()..]);
+                // A subscription to the new name, kept from a deleted folder, is the folder's now.
+                if state.subscribed_without_folder.contains(&f.name) {
+                    f.subscribed = true;
+                    entry.subscriptions_removed.push(f.name.clone());
+                }
                 entry.events.push(event(&f, EventKind::FolderRenamed, f.highest_modseq, vec![]));
                 if old == from {
                     renamed = Some(f.clone());
@@ -884,7 +903,18 @@ impl MetadataStore for NatsStore {
     async fn subscribe_folder(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()> {
         let name = folder_name::canonical(name)?;
         self.write(account_id, |state| {
-            let mut f = state.by_name(&name).ok_or_else(|| MailboxError::not_found("folder", &name))?.folder.clone();
+            let Some(f) = state.by_name(&name) else {
+                // A name without a folder can only be unsubscribed, whether it was subscribed
+                // or not, as Dovecot does: that is how a deleted folder's subscription goes.
+                if subscribed {
+                    return Err(MailboxError::not_found("folder", &name));
+                }
+                if !state.subscribed_without_folder.contains(&name) {
+                    return Ok((None, ()));
+                }
+                return Ok((Some(LogEntry { subscriptions_removed: vec![name.clone()], ..Default::default() }), ()));
+            };
+            let mut f = f.folder.clone();
             if f.subscribed == subscribed {
                 return Ok((None, ()));
             }

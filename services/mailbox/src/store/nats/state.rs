@@ -1,5 +1,6 @@
-//! One account's folders and messages in memory, as the NATS backend rebuilds them from the
-//! account's log: a snapshot, then every entry after it, applied in log order. No I/O here.
+//! One account's folders, messages and subscriptions in memory, as the NATS backend rebuilds
+//! them from the account's log: a snapshot, then every entry after it, applied in log order. No
+//! I/O here.
 //!
 //! Entries record effects (records as they are after the change, with UIDs and MODSEQs
 //! assigned), so applying one cannot fail and every replica that applies the same entries in
@@ -7,7 +8,7 @@
 //! caught up to, and the log accepts it only if nothing was appended meanwhile; that is what
 //! keeps UIDs and MODSEQs strictly increasing across replicas (DESIGN.md section 2).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tern_proto::v1::{FolderRef, MailboxEvent, folder_ref};
 
@@ -33,6 +34,8 @@ pub struct AccountState {
     /// The largest UIDVALIDITY any folder of the account ever had, deleted ones included.
     pub max_uidvalidity: u32,
     pub folders: BTreeMap<u64, FolderState>,
+    /// The subscribed names that no folder has (see [`crate::store::FolderList`]).
+    pub subscribed_without_folder: BTreeSet<String>,
     /// Entries applied since the last snapshot was written.
     pub since_snapshot: u32,
 }
@@ -48,7 +51,13 @@ impl AccountState {
                 Some((folder.id, FolderState { folder, messages, expunged: f.expunged }))
             })
             .collect();
-        Self { sequence: s.sequence, max_uidvalidity: s.max_uidvalidity, folders, since_snapshot: 0 }
+        Self {
+            sequence: s.sequence,
+            max_uidvalidity: s.max_uidvalidity,
+            folders,
+            subscribed_without_folder: s.subscribed_without_folder.into_iter().collect(),
+            since_snapshot: 0,
+        }
     }
 
     pub fn snapshot(&self) -> AccountSnapshot {
@@ -64,6 +73,7 @@ impl AccountState {
                     expunged: f.expunged.clone(),
                 })
                 .collect(),
+            subscribed_without_folder: self.subscribed_without_folder.iter().cloned().collect(),
         }
     }
 
@@ -87,6 +97,10 @@ impl AccountState {
                 f.expunged.push(*x);
             }
         }
+        for name in &e.subscriptions_removed {
+            self.subscribed_without_folder.remove(name);
+        }
+        self.subscribed_without_folder.extend(e.subscriptions_added.iter().cloned());
         self.sequence = sequence;
         self.since_snapshot += 1;
     }
@@ -249,5 +263,21 @@ mod tests {
         assert_eq!(again.folders[&7].folder, state.folders[&7].folder);
         assert_eq!(again.sequence, 3);
         assert!(state.next_uidvalidity(0) > 107);
+    }
+
+    #[test]
+    fn subscribed_names_without_a_folder_replay_and_survive_a_snapshot() {
+        let mut state = AccountState::default();
+        let added = LogEntry { subscriptions_added: vec!["Gone".into(), "Old/Child".into()], ..Default::default() };
+        state.apply(1, &added);
+        let taken = LogEntry { subscriptions_removed: vec!["Gone".into()], ..Default::default() };
+        state.apply(2, &taken);
+        assert_eq!(state.subscribed_without_folder.iter().collect::<Vec<_>>(), ["Old/Child"]);
+        // The list is part of the snapshot, so a replica that opens the account from it has it.
+        let again = AccountState::from_snapshot(state.snapshot());
+        assert_eq!(again.subscribed_without_folder, state.subscribed_without_folder);
+        // A snapshot written before the list existed reads as an empty list.
+        let old = AccountSnapshot { sequence: 2, ..Default::default() };
+        assert!(AccountState::from_snapshot(old).subscribed_without_folder.is_empty());
     }
 }
