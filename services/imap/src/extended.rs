@@ -1,6 +1,7 @@
 //! The command syntax that imap-codec does not parse yet, decoded here without I/O, like the
 //! codec itself: LIST-EXTENDED with its selection and return options and LIST-STATUS (RFC 5258,
-//! RFC 5819, RFC 6154), SEARCH RETURN (ESEARCH, RFC 4731), the OBJECTID items EMAILID,
+//! RFC 5819, RFC 6154), SEARCH RETURN (ESEARCH, RFC 4731) and SORT RETURN (ESORT, RFC 5267),
+//! the OBJECTID items EMAILID,
 //! THREADID and MAILBOXID (RFC 8474), and FETCH PREVIEW (RFC 8970).
 //!
 //! [`decode`] is the session's one entry point for turning bytes into a command. It asks
@@ -132,7 +133,7 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
     let name = words.next().unwrap_or_default().to_ascii_uppercase();
     let name = if name == b"UID" { words.next().unwrap_or_default().to_ascii_uppercase() } else { name };
     let name = name.strip_suffix(b"\r").unwrap_or(&name).to_vec();
-    if !matches!(name.as_slice(), b"LIST" | b"SEARCH" | b"FETCH" | b"STATUS") {
+    if !matches!(name.as_slice(), b"LIST" | b"SEARCH" | b"SORT" | b"FETCH" | b"STATUS") {
         return Err(Error::Failed);
     }
     let Ok(tag) = std::str::from_utf8(tag).map_err(|_| ()).and_then(|t| Tag::try_from(t).map_err(|_| ())) else {
@@ -143,7 +144,8 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
     let command = &input[..end];
     let decoded = match name.as_slice() {
         b"LIST" => Decoded::List(parse_list(command, tag)?),
-        b"SEARCH" => rewrite_search(command)?,
+        b"SEARCH" => rewrite_search(command, b"SEARCH")?,
+        b"SORT" => rewrite_search(command, b"SORT")?,
         b"FETCH" => rewrite_fetch(command)?,
         _ => rewrite_status(command)?,
     };
@@ -419,9 +421,10 @@ fn after_word(command: &[u8], name: &[u8]) -> Option<usize> {
     command[second + 1..third].eq_ignore_ascii_case(name).then_some(third + 1)
 }
 
-/// `SEARCH RETURN (options) criteria` becomes `SEARCH criteria`.
-fn rewrite_search(command: &[u8]) -> Result<Decoded, Error> {
-    let start = after_word(command, b"SEARCH").ok_or(Error::Failed)?;
+/// `SEARCH RETURN (options) criteria` becomes `SEARCH criteria`, and `SORT RETURN (options)
+/// ...` (ESORT, RFC 5267) becomes `SORT ...`.
+fn rewrite_search(command: &[u8], word: &[u8]) -> Result<Decoded, Error> {
+    let start = after_word(command, word).ok_or(Error::Failed)?;
     let rest = &command[start..];
     if rest.len() < 8 || !rest[..8].eq_ignore_ascii_case(b"RETURN (") {
         return Err(Error::Failed);
@@ -647,6 +650,10 @@ mod tests {
         assert_eq!(e.search, Some(SearchReturn { all: true, ..Default::default() }));
         assert!(decode(b"a SEARCH RETURN (SAVE) ALL\r\n").is_err());
         assert!(decode(b"a SEARCH RETURN (MIN)\r\n").is_err());
+        let (c, e) = extras("a UID SORT RETURN (MIN MAX) (DATE) UTF-8 ALL\r\n");
+        assert!(matches!(c.body, CommandBody::Sort { uid: true, .. }));
+        assert_eq!(e.search, Some(SearchReturn { min: true, max: true, ..Default::default() }));
+        assert!(decode(b"a SORT RETURN (PARTIAL 1:5) (DATE) UTF-8 ALL\r\n").is_err());
     }
 
     #[test]

@@ -76,6 +76,21 @@ fn sort_items(matches: &[Match], by_uid: bool) -> Vec<crate::sort::Item<'_>> {
         .collect()
 }
 
+/// A sequence set that keeps the order of `ids`: ascending runs become ranges.
+fn ordered_set(ids: &[u32]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let start = ids[i];
+        while i + 1 < ids.len() && ids[i + 1] == ids[i] + 1 {
+            i += 1;
+        }
+        out.push(if ids[i] == start { start.to_string() } else { format!("{start}:{}", ids[i]) });
+        i += 1;
+    }
+    out.join(",")
+}
+
 impl Session {
     fn folder_id(&self) -> u64 {
         self.selected.as_ref().map(|s| s.id).unwrap_or_default()
@@ -605,8 +620,34 @@ impl Session {
     ) -> Flow {
         let Some(matches) = self.sort_or_thread_matches(tag, charset, keys).await else { return Flow::Continue };
         let items = sort_items(&matches, by_uid);
-        let ids: Vec<String> = crate::sort::sort(&items, criteria).iter().map(u32::to_string).collect();
-        self.untagged(format!("SORT {}", ids.join(" ")).trim_end());
+        let sorted = crate::sort::sort(&items, criteria);
+        match self.extras.search.take() {
+            // ESORT (RFC 5267): MIN and MAX are the first and last in sort order, and ALL keeps
+            // the order.
+            Some(options) => {
+                let mut line = format!("ESEARCH (TAG \"{}\")", tag.inner());
+                if by_uid {
+                    line.push_str(" UID");
+                }
+                if let (Some(first), true) = (sorted.first(), options.min) {
+                    line.push_str(&format!(" MIN {first}"));
+                }
+                if let (Some(last), true) = (sorted.last(), options.max) {
+                    line.push_str(&format!(" MAX {last}"));
+                }
+                if options.count {
+                    line.push_str(&format!(" COUNT {}", sorted.len()));
+                }
+                if options.all && !sorted.is_empty() {
+                    line.push_str(&format!(" ALL {}", ordered_set(&sorted)));
+                }
+                self.untagged(&line);
+            }
+            None => {
+                let ids: Vec<String> = sorted.iter().map(u32::to_string).collect();
+                self.untagged(format!("SORT {}", ids.join(" ")).trim_end());
+            }
+        }
         self.ok(tag, if by_uid { "UID SORT completed" } else { "SORT completed" });
         Flow::Continue
     }
@@ -827,6 +868,12 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::uid_set;
+
+    #[test]
+    fn ordered_sets_keep_the_order() {
+        assert_eq!(super::ordered_set(&[4, 1, 2, 3, 9, 5]), "4,1:3,9,5");
+        assert_eq!(super::ordered_set(&[]), "");
+    }
 
     #[test]
     fn compact_sets() {

@@ -406,6 +406,7 @@ impl Session {
             "OBJECTID",
             "SORT",
             "SORT=DISPLAY",
+            "ESORT",
             "THREAD=ORDEREDSUBJECT",
             "THREAD=REFERENCES",
             "THREAD=REFS",
