@@ -8,14 +8,14 @@ use argon2::{Argon2, PasswordHasher, password_hash::SaltString};
 use sha2::{Digest, Sha256};
 use tern_mailbox::Limits;
 use tern_proto::v1::{
-    AddAliasRequest, AppendHeader, AuthenticateRequest, ChangesRequest, CopyRequest, CreateAccountRequest,
-    CreateDomainRequest, CreateFolderRequest, DeleteAccountRequest, DeleteDomainRequest, DeleteFolderRequest,
-    DeliverEnvelope, DeliverRequest, DeliveryStatus, ErrorReason, EventKind, ExpungeRequest, FetchMessagesRequest,
-    FlagsMode, Folder, FolderRef, GetAccountRequest, GetDomainRequest, GetQuotaRequest, GetUsageRequest,
-    ListAccountsRequest, ListAliasesRequest, ListDomainsRequest, ListFoldersRequest, MoveRequest, Password,
-    RecipientStatus, RemoveAliasRequest, RenameFolderRequest, ResolveRecipientRequest, ResolvedVia, SelectRequest,
-    SetPasswordRequest, SpecialUse, StatusRequest, StoreFlagsRequest, SubscribeFolderRequest, UpdateAccountRequest,
-    UpdateDomainRequest, WatchRequest, deliver_request, password,
+    AddAliasRequest, AppendHeader, AuthenticateRequest, ChangesRequest, ClaimRecentRequest, CopyRequest,
+    CreateAccountRequest, CreateDomainRequest, CreateFolderRequest, DeleteAccountRequest, DeleteDomainRequest,
+    DeleteFolderRequest, DeliverEnvelope, DeliverRequest, DeliveryStatus, ErrorReason, EventKind, ExpungeRequest,
+    FetchMessagesRequest, FlagsMode, Folder, FolderRef, GetAccountRequest, GetDomainRequest, GetQuotaRequest,
+    GetUsageRequest, ListAccountsRequest, ListAliasesRequest, ListDomainsRequest, ListFoldersRequest, MoveRequest,
+    Password, RecipientStatus, RemoveAliasRequest, RenameFolderRequest, ResolveRecipientRequest, ResolvedVia,
+    SelectRequest, SetPasswordRequest, SpecialUse, StatusRequest, StoreFlagsRequest, SubscribeFolderRequest,
+    UpdateAccountRequest, UpdateDomainRequest, WatchRequest, deliver_request, password,
 };
 use tern_tests::{
     Admin, Mailbox, TestServer, append, append_with_header, blobs_dir, count_files, deliver, expect_error, fetch_body,
@@ -918,8 +918,17 @@ async fn select_and_status_snapshot_a_folder() {
     let by_id = mail.select(select(FolderRef::id(f.id))).await.unwrap().into_inner();
     assert_eq!(by_id, by_name);
 
+    // Status also counts the messages no IMAP session has claimed as \Recent: all three.
     let status = folder(&mut mail, alice, "INBOX").await;
-    assert_eq!(status, f);
+    assert_eq!(status, Folder { recent: 3, ..f.clone() });
+    assert_eq!(f.first_recent_uid, 0);
+
+    // The first claim gets all three, a second one nothing, and Status follows.
+    let claim = |up_to| ClaimRecentRequest { account_id: alice, folder_id: f.id, up_to };
+    assert_eq!(mail.claim_recent(claim(4)).await.unwrap().into_inner().first_recent_uid, 0);
+    assert_eq!(mail.claim_recent(claim(4)).await.unwrap().into_inner().first_recent_uid, 4);
+    let status = folder(&mut mail, alice, "INBOX").await;
+    assert_eq!((status.recent, status.first_recent_uid), (0, 4));
 
     expect_error(mail.select(select(FolderRef::name("Nope"))).await, Code::NotFound, ErrorReason::NotFound);
     expect_error(mail.select(select(FolderRef::name("x*"))).await, Code::InvalidArgument, ErrorReason::InvalidArgument);
@@ -1097,17 +1106,25 @@ async fn copy_and_move_keep_bodies_and_report_uid_pairs() {
     assert_eq!(moved_copy[0].email_id, originals[1].email_id);
     assert!(fetch_body(&mut mail, alice, archive.id, 3, 0, 0).await.unwrap().0 == message("c1", "x"));
 
-    expect_error(
-        mail.r#move(MoveRequest {
+    // A move within one folder is legal (RFC 6851 section 3.3): a new UID, the old one gone.
+    let within = mail
+        .r#move(MoveRequest {
             account_id: alice,
             folder_id: inbox.id,
             uids: vec![1],
             destination: Some(FolderRef::name("INBOX")),
         })
-        .await,
-        Code::PermissionDenied,
-        ErrorReason::NotAllowed,
-    );
+        .await
+        .unwrap()
+        .into_inner();
+    let selected = mail
+        .select(SelectRequest { account_id: alice, folder: Some(FolderRef::name("INBOX")) })
+        .await
+        .unwrap()
+        .into_inner();
+    let uids: Vec<u32> = selected.messages.iter().map(|m| m.uid).collect();
+    assert_eq!(within.source_uids, [1]);
+    assert_eq!(uids, [3, within.destination_uids[0]], "INBOX after moving UID 1 within it");
     expect_error(
         mail.copy(CopyRequest {
             account_id: alice,
