@@ -52,8 +52,11 @@ impl Session {
                     match update {
                         Some(Update::Event(e)) => {
                             self.apply(&e);
-                            self.claim_new_recent().await;
                             self.announce_expunges(true);
+                            // The change goes out before the claim of new messages as
+                            // recent, which is a write and may take a moment.
+                            self.flush().await?;
+                            self.claim_new_recent().await;
                         }
                         // The feed broke or ended: resynchronise, then carry on.
                         Some(Update::Resync) | None => self.sync_updates(true).await,

@@ -263,11 +263,18 @@ impl Session {
     /// Claims the folder's messages below `up_to` as recent for this session; the first UID
     /// that is recent here, or none when the claim fails (a missing \Recent loses nothing).
     async fn claim_recent(&mut self, account_id: u64, folder_id: u64, up_to: u32) -> u32 {
+        // A claim is a write; while the store is slow or away (a NATS leader election), the
+        // session goes on without \Recent rather than hold up what it has to say.
+        const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
         let req = tern_proto::v1::ClaimRecentRequest { account_id, folder_id, up_to };
-        match self.client.claim_recent(req).await {
-            Ok(r) => r.into_inner().first_recent_uid,
-            Err(status) => {
+        match tokio::time::timeout(CLAIM_WAIT, self.client.claim_recent(req)).await {
+            Ok(Ok(r)) => r.into_inner().first_recent_uid,
+            Ok(Err(status)) => {
                 tracing::warn!(error = %status.message(), "cannot claim recent messages");
+                u32::MAX
+            }
+            Err(_) => {
+                tracing::warn!("claiming recent messages took too long");
                 u32::MAX
             }
         }
