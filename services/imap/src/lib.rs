@@ -13,8 +13,8 @@ pub mod fetch;
 pub mod hub;
 pub mod search;
 pub mod server;
-pub mod sort;
 pub mod session;
+pub mod sort;
 pub mod utf7;
 
 /// The body of the `imap_command` fuzz target: decoding any input with the session's decoder
