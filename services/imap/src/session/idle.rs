@@ -10,6 +10,9 @@ use imap_codec::{
 
 use super::{Flow, Session, Update};
 
+/// How long IDLE waits before it tries again to follow the account's changes after that failed.
+const RESUBSCRIBE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Session {
     pub(crate) async fn idle(&mut self, tag: &Tag<'static>) -> std::io::Result<Flow> {
         self.sync_updates(true).await;
@@ -43,7 +46,12 @@ impl Session {
             let event = async {
                 match rx.as_mut() {
                     Some(rx) => Some(rx.next().await),
-                    None => std::future::pending().await,
+                    // No feed (following the account failed, say while the store was away):
+                    // try again in a moment rather than idle deaf until DONE.
+                    None => {
+                        tokio::time::sleep(RESUBSCRIBE).await;
+                        None
+                    }
                 }
             };
             tokio::select! {
