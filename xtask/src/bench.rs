@@ -1,8 +1,12 @@
 //! `cargo xtask bench`: load generators that run against a real `tern` process (release
 //! build) on loopback, with its own temporary data directory and free ports, and report
-//! throughput and the server's memory.
+//! throughput and the server's memory. Some run the same workload against a Dovecot started
+//! beside it (`--peer dovecot`) and report the two side by side.
 
 mod append;
+mod dovecot;
+mod imap_sessions;
+mod pop3;
 
 use std::{
     net::TcpListener,
@@ -36,8 +40,9 @@ pub enum Which {
         #[arg(long, default_value_t = 20)]
         sessions: usize,
     },
-    /// POP3 sessions against `tern dev` (USER/PASS, STAT, UIDL, RETR of every message, QUIT,
-    /// no DELE): messages/s retrieved and server memory.
+    /// POP3 sessions against `tern dev` (USER/PASS, STAT, LIST, UIDL, RETR of every message,
+    /// QUIT, no DELE): messages/s retrieved, server CPU per message and memory; with `--peer
+    /// dovecot` the same against a Dovecot started beside it, and the ratios.
     Pop3 {
         /// Accounts, each with `messages` messages of 4 KiB; one client per account.
         #[arg(long, default_value_t = 4)]
@@ -47,6 +52,12 @@ pub enum Which {
         /// Sessions in all, spread over the accounts' clients, which run side by side.
         #[arg(long, default_value_t = 200)]
         sessions: usize,
+        /// Seconds after which no session starts, if `sessions` have not been run by then.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// The server to compare with.
+        #[arg(long, value_enum, default_value_t = dovecot::Peer::None)]
+        peer: dovecot::Peer,
     },
     /// The distributed deployment (metadata in NATS JetStream, bodies in SeaweedFS S3, both
     /// started here) beside the embedded one: SMTP ingest and the IMAP mixed workload on each,
@@ -94,21 +105,39 @@ pub enum Which {
         #[arg(long, default_value_t = 3072)]
         size: usize,
         /// The server to compare with.
-        #[arg(long, value_enum, default_value_t = append::Peer::Dovecot)]
-        peer: append::Peer,
+        #[arg(long, value_enum, default_value_t = dovecot::Peer::Dovecot)]
+        peer: dovecot::Peer,
         /// Set TCP_NODELAY on the client, which imaplib does not: what the servers take
         /// without any wait on acknowledgements.
         #[arg(long)]
         nodelay: bool,
     },
     /// IMAP: memory per idle connection (each logged in, INBOX of 100 messages selected, in
-    /// IDLE), then a mixed workload from 10 logged-in clients: commands/s.
+    /// IDLE), then a mixed workload from 10 logged-in clients: commands/s. With `--peer`, instead,
+    /// persistent sessions on one INBOX (FETCH of flags, headers and bodies, STORE of a keyword,
+    /// APPEND, EXPUNGE) against `tern dev` and the peer one after the other: commands/s, server
+    /// CPU per command, failed commands, and the ratios.
     Imap {
+        /// Idle connections (without `--peer`).
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
-        /// Seconds the mixed workload runs.
+        /// Seconds the mixed workload runs (with `--peer`: at most, on each server).
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Run the persistent-session workload against Tern and this server (`none`: Tern
+        /// alone) instead of the idle connections and the mixed workload.
+        #[arg(long, value_enum)]
+        peer: Option<dovecot::Peer>,
+        /// Sessions at once (with `--peer`).
+        #[arg(long, default_value_t = 10)]
+        sessions: usize,
+        /// Messages of 4 KiB seeded into INBOX (with `--peer`).
+        #[arg(long, default_value_t = 100)]
+        messages: usize,
+        /// Commands over all sessions after which the run ends, if the time has not run out
+        /// first (with `--peer`).
+        #[arg(long, default_value_t = 1_000_000)]
+        commands: u64,
     },
 }
 
@@ -118,8 +147,13 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Mailbox { messages } => rt.block_on(mailbox(messages)),
         Which::Smtp { messages, sessions } => rt.block_on(smtp(messages, sessions)),
-        Which::Pop3 { accounts, messages, sessions } => rt.block_on(pop3(accounts, messages, sessions)),
-        Which::Imap { connections, seconds } => rt.block_on(imap(connections, seconds)),
+        Which::Pop3 { accounts, messages, sessions, seconds, peer } => {
+            rt.block_on(pop3::run(pop3::Workload { accounts, messages, sessions, seconds }, peer))
+        }
+        Which::Imap { connections, seconds, peer: None, .. } => rt.block_on(imap(connections, seconds)),
+        Which::Imap { seconds, peer: Some(peer), sessions, messages, commands, .. } => {
+            rt.block_on(imap_sessions::run(imap_sessions::Workload { sessions, messages, seconds, commands }, peer))
+        }
         Which::ImapAppend { appends, size, peer, nodelay } => rt.block_on(append::run(appends, size, peer, nodelay)),
         Which::Relay { messages, concurrency, per_domain_concurrency, timeout, nats } => {
             let per_domain = per_domain_concurrency.unwrap_or(concurrency);
@@ -425,165 +459,6 @@ async fn smtp_ingest(server: &Server, messages: usize, sessions: usize) -> anyho
     println!("  {:>8.0} messages/s  ({messages} in {secs:.2} s, all readable in INBOX)", messages as f64 / secs);
     println!("  tern dev memory: idle {} MiB, after {} MiB, peak RSS {} MiB", rss_idle / 1024, rss / 1024, hwm / 1024);
     Ok(messages as f64 / secs)
-}
-
-/// A minimal POP3 client for the load generator: status lines and multi-line data, checked.
-struct Pop3Client {
-    stream: tokio::io::BufReader<tokio::net::TcpStream>,
-    line: Vec<u8>,
-}
-
-impl Pop3Client {
-    async fn connect(addr: &str) -> anyhow::Result<Self> {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let mut c = Self { stream: tokio::io::BufReader::with_capacity(64 * 1024, tcp), line: Vec::new() };
-        c.status().await.context("greeting")?;
-        Ok(c)
-    }
-
-    async fn read_line(&mut self) -> anyhow::Result<()> {
-        use tokio::io::AsyncBufReadExt as _;
-        self.line.clear();
-        let n = tokio::time::timeout(Duration::from_secs(30), self.stream.read_until(b'\n', &mut self.line))
-            .await
-            .context("no answer from the POP3 server within 30 s")??;
-        if n == 0 || !self.line.ends_with(b"\r\n") {
-            bail!("the POP3 server closed the connection or sent a line without CRLF");
-        }
-        Ok(())
-    }
-
-    /// Reads a status line; an `-ERR` is an error.
-    async fn status(&mut self) -> anyhow::Result<String> {
-        self.read_line().await?;
-        let line = String::from_utf8_lossy(&self.line[..self.line.len() - 2]).into_owned();
-        if !line.starts_with("+OK") {
-            bail!("POP3 server answered {line:?}");
-        }
-        Ok(line)
-    }
-
-    /// Sends a command and reads its status line.
-    async fn command(&mut self, command: &str) -> anyhow::Result<String> {
-        use tokio::io::AsyncWriteExt as _;
-        self.stream.get_mut().write_all(format!("{command}\r\n").as_bytes()).await?;
-        self.status().await.with_context(|| command.split(' ').next().unwrap_or_default().to_string())
-    }
-
-    /// Reads multi-line data up to the terminating dot; returns its lines and octets.
-    async fn data(&mut self) -> anyhow::Result<(usize, usize)> {
-        let (mut lines, mut octets) = (0, 0);
-        loop {
-            self.read_line().await?;
-            if self.line == b".\r\n" {
-                return Ok((lines, octets));
-            }
-            lines += 1;
-            octets += self.line.len();
-        }
-    }
-}
-
-/// One POP3 session: login, STAT, UIDL, RETR of every message, QUIT, and the close (after
-/// which the maildrop lease is free for the next session). Returns the messages retrieved.
-async fn pop3_session(addr: &str, user: &str, expect: usize) -> anyhow::Result<usize> {
-    let mut c = Pop3Client::connect(addr).await?;
-    c.command(&format!("USER {user}")).await?;
-    c.command("PASS bench").await?;
-    let stat = c.command("STAT").await?;
-    let count: usize = stat.split(' ').nth(1).and_then(|n| n.parse().ok()).context("STAT answer")?;
-    if count != expect {
-        bail!("{user}: STAT says {count} messages, expected {expect}");
-    }
-    c.command("UIDL").await?;
-    let (uidls, _) = c.data().await?;
-    if uidls != count {
-        bail!("{user}: UIDL listed {uidls} messages, expected {count}");
-    }
-    for n in 1..=count {
-        c.command(&format!("RETR {n}")).await?;
-        let (_, octets) = c.data().await?;
-        if octets < 4096 {
-            bail!("{user}: RETR {n} sent {octets} octets, expected at least 4096");
-        }
-    }
-    c.command("QUIT").await?;
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read_to_end(&mut c.stream, &mut rest))
-        .await
-        .context("the POP3 server did not close after QUIT")??;
-    Ok(count)
-}
-
-/// Sessions of one client per account, side by side, against `tern dev`'s POP3 listener.
-async fn pop3(accounts: usize, messages: usize, sessions: usize) -> anyhow::Result<()> {
-    if accounts == 0 || sessions == 0 {
-        bail!("need at least one account and one session");
-    }
-    let server = Server::start().await?;
-    let channel = Channel::from_shared(server.grpc.clone())?.connect().await?;
-    let mut admin = AdminClient::new(channel.clone());
-    admin.create_domain(CreateDomainRequest { name: "bench.test".into(), ..Default::default() }).await?;
-    let users: Vec<String> = (0..accounts).map(|i| format!("pop{i}@bench.test")).collect();
-    for user in &users {
-        admin
-            .create_account(CreateAccountRequest {
-                address: user.clone(),
-                password: Some(Password { value: Some(password::Value::Plain("bench".into())) }),
-                ..Default::default()
-            })
-            .await?;
-    }
-    let mut client = MailboxClient::new(channel);
-    for (i, user) in users.iter().enumerate() {
-        for n in 0..messages {
-            deliver_to(&mut client, user, message(i * messages + n)).await?;
-        }
-    }
-    let (rss_idle, _) = server.memory();
-    println!(
-        "pop3 benchmark: {accounts} accounts x {messages} messages of 4 KiB, {sessions} sessions by {accounts} \
-         concurrent clients (USER/PASS, STAT, UIDL, RETR all, QUIT; plain TCP)"
-    );
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, user) in users.iter().enumerate() {
-        // Client i runs sessions i, i + accounts, ...: one maildrop each, so no IN-USE.
-        let mine = (i..sessions).step_by(accounts).count();
-        let (addr, user) = (server.pop3.clone(), user.clone());
-        tasks.spawn(async move {
-            let mut retrieved = 0;
-            let mut slowest = Duration::ZERO;
-            for _ in 0..mine {
-                let t = Instant::now();
-                retrieved += pop3_session(&addr, &user, messages).await?;
-                slowest = slowest.max(t.elapsed());
-            }
-            anyhow::Ok((retrieved, slowest))
-        });
-    }
-    let (mut retrieved, mut slowest) = (0usize, Duration::ZERO);
-    while let Some(r) = tasks.join_next().await {
-        let (n, s) = r??;
-        retrieved += n;
-        slowest = slowest.max(s);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let (rss, hwm) = server.memory();
-    println!(
-        "  {:>8.0} messages/s retrieved  ({retrieved} messages, {:.1} MiB, in {secs:.2} s)",
-        retrieved as f64 / secs,
-        (retrieved * 4096) as f64 / (1024.0 * 1024.0)
-    );
-    println!(
-        "  {:>8.1} sessions/s  (mean {:.0} ms, slowest {} ms, each with a login)",
-        sessions as f64 / secs,
-        secs * 1000.0 * accounts as f64 / sessions as f64,
-        slowest.as_millis()
-    );
-    println!("  tern dev memory: idle {} MiB, after {} MiB, peak RSS {} MiB", rss_idle / 1024, rss / 1024, hwm / 1024);
-    Ok(())
 }
 
 /// A minimal IMAP client for the benchmark: it sends tagged commands and reads until the
@@ -954,6 +829,86 @@ fn cpu_of(pid: u32) -> f64 {
     let rest: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
     let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// CPU time in seconds, in user space and in the kernel (system calls, and on a virtual machine
+/// the cost of the disk's and the network's emulation that an fsync or a send incurs).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    user: f64,
+    system: f64,
+}
+
+impl Cpu {
+    fn total(self) -> f64 {
+        self.user + self.system
+    }
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+
+    fn sub(self, earlier: Cpu) -> Cpu {
+        Cpu { user: self.user - earlier.user, system: self.system - earlier.system }
+    }
+}
+
+impl std::fmt::Display for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2} s (user {:.2} s, system {:.2} s)", self.total(), self.user, self.system)
+    }
+}
+
+/// The CPU time of process `root`, every process below it, and the children they have waited
+/// for, from /proc: for a Dovecot, its master and every service and session process it
+/// started, including those that ended since (the master waits for its children, which adds
+/// their times to its own cutime and cstime).
+fn tree_cpu(root: u32) -> Cpu {
+    // Each process's parent and its own ticks, with those of the children it waited for.
+    let mut processes = std::collections::HashMap::new();
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // The fields after the command name, which is in parentheses and may hold spaces: ppid
+        // is field 4, utime 14, stime 15, cutime 16 and cstime 17.
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect())
+            .unwrap_or_default();
+        if fields.len() > 14 {
+            processes.insert(pid, (fields[10] + fields[12], fields[11] + fields[13]));
+            children.entry(fields[0] as u32).or_default().push(pid);
+        }
+    }
+    let (mut user, mut system, mut stack) = (0, 0, vec![root]);
+    while let Some(pid) = stack.pop() {
+        let (u, s) = processes.get(&pid).copied().unwrap_or_default();
+        (user, system) = (user + u, system + s);
+        stack.extend(children.get(&pid).into_iter().flatten());
+    }
+    Cpu { user: user as f64 / 100.0, system: system as f64 / 100.0 }
+}
+
+/// The CPU time (user and system, in seconds) of this process, the benchmark's client.
+fn self_cpu() -> Cpu {
+    // Not `tree_cpu`: the servers under test are this process's children.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15, the 12th and 13th after the command name.
+    let ticks = |i: usize| fields.get(i).copied().unwrap_or(0.0) / 100.0;
+    Cpu { user: ticks(11), system: ticks(12) }
+}
+
+/// The 1, 5 and 15 minute load averages, from /proc/loadavg.
+fn load_average() -> String {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// A 4 KiB message from the relay benchmark's sender, with the headers a DKIM signature covers.

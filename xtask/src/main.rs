@@ -20,6 +20,9 @@
 //!   store, with 1 and 16 concurrent clients, fetches per second, and the server's memory.
 //! - `bench imap-append`: one client's sequential APPENDs with synchronising literals written as
 //!   Python's imaplib writes them, on Tern and on a Dovecot beside it: p50, p99, mean latency.
+//! - `bench imap --peer dovecot`, `bench pop3 --peer dovecot`: the same persistent-session IMAP
+//!   workload, or the same POP3 sessions, on Tern and then on a Dovecot beside it: throughput
+//!   and the servers' CPU time per command or message, and the ratios.
 
 mod bench;
 

@@ -12,21 +12,12 @@
 use std::{
     io::{BufRead, BufReader, Write},
     net::TcpStream,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 
-/// The server the benchmark compares Tern with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Peer {
-    /// Dovecot (Debian's dovecot-imapd, installed when missing), run on its own loopback port.
-    Dovecot,
-    /// Tern alone.
-    None,
-}
+use super::dovecot::{Dovecot, Peer, Protocols};
 
 /// What the benchmark measures on one server.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +40,7 @@ pub async fn run(appends: usize, size: usize, peer: Peer, nodelay: bool) -> anyh
     }
     // Installed first, so that a missing package fails the run before any measurement.
     if peer == Peer::Dovecot {
-        install_dovecot()?;
+        super::dovecot::install(Protocols::Imap)?;
     }
     let writes = if nodelay {
         "TCP_NODELAY set on the client"
@@ -66,8 +57,8 @@ pub async fn run(appends: usize, size: usize, peer: Peer, nodelay: bool) -> anyh
     drop(server);
     let dovecot = match peer {
         Peer::Dovecot => {
-            let dovecot = Dovecot::start()?;
-            Some(measure("dovecot", &dovecot.addr, appends, size, nodelay).await?)
+            let dovecot = Dovecot::start(Protocols::Imap, &[USER], PASSWORD)?;
+            Some(measure("dovecot", &dovecot.imap, appends, size, nodelay).await?)
         }
         Peer::None => None,
     };
@@ -199,135 +190,5 @@ impl Client {
         self.writer.write_all(b"\r\n")?;
         self.tagged(&tag)?;
         Ok(start.elapsed())
-    }
-}
-
-/// Installs Debian's dovecot-imapd when it is missing.
-fn install_dovecot() -> anyhow::Result<()> {
-    if crate::deb_installed("dovecot-imapd") {
-        return Ok(());
-    }
-    let args = ["install", "-y", "--no-install-recommends", "dovecot-imapd"];
-    if crate::run("apt-get", &args).is_err() {
-        crate::run("apt-get", &["update"])?;
-        crate::run("apt-get", &args)?;
-    }
-    Ok(())
-}
-
-/// The `dovecot` binary: in /usr/sbin on Debian, which is not on every user's PATH.
-fn dovecot_bin() -> PathBuf {
-    let sbin = Path::new("/usr/sbin/dovecot");
-    if sbin.is_file() { sbin.to_path_buf() } else { PathBuf::from("dovecot") }
-}
-
-/// A Dovecot master process of the benchmark's own: its own configuration, directories and
-/// loopback port in a temporary directory, one account (in a passwd-file) whose Maildir belongs
-/// to `nobody`, plain-text LOGIN without TLS. Whether a system-wide Dovecot runs does not
-/// matter. Stopped when dropped.
-struct Dovecot {
-    child: Child,
-    config: PathBuf,
-    dir: tempfile::TempDir,
-    addr: String,
-}
-
-/// The user Dovecot runs the IMAP sessions as; Dovecot refuses root.
-const MAIL_UID: u32 = 65534;
-const MAIL_GID: u32 = 65534;
-
-impl Dovecot {
-    fn start() -> anyhow::Result<Self> {
-        let version = Command::new(dovecot_bin()).arg("--version").output().context("cannot run dovecot")?;
-        let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
-        // 2.4 changed the configuration's syntax; this one is 2.3's (Debian 12).
-        if !version.starts_with("2.3.") {
-            bail!("the Dovecot configuration here is written for Dovecot 2.3, and this is {version:?}");
-        }
-        let uid = Command::new("id").arg("-u").output().context("cannot run id")?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            bail!("Dovecot is started as root here (it switches each session to the user nobody): run as root");
-        }
-        let dir = tempfile::TempDir::new()?;
-        let path = dir.path();
-        // The sessions run as nobody, who must reach its home below the temporary directory.
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-        let home = path.join("home");
-        std::fs::create_dir(&home)?;
-        std::os::unix::fs::chown(&home, Some(MAIL_UID), Some(MAIL_GID))?;
-        std::fs::write(path.join("passwd"), format!("{USER}:{{PLAIN}}{PASSWORD}\n"))?;
-        let port = super::free_port()?;
-        let p = path.display();
-        let config = path.join("dovecot.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "base_dir = {p}/run\nstate_dir = {p}/state\ninstance_name = tern-bench-{port}\nlog_path = {p}/dovecot.log\n\
-                 protocols = imap\nlisten = 127.0.0.1\nssl = no\ndisable_plaintext_auth = no\nauth_mechanisms = plain login\n\
-                 mail_location = maildir:~/Maildir\n\
-                 passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {p}/passwd\n}}\n\
-                 userdb {{\n  driver = static\n  args = uid={MAIL_UID} gid={MAIL_GID} home={p}/home/%u\n}}\n\
-                 service imap-login {{\n  chroot =\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n\
-                 \x20 inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
-                 service anvil {{\n  chroot =\n}}\n"
-            ),
-        )?;
-        std::fs::create_dir(path.join("run"))?;
-        std::fs::create_dir(path.join("state"))?;
-        let child = Command::new(dovecot_bin())
-            .arg("-F")
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start dovecot")?;
-        let mut dovecot = Self { child, config, dir, addr: format!("127.0.0.1:{port}") };
-        // Ready once it greets.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(tcp) = TcpStream::connect(&dovecot.addr) {
-                tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-                let mut greeting = String::new();
-                if BufReader::new(tcp).read_line(&mut greeting).is_ok() && greeting.starts_with("* OK") {
-                    return Ok(dovecot);
-                }
-            }
-            if let Some(status) = dovecot.child.try_wait()? {
-                bail!("dovecot exited with {status}:\n{}", dovecot.log());
-            }
-            if Instant::now() > deadline {
-                bail!("dovecot did not greet on {} within 20 s:\n{}", dovecot.addr, dovecot.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        // `dovecot stop` ends the master and its children; killing the master alone would leave
-        // them to notice.
-        let _ = Command::new(dovecot_bin())
-            .arg("-c")
-            .arg(&self.config)
-            .arg("stop")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -1,0 +1,212 @@
+//! The Dovecot that the side-by-side benchmarks (`imap-append`, `imap --peer dovecot`,
+//! `pop3 --peer dovecot`) compare Tern with: Debian's Dovecot 2.3, installed when missing, run
+//! as a master process of the benchmark's own on free loopback ports with a temporary
+//! configuration, and the CPU time of all its processes.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+/// The server a benchmark compares Tern with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Peer {
+    /// Dovecot (Debian's dovecot-imapd, and dovecot-pop3d for POP3, installed when missing),
+    /// run on its own loopback ports.
+    Dovecot,
+    /// Tern alone.
+    None,
+}
+
+/// The protocols a Dovecot of the benchmark's serves: IMAP always, because the benchmarks put
+/// their messages in over IMAP APPEND, and POP3 when asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    Imap,
+    ImapAndPop3,
+}
+
+/// Installs the Debian packages that `protocols` need when any is missing.
+pub fn install(protocols: Protocols) -> anyhow::Result<()> {
+    let mut packages = vec!["dovecot-imapd"];
+    if protocols == Protocols::ImapAndPop3 {
+        packages.push("dovecot-pop3d");
+    }
+    packages.retain(|package| !crate::deb_installed(package));
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(&packages);
+    // A fresh machine may have no package lists yet, so a failed install is retried after an
+    // update rather than failing the benchmark.
+    if crate::run("apt-get", &args).is_err() {
+        crate::run("apt-get", &["update"])?;
+        crate::run("apt-get", &args)?;
+    }
+    Ok(())
+}
+
+/// The `dovecot` binary: in /usr/sbin on Debian, which is not on every user's PATH.
+fn dovecot_bin() -> PathBuf {
+    let sbin = Path::new("/usr/sbin/dovecot");
+    if sbin.is_file() { sbin.to_path_buf() } else { PathBuf::from("dovecot") }
+}
+
+/// A Dovecot master process of the benchmark's own: its own configuration, directories and
+/// loopback ports in a temporary directory, accounts in a passwd-file whose Maildirs belong to
+/// `nobody`, plain-text login without TLS. Whether a system-wide Dovecot runs does not matter.
+/// Stopped when dropped.
+pub struct Dovecot {
+    child: Child,
+    config: PathBuf,
+    dir: tempfile::TempDir,
+    /// The IMAP listener, `127.0.0.1:port`.
+    pub imap: String,
+    /// The POP3 listener, when POP3 was asked for.
+    pub pop3: Option<String>,
+}
+
+/// The user Dovecot runs the mail sessions as; Dovecot refuses root.
+const MAIL_UID: u32 = 65534;
+const MAIL_GID: u32 = 65534;
+
+impl Dovecot {
+    /// Starts Dovecot with `users`, each with `password`, and waits until each listener greets.
+    pub fn start(protocols: Protocols, users: &[&str], password: &str) -> anyhow::Result<Self> {
+        let version = Command::new(dovecot_bin()).arg("--version").output().context("cannot run dovecot")?;
+        let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+        // 2.4 changed the configuration's syntax; this one is 2.3's (Debian 12).
+        if !version.starts_with("2.3.") {
+            bail!("the Dovecot configuration here is written for Dovecot 2.3, and this is {version:?}");
+        }
+        let uid = Command::new("id").arg("-u").output().context("cannot run id")?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            bail!("Dovecot is started as root here (it switches each session to the user nobody): run as root");
+        }
+        let dir = tempfile::TempDir::new()?;
+        let path = dir.path();
+        // The sessions run as nobody, who must reach its home below the temporary directory.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let home = path.join("home");
+        std::fs::create_dir(&home)?;
+        std::os::unix::fs::chown(&home, Some(MAIL_UID), Some(MAIL_GID))?;
+        let passwd: String = users.iter().map(|user| format!("{user}:{{PLAIN}}{password}\n")).collect();
+        std::fs::write(path.join("passwd"), passwd)?;
+        let imap_port = super::free_port()?;
+        let pop3_port = match protocols {
+            Protocols::Imap => None,
+            Protocols::ImapAndPop3 => Some(super::free_port()?),
+        };
+        let p = path.display();
+        // The services of a protocol are configured only when it is served, so that a machine
+        // without dovecot-pop3d can run the IMAP benchmarks.
+        let pop3_service = pop3_port
+            .map(|port| {
+                format!(
+                    "service pop3-login {{\n  chroot =\n  inet_listener pop3 {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n\
+                     \x20 inet_listener pop3s {{\n    port = 0\n  }}\n}}\n"
+                )
+            })
+            .unwrap_or_default();
+        let config = path.join("dovecot.conf");
+        // The benchmarks log in many sessions of one user from one address, more than the
+        // default of 10 per user and address that mail_max_userip_connections allows.
+        std::fs::write(
+            &config,
+            format!(
+                "base_dir = {p}/run\nstate_dir = {p}/state\ninstance_name = tern-bench-{imap_port}\nlog_path = {p}/dovecot.log\n\
+                 protocols = imap{}\nlisten = 127.0.0.1\nssl = no\ndisable_plaintext_auth = no\nauth_mechanisms = plain login\n\
+                 mail_location = maildir:~/Maildir\nmail_max_userip_connections = 10000\n\
+                 passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {p}/passwd\n}}\n\
+                 userdb {{\n  driver = static\n  args = uid={MAIL_UID} gid={MAIL_GID} home={p}/home/%u\n}}\n\
+                 service imap-login {{\n  chroot =\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {imap_port}\n  }}\n\
+                 \x20 inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
+                 {pop3_service}\
+                 service anvil {{\n  chroot =\n}}\n",
+                if pop3_port.is_some() { " pop3" } else { "" }
+            ),
+        )?;
+        std::fs::create_dir(path.join("run"))?;
+        std::fs::create_dir(path.join("state"))?;
+        let child = Command::new(dovecot_bin())
+            .arg("-F")
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start dovecot")?;
+        let mut dovecot = Self {
+            child,
+            config,
+            dir,
+            imap: format!("127.0.0.1:{imap_port}"),
+            pop3: pop3_port.map(|port| format!("127.0.0.1:{port}")),
+        };
+        dovecot.await_greeting(&dovecot.imap.clone(), "* OK")?;
+        if let Some(pop3) = dovecot.pop3.clone() {
+            dovecot.await_greeting(&pop3, "+OK")?;
+        }
+        Ok(dovecot)
+    }
+
+    /// Waits until the listener on `addr` greets with `greeting`, for at most 20 s.
+    fn await_greeting(&mut self, addr: &str, greeting: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(tcp) = TcpStream::connect(addr) {
+                tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let mut line = String::new();
+                if BufReader::new(tcp).read_line(&mut line).is_ok() && line.starts_with(greeting) {
+                    return Ok(());
+                }
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("dovecot exited with {status}:\n{}", self.log());
+            }
+            if Instant::now() > deadline {
+                bail!("dovecot did not greet on {addr} within 20 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The master's process id, the root of every Dovecot process of this instance.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        // `dovecot stop` ends the master and its children; killing the master alone would leave
+        // them to notice.
+        let _ = Command::new(dovecot_bin())
+            .arg("-c")
+            .arg(&self.config)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
