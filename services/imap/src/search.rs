@@ -146,15 +146,9 @@ pub fn needs(key: &SearchKey<'_>) -> Needs {
 /// Reports what the candidates must carry for all of `keys` to be evaluated.
 pub fn needs_all(keys: &[SearchKey<'_>]) -> Needs {
     let mut out = Needs::default();
-    let mut stack: Vec<&SearchKey<'_>> = keys.iter().collect();
-    while let Some(key) = stack.pop() {
+    for key in leaves(keys) {
         match key {
-            SearchKey::And(keys) => stack.extend(keys.as_ref()),
-            SearchKey::Not(key) => stack.push(key),
-            SearchKey::Or(a, b) => {
-                stack.push(a);
-                stack.push(b);
-            }
+            SearchKey::And(_) | SearchKey::Not(_) | SearchKey::Or(..) => {}
             SearchKey::Bcc(_)
             | SearchKey::Cc(_)
             | SearchKey::From(_)
@@ -201,20 +195,26 @@ pub fn needs_all(keys: &[SearchKey<'_>]) -> Needs {
 /// Whether any of `keys` is a MODSEQ key, which enables CONDSTORE for the session and adds
 /// the highest MODSEQ of the matches to the answer (RFC 7162 sections 3.1 and 3.1.5).
 pub fn mentions_modseq(keys: &[SearchKey<'_>]) -> bool {
-    let mut stack: Vec<&SearchKey<'_>> = keys.iter().collect();
-    while let Some(key) = stack.pop() {
-        match key {
-            SearchKey::And(keys) => stack.extend(keys.as_ref()),
-            SearchKey::Not(key) => stack.push(key),
-            SearchKey::Or(a, b) => {
-                stack.push(a);
-                stack.push(b);
+    leaves(keys).any(|k| matches!(k, SearchKey::ModSequence { .. }))
+}
+
+/// The keys of `keys` that are not AND, OR or NOT, however deeply nested.
+fn leaves<'k, 'a>(keys: &'k [SearchKey<'a>]) -> impl Iterator<Item = &'k SearchKey<'a>> {
+    let mut stack: Vec<&'k SearchKey<'a>> = keys.iter().collect();
+    std::iter::from_fn(move || {
+        while let Some(key) = stack.pop() {
+            match key {
+                SearchKey::And(keys) => stack.extend(keys.as_ref()),
+                SearchKey::Not(key) => stack.push(key),
+                SearchKey::Or(a, b) => {
+                    stack.push(a);
+                    stack.push(b);
+                }
+                leaf => return Some(leaf),
             }
-            SearchKey::ModSequence { .. } => return true,
-            _ => {}
         }
-    }
-    false
+        None
+    })
 }
 
 /// Whether the candidate matches `key`.

@@ -280,7 +280,7 @@ pub enum Threading {
 
 /// THREAD=REFERENCES (RFC 5256 section 3) and THREAD=REFS: threads from Message-ID,
 /// In-Reply-To and References; children by sent date.
-pub fn references(items: &[Item<'_>], references_of: impl Fn(&Item<'_>) -> String, how: Threading) -> Vec<Node> {
+pub fn references(items: &[Item<'_>], how: Threading) -> Vec<Node> {
     let mut forest = Forest { nodes: Vec::new() };
     let mut by_id: HashMap<String, usize> = HashMap::new();
     fn container(forest: &mut Forest, by_id: &mut HashMap<String, usize>, id: &str) -> usize {
@@ -304,7 +304,7 @@ pub fn references(items: &[Item<'_>], references_of: impl Fn(&Item<'_>) -> Strin
             }
         };
         forest.nodes[me].item = Some(i);
-        let mut refs = msg_ids(&references_of(item));
+        let mut refs = msg_ids(env.map(|e| e.references.as_str()).unwrap_or_default());
         if refs.is_empty()
             && let Some(first) = env.and_then(|e| msg_ids(&e.in_reply_to).into_iter().next())
         {
@@ -596,10 +596,10 @@ mod tests {
             env("alone", "Sun, 31 Dec 2023 10:00:00 +0000", ("", "g"), "<7@x>", ""),
         ];
         let it = items(&envs);
-        let threads = references(&it, |_| String::new(), Threading::References);
+        let threads = references(&it, Threading::References);
         assert_eq!(render(&threads), "(7)((4)(5))(1 (2)(3)(6))");
         // REFS: no merging by subject, and the thread with the newest message last.
-        let threads = references(&it, |_| String::new(), Threading::Refs);
+        let threads = references(&it, Threading::Refs);
         assert_eq!(render(&threads), "(7)((4)(5))(1 (2)(3))(6)");
     }
 
@@ -612,13 +612,11 @@ mod tests {
             // Claims to be the parent of its own ancestor: the loop is not made.
             env("d", "Mon, 1 Jan 2024 13:00:00 +0000", ("", "d"), "<1@x>", ""),
         ];
+        let mut envs = envs;
+        envs[1].references = "<1@x>".into();
+        envs[2].references = "<1@x>\r\n <2@x>".into();
         let it = items(&envs);
-        let refs = |i: &Item<'_>| match i.id {
-            2 => "<1@x>".to_string(),
-            3 => "<1@x> <2@x>".to_string(),
-            _ => String::new(),
-        };
-        let threads = references(&it, refs, Threading::References);
+        let threads = references(&it, Threading::References);
         // The fourth message's Message-ID is taken, so it stands alone.
         assert_eq!(render(&threads), "(1 2 3)(4)");
     }

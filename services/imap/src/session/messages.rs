@@ -673,14 +673,7 @@ impl Session {
         let items = sort_items(&matches, by_uid);
         let threads = match how {
             None => crate::sort::ordered_subject(&items),
-            Some(how) => {
-                let references: std::collections::HashMap<u32, &str> = matches
-                    .iter()
-                    .zip(&items)
-                    .map(|(m, i)| (i.id, m.meta.envelope.as_ref().map(|e| e.references.as_str()).unwrap_or_default()))
-                    .collect();
-                crate::sort::references(&items, |i| references.get(&i.id).copied().unwrap_or_default().to_string(), how)
-            }
+            Some(how) => crate::sort::references(&items, how),
         };
         self.untagged(format!("THREAD {}", crate::sort::render(&threads)).trim_end());
         self.ok(tag, if by_uid { "UID THREAD completed" } else { "THREAD completed" });
