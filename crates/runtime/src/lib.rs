@@ -6,7 +6,6 @@
 //! This crate knows nothing of mail, storage or protocols.
 
 pub mod conn;
-pub mod dkim;
 pub mod generated;
 pub mod grpc_metrics;
 pub mod http;

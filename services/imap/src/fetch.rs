@@ -35,7 +35,7 @@ use tern_proto::v1::{Address, BodyPart, Envelope, MessageMeta, Param};
 const QUOTED_MAX: usize = 1024;
 
 /// The mailbox name of an address that has none, as Dovecot writes it. The mailbox service
-/// stores the same at delivery (`tern_mailbox::parse`, which a front-end does not link); this
+/// stores the same at delivery (`tern_mail::parse`, which only this crate's tests link); this
 /// fills envelopes stored before it did.
 const MISSING_MAILBOX: &str = "MISSING_MAILBOX";
 
@@ -973,7 +973,7 @@ aGVsbG8=\r\n\
 --o--\r\n";
 
     fn meta_of(raw: &[u8]) -> MessageMeta {
-        let parsed = tern_mailbox::parse::parse(raw);
+        let parsed = tern_mail::parse::parse(raw);
         MessageMeta {
             uid: 7,
             flags: vec!["\\Seen".into(), "$Forwarded".into()],
@@ -1485,8 +1485,8 @@ MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"i\"\r\n\r\n";
 
     #[test]
     fn missing_names_are_those_the_mailbox_service_stores() {
-        assert_eq!(MISSING_MAILBOX, tern_mailbox::parse::MISSING_MAILBOX);
-        assert_eq!(MISSING_DOMAIN, tern_mailbox::parse::MISSING_DOMAIN);
+        assert_eq!(MISSING_MAILBOX, tern_mail::parse::MISSING_MAILBOX);
+        assert_eq!(MISSING_DOMAIN, tern_mail::parse::MISSING_DOMAIN);
     }
 
     #[test]

@@ -643,7 +643,7 @@ mod tests {
     impl Msg {
         fn new(raw: &str, uid: u32, flags: &[&str], modseq: u64, internal_date: i64) -> Self {
             let raw = raw.replace('\n', "\r\n").into_bytes();
-            let envelope = tern_mailbox::parse::parse(&raw).envelope;
+            let envelope = tern_mail::parse::parse(&raw).envelope;
             Self { raw, envelope, uid, flags: flags.iter().map(|f| f.to_string()).collect(), modseq, internal_date }
         }
 

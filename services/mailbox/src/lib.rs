@@ -16,7 +16,6 @@ pub mod error;
 pub mod flags;
 pub mod folder_name;
 pub mod grpc;
-pub mod parse;
 pub mod password;
 pub mod position;
 pub mod server;
@@ -30,4 +29,7 @@ pub mod records {
 }
 
 pub use error::{MailboxError, Result};
+/// Message parsing at delivery lives in `tern-mail`, which the IMAP front-end's tests share;
+/// re-exported so that `crate::parse` names it throughout this crate.
+pub use tern_mail::parse;
 pub use service::{Limits, MailboxService};

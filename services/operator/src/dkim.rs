@@ -1,7 +1,7 @@
-//! DKIM keys of Domains: the key helpers are `tern_runtime::dkim`; this adds where the
+//! DKIM keys of Domains: the key helpers are `tern_mail::dkim`; this adds where the
 //! operator keeps a key in Kubernetes.
 
-pub use tern_runtime::dkim::*;
+pub use tern_mail::dkim::*;
 
 /// The key of the generated Secret holding the private key (PKCS#8 PEM).
 pub const PRIVATE_KEY: &str = "private.pem";

@@ -106,7 +106,7 @@ pub struct Fetcher {
     port: u16,
     cache: Mutex<HashMap<String, Cached>>,
     /// TXT answers, for their TTL.
-    txt: tern_smtp::verify::TtlCache<Box<str>, mail_auth::Txt>,
+    txt: tern_mail::dns::TtlCache<Box<str>, mail_auth::Txt>,
     /// Domains found without a policy, until when.
     absent: Mutex<HashMap<String, Instant>>,
 }
@@ -141,7 +141,7 @@ impl Fetcher {
             http,
             port,
             cache: Mutex::default(),
-            txt: tern_smtp::verify::TtlCache::default(),
+            txt: tern_mail::dns::TtlCache::default(),
             absent: Mutex::default(),
         })
     }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use mail_auth::{
     DnsError, IpLookupStrategy, MX, MessageAuthenticator, RecordSet, hickory_resolver::proto::op::ResponseCode,
 };
-use tern_smtp::verify::TtlCache;
+use tern_mail::dns::TtlCache;
 
 /// Most addresses taken from one host name.
 const MAX_ADDRESSES_PER_HOST: usize = 4;

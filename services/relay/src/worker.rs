@@ -20,20 +20,18 @@ use std::{
 use bytes::Bytes;
 use futures::StreamExt;
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+use tern_mail::dsn::{self, Action, RecipientStatus};
 use tern_proto::v1::{
     ClaimQueueRequest, DeliveryAttempt, FetchQueuedBodyRequest, FinishQueuedRequest, ListQueueRequest, QueuedMessage,
     QueuedRecipient, mailbox_client::MailboxClient,
 };
 use tern_runtime::rpc::Channel;
-use tern_smtp::{
-    backend::{GrpcBackend, send_report},
-    dsn::{self, Action, RecipientStatus},
-};
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
     config::RelayConfig,
     dkim::Signer,
+    report::send_report,
     route::{RouteError, Router},
     send::{self, Envelope, RcptOutcome, Sent, Settings},
 };
@@ -49,8 +47,8 @@ fn now() -> i64 {
 pub enum RelayError {
     #[error("invalid relay configuration: {0}")]
     Config(String),
-    #[error("cannot set up the DNS resolver: {0}")]
-    Resolver(String),
+    #[error(transparent)]
+    Resolver(#[from] tern_mail::dns::ResolverError),
     #[error("cannot set up verified TLS: {0}")]
     Tls(String),
 }
@@ -103,7 +101,6 @@ pub struct Relay {
 
 struct Inner {
     client: MailboxClient<Channel>,
-    backend: GrpcBackend,
     cfg: RelayConfig,
     router: Router,
     signer: Signer,
@@ -128,8 +125,7 @@ impl Relay {
     /// mailbox service over `channel`.
     pub fn new(channel: Channel, cfg: RelayConfig, holder: String) -> Result<Self, RelayError> {
         cfg.validate().map_err(RelayError::Config)?;
-        let dns =
-            Arc::new(tern_smtp::verify::resolver(cfg.dns_server).map_err(|e| RelayError::Resolver(e.to_string()))?);
+        let dns = Arc::new(tern_mail::dns::resolver(cfg.dns_server)?);
         let client = MailboxClient::new(channel.clone()).max_decoding_message_size(256 << 20);
         let verifying = send::verifying_config(cfg.extra_ca_file.as_deref()).map_err(RelayError::Tls)?;
         let mta_sts =
@@ -137,7 +133,6 @@ impl Relay {
         Ok(Self {
             inner: Arc::new(Inner {
                 signer: Signer::new(client.clone()),
-                backend: GrpcBackend::new(channel),
                 client,
                 router: Router::new(dns),
                 verifying: Arc::new(verifying),
@@ -439,7 +434,7 @@ impl Relay {
             headers_only: entry.ret.eq_ignore_ascii_case("HDRS"),
         });
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        match send_report(&self.inner.backend, &entry.mail_from, Bytes::from(report), ip).await {
+        match send_report(&self.inner.client, &entry.mail_from, Bytes::from(report), ip).await {
             Ok(()) => {
                 tracing::info!(queue_id = %entry.queue_id, to = %entry.mail_from, what, "delivery status notification sent")
             }

@@ -1,74 +1,20 @@
 //! SPF, DKIM and DMARC verification of inbound mail (mail-auth), summarised in an
 //! Authentication-Results header (RFC 8601) that is prepended to the message.
 //!
-//! DNS answers are cached with their TTL in [`DnsCache`]. The cache can also be filled by hand,
-//! which is how tests give the verifier the DNS answers they want without any network.
+//! DNS answers are cached with their TTL in [`DnsCache`], built of [`tern_mail::dns`]'s caches
+//! and asked through its resolver. The cache can also be filled by hand, which is how tests give
+//! the verifier the DNS answers they want without any network.
 
 use std::{
-    borrow::Borrow,
-    collections::HashMap,
-    hash::Hash,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, MX, MessageAuthenticator, Parameters, RecordSet, ResolverCache, Txt,
-    dmarc::verify::DmarcParameters,
-    hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts},
-    spf::verify::SpfParameters,
+    dmarc::verify::DmarcParameters, spf::verify::SpfParameters,
 };
-
-/// Most entries one cache keeps; past it, expired entries go, then everything.
-const MAX_ENTRIES: usize = 20_000;
-
-/// A DNS answer cache honouring expiry times.
-pub struct TtlCache<K, V>(Mutex<HashMap<K, (V, Instant)>>);
-
-impl<K, V> std::fmt::Debug for TtlCache<K, V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.0.lock().map(|m| m.len()).unwrap_or(0);
-        f.debug_struct("TtlCache").field("entries", &n).finish()
-    }
-}
-
-impl<K, V> Default for TtlCache<K, V> {
-    fn default() -> Self {
-        Self(Mutex::new(HashMap::new()))
-    }
-}
-
-impl<K: Hash + Eq, V: Clone> ResolverCache<K, V> for TtlCache<K, V> {
-    fn get<Q>(&self, name: &Q) -> Option<V>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(name).filter(|(_, until)| *until > Instant::now()).map(|(v, _)| v.clone())
-    }
-
-    fn remove<Q>(&self, name: &Q) -> Option<V>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(name).map(|(v, _)| v)
-    }
-
-    fn insert(&self, key: K, value: V, valid_until: Instant) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_ENTRIES {
-            let now = Instant::now();
-            map.retain(|_, (_, until)| *until > now);
-            if map.len() >= MAX_ENTRIES {
-                map.clear();
-            }
-        }
-        map.insert(key, (value, valid_until));
-    }
-}
+use tern_mail::dns::{TtlCache, resolver};
 
 /// The caches mail-auth consults before asking DNS.
 #[derive(Debug, Default)]
@@ -102,8 +48,8 @@ impl DnsCache {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("cannot set up the DNS resolver: {0}")]
-    Resolver(String),
+    #[error(transparent)]
+    Resolver(#[from] tern_mail::dns::ResolverError),
 }
 
 /// mail-auth's parameters with every cache of [`DnsCache`] attached.
@@ -126,26 +72,6 @@ impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier").finish_non_exhaustive()
     }
-}
-
-/// A resolver on the system's configuration (`/etc/resolv.conf`), or asking one given name
-/// server (UDP, a short timeout: tests and in-cluster resolvers answer fast). The relay uses it
-/// too, for MX lookups.
-pub fn resolver(nameserver: Option<SocketAddr>) -> Result<MessageAuthenticator, VerifyError> {
-    match nameserver {
-        None => MessageAuthenticator::new_system_conf(),
-        Some(addr) => {
-            let mut server = NameServerConfig::udp(addr.ip());
-            for c in &mut server.connections {
-                c.port = addr.port();
-            }
-            let mut opts = ResolverOpts::default();
-            opts.timeout = Duration::from_secs(2);
-            opts.attempts = 1;
-            MessageAuthenticator::new(ResolverConfig::from_name_servers(vec![server]), opts)
-        }
-    }
-    .map_err(|e| VerifyError::Resolver(e.to_string()))
 }
 
 impl Verifier {

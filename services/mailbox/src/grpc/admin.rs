@@ -61,7 +61,7 @@ fn domain_pb(d: DomainRecord, accounts: u64) -> Domain {
     let dkim_txt = if d.dkim_private_key.is_empty() {
         String::new()
     } else {
-        tern_runtime::dkim::txt_value(&d.dkim_private_key).unwrap_or_default()
+        tern_mail::dkim::txt_value(&d.dkim_private_key).unwrap_or_default()
     };
     Domain {
         name: d.name,
@@ -235,8 +235,7 @@ impl Admin for AdminApi {
     async fn set_dkim_key(&self, req: Request<pb::SetDkimKeyRequest>) -> Rpc<pb::DkimKey> {
         let r = req.into_inner();
         let name = normalize_domain(&r.domain)?;
-        let selector =
-            if r.selector.is_empty() { tern_runtime::dkim::DEFAULT_SELECTOR.to_string() } else { r.selector };
+        let selector = if r.selector.is_empty() { tern_mail::dkim::DEFAULT_SELECTOR.to_string() } else { r.selector };
         if !selector.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
             return Err(MailboxError::invalid("selector", "letters, digits, '-' and '.' only").into());
         }
@@ -247,13 +246,13 @@ impl Admin for AdminApi {
             // Generating is idempotent: the key already published stays.
             d.dkim_private_key
         } else {
-            tokio::task::spawn_blocking(tern_runtime::dkim::generate_private_key_pem)
+            tokio::task::spawn_blocking(tern_mail::dkim::generate_private_key_pem)
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(|e| Status::internal(e.to_string()))?
         };
         let txt =
-            tern_runtime::dkim::txt_value(&pem).map_err(|e| MailboxError::invalid("private_key_pem", e.to_string()))?;
+            tern_mail::dkim::txt_value(&pem).map_err(|e| MailboxError::invalid("private_key_pem", e.to_string()))?;
         let update = crate::store::DomainUpdate { dkim: Some((selector.clone(), pem)), ..Default::default() };
         self.service.store.update_domain(&name, update).await?;
         tracing::info!(domain = %name, selector = %selector, "DKIM key set");
