@@ -1,9 +1,11 @@
 //! The project's tasks, run as `cargo xtask <task>`:
 //!
-//! - `ci`: what CI checks: formatting, clippy with `-D warnings`, the test suite, and the
-//!   tests that drive real mail clients (installing those clients first and checking that they
-//!   can do what the tests ask of them, and the servers of the distributed backend's tests),
-//!   and the storage suites once more on a three-node NATS cluster.
+//! - `ci`: what CI checks: formatting, clippy with `-D warnings`, the licenses and duplicate
+//!   crates of the dependency graph (`cargo deny check licenses bans`, offline, against
+//!   `deny.toml`), the test suite, and the tests that drive real mail clients (installing those
+//!   clients first and checking that they can do what the tests ask of them, and the servers of
+//!   the distributed backend's tests), and the storage suites once more on a three-node NATS
+//!   cluster.
 //! - `e2e`: the tests of the distributed backend against real NATS JetStream and SeaweedFS S3
 //!   servers, installing the servers first: the storage suites (`tests/grpc.rs`,
 //!   `tests/invariants.rs`, `tests/relay.rs`) with the metadata in a three-node NATS JetStream
@@ -40,7 +42,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Formatting, clippy (-D warnings) and the tests, as CI runs them.
+    /// Formatting, clippy (-D warnings), cargo-deny (licenses, bans) and the tests, as CI runs them.
     Ci,
     /// The tests of the distributed backend against real NATS and SeaweedFS servers.
     E2e,
@@ -272,6 +274,32 @@ fn install_tools() -> anyhow::Result<()> {
     run("python3", &args)
 }
 
+/// The cargo-deny that `ci` runs (`.ci/run` installs the same one).
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// Checks the crate graph against `deny.toml`: only the permissive licenses it allows, and no
+/// second version of a crate without a written reason. Offline, because the advisory database
+/// cannot be fetched where CI runs, so advisories are not checked. Installs cargo-deny first
+/// when it is missing, in a target directory of its own so that the project's build stays.
+fn check_dependencies() -> anyhow::Result<()> {
+    let installed = Command::new("cargo")
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == format!("cargo-deny {CARGO_DENY_VERSION}"));
+    if !installed {
+        eprintln!("$ cargo install --locked cargo-deny --version {CARGO_DENY_VERSION}");
+        let status = Command::new("cargo")
+            .args(["install", "--locked", "cargo-deny", "--version", CARGO_DENY_VERSION])
+            .env("CARGO_TARGET_DIR", "/var/tmp/cargo-install-target")
+            .status()
+            .context("cannot run cargo install")?;
+        if !status.success() {
+            bail!("cargo install cargo-deny failed with {status}");
+        }
+    }
+    run("cargo", &["deny", "--offline", "check", "licenses", "bans"])
+}
+
 /// The storage suites of the embedded backend, and the relay's tests (whose queue claims are
 /// the store's), run again with the metadata in NATS JetStream: one suite, two backends. They
 /// run on a three-node JetStream cluster with three replicas of every stream and bucket, as a
@@ -321,6 +349,8 @@ fn main() -> anyhow::Result<()> {
             install_tools()?;
             run("cargo", &["fmt", "--all", "--", "--check"])?;
             run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            // After clippy, which has downloaded every crate the check reads.
+            check_dependencies()?;
             let mut total = test(&["test", "--workspace"])?;
             // The tests that drive real mail clients from Debian packages.
             let clients = test(&["test", "-p", "tern-tests", "--", "--ignored"])?;
