@@ -1,6 +1,10 @@
-//! Round trips of every Mailbox and Admin RPC over a real loopback socket against the embedded
-//! backend, with the error cases a front-end relies on: each error is checked for both its
-//! gRPC code and the machine-readable reason in the `tern-reason` metadata.
+//! Round trips of every Mailbox and Admin RPC over a real loopback socket, with the error cases
+//! a front-end relies on: each error is checked for both its gRPC code and the machine-readable
+//! reason in the `tern-reason` metadata.
+//!
+//! The suite runs on the embedded backend by default and, with `TERN_TEST_NATS_URL` set (as
+//! `cargo xtask ci` and `e2e` set it, on a three-node cluster), on NATS JetStream: one suite,
+//! both backends, so a backend that answers an RPC differently fails here.
 
 use std::time::Duration;
 

@@ -375,10 +375,11 @@ async fn no_expunge_during_fetch_store_search() {
     assert_eq!(expunges(&noop).len(), 6, "every expunge announced once: {noop:?}");
 }
 
-/// DESIGN.md invariant 1 as a client sees it: while messages are delivered concurrently (four
-/// delivering tasks), a session polling with NOOP learns of new messages only with UIDs above
-/// every UID it has seen, and a session in IDLE on another front-end ends up with all of them
-/// in strictly increasing UID order.
+/// The first storage invariant (ARCHITECTURE.md, "Invariants": UIDs strictly increase in
+/// commit order and are never reused) as a client sees it: while messages are delivered
+/// concurrently (four delivering tasks), a session polling with NOOP learns of new messages
+/// only with UIDs above every UID it has seen, and a session in IDLE on another front-end ends
+/// up with all of them in strictly increasing UID order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn new_messages_never_come_below_a_seen_uid() {
     const TASKS: usize = 4;

@@ -1,5 +1,7 @@
-//! The storage invariants of DESIGN.md section 2, checked end to end on the embedded backend
-//! over real loopback connections:
+//! The storage invariants (ARCHITECTURE.md, "Invariants"), checked end to end over real
+//! loopback connections, on the embedded backend by default and on NATS JetStream when
+//! `TERN_TEST_NATS_URL` is set (as `cargo xtask ci` and `e2e` set it; the two tests that only
+//! the embedded backend can pass are skipped there):
 //!
 //! 1. UIDs strictly increase in commit order and are never reused; a session that has seen UID
 //!    n never later sees a new message below n.
