@@ -14,9 +14,12 @@ use imap_codec::{
     },
 };
 use secrecy::{ExposeSecret, SecretString};
-use tern_proto::v1::AuthenticateRequest;
+use tern_proto::v1::{AuthenticateRequest, ErrorReason};
 
-use super::{Account, Flow, Session};
+use super::{
+    Account, Flow, Session,
+    response::{Code, Response},
+};
 
 impl Session {
     pub(crate) async fn starttls(&mut self, tag: &Tag<'static>) -> std::io::Result<Flow> {
@@ -61,7 +64,7 @@ impl Session {
         let response = match initial {
             Some(i) => i.declassify().to_vec(),
             None => {
-                self.line("+ ");
+                self.send(Response::Continue(""));
                 self.flush().await?;
                 loop {
                     let input_len = self.input().len();
@@ -124,7 +127,7 @@ impl Session {
         match self.client.authenticate(request).await {
             Ok(r) => {
                 let Some(a) = r.into_inner().account else {
-                    self.no(tag, "[UNAVAILABLE] No account returned");
+                    self.no_code(tag, Code::Atom("UNAVAILABLE"), "No account returned");
                     return Flow::Continue;
                 };
                 tracing::info!(user = %a.address, "logged in");
@@ -132,21 +135,26 @@ impl Session {
                 self.start_updates(a.id).await;
                 self.account = Some(Account { id: a.id, address: a.address });
                 let caps = self.capabilities();
-                self.ok(tag, &format!("[CAPABILITY {caps}] Logged in"));
+                self.ok_code(tag, Code::Capability(caps), "Logged in");
                 Flow::Continue
             }
+            // Wrong credentials, or an account that may not log in: the same answer, so that
+            // it tells nothing of which.
             Err(status)
-                if status.code() == tonic::Code::Unauthenticated || status.code() == tonic::Code::PermissionDenied =>
+                if matches!(
+                    ErrorReason::of(&status),
+                    ErrorReason::AuthFailed | ErrorReason::Suspended | ErrorReason::NotAllowed
+                ) =>
             {
                 tracing::info!(user = %user, "authentication failed");
                 self.auth_failures += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(250 * u64::from(self.auth_failures))).await;
                 if self.auth_failures >= self.cfg.limits.max_auth_failures {
-                    self.no(tag, "[AUTHENTICATIONFAILED] Invalid credentials");
-                    self.untagged("BYE Too many failed logins");
+                    self.no_code(tag, Code::Atom("AUTHENTICATIONFAILED"), "Invalid credentials");
+                    self.send(Response::bye(None, "Too many failed logins"));
                     return Flow::Close;
                 }
-                self.no(tag, "[AUTHENTICATIONFAILED] Invalid credentials");
+                self.no_code(tag, Code::Atom("AUTHENTICATIONFAILED"), "Invalid credentials");
                 Flow::Continue
             }
             Err(status) => {

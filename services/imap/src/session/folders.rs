@@ -18,7 +18,10 @@ use tern_proto::v1::{
     append_request,
 };
 
-use super::{Flow, Session};
+use super::{
+    Flow, Session,
+    response::{Code, Response, StatusItem},
+};
 use crate::extended::ListCommand;
 
 /// Matches a LIST pattern: `*` matches anything, `%` anything but the delimiter.
@@ -31,10 +34,6 @@ fn wildcard(pattern: &[char], name: &[char]) -> bool {
         }
         Some((c, rest)) => name.first() == Some(c) && wildcard(rest, &name[1..]),
     }
-}
-
-pub(crate) fn flag_string(f: &Flag<'_>) -> String {
-    f.to_string()
 }
 
 fn special_use(f: &Folder) -> Option<&'static str> {
@@ -55,22 +54,21 @@ impl Session {
         self.account.as_ref().map(|a| a.id).unwrap_or_default()
     }
 
-    fn status_items(f: &Folder, items: &[StatusDataItemName]) -> String {
-        let parts: Vec<String> = items
+    fn status_items(f: &Folder, items: &[StatusDataItemName]) -> Vec<StatusItem> {
+        items
             .iter()
             .map(|i| match i {
-                StatusDataItemName::Messages => format!("MESSAGES {}", f.messages),
-                StatusDataItemName::Recent => format!("RECENT {}", f.recent),
-                StatusDataItemName::UidNext => format!("UIDNEXT {}", f.uidnext),
-                StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", f.uidvalidity),
-                StatusDataItemName::Unseen => format!("UNSEEN {}", f.unseen),
-                StatusDataItemName::Deleted => format!("DELETED {}", f.deleted),
-                StatusDataItemName::DeletedStorage => "DELETED-STORAGE 0".to_string(),
-                StatusDataItemName::Size => format!("SIZE {}", f.size),
-                StatusDataItemName::HighestModSeq => format!("HIGHESTMODSEQ {}", f.highest_modseq),
+                StatusDataItemName::Messages => StatusItem::Number("MESSAGES", f.messages.into()),
+                StatusDataItemName::Recent => StatusItem::Number("RECENT", f.recent.into()),
+                StatusDataItemName::UidNext => StatusItem::Number("UIDNEXT", f.uidnext.into()),
+                StatusDataItemName::UidValidity => StatusItem::Number("UIDVALIDITY", f.uidvalidity.into()),
+                StatusDataItemName::Unseen => StatusItem::Number("UNSEEN", f.unseen.into()),
+                StatusDataItemName::Deleted => StatusItem::Number("DELETED", f.deleted.into()),
+                StatusDataItemName::DeletedStorage => StatusItem::Number("DELETED-STORAGE", 0),
+                StatusDataItemName::Size => StatusItem::Number("SIZE", f.size),
+                StatusDataItemName::HighestModSeq => StatusItem::Number("HIGHESTMODSEQ", f.highest_modseq),
             })
-            .collect();
-        parts.join(" ")
+            .collect()
     }
 
     /// Commands of the AUTHENTICATED and SELECTED states.
@@ -87,33 +85,33 @@ impl Session {
                     match c {
                         CapabilityEnable::CondStore => {
                             self.enable_condstore();
-                            enabled.push("CONDSTORE".to_string());
+                            enabled.push("CONDSTORE");
                         }
                         CapabilityEnable::Utf8(_) => {
                             self.utf8 = true;
-                            enabled.push("UTF8=ACCEPT".to_string());
+                            enabled.push("UTF8=ACCEPT");
                         }
                         other if other.to_string().eq_ignore_ascii_case("QRESYNC") => {
                             // QRESYNC implies CONDSTORE (RFC 7162 section 3.2.3).
                             self.qresync = true;
                             self.enable_condstore();
-                            enabled.push("QRESYNC".to_string());
+                            enabled.push("QRESYNC");
                         }
                         other => {
                             if other.to_string().eq_ignore_ascii_case("IMAP4rev2") {
                                 self.rev2 = true;
                                 self.utf8 = true;
-                                enabled.push("IMAP4rev2".to_string());
+                                enabled.push("IMAP4rev2");
                             }
                         }
                     }
                 }
-                self.untagged(format!("ENABLED {}", enabled.join(" ")).trim_end());
+                self.send(Response::Enabled(enabled));
                 self.ok(tag, "ENABLE completed");
                 Flow::Continue
             }
             CommandBody::Namespace => {
-                self.untagged("NAMESPACE ((\"\" \"/\")) NIL NIL");
+                self.send(Response::Namespace);
                 self.ok(tag, "NAMESPACE completed");
                 Flow::Continue
             }
@@ -135,15 +133,12 @@ impl Session {
                     Ok(r) => {
                         let f = r.into_inner().folder.unwrap_or_default();
                         let mut items =
-                            if self.extras.placeholder { String::new() } else { Self::status_items(&f, &item_names) };
+                            if self.extras.placeholder { Vec::new() } else { Self::status_items(&f, &item_names) };
                         if self.extras.mailbox_id {
-                            if !items.is_empty() {
-                                items.push(' ');
-                            }
-                            items.push_str(&format!("MAILBOXID ({})", mailbox_id(f.id)));
+                            items.push(StatusItem::MailboxId(f.id));
                         }
-                        let name = self.encode_name(&f.name);
-                        self.untagged(&format!("STATUS {name} ({items})"));
+                        let name = self.wire_name(&f.name);
+                        self.send(Response::MailboxStatus { name, items });
                         self.ok(tag, "STATUS completed");
                     }
                     Err(s) => self.failed(tag, &s),
@@ -161,8 +156,8 @@ impl Session {
                 let req = CreateFolderRequest { account_id: account, name, special_use: 0 };
                 match self.client.create_folder(req).await {
                     Ok(r) => {
-                        let id = r.into_inner().folder.map(|f| mailbox_id(f.id)).unwrap_or_default();
-                        self.ok(tag, &format!("[MAILBOXID ({id})] CREATE completed"))
+                        let id = r.into_inner().folder.map(|f| f.id).unwrap_or_default();
+                        self.ok_code(tag, Code::MailboxId(id), "CREATE completed")
                     }
                     Err(s) => self.failed(tag, &s),
                 }
@@ -206,7 +201,7 @@ impl Session {
                 let header = AppendHeader {
                     account_id: account,
                     folder: Some(FolderRef::name(name)),
-                    flags: flags.iter().map(flag_string).collect(),
+                    flags: flags.iter().map(Flag::to_string).collect(),
                     internal_date: date.map(|d| d.as_ref().timestamp()).unwrap_or(0),
                     size_hint: data.len() as u64,
                 };
@@ -220,23 +215,21 @@ impl Session {
                         let r = r.into_inner();
                         self.catch_up(r.folder_id, r.modseq, r.uid).await;
                         self.sync_updates(true).await;
-                        self.ok(tag, &format!("[APPENDUID {} {}] APPEND completed", r.uidvalidity, r.uid));
+                        let code = Code::AppendUid { validity: r.uidvalidity, uid: r.uid };
+                        self.ok_code(tag, code, "APPEND completed");
                     }
-                    Err(s) if s.code() == tonic::Code::NotFound => {
-                        self.no(tag, &format!("[TRYCREATE] {}", s.message()));
-                    }
-                    Err(s) => self.failed(tag, &s),
+                    Err(s) => self.failed_into(tag, &s),
                 }
                 Flow::Continue
             }
             CommandBody::GetQuotaRoot { mailbox } => {
                 let name = self.mailbox_name(&mailbox).unwrap_or_default();
-                self.untagged(&format!("QUOTAROOT {} \"\"", self.encode_name(&name)));
+                self.send(Response::QuotaRoot(self.wire_name(&name)));
                 self.quota(tag, "GETQUOTAROOT").await
             }
             CommandBody::GetQuota { root } => {
                 if !root.as_ref().is_empty() {
-                    self.no(tag, "[NONEXISTENT] No such quota root");
+                    self.no_code(tag, Code::Atom("NONEXISTENT"), "No such quota root");
                     return Ok(Flow::Continue);
                 }
                 self.quota(tag, "GETQUOTA").await
@@ -247,7 +240,7 @@ impl Session {
             CommandBody::Compress { .. } => self.compress(tag).await?,
             other if self.selected.is_none() => {
                 let name = other.name();
-                self.bad(tag, &format!("{name} needs a selected mailbox"))
+                self.bad(tag, format!("{name} needs a selected mailbox"))
             }
             other => self.in_selected(tag, other).await?,
         })
@@ -283,11 +276,11 @@ impl Session {
                 let u = r.into_inner().usage.unwrap_or_default();
                 if u.quota_bytes > 0 {
                     // STORAGE is in units of 1024 octets (RFC 9208).
-                    self.untagged(&format!("QUOTA \"\" (STORAGE {} {})", u.bytes.div_ceil(1024), u.quota_bytes / 1024));
+                    self.send(Response::Quota(Some((u.bytes.div_ceil(1024), u.quota_bytes / 1024))));
                 } else {
-                    self.untagged("QUOTA \"\" ()");
+                    self.send(Response::Quota(None));
                 }
-                self.ok(tag, &format!("{what} completed"));
+                self.ok(tag, format!("{what} completed"));
             }
             Err(s) => self.failed(tag, &s),
         }
@@ -306,7 +299,12 @@ impl Session {
         let patterns: Vec<String> = cmd.patterns.iter().map(|p| decode(p, self.utf8)).collect();
         if !cmd.lsub && !cmd.extended && patterns.iter().all(String::is_empty) {
             // The hierarchy delimiter request (RFC 9051 section 6.3.9).
-            self.untagged("LIST (\\Noselect) \"/\" \"\"");
+            self.send(Response::List {
+                lsub: false,
+                attributes: vec!["\\Noselect"],
+                name: String::new(),
+                child_info: None,
+            });
             self.ok(tag, "LIST completed");
             return Flow::Continue;
         }
@@ -381,29 +379,25 @@ impl Session {
                     attrs.push("\\Subscribed");
                 }
             }
-            let encoded = self.encode_name(name);
-            let mut line = format!("{what} ({}) \"/\" {encoded}", attrs.join(" "));
-            if child_info {
-                let why = if subscribed_only { "SUBSCRIBED" } else { "SPECIAL-USE" };
-                line.push_str(&format!(" (\"CHILDINFO\" (\"{why}\"))"));
-            }
-            out.push(line);
+            let encoded = self.wire_name(name);
+            let why = if subscribed_only { "SUBSCRIBED" } else { "SPECIAL-USE" };
+            out.push(Response::List {
+                lsub: cmd.lsub,
+                attributes: attrs,
+                name: encoded.clone(),
+                child_info: child_info.then_some(why),
+            });
             // A name without a folder has no status (RFC 5819).
             if let (true, Some(f)) = (with_status, l.folder) {
                 let mut items = cmd.return_status.as_deref().map(|i| Self::status_items(f, i)).unwrap_or_default();
                 if cmd.return_mailbox_id {
-                    if !items.is_empty() {
-                        items.push(' ');
-                    }
-                    items.push_str(&format!("MAILBOXID ({})", mailbox_id(f.id)));
+                    items.push(StatusItem::MailboxId(f.id));
                 }
-                out.push(format!("STATUS {encoded} ({items})"));
+                out.push(Response::MailboxStatus { name: encoded, items });
             }
         }
-        for l in out {
-            self.untagged(&l);
-        }
-        self.ok(tag, &format!("{what} completed"));
+        self.send_all(out);
+        self.ok(tag, format!("{what} completed"));
         Flow::Continue
     }
 }
@@ -441,11 +435,6 @@ fn descendants<'m, 'a>(
     prefix: &'m str,
 ) -> impl Iterator<Item = (&'m &'a str, &'m Listed<'a>)> {
     names.range::<str, _>((Bound::Excluded(prefix), Bound::Unbounded)).take_while(move |(n, _)| n.starts_with(prefix))
-}
-
-/// The OBJECTID of a folder (RFC 8474): folder ids are never reused, and RENAME keeps them.
-pub(crate) fn mailbox_id(folder_id: u64) -> String {
-    format!("F{folder_id:016x}")
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use imap_codec::{
     imap_types::core::Tag,
 };
 
-use super::{Flow, Session, Update};
+use super::{Flow, Session, Update, response::Response};
 
 /// How long IDLE waits before it tries again to follow the account's changes after that failed.
 const RESUBSCRIBE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -16,7 +16,7 @@ const RESUBSCRIBE: std::time::Duration = std::time::Duration::from_secs(1);
 impl Session {
     pub(crate) async fn idle(&mut self, tag: &Tag<'static>) -> std::io::Result<Flow> {
         self.sync_updates(true).await;
-        self.line("+ idling");
+        self.send(Response::Continue("idling"));
         self.flush().await?;
         let mut keepalive = tokio::time::interval(self.cfg.limits.idle_keepalive);
         keepalive.tick().await;
@@ -77,7 +77,7 @@ impl Session {
                         Ok(true) => {}
                         Ok(false) => return Ok(Flow::Close),
                         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                            self.untagged("BYE Autologout: idle for too long");
+                            self.send(Response::bye(None, "Autologout: idle for too long"));
                             return Ok(Flow::Close);
                         }
                         Err(e) => return Err(e),
@@ -85,12 +85,12 @@ impl Session {
                 }
                 _ = keepalive.tick() => {
                     self.updates = rx;
-                    self.untagged("OK Still here");
+                    self.send(Response::ok(None, "Still here"));
                     self.flush().await?;
                 }
                 () = tern_runtime::listener::stopped(&mut shutdown) => {
                     self.updates = rx;
-                    self.untagged("BYE Server shutting down, reconnect later");
+                    self.send(Response::bye(None, "Server shutting down, reconnect later"));
                     return Ok(Flow::Close);
                 }
             }

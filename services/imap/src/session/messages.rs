@@ -3,52 +3,31 @@
 
 use std::num::NonZeroU32;
 
-use imap_codec::{
-    ResponseCodec,
-    encode::Encoder,
-    imap_types::{
-        command::{CommandBody, FetchModifier, StoreModifier},
-        core::{Charset, Tag, Vec1},
-        extensions::{sort::SortCriterion, thread::ThreadingAlgorithm},
-        fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName},
-        flag::{Flag, StoreResponse, StoreType},
-        response::{Data, Response},
-        search::SearchKey,
-        sequence::SequenceSet,
-    },
+use imap_codec::imap_types::{
+    command::{CommandBody, FetchModifier, StoreModifier},
+    core::{Charset, Tag},
+    extensions::{sort::SortCriterion, thread::ThreadingAlgorithm},
+    fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName},
+    flag::{Flag, StoreResponse, StoreType},
+    search::SearchKey,
+    sequence::SequenceSet,
 };
 use tern_proto::v1::{
-    CopyRequest, ExpungeRequest, FetchBodyRequest, FetchMessagesRequest, FlagsMode, FolderRef, MessageMeta,
-    MoveRequest, StoreFlagsRequest,
+    CopyRequest, ErrorReason, ExpungeRequest, FetchBodyRequest, FetchMessagesRequest, FlagsMode, FolderRef,
+    MessageMeta, MoveRequest, StoreFlagsRequest,
 };
 
-use super::{Flow, Session, folders::flag_string, selected::flag_list};
+use super::{
+    Flow, Session,
+    response::{Code, Esearch, FetchExtra, Response},
+    view::contains,
+};
 use crate::{fetch, search};
 
 /// Most UIDs asked of the mailbox service in one call.
 const BATCH: usize = 500;
 /// How many bytes of message bodies a FETCH asks to get inline with their metadata, per batch.
 const INLINE_BODIES: u64 = 1 << 20;
-
-/// A compact UID set: `1:3,7,9:10`.
-pub(crate) fn uid_set(uids: &[u32]) -> String {
-    let mut sorted = uids.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < sorted.len() {
-        let start = sorted[i];
-        let mut end = start;
-        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
-            i += 1;
-            end = sorted[i];
-        }
-        out.push(if start == end { start.to_string() } else { format!("{start}:{end}") });
-        i += 1;
-    }
-    out.join(",")
-}
 
 /// A message that matched a SEARCH key list.
 struct Match {
@@ -74,21 +53,6 @@ fn sort_items(matches: &[Match], by_uid: bool) -> Vec<crate::sort::Item<'_>> {
             }
         })
         .collect()
-}
-
-/// A sequence set that keeps the order of `ids`: ascending runs become ranges.
-fn ordered_set(ids: &[u32]) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < ids.len() {
-        let start = ids[i];
-        while i + 1 < ids.len() && ids[i + 1] == ids[i] + 1 {
-            i += 1;
-        }
-        out.push(if ids[i] == start { start.to_string() } else { format!("{start}:{}", ids[i]) });
-        i += 1;
-    }
-    out.join(",")
 }
 
 impl Session {
@@ -203,7 +167,7 @@ impl Session {
                 self.close_selected(tag, "CLOSE")
             }
             CommandBody::Unselect => self.close_selected(tag, "UNSELECT"),
-            other => self.bad(tag, &format!("{} is not supported", other.name())),
+            other => self.bad(tag, format!("{} is not supported", other.name())),
         })
     }
 
@@ -255,14 +219,10 @@ impl Session {
             let req = tern_proto::v1::ChangesRequest { account_id, folder_id, since_modseq: since };
             match self.client.changes(req).await {
                 Ok(c) => {
-                    let gone: Vec<u32> = c
-                        .into_inner()
-                        .vanished
-                        .into_iter()
-                        .filter(|u| super::selected::contains(set, *u, u32::MAX))
-                        .collect();
+                    let gone: Vec<u32> =
+                        c.into_inner().vanished.into_iter().filter(|u| contains(set, *u, u32::MAX)).collect();
                     if !gone.is_empty() {
-                        self.untagged(&format!("VANISHED (EARLIER) {}", uid_set(&gone)));
+                        self.send(Response::Vanished { earlier: true, uids: gone });
                     }
                 }
                 Err(s) => {
@@ -367,7 +327,7 @@ impl Session {
                 match self.message_bytes(meta.uid).await {
                     Ok(r) => Some(r),
                     // Expunged by another session meanwhile: nothing to say about it.
-                    Err(s) if s.code() == tonic::Code::NotFound => continue,
+                    Err(s) if ErrorReason::of(&s) == ErrorReason::NotFound => continue,
                     Err(s) => {
                         self.failed(tag, &s);
                         return Flow::Continue;
@@ -390,12 +350,12 @@ impl Session {
             let built = match fetch::build(message_items, &view, by_uid, modseq) {
                 Ok(b) => b,
                 Err(e) if e.is_unknown_cte() => {
-                    self.no(tag, &format!("[UNKNOWN-CTE] {e}"));
+                    self.no_code(tag, Code::Atom("UNKNOWN-CTE"), e.to_string());
                     return Flow::Continue;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, uid = meta.uid, "cannot build a FETCH response");
-                    self.no(tag, &format!("[SERVERBUG] {e}"));
+                    self.no_code(tag, Code::Atom("SERVERBUG"), e.to_string());
                     return Flow::Continue;
                 }
             };
@@ -404,41 +364,18 @@ impl Session {
             } else {
                 built
             };
-            let mut extra = Vec::new();
+            let mut extras = Vec::new();
             if self.extras.email_id {
-                extra.push(format!("EMAILID ({})", meta.email_id));
+                extras.push(FetchExtra::EmailId(meta.email_id.clone()));
             }
             if self.extras.thread_id {
-                // Tern keeps no thread ids, so THREADID is NIL (RFC 8474 section 5.2).
-                extra.push("THREADID NIL".to_string());
+                extras.push(FetchExtra::ThreadIdNil);
             }
             if self.extras.preview {
                 let text = raw.as_deref().and_then(fetch::preview);
-                let text = match text {
-                    None => "NIL".to_string(),
-                    // Without UTF-8 quoted strings (RFC 6855), 8-bit text goes in a literal.
-                    Some(t) if !t.is_ascii() && !self.utf8 => format!("{{{}}}\r\n{t}", t.len()),
-                    Some(t) => super::astring(&t),
-                };
-                extra.push(format!("PREVIEW {text}"));
+                extras.push(FetchExtra::Preview { text, utf8: self.utf8 });
             }
-            let object_ids = (!extra.is_empty()).then(|| extra.join(" "));
-            let encoded = match (Vec1::try_from(built), object_ids) {
-                (Ok(items), None) => {
-                    ResponseCodec::default().encode(&Response::Data(Data::Fetch { seq, items })).dump()
-                }
-                (Ok(items), Some(ids)) => {
-                    // The codec has no OBJECTID or PREVIEW items: they go before the closing
-                    // parenthesis.
-                    let mut e = ResponseCodec::default().encode(&Response::Data(Data::Fetch { seq, items })).dump();
-                    e.truncate(e.len() - 3);
-                    e.extend_from_slice(format!(" {ids})\r\n").as_bytes());
-                    e
-                }
-                (Err(_), Some(ids)) => format!("* {seq} FETCH ({ids})\r\n").into_bytes(),
-                (Err(_), None) => continue,
-            };
-            self.raw(&encoded);
+            self.send(Response::Fetch { seq, items: built, extras });
         }
         self.ok(tag, if by_uid { "UID FETCH completed" } else { "FETCH completed" });
         Flow::Continue
@@ -457,7 +394,7 @@ impl Session {
     ) -> Flow {
         let Some(sel) = self.selected.as_ref() else { return Flow::Continue };
         if sel.read_only {
-            self.no(tag, "[READ-ONLY] Mailbox is read-only");
+            self.no_code(tag, Code::ReadOnly, "Mailbox is read-only");
             return Flow::Continue;
         }
         let targets = match sel.resolve(set, by_uid) {
@@ -481,7 +418,7 @@ impl Session {
             folder_id: self.folder_id(),
             uids: targets.iter().map(|(_, u)| *u).collect(),
             mode: mode as i32,
-            flags: flags.iter().map(flag_string).collect(),
+            flags: flags.iter().map(Flag::to_string).collect(),
             // UNCHANGEDSINCE 0 means "only if never changed", which no message is here.
             unchanged_since: unchanged_since.map(|v| v.max(1)).unwrap_or(0),
         };
@@ -492,73 +429,15 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let condstore = self.condstore;
-        let mut lines = Vec::new();
-        if let Some(sel) = self.selected.as_mut() {
-            for u in &r.updated {
-                if let Some(i) = sel.set_flags(u.uid, u.flags.clone(), u.modseq)
-                    && (response == StoreResponse::Answer || condstore)
-                {
-                    {
-                        // The view's values: the same as the STORE's unless a newer change
-                        // had already been reported.
-                        let (flags, modseq) = (&sel.shown(i), sel.modseqs[i]);
-                        let mut parts = Vec::with_capacity(3);
-                        if by_uid || condstore {
-                            parts.push(format!("UID {}", u.uid));
-                        }
-                        if response == StoreResponse::Answer {
-                            parts.push(format!("FLAGS ({})", flag_list(flags)));
-                        }
-                        if condstore {
-                            parts.push(format!("MODSEQ ({modseq})"));
-                        }
-                        lines.push(format!("{} FETCH ({})", i + 1, parts.join(" ")));
-                    }
-                }
-            }
-            // Messages STORE left alone because their flags already matched still get their
-            // FLAGS back, as RFC 9051 asks for a non-silent STORE.
-            if response == StoreResponse::Answer {
-                for (i, uid) in &targets {
-                    if !r.updated.iter().any(|u| u.uid == *uid) && !r.modified.contains(uid) {
-                        // Under CONDSTORE every FETCH carries UID and MODSEQ (RFC 7162
-                        // section 3.1), these too.
-                        let uid_part = if by_uid || condstore { format!("UID {uid} ") } else { String::new() };
-                        let modseq = if condstore { format!(" MODSEQ ({})", sel.modseqs[*i]) } else { String::new() };
-                        lines.push(format!(
-                            "{} FETCH ({uid_part}FLAGS ({}){modseq})",
-                            i + 1,
-                            flag_list(&sel.shown(*i))
-                        ));
-                    }
-                }
-            }
-        }
-        if response == StoreResponse::Answer
-            && let Some(sel) = self.selected.as_ref()
-        {
-            let new = sel
-                .unannounced(targets.iter().filter_map(|(_, uid)| sel.seq_of(*uid)).flat_map(|i| sel.flags[i].iter()));
-            self.announce_new_keywords(new);
-        }
-        for l in lines {
-            self.untagged(&l);
-        }
-        if r.modified.is_empty() {
-            self.ok(tag, if by_uid { "UID STORE completed" } else { "STORE completed" });
-        } else {
-            let set = if by_uid {
-                uid_set(&r.modified)
-            } else {
-                let seqs: Vec<u32> = r
-                    .modified
-                    .iter()
-                    .filter_map(|u| self.selected.as_ref().and_then(|s| s.seq_of(*u)).map(|i| i as u32 + 1))
-                    .collect();
-                uid_set(&seqs)
-            };
-            self.ok(tag, &format!("[MODIFIED {set}] Some messages were modified since"));
+        let modes = self.modes();
+        let Some(sel) = self.selected.as_mut() else { return Flow::Continue };
+        let answer = response == StoreResponse::Answer;
+        let out = sel.stored(&targets, &r.updated, &r.modified, answer, by_uid, modes);
+        let modified = (!r.modified.is_empty()).then(|| sel.modified(&r.modified, by_uid));
+        self.send_all(out);
+        match modified {
+            None => self.ok(tag, if by_uid { "UID STORE completed" } else { "STORE completed" }),
+            Some(code) => self.ok_code(tag, code, "Some messages were modified since"),
         }
         Flow::Continue
     }
@@ -624,29 +503,17 @@ impl Session {
         match self.extras.search.take() {
             // ESORT (RFC 5267): MIN and MAX are the first and last in sort order, and ALL keeps
             // the order.
-            Some(options) => {
-                let mut line = format!("ESEARCH (TAG \"{}\")", tag.inner());
-                if by_uid {
-                    line.push_str(" UID");
-                }
-                if let (Some(first), true) = (sorted.first(), options.min) {
-                    line.push_str(&format!(" MIN {first}"));
-                }
-                if let (Some(last), true) = (sorted.last(), options.max) {
-                    line.push_str(&format!(" MAX {last}"));
-                }
-                if options.count {
-                    line.push_str(&format!(" COUNT {}", sorted.len()));
-                }
-                if options.all && !sorted.is_empty() {
-                    line.push_str(&format!(" ALL {}", ordered_set(&sorted)));
-                }
-                self.untagged(&line);
-            }
-            None => {
-                let ids: Vec<String> = sorted.iter().map(u32::to_string).collect();
-                self.untagged(format!("SORT {}", ids.join(" ")).trim_end());
-            }
+            Some(options) => self.send(Response::Esearch(Esearch {
+                tag: tag.inner().to_string(),
+                uid: by_uid,
+                min: sorted.first().copied().filter(|_| options.min),
+                max: sorted.last().copied().filter(|_| options.max),
+                count: options.count.then_some(sorted.len()),
+                all: (options.all && !sorted.is_empty()).then(|| sorted.clone()),
+                all_in_order: true,
+                modseq: None,
+            })),
+            None => self.send(Response::Sort(sorted)),
         }
         self.ok(tag, if by_uid { "UID SORT completed" } else { "SORT completed" });
         Flow::Continue
@@ -675,7 +542,7 @@ impl Session {
             None => crate::sort::ordered_subject(&items),
             Some(how) => crate::sort::references(&items, how),
         };
-        self.untagged(format!("THREAD {}", crate::sort::render(&threads)).trim_end());
+        self.send(Response::Thread(crate::sort::render(&threads)));
         self.ok(tag, if by_uid { "UID THREAD completed" } else { "THREAD completed" });
         Flow::Continue
     }
@@ -687,7 +554,7 @@ impl Session {
         keys: &[SearchKey<'static>],
     ) -> Option<Vec<Match>> {
         if search::check_charset(Some(charset)).is_err() {
-            self.no(tag, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
+            self.no_code(tag, Code::Atom("BADCHARSET (US-ASCII UTF-8)"), "Unsupported charset");
             return None;
         }
         match self.matching(keys, true).await {
@@ -707,7 +574,7 @@ impl Session {
         by_uid: bool,
     ) -> Flow {
         if search::check_charset(charset).is_err() {
-            self.no(tag, "[BADCHARSET (US-ASCII UTF-8)] Unsupported charset");
+            self.no_code(tag, Code::Atom("BADCHARSET (US-ASCII UTF-8)"), "Unsupported charset");
             return Flow::Continue;
         }
         let with_modseq = search::mentions_modseq(criteria);
@@ -730,33 +597,19 @@ impl Session {
         };
         if let Some(options) = options {
             // RFC 4731: MIN, MAX and ALL are left out when nothing matched; COUNT is not.
-            let mut line = format!("ESEARCH (TAG \"{}\")", tag.inner());
-            if by_uid {
-                line.push_str(" UID");
-            }
-            if let (Some(min), true) = (hits.iter().min(), options.min) {
-                line.push_str(&format!(" MIN {min}"));
-            }
-            if let (Some(max), true) = (hits.iter().max(), options.max) {
-                line.push_str(&format!(" MAX {max}"));
-            }
-            if options.count {
-                line.push_str(&format!(" COUNT {}", hits.len()));
-            }
-            if options.all && !hits.is_empty() {
-                line.push_str(&format!(" ALL {}", uid_set(&hits)));
-            }
-            if with_modseq && !hits.is_empty() {
-                line.push_str(&format!(" MODSEQ {highest}"));
-            }
-            self.untagged(&line);
+            self.send(Response::Esearch(Esearch {
+                tag: tag.inner().to_string(),
+                uid: by_uid,
+                min: hits.iter().min().copied().filter(|_| options.min),
+                max: hits.iter().max().copied().filter(|_| options.max),
+                count: options.count.then_some(hits.len()),
+                all: (options.all && !hits.is_empty()).then(|| hits.clone()),
+                all_in_order: false,
+                modseq: (with_modseq && !hits.is_empty()).then_some(highest),
+            }));
         } else {
-            let list: Vec<String> = hits.iter().map(u32::to_string).collect();
-            if with_modseq && !hits.is_empty() {
-                self.untagged(&format!("SEARCH {} (MODSEQ {highest})", list.join(" ")));
-            } else {
-                self.untagged(format!("SEARCH {}", list.join(" ")).trim_end());
-            }
+            let modseq = (with_modseq && !hits.is_empty()).then_some(highest);
+            self.send(Response::Search { hits, modseq });
         }
         self.ok(tag, if by_uid { "UID SEARCH completed" } else { "SEARCH completed" });
         Flow::Continue
@@ -771,7 +624,7 @@ impl Session {
         };
         let Some(sel) = self.selected.as_ref() else { return Flow::Continue };
         if remove && sel.read_only {
-            self.no(tag, "[READ-ONLY] Mailbox is read-only");
+            self.no_code(tag, Code::ReadOnly, "Mailbox is read-only");
             return Flow::Continue;
         }
         let targets = match sel.resolve(set, by_uid) {
@@ -780,7 +633,7 @@ impl Session {
         };
         let uids: Vec<u32> = targets.iter().map(|(_, u)| *u).collect();
         if uids.is_empty() {
-            self.ok(tag, &format!("{what} completed (nothing to do)"));
+            self.ok(tag, format!("{what} completed (nothing to do)"));
             return Flow::Continue;
         }
         let (account_id, folder_id) = (self.account(), self.folder_id());
@@ -803,25 +656,24 @@ impl Session {
         };
         match result {
             Ok((validity, src, dst, dest_id)) => {
-                let code = format!("[COPYUID {validity} {} {}]", uid_set(&src), uid_set(&dst));
+                let code = Code::CopyUid { validity, source: src.clone(), destination: dst.clone() };
                 if remove {
-                    self.untagged(&format!("OK {code} Moved"));
+                    self.send(Response::ok(Some(code), "Moved"));
                     self.remove_messages(&src);
                     // A move within the selected folder: the moved messages' new UIDs too.
                     if let Some(last) = dst.iter().max() {
                         self.catch_up(dest_id, u64::MAX, *last).await;
                     }
-                    self.ok(tag, &format!("{what} completed"));
+                    self.ok(tag, format!("{what} completed"));
                 } else {
                     // A copy into the selected folder itself: announce the copies first.
                     if let Some(last) = dst.iter().max() {
                         self.catch_up(dest_id, u64::MAX, *last).await;
                     }
-                    self.ok(tag, &format!("{code} {what} completed"));
+                    self.ok_code(tag, code, format!("{what} completed"));
                 }
             }
-            Err(s) if s.code() == tonic::Code::NotFound => self.no(tag, &format!("[TRYCREATE] {}", s.message())),
-            Err(s) => self.failed(tag, &s),
+            Err(s) => self.failed_into(tag, &s),
         }
         Flow::Continue
     }
@@ -829,7 +681,7 @@ impl Session {
     async fn expunge(&mut self, tag: &Tag<'static>, set: Option<&SequenceSet>, what: &str) -> Flow {
         let Some(sel) = self.selected.as_ref() else { return Flow::Continue };
         if sel.read_only {
-            self.no(tag, "[READ-ONLY] Mailbox is read-only");
+            self.no_code(tag, Code::ReadOnly, "Mailbox is read-only");
             return Flow::Continue;
         }
         let uids = match set {
@@ -840,7 +692,7 @@ impl Session {
             None => Vec::new(),
         };
         if set.is_some() && uids.is_empty() {
-            self.ok(tag, &format!("{what} completed"));
+            self.ok(tag, format!("{what} completed"));
             return Flow::Continue;
         }
         let req = ExpungeRequest { account_id: self.account(), folder_id: self.folder_id(), uids, only_deleted: true };
@@ -850,28 +702,10 @@ impl Session {
                 self.sync_updates(false).await;
                 self.remove_messages(&r.expunged);
                 self.announce_expunges(true);
-                self.ok(tag, &format!("{what} completed"));
+                self.ok(tag, format!("{what} completed"));
             }
             Err(s) => self.failed(tag, &s),
         }
         Flow::Continue
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::uid_set;
-
-    #[test]
-    fn ordered_sets_keep_the_order() {
-        assert_eq!(super::ordered_set(&[4, 1, 2, 3, 9, 5]), "4,1:3,9,5");
-        assert_eq!(super::ordered_set(&[]), "");
-    }
-
-    #[test]
-    fn compact_sets() {
-        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
-        assert_eq!(uid_set(&[4]), "4");
-        assert_eq!(uid_set(&[9, 1, 2]), "1:2,9");
     }
 }

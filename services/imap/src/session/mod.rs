@@ -12,7 +12,9 @@ mod auth;
 mod folders;
 mod idle;
 mod messages;
+mod response;
 mod selected;
+mod view;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -31,7 +33,9 @@ use tern_runtime::{conn::Conn, stream::Stream};
 use tokio::sync::watch;
 
 pub(crate) use crate::hub::Update;
-pub(crate) use selected::Selected;
+use response::{Code, Kind, Response, Tagged};
+use view::Modes;
+pub(crate) use view::Selected;
 
 use crate::{
     config::ImapConfig,
@@ -74,7 +78,7 @@ pub struct Session {
     pub(crate) extras: Extras,
     /// While a command on the selected mailbox runs, its tagged response waits here, so that
     /// the other sessions' changes sent at the end of the command come before it.
-    held: Option<Vec<String>>,
+    held: Option<Vec<Tagged>>,
     /// CONDSTORE was just enabled with a mailbox selected: the command's tagged OK carries
     /// HIGHESTMODSEQ (RFC 7162 section 3.1).
     announce_highest_modseq: bool,
@@ -87,24 +91,6 @@ fn session_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     format!("{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-/// Quotes a string for a response: a quoted string when it can be one, a literal otherwise.
-pub(crate) fn astring(s: &str) -> String {
-    if s.len() <= 1024 && !s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-        let mut out = String::with_capacity(s.len() + 2);
-        out.push('"');
-        for c in s.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push('"');
-        out
-    } else {
-        format!("{{{}}}\r\n{s}", s.len())
-    }
 }
 
 /// What an incomplete command is waiting for.
@@ -221,39 +207,48 @@ impl Session {
         self.conn.is_tls()
     }
 
-    /// Writes one response line; CR and LF inside `line` are replaced so that no input can
-    /// inject a response.
-    pub(crate) fn line(&mut self, line: &str) {
-        self.conn.wbuf.extend(line.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
-        self.conn.wbuf.extend_from_slice(b"\r\n");
+    /// Sends an untagged response (or a continuation request).
+    pub(crate) fn send(&mut self, response: Response) {
+        response.encode(&mut self.conn.wbuf);
     }
 
-    /// Writes bytes that are already a valid response (with literals).
-    pub(crate) fn raw(&mut self, bytes: &[u8]) {
-        self.conn.wbuf.extend_from_slice(bytes);
+    /// Sends untagged responses in their order.
+    pub(crate) fn send_all(&mut self, responses: Vec<Response>) {
+        for r in responses {
+            self.send(r);
+        }
     }
 
-    pub(crate) fn untagged(&mut self, text: &str) {
-        self.line(&format!("* {text}"));
+    /// What the client enabled that changes the form of the selected folder's updates.
+    pub(crate) fn modes(&self) -> Modes {
+        Modes { condstore: self.condstore, qresync: self.qresync }
     }
 
-    pub(crate) fn ok(&mut self, tag: &Tag<'_>, text: &str) {
-        self.tagged(format!("{} OK {text}", tag.inner()));
+    pub(crate) fn ok(&mut self, tag: &Tag<'_>, text: impl Into<std::borrow::Cow<'static, str>>) {
+        self.tagged(Tagged::new(tag, Kind::Ok, None, text));
     }
 
-    pub(crate) fn no(&mut self, tag: &Tag<'_>, text: &str) {
-        self.tagged(format!("{} NO {text}", tag.inner()));
+    pub(crate) fn ok_code(&mut self, tag: &Tag<'_>, code: Code, text: impl Into<std::borrow::Cow<'static, str>>) {
+        self.tagged(Tagged::new(tag, Kind::Ok, Some(code), text));
     }
 
-    pub(crate) fn bad(&mut self, tag: &Tag<'_>, text: &str) -> Flow {
-        self.tagged(format!("{} BAD {text}", tag.inner()));
+    pub(crate) fn no(&mut self, tag: &Tag<'_>, text: impl Into<std::borrow::Cow<'static, str>>) {
+        self.tagged(Tagged::new(tag, Kind::No, None, text));
+    }
+
+    pub(crate) fn no_code(&mut self, tag: &Tag<'_>, code: Code, text: impl Into<std::borrow::Cow<'static, str>>) {
+        self.tagged(Tagged::new(tag, Kind::No, Some(code), text));
+    }
+
+    pub(crate) fn bad(&mut self, tag: &Tag<'_>, text: impl Into<std::borrow::Cow<'static, str>>) -> Flow {
+        self.tagged(Tagged::new(tag, Kind::Bad, None, text));
         self.count_error()
     }
 
-    fn tagged(&mut self, line: String) {
+    fn tagged(&mut self, response: Tagged) {
         match self.held.as_mut() {
-            Some(held) => held.push(line),
-            None => self.line(&line),
+            Some(held) => held.push(response),
+            None => response.encode(&mut self.conn.wbuf),
         }
     }
 
@@ -265,20 +260,19 @@ impl Session {
     /// Writes the held tagged responses, after every untagged one the command produced.
     pub(crate) fn release_tagged(&mut self) {
         let Some(held) = self.held.take() else { return };
-        for mut line in held {
+        for mut response in held {
             if std::mem::take(&mut self.announce_highest_modseq)
                 && let Some(highest) = self.selected.as_ref().map(|s| s.highest_modseq)
             {
-                match line.split_once(" OK ") {
-                    // A tagged OK with a response code of its own: the code goes before it.
-                    Some((_, text)) if text.starts_with('[') => {
-                        self.untagged(&format!("OK [HIGHESTMODSEQ {highest}] Highest"));
-                    }
-                    Some((tag, text)) => line = format!("{tag} OK [HIGHESTMODSEQ {highest}] {text}"),
-                    None => self.untagged(&format!("OK [HIGHESTMODSEQ {highest}] Highest")),
+                if response.kind == Kind::Ok && !response.has_code() {
+                    response.code = Some(Code::HighestModSeq(highest));
+                } else {
+                    // A tagged response with a response code of its own, or a failure: the
+                    // code goes in an untagged OK before it.
+                    self.send(Response::ok(Some(Code::HighestModSeq(highest)), "Highest"));
                 }
             }
-            self.line(&line);
+            response.encode(&mut self.conn.wbuf);
         }
     }
 
@@ -295,28 +289,38 @@ impl Session {
     fn count_error(&mut self) -> Flow {
         self.errors += 1;
         if self.errors >= self.cfg.limits.max_errors {
-            self.untagged("BYE Too many errors");
+            self.send(Response::bye(None, "Too many errors"));
             return Flow::Close;
         }
         Flow::Continue
     }
 
-    /// Answers a failed call to the mailbox service with the matching response code.
+    /// Answers a failed call to the mailbox service with the response code its reason calls
+    /// for.
     pub(crate) fn failed(&mut self, tag: &Tag<'_>, status: &tonic::Status) {
         let code = match ErrorReason::of(status) {
-            ErrorReason::NotFound => "[NONEXISTENT]",
-            ErrorReason::AlreadyExists => "[ALREADYEXISTS]",
-            ErrorReason::OverQuota => "[OVERQUOTA]",
-            ErrorReason::TooLarge => "[TOOBIG]",
-            ErrorReason::InvalidArgument | ErrorReason::NotAllowed => "[CANNOT]",
-            ErrorReason::Modified => "[MODIFIED]",
-            ErrorReason::AuthFailed | ErrorReason::Suspended => "[AUTHENTICATIONFAILED]",
-            _ => "[UNAVAILABLE]",
+            ErrorReason::NotFound => "NONEXISTENT",
+            ErrorReason::AlreadyExists => "ALREADYEXISTS",
+            ErrorReason::OverQuota => "OVERQUOTA",
+            ErrorReason::TooLarge => "TOOBIG",
+            ErrorReason::InvalidArgument | ErrorReason::NotAllowed => "CANNOT",
+            ErrorReason::Modified => "MODIFIED",
+            ErrorReason::AuthFailed | ErrorReason::Suspended => "AUTHENTICATIONFAILED",
+            _ => "UNAVAILABLE",
         };
-        if code == "[UNAVAILABLE]" {
+        if code == "UNAVAILABLE" {
             tracing::warn!(error = %status.message(), "mailbox service call failed");
         }
-        self.no(tag, &format!("{code} {}", status.message()));
+        self.no_code(tag, Code::Atom(code), status.message().to_string());
+    }
+
+    /// Answers a failed write into a folder named by the client: a folder that does not exist
+    /// is TRYCREATE (RFC 9051 section 7.1), so that the client may create it and try again.
+    pub(crate) fn failed_into(&mut self, tag: &Tag<'_>, status: &tonic::Status) {
+        match ErrorReason::of(status) {
+            ErrorReason::NotFound => self.no_code(tag, Code::TryCreate, status.message().to_string()),
+            _ => self.failed(tag, status),
+        }
     }
 
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
@@ -335,7 +339,7 @@ impl Session {
     /// COMPRESS DEFLATE (RFC 4978): the tagged OK is the last thing sent uncompressed.
     pub(crate) async fn compress(&mut self, tag: &Tag<'_>) -> std::io::Result<Flow> {
         if self.conn.is_compressed() {
-            self.no(tag, "[COMPRESSIONACTIVE] DEFLATE is active already");
+            self.no_code(tag, Code::CompressionActive, "DEFLATE is active already");
             return Ok(Flow::Continue);
         }
         self.ok(tag, "DEFLATE active");
@@ -372,7 +376,7 @@ impl Session {
         self.conn.close().await;
     }
 
-    pub(crate) fn capabilities(&self) -> String {
+    pub(crate) fn capabilities(&self) -> Vec<String> {
         let mut caps = vec!["IMAP4rev2", "IMAP4rev1"];
         if self.account.is_none() {
             if self.cfg.tls.is_some() && !self.is_tls() {
@@ -417,14 +421,15 @@ impl Session {
         if self.account.is_some() && !self.conn.is_compressed() {
             caps.push("COMPRESS=DEFLATE");
         }
-        let mut s = caps.join(" ");
-        s.push_str(&format!(" APPENDLIMIT={}", self.cfg.limits.max_literal));
-        s
+        let mut caps: Vec<String> = caps.into_iter().map(String::from).collect();
+        caps.push(format!("APPENDLIMIT={}", self.cfg.limits.max_literal));
+        caps
     }
 
     async fn serve(&mut self) -> std::io::Result<()> {
         let caps = self.capabilities();
-        self.untagged(&format!("OK [CAPABILITY {caps}] {} Tern IMAP ready", self.cfg.hostname));
+        let greeting = format!("{} Tern IMAP ready", self.cfg.hostname);
+        self.send(Response::ok(Some(Code::Capability(caps)), greeting));
         loop {
             if self.literal_wait.is_some_and(|need| self.conn.rbuf.len() < need) {
                 if !self.read_more().await? {
@@ -445,13 +450,13 @@ impl Session {
                     match oversize(&self.conn.rbuf[..used], limits.max_line, limits.max_literal) {
                         Some(Oversize::Literal) => {
                             // The data came with the command (LITERAL+): refuse and close.
-                            self.untagged("BYE [TOOBIG] Literal too large");
+                            self.send(Response::bye(Some(Code::TooBig), "Literal too large"));
                             self.flush().await?;
                             return Ok(());
                         }
                         Some(Oversize::Line) => {
                             self.conn.rbuf.advance(used);
-                            self.untagged("BAD Command line too long");
+                            self.send(Response::bad("Command line too long"));
                             if self.count_error() == Flow::Close {
                                 self.flush().await?;
                                 return Ok(());
@@ -473,14 +478,14 @@ impl Session {
                     match scan_incomplete(&self.conn.rbuf) {
                         Pending::Literal { length, .. } if length > self.cfg.limits.max_literal => {
                             // The client is already sending the data: close, as for LITERAL+.
-                            self.untagged("BYE [TOOBIG] Literal too large");
+                            self.send(Response::bye(Some(Code::TooBig), "Literal too large"));
                             self.flush().await?;
                             return Ok(());
                         }
                         Pending::Literal { end, .. } => self.literal_wait = Some(end),
                         // Only the text outside literals counts against the line limit.
                         Pending::Line(len) if len > self.cfg.limits.max_line => {
-                            self.untagged("BAD Command line too long");
+                            self.send(Response::bad("Command line too long"));
                             self.conn.rbuf.clear();
                             if self.count_error() == Flow::Close {
                                 self.flush().await?;
@@ -504,15 +509,13 @@ impl Session {
                         if mode == LiteralMode::NonSync {
                             // The client is already sending the data; the only safe way out is
                             // to close the connection.
-                            self.untagged("BYE [TOOBIG] Literal too large");
+                            self.send(Response::bye(Some(Code::TooBig), "Literal too large"));
                             self.flush().await?;
                             return Ok(());
                         }
-                        self.line(&format!(
-                            "{} NO [TOOBIG] Literal exceeds the limit of {} octets",
-                            tag.inner(),
-                            self.cfg.limits.max_literal
-                        ));
+                        // Not held: this answer ends a command that never ran.
+                        let text = format!("Literal exceeds the limit of {} octets", self.cfg.limits.max_literal);
+                        Tagged::new(&tag, Kind::No, Some(Code::TooBig), text).encode(&mut self.conn.wbuf);
                         // The announced literal never arrives; drop the command line.
                         let end = self
                             .conn
@@ -525,7 +528,7 @@ impl Session {
                         continue;
                     }
                     if mode == LiteralMode::Sync {
-                        self.line("+ Ready for literal data");
+                        self.send(Response::Continue("Ready for literal data"));
                         self.flush().await?;
                     }
                     self.literal_wait = Some(self.conn.rbuf.len() + length as usize);
@@ -545,8 +548,12 @@ impl Session {
                             !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && b != b'+' && b != b'*')
                         });
                     match tag {
-                        Some(t) => self.line(&format!("{t} BAD Syntax error")),
-                        None => self.untagged("BAD Syntax error"),
+                        Some(t) => {
+                            let bad =
+                                Tagged { tag: t.to_string(), kind: Kind::Bad, code: None, text: "Syntax error".into() };
+                            bad.encode(&mut self.conn.wbuf);
+                        }
+                        None => self.send(Response::bad("Syntax error")),
                     }
                     if self.count_error() == Flow::Close {
                         self.flush().await?;
@@ -581,7 +588,7 @@ impl Session {
     async fn read_more(&mut self) -> std::io::Result<bool> {
         self.flush().await?;
         if *self.shutdown.borrow() {
-            self.untagged("BYE Server shutting down, reconnect later");
+            self.send(Response::bye(None, "Server shutting down, reconnect later"));
             self.flush().await?;
             return Ok(false);
         }
@@ -589,7 +596,7 @@ impl Session {
         let more = tokio::select! {
             r = self.fill() => r,
             () = tern_runtime::listener::stopped(&mut shutdown) => {
-                self.untagged("BYE Server shutting down, reconnect later");
+                self.send(Response::bye(None, "Server shutting down, reconnect later"));
                 self.flush().await?;
                 return Ok(false);
             }
@@ -597,7 +604,7 @@ impl Session {
         match more {
             Ok(more) => Ok(more),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                self.untagged("BYE Autologout: idle for too long");
+                self.send(Response::bye(None, "Autologout: idle for too long"));
                 self.flush().await?;
                 Ok(false)
             }
@@ -620,7 +627,7 @@ impl Session {
         let flow = match command.body {
             CommandBody::Capability => {
                 let caps = self.capabilities();
-                self.untagged(&format!("CAPABILITY {caps}"));
+                self.send(Response::Capability(caps));
                 self.ok(&tag, "CAPABILITY completed");
                 Flow::Continue
             }
@@ -633,12 +640,12 @@ impl Session {
                 if let Some(a) = &self.account {
                     tracing::info!(user = %a.address, "logged out");
                 }
-                self.untagged("BYE Logging out");
+                self.send(Response::bye(None, "Logging out"));
                 self.ok(&tag, "LOGOUT completed");
                 Flow::Close
             }
             CommandBody::Id { .. } => {
-                self.untagged("ID (\"name\" \"Tern\" \"vendor\" \"Tern\")");
+                self.send(Response::Id);
                 self.ok(&tag, "ID completed");
                 Flow::Continue
             }
