@@ -1,6 +1,27 @@
 //! The mailbox service's logic, independent of gRPC and of the storage backend: resolving
 //! recipients, delivering and appending (hash, store the body, parse once, record), login with
-//! throttling, reading bodies, and collecting bodies nothing refers to any more.
+//! throttling, reading bodies, and collecting bodies nothing refers to any more; folders and
+//! messages (the `folders` module); and the directory the admin API changes (`directory`).
+//!
+//! Every RPC is one call of [`MailboxService`], and this is where input is validated, once, for
+//! every backend; the gRPC layer only translates, and the store is only called with:
+//!
+//! - addresses parsed and normalised ([`Address::parse`]: lower case, no brackets), domain
+//!   names checked and lower-cased ([`crate::address::normalize_domain`]), catch-all targets
+//!   checked as addresses, no `+` in a mailbox's own address, DKIM selectors of letters,
+//!   digits, `-` and `.` only, and a DKIM private key given checked to parse;
+//! - passwords present, hashed with argon2, or given hashes checked to parse
+//!   ([`crate::password`]);
+//! - folder names in canonical form ([`crate::folder_name::canonical`]: valid, `INBOX` upper
+//!   case), also inside a [`FolderRef`] by name, and a `FolderRef` that names no folder refused;
+//! - the INBOX rules: INBOX cannot be deleted, nothing can be renamed to INBOX, and renaming
+//!   INBOX moves its messages to a new folder (RFC 9051 section 6.3.6);
+//! - flags normalised ([`crate::flags::normalize`]: valid, canonical spelling, sorted, unique)
+//!   for APPEND and STORE, and a STORE's mode specified;
+//! - sizes and recipient counts within [`Limits`], and queue leases within bounds.
+//!
+//! What depends on stored state (a folder exists, has no sub-folders, a quota has room) is the
+//! store's to check, inside the commit that relies on it.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -18,10 +39,16 @@ use crate::{
     address::Address,
     blobs::{BlobStore, blob_id},
     error::{MailboxError, Result},
-    parse, password,
+    flags, parse, password,
     records::{AccountRecord, MessageRecord},
     store::{AppendOp, Appended, MetadataStore, NewMessage},
 };
+
+mod directory;
+mod folders;
+
+pub use directory::{DkimKeyError, NewPassword};
+pub use folders::{FetchedMessage, FolderStatus};
 
 /// The longest lease a relay worker may take on a queue entry, in seconds.
 pub const MAX_QUEUE_LEASE: i64 = 3600;
@@ -280,6 +307,17 @@ impl MailboxService {
         Ok(Resolution::none(RecipientStatus::UnknownUser))
     }
 
+    /// Resolves an address (see [`MailboxService::resolve`]) and tells how many bytes the
+    /// account found holds, so that SMTP can refuse a message over quota at RCPT.
+    pub async fn resolve_recipient(&self, input: &str) -> Result<(Resolution, u64)> {
+        let r = self.resolve(input).await?;
+        let used_bytes = match &r.account {
+            Some(a) => self.store.usage(a.id).await?.bytes,
+            None => 0,
+        };
+        Ok((r, used_bytes))
+    }
+
     fn found(&self, account: AccountRecord, via: ResolvedVia, detail: String) -> Resolution {
         let status = if account.suspended { RecipientStatus::Suspended } else { RecipientStatus::Local };
         Resolution { status, account: Some(account), via, detail }
@@ -458,19 +496,14 @@ impl MailboxService {
         self.store.finish_queued(queue_id, holder, now(), retry).await
     }
 
-    /// Makes a queue entry due now (`tern admin queue retry`).
-    pub async fn retry_queued(&self, queue_id: &str) -> Result<QueuedMessage> {
-        self.store.retry_queued(queue_id, now()).await
-    }
-
     /// The body of a queue entry.
     pub async fn queued_body(&self, queue_id: &str) -> Result<Bytes> {
-        let entry =
-            self.store.queued(queue_id).await?.ok_or_else(|| MailboxError::not_found("queue entry", queue_id))?;
+        let entry = self.queued(queue_id).await?;
         self.blobs.get(&entry.blob_id).await
     }
 
-    /// Appends a message to one folder (IMAP APPEND).
+    /// Appends a message to one folder (IMAP APPEND). The flags and the folder's name are
+    /// checked before the body is stored, so a refused APPEND leaves no object behind.
     pub async fn append(
         &self,
         account_id: u64,
@@ -480,42 +513,12 @@ impl MailboxService {
         content: Bytes,
     ) -> Result<Appended> {
         self.check_size(content.len() as u64)?;
+        let flags = flags::normalize(&flags)?;
+        let folder = folders::canonical_ref(folder)?;
         let date = if internal_date == 0 { now() } else { internal_date };
         let (_, mut results) =
             self.store_and_record(content, date, vec![AppendOp { account_id, folder, flags }]).await?;
         results.pop().unwrap_or_else(|| Err(MailboxError::Commit("append produced no result".into())))
-    }
-
-    /// Renames a folder. Renaming INBOX is special (RFC 9051 section 6.3.6): its messages move
-    /// to a new folder of the new name and INBOX stays, empty; its sub-folders stay where they
-    /// are. Each batch of messages moves atomically, so a crash midway leaves every message in
-    /// exactly one of the two folders.
-    pub async fn rename_folder(&self, account_id: u64, from: &str, to: &str) -> Result<crate::records::FolderRecord> {
-        let from = crate::folder_name::canonical(from)?;
-        if !crate::folder_name::is_inbox(&from) {
-            return self.store.rename_folder(account_id, &from, to).await;
-        }
-        let to = crate::folder_name::canonical(to)?;
-        if crate::folder_name::is_inbox(&to) {
-            return Err(MailboxError::NotAllowed("cannot rename INBOX to itself".into()));
-        }
-        let dest = self.store.create_folder(account_id, &to, tern_proto::v1::SpecialUse::None).await?;
-        let (inbox, messages) = self.store.select(account_id, &FolderRef::name("INBOX")).await?;
-        let uids: Vec<u32> = messages.iter().map(|m| m.uid).collect();
-        for batch in uids.chunks(1000) {
-            self.store.copy(account_id, inbox.id, batch, &FolderRef::id(dest.id), true).await?;
-        }
-        self.store.folder(account_id, &FolderRef::id(dest.id)).await
-    }
-
-    /// The stored record of one message, checked to belong to the account.
-    pub async fn message(&self, account_id: u64, folder_id: u64, uid: u32) -> Result<MessageRecord> {
-        self.store
-            .messages(account_id, folder_id, &[uid], false)
-            .await?
-            .pop()
-            .map(|(m, _)| m)
-            .ok_or_else(|| MailboxError::not_found("message", format!("uid {uid}")))
     }
 
     /// Reads a message body, or `length` bytes of it from `offset` (zero length: to the end).
@@ -580,3 +583,152 @@ impl MailboxService {
 /// An argon2id hash of a random password, verified against when the account does not exist.
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3hG2GgOqO0ChhV2Ko3GBYnFRvO6YNzFsk+2V9AbOh2E";
+
+#[cfg(test)]
+mod tests {
+    //! The validation rules of the module documentation, each checked through the service
+    //! against the embedded store in a temporary directory.
+
+    use tern_proto::v1::{FlagsMode, FolderRef, SpecialUse};
+
+    use super::*;
+
+    /// A service on a fresh embedded store, with the domain `example.com` and the mailbox
+    /// `alice@example.com`. The directory must outlive the service.
+    async fn service() -> (tempfile::TempDir, MailboxService, AccountRecord) {
+        let dir = tempfile::tempdir().unwrap();
+        let service = crate::server::open_embedded(dir.path(), Limits::default()).unwrap();
+        service.create_domain("Example.COM", "", 0).await.unwrap();
+        let hash = NewPassword::Hash(DUMMY_HASH.to_string());
+        let alice = service.create_account("<Alice@Example.com>", String::new(), Some(hash), 0).await.unwrap();
+        (dir, service, alice)
+    }
+
+    fn is_invalid<T: std::fmt::Debug>(result: Result<T>, field: &str) -> bool {
+        matches!(result, Err(MailboxError::Invalid { what, .. }) if what == field)
+    }
+
+    fn is_not_allowed<T: std::fmt::Debug>(result: Result<T>) -> bool {
+        matches!(result, Err(MailboxError::NotAllowed(_)))
+    }
+
+    async fn append(service: &MailboxService, account: u64, folder: &str, flags: &[&str]) -> Result<Appended> {
+        let flags = flags.iter().map(|f| f.to_string()).collect();
+        service.append(account, FolderRef::name(folder), flags, 0, Bytes::from_static(b"Subject: x\r\n\r\nx\r\n")).await
+    }
+
+    #[tokio::test]
+    async fn addresses_are_normalised_and_bad_ones_refused() {
+        let (_dir, service, alice) = service().await;
+        assert_eq!(alice.address, "alice@example.com");
+        assert_eq!(service.account_by_address(" ALICE@example.com ").await.unwrap().id, alice.id);
+        assert_eq!(service.domain("EXAMPLE.com.").await.unwrap().1, 1);
+
+        let hash = || Some(NewPassword::Hash(DUMMY_HASH.to_string()));
+        for bad in ["not an address", "a@b@example.com", "@example.com", "a b@example.com", "a..b@example.com"] {
+            assert!(is_invalid(service.create_account(bad, String::new(), hash(), 0).await, "address"), "{bad:?}");
+            assert!(is_invalid(service.add_alias(bad, "alice@example.com").await, "address"), "{bad:?}");
+            assert!(is_invalid(service.add_alias("postmaster@example.com", bad).await, "address"), "{bad:?}");
+            assert!(is_invalid(service.set_password(bad, hash()).await, "address"), "{bad:?}");
+            assert!(is_invalid(service.delete_account(bad).await, "address"), "{bad:?}");
+        }
+        let sub_address = service.create_account("bob+lists@example.com", String::new(), hash(), 0).await;
+        assert!(is_invalid(sub_address, "address"));
+        assert!(is_invalid(service.create_domain("bad_domain.com", "", 0).await, "domain"));
+        assert!(is_invalid(service.list_accounts("-bad.com").await, "domain"));
+        assert!(is_invalid(service.create_domain("example.org", "a b", 0).await, "address"));
+        assert!(is_invalid(
+            service.set_dkim_key("example.com", "no/slash", "").await.map_err(|e| match e {
+                DkimKeyError::Mailbox(e) => e,
+                DkimKeyError::Generate(e) => panic!("{e}"),
+            }),
+            "selector"
+        ));
+        assert!(is_invalid(service.create_account("bob@example.com", String::new(), None, 0).await, "password"));
+
+        // An alias given in any case resolves to the mailbox.
+        service.add_alias("Postmaster@EXAMPLE.com", "ALICE@example.com").await.unwrap();
+        assert_eq!(
+            service.list_aliases("example.com").await.unwrap(),
+            [("postmaster@example.com".to_string(), "alice@example.com".to_string())]
+        );
+    }
+
+    #[tokio::test]
+    async fn inbox_cannot_be_deleted_or_renamed_to() {
+        let (_dir, service, alice) = service().await;
+        for inbox in ["INBOX", "inbox", "InBoX"] {
+            assert!(is_not_allowed(service.delete_folder(alice.id, inbox).await), "{inbox}");
+            assert!(is_not_allowed(service.rename_folder(alice.id, "Archive", inbox).await), "{inbox}");
+            assert!(is_not_allowed(service.rename_folder(alice.id, "INBOX", inbox).await), "{inbox}");
+        }
+        let folders = service.list_folders(alice.id).await.unwrap().folders;
+        assert!(folders.iter().any(|f| f.name == "INBOX") && folders.iter().any(|f| f.name == "Archive"));
+    }
+
+    #[tokio::test]
+    async fn renaming_inbox_moves_its_messages() {
+        let (_dir, service, alice) = service().await;
+        append(&service, alice.id, "INBOX", &[]).await.unwrap();
+        let old = service.rename_folder(alice.id, "inbox", "Old").await.unwrap();
+        assert_eq!((old.name.as_str(), old.messages), ("Old", 1));
+        let (inbox, messages) = service.select(alice.id, FolderRef::name("Inbox")).await.unwrap();
+        assert_eq!((inbox.name.as_str(), messages.len()), ("INBOX", 0));
+    }
+
+    #[tokio::test]
+    async fn folder_names_are_canonicalised_and_bad_ones_refused() {
+        let (_dir, service, alice) = service().await;
+        for bad in ["", "a//b", "/a", "a/", "x*", "%", "a\r\nb"] {
+            assert!(is_invalid(service.create_folder(alice.id, bad, SpecialUse::None).await, "folder name"), "{bad:?}");
+            assert!(is_invalid(service.delete_folder(alice.id, bad).await, "folder name"), "{bad:?}");
+            assert!(is_invalid(service.rename_folder(alice.id, "Archive", bad).await, "folder name"), "{bad:?}");
+            assert!(is_invalid(service.subscribe_folder(alice.id, bad, true).await, "folder name"), "{bad:?}");
+            assert!(is_invalid(service.select(alice.id, FolderRef::name(bad)).await, "folder name"), "{bad:?}");
+            assert!(is_invalid(append(&service, alice.id, bad, &[]).await, "folder name"), "{bad:?}");
+        }
+        assert!(is_invalid(service.select(alice.id, FolderRef::default()).await, "folder"));
+        assert!(is_invalid(service.status(alice.id, FolderRef::default()).await, "folder"));
+
+        // "inbox/Lists" is created as "INBOX/Lists", and found by either spelling.
+        let lists = service.create_folder(alice.id, "inbox/Lists", SpecialUse::None).await.unwrap();
+        assert_eq!(lists.name, "INBOX/Lists");
+        assert_eq!(service.status(alice.id, FolderRef::name("Inbox/Lists")).await.unwrap().folder.id, lists.id);
+        let inbox = service.select(alice.id, FolderRef::name("INBOX")).await.unwrap().0;
+        let appended = append(&service, alice.id, "inbox", &[]).await.unwrap();
+        assert_eq!(appended.folder_id, inbox.id);
+        let moved = service.move_messages(alice.id, inbox.id, &[appended.uid], FolderRef::name("inbox/lists")).await;
+        assert!(matches!(moved, Err(MailboxError::NotFound { .. })), "INBOX/lists is not INBOX/Lists: {moved:?}");
+        let moved = service.move_messages(alice.id, inbox.id, &[appended.uid], FolderRef::name("inbox/Lists")).await;
+        assert_eq!(moved.unwrap().destination_folder_id, lists.id);
+    }
+
+    #[tokio::test]
+    async fn flags_are_normalised_and_bad_ones_refused() {
+        let (_dir, service, alice) = service().await;
+        for bad in ["\\Recent", "\\Foo", "a b", "", "x*", "(x"] {
+            assert!(is_invalid(append(&service, alice.id, "INBOX", &[bad]).await, "flag"), "{bad:?}");
+        }
+        // A refused APPEND stored nothing.
+        let (inbox, messages) = service.select(alice.id, FolderRef::name("INBOX")).await.unwrap();
+        assert!(messages.is_empty());
+
+        let a = append(&service, alice.id, "INBOX", &["\\seen", "$Label1", "\\SEEN"]).await.unwrap();
+        let stored = service.message(alice.id, inbox.id, a.uid).await.unwrap();
+        assert_eq!(stored.flags, ["$Label1", "\\Seen"]);
+
+        let uids = [a.uid];
+        let store = |mode, flags: &[&str]| {
+            let flags = flags.iter().map(|f| f.to_string()).collect();
+            service.store_flags(alice.id, inbox.id, &uids, mode, flags, 0)
+        };
+        assert!(is_invalid(store(FlagsMode::Add, &["\\Recent"]).await, "flag"));
+        assert!(is_invalid(store(FlagsMode::Replace, &["bad flag"]).await, "flag"));
+        assert!(is_invalid(store(FlagsMode::Unspecified, &["\\Seen"]).await, "flags mode"));
+        let too_many: Vec<String> = (0..65).map(|i| format!("k{i}")).collect();
+        let refs: Vec<&str> = too_many.iter().map(String::as_str).collect();
+        assert!(is_invalid(store(FlagsMode::Add, &refs).await, "flags"));
+        let o = store(FlagsMode::Add, &["\\flagged", "\\Flagged"]).await.unwrap();
+        assert_eq!(o.updated[0].flags, ["$Label1", "\\Flagged", "\\Seen"]);
+    }
+}

@@ -1,5 +1,7 @@
 //! The `tern.mailbox.v1.Mailbox` service: the front-ends' API, a thin translation between
-//! protobuf messages and [`MailboxService`].
+//! protobuf messages and [`MailboxService`], which validates every input (see the `service`
+//! module). Besides translating, this layer only turns streamed bodies into one buffer and
+//! back into chunks.
 
 use std::{net::IpAddr, pin::Pin};
 
@@ -21,7 +23,10 @@ use tern_proto::v1::{
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{account_pb, folder_pb, usage_pb};
-use crate::{error::MailboxError, service::MailboxService};
+use crate::{
+    error::MailboxError,
+    service::{FetchedMessage, MailboxService},
+};
 
 /// Bodies are streamed to clients in chunks of this size.
 const CHUNK: usize = 64 * 1024;
@@ -40,6 +45,8 @@ impl MailboxApi {
 type Rpc<T> = Result<Response<T>, Status>;
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// The folder a request names. Protobuf makes every message field optional, so a request
+/// without one is malformed; it is refused here, before a streamed body is read.
 fn folder_ref(f: Option<FolderRef>) -> Result<FolderRef, MailboxError> {
     f.filter(|f| f.by.is_some()).ok_or_else(|| MailboxError::invalid("folder", "no folder given"))
 }
@@ -73,11 +80,7 @@ impl Mailbox for MailboxApi {
     }
 
     async fn resolve_recipient(&self, req: Request<ResolveRecipientRequest>) -> Rpc<ResolveRecipientResponse> {
-        let r = self.service.resolve(&req.into_inner().address).await?;
-        let used_bytes = match &r.account {
-            Some(a) => self.service.store.usage(a.id).await?.bytes,
-            None => 0,
-        };
+        let (r, used_bytes) = self.service.resolve_recipient(&req.into_inner().address).await?;
         Ok(Response::new(ResolveRecipientResponse {
             used_bytes,
             status: r.status as i32,
@@ -150,10 +153,7 @@ impl Mailbox for MailboxApi {
 
     async fn list_folders(&self, req: Request<ListFoldersRequest>) -> Rpc<ListFoldersResponse> {
         let r = req.into_inner();
-        if self.service.store.account(r.account_id).await?.is_none() {
-            return Err(MailboxError::not_found("account", r.account_id.to_string()).into());
-        }
-        let list = self.service.store.list_folders(r.account_id).await?;
+        let list = self.service.list_folders(r.account_id).await?;
         Ok(Response::new(ListFoldersResponse {
             folders: list.folders.into_iter().map(|f| folder_pb(f, r.with_status)).collect(),
             subscribed_without_folder: list.subscribed_without_folder,
@@ -163,13 +163,13 @@ impl Mailbox for MailboxApi {
     async fn create_folder(&self, req: Request<CreateFolderRequest>) -> Rpc<CreateFolderResponse> {
         let r = req.into_inner();
         let special_use = pb::SpecialUse::try_from(r.special_use).unwrap_or_default();
-        let f = self.service.store.create_folder(r.account_id, &r.name, special_use).await?;
+        let f = self.service.create_folder(r.account_id, &r.name, special_use).await?;
         Ok(Response::new(CreateFolderResponse { folder: Some(folder_pb(f, true)) }))
     }
 
     async fn delete_folder(&self, req: Request<DeleteFolderRequest>) -> Rpc<DeleteFolderResponse> {
         let r = req.into_inner();
-        self.service.store.delete_folder(r.account_id, &r.name).await?;
+        self.service.delete_folder(r.account_id, &r.name).await?;
         Ok(Response::new(DeleteFolderResponse {}))
     }
 
@@ -181,54 +181,42 @@ impl Mailbox for MailboxApi {
 
     async fn subscribe_folder(&self, req: Request<SubscribeFolderRequest>) -> Rpc<SubscribeFolderResponse> {
         let r = req.into_inner();
-        self.service.store.subscribe_folder(r.account_id, &r.name, r.subscribed).await?;
+        self.service.subscribe_folder(r.account_id, &r.name, r.subscribed).await?;
         Ok(Response::new(SubscribeFolderResponse {}))
     }
 
     async fn select(&self, req: Request<SelectRequest>) -> Rpc<SelectResponse> {
         let r = req.into_inner();
-        let (f, messages) = self.service.store.select(r.account_id, &folder_ref(r.folder)?).await?;
+        let (f, messages) = self.service.select(r.account_id, folder_ref(r.folder)?).await?;
         Ok(Response::new(SelectResponse { folder: Some(folder_pb(f, true)), messages }))
     }
 
     async fn status(&self, req: Request<StatusRequest>) -> Rpc<StatusResponse> {
         let r = req.into_inner();
-        let f = self.service.store.folder(r.account_id, &folder_ref(r.folder)?).await?;
-        let (first_recent_uid, recent) = self.service.store.claim_recent(r.account_id, f.id, 0).await?;
-        let folder = Folder { recent, first_recent_uid, ..folder_pb(f, true) };
+        let s = self.service.status(r.account_id, folder_ref(r.folder)?).await?;
+        let folder = Folder { recent: s.recent, first_recent_uid: s.first_recent_uid, ..folder_pb(s.folder, true) };
         Ok(Response::new(StatusResponse { folder: Some(folder) }))
     }
 
     async fn claim_recent(&self, req: Request<ClaimRecentRequest>) -> Rpc<ClaimRecentResponse> {
         let r = req.into_inner();
-        let (first_recent_uid, _) = self.service.store.claim_recent(r.account_id, r.folder_id, r.up_to).await?;
+        let first_recent_uid = self.service.claim_recent(r.account_id, r.folder_id, r.up_to).await?;
         Ok(Response::new(ClaimRecentResponse { first_recent_uid }))
     }
 
     async fn fetch_messages(&self, req: Request<FetchMessagesRequest>) -> Rpc<FetchMessagesResponse> {
         let r = req.into_inner();
-        let found = self.service.store.messages(r.account_id, r.folder_id, &r.uids, r.with_structure).await?;
-        // Small messages come inline while the budget lasts: a client that reads a few
-        // messages then needs one call instead of one per message plus one.
-        let mut budget = r.inline_body_limit;
-        let mut raws = Vec::with_capacity(found.len());
-        for (m, _) in &found {
-            if m.size <= budget {
-                budget -= m.size;
-                raws.push(Some(self.service.body(m, 0, 0).await?.to_vec()));
-            } else {
-                budget = 0;
-                raws.push(None);
-            }
-        }
+        let found = self
+            .service
+            .fetch_messages(r.account_id, r.folder_id, &r.uids, r.with_structure, r.inline_body_limit)
+            .await?;
         let messages = found
             .into_iter()
-            .zip(raws)
-            .map(|((m, parsed), raw)| {
+            .map(|FetchedMessage { record: m, parsed, raw }| {
                 let (envelope, body) = parsed.map(|p| (p.envelope, p.body)).unwrap_or_default();
                 MessageMeta {
                     has_raw: raw.is_some(),
-                    raw: raw.unwrap_or_default(),
+                    raw: raw.map(|b| b.to_vec()).unwrap_or_default(),
                     uid: m.uid,
                     flags: m.flags,
                     modseq: m.modseq,
@@ -260,11 +248,7 @@ impl Mailbox for MailboxApi {
     async fn store_flags(&self, req: Request<StoreFlagsRequest>) -> Rpc<StoreFlagsResponse> {
         let r = req.into_inner();
         let mode = FlagsMode::try_from(r.mode).unwrap_or_default();
-        let o = self
-            .service
-            .store
-            .store_flags(r.account_id, r.folder_id, &r.uids, mode, r.flags, r.unchanged_since)
-            .await?;
+        let o = self.service.store_flags(r.account_id, r.folder_id, &r.uids, mode, r.flags, r.unchanged_since).await?;
         Ok(Response::new(StoreFlagsResponse {
             updated: o.updated,
             modified: o.modified,
@@ -275,7 +259,7 @@ impl Mailbox for MailboxApi {
     async fn copy(&self, req: Request<CopyRequest>) -> Rpc<CopyResponse> {
         let r = req.into_inner();
         let dest = folder_ref(r.destination)?;
-        let o = self.service.store.copy(r.account_id, r.folder_id, &r.uids, &dest, false).await?;
+        let o = self.service.copy_messages(r.account_id, r.folder_id, &r.uids, dest).await?;
         Ok(Response::new(CopyResponse {
             uidvalidity: o.uidvalidity,
             source_uids: o.source_uids,
@@ -287,7 +271,7 @@ impl Mailbox for MailboxApi {
     async fn r#move(&self, req: Request<MoveRequest>) -> Rpc<MoveResponse> {
         let r = req.into_inner();
         let dest = folder_ref(r.destination)?;
-        let o = self.service.store.copy(r.account_id, r.folder_id, &r.uids, &dest, true).await?;
+        let o = self.service.move_messages(r.account_id, r.folder_id, &r.uids, dest).await?;
         Ok(Response::new(MoveResponse {
             uidvalidity: o.uidvalidity,
             source_uids: o.source_uids,
@@ -300,14 +284,13 @@ impl Mailbox for MailboxApi {
     async fn expunge(&self, req: Request<ExpungeRequest>) -> Rpc<ExpungeResponse> {
         let r = req.into_inner();
         let uids = (!r.uids.is_empty()).then_some(r.uids.as_slice());
-        let (expunged, highest_modseq) =
-            self.service.store.expunge(r.account_id, r.folder_id, uids, r.only_deleted).await?;
+        let (expunged, highest_modseq) = self.service.expunge(r.account_id, r.folder_id, uids, r.only_deleted).await?;
         Ok(Response::new(ExpungeResponse { expunged, highest_modseq }))
     }
 
     async fn changes(&self, req: Request<ChangesRequest>) -> Rpc<ChangesResponse> {
         let r = req.into_inner();
-        let c = self.service.store.changes(r.account_id, r.folder_id, r.since_modseq).await?;
+        let c = self.service.changes(r.account_id, r.folder_id, r.since_modseq).await?;
         Ok(Response::new(ChangesResponse {
             uidvalidity: c.uidvalidity,
             highest_modseq: c.highest_modseq,
@@ -319,11 +302,8 @@ impl Mailbox for MailboxApi {
     type WatchStream = BoxStream<MailboxEvent>;
 
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Rpc<Self::WatchStream> {
-        let account_id = req.into_inner().account_id;
-        if self.service.store.account(account_id).await?.is_none() {
-            return Err(MailboxError::not_found("account", account_id.to_string()).into());
-        }
-        Ok(Response::new(Box::pin(self.service.store.watch(account_id).await?.map(Ok))))
+        let events = self.service.watch(req.into_inner().account_id).await?;
+        Ok(Response::new(Box::pin(events.map(Ok))))
     }
 
     async fn enqueue(&self, req: Request<Streaming<EnqueueRequest>>) -> Rpc<EnqueueResponse> {
@@ -377,16 +357,12 @@ impl Mailbox for MailboxApi {
     }
 
     async fn get_signing_key(&self, req: Request<pb::GetSigningKeyRequest>) -> Rpc<pb::GetSigningKeyResponse> {
-        let name = crate::address::normalize_domain(&req.into_inner().domain)?;
-        let d = self.service.store.domain(&name).await?.ok_or_else(|| MailboxError::not_found("domain", &name))?;
-        if d.dkim_private_key.is_empty() {
-            return Err(MailboxError::not_found("DKIM key of domain", &name).into());
-        }
-        Ok(Response::new(pb::GetSigningKeyResponse { selector: d.dkim_selector, private_key_pem: d.dkim_private_key }))
+        let (selector, private_key_pem) = self.service.signing_key(&req.into_inner().domain).await?;
+        Ok(Response::new(pb::GetSigningKeyResponse { selector, private_key_pem }))
     }
 
     async fn list_queue(&self, _req: Request<ListQueueRequest>) -> Rpc<ListQueueResponse> {
-        Ok(Response::new(ListQueueResponse { messages: self.service.store.list_queue().await? }))
+        Ok(Response::new(ListQueueResponse { messages: self.service.list_queue().await? }))
     }
 
     async fn acquire_lease(&self, req: Request<pb::AcquireLeaseRequest>) -> Rpc<pb::AcquireLeaseResponse> {
@@ -406,10 +382,7 @@ impl Mailbox for MailboxApi {
     }
 
     async fn get_quota(&self, req: Request<GetQuotaRequest>) -> Rpc<GetQuotaResponse> {
-        let id = req.into_inner().account_id;
-        let account =
-            self.service.store.account(id).await?.ok_or_else(|| MailboxError::not_found("account", id.to_string()))?;
-        let usage = self.service.store.usage(id).await?;
+        let (account, usage) = self.service.quota(req.into_inner().account_id).await?;
         Ok(Response::new(GetQuotaResponse { usage: Some(usage_pb(&account, usage)) }))
     }
 }

@@ -1,15 +1,34 @@
 //! The gRPC face of the mailbox service: the front-ends' API and the admin API, and the
 //! conversions from stored records to API messages they share.
+//!
+//! This layer only translates: each RPC turns its request into one call of
+//! [`crate::service::MailboxService`], which validates the input and calls the store, and
+//! turns the answer into the response. Errors become statuses by `From` conversions, so every
+//! RPC answers an error the same way: [`crate::MailboxError`]'s (in `error.rs`, with the
+//! `tern-reason` front-ends rely on) and [`DkimKeyError`]'s below.
 
 pub mod admin;
 pub mod mailbox;
 
 use tern_proto::v1::{Account, Folder, Usage};
+use tonic::Status;
 
 use crate::{
     records::{AccountRecord, FolderRecord},
+    service::DkimKeyError,
     store::UsageCount,
 };
+
+impl From<DkimKeyError> for Status {
+    fn from(err: DkimKeyError) -> Self {
+        match err {
+            DkimKeyError::Mailbox(e) => e.into(),
+            // A key that cannot be generated is the server's fault, with no reason a client
+            // could act on; "internal" says so.
+            DkimKeyError::Generate(detail) => Status::internal(detail),
+        }
+    }
+}
 
 pub(crate) fn account_pb(a: AccountRecord) -> Account {
     Account {
