@@ -20,20 +20,18 @@ use std::{path::Path, sync::Arc, thread};
 use futures::{StreamExt, stream::BoxStream};
 use prost::Message as _;
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
-use tern_proto::v1::{
-    EventKind, FlagsMode, FolderRef, MailboxEvent, MessageSummary, QueuedMessage, SpecialUse, folder_ref,
-};
+use tern_proto::v1::{EventKind, MailboxEvent, QueuedMessage};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
-    AccountChanges, AppendOp, Appended, Changes, CopyOutcome, DEFAULT_FOLDERS, FlagsOutcome, FolderList, MetadataStore,
-    NewMessage, UsageCount, count_flags, event, queue, summary,
+    AccountChanges, AppendOp, Appended, DEFAULT_FOLDERS, MetadataStore, NewMessage, ReadFn, UsageCount, WriteFn, log,
+    queue,
 };
 use crate::{
     error::{MailboxError, Result},
-    flags, folder_name,
-    records::{AccountRecord, ChangeRecord, DomainRecord, FolderRecord, MessageRecord, ParsedRecord},
+    flags,
+    records::{AccountRecord, ChangeRecord, DomainRecord, FolderRecord, LogEntry, MessageRecord, ParsedRecord},
 };
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -215,42 +213,8 @@ fn next_id(txn: &WriteTransaction, key: &str) -> Result<u64> {
     Ok(next)
 }
 
-/// UIDVALIDITY for a new folder: the current time, or one more than the last one given out,
-/// whichever is larger, so a folder deleted and created again in the same second still gets a
-/// new UIDVALIDITY.
-fn next_uidvalidity(txn: &WriteTransaction) -> Result<u32> {
-    let mut t = txn.open_table(META)?;
-    let last = t.get("uidvalidity")?.map(|v| v.value()).unwrap_or(0);
-    let next = (last + 1).max(now() as u64 & 0x7fff_ffff).max(1);
-    t.insert("uidvalidity", next)?;
-    Ok(next as u32)
-}
-
 fn get_folder(t: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> Result<Option<FolderRecord>> {
     t.get(id)?.map(|v| decode("folder", v.value())).transpose()
-}
-
-fn resolve_folder_id(
-    names: &impl ReadableTable<(u64, &'static str), u64>,
-    account_id: u64,
-    folder: &FolderRef,
-    folders: &impl ReadableTable<u64, &'static [u8]>,
-) -> Result<FolderRecord> {
-    let id = match &folder.by {
-        Some(folder_ref::By::Id(id)) => *id,
-        Some(folder_ref::By::Name(name)) => {
-            let name = folder_name::canonical(name)?;
-            names
-                .get((account_id, name.as_str()))?
-                .map(|v| v.value())
-                .ok_or_else(|| MailboxError::not_found("folder", name))?
-        }
-        None => return Err(MailboxError::invalid("folder", "no folder given")),
-    };
-    match get_folder(folders, id)? {
-        Some(f) if f.account_id == account_id => Ok(f),
-        _ => Err(MailboxError::not_found("folder", format!("id {id}"))),
-    }
 }
 
 fn put_folder(txn: &WriteTransaction, f: &FolderRecord) -> Result<()> {
@@ -305,35 +269,6 @@ fn take_queued(txn: &WriteTransaction, queue_id: &str) -> Result<Option<QueuedMe
     Ok(Some(entry))
 }
 
-/// Inserts a message record into a folder, advancing UIDNEXT and HIGHESTMODSEQ.
-fn insert_message(txn: &WriteTransaction, folder: &mut FolderRecord, mut m: MessageRecord) -> Result<MessageRecord> {
-    folder.highest_modseq += 1;
-    m.uid = folder.uidnext;
-    m.modseq = folder.highest_modseq;
-    folder.uidnext = folder
-        .uidnext
-        .checked_add(1)
-        .ok_or_else(|| MailboxError::NotAllowed(format!("folder {} has used every UID", folder.name)))?;
-    folder.messages += 1;
-    folder.size += m.size;
-    count_flags(folder, &m, 1);
-    txn.open_table(MESSAGES)?.insert((folder.id, m.uid), m.encode_to_vec().as_slice())?;
-    blob_ref(txn, &m.blob_id, 1)?;
-    add_usage(txn, folder.account_id, 1, m.size as i64)?;
-    Ok(m)
-}
-
-fn load_messages(txn: &WriteTransaction, folder: u64, uids: &[u32]) -> Result<Vec<MessageRecord>> {
-    let t = txn.open_table(MESSAGES)?;
-    let mut out = Vec::with_capacity(uids.len());
-    for uid in uids {
-        if let Some(v) = t.get((folder, *uid))? {
-            out.push(decode::<MessageRecord>("message", v.value())?);
-        }
-    }
-    Ok(out)
-}
-
 fn all_messages(t: &impl ReadableTable<(u64, u32), &'static [u8]>, folder: u64) -> Result<Vec<MessageRecord>> {
     let mut out = Vec::new();
     for item in t.range((folder, 0)..=(folder, u32::MAX))? {
@@ -359,33 +294,177 @@ fn drop_folder(txn: &WriteTransaction, folder: &FolderRecord) -> Result<()> {
     Ok(())
 }
 
-fn create_folder_in(
-    txn: &WriteTransaction,
-    account_id: u64,
-    name: &str,
-    special_use: SpecialUse,
-) -> Result<FolderRecord> {
-    let mut names = txn.open_table(FOLDER_NAMES)?;
-    if names.get((account_id, name))?.is_some() {
-        return Err(MailboxError::exists("folder", name));
+/// A transaction that can open tables for reading: a read transaction, or the writer's
+/// transaction, so that the core reads the same state whichever it runs in.
+trait Open {
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<'_, K, V>,
+    ) -> Result<impl ReadableTable<K, V> + '_>;
+}
+
+impl Open for ReadTransaction {
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<'_, K, V>,
+    ) -> Result<impl ReadableTable<K, V> + '_> {
+        Ok(self.open_table(def)?)
     }
-    let f = FolderRecord {
-        id: next_id(txn, "folder")?,
-        account_id,
-        name: name.to_string(),
-        uidvalidity: next_uidvalidity(txn)?,
-        uidnext: 1,
-        highest_modseq: 1,
-        special_use: special_use as i32,
-        subscribed: true,
-        ..Default::default()
-    };
-    names.insert((account_id, name), f.id)?;
-    drop(names);
-    // The name may have been subscribed without a folder; the folder holds the subscription now.
-    txn.open_table(SUBSCRIPTIONS)?.remove((account_id, name))?;
-    put_folder(txn, &f)?;
-    Ok(f)
+}
+
+impl Open for WriteTransaction {
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<'_, K, V>,
+    ) -> Result<impl ReadableTable<K, V> + '_> {
+        Ok(self.open_table(def)?)
+    }
+}
+
+/// One account's state in a transaction, as the core reads it ([`log::View`]). Every method
+/// opens the tables it needs and closes them again: redb refuses to open a table twice in one
+/// write transaction, and the commit that follows opens them too.
+struct TxnView<'t, T> {
+    txn: &'t T,
+    account_id: u64,
+}
+
+impl<T: Open> log::View for TxnView<'_, T> {
+    fn account_id(&self) -> u64 {
+        self.account_id
+    }
+
+    fn folder(&self, id: u64) -> Result<Option<FolderRecord>> {
+        get_folder(&self.txn.table(FOLDERS)?, id)
+    }
+
+    fn folder_named(&self, name: &str) -> Result<Option<FolderRecord>> {
+        match self.txn.table(FOLDER_NAMES)?.get((self.account_id, name))? {
+            Some(id) => get_folder(&self.txn.table(FOLDERS)?, id.value()),
+            None => Ok(None),
+        }
+    }
+
+    fn folders(&self) -> Result<Vec<FolderRecord>> {
+        let folders = self.txn.table(FOLDERS)?;
+        let mut out = Vec::new();
+        for item in self.txn.table(FOLDER_NAMES)?.range((self.account_id, "")..(self.account_id + 1, ""))? {
+            if let Some(f) = get_folder(&folders, item?.1.value())? {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
+    fn message(&self, folder: u64, uid: u32) -> Result<Option<MessageRecord>> {
+        self.txn.table(MESSAGES)?.get((folder, uid))?.map(|v| decode("message", v.value())).transpose()
+    }
+
+    fn each_message(&self, folder: u64, f: &mut dyn FnMut(&MessageRecord)) -> Result<()> {
+        for item in self.txn.table(MESSAGES)?.range((folder, 0)..=(folder, u32::MAX))? {
+            f(&decode("message", item?.1.value())?);
+        }
+        Ok(())
+    }
+
+    fn count_from(&self, folder: u64, uid: u32) -> Result<u32> {
+        Ok(self.txn.table(MESSAGES)?.range((folder, uid)..=(folder, u32::MAX))?.count() as u32)
+    }
+
+    fn vanished_since(&self, folder: u64, modseq: u64) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        // Saturating: a client may send any MODSEQ, and u64::MAX + 1 would panic (debug) or
+        // wrap to zero and report every expunge ever made (release).
+        for item in self.txn.table(CHANGES)?.range((folder, modseq.saturating_add(1))..=(folder, u64::MAX))? {
+            let c: ChangeRecord = decode("change", item?.1.value())?;
+            if c.kind == EventKind::Expunge as i32 {
+                out.extend(c.uids);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn subscribed_without_folder(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for item in self.txn.table(SUBSCRIPTIONS)?.range((self.account_id, "")..(self.account_id + 1, ""))? {
+            out.push(item?.0.value().1.to_string());
+        }
+        Ok(out)
+    }
+
+    fn usage(&self) -> Result<UsageCount> {
+        let (messages, bytes) = self.txn.table(USAGE)?.get(self.account_id)?.map(|v| v.value()).unwrap_or((0, 0));
+        Ok(UsageCount { messages, bytes })
+    }
+
+    fn last_uidvalidity(&self) -> Result<u64> {
+        Ok(self.txn.table(META)?.get("uidvalidity")?.map(|v| v.value()).unwrap_or(0))
+    }
+}
+
+/// Writes what an entry of the core says into the tables, with what follows from it here: the
+/// name index of folders, the account's usage, body references, the expunge log (for QRESYNC's
+/// VANISHED) and the last UIDVALIDITY given out. The entry's events go out after the commit.
+fn commit(txn: &WriteTransaction, account_id: u64, entry: LogEntry, events: &mut Events) -> Result<()> {
+    for f in &entry.folders {
+        let old = get_folder(&txn.open_table(FOLDERS)?, f.id)?;
+        let mut names = txn.open_table(FOLDER_NAMES)?;
+        match &old {
+            Some(old) if old.name == f.name => {}
+            Some(old) => {
+                names.remove((old.account_id, old.name.as_str()))?;
+                names.insert((f.account_id, f.name.as_str()), f.id)?;
+            }
+            None => {
+                names.insert((f.account_id, f.name.as_str()), f.id)?;
+                let mut meta = txn.open_table(META)?;
+                let last = meta.get("uidvalidity")?.map(|v| v.value()).unwrap_or(0);
+                meta.insert("uidvalidity", last.max(f.uidvalidity as u64))?;
+            }
+        }
+        drop(names);
+        put_folder(txn, f)?;
+    }
+    for id in &entry.deleted_folders {
+        let folder = get_folder(&txn.open_table(FOLDERS)?, *id)?;
+        if let Some(f) = folder {
+            drop_folder(txn, &f)?;
+        }
+    }
+    for fm in &entry.messages {
+        let Some(m) = &fm.message else { continue };
+        let old = txn.open_table(MESSAGES)?.insert((fm.folder_id, m.uid), m.encode_to_vec().as_slice())?.is_some();
+        if !old {
+            blob_ref(txn, &m.blob_id, 1)?;
+            add_usage(txn, account_id, 1, m.size as i64)?;
+        }
+    }
+    // One expunge record per change: the UIDs of one folder that share a MODSEQ.
+    let mut expunges: std::collections::BTreeMap<(u64, u64), Vec<u32>> = std::collections::BTreeMap::new();
+    for x in &entry.expunged {
+        let old = txn
+            .open_table(MESSAGES)?
+            .remove((x.folder_id, x.uid))?
+            .map(|v| decode::<MessageRecord>("message", v.value()));
+        if let Some(m) = old.transpose()? {
+            blob_ref(txn, &m.blob_id, -1)?;
+            add_usage(txn, account_id, -1, -(m.size as i64))?;
+        }
+        expunges.entry((x.folder_id, x.modseq)).or_default().push(x.uid);
+    }
+    for ((folder, modseq), uids) in expunges {
+        log_change(txn, folder, modseq, EventKind::Expunge, uids)?;
+    }
+    let mut subscriptions = txn.open_table(SUBSCRIPTIONS)?;
+    for name in &entry.subscriptions_removed {
+        subscriptions.remove((account_id, name.as_str()))?;
+    }
+    for name in &entry.subscriptions_added {
+        subscriptions.insert((account_id, name.as_str()), ())?;
+    }
+    events.extend(entry.events);
+    Ok(())
 }
 
 fn account_id_by_address(txn: &WriteTransaction, address: &str) -> Result<u64> {
@@ -483,7 +562,7 @@ impl MetadataStore for EmbeddedStore {
     }
 
     async fn create_account(&self, account: AccountRecord) -> Result<AccountRecord> {
-        self.write(move |txn, _| {
+        self.write(move |txn, events| {
             let domain = domain_of(&account.address).to_string();
             if txn.open_table(DOMAINS)?.get(domain.as_str())?.is_none() {
                 return Err(MailboxError::not_found("domain", domain));
@@ -499,8 +578,13 @@ impl MetadataStore for EmbeddedStore {
             put_account(txn, &account)?;
             txn.open_table(ADDRESSES)?.insert(account.address.as_str(), account.id)?;
             txn.open_table(USAGE)?.insert(account.id, (0, 0))?;
-            for (name, special_use) in DEFAULT_FOLDERS {
-                create_folder_in(txn, account.id, name, special_use)?;
+            let first_folder = next_id(txn, "folder")?;
+            for _ in 1..DEFAULT_FOLDERS.len() {
+                next_id(txn, "folder")?;
+            }
+            let view = TxnView { txn, account_id: account.id };
+            if let (Some(entry), ()) = log::create_account_folders(&view, first_folder, now())? {
+                commit(txn, account.id, entry, events)?;
             }
             Ok(account)
         })
@@ -667,210 +751,24 @@ impl MetadataStore for EmbeddedStore {
         })
     }
 
-    async fn usage(&self, account_id: u64) -> Result<UsageCount> {
-        self.read(|txn| {
-            let (messages, bytes) = txn.open_table(USAGE)?.get(account_id)?.map(|v| v.value()).unwrap_or((0, 0));
-            Ok(UsageCount { messages, bytes })
-        })
+    async fn read_account(&self, account_id: u64, read: ReadFn<'_>) -> Result<()> {
+        self.read(|txn| read(&TxnView { txn, account_id }))
     }
 
-    async fn list_folders(&self, account_id: u64) -> Result<FolderList> {
-        self.read(|txn| {
-            let folders = txn.open_table(FOLDERS)?;
-            let mut out = FolderList::default();
-            for item in txn.open_table(FOLDER_NAMES)?.range((account_id, "")..(account_id + 1, ""))? {
-                let (_, v) = item?;
-                if let Some(f) = get_folder(&folders, v.value())? {
-                    out.folders.push(f);
-                }
-            }
-            for item in txn.open_table(SUBSCRIPTIONS)?.range((account_id, "")..(account_id + 1, ""))? {
-                let (k, _) = item?;
-                out.subscribed_without_folder.push(k.value().1.to_string());
-            }
-            Ok(out)
-        })
-    }
-
-    async fn create_folder(&self, account_id: u64, name: &str, special_use: SpecialUse) -> Result<FolderRecord> {
-        let name = folder_name::canonical(name)?;
-        self.write(move |txn, events| {
-            if load_account(&txn.open_table(ACCOUNTS)?, account_id)?.is_none() {
-                return Err(MailboxError::not_found("account", account_id.to_string()));
-            }
-            let f = create_folder_in(txn, account_id, &name, special_use)?;
-            events.push(event(&f, EventKind::FolderCreated, f.highest_modseq, vec![]));
-            Ok(f)
+    async fn write_account(&self, account_id: u64, mut write: WriteFn) -> Result<()> {
+        self.write(move |txn, events| match write(&TxnView { txn, account_id })? {
+            Some(entry) => commit(txn, account_id, entry, events),
+            None => Ok(()),
         })
         .await
     }
 
-    async fn delete_folder(&self, account_id: u64, name: &str) -> Result<()> {
-        let name = folder_name::canonical(name)?;
-        if folder_name::is_inbox(&name) {
-            return Err(MailboxError::NotAllowed("INBOX cannot be deleted".into()));
-        }
-        self.write(move |txn, events| {
-            let f = resolve_folder_id(
-                &txn.open_table(FOLDER_NAMES)?,
-                account_id,
-                &FolderRef::name(name.clone()),
-                &txn.open_table(FOLDERS)?,
-            )?;
-            // RFC 9051 section 6.3.5: a folder with children cannot be deleted while they exist
-            // (we have no \Noselect placeholders, so refusing is the honest answer).
-            let prefix = format!("{name}{}", folder_name::DELIMITER);
-            let has_children = match txn.open_table(FOLDER_NAMES)?.range((account_id, prefix.as_str())..)?.next() {
-                Some(item) => {
-                    let (k, _) = item?;
-                    let (acc, child) = k.value();
-                    acc == account_id && child.starts_with(&prefix)
-                }
-                None => false,
-            };
-            if has_children {
-                return Err(MailboxError::NotAllowed(format!("folder {name} has sub-folders")));
-            }
-            drop_folder(txn, &f)?;
-            // DELETE does not unsubscribe (RFC 3501 section 6.3.6): the name stays subscribed.
-            if f.subscribed {
-                txn.open_table(SUBSCRIPTIONS)?.insert((account_id, name.as_str()), ())?;
-            }
-            events.push(event(&f, EventKind::FolderDeleted, f.highest_modseq, vec![]));
-            Ok(())
-        })
-        .await
+    async fn new_folder_id(&self) -> Result<u64> {
+        self.write(|txn, _| next_id(txn, "folder")).await
     }
 
-    async fn rename_folder(&self, account_id: u64, from: &str, to: &str) -> Result<FolderRecord> {
-        let from = folder_name::canonical(from)?;
-        let to = folder_name::canonical(to)?;
-        if folder_name::is_inbox(&from) || to == "INBOX" || to.starts_with("INBOX/") && from == "INBOX" {
-            return Err(MailboxError::NotAllowed("INBOX cannot be renamed".into()));
-        }
-        self.write(move |txn, events| {
-            let names = txn.open_table(FOLDER_NAMES)?;
-            if names.get((account_id, to.as_str()))?.is_some() {
-                return Err(MailboxError::exists("folder", &to));
-            }
-            let prefix = format!("{from}{}", folder_name::DELIMITER);
-            if to.starts_with(&prefix) {
-                return Err(MailboxError::NotAllowed(format!("cannot move {from} under itself")));
-            }
-            // The folder and every sub-folder move together.
-            let mut moving = Vec::new();
-            for item in names.range((account_id, from.as_str())..)? {
-                let (k, v) = item?;
-                let (acc, name) = k.value();
-                if acc != account_id || !(name == from || name.starts_with(&prefix)) {
-                    if acc != account_id || name > prefix.as_str() {
-                        break;
-                    }
-                    continue;
-                }
-                moving.push((name.to_string(), v.value()));
-            }
-            drop(names);
-            if moving.iter().all(|(n, _)| n != &from) {
-                return Err(MailboxError::not_found("folder", &from));
-            }
-            // Every target name is checked before anything is renamed: a job must not write
-            // before it can no longer refuse (see the module documentation).
-            for (old, _) in &moving {
-                let new = format!("{to}{}", &old[from.len()..]);
-                if txn.open_table(FOLDER_NAMES)?.get((account_id, new.as_str()))?.is_some() {
-                    return Err(MailboxError::exists("folder", new));
-                }
-            }
-            let mut renamed = None;
-            for (old, id) in moving {
-                let new = format!("{to}{}", &old[from.len()..]);
-                let mut f = get_folder(&txn.open_table(FOLDERS)?, id)?
-                    .ok_or_else(|| MailboxError::not_found("folder", &old))?;
-                txn.open_table(FOLDER_NAMES)?.remove((account_id, old.as_str()))?;
-                txn.open_table(FOLDER_NAMES)?.insert((account_id, new.as_str()), id)?;
-                // A subscription to the new name, kept from a deleted folder, is the folder's now.
-                if txn.open_table(SUBSCRIPTIONS)?.remove((account_id, new.as_str()))?.is_some() {
-                    f.subscribed = true;
-                }
-                f.name = new;
-                put_folder(txn, &f)?;
-                events.push(event(&f, EventKind::FolderRenamed, f.highest_modseq, vec![]));
-                if old == from {
-                    renamed = Some(f);
-                }
-            }
-            renamed.ok_or_else(|| MailboxError::not_found("folder", &from))
-        })
-        .await
-    }
-
-    async fn subscribe_folder(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()> {
-        let name = folder_name::canonical(name)?;
-        self.write(move |txn, _| {
-            let folder = resolve_folder_id(
-                &txn.open_table(FOLDER_NAMES)?,
-                account_id,
-                &FolderRef::name(name.clone()),
-                &txn.open_table(FOLDERS)?,
-            );
-            match folder {
-                Ok(mut f) => {
-                    f.subscribed = subscribed;
-                    put_folder(txn, &f)
-                }
-                // A name without a folder can only be unsubscribed, whether it was subscribed
-                // or not, as Dovecot does: that is how a deleted folder's subscription goes.
-                Err(MailboxError::NotFound { .. }) if !subscribed => {
-                    txn.open_table(SUBSCRIPTIONS)?.remove((account_id, name.as_str()))?;
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
-        })
-        .await
-    }
-
-    async fn claim_recent(&self, account_id: u64, folder_id: u64, up_to: u32) -> Result<(u32, u32)> {
-        // How many messages from the first unclaimed UID on exist.
-        fn unclaimed(messages: &impl ReadableTable<(u64, u32), &'static [u8]>, f: &FolderRecord) -> Result<u32> {
-            Ok(messages.range((f.id, f.recent_uid)..=(f.id, u32::MAX))?.count() as u32)
-        }
-        let folder = FolderRef::id(folder_id);
-        let (from, count) = self.read(|txn| {
-            let f = resolve_folder_id(&txn.open_table(FOLDER_NAMES)?, account_id, &folder, &txn.open_table(FOLDERS)?)?;
-            Ok((f.recent_uid, unclaimed(&txn.open_table(MESSAGES)?, &f)?))
-        })?;
-        // Claiming nothing new needs no write, which is the common case: every session that
-        // sees a new message asks, and only the first one claims it.
-        if up_to <= from {
-            return Ok((from, count));
-        }
-        self.write(move |txn, _| {
-            let mut f =
-                resolve_folder_id(&txn.open_table(FOLDER_NAMES)?, account_id, &folder, &txn.open_table(FOLDERS)?)?;
-            let out = (f.recent_uid, unclaimed(&txn.open_table(MESSAGES)?, &f)?);
-            if up_to > f.recent_uid {
-                f.recent_uid = up_to;
-                put_folder(txn, &f)?;
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn folder(&self, account_id: u64, folder: &FolderRef) -> Result<FolderRecord> {
-        self.read(|txn| {
-            resolve_folder_id(&txn.open_table(FOLDER_NAMES)?, account_id, folder, &txn.open_table(FOLDERS)?)
-        })
-    }
-
-    async fn select(&self, account_id: u64, folder: &FolderRef) -> Result<(FolderRecord, Vec<MessageSummary>)> {
-        self.read(|txn| {
-            let f = resolve_folder_id(&txn.open_table(FOLDER_NAMES)?, account_id, folder, &txn.open_table(FOLDERS)?)?;
-            let msgs = all_messages(&txn.open_table(MESSAGES)?, f.id)?;
-            Ok((f, msgs.iter().map(summary).collect()))
-        })
+    async fn parsed(&self, blob_id: &str) -> Result<Option<ParsedRecord>> {
+        self.read(|txn| txn.open_table(PARSED)?.get(blob_id)?.map(|v| decode("parsed", v.value())).transpose())
     }
 
     async fn blob_refs(&self, blob_id: &str) -> Result<u64> {
@@ -880,7 +778,10 @@ impl MetadataStore for EmbeddedStore {
     async fn append(&self, message: NewMessage, ops: Vec<AppendOp>) -> Result<Vec<Result<Appended>>> {
         let flag_sets = ops.iter().map(|op| flags::normalize(&op.flags)).collect::<Vec<_>>();
         self.write(move |txn, events| {
-            let parsed = ParsedRecord { envelope: Some(message.parsed.envelope), body: Some(message.parsed.body) };
+            let parsed = ParsedRecord {
+                envelope: Some(message.parsed.envelope.clone()),
+                body: Some(message.parsed.body.clone()),
+            };
             let mut results = Vec::with_capacity(ops.len());
             let mut stored_parsed = false;
             for (op, flag_set) in ops.into_iter().zip(flag_sets) {
@@ -888,41 +789,13 @@ impl MetadataStore for EmbeddedStore {
                     let flag_set = flag_set?;
                     let account = load_account(&txn.open_table(ACCOUNTS)?, op.account_id)?
                         .ok_or_else(|| MailboxError::not_found("account", op.account_id.to_string()))?;
-                    let mut folder = resolve_folder_id(
-                        &txn.open_table(FOLDER_NAMES)?,
-                        op.account_id,
-                        &op.folder,
-                        &txn.open_table(FOLDERS)?,
-                    )?;
-                    let (_, used) = txn.open_table(USAGE)?.get(op.account_id)?.map(|v| v.value()).unwrap_or((0, 0));
-                    if account.quota_bytes > 0 && used + message.size > account.quota_bytes {
-                        return Err(MailboxError::OverQuota {
-                            address: account.address,
-                            used,
-                            size: message.size,
-                            limit: account.quota_bytes,
-                        });
+                    let email_id = next_id(txn, "email")?;
+                    let view = TxnView { txn, account_id: op.account_id };
+                    let (entry, appended) = log::append(&view, &account, &op.folder, &flag_set, &message, email_id)?;
+                    if let Some(entry) = entry {
+                        commit(txn, op.account_id, entry, events)?;
                     }
-                    let record = MessageRecord {
-                        uid: 0,
-                        flags: flag_set,
-                        modseq: 0,
-                        size: message.size,
-                        internal_date: message.internal_date,
-                        blob_id: message.blob_id.clone(),
-                        email_id: next_id(txn, "email")?,
-                    };
-                    let m = insert_message(txn, &mut folder, record)?;
-                    log_change(txn, folder.id, m.modseq, EventKind::Append, vec![m.uid])?;
-                    put_folder(txn, &folder)?;
-                    events.push(event(&folder, EventKind::Append, m.modseq, vec![summary(&m)]));
-                    Ok(Appended {
-                        folder_id: folder.id,
-                        folder_name: folder.name.clone(),
-                        uidvalidity: folder.uidvalidity,
-                        uid: m.uid,
-                        modseq: m.modseq,
-                    })
+                    Ok(appended)
                 })();
                 if let Err(e @ (MailboxError::Metadata(_) | MailboxError::Corrupt { .. })) = outcome {
                     return Err(e);
@@ -947,266 +820,6 @@ impl MetadataStore for EmbeddedStore {
             Ok(results)
         })
         .await
-    }
-
-    async fn messages(
-        &self,
-        account_id: u64,
-        folder_id: u64,
-        uids: &[u32],
-        with_structure: bool,
-    ) -> Result<Vec<(MessageRecord, Option<ParsedRecord>)>> {
-        self.read(|txn| {
-            let f = resolve_folder_id(
-                &txn.open_table(FOLDER_NAMES)?,
-                account_id,
-                &FolderRef::id(folder_id),
-                &txn.open_table(FOLDERS)?,
-            )?;
-            let msgs = txn.open_table(MESSAGES)?;
-            let parsed = txn.open_table(PARSED)?;
-            let mut out = Vec::with_capacity(uids.len());
-            for uid in uids {
-                let Some(v) = msgs.get((f.id, *uid))? else { continue };
-                let m: MessageRecord = decode("message", v.value())?;
-                let p = if with_structure {
-                    parsed.get(m.blob_id.as_str())?.map(|v| decode("parsed", v.value())).transpose()?
-                } else {
-                    None
-                };
-                out.push((m, p));
-            }
-            Ok(out)
-        })
-    }
-
-    async fn store_flags(
-        &self,
-        account_id: u64,
-        folder_id: u64,
-        uids: &[u32],
-        mode: FlagsMode,
-        new_flags: Vec<String>,
-        unchanged_since: u64,
-    ) -> Result<FlagsOutcome> {
-        let new_flags = flags::normalize(&new_flags)?;
-        if mode == FlagsMode::Unspecified {
-            return Err(MailboxError::invalid("flags mode", "unspecified"));
-        }
-        let uids = uids.to_vec();
-        self.write(move |txn, events| {
-            let mut folder = resolve_folder_id(
-                &txn.open_table(FOLDER_NAMES)?,
-                account_id,
-                &FolderRef::id(folder_id),
-                &txn.open_table(FOLDERS)?,
-            )?;
-            let msgs = load_messages(txn, folder.id, &uids)?;
-            let mut out = FlagsOutcome::default();
-            let mut changed = Vec::new();
-            for mut m in msgs {
-                if unchanged_since > 0 && m.modseq > unchanged_since {
-                    out.modified.push(m.uid);
-                    continue;
-                }
-                let next = flags::apply(mode, &m.flags, &new_flags);
-                if next == m.flags {
-                    continue;
-                }
-                count_flags(&mut folder, &m, -1);
-                m.flags = next;
-                count_flags(&mut folder, &m, 1);
-                changed.push(m);
-            }
-            if !changed.is_empty() {
-                // One change, one MODSEQ: every message touched by this STORE shares it.
-                folder.highest_modseq += 1;
-                let mut t = txn.open_table(MESSAGES)?;
-                for m in &mut changed {
-                    m.modseq = folder.highest_modseq;
-                    t.insert((folder.id, m.uid), m.encode_to_vec().as_slice())?;
-                }
-                drop(t);
-                log_change(
-                    txn,
-                    folder.id,
-                    folder.highest_modseq,
-                    EventKind::Flags,
-                    changed.iter().map(|m| m.uid).collect(),
-                )?;
-                put_folder(txn, &folder)?;
-                out.updated = changed.iter().map(summary).collect();
-                events.push(event(&folder, EventKind::Flags, folder.highest_modseq, out.updated.clone()));
-            }
-            out.highest_modseq = folder.highest_modseq;
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn copy(
-        &self,
-        account_id: u64,
-        folder_id: u64,
-        uids: &[u32],
-        destination: &FolderRef,
-        remove_source: bool,
-    ) -> Result<CopyOutcome> {
-        let uids = uids.to_vec();
-        let destination = destination.clone();
-        self.write(move |txn, events| {
-            let names = txn.open_table(FOLDER_NAMES)?;
-            let folders = txn.open_table(FOLDERS)?;
-            let mut src = resolve_folder_id(&names, account_id, &FolderRef::id(folder_id), &folders)?;
-            let mut dst = resolve_folder_id(&names, account_id, &destination, &folders)?;
-            drop((names, folders));
-            let msgs = load_messages(txn, src.id, &uids)?;
-            let account = load_account(&txn.open_table(ACCOUNTS)?, account_id)?
-                .ok_or_else(|| MailboxError::not_found("account", account_id.to_string()))?;
-            let added: u64 = msgs.iter().map(|m| m.size).sum();
-            let (_, used) = txn.open_table(USAGE)?.get(account_id)?.map(|v| v.value()).unwrap_or((0, 0));
-            if !remove_source && account.quota_bytes > 0 && used + added > account.quota_bytes {
-                return Err(MailboxError::OverQuota {
-                    address: account.address,
-                    used,
-                    size: added,
-                    limit: account.quota_bytes,
-                });
-            }
-            let mut out =
-                CopyOutcome { uidvalidity: dst.uidvalidity, destination_folder_id: dst.id, ..Default::default() };
-            let mut dst_summaries = Vec::new();
-            for m in &msgs {
-                let copy = MessageRecord { uid: 0, modseq: 0, ..m.clone() };
-                let c = insert_message(txn, &mut dst, copy)?;
-                out.source_uids.push(m.uid);
-                out.destination_uids.push(c.uid);
-                dst_summaries.push(summary(&c));
-            }
-            if !msgs.is_empty() {
-                // Appends in one COPY are one change of the destination per message, matching
-                // the MODSEQ each got from insert_message.
-                for s in &dst_summaries {
-                    log_change(txn, dst.id, s.modseq, EventKind::Append, vec![s.uid])?;
-                }
-                put_folder(txn, &dst)?;
-                for s in dst_summaries {
-                    events.push(event(&dst, EventKind::Append, s.modseq, vec![s]));
-                }
-                // A MOVE within one folder (legal, RFC 6851 section 3.3) removes the originals
-                // from the record the copies were just added to.
-                if src.id == dst.id {
-                    src = dst.clone();
-                }
-            }
-            if remove_source && !msgs.is_empty() {
-                src.highest_modseq += 1;
-                let mut t = txn.open_table(MESSAGES)?;
-                for m in &msgs {
-                    t.remove((src.id, m.uid))?;
-                }
-                drop(t);
-                for m in &msgs {
-                    src.messages -= 1;
-                    src.size -= m.size;
-                    count_flags(&mut src, m, -1);
-                    blob_ref(txn, &m.blob_id, -1)?;
-                }
-                add_usage(txn, account_id, -(msgs.len() as i64), -(added as i64))?;
-                log_change(txn, src.id, src.highest_modseq, EventKind::Expunge, out.source_uids.clone())?;
-                put_folder(txn, &src)?;
-                let gone = out
-                    .source_uids
-                    .iter()
-                    .map(|uid| MessageSummary { uid: *uid, flags: vec![], modseq: src.highest_modseq, size: 0 })
-                    .collect();
-                events.push(event(&src, EventKind::Expunge, src.highest_modseq, gone));
-            }
-            out.highest_modseq = src.highest_modseq;
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn expunge(
-        &self,
-        account_id: u64,
-        folder_id: u64,
-        uids: Option<&[u32]>,
-        only_deleted: bool,
-    ) -> Result<(Vec<u32>, u64)> {
-        let uids = uids.map(<[u32]>::to_vec);
-        self.write(move |txn, events| {
-            let mut folder = resolve_folder_id(
-                &txn.open_table(FOLDER_NAMES)?,
-                account_id,
-                &FolderRef::id(folder_id),
-                &txn.open_table(FOLDERS)?,
-            )?;
-            let msgs = match &uids {
-                Some(uids) => load_messages(txn, folder.id, uids)?,
-                None => all_messages(&txn.open_table(MESSAGES)?, folder.id)?,
-            };
-            let doomed: Vec<MessageRecord> =
-                msgs.into_iter().filter(|m| !only_deleted || flags::has(&m.flags, flags::DELETED)).collect();
-            if doomed.is_empty() {
-                return Ok((vec![], folder.highest_modseq));
-            }
-            folder.highest_modseq += 1;
-            let mut bytes = 0;
-            let mut t = txn.open_table(MESSAGES)?;
-            for m in &doomed {
-                t.remove((folder.id, m.uid))?;
-            }
-            drop(t);
-            for m in &doomed {
-                folder.messages -= 1;
-                folder.size -= m.size;
-                bytes += m.size;
-                count_flags(&mut folder, m, -1);
-                blob_ref(txn, &m.blob_id, -1)?;
-            }
-            add_usage(txn, account_id, -(doomed.len() as i64), -(bytes as i64))?;
-            let gone: Vec<u32> = doomed.iter().map(|m| m.uid).collect();
-            log_change(txn, folder.id, folder.highest_modseq, EventKind::Expunge, gone.clone())?;
-            put_folder(txn, &folder)?;
-            let summaries = gone
-                .iter()
-                .map(|uid| MessageSummary { uid: *uid, flags: vec![], modseq: folder.highest_modseq, size: 0 })
-                .collect();
-            events.push(event(&folder, EventKind::Expunge, folder.highest_modseq, summaries));
-            Ok((gone, folder.highest_modseq))
-        })
-        .await
-    }
-
-    async fn changes(&self, account_id: u64, folder_id: u64, since_modseq: u64) -> Result<Changes> {
-        self.read(|txn| {
-            let f = resolve_folder_id(
-                &txn.open_table(FOLDER_NAMES)?,
-                account_id,
-                &FolderRef::id(folder_id),
-                &txn.open_table(FOLDERS)?,
-            )?;
-            let mut out =
-                Changes { uidvalidity: f.uidvalidity, highest_modseq: f.highest_modseq, ..Default::default() };
-            for m in all_messages(&txn.open_table(MESSAGES)?, f.id)? {
-                if m.modseq > since_modseq {
-                    out.changed.push(summary(&m));
-                }
-            }
-            // Saturating: a client may send any MODSEQ, and u64::MAX + 1 would panic (debug) or
-            // wrap to zero and report every expunge ever made (release).
-            for item in txn.open_table(CHANGES)?.range((f.id, since_modseq.saturating_add(1))..=(f.id, u64::MAX))? {
-                let (_, v) = item?;
-                let c: ChangeRecord = decode("change", v.value())?;
-                if c.kind == EventKind::Expunge as i32 {
-                    out.vanished.extend(c.uids);
-                }
-            }
-            out.vanished.sort_unstable();
-            Ok(out)
-        })
     }
 
     async fn watch(&self, account_id: u64) -> Result<BoxStream<'static, MailboxEvent>> {

@@ -1,25 +1,95 @@
-//! The metadata store: the directory (domains, accounts, aliases) and every folder's change log.
+//! The metadata store: the directory (domains, accounts, aliases), every account's folders and
+//! messages, and the outbound queue.
 //!
 //! [`MetadataStore`] is the one trait a backend implements. The embedded backend
-//! ([`embedded::EmbeddedStore`], redb) is the default; the distributed one (NATS JetStream) is
-//! a second implementation of the same trait. Bodies are not here: they live in the
-//! [`crate::blobs::BlobStore`], and the store only counts references to them.
+//! ([`embedded::EmbeddedStore`], redb) is the default; the distributed one
+//! ([`nats::NatsStore`], NATS JetStream) is a second implementation of the same trait. Bodies
+//! are not here: they live in the [`crate::blobs::BlobStore`].
 //!
-//! Every write method is atomic: it commits entirely or not at all, and it returns only after
-//! its commit is durable. Events for committed changes reach subscribers in commit order.
+//! The mail rules are not in the backends either. [`log`] decides every change of an account's
+//! folders and messages against a read-only [`log::View`] of its state and returns the
+//! [`LogEntry`] that records it; a backend only gives that view
+//! ([`MetadataStore::read_account`]) and commits the entry
+//! ([`MetadataStore::write_account`]). The folder and message operations of this trait are
+//! written once, here, on top of those two.
+//!
+//! Every write is atomic: it commits entirely or not at all, and it returns only after its
+//! commit is durable. Events for committed changes reach subscribers in commit order.
 
 pub mod embedded;
+pub mod log;
 pub mod nats;
 pub mod queue;
+pub mod state;
+
+use std::sync::{Arc, Mutex};
 
 use futures::stream::BoxStream;
 use tern_proto::v1::{FlagsMode, FolderRef, MailboxEvent, MessageSummary, QueuedMessage, SpecialUse};
 
 use crate::{
-    error::Result,
+    error::{MailboxError, Result},
+    flags, folder_name,
     parse::Parsed,
-    records::{AccountRecord, DomainRecord, FolderRecord, MessageRecord, ParsedRecord},
+    records::{AccountRecord, DomainRecord, FolderRecord, LogEntry, MessageRecord, ParsedRecord},
 };
+
+/// A read of one account's state; a backend runs it once against its current state.
+pub type ReadFn<'a> = Box<dyn FnOnce(&dyn log::View) -> Result<()> + Send + 'a>;
+/// A write of one account: decides the entry to commit (none for no change) against the
+/// account's state. A backend may run it again on a newer state when another writer committed
+/// first, so it must decide from the view alone.
+pub type WriteFn = Box<dyn FnMut(&dyn log::View) -> Result<Option<LogEntry>> + Send + 'static>;
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Runs `f` against the account's current state.
+async fn read<S, T>(store: &S, account_id: u64, f: impl FnOnce(&dyn log::View) -> Result<T> + Send) -> Result<T>
+where
+    S: MetadataStore + ?Sized,
+    T: Send,
+{
+    let mut out = None;
+    store
+        .read_account(
+            account_id,
+            Box::new(|view| {
+                out = Some(f(view)?);
+                Ok(())
+            }),
+        )
+        .await?;
+    out.ok_or_else(|| MailboxError::Commit("the store did not run a read".into()))
+}
+
+/// Decides a change with `f` (see [`WriteFn`]) and commits it; answers what `f` answered on
+/// the state it was committed against.
+async fn write<S, T>(
+    store: &S,
+    account_id: u64,
+    mut f: impl FnMut(&dyn log::View) -> Result<log::Step<T>> + Send + 'static,
+) -> Result<T>
+where
+    S: MetadataStore + ?Sized,
+    T: Send + 'static,
+{
+    let out = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&out);
+    store
+        .write_account(
+            account_id,
+            Box::new(move |view| {
+                let (entry, answer) = f(view)?;
+                *slot.lock().expect("write answer") = Some(answer);
+                Ok(entry)
+            }),
+        )
+        .await?;
+    let answer = out.lock().expect("write answer").take();
+    answer.ok_or_else(|| MailboxError::Commit("the store did not run a write".into()))
+}
 
 /// What an update of a domain changes; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
@@ -188,52 +258,109 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     async fn remove_alias(&self, alias: &str) -> Result<()>;
     async fn alias(&self, alias: &str) -> Result<Option<u64>>;
     async fn list_aliases(&self, domain: Option<&str>) -> Result<Vec<(String, String)>>;
-    async fn usage(&self, account_id: u64) -> Result<UsageCount>;
 
-    // Folders.
-    async fn list_folders(&self, account_id: u64) -> Result<FolderList>;
-    async fn create_folder(&self, account_id: u64, name: &str, special_use: SpecialUse) -> Result<FolderRecord>;
+    // Accounts' folders and messages: the two primitives every operation below is built on.
+    /// Runs `read` once against the account's current state (current as of the client's last
+    /// write, at least).
+    async fn read_account(&self, account_id: u64, read: ReadFn<'_>) -> Result<()>;
+    /// Runs `write` against the account's current state and commits the entry it returns,
+    /// atomically and durably; events of the entry go to watchers in commit order.
+    async fn write_account(&self, account_id: u64, write: WriteFn) -> Result<()>;
+    /// An id for a new folder, unique in the store.
+    async fn new_folder_id(&self) -> Result<u64>;
+    /// The parsed structure (envelope, MIME tree) stored with a body.
+    async fn parsed(&self, blob_id: &str) -> Result<Option<ParsedRecord>>;
+
+    async fn usage(&self, account_id: u64) -> Result<UsageCount> {
+        read(self, account_id, |v| v.usage()).await
+    }
+
+    async fn list_folders(&self, account_id: u64) -> Result<FolderList> {
+        read(self, account_id, log::list_folders).await
+    }
+
+    async fn create_folder(&self, account_id: u64, name: &str, special_use: SpecialUse) -> Result<FolderRecord> {
+        let name = folder_name::canonical(name)?;
+        if self.account(account_id).await?.is_none() {
+            return Err(MailboxError::not_found("account", account_id.to_string()));
+        }
+        let id = self.new_folder_id().await?;
+        write(self, account_id, move |v| log::create_folder(v, &name, special_use, id, now())).await
+    }
+
     /// Deletes a folder with its messages; its subscription stays, by name (see [`FolderList`]).
-    async fn delete_folder(&self, account_id: u64, name: &str) -> Result<()>;
+    async fn delete_folder(&self, account_id: u64, name: &str) -> Result<()> {
+        let name = folder_name::canonical(name)?;
+        write(self, account_id, move |v| log::delete_folder(v, &name)).await
+    }
+
     /// Renames a folder and its sub-folders; each keeps its subscription, and one whose new name
     /// was subscribed without a folder becomes subscribed.
-    async fn rename_folder(&self, account_id: u64, from: &str, to: &str) -> Result<FolderRecord>;
+    async fn rename_folder(&self, account_id: u64, from: &str, to: &str) -> Result<FolderRecord> {
+        let (from, to) = (folder_name::canonical(from)?, folder_name::canonical(to)?);
+        write(self, account_id, move |v| log::rename_folder(v, &from, &to)).await
+    }
+
     /// Subscribes to an existing folder (not found when there is none, as Dovecot answers), or
     /// unsubscribes from a name, whether a folder has it, it is only on the list of subscribed
     /// names without a folder, or it is not subscribed at all.
-    async fn subscribe_folder(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()>;
-    async fn folder(&self, account_id: u64, folder: &FolderRef) -> Result<FolderRecord>;
+    async fn subscribe_folder(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()> {
+        let name = folder_name::canonical(name)?;
+        write(self, account_id, move |v| log::subscribe_folder(v, &name, subscribed)).await
+    }
+
+    async fn folder(&self, account_id: u64, folder: &FolderRef) -> Result<FolderRecord> {
+        read(self, account_id, |v| log::resolve(v, folder)).await
+    }
+
     /// Claims the folder's messages below `up_to` as \Recent for one session: returns the
     /// lowest UID not claimed before, and how many messages from that UID on exist (before the
     /// claim). An `up_to` at or below that UID claims nothing and writes nothing.
-    async fn claim_recent(&self, account_id: u64, folder_id: u64, up_to: u32) -> Result<(u32, u32)>;
-    /// The folder and all its messages as of one MODSEQ.
-    async fn select(&self, account_id: u64, folder: &FolderRef) -> Result<(FolderRecord, Vec<MessageSummary>)>;
+    async fn claim_recent(&self, account_id: u64, folder_id: u64, up_to: u32) -> Result<(u32, u32)> {
+        // Claiming nothing new needs no write, which is the common case: every session that
+        // sees a new message asks, and only the first one claims it.
+        let (entry, seen) = read(self, account_id, |v| log::claim_recent(v, folder_id, up_to)).await?;
+        if entry.is_none() {
+            return Ok(seen);
+        }
+        write(self, account_id, move |v| log::claim_recent(v, folder_id, up_to)).await
+    }
 
-    // Messages.
-    /// How many messages refer to a body: zero means it may not be stored (yet, or any more).
-    async fn blob_refs(&self, blob_id: &str) -> Result<u64>;
-    /// Appends one message to several folders (a delivery to many recipients) in one commit.
-    /// Each op succeeds or fails on its own (unknown folder, over quota); a storage failure
-    /// fails them all. When no op succeeds and nothing else refers to the body, the body is
-    /// recorded as orphaned, so that garbage collection deletes it.
-    async fn append(&self, message: NewMessage, ops: Vec<AppendOp>) -> Result<Vec<Result<Appended>>>;
+    /// The folder and all its messages as of one MODSEQ.
+    async fn select(&self, account_id: u64, folder: &FolderRef) -> Result<(FolderRecord, Vec<MessageSummary>)> {
+        read(self, account_id, |v| log::select(v, folder)).await
+    }
+
     async fn messages(
         &self,
         account_id: u64,
         folder_id: u64,
         uids: &[u32],
         with_structure: bool,
-    ) -> Result<Vec<(MessageRecord, Option<ParsedRecord>)>>;
+    ) -> Result<Vec<(MessageRecord, Option<ParsedRecord>)>> {
+        let found = read(self, account_id, |v| log::messages(v, folder_id, uids)).await?;
+        let mut out = Vec::with_capacity(found.len());
+        for m in found {
+            let p = if with_structure { self.parsed(&m.blob_id).await? } else { None };
+            out.push((m, p));
+        }
+        Ok(out)
+    }
+
     async fn store_flags(
         &self,
         account_id: u64,
         folder_id: u64,
         uids: &[u32],
         mode: FlagsMode,
-        flags: Vec<String>,
+        new_flags: Vec<String>,
         unchanged_since: u64,
-    ) -> Result<FlagsOutcome>;
+    ) -> Result<FlagsOutcome> {
+        let new_flags = flags::normalize(&new_flags)?;
+        let uids = uids.to_vec();
+        write(self, account_id, move |v| log::store_flags(v, folder_id, &uids, mode, &new_flags, unchanged_since)).await
+    }
+
     async fn copy(
         &self,
         account_id: u64,
@@ -241,7 +368,15 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
         uids: &[u32],
         destination: &FolderRef,
         remove_source: bool,
-    ) -> Result<CopyOutcome>;
+    ) -> Result<CopyOutcome> {
+        let account = self
+            .account(account_id)
+            .await?
+            .ok_or_else(|| MailboxError::not_found("account", account_id.to_string()))?;
+        let (uids, destination) = (uids.to_vec(), destination.clone());
+        write(self, account_id, move |v| log::copy(v, &account, folder_id, &uids, &destination, remove_source)).await
+    }
+
     /// Expunges `uids` (all messages when None), only those flagged \Deleted if asked.
     async fn expunge(
         &self,
@@ -249,8 +384,23 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
         folder_id: u64,
         uids: Option<&[u32]>,
         only_deleted: bool,
-    ) -> Result<(Vec<u32>, u64)>;
-    async fn changes(&self, account_id: u64, folder_id: u64, since_modseq: u64) -> Result<Changes>;
+    ) -> Result<(Vec<u32>, u64)> {
+        let uids = uids.map(<[u32]>::to_vec);
+        write(self, account_id, move |v| log::expunge(v, folder_id, uids.as_deref(), only_deleted)).await
+    }
+
+    async fn changes(&self, account_id: u64, folder_id: u64, since_modseq: u64) -> Result<Changes> {
+        read(self, account_id, |v| log::changes(v, folder_id, since_modseq)).await
+    }
+
+    // Messages.
+    /// How many messages refer to a body: zero means it may not be stored (yet, or any more).
+    async fn blob_refs(&self, blob_id: &str) -> Result<u64>;
+    /// Appends one message to several folders (a delivery to many recipients), each through
+    /// [`log::append`]. Each op succeeds or fails on its own (unknown folder, over quota); a
+    /// storage failure fails them all. When no op succeeds and nothing else refers to the body,
+    /// the body is recorded as orphaned, so that garbage collection deletes it.
+    async fn append(&self, message: NewMessage, ops: Vec<AppendOp>) -> Result<Vec<Result<Appended>>>;
 
     /// Committed changes of one account from now on, in commit order. When this returns, the
     /// subscription is in place: no change committed afterwards can be missed.

@@ -5,7 +5,7 @@
 //!   (`<prefix>.mail.<account id>`). Each message on a subject is a [`LogEntry`]: the effects of
 //!   one write (folders and messages as they are after it, expunged UIDs, subscribed names
 //!   without a folder put on or taken off the account's list, the events to tell watchers). A
-//!   replica keeps the accounts it serves in memory ([`state::AccountState`]), catching up from
+//!   replica keeps the accounts it serves in memory ([`super::state::AccountState`]), catching up from
 //!   the log before each operation.
 //! - **Optimistic concurrency:** a writer builds its entry against the state it caught up to
 //!   and publishes it with `Nats-Expected-Last-Subject-Sequence` set to the last entry it
@@ -41,7 +41,6 @@ mod conflict;
 mod connect;
 mod follow;
 mod outbound;
-mod state;
 
 use std::{
     collections::HashMap,
@@ -59,18 +58,17 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 use password_hash::rand_core::{OsRng, RngCore};
 use prost::Message as _;
-use tern_proto::v1::{EventKind, FlagsMode, FolderRef, MailboxEvent, MessageSummary, QueuedMessage, SpecialUse};
+use tern_proto::v1::{MailboxEvent, QueuedMessage};
 
 pub use self::connect::NatsConnection;
-use self::state::{AccountState, Draft};
 use super::{
-    AccountChanges, AppendOp, Appended, Changes, CopyOutcome, DEFAULT_FOLDERS, FlagsOutcome, FolderList, MetadataStore,
-    NewMessage, UsageCount, count_flags, event, summary,
+    AccountChanges, AppendOp, Appended, DEFAULT_FOLDERS, MetadataStore, NewMessage, ReadFn, WriteFn, log,
+    state::AccountState,
 };
 use crate::{
     error::{MailboxError, Result},
-    flags, folder_name,
-    records::{AccountRecord, DomainRecord, FolderRecord, LogEntry, MessageRecord, ParsedRecord},
+    flags,
+    records::{AccountRecord, DomainRecord, LogEntry, ParsedRecord},
 };
 
 /// Entries between two snapshots of an account.
@@ -563,20 +561,6 @@ impl NatsStore {
         cache.insert(blob_id.to_string(), p.clone());
         Ok(Some(p))
     }
-
-    fn new_folder(&self, account_id: u64, name: &str, special_use: SpecialUse, id: u64, uv: u32) -> FolderRecord {
-        FolderRecord {
-            id,
-            account_id,
-            name: name.to_string(),
-            uidvalidity: uv,
-            uidnext: 1,
-            highest_modseq: 1,
-            special_use: special_use as i32,
-            subscribed: true,
-            ..Default::default()
-        }
-    }
 }
 
 #[async_trait::async_trait]
@@ -650,22 +634,8 @@ impl MetadataStore for NatsStore {
         self.put_record(format!("account.{}", account.id), &account).await?;
         let first_folder = self.next_ids("folder", DEFAULT_FOLDERS.len() as u64).await?;
         let account_id = account.id;
-        let mut folders = Vec::new();
-        for (i, (name, special_use)) in DEFAULT_FOLDERS.into_iter().enumerate() {
-            folders.push(self.new_folder(account_id, name, special_use, first_folder + i as u64, 0));
-        }
-        self.write(account_id, |state| {
-            if !state.folders.is_empty() {
-                return Ok((None, ()));
-            }
-            let uv = state.next_uidvalidity(now());
-            let mut d = Draft::new(state);
-            for (i, f) in folders.iter().enumerate() {
-                d.add_folder(FolderRecord { uidvalidity: uv + i as u32, ..f.clone() });
-            }
-            Ok((Some(d.finish()), ()))
-        })
-        .await?;
+        self.write(account_id, |state| log::create_account_folders(&state.view(account_id), first_folder, now()))
+            .await?;
         Ok(account)
     }
 
@@ -787,176 +757,20 @@ impl MetadataStore for NatsStore {
         Ok(out)
     }
 
-    async fn usage(&self, account_id: u64) -> Result<UsageCount> {
-        self.read(account_id, |s| Ok(s.usage())).await
+    async fn read_account(&self, account_id: u64, read: ReadFn<'_>) -> Result<()> {
+        self.read(account_id, |state| read(&state.view(account_id))).await
     }
 
-    async fn list_folders(&self, account_id: u64) -> Result<FolderList> {
-        self.read(account_id, |s| {
-            Ok(FolderList {
-                folders: s.sorted_folders(),
-                subscribed_without_folder: s.subscribed_without_folder.iter().cloned().collect(),
-            })
-        })
-        .await
+    async fn write_account(&self, account_id: u64, mut write: WriteFn) -> Result<()> {
+        self.write(account_id, |state| Ok((write(&state.view(account_id))?, ()))).await
     }
 
-    async fn create_folder(&self, account_id: u64, name: &str, special_use: SpecialUse) -> Result<FolderRecord> {
-        let name = folder_name::canonical(name)?;
-        if self.account(account_id).await?.is_none() {
-            return Err(MailboxError::not_found("account", account_id.to_string()));
-        }
-        let id = self.next_ids("folder", 1).await?;
-        let template = self.new_folder(account_id, &name, special_use, id, 0);
-        self.write(account_id, |state| {
-            if state.by_name(&name).is_some() {
-                return Err(MailboxError::exists("folder", &name));
-            }
-            let f = FolderRecord { uidvalidity: state.next_uidvalidity(now()), ..template.clone() };
-            let mut d = Draft::new(state);
-            d.add_folder(f.clone());
-            // The name may have been subscribed without a folder; the folder holds the
-            // subscription now.
-            if state.subscribed_without_folder.contains(&name) {
-                d.entry.subscriptions_removed.push(name.clone());
-            }
-            d.event(event(&f, EventKind::FolderCreated, f.highest_modseq, vec![]));
-            Ok((Some(d.finish()), f))
-        })
-        .await
+    async fn new_folder_id(&self) -> Result<u64> {
+        self.next_ids("folder", 1).await
     }
 
-    async fn delete_folder(&self, account_id: u64, name: &str) -> Result<()> {
-        let name = folder_name::canonical(name)?;
-        if folder_name::is_inbox(&name) {
-            return Err(MailboxError::NotAllowed("INBOX cannot be deleted".into()));
-        }
-        self.write(account_id, |state| {
-            let f = state.by_name(&name).ok_or_else(|| MailboxError::not_found("folder", &name))?;
-            let prefix = format!("{name}{}", folder_name::DELIMITER);
-            if state.folders.values().any(|c| c.folder.name.starts_with(&prefix)) {
-                return Err(MailboxError::NotAllowed(format!("folder {name} has sub-folders")));
-            }
-            let entry = LogEntry {
-                deleted_folders: vec![f.folder.id],
-                events: vec![event(&f.folder, EventKind::FolderDeleted, f.folder.highest_modseq, vec![])],
-                // DELETE does not unsubscribe (RFC 3501 section 6.3.6): the name stays subscribed.
-                subscriptions_added: if f.folder.subscribed { vec![name.clone()] } else { vec![] },
-                ..Default::default()
-            };
-            Ok((Some(entry), ()))
-        })
-        .await
-    }
-
-    async fn rename_folder(&self, account_id: u64, from: &str, to: &str) -> Result<FolderRecord> {
-        let from = folder_name::canonical(from)?;
-        let to = folder_name::canonical(to)?;
-        if folder_name::is_inbox(&from) || to == "INBOX" || to.starts_with("INBOX/") && from == "INBOX" {
-            return Err(MailboxError::NotAllowed("INBOX cannot be renamed".into()));
-        }
-        self.write(account_id, |state| {
-            if state.by_name(&to).is_some() {
-                return Err(MailboxError::exists("folder", &to));
-            }
-            let prefix = format!("{from}{}", folder_name::DELIMITER);
-            if to.starts_with(&prefix) {
-                return Err(MailboxError::NotAllowed(format!("cannot move {from} under itself")));
-            }
-            let moving: Vec<FolderRecord> = state
-                .folders
-                .values()
-                .filter(|f| f.folder.name == from || f.folder.name.starts_with(&prefix))
-                .map(|f| f.folder.clone())
-                .collect();
-            if moving.iter().all(|f| f.name != from) {
-                return Err(MailboxError::not_found("folder", &from));
-            }
-            for f in &moving {
-                let new = format!("{to}{}", &f.name[from.len()..]);
-                if state.by_name(&new).is_some() {
-                    return Err(MailboxError::exists("folder", new));
-                }
-            }
-            let mut entry = LogEntry::default();
-            let mut renamed = None;
-            for mut f in moving {
-                let old = std::mem::take(&mut f.name);
-                f.name = format!("{to}{}", &old[from.len()..]);
-                // A subscription to the new name, kept from a deleted folder, is the folder's now.
-                if state.subscribed_without_folder.contains(&f.name) {
-                    f.subscribed = true;
-                    entry.subscriptions_removed.push(f.name.clone());
-                }
-                entry.events.push(event(&f, EventKind::FolderRenamed, f.highest_modseq, vec![]));
-                if old == from {
-                    renamed = Some(f.clone());
-                }
-                entry.folders.push(f);
-            }
-            let renamed = renamed.ok_or_else(|| MailboxError::not_found("folder", &from))?;
-            Ok((Some(entry), renamed))
-        })
-        .await
-    }
-
-    async fn subscribe_folder(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()> {
-        let name = folder_name::canonical(name)?;
-        self.write(account_id, |state| {
-            let Some(f) = state.by_name(&name) else {
-                // A name without a folder can only be unsubscribed, whether it was subscribed
-                // or not, as Dovecot does: that is how a deleted folder's subscription goes.
-                if subscribed {
-                    return Err(MailboxError::not_found("folder", &name));
-                }
-                if !state.subscribed_without_folder.contains(&name) {
-                    return Ok((None, ()));
-                }
-                return Ok((Some(LogEntry { subscriptions_removed: vec![name.clone()], ..Default::default() }), ()));
-            };
-            let mut f = f.folder.clone();
-            if f.subscribed == subscribed {
-                return Ok((None, ()));
-            }
-            f.subscribed = subscribed;
-            Ok((Some(LogEntry { folders: vec![f], ..Default::default() }), ()))
-        })
-        .await
-    }
-
-    async fn claim_recent(&self, account_id: u64, folder_id: u64, up_to: u32) -> Result<(u32, u32)> {
-        let seen = self
-            .read(account_id, |s| {
-                let f = s.resolve(account_id, &FolderRef::id(folder_id))?;
-                Ok((f.folder.recent_uid, f.messages.range(f.folder.recent_uid..).count() as u32))
-            })
-            .await?;
-        if up_to <= seen.0 {
-            return Ok(seen);
-        }
-        self.write(account_id, |state| {
-            let f = state.resolve(account_id, &FolderRef::id(folder_id))?;
-            let out = (f.folder.recent_uid, f.messages.range(f.folder.recent_uid..).count() as u32);
-            if up_to <= f.folder.recent_uid {
-                return Ok((None, out));
-            }
-            let mut folder = f.folder.clone();
-            folder.recent_uid = up_to;
-            Ok((Some(LogEntry { folders: vec![folder], ..Default::default() }), out))
-        })
-        .await
-    }
-
-    async fn folder(&self, account_id: u64, folder: &FolderRef) -> Result<FolderRecord> {
-        self.read(account_id, |s| Ok(s.resolve(account_id, folder)?.folder.clone())).await
-    }
-
-    async fn select(&self, account_id: u64, folder: &FolderRef) -> Result<(FolderRecord, Vec<MessageSummary>)> {
-        self.read(account_id, |s| {
-            let f = s.resolve(account_id, folder)?;
-            Ok((f.folder.clone(), f.messages.values().map(summary).collect()))
-        })
-        .await
+    async fn parsed(&self, blob_id: &str) -> Result<Option<ParsedRecord>> {
+        self.parsed_of(blob_id).await
     }
 
     async fn blob_refs(&self, _blob_id: &str) -> Result<u64> {
@@ -993,37 +807,7 @@ impl MetadataStore for NatsStore {
             let email_id = OsRng.next_u64() >> 1;
             let outcome = self
                 .write(op.account_id, |state| {
-                    let folder = state.resolve(op.account_id, &op.folder)?.folder.id;
-                    let used = state.usage().bytes;
-                    if account.quota_bytes > 0 && used + message.size > account.quota_bytes {
-                        return Err(MailboxError::OverQuota {
-                            address: account.address.clone(),
-                            used,
-                            size: message.size,
-                            limit: account.quota_bytes,
-                        });
-                    }
-                    let mut d = Draft::new(state);
-                    let record = MessageRecord {
-                        uid: 0,
-                        flags: flag_set.clone(),
-                        modseq: 0,
-                        size: message.size,
-                        internal_date: message.internal_date,
-                        blob_id: message.blob_id.clone(),
-                        email_id,
-                    };
-                    let m = d.insert_message(folder, record)?;
-                    let f = d.folder(folder)?.clone();
-                    d.event(event(&f, EventKind::Append, m.modseq, vec![summary(&m)]));
-                    let appended = Appended {
-                        folder_id: f.id,
-                        folder_name: f.name.clone(),
-                        uidvalidity: f.uidvalidity,
-                        uid: m.uid,
-                        modseq: m.modseq,
-                    };
-                    Ok((Some(d.finish()), appended))
+                    log::append(&state.view(op.account_id), &account, &op.folder, &flag_set, &message, email_id)
                 })
                 .await;
             match outcome {
@@ -1034,191 +818,6 @@ impl MetadataStore for NatsStore {
             }
         }
         Ok(results)
-    }
-
-    async fn messages(
-        &self,
-        account_id: u64,
-        folder_id: u64,
-        uids: &[u32],
-        with_structure: bool,
-    ) -> Result<Vec<(MessageRecord, Option<ParsedRecord>)>> {
-        let found = self
-            .read(account_id, |s| {
-                let f = s.resolve(account_id, &FolderRef::id(folder_id))?;
-                Ok(uids.iter().filter_map(|u| f.messages.get(u).cloned()).collect::<Vec<_>>())
-            })
-            .await?;
-        let mut out = Vec::with_capacity(found.len());
-        for m in found {
-            let p = if with_structure { self.parsed_of(&m.blob_id).await? } else { None };
-            out.push((m, p));
-        }
-        Ok(out)
-    }
-
-    async fn store_flags(
-        &self,
-        account_id: u64,
-        folder_id: u64,
-        uids: &[u32],
-        mode: FlagsMode,
-        new_flags: Vec<String>,
-        unchanged_since: u64,
-    ) -> Result<FlagsOutcome> {
-        let new_flags = flags::normalize(&new_flags)?;
-        if mode == FlagsMode::Unspecified {
-            return Err(MailboxError::invalid("flags mode", "unspecified"));
-        }
-        self.write(account_id, |state| {
-            let fs = state.resolve(account_id, &FolderRef::id(folder_id))?;
-            let mut folder = fs.folder.clone();
-            let mut out = FlagsOutcome::default();
-            let mut changed = Vec::new();
-            for uid in uids {
-                let Some(m) = fs.messages.get(uid) else { continue };
-                if unchanged_since > 0 && m.modseq > unchanged_since {
-                    out.modified.push(m.uid);
-                    continue;
-                }
-                let next = flags::apply(mode, &m.flags, &new_flags);
-                if next == m.flags {
-                    continue;
-                }
-                let mut m = m.clone();
-                count_flags(&mut folder, &m, -1);
-                m.flags = next;
-                count_flags(&mut folder, &m, 1);
-                changed.push(m);
-            }
-            if changed.is_empty() {
-                out.highest_modseq = folder.highest_modseq;
-                return Ok((None, out));
-            }
-            // One change, one MODSEQ: every message touched by this STORE shares it.
-            folder.highest_modseq += 1;
-            let mut entry = LogEntry::default();
-            for m in &mut changed {
-                m.modseq = folder.highest_modseq;
-                entry.messages.push(crate::records::FolderMessage { folder_id, message: Some(m.clone()) });
-            }
-            out.updated = changed.iter().map(summary).collect();
-            out.highest_modseq = folder.highest_modseq;
-            entry.events.push(event(&folder, EventKind::Flags, folder.highest_modseq, out.updated.clone()));
-            entry.folders.push(folder);
-            Ok((Some(entry), out))
-        })
-        .await
-    }
-
-    async fn copy(
-        &self,
-        account_id: u64,
-        folder_id: u64,
-        uids: &[u32],
-        destination: &FolderRef,
-        remove_source: bool,
-    ) -> Result<CopyOutcome> {
-        let account = self
-            .account(account_id)
-            .await?
-            .ok_or_else(|| MailboxError::not_found("account", account_id.to_string()))?;
-        self.write(account_id, |state| {
-            let src = state.resolve(account_id, &FolderRef::id(folder_id))?;
-            let dst = state.resolve(account_id, destination)?;
-            let msgs: Vec<MessageRecord> = uids.iter().filter_map(|u| src.messages.get(u).cloned()).collect();
-            let added: u64 = msgs.iter().map(|m| m.size).sum();
-            let used = state.usage().bytes;
-            if !remove_source && account.quota_bytes > 0 && used + added > account.quota_bytes {
-                return Err(MailboxError::OverQuota {
-                    address: account.address.clone(),
-                    used,
-                    size: added,
-                    limit: account.quota_bytes,
-                });
-            }
-            let (src_id, dst_id) = (src.folder.id, dst.folder.id);
-            let mut out = CopyOutcome {
-                uidvalidity: dst.folder.uidvalidity,
-                destination_folder_id: dst_id,
-                highest_modseq: src.folder.highest_modseq,
-                ..Default::default()
-            };
-            if msgs.is_empty() {
-                return Ok((None, out));
-            }
-            let mut d = Draft::new(state);
-            let mut copies = Vec::new();
-            for m in &msgs {
-                let c = d.insert_message(dst_id, MessageRecord { uid: 0, modseq: 0, ..m.clone() })?;
-                out.source_uids.push(m.uid);
-                out.destination_uids.push(c.uid);
-                copies.push(summary(&c));
-            }
-            let dst_folder = d.folder(dst_id)?.clone();
-            for s in copies {
-                d.event(event(&dst_folder, EventKind::Append, s.modseq, vec![s]));
-            }
-            if remove_source {
-                let modseq = d.expunge(src_id, &msgs)?;
-                let src_folder = d.folder(src_id)?.clone();
-                let gone = out
-                    .source_uids
-                    .iter()
-                    .map(|uid| MessageSummary { uid: *uid, flags: vec![], modseq, size: 0 })
-                    .collect();
-                d.event(event(&src_folder, EventKind::Expunge, modseq, gone));
-                out.highest_modseq = modseq;
-            }
-            Ok((Some(d.finish()), out))
-        })
-        .await
-    }
-
-    async fn expunge(
-        &self,
-        account_id: u64,
-        folder_id: u64,
-        uids: Option<&[u32]>,
-        only_deleted: bool,
-    ) -> Result<(Vec<u32>, u64)> {
-        self.write(account_id, |state| {
-            let f = state.resolve(account_id, &FolderRef::id(folder_id))?;
-            let msgs: Vec<MessageRecord> = match uids {
-                Some(uids) => uids.iter().filter_map(|u| f.messages.get(u).cloned()).collect(),
-                None => f.messages.values().cloned().collect(),
-            };
-            let doomed: Vec<MessageRecord> =
-                msgs.into_iter().filter(|m| !only_deleted || flags::has(&m.flags, flags::DELETED)).collect();
-            if doomed.is_empty() {
-                return Ok((None, (vec![], f.folder.highest_modseq)));
-            }
-            let mut d = Draft::new(state);
-            let modseq = d.expunge(folder_id, &doomed)?;
-            let folder = d.folder(folder_id)?.clone();
-            let gone: Vec<u32> = doomed.iter().map(|m| m.uid).collect();
-            let summaries =
-                gone.iter().map(|uid| MessageSummary { uid: *uid, flags: vec![], modseq, size: 0 }).collect();
-            d.event(event(&folder, EventKind::Expunge, modseq, summaries));
-            Ok((Some(d.finish()), (gone, modseq)))
-        })
-        .await
-    }
-
-    async fn changes(&self, account_id: u64, folder_id: u64, since_modseq: u64) -> Result<Changes> {
-        self.read(account_id, |s| {
-            let f = s.resolve(account_id, &FolderRef::id(folder_id))?;
-            let mut out = Changes {
-                uidvalidity: f.folder.uidvalidity,
-                highest_modseq: f.folder.highest_modseq,
-                ..Default::default()
-            };
-            out.changed = f.messages.values().filter(|m| m.modseq > since_modseq).map(summary).collect();
-            out.vanished = f.expunged.iter().filter(|x| x.modseq > since_modseq).map(|x| x.uid).collect();
-            out.vanished.sort_unstable();
-            Ok(out)
-        })
-        .await
     }
 
     async fn watch(&self, account_id: u64) -> Result<BoxStream<'static, MailboxEvent>> {
