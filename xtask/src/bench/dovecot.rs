@@ -1,17 +1,18 @@
 //! The Dovecot that the side-by-side benchmarks (`imap-append`, `imap --peer dovecot`,
 //! `pop3 --peer dovecot`) compare Tern with: Debian's Dovecot 2.3, installed when missing, run
 //! as a master process of the benchmark's own on free loopback ports with a temporary
-//! configuration, and the CPU time of all its processes.
+//! configuration, and the CPU time of all its processes. The master runs in the foreground as a
+//! `tern_testbed` [`Process`], so its log is collected, quoted when it fails to start, and the
+//! master is killed if the benchmark fails before it is stopped.
 
 use std::{
-    io::{BufRead, BufReader},
-    net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
+use tern_testbed::{Process, free_ports, greets};
 
 /// The server a benchmark compares Tern with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,9 +64,10 @@ fn dovecot_bin() -> PathBuf {
 /// `nobody`, plain-text login without TLS. Whether a system-wide Dovecot runs does not matter.
 /// Stopped when dropped.
 pub struct Dovecot {
-    child: Child,
+    // Declared before the directory, which must outlive the processes using it.
+    process: Process,
     config: PathBuf,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     /// The IMAP listener, `127.0.0.1:port`.
     pub imap: String,
     /// The POP3 listener, when POP3 was asked for.
@@ -98,10 +100,10 @@ impl Dovecot {
         std::os::unix::fs::chown(&home, Some(MAIL_UID), Some(MAIL_GID))?;
         let passwd: String = users.iter().map(|user| format!("{user}:{{PLAIN}}{password}\n")).collect();
         std::fs::write(path.join("passwd"), passwd)?;
-        let imap_port = super::free_port()?;
+        let [imap_port, pop3_port] = free_ports()?;
         let pop3_port = match protocols {
             Protocols::Imap => None,
-            Protocols::ImapAndPop3 => Some(super::free_port()?),
+            Protocols::ImapAndPop3 => Some(pop3_port),
         };
         let p = path.display();
         // The services of a protocol are configured only when it is served, so that a machine
@@ -120,7 +122,7 @@ impl Dovecot {
         std::fs::write(
             &config,
             format!(
-                "base_dir = {p}/run\nstate_dir = {p}/state\ninstance_name = tern-bench-{imap_port}\nlog_path = {p}/dovecot.log\n\
+                "base_dir = {p}/run\nstate_dir = {p}/state\ninstance_name = tern-bench-{imap_port}\nlog_path = /dev/stderr\n\
                  protocols = imap{}\nlisten = 127.0.0.1\nssl = no\ndisable_plaintext_auth = no\nauth_mechanisms = plain login\n\
                  mail_location = maildir:~/Maildir\nmail_max_userip_connections = 10000\n\
                  passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {p}/passwd\n}}\n\
@@ -134,57 +136,26 @@ impl Dovecot {
         )?;
         std::fs::create_dir(path.join("run"))?;
         std::fs::create_dir(path.join("state"))?;
-        let child = Command::new(dovecot_bin())
-            .arg("-F")
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start dovecot")?;
-        let mut dovecot = Self {
-            child,
-            config,
-            dir,
-            imap: format!("127.0.0.1:{imap_port}"),
-            pop3: pop3_port.map(|port| format!("127.0.0.1:{port}")),
-        };
-        dovecot.await_greeting(&dovecot.imap.clone(), "* OK")?;
-        if let Some(pop3) = dovecot.pop3.clone() {
-            dovecot.await_greeting(&pop3, "+OK")?;
-        }
-        Ok(dovecot)
-    }
-
-    /// Waits until the listener on `addr` greets with `greeting`, for at most 20 s.
-    fn await_greeting(&mut self, addr: &str, greeting: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(tcp) = TcpStream::connect(addr) {
-                tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-                let mut line = String::new();
-                if BufReader::new(tcp).read_line(&mut line).is_ok() && line.starts_with(greeting) {
-                    return Ok(());
-                }
+        // In the foreground (-F), logging to its standard error (`log_path`), which the
+        // Process collects.
+        let mut process = Process::new(dovecot_bin(), path);
+        process.spawn(&["-F".as_ref(), "-c".as_ref(), config.as_os_str()])?;
+        let imap = super::loopback(imap_port);
+        let pop3 = pop3_port.map(super::loopback);
+        // Each listener is ready once it greets; the probes block, as testbed's do.
+        tokio::task::block_in_place(|| {
+            process.wait_ready("its IMAP listener greets", || greets(imap, "* OK"))?;
+            match pop3 {
+                Some(pop3) => process.wait_ready("its POP3 listener greets", || greets(pop3, "+OK")),
+                None => Ok(()),
             }
-            if let Some(status) = self.child.try_wait()? {
-                bail!("dovecot exited with {status}:\n{}", self.log());
-            }
-            if Instant::now() > deadline {
-                bail!("dovecot did not greet on {addr} within 20 s:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })?;
+        Ok(Self { process, config, _dir: dir, imap: imap.to_string(), pop3: pop3.map(|addr| addr.to_string()) })
     }
 
     /// The master's process id, the root of every Dovecot process of this instance.
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+        self.process.id().unwrap_or_default()
     }
 }
 
@@ -201,12 +172,11 @@ impl Drop for Dovecot {
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if self.process.has_exited() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Dropping the Process kills the master if it is still there.
     }
 }

@@ -12,8 +12,6 @@
 //! own CPU time is reported to show how much of the machine it took.
 
 use std::{
-    fmt::Write as _,
-    io::Write as _,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -22,12 +20,11 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream},
-    net::TcpStream,
-};
 
-use super::dovecot::{Dovecot, Peer, Protocols};
+use super::{
+    dovecot::{Dovecot, Peer, Protocols},
+    imap_client::{ImapClient, Reply},
+};
 
 const USER: &str = "user@bench.test";
 const PASSWORD: &str = "bench";
@@ -188,7 +185,7 @@ pub async fn run(workload: Workload, peer: Peer) -> anyhow::Result<()> {
 
     let server = super::Server::start().await?;
     super::setup_user(&server).await?;
-    let tern = measure("tern", &server.imap, server.child.id(), workload).await?;
+    let tern = measure("tern", &server.imap, server.pid(), workload).await?;
     drop(server);
 
     let dovecot = match peer {
@@ -311,7 +308,7 @@ async fn measure(name: &str, addr: &str, pid: u32, workload: Workload) -> anyhow
 /// servers must number them 1, 2, ... (APPENDUID), since the workload picks UIDs from that
 /// range.
 pub(super) async fn seed_inbox(addr: &str, user: &str, password: &str, messages: &[Vec<u8>]) -> anyhow::Result<()> {
-    let mut conn = Conn::connect(addr).await?;
+    let mut conn = ImapClient::connect(addr).await?;
     conn.expect_ok(&format!("LOGIN {user} {password}"), None).await?;
     for (n, message) in messages.iter().enumerate() {
         let reply = conn.expect_ok("APPEND INBOX", Some(message)).await?;
@@ -325,7 +322,7 @@ pub(super) async fn seed_inbox(addr: &str, user: &str, password: &str, messages:
 
 /// One logged-in session of the workload with INBOX selected.
 struct Session {
-    conn: Conn,
+    conn: ImapClient,
     /// The session's number, which makes its message choices and appended messages its own.
     number: usize,
     messages: usize,
@@ -337,7 +334,7 @@ struct Session {
 
 impl Session {
     async fn open(addr: &str, number: usize, messages: usize) -> anyhow::Result<Self> {
-        let mut conn = Conn::connect(addr).await?;
+        let mut conn = ImapClient::connect(addr).await?;
         conn.expect_ok(&format!("LOGIN {USER} {PASSWORD}"), None).await?;
         conn.expect_ok("SELECT INBOX", None).await?;
         Ok(Self { conn, number, messages, rounds: 0, choice: 0x9E37_79B9_7F4A_7C15 ^ number as u64 })
@@ -367,7 +364,7 @@ impl Session {
         let error = if reply.ok {
             check(&reply).map(|why| format!("{command}: {why}"))
         } else {
-            Some(format!("{command}: {}", String::from_utf8_lossy(&self.conn.line).trim_end()))
+            Some(format!("{command}: {}", self.conn.last_line()))
         };
         tally.record(kind, took, error);
         Ok(reply)
@@ -414,156 +411,4 @@ impl Session {
     async fn logout(mut self) {
         let _ = self.conn.command("LOGOUT", None).await;
     }
-}
-
-/// The tagged end of a command's reply and what came before it.
-#[derive(Debug, Clone, Copy)]
-struct Reply {
-    ok: bool,
-    /// Untagged responses before the tagged one.
-    untagged: usize,
-    /// Octets of the literals in those responses.
-    literal: usize,
-    /// The UID of an APPEND's message, from its `[APPENDUID validity uid]`.
-    appenduid: Option<u32>,
-}
-
-/// What a response was: the continuation request of a literal, or the tagged end.
-enum Read {
-    Continue,
-    Done(Reply),
-}
-
-/// A lean IMAP client: one buffered socket with TCP_NODELAY, buffers reused between commands,
-/// literals skipped by their announced length without being parsed.
-struct Conn {
-    stream: BufStream<TcpStream>,
-    /// The last line read; after a failed command, its tagged reply.
-    line: Vec<u8>,
-    scratch: Vec<u8>,
-    out: Vec<u8>,
-    tag: String,
-    next: u64,
-}
-
-impl Conn {
-    async fn connect(addr: &str) -> anyhow::Result<Self> {
-        let tcp = TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
-        tcp.set_nodelay(true)?;
-        let mut conn = Self {
-            stream: BufStream::with_capacity(64 * 1024, 16 * 1024, tcp),
-            line: Vec::with_capacity(1024),
-            scratch: Vec::new(),
-            out: Vec::with_capacity(16 * 1024),
-            tag: String::new(),
-            next: 0,
-        };
-        conn.read_line().await?;
-        if !conn.line.starts_with(b"* OK") {
-            bail!("unexpected greeting from {addr}: {:?}", String::from_utf8_lossy(&conn.line));
-        }
-        Ok(conn)
-    }
-
-    /// [`Conn::command`], failing unless the reply is OK.
-    async fn expect_ok(&mut self, command: &str, literal: Option<&[u8]>) -> anyhow::Result<Reply> {
-        let reply = self.command(command, literal).await?;
-        if !reply.ok {
-            bail!("{command}: {}", String::from_utf8_lossy(&self.line).trim_end());
-        }
-        Ok(reply)
-    }
-
-    /// Sends `command` (with a synchronising literal after it when `literal` is given) and reads
-    /// to its tagged reply, which may be NO or BAD; a closed connection, a BYE or 30 s without
-    /// the reply are errors.
-    async fn command(&mut self, command: &str, literal: Option<&[u8]>) -> anyhow::Result<Reply> {
-        tokio::time::timeout(Duration::from_secs(30), self.exchange(command, literal))
-            .await
-            .context("no reply within 30 s")?
-    }
-
-    async fn exchange(&mut self, command: &str, literal: Option<&[u8]>) -> anyhow::Result<Reply> {
-        self.next += 1;
-        self.tag.clear();
-        write!(self.tag, "t{}", self.next)?;
-        self.out.clear();
-        write!(self.out, "{} {command}", self.tag)?;
-        if let Some(data) = literal {
-            write!(self.out, " {{{}}}\r\n", data.len())?;
-            self.stream.write_all(&self.out).await?;
-            self.stream.flush().await?;
-            if let Read::Done(reply) = self.read_reply(true).await? {
-                return Ok(reply);
-            }
-            self.stream.write_all(data).await?;
-            self.stream.write_all(b"\r\n").await?;
-        } else {
-            self.out.extend_from_slice(b"\r\n");
-            self.stream.write_all(&self.out).await?;
-        }
-        self.stream.flush().await?;
-        match self.read_reply(false).await? {
-            Read::Done(reply) => Ok(reply),
-            Read::Continue => bail!("a continuation request where none was asked for"),
-        }
-    }
-
-    async fn read_line(&mut self) -> anyhow::Result<()> {
-        self.line.clear();
-        if self.stream.read_until(b'\n', &mut self.line).await? == 0 {
-            bail!("the server closed the connection");
-        }
-        Ok(())
-    }
-
-    /// Reads responses up to the tagged one (or, when `continuation`, a continuation request).
-    async fn read_reply(&mut self, continuation: bool) -> anyhow::Result<Read> {
-        let (mut untagged, mut literal) = (0, 0);
-        loop {
-            self.read_line().await?;
-            if continuation && self.line.starts_with(b"+") {
-                return Ok(Read::Continue);
-            }
-            let tag = self.tag.as_bytes();
-            if self.line.starts_with(tag) && self.line.get(tag.len()) == Some(&b' ') {
-                let rest = &self.line[tag.len() + 1..];
-                return Ok(Read::Done(Reply {
-                    ok: rest.starts_with(b"OK"),
-                    untagged,
-                    literal,
-                    appenduid: appenduid(rest),
-                }));
-            }
-            // BYE is the expected end of a LOGOUT only.
-            if self.line.starts_with(b"* BYE") && !self.out.starts_with(format!("{} LOGOUT", self.tag).as_bytes()) {
-                bail!("the server said {:?}", String::from_utf8_lossy(&self.line).trim_end());
-            }
-            untagged += 1;
-            // A literal's octets, then the rest of the same response on the next line.
-            while let Some(n) = literal_length(&self.line) {
-                if self.scratch.len() < n {
-                    self.scratch.resize(n, 0);
-                }
-                self.stream.read_exact(&mut self.scratch[..n]).await?;
-                literal += n;
-                self.read_line().await?;
-            }
-        }
-    }
-}
-
-/// The length of the literal that ends `line` (`{n}` before the CRLF), if one does.
-fn literal_length(line: &[u8]) -> Option<usize> {
-    let line = line.strip_suffix(b"}\r\n")?;
-    let open = line.iter().rposition(|b| *b == b'{')?;
-    std::str::from_utf8(&line[open + 1..]).ok()?.parse().ok()
-}
-
-/// The UID of `[APPENDUID validity uid]` in a tagged reply's text.
-fn appenduid(text: &[u8]) -> Option<u32> {
-    const CODE: &[u8] = b"[APPENDUID ";
-    let at = text.windows(CODE.len()).position(|w| w == CODE)? + CODE.len();
-    let rest = std::str::from_utf8(&text[at..]).ok()?;
-    rest.split([' ', ']']).nth(1)?.parse().ok()
 }

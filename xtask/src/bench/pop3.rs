@@ -83,7 +83,7 @@ pub async fn run(workload: Workload, peer: Peer) -> anyhow::Result<()> {
     create_accounts(&server, &users).await?;
     seed(&server.imap, &users, &mailboxes).await.context("tern: seeding the maildrops")?;
     let (rss_idle, _) = server.memory();
-    let tern = measure("tern", &server.pop3, server.child.id(), &users, workload).await?;
+    let tern = measure("tern", &server.pop3, server.pid(), &users, workload).await?;
     let (rss, hwm) = server.memory();
     println!(
         "           tern dev memory: idle {} MiB, after {} MiB, peak RSS {} MiB",
