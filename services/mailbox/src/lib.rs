@@ -18,15 +18,10 @@ pub mod folder_name;
 pub mod grpc;
 pub mod password;
 pub mod position;
+pub mod records;
 pub mod server;
 pub mod service;
 pub mod store;
-
-/// The records the embedded backend stores, generated from `proto/tern/storage/v1`.
-pub mod records {
-    #![allow(clippy::all, missing_debug_implementations)]
-    include!(concat!(env!("OUT_DIR"), "/tern.storage.v1.rs"));
-}
 
 pub use error::{MailboxError, Result};
 /// Message parsing at delivery lives in `tern-mail`, which the IMAP front-end's tests share;

@@ -13,11 +13,9 @@ use std::path::PathBuf;
 
 use prost::Message;
 use tern_mailbox::records::{
-    AccountRecord, AccountSnapshot, ChangeRecord, DomainRecord, Expunged, FolderMessage, FolderRecord,
-    FolderSnapshot, LogEntry, MessageRecord, ParsedRecord,
-};
-use tern_proto::v1::{
-    Address, BodyPart, Envelope, EventKind, MailboxEvent, MessageSummary, Param, Pop3DeletePolicy, SpecialUse,
+    AccountRecord, AccountSnapshot, AddressRecord, BodyPartRecord, ChangeRecord, DomainRecord, EnvelopeRecord,
+    EventKind, EventMessage, EventRecord, Expunged, FolderMessage, FolderRecord, FolderSnapshot, LogEntry,
+    MessageRecord, ParamRecord, ParsedRecord, Pop3DeletePolicy, SpecialUse,
 };
 
 fn dir() -> PathBuf {
@@ -77,12 +75,17 @@ fn message(uid: u32) -> MessageRecord {
     }
 }
 
-fn address(name: &str, mailbox: &str) -> Address {
-    Address { name: name.into(), adl: "@relay.example".into(), mailbox: mailbox.into(), host: "example.org".into() }
+fn address(name: &str, mailbox: &str) -> AddressRecord {
+    AddressRecord {
+        name: name.into(),
+        adl: "@relay.example".into(),
+        mailbox: mailbox.into(),
+        host: "example.org".into(),
+    }
 }
 
-fn envelope(subject: &str) -> Envelope {
-    Envelope {
+fn envelope(subject: &str) -> EnvelopeRecord {
+    EnvelopeRecord {
         date: "Thu, 3 Dec 2026 10:00:00 +0000".into(),
         subject: subject.into(),
         from: vec![address("Alice", "alice")],
@@ -97,14 +100,14 @@ fn envelope(subject: &str) -> Envelope {
     }
 }
 
-fn param(name: &str, value: &str) -> Param {
-    Param { name: name.into(), value: value.into() }
+fn param(name: &str, value: &str) -> ParamRecord {
+    ParamRecord { name: name.into(), value: value.into() }
 }
 
 /// A leaf part with every field set; `parts`, `message_envelope` and `message_body` are the
 /// caller's.
-fn leaf(media_type: &str, media_subtype: &str, offset: u64) -> BodyPart {
-    BodyPart {
+fn leaf(media_type: &str, media_subtype: &str, offset: u64) -> BodyPartRecord {
+    BodyPartRecord {
         media_type: media_type.into(),
         media_subtype: media_subtype.into(),
         params: vec![param("charset", "utf-8"), param("format", "flowed")],
@@ -130,16 +133,16 @@ fn leaf(media_type: &str, media_subtype: &str, offset: u64) -> BodyPart {
 fn parsed() -> ParsedRecord {
     // multipart/mixed holding a text part and a message/rfc822 that is itself multipart, so
     // both kinds of nesting (parts and message_body) are in the fixture.
-    let inner = BodyPart {
+    let inner = BodyPartRecord {
         parts: vec![leaf("text", "plain", 900), leaf("text", "html", 1400)],
         ..leaf("multipart", "alternative", 800)
     };
-    let attached = BodyPart {
+    let attached = BodyPartRecord {
         message_envelope: Some(envelope("Fwd: the attached one")),
         message_body: Some(Box::new(inner)),
         ..leaf("message", "rfc822", 600)
     };
-    let body = BodyPart { parts: vec![leaf("text", "plain", 200), attached], ..leaf("multipart", "mixed", 0) };
+    let body = BodyPartRecord { parts: vec![leaf("text", "plain", 200), attached], ..leaf("multipart", "mixed", 0) };
     ParsedRecord { envelope: Some(envelope("Re: the fixture")), body: Some(body) }
 }
 
@@ -147,12 +150,12 @@ fn change() -> ChangeRecord {
     ChangeRecord { kind: EventKind::Flags as i32, uids: vec![3, 5, 8] }
 }
 
-fn summary(uid: u32) -> MessageSummary {
-    MessageSummary { uid, flags: vec!["\\Flagged".into()], modseq: 130 + u64::from(uid), size: 2048 }
+fn summary(uid: u32) -> EventMessage {
+    EventMessage { uid, flags: vec!["\\Flagged".into()], modseq: 130 + u64::from(uid), size: 2048 }
 }
 
-fn event(kind: EventKind, folder_id: u64, folder_name: &str) -> MailboxEvent {
-    MailboxEvent {
+fn event(kind: EventKind, folder_id: u64, folder_name: &str) -> EventRecord {
+    EventRecord {
         account_id: 7,
         folder_id,
         kind: kind as i32,

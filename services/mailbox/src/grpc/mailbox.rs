@@ -213,7 +213,7 @@ impl Mailbox for MailboxApi {
         let messages = found
             .into_iter()
             .map(|FetchedMessage { record: m, parsed, raw }| {
-                let (envelope, body) = parsed.map(|p| (p.envelope, p.body)).unwrap_or_default();
+                let (envelope, body) = parsed.map(|p| p.into_api()).unwrap_or_default();
                 MessageMeta {
                     has_raw: raw.is_some(),
                     raw: raw.map(|b| b.to_vec()).unwrap_or_default(),

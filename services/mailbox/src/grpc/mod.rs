@@ -10,7 +10,7 @@
 pub mod admin;
 pub mod mailbox;
 
-use tern_proto::v1::{Account, Folder, Usage};
+use tern_proto::v1::{Account, Folder, Pop3DeletePolicy, SpecialUse, Usage};
 use tonic::Status;
 
 use crate::{
@@ -31,6 +31,7 @@ impl From<DkimKeyError> for Status {
 }
 
 pub(crate) fn account_pb(a: AccountRecord) -> Account {
+    let pop3_delete = Pop3DeletePolicy::from(a.pop3_delete()) as i32;
     Account {
         id: a.id,
         address: a.address,
@@ -38,18 +39,19 @@ pub(crate) fn account_pb(a: AccountRecord) -> Account {
         quota_bytes: a.quota_bytes,
         suspended: a.suspended,
         aliases: a.aliases,
-        pop3_delete: a.pop3_delete,
+        pop3_delete,
     }
 }
 
 pub(crate) fn folder_pb(f: FolderRecord, with_counts: bool) -> Folder {
+    let special_use = SpecialUse::from(f.special_use()) as i32;
     let mut out = Folder {
         id: f.id,
         name: f.name,
         uidvalidity: f.uidvalidity,
         uidnext: f.uidnext,
         highest_modseq: f.highest_modseq,
-        special_use: f.special_use,
+        special_use,
         subscribed: f.subscribed,
         first_recent_uid: f.recent_uid,
         ..Default::default()

@@ -20,7 +20,7 @@ use std::{path::Path, sync::Arc, thread};
 use futures::{StreamExt, stream::BoxStream};
 use prost::Message as _;
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
-use tern_proto::v1::{EventKind, MailboxEvent, QueuedMessage};
+use tern_proto::v1::{MailboxEvent, QueuedMessage};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -31,7 +31,10 @@ use super::{
 use crate::{
     error::{MailboxError, Result},
     flags,
-    records::{AccountRecord, ChangeRecord, DomainRecord, FolderRecord, LogEntry, MessageRecord, ParsedRecord},
+    records::{
+        AccountRecord, ChangeRecord, DomainRecord, EventKind, FolderRecord, LogEntry, MessageRecord, ParsedRecord,
+        Pop3DeletePolicy,
+    },
 };
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -463,7 +466,8 @@ fn commit(txn: &WriteTransaction, account_id: u64, entry: LogEntry, events: &mut
     for name in &entry.subscriptions_added {
         subscriptions.insert((account_id, name.as_str()), ())?;
     }
-    events.extend(entry.events);
+    // Watchers are told in the API's terms; the entry's events are records until here.
+    events.extend(entry.events.into_iter().map(MailboxEvent::from));
     Ok(())
 }
 
@@ -606,7 +610,7 @@ impl MetadataStore for EmbeddedStore {
                 a.suspended = s;
             }
             if let Some(p) = changes.pop3_delete {
-                a.pop3_delete = p as i32;
+                a.pop3_delete = Pop3DeletePolicy::from(p) as i32;
             }
             put_account(txn, &a)?;
             Ok(a)
@@ -778,10 +782,7 @@ impl MetadataStore for EmbeddedStore {
     async fn append(&self, message: NewMessage, ops: Vec<AppendOp>) -> Result<Vec<Result<Appended>>> {
         let flag_sets = ops.iter().map(|op| flags::normalize(&op.flags)).collect::<Vec<_>>();
         self.write(move |txn, events| {
-            let parsed = ParsedRecord {
-                envelope: Some(message.parsed.envelope.clone()),
-                body: Some(message.parsed.body.clone()),
-            };
+            let parsed = ParsedRecord::from(&message.parsed);
             let mut results = Vec::with_capacity(ops.len());
             let mut stored_parsed = false;
             for (op, flag_set) in ops.into_iter().zip(flag_sets) {

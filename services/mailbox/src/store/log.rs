@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 
-use tern_proto::v1::{EventKind, FlagsMode, FolderRef, MailboxEvent, MessageSummary, SpecialUse, folder_ref};
+use tern_proto::v1::{FlagsMode, FolderRef, MessageSummary, SpecialUse, folder_ref};
 
 use super::{
     Appended, Changes, CopyOutcome, DEFAULT_FOLDERS, FlagsOutcome, FolderList, NewMessage, UsageCount, count_flags,
@@ -34,7 +34,9 @@ use super::{
 use crate::{
     error::{MailboxError, Result},
     flags, folder_name,
-    records::{AccountRecord, Expunged, FolderMessage, FolderRecord, LogEntry, MessageRecord},
+    records::{
+        self, AccountRecord, EventKind, EventRecord, Expunged, FolderMessage, FolderRecord, LogEntry, MessageRecord,
+    },
 };
 
 /// What a write decided: the entry to commit (none when nothing changes) and the answer.
@@ -131,7 +133,7 @@ impl<'a> Draft<'a> {
         Ok(modseq)
     }
 
-    fn event(&mut self, e: MailboxEvent) {
+    fn event(&mut self, e: EventRecord) {
         self.entry.events.push(e);
     }
 
@@ -195,7 +197,7 @@ fn new_folder_record(account_id: u64, name: &str, special_use: SpecialUse, id: u
         uidvalidity,
         uidnext: 1,
         highest_modseq: 1,
-        special_use: special_use as i32,
+        special_use: records::SpecialUse::from(special_use) as i32,
         subscribed: true,
         ..Default::default()
     }

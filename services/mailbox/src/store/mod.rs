@@ -31,7 +31,9 @@ use crate::{
     error::{MailboxError, Result},
     flags, folder_name,
     parse::Parsed,
-    records::{AccountRecord, DomainRecord, FolderRecord, LogEntry, MessageRecord, ParsedRecord},
+    records::{
+        AccountRecord, DomainRecord, EventKind, EventRecord, FolderRecord, LogEntry, MessageRecord, ParsedRecord,
+    },
 };
 
 /// A read of one account's state; a backend runs it once against its current state.
@@ -130,19 +132,15 @@ pub fn summary(m: &MessageRecord) -> MessageSummary {
     MessageSummary { uid: m.uid, flags: m.flags.clone(), modseq: m.modseq, size: m.size }
 }
 
-/// The event for a change of `folder`.
-pub fn event(
-    folder: &FolderRecord,
-    kind: tern_proto::v1::EventKind,
-    modseq: u64,
-    messages: Vec<MessageSummary>,
-) -> MailboxEvent {
-    MailboxEvent {
+/// The event for a change of `folder`, as a log entry records it; `messages` are what the
+/// change answers its caller.
+pub fn event(folder: &FolderRecord, kind: EventKind, modseq: u64, messages: Vec<MessageSummary>) -> EventRecord {
+    EventRecord {
         account_id: folder.account_id,
         folder_id: folder.id,
         kind: kind as i32,
         modseq,
-        messages,
+        messages: messages.into_iter().map(Into::into).collect(),
         folder_name: folder.name.clone(),
     }
 }

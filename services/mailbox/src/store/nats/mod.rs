@@ -68,7 +68,7 @@ use super::{
 use crate::{
     error::{MailboxError, Result},
     flags,
-    records::{AccountRecord, DomainRecord, LogEntry, ParsedRecord},
+    records::{AccountRecord, DomainRecord, LogEntry, ParsedRecord, Pop3DeletePolicy},
 };
 
 /// Entries between two snapshots of an account.
@@ -651,7 +651,7 @@ impl MetadataStore for NatsStore {
             a.suspended = s;
         }
         if let Some(p) = changes.pop3_delete {
-            a.pop3_delete = p as i32;
+            a.pop3_delete = Pop3DeletePolicy::from(p) as i32;
         }
         self.put_record(format!("account.{}", a.id), &a).await?;
         Ok(a)
@@ -780,8 +780,7 @@ impl MetadataStore for NatsStore {
     }
 
     async fn append(&self, message: NewMessage, ops: Vec<AppendOp>) -> Result<Vec<Result<Appended>>> {
-        let parsed =
-            ParsedRecord { envelope: Some(message.parsed.envelope.clone()), body: Some(message.parsed.body.clone()) };
+        let parsed = ParsedRecord::from(&message.parsed);
         // The structure is stored before any entry refers to it. Body names are unique per
         // delivery in this backend (see `counts_references`), so there is never one already.
         self.parsed
@@ -846,7 +845,8 @@ impl MetadataStore for NatsStore {
             .flat_map(|m| {
                 let events =
                     m.ok().and_then(|m| LogEntry::decode(m.payload.clone()).ok()).map(|e| e.events).unwrap_or_default();
-                futures::stream::iter(events)
+                // Watchers are told in the API's terms; the entry's events are records until here.
+                futures::stream::iter(events.into_iter().map(MailboxEvent::from))
             })
             .boxed())
     }
