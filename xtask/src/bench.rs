@@ -968,14 +968,14 @@ async fn smtp_sink(addr: SocketAddr) -> anyhow::Result<(tokio::process::Child, A
     Ok((child, count))
 }
 
-/// A `tern` process of one role (`tern mailbox`, `tern relay`) with its data and log in `dir`,
-/// ready when this returns; killed when dropped.
+/// A `tern` process of one role (`tern mailbox`, `tern relay`) running in `dir`, where its log
+/// is, ready when this returns; killed when dropped. Only roles that keep data take
+/// `--data-dir` (the relay refuses it), so `args` says where, if anywhere.
 fn tern_role(role: &str, dir: &std::path::Path, args: &[String]) -> anyhow::Result<Process> {
     std::fs::create_dir_all(dir)?;
     let [http] = free_ports()?;
     let mut all = vec![role.to_string()];
     all.extend_from_slice(args);
-    all.extend(["--data-dir".to_string(), dir.display().to_string()]);
     all.extend(["--http-listen".to_string(), loopback(http).to_string()]);
     let mut process = tern_process(dir);
     process.spawn(&all)?;
@@ -1016,7 +1016,8 @@ async fn relay_run(
     let mailbox_dir = dir.path().join("mailbox");
     // A NATS server of this run's own, stopped when the run ends.
     let nats = if nats { Some(tern_testbed::Nats::start()?) } else { None };
-    let mut mailbox_args = vec!["--grpc-listen".to_string(), grpc.clone()];
+    let mut mailbox_args =
+        vec!["--grpc-listen".to_string(), grpc.clone(), "--data-dir".to_string(), mailbox_dir.display().to_string()];
     if let Some(n) = &nats {
         mailbox_args.extend(["--store".to_string(), n.url()]);
     }
