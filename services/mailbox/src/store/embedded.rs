@@ -6,10 +6,11 @@
 //! transaction and commits them together (group commit). A job is acknowledged only after the
 //! commit that holds it has returned, so nothing is acknowledged before it is durable.
 //!
-//! Because there is exactly one writer, each folder's change log is appended in a total order
-//! and the invariants of DESIGN.md section 2 follow directly: UIDNEXT and HIGHESTMODSEQ are read
-//! and advanced inside the transaction that uses them, so UIDs and MODSEQs strictly increase in
-//! commit order. Events are published by the writer thread after each commit, in commit order.
+//! Because there is exactly one writer, each folder's change log is appended in a total order,
+//! and the core ([`super::log`]) decides every change against the state in the very transaction
+//! that commits it: UIDNEXT and HIGHESTMODSEQ are read and advanced there, so UIDs and MODSEQs
+//! strictly increase in commit order (ARCHITECTURE's invariants 1 and 2). Events are published
+//! by the writer thread after each commit, in commit order.
 //!
 //! A job must check everything that can refuse it before it writes anything: a job that
 //! returns a logical error (not found, over quota) simply contributes nothing to the batch. A
@@ -959,5 +960,113 @@ impl MetadataStore for EmbeddedStore {
             Ok(true)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The embedded backend against the core's in-memory model: the same random commands, the
+    //! same answers, and after every step the same folders, messages, subscriptions, usage and
+    //! expunge log. What the model folds from the core's entries is what this backend commits.
+
+    use proptest::prelude::*;
+    use tern_proto::v1::FolderRef;
+
+    use super::*;
+    use crate::store::log::{
+        View,
+        tests::{ACCOUNT, Cmd, Model, NAMES, account, flag, flags_mode, message, pick_uids},
+    };
+
+    async fn open() -> (tempfile::TempDir, EmbeddedStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("meta.redb")).unwrap();
+        store.create_domain(DomainRecord { name: "example.test".into(), ..Default::default() }).await.unwrap();
+        let a = store.create_account(account()).await.unwrap();
+        assert_eq!(a.id, ACCOUNT);
+        (dir, store)
+    }
+
+    /// Runs one command through the trait, as the service would; `model` is the state before it.
+    async fn run(store: &EmbeddedStore, model: &dyn View, cmd: &Cmd) -> std::result::Result<(), String> {
+        let id_of = |i: usize| model.folder_named(NAMES[i]).ok().flatten().map_or(999, |f| f.id);
+        let out = match cmd {
+            Cmd::Append { folder, size, seen } => {
+                let op = AppendOp {
+                    account_id: ACCOUNT,
+                    folder: FolderRef::name(NAMES[*folder]),
+                    flags: if *seen { flag(0) } else { vec![] },
+                };
+                let mut results = store.append(message(*size), vec![op]).await.unwrap();
+                results.pop().unwrap().map(|_| ())
+            }
+            Cmd::Store { folder, pick, mode, flag: f, unchanged_since } => {
+                let uids = pick_uids(model, *folder, pick);
+                let since = if *unchanged_since { 3 } else { 0 };
+                store.store_flags(ACCOUNT, id_of(*folder), &uids, flags_mode(*mode), flag(*f), since).await.map(|_| ())
+            }
+            Cmd::Copy { from, to, pick, remove } => {
+                let uids = pick_uids(model, *from, pick);
+                store.copy(ACCOUNT, id_of(*from), &uids, &FolderRef::name(NAMES[*to]), *remove).await.map(|_| ())
+            }
+            Cmd::Expunge { folder, only_deleted } => {
+                store.expunge(ACCOUNT, id_of(*folder), None, *only_deleted).await.map(|_| ())
+            }
+            Cmd::Create { name } => {
+                store.create_folder(ACCOUNT, NAMES[*name], tern_proto::v1::SpecialUse::None).await.map(|_| ())
+            }
+            Cmd::Delete { name } => store.delete_folder(ACCOUNT, NAMES[*name]).await,
+            Cmd::Rename { from, to } => store.rename_folder(ACCOUNT, NAMES[*from], NAMES[*to]).await.map(|_| ()),
+            Cmd::Subscribe { name, on } => store.subscribe_folder(ACCOUNT, NAMES[*name], *on).await,
+            Cmd::Claim { folder, ahead } => {
+                let up_to = model.folder_named(NAMES[*folder]).ok().flatten().map_or(0, |f| f.uidnext + ahead);
+                store.claim_recent(ACCOUNT, id_of(*folder), up_to).await.map(|_| ())
+            }
+        };
+        out.map_err(|e| e.to_string())
+    }
+
+    /// The account as the store has it, in the model's terms; UIDVALIDITY aside, which comes
+    /// from the clock.
+    async fn observe(store: &EmbeddedStore) -> Vec<String> {
+        let list = store.list_folders(ACCOUNT).await.unwrap();
+        let mut out = vec![format!("{:?} {:?}", list.subscribed_without_folder, store.usage(ACCOUNT).await.unwrap())];
+        for f in list.folders {
+            let (_, messages) = store.select(ACCOUNT, &FolderRef::id(f.id)).await.unwrap();
+            let vanished = store.changes(ACCOUNT, f.id, 0).await.unwrap().vanished;
+            out.push(format!("{:?} {messages:?} {vanished:?}", FolderRecord { uidvalidity: 0, ..f }));
+        }
+        out
+    }
+
+    fn expected(model: &Model) -> Vec<String> {
+        let view = model.state.view(ACCOUNT);
+        let mut out = vec![format!("{:?} {:?}", view.subscribed_without_folder().unwrap(), view.usage().unwrap())];
+        for f in view.folders().unwrap() {
+            let (_, messages) = crate::store::log::select(&view, &FolderRef::id(f.id)).unwrap();
+            let vanished = view.vanished_since(f.id, 0).unwrap();
+            out.push(format!("{:?} {messages:?} {vanished:?}", FolderRecord { uidvalidity: 0, ..f }));
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_backend_commits_what_the_core_decides(cmds in prop::collection::vec(crate::store::log::tests::cmd(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (_dir, store) = open().await;
+                let mut model = Model::new();
+                assert_eq!(observe(&store).await, expected(&model));
+                for cmd in &cmds {
+                    let got = run(&store, &model.state.view(ACCOUNT), cmd).await;
+                    let want = model.run(cmd);
+                    assert_eq!(got, want, "{cmd:?}");
+                    assert_eq!(observe(&store).await, expected(&model), "after {cmd:?}");
+                }
+            });
+        }
     }
 }

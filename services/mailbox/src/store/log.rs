@@ -161,9 +161,16 @@ pub fn resolve(view: &dyn View, folder: &FolderRef) -> Result<FolderRecord> {
     }
 }
 
+/// The messages with these UIDs that exist, each once: a client may name a message twice (`1,1`
+/// or `1:3,2`), and a STORE or EXPUNGE that took it twice would count its flags or its size
+/// twice in the folder's counters.
 fn messages_by_uid(view: &dyn View, folder: u64, uids: &[u32]) -> Result<Vec<MessageRecord>> {
     let mut out = Vec::with_capacity(uids.len());
+    let mut seen = std::collections::HashSet::with_capacity(uids.len());
     for uid in uids {
+        if !seen.insert(*uid) {
+            continue;
+        }
         if let Some(m) = view.message(folder, *uid)? {
             out.push(m);
         }
@@ -523,7 +530,7 @@ pub fn select(view: &dyn View, folder: &FolderRef) -> Result<(FolderRecord, Vec<
     Ok((f, out))
 }
 
-/// The messages with these UIDs that exist, in the order asked.
+/// The messages with these UIDs that exist, in the order asked, each once.
 pub fn messages(view: &dyn View, folder_id: u64, uids: &[u32]) -> Result<Vec<MessageRecord>> {
     let f = resolve(view, &FolderRef::id(folder_id))?;
     messages_by_uid(view, f.id, uids)
@@ -540,4 +547,344 @@ pub fn changes(view: &dyn View, folder_id: u64, since_modseq: u64) -> Result<Cha
     })?;
     out.vanished = view.vanished_since(f.id, since_modseq)?;
     Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! The rules one by one, then random command sequences with the invariants checked after
+    //! every step. [`Model`] is also what the embedded backend's tests run against the real
+    //! store, to show that committing an entry there gives the state folding it here gives.
+
+    use proptest::prelude::*;
+    use tern_proto::v1::FolderRef;
+
+    use super::*;
+    use crate::{parse, store::state::AccountState};
+
+    pub(crate) const ACCOUNT: u64 = 1;
+    /// Folder names the commands pick from: some exist from the start, some nest.
+    pub(crate) const NAMES: [&str; 7] = ["INBOX", "Sent", "A", "A/B", "A/B/C", "B", "Trash"];
+    const FLAGS: [&str; 4] = ["\\Seen", "\\Deleted", "$Junk", "\\Flagged"];
+
+    #[derive(Debug, Clone)]
+    pub(crate) enum Cmd {
+        Append { folder: usize, size: u64, seen: bool },
+        Store { folder: usize, pick: Vec<usize>, mode: usize, flag: usize, unchanged_since: bool },
+        Copy { from: usize, to: usize, pick: Vec<usize>, remove: bool },
+        Expunge { folder: usize, only_deleted: bool },
+        Create { name: usize },
+        Delete { name: usize },
+        Rename { from: usize, to: usize },
+        Subscribe { name: usize, on: bool },
+        Claim { folder: usize, ahead: u32 },
+    }
+
+    pub(crate) fn cmd() -> impl Strategy<Value = Cmd> {
+        let n = 0..NAMES.len();
+        let pick = prop::collection::vec(0usize..8, 0..4);
+        prop_oneof![
+            4 => (n.clone(), 1u64..5000, any::<bool>()).prop_map(|(folder, size, seen)| Cmd::Append { folder, size, seen }),
+            3 => (n.clone(), pick.clone(), 0usize..3, 0..FLAGS.len(), any::<bool>()).prop_map(
+                |(folder, pick, mode, flag, unchanged_since)| Cmd::Store { folder, pick, mode, flag, unchanged_since }
+            ),
+            2 => (n.clone(), n.clone(), pick, any::<bool>()).prop_map(|(from, to, pick, remove)| Cmd::Copy { from, to, pick, remove }),
+            2 => (n.clone(), any::<bool>()).prop_map(|(folder, only_deleted)| Cmd::Expunge { folder, only_deleted }),
+            1 => n.clone().prop_map(|name| Cmd::Create { name }),
+            1 => n.clone().prop_map(|name| Cmd::Delete { name }),
+            1 => (n.clone(), n.clone()).prop_map(|(from, to)| Cmd::Rename { from, to }),
+            1 => (n.clone(), any::<bool>()).prop_map(|(name, on)| Cmd::Subscribe { name, on }),
+            1 => (n, 0u32..3).prop_map(|(folder, ahead)| Cmd::Claim { folder, ahead }),
+        ]
+    }
+
+    pub(crate) fn message(size: u64) -> NewMessage {
+        NewMessage { blob_id: format!("blob-{size}"), size, internal_date: 0, parsed: parse::parse(b"") }
+    }
+
+    /// An account with a quota, so that some appends and copies are refused.
+    pub(crate) fn account() -> AccountRecord {
+        AccountRecord { id: ACCOUNT, address: "ann@example.test".into(), quota_bytes: 40_000, ..Default::default() }
+    }
+
+    /// The UIDs a command picks in a folder, from the folder's messages as `view` has them.
+    pub(crate) fn pick_uids(view: &dyn View, folder: usize, pick: &[usize]) -> Vec<u32> {
+        let Ok(Some(f)) = view.folder_named(NAMES[folder]) else { return pick.iter().map(|p| *p as u32 + 1).collect() };
+        let uids = all_messages(view, f.id).unwrap().iter().map(|m| m.uid).collect::<Vec<_>>();
+        // A pick past the end names a UID that does not exist, which a client may send too.
+        pick.iter().map(|p| uids.get(*p).copied().unwrap_or(f.uidnext + *p as u32)).collect()
+    }
+
+    pub(crate) fn flags_mode(mode: usize) -> FlagsMode {
+        [FlagsMode::Add, FlagsMode::Remove, FlagsMode::Replace][mode]
+    }
+
+    pub(crate) fn flag(i: usize) -> Vec<String> {
+        vec![FLAGS[i].to_string()]
+    }
+
+    /// The in-memory account the commands run against, with the log it wrote.
+    #[derive(Debug, Default)]
+    pub(crate) struct Model {
+        pub state: AccountState,
+        pub log: Vec<LogEntry>,
+        next_folder: u64,
+        next_email: u64,
+    }
+
+    impl Model {
+        pub fn new() -> Self {
+            let mut m = Self { next_folder: DEFAULT_FOLDERS.len() as u64 + 1, ..Default::default() };
+            let (entry, ()) = create_account_folders(&m.state.view(ACCOUNT), 1, 1_000).unwrap();
+            m.commit(entry);
+            m
+        }
+
+        fn commit(&mut self, entry: Option<LogEntry>) {
+            if let Some(entry) = entry {
+                self.state.apply(self.state.sequence + 1, &entry);
+                self.log.push(entry);
+            }
+        }
+
+        fn step<T>(&mut self, decided: Result<Step<T>>) -> Result<T> {
+            let (entry, out) = decided?;
+            self.commit(entry);
+            Ok(out)
+        }
+
+        /// Runs one command; answers its error's text, if it failed.
+        pub fn run(&mut self, cmd: &Cmd) -> std::result::Result<(), String> {
+            let state = std::mem::take(&mut self.state);
+            let view = state.view(ACCOUNT);
+            let id_of = |i: usize| view.folder_named(NAMES[i]).ok().flatten().map_or(999, |f| f.id);
+            let decided: Result<Step<()>> = match cmd {
+                Cmd::Append { folder, size, seen } => {
+                    self.next_email += 1;
+                    let flags = if *seen { flag(0) } else { vec![] };
+                    append(
+                        &view,
+                        &account(),
+                        &FolderRef::name(NAMES[*folder]),
+                        &flags,
+                        &message(*size),
+                        self.next_email,
+                    )
+                    .map(|(e, _)| (e, ()))
+                }
+                Cmd::Store { folder, pick, mode, flag: f, unchanged_since } => {
+                    let uids = pick_uids(&view, *folder, pick);
+                    let since = if *unchanged_since { 3 } else { 0 };
+                    store_flags(&view, id_of(*folder), &uids, flags_mode(*mode), &flag(*f), since).map(|(e, _)| (e, ()))
+                }
+                Cmd::Copy { from, to, pick, remove } => {
+                    let uids = pick_uids(&view, *from, pick);
+                    copy(&view, &account(), id_of(*from), &uids, &FolderRef::name(NAMES[*to]), *remove)
+                        .map(|(e, _)| (e, ()))
+                }
+                Cmd::Expunge { folder, only_deleted } => {
+                    expunge(&view, id_of(*folder), None, *only_deleted).map(|(e, _)| (e, ()))
+                }
+                Cmd::Create { name } => {
+                    let id = self.next_folder;
+                    self.next_folder += 1;
+                    create_folder(&view, NAMES[*name], SpecialUse::None, id, 1_000).map(|(e, _)| (e, ()))
+                }
+                Cmd::Delete { name } => delete_folder(&view, NAMES[*name]),
+                Cmd::Rename { from, to } => rename_folder(&view, NAMES[*from], NAMES[*to]).map(|(e, _)| (e, ())),
+                Cmd::Subscribe { name, on } => subscribe_folder(&view, NAMES[*name], *on),
+                Cmd::Claim { folder, ahead } => {
+                    let up_to = view.folder_named(NAMES[*folder]).ok().flatten().map_or(0, |f| f.uidnext + ahead);
+                    claim_recent(&view, id_of(*folder), up_to).map(|(e, _)| (e, ()))
+                }
+            };
+            self.state = state;
+            self.step(decided).map_err(|e| e.to_string())
+        }
+    }
+
+    /// Invariants 1 to 3 across one step, and the entry's own MODSEQs.
+    fn check_step(before: &AccountState, entry: Option<&LogEntry>, after: &AccountState) {
+        for (id, f) in &after.folders {
+            let r = &f.folder;
+            if let Some(b) = before.folders.get(id) {
+                let b = &b.folder;
+                assert!(r.uidnext >= b.uidnext, "UIDNEXT went back in {}", r.name);
+                assert!(r.highest_modseq >= b.highest_modseq, "HIGHESTMODSEQ went back in {}", r.name);
+                assert_eq!(r.uidvalidity, b.uidvalidity, "UIDVALIDITY changed in {}", r.name);
+            }
+            let (mut messages, mut size, mut unseen, mut deleted) = (0, 0, 0, 0);
+            for m in f.messages.values() {
+                assert!(m.uid < r.uidnext && m.modseq <= r.highest_modseq, "{m:?} beyond {r:?}");
+                messages += 1;
+                size += m.size;
+                unseen += u32::from(!flags::has(&m.flags, flags::SEEN));
+                deleted += u32::from(flags::has(&m.flags, flags::DELETED));
+            }
+            assert_eq!((r.messages, r.size, r.unseen, r.deleted), (messages, size, unseen, deleted), "{r:?}");
+        }
+        let Some(entry) = entry else { return };
+        let highest = |folder: u64| before.folders.get(&folder).map_or(0, |f| f.folder.highest_modseq);
+        for fm in &entry.messages {
+            let m = fm.message.as_ref().expect("a message");
+            assert!(m.modseq > highest(fm.folder_id), "a change reused a MODSEQ: {m:?}");
+            let existed = before.folders.get(&fm.folder_id).is_some_and(|f| f.messages.contains_key(&m.uid));
+            let uidnext = before.folders.get(&fm.folder_id).map_or(1, |f| f.folder.uidnext);
+            assert!(existed || m.uid >= uidnext, "a new message reused a UID: {m:?}");
+        }
+        for x in &entry.expunged {
+            assert!(x.modseq > highest(x.folder_id), "an expunge reused a MODSEQ: {x:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn invariants_hold_after_every_step_and_the_log_folds_to_the_state(cmds in prop::collection::vec(cmd(), 1..60)) {
+            let mut model = Model::new();
+            for cmd in &cmds {
+                let before = model.state.clone();
+                let logged = model.log.len();
+                let _ = model.run(cmd);
+                check_step(&before, model.log.get(logged), &model.state);
+                if model.log.len() == logged {
+                    // A refusal or a no-op changes nothing.
+                    prop_assert_eq!(model.state.snapshot(), before.snapshot());
+                }
+            }
+            let mut folded = AccountState::default();
+            for (i, entry) in model.log.iter().enumerate() {
+                folded.apply(i as u64 + 1, entry);
+            }
+            prop_assert_eq!(folded.snapshot(), model.state.snapshot());
+            prop_assert_eq!(AccountState::from_snapshot(model.state.snapshot()).snapshot(), model.state.snapshot());
+            let usage = model.state.usage();
+            prop_assert!(usage.bytes <= account().quota_bytes + 5000);
+        }
+    }
+
+    fn model_with(cmds: &[Cmd]) -> Model {
+        let mut m = Model::new();
+        for c in cmds {
+            m.run(c).unwrap();
+        }
+        m
+    }
+
+    fn folder<'a>(m: &'a Model, name: &str) -> &'a FolderRecord {
+        &m.state.folders.values().find(|f| f.folder.name == name).expect("the folder").folder
+    }
+
+    #[test]
+    fn inbox_can_be_neither_deleted_nor_renamed_nor_replaced() {
+        let mut m = Model::new();
+        assert_eq!(m.run(&Cmd::Delete { name: 0 }).unwrap_err(), "not allowed: INBOX cannot be deleted");
+        assert!(m.run(&Cmd::Rename { from: 0, to: 2 }).unwrap_err().contains("INBOX cannot be renamed"));
+        assert!(m.run(&Cmd::Rename { from: 1, to: 0 }).unwrap_err().contains("INBOX cannot be renamed"));
+        assert!(m.run(&Cmd::Create { name: 0 }).unwrap_err().contains("exists"));
+    }
+
+    #[test]
+    fn a_folder_with_children_is_not_deleted_and_moves_with_them() {
+        let mut m = model_with(&[Cmd::Create { name: 2 }, Cmd::Create { name: 3 }]);
+        assert!(m.run(&Cmd::Delete { name: 2 }).unwrap_err().contains("has sub-folders"));
+        assert!(m.run(&Cmd::Rename { from: 2, to: 4 }).unwrap_err().contains("under itself"));
+        m.run(&Cmd::Rename { from: 2, to: 5 }).unwrap();
+        let names: Vec<_> = m.state.view(ACCOUNT).folders().unwrap().into_iter().map(|f| f.name).collect();
+        assert!(names.contains(&"B".to_string()) && names.contains(&"B/B".to_string()), "{names:?}");
+        assert!(!names.iter().any(|n| n == "A" || n.starts_with("A/")), "{names:?}");
+    }
+
+    #[test]
+    fn a_deleted_folder_stays_subscribed_until_unsubscribed_or_created_again() {
+        let mut m = model_with(&[Cmd::Create { name: 5 }, Cmd::Delete { name: 5 }]);
+        assert_eq!(m.state.view(ACCOUNT).subscribed_without_folder().unwrap(), ["B"]);
+        m.run(&Cmd::Create { name: 5 }).unwrap();
+        assert!(m.state.view(ACCOUNT).subscribed_without_folder().unwrap().is_empty());
+        assert!(folder(&m, "B").subscribed);
+        m.run(&Cmd::Delete { name: 5 }).unwrap();
+        m.run(&Cmd::Subscribe { name: 5, on: false }).unwrap();
+        assert!(m.state.view(ACCOUNT).subscribed_without_folder().unwrap().is_empty());
+        assert!(m.run(&Cmd::Subscribe { name: 5, on: true }).unwrap_err().contains("not found"));
+    }
+
+    #[test]
+    fn one_store_is_one_modseq_and_a_conditional_store_spares_what_changed_since() {
+        let m = model_with(&[
+            Cmd::Append { folder: 0, size: 10, seen: false },
+            Cmd::Append { folder: 0, size: 10, seen: false },
+        ]);
+        let view = m.state.view(ACCOUNT);
+        let inbox = folder(&m, "INBOX").clone();
+        assert_eq!(inbox.highest_modseq, 3);
+        let (entry, out) = store_flags(&view, inbox.id, &[1, 2, 9], FlagsMode::Add, &flag(2), 0).unwrap();
+        assert_eq!(out.updated.iter().map(|s| (s.uid, s.modseq)).collect::<Vec<_>>(), [(1, 4), (2, 4)]);
+        assert_eq!(entry.unwrap().events.len(), 1);
+        // UID 2 was appended at MODSEQ 3: UNCHANGEDSINCE 2 spares it and reports it.
+        let (_, out) = store_flags(&view, inbox.id, &[1, 2], FlagsMode::Add, &flag(2), 2).unwrap();
+        assert_eq!((out.updated.len(), out.modified), (1, vec![2]));
+        // Setting what is set already is no change at all.
+        let (entry, _) = store_flags(&view, inbox.id, &[1], FlagsMode::Remove, &flag(2), 0).unwrap();
+        assert!(entry.is_none());
+    }
+
+    #[test]
+    fn a_message_named_twice_is_changed_and_counted_once() {
+        let m = model_with(&[Cmd::Append { folder: 0, size: 10, seen: false }]);
+        let view = m.state.view(ACCOUNT);
+        let inbox = folder(&m, "INBOX").id;
+        let (entry, out) = store_flags(&view, inbox, &[1, 1], FlagsMode::Add, &flag(1), 0).unwrap();
+        assert_eq!(out.updated.len(), 1);
+        let mut state = m.state.clone();
+        state.apply(state.sequence + 1, &entry.unwrap());
+        assert_eq!(state.folders[&inbox].folder.deleted, 1);
+        let (_, (gone, _)) = expunge(&state.view(ACCOUNT), inbox, Some(&[1, 1]), true).unwrap();
+        assert_eq!(gone, [1]);
+    }
+
+    #[test]
+    fn quota_refuses_appends_and_copies_but_not_moves() {
+        let mut m = model_with(&[Cmd::Append { folder: 0, size: 30_000, seen: false }]);
+        let err = m.run(&Cmd::Append { folder: 0, size: 20_000, seen: false }).unwrap_err();
+        assert!(err.contains("quota"), "{err}");
+        assert!(m.run(&Cmd::Copy { from: 0, to: 1, pick: vec![0], remove: false }).unwrap_err().contains("quota"));
+        m.run(&Cmd::Copy { from: 0, to: 1, pick: vec![0], remove: true }).unwrap();
+        assert_eq!((folder(&m, "INBOX").messages, folder(&m, "Sent").messages), (0, 1));
+    }
+
+    #[test]
+    fn a_move_within_one_folder_renumbers_the_message() {
+        let m = model_with(&[
+            Cmd::Append { folder: 0, size: 10, seen: true },
+            Cmd::Copy { from: 0, to: 0, pick: vec![0], remove: true },
+        ]);
+        let inbox = &m.state.folders[&folder(&m, "INBOX").id];
+        assert_eq!(inbox.messages.keys().copied().collect::<Vec<_>>(), [2]);
+        assert_eq!((inbox.folder.messages, inbox.folder.unseen, inbox.folder.highest_modseq), (1, 0, 4));
+        assert_eq!(m.state.view(ACCOUNT).vanished_since(inbox.folder.id, 2).unwrap(), [1]);
+    }
+
+    #[test]
+    fn recent_is_claimed_once() {
+        let m = model_with(&[
+            Cmd::Append { folder: 0, size: 10, seen: false },
+            Cmd::Append { folder: 0, size: 10, seen: false },
+        ]);
+        let view = m.state.view(ACCOUNT);
+        let inbox = folder(&m, "INBOX").id;
+        let (entry, first) = claim_recent(&view, inbox, 3).unwrap();
+        assert_eq!(first, (0, 2));
+        let mut state = m.state.clone();
+        state.apply(state.sequence + 1, &entry.unwrap());
+        let (entry, again) = claim_recent(&state.view(ACCOUNT), inbox, 3).unwrap();
+        assert_eq!((entry, again), (None, (3, 0)));
+    }
+
+    #[test]
+    fn another_accounts_folder_is_not_found() {
+        let m = Model::new();
+        let other = m.state.view(ACCOUNT + 1);
+        let err = resolve(&other, &FolderRef::id(1)).unwrap_err();
+        assert!(matches!(err, MailboxError::NotFound { .. }), "{err}");
+    }
 }
