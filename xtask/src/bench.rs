@@ -151,7 +151,11 @@ pub enum Which {
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
-    crate::run("cargo", &["build", "--release", "-p", "tern"])?;
+    // TERN_BENCH_BIN names another build to measure (an earlier commit's, for a before and
+    // after on the same machine); otherwise the benchmark builds the tree it runs in.
+    if std::env::var_os(BIN_VAR).is_none() {
+        crate::run("cargo", &["build", "--release", "-p", "tern"])?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match which {
         Which::Mailbox { messages } => rt.block_on(mailbox(messages)),
@@ -267,8 +271,14 @@ impl Server {
     }
 }
 
-/// The release `tern` binary that `run` built.
+/// The environment variable that names a `tern` binary to measure instead of this tree's.
+const BIN_VAR: &str = "TERN_BENCH_BIN";
+
+/// The release `tern` binary that `run` built, or the one `TERN_BENCH_BIN` names.
 fn tern_bin() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os(BIN_VAR) {
+        return bin.into();
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| crate::workspace_root().join("target"));

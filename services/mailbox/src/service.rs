@@ -14,14 +14,14 @@
 //!   ([`crate::password`]);
 //! - folder names in canonical form ([`crate::folder_name::canonical`]: valid, `INBOX` upper
 //!   case), also inside a [`FolderRef`] by name, and a `FolderRef` that names no folder refused;
-//! - the INBOX rules: INBOX cannot be deleted, nothing can be renamed to INBOX, and renaming
-//!   INBOX moves its messages to a new folder (RFC 9051 section 6.3.6);
 //! - flags normalised ([`crate::flags::normalize`]: valid, canonical spelling, sorted, unique)
-//!   for APPEND and STORE, and a STORE's mode specified;
+//!   for APPEND and STORE;
 //! - sizes and recipient counts within [`Limits`], and queue leases within bounds.
 //!
-//! What depends on stored state (a folder exists, has no sub-folders, a quota has room) is the
-//! store's to check, inside the commit that relies on it.
+//! What depends on stored state (a folder exists, has no sub-folders, a quota has room) and the
+//! rules of the folder tree (INBOX cannot be deleted or replaced) are the storage core's
+//! ([`crate::store::log`]), checked inside the commit that relies on them; renaming INBOX,
+//! which moves its messages to a new folder (RFC 9051 section 6.3.6), is orchestrated here.
 
 use std::{
     collections::{HashMap, HashSet},

@@ -2,9 +2,11 @@
 //! SUBSCRIBE, SELECT, STATUS, FETCH, STORE, COPY, MOVE, EXPUNGE and following changes.
 //!
 //! Folder names are canonicalised here (see [`folder_name::canonical`]) and flags normalised
-//! (see [`flags::normalize`]) before the store sees them, and the INBOX rules are enforced
-//! here: INBOX cannot be deleted, nothing can be renamed to INBOX, and renaming INBOX moves its
-//! messages instead (RFC 9051 section 6.3.6).
+//! (see [`flags::normalize`]) before the store sees them. The rules of the folder tree (INBOX
+//! cannot be deleted, nothing is renamed to INBOX, no DELETE of a folder with sub-folders) and
+//! of messages (quota, UIDs, MODSEQs) are the storage core's ([`crate::store::log`]), checked
+//! in the commit that relies on them. One orchestration is here: renaming INBOX moves its
+//! messages to a new folder instead (RFC 9051 section 6.3.6).
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -62,12 +64,11 @@ impl MailboxService {
         self.store.create_folder(account_id, &name, special_use).await
     }
 
-    /// Deletes a folder with its messages. INBOX cannot be deleted.
+    /// Deletes a folder with its messages. INBOX cannot be deleted, nor a folder with
+    /// sub-folders: rules of the folder tree, which the storage core ([`crate::store::log`])
+    /// keeps.
     pub async fn delete_folder(&self, account_id: u64, name: &str) -> Result<()> {
         let name = folder_name::canonical(name)?;
-        if folder_name::is_inbox(&name) {
-            return Err(MailboxError::NotAllowed("INBOX cannot be deleted".into()));
-        }
         self.store.delete_folder(account_id, &name).await
     }
 
@@ -80,9 +81,7 @@ impl MailboxService {
         let from = folder_name::canonical(from)?;
         let to = folder_name::canonical(to)?;
         if !folder_name::is_inbox(&from) {
-            if folder_name::is_inbox(&to) {
-                return Err(MailboxError::NotAllowed("INBOX cannot be renamed".into()));
-            }
+            // Renaming to INBOX is refused by the storage core with the other rules of RENAME.
             return self.store.rename_folder(account_id, &from, &to).await;
         }
         if folder_name::is_inbox(&to) {
@@ -173,9 +172,6 @@ impl MailboxService {
         unchanged_since: u64,
     ) -> Result<FlagsOutcome> {
         let new_flags = flags::normalize(&new_flags)?;
-        if mode == FlagsMode::Unspecified {
-            return Err(MailboxError::invalid("flags mode", "unspecified"));
-        }
         self.store.store_flags(account_id, folder_id, uids, mode, new_flags, unchanged_since).await
     }
 

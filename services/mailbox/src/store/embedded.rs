@@ -31,10 +31,8 @@ use super::{
 };
 use crate::{
     error::{MailboxError, Result},
-    flags,
     records::{
         AccountRecord, ChangeRecord, DomainRecord, EventKind, FolderRecord, LogEntry, MessageRecord, ParsedRecord,
-        Pop3DeletePolicy,
     },
 };
 
@@ -307,23 +305,21 @@ trait Open {
     ) -> Result<impl ReadableTable<K, V> + '_>;
 }
 
-impl Open for ReadTransaction {
-    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
-        &self,
-        def: TableDefinition<'_, K, V>,
-    ) -> Result<impl ReadableTable<K, V> + '_> {
-        Ok(self.open_table(def)?)
-    }
+// Both transactions open tables the same way; only the table type they return differs.
+macro_rules! open_for {
+    ($($txn:ty),*) => {$(
+        impl Open for $txn {
+            fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+                &self,
+                def: TableDefinition<'_, K, V>,
+            ) -> Result<impl ReadableTable<K, V> + '_> {
+                Ok(self.open_table(def)?)
+            }
+        }
+    )*};
 }
 
-impl Open for WriteTransaction {
-    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
-        &self,
-        def: TableDefinition<'_, K, V>,
-    ) -> Result<impl ReadableTable<K, V> + '_> {
-        Ok(self.open_table(def)?)
-    }
-}
+open_for!(ReadTransaction, WriteTransaction);
 
 /// One account's state in a transaction, as the core reads it ([`log::View`]). Every method
 /// opens the tables it needs and closes them again: redb refuses to open a table twice in one
@@ -601,18 +597,7 @@ impl MetadataStore for EmbeddedStore {
             let id = account_id_by_address(txn, &changes.address)?;
             let mut a = load_account(&txn.open_table(ACCOUNTS)?, id)?
                 .ok_or_else(|| MailboxError::not_found("account", &changes.address))?;
-            if let Some(d) = changes.display_name {
-                a.display_name = d;
-            }
-            if let Some(q) = changes.quota_bytes {
-                a.quota_bytes = q;
-            }
-            if let Some(s) = changes.suspended {
-                a.suspended = s;
-            }
-            if let Some(p) = changes.pop3_delete {
-                a.pop3_delete = Pop3DeletePolicy::from(p) as i32;
-            }
+            changes.apply(&mut a);
             put_account(txn, &a)?;
             Ok(a)
         })
@@ -781,19 +766,17 @@ impl MetadataStore for EmbeddedStore {
     }
 
     async fn append(&self, message: NewMessage, ops: Vec<AppendOp>) -> Result<Vec<Result<Appended>>> {
-        let flag_sets = ops.iter().map(|op| flags::normalize(&op.flags)).collect::<Vec<_>>();
         self.write(move |txn, events| {
             let parsed = ParsedRecord::from(&message.parsed);
             let mut results = Vec::with_capacity(ops.len());
             let mut stored_parsed = false;
-            for (op, flag_set) in ops.into_iter().zip(flag_sets) {
+            for op in ops {
                 let outcome = (|| -> Result<Appended> {
-                    let flag_set = flag_set?;
                     let account = load_account(&txn.open_table(ACCOUNTS)?, op.account_id)?
                         .ok_or_else(|| MailboxError::not_found("account", op.account_id.to_string()))?;
                     let email_id = next_id(txn, "email")?;
                     let view = TxnView { txn, account_id: op.account_id };
-                    let (entry, appended) = log::append(&view, &account, &op.folder, &flag_set, &message, email_id)?;
+                    let (entry, appended) = log::append(&view, &account, &op.folder, &op.flags, &message, email_id)?;
                     if let Some(entry) = entry {
                         commit(txn, op.account_id, entry, events)?;
                     }

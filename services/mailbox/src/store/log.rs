@@ -771,6 +771,12 @@ pub(crate) mod tests {
         m
     }
 
+    /// Two unseen messages in INBOX, UIDs 1 and 2.
+    fn two_in_inbox() -> Model {
+        let unseen = Cmd::Append { folder: 0, size: 10, seen: false };
+        model_with(&[unseen.clone(), unseen])
+    }
+
     fn folder<'a>(m: &'a Model, name: &str) -> &'a FolderRecord {
         &m.state.folders.values().find(|f| f.folder.name == name).expect("the folder").folder
     }
@@ -810,10 +816,7 @@ pub(crate) mod tests {
 
     #[test]
     fn one_store_is_one_modseq_and_a_conditional_store_spares_what_changed_since() {
-        let m = model_with(&[
-            Cmd::Append { folder: 0, size: 10, seen: false },
-            Cmd::Append { folder: 0, size: 10, seen: false },
-        ]);
+        let m = two_in_inbox();
         let view = m.state.view(ACCOUNT);
         let inbox = folder(&m, "INBOX").clone();
         assert_eq!(inbox.highest_modseq, 3);
@@ -866,10 +869,7 @@ pub(crate) mod tests {
 
     #[test]
     fn recent_is_claimed_once() {
-        let m = model_with(&[
-            Cmd::Append { folder: 0, size: 10, seen: false },
-            Cmd::Append { folder: 0, size: 10, seen: false },
-        ]);
+        let m = two_in_inbox();
         let view = m.state.view(ACCOUNT);
         let inbox = folder(&m, "INBOX").id;
         let (entry, first) = claim_recent(&view, inbox, 3).unwrap();

@@ -29,7 +29,6 @@ use tern_proto::v1::{FlagsMode, FolderRef, MailboxEvent, MessageSummary, QueuedM
 
 use crate::{
     error::{MailboxError, Result},
-    flags, folder_name,
     parse::Parsed,
     records::{
         AccountRecord, DomainRecord, EventKind, EventRecord, FolderRecord, LogEntry, MessageRecord, ParsedRecord,
@@ -171,6 +170,7 @@ pub struct NewMessage {
 pub struct AppendOp {
     pub account_id: u64,
     pub folder: FolderRef,
+    /// Normalised ([`crate::flags::normalize`]), as the service makes them.
     pub flags: Vec<String>,
 }
 
@@ -214,6 +214,24 @@ pub struct AccountChanges {
     pub quota_bytes: Option<u64>,
     pub suspended: Option<bool>,
     pub pop3_delete: Option<tern_proto::v1::Pop3DeletePolicy>,
+}
+
+impl AccountChanges {
+    /// Applies the changes to the account's record; `None` leaves a field as it is.
+    pub fn apply(self, a: &mut AccountRecord) {
+        if let Some(d) = self.display_name {
+            a.display_name = d;
+        }
+        if let Some(q) = self.quota_bytes {
+            a.quota_bytes = q;
+        }
+        if let Some(s) = self.suspended {
+            a.suspended = s;
+        }
+        if let Some(p) = self.pop3_delete {
+            a.pop3_delete = crate::records::Pop3DeletePolicy::from(p) as i32;
+        }
+    }
 }
 
 /// An account's folders and its subscriptions, as of one moment.
@@ -277,8 +295,10 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
         read(self, account_id, log::list_folders).await
     }
 
+    /// Creates a folder; `name` must be canonical ([`crate::folder_name::canonical`]), as every name
+    /// the operations below take: the service makes it so.
     async fn create_folder(&self, account_id: u64, name: &str, special_use: SpecialUse) -> Result<FolderRecord> {
-        let name = folder_name::canonical(name)?;
+        let name = name.to_string();
         if self.account(account_id).await?.is_none() {
             return Err(MailboxError::not_found("account", account_id.to_string()));
         }
@@ -288,14 +308,14 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes a folder with its messages; its subscription stays, by name (see [`FolderList`]).
     async fn delete_folder(&self, account_id: u64, name: &str) -> Result<()> {
-        let name = folder_name::canonical(name)?;
+        let name = name.to_string();
         write(self, account_id, move |v| log::delete_folder(v, &name)).await
     }
 
     /// Renames a folder and its sub-folders; each keeps its subscription, and one whose new name
     /// was subscribed without a folder becomes subscribed.
     async fn rename_folder(&self, account_id: u64, from: &str, to: &str) -> Result<FolderRecord> {
-        let (from, to) = (folder_name::canonical(from)?, folder_name::canonical(to)?);
+        let (from, to) = (from.to_string(), to.to_string());
         write(self, account_id, move |v| log::rename_folder(v, &from, &to)).await
     }
 
@@ -303,7 +323,7 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     /// unsubscribes from a name, whether a folder has it, it is only on the list of subscribed
     /// names without a folder, or it is not subscribed at all.
     async fn subscribe_folder(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()> {
-        let name = folder_name::canonical(name)?;
+        let name = name.to_string();
         write(self, account_id, move |v| log::subscribe_folder(v, &name, subscribed)).await
     }
 
@@ -345,6 +365,8 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
         Ok(out)
     }
 
+    /// Changes flags; `new_flags` must be normalised ([`crate::flags::normalize`]), as the service
+    /// makes them.
     async fn store_flags(
         &self,
         account_id: u64,
@@ -354,7 +376,6 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
         new_flags: Vec<String>,
         unchanged_since: u64,
     ) -> Result<FlagsOutcome> {
-        let new_flags = flags::normalize(&new_flags)?;
         let uids = uids.to_vec();
         write(self, account_id, move |v| log::store_flags(v, folder_id, &uids, mode, &new_flags, unchanged_since)).await
     }

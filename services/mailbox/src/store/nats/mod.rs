@@ -67,8 +67,7 @@ use super::{
 };
 use crate::{
     error::{MailboxError, Result},
-    flags,
-    records::{AccountRecord, DomainRecord, LogEntry, ParsedRecord, Pop3DeletePolicy},
+    records::{AccountRecord, DomainRecord, LogEntry, ParsedRecord},
 };
 
 /// Entries between two snapshots of an account.
@@ -641,18 +640,7 @@ impl MetadataStore for NatsStore {
 
     async fn update_account(&self, changes: AccountChanges) -> Result<AccountRecord> {
         let mut a = self.account_record(&changes.address).await?;
-        if let Some(d) = changes.display_name {
-            a.display_name = d;
-        }
-        if let Some(q) = changes.quota_bytes {
-            a.quota_bytes = q;
-        }
-        if let Some(s) = changes.suspended {
-            a.suspended = s;
-        }
-        if let Some(p) = changes.pop3_delete {
-            a.pop3_delete = Pop3DeletePolicy::from(p) as i32;
-        }
+        changes.apply(&mut a);
         self.put_record(format!("account.{}", a.id), &a).await?;
         Ok(a)
     }
@@ -789,13 +777,6 @@ impl MetadataStore for NatsStore {
             .map_err(err("storing a message structure"))?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            let flag_set = match flags::normalize(&op.flags) {
-                Ok(f) => f,
-                Err(e) => {
-                    results.push(Err(e));
-                    continue;
-                }
-            };
             let account = match self.account(op.account_id).await? {
                 Some(a) => a,
                 None => {
@@ -806,7 +787,7 @@ impl MetadataStore for NatsStore {
             let email_id = OsRng.next_u64() >> 1;
             let outcome = self
                 .write(op.account_id, |state| {
-                    log::append(&state.view(op.account_id), &account, &op.folder, &flag_set, &message, email_id)
+                    log::append(&state.view(op.account_id), &account, &op.folder, &op.flags, &message, email_id)
                 })
                 .await;
             match outcome {
