@@ -24,7 +24,7 @@ pub mod service;
 pub mod store;
 
 pub use error::{MailboxError, Result};
+pub use service::{Limits, MailboxService};
 /// Message parsing at delivery lives in `tern-mail`, which the IMAP front-end's tests share;
 /// re-exported so that `crate::parse` names it throughout this crate.
 pub use tern_mail::parse;
-pub use service::{Limits, MailboxService};
