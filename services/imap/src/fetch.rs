@@ -382,7 +382,7 @@ fn item_for(
                 data: content(apply_partial(bytes, *partial)),
             }
         }
-        N::Flags => MessageDataItem::Flags(flags(meta)),
+        N::Flags => MessageDataItem::Flags(flags(&meta.flags)),
         N::InternalDate => MessageDataItem::InternalDate(internal_date(meta.internal_date)),
         N::Rfc822 => MessageDataItem::Rfc822(content(raw()?.to_vec())),
         N::Rfc822Header => {
@@ -417,9 +417,9 @@ fn mod_seq(meta: &MessageMeta) -> NonZeroU64 {
 
 /// FLAGS: system flags and keywords as stored, and `\Recent` when the session reports the
 /// message as recent (it is per session, never stored). A stored flag that is no valid atom is
-/// dropped rather than breaking the response.
-fn flags(meta: &MessageMeta) -> Vec<FlagFetch<'static>> {
-    meta.flags
+/// dropped rather than breaking the response. The session's unsolicited FETCHes use it too.
+pub(crate) fn flags(names: &[String]) -> Vec<FlagFetch<'static>> {
+    names
         .iter()
         .filter_map(|f| {
             if f.eq_ignore_ascii_case("\\Recent") {

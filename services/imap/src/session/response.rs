@@ -18,7 +18,7 @@ use imap_codec::{
         IntoStatic,
         core::{Tag, Text, Vec1},
         fetch::MessageDataItem,
-        flag::{Flag, FlagFetch, FlagPerm},
+        flag::{Flag, FlagPerm},
         response::{self as codec, Data, StatusBody, StatusKind},
         sequence::{SeqOrUid, Sequence, SequenceSet},
     },
@@ -296,7 +296,7 @@ impl Response {
                     items.push(MessageDataItem::Uid(NonZeroU32::new(*uid)?));
                 }
                 if let Some(names) = names {
-                    items.push(MessageDataItem::Flags(fetch_flags(names)));
+                    items.push(MessageDataItem::Flags(crate::fetch::flags(names)));
                 }
                 if let Some(modseq) = modseq {
                     // Mod-sequences start at 1 (RFC 7162 section 3.1.4).
@@ -505,19 +505,6 @@ fn flag_names(keywords: &[String]) -> Vec<&str> {
 /// atom is left out rather than breaking the response.
 fn flags(keywords: &[String]) -> Vec<Flag<'static>> {
     flag_names(keywords).into_iter().filter_map(|f| Flag::try_from(f).ok().map(IntoStatic::into_static)).collect()
-}
-
-/// A message's flags in a FETCH: `\Recent` is a flag only a FETCH may carry.
-fn fetch_flags(names: &[String]) -> Vec<FlagFetch<'static>> {
-    names
-        .iter()
-        .filter_map(|f| {
-            if f.eq_ignore_ascii_case("\\Recent") {
-                return Some(FlagFetch::Recent);
-            }
-            Flag::try_from(f.as_str()).ok().map(|f| FlagFetch::Flag(f.into_static()))
-        })
-        .collect()
 }
 
 /// A compact sequence set of `uids` for the codec, None when there is none.
