@@ -228,7 +228,7 @@ impl NatsStore {
     /// parts under `<id>.<sequence>.<n>`, written before the header, so a reader never combines
     /// parts of two snapshots.
     async fn load_snapshot(&self, account_id: u64) -> Result<Option<AccountState>> {
-        let Some(header) = self.snapshots.get(account_id.to_string()).await.map_err(err("reading a snapshot"))? else {
+        let Some(header) = self.snapshot_part(account_id.to_string()).await? else {
             return Ok(None);
         };
         let Some((sequence, parts)) = snapshot_header(&header) else {
@@ -237,7 +237,7 @@ impl NatsStore {
         };
         let mut bytes = Vec::new();
         for n in 0..parts {
-            match self.snapshots.get(format!("{account_id}.{sequence}.{n}")).await.map_err(err("reading a snapshot"))? {
+            match self.snapshot_part(format!("{account_id}.{sequence}.{n}")).await? {
                 Some(part) => bytes.extend_from_slice(&part),
                 None => {
                     tracing::warn!(account_id, "incomplete snapshot; replaying the log");
@@ -246,6 +246,23 @@ impl NatsStore {
             }
         }
         Ok(Some(AccountState::from_snapshot(decode("snapshot", &bytes)?)))
+    }
+
+    /// One key of the snapshot bucket. Right after a clustered bucket is created its servers
+    /// answer reads with "no responders" for a moment (the first account of a new deployment
+    /// meets it); that is waited out for up to two seconds rather than failing the write.
+    async fn snapshot_part(&self, key: String) -> Result<Option<Bytes>> {
+        let mut attempts = 0;
+        loop {
+            match self.snapshots.get(key.clone()).await {
+                Ok(value) => return Ok(value),
+                Err(e) if attempts < 20 && e.to_string().contains("no responders") => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(MailboxError::Nats { context: "reading a snapshot", detail: e.to_string() }),
+            }
+        }
     }
 
     /// The last entry of an account's log: its sequence and content (None when empty).
