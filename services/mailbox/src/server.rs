@@ -95,7 +95,11 @@ pub async fn serve_protected(
 ) -> std::result::Result<(), tonic::transport::Error> {
     let gc_service = service.clone();
     let gc = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        // The first sweep waits a whole period: a replica that starts (or restarts in a
+        // rolling update) has nothing urgent to collect, and sweeping at once would race a
+        // sweep its operator or a test starts by hand.
+        let period = Duration::from_secs(600);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tick.tick().await;
             match gc_service.collect_garbage().await {
