@@ -1,0 +1,540 @@
+#!/usr/bin/env python3
+"""Offline checks of the chart's monitoring: the PrometheusRule, the Grafana dashboard and the
+ServiceMonitor (no Kubernetes API server, no Prometheus server).
+
+Run through charts/tern/ci/test.sh after check_chart.py, with the same virtualenv; it renders
+the chart the way check_chart.py does (imported from it) and needs promtool (Debian's
+prometheus package, which test.sh installs when it runs as root). Each check prints one line;
+the last line is "N passed, N failed".
+
+  1. helm lint --strict with everything monitoring turned on, and values.schema.json refuses
+     broken monitoring values; the defaults render none of it;
+  2. the ServiceMonitor follows its values and selects the metrics Service of every Tern
+     workload, each with a port named http; the alerts select this release's series by the
+     labels Prometheus Operator gives them: namespace, job (exactly the selected Services'
+     names) and, for kube-state-metrics, the names of the release's pods (and no other pod);
+     every alert has a severity, a summary and a description, and prometheusRule.disabled
+     leaves alerts out;
+  3. `promtool check rules` on the rendered PrometheusRule's spec, and `promtool test rules`
+     with ci/prometheus-rules-test.yaml (rules rendered with the default thresholds, each
+     alert's description left out: the test compares labels and summaries): every alert fires
+     in at least one case and one case expects none; as a control, the same tests fail
+     against rules rendered for another namespace;
+  4. the dashboard ConfigMap carries dashboards/tern.json unchanged with the sidecar's label;
+     the JSON is a Grafana dashboard (schemaVersion, a Prometheus datasource variable used by
+     every panel, namespace and job variables, unique panel ids) and every expression is
+     scoped to $namespace and parses (`promtool check rules` on them as recording rules, with
+     the Grafana variables replaced by concrete values);
+  5. every tern_* metric the alerts and the dashboard use is exported by the real binaries: a
+     `tern dev` (on free loopback ports, a temporary data directory) and a `tern-operator run`
+     (its kubeconfig pointing at a closed port) are started from $CARGO_TARGET_DIR/debug (or
+     target/debug) and scraped; a missing binary fails the check. The other metrics must be in
+     EXTERNAL_METRICS, the cluster exporters' metrics the chart relies on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_chart as chart  # noqa: E402  (render, lint and free_port, shared with the chart check)
+
+ROOT = chart.ROOT
+CHART = chart.CHART
+NAMESPACE = chart.NAMESPACE
+TARGET = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "debug")
+TERN = os.path.join(TARGET, "tern")
+OPERATOR = os.path.join(TARGET, "tern-operator")
+RULES_TEST = os.path.join(CHART, "ci", "prometheus-rules-test.yaml")
+DASHBOARD = os.path.join(CHART, "dashboards", "tern.json")
+# The name ci/prometheus-rules-test.yaml's rule_files gives the rendered rules.
+RULE_FILE = "tern-rules.yaml"
+# Metrics that come from the cluster's exporters, not from Tern.
+EXTERNAL_METRICS = {
+    "up": "Prometheus, one per scrape target",
+    "container_cpu_usage_seconds_total": "cAdvisor (the kubelet)",
+    "container_memory_working_set_bytes": "cAdvisor (the kubelet)",
+    "kube_pod_container_status_restarts_total": "kube-state-metrics",
+}
+# Every monitoring option turned on, with the operator (whose metrics Service is selected too).
+MONITORING_VALUES = {
+    "operator": {"enabled": True},
+    "serviceMonitor": {"enabled": True, "namespace": "monitoring", "labels": {"release": "prom"},
+                       "interval": "15s", "scrapeTimeout": "5s", "honorLabels": True,
+                       "relabelings": [{"targetLabel": "cluster", "replacement": "eu1"}],
+                       "metricRelabelings": [{"sourceLabels": ["__name__"], "regex": "go_.*", "action": "drop"}]},
+    "prometheusRule": {"enabled": True, "namespace": "monitoring", "labels": {"release": "prom"},
+                       "alertLabels": {"team": "mail"}},
+    "dashboards": {"enabled": True, "namespace": "grafana", "labels": {"grafana_dashboard": "1", "team": "mail"},
+                   "annotations": {"grafana_folder": "Mail"}},
+}
+SEVERITIES = {"warning", "critical"}
+# The workloads that serve Tern's /metrics.
+TERN_COMPONENTS = {"mailbox", "smtp", "imap", "pop3", "relay", "operator"}
+# What the dashboard's variables become when its expressions are parsed.
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h",
+                     "$namespace": NAMESPACE, "${namespace}": NAMESPACE,
+                     "$job": "tern-mailbox|tern-smtp-metrics", "${job}": "tern-mailbox|tern-smtp-metrics"}
+PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+                   "offset", "bool", "inf", "nan", "atan2"}
+
+results: list[tuple[str, bool]] = []
+
+
+def check(name: str, ok: bool, detail: str = "") -> None:
+    results.append((name, ok))
+    print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f": {detail}" if detail and not ok else ""), flush=True)
+
+
+def merge(*values: dict) -> dict:
+    out: dict = {}
+    for v in values:
+        out = chart.deep_merge(out, v)
+    return out
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def alerts_of(rule: dict) -> list[dict]:
+    return [r for g in rule["spec"]["groups"] for r in (g.get("rules") or []) if "alert" in r]
+
+
+# --- PromQL ---------------------------------------------------------------------------------
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (the bare identifiers that are neither
+    functions, keywords, label names nor numbers)."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr)
+    e = re.sub(r"\{[^}]*\}", " ", e)
+    e = re.sub(r"\[[^\]]*\]", " ", e)
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)
+    names = set()
+    for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", e):
+        if m.start() > 0 and (e[m.start() - 1].isdigit() or e[m.start() - 1] == "."):
+            continue  # 1e3, 5m
+        if m.group(0).lower() in PROMQL_KEYWORDS or e[m.end():].lstrip().startswith("("):
+            continue
+        names.add(m.group(0))
+    # A selector by __name__ only: {__name__="x"}.
+    names |= set(re.findall(r'__name__\s*=\s*"([a-zA-Z_:][a-zA-Z0-9_:]*)"', expr))
+    return names
+
+
+def label_matchers(expr: str, label: str) -> list[tuple[str, str]]:
+    """Every matcher of label in expr, as (operator, PromQL-unquoted value)."""
+    out = []
+    for op, raw in re.findall(r'\b' + re.escape(label) + r'\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"', expr):
+        out.append((op, json.loads(f'"{raw}"')))
+    return out
+
+
+# --- promtool -------------------------------------------------------------------------------
+
+def promtool(*args: str, cwd: str | None = None) -> tuple[int, str]:
+    p = subprocess.run(["promtool", *args], capture_output=True, text=True, cwd=cwd)
+    return p.returncode, (p.stdout + p.stderr).strip()
+
+
+def write_rules(path: str, spec: dict, descriptions: bool = True) -> None:
+    spec = json.loads(json.dumps(spec))
+    if not descriptions:
+        for group in spec["groups"]:
+            for rule in group.get("rules") or []:
+                rule.get("annotations", {}).pop("description", None)
+    with open(path, "w") as f:
+        yaml.safe_dump(spec, f, sort_keys=False)
+
+
+# --- the binaries ---------------------------------------------------------------------------
+
+def exported_names(text: str) -> set[str]:
+    """The sample names an exposition (Prometheus text or OpenMetrics) gives Prometheus: from
+    every # TYPE line, normalised (a counter x is stored as x_total, a histogram x as x_bucket,
+    x_sum and x_count), and from every sample line."""
+    names = set()
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "summary": ["", "_sum", "_count"],
+                "gaugehistogram": ["_bucket", "_gsum", "_gcount"], "info": ["_info"]}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            parts = line.split()
+            if len(parts) < 4:
+                continue
+            name, kind = parts[2], parts[3]
+            if kind == "counter" and name.endswith("_total"):
+                names.add(name)
+            elif kind == "info" and name.endswith("_info"):
+                names.add(name)
+            else:
+                names |= {name + s for s in suffixes.get(kind, [""])}
+        elif line and not line.startswith("#"):
+            m = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line)
+            if m:
+                names.add(m.group(0))
+    return names
+
+
+def scrape(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.read().decode()
+    except OSError:
+        return None
+
+
+def run_and_scrape(argv: list[str], env: dict, metrics_url: str, wanted: set[str], work: str,
+                   log_name: str, seconds: float = 20) -> tuple[set[str] | None, str]:
+    """Starts argv, scrapes metrics_url until every wanted name is there or seconds pass, and
+    stops it. Returns the names of the last scrape (None without one) and the log's tail."""
+    log_path = os.path.join(work, log_name)
+    with open(log_path, "w") as log:
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+    names = None
+    try:
+        deadline = time.time() + seconds
+        while time.time() < deadline and p.poll() is None:
+            text = scrape(metrics_url)
+            if text is not None:
+                names = exported_names(text)
+                if wanted <= names:
+                    break
+            time.sleep(0.5)
+    finally:
+        p.terminate()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    with open(log_path, errors="replace") as f:
+        tail = f.read()[-600:]
+    return names, tail
+
+
+def tern_dev_names(wanted: set[str], work: str) -> tuple[set[str] | None, str]:
+    http = chart.free_port()
+    argv = [TERN, "dev", "--data-dir", os.path.join(work, "data"), "--http-listen", f"127.0.0.1:{http}",
+            "--grpc-listen", f"127.0.0.1:{chart.free_port()}"]
+    for flag in ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"]:
+        argv += [f"--{flag}-listen", f"127.0.0.1:{chart.free_port()}"]
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": work, "RUST_LOG": "warn"}
+    return run_and_scrape(argv, env, f"http://127.0.0.1:{http}/metrics", wanted, work, "tern-dev.log")
+
+
+def operator_names(wanted: set[str], work: str) -> tuple[set[str] | None, str]:
+    """tern-operator with a kubeconfig whose API server is a closed loopback port and a mailbox
+    endpoint on another: its watches fail, and /metrics must still list its families."""
+    kubeconfig = os.path.join(work, "kubeconfig")
+    with open(kubeconfig, "w") as f:
+        yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "closed",
+            "clusters": [{"name": "closed", "cluster": {"server": f"https://127.0.0.1:{chart.free_port()}",
+                                                         "insecure-skip-tls-verify": True}}],
+            "users": [{"name": "closed", "user": {"token": "not-a-token"}}],
+            "contexts": [{"name": "closed", "context": {"cluster": "closed", "user": "closed", "namespace": NAMESPACE}}],
+        }, f)
+    http = chart.free_port()
+    argv = [OPERATOR, "run", "--http", f"127.0.0.1:{http}", "--mailbox", f"http://127.0.0.1:{chart.free_port()}",
+            "--no-leader-election"]
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": work, "KUBECONFIG": kubeconfig, "RUST_LOG": "warn"}
+    return run_and_scrape(argv, env, f"http://127.0.0.1:{http}/metrics", wanted, work, "tern-operator.log")
+
+
+# --- the checks -----------------------------------------------------------------------------
+
+def check_values() -> None:
+    errors = chart.lint(MONITORING_VALUES)
+    check("helm lint --strict (prometheusRule, dashboards and serviceMonitor on, every option set)",
+          not errors, "; ".join(errors))
+    bad = {
+        "an alert name prometheusRule.disabled does not know": {"prometheusRule": {"disabled": ["TernQueueLarge"]}},
+        "a misspelt threshold": {"prometheusRule": {"rules": {"queueOldestHour": 6}}},
+        "a ratio above 1": {"prometheusRule": {"rules": {"deliveryFailureRatio": 5}}},
+        "a duration Prometheus cannot read": {"prometheusRule": {"rules": {"mailboxDownFor": "5 minutes"}}},
+        "a scrape interval Prometheus cannot read": {"serviceMonitor": {"interval": "30 s"}},
+        "a relabeling that is not an object": {"serviceMonitor": {"relabelings": ["drop"]}},
+        "a dashboards namespace Kubernetes refuses": {"dashboards": {"namespace": "Grafana_NS"}},
+        "an unknown dashboards key": {"dashboards": {"folder": "Mail"}},
+    }
+    for name, values in bad.items():
+        check(f"values.schema.json rejects {name}", bool(chart.lint(values)))
+    docs = chart.render(None)
+    kinds = {d["kind"] for d in docs}
+    dashboards = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboards")]
+    check("the defaults render no PrometheusRule, ServiceMonitor or dashboard ConfigMap",
+          not ({"PrometheusRule", "ServiceMonitor"} & kinds) and not dashboards)
+
+
+def check_selection(docs: list[dict], values: dict) -> None:
+    """The ServiceMonitor's endpoints and selector, and the alerts' selectors against them."""
+    sm_values = values["serviceMonitor"]
+    monitors = of_kind(docs, "ServiceMonitor")
+    check("one ServiceMonitor", len(monitors) == 1, str(len(monitors)))
+    if not monitors:
+        return
+    sm = monitors[0]
+    ep = sm["spec"]["endpoints"][0]
+    ok = (sm["metadata"]["namespace"] == sm_values["namespace"]
+          and sm["metadata"]["labels"].get("release") == "prom"
+          and ep["interval"] == sm_values["interval"] and ep["scrapeTimeout"] == sm_values["scrapeTimeout"]
+          and ep.get("honorLabels") is True and ep["relabelings"] == sm_values["relabelings"]
+          and ep["metricRelabelings"] == sm_values["metricRelabelings"]
+          and sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]})
+    check("the ServiceMonitor follows serviceMonitor.* (namespace, labels, interval, timeout, honorLabels, "
+          "relabelings) and selects the release namespace", ok, json.dumps(sm)[:600])
+    match = sm["spec"]["selector"]["matchLabels"]
+    services = [s for s in of_kind(docs, "Service")
+                if all(s["metadata"].get("labels", {}).get(k) == v for k, v in match.items())]
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")
+                 and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") in TERN_COMPONENTS]
+
+    def selects(svc: dict, w: dict) -> bool:
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        return all(labels.get(k) == v for k, v in svc["spec"].get("selector", {}).items())
+
+    unscraped = [w["metadata"]["name"] for w in workloads if sum(selects(s, w) for s in services) != 1]
+    check(f"the ServiceMonitor selects one metrics Service per Tern workload ({len(services)} Services, "
+          f"{len(workloads)} workloads)", bool(services) and not unscraped, f"not exactly once: {unscraped}")
+    no_port = [s["metadata"]["name"] for s in services
+               if not any(p.get("name") == ep["port"] for p in s["spec"]["ports"])
+               or s["metadata"]["namespace"] != NAMESPACE]
+    check(f"every selected Service has the port {ep['port']!r} in {NAMESPACE}", not no_port, str(no_port))
+
+    rules = of_kind(docs, "PrometheusRule")
+    check("one PrometheusRule", len(rules) == 1, str(len(rules)))
+    if not rules:
+        return
+    rule = rules[0]
+    alerts = alerts_of(rule)
+    check("the PrometheusRule follows prometheusRule.* (namespace, labels)",
+          rule["metadata"]["namespace"] == "monitoring" and rule["metadata"]["labels"].get("release") == "prom")
+    bad = [a.get("alert") for a in alerts
+           if a.get("labels", {}).get("severity") not in SEVERITIES or a["labels"].get("team") != "mail"
+           or not a.get("annotations", {}).get("summary") or not a["annotations"].get("description")]
+    check(f"every alert ({len(alerts)}) has a severity, prometheusRule.alertLabels, a summary and a description",
+          bool(alerts) and not bad, str(bad))
+    job_names = {s["metadata"]["name"] for s in services}
+    others = {s["metadata"]["name"] for s in of_kind(docs, "Service")} - job_names
+    problems = []
+    for a in alerts:
+        expr = a["expr"]
+        names = metric_names(expr)
+        for op, value in label_matchers(expr, "namespace"):
+            if (op, value) != ("=", NAMESPACE):
+                problems.append(f"{a['alert']}: namespace{op}{value!r}")
+        if not label_matchers(expr, "namespace"):
+            problems.append(f"{a['alert']}: no namespace matcher")
+        for op, value in label_matchers(expr, "job"):
+            allowed = {n for n in job_names if re.fullmatch(value, n)} if op == "=~" else {value} & job_names
+            if op not in ("=", "=~") or not allowed or any(re.fullmatch(value, n) for n in others):
+                problems.append(f"{a['alert']}: job{op}{value!r} against Services {sorted(job_names)}")
+            if op == "=~" and allowed != job_names:
+                problems.append(f"{a['alert']}: job=~ leaves out {sorted(job_names - allowed)}")
+        if names & set(EXTERNAL_METRICS) - {"up"} and not label_matchers(expr, "pod"):
+            problems.append(f"{a['alert']}: kube-state-metrics/cAdvisor series without a pod matcher")
+        if not label_matchers(expr, "job") and not label_matchers(expr, "pod"):
+            problems.append(f"{a['alert']}: neither a job nor a pod matcher")
+        for op, value in label_matchers(expr, "pod"):
+            pods = [w["metadata"]["name"] + ("-0" if w["kind"] == "StatefulSet" else "-5d8f7c9b4-x2x7k")
+                    for w in workloads]
+            strangers = ["postgres-0", "webmail-5d8f7c9b4-x2x7k", f"{sm['metadata']['name']}-webmail-0"]
+            if op != "=~" or not all(re.fullmatch(value, p) for p in pods) or any(re.fullmatch(value, p) for p in strangers):
+                problems.append(f"{a['alert']}: pod{op}{value!r} against pods {pods} and {strangers}")
+    check("every alert selects the release namespace, the jobs the ServiceMonitor gives the selected Services "
+          "(and no other Service), and the release's pods", not problems, "; ".join(problems[:8]))
+
+
+def check_disabled() -> None:
+    docs = chart.render({"prometheusRule": {"enabled": True, "disabled": ["TernPodRestarting", "TernRelayQueueGrowing"]}})
+    names = {a["alert"] for a in alerts_of(of_kind(docs, "PrometheusRule")[0])}
+    all_names = {a["alert"] for a in alerts_of(of_kind(chart.render({"prometheusRule": {"enabled": True}}), "PrometheusRule")[0])}
+    check("prometheusRule.disabled leaves exactly those alerts out",
+          all_names - names == {"TernPodRestarting", "TernRelayQueueGrowing"}, str(sorted(all_names - names)))
+
+
+def check_promtool_rules(work: str) -> set[str]:
+    """promtool check rules and test rules; returns the alert names."""
+    docs = chart.render({"prometheusRule": {"enabled": True}})
+    spec = of_kind(docs, "PrometheusRule")[0]["spec"]
+    alerts = {a["alert"] for g in spec["groups"] for a in g["rules"]}
+    full = os.path.join(work, "full")
+    os.makedirs(full)
+    write_rules(os.path.join(full, RULE_FILE), spec)
+    code, out = promtool("check", "rules", os.path.join(full, RULE_FILE))
+    check(f"promtool check rules: the rendered PrometheusRule ({len(alerts)} alerts)", code == 0, out[-800:])
+
+    with open(RULES_TEST) as f:
+        tests = yaml.safe_load(f)
+    check(f"{os.path.basename(RULES_TEST)} tests the rendered rule file {RULE_FILE}",
+          tests.get("rule_files") == [RULE_FILE], str(tests.get("rule_files")))
+    fired = {t["alertname"] for case in tests["tests"] for t in case.get("alert_rule_test", []) if t.get("exp_alerts")}
+    quiet = [t["alertname"] for case in tests["tests"] for t in case.get("alert_rule_test", []) if not t.get("exp_alerts")]
+    check("every alert fires in at least one test case", alerts <= fired, f"never fires: {sorted(alerts - fired)}")
+    check("the tests name no alert the rules do not have", fired | set(quiet) <= alerts,
+          str(sorted((fired | set(quiet)) - alerts)))
+    check("at least one test case expects an alert not to fire", bool(quiet))
+
+    unit = os.path.join(work, "unit")
+    os.makedirs(unit)
+    write_rules(os.path.join(unit, RULE_FILE), spec, descriptions=False)
+    shutil.copy(RULES_TEST, unit)
+    code, out = promtool("test", "rules", os.path.basename(RULES_TEST), cwd=unit)
+    check("promtool test rules: ci/prometheus-rules-test.yaml passes", code == 0, out[-1500:])
+
+    # The control: rules of a release in another namespace miss every test series.
+    control = os.path.join(work, "control")
+    os.makedirs(control)
+    with chart.helm.Chart.load(CHART) as c:
+        out_other = c.render({"prometheusRule": {"enabled": True}}, name="tern", namespace="other", is_install=True)
+    other = next(yaml.safe_load(t) for p, t in out_other.items() if p.endswith("prometheusrule.yaml"))
+    write_rules(os.path.join(control, RULE_FILE), other["spec"], descriptions=False)
+    shutil.copy(RULES_TEST, control)
+    code, _ = promtool("test", "rules", os.path.basename(RULES_TEST), cwd=control)
+    check("control: the same tests fail against the rules of a release in another namespace", code != 0)
+    return alerts
+
+
+def dashboard_panels(dash: dict) -> list[dict]:
+    out = []
+    for p in dash.get("panels", []):
+        out.append(p)
+        out.extend(p.get("panels", []))
+    return out
+
+
+def check_dashboard(docs: list[dict], work: str) -> list[str]:
+    """The dashboard ConfigMap and JSON; returns the dashboard's expressions (variables
+    replaced)."""
+    with open(DASHBOARD) as f:
+        dash = json.load(f)
+    maps = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboards")]
+    ok = (len(maps) == 1 and maps[0]["metadata"]["namespace"] == "grafana"
+          and maps[0]["metadata"]["labels"].get("grafana_dashboard") == "1"
+          and maps[0]["metadata"]["annotations"].get("grafana_folder") == "Mail"
+          and set(maps[0]["data"]) == {"tern.json"} and json.loads(maps[0]["data"]["tern.json"]) == dash)
+    check("the dashboards ConfigMap carries dashboards/tern.json unchanged, with dashboards.labels, "
+          "annotations and namespace", ok)
+
+    variables = {v["name"]: v for v in dash.get("templating", {}).get("list", [])}
+    ds = variables.get("datasource", {})
+    check("the dashboard has a Prometheus datasource variable, and namespace and job variables",
+          ds.get("type") == "datasource" and ds.get("query") == "prometheus"
+          and variables.get("namespace", {}).get("type") == "query" and "job" in variables)
+    panels = [p for p in dashboard_panels(dash) if p.get("type") != "row"]
+    ids = [p["id"] for p in dashboard_panels(dash)]
+    check(f"the dashboard is a Grafana model: schemaVersion, uid, title, {len(panels)} panels with unique ids "
+          "and grid positions", isinstance(dash.get("schemaVersion"), int) and dash["schemaVersion"] >= 36
+          and dash.get("uid") and dash.get("title") and panels and len(ids) == len(set(ids))
+          and all({"x", "y", "w", "h"} <= set(p.get("gridPos", {})) for p in dashboard_panels(dash)))
+    wrong_ds = [p["title"] for p in panels
+                if p.get("datasource", {}).get("uid") != "${datasource}"
+                or any(t.get("datasource", {}).get("uid") != "${datasource}" for t in p.get("targets", []))]
+    wrong_ds += [n for n, v in variables.items() if v["type"] == "query" and v["datasource"].get("uid") != "${datasource}"]
+    check("every panel, query and query variable uses ${datasource}", not wrong_ds, str(wrong_ds))
+
+    raw = [(p["title"], t["refId"], t["expr"]) for p in panels for t in p.get("targets", [])]
+    unscoped = [f"{title} {ref}" for title, ref, e in raw if 'namespace="$namespace"' not in e]
+    check(f"every dashboard expression ({len(raw)}) selects namespace=\"$namespace\"", raw and not unscoped, str(unscoped))
+    exprs, rules, leftover = [], [], []
+    for i, (title, ref, expr) in enumerate(raw):
+        for var in sorted(GRAFANA_VARIABLES, key=len, reverse=True):
+            expr = expr.replace(var, GRAFANA_VARIABLES[var])
+        if "$" in expr:
+            leftover.append(f"{title} {ref}")
+        exprs.append(expr)
+        rules.append({"record": f"tern_dashboard:panel_{i}", "expr": expr})
+    for name, v in variables.items():
+        if v["type"] == "query":
+            q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+            m = re.fullmatch(r"label_values\((.*),\s*[a-zA-Z_]+\)", q.strip())
+            if m:
+                expr = m.group(1)
+                for var in GRAFANA_VARIABLES:
+                    expr = expr.replace(var, GRAFANA_VARIABLES[var])
+                exprs.append(expr)
+                rules.append({"record": f"tern_dashboard:variable_{name}", "expr": expr})
+            else:
+                leftover.append(f"variable {name}")
+    check("the dashboard uses no variable but $namespace, $job, $__rate_interval, $__interval and $__range",
+          not leftover, str(leftover))
+    path = os.path.join(work, "dashboard-rules.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, f, sort_keys=False)
+    if shutil.which("promtool"):
+        code, out = promtool("check", "rules", path)
+        check(f"promtool parses every dashboard expression ({len(rules)})", code == 0, out[-800:])
+    return exprs
+
+
+def check_metric_names(used: set[str], smoke: bool, work: str) -> None:
+    external = {n for n in used if not n.startswith("tern_")}
+    check("every metric that is not Tern's is an allowed exporter's (" + ", ".join(sorted(EXTERNAL_METRICS)) + ")",
+          external <= set(EXTERNAL_METRICS), f"not allowed: {sorted(external - set(EXTERNAL_METRICS))}")
+    ours = {n for n in used if n.startswith("tern_")}
+    wanted = {
+        "tern dev": ({n for n in ours if not n.startswith("tern_operator_")}, TERN, tern_dev_names),
+        "tern-operator run": ({n for n in ours if n.startswith("tern_operator_")}, OPERATOR, operator_names),
+    }
+    if not smoke:
+        print("skip scraping the real binaries (--no-smoke): the tern_* names are unchecked")
+        return
+    for name, (names, binary, start) in wanted.items():
+        if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+            check(f"`{name}` exports the {len(names)} tern_* metrics the alerts and the dashboard use", False,
+                  f"{binary} is not built: run `cargo build -p tern -p tern-operator` (with the same "
+                  "CARGO_TARGET_DIR), or `cargo xtask ci`, first")
+            continue
+        sub = os.path.join(work, name.split()[0])
+        os.makedirs(sub)
+        exported, tail = start(names, sub)
+        if exported is None:
+            check(f"`{name}` serves /metrics", False, f"no scrape answered; log: {tail}")
+            continue
+        missing = sorted(names - exported)
+        check(f"`{name}` exports the {len(names)} tern_* metrics the alerts and the dashboard use", not missing,
+              f"missing from {binary}: {', '.join(missing)} (exported tern_*: "
+              f"{', '.join(sorted(n for n in exported if n.startswith('tern_')))})")
+
+
+def main() -> int:
+    smoke = "--no-smoke" not in sys.argv
+    work = tempfile.mkdtemp(prefix="tern-monitoring-")
+    try:
+        check_values()
+        values = merge(MONITORING_VALUES)
+        docs = chart.render(values)
+        check_selection(docs, values)
+        check_disabled()
+        if shutil.which("promtool") is None:
+            check("promtool is installed", False, "install Debian's prometheus package "
+                  "(apt-get install --no-install-recommends prometheus; test.sh does it as root)")
+        else:
+            check_promtool_rules(work)
+        used: set[str] = set()
+        for e in check_dashboard(docs, work):
+            used |= metric_names(e)
+        rule = of_kind(docs, "PrometheusRule")[0]
+        for a in alerts_of(rule):
+            used |= metric_names(a["expr"])
+        check_metric_names(used, smoke, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    passed = sum(1 for _, ok in results if ok)
+    failed = len(results) - passed
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
