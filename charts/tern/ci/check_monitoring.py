@@ -9,7 +9,8 @@ the last line is "N passed, N failed".
 
   1. helm lint --strict with everything monitoring turned on, and values.schema.json refuses
      broken monitoring values; the defaults render none of it;
-  2. the ServiceMonitor follows its values and selects the metrics Service of every Tern
+  2. with the defaults and with every ci/*-values.yaml, all with monitoring on: the
+     ServiceMonitor follows its values and selects the metrics Service of every Tern
      workload, each with a port named http; the alerts select this release's series by the
      labels Prometheus Operator gives them: namespace, job (exactly the selected Services'
      names) and, for kube-state-metrics, the names of the release's pods (and no other pod);
@@ -276,11 +277,16 @@ def check_values() -> None:
           not ({"PrometheusRule", "ServiceMonitor"} & kinds) and not dashboards)
 
 
-def check_selection(docs: list[dict], values: dict) -> None:
-    """The ServiceMonitor's endpoints and selector, and the alerts' selectors against them."""
+def check_selection(docs: list[dict], values: dict, label: str) -> None:
+    """The ServiceMonitor's endpoints and selector, and the alerts' selectors against them, for
+    the manifests rendered from values (label names them in the output)."""
+
+    def check_(name: str, ok: bool, detail: str = "") -> None:
+        check(f"{name} ({label})", ok, detail)
+
     sm_values = values["serviceMonitor"]
     monitors = of_kind(docs, "ServiceMonitor")
-    check("one ServiceMonitor", len(monitors) == 1, str(len(monitors)))
+    check_("one ServiceMonitor", len(monitors) == 1, str(len(monitors)))
     if not monitors:
         return
     sm = monitors[0]
@@ -291,7 +297,7 @@ def check_selection(docs: list[dict], values: dict) -> None:
           and ep.get("honorLabels") is True and ep["relabelings"] == sm_values["relabelings"]
           and ep["metricRelabelings"] == sm_values["metricRelabelings"]
           and sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]})
-    check("the ServiceMonitor follows serviceMonitor.* (namespace, labels, interval, timeout, honorLabels, "
+    check_("the ServiceMonitor follows serviceMonitor.* (namespace, labels, interval, timeout, honorLabels, "
           "relabelings) and selects the release namespace", ok, json.dumps(sm)[:600])
     match = sm["spec"]["selector"]["matchLabels"]
     services = [s for s in of_kind(docs, "Service")
@@ -304,25 +310,25 @@ def check_selection(docs: list[dict], values: dict) -> None:
         return all(labels.get(k) == v for k, v in svc["spec"].get("selector", {}).items())
 
     unscraped = [w["metadata"]["name"] for w in workloads if sum(selects(s, w) for s in services) != 1]
-    check(f"the ServiceMonitor selects one metrics Service per Tern workload ({len(services)} Services, "
+    check_(f"the ServiceMonitor selects one metrics Service per Tern workload ({len(services)} Services, "
           f"{len(workloads)} workloads)", bool(services) and not unscraped, f"not exactly once: {unscraped}")
     no_port = [s["metadata"]["name"] for s in services
                if not any(p.get("name") == ep["port"] for p in s["spec"]["ports"])
                or s["metadata"]["namespace"] != NAMESPACE]
-    check(f"every selected Service has the port {ep['port']!r} in {NAMESPACE}", not no_port, str(no_port))
+    check_(f"every selected Service has the port {ep['port']!r} in {NAMESPACE}", not no_port, str(no_port))
 
     rules = of_kind(docs, "PrometheusRule")
-    check("one PrometheusRule", len(rules) == 1, str(len(rules)))
+    check_("one PrometheusRule", len(rules) == 1, str(len(rules)))
     if not rules:
         return
     rule = rules[0]
     alerts = alerts_of(rule)
-    check("the PrometheusRule follows prometheusRule.* (namespace, labels)",
+    check_("the PrometheusRule follows prometheusRule.* (namespace, labels)",
           rule["metadata"]["namespace"] == "monitoring" and rule["metadata"]["labels"].get("release") == "prom")
     bad = [a.get("alert") for a in alerts
            if a.get("labels", {}).get("severity") not in SEVERITIES or a["labels"].get("team") != "mail"
            or not a.get("annotations", {}).get("summary") or not a["annotations"].get("description")]
-    check(f"every alert ({len(alerts)}) has a severity, prometheusRule.alertLabels, a summary and a description",
+    check_(f"every alert ({len(alerts)}) has a severity, prometheusRule.alertLabels, a summary and a description",
           bool(alerts) and not bad, str(bad))
     job_names = {s["metadata"]["name"] for s in services}
     others = {s["metadata"]["name"] for s in of_kind(docs, "Service")} - job_names
@@ -351,7 +357,7 @@ def check_selection(docs: list[dict], values: dict) -> None:
             strangers = ["postgres-0", "webmail-5d8f7c9b4-x2x7k", f"{sm['metadata']['name']}-webmail-0"]
             if op != "=~" or not all(re.fullmatch(value, p) for p in pods) or any(re.fullmatch(value, p) for p in strangers):
                 problems.append(f"{a['alert']}: pod{op}{value!r} against pods {pods} and {strangers}")
-    check("every alert selects the release namespace, the jobs the ServiceMonitor gives the selected Services "
+    check_("every alert selects the release namespace, the jobs the ServiceMonitor gives the selected Services "
           "(and no other Service), and the release's pods", not problems, "; ".join(problems[:8]))
 
 
@@ -512,9 +518,11 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="tern-monitoring-")
     try:
         check_values()
-        values = merge(MONITORING_VALUES)
-        docs = chart.render(values)
-        check_selection(docs, values)
+        docs = chart.render(MONITORING_VALUES)
+        check_selection(docs, MONITORING_VALUES, "every option set")
+        for name, values in chart.values_files()[1:]:
+            merged = merge(values or {}, MONITORING_VALUES)
+            check_selection(chart.render(merged), merged, name)
         check_disabled()
         if shutil.which("promtool") is None:
             check("promtool is installed", False, "install Debian's prometheus package "
