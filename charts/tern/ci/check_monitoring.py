@@ -29,8 +29,11 @@ the last line is "N passed, N failed".
   5. every tern_* metric the alerts and the dashboard use is exported by the real binaries: a
      `tern dev` (on free loopback ports, a temporary data directory) and a `tern-operator run`
      (its kubeconfig pointing at a closed port) are started from $CARGO_TARGET_DIR/debug (or
-     target/debug) and scraped; a missing binary fails the check. The other metrics must be in
-     EXTERNAL_METRICS, the cluster exporters' metrics the chart relies on.
+     target/debug) and scraped (after one SMTP, IMAP and POP3 session with tern dev, so that the
+     front-ends' labelled families have samples); a missing binary fails the check. The label
+     names the expressions match or aggregate by must be on the samples of each metric that
+     has some. The other metrics must be in EXTERNAL_METRICS, the cluster exporters' metrics
+     the chart relies on.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -194,21 +198,51 @@ def scrape(url: str) -> str | None:
         return None
 
 
+def exported_labels(text: str) -> dict[str, set[str]]:
+    """The label names each sample name of an exposition has (on any of its samples)."""
+    labels: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s", line)
+        if m and not line.startswith("#"):
+            names = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="(?:[^"\\]|\\.)*"', m.group(3) or ""))
+            labels.setdefault(m.group(1), set()).update(names)
+    return labels
+
+
+def used_labels(exprs: list[str]) -> dict[str, set[str]]:
+    """The label names expressions match a metric on, or aggregate it by (`agg by (l)
+    (metric{...})` and `agg by (l) (f(metric{...}[..]))`), leaving out the labels Prometheus
+    gives every target."""
+    target = {"namespace", "job", "pod", "instance", "service", "endpoint", "container", "__name__"}
+    used: dict[str, set[str]] = {}
+    for expr in exprs:
+        for metric, matchers in re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}", expr):
+            names = set(re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", re.sub(r'"(?:[^"\\]|\\.)*"', '""', matchers)))
+            used.setdefault(metric, set()).update(names - target)
+        for by, metric in re.findall(r"\bby\s*\(([^)]*)\)\s*\((?:\s*[a-z_]+\()?\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\{", expr):
+            used.setdefault(metric, set()).update({l.strip() for l in by.split(",") if l.strip()} - target)
+    return used
+
+
 def run_and_scrape(argv: list[str], env: dict, metrics_url: str, wanted: set[str], work: str,
-                   log_name: str, seconds: float = 20) -> tuple[set[str] | None, str]:
-    """Starts argv, scrapes metrics_url until every wanted name is there or seconds pass, and
-    stops it. Returns the names of the last scrape (None without one) and the log's tail."""
+                   log_name: str, poke=None, seconds: float = 20) -> tuple[str | None, str]:
+    """Starts argv, scrapes metrics_url until every wanted name is there or seconds pass (after
+    the first answer, poke() is called once, e.g. to open client sessions), and stops it.
+    Returns the last scrape's text (None without one) and the log's tail."""
     log_path = os.path.join(work, log_name)
     with open(log_path, "w") as log:
         p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
-    names = None
+    text = None
     try:
         deadline = time.time() + seconds
         while time.time() < deadline and p.poll() is None:
-            text = scrape(metrics_url)
-            if text is not None:
-                names = exported_names(text)
-                if wanted <= names:
+            answer = scrape(metrics_url)
+            if answer is not None:
+                if text is None and poke is not None:
+                    poke()
+                    answer = scrape(metrics_url) or answer
+                text = answer
+                if wanted <= exported_names(text):
                     break
             time.sleep(0.5)
     finally:
@@ -220,20 +254,45 @@ def run_and_scrape(argv: list[str], env: dict, metrics_url: str, wanted: set[str
             p.wait()
     with open(log_path, errors="replace") as f:
         tail = f.read()[-600:]
-    return names, tail
+    return text, tail
 
 
-def tern_dev_names(wanted: set[str], work: str) -> tuple[set[str] | None, str]:
+def client_session(port: int, greeting_end: bytes, command: bytes) -> None:
+    """Connects, reads the greeting, sends one command (QUIT, LOGOUT) and reads the answer, so
+    that the front-ends' labelled families have samples. Best effort: the scrape says what
+    counts."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+            data = b""
+            while greeting_end not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            s.sendall(command)
+            s.recv(4096)
+    except OSError:
+        pass
+
+
+def tern_dev_scrape(wanted: set[str], work: str) -> tuple[str | None, str]:
     http = chart.free_port()
+    ports = {flag: chart.free_port() for flag in ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"]}
     argv = [TERN, "dev", "--data-dir", os.path.join(work, "data"), "--http-listen", f"127.0.0.1:{http}",
             "--grpc-listen", f"127.0.0.1:{chart.free_port()}"]
-    for flag in ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"]:
-        argv += [f"--{flag}-listen", f"127.0.0.1:{chart.free_port()}"]
+    for flag, port in ports.items():
+        argv += [f"--{flag}-listen", f"127.0.0.1:{port}"]
     env = {"PATH": os.environ.get("PATH", ""), "HOME": work, "RUST_LOG": "warn"}
-    return run_and_scrape(argv, env, f"http://127.0.0.1:{http}/metrics", wanted, work, "tern-dev.log")
+
+    def poke() -> None:
+        client_session(ports["smtp"], b"\r\n", b"QUIT\r\n")
+        client_session(ports["imap"], b"\r\n", b"a1 LOGOUT\r\n")
+        client_session(ports["pop3"], b"\r\n", b"QUIT\r\n")
+
+    return run_and_scrape(argv, env, f"http://127.0.0.1:{http}/metrics", wanted, work, "tern-dev.log", poke)
 
 
-def operator_names(wanted: set[str], work: str) -> tuple[set[str] | None, str]:
+def operator_scrape(wanted: set[str], work: str) -> tuple[str | None, str]:
     """tern-operator with a kubeconfig whose API server is a closed loopback port and a mailbox
     endpoint on another: its watches fail, and /metrics must still list its families."""
     kubeconfig = os.path.join(work, "kubeconfig")
@@ -483,18 +542,20 @@ def check_dashboard(docs: list[dict], work: str) -> list[str]:
     return exprs
 
 
-def check_metric_names(used: set[str], smoke: bool, work: str) -> None:
+def check_metric_names(exprs: list[str], smoke: bool, work: str) -> None:
+    used = set().union(*(metric_names(e) for e in exprs))
     external = {n for n in used if not n.startswith("tern_")}
     check("every metric that is not Tern's is an allowed exporter's (" + ", ".join(sorted(EXTERNAL_METRICS)) + ")",
           external <= set(EXTERNAL_METRICS), f"not allowed: {sorted(external - set(EXTERNAL_METRICS))}")
     ours = {n for n in used if n.startswith("tern_")}
     wanted = {
-        "tern dev": ({n for n in ours if not n.startswith("tern_operator_")}, TERN, tern_dev_names),
-        "tern-operator run": ({n for n in ours if n.startswith("tern_operator_")}, OPERATOR, operator_names),
+        "tern dev": ({n for n in ours if not n.startswith("tern_operator_")}, TERN, tern_dev_scrape),
+        "tern-operator run": ({n for n in ours if n.startswith("tern_operator_")}, OPERATOR, operator_scrape),
     }
     if not smoke:
         print("skip scraping the real binaries (--no-smoke): the tern_* names are unchecked")
         return
+    labels_used = used_labels(exprs)
     for name, (names, binary, start) in wanted.items():
         if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
             check(f"`{name}` exports the {len(names)} tern_* metrics the alerts and the dashboard use", False,
@@ -503,14 +564,22 @@ def check_metric_names(used: set[str], smoke: bool, work: str) -> None:
             continue
         sub = os.path.join(work, name.split()[0])
         os.makedirs(sub)
-        exported, tail = start(names, sub)
-        if exported is None:
+        text, tail = start(names, sub)
+        if text is None:
             check(f"`{name}` serves /metrics", False, f"no scrape answered; log: {tail}")
             continue
+        exported = exported_names(text)
         missing = sorted(names - exported)
         check(f"`{name}` exports the {len(names)} tern_* metrics the alerts and the dashboard use", not missing,
               f"missing from {binary}: {', '.join(missing)} (exported tern_*: "
               f"{', '.join(sorted(n for n in exported if n.startswith('tern_')))})")
+        # Label names can be seen only on samples: families without one yet are not checked.
+        have = exported_labels(text)
+        wrong = [f"{m}: {sorted(labels_used[m] - have[m])} (samples have {sorted(have[m])})"
+                 for m in sorted(names & set(have) & set(labels_used)) if labels_used[m] - have[m]]
+        seen = sorted(m for m in names & set(have) if labels_used.get(m))
+        check(f"`{name}`: the labels the alerts and the dashboard use are on the samples of {len(seen)} "
+              f"metrics that have some ({', '.join(seen)})", not wrong, "; ".join(wrong))
 
 
 def main() -> int:
@@ -529,13 +598,9 @@ def main() -> int:
                   "(apt-get install --no-install-recommends prometheus; test.sh does it as root)")
         else:
             check_promtool_rules(work)
-        used: set[str] = set()
-        for e in check_dashboard(docs, work):
-            used |= metric_names(e)
-        rule = of_kind(docs, "PrometheusRule")[0]
-        for a in alerts_of(rule):
-            used |= metric_names(a["expr"])
-        check_metric_names(used, smoke, work)
+        exprs = check_dashboard(docs, work)
+        exprs += [a["expr"] for a in alerts_of(of_kind(docs, "PrometheusRule")[0])]
+        check_metric_names(exprs, smoke, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     passed = sum(1 for _, ok in results if ok)
