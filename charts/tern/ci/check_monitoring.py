@@ -246,9 +246,11 @@ def run_and_scrape(argv: list[str], env: dict, metrics_url: str, wanted: set[str
                     break
             time.sleep(0.5)
     finally:
+        # How it exits is not checked here (tern-operator run --no-leader-election has been seen
+        # to ignore SIGTERM while its watches fail): SIGKILL after 10 s.
         p.terminate()
         try:
-            p.wait(timeout=30)
+            p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
