@@ -11,6 +11,7 @@ use std::{
 };
 
 use bytes::BytesMut;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
@@ -18,7 +19,10 @@ use tokio::{
     task::JoinSet,
 };
 
-use crate::{metrics::Metrics, stream::Stream};
+use crate::{
+    metrics::{Metrics, ProtocolLabels},
+    stream::Stream,
+};
 
 /// One listening socket.
 #[derive(Debug)]
@@ -41,6 +45,10 @@ pub struct ListenerLimits {
 
 /// A protocol's side of a connection.
 pub trait Handler<K>: Send + Sync + 'static {
+    /// The `protocol` label of listeners of `kind` in the metrics: `smtp`, `submission`,
+    /// `imap`, `pop3`.
+    fn protocol(&self, kind: &K) -> &'static str;
+
     /// Whether listeners of `kind` speak TLS from the first byte (ports 465, 993, 995).
     fn implicit_tls(&self, kind: &K) -> bool;
 
@@ -116,6 +124,10 @@ pub async fn serve<K, H>(
     H: Handler<K>,
 {
     let grace = limits.shutdown_grace;
+    // A protocol with no connection yet shows 0 rather than no series at all.
+    for l in &listeners {
+        let _ = Metrics::global().connections.get_or_create(&ProtocolLabels { protocol: handler.protocol(&l.kind) });
+    }
     let shared = Arc::new(Shared { handler, tls, limits, per_ip: PerIp::default(), _kind: std::marker::PhantomData });
     let mut sessions = JoinSet::new();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr, K, bool)>(1024);
@@ -200,8 +212,20 @@ async fn connection<K, H: Handler<K>>(
     } else {
         Stream::Plain(tcp)
     };
-    let metrics = Metrics::global();
-    metrics.connections.inc();
+    // A clone of the gauge, not the family's guard: the guard would hold the family's lock for
+    // the whole session.
+    let open = Metrics::global()
+        .connections
+        .get_or_create(&ProtocolLabels { protocol: shared.handler.protocol(&kind) })
+        .clone();
+    open.inc();
+    // Decremented on drop, so that a session cancelled at shutdown is not left counted.
+    struct Open(Gauge);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    let _open = Open(open);
     shared.handler.session(kind, stream, peer, early, shutdown).await;
-    metrics.connections.dec();
 }

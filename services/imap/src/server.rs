@@ -28,6 +28,10 @@ struct Imap {
 }
 
 impl Handler<ListenerKind> for Imap {
+    fn protocol(&self, _kind: &ListenerKind) -> &'static str {
+        "imap"
+    }
+
     fn implicit_tls(&self, kind: &ListenerKind) -> bool {
         *kind == ListenerKind::Imaps
     }
@@ -62,6 +66,7 @@ pub async fn serve(
         handshake_timeout: Duration::from_secs(30),
         shutdown_grace: grace,
     };
+    tern_runtime::metrics::Metrics::global().declare_commands("imap", &crate::session::COMMANDS);
     let tls = cfg.tls.clone();
     let client = MailboxClient::new(channel).max_decoding_message_size(128 << 20).max_encoding_message_size(128 << 20);
     let hub = crate::hub::Hub::new(client.clone());

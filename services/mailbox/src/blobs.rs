@@ -221,7 +221,7 @@ impl S3Config {
         }
         let s3 = builder
             .build()
-            .map_err(|source| MailboxError::Blob { context: format!("configuring s3://{}", self.bucket), source })?;
+            .map_err(|source| MailboxError::blob("s3", format!("configuring s3://{}", self.bucket), source))?;
         Ok(if self.prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, self.prefix.as_str())) })
     }
 }
@@ -303,12 +303,12 @@ impl BlobStore {
     /// Bodies under `root` on the local file system.
     pub fn local(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        std::fs::create_dir_all(&root).map_err(|e| MailboxError::Blob {
-            context: format!("creating {}", root.display()),
-            source: object_store::Error::Generic { store: "local", source: Box::new(e) },
+        std::fs::create_dir_all(&root).map_err(|e| {
+            let source = object_store::Error::Generic { store: "local", source: Box::new(e) };
+            MailboxError::blob("local", format!("creating {}", root.display()), source)
         })?;
         let fs = LocalFileSystem::new_with_prefix(&root)
-            .map_err(|e| MailboxError::Blob { context: format!("opening {}", root.display()), source: e })?;
+            .map_err(|e| MailboxError::blob("local", format!("opening {}", root.display()), e))?;
         let location = root.display().to_string();
         Ok(Self { store: Arc::new(fs), local_root: Some(root), cache: Default::default(), location })
     }
@@ -330,7 +330,7 @@ impl BlobStore {
     pub async fn check(&self) -> Result<()> {
         let id = blob_id(b"");
         self.put(&id, Bytes::new()).await?;
-        self.store.head(&Self::path(&id)).await.map_err(Self::err(format!("reading body {id}")))?;
+        self.store.head(&Self::path(&id)).await.map_err(self.err(format!("reading body {id}")))?;
         Ok(())
     }
 
@@ -339,7 +339,7 @@ impl BlobStore {
     pub async fn list_older_than(&self, before: i64) -> Result<Vec<String>> {
         use futures::TryStreamExt;
         let objects: Vec<object_store::ObjectMeta> =
-            self.store.list(None).try_collect().await.map_err(Self::err("listing bodies".to_string()))?;
+            self.store.list(None).try_collect().await.map_err(self.err("listing bodies".to_string()))?;
         Ok(objects
             .into_iter()
             .filter(|o| o.last_modified.timestamp() < before)
@@ -353,8 +353,15 @@ impl BlobStore {
         Path::from(format!("{}/{}/{}", &id[..2], &id[2..4], id))
     }
 
-    fn err(context: String) -> impl FnOnce(object_store::Error) -> MailboxError {
-        move |source| MailboxError::Blob { context, source }
+    /// The `backend` label of `tern_storage_errors_total`: `local` for a directory, `s3` for
+    /// any object store (S3 and its look-alikes).
+    fn backend(&self) -> &'static str {
+        if self.local_root.is_some() { "local" } else { "s3" }
+    }
+
+    fn err(&self, context: String) -> impl FnOnce(object_store::Error) -> MailboxError + use<> {
+        let backend = self.backend();
+        move |source| MailboxError::blob(backend, context, source)
     }
 
     /// Stores a body under `id` and returns once it is durable: S3 answers a PUT (or completes
@@ -369,16 +376,16 @@ impl BlobStore {
         } else {
             self.store.put(&path, PutPayload::from_bytes(content)).await.map(drop)
         }
-        .map_err(Self::err(format!("storing body {id}")))?;
+        .map_err(self.err(format!("storing body {id}")))?;
         if let Some(root) = &self.local_root {
             let file = root.join(path.as_ref());
             tokio::task::spawn_blocking(move || std::fs::File::open(&file)?.sync_all())
                 .await
                 .map_err(std::io::Error::other)
                 .and_then(|r| r)
-                .map_err(|e| MailboxError::Blob {
-                    context: format!("syncing body {id}"),
-                    source: object_store::Error::Generic { store: "local", source: Box::new(e) },
+                .map_err(|e| {
+                    let source = object_store::Error::Generic { store: "local", source: Box::new(e) };
+                    MailboxError::blob("local", format!("syncing body {id}"), source)
                 })?;
         }
         Ok(())
@@ -414,8 +421,8 @@ impl BlobStore {
         if let Some(hit) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
             return Ok(hit);
         }
-        let got = self.store.get(&Self::path(id)).await.map_err(Self::err(format!("reading body {id}")))?;
-        let body = got.bytes().await.map_err(Self::err(format!("reading body {id}")))?;
+        let got = self.store.get(&Self::path(id)).await.map_err(self.err(format!("reading body {id}")))?;
+        let body = got.bytes().await.map_err(self.err(format!("reading body {id}")))?;
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).put(id, &body);
         Ok(body)
     }
@@ -442,13 +449,13 @@ impl BlobStore {
         let read = async { self.store.get_opts(&path, options).await?.bytes().await };
         match read.await {
             Ok(bytes) => Ok(bytes),
-            Err(e @ object_store::Error::NotFound { .. }) => Err(Self::err(format!("reading body {id}"))(e)),
+            Err(e @ object_store::Error::NotFound { .. }) => Err(self.err(format!("reading body {id}"))(e)),
             Err(e) => {
                 // Every backend refuses a range that starts at or after the end, each with its
                 // own error; the size tells that case apart from a failure of the store.
                 match self.store.head(&path).await {
                     Ok(meta) if start >= meta.size => Ok(Bytes::new()),
-                    _ => Err(Self::err(format!("reading body {id}"))(e)),
+                    _ => Err(self.err(format!("reading body {id}"))(e)),
                 }
             }
         }
@@ -460,7 +467,7 @@ impl BlobStore {
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         match self.store.delete(&Self::path(id)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Self::err(format!("deleting body {id}"))(e)),
+            Err(e) => Err(self.err(format!("deleting body {id}"))(e)),
         }
     }
 
@@ -468,7 +475,7 @@ impl BlobStore {
         match self.store.head(&Self::path(id)).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(Self::err(format!("checking body {id}"))(e)),
+            Err(e) => Err(self.err(format!("checking body {id}"))(e)),
         }
     }
 }

@@ -62,6 +62,21 @@ impl MailboxError {
         Self::AlreadyExists { what, name: name.into() }
     }
 
+    /// A NATS call that failed, counted in `tern_storage_errors_total{backend="nats"}`. Only
+    /// failures are built with this: a lost race that is retried or a key that is not there
+    /// is answered before an error is made.
+    pub fn nats(context: &'static str, detail: impl ToString) -> Self {
+        tern_runtime::metrics::Metrics::global().storage_error("nats");
+        Self::Nats { context, detail: detail.to_string() }
+    }
+
+    /// An object store call that failed, counted in `tern_storage_errors_total` under
+    /// `backend` (`s3` or `local`).
+    pub fn blob(backend: &'static str, context: impl Into<String>, source: object_store::Error) -> Self {
+        tern_runtime::metrics::Metrics::global().storage_error(backend);
+        Self::Blob { context: context.into(), source }
+    }
+
     /// The stable reason front-ends map to protocol replies.
     pub fn reason(&self) -> ErrorReason {
         match self {

@@ -26,6 +26,10 @@ struct Pop3 {
 }
 
 impl Handler<ListenerKind> for Pop3 {
+    fn protocol(&self, _kind: &ListenerKind) -> &'static str {
+        "pop3"
+    }
+
     fn implicit_tls(&self, kind: &ListenerKind) -> bool {
         *kind == ListenerKind::Pop3s
     }
@@ -58,6 +62,7 @@ pub async fn serve(
         handshake_timeout: Duration::from_secs(30),
         shutdown_grace: grace,
     };
+    tern_runtime::metrics::Metrics::global().declare_commands("pop3", &crate::session::COMMANDS);
     let tls = cfg.tls.clone();
     listener::serve(listeners, Pop3 { cfg, backend }, tls, limits, shutdown).await;
 }

@@ -17,6 +17,12 @@ impl ListenerKind {
     pub fn is_submission(self) -> bool {
         !matches!(self, ListenerKind::Mx)
     }
+
+    /// The `protocol` label of the metrics: `smtp` for MX, `submission` for both submission
+    /// ports (STARTTLS and implicit TLS).
+    pub fn protocol(self) -> &'static str {
+        if self.is_submission() { "submission" } else { "smtp" }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -29,11 +29,16 @@ struct Smtp<B> {
 }
 
 impl<B: Backend> Handler<ListenerKind> for Smtp<B> {
+    fn protocol(&self, kind: &ListenerKind) -> &'static str {
+        kind.protocol()
+    }
+
     fn implicit_tls(&self, kind: &ListenerKind) -> bool {
         *kind == ListenerKind::Submissions
     }
 
     fn too_many_connections(&self, _kind: &ListenerKind) -> Vec<u8> {
+        tern_runtime::metrics::Metrics::global().smtp_reply(421);
         Reply::new(421, "4.7.0", "Too many connections from your address").to_bytes(false)
     }
 
@@ -65,6 +70,12 @@ pub async fn serve<B: Backend>(
         handshake_timeout: cfg.limits.idle_timeout.min(Duration::from_secs(30)),
         shutdown_grace: grace,
     };
+    // Zero samples from the start, so that rates and ratios have series before the first mail.
+    let metrics = tern_runtime::metrics::Metrics::global();
+    for l in &listeners {
+        metrics.declare_commands(l.kind.protocol(), &crate::session::COMMANDS);
+    }
+    metrics.declare_smtp_replies(&[220, 250, 421, 451, 550]);
     let tls = cfg.tls.clone();
     listener::serve(listeners, Smtp { cfg, backend }, tls, limits, shutdown).await;
 }

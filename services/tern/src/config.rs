@@ -322,12 +322,21 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain and key; a development certificate is generated when unset.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// How often the front-ends read the certificate and key again, to serve a renewed pair
+    /// from the next connection on without a restart; 0 turns the reading off.
+    pub reload_interval_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self { cert: None, key: None, reload_interval_secs: 10 }
+    }
 }
 
 impl Default for Config {

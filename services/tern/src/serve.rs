@@ -28,7 +28,11 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {what}"))
 }
 
-fn tls(config: &Config) -> anyhow::Result<(tern_runtime::tls::CertPaths, Arc<rustls::ServerConfig>)> {
+/// The front-ends' certificate, from `[tls]` or the development one, served by one
+/// configuration whose resolver answers the newest pair found in the files.
+fn tls(
+    config: &Config,
+) -> anyhow::Result<(tern_runtime::tls::CertPaths, Arc<tern_runtime::tls::ReloadingCert>, Arc<rustls::ServerConfig>)> {
     let paths = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => tern_runtime::tls::CertPaths { cert: cert.clone(), key: key.clone() },
         _ => tern_runtime::tls::dev_certificate(
@@ -36,8 +40,9 @@ fn tls(config: &Config) -> anyhow::Result<(tern_runtime::tls::CertPaths, Arc<rus
             &[config.smtp.hostname.clone(), "localhost".into(), "127.0.0.1".into()],
         )?,
     };
-    let server = tern_runtime::tls::server_config(&paths)?;
-    Ok((paths, server))
+    let reloading = tern_runtime::tls::ReloadingCert::load(&paths)?;
+    let server = reloading.server_config()?;
+    Ok((paths, reloading, server))
 }
 
 /// Opens the body store of `[blobs]` (or `--blobs`) and checks that it takes a write, so a
@@ -121,8 +126,18 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
 
     // Only the front-ends speak TLS to clients; the mailbox role alone needs no certificate.
     let tls = if roles.smtp || roles.pop3 || roles.imap {
-        let (paths, tls) = tls(&config)?;
-        summary.push(format!("  TLS certificate    {}", paths.cert.display()));
+        let (paths, reloading, tls) = tls(&config)?;
+        let every = config.tls.reload_interval_secs;
+        if every > 0 {
+            summary.push(format!("  TLS certificate    {}   (read again every {every} s)", paths.cert.display()));
+            let stop = stop();
+            tasks.spawn(async move {
+                reloading.watch(Duration::from_secs(every), stop).await;
+                anyhow::Ok(())
+            });
+        } else {
+            summary.push(format!("  TLS certificate    {}", paths.cert.display()));
+        }
         Some(tls)
     } else {
         None

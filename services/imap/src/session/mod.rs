@@ -29,7 +29,7 @@ use imap_codec::{
 };
 use tern_proto::v1::{ErrorReason, mailbox_client::MailboxClient};
 use tern_runtime::rpc::Channel;
-use tern_runtime::{conn::Conn, stream::Stream};
+use tern_runtime::{conn::Conn, metrics::Metrics, stream::Stream};
 use tokio::sync::watch;
 
 pub(crate) use crate::hub::Update;
@@ -85,6 +85,70 @@ pub struct Session {
     errors: u32,
     pub(crate) auth_failures: u32,
     pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// The commands whose zero samples exist from the start (every name [`command_name`] gives).
+pub const COMMANDS: [&str; 44] = [
+    "CAPABILITY",
+    "NOOP",
+    "LOGOUT",
+    "STARTTLS",
+    "AUTHENTICATE",
+    "LOGIN",
+    "SELECT",
+    "EXAMINE",
+    "UNSELECT",
+    "CREATE",
+    "DELETE",
+    "RENAME",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "LIST",
+    "LSUB",
+    "STATUS",
+    "APPEND",
+    "CHECK",
+    "CLOSE",
+    "EXPUNGE",
+    "SEARCH",
+    "SORT",
+    "THREAD",
+    "FETCH",
+    "STORE",
+    "COPY",
+    "MOVE",
+    "IDLE",
+    "ENABLE",
+    "COMPRESS",
+    "GETQUOTA",
+    "GETQUOTAROOT",
+    "SETQUOTA",
+    "ID",
+    "NAMESPACE",
+    "UID FETCH",
+    "UID STORE",
+    "UID COPY",
+    "UID MOVE",
+    "UID SEARCH",
+    "UID SORT",
+    "UID THREAD",
+    "UID EXPUNGE",
+];
+
+/// The `command` label of a command in `tern_commands_total`: the codec's name, which comes
+/// from a fixed list, with `UID ` before the commands sent as UID commands.
+fn command_name(body: &CommandBody<'_>) -> &'static str {
+    match body {
+        CommandBody::Fetch { uid: true, .. } => "UID FETCH",
+        CommandBody::Store { uid: true, .. } => "UID STORE",
+        CommandBody::Copy { uid: true, .. } => "UID COPY",
+        CommandBody::Move { uid: true, .. } => "UID MOVE",
+        CommandBody::Search { uid: true, .. } => "UID SEARCH",
+        CommandBody::Sort { uid: true, .. } => "UID SORT",
+        CommandBody::Thread { uid: true, .. } => "UID THREAD",
+        CommandBody::ExpungeUid { .. } => "UID EXPUNGE",
+        body => body.name(),
+    }
 }
 
 fn session_id() -> String {
@@ -455,6 +519,7 @@ impl Session {
                             return Ok(());
                         }
                         Some(Oversize::Line) => {
+                            Metrics::global().command("imap", "OTHER");
                             self.conn.rbuf.advance(used);
                             self.send(Response::bad("Command line too long"));
                             if self.count_error() == Flow::Close {
@@ -534,6 +599,7 @@ impl Session {
                     self.literal_wait = Some(self.conn.rbuf.len() + length as usize);
                 }
                 Err(CommandDecodeError::Failed) => {
+                    Metrics::global().command("imap", "OTHER");
                     // Skip the broken command, with the literals it announced that are here
                     // already (their data must not be read as commands); answer with its tag
                     // when one can be read.
@@ -613,6 +679,11 @@ impl Session {
     }
 
     async fn dispatch(&mut self, command: Decoded) -> std::io::Result<Flow> {
+        let name = match &command {
+            Decoded::Command(command, _) => command_name(&command.body),
+            Decoded::List(_) => "LIST",
+        };
+        Metrics::global().command("imap", name);
         let command = match command {
             Decoded::Command(command, extras) => {
                 self.extras = extras;

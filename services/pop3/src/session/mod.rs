@@ -12,7 +12,11 @@ mod transaction;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::{Buf, BytesMut};
-use tern_runtime::{conn::Conn, stream::Stream};
+use tern_runtime::{
+    conn::Conn,
+    metrics::{Metrics, verb},
+    stream::Stream,
+};
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
@@ -20,6 +24,10 @@ use crate::{
     codec::{Command, Decoded, ParseError, next_line},
     config::{ListenerKind, Pop3Config},
 };
+
+/// The verbs counted by name in `tern_commands_total`; any other line counts as `OTHER`.
+pub const COMMANDS: [&str; 14] =
+    ["USER", "PASS", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "QUIT", "TOP", "UIDL", "CAPA", "STLS", "AUTH"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flow {
@@ -257,6 +265,7 @@ impl Session {
                         self.conn.rbuf.advance(used);
                         continue;
                     }
+                    Metrics::global().command("pop3", verb(line, &COMMANDS));
                     let parsed = Command::parse(line);
                     self.conn.rbuf.advance(used);
                     if self.dispatch(parsed).await? == Flow::Close {
@@ -268,6 +277,9 @@ impl Session {
                     self.conn.rbuf.advance(skip);
                     let first = !self.discarding;
                     self.discarding = !ended;
+                    if first {
+                        Metrics::global().command("pop3", "OTHER");
+                    }
                     if first && self.error(None, "Line too long") == Flow::Close {
                         self.flush().await?;
                         return Ok(());

@@ -123,6 +123,7 @@ impl<B: Backend> Session<B> {
                     self.bounce(&txn, &from, &failed, &message, ip).await;
                 }
                 let id = queue_id.unwrap_or_else(|| self.id.clone());
+                tern_runtime::metrics::Metrics::global().messages_received.inc();
                 self.reply(Reply::new(250, "2.0.0", format!("OK queued as {id}")));
             }
             Err(BackendError::TooLarge(why)) => self.reply(Reply::new(552, "5.3.4", format!("Message refused: {why}"))),

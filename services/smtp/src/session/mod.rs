@@ -17,13 +17,22 @@ mod starttls;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::{Buf, BytesMut};
-use tern_runtime::{conn::Conn, stream::Stream};
+use tern_runtime::{
+    conn::Conn,
+    metrics::{Metrics, verb},
+    stream::Stream,
+};
 
 use crate::{
     backend::{Account, Backend},
     codec::{Command, Decoded, MailParams, ParseError, Path, RcptParams, Reply, next_line},
     config::{ListenerKind, SmtpConfig},
 };
+
+/// The verbs counted by name in `tern_commands_total`; any other line counts as `OTHER`.
+pub const COMMANDS: [&str; 14] = [
+    "EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS", "AUTH",
+];
 
 /// What the loop does after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +143,10 @@ impl<B: Backend> Session<B> {
         self.conn.is_tls()
     }
 
+    /// Queues a reply. Every reply of a session goes through here, so this is where replies
+    /// are counted.
     pub(crate) fn reply(&mut self, r: Reply) {
+        Metrics::global().smtp_reply(r.code);
         r.encode(self.esmtp, &mut self.conn.wbuf);
     }
 
@@ -200,6 +212,7 @@ impl<B: Backend> Session<B> {
                         self.conn.rbuf.advance(used);
                         continue;
                     }
+                    Metrics::global().command(self.kind.protocol(), verb(line, &COMMANDS));
                     let parsed = Command::parse(line);
                     self.conn.rbuf.advance(used);
                     if self.dispatch(parsed).await? == Flow::Close {
@@ -212,6 +225,9 @@ impl<B: Backend> Session<B> {
                     // One error per long line, however many reads it takes to get past it.
                     let first = !self.discarding;
                     self.discarding = !ended;
+                    if first {
+                        Metrics::global().command(self.kind.protocol(), "OTHER");
+                    }
                     if first && self.error(Reply::new(500, "5.5.2", "Line too long")) == Flow::Close {
                         self.flush().await?;
                         return Ok(());

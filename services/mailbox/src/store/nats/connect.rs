@@ -93,7 +93,7 @@ impl NatsConnection {
     /// a replica starts while part of the cluster is down.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client> {
         self.check()?;
-        let failed = |detail: String| MailboxError::Nats { context: "connecting", detail };
+        let failed = |detail: String| MailboxError::nats("connecting", detail);
         let mut options = match &self.credentials_file {
             Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
                 .await

@@ -72,12 +72,8 @@ impl Follower {
         cached: Arc<dyn Fn(u64) -> bool + Send + Sync>,
     ) -> crate::Result<Arc<Follower>> {
         let mut info = stream.clone();
-        let last = info
-            .info()
-            .await
-            .map_err(|e| crate::MailboxError::Nats { context: "reading the mail stream", detail: e.to_string() })?
-            .state
-            .last_sequence;
+        let last =
+            info.info().await.map_err(|e| crate::MailboxError::nats("reading the mail stream", e))?.state.last_sequence;
         let follower = Arc::new(Follower {
             accounts: Mutex::default(),
             reached: tokio::sync::watch::channel(last).0,
@@ -193,11 +189,8 @@ async fn subscribe(
             ..Default::default()
         })
         .await
-        .map_err(|e| crate::MailboxError::Nats { context: "following the mail log", detail: e.to_string() })?;
-    consumer
-        .messages()
-        .await
-        .map_err(|e| crate::MailboxError::Nats { context: "following the mail log", detail: e.to_string() })
+        .map_err(|e| crate::MailboxError::nats("following the mail log", e))?;
+    consumer.messages().await.map_err(|e| crate::MailboxError::nats("following the mail log", e))
 }
 
 /// The follower's task: receives entries until the store is dropped, re-subscribing after the

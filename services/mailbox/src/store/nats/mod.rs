@@ -86,7 +86,7 @@ fn now() -> i64 {
 }
 
 fn err<E: std::error::Error + Send + Sync + 'static>(context: &'static str) -> impl Fn(E) -> MailboxError {
-    move |e| MailboxError::Nats { context, detail: e.to_string() }
+    move |e| MailboxError::nats(context, e)
 }
 
 fn decode<T: prost::Message + Default>(what: &'static str, bytes: &[u8]) -> Result<T> {
@@ -260,7 +260,7 @@ impl NatsStore {
                     attempts += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(MailboxError::Nats { context: "reading a snapshot", detail: e.to_string() }),
+                Err(e) => return Err(MailboxError::nats("reading a snapshot", e)),
             }
         }
     }
@@ -270,7 +270,7 @@ impl NatsStore {
         match self.stream.direct_get_last_for_subject(self.subject(account_id)).await {
             Ok(m) => Ok(Some((m.sequence, m.payload))),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(MailboxError::Nats { context: "reading an account's log", detail: e.to_string() }),
+            Err(e) => Err(MailboxError::nats("reading an account's log", e)),
         }
     }
 
@@ -324,13 +324,13 @@ impl NatsStore {
                 match self.stream.get_first_raw_message_by_subject(&subject, state.sequence + 1).await {
                     Ok(m) => Some((m.sequence, m.payload)),
                     Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => None,
-                    Err(e) => return Err(MailboxError::Nats { context: "replaying a log", detail: e.to_string() }),
+                    Err(e) => return Err(MailboxError::nats("replaying a log", e)),
                 }
             } else {
                 match self.stream.direct_get_next_for_subject(subject.clone(), Some(state.sequence + 1)).await {
                     Ok(m) => Some((m.sequence, m.payload)),
                     Err(e) if e.kind() == DirectGetErrorKind::NotFound => None,
-                    Err(e) => return Err(MailboxError::Nats { context: "replaying a log", detail: e.to_string() }),
+                    Err(e) => return Err(MailboxError::nats("replaying a log", e)),
                 }
             };
             let Some((seq, bytes)) = next else { break };
@@ -346,7 +346,7 @@ impl NatsStore {
         match self.stream.get_last_raw_message_by_subject(&self.subject(account_id)).await {
             Ok(m) => Ok(Some((m.sequence, m.payload))),
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(MailboxError::Nats { context: "reading an account's log", detail: e.to_string() }),
+            Err(e) => Err(MailboxError::nats("reading an account's log", e)),
         }
     }
 
@@ -469,7 +469,7 @@ impl NatsStore {
                 Err(e) => {
                     // The entry may or may not have been stored (a timeout after the server
                     // took it); the next operation catches up either way.
-                    return Err(MailboxError::Nats { context: "appending to an account's log", detail: e.to_string() });
+                    return Err(MailboxError::nats("appending to an account's log", e));
                 }
             }
         }
@@ -512,7 +512,7 @@ impl NatsStore {
                 None => match self.directory.create(&key, id_bytes(n)).await {
                     Ok(_) => return Ok(1),
                     Err(e) if conflict::lost_race(&e) => continue,
-                    Err(e) => return Err(MailboxError::Nats { context: "creating a counter", detail: e.to_string() }),
+                    Err(e) => return Err(MailboxError::nats("creating a counter", e)),
                 },
                 Some(entry) => {
                     let current = id_of(&entry.value).unwrap_or(0);
@@ -520,7 +520,7 @@ impl NatsStore {
                         Ok(_) => return Ok(current + 1),
                         Err(e) if conflict::lost_race(&e) => continue,
                         Err(e) => {
-                            return Err(MailboxError::Nats { context: "advancing a counter", detail: e.to_string() });
+                            return Err(MailboxError::nats("advancing a counter", e));
                         }
                     }
                 }
@@ -548,7 +548,7 @@ impl NatsStore {
     async fn keys_with(&self, prefix: &str) -> Result<Vec<String>> {
         let keys = match self.directory.keys().await {
             Ok(k) => k,
-            Err(e) => return Err(MailboxError::Nats { context: "listing the directory", detail: e.to_string() }),
+            Err(e) => return Err(MailboxError::nats("listing the directory", e)),
         };
         let keys: Vec<String> = keys.try_collect().await.map_err(err("listing the directory"))?;
         Ok(keys.into_iter().filter(|k| k.starts_with(prefix)).collect())
@@ -585,7 +585,7 @@ impl MetadataStore for NatsStore {
         match self.directory.create(key("domain", &domain.name), Bytes::from(domain.encode_to_vec())).await {
             Ok(_) => Ok(domain),
             Err(e) if conflict::lost_race(&e) => Err(MailboxError::exists("domain", &domain.name)),
-            Err(e) => Err(MailboxError::Nats { context: "creating a domain", detail: e.to_string() }),
+            Err(e) => Err(MailboxError::nats("creating a domain", e)),
         }
     }
 
@@ -645,7 +645,7 @@ impl MetadataStore for NatsStore {
             Err(e) if conflict::lost_race(&e) => {
                 return Err(MailboxError::exists("mailbox", &account.address));
             }
-            Err(e) => return Err(MailboxError::Nats { context: "creating an account", detail: e.to_string() }),
+            Err(e) => return Err(MailboxError::nats("creating an account", e)),
         }
         self.put_record(format!("account.{}", account.id), &account).await?;
         let first_folder = self.next_ids("folder", DEFAULT_FOLDERS.len() as u64).await?;
@@ -726,7 +726,7 @@ impl MetadataStore for NatsStore {
             Err(e) if conflict::lost_race(&e) => {
                 return Err(MailboxError::exists("alias", alias));
             }
-            Err(e) => return Err(MailboxError::Nats { context: "creating an alias", detail: e.to_string() }),
+            Err(e) => return Err(MailboxError::nats("creating an alias", e)),
         }
         a.aliases.push(alias.to_string());
         a.aliases.sort();

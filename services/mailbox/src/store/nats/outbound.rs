@@ -118,7 +118,7 @@ impl Outbound {
     pub async fn list(&self) -> Result<Vec<QueuedMessage>> {
         let keys: Vec<String> = match self.entries.keys().await {
             Ok(k) => k.try_collect().await.map_err(err("listing the queue"))?,
-            Err(e) => return Err(MailboxError::Nats { context: "listing the queue", detail: e.to_string() }),
+            Err(e) => return Err(MailboxError::nats("listing the queue", e)),
         };
         let mut out = Vec::new();
         for k in keys {
@@ -145,8 +145,7 @@ impl Outbound {
                 .map_err(err("fetching queue tickets"))?;
             let mut fetched = 0;
             while let Some(ticket) = batch.next().await {
-                let ticket = ticket
-                    .map_err(|e| MailboxError::Nats { context: "fetching queue tickets", detail: e.to_string() })?;
+                let ticket = ticket.map_err(|e| MailboxError::nats("fetching queue tickets", e))?;
                 fetched += 1;
                 let verdict = self.look_at(&ticket, holder, now, lease_seconds).await;
                 let ack = match &verdict {
@@ -254,7 +253,7 @@ fn changed_while_held(queue_id: &str, context: &'static str, e: impl std::error:
     if super::conflict::lost_race(&e) {
         MailboxError::NotAllowed(format!("queue entry {queue_id} changed while held: {e}"))
     } else {
-        MailboxError::Nats { context, detail: e.to_string() }
+        MailboxError::nats(context, e)
     }
 }
 
