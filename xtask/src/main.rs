@@ -16,8 +16,8 @@
 //!   process over NATS and SeaweedFS, one replica killed mid-stream).
 //! - `clients`: installs the real mail clients of the `ci` tests and checks them, alone.
 //! - `codegen`: writes the generated files that are committed: the CustomResourceDefinitions in
-//!   `crds/`, from the Rust types of `services/operator/src/crd.rs` (a test of `tern-operator`
-//!   fails when they are stale).
+//!   `crds/` and the chart's copy in `charts/tern/files/crds/`, from the Rust types of
+//!   `services/operator/src/crd.rs` (a test of `tern-operator` fails when they are stale).
 //! - `bench mailbox`: durable deliveries per second through the gRPC API into the embedded
 //!   store, with 1 and 16 concurrent clients, fetches per second, and the server's memory.
 //! - `bench imap-append`: one client's sequential APPENDs with synchronising literals written as
@@ -48,7 +48,8 @@ enum Task {
     E2e,
     /// Installs the real mail clients the tests drive (Debian packages) and checks them.
     Clients,
-    /// Writes the generated, committed files: the CRDs in crds/ from the operator's types.
+    /// Writes the generated, committed files: the CRDs in crds/ and charts/tern/files/crds/ from
+    /// the operator's types.
     Codegen,
     /// Benchmarks; see `cargo xtask bench --help`.
     Bench {
@@ -384,9 +385,15 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Codegen => {
             // Through the operator's binary, so that xtask itself does not build kube.
-            let crds = workspace_root().join("crds");
-            let crds = crds.to_str().context("the workspace path is not UTF-8")?;
-            run("cargo", &["run", "--quiet", "-p", "tern-operator", "--", "crds", crds])
+            // The same directories as `tern_operator::crd::CRD_DIRS`, which the staleness test
+            // checks.
+            let root = workspace_root();
+            let dirs = [root.join("crds"), root.join("charts/tern/files/crds")];
+            let mut args = vec!["run", "--quiet", "-p", "tern-operator", "--", "crds"];
+            for dir in &dirs {
+                args.push(dir.to_str().context("the workspace path is not UTF-8")?);
+            }
+            run("cargo", &args)
         }
         Task::Bench { which } => bench::run(which),
     }

@@ -7,21 +7,25 @@
 //! exists. Either way the key is also set in the mailbox service, where the relay reads it to
 //! sign the domain's outbound mail.
 //!
-//! Not yet here (see issue 7): leader election (run one replica until then).
+//! Secrets are watched metadata-only (their data is never cached), cluster-wide or in the
+//! namespaces of [`SecretScope`]; Domains and Mailboxes elsewhere get the `Ready` reason
+//! `SecretNamespaceNotWatched`. Every watch reports to [`Health`]: failures are logged, counted
+//! and make the process not ready (see [`crate::watch`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use secrecy::SecretString;
@@ -31,6 +35,7 @@ use crate::admin::{AdminApi, ApiError};
 use crate::crd::{Condition, Domain, FINALIZER, HasConditions, Mailbox};
 use crate::dkim;
 use crate::reconcile::{self, DkimInput, Next, Outcome, PasswordInput, PasswordMissing};
+use crate::watch::{Health, SecretScope, WatchTarget};
 
 /// The field manager of the status patches and the controller name of Events.
 pub const MANAGER: &str = "tern-operator";
@@ -44,11 +49,20 @@ pub struct ReconcileLabels {
 }
 
 /// `tern_operator_reconciles_total{kind, result}`, registered in the process's registry (served
-/// on `/metrics`) on first use.
+/// on `/metrics`) by its first call, which `main` makes at start-up (with
+/// [`crate::watch::watch_errors`]) so that the families are there before any reconcile.
 pub fn reconciles() -> &'static Family<ReconcileLabels, Counter> {
     static RECONCILES: OnceLock<Family<ReconcileLabels, Counter>> = OnceLock::new();
     RECONCILES.get_or_init(|| {
-        let family = Family::default();
+        let family = Family::<ReconcileLabels, Counter>::default();
+        // Every series at zero from the start: the encoder writes nothing of an empty family,
+        // and a counter that appears only at its first increment hides that increase from
+        // `rate()`.
+        for kind in [Domain::kind(&()), Mailbox::kind(&())] {
+            for result in ["ready", "waiting", "error", "deleted"] {
+                drop(family.get_or_create(&ReconcileLabels { kind: kind.to_string(), result: result.to_string() }));
+            }
+        }
         tern_runtime::metrics::Metrics::global().register(
             "operator_reconciles",
             "Reconciles of Domains and Mailboxes, by how they ended",
@@ -88,6 +102,10 @@ pub struct Context {
     /// Every Domain resource, as the Domain controller's watch sees them (set by [`run`]), to
     /// find which of several Domains naming one mail domain owns it.
     domains: OnceLock<kube::runtime::reflector::Store<Domain>>,
+    /// Where the operator may read Secrets; objects elsewhere are not reconciled.
+    secrets: SecretScope,
+    /// Where the watches report their failures.
+    health: Health,
 }
 
 impl std::fmt::Debug for Context {
@@ -99,7 +117,38 @@ impl std::fmt::Debug for Context {
 impl Context {
     pub fn new(client: Client, admin: Arc<dyn AdminApi>, instance: Option<String>) -> Self {
         let reporter = Reporter { controller: MANAGER.to_string(), instance };
-        Context { client, admin, reporter, failures: Mutex::default(), domains: OnceLock::new() }
+        Context {
+            client,
+            admin,
+            reporter,
+            failures: Mutex::default(),
+            domains: OnceLock::new(),
+            secrets: SecretScope::Cluster,
+            health: Health::default(),
+        }
+    }
+
+    /// Restricts the Secrets the operator reads, and watches, to `scope` (every namespace by
+    /// default).
+    pub fn with_secret_scope(mut self, scope: SecretScope) -> Self {
+        self.secrets = scope;
+        self
+    }
+
+    /// Reports the watches' failures to `health` (the process's readiness).
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Where the operator may read Secrets.
+    pub fn secret_scope(&self) -> &SecretScope {
+        &self.secrets
+    }
+
+    /// Whether the Secrets of `object`'s namespace may be read.
+    fn may_read_secrets<K: Resource>(&self, object: &K) -> bool {
+        self.secrets.allows(&object.namespace().unwrap_or_default())
     }
 
     /// The Domain resource owning `domain`'s mail domain when it is another one (see
@@ -318,6 +367,11 @@ pub async fn reconcile_mailbox(mailbox: Arc<Mailbox>, ctx: Arc<Context>) -> Resu
     let api: Api<Mailbox> = Api::namespaced(ctx.client.clone(), &mailbox.namespace().unwrap_or_default());
     finalizer(&api, FINALIZER, mailbox, |event| async {
         match event {
+            Finalizer::Apply(mailbox) if !ctx.may_read_secrets(mailbox.as_ref()) => {
+                let previous = mailbox.status.as_ref().and_then(|s| reconcile::ready_condition(&s.conditions));
+                let outcome = reconcile::mailbox_secret_namespace_not_watched(&mailbox, &ctx.secrets.describe());
+                finish(&ctx, &api, mailbox.as_ref(), previous, outcome).await
+            }
             Finalizer::Apply(mailbox) => {
                 let password = read_password(&ctx.client, &mailbox).await?;
                 let outcome = reconcile::reconcile_mailbox(ctx.admin.as_ref(), &mailbox, password).await;
@@ -349,6 +403,11 @@ pub async fn reconcile_domain(domain: Arc<Domain>, ctx: Arc<Context>) -> Result<
                 if let Some(owner) = ctx.domain_owner(&domain) {
                     let previous = domain.status.as_ref().and_then(|s| reconcile::ready_condition(&s.conditions));
                     let outcome = reconcile::domain_conflict(&domain, &owner);
+                    return finish(&ctx, &api, domain.as_ref(), previous, outcome).await;
+                }
+                if !ctx.may_read_secrets(domain.as_ref()) {
+                    let previous = domain.status.as_ref().and_then(|s| reconcile::ready_condition(&s.conditions));
+                    let outcome = reconcile::domain_secret_namespace_not_watched(&domain, &ctx.secrets.describe());
                     return finish(&ctx, &api, domain.as_ref(), previous, outcome).await;
                 }
                 let (dkim, generated) = dkim_key(&ctx.client, &domain).await?;
@@ -385,28 +444,140 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error
     Action::requeue(delay)
 }
 
+/// The APIs the controllers watch, in a configuration: [`run`] watches exactly these (and the
+/// tests list the requests they make from the same function).
+#[derive(Clone)]
+pub struct Watches {
+    /// Mailboxes, in every namespace.
+    pub mailboxes: Api<Mailbox>,
+    /// Domains, in every namespace.
+    pub domains: Api<Domain>,
+    /// Secrets, metadata only (an API of `PartialObjectMeta` asks for metadata alone), with
+    /// where: one API for every namespace, or one per namespace the operator may read Secrets
+    /// in.
+    pub secrets: Vec<(Api<PartialObjectMeta<Secret>>, WatchTarget)>,
+}
+
+impl std::fmt::Debug for Watches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watches")
+            .field("mailboxes", &self.mailboxes.resource_url())
+            .field("domains", &self.domains.resource_url())
+            .field("secrets", &self.secrets.iter().map(|(api, _)| api.resource_url()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The [`Watches`] of `client` with Secrets in `scope`.
+pub fn watches(client: &Client, scope: &SecretScope) -> Watches {
+    let secrets = match scope {
+        SecretScope::Cluster => {
+            vec![(Api::all(client.clone()), WatchTarget { resource: "secrets", namespace: None })]
+        }
+        SecretScope::Namespaces(names) => names
+            .iter()
+            .map(|ns| {
+                (Api::namespaced(client.clone(), ns), WatchTarget { resource: "secrets", namespace: Some(ns.clone()) })
+            })
+            .collect(),
+    };
+    Watches { mailboxes: Api::all(client.clone()), domains: Api::all(client.clone()), secrets }
+}
+
+/// A watch stream with backoff that reports to `health` and then drops its errors: a failing
+/// watch is retried on its own (after 0.8 s, doubling to 30 s), is logged and counted by
+/// [`Health`], and never reaches the controller, whose own backoff would also pause the other
+/// watches.
+fn observed<T, S>(
+    stream: S,
+    health: Health,
+    target: WatchTarget,
+) -> impl Stream<Item = watcher::Event<T>> + Send + 'static
+where
+    T: Send + 'static,
+    S: Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static,
+{
+    stream.default_backoff().filter_map(move |result| {
+        let event = match result {
+            Ok(event) => {
+                health.works(&target);
+                Some(event)
+            }
+            Err(e) => {
+                health.failed(&target, &e);
+                None
+            }
+        };
+        std::future::ready(event)
+    })
+}
+
+/// The objects an event touched (as `touched_objects`), as the controllers take them.
+fn touched<T: Send + 'static>(
+    events: impl Stream<Item = watcher::Event<T>> + Send + 'static,
+) -> impl Stream<Item = Result<T, watcher::Error>> + Send + 'static {
+    events.flat_map(|event| {
+        let objects: Vec<T> = match event {
+            watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) => vec![o],
+            watcher::Event::Init | watcher::Event::InitDone => vec![],
+        };
+        futures::stream::iter(objects.into_iter().map(Ok))
+    })
+}
+
+/// The objects an event applied (as `applied_objects`: not the deleted ones), for the main
+/// watch of a controller.
+fn applied<T: Send + 'static>(
+    events: impl Stream<Item = watcher::Event<T>> + Send + 'static,
+) -> impl Stream<Item = Result<T, watcher::Error>> + Send + 'static {
+    events.flat_map(|event| {
+        let objects: Vec<T> = match event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
+            watcher::Event::Delete(_) | watcher::Event::Init | watcher::Event::InitDone => vec![],
+        };
+        futures::stream::iter(objects.into_iter().map(Ok))
+    })
+}
+
 /// Runs the Domain and Mailbox controllers until a shutdown signal. A change of a Secret
-/// reconciles the Mailboxes whose password it holds, a change of a Domain the Mailboxes in it.
-/// The Secret watch receives every Secret (kube's metadata-only watch as a trigger is still
-/// unstable), but keeps none of them.
+/// reconciles the Mailboxes whose password it holds and the Domains whose DKIM key it holds (or
+/// that own it: the generated key), a change of a Domain the Mailboxes in it. The Secret
+/// watches are metadata-only: a change is a trigger, and the reconcile reads the Secret.
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let mailboxes = Controller::new(Api::<Mailbox>::all(client.clone()), watcher::Config::default());
-    let store = mailboxes.store();
-    let in_domain = store.clone();
-    let mailboxes = mailboxes
+    let Watches { mailboxes, domains, secrets } = watches(&ctx.client, &ctx.secrets);
+    let health = ctx.health.clone();
+    let all = |resource: &'static str| WatchTarget { resource, namespace: None };
+    let secret_triggers = |secrets: &[(Api<PartialObjectMeta<Secret>>, WatchTarget)]| {
+        secrets
+            .iter()
+            .map(|(api, target)| {
+                touched(observed(watcher(api.clone(), watcher::Config::default()), health.clone(), target.clone()))
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let (mailbox_store, writer) = reflector::store::<Mailbox>();
+    let mailbox_events =
+        observed(watcher(mailboxes, watcher::Config::default()).reflect(writer), health.clone(), all("mailboxes"));
+    let in_domain = mailbox_store.clone();
+    let mut mailbox_controller = Controller::for_stream(applied(mailbox_events), mailbox_store.clone())
         // A Domain that appears (or changes) reconciles the Mailboxes in it (domains are global
         // in the mailbox service, so of any namespace) without waiting for their retry.
-        .watches(Api::<Domain>::all(client.clone()), watcher::Config::default(), move |domain: Domain| {
-            let suffix = format!("@{}", domain.spec.name.to_ascii_lowercase());
-            in_domain
-                .state()
-                .into_iter()
-                .filter(|m| m.spec.address.to_ascii_lowercase().ends_with(&suffix))
-                .map(|m| ObjectRef::from_obj(m.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .watches(Api::<Secret>::all(client.clone()), watcher::Config::default(), move |secret: Secret| {
+        .watches_stream(
+            touched(observed(watcher(domains.clone(), watcher::Config::default()), health.clone(), all("domains"))),
+            move |domain: Domain| {
+                let suffix = format!("@{}", domain.spec.name.to_ascii_lowercase());
+                in_domain
+                    .state()
+                    .into_iter()
+                    .filter(|m| m.spec.address.to_ascii_lowercase().ends_with(&suffix))
+                    .map(|m| ObjectRef::from_obj(m.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        );
+    for trigger in secret_triggers(&secrets) {
+        let store = mailbox_store.clone();
+        mailbox_controller = mailbox_controller.watches_stream(trigger, move |secret: PartialObjectMeta<Secret>| {
             let namespace = secret.namespace();
             let name = secret.name_any();
             store
@@ -415,7 +586,9 @@ pub async fn run(ctx: Arc<Context>) {
                 .filter(|m| m.namespace() == namespace && m.spec.password_secret_ref.name == name)
                 .map(|m| ObjectRef::from_obj(m.as_ref()))
                 .collect::<Vec<_>>()
-        })
+        });
+    }
+    let mailbox_controller = mailbox_controller
         .shutdown_on_signal()
         .run(reconcile_mailbox, error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -423,25 +596,65 @@ pub async fn run(ctx: Arc<Context>) {
                 tracing::debug!(error = %e, "mailbox controller");
             }
         });
-    // The generated DKIM Secrets (labelled, owned by their Domain): one deleted is made again.
-    let generated = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
-    let domains = Controller::new(Api::<Domain>::all(client.clone()), watcher::Config::default());
-    let _ = ctx.domains.set(domains.store());
-    let domains = domains
-        .owns(Api::<Secret>::all(client), generated)
-        .shutdown_on_signal()
-        .run(reconcile_domain, error_policy, ctx)
-        .for_each(|result| async move {
+
+    let (domain_store, writer) = reflector::store::<Domain>();
+    let _ = ctx.domains.set(domain_store.clone());
+    let domain_events =
+        observed(watcher(domains, watcher::Config::default()).reflect(writer), health.clone(), all("domains"));
+    let mut domain_controller = Controller::for_stream(applied(domain_events), domain_store.clone());
+    for trigger in secret_triggers(&secrets) {
+        let store = domain_store.clone();
+        domain_controller = domain_controller.watches_stream(trigger, move |secret: PartialObjectMeta<Secret>| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            // The Domain owning a generated key (one deleted is made again), and the
+            // Domains whose `dkim.secretRef` names the Secret.
+            let owners = secret
+                .owner_references()
+                .iter()
+                .filter(|o| o.kind == "Domain" && o.api_version == Domain::api_version(&()))
+                .map(|o| ObjectRef::<Domain>::new(&o.name).within(namespace.as_deref().unwrap_or_default()))
+                .collect::<Vec<_>>();
+            let referring = store
+                .state()
+                .into_iter()
+                .filter(|d| {
+                    d.namespace() == namespace
+                        && d.spec.dkim.as_ref().and_then(|k| k.secret_ref.as_ref()).is_some_and(|r| r.name == name)
+                })
+                .map(|d| ObjectRef::from_obj(d.as_ref()));
+            owners.into_iter().chain(referring).collect::<Vec<_>>()
+        });
+    }
+    let domain_controller =
+        domain_controller.shutdown_on_signal().run(reconcile_domain, error_policy, ctx).for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "domain controller");
             }
         });
-    futures::join!(mailboxes, domains);
+    futures::join!(mailbox_controller, domain_controller);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The families are on `/metrics` from the start, each series at zero, before any
+    /// reconcile or watch (the chart's checks scrape an operator that reaches no API server).
+    #[test]
+    fn metric_families_are_registered_with_their_series() {
+        reconciles();
+        crate::watch::watch_errors();
+        let metrics = tern_runtime::metrics::Metrics::global().encode();
+        for line in [
+            "# TYPE tern_operator_reconciles counter",
+            r#"tern_operator_reconciles_total{kind="Mailbox",result="error"}"#,
+            "# TYPE tern_operator_watch_errors counter",
+            r#"tern_operator_watch_errors_total{resource="domains"}"#,
+        ] {
+            assert!(metrics.contains(line), "{line} is missing: {metrics}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_up_to_five_minutes() {

@@ -1,8 +1,10 @@
 //! The custom resources: `Domain` and `Mailbox` in `mail.tern.dev/v1alpha1`.
 //!
 //! The doc comments of the fields are the descriptions `kubectl explain` shows, and the
-//! `schemars` attributes the validation the API server applies; `cargo xtask codegen` writes
-//! the CustomResourceDefinitions generated from these types into `crds/`.
+//! `schemars` attributes the validation the API server applies: patterns and lengths, list
+//! types, and the CEL rules (`x-kubernetes-validations`) that make the names immutable and
+//! relate fields. `cargo xtask codegen` writes the CustomResourceDefinitions generated from
+//! these types into [`CRD_DIRS`].
 
 use kube::CustomResource;
 use kube::core::CustomResourceExt;
@@ -27,6 +29,13 @@ pub const DOMAIN_PATTERN: &str = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0
 /// (which marks sub-addresses) and a domain name.
 pub const ADDRESS_PATTERN: &str = r"^[a-z0-9!#$%&'*/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*/=?^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 
+/// The `x-kubernetes-validations` rule that makes a field immutable once created.
+pub const IMMUTABLE: &str = "self == oldSelf";
+
+/// The rule that an alias cannot be the mailbox's own address (the mailbox service would
+/// refuse it, and the Mailbox would never become Ready).
+pub const ALIAS_NOT_ADDRESS: &str = "!has(self.aliases) || !(self.address in self.aliases)";
+
 /// A mail domain served by Tern: mail for any address in it is accepted and delivered to its
 /// mailboxes.
 // Each `printcolumn(...)` repeats the same keys, which clippy takes for duplicated attributes.
@@ -48,35 +57,57 @@ pub const ADDRESS_PATTERN: &str = r"^[a-z0-9!#$%&'*/=?^_`{|}~-]+(\.[a-z0-9!#$%&'
         json_path = ".status.conditions[?(@.type==\"Ready\")].status",
         description = "Whether the domain exists in the mailbox service as specified"
     ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the domain is (not) Ready"
+    ),
+    printcolumn(
+        name = "Reclaim",
+        type_ = "string",
+        json_path = ".spec.reclaimPolicy",
+        description = "What deleting the Domain does",
+        priority = "1"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DomainSpec {
-    /// The DNS name of the domain, lower case, such as `example.com`. Mailboxes are created in
-    /// it by their address.
+    /// The DNS name of the mail domain, lower case, such as `example.com`. Mailboxes join it by
+    /// their address (`alice@example.com`). Cannot be changed once created: create a new Domain
+    /// for another name.
     #[schemars(regex(pattern = DOMAIN_PATTERN), length(max = 253))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": IMMUTABLE,
+        "message": "spec.name cannot be changed: create a new Domain for another mail domain"
+    }]))]
     pub name: String,
-    /// Where mail for unknown local parts of the domain goes: a local part (`postmaster`) or a
-    /// full address of this server. Unset: such mail is refused.
+    /// Where mail for unknown local parts of the domain goes: a local part of this domain
+    /// (`postmaster`) or a full address of this server (`info@example.org`). Unset (the
+    /// default): mail to an unknown address is refused at RCPT TO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = CATCH_ALL_PATTERN))]
+    #[schemars(regex(pattern = CATCH_ALL_PATTERN), length(max = 254))]
     pub catch_all: Option<String>,
-    /// The quota of mailboxes of the domain that do not set their own: a Kubernetes quantity of
-    /// bytes such as `1Gi`, `500Mi` or `2G`. Unset: unlimited.
+    /// The quota of the domain's mailboxes that do not set their own: a Kubernetes quantity of
+    /// bytes such as `1Gi`, `500Mi` or `2G` (never negative); `0` is unlimited. Unset (the
+    /// default): unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    #[schemars(regex(pattern = QUANTITY_PATTERN), length(max = 32))]
     pub default_quota: Option<String>,
-    /// DKIM signing of the domain's outgoing mail. Unset: the operator generates a key with the
-    /// selector `tern`, as when `secretRef` is unset.
+    /// DKIM signing of the domain's outgoing mail. Unset (the default): the operator generates
+    /// a key with the selector `tern`, as when `secretRef` is unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dkim: Option<DkimSpec>,
-    /// The host name of the MX record the status proposes (the address clients and other
-    /// servers reach Tern's SMTP at). Unset: `mail.` followed by the domain name.
+    /// The host name of the MX record the status proposes: where other servers deliver the
+    /// domain's mail and clients reach Tern's SMTP, such as `mx.example.com`. Unset (the
+    /// default): `mail.` followed by the domain name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DOMAIN_PATTERN))]
+    #[schemars(regex(pattern = DOMAIN_PATTERN), length(max = 253))]
     pub mail_host: Option<String>,
     /// What deleting this Domain does to the domain in the mailbox service: `Retain` (the
-    /// default) leaves it, `Delete` removes it once it has no mailboxes or aliases left.
+    /// default) leaves it, no longer managed; `Delete` removes it once it has no mailboxes or
+    /// aliases left.
     #[serde(default)]
     pub reclaim_policy: ReclaimPolicy,
 }
@@ -85,14 +116,17 @@ pub struct DomainSpec {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DkimSpec {
-    /// The DKIM selector: the record is published at `<selector>._domainkey.<domain>`.
+    /// The DKIM selector, a DNS label such as `tern` or `s2026`: the public key is published at
+    /// `<selector>._domainkey.<domain>`. Default: `tern`. Change it (with a new key) to rotate
+    /// keys without breaking the signatures of mail in transit.
     #[serde(default = "default_selector")]
     #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
     pub selector: String,
     /// A Secret in the Domain's namespace holding the RSA private key (PEM, PKCS#8 or PKCS#1)
-    /// under the given key. Unset: the operator generates an RSA-2048 key pair into the Secret
-    /// `<Domain name>-dkim` (keys `private.pem` and `selector`), owned by the Domain, and keeps
-    /// it while it exists. The public key is published in `status.dnsRecords`.
+    /// under the given key. Unset (the default): the operator generates an RSA-2048 key pair
+    /// into the Secret `<Domain name>-dkim` (keys `private.pem` and `selector`), owned by the
+    /// Domain, and keeps it while it exists. The public key is published in
+    /// `status.dnsRecords`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
 }
@@ -105,13 +139,15 @@ fn default_selector() -> String {
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DomainStatus {
-    /// The latest observations of the domain's state; `Ready` tells whether the mailbox
-    /// service has the domain as specified.
+    /// The latest observations of the domain's state, one per type; `Ready` tells whether the
+    /// mailbox service has the domain as specified, and if not why (`reason`, `message`).
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The DNS records the owner of the domain must publish for mail to reach Tern and for
     /// Tern's mail to be trusted: MX, SPF, DKIM and DMARC.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
     pub dns_records: Vec<DnsRecord>,
     /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,9 +161,11 @@ pub struct DnsRecord {
     /// The record type: `MX` or `TXT`.
     #[serde(rename = "type")]
     pub type_: String,
-    /// The fully qualified owner name of the record, with a trailing dot.
+    /// The fully qualified owner name of the record, with a trailing dot, such as
+    /// `tern._domainkey.example.com.`.
     pub name: String,
-    /// The record's data as a zone file writes it (TXT data without the quotes).
+    /// The record's data as a zone file writes it (TXT data without the quotes), such as
+    /// `10 mail.example.com.` for an MX record.
     pub value: String,
 }
 
@@ -152,34 +190,70 @@ pub struct DnsRecord {
         json_path = ".status.conditions[?(@.type==\"Ready\")].status",
         description = "Whether the account exists in the mailbox service as specified"
     ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the mailbox is (not) Ready"
+    ),
     printcolumn(name = "Usage", type_ = "string", json_path = ".status.usage", description = "Bytes stored / quota"),
-    printcolumn(name = "Messages", type_ = "integer", json_path = ".status.messages", priority = "1"),
+    printcolumn(
+        name = "Quota",
+        type_ = "string",
+        json_path = ".spec.quota",
+        description = "The quota the Mailbox sets (empty: the domain's default)",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Messages",
+        type_ = "integer",
+        json_path = ".status.messages",
+        description = "Messages stored, in every folder",
+        priority = "1"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": ALIAS_NOT_ADDRESS,
+    "message": "spec.aliases cannot contain the mailbox's own address (spec.address)",
+    "fieldPath": ".aliases",
+    "reason": "FieldValueInvalid"
+}]))]
 pub struct MailboxSpec {
-    /// The primary address of the mailbox, lower case, which is also its login name. Its
-    /// domain must exist (a Domain resource or a domain created otherwise).
+    /// The primary address of the mailbox, lower case, such as `alice@example.com`; also its
+    /// login name for IMAP, POP3 and SMTP submission. Its domain must exist in the mailbox
+    /// service (a Domain resource, or a domain created otherwise). Cannot be changed once
+    /// created: the stored mail belongs to the address; create a new Mailbox instead.
     #[schemars(regex(pattern = ADDRESS_PATTERN), length(max = 254))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": IMMUTABLE,
+        "message": "spec.address cannot be changed: create a new Mailbox for another address"
+    }]))]
     pub address: String,
-    /// The name shown for the mailbox's owner.
+    /// The name shown for the mailbox's owner, such as `Alice Example`. Unset: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub display_name: Option<String>,
-    /// The Secret key holding the password: plain text, or a hash stored as it is, argon2
-    /// (`$argon2id$...`) or bcrypt (`$2b$...`, `$2y$...`). A change of the Secret changes the
-    /// password.
+    /// The Secret key holding the password, in the Mailbox's namespace: plain text, or a hash
+    /// stored as it is, argon2 (`$argon2id$...`) or bcrypt (`$2b$...`, `$2y$...`). Editing the
+    /// Secret changes the password within seconds.
     pub password_secret_ref: SecretKeyRef,
-    /// The most the mailbox may store: a Kubernetes quantity of bytes such as `1Gi`, `500Mi` or
-    /// `2G`; `0` is unlimited. Unset: the domain's default quota.
+    /// The most the mailbox may store: a Kubernetes quantity of bytes such as `1Gi` (2^30
+    /// bytes), `500Mi` or `2G` (10^9 bytes), never negative; `0` is unlimited. Unset (the
+    /// default): the Domain's `defaultQuota`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    #[schemars(regex(pattern = QUANTITY_PATTERN), length(max = 32))]
     pub quota: Option<String>,
-    /// Further addresses delivered to this mailbox, in its domain or another domain of the
-    /// server.
+    /// Further addresses delivered to this mailbox, such as `info@example.com`: in its domain or
+    /// another domain of the server, each at most once, never the mailbox's own address, at
+    /// most 100. Default: none.
     #[serde(default)]
-    #[schemars(inner(regex(pattern = ADDRESS_PATTERN)))]
+    #[schemars(inner(regex(pattern = ADDRESS_PATTERN), length(max = 254)), length(max = 100))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub aliases: Vec<String>,
-    /// A suspended mailbox cannot log in and receives no mail; what it stores is kept.
+    /// A suspended mailbox cannot log in and receives no mail (senders get a temporary
+    /// failure); what it stores is kept. Default: false.
     #[serde(default)]
     pub suspended: bool,
     /// What POP3 DELE does: `expunge` (the default) removes the message for every protocol,
@@ -196,11 +270,12 @@ pub struct MailboxSpec {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
-    /// The name of the Secret, in the namespace of the resource that refers to it.
-    #[schemars(length(min = 1))]
+    /// The name of the Secret, in the namespace of the resource that refers to it, such as
+    /// `alice-password`.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// The key in the Secret's data.
-    #[schemars(length(min = 1))]
+    /// The key in the Secret's `data` (or `stringData`), such as `password`.
+    #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
 
@@ -229,16 +304,19 @@ pub enum ReclaimPolicy {
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MailboxStatus {
-    /// The latest observations of the mailbox's state; `Ready` tells whether the mailbox
-    /// service has the account as specified.
+    /// The latest observations of the mailbox's state, one per type; `Ready` tells whether the
+    /// mailbox service has the account as specified, and if not why (`reason`, `message`).
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The number of messages stored, in every folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub messages: Option<u64>,
-    /// The bytes stored, in every folder.
+    #[schemars(range(min = 0))]
+    pub messages: Option<i64>,
+    /// The bytes stored, in every folder (bytes, not a quantity: `1048576` is 1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes_used: Option<u64>,
+    #[schemars(range(min = 0))]
+    pub bytes_used: Option<i64>,
     /// Bytes stored and quota for people, such as `1.2Mi/1.0Gi` (`-` for no quota).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<String>,
@@ -255,19 +333,25 @@ pub struct MailboxStatus {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// The kind of observation; `Ready` for now.
+    /// The kind of observation; `Ready` for now. At most one condition of each type.
     #[serde(rename = "type")]
+    #[schemars(length(min = 1, max = 316))]
     pub type_: String,
-    /// `True`, `False` or `Unknown`.
+    /// Whether the observation holds: `True`, `False` or `Unknown`.
+    #[schemars(extend("enum" = ["True", "False", "Unknown"]))]
     pub status: String,
     /// A CamelCase word for programs: `Reconciled`, `DomainMissing`,
-    /// `PasswordSecretMissing`, `InvalidSpec`, `ApiUnavailable`, `ApiError`.
+    /// `PasswordSecretMissing`, `SecretNamespaceNotWatched`, `InvalidSpec`, `Refused`,
+    /// `ApiUnavailable`, `DkimKeyInvalid`, `DomainConflict`.
+    #[schemars(length(max = 1024))]
     pub reason: String,
     /// What happened, for people.
     #[serde(default)]
+    #[schemars(length(max = 32768))]
     pub message: String,
-    /// When `status` last changed (RFC 3339).
+    /// When `status` last changed, an RFC 3339 date-time such as `2026-01-31T12:00:00Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub last_transition_time: Option<String>,
     /// The `metadata.generation` of the spec the observation was made against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -291,7 +375,13 @@ impl HasConditions for MailboxStatus {
     }
 }
 
-/// The CustomResourceDefinitions as YAML documents, with the file names they have in `crds/`.
+/// Where the generated CRDs are committed, relative to the repository's root: `crds/` for
+/// `kubectl apply --server-side -f crds/`, and the chart's copy, which the chart installs and
+/// upgrades from a template (Helm never upgrades what a chart's own `crds/` holds).
+pub const CRD_DIRS: [&str; 2] = ["crds", "charts/tern/files/crds"];
+
+/// The CustomResourceDefinitions as YAML documents, with the file names they have in each of
+/// [`CRD_DIRS`].
 pub fn crd_manifests() -> Vec<(&'static str, String)> {
     fn yaml(crd: &impl Serialize) -> String {
         let body = serde_saphyr::to_string(crd).expect("a CRD serialises to YAML");

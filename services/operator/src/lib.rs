@@ -7,6 +7,8 @@
 //! - [`dkim`]: DKIM key generation and the DKIM TXT record, without Kubernetes.
 //! - [`controller`]: the kube-runtime wiring: watches, the finalizer, Secrets, Events,
 //!   requeues with backoff.
+//! - [`watch`]: where Secrets may be read, and the health of the watches (readiness, the
+//!   watch error counter).
 //!
 //! Only this crate knows kube.
 
@@ -17,3 +19,4 @@ pub mod dkim;
 pub mod leader;
 pub mod quantity;
 pub mod reconcile;
+pub mod watch;

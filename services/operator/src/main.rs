@@ -10,6 +10,7 @@ use kube::Api;
 use tern_operator::admin::GrpcAdmin;
 use tern_operator::controller::{self, Context};
 use tern_operator::leader::{ElectionConfig, Elector};
+use tern_operator::watch::{Health, SecretScope};
 
 #[derive(Debug, Parser)]
 #[command(name = "tern-operator", about = "Converges Tern's mailbox service to Domain and Mailbox resources")]
@@ -52,16 +53,30 @@ enum Command {
         /// Reconcile without leader election: only when exactly one replica runs.
         #[arg(long)]
         no_leader_election: bool,
+        /// A namespace whose Secrets (Mailbox passwords, Domain DKIM keys) the operator may
+        /// read and create; repeat it, or give a comma-separated list in the environment. Secrets
+        /// are then watched in these namespaces only, and Domains and Mailboxes elsewhere are
+        /// not reconciled (Ready False, reason SecretNamespaceNotWatched). None: every
+        /// namespace (the operator needs Secrets cluster-wide).
+        #[arg(long = "secret-namespace", env = "TERN_OPERATOR_SECRET_NAMESPACES", value_delimiter = ',')]
+        secret_namespaces: Vec<String>,
     },
-    /// Writes the CustomResourceDefinitions into a directory (`cargo xtask codegen` does this
-    /// for `crds/`).
-    Crds { dir: PathBuf },
+    /// Writes the CustomResourceDefinitions into each directory given (`cargo xtask codegen`
+    /// does this for `crds/` and `charts/tern/files/crds/`).
+    Crds {
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crds { dir } => tern_operator::crd::write_crds(&dir)?,
+        Command::Crds { dirs } => {
+            for dir in dirs {
+                tern_operator::crd::write_crds(&dir)?;
+            }
+        }
         Command::Run {
             mailbox,
             admin_token,
@@ -73,11 +88,16 @@ async fn main() -> anyhow::Result<()> {
             otlp,
             lease_name,
             no_leader_election,
+            secret_namespaces,
         } => {
             tern_runtime::tls::install_crypto_provider();
             let _telemetry = tern_runtime::telemetry::init("tern-operator", otlp.as_deref())?;
+            // Every family on /metrics from the start, before (or without) the API server.
             controller::reconciles();
+            tern_operator::watch::watch_errors();
+            let secret_scope = SecretScope::from_namespaces(&secret_namespaces);
             let readiness = tern_runtime::http::Readiness::default();
+            let health = Health::with_readiness(readiness.clone());
             let listener = tokio::net::TcpListener::bind(http).await?;
             let endpoint =
                 tokio::spawn(tern_runtime::http::serve(listener, readiness.clone(), tern_runtime::shutdown::signal()));
@@ -95,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
             tokio::pin!(stop);
             // Ready while following too, so that a rolling update can proceed.
             readiness.set(true);
-            tracing::info!(%mailbox, %http, "tern-operator started");
+            tracing::info!(%mailbox, %http, secrets = %secret_scope.describe(), "tern-operator started");
             let identity = instance.clone().unwrap_or_else(|| format!("tern-operator-{}", std::process::id()));
             let elector = (!no_leader_election).then(|| {
                 let mut cfg = ElectionConfig::new(identity);
@@ -111,7 +131,8 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             }
-            let ctx = Arc::new(Context::new(client, admin, instance));
+            let ctx =
+                Arc::new(Context::new(client, admin, instance).with_secret_scope(secret_scope).with_health(health));
             let result = match &elector {
                 None => {
                     controller::run(ctx).await;

@@ -45,6 +45,44 @@ pub mod reason {
     /// Another Domain resource (in another namespace, say) names the same domain and was
     /// there first; this one changes nothing until that one is gone.
     pub const DOMAIN_CONFLICT: &str = "DomainConflict";
+    /// The resource is in a namespace whose Secrets the operator may not read (it was started
+    /// with `--secret-namespace`, and this is not one of them): it is not reconciled.
+    pub const SECRET_NAMESPACE_NOT_WATCHED: &str = "SecretNamespaceNotWatched";
+}
+
+/// The message of [`reason::SECRET_NAMESPACE_NOT_WATCHED`].
+fn not_watched_message(kind: &str, namespace: &str, watched: &str) -> String {
+    format!(
+        "tern-operator reads Secrets only in namespaces {watched} (--secret-namespace, \
+         TERN_OPERATOR_SECRET_NAMESPACES), not in {namespace}, where this {kind}'s Secret is: create the \
+         {kind} in one of those namespaces, or let the operator read Secrets in every namespace \
+         (Helm value operator.clusterWideSecrets)"
+    )
+}
+
+/// The outcome for a Mailbox in a namespace whose Secrets the operator may not read (so not
+/// its password): not Ready, nothing done in the mailbox service. Looked at again only at the
+/// resync, since the operator's configuration changes only with a restart.
+pub fn mailbox_secret_namespace_not_watched(mailbox: &Mailbox, watched: &str) -> Outcome<MailboxStatus> {
+    use kube::ResourceExt;
+    let generation = mailbox.metadata.generation;
+    let mut status = mailbox.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let message = not_watched_message("Mailbox", &mailbox.namespace().unwrap_or_default(), watched);
+    set_ready(&mut status.conditions, false, reason::SECRET_NAMESPACE_NOT_WATCHED, message, generation);
+    Outcome { status, changes: vec![], next: Next::Resync }
+}
+
+/// The outcome for a Domain in a namespace whose Secrets the operator may not read (so not its
+/// DKIM key): not Ready, nothing done in the mailbox service, as for a Mailbox.
+pub fn domain_secret_namespace_not_watched(domain: &Domain, watched: &str) -> Outcome<DomainStatus> {
+    use kube::ResourceExt;
+    let generation = domain.metadata.generation;
+    let mut status = domain.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let message = not_watched_message("Domain", &domain.namespace().unwrap_or_default(), watched);
+    set_ready(&mut status.conditions, false, reason::SECRET_NAMESPACE_NOT_WATCHED, message, generation);
+    Outcome { status, changes: vec![], next: Next::Resync }
 }
 
 /// The Domain resource that owns the mail domain `domain` names, when it is not `domain`
@@ -430,8 +468,10 @@ pub async fn reconcile_mailbox(
         }
 
         let usage = api.get_usage(&address).await?;
-        status.messages = Some(usage.messages);
-        status.bytes_used = Some(usage.bytes);
+        // The CRD's integers are int64 (Kubernetes has no unsigned format); a count past
+        // i64::MAX cannot happen, so saturating is only for the type.
+        status.messages = Some(i64::try_from(usage.messages).unwrap_or(i64::MAX));
+        status.bytes_used = Some(i64::try_from(usage.bytes).unwrap_or(i64::MAX));
         let quota = if usage.quota_bytes == 0 { "-".to_string() } else { format_bytes(usage.quota_bytes) };
         status.usage = Some(format!("{}/{quota}", format_bytes(usage.bytes)));
         Ok(waiting)

@@ -1,6 +1,11 @@
 //! The controllers' reconcile functions against a mock Kubernetes API server (tower-test, as in
 //! kube-rs's controller-rs: every request is checked and answered by the test) and a real
-//! mailbox service on loopback.
+//! mailbox service on loopback; and the controllers' watches, in both Secret configurations.
+//!
+//! Every request the operator makes here is recorded as the RBAC rule it needs, and must be
+//! listed in `tests/api-requests.json` (see `support`).
+
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +25,7 @@ use tern_operator::crd::{
 };
 use tern_operator::dkim;
 use tern_operator::reconcile::{RESYNC, RETRY_SOON};
+use tern_operator::watch::SecretScope;
 use tern_tests::TestServer;
 use tern_tests::tern_mailbox::Limits;
 use tern_tests::tern_proto::v1::{AuthenticateRequest, GetAccountRequest};
@@ -28,8 +34,18 @@ const MAILBOX_PATH: &str = "/apis/mail.tern.dev/v1alpha1/namespaces/mail/mailbox
 const SECRET_PATH: &str = "/api/v1/namespaces/mail/secrets/alice-password";
 const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/mail/events";
 
-/// The test's side of the mock API server.
-struct ApiServer(tower_test::mock::Handle<Request<Body>, Response<Body>>);
+/// The test's side of the mock API server, which records every request.
+struct ApiServer {
+    handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    /// The operator's configuration, for the record.
+    when: support::When,
+    _settle: support::Guard,
+}
+
+/// The requests this binary records: all but the Leases (the leader tests').
+fn recorded_here(request: &support::ApiRequest) -> bool {
+    request.resource != "leases"
+}
 
 /// One request the reconciler made.
 struct Call {
@@ -48,10 +64,11 @@ impl Call {
 
 impl ApiServer {
     async fn next(&mut self) -> Call {
-        let (request, respond) = tokio::time::timeout(Duration::from_secs(10), self.0.next_request())
+        let (request, respond) = tokio::time::timeout(Duration::from_secs(10), self.handle.next_request())
             .await
             .expect("the reconciler made no further request")
             .expect("the client was dropped");
+        support::record(request.method().as_str(), request.uri(), self.when);
         let method = request.method().to_string();
         let path = request.uri().path().to_string();
         let bytes = request.into_body().collect_bytes().await.unwrap();
@@ -111,12 +128,24 @@ struct Setup {
     ctx: Arc<Context>,
 }
 
+/// A mailbox service, and a controller context that may read Secrets in `mail` (as the chart
+/// configures it by default) over the mock API server.
+///
+/// The requests of a reconcile in a namespace whose Secrets the operator reads are the same in
+/// both Secret configurations (the configuration only decides which namespaces those are, and
+/// what is watched), so they are recorded as made `Always`.
 async fn setup() -> Setup {
+    setup_reading_secrets_in("mail").await
+}
+
+async fn setup_reading_secrets_in(namespace: &str) -> Setup {
     let server = TestServer::start(Limits::default()).await;
     let admin = Arc::new(GrpcAdmin::new(server.admin_client().await));
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let ctx = Arc::new(Context::new(client, admin.clone(), Some("tern-operator-0".to_string())));
+    let ctx = Context::new(client, admin.clone(), Some("tern-operator-0".to_string()))
+        .with_secret_scope(SecretScope::from_namespaces([namespace]));
+    let ctx = Arc::new(ctx);
     // The domain, through the reconciler without Kubernetes.
     let mut domain = tern_operator::crd::Domain::new(
         "example",
@@ -131,7 +160,8 @@ async fn setup() -> Setup {
     );
     domain.metadata.namespace = Some("mail".into());
     tern_operator::reconcile::reconcile_domain(admin.as_ref(), &domain).await;
-    Setup { server, api: ApiServer(handle), ctx }
+    let api = ApiServer { handle, when: support::When::Always, _settle: support::Guard(recorded_here) };
+    Setup { server, api, ctx }
 }
 
 fn mailbox(finalizer: bool) -> Mailbox {
@@ -475,4 +505,198 @@ async fn domain_with_a_dkim_secret_publishes_its_key_or_says_why_not() {
         .unwrap()
         .into_inner();
     assert_eq!((stored.dkim_selector, stored.dkim_txt), ("s2026".to_string(), dkim::txt_value(&pem).unwrap()));
+}
+
+/// A Mailbox and a Domain in a namespace whose Secrets the operator may not read: nothing is
+/// done in the mailbox service and no Secret is asked for (it would be refused); each says why
+/// in its condition and one Warning Event.
+#[tokio::test]
+async fn objects_where_secrets_are_not_read_say_so_and_are_not_reconciled() {
+    let Setup { server, mut api, ctx } = setup_reading_secrets_in("tern-system").await;
+    let object = mailbox(true);
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx.clone()));
+    let (notes, patch) = api.events_then_status(&object).await;
+    assert_eq!(ready(&patch), ("False".into(), "SecretNamespaceNotWatched".into()));
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("only in namespaces tern-system") && notes[0].contains("not in mail"), "{notes:?}");
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    assert!(!account_exists(&server).await);
+
+    let domain = other_domain(None);
+    let task = tokio::spawn(controller::reconcile_domain(Arc::new(domain.clone()), ctx));
+    let warning = api.expect("POST", EVENTS_PATH, &json!({})).await;
+    assert_eq!(warning["reason"], "SecretNamespaceNotWatched");
+    let patch = api.expect("PATCH", DOMAIN_STATUS_PATH, &serde_json::to_value(&domain).unwrap()).await;
+    assert_eq!(ready(&patch), ("False".into(), "SecretNamespaceNotWatched".into()));
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    let missing = server
+        .admin_client()
+        .await
+        .get_domain(tern_tests::tern_proto::v1::GetDomainRequest { name: "other.example".into() })
+        .await;
+    assert!(missing.is_err(), "the domain was not created");
+}
+
+/// An empty list, as the API server answers a list of objects or of their metadata.
+fn empty_list(metadata_only: bool) -> Value {
+    if metadata_only {
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+               "metadata": {"resourceVersion": "1"}, "items": []})
+    } else {
+        json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []})
+    }
+}
+
+/// Runs the controllers (`controller::run`) against the mock API server in the Secret
+/// configuration `scope`, answers every list with an empty list and leaves every watch open,
+/// and returns the requests they made once they make no more: the list and the watch of each
+/// watch.
+async fn watch_requests(scope: SecretScope, when: support::When) -> (Vec<(String, String)>, controller::Watches) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    // The mailbox service is never called: no object is listed.
+    let options = tern_runtime::rpc::ClientOptions::new("http://127.0.0.1:9".to_string());
+    let admin = Arc::new(GrpcAdmin::connect(&options).unwrap());
+    let ctx = Arc::new(Context::new(client.clone(), admin, None).with_secret_scope(scope.clone()));
+    let run = tokio::spawn(controller::run(ctx));
+    let mut requests = vec![];
+    let mut open_watches = vec![];
+    while let Ok(next) = tokio::time::timeout(Duration::from_secs(2), handle.next_request()).await {
+        let (request, respond) = next.expect("the controllers dropped the client");
+        support::record(request.method().as_str(), request.uri(), when);
+        let uri = request.uri().clone();
+        let path = uri.path().to_string();
+        let query = uri.query().unwrap_or_default().to_string();
+        requests.push((request.method().to_string(), format!("{path}?{query}")));
+        if query.split('&').any(|p| p == "watch=true") {
+            open_watches.push(respond);
+            continue;
+        }
+        let metadata_only = request
+            .headers()
+            .get(http::header::ACCEPT)
+            .is_some_and(|a| a.to_str().unwrap_or_default().contains("PartialObjectMetadata"));
+        let body = serde_json::to_vec(&empty_list(metadata_only)).unwrap();
+        respond.send_response(Response::builder().status(StatusCode::OK).body(Body::from(body)).unwrap());
+    }
+    run.abort();
+    (requests, controller::watches(&client, &scope))
+}
+
+/// What each watch lists and watches: exactly the [`controller::Watches`] of the configuration,
+/// Secrets metadata-only, and only in the namespaces the operator may read Secrets in.
+#[tokio::test]
+async fn watches_list_and_watch_secrets_only_where_they_may_be_read() {
+    let _settle = support::Guard(recorded_here);
+    for (scope, when) in [
+        (SecretScope::Cluster, support::When::ClusterWideSecrets),
+        (SecretScope::from_namespaces(["mail", "team"]), support::When::NamespacedSecrets),
+    ] {
+        let (requests, watches) = watch_requests(scope.clone(), when).await;
+        let made: std::collections::BTreeSet<(String, String)> =
+            requests.iter().map(|(method, uri)| (method.clone(), uri.split('?').next().unwrap().to_string())).collect();
+        let mut expected = std::collections::BTreeSet::new();
+        expected.insert(("GET".to_string(), watches.mailboxes.resource_url().to_string()));
+        expected.insert(("GET".to_string(), watches.domains.resource_url().to_string()));
+        for (api, _) in &watches.secrets {
+            expected.insert(("GET".to_string(), api.resource_url().to_string()));
+        }
+        assert_eq!(made, expected, "{scope:?}: {requests:#?}");
+        // Each watcher lists, then watches: mailboxes once, domains and the Secrets of each
+        // namespace once for each controller.
+        let watchers = 1 + 2 + 2 * watches.secrets.len();
+        let lists = requests.iter().filter(|(_, uri)| !uri.contains("watch=true")).count();
+        let watching = requests.iter().filter(|(_, uri)| uri.contains("watch=true")).count();
+        assert_eq!((lists, watching), (watchers, watchers), "{scope:?}: {requests:#?}");
+        match &scope {
+            SecretScope::Cluster => assert!(requests.iter().any(|(_, uri)| uri.starts_with("/api/v1/secrets?"))),
+            SecretScope::Namespaces(_) => {
+                assert!(requests.iter().all(|(_, uri)| !uri.starts_with("/api/v1/secrets")), "{requests:#?}");
+                for ns in ["mail", "team"] {
+                    let url = format!("/api/v1/namespaces/{ns}/secrets?");
+                    assert!(requests.iter().any(|(_, uri)| uri.starts_with(&url)), "{requests:#?}");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn first_domain_reconcile_adds_the_finalizer() {
+    let Setup { server: _server, mut api, ctx } = setup().await;
+    let mut domain = other_domain(None);
+    domain.metadata.finalizers = None;
+    let task = tokio::spawn(controller::reconcile_domain(Arc::new(domain.clone()), ctx));
+    let mut with_finalizer = domain.clone();
+    with_finalizer.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+    let path = "/apis/mail.tern.dev/v1alpha1/namespaces/mail/domains/other";
+    let patch = api.expect("PATCH", path, &serde_json::to_value(&with_finalizer).unwrap()).await;
+    assert!(patch.to_string().contains(FINALIZER), "{patch}");
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+}
+
+/// A Secret watch the API server refuses (403, as under a Role in another namespace) is
+/// retried with backoff, counted, and keeps the process not ready until it works.
+#[tokio::test]
+async fn a_refused_secret_watch_makes_the_operator_not_ready_until_it_works() {
+    let _settle = support::Guard(recorded_here);
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let options = tern_runtime::rpc::ClientOptions::new("http://127.0.0.1:9".to_string());
+    let admin = Arc::new(GrpcAdmin::connect(&options).unwrap());
+    let readiness = tern_runtime::http::Readiness::default();
+    readiness.set(true);
+    let health = tern_operator::watch::Health::with_readiness(readiness.clone());
+    let ctx = Arc::new(Context::new(client, admin, None).with_health(health.clone()));
+    let run = tokio::spawn(controller::run(ctx));
+
+    let mut refused = 0;
+    let mut open_watches = vec![];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // Refuses the first two lists of Secrets (each controller's), then answers them.
+    while refused < 2 || !readiness.get() {
+        let next = tokio::time::timeout_at(deadline, handle.next_request()).await;
+        let (request, respond) = next.expect("the watch was not retried").expect("the client was dropped");
+        support::record(request.method().as_str(), request.uri(), support::When::ClusterWideSecrets);
+        let query = request.uri().query().unwrap_or_default().to_string();
+        if query.split('&').any(|p| p == "watch=true") {
+            open_watches.push(respond);
+            continue;
+        }
+        let secrets = request.uri().path() == "/api/v1/secrets";
+        let (status, body) = if secrets && refused < 2 {
+            refused += 1;
+            let forbidden = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden",
+                "code": 403, "message": "secrets is forbidden: User \"system:serviceaccount:tern:tern-operator\" \
+                cannot list resource \"secrets\" in API group \"\" at the cluster scope"});
+            (StatusCode::FORBIDDEN, forbidden)
+        } else {
+            (StatusCode::OK, empty_list(secrets))
+        };
+        let body = serde_json::to_vec(&body).unwrap();
+        respond.send_response(Response::builder().status(status).body(Body::from(body)).unwrap());
+        if refused == 2 && secrets && status == StatusCode::FORBIDDEN {
+            // Both refusals are in: the process is not ready, and says why.
+            for _ in 0..100 {
+                if !readiness.get() && !health.problems().is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(!readiness.get());
+            let problems = health.problems();
+            assert!(
+                problems[0].contains("secrets in every namespace") && problems[0].contains("forbidden"),
+                "{problems:?}"
+            );
+        }
+    }
+    assert!(health.problems().is_empty(), "{:?}", health.problems());
+    let metrics = tern_runtime::metrics::Metrics::global().encode();
+    let errors = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"tern_operator_watch_errors_total{resource="secrets"} "#))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(errors.is_some_and(|n| n >= 2), "{metrics}");
+    run.abort();
 }

@@ -1,21 +1,25 @@
-//! The CustomResourceDefinitions committed in `crds/` are the ones the Rust types generate.
+//! The CustomResourceDefinitions committed in `crds/` and `charts/tern/files/crds/` are the
+//! ones the Rust types generate, and their schemas follow the API conventions.
 
 use std::path::Path;
 
 use kube::CustomResourceExt;
-use tern_operator::crd::{Domain, Mailbox, crd_manifests};
+use tern_operator::crd::{CRD_DIRS, Domain, Mailbox, crd_manifests};
 
 #[test]
 fn committed_crds_are_up_to_date() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
-    for (name, generated) in crd_manifests() {
-        let path = dir.join(name);
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == generated,
-            "{} is stale or missing: run `cargo xtask codegen` and commit crds/",
-            path.display()
-        );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for dir in CRD_DIRS {
+        for (name, generated) in crd_manifests() {
+            let path = root.join(dir).join(name);
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                committed == generated,
+                "{dir}/{name} is stale or missing: run `cargo xtask codegen` (or `cargo run -p tern-operator -- \
+                 crds {}`) and commit both directories",
+                CRD_DIRS.join(" ")
+            );
+        }
     }
 }
 
@@ -52,7 +56,7 @@ fn printer_columns_short_names_and_status_subresource() {
     let version = &crd["spec"]["versions"][0];
     let columns: Vec<&str> =
         version["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(columns, ["Address", "Ready", "Usage", "Messages", "Age"]);
+    assert_eq!(columns, ["Address", "Ready", "Reason", "Usage", "Quota", "Messages", "Age"]);
     assert!(version["subresources"]["status"].is_object());
     assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["mbx"]));
     assert_eq!(crd["spec"]["scope"], "Namespaced");
@@ -61,7 +65,7 @@ fn printer_columns_short_names_and_status_subresource() {
     let version = &crd["spec"]["versions"][0];
     let columns: Vec<&str> =
         version["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(columns, ["Domain", "Ready", "Age"]);
+    assert_eq!(columns, ["Domain", "Ready", "Reason", "Reclaim", "Age"]);
     assert!(version["subresources"]["status"].is_object());
 }
 
@@ -227,4 +231,482 @@ fn the_validator_refuses_what_the_api_server_would() {
     let mut errors = vec![];
     validate("spec", &bad, schema, &mut errors);
     assert_eq!(errors.len(), 7, "{errors:#?}");
+}
+
+/// The CEL rules (`x-kubernetes-validations`) of the CRDs, evaluated offline: each parses (in
+/// the subset of CEL that [`cel`] implements, which the rules keep to), names only fields of
+/// the schema, has a message, and accepts and refuses the sample objects as the API server
+/// would. A rule without samples here fails the test.
+#[test]
+fn cel_rules_parse_name_real_fields_and_judge_samples() {
+    use serde_json::{Value, json};
+    // (kind, path of the schema holding the rule, self, oldSelf (None on create), allowed)
+    let samples: Vec<(&str, &str, Value, Option<Value>, bool)> = vec![
+        ("Domain", "spec.name", json!("example.com"), Some(json!("example.com")), true),
+        ("Domain", "spec.name", json!("example.org"), Some(json!("example.com")), false),
+        ("Mailbox", "spec.address", json!("alice@example.com"), Some(json!("alice@example.com")), true),
+        ("Mailbox", "spec.address", json!("bob@example.com"), Some(json!("alice@example.com")), false),
+        ("Mailbox", "spec", json!({"address": "alice@example.com"}), None, true),
+        ("Mailbox", "spec", json!({"address": "alice@example.com", "aliases": []}), None, true),
+        (
+            "Mailbox",
+            "spec",
+            json!({"address": "a@example.com", "aliases": ["info@example.com", "a@example.org"]}),
+            None,
+            true,
+        ),
+        (
+            "Mailbox",
+            "spec",
+            json!({"address": "a@example.com", "aliases": ["info@example.com", "a@example.com"]}),
+            None,
+            false,
+        ),
+    ];
+    let mut checked = std::collections::BTreeSet::new();
+    for crd in [serde_json::to_value(Domain::crd()).unwrap(), serde_json::to_value(Mailbox::crd()).unwrap()] {
+        let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_string();
+        let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut rules = vec![];
+        cel::collect_rules("", root, &mut rules);
+        assert!(!rules.is_empty(), "{kind} has no CEL rules");
+        for (path, schema, rule) in rules {
+            let expression = rule["rule"].as_str().unwrap();
+            assert!(rule["message"].as_str().is_some_and(|m| m.len() > 10), "{kind} {path}: {rule} has no message");
+            let ast = cel::parse(expression).unwrap_or_else(|e| panic!("{kind} {path}: {expression:?}: {e}"));
+            cel::check_fields(&ast, schema).unwrap_or_else(|e| panic!("{kind} {path}: {expression:?}: {e}"));
+            let mine: Vec<_> = samples.iter().filter(|s| s.0 == kind && s.1 == path).collect();
+            assert!(!mine.is_empty(), "{kind} {path}: no samples for {expression:?}");
+            for (_, _, value, old, allowed) in mine {
+                // A transition rule (with oldSelf) is only evaluated on updates.
+                if old.is_none() && expression.contains("oldSelf") {
+                    continue;
+                }
+                let result = cel::eval(&ast, value, old.as_ref());
+                assert_eq!(result, Ok(Value::Bool(*allowed)), "{kind} {path}: {expression:?} on {value} (old {old:?})");
+            }
+            checked.insert((kind.clone(), path));
+        }
+    }
+    let wanted: std::collections::BTreeSet<_> = samples.iter().map(|s| (s.0.to_string(), s.1.to_string())).collect();
+    assert_eq!(checked, wanted, "samples for rules that are not in the CRDs");
+}
+
+/// The part of CEL the CRDs' rules use, parsed and evaluated over JSON values: literals,
+/// `self` and `oldSelf`, field selection, `has()`, `size()`, `in`, comparisons, `!`, `&&`, `||`,
+/// `+`, and the `all`/`exists` macros and the string methods `startsWith`, `endsWith`,
+/// `contains`.
+mod cel {
+    use serde_json::Value;
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Expr {
+        Literal(Value),
+        Ident(String),
+        Select(Box<Expr>, String),
+        Index(Box<Expr>, Box<Expr>),
+        Call(Option<Box<Expr>>, String, Vec<Expr>),
+        Unary(&'static str, Box<Expr>),
+        Binary(String, Box<Expr>, Box<Expr>),
+        List(Vec<Expr>),
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum Token {
+        Ident(String),
+        Str(String),
+        Int(i64),
+        Op(String),
+    }
+
+    fn tokens(text: &str) -> Result<Vec<Token>, String> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut out = vec![];
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            if c.is_whitespace() {
+                i += 1;
+            } else if c.is_ascii_alphabetic() || c == '_' {
+                let start = i;
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                out.push(Token::Ident(chars[start..i].iter().collect()));
+            } else if c.is_ascii_digit() {
+                let start = i;
+                while i < chars.len() && chars[i].is_ascii_digit() {
+                    i += 1;
+                }
+                let digits: String = chars[start..i].iter().collect();
+                out.push(Token::Int(digits.parse().map_err(|e| format!("{digits}: {e}"))?));
+            } else if c == '\'' || c == '"' {
+                let mut s = String::new();
+                i += 1;
+                while i < chars.len() && chars[i] != c {
+                    if chars[i] == '\\' {
+                        i += 1;
+                    }
+                    s.push(*chars.get(i).ok_or("unterminated string")?);
+                    i += 1;
+                }
+                if i == chars.len() {
+                    return Err("unterminated string".into());
+                }
+                i += 1;
+                out.push(Token::Str(s));
+            } else {
+                let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
+                if ["==", "!=", "<=", ">=", "&&", "||"].contains(&two.as_str()) {
+                    out.push(Token::Op(two));
+                    i += 2;
+                } else if "()[].,!<>+-".contains(c) {
+                    out.push(Token::Op(c.to_string()));
+                    i += 1;
+                } else {
+                    return Err(format!("unexpected {c:?}"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    struct Parser {
+        tokens: Vec<Token>,
+        at: usize,
+    }
+
+    impl Parser {
+        fn peek_op(&self, op: &str) -> bool {
+            matches!(self.tokens.get(self.at), Some(Token::Op(o)) if o == op)
+        }
+
+        fn peek_ident(&self, name: &str) -> bool {
+            matches!(self.tokens.get(self.at), Some(Token::Ident(i)) if i == name)
+        }
+
+        fn expect(&mut self, op: &str) -> Result<(), String> {
+            if self.peek_op(op) {
+                self.at += 1;
+                Ok(())
+            } else {
+                Err(format!("expected {op:?} at token {}", self.at))
+            }
+        }
+
+        fn or(&mut self) -> Result<Expr, String> {
+            let mut left = self.and()?;
+            while self.peek_op("||") {
+                self.at += 1;
+                left = Expr::Binary("||".into(), Box::new(left), Box::new(self.and()?));
+            }
+            Ok(left)
+        }
+
+        fn and(&mut self) -> Result<Expr, String> {
+            let mut left = self.relation()?;
+            while self.peek_op("&&") {
+                self.at += 1;
+                left = Expr::Binary("&&".into(), Box::new(left), Box::new(self.relation()?));
+            }
+            Ok(left)
+        }
+
+        fn relation(&mut self) -> Result<Expr, String> {
+            let left = self.additive()?;
+            for op in ["==", "!=", "<=", ">=", "<", ">"] {
+                if self.peek_op(op) {
+                    self.at += 1;
+                    return Ok(Expr::Binary(op.into(), Box::new(left), Box::new(self.additive()?)));
+                }
+            }
+            if self.peek_ident("in") {
+                self.at += 1;
+                return Ok(Expr::Binary("in".into(), Box::new(left), Box::new(self.additive()?)));
+            }
+            Ok(left)
+        }
+
+        fn additive(&mut self) -> Result<Expr, String> {
+            let mut left = self.unary()?;
+            while self.peek_op("+") || self.peek_op("-") {
+                let Some(Token::Op(op)) = self.tokens.get(self.at).cloned() else { unreachable!() };
+                self.at += 1;
+                left = Expr::Binary(op, Box::new(left), Box::new(self.unary()?));
+            }
+            Ok(left)
+        }
+
+        fn unary(&mut self) -> Result<Expr, String> {
+            if self.peek_op("!") {
+                self.at += 1;
+                return Ok(Expr::Unary("!", Box::new(self.unary()?)));
+            }
+            if self.peek_op("-") {
+                self.at += 1;
+                return Ok(Expr::Unary("-", Box::new(self.unary()?)));
+            }
+            self.member()
+        }
+
+        fn args(&mut self) -> Result<Vec<Expr>, String> {
+            let mut args = vec![];
+            if !self.peek_op(")") {
+                args.push(self.or()?);
+                while self.peek_op(",") {
+                    self.at += 1;
+                    args.push(self.or()?);
+                }
+            }
+            self.expect(")")?;
+            Ok(args)
+        }
+
+        fn member(&mut self) -> Result<Expr, String> {
+            let mut expr = self.primary()?;
+            loop {
+                if self.peek_op(".") {
+                    self.at += 1;
+                    let Some(Token::Ident(name)) = self.tokens.get(self.at).cloned() else {
+                        return Err("expected a field or method name after '.'".into());
+                    };
+                    self.at += 1;
+                    if self.peek_op("(") {
+                        self.at += 1;
+                        expr = Expr::Call(Some(Box::new(expr)), name, self.args()?);
+                    } else {
+                        expr = Expr::Select(Box::new(expr), name);
+                    }
+                } else if self.peek_op("[") {
+                    self.at += 1;
+                    let index = self.or()?;
+                    self.expect("]")?;
+                    expr = Expr::Index(Box::new(expr), Box::new(index));
+                } else {
+                    return Ok(expr);
+                }
+            }
+        }
+
+        fn primary(&mut self) -> Result<Expr, String> {
+            let token = self.tokens.get(self.at).cloned().ok_or("unexpected end")?;
+            self.at += 1;
+            match token {
+                Token::Str(s) => Ok(Expr::Literal(Value::String(s))),
+                Token::Int(n) => Ok(Expr::Literal(Value::from(n))),
+                Token::Ident(name) if name == "true" || name == "false" => {
+                    Ok(Expr::Literal(Value::Bool(name == "true")))
+                }
+                Token::Ident(name) if name == "null" => Ok(Expr::Literal(Value::Null)),
+                Token::Ident(name) if self.peek_op("(") => {
+                    self.at += 1;
+                    Ok(Expr::Call(None, name, self.args()?))
+                }
+                Token::Ident(name) => Ok(Expr::Ident(name)),
+                Token::Op(op) if op == "(" => {
+                    let inner = self.or()?;
+                    self.expect(")")?;
+                    Ok(inner)
+                }
+                Token::Op(op) if op == "[" => {
+                    let mut items = vec![];
+                    if !self.peek_op("]") {
+                        items.push(self.or()?);
+                        while self.peek_op(",") {
+                            self.at += 1;
+                            items.push(self.or()?);
+                        }
+                    }
+                    self.expect("]")?;
+                    Ok(Expr::List(items))
+                }
+                other => Err(format!("unexpected {other:?}")),
+            }
+        }
+    }
+
+    /// Parses `text`, which must be one whole expression.
+    pub fn parse(text: &str) -> Result<Expr, String> {
+        let mut parser = Parser { tokens: tokens(text)?, at: 0 };
+        let expr = parser.or()?;
+        if parser.at != parser.tokens.len() {
+            return Err(format!("unexpected {:?}", parser.tokens[parser.at]));
+        }
+        Ok(expr)
+    }
+
+    /// Every rule of `schema` and below: (path, the schema holding it, the rule).
+    pub fn collect_rules<'a>(path: &str, schema: &'a Value, out: &mut Vec<(String, &'a Value, &'a Value)>) {
+        for rule in schema["x-kubernetes-validations"].as_array().into_iter().flatten() {
+            out.push((path.to_string(), schema, rule));
+        }
+        for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+            let child = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
+            collect_rules(&child, property, out);
+        }
+        if schema["items"].is_object() {
+            collect_rules(&format!("{path}[]"), &schema["items"], out);
+        }
+    }
+
+    /// The schema `expr` selects from `schema` when it is a chain of fields from `self` or
+    /// `oldSelf`: an error when a field is not in the schema.
+    fn schema_of<'a>(expr: &Expr, schema: &'a Value) -> Result<Option<&'a Value>, String> {
+        match expr {
+            Expr::Ident(name) if name == "self" || name == "oldSelf" => Ok(Some(schema)),
+            Expr::Select(inner, field) => match schema_of(inner, schema)? {
+                Some(s) if s["properties"].is_object() => {
+                    s["properties"].get(field).map(Some).ok_or_else(|| format!("no field {field:?} in the schema"))
+                }
+                _ => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// Checks that every field the expression selects from `self` or `oldSelf` exists.
+    pub fn check_fields(expr: &Expr, schema: &Value) -> Result<(), String> {
+        schema_of(expr, schema)?;
+        match expr {
+            Expr::Literal(_) | Expr::Ident(_) => Ok(()),
+            Expr::Select(inner, _) | Expr::Unary(_, inner) => check_fields(inner, schema),
+            Expr::Index(a, b) | Expr::Binary(_, a, b) => check_fields(a, schema).and(check_fields(b, schema)),
+            Expr::Call(target, _, args) => {
+                if let Some(t) = target {
+                    check_fields(t, schema)?;
+                }
+                args.iter().try_for_each(|a| check_fields(a, schema))
+            }
+            Expr::List(items) => items.iter().try_for_each(|a| check_fields(a, schema)),
+        }
+    }
+
+    type Scope = Vec<(String, Value)>;
+
+    fn lookup(scope: &Scope, name: &str) -> Result<Value, String> {
+        scope.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone()).ok_or(format!("undeclared {name}"))
+    }
+
+    fn truth(value: Value) -> Result<bool, String> {
+        value.as_bool().ok_or(format!("{value} is not a bool"))
+    }
+
+    fn text(value: &Value) -> Result<&str, String> {
+        value.as_str().ok_or(format!("{value} is not a string"))
+    }
+
+    fn eval_in(expr: &Expr, scope: &mut Scope) -> Result<Value, String> {
+        Ok(match expr {
+            Expr::Literal(v) => v.clone(),
+            Expr::Ident(name) => lookup(scope, name)?,
+            Expr::List(items) => Value::Array(items.iter().map(|i| eval_in(i, scope)).collect::<Result<_, _>>()?),
+            Expr::Select(inner, field) => {
+                let value = eval_in(inner, scope)?;
+                value.get(field).cloned().ok_or(format!("no such key: {field}"))?
+            }
+            Expr::Index(inner, index) => {
+                let (value, index) = (eval_in(inner, scope)?, eval_in(index, scope)?);
+                let found = match &index {
+                    Value::Number(n) => n.as_u64().and_then(|i| value.get(i as usize)),
+                    Value::String(s) => value.get(s),
+                    _ => None,
+                };
+                found.cloned().ok_or(format!("no index {index} in {value}"))?
+            }
+            Expr::Unary(op, inner) => {
+                let value = eval_in(inner, scope)?;
+                match *op {
+                    "!" => Value::Bool(!truth(value)?),
+                    _ => Value::from(-value.as_i64().ok_or("not an int")?),
+                }
+            }
+            Expr::Binary(op, a, b) if op == "&&" || op == "||" => {
+                let left = truth(eval_in(a, scope)?)?;
+                if (op == "&&") != left { Value::Bool(left) } else { Value::Bool(truth(eval_in(b, scope)?)?) }
+            }
+            Expr::Binary(op, a, b) => {
+                let (left, right) = (eval_in(a, scope)?, eval_in(b, scope)?);
+                match op.as_str() {
+                    "==" => Value::Bool(left == right),
+                    "!=" => Value::Bool(left != right),
+                    "in" => Value::Bool(right.as_array().ok_or("in needs a list")?.contains(&left)),
+                    "+" if left.is_string() => Value::String(format!("{}{}", text(&left)?, text(&right)?)),
+                    op => {
+                        let (x, y) = (left.as_i64().ok_or("not an int")?, right.as_i64().ok_or("not an int")?);
+                        match op {
+                            "+" => Value::from(x + y),
+                            "-" => Value::from(x - y),
+                            "<" => Value::Bool(x < y),
+                            "<=" => Value::Bool(x <= y),
+                            ">" => Value::Bool(x > y),
+                            _ => Value::Bool(x >= y),
+                        }
+                    }
+                }
+            }
+            Expr::Call(None, name, args) if name == "has" => {
+                let [Expr::Select(inner, field)] = args.as_slice() else { return Err("has() needs a field".into()) };
+                Value::Bool(eval_in(inner, scope)?.get(field).is_some())
+            }
+            Expr::Call(None, name, args) if name == "size" && args.len() == 1 => size(&eval_in(&args[0], scope)?)?,
+            Expr::Call(Some(target), name, args) if name == "all" || name == "exists" => {
+                let [Expr::Ident(var), body] = args.as_slice() else { return Err(format!("{name}(x, e)")) };
+                let items = eval_in(target, scope)?;
+                let items = items.as_array().ok_or(format!("{name} needs a list"))?.clone();
+                let mut result = name == "all";
+                for item in items {
+                    scope.push((var.clone(), item));
+                    let holds = eval_in(body, scope).and_then(truth);
+                    scope.pop();
+                    if holds? != result {
+                        result = !result;
+                        break;
+                    }
+                }
+                Value::Bool(result)
+            }
+            Expr::Call(Some(target), name, args) => {
+                let target = eval_in(target, scope)?;
+                let args: Vec<Value> = args.iter().map(|a| eval_in(a, scope)).collect::<Result<_, _>>()?;
+                match (name.as_str(), args.as_slice()) {
+                    ("size", []) => size(&target)?,
+                    ("startsWith", [a]) => Value::Bool(text(&target)?.starts_with(text(a)?)),
+                    ("endsWith", [a]) => Value::Bool(text(&target)?.ends_with(text(a)?)),
+                    ("contains", [a]) => Value::Bool(text(&target)?.contains(text(a)?)),
+                    _ => return Err(format!("unknown method {name}")),
+                }
+            }
+            Expr::Call(None, name, _) => return Err(format!("unknown function {name}")),
+        })
+    }
+
+    fn size(value: &Value) -> Result<Value, String> {
+        Ok(Value::from(match value {
+            Value::String(s) => s.chars().count(),
+            Value::Array(a) => a.len(),
+            Value::Object(o) => o.len(),
+            other => return Err(format!("size of {other}")),
+        }))
+    }
+
+    /// Evaluates `expr` with `self` (and `oldSelf` on an update).
+    pub fn eval(expr: &Expr, this: &Value, old: Option<&Value>) -> Result<Value, String> {
+        let mut scope = vec![("self".to_string(), this.clone())];
+        if let Some(old) = old {
+            scope.push(("oldSelf".to_string(), old.clone()));
+        }
+        eval_in(expr, &mut scope)
+    }
+
+    #[test]
+    fn the_evaluator_follows_cel() {
+        let eval_text = |text: &str, this: Value| eval(&parse(text).unwrap(), &this, None);
+        let this = serde_json::json!({"a": "x@y.z", "list": ["p", "q"], "n": 3});
+        assert_eq!(eval_text("self.a.endsWith('@y.z') && size(self.list) == 2", this.clone()), Ok(Value::Bool(true)));
+        assert_eq!(eval_text("self.list.all(i, i in ['p', 'q']) || false", this.clone()), Ok(Value::Bool(true)));
+        assert_eq!(eval_text("self.list.exists(i, i == 'r')", this.clone()), Ok(Value::Bool(false)));
+        assert_eq!(eval_text("!has(self.b) && self.n + 1 >= 4", this.clone()), Ok(Value::Bool(true)));
+        assert!(eval_text("self.b == 1", this).is_err(), "a missing field is an error");
+        assert!(parse("self.a ==").is_err() && parse("self.a)").is_err() && parse("'open").is_err());
+    }
 }

@@ -2,6 +2,11 @@
 //! and answered by the test): creating the Lease, following a live one without writing, taking
 //! over an expired one with the resourceVersion read (so a concurrent takeover conflicts), and
 //! giving it up on shutdown.
+//!
+//! Every request is recorded as the RBAC rule it needs, and must be listed in
+//! `tests/api-requests.json` (see `support`); this binary owns the Leases there.
+
+mod support;
 
 use std::time::Duration;
 
@@ -16,11 +21,27 @@ use tern_operator::leader::{ElectionConfig, Elector};
 const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/mail/leases/tern-operator";
 const LEASES_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/mail/leases";
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+/// The test's side of the mock API server, which records every request (leader election is
+/// the same in every configuration).
+struct Handle {
+    handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    _settle: support::Guard,
+}
+
+impl Handle {
+    async fn next_request(&mut self) -> Option<(Request<Body>, tower_test::mock::SendResponse<Response<Body>>)> {
+        let next = self.handle.next_request().await;
+        if let Some((request, _)) = &next {
+            support::record(request.method().as_str(), request.uri(), support::When::Always);
+        }
+        next
+    }
+}
 
 fn elector(identity: &str) -> (Elector, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "mail");
+    let handle = Handle { handle, _settle: support::Guard(|request| request.resource == "leases") };
     (Elector::new(Api::<Lease>::namespaced(client, "mail"), ElectionConfig::new(identity.into())), handle)
 }
 
