@@ -55,7 +55,8 @@ pub trait Handler<K>: Send + Sync + 'static {
     /// The reply for a client over its connection limit, written before closing.
     fn too_many_connections(&self, kind: &K) -> Vec<u8>;
 
-    /// Runs one session. `early` holds bytes that arrived with the PROXY header. When
+    /// Runs one session. `early` holds input read before the session started: none today, as
+    /// the PROXY header is read to its last byte and no further. When
     /// `shutdown` turns true the session should end at its next safe point.
     fn session(
         &self,
@@ -181,14 +182,12 @@ async fn connection<K, H: Handler<K>>(
     proxy: bool,
     shutdown: watch::Receiver<bool>,
 ) {
-    let mut early = BytesMut::new();
     if proxy {
         match crate::stream::read_proxy_header(&mut tcp, shared.limits.handshake_timeout).await {
-            Ok((addr, rest)) => {
+            Ok(addr) => {
                 if let Some(a) = addr {
                     peer = a;
                 }
-                early = rest;
             }
             Err(e) => {
                 tracing::info!(%peer, error = %e, "bad PROXY header; closing");
@@ -227,5 +226,5 @@ async fn connection<K, H: Handler<K>>(
         }
     }
     let _open = Open(open);
-    shared.handler.session(kind, stream, peer, early, shutdown).await;
+    shared.handler.session(kind, stream, peer, BytesMut::new(), shutdown).await;
 }

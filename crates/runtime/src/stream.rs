@@ -59,22 +59,32 @@ impl Stream {
     }
 }
 
-/// Reads a PROXY v2 header from a new connection and returns the client's real address.
-/// Bytes after the header that arrived in the same read are returned so that the protocol
-/// reader sees them.
-pub async fn read_proxy_header(tcp: &mut TcpStream, timeout: Duration) -> io::Result<(Option<SocketAddr>, BytesMut)> {
+/// Reads a PROXY v2 header from a new connection and returns the client's real address (none
+/// for a LOCAL header, such as a load balancer's health check).
+pub async fn read_proxy_header(tcp: &mut TcpStream, timeout: Duration) -> io::Result<Option<SocketAddr>> {
+    // Exactly the header's bytes are read, never more: on an implicit-TLS port the client's
+    // ClientHello often arrives in the same segment as the header (load balancers send them
+    // together), and bytes read past the header would be lost to the TLS handshake, which
+    // reads the socket itself.
     let mut buf = BytesMut::with_capacity(256);
     let read = async {
         loop {
             match proxy::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
-                Proxy::Done(addr, len) => {
-                    let rest = buf.split_off(len);
-                    return Ok((addr, rest));
-                }
+                Proxy::Done(addr, _) => return Ok(addr),
                 Proxy::NeedMore => {
-                    if buf.len() > 4096 || tcp.read_buf(&mut buf).await? == 0 {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in PROXY header"));
+                    let want = if buf.len() < 16 { 16 } else { 16 + u16::from_be_bytes([buf[14], buf[15]]) as usize };
+                    if want > 4096 {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, "PROXY header longer than 4096 bytes"));
                     }
+                    let have = buf.len();
+                    buf.resize(want, 0);
+                    tcp.read_exact(&mut buf[have..]).await.map_err(|e| {
+                        if e.kind() == io::ErrorKind::UnexpectedEof {
+                            io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in PROXY header")
+                        } else {
+                            e
+                        }
+                    })?;
                 }
             }
         }
