@@ -69,6 +69,10 @@ enum Command {
     },
 }
 
+/// How long the controllers get to finish after SIGTERM, well inside a pod's default
+/// termination grace period of 30 seconds.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -133,14 +137,29 @@ async fn main() -> anyhow::Result<()> {
             }
             let ctx =
                 Arc::new(Context::new(client, admin, instance).with_secret_scope(secret_scope).with_health(health));
+            // kube's controllers stop on the same signal and finish the reconciles in flight;
+            // the grace bounds that, since a watch waiting in its backoff (an API server that
+            // does not answer) was seen to hold the process until the kubelet's SIGKILL.
+            let run = async {
+                let run = controller::run(ctx);
+                tokio::pin!(run);
+                tokio::select! {
+                    () = &mut run => {}
+                    () = &mut stop => {
+                        if tokio::time::timeout(STOP_GRACE, run).await.is_err() {
+                            tracing::warn!(grace = ?STOP_GRACE, "controllers did not stop in time; exiting");
+                        }
+                    }
+                }
+            };
             let result = match &elector {
                 None => {
-                    controller::run(ctx).await;
+                    run.await;
                     Ok(())
                 }
                 Some(elector) => {
                     let outcome = tokio::select! {
-                        () = controller::run(ctx) => Ok(()),
+                        () = run => Ok(()),
                         lost = elector.keep() => Err(lost),
                     };
                     if outcome.is_ok() {

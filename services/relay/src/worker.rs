@@ -89,6 +89,11 @@ impl RelayMetrics {
             "Age of the oldest entry on the outbound queue",
             m.oldest_age.clone(),
         );
+        // A family with no series is not listed at all: every result starts at zero, so that
+        // the dashboard and the failure-ratio alert see the relay from its first scrape.
+        for result in ["delivered", "deferred", "failed"] {
+            let _ = m.recipients.get_or_create(&ResultLabel { result });
+        }
         m
     }
 }
