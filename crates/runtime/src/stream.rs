@@ -76,15 +76,16 @@ pub async fn read_proxy_header(tcp: &mut TcpStream, timeout: Duration) -> io::Re
                     if want > 4096 {
                         return Err(io::Error::new(io::ErrorKind::InvalidData, "PROXY header longer than 4096 bytes"));
                     }
+                    // One read at a time, each up to the bytes still missing: whatever
+                    // arrived is parsed at once, so a client that sends no header at all
+                    // ("EHLO ...") is refused on its first bytes, not after the timeout.
                     let have = buf.len();
                     buf.resize(want, 0);
-                    tcp.read_exact(&mut buf[have..]).await.map_err(|e| {
-                        if e.kind() == io::ErrorKind::UnexpectedEof {
-                            io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in PROXY header")
-                        } else {
-                            e
-                        }
-                    })?;
+                    let n = tcp.read(&mut buf[have..]).await?;
+                    buf.truncate(have + n);
+                    if n == 0 {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in PROXY header"));
+                    }
                 }
             }
         }
