@@ -246,11 +246,11 @@ def run_and_scrape(argv: list[str], env: dict, metrics_url: str, wanted: set[str
                     break
             time.sleep(0.5)
     finally:
-        # How it exits is not checked here (tern-operator run --no-leader-election has been seen
-        # to ignore SIGTERM while its watches fail): SIGKILL after 10 s.
+        # How it exits is not checked here: tern-operator gives its controllers up to 10 s after
+        # SIGTERM when its watches cannot reach an API server, so SIGKILL follows after 15 s.
         p.terminate()
         try:
-            p.wait(timeout=10)
+            p.wait(timeout=15)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
