@@ -1,7 +1,7 @@
 //! The command syntax that imap-codec does not parse yet, decoded here without I/O, like the
 //! codec itself: LIST-EXTENDED with its selection and return options and LIST-STATUS (RFC 5258,
-//! RFC 5819, RFC 6154), SEARCH RETURN (ESEARCH, RFC 4731) and SORT RETURN (ESORT, RFC 5267),
-//! the OBJECTID items EMAILID,
+//! RFC 5819, RFC 6154), SEARCH RETURN (ESEARCH, RFC 4731) and SORT RETURN (ESORT, RFC 5267)
+//! with SAVE and the `$` marker (SEARCHRES, RFC 5182), the OBJECTID items EMAILID,
 //! THREADID and MAILBOXID (RFC 8474), and FETCH PREVIEW (RFC 8970).
 //!
 //! [`decode`] is the session's one entry point for turning bytes into a command. It asks
@@ -11,6 +11,12 @@
 //! the extension removed and remembered in [`Extras`], so the search, fetch and status code
 //! stays the codec's. The results have the codec's shape: "incomplete" and "literal found" are
 //! values, so the session answers literals the same way for both.
+//!
+//! `$` (RFC 5182 section 3: `sequence-set =/ seq-last-command`) names the result a SEARCH or SORT
+//! saved, which only the session knows. Where it stands as a whole sequence set, it is written
+//! into the command as [`LAST_RESULT`], a set the codec parses and no client sends, and
+//! [`Extras::last_result`] says so; the session puts the saved messages in its place
+//! ([`is_last_result`] finds it).
 
 use imap_codec::{
     CommandCodec,
@@ -20,9 +26,26 @@ use imap_codec::{
         command::{Command, CommandBody},
         core::{LiteralMode, Tag},
         mailbox::{ListMailbox, Mailbox},
+        sequence::{SeqOrUid, Sequence, SequenceSet},
         status::StatusDataItemName,
     },
 };
+
+/// What `$` becomes in a command handed to the codec: `*:*,*`, a sequence set the codec parses
+/// wherever one is allowed, that names nothing a client would write this way (the last message,
+/// twice), and that nothing else in a command can be (`*` is not an atom character, so it is
+/// neither a flag, a number nor a string). A command that sends it next to a `$` is refused, so
+/// that the session never mistakes the client's own set for the marker.
+pub const LAST_RESULT: &[u8] = b"*:*,*";
+
+/// Whether `set` is [`LAST_RESULT`], the stand-in for `$` in a command whose
+/// [`Extras::last_result`] is set.
+pub fn is_last_result(set: &SequenceSet) -> bool {
+    matches!(
+        set.0.as_ref(),
+        [Sequence::Range(SeqOrUid::Asterisk, SeqOrUid::Asterisk), Sequence::Single(SeqOrUid::Asterisk)]
+    )
+}
 
 /// What the codec's command does not carry: the extension items that were taken out of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,15 +63,35 @@ pub struct Extras {
     /// Items that were added only to keep the codec's list from being empty, and that the
     /// answer leaves out.
     pub placeholder: bool,
+    /// The command used `$` (RFC 5182): every sequence set in it that [`is_last_result`] is the
+    /// result the last SEARCH or SORT with SAVE kept.
+    pub last_result: bool,
 }
 
-/// The result options of ESEARCH (RFC 4731). An empty RETURN () means ALL.
+/// The result options of ESEARCH (RFC 4731) and SAVE (RFC 5182). An empty RETURN () means ALL;
+/// SAVE alone returns nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SearchReturn {
     pub min: bool,
     pub max: bool,
     pub count: bool,
     pub all: bool,
+    /// Keep the result for `$` (RFC 5182 section 2.1).
+    pub save: bool,
+}
+
+impl SearchReturn {
+    /// Whether the command answers with an ESEARCH response: with SAVE alone it does not
+    /// (RFC 5182 section 2.1).
+    pub fn returns_anything(&self) -> bool {
+        self.min || self.max || self.count || self.all
+    }
+
+    /// Whether SAVE keeps every match: with MIN or MAX and neither ALL nor COUNT, `$` keeps only
+    /// the messages MIN and MAX return (RFC 5182 section 2.1).
+    pub fn saves_every_match(&self) -> bool {
+        self.all || self.count || !(self.min || self.max)
+    }
 }
 
 /// A LIST or LSUB command, basic or extended, in one shape.
@@ -78,6 +121,12 @@ pub struct ListCommand {
 pub enum Decoded {
     Command(Command<'static>, Extras),
     List(ListCommand),
+    /// A command whose syntax is wrong in a way worth saying (`$` used as part of a sequence
+    /// set): it is answered BAD with this text, and the session goes on.
+    Refused {
+        tag: Tag<'static>,
+        text: String,
+    },
 }
 
 type Error = CommandDecodeError<'static>;
@@ -133,7 +182,16 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
     let name = words.next().unwrap_or_default().to_ascii_uppercase();
     let name = if name == b"UID" { words.next().unwrap_or_default().to_ascii_uppercase() } else { name };
     let name = name.strip_suffix(b"\r").unwrap_or(&name).to_vec();
-    if !matches!(name.as_slice(), b"LIST" | b"SEARCH" | b"SORT" | b"FETCH" | b"STATUS") {
+    if !matches!(
+        name.as_slice(),
+        b"LIST" | b"SEARCH" | b"SORT" | b"THREAD" | b"FETCH" | b"STORE" | b"COPY" | b"MOVE" | b"EXPUNGE" | b"STATUS"
+    ) {
+        return Err(Error::Failed);
+    }
+    // These commands have nothing the codec lacks but `$`: without one, the codec's verdict
+    // stands, as soon as it is given.
+    let set_only = matches!(name.as_slice(), b"THREAD" | b"STORE" | b"COPY" | b"MOVE" | b"EXPUNGE");
+    if set_only && !input.contains(&b'$') {
         return Err(Error::Failed);
     }
     let Ok(tag) = std::str::from_utf8(tag).map_err(|_| ()).and_then(|t| Tag::try_from(t).map_err(|_| ())) else {
@@ -141,15 +199,159 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
     };
     let tag = tag.into_static();
     let end = frame(input, &tag)?;
-    let command = &input[..end];
-    let decoded = match name.as_slice() {
+    let original = &input[..end];
+    let marked = match mark_last_result(original, &name) {
+        Ok(marked) => marked,
+        Err(refused) => return Ok((end, Decoded::Refused { tag, text: refused.to_string() })),
+    };
+    let command = marked.as_deref().unwrap_or(original);
+    if marked.is_some()
+        && let Ok(([], decoded)) = CommandCodec::default().decode(command)
+    {
+        let extras = Extras { last_result: true, ..Extras::default() };
+        return Ok((end, Decoded::Command(decoded.into_static(), extras)));
+    }
+    let mut decoded = match name.as_slice() {
         b"LIST" => Decoded::List(parse_list(command, tag)?),
         b"SEARCH" => rewrite_search(command, b"SEARCH")?,
         b"SORT" => rewrite_search(command, b"SORT")?,
         b"FETCH" => rewrite_fetch(command)?,
-        _ => rewrite_status(command)?,
+        b"STATUS" => rewrite_status(command)?,
+        _ => return Err(Error::Failed),
     };
+    if let Decoded::Command(_, extras) = &mut decoded {
+        extras.last_result = marked.is_some();
+    }
     Ok((end, decoded))
+}
+
+/// Why a command with `$` is refused before the codec sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Refusal {
+    /// `$` joined to numbers or ranges (`$:3`, `1,$`): RFC 5182 section 3 makes it a whole
+    /// sequence set of its own.
+    #[error("$ stands alone for the saved search result and cannot be part of a sequence set")]
+    Joined,
+    /// The client's own `*:*,*` next to a `$`: the session could not tell them apart.
+    #[error("*:*,* cannot be used in the same command as $")]
+    Ambiguous,
+}
+
+/// The search keys whose next argument is a string or a flag keyword, which may be `$` itself.
+const STRING_KEYS: [&[u8]; 11] =
+    [b"BCC", b"BODY", b"CC", b"FROM", b"SUBJECT", b"TEXT", b"TO", b"KEYWORD", b"UNKEYWORD", b"HEADER", b"CHARSET"];
+
+/// One word of a complete command, as far as `$` is concerned: an atom (its span), or a string,
+/// a literal or a parenthesis, which `$` never is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Word {
+    Atom(usize, usize),
+    Other,
+}
+
+/// Splits a complete command into [`Word`]s, stepping over quoted strings and the data of
+/// literals (a `$` in them is text).
+fn words(command: &[u8]) -> Vec<Word> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < command.len() {
+        match command[i] {
+            b' ' | b'\r' | b'\n' => i += 1,
+            b'(' | b')' => {
+                out.push(Word::Other);
+                i += 1;
+            }
+            b'"' => {
+                i += 1;
+                while i < command.len() && !matches!(command[i], b'"' | b'\n') {
+                    i += if command[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                out.push(Word::Other);
+            }
+            b'{' => {
+                // A literal: its announcement ends the line, and its data follows the CRLF.
+                let line_end = command[i..].iter().position(|b| *b == b'\n').map_or(command.len(), |n| i + n + 1);
+                // The character before the brace counts: a literal starts an argument.
+                let announcement = &command[i.saturating_sub(1)..line_end.saturating_sub(1).max(i)];
+                let length = literal_at_end(announcement).map_or(0, |(n, _)| n as usize);
+                i = line_end.saturating_add(length);
+                out.push(Word::Other);
+            }
+            _ => {
+                let len = command[i..]
+                    .iter()
+                    .position(|b| matches!(b, b' ' | b'(' | b')' | b'"' | b'\r' | b'\n' | b'{'))
+                    .unwrap_or(command.len() - i);
+                out.push(Word::Atom(i, i + len));
+                i += len;
+            }
+        }
+    }
+    out
+}
+
+/// Writes [`LAST_RESULT`] where `$` stands as a sequence set in the complete `command` named
+/// `name` (after UID): the first argument of FETCH, STORE, COPY, MOVE and UID EXPUNGE, and any
+/// search key of SEARCH, SORT and THREAD except the argument of a key that takes a string or a
+/// keyword (`SUBJECT $`, `KEYWORD $`). None when there is no such `$`.
+fn mark_last_result(command: &[u8], name: &[u8]) -> Result<Option<Vec<u8>>, Refusal> {
+    // LIST and STATUS take no sequence set: a `$` there is a mailbox name.
+    let takes_set =
+        matches!(name, b"FETCH" | b"STORE" | b"COPY" | b"MOVE" | b"EXPUNGE" | b"SEARCH" | b"SORT" | b"THREAD");
+    if !takes_set || !command.contains(&b'$') {
+        return Ok(None);
+    }
+    let words = words(command);
+    let atom = |w: Option<&Word>| match w {
+        Some(Word::Atom(a, b)) => Some(&command[*a..*b]),
+        _ => None,
+    };
+    // The arguments start after the tag, the name and UID.
+    let uid = atom(words.get(1)).is_some_and(|w| w.eq_ignore_ascii_case(b"UID"));
+    let first = if uid { 3 } else { 2 };
+    let criteria = matches!(name, b"SEARCH" | b"SORT" | b"THREAD");
+    let mut spans = Vec::new();
+    for (n, word) in words.iter().enumerate().skip(first) {
+        let Word::Atom(a, b) = *word else { continue };
+        let text = &command[a..b];
+        let set_position = if criteria {
+            let after = |back: usize| {
+                n.checked_sub(back).and_then(|k| atom(words.get(k))).is_some_and(|w| {
+                    STRING_KEYS.iter().any(|key| w.eq_ignore_ascii_case(key))
+                        && (back == 1 || w.eq_ignore_ascii_case(b"HEADER"))
+                })
+            };
+            // HEADER takes two strings: the field name and the value.
+            !after(1) && !after(2)
+        } else {
+            n == first
+        };
+        if !set_position {
+            continue;
+        }
+        let looks_like_set = text.iter().all(|c| c.is_ascii_digit() || matches!(c, b'*' | b':' | b',' | b'$'));
+        if text == b"$" {
+            spans.push((a, b));
+        } else if looks_like_set && text.contains(&b'$') {
+            return Err(Refusal::Joined);
+        }
+    }
+    if spans.is_empty() {
+        return Ok(None);
+    }
+    if words.iter().any(|w| atom(Some(w)) == Some(LAST_RESULT)) {
+        return Err(Refusal::Ambiguous);
+    }
+    let mut out = Vec::with_capacity(command.len() + spans.len() * LAST_RESULT.len());
+    let mut from = 0;
+    for (a, b) in spans {
+        out.extend_from_slice(&command[from..a]);
+        out.extend_from_slice(LAST_RESULT);
+        from = b;
+    }
+    out.extend_from_slice(&command[from..]);
+    Ok(Some(out))
 }
 
 /// Where the command at the start of `input` ends, once all of it (literals included) is here.
@@ -437,10 +639,12 @@ fn rewrite_search(command: &[u8], word: &[u8]) -> Result<Decoded, Error> {
             b"MAX" => options.max = true,
             b"COUNT" => options.count = true,
             b"ALL" => options.all = true,
+            b"SAVE" => options.save = true,
             _ => return Err(Error::Failed),
         }
     }
-    if !options.min && !options.max && !options.count {
+    // RETURN () means ALL (RFC 4731 section 3.1); RETURN (SAVE) returns nothing.
+    if !options.returns_anything() && !options.save {
         options.all = true;
     }
     let criteria = rest.get(close + 1..).and_then(|r| r.strip_prefix(b" ")).ok_or(Error::Failed)?;
@@ -567,6 +771,8 @@ fn rewrite_status(command: &[u8]) -> Result<Decoded, Error> {
 
 #[cfg(test)]
 mod tests {
+    use imap_codec::imap_types::search::SearchKey;
+
     use super::*;
 
     fn list(input: &str) -> ListCommand {
@@ -648,12 +854,132 @@ mod tests {
         assert_eq!(e.search, Some(SearchReturn { min: true, count: true, ..Default::default() }));
         let (_, e) = extras("a SEARCH RETURN () ALL\r\n");
         assert_eq!(e.search, Some(SearchReturn { all: true, ..Default::default() }));
-        assert!(decode(b"a SEARCH RETURN (SAVE) ALL\r\n").is_err());
+        let (_, e) = extras("a SEARCH RETURN (SAVE) ALL\r\n");
+        let save = e.search.unwrap();
+        assert!(save.save && !save.returns_anything(), "SAVE alone returns nothing: {save:?}");
+        let (_, e) = extras("a SEARCH RETURN (save min) ALL\r\n");
+        assert_eq!(e.search, Some(SearchReturn { save: true, min: true, ..Default::default() }));
         assert!(decode(b"a SEARCH RETURN (MIN)\r\n").is_err());
         let (c, e) = extras("a UID SORT RETURN (MIN MAX) (DATE) UTF-8 ALL\r\n");
         assert!(matches!(c.body, CommandBody::Sort { uid: true, .. }));
         assert_eq!(e.search, Some(SearchReturn { min: true, max: true, ..Default::default() }));
         assert!(decode(b"a SORT RETURN (PARTIAL 1:5) (DATE) UTF-8 ALL\r\n").is_err());
+    }
+
+    /// How many of a command's sequence sets are `$`.
+    fn last_results(c: &Command<'static>) -> usize {
+        fn keys(list: &[SearchKey<'_>]) -> usize {
+            list.iter()
+                .map(|k| match k {
+                    SearchKey::SequenceSet(s) | SearchKey::Uid(s) => usize::from(is_last_result(s)),
+                    SearchKey::And(ks) => keys(ks.as_ref()),
+                    SearchKey::Not(k) => keys(std::slice::from_ref(k)),
+                    SearchKey::Or(a, b) => keys(std::slice::from_ref(a)) + keys(std::slice::from_ref(b)),
+                    _ => 0,
+                })
+                .sum()
+        }
+        match &c.body {
+            CommandBody::Fetch { sequence_set, .. }
+            | CommandBody::Store { sequence_set, .. }
+            | CommandBody::Copy { sequence_set, .. }
+            | CommandBody::Move { sequence_set, .. }
+            | CommandBody::ExpungeUid { sequence_set } => usize::from(is_last_result(sequence_set)),
+            CommandBody::Search { criteria, .. } => keys(criteria.as_ref()),
+            CommandBody::Sort { search_criteria, .. } | CommandBody::Thread { search_criteria, .. } => {
+                keys(search_criteria.as_ref())
+            }
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn last_result_as_a_sequence_set() {
+        for (input, count) in [
+            ("a FETCH $ (FLAGS)\r\n", 1),
+            ("a uid fetch $ FLAGS\r\n", 1),
+            // A `$` keyword in the flag list stays a keyword.
+            ("a STORE $ +FLAGS ($)\r\n", 1),
+            ("a UID COPY $ Trash\r\n", 1),
+            ("a MOVE $ \"$\"\r\n", 1),
+            ("a UID EXPUNGE $\r\n", 1),
+            ("a SEARCH $ OR UID $ NOT ($) SUBJECT $ HEADER $ $ KEYWORD $\r\n", 3),
+            ("a SEARCH SUBJECT {1+}\r\n$ $\r\n", 1),
+            ("a SEARCH SUBJECT \"$ x\" $\r\n", 1),
+            ("a UID SORT (DATE) UTF-8 $\r\n", 1),
+            ("a THREAD REFERENCES UTF-8 $ UNSEEN\r\n", 1),
+        ] {
+            let (c, e) = extras(input);
+            assert!(e.last_result, "{input:?}");
+            assert_eq!(last_results(&c), count, "{input:?}");
+        }
+        // With the extensions rewritten away: RETURN options, EMAILID.
+        let (c, e) = extras("a UID SEARCH RETURN (SAVE MIN) $ UNSEEN\r\n");
+        assert!(e.last_result && e.search.as_ref().is_some_and(|s| s.save && s.min));
+        assert_eq!(last_results(&c), 1);
+        let (c, e) = extras("a SORT RETURN (SAVE) (SUBJECT) UTF-8 $\r\n");
+        assert!(e.last_result && e.search.is_some_and(|s| s.save));
+        assert_eq!(last_results(&c), 1);
+        let (c, e) = extras("a UID FETCH $ (UID EMAILID)\r\n");
+        assert!(e.last_result && e.email_id);
+        assert_eq!(last_results(&c), 1);
+        // A command without `$` says nothing of it, even with `$` keywords and strings.
+        let (_, e) = extras("a SEARCH KEYWORD $ SUBJECT $\r\n");
+        assert!(!e.last_result);
+        // Where a mailbox name goes, `$` is a mailbox name.
+        let (c, e) = extras("a STATUS $ (MAILBOXID)\r\n");
+        assert!(e.mailbox_id && !e.last_result);
+        assert!(matches!(c.body, CommandBody::Status { mailbox: Mailbox::Other(m), .. } if m.as_ref() == b"$"));
+        assert_eq!(list("a LIST $ * RETURN (CHILDREN)\r\n").reference, b"$");
+        let (c, e) = extras("a COPY $ $\r\n");
+        assert!(e.last_result && last_results(&c) == 1);
+        assert!(matches!(c.body, CommandBody::Copy { mailbox: Mailbox::Other(m), .. } if m.as_ref() == b"$"));
+    }
+
+    #[test]
+    fn last_result_joined_to_numbers_is_refused() {
+        for input in [
+            "a FETCH $:3 FLAGS\r\n",
+            "a UID FETCH 1,$ FLAGS\r\n",
+            "a STORE $,1 +FLAGS (\\Seen)\r\n",
+            "a SEARCH UID 1:$\r\n",
+            "a SEARCH $$\r\n",
+            "a UID FETCH $ FLAGS\r\nb NOOP\r\n",
+            "a SEARCH *:*,* $\r\n",
+        ] {
+            match decode(input.as_bytes()) {
+                Ok((used, Decoded::Refused { tag, text })) => {
+                    assert_eq!(tag.inner(), "a");
+                    assert!(text.contains('$'), "{text}");
+                    assert_eq!(used, input.find('\n').unwrap() + 1, "{input:?}");
+                }
+                Ok((used, Decoded::Command(c, e))) if input.contains("NOOP") => {
+                    // The one well-formed command of the list: only the first line is used.
+                    assert!(e.last_result && last_results(&c) == 1);
+                    assert_eq!(used, input.find('\n').unwrap() + 1);
+                }
+                other => panic!("{input:?}: {other:?}"),
+            }
+        }
+        // `$` where no sequence set goes is a plain syntax error.
+        for input in ["a FETCH 1 $\r\n", "a SEARCH LARGER $\r\n", "a EXPUNGE $\r\n", "a NOOP $\r\n"] {
+            assert!(matches!(decode(input.as_bytes()), Err(Error::Failed)), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn split_last_result_waits_for_more() {
+        let input = b"a UID FETCH $ (FLAGS)\r\n";
+        for cut in 1..input.len() {
+            assert!(matches!(decode(&input[..cut]), Err(Error::Incomplete)), "cut at {cut}");
+        }
+        let input = b"a SEARCH SUBJECT {1}\r\n$ $\r\n";
+        for cut in 1..input.len() {
+            assert!(
+                matches!(decode(&input[..cut]), Err(Error::Incomplete | Error::LiteralFound { .. })),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]
@@ -692,7 +1018,11 @@ mod tests {
 
     #[test]
     fn hostile_input_never_panics() {
-        let samples: [&[u8]; 8] = [
+        let samples: [&[u8]; 12] = [
+            b"a FETCH $ (FLAGS {5}\r\n",
+            b"a SEARCH \"$\\",
+            b"a SEARCH {2}\r\n",
+            b"a UID $ $ $\r\n",
             b"a LIST (((((\r\n",
             b"a LIST \"\" {99999999999}\r\n",
             b"a UID FETCH\r\n",

@@ -48,7 +48,10 @@ mod fuzz_tests {
     /// Runs the fuzz body on pseudo-random input (fixed seed, bounded) in the normal tests.
     #[test]
     fn fuzz_body_holds_on_generated_input() {
-        let tokens: [&[u8]; 22] = [
+        let tokens: [&[u8]; 25] = [
+            b"UID FETCH $ ",
+            b"SEARCH RETURN (SAVE) $ OR UID $ ",
+            b"$:1,$ ",
             b"a1 ",
             b"LOGIN ",
             b"FETCH 1:* ",

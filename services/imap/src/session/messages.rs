@@ -122,17 +122,20 @@ impl Session {
                 flow
             }
             CommandBody::Search { charset, criteria, uid } => {
-                let flow = self.search(tag, charset.as_ref(), criteria.as_ref(), uid).await;
+                let criteria = self.search_keys(criteria.as_ref());
+                let flow = self.search(tag, charset.as_ref(), &criteria, uid).await;
                 self.sync_updates(false).await;
                 flow
             }
             CommandBody::Sort { sort_criteria, charset, search_criteria, uid } => {
-                let flow = self.sort(tag, sort_criteria.as_ref(), &charset, search_criteria.as_ref(), uid).await;
+                let criteria = self.search_keys(search_criteria.as_ref());
+                let flow = self.sort(tag, sort_criteria.as_ref(), &charset, &criteria, uid).await;
                 self.sync_updates(false).await;
                 flow
             }
             CommandBody::Thread { algorithm, charset, search_criteria, uid } => {
-                let flow = self.thread(tag, &algorithm, &charset, search_criteria.as_ref(), uid).await;
+                let criteria = self.search_keys(search_criteria.as_ref());
+                let flow = self.thread(tag, &algorithm, &charset, &criteria, uid).await;
                 self.sync_updates(false).await;
                 flow
             }
@@ -171,6 +174,23 @@ impl Session {
         })
     }
 
+    /// The command's search keys, with the saved result in place of `$` (RFC 5182) when the
+    /// command used it.
+    fn search_keys(&self, keys: &[SearchKey<'static>]) -> Vec<SearchKey<'static>> {
+        match self.selected.as_ref() {
+            Some(sel) if self.extras.last_result => sel.with_last_result(keys),
+            _ => keys.to_vec(),
+        }
+    }
+
+    /// Keeps `uids` for `$` (RFC 5182 section 2.1); a SEARCH or SORT with SAVE that failed keeps
+    /// an empty result.
+    fn save_result(&mut self, uids: Vec<u32>) {
+        if let Some(sel) = self.selected.as_mut() {
+            sel.save(uids);
+        }
+    }
+
     /// Sets the messages' FLAGS (with \Recent where this session reports it) and MODSEQ to
     /// the session's view.
     fn flags_from_view(&self, metas: &mut [MessageMeta]) {
@@ -192,7 +212,7 @@ impl Session {
         modifiers: &[FetchModifier],
     ) -> Flow {
         let Some(sel) = self.selected.as_ref() else { return Flow::Continue };
-        let targets = match sel.resolve(set, by_uid) {
+        let targets = match sel.targets(set, by_uid, self.extras.last_result) {
             Ok(t) => t,
             Err(why) => return self.bad(tag, why),
         };
@@ -217,10 +237,17 @@ impl Session {
             // RFC 7162 section 3.2.6: the expunged UIDs of the set since that MODSEQ.
             let (account_id, folder_id) = (self.account(), self.folder_id());
             let req = tern_proto::v1::ChangesRequest { account_id, folder_id, since_modseq: since };
+            // `$` names messages still in the view (an expunged one left the saved result), so
+            // none of them has vanished.
+            let last_result = self.extras.last_result && crate::extended::is_last_result(set);
             match self.client.changes(req).await {
                 Ok(c) => {
-                    let gone: Vec<u32> =
-                        c.into_inner().vanished.into_iter().filter(|u| contains(set, *u, u32::MAX)).collect();
+                    let gone: Vec<u32> = c
+                        .into_inner()
+                        .vanished
+                        .into_iter()
+                        .filter(|u| !last_result && contains(set, *u, u32::MAX))
+                        .collect();
                     if !gone.is_empty() {
                         self.send(Response::Vanished { earlier: true, uids: gone });
                     }
@@ -397,7 +424,7 @@ impl Session {
             self.no_code(tag, Code::ReadOnly, "Mailbox is read-only");
             return Flow::Continue;
         }
-        let targets = match sel.resolve(set, by_uid) {
+        let targets = match sel.targets(set, by_uid, self.extras.last_result) {
             Ok(t) => t,
             Err(why) => return self.bad(tag, why),
         };
@@ -497,26 +524,67 @@ impl Session {
         keys: &[SearchKey<'static>],
         by_uid: bool,
     ) -> Flow {
-        let Some(matches) = self.sort_or_thread_matches(tag, charset, keys).await else { return Flow::Continue };
+        let save = self.extras.search.as_ref().is_some_and(|o| o.save);
+        let Some(matches) = self.sort_or_thread_matches(tag, charset, keys).await else {
+            if save {
+                self.save_result(Vec::new());
+            }
+            return Flow::Continue;
+        };
         let items = sort_items(&matches, by_uid);
         let sorted = crate::sort::sort(&items, criteria);
         match self.extras.search.take() {
-            // ESORT (RFC 5267): MIN and MAX are the first and last in sort order, and ALL keeps
-            // the order.
-            Some(options) => self.send(Response::Esearch(Esearch {
-                tag: tag.inner().to_string(),
-                uid: by_uid,
-                min: sorted.first().copied().filter(|_| options.min),
-                max: sorted.last().copied().filter(|_| options.max),
-                count: options.count.then_some(sorted.len()),
-                all: (options.all && !sorted.is_empty()).then(|| sorted.clone()),
-                all_in_order: true,
-                modseq: None,
-            })),
+            Some(options) => {
+                if options.save {
+                    // The UIDs of the sorted messages; MIN and MAX alone keep only the first and
+                    // the last in sort order (RFC 5267 section 3.2, RFC 5182 section 2.1).
+                    let uid_of = |id: u32| {
+                        if by_uid {
+                            Some(id)
+                        } else {
+                            // The matches are in mailbox order, so by message number.
+                            let i = matches.binary_search_by_key(&(id as usize), |m| m.index + 1).ok()?;
+                            Some(matches[i].meta.uid)
+                        }
+                    };
+                    let kept: Vec<u32> = if options.saves_every_match() {
+                        sorted.iter().filter_map(|id| uid_of(*id)).collect()
+                    } else {
+                        let first = sorted.first().filter(|_| options.min);
+                        let last = sorted.last().filter(|_| options.max);
+                        first.into_iter().chain(last).filter_map(|id| uid_of(*id)).collect()
+                    };
+                    self.save_result(kept);
+                }
+                if options.returns_anything() {
+                    self.send_esort(tag, by_uid, &options, &sorted);
+                }
+            }
             None => self.send(Response::Sort(sorted)),
         }
         self.ok(tag, if by_uid { "UID SORT completed" } else { "SORT completed" });
         Flow::Continue
+    }
+
+    /// ESORT's answer (RFC 5267): MIN and MAX are the first and last in sort order, and ALL
+    /// keeps the order.
+    fn send_esort(
+        &mut self,
+        tag: &Tag<'static>,
+        by_uid: bool,
+        options: &crate::extended::SearchReturn,
+        sorted: &[u32],
+    ) {
+        self.send(Response::Esearch(Esearch {
+            tag: tag.inner().to_string(),
+            uid: by_uid,
+            min: sorted.first().copied().filter(|_| options.min),
+            max: sorted.last().copied().filter(|_| options.max),
+            count: options.count.then_some(sorted.len()),
+            all: (options.all && !sorted.is_empty()).then(|| sorted.to_vec()),
+            all_in_order: true,
+            modseq: None,
+        }));
     }
 
     /// THREAD (RFC 5256): SEARCH's matches as threads, by ORDEREDSUBJECT or REFERENCES.
@@ -573,7 +641,12 @@ impl Session {
         criteria: &[SearchKey<'static>],
         by_uid: bool,
     ) -> Flow {
+        // A SEARCH with SAVE that answers NO leaves `$` empty (RFC 5182 section 2.1).
+        let save = self.extras.search.as_ref().is_some_and(|o| o.save);
         if search::check_charset(charset).is_err() {
+            if save {
+                self.save_result(Vec::new());
+            }
             self.no_code(tag, Code::Atom("BADCHARSET (US-ASCII UTF-8)"), "Unsupported charset");
             return Flow::Continue;
         }
@@ -584,6 +657,9 @@ impl Session {
         let matches = match self.matching(criteria, false).await {
             Ok(m) => m,
             Err(s) => {
+                if save {
+                    self.save_result(Vec::new());
+                }
                 self.failed(tag, &s);
                 return Flow::Continue;
             }
@@ -595,7 +671,20 @@ impl Session {
             None if self.rev2 => Some(crate::extended::SearchReturn { all: true, ..Default::default() }),
             None => None,
         };
-        if let Some(options) = options {
+        if let Some(options) = options.as_ref().filter(|o| o.save) {
+            // With MIN or MAX and neither ALL nor COUNT, `$` keeps only the messages returned
+            // (RFC 5182 section 2.1); otherwise every match.
+            let kept: Vec<u32> = if options.saves_every_match() {
+                matches.iter().map(|m| m.meta.uid).collect()
+            } else {
+                let first = matches.first().filter(|_| options.min);
+                let last = matches.last().filter(|_| options.max);
+                first.into_iter().chain(last).map(|m| m.meta.uid).collect()
+            };
+            self.save_result(kept);
+        }
+        let plain = options.is_none();
+        if let Some(options) = options.filter(|o| o.returns_anything()) {
             // RFC 4731: MIN, MAX and ALL are left out when nothing matched; COUNT is not.
             self.send(Response::Esearch(Esearch {
                 tag: tag.inner().to_string(),
@@ -607,7 +696,7 @@ impl Session {
                 all_in_order: false,
                 modseq: (with_modseq && !hits.is_empty()).then_some(highest),
             }));
-        } else {
+        } else if plain {
             let modseq = (with_modseq && !hits.is_empty()).then_some(highest);
             self.send(Response::Search { hits, modseq });
         }
@@ -627,7 +716,7 @@ impl Session {
             self.no_code(tag, Code::ReadOnly, "Mailbox is read-only");
             return Flow::Continue;
         }
-        let targets = match sel.resolve(set, by_uid) {
+        let targets = match sel.targets(set, by_uid, self.extras.last_result) {
             Ok(t) => t,
             Err(why) => return self.bad(tag, why),
         };
@@ -685,7 +774,7 @@ impl Session {
             return Flow::Continue;
         }
         let uids = match set {
-            Some(set) => match sel.resolve(set, true) {
+            Some(set) => match sel.targets(set, true, self.extras.last_result) {
                 Ok(t) => t.into_iter().map(|(_, u)| u).collect(),
                 Err(why) => return self.bad(tag, why),
             },

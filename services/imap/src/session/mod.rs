@@ -481,6 +481,7 @@ impl Session {
             "WITHIN",
             "UTF8=ACCEPT",
             "PREVIEW",
+            "SEARCHRES",
         ]);
         if self.account.is_some() && !self.conn.is_compressed() {
             caps.push("COMPRESS=DEFLATE");
@@ -682,6 +683,8 @@ impl Session {
         let name = match &command {
             Decoded::Command(command, _) => command_name(&command.body),
             Decoded::List(_) => "LIST",
+            // Counted as the broken commands the codec refuses are.
+            Decoded::Refused { .. } => "OTHER",
         };
         Metrics::global().command("imap", name);
         let command = match command {
@@ -691,6 +694,7 @@ impl Session {
             }
             Decoded::List(list) if self.account.is_some() => return Ok(self.list(list).await),
             Decoded::List(list) => return Ok(self.bad(&list.tag, "Log in first")),
+            Decoded::Refused { tag, text } => return Ok(self.bad(&tag, text)),
         };
         let tag = command.tag.clone();
         tracing::trace!(command = command.body.name(), "command");

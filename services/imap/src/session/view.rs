@@ -10,10 +10,17 @@
 //! first (or as one VANISHED with QRESYNC), and `\Recent` is reported for the messages this
 //! session claimed alone.
 
-use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use std::num::NonZeroU32;
+
+use imap_codec::imap_types::{
+    core::Vec1,
+    search::SearchKey,
+    sequence::{SeqOrUid, Sequence, SequenceSet},
+};
 use tern_proto::v1::{EventKind, MailboxEvent, MessageSummary};
 
 use super::response::{Code, Response};
+use crate::extended::is_last_result;
 
 /// What the client enabled that changes the form of the responses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,6 +58,11 @@ pub(crate) struct Selected {
     /// read-write IMAP4rev1 session claims.
     pub unclaimed: Vec<u32>,
     pub claims_recent: bool,
+    /// The result the last SEARCH or SORT with RETURN (SAVE) kept for `$` (RFC 5182), as UIDs
+    /// in increasing order, so that it names the same messages however the numbers change. A
+    /// message leaves it when it leaves the view (RFC 5182 section 2.1: an expunged message is
+    /// removed from the variable); a new SELECT or EXAMINE starts with a new, empty view.
+    pub saved: Vec<u32>,
 }
 
 impl Selected {
@@ -70,6 +82,7 @@ impl Selected {
             recent: Vec::new(),
             unclaimed: Vec::new(),
             claims_recent: false,
+            saved: Vec::new(),
         };
         selected.keywords = selected.unannounced(selected.flags.iter().flatten());
         selected
@@ -92,6 +105,9 @@ impl Selected {
     fn remove(&mut self, i: usize) {
         if let Ok(r) = self.recent.binary_search(&self.uids[i]) {
             self.recent.remove(r);
+        }
+        if let Ok(s) = self.saved.binary_search(&self.uids[i]) {
+            self.saved.remove(s);
         }
         self.uids.remove(i);
         self.flags.remove(i);
@@ -158,6 +174,53 @@ impl Selected {
             }
         }
         Ok((1..=n).filter(|i| contains(set, *i, n)).map(|i| (i as usize - 1, self.uids[i as usize - 1])).collect())
+    }
+
+    /// The (index, UID) pairs of a command's sequence set: the saved result when the set is the
+    /// command's `$` (`last_result`, see [`crate::extended::Extras::last_result`]), else as
+    /// [`Selected::resolve`] says. An empty saved result names no message, which is no error
+    /// (RFC 5182 section 2.1): FETCH $ then answers OK and nothing else.
+    pub fn targets(
+        &self,
+        set: &SequenceSet,
+        by_uid: bool,
+        last_result: bool,
+    ) -> Result<Vec<(usize, u32)>, &'static str> {
+        if last_result && is_last_result(set) {
+            return Ok(self.saved.iter().filter_map(|uid| self.seq_of(*uid).map(|i| (i, *uid))).collect());
+        }
+        self.resolve(set, by_uid)
+    }
+
+    /// Keeps `uids` as the result `$` names (RFC 5182 section 2.1); an empty list empties it, as
+    /// a SEARCH with SAVE that failed must.
+    pub fn save(&mut self, mut uids: Vec<u32>) {
+        uids.sort_unstable();
+        uids.dedup();
+        self.saved = uids;
+    }
+
+    /// `keys` with each `$` (a sequence set that [`is_last_result`]) replaced by a key that
+    /// matches the saved messages: a UID set of them, or NOT ALL when there are none. Both
+    /// SEARCH and UID SEARCH mean the same messages by `$`, whichever command saved them.
+    pub fn with_last_result(&self, keys: &[SearchKey<'static>]) -> Vec<SearchKey<'static>> {
+        keys.iter().map(|k| self.replace_last_result(k)).collect()
+    }
+
+    fn replace_last_result(&self, key: &SearchKey<'static>) -> SearchKey<'static> {
+        match key {
+            SearchKey::SequenceSet(set) | SearchKey::Uid(set) if is_last_result(set) => match uid_set(&self.saved) {
+                Some(set) => SearchKey::Uid(set),
+                None => SearchKey::Not(Box::new(SearchKey::All)),
+            },
+            // The codec limits how deep keys nest, so this recursion is shallow.
+            SearchKey::And(keys) => SearchKey::And(Vec1::unvalidated(self.with_last_result(keys.as_ref()))),
+            SearchKey::Not(key) => SearchKey::Not(Box::new(self.replace_last_result(key))),
+            SearchKey::Or(a, b) => {
+                SearchKey::Or(Box::new(self.replace_last_result(a)), Box::new(self.replace_last_result(b)))
+            }
+            other => other.clone(),
+        }
     }
 
     /// FLAGS and PERMANENTFLAGS naming the system flags and the announced keywords.
@@ -445,6 +508,33 @@ impl Selected {
     }
 }
 
+/// The sequence set of `uids` (in increasing order), runs of consecutive UIDs as ranges; None
+/// when there are none, which no sequence set can say.
+fn uid_set(uids: &[u32]) -> Option<SequenceSet> {
+    let value = |u: u32| NonZeroU32::new(u).map(SeqOrUid::Value);
+    let mut out: Vec<Sequence> = Vec::new();
+    let mut run: Option<(u32, u32)> = None;
+    for &uid in uids {
+        run = match run {
+            Some((first, last)) if last.checked_add(1) == Some(uid) => Some((first, uid)),
+            Some((first, last)) => {
+                out.extend(run_sequence(first, last, value));
+                Some((uid, uid))
+            }
+            None => Some((uid, uid)),
+        };
+    }
+    if let Some((first, last)) = run {
+        out.extend(run_sequence(first, last, value));
+    }
+    (!out.is_empty()).then(|| SequenceSet(Vec1::unvalidated(out)))
+}
+
+/// One run of [`uid_set`] as a number or a range.
+fn run_sequence(first: u32, last: u32, value: impl Fn(u32) -> Option<SeqOrUid>) -> Option<Sequence> {
+    Some(if first == last { Sequence::Single(value(first)?) } else { Sequence::Range(value(first)?, value(last)?) })
+}
+
 /// Whether `n` is in `set`, with `*` standing for `largest`.
 pub(crate) fn contains(set: &SequenceSet, n: u32, largest: u32) -> bool {
     let v = |s: &SeqOrUid| match s {
@@ -651,5 +741,67 @@ mod tests {
         assert_eq!(wire(&out), ["* 2 FETCH (UID 20 MODSEQ (8))"]);
         assert_eq!(sel.modified(&[20, 30], false), Code::Modified(vec![2, 3]));
         assert_eq!(sel.modified(&[20, 30], true), Code::Modified(vec![20, 30]));
+    }
+
+    /// `$` as a command's sequence set, parsed the way the decoder leaves it.
+    fn last_result() -> SequenceSet {
+        std::str::from_utf8(crate::extended::LAST_RESULT).unwrap().try_into().unwrap()
+    }
+
+    #[test]
+    fn saved_result_names_messages_by_uid() {
+        let mut sel = view();
+        // Nothing saved yet: `$` names no message, and that is no error.
+        assert_eq!(sel.targets(&last_result(), false, true), Ok(vec![]));
+        sel.save(vec![30, 10, 30]);
+        assert_eq!(sel.saved, [10, 30]);
+        assert_eq!(sel.targets(&last_result(), false, true), Ok(vec![(0, 10), (2, 30)]));
+        assert_eq!(sel.targets(&last_result(), true, true), Ok(vec![(0, 10), (2, 30)]));
+        // The same set written by the client (no `$` in its command) is the last message.
+        assert_eq!(sel.targets(&last_result(), false, false), Ok(vec![(2, 30)]));
+        // An expunge takes the message out of `$`, and `$` follows the renumbering.
+        let out = sel.remove_messages(&[10], PLAIN);
+        assert_eq!(wire(&out), ["* 1 EXPUNGE"]);
+        assert_eq!(sel.saved, [30]);
+        assert_eq!(sel.targets(&last_result(), false, true), Ok(vec![(1, 30)]));
+        // Another session's expunge, once announced, does the same.
+        sel.apply(&event(EventKind::Expunge, 9, vec![msg(30, &[], 9)]), PLAIN);
+        assert_eq!(sel.saved, [30], "not announced yet: the message still has its number");
+        sel.expunge_pending(PLAIN);
+        assert!(sel.saved.is_empty());
+    }
+
+    #[test]
+    fn search_keys_take_the_saved_result() {
+        let mut sel = view();
+        let parse = |criteria: &str| -> Vec<SearchKey<'static>> {
+            let command = format!("a SEARCH {criteria}\r\n");
+            match crate::extended::decode(command.as_bytes()) {
+                Ok((_, crate::extended::Decoded::Command(c, _))) => match c.body {
+                    imap_codec::imap_types::command::CommandBody::Search { criteria, .. } => criteria.into_inner(),
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            }
+        };
+        let keys = parse("$ OR UID $ NOT ($)");
+        // Empty: nothing matches `$`.
+        let none = SearchKey::Not(Box::new(SearchKey::All));
+        assert_eq!(sel.with_last_result(&keys)[0], none);
+        sel.save(vec![10, 20, 30, 40, 60]);
+        let set = |s: &str| SearchKey::Uid(s.try_into().unwrap());
+        let keys = sel.with_last_result(&keys);
+        assert_eq!(keys[0], set("10,20,30,40,60"));
+        let SearchKey::Or(a, b) = &keys[1] else { panic!("{keys:?}") };
+        assert_eq!(**a, set("10,20,30,40,60"));
+        let SearchKey::Not(inner) = &**b else { panic!("{b:?}") };
+        let SearchKey::And(inner) = &**inner else { panic!("{inner:?}") };
+        assert_eq!(inner.as_ref(), [set("10,20,30,40,60")]);
+        // Runs of UIDs become ranges.
+        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), Some("1:3,5,7:8".try_into().unwrap()));
+        assert_eq!(uid_set(&[]), None);
+        // Other keys, and sets that are not `$`, are left as they are.
+        let keys = parse("1:2 SUBJECT $");
+        assert_eq!(sel.with_last_result(&keys), keys);
     }
 }
