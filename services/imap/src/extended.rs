@@ -1,7 +1,8 @@
 //! The command syntax that imap-codec does not parse yet, decoded here without I/O, like the
 //! codec itself: LIST-EXTENDED with its selection and return options and LIST-STATUS (RFC 5258,
 //! RFC 5819, RFC 6154), SEARCH RETURN (ESEARCH, RFC 4731) and SORT RETURN (ESORT, RFC 5267)
-//! with SAVE and the `$` marker (SEARCHRES, RFC 5182), the OBJECTID items EMAILID,
+//! with SAVE and the `$` marker (SEARCHRES, RFC 5182) and PARTIAL (RFC 9394), the OBJECTID
+//! items EMAILID,
 //! THREADID and MAILBOXID (RFC 8474), and FETCH PREVIEW (RFC 8970).
 //!
 //! [`decode`] is the session's one entry point for turning bytes into a command. It asks
@@ -78,19 +79,71 @@ pub struct SearchReturn {
     pub all: bool,
     /// Keep the result for `$` (RFC 5182 section 2.1).
     pub save: bool,
+    /// Return one page of the result (RFC 9394 section 3.1).
+    pub partial: Option<Partial>,
+}
+
+/// A PARTIAL range (RFC 9394 section 3.1): positions in the result, counted from 1 at its start
+/// (`1:100`), or from its end when negative (`-1:-100`, -1 being the last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    /// The range as the client wrote it, which the answer repeats.
+    pub text: String,
+    /// The positions, the lower first: `500:400` is the same as `400:500`.
+    pub first: u32,
+    pub last: u32,
+    /// Whether the positions count from the end of the result.
+    pub from_end: bool,
+}
+
+impl Partial {
+    /// Parses `partial-range-first = nz-number ":" nz-number` or `partial-range-last = MINUS
+    /// nz-number ":" MINUS nz-number` (RFC 9394 section 4); neither may contain `*`, and the two
+    /// ends have the same sign.
+    pub fn parse(text: &[u8]) -> Option<Partial> {
+        let nz_number = |s: &[u8]| -> Option<u32> {
+            if s.first().is_none_or(|d| !(b'1'..=b'9').contains(d)) || !s.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            std::str::from_utf8(s).ok()?.parse().ok()
+        };
+        let text_str = std::str::from_utf8(text).ok()?;
+        let (a, b) = text.split_at(text.iter().position(|c| *c == b':')?);
+        let b = &b[1..];
+        let (a, b, from_end) = match (a.strip_prefix(b"-"), b.strip_prefix(b"-")) {
+            (Some(a), Some(b)) => (a, b, true),
+            (None, None) => (a, b, false),
+            _ => return None,
+        };
+        let (a, b) = (nz_number(a)?, nz_number(b)?);
+        Some(Partial { text: text_str.to_string(), first: a.min(b), last: a.max(b), from_end })
+    }
+
+    /// The part of `results` (in the order they are returned) that the range names; positions
+    /// past either end name nothing.
+    pub fn select<'a, T>(&self, results: &'a [T]) -> &'a [T] {
+        let n = results.len();
+        let (first, last) = (self.first as usize, self.last as usize);
+        let (start, end) = if self.from_end {
+            (n.saturating_sub(last), n.saturating_sub(first - 1))
+        } else {
+            (first - 1, last.min(n))
+        };
+        results.get(start..end).unwrap_or_default()
+    }
 }
 
 impl SearchReturn {
     /// Whether the command answers with an ESEARCH response: with SAVE alone it does not
     /// (RFC 5182 section 2.1).
     pub fn returns_anything(&self) -> bool {
-        self.min || self.max || self.count || self.all
+        self.min || self.max || self.count || self.all || self.partial.is_some()
     }
 
-    /// Whether SAVE keeps every match: with MIN or MAX and neither ALL nor COUNT, `$` keeps only
-    /// the messages MIN and MAX return (RFC 5182 section 2.1).
+    /// Whether SAVE keeps every match: with MIN, MAX or PARTIAL and neither ALL nor COUNT, `$`
+    /// keeps only the messages those return (RFC 5182 section 2.1, RFC 9394 section 3.2).
     pub fn saves_every_match(&self) -> bool {
-        self.all || self.count || !(self.min || self.max)
+        self.all || self.count || !(self.min || self.max || self.partial.is_some())
     }
 }
 
@@ -633,15 +686,23 @@ fn rewrite_search(command: &[u8], word: &[u8]) -> Result<Decoded, Error> {
     }
     let close = rest.iter().position(|b| *b == b')').ok_or(Error::Failed)?;
     let mut options = SearchReturn::default();
-    for option in rest[8..close].split(|b| *b == b' ').filter(|o| !o.is_empty()) {
+    let mut list = rest[8..close].split(|b| *b == b' ').filter(|o| !o.is_empty());
+    while let Some(option) = list.next() {
         match option.to_ascii_uppercase().as_slice() {
             b"MIN" => options.min = true,
             b"MAX" => options.max = true,
             b"COUNT" => options.count = true,
             b"ALL" => options.all = true,
             b"SAVE" => options.save = true,
+            // One PARTIAL at most, never with ALL (RFC 9394 section 3.1).
+            b"PARTIAL" if options.partial.is_none() => {
+                options.partial = Some(list.next().and_then(Partial::parse).ok_or(Error::Failed)?);
+            }
             _ => return Err(Error::Failed),
         }
+    }
+    if options.partial.is_some() && options.all {
+        return Err(Error::Failed);
     }
     // RETURN () means ALL (RFC 4731 section 3.1); RETURN (SAVE) returns nothing.
     if !options.returns_anything() && !options.save {
@@ -863,7 +924,46 @@ mod tests {
         let (c, e) = extras("a UID SORT RETURN (MIN MAX) (DATE) UTF-8 ALL\r\n");
         assert!(matches!(c.body, CommandBody::Sort { uid: true, .. }));
         assert_eq!(e.search, Some(SearchReturn { min: true, max: true, ..Default::default() }));
-        assert!(decode(b"a SORT RETURN (PARTIAL 1:5) (DATE) UTF-8 ALL\r\n").is_err());
+        let (_, e) = extras("a SORT RETURN (PARTIAL 5:1) (DATE) UTF-8 ALL\r\n");
+        let partial = Partial { text: "5:1".into(), first: 1, last: 5, from_end: false };
+        assert_eq!(e.search, Some(SearchReturn { partial: Some(partial), ..Default::default() }));
+    }
+
+    #[test]
+    fn partial_ranges() {
+        let (_, e) = extras("a UID SEARCH RETURN (SAVE partial -1:-100 COUNT) UNSEEN\r\n");
+        let options = e.search.unwrap();
+        assert!(options.save && options.count && options.returns_anything() && options.saves_every_match());
+        assert_eq!(options.partial, Some(Partial { text: "-1:-100".into(), first: 1, last: 100, from_end: true }));
+        let (_, e) = extras("a SEARCH RETURN (PARTIAL 2:3 MIN) ALL\r\n");
+        assert!(!e.search.unwrap().saves_every_match());
+        for input in [
+            "a SEARCH RETURN (PARTIAL 1:5 ALL) ALL\r\n",
+            "a SEARCH RETURN (ALL PARTIAL 1:5) ALL\r\n",
+            "a SEARCH RETURN (PARTIAL 1:5 PARTIAL 6:9) ALL\r\n",
+            "a SEARCH RETURN (PARTIAL) ALL\r\n",
+            "a SEARCH RETURN (PARTIAL 0:5) ALL\r\n",
+            "a SEARCH RETURN (PARTIAL 1:*) ALL\r\n",
+            "a SEARCH RETURN (PARTIAL -1:5) ALL\r\n",
+            "a SEARCH RETURN (PARTIAL 5) ALL\r\n",
+            "a SEARCH RETURN (PARTIAL 1:4294967296) ALL\r\n",
+            "a SEARCH RETURN (PARTIAL 01:5) ALL\r\n",
+        ] {
+            assert!(matches!(decode(input.as_bytes()), Err(Error::Failed)), "{input:?}");
+        }
+        let page = |text: &str, n: u32| -> Vec<u32> {
+            let results: Vec<u32> = (1..=n).collect();
+            Partial::parse(text.as_bytes()).unwrap().select(&results).to_vec()
+        };
+        assert_eq!(page("1:2", 5), [1, 2]);
+        assert_eq!(page("4:9", 5), [4, 5]);
+        assert_eq!(page("6:9", 5), [] as [u32; 0]);
+        assert_eq!(page("-1:-2", 5), [4, 5]);
+        assert_eq!(page("-2:-1", 5), [4, 5]);
+        assert_eq!(page("-4:-100", 5), [1, 2]);
+        assert_eq!(page("-6:-9", 5), [] as [u32; 0]);
+        assert_eq!(page("-1:-4294967295", 3), [1, 2, 3]);
+        assert_eq!(page("4294967295:4294967295", 3), [] as [u32; 0]);
     }
 
     /// How many of a command's sequence sets are `$`.

@@ -552,7 +552,8 @@ impl Session {
                     } else {
                         let first = sorted.first().filter(|_| options.min);
                         let last = sorted.last().filter(|_| options.max);
-                        first.into_iter().chain(last).filter_map(|id| uid_of(*id)).collect()
+                        let page = options.partial.as_ref().map(|p| p.select(&sorted)).unwrap_or_default();
+                        first.into_iter().chain(last).chain(page).filter_map(|id| uid_of(*id)).collect()
                     };
                     self.save_result(kept);
                 }
@@ -583,6 +584,8 @@ impl Session {
             count: options.count.then_some(sorted.len()),
             all: (options.all && !sorted.is_empty()).then(|| sorted.to_vec()),
             all_in_order: true,
+            // PARTIAL pages through the sort order (RFC 9394 section 3.1).
+            partial: options.partial.as_ref().map(|p| (p.text.clone(), p.select(sorted).to_vec())),
             modseq: None,
         }));
     }
@@ -679,7 +682,8 @@ impl Session {
             } else {
                 let first = matches.first().filter(|_| options.min);
                 let last = matches.last().filter(|_| options.max);
-                first.into_iter().chain(last).map(|m| m.meta.uid).collect()
+                let page = options.partial.as_ref().map(|p| p.select(&matches)).unwrap_or_default();
+                first.into_iter().chain(last).chain(page).map(|m| m.meta.uid).collect()
             };
             self.save_result(kept);
         }
@@ -694,6 +698,7 @@ impl Session {
                 count: options.count.then_some(hits.len()),
                 all: (options.all && !hits.is_empty()).then(|| hits.clone()),
                 all_in_order: false,
+                partial: options.partial.as_ref().map(|p| (p.text.clone(), p.select(&hits).to_vec())),
                 modseq: (with_modseq && !hits.is_empty()).then_some(highest),
             }));
         } else if plain {

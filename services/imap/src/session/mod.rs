@@ -482,6 +482,7 @@ impl Session {
             "UTF8=ACCEPT",
             "PREVIEW",
             "SEARCHRES",
+            "PARTIAL",
         ]);
         if self.account.is_some() && !self.conn.is_compressed() {
             caps.push("COMPRESS=DEFLATE");

@@ -166,6 +166,9 @@ pub(crate) struct Esearch {
     pub all: Option<Vec<u32>>,
     /// ALL keeps the order of the numbers (ESORT) instead of sorting them.
     pub all_in_order: bool,
+    /// PARTIAL (RFC 9394 section 3.1): the range as the client wrote it and the numbers in it,
+    /// NIL when there are none; kept in order like ALL.
+    pub partial: Option<(String, Vec<u32>)>,
     pub modseq: Option<u64>,
 }
 
@@ -428,6 +431,14 @@ impl Esearch {
             let set = if self.all_in_order { ordered_set(all) } else { uid_set(all) };
             line.push_str(&format!(" ALL {set}"));
         }
+        if let Some((range, numbers)) = &self.partial {
+            let set = match numbers.is_empty() {
+                true => "NIL".to_string(),
+                false if self.all_in_order => ordered_set(numbers),
+                false => uid_set(numbers),
+            };
+            line.push_str(&format!(" PARTIAL ({range} {set})"));
+        }
         if let Some(modseq) = self.modseq {
             line.push_str(&format!(" MODSEQ {modseq}"));
         }
@@ -657,6 +668,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(bytes(&Response::Esearch(esort)), "* ESEARCH (TAG \"a1\") UID MIN 4 COUNT 4 ALL 4,1:3\r\n");
+        let page = |numbers: Vec<u32>, all_in_order| Esearch {
+            tag: "a2".into(),
+            partial: Some(("-1:-3".into(), numbers)),
+            all_in_order,
+            ..Default::default()
+        };
+        assert_eq!(
+            bytes(&Response::Esearch(page(vec![7, 5, 6], false))),
+            "* ESEARCH (TAG \"a2\") PARTIAL (-1:-3 5:7)\r\n"
+        );
+        assert_eq!(
+            bytes(&Response::Esearch(page(vec![7, 5, 6], true))),
+            "* ESEARCH (TAG \"a2\") PARTIAL (-1:-3 7,5:6)\r\n"
+        );
+        assert_eq!(bytes(&Response::Esearch(page(vec![], false))), "* ESEARCH (TAG \"a2\") PARTIAL (-1:-3 NIL)\r\n");
         let status = Response::MailboxStatus {
             name: "Sent".into(),
             items: vec![StatusItem::Number("MESSAGES", 2), StatusItem::MailboxId(16)],
