@@ -482,7 +482,8 @@ impl Session {
             "UTF8=ACCEPT",
             "PREVIEW",
             "SEARCHRES",
-            "PARTIAL",
+            // Not PARTIAL: SEARCH and SORT RETURN (PARTIAL) work, but the capability also
+            // promises the FETCH modifier of RFC 9394, which clients would send and get BAD.
         ]);
         if self.account.is_some() && !self.conn.is_compressed() {
             caps.push("COMPRESS=DEFLATE");
