@@ -91,8 +91,14 @@ impl NatsConnection {
     /// Connects, named `name` in the server's connection list. With several servers, the client
     /// tries them in random order and keeps trying in the background when none answers yet, so
     /// a replica starts while part of the cluster is down.
-    pub async fn connect(&self, name: &str) -> Result<async_nats::Client> {
+    ///
+    /// Also returns how many times the client has connected: the count goes up on every
+    /// reconnect, so followers of the server's state (account feeds) can start again at once
+    /// instead of waiting for their consumers to notice missed heartbeats.
+    pub async fn connect(&self, name: &str) -> Result<(async_nats::Client, tokio::sync::watch::Receiver<u64>)> {
         self.check()?;
+        let (connections, connected) = tokio::sync::watch::channel(0u64);
+        let connections = std::sync::Arc::new(connections);
         let failed = |detail: String| MailboxError::nats("connecting", detail);
         let mut options = match &self.credentials_file {
             Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
@@ -124,11 +130,17 @@ impl NatsConnection {
             .name(name)
             // What the client meets while (re)connecting reaches the log, so a wrong password
             // or certificate says so instead of ending in a timeout.
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
-                    other => tracing::warn!(event = %other, "NATS connection"),
+            .event_callback(move |event| {
+                let connections = connections.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("connected to NATS");
+                            connections.send_modify(|n| *n += 1);
+                        }
+                        async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+                        other => tracing::warn!(event = %other, "NATS connection"),
+                    }
                 }
             })
             .retry_on_initial_connect()
@@ -136,6 +148,7 @@ impl NatsConnection {
             .request_timeout(Some(Duration::from_secs(5)))
             .connect(self.servers.as_slice())
             .await
+            .map(|client| (client, connected))
             .map_err(|e| failed(e.to_string()))
     }
 }

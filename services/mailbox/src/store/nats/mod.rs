@@ -135,6 +135,8 @@ pub struct NatsStore {
     accounts: Arc<Mutex<HashMap<u64, Cell>>>,
     parsed_cache: Arc<Mutex<HashMap<String, ParsedRecord>>>,
     follower: Arc<follow::Follower>,
+    /// How many times the client has connected; see [`NatsStore::watch`].
+    connections: tokio::sync::watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for NatsStore {
@@ -153,7 +155,7 @@ impl NatsStore {
     /// which survives a crash of the server process but not of the machine; a cluster should
     /// use 3 replicas, or the single server `sync_interval: always`.
     pub async fn connect(connection: &NatsConnection, prefix: &str, replicas: usize) -> Result<Self> {
-        let client = connection.connect("tern-mailbox").await?;
+        let (client, connections) = connection.connect("tern-mailbox").await?;
         let js = jetstream::new(client);
         let stream = js
             .get_or_create_stream(stream::Config {
@@ -202,6 +204,7 @@ impl NatsStore {
             accounts,
             parsed_cache: Arc::default(),
             follower,
+            connections,
         })
     }
 
@@ -831,7 +834,18 @@ impl MetadataStore for NatsStore {
             .await
             .map_err(err("following an account"))?;
         let messages = consumer.messages().await.map_err(err("following an account"))?;
+        // A reconnect ends the feed: the ordered consumer would resume by itself, but only once
+        // it has missed two idle heartbeats (15 s each in async-nats), and until then watchers
+        // hear nothing. Ending it makes them resynchronise and watch again at once.
+        let mut connections = self.connections.clone();
+        connections.borrow_and_update();
+        let reconnected = async move {
+            if connections.changed().await.is_ok() {
+                tracing::info!("NATS reconnected; ending the account feed so that its watcher starts again");
+            }
+        };
         Ok(messages
+            .take_until(reconnected)
             .take_while(|m| {
                 // An error the ordered consumer could not recover from ends the stream: the
                 // watcher resynchronises rather than miss events.
