@@ -5,6 +5,9 @@
 //!   same mailbox) keep UIDs and MODSEQs strictly increasing, lose no acknowledged message,
 //!   and leave both replicas with the same view;
 //! - a change committed through one replica reaches a Watch opened on the other;
+//! - a directory change (a password, an account's record, a new or deleted account) made
+//!   through one replica is honoured by the other, which keeps the directory entries it has
+//!   read in memory: at once for a new account, within moments for the rest;
 //! - a replica killed in the middle of a stream of deliveries loses nothing it acknowledged;
 //! - with NATS stopped, writes fail as "unavailable" (what SMTP turns into 451 and IMAP into
 //!   NO [UNAVAILABLE]) and, once it is back, the same replicas work again without a restart;
@@ -19,13 +22,14 @@ use std::{collections::BTreeSet, time::Duration};
 
 use tern_mailbox::Limits;
 use tern_proto::v1::{
-    DeliveryStatus, ErrorReason, EventKind, ExpungeRequest, FlagsMode, FolderRef, SelectRequest, StoreFlagsRequest,
+    AuthenticateRequest, DeleteAccountRequest, DeliveryStatus, ErrorReason, EventKind, ExpungeRequest, FlagsMode,
+    FolderRef, GetAccountRequest, SelectRequest, SetPasswordRequest, StoreFlagsRequest, UpdateAccountRequest,
     WatchRequest,
 };
 use tern_tests::{
     Mailbox, TestServer, append, blobs_dir, count_files, deliver, fetch_body,
     imap::{ImapOptions, ImapTestServer},
-    message,
+    message, plain,
     servers::Nats,
     setup_account,
     smtp::send_message,
@@ -159,6 +163,75 @@ async fn a_delivery_through_one_replica_reaches_a_watch_on_the_other() {
     }
     latencies.sort();
     println!("delivery on replica A to event on replica B: p50 {:?}, max {:?}", latencies[10], latencies[19]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_changes_through_one_replica_are_honoured_by_the_other() {
+    let (_nats, a, b, _alice) = two_replicas().await;
+    let (mut admin_a, mut admin_b) = (a.admin_client().await, b.admin_client().await);
+    let mut mail_b = b.mailbox_client().await;
+    let login = |password: &str| AuthenticateRequest {
+        username: ALICE.into(),
+        password: password.into(),
+        remote_ip: "127.0.0.1".into(),
+    };
+    // Replica B reads Alice's entries, so that it holds them in memory from here on.
+    assert_eq!(
+        admin_b.get_account(GetAccountRequest { address: ALICE.into() }).await.unwrap().into_inner().address,
+        ALICE
+    );
+    mail_b.authenticate(login("pw")).await.expect("the first password works on B");
+
+    // A new password, then a new display name, through A. The directory's changes reach B in
+    // order, so once B shows the name, it must also take the new password.
+    admin_a
+        .set_password(SetPasswordRequest { address: ALICE.into(), password: Some(plain("pw2")) })
+        .await
+        .expect("set the password through A");
+    admin_a
+        .update_account(UpdateAccountRequest {
+            address: ALICE.into(),
+            display_name: Some("Alice Two".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("rename through A");
+    let started = std::time::Instant::now();
+    loop {
+        let account = admin_b.get_account(GetAccountRequest { address: ALICE.into() }).await.unwrap().into_inner();
+        if account.display_name == "Alice Two" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "B still shows the old account record after 5 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("an account record changed through A, seen on B after {:?}", started.elapsed());
+    mail_b.authenticate(login("pw2")).await.expect("the new password works on B");
+    let refused = mail_b.authenticate(login("pw")).await.expect_err("the old password still works on B");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+
+    // A mailbox created through A receives mail through B at once: absence is never kept.
+    const BOB: &str = "bob@example.com";
+    assert_eq!(
+        deliver(&mut mail_b, &[BOB], &message("early", "x")).await.unwrap().results[0].status(),
+        DeliveryStatus::UnknownUser
+    );
+    setup_account(&mut admin_a, BOB, "pw").await;
+    let d = deliver(&mut mail_b, &[BOB], &message("first", "for bob")).await.expect("deliver through B");
+    assert_eq!(d.results[0].status(), DeliveryStatus::Delivered, "a new mailbox is unknown to the other replica");
+
+    // Deleted through A, it is refused through B moments later.
+    admin_a.delete_account(DeleteAccountRequest { address: BOB.into() }).await.expect("delete through A");
+    let started = std::time::Instant::now();
+    loop {
+        let d = deliver(&mut mail_b, &[BOB], &message("late", "x")).await.expect("deliver through B");
+        if d.results[0].status() == DeliveryStatus::UnknownUser {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "B still delivers to a deleted mailbox after 5 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("a mailbox deleted through A, refused through B after {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,6 +117,11 @@ impl Nats {
         }
     }
 
+    /// The server's process id while it runs (for measuring its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.id()
+    }
+
     /// The URL clients connect to: `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://{}", self.addr())
@@ -566,6 +571,11 @@ impl SeaweedS3 {
                 Err(NotReady::Exited(error) | NotReady::Failed(error)) => return Err(error),
             }
         }
+    }
+
+    /// The server's process id while it runs (for measuring its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.id()
     }
 
     /// The S3 endpoint: `http://127.0.0.1:<port>`. Requests must address the bucket in the path

@@ -364,8 +364,12 @@ impl MailboxService {
         let id = self.new_blob_id(&content);
         let size = content.len() as u64;
         let parsed = parse::parse(&content);
-        let _gate = self.put_body(&id, content).await?;
         let message = NewMessage { blob_id: id.clone(), size, internal_date, parsed };
+        // The body and what the store needs before its entry go out side by side; the entry
+        // that refers to the body is written only once both are stored.
+        let (gate, staged) = tokio::join!(self.put_body(&id, content), self.store.stage(&message));
+        let _gate = gate?;
+        staged?;
         let results = self.store.append(message, ops).await?;
         let stored = results.iter().filter(|r| r.is_ok()).count() as u64;
         tern_runtime::metrics::Metrics::global().messages_stored.inc_by(stored);

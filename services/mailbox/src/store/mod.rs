@@ -420,6 +420,12 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     /// storage failure fails them all. When no op succeeds and nothing else refers to the body,
     /// the body is recorded as orphaned, so that garbage collection deletes it.
     async fn append(&self, message: NewMessage, ops: Vec<AppendOp>) -> Result<Vec<Result<Appended>>>;
+    /// Stores what [`MetadataStore::append`] will need of `message` before it can write an
+    /// entry, and may store while the body is being written (the distributed backend puts the
+    /// parsed structure then, so the two round trips overlap). `append` works without it.
+    async fn stage(&self, _message: &NewMessage) -> Result<()> {
+        Ok(())
+    }
 
     /// Committed changes of one account from now on, in commit order. When this returns, the
     /// subscription is in place: no change committed afterwards can be missed.

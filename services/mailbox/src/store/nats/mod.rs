@@ -19,7 +19,8 @@
 //!   [`MAX_CACHED_ACCOUNTS`] accounts in memory.
 //! - **The directory** (domains, accounts, addresses, aliases, id counters) is the KV bucket
 //!   `<prefix>_directory`; uniqueness (an address, an alias) is a KV create, counters are
-//!   compare-and-set updates.
+//!   compare-and-set updates. A replica keeps the entries it has read in memory, current
+//!   through a watch on the bucket ([`directory`]).
 //! - **Parsed structure** of each body (envelope, MIME tree), immutable per content hash, is in
 //!   `<prefix>_parsed`; the outbound queue in `<prefix>_queue`.
 //! - **Watch** is an ordered consumer on the account's subject, started after its last entry:
@@ -39,6 +40,7 @@
 
 mod conflict;
 mod connect;
+mod directory;
 mod follow;
 mod outbound;
 
@@ -135,6 +137,8 @@ pub struct NatsStore {
     accounts: Arc<Mutex<HashMap<u64, Cell>>>,
     parsed_cache: Arc<Mutex<HashMap<String, ParsedRecord>>>,
     follower: Arc<follow::Follower>,
+    /// The directory entries this replica has read, kept current by a watch.
+    directory_cache: Arc<directory::DirectoryCache>,
     /// How many times the client has connected; see [`NatsStore::watch`].
     connections: tokio::sync::watch::Receiver<u64>,
 }
@@ -193,6 +197,7 @@ impl NatsStore {
         let parsed = stores.pop().expect("four buckets");
         let snapshots = stores.pop().expect("four buckets");
         let directory = stores.pop().expect("four buckets");
+        let directory_cache = directory::DirectoryCache::start(directory.clone(), connections.clone());
         Ok(Self {
             js: js.clone(),
             stream,
@@ -204,6 +209,7 @@ impl NatsStore {
             accounts,
             parsed_cache: Arc::default(),
             follower,
+            directory_cache,
             connections,
         })
     }
@@ -532,20 +538,40 @@ impl NatsStore {
         Err(MailboxError::Commit(format!("counter {counter}: too many concurrent writers")))
     }
 
+    /// A directory value, from this replica's cache of the directory when it has it.
+    async fn directory_get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.directory_cache.get(&self.directory, key).await.map_err(err("reading the directory"))
+    }
+
+    /// Creates a directory key that must not exist yet (a uniqueness claim).
+    async fn directory_create(&self, key: String, value: Bytes) -> std::result::Result<(), kv::CreateError> {
+        let revision = self.directory.create(&key, value.clone()).await?;
+        self.directory_cache.wrote(&key, revision, value);
+        Ok(())
+    }
+
+    async fn directory_purge(&self, key: String, context: &'static str) -> Result<()> {
+        self.directory.purge(&key).await.map_err(err(context))?;
+        self.directory_cache.deleted(&key);
+        Ok(())
+    }
+
     async fn get_record<T: prost::Message + Default>(&self, what: &'static str, key: String) -> Result<Option<T>> {
-        match self.directory.get(key).await.map_err(err("reading the directory"))? {
+        match self.directory_get(&key).await? {
             Some(bytes) => Ok(Some(decode(what, &bytes)?)),
             None => Ok(None),
         }
     }
 
     async fn put_record(&self, key: String, record: &impl prost::Message) -> Result<()> {
-        self.directory.put(key, Bytes::from(record.encode_to_vec())).await.map_err(err("writing the directory"))?;
+        let value = Bytes::from(record.encode_to_vec());
+        let revision = self.directory.put(&key, value.clone()).await.map_err(err("writing the directory"))?;
+        self.directory_cache.wrote(&key, revision, value);
         Ok(())
     }
 
     async fn id_by(&self, kind: &str, name: &str) -> Result<Option<u64>> {
-        Ok(self.directory.get(key(kind, name)).await.map_err(err("reading the directory"))?.and_then(|b| id_of(&b)))
+        Ok(self.directory_get(&key(kind, name)).await?.and_then(|b| id_of(&b)))
     }
 
     async fn keys_with(&self, prefix: &str) -> Result<Vec<String>> {
@@ -572,20 +598,24 @@ impl NatsStore {
             return Ok(None);
         };
         let p: ParsedRecord = decode("parsed", &bytes)?;
+        self.cache_parsed(blob_id, p.clone());
+        Ok(Some(p))
+    }
+
+    fn cache_parsed(&self, blob_id: &str, parsed: ParsedRecord) {
         let mut cache = self.parsed_cache.lock().expect("parsed cache");
         // Structures are immutable per content; the cache is only bounded, never invalidated.
         if cache.len() > 4096 {
             cache.clear();
         }
-        cache.insert(blob_id.to_string(), p.clone());
-        Ok(Some(p))
+        cache.insert(blob_id.to_string(), parsed);
     }
 }
 
 #[async_trait::async_trait]
 impl MetadataStore for NatsStore {
     async fn create_domain(&self, domain: DomainRecord) -> Result<DomainRecord> {
-        match self.directory.create(key("domain", &domain.name), Bytes::from(domain.encode_to_vec())).await {
+        match self.directory_create(key("domain", &domain.name), Bytes::from(domain.encode_to_vec())).await {
             Ok(_) => Ok(domain),
             Err(e) if conflict::lost_race(&e) => Err(MailboxError::exists("domain", &domain.name)),
             Err(e) => Err(MailboxError::nats("creating a domain", e)),
@@ -628,7 +658,7 @@ impl MetadataStore for NatsStore {
                 return Err(MailboxError::NotAllowed(format!("domain {name} still has {what}")));
             }
         }
-        self.directory.purge(key("domain", name)).await.map_err(err("deleting a domain"))?;
+        self.directory_purge(key("domain", name), "deleting a domain").await?;
         Ok(())
     }
 
@@ -643,7 +673,7 @@ impl MetadataStore for NatsStore {
         let mut account = account;
         account.id = self.next_ids("account", 1).await?;
         // The address is claimed first: of two replicas creating it, one wins here.
-        match self.directory.create(key("address", &account.address), id_bytes(account.id)).await {
+        match self.directory_create(key("address", &account.address), id_bytes(account.id)).await {
             Ok(_) => {}
             Err(e) if conflict::lost_race(&e) => {
                 return Err(MailboxError::exists("mailbox", &account.address));
@@ -698,10 +728,10 @@ impl MetadataStore for NatsStore {
     async fn delete_account(&self, address: &str) -> Result<()> {
         let a = self.account_record(address).await?;
         for alias in &a.aliases {
-            self.directory.purge(key("alias", alias)).await.map_err(err("deleting an alias"))?;
+            self.directory_purge(key("alias", alias), "deleting an alias").await?;
         }
-        self.directory.purge(key("address", address)).await.map_err(err("deleting an account"))?;
-        self.directory.purge(format!("account.{}", a.id)).await.map_err(err("deleting an account"))?;
+        self.directory_purge(key("address", address), "deleting an account").await?;
+        self.directory_purge(format!("account.{}", a.id), "deleting an account").await?;
         if let Some(header) = self.snapshots.get(a.id.to_string()).await.map_err(err("reading a snapshot"))?
             && let Some((seq, n)) = snapshot_header(&header)
         {
@@ -724,7 +754,7 @@ impl MetadataStore for NatsStore {
             return Err(MailboxError::exists("mailbox", alias));
         }
         let mut a = self.account_record(target).await?;
-        match self.directory.create(key("alias", alias), id_bytes(a.id)).await {
+        match self.directory_create(key("alias", alias), id_bytes(a.id)).await {
             Ok(_) => {}
             Err(e) if conflict::lost_race(&e) => {
                 return Err(MailboxError::exists("alias", alias));
@@ -742,7 +772,7 @@ impl MetadataStore for NatsStore {
             a.aliases.retain(|x| x != alias);
             self.put_record(format!("account.{}", a.id), &a).await?;
         }
-        self.directory.purge(key("alias", alias)).await.map_err(err("deleting an alias"))?;
+        self.directory_purge(key("alias", alias), "deleting an alias").await?;
         Ok(())
     }
 
@@ -788,13 +818,12 @@ impl MetadataStore for NatsStore {
     }
 
     async fn append(&self, message: NewMessage, ops: Vec<AppendOp>) -> Result<Vec<Result<Appended>>> {
-        let parsed = ParsedRecord::from(&message.parsed);
-        // The structure is stored before any entry refers to it. Body names are unique per
-        // delivery in this backend (see `counts_references`), so there is never one already.
-        self.parsed
-            .put(&message.blob_id, Bytes::from(parsed.encode_to_vec()))
-            .await
-            .map_err(err("storing a message structure"))?;
+        // The structure is stored before any entry refers to it, by `stage` when the service
+        // called it (the structure is then in the cache).
+        let staged = self.parsed_cache.lock().expect("parsed cache").contains_key(&message.blob_id);
+        if !staged {
+            self.stage(&message).await?;
+        }
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             let account = match self.account(op.account_id).await? {
@@ -818,6 +847,18 @@ impl MetadataStore for NatsStore {
             }
         }
         Ok(results)
+    }
+
+    async fn stage(&self, message: &NewMessage) -> Result<()> {
+        // Body names are unique per delivery in this backend (see `counts_references`), so
+        // there is never a structure stored under this one already.
+        let parsed = ParsedRecord::from(&message.parsed);
+        self.parsed
+            .put(&message.blob_id, Bytes::from(parsed.encode_to_vec()))
+            .await
+            .map_err(err("storing a message structure"))?;
+        self.cache_parsed(&message.blob_id, parsed);
+        Ok(())
     }
 
     async fn watch(&self, account_id: u64) -> Result<BoxStream<'static, MailboxEvent>> {
