@@ -3,15 +3,17 @@
 //! RFC 5819, RFC 6154), SEARCH RETURN (ESEARCH, RFC 4731) and SORT RETURN (ESORT, RFC 5267)
 //! with SAVE and the `$` marker (SEARCHRES, RFC 5182) and PARTIAL (RFC 9394), the OBJECTID
 //! items EMAILID,
-//! THREADID and MAILBOXID (RFC 8474), and FETCH PREVIEW (RFC 8970).
+//! THREADID and MAILBOXID (RFC 8474), FETCH PREVIEW (RFC 8970), and FETCH's PARTIAL modifier
+//! (RFC 9394 section 3.3), whose range, when it is none, is refused with a text saying why.
 //!
 //! [`decode`] is the session's one entry point for turning bytes into a command. It asks
 //! imap-codec first; only when the codec finds a syntax error does it look at the command
 //! again. LIST is parsed here in full, since its extended form cannot be expressed in the
 //! codec's types. SEARCH, FETCH and STATUS are rewritten into the form the codec knows, with
 //! the extension removed and remembered in [`Extras`], so the search, fetch and status code
-//! stays the codec's. The results have the codec's shape: "incomplete" and "literal found" are
-//! values, so the session answers literals the same way for both.
+//! stays the codec's; FETCH's modifier list loses PARTIAL the same way and keeps CHANGEDSINCE
+//! and VANISHED for the codec. The results have the codec's shape: "incomplete" and "literal
+//! found" are values, so the session answers literals the same way for both.
 //!
 //! `$` (RFC 5182 section 3: `sequence-set =/ seq-last-command`) names the result a SEARCH or SORT
 //! saved, which only the session knows. Where it stands as a whole sequence set, it is written
@@ -59,6 +61,9 @@ pub struct Extras {
     pub thread_id: bool,
     /// FETCH PREVIEW, with or without the LAZY modifier (RFC 8970).
     pub preview: bool,
+    /// FETCH's PARTIAL modifier (RFC 9394 section 3.3): only the messages of the set (after
+    /// CHANGEDSINCE) in this window of it are answered.
+    pub partial: Option<Partial>,
     /// STATUS MAILBOXID.
     pub mailbox_id: bool,
     /// Items that were added only to keep the codec's list from being empty, and that the
@@ -96,27 +101,57 @@ pub struct Partial {
     pub from_end: bool,
 }
 
+/// Why a PARTIAL range is not one (RFC 9394 section 4), said in the BAD that refuses a FETCH
+/// with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    /// Not two numbers joined by a colon: `5`, `1:*`, `01:5`, a quoted string.
+    #[error("a PARTIAL range is two numbers joined by a colon, such as 1:50 or -1:-50")]
+    Malformed,
+    /// A position of 0: positions count from 1 (`nz-number`).
+    #[error("PARTIAL range positions count from 1 (or -1 for the last message); 0 is none")]
+    Zero,
+    /// One end counts from the start and the other from the end.
+    #[error("both ends of a PARTIAL range are positive (from the first) or both negative (from the last)")]
+    MixedSigns,
+    /// A position past the largest 32-bit number.
+    #[error("PARTIAL range positions are at most 4294967295")]
+    TooLarge,
+}
+
 impl Partial {
     /// Parses `partial-range-first = nz-number ":" nz-number` or `partial-range-last = MINUS
     /// nz-number ":" MINUS nz-number` (RFC 9394 section 4); neither may contain `*`, and the two
     /// ends have the same sign.
     pub fn parse(text: &[u8]) -> Option<Partial> {
-        let nz_number = |s: &[u8]| -> Option<u32> {
-            if s.first().is_none_or(|d| !(b'1'..=b'9').contains(d)) || !s.iter().all(u8::is_ascii_digit) {
-                return None;
+        Partial::check(text).ok()
+    }
+
+    /// [`Partial::parse`], saying what is wrong with a range that is not one.
+    pub fn check(text: &[u8]) -> Result<Partial, RangeError> {
+        let nz_number = |s: &[u8]| -> Result<u32, RangeError> {
+            if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+                return Err(RangeError::Malformed);
             }
-            std::str::from_utf8(s).ok()?.parse().ok()
+            if s.iter().all(|d| *d == b'0') {
+                return Err(RangeError::Zero);
+            }
+            // `nz-number` has no leading zero, so `01` is no number here.
+            if s[0] == b'0' {
+                return Err(RangeError::Malformed);
+            }
+            std::str::from_utf8(s).map_err(|_| RangeError::Malformed)?.parse().map_err(|_| RangeError::TooLarge)
         };
-        let text_str = std::str::from_utf8(text).ok()?;
-        let (a, b) = text.split_at(text.iter().position(|c| *c == b':')?);
-        let b = &b[1..];
+        let text_str = std::str::from_utf8(text).map_err(|_| RangeError::Malformed)?;
+        let colon = text.iter().position(|c| *c == b':').ok_or(RangeError::Malformed)?;
+        let (a, b) = (&text[..colon], &text[colon + 1..]);
         let (a, b, from_end) = match (a.strip_prefix(b"-"), b.strip_prefix(b"-")) {
             (Some(a), Some(b)) => (a, b, true),
             (None, None) => (a, b, false),
-            _ => return None,
+            _ => return Err(RangeError::MixedSigns),
         };
         let (a, b) = (nz_number(a)?, nz_number(b)?);
-        Some(Partial { text: text_str.to_string(), first: a.min(b), last: a.max(b), from_end })
+        Ok(Partial { text: text_str.to_string(), first: a.min(b), last: a.max(b), from_end })
     }
 
     /// The part of `results` (in the order they are returned) that the range names; positions
@@ -175,7 +210,8 @@ pub enum Decoded {
     Command(Command<'static>, Extras),
     List(ListCommand),
     /// A command whose syntax is wrong in a way worth saying (`$` used as part of a sequence
-    /// set): it is answered BAD with this text, and the session goes on.
+    /// set, a FETCH PARTIAL range that is none): it is answered BAD with this text, and the
+    /// session goes on.
     Refused {
         tag: Tag<'static>,
         text: String,
@@ -268,7 +304,7 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
         b"LIST" => Decoded::List(parse_list(command, tag)?),
         b"SEARCH" => rewrite_search(command, b"SEARCH")?,
         b"SORT" => rewrite_search(command, b"SORT")?,
-        b"FETCH" => rewrite_fetch(command)?,
+        b"FETCH" => rewrite_fetch(command, &tag)?,
         b"STATUS" => rewrite_status(command)?,
         _ => return Err(Error::Failed),
     };
@@ -734,8 +770,92 @@ fn fetch_items(list: &[u8]) -> Vec<&[u8]> {
     items.into_iter().filter(|i| !i.is_empty()).collect()
 }
 
-/// `FETCH set (... EMAILID THREADID ...)` becomes the FETCH without them.
-fn rewrite_fetch(command: &[u8]) -> Result<Decoded, Error> {
+/// Where the one FETCH item at the start of `rest` (written without parentheses) ends: spaces
+/// inside `[...]` and `(...)` (`BODY[HEADER.FIELDS (FROM TO)]`) do not end it.
+fn item_end(rest: &[u8]) -> usize {
+    let mut depth = 0i32;
+    rest.iter()
+        .position(|b| {
+            match b {
+                b'[' | b'(' => depth += 1,
+                b']' | b')' => depth -= 1,
+                _ => {}
+            }
+            depth <= 0 && matches!(b, b' ' | b'\r' | b'\n')
+        })
+        .unwrap_or(rest.len())
+}
+
+/// What the modifier list of a FETCH (` (CHANGEDSINCE 4 PARTIAL 1:50)`) holds once PARTIAL is
+/// taken out of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Modifiers {
+    /// The other modifiers, written back for the codec (` (CHANGEDSINCE 4)`), or nothing when
+    /// PARTIAL was the only one.
+    kept: Vec<u8>,
+    partial: Option<Partial>,
+}
+
+/// Why a FETCH modifier list is refused with a text of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum ModifierError {
+    #[error("PARTIAL needs a range, such as 1:50 or -1:-50")]
+    MissingRange,
+    #[error("PARTIAL can be given only once")]
+    Twice,
+    #[error(transparent)]
+    Range(#[from] RangeError),
+}
+
+/// Takes PARTIAL (RFC 9394 section 3.3) out of `tail`, what follows a FETCH's item list: a
+/// modifier list or nothing, then the line end. None when `tail` is neither, which the codec
+/// then refuses; the order of the modifiers does not matter (RFC 9394 section 3.4).
+fn fetch_modifiers(tail: &[u8]) -> Option<Result<Modifiers, ModifierError>> {
+    // The line end is kept as the client sent it, so the codec judges it as before.
+    let line = tail.strip_suffix(b"\n")?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let ending = &tail[line.len()..];
+    let Some(list) = line.strip_prefix(b" (").and_then(|l| l.strip_suffix(b")")) else {
+        return Some(Ok(Modifiers { kept: tail.to_vec(), partial: None }));
+    };
+    // The modifiers known here are atoms and numbers: a parenthesis or a quote inside is
+    // something else, left to the codec.
+    if list.iter().any(|b| matches!(b, b'(' | b')' | b'"' | b'{')) {
+        return None;
+    }
+    let mut words = list.split(|b| *b == b' ');
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut partial = None;
+    while let Some(word) = words.next() {
+        if !word.eq_ignore_ascii_case(b"PARTIAL") {
+            kept.push(word);
+            continue;
+        }
+        if partial.is_some() {
+            return Some(Err(ModifierError::Twice));
+        }
+        let range = match words.next() {
+            None | Some(b"") => return Some(Err(ModifierError::MissingRange)),
+            Some(range) => range,
+        };
+        partial = Some(match Partial::check(range) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e.into())),
+        });
+    }
+    let mut out = Vec::new();
+    if !kept.is_empty() {
+        out.extend_from_slice(b" (");
+        out.extend_from_slice(&kept.join(&b' '));
+        out.push(b')');
+    }
+    out.extend_from_slice(ending);
+    Some(Ok(Modifiers { kept: out, partial }))
+}
+
+/// `FETCH set (... EMAILID THREADID ...)` becomes the FETCH without them, and `FETCH set items
+/// (PARTIAL range ...)` the FETCH without PARTIAL.
+fn rewrite_fetch(command: &[u8], tag: &Tag<'static>) -> Result<Decoded, Error> {
     let start = after_word(command, b"FETCH").ok_or(Error::Failed)?;
     let set_end = start + command[start..].iter().position(|b| *b == b' ').ok_or(Error::Failed)?;
     let items_start = set_end + 1;
@@ -783,19 +903,29 @@ fn rewrite_fetch(command: &[u8]) -> Result<Decoded, Error> {
         };
         (kept, &rest[close + 1..])
     } else {
-        let len = rest.iter().position(|b| matches!(b, b' ' | b'\r' | b'\n')).unwrap_or(rest.len());
-        if !object_id(&rest[..len], &mut extras) {
-            return Err(Error::Failed);
+        let len = item_end(rest);
+        if object_id(&rest[..len], &mut extras) {
+            extras.placeholder = true;
+            (b"UID".to_vec(), &rest[len..])
+        } else {
+            // A plain item or macro (FLAGS, FAST), kept as it is for the codec.
+            (rest[..len].to_vec(), &rest[len..])
         }
-        extras.placeholder = true;
-        (b"UID".to_vec(), &rest[len..])
     };
-    if !extras.email_id && !extras.thread_id && !extras.preview {
+    let tail = match fetch_modifiers(tail) {
+        Some(Ok(modifiers)) => {
+            extras.partial = modifiers.partial;
+            modifiers.kept
+        }
+        Some(Err(e)) => return Ok(Decoded::Refused { tag: tag.clone(), text: e.to_string() }),
+        None => tail.to_vec(),
+    };
+    if !extras.email_id && !extras.thread_id && !extras.preview && extras.partial.is_none() {
         return Err(Error::Failed);
     }
     let mut rewritten = command[..items_start].to_vec();
     rewritten.extend_from_slice(&kept);
-    rewritten.extend_from_slice(tail);
+    rewritten.extend_from_slice(&tail);
     codec(&rewritten, extras)
 }
 
@@ -832,7 +962,7 @@ fn rewrite_status(command: &[u8]) -> Result<Decoded, Error> {
 
 #[cfg(test)]
 mod tests {
-    use imap_codec::imap_types::search::SearchKey;
+    use imap_codec::imap_types::{command::FetchModifier, search::SearchKey};
 
     use super::*;
 
@@ -1108,6 +1238,97 @@ mod tests {
     }
 
     #[test]
+    fn fetch_partial() {
+        let window = |text: &str, first, last, from_end| Some(Partial { text: text.into(), first, last, from_end });
+        let (c, e) = extras("a UID FETCH 1:* (FLAGS) (PARTIAL -1:-30)\r\n");
+        assert!(matches!(&c.body, CommandBody::Fetch { uid: true, modifiers, .. } if modifiers.is_empty()));
+        assert_eq!(e.partial, window("-1:-30", 1, 30, true));
+        assert!(!e.placeholder && !e.email_id);
+        // Lower case, a single item, a macro, an item with spaces inside its brackets.
+        let (c, e) = extras("a fetch 1:5 flags (partial 5:2)\r\n");
+        assert!(matches!(c.body, CommandBody::Fetch { uid: false, .. }));
+        assert_eq!(e.partial, window("5:2", 2, 5, false));
+        let (_, e) = extras("a FETCH 1:* FAST (PARTIAL 1:1)\r\n");
+        assert_eq!(e.partial, window("1:1", 1, 1, false));
+        let (_, e) = extras("a FETCH 1:* BODY.PEEK[HEADER.FIELDS (FROM TO)] (PARTIAL 1:2)\r\n");
+        assert_eq!(e.partial, window("1:2", 1, 2, false));
+        // With CHANGEDSINCE and VANISHED, in either order: those stay the codec's.
+        for input in [
+            "a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 4 PARTIAL 1:2 VANISHED)\r\n",
+            "a UID FETCH 1:* (FLAGS) (PARTIAL 1:2 CHANGEDSINCE 4 VANISHED)\r\n",
+        ] {
+            let (c, e) = extras(input);
+            let CommandBody::Fetch { modifiers, .. } = &c.body else { panic!("{input:?}: {c:?}") };
+            assert_eq!(modifiers.len(), 2, "{input:?}");
+            assert!(modifiers.iter().any(|m| matches!(m, FetchModifier::ChangedSince(v) if v.get() == 4)));
+            assert!(modifiers.iter().any(|m| matches!(m, FetchModifier::Vanished)));
+            assert_eq!(e.partial, window("1:2", 1, 2, false));
+        }
+        // With the OBJECTID items and `$`.
+        let (_, e) = extras("a UID FETCH 1:* (EMAILID) (PARTIAL -1:-1)\r\n");
+        assert!(e.email_id && e.placeholder && e.partial.is_some());
+        let (c, e) = extras("a UID FETCH $ (UID) (PARTIAL 1:10)\r\n");
+        assert!(e.last_result && e.partial.is_some());
+        assert_eq!(last_results(&c), 1);
+        // Other modifiers keep their meaning: no PARTIAL, no extras.
+        let (_, e) = extras("a UID FETCH 1 (FLAGS) (CHANGEDSINCE 4)\r\n");
+        assert_eq!(e, Extras::default());
+    }
+
+    #[test]
+    fn fetch_partial_refused_with_a_reason() {
+        for (input, reason) in [
+            ("a FETCH 1:* (FLAGS) (PARTIAL 0:5)\r\n", RangeError::Zero.to_string()),
+            ("a FETCH 1:* (FLAGS) (PARTIAL 1:0)\r\n", RangeError::Zero.to_string()),
+            ("a FETCH 1:* (FLAGS) (PARTIAL -0:-1)\r\n", RangeError::Zero.to_string()),
+            ("a FETCH 1:* (FLAGS) (PARTIAL -1:5)\r\n", RangeError::MixedSigns.to_string()),
+            ("a FETCH 1:* (FLAGS) (PARTIAL 1:-5)\r\n", RangeError::MixedSigns.to_string()),
+            ("a UID FETCH 1:* FLAGS (PARTIAL 1:4294967296)\r\n", RangeError::TooLarge.to_string()),
+            ("a UID FETCH 1:* FLAGS (PARTIAL -99999999999999999999:-1)\r\n", RangeError::TooLarge.to_string()),
+            ("a FETCH 1:* (FLAGS) (PARTIAL 1:*)\r\n", RangeError::Malformed.to_string()),
+            ("a FETCH 1:* (FLAGS) (PARTIAL 5)\r\n", RangeError::Malformed.to_string()),
+            ("a FETCH 1:* (FLAGS) (PARTIAL 01:5)\r\n", RangeError::Malformed.to_string()),
+            ("a FETCH 1:* (FLAGS) (PARTIAL 1:2:3)\r\n", RangeError::Malformed.to_string()),
+            ("a FETCH 1:* (FLAGS) (PARTIAL --1:--2)\r\n", RangeError::Malformed.to_string()),
+            ("a FETCH 1:* (FLAGS) (PARTIAL \u{e9}:1)\r\n", RangeError::Malformed.to_string()),
+            ("a FETCH 1:* (FLAGS) (PARTIAL)\r\n", ModifierError::MissingRange.to_string()),
+            ("a FETCH 1:* (FLAGS) (CHANGEDSINCE 1 PARTIAL)\r\n", ModifierError::MissingRange.to_string()),
+            ("a FETCH 1:* (FLAGS) (PARTIAL 1:2 PARTIAL 1:2)\r\n", ModifierError::Twice.to_string()),
+            ("a FETCH 1:* (FLAGS) (PARTIAL 1:2 CHANGEDSINCE 3 partial -1:-2)\r\n", ModifierError::Twice.to_string()),
+        ] {
+            match decode(input.as_bytes()) {
+                Ok((used, Decoded::Refused { tag, text })) => {
+                    assert_eq!(tag.inner(), "a");
+                    assert_eq!(text, reason, "{input:?}");
+                    assert_eq!(used, input.len());
+                }
+                other => panic!("{input:?}: {other:?}"),
+            }
+        }
+        // What is wrong besides PARTIAL stays a syntax error.
+        for input in [
+            "a FETCH 1:* (FLAGS) (PARTIAL 1:2 CHANGEDSINCE 0)\r\n",
+            "a FETCH 1:* (FLAGS) (PARTIAL 1:2 BOGUS)\r\n",
+            "a FETCH 1:* (FLAGS) (PARTIAL 1:2\r\n",
+            "a FETCH 1:* (FLAGS) (PARTIAL \"1:2\")\r\n",
+            "a FETCH 1:* (FLAGS) PARTIAL 1:2\r\n",
+            "a FETCH 1:* (BOGUS) (PARTIAL 1:2)\r\n",
+            "a FETCH 1:* (FLAGS) (PARTIAL 1:2)\n",
+            "a STORE 1 FLAGS () (PARTIAL 1:2)\r\n",
+        ] {
+            assert!(matches!(decode(input.as_bytes()), Err(Error::Failed)), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn split_fetch_partial_waits_for_more() {
+        let input = b"a UID FETCH 1:* (FLAGS) (PARTIAL -1:-30)\r\n";
+        for cut in 1..input.len() {
+            assert!(matches!(decode(&input[..cut]), Err(Error::Incomplete)), "cut at {cut}");
+        }
+    }
+
+    #[test]
     fn status_mailbox_id() {
         let (c, e) = extras("a STATUS \"a (b\" (MESSAGES MAILBOXID)\r\n");
         assert!(e.mailbox_id && !e.placeholder);
@@ -1118,7 +1339,11 @@ mod tests {
 
     #[test]
     fn hostile_input_never_panics() {
-        let samples: [&[u8]; 12] = [
+        let samples: [&[u8]; 16] = [
+            b"a FETCH 1 FLAGS (PARTIAL -",
+            b"a FETCH 1 (FLAGS) (PARTIAL :) (PARTIAL -:-)\r\n",
+            b"a FETCH 1 BODY[(((] (PARTIAL 1:2)\r\n",
+            b"a FETCH 1 ) (PARTIAL 1:2)\r\n",
             b"a FETCH $ (FLAGS {5}\r\n",
             b"a SEARCH \"$\\",
             b"a SEARCH {2}\r\n",

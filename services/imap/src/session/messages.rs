@@ -212,7 +212,7 @@ impl Session {
         modifiers: &[FetchModifier],
     ) -> Flow {
         let Some(sel) = self.selected.as_ref() else { return Flow::Continue };
-        let targets = match sel.targets(set, by_uid, self.extras.last_result) {
+        let mut targets = match sel.targets(set, by_uid, self.extras.last_result) {
             Ok(t) => t,
             Err(why) => return self.bad(tag, why),
         };
@@ -228,6 +228,17 @@ impl Session {
         });
         if changed_since.is_some() || items.iter().any(|i| matches!(i, MessageDataItemName::ModSeq)) {
             self.enable_condstore();
+        }
+        if let (Some(window), Some(sel)) = (self.extras.partial.as_ref(), self.selected.as_ref()) {
+            // With CHANGEDSINCE, the window counts the messages that changed, not those of the
+            // whole set (RFC 9394 section 3.4), so they are picked out first, by the MODSEQ
+            // this client was told, which is the one the filter below uses as well.
+            if let Some(since) = changed_since {
+                targets.retain(|(i, _)| sel.modseqs.get(*i).is_some_and(|m| *m > since));
+            }
+            // The targets are in ascending order, as the window counts them; one past the set
+            // leaves nothing to answer, which is no error.
+            targets = window.select(&targets).to_vec();
         }
         let vanished = modifiers.iter().any(|m| matches!(m, FetchModifier::Vanished));
         if vanished && (!by_uid || !self.qresync || changed_since.is_none()) {

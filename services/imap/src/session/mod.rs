@@ -482,8 +482,9 @@ impl Session {
             "UTF8=ACCEPT",
             "PREVIEW",
             "SEARCHRES",
-            // Not PARTIAL: SEARCH and SORT RETURN (PARTIAL) work, but the capability also
-            // promises the FETCH modifier of RFC 9394, which clients would send and get BAD.
+            // SEARCH and SORT RETURN (PARTIAL) and the FETCH modifier of RFC 9394: a client
+            // that sees it may page through UID FETCH 1:* (PARTIAL -1:-50).
+            "PARTIAL",
         ]);
         if self.account.is_some() && !self.conn.is_compressed() {
             caps.push("COMPRESS=DEFLATE");
