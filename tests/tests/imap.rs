@@ -2,9 +2,15 @@
 //! `transcripts/imap/` with the client's bytes cut at many boundaries; other sessions' changes
 //! across two front-ends (IDLE, NOOP, never an EXPUNGE during FETCH); a session's own APPEND and
 //! COPY visible before their OK; the UID invariant under concurrent delivery; large LITERAL+
-//! literals; graceful shutdown; and real clients (Python's imaplib, Debian's isync).
+//! literals; graceful shutdown; and real clients (Python's imaplib, Debian's isync and
+//! offlineimap3).
 
-use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use tern_imap::config::{Limits, ListenerKind};
 use tern_tests::{
@@ -683,6 +689,186 @@ async fn mbsync_client() {
         "the Maildir after the server changes:\n{log}"
     );
     assert_eq!(inbox.len(), 3, "{:?}\n{log}", inbox.iter().map(|f| &f.0).collect::<Vec<_>>());
+    imap.logout().await;
+}
+
+/// One one-shot run of offlineimap3 with the configuration in `home`; fails the test unless it
+/// succeeds, and returns what it printed.
+async fn offlineimap(home: &Path, what: &str) -> String {
+    let mut command = Command::new("offlineimap");
+    command
+        .arg("-c")
+        .arg(home.join("offlineimaprc"))
+        .args(["-o", "-u", "basic"])
+        .env("HOME", home)
+        .env("LANG", "C.UTF-8");
+    let out = run_client(
+        command,
+        "offlineimap is not installed: apt-get install offlineimap3 (cargo xtask ci does)",
+        CLIENT_LIMIT,
+    )
+    .await;
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "offlineimap ({what}) failed ({}):\n{log}", out.status);
+    // offlineimap exits 0 after errors it only reports.
+    assert!(!log.contains("ERROR"), "offlineimap ({what}) reported an error:\n{log}");
+    log
+}
+
+/// APPENDs `message` to `folder` (its name as an IMAP atom) with `flags`, through `imap`.
+async fn append(imap: &mut ImapClient<BoxIo>, folder: &str, flags: &str, message: &[u8]) {
+    let tag = imap.tag();
+    let mut command = format!("{tag} APPEND {folder} ({flags}) {{{}+}}\r\n", message.len()).into_bytes();
+    command.extend_from_slice(message);
+    command.extend_from_slice(b"\r\n");
+    imap.send(&command).await.unwrap();
+    let done = imap.complete(&tag).await.expect("the APPEND completes");
+    assert!(done.status.starts_with("OK"), "APPEND to {folder}: {done:?}");
+}
+
+/// Debian's offlineimap3, over implicit TLS with the development certificate: a first one-shot
+/// sync copies INBOX, a created folder and one with a non-ASCII name (modified UTF-7 on the wire,
+/// UTF-8 in the Maildir with `utf8foldernames`) with every message and its \Seen, \Answered,
+/// \Flagged and a keyword (mapped to a Maildir letter by `customflag_a`); a flag set, a deletion
+/// and a new message made in the Maildir reach the server; a run with nothing changed copies
+/// nothing and leaves the Maildir as it was.
+#[tokio::test]
+#[ignore = "needs offlineimap3; run by cargo xtask ci"]
+async fn offlineimap_client() {
+    let server = ImapTestServer::start(Limits::default(), false).await;
+    let mut sent = Vec::new();
+    for n in 0..3 {
+        let m = tern_tests::message(&format!("oi{n}"), &format!("message {n}\r\n.\r\nend"));
+        server.deliver(ALICE, &m).await;
+        sent.push(m);
+    }
+    let mut imap = server.login(ALICE).await;
+    imap.ok("SELECT INBOX").await;
+    imap.ok("STORE 1 +FLAGS (\\Seen)").await;
+    imap.ok("STORE 2 +FLAGS (\\Flagged Work)").await;
+    imap.ok("CREATE Projects").await;
+    // Zürich in modified UTF-7 (RFC 3501 5.1.3).
+    imap.ok("CREATE Z&APw-rich").await;
+    let project = tern_tests::message("project", "in Projects");
+    append(&mut imap, "Projects", "\\Answered", &project).await;
+    let zurich = tern_tests::message("zurich", "in Z\u{fc}rich");
+    append(&mut imap, "Z&APw-rich", "\\Seen \\Flagged", &zurich).await;
+    assert_eq!(server_messages(&server, "Z\u{fc}rich").await.len(), 1, "the server decodes the UTF-7 name");
+
+    // offlineimap checks the certificate's DNS names itself and ignores its IP addresses: it
+    // connects to localhost, over IPv4 where the server listens.
+    let home = tempfile::tempdir().unwrap();
+    let mail = home.path().join("mail");
+    std::fs::write(
+        home.path().join("offlineimaprc"),
+        format!(
+            "[general]\naccounts = tern\nmetadata = {meta}\n\n\
+             [Account tern]\nlocalrepository = local\nremoterepository = remote\nutf8foldernames = yes\n\n\
+             [Repository local]\ntype = Maildir\nlocalfolders = {mail}\ncustomflag_a = Work\n\n\
+             [Repository remote]\ntype = IMAP\nremotehost = localhost\nipv6 = no\nremoteport = {port}\n\
+             remoteuser = {ALICE}\nremotepass = {password}\nssl = yes\nsslcacertfile = {ca}\n\
+             maxconnections = 1\n\
+             folderfilter = lambda folder: folder in ['INBOX', 'Projects', 'Z\u{fc}rich']\n",
+            meta = home.path().join("meta").display(),
+            mail = mail.display(),
+            port = server.frontend.imaps.port(),
+            password = password_of(ALICE),
+            ca = server.ca_cert.display(),
+        ),
+    )
+    .unwrap();
+
+    // 1. Server to Maildir: the three folders, every message, its flags and keyword.
+    let log = offlineimap(home.path(), "first sync").await;
+    assert_eq!(log.matches("Copy message UID").count(), 5, "five messages copied:\n{log}");
+    let mut folders: Vec<String> =
+        std::fs::read_dir(&mail).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    folders.sort();
+    assert_eq!(folders, ["INBOX", "Projects", "Z\u{fc}rich"], "the local folders:\n{log}");
+    let lf = |m: &[u8]| String::from_utf8_lossy(m).replace("\r\n", "\n");
+    let inbox = maildir(&mail.join("INBOX"));
+    assert_eq!(inbox.len(), 3, "INBOX in the Maildir: {:?}\n{log}", inbox.iter().map(|f| &f.0).collect::<Vec<_>>());
+    for (n, (m, flags)) in sent.iter().zip(["S", "Fa", ""]).enumerate() {
+        let (name, got) = find_by_subject(&inbox, &format!("oi{n}")).unwrap_or_else(|| panic!("oi{n} missing:\n{log}"));
+        // Maildir holds local line ends; the content is otherwise the message as delivered.
+        assert_eq!(lf(got), lf(m), "{name}");
+        assert_eq!(maildir_flags(name), flags, "{name}\n{log}");
+    }
+    for (folder, message, subject, flags) in
+        [("Projects", &project, "project", "R"), ("Z\u{fc}rich", &zurich, "zurich", "FS")]
+    {
+        let files = maildir(&mail.join(folder));
+        assert_eq!(files.len(), 1, "{folder}: {:?}\n{log}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
+        let (name, got) = find_by_subject(&files, subject).unwrap_or_else(|| panic!("{subject} missing:\n{log}"));
+        assert_eq!(lf(got), lf(message), "{folder}/{name}");
+        assert_eq!(maildir_flags(name), flags, "{folder}/{name}\n{log}");
+    }
+
+    // 2. Maildir to server: oi2 seen, oi0 deleted, a new message written into new/.
+    let locate = |name: &str| -> PathBuf {
+        ["cur", "new"]
+            .iter()
+            .map(|sub| mail.join("INBOX").join(sub).join(name))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{name} is in neither cur nor new"))
+    };
+    let (name0, _) = find_by_subject(&inbox, "oi0").unwrap().clone();
+    let (name2, _) = find_by_subject(&inbox, "oi2").unwrap().clone();
+    let base2 = name2.rsplit_once(":2,").map(|(b, _)| b.to_string()).unwrap_or(name2.clone());
+    std::fs::rename(locate(&name2), mail.join("INBOX").join("cur").join(format!("{base2}:2,S"))).unwrap();
+    std::fs::remove_file(locate(&name0)).unwrap();
+    let local = b"From: alice@example.com\nTo: bob@example.com\nSubject: local\nMessage-ID: <local@example.com>\n\n\
+                  written in the Maildir\n";
+    std::fs::write(mail.join("INBOX").join("new").join("1767225600.local.test"), local).unwrap();
+    let log = offlineimap(home.path(), "Maildir changes").await;
+    for action in [
+        "Copy message UID -1 (1/1) local:INBOX -> remote:INBOX",
+        "Deleting 1 messages (1) in IMAP[INBOX]",
+        "Adding flag S to 1 messages on INBOX",
+    ] {
+        assert_eq!(log.matches(action).count(), 1, "{action}:\n{log}");
+    }
+    let s = |v: &[&str]| v.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        server_messages(&server, "INBOX").await,
+        [
+            ("local".to_string(), s(&[])),
+            ("oi1".to_string(), s(&["Work", "\\Flagged"])),
+            ("oi2".to_string(), s(&["\\Seen"])),
+        ],
+        "the server after the Maildir changes:\n{log}"
+    );
+    // The session that had oi0 selected is told it is gone (the front-end may learn of the
+    // expunge just after offlineimap's answer).
+    let deadline = tokio::time::Instant::now() + SYNC_WAIT;
+    let mut seen = Vec::new();
+    while expunges(&seen).is_empty() && tokio::time::Instant::now() < deadline {
+        seen.extend(imap.ok("NOOP").await.lines());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(expunges(&seen), [1], "offlineimap's expunge of oi0: {seen:?}");
+    let (_, messages) = server.folder(ALICE, "INBOX").await;
+    let uploaded = server.body(ALICE, messages.last().unwrap().uid).await;
+    assert_eq!(lf(&uploaded), lf(local), "the uploaded message");
+    let inbox = maildir(&mail.join("INBOX"));
+    assert_eq!(inbox.len(), 3, "{:?}\n{log}", inbox.iter().map(|f| &f.0).collect::<Vec<_>>());
+    let (local_name, _) = find_by_subject(&inbox, "local").unwrap_or_else(|| panic!("local gone:\n{log}"));
+    let local_uid = messages.last().unwrap().uid;
+    assert!(local_name.contains(&format!(",U={local_uid},")), "{local_name} does not carry UID {local_uid}\n{log}");
+
+    // 3. Nothing changed on either side: nothing copied, no flag changed, the Maildir as it was.
+    let before = [maildir(&mail.join("INBOX")), maildir(&mail.join("Projects")), maildir(&mail.join("Z\u{fc}rich"))];
+    let on_server = server_messages(&server, "INBOX").await;
+    let log = offlineimap(home.path(), "no changes").await;
+    for action in ["Copy message", "Deleting", "Adding flag", "Deleting flag"] {
+        assert!(!log.contains(action), "a run with nothing to do did something ({action}):\n{log}");
+    }
+    for folder in ["INBOX", "Projects", "Z\u{fc}rich"] {
+        assert!(log.contains(&format!("Syncing {folder}: IMAP -> Maildir")), "{folder} not synced:\n{log}");
+    }
+    let after = [maildir(&mail.join("INBOX")), maildir(&mail.join("Projects")), maildir(&mail.join("Z\u{fc}rich"))];
+    assert!(before == after, "the Maildir changed:\n{log}");
+    assert_eq!(server_messages(&server, "INBOX").await, on_server, "the server changed:\n{log}");
     imap.logout().await;
 }
 

@@ -120,7 +120,7 @@ fn test_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(u64, u64)> 
 /// The Debian packages the real-client tests need, every one named, because `--no-install-recommends`
 /// (which keeps CI's installs small) leaves out what the clients only recommend: swaks merely
 /// recommends the Perl TLS modules, without which it cannot do STARTTLS or implicit TLS.
-const CLIENT_PACKAGES: [&str; 5] = [
+const CLIENT_PACKAGES: [&str; 6] = [
     "swaks",
     // swaks's TLS (`--tls`, `--tls-on-connect`).
     "libnet-ssleay-perl",
@@ -128,6 +128,8 @@ const CLIENT_PACKAGES: [&str; 5] = [
     "fetchmail",
     // mbsync.
     "isync",
+    // offlineimap (Python 3; its TLS is Python's ssl).
+    "offlineimap3",
 ];
 
 /// Installs the packages of [`CLIENT_PACKAGES`] that are missing.
@@ -178,6 +180,12 @@ fn check_clients() -> anyhow::Result<()> {
     let version = client_output("mbsync", &["--version"], "isync")?;
     if !version.starts_with("isync ") {
         bail!("`mbsync --version` does not name isync: install the Debian package isync.\nIt says:\n{version}");
+    }
+    let version = client_output("offlineimap", &["--version"], "offlineimap3")?;
+    if !version.trim().starts_with(|c: char| c.is_ascii_digit()) {
+        bail!(
+            "`offlineimap --version` does not give a version: install the Debian package offlineimap3.\nIt says:\n{version}"
+        );
     }
     // Python's smtplib, poplib and imaplib over TLS, which other client tests use.
     client_output("python3", &["-c", "import ssl, smtplib, poplib, imaplib; print(ssl.OPENSSL_VERSION)"], "python3")?;
