@@ -234,6 +234,24 @@ impl From<&Parsed> for ParsedRecord {
     }
 }
 
+impl LogEntry {
+    /// The writes this entry holds, in the order they apply: the entries of its batch, or the
+    /// entry itself.
+    pub fn parts(&self) -> impl Iterator<Item = &LogEntry> {
+        let own = self.batch.is_empty().then_some(self);
+        own.into_iter().chain(self.batch.iter())
+    }
+
+    /// What watchers are told of this entry, in order.
+    pub fn into_events(self) -> Vec<EventRecord> {
+        if self.batch.is_empty() {
+            self.events
+        } else {
+            self.batch.into_iter().flat_map(|e| e.into_events()).collect()
+        }
+    }
+}
+
 impl ParsedRecord {
     /// The envelope and body structure as the API's FetchMessages answers them.
     pub fn into_api(self) -> (Option<pb::Envelope>, Option<pb::BodyPart>) {

@@ -184,6 +184,7 @@ fn log_entry() -> LogEntry {
         ],
         subscriptions_added: vec!["Old".into()],
         subscriptions_removed: vec!["Archive/2026".into()],
+        batch: Vec::new(),
     }
 }
 

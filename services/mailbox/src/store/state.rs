@@ -73,7 +73,16 @@ impl AccountState {
     }
 
     /// Applies the entry the log holds at `sequence`.
-    pub fn apply(&mut self, sequence: u64, e: &LogEntry) {
+    pub fn apply(&mut self, sequence: u64, entry: &LogEntry) {
+        for part in entry.parts() {
+            self.apply_part(part);
+        }
+        self.sequence = sequence;
+        self.since_snapshot += 1;
+    }
+
+    /// Applies one write of an entry (the entry itself, or one of its batch).
+    fn apply_part(&mut self, e: &LogEntry) {
         for f in &e.folders {
             self.max_uidvalidity = self.max_uidvalidity.max(f.uidvalidity);
             self.folders.entry(f.id).or_default().folder = f.clone();
@@ -96,8 +105,6 @@ impl AccountState {
             self.subscribed_without_folder.remove(name);
         }
         self.subscribed_without_folder.extend(e.subscriptions_added.iter().cloned());
-        self.sequence = sequence;
-        self.since_snapshot += 1;
     }
 
     pub fn usage(&self) -> UsageCount {
@@ -233,5 +240,46 @@ mod tests {
         // A snapshot written before the list existed reads as an empty list.
         let old = AccountSnapshot { sequence: 2, ..Default::default() };
         assert!(AccountState::from_snapshot(old).subscribed_without_folder.is_empty());
+    }
+
+    #[test]
+    fn a_batch_applies_its_writes_in_turn_as_one_entry() {
+        use tern_proto::v1::{FolderRef, SpecialUse};
+
+        use crate::{parse, store::NewMessage};
+
+        // Built one after another against the state each leaves, as a group commit does.
+        let mut state = AccountState::default();
+        let mut parts = Vec::new();
+        let mut step = |state: &mut AccountState, entry: Option<LogEntry>| {
+            let entry = entry.expect("a change");
+            state.apply(0, &entry);
+            parts.push(entry);
+        };
+        let (entry, inbox) = log::create_folder(&state.view(1), "INBOX", SpecialUse::None, 7, 107).unwrap();
+        step(&mut state, entry);
+        let account = AccountRecord { id: 1, ..Default::default() };
+        let message = NewMessage { blob_id: "b".into(), size: 10, internal_date: 0, parsed: parse::parse(b"") };
+        for email_id in 1..=3 {
+            let (entry, _) =
+                log::append(&state.view(1), &account, &FolderRef::id(inbox.id), &[], &message, email_id).unwrap();
+            step(&mut state, entry);
+        }
+        let (entry, _) = log::expunge(&state.view(1), 7, Some(&[2]), false).unwrap();
+        step(&mut state, entry);
+        // Order matters within a batch: a name subscribed and then unsubscribed is not subscribed.
+        step(&mut state, Some(LogEntry { subscriptions_added: vec!["X".into()], ..Default::default() }));
+        step(&mut state, Some(LogEntry { subscriptions_removed: vec!["X".into()], ..Default::default() }));
+
+        let batch = LogEntry { batch: parts.clone(), ..Default::default() };
+        let mut replayed = AccountState::default();
+        replayed.apply(9, &batch);
+        assert_eq!(replayed.sequence, 9);
+        assert_eq!(replayed.folders[&7].folder, state.folders[&7].folder);
+        assert_eq!(replayed.folders[&7].messages.keys().collect::<Vec<_>>(), [&1, &3]);
+        assert_eq!(replayed.folders[&7].messages, state.folders[&7].messages);
+        assert!(replayed.subscribed_without_folder.is_empty());
+        let events: usize = parts.iter().map(|p| p.events.len()).sum();
+        assert_eq!(batch.into_events().len(), events);
     }
 }

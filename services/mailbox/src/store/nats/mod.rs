@@ -13,6 +13,9 @@
 //!   up and builds the entry again. Two replicas therefore never extend the same state, and
 //!   UIDs and MODSEQs strictly increase in log order (invariants 1 and 2). An entry is
 //!   acknowledged by JetStream only once stored, so an acknowledged write is durable.
+//! - **Group commit:** writes to one account that arrive while an append is in flight wait,
+//!   and the next append carries all of them as one entry (its `batch`), so a busy account is
+//!   not limited to one write per NATS round trip.
 //! - **Snapshots** of an account's state go to the KV bucket `<prefix>_snapshots` every
 //!   [`SNAPSHOT_EVERY`] entries (in parts, since a KV value must fit NATS's max_payload), so
 //!   opening an account replays only the entries after the last one. A replica keeps at most
@@ -80,6 +83,9 @@ const SNAPSHOT_PART: usize = 512 * 1024;
 /// Accounts a replica keeps in memory; past this, those not in use are dropped (and opened
 /// again from their snapshot when next needed).
 const MAX_CACHED_ACCOUNTS: usize = 4096;
+/// A group commit stops adding writes to its entry past this size, well under NATS's default
+/// max_payload (1 MiB).
+const BATCH_BYTES: usize = 256 * 1024;
 /// Attempts at a write that keeps losing the race to other replicas.
 const MAX_ATTEMPTS: usize = 32;
 
@@ -123,7 +129,23 @@ fn id_of(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
-type Cell = Arc<tokio::sync::Mutex<Option<AccountState>>>;
+/// One account as a replica serves it: its state, and the writes waiting to be appended.
+#[derive(Default)]
+struct AccountCell {
+    /// The account's state; whoever holds the lock may read it or append to the account's log.
+    state: Arc<tokio::sync::Mutex<Option<AccountState>>>,
+    /// Writes waiting for the state's lock; whoever takes it next appends them all at once.
+    queue: Mutex<Vec<Job>>,
+}
+
+type Cell = Arc<AccountCell>;
+
+/// One write waiting in an account's queue: it builds its entry from the state it is given
+/// (and keeps its own answer), and is told once its entry is in the log.
+struct Job {
+    build: Box<dyn FnMut(&AccountState) -> Result<Option<LogEntry>> + Send>,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
+}
 
 #[derive(Clone)]
 pub struct NatsStore {
@@ -370,7 +392,7 @@ impl NatsStore {
         let cell = self.cell(account_id);
         let min = crate::position::min();
         if min > 0 {
-            let mut slot = cell.lock().await;
+            let mut slot = cell.state.lock().await;
             // A state that has applied an entry at or past the position asked for holds every
             // entry of the account up to it (entries apply in log order): the client's own
             // write through this replica, typically. Nothing to wait for.
@@ -382,7 +404,7 @@ impl NatsStore {
             }
         }
         let followed = min > 0 && self.follower.reach(min).await;
-        let mut slot = cell.lock().await;
+        let mut slot = cell.state.lock().await;
         let reached = self.follower.reached();
         if followed && self.apply_followed(account_id, &mut slot)? {
             crate::position::saw(reached);
@@ -411,44 +433,144 @@ impl NatsStore {
     /// while other replicas append first. `f` returns the entry (none for no change) and the
     /// answer.
     ///
+    /// Writes to one account are serialised, and each waits for NATS to acknowledge its entry:
+    /// one at a time, a busy account would get no more writes per second than round trips to
+    /// NATS. So writes that arrive while another is in flight queue up, and the next writer to
+    /// take the account appends all of them as one entry (a group commit, see [`LogEntry`]'s
+    /// batch), each built against the state the ones before it leave.
+    #[tracing::instrument(name = "nats.append", skip_all, fields(account_id = account_id))]
+    async fn write<T: Send + 'static>(
+        &self,
+        account_id: u64,
+        mut f: impl FnMut(&AccountState) -> Result<(Option<LogEntry>, T)> + Send + 'static,
+    ) -> Result<T> {
+        let cell = self.cell(account_id);
+        let answer = Arc::new(Mutex::new(None));
+        let (done, result) = tokio::sync::oneshot::channel();
+        let kept = Arc::clone(&answer);
+        let build = Box::new(move |state: &AccountState| {
+            let (entry, out) = f(state)?;
+            *kept.lock().expect("answer lock") = Some(out);
+            Ok(entry)
+        });
+        cell.queue.lock().expect("queue lock").push(Job { build, done });
+        let slot = Arc::clone(&cell.state).lock_owned().await;
+        let jobs = std::mem::take(&mut *cell.queue.lock().expect("queue lock"));
+        if jobs.is_empty() {
+            // The writer before this one appended this write with its own.
+            drop(slot);
+        } else {
+            // The appends run on a task of their own, so that a caller that goes away (a
+            // client hanging up) cannot leave the other writers of the batch without an answer.
+            let this = self.clone();
+            let commit = async move { this.commit(account_id, slot, jobs).await };
+            let _ = tokio::spawn(tracing::Instrument::in_current_span(commit)).await;
+        }
+        match result.await {
+            Ok(Ok(())) => Ok(answer.lock().expect("answer lock").take().expect("answered by build")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(MailboxError::Commit(format!("account {account_id}: the write was interrupted"))),
+        }
+    }
+
+    /// Appends the entries of `jobs` to the account's log as one entry and answers each job.
+    ///
     /// The first attempt uses the state this replica already has, without asking the log
     /// whether it is current: the append is conditional on the last sequence that state has
     /// applied, so an entry built on a stale state is refused, and the writer catches up and
-    /// builds it again. Only a refusal or a no-op, which append nothing, are decided again on
-    /// a state known to be current before they are answered.
-    #[tracing::instrument(name = "nats.append", skip_all, fields(account_id = account_id))]
-    async fn write<T>(
+    /// builds it again. For the same reason a refusal or a no-op of one job is answered only
+    /// once the entry of its batch was accepted (which shows that the state it was decided on
+    /// was current), or, when no job changes anything, once it is decided again on a state
+    /// known to be current.
+    async fn commit(
         &self,
         account_id: u64,
-        mut f: impl FnMut(&AccountState) -> Result<(Option<LogEntry>, T)>,
-    ) -> Result<T> {
-        let cell = self.cell(account_id);
-        let mut slot = cell.lock().await;
+        mut slot: tokio::sync::OwnedMutexGuard<Option<AccountState>>,
+        jobs: Vec<Job>,
+    ) {
+        // A caller that went away before its write began is not written for.
+        let mut jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.done.is_closed()).collect();
+        while !jobs.is_empty() {
+            let outcomes = match self.commit_jobs(account_id, &mut slot, &mut jobs).await {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    let detail = e.to_string();
+                    let mut first = Some(e);
+                    (0..jobs.len())
+                        .map(|_| Err(first.take().unwrap_or_else(|| MailboxError::Commit(detail.clone()))))
+                        .collect()
+                }
+            };
+            // The jobs answered; any left over did not fit in the entry and go in the next.
+            let rest = jobs.split_off(outcomes.len());
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                let _ = job.done.send(outcome);
+            }
+            jobs = rest;
+        }
+    }
+
+    /// The work of [`NatsStore::commit`]: the outcomes of the jobs from the first on that went
+    /// into the entry (all of them, unless the entry grew too large), or an error for all.
+    async fn commit_jobs(
+        &self,
+        account_id: u64,
+        slot: &mut Option<AccountState>,
+        jobs: &mut [Job],
+    ) -> Result<Vec<Result<()>>> {
         let mut fresh = false;
         if slot.is_none() {
-            self.catch_up(account_id, &mut slot).await?;
+            self.catch_up(account_id, slot).await?;
             fresh = true;
         } else {
             // Entries of other replicas the follower already has: fewer lost races.
-            self.apply_followed(account_id, &mut slot)?;
+            self.apply_followed(account_id, slot)?;
         }
         let mut lost = 0u32;
         for attempt in 0..MAX_ATTEMPTS {
             let state = slot.as_mut().expect("loaded above");
-            let entry = match f(state) {
-                Ok((Some(entry), out)) => (entry, out),
-                Ok((None, _)) | Err(_) if !fresh => {
-                    self.catch_up(account_id, &mut slot).await?;
-                    fresh = true;
-                    continue;
+            let base = state.sequence;
+            // With one job the state is changed only once NATS has the entry; with several,
+            // each entry is applied as it is built so that the next job sees it, and a failed
+            // append throws the state away (the next operation loads it again).
+            let tentative = jobs.len() > 1;
+            let mut entries = Vec::new();
+            let mut size = 0;
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for job in jobs.iter_mut() {
+                match (job.build)(state) {
+                    Ok(Some(entry)) => {
+                        size += entry.encoded_len();
+                        if !entries.is_empty() && size > BATCH_BYTES {
+                            // NATS refuses a message past its max_payload: the jobs from this
+                            // one on wait for the next append.
+                            break;
+                        }
+                        if tentative {
+                            state.apply(base, &entry);
+                        }
+                        entries.push(entry);
+                        outcomes.push(Ok(()));
+                    }
+                    Ok(None) => outcomes.push(Ok(())),
+                    Err(e) => outcomes.push(Err(e)),
                 }
-                Ok((None, out)) => return Ok(out),
-                Err(e) => return Err(e),
+            }
+            if entries.is_empty() {
+                if fresh {
+                    return Ok(outcomes);
+                }
+                self.catch_up(account_id, slot).await?;
+                fresh = true;
+                continue;
+            }
+            let entry = if entries.len() == 1 {
+                entries.pop().expect("one entry")
+            } else {
+                LogEntry { batch: entries, ..Default::default() }
             };
-            let (entry, out) = entry;
-            let publish = PublishMessage::build()
-                .payload(Bytes::from(entry.encode_to_vec()))
-                .expected_last_subject_sequence(state.sequence);
+            let publish =
+                PublishMessage::build().payload(Bytes::from(entry.encode_to_vec())).expected_last_subject_sequence(base);
             let sent = self.js.send_publish(self.subject(account_id), publish).await;
             let acked = match sent {
                 Ok(ack) => ack.await,
@@ -456,28 +578,38 @@ impl NatsStore {
             };
             match acked {
                 Ok(ack) => {
-                    state.apply(ack.sequence, &entry);
+                    if tentative {
+                        state.sequence = ack.sequence;
+                    } else {
+                        state.apply(ack.sequence, &entry);
+                    }
                     self.follower.applied(account_id, ack.sequence);
                     crate::position::saw(ack.sequence);
                     if state.since_snapshot >= SNAPSHOT_EVERY {
                         self.save_snapshot(account_id, state).await;
                     }
-                    return Ok(out);
+                    return Ok(outcomes);
                 }
                 Err(e) if conflict::lost_race(&e) => {
                     tracing::debug!(account_id, attempt, "another replica wrote first; retrying");
+                    if tentative {
+                        *slot = None;
+                    }
                     lost += 1;
                     if lost > 2 {
                         // Several writers keep colliding: spread them out a little.
                         let ceiling = 1u64 << lost.min(6);
                         tokio::time::sleep(std::time::Duration::from_millis(1 + OsRng.next_u64() % ceiling)).await;
                     }
-                    self.catch_up_from(account_id, &mut slot, true).await?;
+                    self.catch_up_from(account_id, slot, true).await?;
                     fresh = true;
                 }
                 Err(e) => {
                     // The entry may or may not have been stored (a timeout after the server
                     // took it); the next operation catches up either way.
+                    if tentative {
+                        *slot = None;
+                    }
                     return Err(MailboxError::nats("appending to an account's log", e));
                 }
             }
@@ -683,7 +815,7 @@ impl MetadataStore for NatsStore {
         self.put_record(format!("account.{}", account.id), &account).await?;
         let first_folder = self.next_ids("folder", DEFAULT_FOLDERS.len() as u64).await?;
         let account_id = account.id;
-        self.write(account_id, |state| log::create_account_folders(&state.view(account_id), first_folder, now()))
+        self.write(account_id, move |state| log::create_account_folders(&state.view(account_id), first_folder, now()))
             .await?;
         Ok(account)
     }
@@ -800,7 +932,7 @@ impl MetadataStore for NatsStore {
     }
 
     async fn write_account(&self, account_id: u64, mut write: WriteFn) -> Result<()> {
-        self.write(account_id, |state| Ok((write(&state.view(account_id))?, ()))).await
+        self.write(account_id, move |state| Ok((write(&state.view(account_id))?, ()))).await
     }
 
     async fn new_folder_id(&self) -> Result<u64> {
@@ -824,6 +956,7 @@ impl MetadataStore for NatsStore {
         if !staged {
             self.stage(&message).await?;
         }
+        let message = Arc::new(message);
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             let account = match self.account(op.account_id).await? {
@@ -834,8 +967,9 @@ impl MetadataStore for NatsStore {
                 }
             };
             let email_id = OsRng.next_u64() >> 1;
+            let message = Arc::clone(&message);
             let outcome = self
-                .write(op.account_id, |state| {
+                .write(op.account_id, move |state| {
                     log::append(&state.view(op.account_id), &account, &op.folder, &op.flags, &message, email_id)
                 })
                 .await;
@@ -897,7 +1031,7 @@ impl MetadataStore for NatsStore {
             })
             .flat_map(|m| {
                 let events =
-                    m.ok().and_then(|m| LogEntry::decode(m.payload.clone()).ok()).map(|e| e.events).unwrap_or_default();
+                    m.ok().and_then(|m| LogEntry::decode(m.payload.clone()).ok()).map(LogEntry::into_events).unwrap_or_default();
                 // Watchers are told in the API's terms; the entry's events are records until here.
                 futures::stream::iter(events.into_iter().map(MailboxEvent::from))
             })
