@@ -244,11 +244,7 @@ impl LogEntry {
 
     /// What watchers are told of this entry, in order.
     pub fn into_events(self) -> Vec<EventRecord> {
-        if self.batch.is_empty() {
-            self.events
-        } else {
-            self.batch.into_iter().flat_map(|e| e.into_events()).collect()
-        }
+        if self.batch.is_empty() { self.events } else { self.batch.into_iter().flat_map(|e| e.into_events()).collect() }
     }
 }
 

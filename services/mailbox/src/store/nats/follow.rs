@@ -186,6 +186,7 @@ async fn subscribe(
         .create_consumer(OrderedConfig {
             filter_subject: format!("{subject_prefix}.*"),
             deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+            max_expires: super::FEED_PULL_EXPIRES,
             ..Default::default()
         })
         .await

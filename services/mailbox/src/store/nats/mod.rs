@@ -83,6 +83,12 @@ const SNAPSHOT_PART: usize = 512 * 1024;
 /// Accounts a replica keeps in memory; past this, those not in use are dropped (and opened
 /// again from their snapshot when next needed).
 const MAX_CACHED_ACCOUNTS: usize = 4096;
+/// The longest a pull request of an account feed or of the follower waits. The client library
+/// asks for idle heartbeats at half of it and starts a consumer again after two are missed,
+/// so this bounds how long a consumer that went silent (one created as NATS came back, say)
+/// stays silent: 10 s rather than the library's default of 30 s. An idle feed costs a pull
+/// request per 10 s and a heartbeat per 5 s.
+pub(crate) const FEED_PULL_EXPIRES: std::time::Duration = std::time::Duration::from_secs(10);
 /// A group commit stops adding writes to its entry past this size, well under NATS's default
 /// max_payload (1 MiB).
 const BATCH_BYTES: usize = 256 * 1024;
@@ -569,8 +575,9 @@ impl NatsStore {
             } else {
                 LogEntry { batch: entries, ..Default::default() }
             };
-            let publish =
-                PublishMessage::build().payload(Bytes::from(entry.encode_to_vec())).expected_last_subject_sequence(base);
+            let publish = PublishMessage::build()
+                .payload(Bytes::from(entry.encode_to_vec()))
+                .expected_last_subject_sequence(base);
             let sent = self.js.send_publish(self.subject(account_id), publish).await;
             let acked = match sent {
                 Ok(ack) => ack.await,
@@ -1004,6 +1011,7 @@ impl MetadataStore for NatsStore {
             .create_consumer(OrderedConfig {
                 filter_subject: self.subject(account_id),
                 deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
+                max_expires: FEED_PULL_EXPIRES,
                 ..Default::default()
             })
             .await
@@ -1030,8 +1038,11 @@ impl MetadataStore for NatsStore {
                 std::future::ready(m.is_ok())
             })
             .flat_map(|m| {
-                let events =
-                    m.ok().and_then(|m| LogEntry::decode(m.payload.clone()).ok()).map(LogEntry::into_events).unwrap_or_default();
+                let events = m
+                    .ok()
+                    .and_then(|m| LogEntry::decode(m.payload.clone()).ok())
+                    .map(LogEntry::into_events)
+                    .unwrap_or_default();
                 // Watchers are told in the API's terms; the entry's events are records until here.
                 futures::stream::iter(events.into_iter().map(MailboxEvent::from))
             })
