@@ -146,10 +146,13 @@ struct AccountCell {
 
 type Cell = Arc<AccountCell>;
 
+/// What a queued write does with the state it is given: its entry, if it changes anything.
+type Build = Box<dyn FnMut(&AccountState) -> Result<Option<LogEntry>> + Send>;
+
 /// One write waiting in an account's queue: it builds its entry from the state it is given
 /// (and keeps its own answer), and is told once its entry is in the log.
 struct Job {
-    build: Box<dyn FnMut(&AccountState) -> Result<Option<LogEntry>> + Send>,
+    build: Build,
     done: tokio::sync::oneshot::Sender<Result<()>>,
 }
 
