@@ -306,6 +306,10 @@ fn check_dependencies() -> anyhow::Result<()> {
             bail!("cargo install cargo-deny failed with {status}");
         }
     }
+    // cargo-deny reads the metadata of every crate of every platform, and a build downloads
+    // only those of this one: on a fresh machine the others (Windows and Android crates) are
+    // not in the registry cache yet, and the offline check would fail for want of them.
+    run("cargo", &["fetch", "--locked"])?;
     run("cargo", &["deny", "--offline", "check", "licenses", "bans"])
 }
 
