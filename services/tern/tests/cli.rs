@@ -32,9 +32,23 @@ impl Dev {
         Self::start_with(data, &[])
     }
 
-    /// `tern dev` with extra arguments (a `--config` file, say).
+    /// `tern dev` with extra arguments (a `--config` file, say). A free port can be taken by
+    /// another test between the check and `tern dev`'s bind, which makes it exit: then it is
+    /// started again on other ports, and what it said is shown if it never comes up.
     fn start_with(data: &Path, extra: &[&str]) -> Dev {
+        let mut said = String::new();
+        for _ in 0..3 {
+            match Self::try_start(data, extra) {
+                Ok(dev) => return dev,
+                Err(stderr) => said = stderr,
+            }
+        }
+        panic!("tern dev did not start; it said:\n{said}");
+    }
+
+    fn try_start(data: &Path, extra: &[&str]) -> Result<Dev, String> {
         let (grpc, http) = (free_port(), free_port());
+        let log = std::env::temp_dir().join(format!("tern-cli-test-{grpc}.log"));
         let child = Command::new(TERN)
             .arg("dev")
             .args(extra)
@@ -49,16 +63,25 @@ impl Dev {
             .arg("--data-dir")
             .arg(data)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("a log file for tern dev")))
             .spawn()
             .expect("tern dev starts");
-        let dev = Dev { child, server: format!("http://127.0.0.1:{grpc}"), http: format!("127.0.0.1:{http}") };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut dev = Dev { child, server: format!("http://127.0.0.1:{grpc}"), http: format!("127.0.0.1:{http}") };
+        let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-            assert!(Instant::now() < deadline, "tern dev did not listen on {grpc}");
+            let exited = dev.child.try_wait().expect("wait for tern dev").is_some();
+            if exited || Instant::now() >= deadline {
+                let _ = dev.child.kill();
+                let _ = dev.child.wait();
+                let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+                let _ = std::fs::remove_file(&log);
+                return Err(format!("(on port {grpc}, exited: {exited})\n{stderr}"));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        dev
+        // The process keeps writing to the file it has open; only its name goes.
+        let _ = std::fs::remove_file(&log);
+        Ok(dev)
     }
 
     fn admin(&self, args: &[&str]) -> Output {
