@@ -565,6 +565,7 @@ impl ImapTranscript {
             match k.as_str() {
                 "max_literal" => t.limits.max_literal = as_u32()?,
                 "max_line" => t.limits.max_line = as_usize()?,
+                "max_command_literals" => t.limits.max_command_literals = v,
                 "max_errors" => t.limits.max_errors = as_u32()?,
                 "max_auth_failures" => t.limits.max_auth_failures = as_u32()?,
                 "idle_timeout" => t.limits.idle_timeout = Duration::from_secs(v),

@@ -543,6 +543,75 @@ async fn quota_refuses_deliveries_appends_and_copies_that_do_not_fit() {
     append(&mut mail, dave, FolderRef::name("Sent"), &[], &body('d', 20)).await.unwrap();
 }
 
+/// One AppendAll request of several messages: a header, then that message's chunks.
+fn append_all_request(
+    account_id: u64,
+    folder: &str,
+    messages: &[(&[&str], &[u8])],
+) -> Vec<tern_proto::v1::AppendRequest> {
+    use tern_proto::v1::{AppendRequest, append_request::Part};
+    let mut out = Vec::new();
+    for (flags, raw) in messages {
+        let header = AppendHeader {
+            account_id,
+            folder: Some(FolderRef::name(folder)),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            internal_date: 0,
+            size_hint: raw.len() as u64,
+        };
+        out.push(AppendRequest { part: Some(Part::Header(header)) });
+        // Two chunks each, so that the service joins a message's chunks and not the messages'.
+        let (a, b) = raw.split_at(raw.len() / 2);
+        out.push(AppendRequest { part: Some(Part::Chunk(a.to_vec())) });
+        out.push(AppendRequest { part: Some(Part::Chunk(b.to_vec())) });
+    }
+    out
+}
+
+/// MULTIAPPEND's storage: several messages in one call get consecutive UIDs and MODSEQs in
+/// order, and a call refused for any of them (over quota together, one bad flag, a second
+/// folder) appends none.
+#[tokio::test]
+async fn append_all_appends_every_message_or_none() {
+    let Fixture { server: _server, mut mail, mut admin, .. } = fixture(Limits::default()).await;
+    let dave = setup_account_with_quota(&mut admin, "dave@example.com", "dave-pw", 1000).await.id;
+    let (one, two, three) = (message("one", "first"), message("two", "second"), message("three", "third"));
+    let request = append_all_request(dave, "Drafts", &[(&["\\Seen"], &one), (&[], &two), (&["$Later"], &three)]);
+    let appended = mail.append_all(futures::stream::iter(request)).await.unwrap().into_inner().appended;
+    let drafts = folder(&mut mail, dave, "Drafts").await;
+    assert_eq!(appended.iter().map(|a| a.uid).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(appended.windows(2).all(|w| w[0].modseq < w[1].modseq), "{appended:?}");
+    assert!(appended.iter().all(|a| a.folder_id == drafts.id && a.uidvalidity == drafts.uidvalidity));
+    assert_eq!((drafts.messages, drafts.unseen, drafts.highest_modseq), (3, 2, appended[2].modseq));
+    for (uid, raw) in [(1, &one), (2, &two), (3, &three)] {
+        assert!(fetch_body(&mut mail, dave, drafts.id, uid, 0, 0).await.unwrap().0 == *raw, "message {uid}");
+    }
+
+    // Each of these fits the quota alone, and together they do not: nothing is appended.
+    let used: u64 = [&one, &two, &three].iter().map(|m| m.len() as u64).sum();
+    let half = format!("Subject: h\r\n\r\n{}", "h".repeat(((1000 - used) / 2) as usize)).into_bytes();
+    let request = append_all_request(dave, "Drafts", &[(&[], &half), (&[], &half)]);
+    expect_error(
+        mail.append_all(futures::stream::iter(request)).await,
+        Code::ResourceExhausted,
+        ErrorReason::OverQuota,
+    );
+    let request = append_all_request(dave, "Drafts", &[(&[], &one), (&["\\Recent"], &two)]);
+    expect_error(
+        mail.append_all(futures::stream::iter(request)).await,
+        Code::InvalidArgument,
+        ErrorReason::InvalidArgument,
+    );
+    let mut request = append_all_request(dave, "Drafts", &[(&[], &one)]);
+    request.extend(append_all_request(dave, "Sent", &[(&[], &two)]));
+    assert_eq!(mail.append_all(futures::stream::iter(request)).await.unwrap_err().code(), Code::InvalidArgument);
+    let request = append_all_request(dave, "Nope", &[(&[], &one), (&[], &two)]);
+    expect_error(mail.append_all(futures::stream::iter(request)).await, Code::NotFound, ErrorReason::NotFound);
+    let after = folder(&mut mail, dave, "Drafts").await;
+    assert_eq!((after.messages, after.uidnext, after.highest_modseq), (3, 4, drafts.highest_modseq));
+    assert_eq!(folder(&mut mail, dave, "Sent").await.messages, 0);
+}
+
 #[tokio::test]
 async fn multi_recipient_delivery_with_one_recipient_over_quota() {
     let Fixture { server, mut mail, mut admin, alice } = fixture(Limits::default()).await;

@@ -14,6 +14,9 @@ pub enum ListenerKind {
 pub struct Limits {
     /// Largest literal (and so APPEND) accepted; advertised as APPENDLIMIT.
     pub max_literal: u32,
+    /// Most bytes of literals in one command: a MULTIAPPEND (RFC 3502) or CATENATE (RFC 4469)
+    /// holds every message's data in memory until the command is complete.
+    pub max_command_literals: u64,
     /// Longest command line outside literals.
     pub max_line: usize,
     /// Autologout timer (RFC 9051 asks for at least 30 minutes).
@@ -29,6 +32,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_literal: 50 * 1024 * 1024,
+            max_command_literals: 100 * 1024 * 1024,
             max_line: 64 * 1024,
             idle_timeout: Duration::from_secs(30 * 60),
             idle_keepalive: Duration::from_secs(120),

@@ -209,6 +209,9 @@ pub struct ListCommand {
 pub enum Decoded {
     Command(Command<'static>, Extras),
     List(ListCommand),
+    /// An APPEND of several messages (MULTIAPPEND) or with CATENATE, which the codec does not
+    /// parse.
+    Append(crate::append::AppendCommand),
     /// A command whose syntax is wrong in a way worth saying (`$` used as part of a sequence
     /// set, a FETCH PARTIAL range that is none): it is answered BAD with this text, and the
     /// session goes on.
@@ -273,7 +276,17 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
     let name = name.strip_suffix(b"\r").unwrap_or(&name).to_vec();
     if !matches!(
         name.as_slice(),
-        b"LIST" | b"SEARCH" | b"SORT" | b"THREAD" | b"FETCH" | b"STORE" | b"COPY" | b"MOVE" | b"EXPUNGE" | b"STATUS"
+        b"LIST"
+            | b"SEARCH"
+            | b"SORT"
+            | b"THREAD"
+            | b"FETCH"
+            | b"STORE"
+            | b"COPY"
+            | b"MOVE"
+            | b"EXPUNGE"
+            | b"STATUS"
+            | b"APPEND"
     ) {
         return Err(Error::Failed);
     }
@@ -289,6 +302,13 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
     let tag = tag.into_static();
     let end = frame(input, &tag)?;
     let original = &input[..end];
+    if name == b"APPEND" {
+        // MULTIAPPEND and CATENATE; a `$` in APPEND is text, never a search result.
+        return Ok(match crate::append::parse(original, tag.clone()) {
+            Ok(command) => (end, Decoded::Append(command)),
+            Err(e) => (end, Decoded::Refused { tag, text: e.to_string() }),
+        });
+    }
     let marked = match mark_last_result(original, &name) {
         Ok(marked) => marked,
         Err(refused) => return Ok((end, Decoded::Refused { tag, text: refused.to_string() })),
@@ -1195,6 +1215,30 @@ mod tests {
         for input in ["a FETCH 1 $\r\n", "a SEARCH LARGER $\r\n", "a EXPUNGE $\r\n", "a NOOP $\r\n"] {
             assert!(matches!(decode(input.as_bytes()), Err(Error::Failed)), "{input:?}");
         }
+    }
+
+    #[test]
+    fn multiappend_and_catenate_cut_anywhere_wait_for_more_then_decode_whole() {
+        let input: &[u8] = b"a APPEND INBOX (\\Seen) {5}\r\nhello \"01-Jan-2024 10:00:00 +0000\" CATENATE (TEXT {3+}\r\nab) URL \"/INBOX/;UID=1\") ~{2}\r\nhi\r\nb NOOP\r\n";
+        let end = input.len() - b"b NOOP\r\n".len();
+        for cut in 1..end {
+            match decode(&input[..cut]) {
+                Err(Error::Incomplete) => {}
+                // Announced at the very end of what is here: the session asks for it.
+                Err(Error::LiteralFound { length, .. }) => assert!(matches!(length, 5 | 3 | 2), "cut at {cut}"),
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+        let Ok((used, Decoded::Append(command))) = decode(input) else { panic!("{:?}", decode(input)) };
+        assert_eq!(used, end);
+        assert_eq!(command.messages.len(), 3);
+        assert_eq!(command.messages[1].parts.len(), 2);
+        assert_eq!(command.messages[2].parts, vec![crate::append::CatPart::Text(b"hi".to_vec())]);
+        // A broken one is refused with why, and only its own bytes are used.
+        let broken = b"a APPEND INBOX {1+}\r\nx CATENATE (BODY x)\r\nb NOOP\r\n";
+        let Ok((used, Decoded::Refused { text, .. })) = decode(broken) else { panic!() };
+        assert!(text.contains("CATENATE part"), "{text}");
+        assert_eq!(&broken[used..], b"b NOOP\r\n");
     }
 
     #[test]

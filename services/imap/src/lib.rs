@@ -7,6 +7,7 @@
 //! codec knowing anything of I/O. [`fetch`] and [`search`] are pure functions over stored
 //! metadata and message bytes.
 
+pub mod append;
 pub mod config;
 pub mod extended;
 pub mod fetch;

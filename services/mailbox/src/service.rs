@@ -53,6 +53,11 @@ pub use folders::{FetchedMessage, FolderStatus};
 /// The longest lease a relay worker may take on a queue entry, in seconds.
 pub const MAX_QUEUE_LEASE: i64 = 3600;
 
+/// The most messages one [`MailboxService::append_all`] takes. They are committed as one entry,
+/// which must stay well under NATS's largest message (about 450 bytes of metadata each); the
+/// IMAP front-end's own limit on a command's literals keeps real MULTIAPPENDs far below it.
+pub const MAX_APPEND_MESSAGES: usize = 500;
+
 /// Limits of the mailbox service, all configurable.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -523,6 +528,50 @@ impl MailboxService {
         let (_, mut results) =
             self.store_and_record(content, date, vec![AppendOp { account_id, folder, flags }]).await?;
         results.pop().unwrap_or_else(|| Err(MailboxError::Commit("append produced no result".into())))
+    }
+
+    /// Appends several messages to one folder, all or none (IMAP MULTIAPPEND, RFC 3502): each
+    /// is `(flags, internal date, content)`, and they get consecutive UIDs in that order. Every
+    /// message is checked before any body is stored; the bodies are stored under one hold of the
+    /// blob gate and recorded in one commit.
+    pub async fn append_all(
+        &self,
+        account_id: u64,
+        folder: FolderRef,
+        messages: Vec<(Vec<String>, i64, Bytes)>,
+    ) -> Result<Vec<Appended>> {
+        if messages.is_empty() {
+            return Err(MailboxError::invalid("messages", "none given"));
+        }
+        if messages.len() > MAX_APPEND_MESSAGES {
+            return Err(MailboxError::invalid("messages", format!("more than {MAX_APPEND_MESSAGES} in one append")));
+        }
+        let folder = folders::canonical_ref(folder)?;
+        let mut checked = Vec::with_capacity(messages.len());
+        for (flags, internal_date, content) in messages {
+            self.check_size(content.len() as u64)?;
+            let date = if internal_date == 0 { now() } else { internal_date };
+            checked.push((flags::normalize(&flags)?, date, content));
+        }
+        let _gate = self.blob_gate.read().await;
+        let mut staged = Vec::with_capacity(checked.len());
+        for (flags, internal_date, content) in checked {
+            let blob_id = self.new_blob_id(&content);
+            let size = content.len() as u64;
+            let parsed = parse::parse(&content);
+            let message = NewMessage { blob_id: blob_id.clone(), size, internal_date, parsed };
+            if self.store.blob_refs(&blob_id).await? == 0 {
+                let (put, stage) = tokio::join!(self.blobs.put(&blob_id, content), self.store.stage(&message));
+                put?;
+                stage?;
+            } else {
+                self.store.stage(&message).await?;
+            }
+            staged.push((message, flags));
+        }
+        let appended = self.store.append_all(account_id, folder, staged).await?;
+        tern_runtime::metrics::Metrics::global().messages_stored.inc_by(appended.len() as u64);
+        Ok(appended)
     }
 
     /// Reads a message body, or `length` bytes of it from `offset` (zero length: to the end).

@@ -233,6 +233,8 @@ pub struct ImapSection {
     pub allow_plaintext_auth: bool,
     /// Largest literal, and so largest APPEND (advertised as APPENDLIMIT).
     pub max_literal: u32,
+    /// Most bytes of literals in one command (a MULTIAPPEND of several messages).
+    pub max_command_literals: u64,
     pub max_line: usize,
     /// Autologout (at least 30 minutes by RFC 9051).
     pub idle_timeout_secs: u64,
@@ -253,6 +255,7 @@ impl Default for ImapSection {
             proxy_protocol: false,
             allow_plaintext_auth: false,
             max_literal: l.max_literal,
+            max_command_literals: l.max_command_literals,
             max_line: l.max_line,
             idle_timeout_secs: l.idle_timeout.as_secs(),
             idle_keepalive_secs: l.idle_keepalive.as_secs(),
@@ -268,6 +271,7 @@ impl ImapSection {
     pub fn limits(&self) -> tern_imap::config::Limits {
         tern_imap::config::Limits {
             max_literal: self.max_literal,
+            max_command_literals: self.max_command_literals,
             max_line: self.max_line,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             idle_keepalive: Duration::from_secs(self.idle_keepalive_secs.max(1)),

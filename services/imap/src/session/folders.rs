@@ -8,21 +8,22 @@ use imap_codec::imap_types::{
     command::CommandBody,
     core::Tag,
     extensions::{binary::LiteralOrLiteral8, enable::CapabilityEnable},
-    flag::Flag,
     mailbox::Mailbox,
     status::StatusDataItemName,
 };
 use tern_proto::v1::{
-    AppendHeader, AppendRequest, CreateFolderRequest, DeleteFolderRequest, ErrorReason, Folder, FolderRef,
-    GetQuotaRequest, ListFoldersRequest, RenameFolderRequest, SpecialUse, StatusRequest, SubscribeFolderRequest,
-    append_request,
+    CreateFolderRequest, DeleteFolderRequest, ErrorReason, Folder, FolderRef, GetQuotaRequest, ListFoldersRequest,
+    RenameFolderRequest, SpecialUse, StatusRequest, SubscribeFolderRequest,
 };
 
 use super::{
     Flow, Session,
     response::{Code, Response, StatusItem},
 };
-use crate::extended::ListCommand;
+use crate::{
+    append::{AppendCommand, AppendMessage, CatPart},
+    extended::ListCommand,
+};
 
 /// Matches a LIST pattern: `*` matches anything, `%` anything but the delimiter.
 fn wildcard(pattern: &[char], name: &[char]) -> bool {
@@ -193,34 +194,21 @@ impl Session {
             CommandBody::Subscribe { mailbox } => self.subscribe(tag, mailbox, true).await,
             CommandBody::Unsubscribe { mailbox } => self.subscribe(tag, mailbox, false).await,
             CommandBody::Append { mailbox, flags, date, message } => {
-                let Some(name) = self.mailbox_name(&mailbox) else { return Ok(self.bad(tag, "Invalid mailbox name")) };
+                let mailbox = match mailbox {
+                    Mailbox::Inbox => b"INBOX".to_vec(),
+                    Mailbox::Other(other) => other.as_ref().to_vec(),
+                };
                 let data = match message {
                     LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
                     LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
                 };
-                let header = AppendHeader {
-                    account_id: account,
-                    folder: Some(FolderRef::name(name)),
-                    flags: flags.iter().map(Flag::to_string).collect(),
-                    internal_date: date.map(|d| d.as_ref().timestamp()).unwrap_or(0),
-                    size_hint: data.len() as u64,
+                let message = AppendMessage {
+                    flags,
+                    date: date.map(|d| d.as_ref().timestamp()),
+                    parts: vec![CatPart::Text(data)],
+                    catenate: false,
                 };
-                let mut reqs = vec![AppendRequest { part: Some(append_request::Part::Header(header)) }];
-                reqs.extend(
-                    data.chunks(256 * 1024)
-                        .map(|c| AppendRequest { part: Some(append_request::Part::Chunk(c.to_vec())) }),
-                );
-                match self.client.append(futures::stream::iter(reqs)).await {
-                    Ok(r) => {
-                        let r = r.into_inner();
-                        self.catch_up(r.folder_id, r.modseq, r.uid).await;
-                        self.sync_updates(true).await;
-                        let code = Code::AppendUid { validity: r.uidvalidity, uid: r.uid };
-                        self.ok_code(tag, code, "APPEND completed");
-                    }
-                    Err(s) => self.failed_into(tag, &s),
-                }
-                Flow::Continue
+                self.append(AppendCommand { tag: tag.clone(), mailbox, messages: vec![message] }).await
             }
             CommandBody::GetQuotaRoot { mailbox } => {
                 let name = self.mailbox_name(&mailbox).unwrap_or_default();

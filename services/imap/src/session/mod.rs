@@ -8,6 +8,7 @@
 //! SEARCH runs, since it would renumber the messages that command is talking about (RFC 9051
 //! section 7.5.1).
 
+mod append;
 mod auth;
 mod folders;
 mod idle;
@@ -199,8 +200,9 @@ enum Oversize {
     Literal,
 }
 
-fn oversize(command: &[u8], max_line: usize, max_literal: u32) -> Option<Oversize> {
+fn oversize(command: &[u8], max_line: usize, max_literal: u32, max_literals: u64) -> Option<Oversize> {
     let mut pos = 0;
+    let mut literals = 0u64;
     while let Some(nl) = command[pos..].iter().position(|b| *b == b'\n') {
         let line = &command[pos..pos + nl];
         pos += nl + 1;
@@ -208,7 +210,8 @@ fn oversize(command: &[u8], max_line: usize, max_literal: u32) -> Option<Oversiz
             return Some(Oversize::Line);
         }
         if let Some(length) = literal_header(line) {
-            if length > max_literal {
+            literals += u64::from(length);
+            if length > max_literal || literals > max_literals {
                 return Some(Oversize::Literal);
             }
             pos = pos.saturating_add(length as usize).min(command.len());
@@ -485,6 +488,8 @@ impl Session {
             // SEARCH and SORT RETURN (PARTIAL) and the FETCH modifier of RFC 9394: a client
             // that sees it may page through UID FETCH 1:* (PARTIAL -1:-50).
             "PARTIAL",
+            "MULTIAPPEND",
+            "CATENATE",
         ]);
         if self.account.is_some() && !self.conn.is_compressed() {
             caps.push("COMPRESS=DEFLATE");
@@ -515,7 +520,12 @@ impl Session {
             match crate::extended::decode(&self.conn.rbuf) {
                 Ok((used, command)) => {
                     let limits = &self.cfg.limits;
-                    match oversize(&self.conn.rbuf[..used], limits.max_line, limits.max_literal) {
+                    match oversize(
+                        &self.conn.rbuf[..used],
+                        limits.max_line,
+                        limits.max_literal,
+                        limits.max_command_literals,
+                    ) {
                         Some(Oversize::Literal) => {
                             // The data came with the command (LITERAL+): refuse and close.
                             self.send(Response::bye(Some(Code::TooBig), "Literal too large"));
@@ -545,7 +555,10 @@ impl Session {
                     // announcement; when some of its data came along (LITERAL+, or a split
                     // read), the command is just incomplete, and the literal is found here.
                     match scan_incomplete(&self.conn.rbuf) {
-                        Pending::Literal { length, .. } if length > self.cfg.limits.max_literal => {
+                        Pending::Literal { length, end }
+                            if length > self.cfg.limits.max_literal
+                                || end as u64 > self.cfg.limits.max_command_literals =>
+                        {
                             // The client is already sending the data: close, as for LITERAL+.
                             self.send(Response::bye(Some(Code::TooBig), "Literal too large"));
                             self.flush().await?;
@@ -573,7 +586,10 @@ impl Session {
                     }
                 }
                 Err(CommandDecodeError::LiteralFound { tag, length, mode }) => {
-                    if length > self.cfg.limits.max_literal {
+                    // A MULTIAPPEND holds all its messages until the last one is here.
+                    let command_total = self.conn.rbuf.len() as u64 + u64::from(length);
+                    let whole_too_big = command_total > self.cfg.limits.max_command_literals;
+                    if length > self.cfg.limits.max_literal || whole_too_big {
                         let tag = tag.into_static();
                         if mode == LiteralMode::NonSync {
                             // The client is already sending the data; the only safe way out is
@@ -583,17 +599,17 @@ impl Session {
                             return Ok(());
                         }
                         // Not held: this answer ends a command that never ran.
-                        let text = format!("Literal exceeds the limit of {} octets", self.cfg.limits.max_literal);
+                        let text = if whole_too_big {
+                            let limit = self.cfg.limits.max_command_literals;
+                            format!("The literals of this command exceed the limit of {limit} octets")
+                        } else {
+                            format!("Literal exceeds the limit of {} octets", self.cfg.limits.max_literal)
+                        };
                         Tagged::new(&tag, Kind::No, Some(Code::TooBig), text).encode(&mut self.conn.wbuf);
-                        // The announced literal never arrives; drop the command line.
-                        let end = self
-                            .conn
-                            .rbuf
-                            .iter()
-                            .position(|b| *b == b'\n')
-                            .map(|i| i + 1)
-                            .unwrap_or(self.conn.rbuf.len());
-                        self.conn.rbuf.advance(end);
+                        // The announced literal never arrives. The codec reports a literal only
+                        // when the input ends with its announcement, so all that is here is the
+                        // command (with the messages of a MULTIAPPEND before this one): drop it.
+                        self.conn.rbuf.clear();
                         continue;
                     }
                     if mode == LiteralMode::Sync {
@@ -686,6 +702,7 @@ impl Session {
         let name = match &command {
             Decoded::Command(command, _) => command_name(&command.body),
             Decoded::List(_) => "LIST",
+            Decoded::Append(_) => "APPEND",
             // Counted as the broken commands the codec refuses are.
             Decoded::Refused { .. } => "OTHER",
         };
@@ -698,6 +715,13 @@ impl Session {
             Decoded::List(list) if self.account.is_some() => return Ok(self.list(list).await),
             Decoded::List(list) => return Ok(self.bad(&list.tag, "Log in first")),
             Decoded::Refused { tag, text } => return Ok(self.bad(&tag, text)),
+            Decoded::Append(append) if self.account.is_some() => {
+                self.hold_tagged();
+                let flow = self.append(append).await;
+                self.release_tagged();
+                return Ok(flow);
+            }
+            Decoded::Append(append) => return Ok(self.bad(&append.tag, "Log in first")),
         };
         let tag = command.tag.clone();
         tracing::trace!(command = command.body.name(), "command");

@@ -65,10 +65,13 @@ pub(crate) enum Code {
         source: Vec<u32>,
         destination: Vec<u32>,
     },
+    /// UIDPLUS's APPENDUID: the UIDs of the messages appended, several after MULTIAPPEND.
     AppendUid {
         validity: u32,
-        uid: u32,
+        uids: Vec<u32>,
     },
+    /// CATENATE's BADURL (RFC 4469 section 6): the URL that could not be used.
+    BadUrl(String),
     /// CONDSTORE's MODIFIED: message numbers or UIDs, as the command named them.
     Modified(Vec<u32>),
     TryCreate,
@@ -121,7 +124,8 @@ impl Code {
             Code::CopyUid { validity, source, destination } => {
                 out.push_str(&format!("COPYUID {validity} {} {}", uid_set(source), uid_set(destination)));
             }
-            Code::AppendUid { validity, uid } => out.push_str(&format!("APPENDUID {validity} {uid}")),
+            Code::AppendUid { validity, uids } => out.push_str(&format!("APPENDUID {validity} {}", uid_set(uids))),
+            Code::BadUrl(url) => out.push_str(&format!("BADURL {url}")),
             Code::Modified(set) => out.push_str(&format!("MODIFIED {}", uid_set(set))),
             Code::TryCreate => out.push_str("TRYCREATE"),
             Code::ReadOnly => out.push_str("READ-ONLY"),

@@ -17,11 +17,18 @@ impl Session {
     pub(crate) fn mailbox_name(&self, mailbox: &Mailbox<'_>) -> Option<String> {
         match mailbox {
             Mailbox::Inbox => Some("INBOX".into()),
-            Mailbox::Other(other) => {
-                let raw = String::from_utf8(other.as_ref().to_vec()).ok()?;
-                if self.utf8 { Some(raw) } else { Some(crate::utf7::decode_lenient(&raw)) }
-            }
+            Mailbox::Other(other) => self.raw_mailbox_name(other.as_ref()),
         }
+    }
+
+    /// [`Session::mailbox_name`] of a name as the client sent it, for commands the codec does
+    /// not parse: INBOX in any case is INBOX.
+    pub(crate) fn raw_mailbox_name(&self, raw: &[u8]) -> Option<String> {
+        if raw.eq_ignore_ascii_case(b"INBOX") {
+            return Some("INBOX".into());
+        }
+        let raw = String::from_utf8(raw.to_vec()).ok()?;
+        if self.utf8 { Some(raw) } else { Some(crate::utf7::decode_lenient(&raw)) }
     }
 
     /// A mailbox name as the client expects it: UTF-8 after IMAP4rev2 or UTF8=ACCEPT, modified

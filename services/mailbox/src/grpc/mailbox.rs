@@ -9,23 +9,23 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use secrecy::SecretString;
 use tern_proto::v1::{
-    self as pb, AppendRequest, AppendResponse, AuthenticateRequest, AuthenticateResponse, ChangesRequest,
-    ChangesResponse, ClaimRecentRequest, ClaimRecentResponse, CopyRequest, CopyResponse, CreateFolderRequest,
-    CreateFolderResponse, DeleteFolderRequest, DeleteFolderResponse, DeliverRequest, DeliverResponse, EnqueueRequest,
-    EnqueueResponse, ExpungeRequest, ExpungeResponse, FetchBodyRequest, FetchBodyResponse, FetchMessagesRequest,
-    FetchMessagesResponse, FlagsMode, Folder, FolderRef, GetQuotaRequest, GetQuotaResponse, ListFoldersRequest,
-    ListFoldersResponse, ListQueueRequest, ListQueueResponse, MailboxEvent, MessageMeta, MoveRequest, MoveResponse,
-    QueuedMessage, RecipientResult, RenameFolderRequest, RenameFolderResponse, ResolveRecipientRequest,
-    ResolveRecipientResponse, SelectRequest, SelectResponse, StatusRequest, StatusResponse, StoreFlagsRequest,
-    StoreFlagsResponse, SubscribeFolderRequest, SubscribeFolderResponse, append_request, deliver_request,
-    enqueue_request, mailbox_server::Mailbox,
+    self as pb, AppendAllResponse, AppendRequest, AppendResponse, AuthenticateRequest, AuthenticateResponse,
+    ChangesRequest, ChangesResponse, ClaimRecentRequest, ClaimRecentResponse, CopyRequest, CopyResponse,
+    CreateFolderRequest, CreateFolderResponse, DeleteFolderRequest, DeleteFolderResponse, DeliverRequest,
+    DeliverResponse, EnqueueRequest, EnqueueResponse, ExpungeRequest, ExpungeResponse, FetchBodyRequest,
+    FetchBodyResponse, FetchMessagesRequest, FetchMessagesResponse, FlagsMode, Folder, FolderRef, GetQuotaRequest,
+    GetQuotaResponse, ListFoldersRequest, ListFoldersResponse, ListQueueRequest, ListQueueResponse, MailboxEvent,
+    MessageMeta, MoveRequest, MoveResponse, QueuedMessage, RecipientResult, RenameFolderRequest, RenameFolderResponse,
+    ResolveRecipientRequest, ResolveRecipientResponse, SelectRequest, SelectResponse, StatusRequest, StatusResponse,
+    StoreFlagsRequest, StoreFlagsResponse, SubscribeFolderRequest, SubscribeFolderResponse, append_request,
+    deliver_request, enqueue_request, mailbox_server::Mailbox,
 };
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{account_pb, folder_pb, usage_pb};
 use crate::{
     error::MailboxError,
-    service::{FetchedMessage, MailboxService},
+    service::{FetchedMessage, MAX_APPEND_MESSAGES, MailboxService},
 };
 
 /// Bodies are streamed to clients in chunks of this size.
@@ -148,6 +148,60 @@ impl Mailbox for MailboxApi {
             uidvalidity: a.uidvalidity,
             uid: a.uid,
             modseq: a.modseq,
+        }))
+    }
+
+    async fn append_all(&self, req: Request<Streaming<AppendRequest>>) -> Rpc<AppendAllResponse> {
+        let mut stream = req.into_inner();
+        let limit = self.service.limits.max_message_bytes;
+        let mut target: Option<(u64, FolderRef)> = None;
+        let mut messages: Vec<(Vec<String>, i64, BytesMut)> = Vec::new();
+        while let Some(part) = stream.message().await?.and_then(|m| m.part) {
+            match part {
+                append_request::Part::Header(h) => {
+                    if h.size_hint > limit {
+                        return Err(MailboxError::TooLarge { size: h.size_hint, limit }.into());
+                    }
+                    if messages.len() >= MAX_APPEND_MESSAGES {
+                        let text = format!("more than {MAX_APPEND_MESSAGES} messages in one append");
+                        return Err(Status::invalid_argument(text));
+                    }
+                    let folder = folder_ref(h.folder)?;
+                    match &target {
+                        None => target = Some((h.account_id, folder)),
+                        Some(t) if *t == (h.account_id, folder) => {}
+                        Some(_) => {
+                            return Err(Status::invalid_argument("every message of one append goes to one folder"));
+                        }
+                    }
+                    messages.push((h.flags, h.internal_date, BytesMut::new()));
+                }
+                append_request::Part::Chunk(c) => {
+                    let Some((_, _, body)) = messages.last_mut() else {
+                        return Err(Status::invalid_argument("the first message must carry the header"));
+                    };
+                    if (body.len() + c.len()) as u64 > limit {
+                        return Err(MailboxError::TooLarge { size: (body.len() + c.len()) as u64, limit }.into());
+                    }
+                    body.extend_from_slice(&c);
+                }
+            }
+        }
+        let Some((account_id, folder)) = target else {
+            return Err(Status::invalid_argument("no message to append"));
+        };
+        let messages = messages.into_iter().map(|(flags, date, body)| (flags, date, body.freeze())).collect();
+        let appended = self.service.append_all(account_id, folder, messages).await?;
+        Ok(Response::new(AppendAllResponse {
+            appended: appended
+                .into_iter()
+                .map(|a| AppendResponse {
+                    folder_id: a.folder_id,
+                    uidvalidity: a.uidvalidity,
+                    uid: a.uid,
+                    modseq: a.modseq,
+                })
+                .collect(),
         }))
     }
 

@@ -21,7 +21,7 @@ use std::{path::Path, sync::Arc, thread};
 use futures::{StreamExt, stream::BoxStream};
 use prost::Message as _;
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
-use tern_proto::v1::{MailboxEvent, QueuedMessage};
+use tern_proto::v1::{FolderRef, MailboxEvent, QueuedMessage};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -805,6 +805,57 @@ impl MetadataStore for EmbeddedStore {
             Ok(results)
         })
         .await
+    }
+
+    async fn append_all(
+        &self,
+        account_id: u64,
+        folder: FolderRef,
+        messages: Vec<(NewMessage, Vec<String>)>,
+    ) -> Result<Vec<Appended>> {
+        // The closure's own result is the refusal, kept apart from storage failures so that
+        // the orphans it records commit.
+        self.write(move |txn, events| {
+            let outcome = (|| -> Result<Vec<Appended>> {
+                let account = load_account(&txn.open_table(ACCOUNTS)?, account_id)?
+                    .ok_or_else(|| MailboxError::not_found("account", account_id.to_string()))?;
+                let mut items = Vec::with_capacity(messages.len());
+                for (message, flags) in &messages {
+                    items.push((message, flags.as_slice(), next_id(txn, "email")?));
+                }
+                let view = TxnView { txn, account_id };
+                let (entry, appended) = log::append_all(&view, &account, &folder, &items)?;
+                if let Some(entry) = entry {
+                    commit(txn, account_id, entry, events)?;
+                }
+                Ok(appended)
+            })();
+            match outcome {
+                Err(e @ (MailboxError::Metadata(_) | MailboxError::Corrupt { .. })) => Err(e),
+                Ok(appended) => {
+                    let mut parsed = txn.open_table(PARSED)?;
+                    for (message, _) in &messages {
+                        let record = ParsedRecord::from(&message.parsed);
+                        parsed.insert(message.blob_id.as_str(), record.encode_to_vec().as_slice())?;
+                    }
+                    Ok(Ok(appended))
+                }
+                // Refused (over quota, unknown folder): the bodies stored for it are
+                // orphans unless other messages refer to them, as in `append`.
+                Err(refused) => {
+                    let refs = txn.open_table(BLOB_REFS)?;
+                    let mut orphans = txn.open_table(ORPHANS)?;
+                    for (message, _) in &messages {
+                        let id = message.blob_id.as_str();
+                        if refs.get(id)?.is_none() && orphans.get(id)?.is_none() {
+                            orphans.insert(id, now())?;
+                        }
+                    }
+                    Ok(Err(refused))
+                }
+            }
+        })
+        .await?
     }
 
     async fn watch(&self, account_id: u64) -> Result<BoxStream<'static, MailboxEvent>> {

@@ -369,23 +369,51 @@ pub fn append(
     message: &NewMessage,
     email_id: u64,
 ) -> Result<Step<Appended>> {
+    let (entry, mut appended) = append_all(view, account, folder, &[(message, flags, email_id)])?;
+    Ok((entry, appended.pop().expect("one message appended")))
+}
+
+/// Several stored bodies appended to one folder in one entry, so that all of them are there or
+/// none is (MULTIAPPEND, RFC 3502): each message `(body, normalised flags, EMAILID)` gets the
+/// next UID and a MODSEQ of its own, in the order given, and the quota counts them together.
+pub fn append_all(
+    view: &dyn View,
+    account: &AccountRecord,
+    folder: &FolderRef,
+    messages: &[(&NewMessage, &[String], u64)],
+) -> Result<Step<Vec<Appended>>> {
     let folder = resolve(view, folder)?;
-    quota_check(account, view.usage()?.bytes, message.size)?;
-    let record = MessageRecord {
-        uid: 0,
-        flags: flags.to_vec(),
-        modseq: 0,
-        size: message.size,
-        internal_date: message.internal_date,
-        blob_id: message.blob_id.clone(),
-        email_id,
-    };
+    let added = messages.iter().map(|(m, _, _)| m.size).fold(0u64, u64::saturating_add);
+    quota_check(account, view.usage()?.bytes, added)?;
     let mut d = Draft::new(view);
-    let m = d.insert_message(folder.id, record)?;
+    let mut inserted = Vec::with_capacity(messages.len());
+    for (message, flags, email_id) in messages {
+        let record = MessageRecord {
+            uid: 0,
+            flags: flags.to_vec(),
+            modseq: 0,
+            size: message.size,
+            internal_date: message.internal_date,
+            blob_id: message.blob_id.clone(),
+            email_id: *email_id,
+        };
+        inserted.push(d.insert_message(folder.id, record)?);
+    }
     let f = d.folder(folder.id)?.clone();
-    d.event(event(&f, EventKind::Append, m.modseq, vec![summary(&m)]));
-    let appended =
-        Appended { folder_id: f.id, folder_name: f.name, uidvalidity: f.uidvalidity, uid: m.uid, modseq: m.modseq };
+    // Each message is one change of the folder, with the MODSEQ it got, as with COPY.
+    for m in &inserted {
+        d.event(event(&f, EventKind::Append, m.modseq, vec![summary(m)]));
+    }
+    let appended = inserted
+        .iter()
+        .map(|m| Appended {
+            folder_id: f.id,
+            folder_name: f.name.clone(),
+            uidvalidity: f.uidvalidity,
+            uid: m.uid,
+            modseq: m.modseq,
+        })
+        .collect();
     Ok((Some(d.finish()), appended))
 }
 

@@ -420,6 +420,15 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     /// storage failure fails them all. When no op succeeds and nothing else refers to the body,
     /// the body is recorded as orphaned, so that garbage collection deletes it.
     async fn append(&self, message: NewMessage, ops: Vec<AppendOp>) -> Result<Vec<Result<Appended>>>;
+    /// Appends several messages to one folder of one account, all or none (MULTIAPPEND), through
+    /// [`log::append_all`]: one entry, so no reader ever sees some of them without the others.
+    /// When they are refused, the bodies that nothing else refers to are recorded as orphaned.
+    async fn append_all(
+        &self,
+        account_id: u64,
+        folder: FolderRef,
+        messages: Vec<(NewMessage, Vec<String>)>,
+    ) -> Result<Vec<Appended>>;
     /// Stores what [`MetadataStore::append`] will need of `message` before it can write an
     /// entry, and may store while the body is being written (the distributed backend puts the
     /// parsed structure then, so the two round trips overlap). `append` works without it.

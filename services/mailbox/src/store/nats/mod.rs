@@ -63,7 +63,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 use password_hash::rand_core::{OsRng, RngCore};
 use prost::Message as _;
-use tern_proto::v1::{MailboxEvent, QueuedMessage};
+use tern_proto::v1::{FolderRef, MailboxEvent, QueuedMessage};
 
 pub use self::connect::NatsConnection;
 use super::{
@@ -991,6 +991,35 @@ impl MetadataStore for NatsStore {
             }
         }
         Ok(results)
+    }
+
+    async fn append_all(
+        &self,
+        account_id: u64,
+        folder: FolderRef,
+        messages: Vec<(NewMessage, Vec<String>)>,
+    ) -> Result<Vec<Appended>> {
+        for (message, _) in &messages {
+            let staged = self.parsed_cache.lock().expect("parsed cache").contains_key(&message.blob_id);
+            if !staged {
+                self.stage(message).await?;
+            }
+        }
+        let account = self
+            .account(account_id)
+            .await?
+            .ok_or_else(|| MailboxError::not_found("account", account_id.to_string()))?;
+        // The EMAILIDs are drawn once, so that a retried build (a lost race) gives the same ones.
+        let messages: Vec<(NewMessage, Vec<String>, u64)> =
+            messages.into_iter().map(|(m, flags)| (m, flags, OsRng.next_u64() >> 1)).collect();
+        // Bodies of a refused append are left to the mark-and-sweep, which deletes every
+        // unreferenced object once it is old enough (see `counts_references`).
+        self.write(account_id, move |state| {
+            let items: Vec<(&NewMessage, &[String], u64)> =
+                messages.iter().map(|(m, flags, id)| (m, flags.as_slice(), *id)).collect();
+            log::append_all(&state.view(account_id), &account, &folder, &items)
+        })
+        .await
     }
 
     async fn stage(&self, message: &NewMessage) -> Result<()> {
