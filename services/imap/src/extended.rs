@@ -3,7 +3,9 @@
 //! RFC 5819, RFC 6154), SEARCH RETURN (ESEARCH, RFC 4731) and SORT RETURN (ESORT, RFC 5267)
 //! with SAVE and the `$` marker (SEARCHRES, RFC 5182) and PARTIAL (RFC 9394), the OBJECTID
 //! items EMAILID,
-//! THREADID and MAILBOXID (RFC 8474), FETCH PREVIEW (RFC 8970), and FETCH's PARTIAL modifier
+//! THREADID and MAILBOXID (RFC 8474), FETCH PREVIEW (RFC 8970), SAVEDATE's FETCH item and search
+//! keys (RFC 8514), MULTIAPPEND and CATENATE (framed here, parsed by [`crate::append`]), and
+//! FETCH's PARTIAL modifier
 //! (RFC 9394 section 3.3), whose range, when it is none, is refused with a text saying why.
 //!
 //! [`decode`] is the session's one entry point for turning bytes into a command. It asks
@@ -61,6 +63,8 @@ pub struct Extras {
     pub thread_id: bool,
     /// FETCH PREVIEW, with or without the LAZY modifier (RFC 8970).
     pub preview: bool,
+    /// FETCH SAVEDATE (RFC 8514).
+    pub save_date: bool,
     /// FETCH's PARTIAL modifier (RFC 9394 section 3.3): only the messages of the set (after
     /// CHANGEDSINCE) in this window of it are answered.
     pub partial: Option<Partial>,
@@ -314,10 +318,19 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
         Err(refused) => return Ok((end, Decoded::Refused { tag, text: refused.to_string() })),
     };
     let command = marked.as_deref().unwrap_or(original);
-    if marked.is_some()
+    let saved = if matches!(name.as_slice(), b"SEARCH" | b"SORT") {
+        match rewrite_saved_keys(command, &name) {
+            Ok(saved) => saved,
+            Err(text) => return Ok((end, Decoded::Refused { tag, text })),
+        }
+    } else {
+        None
+    };
+    let command = saved.as_deref().unwrap_or(command);
+    if (marked.is_some() || saved.is_some())
         && let Ok(([], decoded)) = CommandCodec::default().decode(command)
     {
-        let extras = Extras { last_result: true, ..Extras::default() };
+        let extras = Extras { last_result: marked.is_some(), ..Extras::default() };
         return Ok((end, Decoded::Command(decoded.into_static(), extras)));
     }
     let mut decoded = match name.as_slice() {
@@ -332,6 +345,63 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
         extras.last_result = marked.is_some();
     }
     Ok((end, decoded))
+}
+
+/// Writes SAVEDATE's search keys (RFC 8514) of a SEARCH or SORT (`name`) in terms the codec
+/// parses: `SAVEDBEFORE date` as a HEADER key standing for it (see [`crate::search::SAVED_KEYS`])
+/// and `SAVEDATESUPPORTED`, true of every Tern mailbox, as `ALL`. A key word that is the
+/// argument of another key (`SUBJECT SAVEDON`) stays as it is. None when there is no such key;
+/// the error's text says what is wrong with a date.
+fn rewrite_saved_keys(command: &[u8], name: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let words = words(command);
+    let atom = |w: Option<&Word>| match w {
+        Some(Word::Atom(a, b)) => Some(&command[*a..*b]),
+        _ => None,
+    };
+    // The keys come after the command's name (after the tag and any UID).
+    let Some(first) = words.iter().position(|w| atom(Some(w)).is_some_and(|a| a.eq_ignore_ascii_case(name))) else {
+        return Ok(None);
+    };
+    let mut spans = Vec::new();
+    for i in first + 1..words.len() {
+        let Some(word) = atom(words.get(i)) else { continue };
+        let word = word.to_ascii_uppercase();
+        let is_argument = |back: usize, keys: &[&[u8]]| {
+            i.checked_sub(back)
+                .and_then(|j| atom(words.get(j)))
+                .is_some_and(|a| keys.iter().any(|k| a.eq_ignore_ascii_case(k)))
+        };
+        if i > first + 1 && (is_argument(1, &STRING_KEYS) || is_argument(2, &[b"HEADER"])) {
+            continue;
+        }
+        let replacement = if word == b"SAVEDATESUPPORTED" {
+            b"ALL".to_vec()
+        } else if let Some((key, stand_in)) = crate::search::SAVED_KEYS.iter().find(|(key, _)| word == key.as_bytes()) {
+            match words.get(i + 1) {
+                Some(Word::Atom(a, b)) if crate::search::search_day(&command[*a..*b]).is_none() => {
+                    return Err(format!("{key} takes a date such as 1-Feb-2024"));
+                }
+                Some(_) => format!("HEADER \"{stand_in}\"").into_bytes(),
+                None => return Err(format!("{key} takes a date such as 1-Feb-2024")),
+            }
+        } else {
+            continue;
+        };
+        let Word::Atom(a, b) = words[i] else { continue };
+        spans.push((a, b, replacement));
+    }
+    if spans.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(command.len() + 16 * spans.len());
+    let mut from = 0;
+    for (a, b, replacement) in spans {
+        out.extend_from_slice(&command[from..a]);
+        out.extend_from_slice(&replacement);
+        from = b;
+    }
+    out.extend_from_slice(&command[from..]);
+    Ok(Some(out))
 }
 
 /// Why a command with `$` is refused before the codec sees it.
@@ -888,6 +958,8 @@ fn rewrite_fetch(command: &[u8], tag: &Tag<'static>) -> Result<Decoded, Error> {
             extras.thread_id = true;
         } else if item.eq_ignore_ascii_case(b"PREVIEW") {
             extras.preview = true;
+        } else if item.eq_ignore_ascii_case(b"SAVEDATE") {
+            extras.save_date = true;
         } else if extras.preview && item.eq_ignore_ascii_case(b"(LAZY)") {
             // PREVIEW's one modifier: Tern always has the preview at hand, so LAZY changes
             // nothing.
@@ -940,7 +1012,7 @@ fn rewrite_fetch(command: &[u8], tag: &Tag<'static>) -> Result<Decoded, Error> {
         Some(Err(e)) => return Ok(Decoded::Refused { tag: tag.clone(), text: e.to_string() }),
         None => tail.to_vec(),
     };
-    if !extras.email_id && !extras.thread_id && !extras.preview && extras.partial.is_none() {
+    if !extras.email_id && !extras.thread_id && !extras.preview && !extras.save_date && extras.partial.is_none() {
         return Err(Error::Failed);
     }
     let mut rewritten = command[..items_start].to_vec();

@@ -56,6 +56,24 @@ pub const SUPPORTED_CHARSETS: [&str; 2] = ["US-ASCII", "UTF-8"];
 
 const SECONDS_PER_DAY: i64 = 86_400;
 
+/// SAVEDATE's search keys (RFC 8514), which imap-codec does not parse: [`crate::extended`]
+/// writes `SAVEDBEFORE date` as `HEADER "SAVEDBEFORE " date`, and so on, a HEADER key whose
+/// field name has a space, which no header field can have (RFC 5322 section 2.2), so it never
+/// stands for a real header search.
+pub const SAVED_KEYS: [(&str, &str); 3] =
+    [("SAVEDBEFORE", "SAVEDBEFORE "), ("SAVEDON", "SAVEDON "), ("SAVEDSINCE", "SAVEDSINCE ")];
+
+/// Which SAVEDATE key a HEADER key stands for, if it is one of [`SAVED_KEYS`].
+fn saved_key(name: &[u8]) -> Option<&'static str> {
+    SAVED_KEYS.iter().find(|(_, stand_in)| name == stand_in.as_bytes()).map(|(key, _)| *key)
+}
+
+/// A search date (`1-Feb-2024`) in days since the epoch.
+pub fn search_day(text: &[u8]) -> Option<i64> {
+    let date = chrono::NaiveDate::parse_from_str(std::str::from_utf8(text).ok()?, "%d-%b-%Y").ok()?;
+    Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp().div_euclid(SECONDS_PER_DAY))
+}
+
 /// One message as seen by the search: its metadata, and the envelope and bytes when [`needs`]
 /// asked for them.
 pub struct Candidate<'a> {
@@ -71,6 +89,9 @@ pub struct Candidate<'a> {
     pub size: u64,
     /// The internal date in seconds since the Unix epoch.
     pub internal_date: i64,
+    /// When the message was saved into the mailbox (SAVEDATE), in seconds since the Unix
+    /// epoch; zero when unknown, and then the internal date stands in for it.
+    pub save_date: i64,
     /// Present when `needs()` asked for it.
     pub envelope: Option<&'a Envelope>,
     /// The raw message, present when `needs()` asked for it.
@@ -157,6 +178,7 @@ pub fn needs_all(keys: &[SearchKey<'_>]) -> Needs {
             | SearchKey::SentBefore(_)
             | SearchKey::SentOn(_)
             | SearchKey::SentSince(_) => out.envelope = true,
+            SearchKey::Header(name, _) if saved_key(name.as_ref()).is_some() => {}
             SearchKey::Header(..) | SearchKey::Body(_) | SearchKey::Text(_) => out.raw = true,
             SearchKey::SequenceSet(_)
             | SearchKey::All
@@ -363,6 +385,15 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             SearchKey::Bcc(s) => self.field_contains(Field::Bcc, s),
             SearchKey::Subject(s) => self.field_contains(Field::Subject, s),
 
+            SearchKey::Header(name, value) if let Some(key) = saved_key(name.as_ref()) => {
+                let date = if c.save_date != 0 { c.save_date } else { c.internal_date };
+                let saved = date.div_euclid(SECONDS_PER_DAY);
+                search_day(value.as_ref()).is_some_and(|day| match key {
+                    "SAVEDBEFORE" => saved < day,
+                    "SAVEDON" => saved == day,
+                    _ => saved >= day,
+                })
+            }
             SearchKey::Header(name, value) => self.header_contains(name, value),
             SearchKey::Body(s) => {
                 let needle = needle(s);
@@ -656,6 +687,7 @@ mod tests {
                 recent: false,
                 size: self.raw.len() as u64,
                 internal_date: self.internal_date,
+                save_date: 0,
                 envelope: needs.envelope.then_some(&self.envelope),
                 raw: needs.raw.then_some(&self.raw[..]),
             }

@@ -72,7 +72,15 @@ fn message(uid: u32) -> MessageRecord {
         internal_date: 1_733_000_000,
         blob_id: "b3f1c0ffee".into(),
         email_id: 900 + u64::from(uid),
+        // Added after the first fixtures: they hold the default, and `message_save_date.pb`
+        // the field.
+        save_date: 0,
     }
+}
+
+/// A message with the fields added since the first fixtures.
+fn message_save_date() -> MessageRecord {
+    MessageRecord { save_date: 1_733_000_500, ..message(13) }
 }
 
 fn address(name: &str, mailbox: &str) -> AddressRecord {
@@ -224,6 +232,7 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
         ("account.pb", account().encode_to_vec()),
         ("folder.pb", folder(6, "Junk", SpecialUse::Junk).encode_to_vec()),
         ("message.pb", message(12).encode_to_vec()),
+        ("message_save_date.pb", message_save_date().encode_to_vec()),
         ("parsed.pb", parsed().encode_to_vec()),
         ("change.pb", change().encode_to_vec()),
         ("log_entry.pb", log_entry().encode_to_vec()),
@@ -252,6 +261,7 @@ fn records_written_before_decode_unchanged() {
     check("account.pb", account());
     check("folder.pb", folder(6, "Junk", SpecialUse::Junk));
     check("message.pb", message(12));
+    check("message_save_date.pb", message_save_date());
     check("parsed.pb", parsed());
     check("change.pb", change());
     check("log_entry.pb", log_entry());

@@ -275,6 +275,7 @@ impl Session {
         // and a client resynchronising its flags sends exactly that FETCH most often.
         let local_only = !self.extras.email_id
             && !self.extras.preview
+            && !self.extras.save_date
             && items.iter().all(|i| {
                 matches!(i, MessageDataItemName::Uid | MessageDataItemName::Flags | MessageDataItemName::ModSeq)
             });
@@ -413,6 +414,9 @@ impl Session {
                 let text = raw.as_deref().and_then(fetch::preview);
                 extras.push(FetchExtra::Preview { text, utf8: self.utf8 });
             }
+            if self.extras.save_date {
+                extras.push(FetchExtra::SaveDate(meta.save_date));
+            }
             self.send(Response::Fetch { seq, items: built, extras });
         }
         self.ok(tag, if by_uid { "UID FETCH completed" } else { "FETCH completed" });
@@ -516,6 +520,7 @@ impl Session {
                 recent: recent[i],
                 size: meta.size,
                 internal_date: meta.internal_date,
+                save_date: meta.save_date,
                 envelope: meta.envelope.as_ref(),
                 raw: raw.as_deref(),
             };

@@ -490,6 +490,7 @@ impl Session {
             "PARTIAL",
             "MULTIAPPEND",
             "CATENATE",
+            "SAVEDATE",
         ]);
         if self.account.is_some() && !self.conn.is_compressed() {
             caps.push("COMPRESS=DEFLATE");

@@ -156,6 +156,8 @@ pub(crate) enum FetchExtra {
         text: Option<String>,
         utf8: bool,
     },
+    /// SAVEDATE (RFC 8514), in seconds since the Unix epoch; zero (unknown) is NIL.
+    SaveDate(i64),
 }
 
 /// ESEARCH's answer to SEARCH RETURN or SORT RETURN (RFC 4731, RFC 5267).
@@ -455,6 +457,11 @@ impl FetchExtra {
         match self {
             FetchExtra::EmailId(id) => format!("EMAILID ({id})"),
             FetchExtra::ThreadIdNil => "THREADID NIL".into(),
+            FetchExtra::SaveDate(0) => "SAVEDATE NIL".into(),
+            FetchExtra::SaveDate(secs) => match chrono::DateTime::from_timestamp(*secs, 0) {
+                Some(t) => format!("SAVEDATE \"{}\"", t.format("%d-%b-%Y %H:%M:%S +0000")),
+                None => "SAVEDATE NIL".into(),
+            },
             FetchExtra::Preview { text: None, .. } => "PREVIEW NIL".into(),
             // Without UTF-8 quoted strings (RFC 6855), 8-bit text goes in a literal.
             FetchExtra::Preview { text: Some(t), utf8 } if !t.is_ascii() && !utf8 => {

@@ -278,6 +278,7 @@ impl Mailbox for MailboxApi {
                     internal_date: m.internal_date,
                     blob_id: m.blob_id,
                     email_id: format!("M{:016x}", m.email_id),
+                    save_date: m.save_date,
                     envelope,
                     body,
                 }

@@ -102,8 +102,10 @@ impl<'a> Draft<'a> {
         self.changed.insert(f.id, f);
     }
 
-    /// Adds a message to a folder under a new UID and a new MODSEQ (invariants 1 and 2).
+    /// Adds a message to a folder under a new UID and a new MODSEQ (invariants 1 and 2), saved
+    /// now (SAVEDATE: a copy or a move is saved anew).
     fn insert_message(&mut self, folder_id: u64, mut m: MessageRecord) -> Result<MessageRecord> {
+        m.save_date = super::now();
         let folder = self.folder(folder_id)?;
         m.uid = folder.uidnext;
         folder.uidnext = folder
@@ -396,6 +398,7 @@ pub fn append_all(
             internal_date: message.internal_date,
             blob_id: message.blob_id.clone(),
             email_id: *email_id,
+            save_date: 0,
         };
         inserted.push(d.insert_message(folder.id, record)?);
     }
