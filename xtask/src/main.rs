@@ -120,7 +120,7 @@ fn test_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(u64, u64)> 
 /// The Debian packages the real-client tests need, every one named, because `--no-install-recommends`
 /// (which keeps CI's installs small) leaves out what the clients only recommend: swaks merely
 /// recommends the Perl TLS modules, without which it cannot do STARTTLS or implicit TLS.
-const CLIENT_PACKAGES: [&str; 6] = [
+const CLIENT_PACKAGES: [&str; 12] = [
     "swaks",
     // swaks's TLS (`--tls`, `--tls-on-connect`).
     "libnet-ssleay-perl",
@@ -130,19 +130,64 @@ const CLIENT_PACKAGES: [&str; 6] = [
     "isync",
     // offlineimap (Python 3; its TLS is Python's ssl).
     "offlineimap3",
+    // Roundcube webmail (`tests/webmail.rs`), served by PHP's built-in web server (php-cli)
+    // with its database in SQLite (php-sqlite3), and the headless browser that drives it.
+    "roundcube-core",
+    "roundcube-sqlite3",
+    "php-cli",
+    "php-sqlite3",
+    "chromium",
+    "chromium-driver",
 ];
 
-/// Installs the packages of [`CLIENT_PACKAGES`] that are missing.
+/// The answers Debian's packages of [`CLIENT_PACKAGES`] would otherwise ask for: the webmail
+/// test gives Roundcube a database of its own, so dbconfig-common is not to set one up.
+const CLIENT_DEBCONF: &str = "roundcube-core roundcube/dbconfig-install boolean false\n";
+
+/// Installs the packages of [`CLIENT_PACKAGES`] that are missing, without questions.
 fn install_clients() -> anyhow::Result<()> {
     let missing: Vec<&str> = CLIENT_PACKAGES.into_iter().filter(|package| !deb_installed(package)).collect();
     if missing.is_empty() {
         return Ok(());
     }
+    preseed(CLIENT_DEBCONF)?;
     let mut args = vec!["install", "-y", "--no-install-recommends"];
     args.extend(&missing);
-    if run("apt-get", &args).is_err() {
-        run("apt-get", &["update"])?;
-        run("apt-get", &args)?;
+    if apt_get(&args).is_err() {
+        apt_get(&["update"])?;
+        apt_get(&args)?;
+    }
+    Ok(())
+}
+
+/// Runs `apt-get args` with debconf's non-interactive front end, so that no package's question
+/// waits for an answer that CI cannot give.
+fn apt_get(args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("$ DEBIAN_FRONTEND=noninteractive apt-get {}", args.join(" "));
+    let status = Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("cannot run apt-get")?;
+    if !status.success() {
+        bail!("apt-get {} failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Gives debconf the answers in `selections` (debconf-set-selections lines) before the
+/// packages that ask for them are installed.
+fn preseed(selections: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    eprintln!("$ debconf-set-selections <<< {:?}", selections.trim());
+    let mut child = Command::new("debconf-set-selections")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run debconf-set-selections")?;
+    child.stdin.take().context("no stdin")?.write_all(selections.as_bytes())?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("debconf-set-selections failed with {status}");
     }
     Ok(())
 }
@@ -186,6 +231,42 @@ fn check_clients() -> anyhow::Result<()> {
         bail!(
             "`offlineimap --version` does not give a version: install the Debian package offlineimap3.\nIt says:\n{version}"
         );
+    }
+    // Roundcube: Debian's layout, which the webmail test serves from and configures, and the
+    // PHP extensions it needs for its SQLite database and its pages.
+    for file in [
+        "/var/lib/roundcube/public_html/index.php",
+        "/etc/roundcube/defaults.inc.php",
+        "/usr/share/roundcube/SQL/sqlite.initial.sql",
+    ] {
+        if !std::path::Path::new(file).is_file() {
+            bail!("{file} is missing, which the webmail test needs: install the Debian package roundcube-core");
+        }
+    }
+    client_output(
+        "php",
+        &[
+            "-r",
+            "foreach (['pdo_sqlite', 'mbstring', 'intl', 'dom'] as $e) \
+             { if (!extension_loaded($e)) { echo \"no PHP extension $e\\n\"; exit(1); } } echo PHP_VERSION;",
+        ],
+        "roundcube-sqlite3 (php-sqlite3, php-mbstring, php-intl, php-xml)",
+    )?;
+    // chromedriver drives only the Chromium of its own major version.
+    let chromium = client_output("chromium", &["--version"], "chromium")?;
+    let driver = client_output("chromedriver", &["--version"], "chromium-driver")?;
+    let major = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(name))
+            .and_then(|rest| rest.trim().split('.').next().map(str::to_string))
+    };
+    match (major(&chromium, "Chromium "), major(&driver, "ChromeDriver ")) {
+        (Some(browser), Some(driver)) if browser == driver => {}
+        _ => bail!(
+            "chromium and chromedriver are not of one version, which the webmail test needs: install the \
+             Debian packages chromium and chromium-driver together.\n`chromium --version` says:\n{chromium}\n\
+             `chromedriver --version` says:\n{driver}"
+        ),
     }
     // Python's smtplib, poplib and imaplib over TLS, which other client tests use.
     client_output("python3", &["-c", "import ssl, smtplib, poplib, imaplib; print(ssl.OPENSSL_VERSION)"], "python3")?;
