@@ -107,7 +107,7 @@ mod tests {
 /// The methods that only read: a call to one of them that failed in transit may be sent again
 /// to another mailbox replica (`tern_runtime::rpc`). Every other method writes, and is sent
 /// again only when it was never sent at all.
-const READ_ONLY: [&str; 20] = [
+const READ_ONLY: [&str; 21] = [
     "/tern.mailbox.v1.Mailbox/Authenticate",
     "/tern.mailbox.v1.Mailbox/ResolveRecipient",
     "/tern.mailbox.v1.Mailbox/ListFolders",
@@ -118,6 +118,7 @@ const READ_ONLY: [&str; 20] = [
     "/tern.mailbox.v1.Mailbox/Changes",
     "/tern.mailbox.v1.Mailbox/Watch",
     "/tern.mailbox.v1.Mailbox/GetQuota",
+    "/tern.mailbox.v1.Mailbox/GetMetadata",
     "/tern.mailbox.v1.Mailbox/ListQueue",
     "/tern.mailbox.v1.Mailbox/FetchQueuedBody",
     "/tern.mailbox.v1.Mailbox/GetSigningKey",

@@ -612,6 +612,52 @@ async fn append_all_appends_every_message_or_none() {
     assert_eq!(folder(&mut mail, dave, "Sent").await.messages, 0);
 }
 
+/// METADATA's storage: a folder's and the server's annotations are kept apart, names are
+/// canonical, and the limits on a value's size and on the number of entries are answered as
+/// values, with nothing written.
+#[tokio::test]
+async fn metadata_limits_are_answers_and_write_nothing() {
+    use tern_proto::v1::{GetMetadataRequest, MetadataChange, SetMetadataRequest};
+    let Fixture { server: _server, mut mail, alice, .. } = fixture(Limits::default()).await;
+    let change = |name: String, value: &str| MetadataChange { name, value: value.into(), remove: false };
+    let set = |folder: &str, changes: Vec<MetadataChange>| SetMetadataRequest {
+        account_id: alice,
+        folder: folder.into(),
+        changes,
+    };
+    let names = |folder: &str| GetMetadataRequest { account_id: alice, folder: folder.into() };
+
+    let full: Vec<MetadataChange> = (0..100).map(|i| change(format!("/Private/N{i:03}"), "x")).collect();
+    let r = mail.set_metadata(set("INBOX", full)).await.unwrap().into_inner();
+    assert_eq!((r.max_size, r.too_many), (0, false));
+    let one_more = set("INBOX", vec![change("/private/extra".into(), "x")]);
+    assert!(mail.set_metadata(one_more).await.unwrap().into_inner().too_many);
+    // Changing an entry, or removing one and adding another, stays within the limit.
+    let swap = vec![
+        MetadataChange { name: "/private/n000".into(), value: vec![], remove: true },
+        change("/private/new".into(), "y"),
+    ];
+    assert!(!mail.set_metadata(set("INBOX", swap)).await.unwrap().into_inner().too_many);
+    let inbox = mail.get_metadata(names("INBOX")).await.unwrap().into_inner().entries;
+    assert_eq!(inbox.len(), 100);
+    assert!(inbox.windows(2).all(|w| w[0].name < w[1].name), "sorted by name");
+    assert!(inbox.iter().all(|e| e.name != "/private/extra" && e.name != "/private/n000"));
+
+    let big = "v".repeat(64 * 1024 + 1);
+    let r = mail.set_metadata(set("", vec![change("/shared/comment".into(), &big)])).await.unwrap().into_inner();
+    assert_eq!(r.max_size, 64 * 1024);
+    mail.set_metadata(set("", vec![change("/shared/comment".into(), "server")])).await.unwrap();
+    let server = mail.get_metadata(names("")).await.unwrap().into_inner().entries;
+    assert_eq!(
+        server.iter().map(|e| (e.name.as_str(), e.value.as_slice())).collect::<Vec<_>>(),
+        [("/shared/comment", &b"server"[..])]
+    );
+
+    let bad = set("INBOX", vec![change("/public/x".into(), "x")]);
+    expect_error(mail.set_metadata(bad).await, Code::InvalidArgument, ErrorReason::InvalidArgument);
+    expect_error(mail.get_metadata(names("Nope")).await, Code::NotFound, ErrorReason::NotFound);
+}
+
 #[tokio::test]
 async fn multi_recipient_delivery_with_one_recipient_over_quota() {
     let Fixture { server, mut mail, mut admin, alice } = fixture(Limits::default()).await;

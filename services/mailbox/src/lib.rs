@@ -16,6 +16,7 @@ pub mod error;
 pub mod flags;
 pub mod folder_name;
 pub mod grpc;
+pub mod metadata;
 pub mod password;
 pub mod position;
 pub mod records;

@@ -72,6 +72,10 @@ pub struct Limits {
     pub blob_grace: Duration,
     /// Memory for recently read small bodies (immutable, so never stale); 0 turns it off.
     pub blob_cache_bytes: usize,
+    /// Longest IMAP METADATA value, in octets (RFC 5464's MAXSIZE).
+    pub max_metadata_value: u64,
+    /// Most METADATA entries on one mailbox, and on the server of one account (TOOMANY).
+    pub max_metadata_entries: usize,
 }
 
 impl Default for Limits {
@@ -83,6 +87,8 @@ impl Default for Limits {
             auth_window: Duration::from_secs(300),
             blob_grace: Duration::from_secs(3600),
             blob_cache_bytes: 8 * 1024 * 1024,
+            max_metadata_value: 64 * 1024,
+            max_metadata_entries: 100,
         }
     }
 }

@@ -15,7 +15,7 @@ use prost::Message;
 use tern_mailbox::records::{
     AccountRecord, AccountSnapshot, AddressRecord, BodyPartRecord, ChangeRecord, DomainRecord, EnvelopeRecord,
     EventKind, EventMessage, EventRecord, Expunged, FolderMessage, FolderRecord, FolderSnapshot, LogEntry,
-    MessageRecord, ParamRecord, ParsedRecord, Pop3DeletePolicy, SpecialUse,
+    MessageRecord, MetadataEntry, ParamRecord, ParsedRecord, Pop3DeletePolicy, SpecialUse,
 };
 
 fn dir() -> PathBuf {
@@ -42,6 +42,8 @@ fn account() -> AccountRecord {
         suspended: true,
         aliases: vec!["a@example.org".into(), "liddell@example.org".into()],
         pop3_delete: Pop3DeletePolicy::Keep as i32,
+        // Added after the first fixtures, as `folder.metadata` was: the `*_metadata.pb` fixtures hold them.
+        metadata: vec![],
     }
 }
 
@@ -60,7 +62,19 @@ fn folder(id: u64, name: &str, special_use: SpecialUse) -> FolderRecord {
         deleted: 2,
         size: 1_234_567,
         recent_uid: 41,
+        metadata: vec![],
     }
+}
+
+/// IMAP METADATA annotations, on an account (the server's) and on a folder.
+fn with_metadata() -> (AccountRecord, FolderRecord) {
+    let entries = vec![
+        MetadataEntry { name: "/private/comment".into(), value: b"mine".to_vec() },
+        MetadataEntry { name: "/shared/vendor/tern/x".into(), value: vec![0, 1, 2] },
+    ];
+    let account = AccountRecord { metadata: entries.clone(), ..account() };
+    let folder = FolderRecord { metadata: entries, ..folder(5, "Lists", SpecialUse::None) };
+    (account, folder)
 }
 
 fn message(uid: u32) -> MessageRecord {
@@ -233,6 +247,8 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
         ("folder.pb", folder(6, "Junk", SpecialUse::Junk).encode_to_vec()),
         ("message.pb", message(12).encode_to_vec()),
         ("message_save_date.pb", message_save_date().encode_to_vec()),
+        ("account_metadata.pb", with_metadata().0.encode_to_vec()),
+        ("folder_metadata.pb", with_metadata().1.encode_to_vec()),
         ("parsed.pb", parsed().encode_to_vec()),
         ("change.pb", change().encode_to_vec()),
         ("log_entry.pb", log_entry().encode_to_vec()),
@@ -262,6 +278,8 @@ fn records_written_before_decode_unchanged() {
     check("folder.pb", folder(6, "Junk", SpecialUse::Junk));
     check("message.pb", message(12));
     check("message_save_date.pb", message_save_date());
+    check("account_metadata.pb", with_metadata().0);
+    check("folder_metadata.pb", with_metadata().1);
     check("parsed.pb", parsed());
     check("change.pb", change());
     check("log_entry.pb", log_entry());

@@ -317,6 +317,9 @@ pub struct LimitsConfig {
     pub blob_grace_secs: u64,
     /// Memory for recently read small message bodies.
     pub blob_cache_bytes: usize,
+    /// Longest IMAP METADATA value, and most entries on one mailbox (or the server).
+    pub max_metadata_value: u64,
+    pub max_metadata_entries: usize,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -381,6 +384,8 @@ impl Default for LimitsConfig {
             auth_window_secs: l.auth_window.as_secs(),
             blob_grace_secs: l.blob_grace.as_secs(),
             blob_cache_bytes: l.blob_cache_bytes,
+            max_metadata_value: l.max_metadata_value,
+            max_metadata_entries: l.max_metadata_entries,
         }
     }
 }
@@ -394,6 +399,8 @@ impl LimitsConfig {
             auth_window: Duration::from_secs(self.auth_window_secs),
             blob_grace: Duration::from_secs(self.blob_grace_secs),
             blob_cache_bytes: self.blob_cache_bytes,
+            max_metadata_value: self.max_metadata_value,
+            max_metadata_entries: self.max_metadata_entries,
         }
     }
 }

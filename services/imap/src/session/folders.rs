@@ -192,6 +192,10 @@ impl Session {
                 Flow::Continue
             }
             CommandBody::Subscribe { mailbox } => self.subscribe(tag, mailbox, true).await,
+            CommandBody::GetMetadata { options, mailbox, entries } => {
+                self.get_metadata(tag, options, mailbox, entries).await
+            }
+            CommandBody::SetMetadata { mailbox, entry_values } => self.set_metadata(tag, mailbox, entry_values).await,
             CommandBody::Unsubscribe { mailbox } => self.subscribe(tag, mailbox, false).await,
             CommandBody::Append { mailbox, flags, date, message } => {
                 let mailbox = match mailbox {

@@ -13,6 +13,7 @@ mod auth;
 mod folders;
 mod idle;
 mod messages;
+mod metadata;
 mod response;
 mod selected;
 mod view;
@@ -491,6 +492,7 @@ impl Session {
             "MULTIAPPEND",
             "CATENATE",
             "SAVEDATE",
+            "METADATA",
         ]);
         if self.account.is_some() && !self.conn.is_compressed() {
             caps.push("COMPRESS=DEFLATE");

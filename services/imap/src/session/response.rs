@@ -72,6 +72,8 @@ pub(crate) enum Code {
     },
     /// CATENATE's BADURL (RFC 4469 section 6): the URL that could not be used.
     BadUrl(String),
+    /// METADATA's codes (RFC 5464 section 4): `LONGENTRIES n`, `MAXSIZE n`, `TOOMANY`.
+    Metadata(String),
     /// CONDSTORE's MODIFIED: message numbers or UIDs, as the command named them.
     Modified(Vec<u32>),
     TryCreate,
@@ -126,6 +128,7 @@ impl Code {
             }
             Code::AppendUid { validity, uids } => out.push_str(&format!("APPENDUID {validity} {}", uid_set(uids))),
             Code::BadUrl(url) => out.push_str(&format!("BADURL {url}")),
+            Code::Metadata(what) => out.push_str(&format!("METADATA {what}")),
             Code::Modified(set) => out.push_str(&format!("MODIFIED {}", uid_set(set))),
             Code::TryCreate => out.push_str("TRYCREATE"),
             Code::ReadOnly => out.push_str("READ-ONLY"),
@@ -238,6 +241,12 @@ pub(crate) enum Response {
     /// QUOTA of the one root: used and limit, in KiB, or no limit.
     Quota(Option<(u64, u64)>),
     QuotaRoot(String),
+    /// METADATA of a mailbox (or of the server, named ""): entries and their values, NIL for
+    /// one that is not there.
+    Metadata {
+        mailbox: String,
+        entries: Vec<(String, Option<Vec<u8>>)>,
+    },
     /// A continuation request.
     Continue(&'static str),
 }
@@ -285,6 +294,24 @@ impl Response {
                 }
             }
             Response::Continue(text) => line(out, &format!("+ {text}")),
+            Response::Metadata { mailbox, entries } => {
+                out.extend_from_slice(format!("* METADATA {} (", astring(mailbox)).as_bytes());
+                for (i, (name, value)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b' ');
+                    }
+                    // Entry names go out as atoms when they can, as clients' examples show them.
+                    let atom = name.bytes().all(|b| b > 0x20 && b < 0x7f && !b"(){%*\"\\".contains(&b));
+                    if atom {
+                        out.extend_from_slice(name.as_bytes())
+                    } else {
+                        out.extend_from_slice(astring(name).as_bytes())
+                    }
+                    out.push(b' ');
+                    metadata_value(out, value.as_deref());
+                }
+                out.extend_from_slice(b")\r\n");
+            }
             other => line(out, &format!("* {}", other.render())),
         }
     }
@@ -413,7 +440,7 @@ impl Response {
             Response::Quota(Some((used, limit))) => format!("QUOTA \"\" (STORAGE {used} {limit})"),
             Response::Quota(None) => "QUOTA \"\" ()".into(),
             Response::QuotaRoot(name) => format!("QUOTAROOT {} \"\"", astring(name)),
-            Response::Fetch { .. } | Response::Continue(_) => String::new(),
+            Response::Fetch { .. } | Response::Continue(_) | Response::Metadata { .. } => String::new(),
         }
     }
 }
@@ -583,6 +610,24 @@ pub(crate) fn ordered_set(ids: &[u32]) -> String {
 /// The OBJECTID of a folder (RFC 8474): folder ids are never reused, and RENAME keeps them.
 pub(crate) fn mailbox_id(folder_id: u64) -> String {
     format!("F{folder_id:016x}")
+}
+
+/// A METADATA value: NIL, a quoted string when it is short printable text, a literal otherwise
+/// (a literal8 when it holds a NUL, which only binary literals may, RFC 5464 section 5).
+fn metadata_value(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    let Some(value) = value else {
+        out.extend_from_slice(b"NIL");
+        return;
+    };
+    if value.len() <= 1024 && value.iter().all(|b| (0x20..0x7f).contains(b) && *b != b'"' && *b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(value);
+        out.push(b'"');
+        return;
+    }
+    let tilde = if value.contains(&0) { "~" } else { "" };
+    out.extend_from_slice(format!("{tilde}{{{}}}\r\n", value.len()).as_bytes());
+    out.extend_from_slice(value);
 }
 
 /// Quotes a string for a response: a quoted string when it can be one, a literal otherwise.

@@ -103,6 +103,7 @@ impl Admin for AdminApi {
                 quota_bytes: r.quota_bytes,
                 suspended: r.suspended,
                 pop3_delete: r.pop3_delete.map(|p| pb::Pop3DeletePolicy::try_from(p).unwrap_or_default()),
+                metadata: None,
             })
             .await?;
         Ok(Response::new(account_pb(a)))

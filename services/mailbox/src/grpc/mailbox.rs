@@ -13,18 +13,20 @@ use tern_proto::v1::{
     ChangesRequest, ChangesResponse, ClaimRecentRequest, ClaimRecentResponse, CopyRequest, CopyResponse,
     CreateFolderRequest, CreateFolderResponse, DeleteFolderRequest, DeleteFolderResponse, DeliverRequest,
     DeliverResponse, EnqueueRequest, EnqueueResponse, ExpungeRequest, ExpungeResponse, FetchBodyRequest,
-    FetchBodyResponse, FetchMessagesRequest, FetchMessagesResponse, FlagsMode, Folder, FolderRef, GetQuotaRequest,
-    GetQuotaResponse, ListFoldersRequest, ListFoldersResponse, ListQueueRequest, ListQueueResponse, MailboxEvent,
-    MessageMeta, MoveRequest, MoveResponse, QueuedMessage, RecipientResult, RenameFolderRequest, RenameFolderResponse,
-    ResolveRecipientRequest, ResolveRecipientResponse, SelectRequest, SelectResponse, StatusRequest, StatusResponse,
-    StoreFlagsRequest, StoreFlagsResponse, SubscribeFolderRequest, SubscribeFolderResponse, append_request,
-    deliver_request, enqueue_request, mailbox_server::Mailbox,
+    FetchBodyResponse, FetchMessagesRequest, FetchMessagesResponse, FlagsMode, Folder, FolderRef, GetMetadataRequest,
+    GetMetadataResponse, GetQuotaRequest, GetQuotaResponse, ListFoldersRequest, ListFoldersResponse, ListQueueRequest,
+    ListQueueResponse, MailboxEvent, MessageMeta, MoveRequest, MoveResponse, QueuedMessage, RecipientResult,
+    RenameFolderRequest, RenameFolderResponse, ResolveRecipientRequest, ResolveRecipientResponse, SelectRequest,
+    SelectResponse, SetMetadataRequest, SetMetadataResponse, StatusRequest, StatusResponse, StoreFlagsRequest,
+    StoreFlagsResponse, SubscribeFolderRequest, SubscribeFolderResponse, append_request, deliver_request,
+    enqueue_request, mailbox_server::Mailbox,
 };
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{account_pb, folder_pb, usage_pb};
 use crate::{
     error::MailboxError,
+    metadata::Refusal,
     service::{FetchedMessage, MAX_APPEND_MESSAGES, MailboxService},
 };
 
@@ -202,6 +204,24 @@ impl Mailbox for MailboxApi {
                     modseq: a.modseq,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn get_metadata(&self, req: Request<GetMetadataRequest>) -> Rpc<GetMetadataResponse> {
+        let r = req.into_inner();
+        let entries = self.service.get_metadata(r.account_id, &r.folder).await?;
+        Ok(Response::new(GetMetadataResponse {
+            entries: entries.into_iter().map(|e| pb::MetadataEntry { name: e.name, value: e.value }).collect(),
+        }))
+    }
+
+    async fn set_metadata(&self, req: Request<SetMetadataRequest>) -> Rpc<SetMetadataResponse> {
+        let r = req.into_inner();
+        let changes = r.changes.into_iter().map(|c| (c.name, (!c.remove).then_some(c.value))).collect();
+        Ok(Response::new(match self.service.set_metadata(r.account_id, &r.folder, changes).await? {
+            None => SetMetadataResponse::default(),
+            Some(Refusal::MaxSize(limit)) => SetMetadataResponse { max_size: limit, too_many: false },
+            Some(Refusal::TooMany) => SetMetadataResponse { max_size: 0, too_many: true },
         }))
     }
 

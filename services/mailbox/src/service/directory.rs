@@ -196,6 +196,7 @@ impl MailboxService {
             suspended: false,
             aliases: vec![],
             pop3_delete: 0,
+            metadata: vec![],
         };
         let a = self.store.create_account(record).await?;
         tracing::info!(address = %a.address, "mailbox created");

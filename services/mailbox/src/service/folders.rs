@@ -16,8 +16,9 @@ use super::MailboxService;
 use crate::{
     error::{MailboxError, Result},
     flags, folder_name,
-    records::{FolderRecord, MessageRecord, ParsedRecord},
-    store::{Changes, CopyOutcome, FlagsOutcome, FolderList},
+    metadata::{self, Refusal},
+    records::{FolderRecord, MessageRecord, MetadataEntry, ParsedRecord},
+    store::{AccountChanges, Changes, CopyOutcome, FlagsOutcome, FolderList},
 };
 
 /// A folder as STATUS reports it: its record and the messages that are \Recent for the
@@ -94,6 +95,60 @@ impl MailboxService {
             self.store.copy(account_id, inbox.id, batch, &FolderRef::id(dest.id), true).await?;
         }
         self.store.folder(account_id, &FolderRef::id(dest.id)).await
+    }
+
+    /// The annotations (IMAP METADATA, RFC 5464) of a folder, or of the account's server when
+    /// `folder` is empty, sorted by name.
+    pub async fn get_metadata(&self, account_id: u64, folder: &str) -> Result<Vec<MetadataEntry>> {
+        if folder.is_empty() {
+            let account = self.store.account(account_id).await?;
+            return Ok(account.ok_or_else(|| MailboxError::not_found("account", account_id.to_string()))?.metadata);
+        }
+        let name = folder_name::canonical(folder)?;
+        Ok(self.store.folder(account_id, &FolderRef::name(name)).await?.metadata)
+    }
+
+    /// Sets (a value) and removes (`None`) annotations of a folder, or of the account's server
+    /// when `folder` is empty, all or none. A limit passed is answered as a [`Refusal`], with
+    /// nothing written; a name that is not one is an error.
+    ///
+    /// The server's annotations are kept in the account's record, which is written whole, so
+    /// two clients of one account setting server annotations at the same moment may lose one
+    /// of the writes; a folder's are written to the account's log like any folder change.
+    pub async fn set_metadata(
+        &self,
+        account_id: u64,
+        folder: &str,
+        changes: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<Option<Refusal>> {
+        let (max_value, max_entries) = (self.limits.max_metadata_value, self.limits.max_metadata_entries);
+        let mut canonical = Vec::with_capacity(changes.len());
+        for (name, value) in changes {
+            if value.as_ref().is_some_and(|v| v.len() as u64 > max_value) {
+                return Ok(Some(Refusal::MaxSize(max_value)));
+            }
+            canonical.push((metadata::canonical_name(&name)?, value));
+        }
+        if !folder.is_empty() {
+            let name = folder_name::canonical(folder)?;
+            let applied = self.store.set_folder_metadata(account_id, &name, canonical, max_entries).await?;
+            return Ok((!applied).then_some(Refusal::TooMany));
+        }
+        let account = self
+            .store
+            .account(account_id)
+            .await?
+            .ok_or_else(|| MailboxError::not_found("account", account_id.to_string()))?;
+        let mut entries = account.metadata.clone();
+        metadata::apply(&mut entries, &canonical);
+        if entries.len() > max_entries && entries.len() > account.metadata.len() {
+            return Ok(Some(Refusal::TooMany));
+        }
+        if entries != account.metadata {
+            let changes = AccountChanges { address: account.address, metadata: Some(entries), ..Default::default() };
+            self.store.update_account(changes).await?;
+        }
+        Ok(None)
     }
 
     /// Subscribes to an existing folder, or unsubscribes from a name, folder or not.

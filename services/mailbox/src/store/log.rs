@@ -348,6 +348,30 @@ pub fn subscribe_folder(view: &dyn View, name: &str, subscribed: bool) -> Result
     Ok((Some(d.finish()), ()))
 }
 
+/// Sets and removes (a `None` value) annotations of the folder `name` (IMAP SETMETADATA): the
+/// changes are applied in order to the folder's sorted list. Answers false, and writes nothing,
+/// when the folder would then have more than `max_entries`. Names must be canonical already
+/// (see [`crate::metadata::canonical_name`]).
+pub fn set_folder_metadata(
+    view: &dyn View,
+    name: &str,
+    changes: &[(String, Option<Vec<u8>>)],
+    max_entries: usize,
+) -> Result<Step<bool>> {
+    let mut f = view.folder_named(name)?.ok_or_else(|| MailboxError::not_found("folder", name))?;
+    let before = f.metadata.clone();
+    crate::metadata::apply(&mut f.metadata, changes);
+    if f.metadata.len() > max_entries && f.metadata.len() > before.len() {
+        return Ok((None, false));
+    }
+    if f.metadata == before {
+        return Ok((None, true));
+    }
+    let mut d = Draft::new(view);
+    d.put_folder(f);
+    Ok((Some(d.finish()), true))
+}
+
 /// Claims the folder's messages below `up_to` as \Recent for one session: answers the lowest
 /// UID not claimed before and how many messages from that UID on exist (before the claim).
 pub fn claim_recent(view: &dyn View, folder_id: u64, up_to: u32) -> Result<Step<(u32, u32)>> {

@@ -214,6 +214,8 @@ pub struct AccountChanges {
     pub quota_bytes: Option<u64>,
     pub suspended: Option<bool>,
     pub pop3_delete: Option<tern_proto::v1::Pop3DeletePolicy>,
+    /// The server annotations (IMAP METADATA on the mailbox ""), replaced as a whole.
+    pub metadata: Option<Vec<crate::records::MetadataEntry>>,
 }
 
 impl AccountChanges {
@@ -230,6 +232,9 @@ impl AccountChanges {
         }
         if let Some(p) = self.pop3_delete {
             a.pop3_delete = crate::records::Pop3DeletePolicy::from(p) as i32;
+        }
+        if let Some(m) = self.metadata {
+            a.metadata = m;
         }
     }
 }
@@ -325,6 +330,19 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     async fn subscribe_folder(&self, account_id: u64, name: &str, subscribed: bool) -> Result<()> {
         let name = name.to_string();
         write(self, account_id, move |v| log::subscribe_folder(v, &name, subscribed)).await
+    }
+
+    /// Sets and removes annotations of a folder (see [`log::set_folder_metadata`]); false when
+    /// the folder would have more than `max_entries`, and then nothing is written.
+    async fn set_folder_metadata(
+        &self,
+        account_id: u64,
+        name: &str,
+        changes: Vec<(String, Option<Vec<u8>>)>,
+        max_entries: usize,
+    ) -> Result<bool> {
+        let name = name.to_string();
+        write(self, account_id, move |v| log::set_folder_metadata(v, &name, &changes, max_entries)).await
     }
 
     async fn folder(&self, account_id: u64, folder: &FolderRef) -> Result<FolderRecord> {
