@@ -30,16 +30,16 @@ const BATCH: usize = 500;
 const INLINE_BODIES: u64 = 1 << 20;
 
 /// A message that matched a SEARCH key list.
-struct Match {
+pub(crate) struct Match {
     /// Its position in the session's view (message number - 1).
-    index: usize,
+    pub index: usize,
     /// The MODSEQ the session has reported for it.
-    modseq: u64,
-    meta: MessageMeta,
+    pub modseq: u64,
+    pub meta: MessageMeta,
 }
 
 /// The matches as SORT and THREAD take them, named by UID or by message number.
-fn sort_items(matches: &[Match], by_uid: bool) -> Vec<crate::sort::Item<'_>> {
+pub(crate) fn sort_items(matches: &[Match], by_uid: bool) -> Vec<crate::sort::Item<'_>> {
     matches
         .iter()
         .map(|m| {
@@ -486,7 +486,11 @@ impl Session {
 
     /// The selected mailbox's messages that match `criteria`, in mailbox order, with their
     /// metadata (and envelope, when `envelope` or the criteria need it).
-    async fn matching(&mut self, criteria: &[SearchKey<'static>], envelope: bool) -> Result<Vec<Match>, tonic::Status> {
+    pub(crate) async fn matching(
+        &mut self,
+        criteria: &[SearchKey<'static>],
+        envelope: bool,
+    ) -> Result<Vec<Match>, tonic::Status> {
         let Some(sel) = self.selected.as_ref() else { return Ok(Vec::new()) };
         let uids = sel.uids.clone();
         let flags = sel.flags.clone();
@@ -541,6 +545,10 @@ impl Session {
         by_uid: bool,
     ) -> Flow {
         let save = self.extras.search.as_ref().is_some_and(|o| o.save);
+        let update = self.extras.search.as_ref().is_some_and(|o| o.update);
+        if update && self.context_tag_in_use(tag) {
+            return self.bad(tag, "Tag reuse: a search kept up to date has this tag");
+        }
         let Some(matches) = self.sort_or_thread_matches(tag, charset, keys).await else {
             if save {
                 self.save_result(Vec::new());
@@ -549,6 +557,10 @@ impl Session {
         };
         let items = sort_items(&matches, by_uid);
         let sorted = crate::sort::sort(&items, criteria);
+        if update {
+            let uids = crate::sort::sort(&sort_items(&matches, true), criteria);
+            self.keep_context(tag, by_uid, keys, Some(criteria), uids);
+        }
         match self.extras.search.take() {
             Some(options) => {
                 if options.save {
@@ -662,6 +674,10 @@ impl Session {
     ) -> Flow {
         // A SEARCH with SAVE that answers NO leaves `$` empty (RFC 5182 section 2.1).
         let save = self.extras.search.as_ref().is_some_and(|o| o.save);
+        let update = self.extras.search.as_ref().is_some_and(|o| o.update);
+        if update && self.context_tag_in_use(tag) {
+            return self.bad(tag, "Tag reuse: a search kept up to date has this tag");
+        }
         if search::check_charset(charset).is_err() {
             if save {
                 self.save_result(Vec::new());
@@ -684,6 +700,10 @@ impl Session {
             }
         };
         let hits: Vec<u32> = matches.iter().map(|m| if by_uid { m.meta.uid } else { m.index as u32 + 1 }).collect();
+        if update {
+            let uids = matches.iter().map(|m| m.meta.uid).collect();
+            self.keep_context(tag, by_uid, criteria, None, uids);
+        }
         let highest = matches.iter().map(|m| m.modseq).max().unwrap_or(0);
         let options = match self.extras.search.take() {
             Some(options) => Some(options),

@@ -10,6 +10,7 @@
 
 mod append;
 mod auth;
+mod context;
 mod folders;
 mod idle;
 mod messages;
@@ -493,6 +494,8 @@ impl Session {
             "CATENATE",
             "SAVEDATE",
             "METADATA",
+            "CONTEXT=SEARCH",
+            "CONTEXT=SORT",
         ]);
         if self.account.is_some() && !self.conn.is_compressed() {
             caps.push("COMPRESS=DEFLATE");
@@ -706,6 +709,7 @@ impl Session {
             Decoded::Command(command, _) => command_name(&command.body),
             Decoded::List(_) => "LIST",
             Decoded::Append(_) => "APPEND",
+            Decoded::CancelUpdate { .. } => "OTHER",
             // Counted as the broken commands the codec refuses are.
             Decoded::Refused { .. } => "OTHER",
         };
@@ -725,6 +729,7 @@ impl Session {
                 return Ok(flow);
             }
             Decoded::Append(append) => return Ok(self.bad(&append.tag, "Log in first")),
+            Decoded::CancelUpdate { tag, tags } => return Ok(self.cancel_update(&tag, &tags)),
         };
         let tag = command.tag.clone();
         tracing::trace!(command = command.body.name(), "command");

@@ -74,6 +74,8 @@ pub(crate) enum Code {
     BadUrl(String),
     /// METADATA's codes (RFC 5464 section 4): `LONGENTRIES n`, `MAXSIZE n`, `TOOMANY`.
     Metadata(String),
+    /// CONTEXT's NOUPDATE (RFC 5267 section 4.3.1): the tag of the search not kept up to date.
+    NoUpdate(String),
     /// CONDSTORE's MODIFIED: message numbers or UIDs, as the command named them.
     Modified(Vec<u32>),
     TryCreate,
@@ -129,6 +131,7 @@ impl Code {
             Code::AppendUid { validity, uids } => out.push_str(&format!("APPENDUID {validity} {}", uid_set(uids))),
             Code::BadUrl(url) => out.push_str(&format!("BADURL {url}")),
             Code::Metadata(what) => out.push_str(&format!("METADATA {what}")),
+            Code::NoUpdate(tag) => out.push_str(&format!("NOUPDATE {}", astring(tag))),
             Code::Modified(set) => out.push_str(&format!("MODIFIED {}", uid_set(set))),
             Code::TryCreate => out.push_str("TRYCREATE"),
             Code::ReadOnly => out.push_str("READ-ONLY"),
@@ -246,6 +249,13 @@ pub(crate) enum Response {
     Metadata {
         mailbox: String,
         entries: Vec<(String, Option<Vec<u8>>)>,
+    },
+    /// Changes to a kept search result (RFC 5267 section 4.3): in order, REMOVEFROM (false) or
+    /// ADDTO (true) of the numbers or UIDs, at a position of the result (0: mailbox order).
+    ContextUpdate {
+        tag: String,
+        uid: bool,
+        changes: Vec<(bool, u32, Vec<u32>)>,
     },
     /// A continuation request.
     Continue(&'static str),
@@ -440,6 +450,20 @@ impl Response {
             Response::Quota(Some((used, limit))) => format!("QUOTA \"\" (STORAGE {used} {limit})"),
             Response::Quota(None) => "QUOTA \"\" ()".into(),
             Response::QuotaRoot(name) => format!("QUOTAROOT {} \"\"", astring(name)),
+            Response::ContextUpdate { tag, uid, changes } => {
+                let mut s = format!("ESEARCH (TAG {})", astring(tag));
+                if *uid {
+                    s.push_str(" UID");
+                }
+                for (add, position, ids) in changes {
+                    let what = if *add { "ADDTO" } else { "REMOVEFROM" };
+                    // A position of 0 is mailbox order, where a compact set says the same; a
+                    // sort position keeps the order given.
+                    let set = if *position == 0 { uid_set(ids) } else { ordered_set(ids) };
+                    s.push_str(&format!(" {what} ({position} {set})"));
+                }
+                s
+            }
             Response::Fetch { .. } | Response::Continue(_) | Response::Metadata { .. } => String::new(),
         }
     }

@@ -235,6 +235,7 @@ impl Session {
         }
         self.claim_new_recent().await;
         self.announce_expunges(allow_expunge);
+        self.update_contexts().await;
     }
 
     /// Applies one change of another session to the view and sends what the view says.
@@ -251,6 +252,8 @@ impl Session {
         if !allow {
             return;
         }
+        let pending = self.selected.as_ref().map(|s| s.pending_expunges.clone()).unwrap_or_default();
+        self.contexts_lose(&pending);
         let modes = self.modes();
         let Some(sel) = self.selected.as_mut() else { return };
         let out = sel.expunge_pending(modes);
@@ -259,6 +262,7 @@ impl Session {
 
     /// Removes messages from the view and tells the client.
     pub(crate) fn remove_messages(&mut self, uids: &[u32]) {
+        self.contexts_lose(uids);
         let modes = self.modes();
         let Some(sel) = self.selected.as_mut() else { return };
         let out = sel.remove_messages(uids, modes);

@@ -63,6 +63,28 @@ pub(crate) struct Selected {
     /// message leaves it when it leaves the view (RFC 5182 section 2.1: an expunged message is
     /// removed from the variable); a new SELECT or EXAMINE starts with a new, empty view.
     pub saved: Vec<u32>,
+    /// Searches the client asked to keep up to date (RETURN (UPDATE), RFC 5267 section 4.3);
+    /// they end with the selection.
+    pub contexts: Vec<SearchContext>,
+}
+
+/// A SEARCH or SORT whose result the session keeps current for the client (CONTEXT=SEARCH,
+/// CONTEXT=SORT): the command, and its result as last told.
+#[derive(Debug, Clone)]
+pub(crate) struct SearchContext {
+    /// The tag of the command, which the updates carry.
+    pub tag: String,
+    /// UID SEARCH or UID SORT: updates name UIDs, otherwise message numbers.
+    pub uid: bool,
+    pub criteria: Vec<imap_codec::imap_types::search::SearchKey<'static>>,
+    /// The sort order, for SORT; None for SEARCH, whose result is in mailbox order.
+    pub sort: Option<Vec<imap_codec::imap_types::extensions::sort::SortCriterion>>,
+    /// The result as the client has it, as UIDs, in result order.
+    pub result: Vec<u32>,
+    /// What the view looked like when the result was last computed (messages, highest MODSEQ
+    /// of any message): every change since gives a new MODSEQ above all older ones, or
+    /// changes the count, so an unchanged mark means an unchanged result.
+    pub mark: (usize, u64),
 }
 
 impl Selected {
@@ -83,6 +105,7 @@ impl Selected {
             unclaimed: Vec::new(),
             claims_recent: false,
             saved: Vec::new(),
+            contexts: Vec::new(),
         };
         selected.keywords = selected.unannounced(selected.flags.iter().flatten());
         selected
