@@ -920,3 +920,74 @@ async fn qresync_reports_vanished_and_changed_messages() {
     let refused = plain.command(&format!("SELECT INBOX (QRESYNC ({validity} {modseq}))")).await;
     assert!(refused.status.starts_with("BAD"), "{refused:?}");
 }
+
+/// The one URL of a `* GENURLAUTH "url"` response.
+fn generated_url(c: &tern_tests::imap::Completion) -> String {
+    let line = c.lines().into_iter().find(|l| l.starts_with("* GENURLAUTH ")).expect("a GENURLAUTH response");
+    line["* GENURLAUTH ".len()..].trim_matches('"').to_string()
+}
+
+/// URLAUTH (RFC 4467) and URL-PARTIAL (RFC 5550) between real sessions: alice authorizes URLs
+/// of her message for bob alone, for any logged-in user and for a part of it; bob and carol
+/// fetch what each may, a changed token, an expired URL and one for a submission server come
+/// back NIL, and after alice's RESETKEY none of her URLs works any more.
+#[tokio::test]
+async fn urlauth_lets_other_users_fetch_what_the_owner_authorized() {
+    let server = ImapTestServer::start(Limits::default(), false).await;
+    let raw = tern_tests::message("shared", "a body others may read");
+    server.deliver(ALICE, &raw).await;
+    let (_, _, messages) = server.inbox(ALICE).await;
+    let uid = messages[0].uid;
+    let mut alice = server.login(ALICE).await;
+    let caps = alice.ok("CAPABILITY").await.lines().join(" ");
+    assert!(caps.contains(" URLAUTH") && caps.contains(" URL-PARTIAL"), "{caps}");
+    let status = alice.ok("STATUS INBOX (UIDVALIDITY)").await.lines().join(" ");
+    let validity: u32 = status.split("UIDVALIDITY ").nth(1).and_then(|v| v.trim_end_matches(')').parse().ok()).unwrap();
+    let base = format!("imap://alice%40example.com@imap.test/INBOX;UIDVALIDITY={validity}/;UID={uid}");
+
+    let for_bob =
+        generated_url(&alice.ok(&format!("GENURLAUTH \"{base};URLAUTH=user+bob%40example.com\" INTERNAL")).await);
+    assert!(for_bob.contains(";URLAUTH=user+bob%40example.com:INTERNAL:"), "{for_bob}");
+    let for_all = generated_url(&alice.ok(&format!("GENURLAUTH \"{base};URLAUTH=authuser\" INTERNAL")).await);
+    let part = generated_url(
+        &alice.ok(&format!("GENURLAUTH \"{base}/;SECTION=TEXT/;PARTIAL=2.4;URLAUTH=anonymous\" INTERNAL")).await,
+    );
+    let expired = generated_url(
+        &alice.ok(&format!("GENURLAUTH \"{base};EXPIRE=2001-01-01T00:00:00Z;URLAUTH=anonymous\" INTERNAL")).await,
+    );
+    let submit =
+        generated_url(&alice.ok(&format!("GENURLAUTH \"{base};URLAUTH=submit+bob%40example.com\" INTERNAL")).await);
+    // Only the owner authorizes, only INTERNAL exists, and a rump has no token yet.
+    alice.expect(&format!("GENURLAUTH \"{base};URLAUTH=anonymous\" HMAC"), "NO [BADURL").await;
+    let bobs = "imap://bob%40example.com@imap.test/INBOX/;UID=1;URLAUTH=anonymous";
+    alice.expect(&format!("GENURLAUTH \"{bobs}\" INTERNAL"), "NO [BADURL").await;
+    alice.expect(&format!("GENURLAUTH \"{for_bob}\" INTERNAL"), "NO [BADURL").await;
+
+    let fetch = |c: &tern_tests::imap::Completion| -> Vec<String> {
+        c.untagged.iter().map(|r| r.text()).filter(|t| t.starts_with("* URLFETCH ")).collect()
+    };
+    let mut bob = server.login("bob@example.com").await;
+    let got = fetch(&bob.ok(&format!("URLFETCH \"{for_bob}\" \"{for_all}\" \"{part}\"")).await);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    assert_eq!(got.len(), 1, "one URLFETCH response: {got:?}");
+    assert_eq!(got[0].matches(&text).count(), 2, "bob reads the whole message twice: {got:?}");
+    assert!(got[0].ends_with(" \"body\""), "the part's bytes 2 to 6 of its text: {got:?}");
+    let tampered = format!("{}0", &for_all[..for_all.len() - 1]);
+    let got = fetch(&bob.ok(&format!("URLFETCH \"{tampered}\" \"{expired}\" \"{submit}\"")).await);
+    assert_eq!(got, [format!("* URLFETCH \"{tampered}\" NIL \"{expired}\" NIL \"{submit}\" NIL")]);
+
+    let mut carol = server.login("carol@example.com").await;
+    let got = fetch(&carol.ok(&format!("URLFETCH \"{for_bob}\" \"{for_all}\"")).await);
+    assert!(got[0].starts_with(&format!("* URLFETCH \"{for_bob}\" NIL \"{for_all}\" {{")), "{got:?}");
+
+    alice.ok("RESETKEY").await;
+    let got = fetch(&bob.ok(&format!("URLFETCH \"{for_all}\"")).await);
+    assert_eq!(got, [format!("* URLFETCH \"{for_all}\" NIL")], "RESETKEY withdraws every URL");
+    // A new authorization works again, with a new key.
+    let again = generated_url(&alice.ok(&format!("GENURLAUTH \"{base};URLAUTH=authuser\" INTERNAL")).await);
+    assert_ne!(again, for_all);
+    assert!(fetch(&bob.ok(&format!("URLFETCH \"{again}\"")).await)[0].contains(&text));
+    alice.expect("RESETKEY INBOX HMAC", "BAD").await;
+    alice.ok("RESETKEY INBOX INTERNAL").await;
+    assert!(fetch(&bob.ok(&format!("URLFETCH \"{again}\"")).await)[0].ends_with(" NIL"));
+}

@@ -219,6 +219,8 @@ pub enum Decoded {
     /// An APPEND of several messages (MULTIAPPEND) or with CATENATE, which the codec does not
     /// parse.
     Append(crate::append::AppendCommand),
+    /// GENURLAUTH, URLFETCH and RESETKEY (RFC 4467).
+    UrlAuth(crate::urlauth::UrlAuthCommand),
     /// CANCELUPDATE (RFC 5267 section 4.3.5): the tags of the searches to stop updating.
     CancelUpdate {
         tag: Tag<'static>,
@@ -291,7 +293,10 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
     if !input.contains(&b'\n') {
         let after_tag = first_line.iter().position(|b| *b == b' ').map(|i| &first_line[i + 1..]);
         let partial = after_tag.is_some_and(|rest| {
-            !rest.is_empty() && !rest.contains(&b' ') && b"CANCELUPDATE".starts_with(&rest.to_ascii_uppercase())
+            let rest = rest.to_ascii_uppercase();
+            !rest.is_empty()
+                && !rest.contains(&b' ')
+                && [&b"CANCELUPDATE"[..], b"GENURLAUTH", b"URLFETCH", b"RESETKEY"].iter().any(|n| n.starts_with(&rest))
         });
         if partial {
             return Err(Error::Incomplete);
@@ -311,6 +316,9 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
             | b"STATUS"
             | b"APPEND"
             | b"CANCELUPDATE"
+            | b"GENURLAUTH"
+            | b"URLFETCH"
+            | b"RESETKEY"
     ) {
         return Err(Error::Failed);
     }
@@ -328,6 +336,9 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
     let original = &input[..end];
     if name == b"CANCELUPDATE" {
         return Ok((end, parse_cancel_update(original, tag)));
+    }
+    if matches!(name.as_slice(), b"GENURLAUTH" | b"URLFETCH" | b"RESETKEY") {
+        return Ok((end, parse_urlauth(original, &name, tag)));
     }
     if name == b"APPEND" {
         // MULTIAPPEND and CATENATE; a `$` in APPEND is text, never a search result.
@@ -425,6 +436,36 @@ fn rewrite_saved_keys(command: &[u8], name: &[u8]) -> Result<Option<Vec<u8>>, St
     }
     out.extend_from_slice(&command[from..]);
     Ok(Some(out))
+}
+
+/// GENURLAUTH (`url mechanism` pairs), URLFETCH (urls) and RESETKEY (`[mailbox *mechanism]`), RFC
+/// 4467 section 9: astrings and atoms.
+fn parse_urlauth(command: &[u8], name: &[u8], tag: Tag<'static>) -> Decoded {
+    use crate::urlauth::UrlAuthCommand;
+    let text = |t: &Token| match t {
+        Token::Atom(a) | Token::String(a) => String::from_utf8(a.clone()).ok(),
+        _ => None,
+    };
+    let words: Option<Vec<String>> = after_word(command, name)
+        .and_then(|start| tokens(&command[start..]))
+        .map(|t| t.iter().map(text).collect())
+        .unwrap_or_else(|| Some(Vec::new()));
+    let refused = |tag, why: &str| Decoded::Refused { tag, text: why.to_string() };
+    let Some(words) = words else { return refused(tag, "URLAUTH arguments are URLs, names and mechanisms") };
+    match name {
+        b"RESETKEY" => {
+            let mut words = words.into_iter();
+            let mailbox = words.next().map(String::into_bytes);
+            Decoded::UrlAuth(UrlAuthCommand::ResetKey { tag, mailbox, mechanisms: words.collect() })
+        }
+        b"GENURLAUTH" if !words.is_empty() && words.len() % 2 == 0 => {
+            let urls = words.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+            Decoded::UrlAuth(UrlAuthCommand::GenUrlAuth { tag, urls })
+        }
+        b"GENURLAUTH" => refused(tag, "GENURLAUTH takes pairs of a URL and a mechanism"),
+        _ if words.is_empty() => refused(tag, "URLFETCH takes one or more URLs"),
+        _ => Decoded::UrlAuth(UrlAuthCommand::UrlFetch { tag, urls: words }),
+    }
 }
 
 /// `tag CANCELUPDATE "t1" "t2"`: one or more quoted tags (RFC 5267 section 5).

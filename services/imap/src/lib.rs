@@ -16,6 +16,7 @@ pub mod search;
 pub mod server;
 pub mod session;
 pub mod sort;
+pub mod urlauth;
 pub mod utf7;
 
 /// The body of the `imap_command` fuzz target: decoding any input with the session's decoder

@@ -46,6 +46,7 @@ use crate::{
 
 mod directory;
 mod folders;
+mod urlauth;
 
 pub use directory::{DkimKeyError, NewPassword};
 pub use folders::{FetchedMessage, FolderStatus};

@@ -110,10 +110,14 @@ impl Session {
         Ok(content)
     }
 
-    /// What a CATENATE URL names, read as `BODY.PEEK[section]<partial>` would be: only this
-    /// user's own messages. Any host is taken as this server, since a front-end behind a
+    /// What a CATENATE URL names, read as `BODY.PEEK[section]<partial>` would be: this user's
+    /// own messages, or what another user authorized with URLAUTH. Any host is taken as this server, since a front-end behind a
     /// Kubernetes Service is reached under many names.
     async fn resolve_url(&mut self, url: &str) -> Result<Vec<u8>, Refusal> {
+        // A URL another user authorized (URLAUTH) is read as URLFETCH reads it.
+        if url.to_ascii_uppercase().contains(";URLAUTH=") {
+            return self.fetch_authorized(url).await.map_err(|why| Refusal::bad_url(url, why));
+        }
         let parsed = parse_url(url).map_err(|e| Refusal::bad_url(url, e.to_string()))?;
         let address = self.account.as_ref().map(|a| a.address.clone()).unwrap_or_default();
         if let Some(user) = &parsed.user
@@ -122,32 +126,49 @@ impl Session {
         {
             return Err(Refusal::bad_url(url, "the URL names another user's mailbox"));
         }
-        let section = match &parsed.section {
-            Some(text) => Some(section(text).ok_or_else(|| Refusal::bad_url(url, "the URL's section is not one"))?),
+        let name = match &parsed.mailbox {
+            Some(name) => name.clone(),
+            None => match &self.selected {
+                Some(s) => s.name.clone(),
+                None => return Err(Refusal::bad_url(url, "a URL without a mailbox needs a selected mailbox")),
+            },
+        };
+        let account_id = self.account.as_ref().map(|a| a.id).unwrap_or_default();
+        self.url_content(account_id, &name, &parsed).await.map_err(|why| Refusal::bad_url(url, why))
+    }
+
+    /// The bytes an IMAP URL names in the folder `name` of `account_id`, as `BODY.PEEK[section]
+    /// <partial>` would give them, or why there are none: the folder, its UIDVALIDITY (when the
+    /// URL gives one), the message and the section must all be there.
+    pub(crate) async fn url_content(&mut self, account_id: u64, name: &str, url: &ImapUrl) -> Result<Vec<u8>, String> {
+        let section = match &url.section {
+            Some(text) => Some(section(text).ok_or("the URL's section is not one")?),
             None => None,
         };
-        let (folder_id, uidvalidity) = self.url_folder(url, &parsed).await?;
-        if parsed.uidvalidity.is_some_and(|v| v != uidvalidity) {
-            return Err(Refusal::bad_url(url, "the mailbox's UIDVALIDITY has changed"));
+        let name = if name.eq_ignore_ascii_case("INBOX") { "INBOX".to_string() } else { name.to_string() };
+        let req = StatusRequest { account_id, folder: Some(FolderRef::name(name)) };
+        let (folder_id, uidvalidity) = match self.client.status(req).await.map(|r| r.into_inner().folder) {
+            Ok(Some(f)) => (f.id, f.uidvalidity),
+            Ok(None) => return Err("no such mailbox".into()),
+            Err(s) => return Err(format!("the mailbox cannot be read: {}", s.message())),
+        };
+        if url.uidvalidity.is_some_and(|v| v != uidvalidity) {
+            return Err("the mailbox's UIDVALIDITY has changed".into());
         }
-        let account_id = self.account.as_ref().map(|a| a.id).unwrap_or_default();
         let req = FetchMessagesRequest {
             account_id,
             folder_id,
-            uids: vec![parsed.uid],
+            uids: vec![url.uid],
             with_structure: true,
             inline_body_limit: u64::from(self.cfg.limits.max_literal),
         };
-        let unavailable =
-            |s: tonic::Status| Refusal::bad_url(url, format!("the message cannot be read: {}", s.message()));
+        let unavailable = |s: tonic::Status| format!("the message cannot be read: {}", s.message());
         let meta = self.client.fetch_messages(req).await.map_err(unavailable)?.into_inner().messages.pop();
-        let Some(meta) = meta.filter(|m| m.uid == parsed.uid) else {
-            return Err(Refusal::bad_url(url, "no such message"));
-        };
+        let Some(meta) = meta.filter(|m| m.uid == url.uid) else { return Err("no such message".into()) };
         let raw = if meta.has_raw {
             meta.raw.clone()
         } else {
-            let req = FetchBodyRequest { account_id, folder_id, uid: parsed.uid, offset: 0, length: 0 };
+            let req = FetchBodyRequest { account_id, folder_id, uid: url.uid, offset: 0, length: 0 };
             let mut stream = self.client.fetch_body(req).await.map_err(unavailable)?.into_inner();
             let mut out = Vec::new();
             while let Some(part) = stream.message().await.map_err(unavailable)? {
@@ -157,11 +178,13 @@ impl Session {
         };
         let bytes = match (&section, &meta.body) {
             (None, _) => raw,
-            (Some(section), Some(root)) => crate::fetch::section_bytes(&raw, root, Some(section))
-                .map_err(|e| Refusal::bad_url(url, e.to_string()))?,
-            (Some(_), None) => return Err(Refusal::bad_url(url, "the message's structure is unknown")),
+            (Some(section), Some(root)) => {
+                crate::fetch::section_bytes(&raw, root, Some(section)).map_err(|e| e.to_string())?
+            }
+            (Some(_), None) => return Err("the message's structure is unknown".into()),
         };
-        Ok(match parsed.partial {
+        // URL-PARTIAL (RFC 5550): a range of what the section gives.
+        Ok(match url.partial {
             None => bytes,
             Some((offset, length)) => {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
@@ -172,25 +195,6 @@ impl Session {
                 bytes[start..end].to_vec()
             }
         })
-    }
-
-    /// The folder id and UIDVALIDITY of the mailbox a URL names (the selected one for `;UID=`).
-    async fn url_folder(&mut self, url: &str, parsed: &ImapUrl) -> Result<(u64, u32), Refusal> {
-        let name = match &parsed.mailbox {
-            Some(name) if name.eq_ignore_ascii_case("INBOX") => "INBOX".to_string(),
-            Some(name) => name.clone(),
-            None => match &self.selected {
-                Some(s) => s.name.clone(),
-                None => return Err(Refusal::bad_url(url, "a URL without a mailbox needs a selected mailbox")),
-            },
-        };
-        let account_id = self.account.as_ref().map(|a| a.id).unwrap_or_default();
-        let req = StatusRequest { account_id, folder: Some(FolderRef::name(name)) };
-        match self.client.status(req).await.map(|r| r.into_inner().folder) {
-            Ok(Some(f)) => Ok((f.id, f.uidvalidity)),
-            Ok(None) => Err(Refusal::bad_url(url, "no such mailbox")),
-            Err(s) => Err(Refusal::bad_url(url, format!("the mailbox cannot be read: {}", s.message()))),
-        }
     }
 }
 

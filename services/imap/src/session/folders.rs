@@ -51,7 +51,7 @@ fn special_use(f: &Folder) -> Option<&'static str> {
 }
 
 impl Session {
-    fn account_id(&self) -> u64 {
+    pub(crate) fn account_id(&self) -> u64 {
         self.account.as_ref().map(|a| a.id).unwrap_or_default()
     }
 

@@ -17,6 +17,7 @@ mod messages;
 mod metadata;
 mod response;
 mod selected;
+mod urlauth;
 mod view;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -496,6 +497,8 @@ impl Session {
             "METADATA",
             "CONTEXT=SEARCH",
             "CONTEXT=SORT",
+            "URLAUTH",
+            "URL-PARTIAL",
         ]);
         if self.account.is_some() && !self.conn.is_compressed() {
             caps.push("COMPRESS=DEFLATE");
@@ -709,7 +712,7 @@ impl Session {
             Decoded::Command(command, _) => command_name(&command.body),
             Decoded::List(_) => "LIST",
             Decoded::Append(_) => "APPEND",
-            Decoded::CancelUpdate { .. } => "OTHER",
+            Decoded::CancelUpdate { .. } | Decoded::UrlAuth(_) => "OTHER",
             // Counted as the broken commands the codec refuses are.
             Decoded::Refused { .. } => "OTHER",
         };
@@ -730,6 +733,8 @@ impl Session {
             }
             Decoded::Append(append) => return Ok(self.bad(&append.tag, "Log in first")),
             Decoded::CancelUpdate { tag, tags } => return Ok(self.cancel_update(&tag, &tags)),
+            Decoded::UrlAuth(command) if self.account.is_some() => return Ok(self.urlauth(command).await),
+            Decoded::UrlAuth(command) => return Ok(self.bad(command.tag(), "Log in first")),
         };
         let tag = command.tag.clone();
         tracing::trace!(command = command.body.name(), "command");

@@ -257,6 +257,10 @@ pub(crate) enum Response {
         uid: bool,
         changes: Vec<(bool, u32, Vec<u32>)>,
     },
+    /// GENURLAUTH's authorized URLs (RFC 4467 section 7).
+    GenUrlAuth(Vec<String>),
+    /// URLFETCH's URLs, each with what it names or NIL.
+    UrlFetch(Vec<(String, Option<Vec<u8>>)>),
     /// A continuation request.
     Continue(&'static str),
 }
@@ -304,6 +308,16 @@ impl Response {
                 }
             }
             Response::Continue(text) => line(out, &format!("+ {text}")),
+            Response::UrlFetch(items) => {
+                out.extend_from_slice(b"* URLFETCH");
+                for (url, data) in items {
+                    out.push(b' ');
+                    out.extend_from_slice(astring(url).as_bytes());
+                    out.push(b' ');
+                    metadata_value(out, data.as_deref());
+                }
+                out.extend_from_slice(b"\r\n");
+            }
             Response::Metadata { mailbox, entries } => {
                 out.extend_from_slice(format!("* METADATA {} (", astring(mailbox)).as_bytes());
                 for (i, (name, value)) in entries.iter().enumerate() {
@@ -464,7 +478,13 @@ impl Response {
                 }
                 s
             }
-            Response::Fetch { .. } | Response::Continue(_) | Response::Metadata { .. } => String::new(),
+            Response::GenUrlAuth(urls) => {
+                let urls: Vec<String> = urls.iter().map(|u| astring(u)).collect();
+                format!("GENURLAUTH {}", urls.join(" "))
+            }
+            Response::Fetch { .. } | Response::Continue(_) | Response::Metadata { .. } | Response::UrlFetch(_) => {
+                String::new()
+            }
         }
     }
 }
@@ -636,7 +656,8 @@ pub(crate) fn mailbox_id(folder_id: u64) -> String {
     format!("F{folder_id:016x}")
 }
 
-/// A METADATA value: NIL, a quoted string when it is short printable text, a literal otherwise
+/// A METADATA value or URLFETCH data: NIL, a quoted string when it is short printable text, a
+/// literal otherwise
 /// (a literal8 when it holds a NUL, which only binary literals may, RFC 5464 section 5).
 fn metadata_value(out: &mut Vec<u8>, value: Option<&[u8]>) {
     let Some(value) = value else {

@@ -225,6 +225,20 @@ impl Mailbox for MailboxApi {
         }))
     }
 
+    async fn url_auth(&self, req: Request<pb::UrlAuthRequest>) -> Rpc<pb::UrlAuthResponse> {
+        let r = req.into_inner();
+        let mut out = pb::UrlAuthResponse::default();
+        match pb::UrlAuthAction::try_from(r.action).unwrap_or_default() {
+            pb::UrlAuthAction::Sign => out.token = self.service.sign_url(r.account_id, &r.folder, &r.rump).await?,
+            pb::UrlAuthAction::Verify => {
+                out.valid = self.service.verify_url(r.account_id, &r.folder, &r.rump, &r.token).await?;
+            }
+            pb::UrlAuthAction::Reset => self.service.reset_url_keys(r.account_id, &r.folder).await?,
+            pb::UrlAuthAction::Unspecified => return Err(Status::invalid_argument("no URLAUTH action given")),
+        }
+        Ok(Response::new(out))
+    }
+
     async fn list_folders(&self, req: Request<ListFoldersRequest>) -> Rpc<ListFoldersResponse> {
         let r = req.into_inner();
         let list = self.service.list_folders(r.account_id).await?;
