@@ -221,6 +221,8 @@ pub enum Decoded {
     Append(crate::append::AppendCommand),
     /// GENURLAUTH, URLFETCH and RESETKEY (RFC 4467).
     UrlAuth(crate::urlauth::UrlAuthCommand),
+    /// NOTIFY (RFC 5465).
+    Notify(crate::notify::NotifyCommand),
     /// CANCELUPDATE (RFC 5267 section 4.3.5): the tags of the searches to stop updating.
     CancelUpdate {
         tag: Tag<'static>,
@@ -296,7 +298,9 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
             let rest = rest.to_ascii_uppercase();
             !rest.is_empty()
                 && !rest.contains(&b' ')
-                && [&b"CANCELUPDATE"[..], b"GENURLAUTH", b"URLFETCH", b"RESETKEY"].iter().any(|n| n.starts_with(&rest))
+                && [&b"CANCELUPDATE"[..], b"GENURLAUTH", b"URLFETCH", b"RESETKEY", b"NOTIFY"]
+                    .iter()
+                    .any(|n| n.starts_with(&rest))
         });
         if partial {
             return Err(Error::Incomplete);
@@ -319,6 +323,7 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
             | b"GENURLAUTH"
             | b"URLFETCH"
             | b"RESETKEY"
+            | b"NOTIFY"
     ) {
         return Err(Error::Failed);
     }
@@ -336,6 +341,22 @@ fn extended(input: &[u8]) -> Result<(usize, Decoded), Error> {
     let original = &input[..end];
     if name == b"CANCELUPDATE" {
         return Ok((end, parse_cancel_update(original, tag)));
+    }
+    if name == b"NOTIFY" {
+        let words = after_word(original, b"NOTIFY").and_then(|start| tokens(&original[start..]));
+        let words: Vec<crate::notify::Token> = words
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| match t {
+                Token::Atom(w) | Token::String(w) => crate::notify::Token::Word(w),
+                Token::Open => crate::notify::Token::Open,
+                Token::Close => crate::notify::Token::Close,
+            })
+            .collect();
+        return Ok(match crate::notify::parse(tag.clone(), &words) {
+            Ok(command) => (end, Decoded::Notify(command)),
+            Err(e) => (end, Decoded::Refused { tag, text: e.to_string() }),
+        });
     }
     if matches!(name.as_slice(), b"GENURLAUTH" | b"URLFETCH" | b"RESETKEY") {
         return Ok((end, parse_urlauth(original, &name, tag)));

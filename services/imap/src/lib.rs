@@ -12,6 +12,7 @@ pub mod config;
 pub mod extended;
 pub mod fetch;
 pub mod hub;
+pub mod notify;
 pub mod search;
 pub mod server;
 pub mod session;

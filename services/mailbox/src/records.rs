@@ -78,6 +78,8 @@ impl From<EventKind> for pb::EventKind {
             EventKind::FolderCreated => Self::FolderCreated,
             EventKind::FolderDeleted => Self::FolderDeleted,
             EventKind::FolderRenamed => Self::FolderRenamed,
+            EventKind::Subscribed => Self::Subscribed,
+            EventKind::Unsubscribed => Self::Unsubscribed,
         }
     }
 }
@@ -277,14 +279,14 @@ mod tests {
             assert_eq!(Pop3DeletePolicy::from(api), stored);
             assert_eq!(pb::Pop3DeletePolicy::from(stored), api);
         }
-        for n in 0..7 {
+        for n in 0..9 {
             assert_eq!(pb::EventKind::from(EventKind::try_from(n).unwrap()), pb::EventKind::try_from(n).unwrap());
         }
         // One past the last value is unknown on both sides, so a value added to one enum and
         // not to the other fails here.
         assert!(SpecialUse::try_from(8).is_err() && pb::SpecialUse::try_from(8).is_err());
         assert!(Pop3DeletePolicy::try_from(2).is_err() && pb::Pop3DeletePolicy::try_from(2).is_err());
-        assert!(EventKind::try_from(7).is_err() && pb::EventKind::try_from(7).is_err());
+        assert!(EventKind::try_from(9).is_err() && pb::EventKind::try_from(9).is_err());
     }
 
     /// A parse of a real message, converted to a record and back, is what it was, and the

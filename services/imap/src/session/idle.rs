@@ -60,6 +60,7 @@ impl Session {
                     match update {
                         Some(Update::Event(e)) => {
                             self.apply(&e);
+                            self.notify_other(&e).await;
                             self.announce_expunges(true);
                             // The change goes out before the claim of new messages as
                             // recent, which is a write and may take a moment.

@@ -15,6 +15,7 @@ mod folders;
 mod idle;
 mod messages;
 mod metadata;
+mod notify;
 mod response;
 mod selected;
 mod urlauth;
@@ -83,6 +84,8 @@ pub struct Session {
     /// While a command on the selected mailbox runs, its tagged response waits here, so that
     /// the other sessions' changes sent at the end of the command come before it.
     held: Option<Vec<Tagged>>,
+    /// What NOTIFY asked to be told of, while it is set (RFC 5465).
+    pub(crate) notify: Option<notify::NotifyState>,
     /// CONDSTORE was just enabled with a mailbox selected: the command's tagged OK carries
     /// HIGHESTMODSEQ (RFC 7162 section 3.1).
     announce_highest_modseq: bool,
@@ -260,6 +263,7 @@ impl Session {
             account: None,
             updates: None,
             selected: None,
+            notify: None,
             rev2: false,
             utf8: false,
             condstore: false,
@@ -499,6 +503,7 @@ impl Session {
             "CONTEXT=SORT",
             "URLAUTH",
             "URL-PARTIAL",
+            "NOTIFY",
         ]);
         if self.account.is_some() && !self.conn.is_compressed() {
             caps.push("COMPRESS=DEFLATE");
@@ -688,12 +693,44 @@ impl Session {
             return Ok(false);
         }
         let mut shutdown = self.shutdown.clone();
-        let more = tokio::select! {
-            r = self.fill() => r,
-            () = tern_runtime::listener::stopped(&mut shutdown) => {
-                self.send(Response::bye(None, "Server shutting down, reconnect later"));
-                self.flush().await?;
-                return Ok(false);
+        // With NOTIFY set, changes are told as they happen, also between commands (RFC 5465
+        // section 1); not while a command is half read, whose literal the client is sending.
+        let listen = self.notify.is_some() && self.conn.rbuf.is_empty() && self.updates.is_some();
+        let more = loop {
+            let mut rx = if listen { self.updates.take() } else { None };
+            let event = async {
+                match rx.as_mut() {
+                    Some(rx) => rx.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let outcome = tokio::select! {
+                r = self.fill() => Some(r),
+                update = event => {
+                    self.updates = rx.take();
+                    match update {
+                        Update::Event(e) => {
+                            // EXISTS and FETCH of the selected mailbox may go out now; its
+                            // EXPUNGEs wait for a command, as RFC 3501 section 7.4.1 asks.
+                            self.apply(&e);
+                            self.notify_other(&e).await;
+                        }
+                        Update::Resync => self.sync_updates(false).await,
+                    }
+                    self.flush().await?;
+                    None
+                }
+                () = tern_runtime::listener::stopped(&mut shutdown) => {
+                    self.send(Response::bye(None, "Server shutting down, reconnect later"));
+                    self.flush().await?;
+                    return Ok(false);
+                }
+            };
+            if rx.is_some() {
+                self.updates = rx;
+            }
+            if let Some(r) = outcome {
+                break r;
             }
         };
         match more {
@@ -712,7 +749,7 @@ impl Session {
             Decoded::Command(command, _) => command_name(&command.body),
             Decoded::List(_) => "LIST",
             Decoded::Append(_) => "APPEND",
-            Decoded::CancelUpdate { .. } | Decoded::UrlAuth(_) => "OTHER",
+            Decoded::CancelUpdate { .. } | Decoded::UrlAuth(_) | Decoded::Notify(_) => "OTHER",
             // Counted as the broken commands the codec refuses are.
             Decoded::Refused { .. } => "OTHER",
         };
@@ -735,6 +772,12 @@ impl Session {
             Decoded::CancelUpdate { tag, tags } => return Ok(self.cancel_update(&tag, &tags)),
             Decoded::UrlAuth(command) if self.account.is_some() => return Ok(self.urlauth(command).await),
             Decoded::UrlAuth(command) => return Ok(self.bad(command.tag(), "Log in first")),
+            Decoded::Notify(command) if self.account.is_some() => return Ok(self.notify(command).await),
+            Decoded::Notify(
+                crate::notify::NotifyCommand::None { tag } | crate::notify::NotifyCommand::Set { tag, .. },
+            ) => {
+                return Ok(self.bad(&tag, "Log in first"));
+            }
         };
         let tag = command.tag.clone();
         tracing::trace!(command = command.body.name(), "command");

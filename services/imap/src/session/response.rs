@@ -257,6 +257,13 @@ pub(crate) enum Response {
         uid: bool,
         changes: Vec<(bool, u32, Vec<u32>)>,
     },
+    /// NOTIFY's LIST of a mailbox created, deleted (`\NonExistent`), renamed (with OLDNAME) or
+    /// subscribed (RFC 5465 section 5.4).
+    ListNotify {
+        attributes: Vec<&'static str>,
+        name: String,
+        old: Option<String>,
+    },
     /// GENURLAUTH's authorized URLs (RFC 4467 section 7).
     GenUrlAuth(Vec<String>),
     /// URLFETCH's URLs, each with what it names or NIL.
@@ -475,6 +482,13 @@ impl Response {
                     // sort position keeps the order given.
                     let set = if *position == 0 { uid_set(ids) } else { ordered_set(ids) };
                     s.push_str(&format!(" {what} ({position} {set})"));
+                }
+                s
+            }
+            Response::ListNotify { attributes, name, old } => {
+                let mut s = format!("LIST ({}) \"/\" {}", attributes.join(" "), astring(name));
+                if let Some(old) = old {
+                    s.push_str(&format!(" (\"OLDNAME\" ({}))", astring(old)));
                 }
                 s
             }

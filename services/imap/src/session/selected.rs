@@ -226,7 +226,10 @@ impl Session {
         let mut resync = false;
         for u in updates {
             match u {
-                Update::Event(e) => self.apply(&e),
+                Update::Event(e) => {
+                    self.apply(&e);
+                    self.notify_other(&e).await;
+                }
                 Update::Resync => resync = true,
             }
         }

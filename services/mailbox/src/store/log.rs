@@ -337,13 +337,27 @@ pub fn subscribe_folder(view: &dyn View, name: &str, subscribed: bool) -> Result
         if !view.subscribed_without_folder()?.iter().any(|n| n == name) {
             return Ok((None, ()));
         }
-        return Ok((Some(LogEntry { subscriptions_removed: vec![name.to_string()], ..Default::default() }), ()));
+        let gone = EventRecord {
+            account_id: view.account_id(),
+            folder_id: 0,
+            kind: EventKind::Unsubscribed as i32,
+            modseq: 0,
+            messages: vec![],
+            folder_name: name.to_string(),
+        };
+        let entry =
+            LogEntry { subscriptions_removed: vec![name.to_string()], events: vec![gone], ..Default::default() };
+        return Ok((Some(entry), ()));
     };
     if f.subscribed == subscribed {
         return Ok((None, ()));
     }
     f.subscribed = subscribed;
     let mut d = Draft::new(view);
+    let kind = if subscribed { EventKind::Subscribed } else { EventKind::Unsubscribed };
+    // No MODSEQ of the folder changes: sessions with the folder selected take the event as
+    // nothing new for their view.
+    d.event(event(&f, kind, f.highest_modseq, vec![]));
     d.put_folder(f);
     Ok((Some(d.finish()), ()))
 }
