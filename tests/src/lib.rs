@@ -41,6 +41,7 @@ use tonic::{Code, Status};
 
 pub mod blobs;
 pub mod common;
+pub mod dovecot;
 pub mod imap;
 pub mod pop3;
 pub mod relay;

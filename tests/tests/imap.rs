@@ -3,7 +3,7 @@
 //! across two front-ends (IDLE, NOOP, never an EXPUNGE during FETCH); a session's own APPEND and
 //! COPY visible before their OK; the UID invariant under concurrent delivery; large LITERAL+
 //! literals; graceful shutdown; and real clients (Python's imaplib, Debian's isync and
-//! offlineimap3).
+//! offlineimap3, which also syncs Tern with a Dovecot started by the test).
 
 use std::{
     net::SocketAddr,
@@ -990,4 +990,373 @@ async fn urlauth_lets_other_users_fetch_what_the_owner_authorized() {
     alice.expect("RESETKEY INBOX HMAC", "BAD").await;
     alice.ok("RESETKEY INBOX INTERNAL").await;
     assert!(fetch(&bob.ok(&format!("URLFETCH \"{again}\"")).await)[0].ends_with(" NIL"));
+}
+
+/// One message of a folder as an IMAP server shows it: what `imap_folder` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listed {
+    subject: String,
+    /// Its flags and keywords, sorted, without the session flag \Recent.
+    flags: Vec<String>,
+    /// The INTERNALDATE as Unix seconds: the instant, whatever zone the server writes it in.
+    date: i64,
+    body: Vec<u8>,
+    uid: u32,
+}
+
+/// Unix seconds of an IMAP date-time, `dd-Mon-yyyy hh:mm:ss +zzzz` (the day may be padded with
+/// a space).
+fn internaldate_secs(text: &str) -> i64 {
+    let parse = || -> Option<i64> {
+        let parts: Vec<&str> = text.split_whitespace().collect();
+        let [date, time, zone] = parts[..] else { return None };
+        let mut date = date.split('-');
+        let day: i64 = date.next()?.parse().ok()?;
+        let month = date.next()?;
+        let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+            .iter()
+            .position(|m| *m == month)? as i64
+            + 1;
+        let year: i64 = date.next()?.parse().ok()?;
+        let hms = time.split(':').map(|n| n.parse().ok()).collect::<Option<Vec<i64>>>()?;
+        let zone_minutes = zone.get(1..3)?.parse::<i64>().ok()? * 60 + zone.get(3..5)?.parse::<i64>().ok()?;
+        let zone_secs = if zone.starts_with('-') { -zone_minutes * 60 } else { zone_minutes * 60 };
+        // Days since 1970-01-01 of the proleptic Gregorian calendar (Howard Hinnant's algorithm).
+        let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * m + 2) / 5 + day - 1;
+        let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+        Some(days * 86_400 + hms.first()? * 3600 + hms.get(1)? * 60 + hms.get(2)? - zone_secs)
+    };
+    parse().unwrap_or_else(|| panic!("not an IMAP date-time: {text:?}"))
+}
+
+/// Every message of `folder` over IMAP (EXAMINE, so nothing changes), by subject.
+async fn imap_folder(imap: &mut ImapClient<BoxIo>, folder: &str) -> Vec<Listed> {
+    let examine = imap.ok(&format!("EXAMINE {folder}")).await;
+    if examine.lines().iter().any(|l| l == "* 0 EXISTS") {
+        return Vec::new();
+    }
+    let fetched = imap.ok("UID FETCH 1:* (UID FLAGS INTERNALDATE BODY.PEEK[])").await;
+    let mut out = Vec::new();
+    for r in fetched.untagged.iter().filter(|r| r.text().contains(" FETCH (")) {
+        let body = r.literal().unwrap_or_else(|| panic!("no body in {:?}", r.text())).to_vec();
+        // The attributes are searched outside the message, which could contain anything.
+        let text = r.text().replace(&*String::from_utf8_lossy(&body), "");
+        let after = |name: &str| {
+            let start = text.find(name).unwrap_or_else(|| panic!("no {name} in {text:?}")) + name.len();
+            &text[start..]
+        };
+        let uid = after("UID ").split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+        let flags_text = after("FLAGS (").split(')').next().unwrap();
+        let mut flags: Vec<String> =
+            flags_text.split_whitespace().filter(|f| *f != "\\Recent").map(str::to_string).collect();
+        flags.sort();
+        let date = internaldate_secs(after("INTERNALDATE \"").split('"').next().unwrap());
+        let message = String::from_utf8_lossy(&body).into_owned();
+        let subject = message.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap_or("").trim_end().to_string();
+        out.push(Listed { subject, flags, date, body, uid });
+    }
+    out.sort_by(|a, b| a.subject.cmp(&b.subject));
+    out
+}
+
+/// APPENDs `message` to `folder` with `flags` and the INTERNALDATE `date`, through `imap`.
+async fn append_dated(imap: &mut ImapClient<BoxIo>, folder: &str, flags: &str, date: &str, message: &[u8]) {
+    let tag = imap.tag();
+    let mut command = format!("{tag} APPEND {folder} ({flags}) \"{date}\" {{{}+}}\r\n", message.len()).into_bytes();
+    command.extend_from_slice(message);
+    command.extend_from_slice(b"\r\n");
+    imap.send(&command).await.unwrap();
+    let done = imap.complete(&tag).await.expect("the APPEND completes");
+    assert!(done.status.starts_with("OK"), "APPEND to {folder}: {done:?}");
+}
+
+/// The folders of the IMAP-to-IMAP sync: Tern's tree, Dovecot's tree, and `Archive`, which
+/// both have. `Z&APw-rich` is Zürich in modified UTF-7, passed through as it is on the wire.
+const TREE: [&str; 6] = ["INBOX", "Archive", "Archive/2024", "Z&APw-rich", "Lists", "Lists/rust"];
+
+/// What every folder of [`TREE`] holds on one server.
+async fn tree(imap: &mut ImapClient<BoxIo>) -> Vec<(&'static str, Vec<Listed>)> {
+    tree_of(imap, &TREE).await
+}
+
+/// What each of `folders` holds on one server.
+async fn tree_of(imap: &mut ImapClient<BoxIo>, folders: &[&'static str]) -> Vec<(&'static str, Vec<Listed>)> {
+    let mut out = Vec::new();
+    for folder in folders {
+        out.push((*folder, imap_folder(imap, folder).await));
+    }
+    out
+}
+
+/// The tree without UIDs, which each server gives its copies on its own, without the keywords,
+/// which offlineimap does not copy between two IMAP servers, and without the dates, which it
+/// copies in one direction only (see [`offlineimap_imap_to_imap_with_dovecot`]).
+fn comparable(tree: &[(&'static str, Vec<Listed>)]) -> Vec<(&'static str, Vec<Listed>)> {
+    tree.iter()
+        .map(|(folder, messages)| {
+            let messages = messages
+                .iter()
+                .map(|m| Listed {
+                    uid: 0,
+                    date: 0,
+                    flags: m.flags.iter().filter(|f| f.starts_with('\\')).cloned().collect(),
+                    ..m.clone()
+                })
+                .collect();
+            (*folder, messages)
+        })
+        .collect()
+}
+
+/// The subjects with their flags of every folder of a tree, for the expectations.
+fn summary(tree: &[(&'static str, Vec<Listed>)]) -> Vec<(&'static str, Vec<(String, String)>)> {
+    tree.iter()
+        .map(|(folder, messages)| (*folder, messages.iter().map(|m| (m.subject.clone(), m.flags.join(" "))).collect()))
+        .collect()
+}
+
+/// One account of the IMAP-to-IMAP sync: a user with a connection to each server, and which of
+/// the two is offlineimap's "remote" repository.
+struct Pair {
+    user: &'static str,
+    tern: ImapClient<BoxIo>,
+    dove: ImapClient<BoxIo>,
+    tern_is_remote: bool,
+}
+
+/// The messages seeded on Tern: folder, subject, flags and INTERNALDATE, each date in a zone of
+/// its own. `Work` is a keyword.
+const ON_TERN: [(&str, &str, &str, &str); 5] = [
+    ("INBOX", "t-seen", "\\Seen", "01-Feb-2024 10:20:30 +0100"),
+    ("INBOX", "t-flagged", "\\Flagged Work", "02-Feb-2024 23:59:59 -0800"),
+    ("Archive", "t-answered", "\\Answered \\Seen", "15-Mar-2023 08:00:00 +0000"),
+    ("Archive/2024", "t-draft", "\\Draft", "29-Feb-2024 12:00:00 +0530"),
+    ("Z&APw-rich", "t-zurich", "", "31-Dec-2022 23:30:00 +0100"),
+];
+
+/// The messages seeded on Dovecot, as [`ON_TERN`].
+const ON_DOVECOT: [(&str, &str, &str, &str); 4] = [
+    ("INBOX", "d-inbox", "\\Seen \\Flagged", "10-Jan-2025 06:07:08 +0200"),
+    ("Archive", "d-archive", "", "11-Jan-2021 00:00:01 +0000"),
+    ("Lists", "d-lists", "\\Answered", "12-Jun-2024 13:14:15 -0300"),
+    ("Lists/rust", "d-rust", "\\Draft \\Seen", "13-Jul-2024 16:17:18 +0900"),
+];
+
+/// Debian's offlineimap3 between two IMAP servers, Tern (implicit TLS with the development
+/// certificate) and a Dovecot started by the test on loopback (plain-text login), for two users:
+/// alice's account has Dovecot as offlineimap's "local" repository and Tern as its "remote" one,
+/// bob's the other way round, so that each server is on each side once. A folder tree seeded on
+/// Tern (INBOX, Archive, Archive/2024 and a non-ASCII folder, passed through in modified UTF-7)
+/// and a different one seeded on Dovecot (INBOX, Archive, Lists, Lists/rust) end up as their
+/// union on both servers, every message byte for byte with the same \Seen, \Answered, \Flagged
+/// and \Draft flags.
+///
+/// What offlineimap does not carry, and the test asserts as such: keywords (it maps them only
+/// into a Maildir's letters), so a keyword stays on its own server; and the INTERNALDATE of a
+/// message copied from the "local" repository, whose IMAP folder class (MappedIMAPFolder) gives
+/// no time, so offlineimap APPENDs it with the instant of its Date header instead. A message
+/// copied from the "remote" repository keeps its INTERNALDATE instant (offlineimap reads it with
+/// FETCH and APPENDs with it, written in its own zone), which here goes from Tern to Dovecot for
+/// alice and from Dovecot to Tern for bob.
+///
+/// Flags changed on Tern and messages deleted on Dovecot then reach the other server, and a run
+/// with nothing changed copies, flags and deletes nothing and leaves every UID as it was.
+#[tokio::test]
+#[ignore = "needs offlineimap3 and dovecot-imapd; run by cargo xtask ci"]
+async fn offlineimap_imap_to_imap_with_dovecot() {
+    const BOB: &str = "bob@example.com";
+    let server = ImapTestServer::start(Limits::default(), false).await;
+    let dovecot = tern_tests::dovecot::Dovecot::start(&[(ALICE, password_of(ALICE)), (BOB, password_of(BOB))]).await;
+    let mut pairs = Vec::new();
+    for (user, tern_is_remote) in [(ALICE, true), (BOB, false)] {
+        let tern = server.login(user).await;
+        let dove = dovecot.login(user, password_of(user)).await;
+        pairs.push(Pair { user, tern, dove, tern_is_remote });
+    }
+
+    // Every message has the same Date header, unlike any INTERNALDATE, so that a copy's date
+    // shows where offlineimap took it from.
+    let header_date = internaldate_secs("26-Nov-2026 10:00:00 +0000");
+    for pair in &mut pairs {
+        pair.tern.ok("CREATE Archive/2024").await;
+        pair.tern.ok("CREATE Z&APw-rich").await;
+        for (folder, subject, flags, date) in ON_TERN {
+            let message = tern_tests::message(subject, &format!("{subject} on Tern"));
+            append_dated(&mut pair.tern, folder, flags, date, &message).await;
+        }
+        // Dovecot makes no mailbox of a parent that CREATE of a child implies, so it comes first.
+        for folder in ["Archive", "Lists", "Lists/rust"] {
+            pair.dove.ok(&format!("CREATE {folder}")).await;
+        }
+        for (folder, subject, flags, date) in ON_DOVECOT {
+            let message = tern_tests::message(subject, &format!("{subject} on Dovecot"));
+            append_dated(&mut pair.dove, folder, flags, date, &message).await;
+        }
+    }
+    let seeded_tern = tree_of(&mut pairs[0].tern, &["INBOX", "Archive", "Archive/2024", "Z&APw-rich"]).await;
+    let seeded_dove = tree_of(&mut pairs[0].dove, &["INBOX", "Archive", "Lists", "Lists/rust"]).await;
+
+    // offlineimap checks Tern's certificate's DNS names itself and ignores its IP addresses: it
+    // connects to localhost, over IPv4 where the server listens. Dovecot has no TLS here.
+    let home = tempfile::tempdir().unwrap();
+    let filter = format!("lambda folder: folder in {TREE:?}");
+    let repository = |name: &str, user: &str, on_tern: bool| {
+        let common = format!(
+            "[Repository {name}]\ntype = IMAP\nremoteuser = {user}\nremotepass = {}\nmaxconnections = 1\n\
+             folderfilter = {filter}\n",
+            password_of(user)
+        );
+        if on_tern {
+            format!(
+                "{common}remotehost = localhost\nipv6 = no\nremoteport = {}\nssl = yes\nsslcacertfile = {}\n\n",
+                server.frontend.imaps.port(),
+                server.ca_cert.display()
+            )
+        } else {
+            format!("{common}remotehost = 127.0.0.1\nremoteport = {}\nssl = no\nstarttls = no\n\n", dovecot.addr.port())
+        }
+    };
+    std::fs::write(
+        home.path().join("offlineimaprc"),
+        format!(
+            "[general]\naccounts = alice, bob\nmetadata = {meta}\n\n\
+             [Account alice]\nlocalrepository = alice-dovecot\nremoterepository = alice-tern\n\n\
+             [Account bob]\nlocalrepository = bob-tern\nremoterepository = bob-dovecot\n\n{}{}{}{}",
+            repository("alice-dovecot", ALICE, false),
+            repository("alice-tern", ALICE, true),
+            repository("bob-tern", BOB, true),
+            repository("bob-dovecot", BOB, false),
+            meta = home.path().join("meta").display(),
+        ),
+    )
+    .unwrap();
+
+    // 1. Both trees become their union on both servers: bytes and flags, and the dates that
+    // offlineimap carries.
+    let log = offlineimap(home.path(), "first sync").await;
+    assert_eq!(log.matches("Copy message UID").count(), 18, "nine messages copied per account:\n{log}");
+    let s = |subject: &str, flags: &str| (subject.to_string(), flags.to_string());
+    let mut after_first = Vec::new();
+    for pair in &mut pairs {
+        let user = pair.user;
+        let on_tern = tree(&mut pair.tern).await;
+        let on_dove = tree(&mut pair.dove).await;
+        assert_eq!(
+            comparable(&on_tern),
+            comparable(&on_dove),
+            "{user}: the servers differ after the first sync:\n{log}\nDovecot:\n{}",
+            dovecot.log_tail()
+        );
+        assert_eq!(
+            summary(&on_tern),
+            [
+                (
+                    "INBOX",
+                    vec![s("d-inbox", "\\Flagged \\Seen"), s("t-flagged", "Work \\Flagged"), s("t-seen", "\\Seen")]
+                ),
+                ("Archive", vec![s("d-archive", ""), s("t-answered", "\\Answered \\Seen")]),
+                ("Archive/2024", vec![s("t-draft", "\\Draft")]),
+                ("Z&APw-rich", vec![s("t-zurich", "")]),
+                ("Lists", vec![s("d-lists", "\\Answered")]),
+                ("Lists/rust", vec![s("d-rust", "\\Draft \\Seen")]),
+            ],
+            "{user}: Tern after the first sync:\n{log}"
+        );
+        let flagged = &on_dove[0].1.iter().find(|m| m.subject == "t-flagged").unwrap().flags;
+        assert_eq!(flagged, &["\\Flagged"], "{user}: offlineimap copied a keyword between IMAP servers:\n{log}");
+        // Every message is, on both servers, what was appended where it started: the same
+        // bytes, and the original keeps its date; the copy has the same date when it came from
+        // the remote repository and the Date header's otherwise.
+        for (seeded, from_tern) in [(&seeded_tern, true), (&seeded_dove, false)] {
+            let dates_carried = from_tern == pair.tern_is_remote;
+            for (folder, originals) in seeded {
+                for original in originals {
+                    for (copy_on_tern, got) in [(true, &on_tern), (false, &on_dove)] {
+                        let (_, messages) = got.iter().find(|(f, _)| f == folder).unwrap();
+                        let copy = messages.iter().find(|m| m.subject == original.subject);
+                        let copy = copy.unwrap_or_else(|| panic!("{user}: {folder}: no {}:\n{log}", original.subject));
+                        assert_eq!(copy.body, original.body, "{user}: {folder}: {} changed:\n{log}", original.subject);
+                        let date = if copy_on_tern == from_tern || dates_carried { original.date } else { header_date };
+                        assert_eq!(
+                            copy.date,
+                            date,
+                            "{user}: the INTERNALDATE of {folder}: {} on {}:\n{log}",
+                            original.subject,
+                            if copy_on_tern { "Tern" } else { "Dovecot" }
+                        );
+                    }
+                }
+            }
+        }
+        after_first.push((on_tern, on_dove));
+    }
+
+    // 2. Flags changed on Tern and messages deleted on Dovecot (one that came from Tern and one
+    // of Dovecot's own) reach the other server.
+    let uid_of = |tree: &[(&'static str, Vec<Listed>)], folder: &str, subject: &str| {
+        let (_, messages) = tree.iter().find(|(f, _)| *f == folder).unwrap();
+        messages.iter().find(|m| m.subject == subject).unwrap_or_else(|| panic!("no {subject} in {folder}")).uid
+    };
+    for (pair, (on_tern, on_dove)) in pairs.iter_mut().zip(&after_first) {
+        let tern = &mut pair.tern;
+        tern.ok("SELECT Z&APw-rich").await;
+        tern.ok(&format!("UID STORE {} +FLAGS (\\Seen \\Flagged)", uid_of(on_tern, "Z&APw-rich", "t-zurich"))).await;
+        tern.ok("SELECT INBOX").await;
+        tern.ok(&format!("UID STORE {} -FLAGS (\\Seen)", uid_of(on_tern, "INBOX", "t-seen"))).await;
+        tern.ok(&format!("UID STORE {} +FLAGS (\\Answered)", uid_of(on_tern, "INBOX", "d-inbox"))).await;
+        tern.ok("UNSELECT").await;
+        for (folder, subject) in [("Archive", "t-answered"), ("Lists/rust", "d-rust")] {
+            pair.dove.ok(&format!("SELECT {folder}")).await;
+            pair.dove.ok(&format!("UID STORE {} +FLAGS.SILENT (\\Deleted)", uid_of(on_dove, folder, subject))).await;
+            pair.dove.ok("EXPUNGE").await;
+        }
+        pair.dove.ok("UNSELECT").await;
+    }
+    let log = offlineimap(home.path(), "changes on both").await;
+    assert!(!log.contains("Copy message"), "nothing new to copy:\n{log}");
+    let mut after_changes = Vec::new();
+    for pair in &mut pairs {
+        let user = pair.user;
+        let on_tern = tree(&mut pair.tern).await;
+        let on_dove = tree(&mut pair.dove).await;
+        assert_eq!(comparable(&on_tern), comparable(&on_dove), "{user}: the servers differ after the changes:\n{log}");
+        assert_eq!(
+            summary(&on_tern),
+            [
+                (
+                    "INBOX",
+                    vec![
+                        s("d-inbox", "\\Answered \\Flagged \\Seen"),
+                        s("t-flagged", "Work \\Flagged"),
+                        s("t-seen", "")
+                    ]
+                ),
+                ("Archive", vec![s("d-archive", "")]),
+                ("Archive/2024", vec![s("t-draft", "\\Draft")]),
+                ("Z&APw-rich", vec![s("t-zurich", "\\Flagged \\Seen")]),
+                ("Lists", vec![s("d-lists", "\\Answered")]),
+                ("Lists/rust", vec![]),
+            ],
+            "{user}: Tern after the changes:\n{log}"
+        );
+        after_changes.push((on_tern, on_dove));
+    }
+
+    // 3. Nothing changed on either side: nothing copied, flagged or deleted, every UID and date
+    // kept.
+    let log = offlineimap(home.path(), "no changes").await;
+    for action in ["Copy message", "Deleting", "Adding flag", "Deleting flag"] {
+        assert!(!log.contains(action), "a run with nothing to do did something ({action}):\n{log}");
+    }
+    for (pair, (on_tern, on_dove)) in pairs.iter_mut().zip(&after_changes) {
+        assert_eq!(&tree(&mut pair.tern).await, on_tern, "{}: Tern changed:\n{log}", pair.user);
+        assert_eq!(&tree(&mut pair.dove).await, on_dove, "{}: Dovecot changed:\n{log}", pair.user);
+    }
+    for pair in pairs {
+        pair.tern.logout().await;
+        pair.dove.logout().await;
+    }
 }

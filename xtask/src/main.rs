@@ -120,7 +120,7 @@ fn test_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(u64, u64)> 
 /// The Debian packages the real-client tests need, every one named, because `--no-install-recommends`
 /// (which keeps CI's installs small) leaves out what the clients only recommend: swaks merely
 /// recommends the Perl TLS modules, without which it cannot do STARTTLS or implicit TLS.
-const CLIENT_PACKAGES: [&str; 12] = [
+const CLIENT_PACKAGES: [&str; 14] = [
     "swaks",
     // swaks's TLS (`--tls`, `--tls-on-connect`).
     "libnet-ssleay-perl",
@@ -130,6 +130,10 @@ const CLIENT_PACKAGES: [&str; 12] = [
     "isync",
     // offlineimap (Python 3; its TLS is Python's ssl).
     "offlineimap3",
+    // The Dovecot that offlineimap syncs Tern with (`offlineimap_imap_to_imap_with_dovecot`),
+    // started by the test itself; the package's own system-wide instance is not used.
+    "dovecot-core",
+    "dovecot-imapd",
     // Roundcube webmail (`tests/webmail.rs`), served by PHP's built-in web server (php-cli)
     // with its database in SQLite (php-sqlite3), and the headless browser that drives it.
     "roundcube-core",
@@ -230,6 +234,20 @@ fn check_clients() -> anyhow::Result<()> {
     if !version.trim().starts_with(|c: char| c.is_ascii_digit()) {
         bail!(
             "`offlineimap --version` does not give a version: install the Debian package offlineimap3.\nIt says:\n{version}"
+        );
+    }
+    // The test's Dovecot configuration is written in Dovecot 2.3's syntax (Debian 12's), which
+    // 2.4 changed, and its sessions need the IMAP server of dovecot-imapd.
+    let version = client_output("/usr/sbin/dovecot", &["--version"], "dovecot-core")?;
+    if !version.trim().starts_with("2.3.") {
+        bail!(
+            "the offlineimap-with-Dovecot test configures Dovecot 2.3, and `dovecot --version` says: {}",
+            version.trim()
+        );
+    }
+    if !std::path::Path::new("/usr/lib/dovecot/imap").is_file() {
+        bail!(
+            "/usr/lib/dovecot/imap is missing, which the offlineimap-with-Dovecot test needs: install the Debian package dovecot-imapd"
         );
     }
     // Roundcube: Debian's layout, which the webmail test serves from and configures, and the
