@@ -51,7 +51,7 @@ mod fuzz_tests {
     /// Runs the fuzz body on pseudo-random input (fixed seed, bounded) in the normal tests.
     #[test]
     fn fuzz_body_holds_on_generated_input() {
-        let tokens: [&[u8]; 25] = [
+        let tokens: [&[u8]; 36] = [
             b"UID FETCH $ ",
             b"SEARCH RETURN (SAVE) $ OR UID $ ",
             b"$:1,$ ",
@@ -77,6 +77,17 @@ mod fuzz_tests {
             b"FETCH 1 (EMAILID THREADID) ",
             b"STATUS INBOX (MAILBOXID) ",
             b"(\"a\" %) ",
+            b"CATENATE (TEXT ",
+            b"URL \"/INBOX/;UID=1/;PARTIAL=0.5\" ",
+            b"~{1+}\r\n",
+            b"NOTIFY SET STATUS ",
+            b"(subtree (Lists \"x\") (MessageNew MessageExpunge)) ",
+            b"GENURLAUTH \"imap://a@h/INBOX/;UID=1;URLAUTH=anonymous\" INTERNAL ",
+            b"URLFETCH ",
+            b"CANCELUPDATE \"a1\" ",
+            b"SETMETADATA INBOX (/private/x NIL) ",
+            b"SEARCH SAVEDON 1-Jan-2024 ",
+            b"RETURN (UPDATE) ",
         ];
         for input in tern_runtime::generated::inputs(0x2545_f491_4f6c_dd1d, 2000, 12, &tokens) {
             super::fuzz_command(&input);
