@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use tern_proto::v1::{EventKind, FolderRef, ListFoldersRequest, MailboxEvent, StatusRequest};
+use tern_proto::v1::{EventKind, Folder, FolderRef, ListFoldersRequest, MailboxEvent, StatusRequest};
 
 use super::{
     Flow, Session,
@@ -90,20 +90,26 @@ impl Session {
                 if Some(f.id) == selected || !state.wants(&f.name, &Event::MessageNew) {
                     continue;
                 }
-                let mut items = vec![
-                    StatusItem::Number("MESSAGES", u64::from(f.messages)),
-                    StatusItem::Number("UIDNEXT", u64::from(f.uidnext)),
-                    StatusItem::Number("UIDVALIDITY", u64::from(f.uidvalidity)),
-                ];
-                if self.condstore {
-                    items.push(StatusItem::Number("HIGHESTMODSEQ", f.highest_modseq));
-                }
-                self.send(Response::MailboxStatus { name: self.wire_name(&f.name), items });
+                self.send_status(f, ("UIDVALIDITY", u64::from(f.uidvalidity)));
             }
         }
         self.notify = Some(state);
         self.ok(&tag, "NOTIFY completed");
         Flow::Continue
+    }
+
+    /// A STATUS notification of a mailbox: MESSAGES, UIDNEXT, `third`, and HIGHESTMODSEQ under
+    /// CONDSTORE.
+    fn send_status(&mut self, f: &Folder, third: (&'static str, u64)) {
+        let mut items = vec![
+            StatusItem::Number("MESSAGES", u64::from(f.messages)),
+            StatusItem::Number("UIDNEXT", u64::from(f.uidnext)),
+            StatusItem::Number(third.0, third.1),
+        ];
+        if self.condstore {
+            items.push(StatusItem::Number("HIGHESTMODSEQ", f.highest_modseq));
+        }
+        self.send(Response::MailboxStatus { name: self.wire_name(&f.name), items });
     }
 
     /// Tells the client of a change outside the selected mailbox, when NOTIFY asked for it.
@@ -125,15 +131,7 @@ impl Session {
             let req = StatusRequest { account_id: e.account_id, folder: Some(FolderRef::id(e.folder_id)) };
             // A folder gone meanwhile has nothing to tell; its deletion is an event of its own.
             let Ok(Some(f)) = self.client.status(req).await.map(|r| r.into_inner().folder) else { return };
-            let mut items = vec![
-                StatusItem::Number("MESSAGES", u64::from(f.messages)),
-                StatusItem::Number("UIDNEXT", u64::from(f.uidnext)),
-                StatusItem::Number("UNSEEN", u64::from(f.unseen)),
-            ];
-            if self.condstore {
-                items.push(StatusItem::Number("HIGHESTMODSEQ", f.highest_modseq));
-            }
-            self.send(Response::MailboxStatus { name: self.wire_name(&f.name), items });
+            self.send_status(&f, ("UNSEEN", u64::from(f.unseen)));
             return;
         }
         let response = match kind {
