@@ -715,10 +715,12 @@ async fn offlineimap(home: &Path, what: &str) -> String {
     log
 }
 
-/// APPENDs `message` to `folder` (its name as an IMAP atom) with `flags`, through `imap`.
-async fn append(imap: &mut ImapClient<BoxIo>, folder: &str, flags: &str, message: &[u8]) {
+/// APPENDs `message` to `folder` (its name as an IMAP atom) with `flags` and, when given, the
+/// INTERNALDATE `date`, through `imap`.
+async fn append(imap: &mut ImapClient<BoxIo>, folder: &str, flags: &str, date: Option<&str>, message: &[u8]) {
     let tag = imap.tag();
-    let mut command = format!("{tag} APPEND {folder} ({flags}) {{{}+}}\r\n", message.len()).into_bytes();
+    let date = date.map(|d| format!("\"{d}\" ")).unwrap_or_default();
+    let mut command = format!("{tag} APPEND {folder} ({flags}) {date}{{{}+}}\r\n", message.len()).into_bytes();
     command.extend_from_slice(message);
     command.extend_from_slice(b"\r\n");
     imap.send(&command).await.unwrap();
@@ -750,9 +752,9 @@ async fn offlineimap_client() {
     // Zürich in modified UTF-7 (RFC 3501 5.1.3).
     imap.ok("CREATE Z&APw-rich").await;
     let project = tern_tests::message("project", "in Projects");
-    append(&mut imap, "Projects", "\\Answered", &project).await;
+    append(&mut imap, "Projects", "\\Answered", None, &project).await;
     let zurich = tern_tests::message("zurich", "in Z\u{fc}rich");
-    append(&mut imap, "Z&APw-rich", "\\Seen \\Flagged", &zurich).await;
+    append(&mut imap, "Z&APw-rich", "\\Seen \\Flagged", None, &zurich).await;
     assert_eq!(server_messages(&server, "Z\u{fc}rich").await.len(), 1, "the server decodes the UTF-7 name");
 
     // offlineimap checks the certificate's DNS names itself and ignores its IP addresses: it
@@ -1062,17 +1064,6 @@ async fn imap_folder(imap: &mut ImapClient<BoxIo>, folder: &str) -> Vec<Listed> 
     out
 }
 
-/// APPENDs `message` to `folder` with `flags` and the INTERNALDATE `date`, through `imap`.
-async fn append_dated(imap: &mut ImapClient<BoxIo>, folder: &str, flags: &str, date: &str, message: &[u8]) {
-    let tag = imap.tag();
-    let mut command = format!("{tag} APPEND {folder} ({flags}) \"{date}\" {{{}+}}\r\n", message.len()).into_bytes();
-    command.extend_from_slice(message);
-    command.extend_from_slice(b"\r\n");
-    imap.send(&command).await.unwrap();
-    let done = imap.complete(&tag).await.expect("the APPEND completes");
-    assert!(done.status.starts_with("OK"), "APPEND to {folder}: {done:?}");
-}
-
 /// The folders of the IMAP-to-IMAP sync: Tern's tree, Dovecot's tree, and `Archive`, which
 /// both have. `Z&APw-rich` is Zürich in modified UTF-7, passed through as it is on the wire.
 const TREE: [&str; 6] = ["INBOX", "Archive", "Archive/2024", "Z&APw-rich", "Lists", "Lists/rust"];
@@ -1185,7 +1176,7 @@ async fn offlineimap_imap_to_imap_with_dovecot() {
         pair.tern.ok("CREATE Z&APw-rich").await;
         for (folder, subject, flags, date) in ON_TERN {
             let message = tern_tests::message(subject, &format!("{subject} on Tern"));
-            append_dated(&mut pair.tern, folder, flags, date, &message).await;
+            append(&mut pair.tern, folder, flags, Some(date), &message).await;
         }
         // Dovecot makes no mailbox of a parent that CREATE of a child implies, so it comes first.
         for folder in ["Archive", "Lists", "Lists/rust"] {
@@ -1193,7 +1184,7 @@ async fn offlineimap_imap_to_imap_with_dovecot() {
         }
         for (folder, subject, flags, date) in ON_DOVECOT {
             let message = tern_tests::message(subject, &format!("{subject} on Dovecot"));
-            append_dated(&mut pair.dove, folder, flags, date, &message).await;
+            append(&mut pair.dove, folder, flags, Some(date), &message).await;
         }
     }
     let seeded_tern = tree_of(&mut pairs[0].tern, &["INBOX", "Archive", "Archive/2024", "Z&APw-rich"]).await;

@@ -396,7 +396,7 @@ fn number(text: &str) -> Option<u32> {
 }
 
 /// Undoes `%XX` escapes; the result must be UTF-8.
-fn percent_decode(text: &str) -> Result<String, UrlError> {
+pub(crate) fn percent_decode(text: &str) -> Result<String, UrlError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -8,7 +8,7 @@
 
 use imap_codec::imap_types::core::Tag;
 
-use crate::append::{ImapUrl, UrlError, parse_url};
+use crate::append::{ImapUrl, UrlError, parse_url, percent_decode};
 
 /// A URLAUTH command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,9 +77,9 @@ pub fn parse_authorized(url: &str) -> Result<AuthorizedUrl, UrlError> {
     } else if lower == "authuser" {
         Access::AuthUser
     } else if let Some(name) = lower.strip_prefix("user+").map(|_| &access_text[5..]) {
-        Access::User(decode(name)?)
+        Access::User(percent_decode(name)?)
     } else if let Some(name) = lower.strip_prefix("submit+").map(|_| &access_text[7..]) {
-        Access::Submit(decode(name)?)
+        Access::Submit(percent_decode(name)?)
     } else {
         return Err(UrlError::Malformed);
     };
@@ -99,12 +99,6 @@ pub fn parse_authorized(url: &str) -> Result<AuthorizedUrl, UrlError> {
         return Err(UrlError::Malformed);
     }
     Ok(AuthorizedUrl { url, rump, access, mechanism, token, expire })
-}
-
-/// A percent-encoded user name.
-fn decode(text: &str) -> Result<String, UrlError> {
-    // The user of `imap://user@host/;UID=1` is decoded the same way; borrow that decoder.
-    parse_url(&format!("imap://{text}@h/x/;UID=1"))?.user.ok_or(UrlError::Malformed)
 }
 
 #[cfg(test)]
