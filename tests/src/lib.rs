@@ -22,6 +22,9 @@
 //! [`servers`] starts the real NATS JetStream and SeaweedFS S3 servers that the tests of the
 //! distributed backend run against; [`blobs`] is the conformance suite every body store
 //! backend passes.
+//!
+//! [`rspamd`] starts a real rspamd with its Redis for the spam filtering tests, and [`dnsbl`]
+//! serves a DNS blocklist zone of the test's own on a loopback UDP port.
 
 use std::{
     net::SocketAddr,
@@ -41,10 +44,12 @@ use tonic::{Code, Status};
 
 pub mod blobs;
 pub mod common;
+pub mod dnsbl;
 pub mod dovecot;
 pub mod imap;
 pub mod pop3;
 pub mod relay;
+pub mod rspamd;
 pub mod smtp;
 
 /// The real NATS JetStream and SeaweedFS S3 servers of the distributed tests, from the crate

@@ -120,7 +120,7 @@ fn test_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(u64, u64)> 
 /// The Debian packages the real-client tests need, every one named, because `--no-install-recommends`
 /// (which keeps CI's installs small) leaves out what the clients only recommend: swaks merely
 /// recommends the Perl TLS modules, without which it cannot do STARTTLS or implicit TLS.
-const CLIENT_PACKAGES: [&str; 14] = [
+const CLIENT_PACKAGES: [&str; 16] = [
     "swaks",
     // swaks's TLS (`--tls`, `--tls-on-connect`).
     "libnet-ssleay-perl",
@@ -142,6 +142,11 @@ const CLIENT_PACKAGES: [&str; 14] = [
     "php-sqlite3",
     "chromium",
     "chromium-driver",
+    // The rspamd of the spam filtering tests (`tern_tests::rspamd`) and the Redis that holds its
+    // Bayes statistics, both started by the test itself on free ports; the packages' own
+    // system-wide instances are not used.
+    "rspamd",
+    "redis-server",
 ];
 
 /// The answers Debian's packages of [`CLIENT_PACKAGES`] would otherwise ask for: the webmail
