@@ -410,6 +410,7 @@ pub async fn deliver(client: &mut Mailbox, recipients: &[&str], body: &[u8]) -> 
         recipients: recipients.iter().map(|r| r.to_string()).collect(),
         remote_ip: "127.0.0.1".into(),
         size_hint: 0,
+        junk: vec![],
     };
     let mut requests = vec![DeliverRequest { part: Some(deliver_request::Part::Envelope(envelope)) }];
     requests

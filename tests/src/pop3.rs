@@ -244,6 +244,8 @@ pub(crate) async fn start_mx(mailbox: SocketAddr, tls: &Arc<rustls::ServerConfig
         tls: Some(tls.clone()),
         allow_plaintext_auth: false,
         verifier: None,
+        spam: None,
+        dnsbl: None,
     });
     let (socket, addr) = bind_loopback().await;
     let listeners =

@@ -93,6 +93,23 @@ impl SmtpTestServer {
         mailbox_limits: tern_mailbox::Limits,
         verifier: Option<Arc<tern_smtp::verify::Verifier>>,
     ) -> SmtpTestServer {
+        Self::start_screened(limits, mailbox_limits, verifier, None, None).await
+    }
+
+    /// Default limits, and `spam` filtering every listener's mail.
+    pub async fn start_with_spam(spam: tern_smtp::spam::SpamFilter) -> SmtpTestServer {
+        Self::start_screened(Limits::default(), tern_mailbox::Limits::default(), None, Some(Arc::new(spam)), None).await
+    }
+
+    /// Every check an MX can make: SPF/DKIM/DMARC with `verifier`, spam filtering with `spam`,
+    /// DNS blocklists with `dnsbl` (and pregreet detection through `limits`).
+    pub async fn start_screened(
+        limits: Limits,
+        mailbox_limits: tern_mailbox::Limits,
+        verifier: Option<Arc<tern_smtp::verify::Verifier>>,
+        spam: Option<Arc<tern_smtp::spam::SpamFilter>>,
+        dnsbl: Option<Arc<tern_smtp::screen::Dnsbl>>,
+    ) -> SmtpTestServer {
         let mailbox = TestServer::start(mailbox_limits).await;
         let accounts = create_accounts(&mailbox, &ACCOUNTS).await;
         let cert = DevCert::new("tern-smtp-test-");
@@ -105,6 +122,8 @@ impl SmtpTestServer {
             // SPF, DKIM and DMARC need DNS answers: a test that wants them gives a verifier whose
             // cache holds them.
             verifier,
+            spam,
+            dnsbl,
         });
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -197,9 +216,14 @@ impl SmtpTestServer {
 
     /// Every message in the INBOX of `address`, in UID order, read back whole.
     pub async fn inbox(&self, address: &str) -> Vec<Vec<u8>> {
+        self.folder(address, "INBOX").await
+    }
+
+    /// Every message in the folder `name` of `address`, in UID order, read back whole.
+    pub async fn folder(&self, address: &str, name: &str) -> Vec<Vec<u8>> {
         let account_id = self.account_id(address);
         let mut mail = self.mailbox_client().await;
-        let (folder, messages) = select_folder(&mut mail, account_id, address, "INBOX").await;
+        let (folder, messages) = select_folder(&mut mail, account_id, address, name).await;
         let mut out = Vec::new();
         for m in messages {
             out.push(stored_body(&mut mail, account_id, folder.id, m.uid, address).await);

@@ -172,6 +172,7 @@ async fn resolve_recipient_covers_mailbox_alias_detail_catch_all_and_unknown() {
             name: "catch.example".into(),
             catch_all: Some("postmaster".into()),
             default_quota_bytes: None,
+            spam: None,
         })
         .await
         .unwrap();
@@ -1461,6 +1462,7 @@ async fn admin_manages_domains() {
             name: "example.com".into(),
             catch_all: Some("a".into()),
             default_quota_bytes: Some(0),
+            spam: None,
         })
         .await
         .unwrap()
@@ -1472,6 +1474,7 @@ async fn admin_manages_domains() {
             name: "example.com".into(),
             catch_all: None,
             default_quota_bytes: Some(7),
+            spam: None,
         })
         .await
         .unwrap()
@@ -1483,6 +1486,7 @@ async fn admin_manages_domains() {
                 name: "missing.example".into(),
                 catch_all: None,
                 default_quota_bytes: None,
+                spam: None,
             })
             .await,
         Code::NotFound,
@@ -1620,6 +1624,7 @@ async fn admin_manages_accounts_and_passwords() {
             quota_bytes: Some(10_000),
             suspended: None,
             pop3_delete: Some(tern_proto::v1::Pop3DeletePolicy::Keep as i32),
+            spam: None,
         })
         .await
         .unwrap()

@@ -58,6 +58,7 @@ fn check(rspamd: &Rspamd, message: &[u8], headers: &[(&str, &str)]) -> Value {
 }
 
 #[tokio::test]
+#[ignore = "needs rspamd and redis-server (Debian packages); run by cargo xtask ci"]
 async fn rspamd_gives_each_verdict_a_test_asks_for() {
     let rspamd = Rspamd::start().await;
     let ham = check(&rspamd, &message("Lunch", &[], &ham_text(1)), &[]);
@@ -106,6 +107,7 @@ async fn rspamd_gives_each_verdict_a_test_asks_for() {
 }
 
 #[tokio::test]
+#[ignore = "needs rspamd and redis-server (Debian packages); run by cargo xtask ci"]
 async fn rspamd_learns_per_user_and_the_counts_are_read_back() {
     let rspamd = Rspamd::start().await;
     assert_eq!(rspamd.learned(ALICE).await, 0);

@@ -298,6 +298,8 @@ async fn start_submission(server: &ImapTestServer, cert: &DevCert) -> (SocketAdd
         tls: Some(cert.server_config.clone()),
         allow_plaintext_auth: true,
         verifier: None,
+        spam: None,
+        dnsbl: None,
     });
     let (socket, addr) = bind_loopback().await;
     let listeners = vec![Listener { kind: ListenerKind::Submission, socket, proxy_protocol: false }];

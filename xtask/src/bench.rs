@@ -334,6 +334,7 @@ async fn deliver_to(client: &mut MailboxClient<Channel>, recipient: &str, body: 
                 recipients: vec![recipient.into()],
                 remote_ip: "127.0.0.1".into(),
                 size_hint: body.len() as u64,
+                junk: vec![],
             })),
         },
         DeliverRequest { part: Some(deliver_request::Part::Chunk(body)) },

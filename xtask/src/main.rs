@@ -473,6 +473,10 @@ fn main() -> anyhow::Result<()> {
             let clients = test(&["test", "-p", "tern-tests", "--", "--ignored"])?;
             total.0 += clients.0;
             total.1 += clients.1;
+            // `tern dev` with spam filtering, against the rspamd of the Debian package.
+            let spam = test(&["test", "-p", "tern", "--test", "spam", "--", "--ignored"])?;
+            total.0 += spam.0;
+            total.1 += spam.1;
             // The storage suites once more, on the distributed backend.
             let on_nats = storage_suites_on_nats()?;
             total.0 += on_nats.0;

@@ -10,6 +10,8 @@
 //! - [`dns`]: the resolver (the system's or one given name server) and the TTL cache that
 //!   mail-auth consults, shared by the SMTP front-end's SPF/DKIM/DMARC checks and the relay's
 //!   MX and MTA-STS lookups.
+//! - [`headers`]: removing header fields by name and writing folded ones, byte for byte
+//!   otherwise (forged trace and spam headers, the spam filter's Subject).
 //! - [`parse`]: a message's IMAP envelope and body structure with byte offsets, computed once
 //!   by the mailbox service at delivery and read by the IMAP front-end's tests.
 //!
@@ -23,4 +25,5 @@
 pub mod dkim;
 pub mod dns;
 pub mod dsn;
+pub mod headers;
 pub mod parse;

@@ -22,6 +22,7 @@ pub mod position;
 pub mod records;
 pub mod server;
 pub mod service;
+pub mod spam;
 pub mod store;
 
 pub use error::{MailboxError, Result};

@@ -68,6 +68,40 @@ impl From<SpecialUse> for pb::SpecialUse {
     }
 }
 
+impl From<pb::SpamScan> for SpamScan {
+    fn from(s: pb::SpamScan) -> Self {
+        match s {
+            pb::SpamScan::Inherit => Self::Inherit,
+            pb::SpamScan::On => Self::On,
+            pb::SpamScan::Off => Self::Off,
+        }
+    }
+}
+
+impl From<SpamScan> for pb::SpamScan {
+    fn from(s: SpamScan) -> Self {
+        match s {
+            SpamScan::Inherit => Self::Inherit,
+            SpamScan::On => Self::On,
+            SpamScan::Off => Self::Off,
+        }
+    }
+}
+
+impl From<pb::SpamSettings> for SpamSettingsRecord {
+    fn from(s: pb::SpamSettings) -> Self {
+        let scan = SpamScan::from(s.scan()) as i32;
+        Self { scan, junk_folder: s.junk_folder, allow_senders: s.allow_senders, block_senders: s.block_senders }
+    }
+}
+
+impl From<SpamSettingsRecord> for pb::SpamSettings {
+    fn from(s: SpamSettingsRecord) -> Self {
+        let scan = pb::SpamScan::from(s.scan()) as i32;
+        Self { scan, junk_folder: s.junk_folder, allow_senders: s.allow_senders, block_senders: s.block_senders }
+    }
+}
+
 impl From<EventKind> for pb::EventKind {
     fn from(k: EventKind) -> Self {
         match k {
@@ -279,6 +313,12 @@ mod tests {
             assert_eq!(Pop3DeletePolicy::from(api), stored);
             assert_eq!(pb::Pop3DeletePolicy::from(stored), api);
         }
+        for n in 0..3 {
+            let api = pb::SpamScan::try_from(n).unwrap();
+            let stored = SpamScan::try_from(n).unwrap();
+            assert_eq!(SpamScan::from(api), stored);
+            assert_eq!(pb::SpamScan::from(stored), api);
+        }
         for n in 0..9 {
             assert_eq!(pb::EventKind::from(EventKind::try_from(n).unwrap()), pb::EventKind::try_from(n).unwrap());
         }
@@ -287,6 +327,7 @@ mod tests {
         assert!(SpecialUse::try_from(8).is_err() && pb::SpecialUse::try_from(8).is_err());
         assert!(Pop3DeletePolicy::try_from(2).is_err() && pb::Pop3DeletePolicy::try_from(2).is_err());
         assert!(EventKind::try_from(9).is_err() && pb::EventKind::try_from(9).is_err());
+        assert!(SpamScan::try_from(3).is_err() && pb::SpamScan::try_from(3).is_err());
     }
 
     /// A parse of a real message, converted to a record and back, is what it was, and the

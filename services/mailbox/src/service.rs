@@ -40,12 +40,13 @@ use crate::{
     blobs::{BlobStore, blob_id},
     error::{MailboxError, Result},
     flags, parse, password,
-    records::{AccountRecord, MessageRecord},
+    records::{AccountRecord, DomainRecord, MessageRecord},
     store::{AppendOp, Appended, MetadataStore, NewMessage},
 };
 
 mod directory;
 mod folders;
+mod learn;
 mod urlauth;
 
 pub use directory::{DkimKeyError, NewPassword};
@@ -77,6 +78,11 @@ pub struct Limits {
     pub max_metadata_value: u64,
     /// Most METADATA entries on one mailbox, and on the server of one account (TOOMANY).
     pub max_metadata_entries: usize,
+    /// Queue a learning task for the spam filter when a message is moved into or out of a junk
+    /// folder (on when rspamd's controller is configured, so that a learner exists).
+    pub learn_spam: bool,
+    /// Most learning tasks one COPY or MOVE queues; the rest of a larger one is not learned.
+    pub max_learn_per_command: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +96,8 @@ impl Default for Limits {
             blob_cache_bytes: 8 * 1024 * 1024,
             max_metadata_value: 64 * 1024,
             max_metadata_entries: 100,
+            learn_spam: false,
+            max_learn_per_command: 500,
         }
     }
 }
@@ -101,11 +109,13 @@ pub struct Resolution {
     pub account: Option<AccountRecord>,
     pub via: ResolvedVia,
     pub detail: String,
+    /// The spam settings that hold for the account found (see [`crate::spam::effective`]).
+    pub spam: tern_proto::v1::SpamSettings,
 }
 
 impl Resolution {
     fn none(status: RecipientStatus) -> Self {
-        Self { status, account: None, via: ResolvedVia::Unspecified, detail: String::new() }
+        Self { status, account: None, via: ResolvedVia::Unspecified, detail: String::new(), spam: Default::default() }
     }
 }
 
@@ -303,7 +313,7 @@ impl MailboxService {
             };
             if let Some(a) = account {
                 let detail = if i == 0 { String::new() } else { detail.clone() };
-                return Ok(self.found(a, via, detail));
+                return self.found(a, via, detail, &domain).await;
             }
         }
         if !domain.catch_all.is_empty() {
@@ -313,7 +323,7 @@ impl MailboxService {
                 format!("{}@{}", domain.catch_all, domain.name)
             };
             if let Some(a) = self.lookup_login(&target.to_lowercase()).await? {
-                return Ok(self.found(a, ResolvedVia::CatchAll, String::new()));
+                return self.found(a, ResolvedVia::CatchAll, String::new(), &domain).await;
             }
         }
         Ok(Resolution::none(RecipientStatus::UnknownUser))
@@ -330,9 +340,24 @@ impl MailboxService {
         Ok((r, used_bytes))
     }
 
-    fn found(&self, account: AccountRecord, via: ResolvedVia, detail: String) -> Resolution {
+    /// The resolution to `account`, with the spam settings of the account's own domain (which
+    /// an alias or a catch-all in another domain, `asked`, may not be).
+    async fn found(
+        &self,
+        account: AccountRecord,
+        via: ResolvedVia,
+        detail: String,
+        asked: &DomainRecord,
+    ) -> Result<Resolution> {
         let status = if account.suspended { RecipientStatus::Suspended } else { RecipientStatus::Local };
-        Resolution { status, account: Some(account), via, detail }
+        let own = account.address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        let domain = if own == asked.name { Some(asked.clone()) } else { self.store.domain(own).await? };
+        let empty = Default::default();
+        let spam = crate::spam::effective(
+            domain.as_ref().and_then(|d| d.spam.as_ref()),
+            account.spam.as_ref().unwrap_or(&empty),
+        );
+        Ok(Resolution { status, account: Some(account), via, detail, spam })
     }
 
     fn check_size(&self, size: u64) -> Result<()> {
@@ -390,8 +415,9 @@ impl MailboxService {
 
     /// Delivers a message to every local recipient in one commit: one body object however many
     /// recipients. Each recipient gets its own outcome; a storage failure fails the whole call
-    /// so that the sender retries.
-    pub async fn deliver(&self, recipients: &[String], content: Bytes) -> Result<Delivery> {
+    /// so that the sender retries. The recipients in `junk` (the spam filter's verdict for
+    /// them) get their copy in their junk folder, which is created when it is missing.
+    pub async fn deliver(&self, recipients: &[String], junk: &[String], content: Bytes) -> Result<Delivery> {
         if recipients.is_empty() {
             return Err(MailboxError::invalid("recipients", "none given"));
         }
@@ -417,8 +443,13 @@ impl MailboxService {
             // Two addresses of one account (an alias and the mailbox) get one copy, as with
             // every MTA; the later recipient reports the first one's result.
             if status == DeliveryStatus::Delivered && seen_accounts.insert(account_id) {
+                let folder = if junk.iter().any(|j| j.eq_ignore_ascii_case(rcpt)) {
+                    self.junk_folder(account_id, &r.spam.junk_folder).await?
+                } else {
+                    "INBOX".to_string()
+                };
                 op_index.push((results.len(), ops.len()));
-                ops.push(AppendOp { account_id, folder: FolderRef::name("INBOX"), flags: vec![] });
+                ops.push(AppendOp { account_id, folder: FolderRef::name(folder), flags: vec![] });
             }
             results.push(RecipientOutcome { recipient: rcpt.clone(), status, account_id, appended: None });
         }
@@ -449,6 +480,32 @@ impl MailboxService {
             }
         }
         Ok(Delivery { blob_id: id, size, results })
+    }
+
+    /// The folder an account's spam goes to: `name`, created (as `\\Junk` when the account
+    /// has no such folder yet) if it does not exist. Another session creating it at the same
+    /// moment is no failure; the folder is there either way.
+    async fn junk_folder(&self, account_id: u64, name: &str) -> Result<String> {
+        let name = if name.is_empty() { crate::spam::DEFAULT_JUNK_FOLDER } else { name };
+        match self.store.folder(account_id, &FolderRef::name(name)).await {
+            Ok(f) => return Ok(f.name),
+            Err(MailboxError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let folders = self.store.list_folders(account_id).await?;
+        let special = if folders.folders.iter().any(|f| f.special_use() == crate::records::SpecialUse::Junk) {
+            tern_proto::v1::SpecialUse::None
+        } else {
+            tern_proto::v1::SpecialUse::Junk
+        };
+        match self.store.create_folder(account_id, name, special).await {
+            Ok(f) => {
+                tracing::info!(account_id, folder = %f.name, "created the junk folder");
+                Ok(f.name)
+            }
+            Err(MailboxError::AlreadyExists { .. }) => Ok(name.to_string()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Puts a submitted message on the outbound queue: the body is stored once, and there is

@@ -15,7 +15,8 @@ use prost::Message;
 use tern_mailbox::records::{
     AccountRecord, AccountSnapshot, AddressRecord, BodyPartRecord, ChangeRecord, DomainRecord, EnvelopeRecord,
     EventKind, EventMessage, EventRecord, Expunged, FolderMessage, FolderRecord, FolderSnapshot, LogEntry,
-    MessageRecord, MetadataEntry, ParamRecord, ParsedRecord, Pop3DeletePolicy, SpecialUse,
+    MessageRecord, MetadataEntry, ParamRecord, ParsedRecord, Pop3DeletePolicy, SpamScan, SpamSettingsRecord,
+    SpecialUse,
 };
 
 fn dir() -> PathBuf {
@@ -29,6 +30,8 @@ fn domain() -> DomainRecord {
         default_quota_bytes: 1 << 30,
         dkim_selector: "tern1".into(),
         dkim_private_key: "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n".into(),
+        // Added later: the `*_spam.pb` fixtures hold it.
+        spam: None,
     }
 }
 
@@ -44,6 +47,7 @@ fn account() -> AccountRecord {
         pop3_delete: Pop3DeletePolicy::Keep as i32,
         // Added after the first fixtures, as `folder.metadata` was: the `*_metadata.pb` fixtures hold them.
         metadata: vec![],
+        spam: None,
     }
 }
 
@@ -75,6 +79,19 @@ fn with_metadata() -> (AccountRecord, FolderRecord) {
     let account = AccountRecord { metadata: entries.clone(), ..account() };
     let folder = FolderRecord { metadata: entries, ..folder(5, "Lists", SpecialUse::None) };
     (account, folder)
+}
+
+/// Spam filtering settings, on a domain and on an account.
+fn with_spam() -> (DomainRecord, AccountRecord) {
+    let spam = SpamSettingsRecord {
+        scan: SpamScan::Off as i32,
+        junk_folder: "Spam".into(),
+        allow_senders: vec!["@partner.example".into(), "bob@example.net".into()],
+        block_senders: vec!["eve@example.com".into()],
+    };
+    let domain = DomainRecord { spam: Some(spam.clone()), ..domain() };
+    let account = AccountRecord { spam: Some(SpamSettingsRecord { scan: SpamScan::On as i32, ..spam }), ..account() };
+    (domain, account)
 }
 
 fn message(uid: u32) -> MessageRecord {
@@ -248,6 +265,8 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
         ("message.pb", message(12).encode_to_vec()),
         ("message_save_date.pb", message_save_date().encode_to_vec()),
         ("account_metadata.pb", with_metadata().0.encode_to_vec()),
+        ("domain_spam.pb", with_spam().0.encode_to_vec()),
+        ("account_spam.pb", with_spam().1.encode_to_vec()),
         ("folder_metadata.pb", with_metadata().1.encode_to_vec()),
         ("parsed.pb", parsed().encode_to_vec()),
         ("change.pb", change().encode_to_vec()),
@@ -279,6 +298,8 @@ fn records_written_before_decode_unchanged() {
     check("message.pb", message(12));
     check("message_save_date.pb", message_save_date());
     check("account_metadata.pb", with_metadata().0);
+    check("domain_spam.pb", with_spam().0);
+    check("account_spam.pb", with_spam().1);
     check("folder_metadata.pb", with_metadata().1);
     check("parsed.pb", parsed());
     check("change.pb", change());

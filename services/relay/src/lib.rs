@@ -19,6 +19,7 @@
 pub mod client;
 pub mod config;
 pub mod dkim;
+pub mod learn;
 pub mod mta_sts;
 pub mod report;
 pub mod route;

@@ -37,9 +37,9 @@ use crate::{
 };
 
 /// Attempts kept in an entry's history.
-const MAX_HISTORY: usize = 10;
+pub(crate) const MAX_HISTORY: usize = 10;
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
@@ -117,6 +117,8 @@ struct Inner {
     /// When the next delivery to a domain may start, under `per_domain_rate`.
     pacing: Mutex<HashMap<String, tokio::time::Instant>>,
     metrics: RelayMetrics,
+    /// rspamd's controller, for the queue's learning tasks.
+    learner: Option<tern_rspamd::Client>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -146,9 +148,33 @@ impl Relay {
                 domains: Mutex::default(),
                 pacing: Mutex::default(),
                 metrics: RelayMetrics::global(),
+                learner: None,
                 cfg,
             }),
         })
+    }
+
+    /// Teaches rspamd through `client` the learning tasks this worker claims.
+    pub fn with_learner(mut self, client: tern_rspamd::Client) -> Self {
+        crate::learn::declare();
+        Arc::get_mut(&mut self.inner).expect("called before the worker is shared").learner = Some(client);
+        self
+    }
+
+    pub(crate) fn learner(&self) -> Option<&tern_rspamd::Client> {
+        self.inner.learner.as_ref()
+    }
+
+    pub(crate) fn config(&self) -> &RelayConfig {
+        &self.inner.cfg
+    }
+
+    pub(crate) fn holder(&self) -> &str {
+        &self.inner.holder
+    }
+
+    pub(crate) fn client(&self) -> MailboxClient<Channel> {
+        self.inner.client.clone()
     }
 
     /// Runs until `stop` completes, then lets the attempts in flight finish (for at most
@@ -224,6 +250,9 @@ impl Relay {
     /// One attempt of one entry, start to finish. Never fails: whatever goes wrong becomes the
     /// recipients' outcome, and a failure to report back leaves the lease to run out.
     pub async fn process(&self, entry: QueuedMessage) {
+        if entry.learn() != tern_proto::v1::LearnClass::None {
+            return self.learn(entry).await;
+        }
         let cfg = &self.inner.cfg;
         let started = now();
         let (sent, host, original) = match tokio::time::timeout(cfg.attempt_deadline(), self.attempt(&entry)).await {
@@ -370,7 +399,7 @@ impl Relay {
         (all(RcptOutcome::Transient(last)), None, body)
     }
 
-    async fn body(&self, queue_id: &str) -> Result<Bytes, tonic::Status> {
+    pub(crate) async fn body(&self, queue_id: &str) -> Result<Bytes, tonic::Status> {
         let mut stream = self
             .inner
             .client

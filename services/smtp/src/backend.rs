@@ -33,7 +33,7 @@ impl Account {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolved {
-    Local { account_id: u64, quota_bytes: u64, used_bytes: u64 },
+    Local { account_id: u64, quota_bytes: u64, used_bytes: u64, spam: crate::spam::RecipientSpam },
     NotLocal,
     UnknownUser,
     Suspended,
@@ -99,11 +99,13 @@ pub struct Outbound {
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     async fn resolve(&self, address: &str) -> Result<Resolved, BackendError>;
     async fn authenticate(&self, user: &str, password: &SecretString, ip: IpAddr) -> Result<Account, BackendError>;
-    /// Stores `message` for local recipients; answers per recipient once durable.
+    /// Stores `message` for local recipients, in the junk folder for those in `junk`; answers
+    /// per recipient once durable.
     async fn deliver(
         &self,
         mail_from: &str,
         recipients: &[String],
+        junk: &[String],
         message: Bytes,
         ip: IpAddr,
     ) -> Result<Vec<Outcome>, BackendError>;
@@ -116,7 +118,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 /// way, so that it can never cause another bounce (RFC 5321 section 6.1).
 pub async fn send_report(backend: &dyn Backend, to: &str, report: Bytes, ip: IpAddr) -> Result<(), BackendError> {
     match backend.resolve(to).await? {
-        Resolved::Local { .. } => match backend.deliver("", &[to.to_string()], report, ip).await?.first() {
+        Resolved::Local { .. } => match backend.deliver("", &[to.to_string()], &[], report, ip).await?.first() {
             Some(Outcome::Delivered) => Ok(()),
             Some(other) => Err(BackendError::Permanent(format!("the report to {to} was not stored: {other:?}"))),
             None => Err(BackendError::Permanent(format!("the report to {to} was not stored"))),
@@ -165,7 +167,14 @@ impl Backend for GrpcBackend {
         Ok(match RecipientStatus::try_from(r.status).unwrap_or_default() {
             RecipientStatus::Local => {
                 let a = r.account.unwrap_or_default();
-                Resolved::Local { account_id: a.id, quota_bytes: a.quota_bytes, used_bytes: r.used_bytes }
+                let s = r.spam.unwrap_or_default();
+                let spam = crate::spam::RecipientSpam {
+                    // An older mailbox service says nothing (INHERIT): scanning on, the default.
+                    scan: s.scan() != tern_proto::v1::SpamScan::Off,
+                    allow: s.allow_senders,
+                    block: s.block_senders,
+                };
+                Resolved::Local { account_id: a.id, quota_bytes: a.quota_bytes, used_bytes: r.used_bytes, spam }
             }
             RecipientStatus::NotLocal => Resolved::NotLocal,
             RecipientStatus::Suspended => Resolved::Suspended,
@@ -192,6 +201,7 @@ impl Backend for GrpcBackend {
         &self,
         mail_from: &str,
         recipients: &[String],
+        junk: &[String],
         message: Bytes,
         ip: IpAddr,
     ) -> Result<Vec<Outcome>, BackendError> {
@@ -199,6 +209,7 @@ impl Backend for GrpcBackend {
             part: Some(deliver_request::Part::Envelope(DeliverEnvelope {
                 mail_from: mail_from.to_string(),
                 recipients: recipients.to_vec(),
+                junk: junk.to_vec(),
                 remote_ip: ip.to_string(),
                 size_hint: message.len() as u64,
             })),

@@ -41,6 +41,10 @@ pub struct Limits {
     /// How long a whole DATA or BDAT transfer may take.
     pub data_timeout: Duration,
     pub max_connections_per_ip: usize,
+    /// How long an MX client is watched for talking before the greeting is complete (the
+    /// greeting's first line goes out at once, its last after this wait); zero turns the check
+    /// off.
+    pub pregreet_wait: Duration,
 }
 
 impl Default for Limits {
@@ -55,6 +59,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
             max_connections_per_ip: 20,
+            pregreet_wait: Duration::ZERO,
         }
     }
 }
@@ -70,4 +75,8 @@ pub struct SmtpConfig {
     pub allow_plaintext_auth: bool,
     /// SPF, DKIM and DMARC verification of mail arriving on MX listeners; None turns it off.
     pub verifier: Option<Arc<crate::verify::Verifier>>,
+    /// Spam filtering with rspamd at the end of DATA; None turns it off.
+    pub spam: Option<Arc<crate::spam::SpamFilter>>,
+    /// DNS blocklists MX clients are checked against at connect; None checks none.
+    pub dnsbl: Option<Arc<crate::screen::Dnsbl>>,
 }

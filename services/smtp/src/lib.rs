@@ -10,6 +10,8 @@ pub mod backend;
 pub mod codec;
 pub mod config;
 pub mod dsn;
+pub mod screen;
 pub mod server;
 pub mod session;
+pub mod spam;
 pub mod verify;

@@ -133,31 +133,14 @@ impl Verifier {
 /// Removes Authentication-Results headers that claim to come from `hostname`: only this
 /// server may write those (RFC 8601 section 5), and a sender must not forge them.
 pub fn strip_forged_results(message: &[u8], hostname: &str) -> Vec<u8> {
-    let header_end = message.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 2).unwrap_or(message.len());
-    let (header, body) = message.split_at(header_end);
-    let mut out = Vec::with_capacity(message.len());
-    let mut skipping = false;
-    for line in header.split_inclusive(|b| *b == b'\n') {
-        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
-        if continuation {
-            if !skipping {
-                out.extend_from_slice(line);
-            }
-            continue;
+    tern_mail::headers::remove_fields(message, |name, value| {
+        if !name.eq_ignore_ascii_case("authentication-results") {
+            return false;
         }
-        skipping = false;
-        let lower = String::from_utf8_lossy(line).to_ascii_lowercase();
-        if let Some(value) = lower.strip_prefix("authentication-results:") {
-            let authserv = value.trim_start().split(|c: char| c == ';' || c.is_whitespace()).next().unwrap_or("");
-            if authserv.eq_ignore_ascii_case(hostname) {
-                skipping = true;
-                continue;
-            }
-        }
-        out.extend_from_slice(line);
-    }
-    out.extend_from_slice(body);
-    out
+        let value = String::from_utf8_lossy(value);
+        let authserv = value.trim_start().split(|c: char| c == ';' || c.is_whitespace()).next().unwrap_or("");
+        authserv.eq_ignore_ascii_case(hostname)
+    })
 }
 
 #[cfg(test)]

@@ -8,10 +8,10 @@ use clap::{Args, Subcommand};
 use tern_proto::v1::{
     AddAliasRequest, CreateAccountRequest, CreateDomainRequest, DeleteAccountRequest, DeleteDomainRequest,
     DeleteQueuedRequest, FetchBodyRequest, FetchMessagesRequest, FolderRef, GetAccountRequest, GetDomainRequest,
-    GetQueuedRequest, GetUsageRequest, ListAccountsRequest, ListAliasesRequest, ListDomainsRequest, ListQueueRequest,
-    Password, Pop3DeletePolicy, RemoveAliasRequest, RetryQueuedRequest, SelectRequest, SetDkimKeyRequest,
-    SetPasswordRequest, UpdateAccountRequest, UpdateDomainRequest, admin_client::AdminClient,
-    mailbox_client::MailboxClient, password,
+    GetQueuedRequest, GetUsageRequest, LearnClass, ListAccountsRequest, ListAliasesRequest, ListDomainsRequest,
+    ListQueueRequest, Password, Pop3DeletePolicy, RemoveAliasRequest, ResolveRecipientRequest, RetryQueuedRequest,
+    SelectRequest, SetDkimKeyRequest, SetPasswordRequest, SpamScan, SpamSettings, UpdateAccountRequest,
+    UpdateDomainRequest, admin_client::AdminClient, mailbox_client::MailboxClient, password,
 };
 use tern_runtime::rpc::Channel;
 
@@ -105,6 +105,13 @@ enum DomainCommand {
     Show {
         name: String,
     },
+    /// Spam filtering of mail to the domain's mailboxes (those that set nothing themselves):
+    /// shows the settings, or changes those given.
+    Spam {
+        name: String,
+        #[command(flatten)]
+        spam: SpamArgs,
+    },
     List,
     /// Refused while the domain has mailboxes or aliases.
     Remove {
@@ -121,6 +128,71 @@ enum DomainCommand {
         #[arg(long)]
         key_file: Option<std::path::PathBuf>,
     },
+}
+
+/// Changes to spam settings; none given shows them.
+#[derive(Debug, Args)]
+struct SpamArgs {
+    /// Scan incoming mail: `on`, `off`, or `inherit` (the domain's setting; for a domain, on).
+    #[arg(long, value_parser = ["on", "off", "inherit"])]
+    scan: Option<String>,
+    /// The folder spam is delivered to (created when missing); an empty name inherits ("Junk").
+    #[arg(long)]
+    junk_folder: Option<String>,
+    /// Never treat mail from this sender (address or @domain) as spam; repeatable.
+    #[arg(long = "allow", value_name = "SENDER")]
+    allow: Vec<String>,
+    /// Always treat mail from this sender (address or @domain) as spam; repeatable.
+    #[arg(long = "block", value_name = "SENDER")]
+    block: Vec<String>,
+    /// Takes a sender off both lists; repeatable.
+    #[arg(long = "forget", value_name = "SENDER")]
+    forget: Vec<String>,
+}
+
+impl SpamArgs {
+    fn is_empty(&self) -> bool {
+        self.scan.is_none()
+            && self.junk_folder.is_none()
+            && self.allow.is_empty()
+            && self.block.is_empty()
+            && self.forget.is_empty()
+    }
+
+    /// `current` with these changes; the service checks and normalises the result.
+    fn apply(self, mut s: SpamSettings) -> SpamSettings {
+        if let Some(scan) = self.scan {
+            s.scan = match scan.as_str() {
+                "on" => SpamScan::On,
+                "off" => SpamScan::Off,
+                _ => SpamScan::Inherit,
+            } as i32;
+        }
+        if let Some(j) = self.junk_folder {
+            s.junk_folder = j;
+        }
+        let forget: Vec<String> =
+            self.forget.iter().chain(&self.allow).chain(&self.block).map(|f| f.to_lowercase()).collect();
+        s.allow_senders.retain(|a| !forget.contains(&a.to_lowercase()));
+        s.block_senders.retain(|b| !forget.contains(&b.to_lowercase()));
+        s.allow_senders.extend(self.allow);
+        s.block_senders.extend(self.block);
+        s
+    }
+}
+
+fn print_spam(label: &str, s: &SpamSettings) {
+    let scan = match s.scan() {
+        SpamScan::On => "on",
+        SpamScan::Off => "off",
+        SpamScan::Inherit => "inherit",
+    };
+    let list = |l: &[String]| if l.is_empty() { "-".to_string() } else { l.join(", ") };
+    println!("{label}");
+    println!("  scan:         {scan}");
+    println!("  junk folder:  {}", if s.junk_folder.is_empty() { "(inherit)" } else { &s.junk_folder });
+    println!("  allowed:      {}", list(&s.allow_senders));
+    println!("  blocked:      {}", list(&s.block_senders));
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +257,13 @@ enum MailboxCommand {
         address: String,
         #[command(flatten)]
         password: PasswordArgs,
+    },
+    /// Spam filtering of mail to the mailbox: shows the settings (its own, and those that hold
+    /// with its domain's), or changes those given.
+    Spam {
+        address: String,
+        #[command(flatten)]
+        spam: SpamArgs,
     },
     Show {
         address: String,
@@ -260,8 +339,14 @@ async fn queue(channel: Channel, c: &mut AdminClient<Channel>, cmd: QueueCommand
                 "QUEUE ID", "SIZE", "ATTEMPTS", "NEXT ATTEMPT", "FROM"
             );
             for m in list.messages {
-                let rcpts: Vec<String> = m.recipients.into_iter().map(|r| r.address).collect();
-                let from = if m.mail_from.is_empty() { "<>".to_string() } else { m.mail_from };
+                let rcpts: Vec<String> = m.recipients.iter().map(|r| r.address.clone()).collect();
+                // A learning task for the spam filter says so where outbound mail has a sender.
+                let from = match m.learn() {
+                    LearnClass::Spam => "(learn as spam)".to_string(),
+                    LearnClass::Ham => "(learn as ham)".to_string(),
+                    LearnClass::None if m.mail_from.is_empty() => "<>".to_string(),
+                    LearnClass::None => m.mail_from.clone(),
+                };
                 let next = if m.lease_holder.is_empty() { time(m.next_attempt_at) } else { "being delivered".into() };
                 println!(
                     "{:<18} {:>9} {:>8}  {:<20}  {:<28} {}",
@@ -328,9 +413,32 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     .into_inner();
                 println!("created domain {}", d.name);
             }
+            DomainCommand::Spam { name, spam } => {
+                let d = c.get_domain(GetDomainRequest { name: name.clone() }).await.map_err(explain)?.into_inner();
+                let current = d.spam.unwrap_or_default();
+                if spam.is_empty() {
+                    print_spam(&format!("spam filtering of {name}:"), &current);
+                } else {
+                    let d = c
+                        .update_domain(UpdateDomainRequest {
+                            name,
+                            spam: Some(spam.apply(current)),
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(explain)?
+                        .into_inner();
+                    print_spam(&format!("spam filtering of {} is now:", d.name), &d.spam.unwrap_or_default());
+                }
+            }
             DomainCommand::Update { name, catch_all, default_quota } => {
                 let d = c
-                    .update_domain(UpdateDomainRequest { name, catch_all, default_quota_bytes: default_quota })
+                    .update_domain(UpdateDomainRequest {
+                        name,
+                        catch_all,
+                        default_quota_bytes: default_quota,
+                        spam: None,
+                    })
                     .await
                     .map_err(explain)?
                     .into_inner();
@@ -407,6 +515,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                         quota_bytes: q,
                         suspended,
                         pop3_delete,
+                        spam: None,
                     })
                     .await
                     .map_err(explain)?
@@ -421,6 +530,32 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?;
                 println!("password of {address} changed");
+            }
+            MailboxCommand::Spam { address, spam } => {
+                let mut a =
+                    c.get_account(GetAccountRequest { address: address.clone() }).await.map_err(explain)?.into_inner();
+                if !spam.is_empty() {
+                    let current = a.spam.clone().unwrap_or_default();
+                    a = c
+                        .update_account(UpdateAccountRequest {
+                            address: address.clone(),
+                            spam: Some(spam.apply(current)),
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(explain)?
+                        .into_inner();
+                }
+                print_spam(
+                    &format!("spam filtering of {address}, as set on the mailbox:"),
+                    &a.spam.unwrap_or_default(),
+                );
+                let r = MailboxClient::new(channel.clone())
+                    .resolve_recipient(ResolveRecipientRequest { address: address.clone() })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                print_spam("with its domain's, what holds:", &r.spam.unwrap_or_default());
             }
             MailboxCommand::Show { address } => {
                 let a =

@@ -21,6 +21,8 @@ pub struct Config {
     pub smtp: SmtpSection,
     pub pop3: Pop3Section,
     pub imap: ImapSection,
+    /// Spam filtering with rspamd: the SMTP front-end's scans, the relay's learning.
+    pub spam: SpamSection,
     /// The outbound relay (`tern relay`, and `tern dev`).
     pub relay: tern_relay::RelayConfig,
     /// Where the mailbox service keeps message bodies.
@@ -122,8 +124,18 @@ pub struct SmtpSection {
     /// Verify SPF, DKIM and DMARC of mail arriving on MX listeners (Authentication-Results).
     /// Unset: on for `tern smtp`, off for `tern dev` (which gets no mail from the Internet).
     pub verify_inbound: Option<bool>,
-    /// The DNS server for those checks (`ip:port`); the system resolver when unset.
+    /// The DNS server for those checks and the DNS blocklists (`ip:port`); the system
+    /// resolver when unset.
     pub dns_server: Option<SocketAddr>,
+    /// How long MX clients are watched for talking before the greeting's last line (Postfix
+    /// postscreen's pregreet test), in milliseconds; 0 turns it off. Unset: 1000 for
+    /// `tern smtp`, off for `tern dev`.
+    pub pregreet_ms: Option<u64>,
+    /// DNS blocklists MX clients are checked against at connect (`[[smtp.dnsbl]]`).
+    pub dnsbl: Vec<DnsblSection>,
+    /// How long a "not listed" answer of the blocklists is kept, in seconds (a listing is
+    /// kept for its DNS TTL).
+    pub dnsbl_negative_cache_secs: u64,
     pub max_line: usize,
     pub max_message_bytes: u64,
     pub max_recipients: usize,
@@ -149,6 +161,9 @@ impl Default for SmtpSection {
             allow_plaintext_auth: false,
             verify_inbound: None,
             dns_server: None,
+            pregreet_ms: None,
+            dnsbl: vec![],
+            dnsbl_negative_cache_secs: 300,
             max_line: l.max_line,
             max_message_bytes: l.max_message_bytes,
             max_recipients: l.max_recipients,
@@ -160,6 +175,115 @@ impl Default for SmtpSection {
             max_connections_per_ip: l.max_connections_per_ip,
             shutdown_grace_secs: 25,
         }
+    }
+}
+
+/// The `[spam]` section. Without `rspamd_url` nothing is scanned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpamSection {
+    /// An rspamd normal worker, e.g. `http://rspamd:11333`; empty turns spam filtering off.
+    pub rspamd_url: String,
+    /// rspamd's controller, where messages moved into or out of Junk are learned, e.g.
+    /// `http://rspamd:11334`; empty: nothing is learned.
+    pub controller_url: String,
+    /// A file holding the controller's password, when it requires one to learn.
+    pub password_file: Option<PathBuf>,
+    /// The longest a scan may take before the failure policy applies.
+    pub timeout_ms: u64,
+    /// When rspamd cannot be asked: `tempfail` (451, the sender retries) or `accept` (deliver
+    /// unscanned, counted in `tern_spam_unscanned_deliveries_total`).
+    pub on_failure: String,
+    /// Larger messages are delivered unscanned.
+    pub max_scan_bytes: u64,
+}
+
+impl Default for SpamSection {
+    fn default() -> Self {
+        Self {
+            rspamd_url: String::new(),
+            controller_url: String::new(),
+            password_file: None,
+            timeout_ms: 10_000,
+            on_failure: "tempfail".into(),
+            max_scan_bytes: 20 * 1024 * 1024,
+        }
+    }
+}
+
+impl SpamSection {
+    fn password(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.password_file else { return Ok(None) };
+        let p = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the rspamd password file {}: {e}", path.display()))?;
+        Ok(Some(p.trim().to_string()))
+    }
+
+    /// The rspamd client, when one is configured.
+    pub fn client(&self) -> anyhow::Result<Option<tern_rspamd::Client>> {
+        if self.rspamd_url.is_empty() && self.controller_url.is_empty() {
+            return Ok(None);
+        }
+        let options = tern_rspamd::Options {
+            url: self.rspamd_url.clone(),
+            controller_url: self.controller_url.clone(),
+            password: self.password()?,
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+        };
+        Ok(Some(tern_rspamd::Client::new(options)?))
+    }
+
+    /// The SMTP front-end's filter, when `rspamd_url` is set.
+    pub fn filter(&self) -> anyhow::Result<Option<tern_smtp::spam::SpamFilter>> {
+        if self.rspamd_url.is_empty() {
+            return Ok(None);
+        }
+        let on_failure = match self.on_failure.as_str() {
+            "tempfail" => tern_smtp::spam::FailurePolicy::Tempfail,
+            "accept" => tern_smtp::spam::FailurePolicy::Accept,
+            other => anyhow::bail!("[spam] on_failure must be \"tempfail\" or \"accept\", not {other:?}"),
+        };
+        let client = self.client()?.expect("rspamd_url is set");
+        Ok(Some(tern_smtp::spam::SpamFilter { client, on_failure, max_scan_bytes: self.max_scan_bytes }))
+    }
+}
+
+/// One `[[smtp.dnsbl]]` entry: a zone, and what its answers mean.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsblSection {
+    /// e.g. `zen.spamhaus.org`.
+    pub zone: String,
+    /// Answer → meaning, e.g. `"127.0.0.2" = "SBL"`. Only the answers named list a client;
+    /// without any, every 127.0.0.0/8 answer does (but 127.255.255.x, a list's error codes).
+    #[serde(default)]
+    pub codes: std::collections::BTreeMap<String, String>,
+}
+
+impl SmtpSection {
+    /// The DNS blocklist checker, when zones are configured.
+    pub fn dnsbl(&self) -> anyhow::Result<Option<tern_smtp::screen::Dnsbl>> {
+        if self.dnsbl.is_empty() {
+            return Ok(None);
+        }
+        let mut zones = Vec::new();
+        for z in &self.dnsbl {
+            let zone = z.zone.trim().trim_end_matches('.').to_ascii_lowercase();
+            if zone.is_empty() || !zone.contains('.') {
+                anyhow::bail!("[[smtp.dnsbl]] zone {:?} is not a DNS zone", z.zone);
+            }
+            let mut codes = std::collections::BTreeMap::new();
+            for (answer, meaning) in &z.codes {
+                let ip: std::net::Ipv4Addr = answer
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("[[smtp.dnsbl]] {zone}: {answer:?} is not an IPv4 answer"))?;
+                codes.insert(ip, meaning.clone());
+            }
+            zones.push(tern_smtp::screen::DnsblZone { zone, codes });
+        }
+        let resolver = tern_mail::dns::resolver(self.dns_server)?;
+        let ttl = Duration::from_secs(self.dnsbl_negative_cache_secs);
+        Ok(Some(tern_smtp::screen::Dnsbl::new(resolver, zones, ttl)))
     }
 }
 
@@ -283,8 +407,12 @@ impl ImapSection {
 }
 
 impl SmtpSection {
-    pub fn limits(&self) -> tern_smtp::config::Limits {
+    /// The SMTP limits; pregreet detection, unless set, is on for `tern smtp` and off for
+    /// `tern dev` (whose clients are local programs, not the Internet's bots).
+    pub fn limits(&self, dev: bool) -> tern_smtp::config::Limits {
+        let pregreet_ms = self.pregreet_ms.unwrap_or(if dev { 0 } else { 1000 });
         tern_smtp::config::Limits {
+            pregreet_wait: Duration::from_millis(pregreet_ms),
             max_line: self.max_line,
             max_message_bytes: self.max_message_bytes,
             max_recipients: self.max_recipients,
@@ -346,6 +474,14 @@ impl Default for TlsConfig {
     }
 }
 
+impl Config {
+    /// The mailbox service's limits, learning for the spam filter on when there is a learner
+    /// (rspamd's controller is configured).
+    pub fn mailbox_limits(&self) -> Limits {
+        Limits { learn_spam: !self.spam.controller_url.is_empty(), ..self.limits.to_limits() }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -355,6 +491,7 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             tls: TlsConfig::default(),
             smtp: SmtpSection::default(),
+            spam: SpamSection::default(),
             relay: tern_relay::RelayConfig::default(),
             pop3: Pop3Section::default(),
             imap: ImapSection::default(),
@@ -401,6 +538,7 @@ impl LimitsConfig {
             blob_cache_bytes: self.blob_cache_bytes,
             max_metadata_value: self.max_metadata_value,
             max_metadata_entries: self.max_metadata_entries,
+            ..Limits::default()
         }
     }
 }

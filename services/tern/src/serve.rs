@@ -95,11 +95,11 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
                 let servers = nats.display_servers();
                 summary.push(format!("  metadata           NATS JetStream {servers} (prefix {})", config.store.prefix));
                 let (prefix, replicas) = (&config.store.prefix, config.store.replicas);
-                tern_mailbox::server::open_nats_with(&nats, prefix, replicas, blobs, config.limits.to_limits())
+                tern_mailbox::server::open_nats_with(&nats, prefix, replicas, blobs, config.mailbox_limits())
                     .await
                     .with_context(|| format!("cannot open the metadata store at {servers}"))?
             }
-            None => tern_mailbox::server::open_embedded_with_blobs(&config.data_dir, blobs, config.limits.to_limits())
+            None => tern_mailbox::server::open_embedded_with_blobs(&config.data_dir, blobs, config.mailbox_limits())
                 .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?,
         };
         let protection = tern_mailbox::server::Protection {
@@ -167,9 +167,25 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
         let channel = channel.clone();
         let backend = Arc::new(GrpcBackend::new(channel));
         let s = &config.smtp;
+        let spam = config.spam.filter()?;
+        let dnsbl = s.dnsbl()?;
+        if let Some(d) = &dnsbl {
+            let zones: Vec<String> = s.dnsbl.iter().map(|z| z.zone.clone()).collect();
+            summary.push(format!("  {:<18} {}", "DNS blocklists", zones.join(", ")));
+            tern_smtp::screen::ScreenMetrics::declare(d.zones());
+        }
+        if let Some(f) = &spam {
+            tern_smtp::spam::SpamMetrics::declare(f.on_failure);
+            summary.push(format!(
+                "  {:<18} rspamd at {} (when it is unavailable: {})",
+                "spam filter",
+                f.client.options().url,
+                f.on_failure.as_str()
+            ));
+        }
         let smtp_config = Arc::new(SmtpConfig {
             hostname: s.hostname.clone(),
-            limits: s.limits(),
+            limits: s.limits(dev),
             tls: Some(tls),
             allow_plaintext_auth: s.allow_plaintext_auth,
             verifier: if s.verify_inbound.unwrap_or(!dev) {
@@ -177,6 +193,8 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
             } else {
                 None
             },
+            spam: spam.map(Arc::new),
+            dnsbl: dnsbl.map(Arc::new),
         });
         let mut listeners = Vec::new();
         for (kind, addrs, label, what) in [
@@ -266,7 +284,15 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
             relay_config.concurrency, relay_config.port
         ));
         let grace = Duration::from_secs(config.relay_shutdown_grace_secs());
-        let relay = tern_relay::Relay::new(channel.clone(), relay_config, holder).context("relay")?;
+        let mut relay = tern_relay::Relay::new(channel.clone(), relay_config, holder).context("relay")?;
+        if !config.spam.controller_url.is_empty() {
+            let client = config.spam.client()?.context("the rspamd client")?;
+            summary.push(format!(
+                "  spam learning      moves into and out of Junk, taught to {}",
+                config.spam.controller_url
+            ));
+            relay = relay.with_learner(client);
+        }
         let stop = stop();
         tasks.spawn(async move {
             relay.run(stop, grace).await;

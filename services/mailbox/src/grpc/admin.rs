@@ -53,6 +53,7 @@ fn domain_pb((d, accounts): (DomainRecord, u64)) -> Domain {
         accounts,
         dkim_selector: d.dkim_selector,
         dkim_txt,
+        spam: d.spam.map(Into::into),
     }
 }
 
@@ -68,7 +69,7 @@ impl Admin for AdminApi {
 
     async fn update_domain(&self, req: Request<UpdateDomainRequest>) -> Rpc<Domain> {
         let r = req.into_inner();
-        let d = self.service.update_domain(&r.name, r.catch_all.as_deref(), r.default_quota_bytes).await?;
+        let d = self.service.update_domain(&r.name, r.catch_all.as_deref(), r.default_quota_bytes, r.spam).await?;
         Ok(Response::new(domain_pb(d)))
     }
 
@@ -104,6 +105,7 @@ impl Admin for AdminApi {
                 suspended: r.suspended,
                 pop3_delete: r.pop3_delete.map(|p| pb::Pop3DeletePolicy::try_from(p).unwrap_or_default()),
                 metadata: None,
+                spam: r.spam.map(crate::spam::validate).transpose()?,
             })
             .await?;
         Ok(Response::new(account_pb(a)))

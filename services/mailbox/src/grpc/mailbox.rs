@@ -89,6 +89,7 @@ impl Mailbox for MailboxApi {
             account: r.account.map(account_pb),
             via: r.via as i32,
             detail: r.detail,
+            spam: Some(r.spam),
         }))
     }
 
@@ -108,7 +109,7 @@ impl Mailbox for MailboxApi {
             _ => None,
         })
         .await?;
-        let d = self.service.deliver(&envelope.recipients, body).await?;
+        let d = self.service.deliver(&envelope.recipients, &envelope.junk, body).await?;
         tracing::info!(from = %envelope.mail_from, size = d.size, blob = %d.blob_id, "delivered");
         Ok(Response::new(DeliverResponse {
             blob_id: d.blob_id,

@@ -40,6 +40,7 @@ pub(crate) fn account_pb(a: AccountRecord) -> Account {
         suspended: a.suspended,
         aliases: a.aliases,
         pop3_delete,
+        spam: a.spam.map(Into::into),
     }
 }
 

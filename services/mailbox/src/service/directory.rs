@@ -89,16 +89,19 @@ impl MailboxService {
         self.with_accounts(d).await
     }
 
-    /// Changes a domain's catch-all and default quota; `None` leaves a field as it is.
+    /// Changes a domain's catch-all, default quota and spam settings; `None` leaves a field as
+    /// it is.
     pub async fn update_domain(
         &self,
         name: &str,
         catch_all_to: Option<&str>,
         default_quota_bytes: Option<u64>,
+        spam: Option<tern_proto::v1::SpamSettings>,
     ) -> Result<(DomainRecord, u64)> {
         let name = normalize_domain(name)?;
         let catch_all = catch_all_to.map(|c| catch_all(c, &name)).transpose()?;
-        let update = DomainUpdate { catch_all, default_quota: default_quota_bytes, dkim: None };
+        let spam = spam.map(crate::spam::validate).transpose()?;
+        let update = DomainUpdate { catch_all, default_quota: default_quota_bytes, dkim: None, spam };
         let d = self.store.update_domain(&name, update).await?;
         self.with_accounts(d).await
     }
@@ -197,6 +200,7 @@ impl MailboxService {
             aliases: vec![],
             pop3_delete: 0,
             metadata: vec![],
+            spam: None,
         };
         let a = self.store.create_account(record).await?;
         tracing::info!(address = %a.address, "mailbox created");

@@ -238,7 +238,9 @@ impl MailboxService {
         uids: &[u32],
         destination: FolderRef,
     ) -> Result<CopyOutcome> {
-        self.store.copy(account_id, folder_id, uids, &canonical_ref(destination)?, false).await
+        let outcome = self.store.copy(account_id, folder_id, uids, &canonical_ref(destination)?, false).await?;
+        self.learn_from_copy(account_id, folder_id, &outcome).await;
+        Ok(outcome)
     }
 
     /// Moves messages to another folder of the account, atomically.
@@ -249,7 +251,9 @@ impl MailboxService {
         uids: &[u32],
         destination: FolderRef,
     ) -> Result<CopyOutcome> {
-        self.store.copy(account_id, folder_id, uids, &canonical_ref(destination)?, true).await
+        let outcome = self.store.copy(account_id, folder_id, uids, &canonical_ref(destination)?, true).await?;
+        self.learn_from_copy(account_id, folder_id, &outcome).await;
+        Ok(outcome)
     }
 
     /// Expunges `uids` (every message when None), only those flagged \Deleted if asked.

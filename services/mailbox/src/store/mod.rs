@@ -99,6 +99,8 @@ pub struct DomainUpdate {
     pub default_quota: Option<u64>,
     /// The DKIM selector and private key (PEM).
     pub dkim: Option<(String, String)>,
+    /// The spam settings, replaced as a whole.
+    pub spam: Option<crate::records::SpamSettingsRecord>,
 }
 
 impl DomainUpdate {
@@ -112,6 +114,9 @@ impl DomainUpdate {
         if let Some((selector, key)) = self.dkim {
             d.dkim_selector = selector;
             d.dkim_private_key = key;
+        }
+        if let Some(s) = self.spam {
+            d.spam = Some(s);
         }
     }
 }
@@ -216,6 +221,8 @@ pub struct AccountChanges {
     pub pop3_delete: Option<tern_proto::v1::Pop3DeletePolicy>,
     /// The server annotations (IMAP METADATA on the mailbox ""), replaced as a whole.
     pub metadata: Option<Vec<crate::records::MetadataEntry>>,
+    /// The spam settings, replaced as a whole.
+    pub spam: Option<crate::records::SpamSettingsRecord>,
 }
 
 impl AccountChanges {
@@ -235,6 +242,9 @@ impl AccountChanges {
         }
         if let Some(m) = self.metadata {
             a.metadata = m;
+        }
+        if let Some(s) = self.spam {
+            a.spam = Some(s);
         }
     }
 }

@@ -101,23 +101,26 @@ impl<B: Backend> Session<B> {
             return;
         }
         let from = txn.from.as_ref().and_then(|p| p.address()).unwrap_or("").to_string();
-        let mut message = self.received_header(&txn).into_bytes();
-        match (&self.cfg.verifier, self.kind) {
-            (Some(verifier), ListenerKind::Mx) => {
-                let body = crate::verify::strip_forged_results(&body, &self.cfg.hostname);
-                let helo = self.helo.clone().unwrap_or_default();
-                let results =
-                    verifier.authentication_results(&self.cfg.hostname, self.peer.ip(), &helo, &from, &body).await;
-                message.extend_from_slice(results.as_bytes());
-                message.extend_from_slice(&body);
-            }
-            _ => message.extend_from_slice(&body),
+        let mut trace = self.received_header(&txn).into_bytes();
+        let mut body = body;
+        if let (Some(verifier), ListenerKind::Mx) = (&self.cfg.verifier, self.kind) {
+            body = crate::verify::strip_forged_results(&body, &self.cfg.hostname);
+            let helo = self.helo.clone().unwrap_or_default();
+            let results =
+                verifier.authentication_results(&self.cfg.hostname, self.peer.ip(), &helo, &from, &body).await;
+            trace.extend_from_slice(results.as_bytes());
         }
         // The size limit bounds what the client sent (RFC 1870), checked by DATA and BDAT; the
         // headers added here do not count against it.
-        let message = Bytes::from(message);
         let ip = self.peer.ip();
-        match self.store(&txn, &from, message.clone(), ip).await {
+        let (message, local_message, junk) = match self.filter(&txn, &from, trace, body).await {
+            Ok(filtered) => filtered,
+            Err(reply) => {
+                self.reply(reply);
+                return;
+            }
+        };
+        match self.store(&txn, &from, message.clone(), local_message, &junk, ip).await {
             Ok((failed, queue_id)) => {
                 if !failed.is_empty() {
                     self.bounce(&txn, &from, &failed, &message, ip).await;
@@ -134,13 +137,16 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    /// Delivers locally and queues the rest. Returns the local recipients that failed after
-    /// RCPT accepted them (they get a bounce) and the queue id, if anything was queued.
+    /// Delivers locally (`local_message`, into the junk folder for the recipients in `junk`)
+    /// and queues the rest (`message`). Returns the local recipients that failed after RCPT
+    /// accepted them (they get a bounce) and the queue id, if anything was queued.
     async fn store(
         &self,
         txn: &Transaction,
         from: &str,
         message: Bytes,
+        local_message: Bytes,
+        junk: &[String],
         ip: IpAddr,
     ) -> Result<(Vec<(String, Outcome)>, Option<String>), BackendError> {
         let local: Vec<String> =
@@ -169,11 +175,11 @@ impl<B: Backend> Session<B> {
                 ret: txn.params.ret.map(|r| if r == Ret::Full { "FULL" } else { "HDRS" }.to_string()),
                 envid: txn.params.envid.clone(),
             };
-            Some(self.backend.enqueue(outbound, message.clone()).await?)
+            Some(self.backend.enqueue(outbound, message).await?)
         };
         let mut failed = Vec::new();
         if !local.is_empty() {
-            let outcomes = self.backend.deliver(from, &local, message, ip).await?;
+            let outcomes = self.backend.deliver(from, &local, junk, local_message, ip).await?;
             for (rcpt, outcome) in local.into_iter().zip(outcomes) {
                 if outcome != Outcome::Delivered {
                     tracing::info!(recipient = %rcpt, ?outcome, "local delivery failed after RCPT");

@@ -9,9 +9,11 @@ mod auth;
 mod bdat;
 mod data;
 mod ehlo;
+mod greet;
 mod mail;
 mod rcpt;
 mod simple;
+mod spam;
 mod starttls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -48,6 +50,8 @@ pub(crate) struct Recipient {
     pub params: RcptParams,
     /// Delivered here, or queued for the relay.
     pub local: bool,
+    /// A local recipient's spam settings (the default for others).
+    pub spam: crate::spam::RecipientSpam,
 }
 
 /// The mail transaction between MAIL and the end of data.
@@ -201,8 +205,10 @@ impl<B: Backend> Session<B> {
     }
 
     async fn serve(&mut self) -> std::io::Result<()> {
-        let greeting = Reply::new(220, "", format!("{} ESMTP Tern", self.cfg.hostname));
-        self.reply(greeting);
+        if self.greet().await? == Flow::Close {
+            self.flush().await?;
+            return Ok(());
+        }
         loop {
             match next_line(&self.conn.rbuf, self.cfg.limits.max_line) {
                 Decoded::Line(line, used) => {

@@ -32,19 +32,19 @@ impl<B: Backend> Session<B> {
             address.clone()
         };
         let local = match self.backend.resolve(&lookup).await {
-            Ok(Resolved::Local { quota_bytes, used_bytes, .. }) => {
+            Ok(Resolved::Local { quota_bytes, used_bytes, spam, .. }) => {
                 let size = self.txn.params.size.unwrap_or(0);
                 if quota_bytes > 0 && used_bytes.saturating_add(size) > quota_bytes {
                     self.reply(Reply::new(452, "4.2.2", format!("<{address}>: mailbox full")));
                     return Flow::Continue;
                 }
-                true
+                Some(spam)
             }
             Ok(Resolved::NotLocal) => {
                 if self.account.is_none() {
                     return self.error(Reply::new(550, "5.7.1", format!("<{address}>: relay access denied")));
                 }
-                false
+                None
             }
             Ok(Resolved::UnknownUser) | Err(BackendError::Permanent(_)) => {
                 return self.error(Reply::new(550, "5.1.1", format!("<{address}>: no such user here")));
@@ -58,7 +58,8 @@ impl<B: Backend> Session<B> {
                 return Flow::Continue;
             }
         };
-        self.txn.recipients.push(Recipient { path: Path(Some(lookup)), params, local });
+        let spam = local.clone().unwrap_or_default();
+        self.txn.recipients.push(Recipient { path: Path(Some(lookup)), params, local: local.is_some(), spam });
         self.reply(Reply::new(250, "2.1.5", "Recipient OK"));
         Flow::Continue
     }

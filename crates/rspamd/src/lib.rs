@@ -1,0 +1,434 @@
+//! A client of rspamd's HTTP protocol, the spam engine Tern delegates content filtering to:
+//! scanning a message with its envelope (`POST /checkv2` on a normal worker) and teaching the
+//! Bayes statistics of a user (`POST /learnspam`, `/learnham` on the controller).
+//!
+//! It knows nothing of SMTP sessions, IMAP or storage: the SMTP front-end decides what a
+//! verdict means for a transaction, and the relay's learner decides when to teach. The verdict
+//! is parsed by a plain function ([`parse_verdict`]) so that it is testable without an engine.
+
+use std::{net::IpAddr, time::Duration};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// What went wrong talking to rspamd.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// rspamd could not be reached, did not answer in time, or answered with a server error:
+    /// the caller's failure policy decides (try again later, or go on unscanned).
+    #[error("rspamd at {url} is unavailable: {detail}")]
+    Unavailable { url: String, detail: String },
+    /// rspamd answered something this client cannot read.
+    #[error("rspamd at {url} answered what cannot be read: {detail}")]
+    Protocol { url: String, detail: String },
+    /// A header value that HTTP cannot carry (a control character in a HELO name, say).
+    #[error("the {header} value cannot be sent to rspamd: {value:?}")]
+    BadHeader { header: &'static str, value: String },
+}
+
+/// The action rspamd asks for, in order of severity (its names, as `/checkv2` gives them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    NoAction,
+    Greylist,
+    AddHeader,
+    RewriteSubject,
+    SoftReject,
+    Reject,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Option<Action> {
+        Some(match s {
+            "no action" => Action::NoAction,
+            "greylist" => Action::Greylist,
+            "add header" => Action::AddHeader,
+            "rewrite subject" => Action::RewriteSubject,
+            "soft reject" => Action::SoftReject,
+            "reject" => Action::Reject,
+            _ => return None,
+        })
+    }
+
+    /// rspamd's name, also the `action` label of Tern's metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::NoAction => "no action",
+            Action::Greylist => "greylist",
+            Action::AddHeader => "add header",
+            Action::RewriteSubject => "rewrite subject",
+            Action::SoftReject => "soft reject",
+            Action::Reject => "reject",
+        }
+    }
+
+    /// Every action, for metrics that show each from the start.
+    pub const ALL: [Action; 6] = [
+        Action::NoAction,
+        Action::Greylist,
+        Action::AddHeader,
+        Action::RewriteSubject,
+        Action::SoftReject,
+        Action::Reject,
+    ];
+}
+
+/// One symbol (rule) that matched, with its score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Symbol {
+    pub name: String,
+    pub score: f64,
+}
+
+/// What rspamd says of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub action: Action,
+    pub score: f64,
+    /// The score at which rspamd would reject (its `required_score`).
+    pub required_score: f64,
+    /// Sorted by falling score, then name.
+    pub symbols: Vec<Symbol>,
+    /// The text rspamd wants in an SMTP refusal, when it gives one.
+    pub smtp_message: Option<String>,
+    /// Header fields rspamd asks to add (its milter block), in the order given.
+    pub add_headers: Vec<(String, String)>,
+    /// Header fields rspamd asks to remove first.
+    pub remove_headers: Vec<String>,
+    /// The new Subject of `rewrite subject`.
+    pub subject: Option<String>,
+    /// rspamd skipped the remaining checks: a rule decided early (GTUBE, a forced action) or
+    /// its settings said so. The action is the verdict either way.
+    pub skipped: bool,
+}
+
+impl Verdict {
+    /// The verdict as the `X-Spamd-Result` header rspamd's own MTA integrations add:
+    /// `default: False [1.20 / 15.00]; SYMBOL(0.50); ...`.
+    pub fn report(&self) -> String {
+        let spam =
+            matches!(self.action, Action::Reject | Action::SoftReject | Action::AddHeader | Action::RewriteSubject);
+        let mut out = format!(
+            "default: {} [{:.2} / {:.2}];",
+            if spam { "True" } else { "False" },
+            self.score,
+            self.required_score
+        );
+        for s in &self.symbols {
+            out.push_str(&format!(" {}({:.2});", s.name, s.score));
+        }
+        out.pop();
+        out
+    }
+}
+
+/// Reads a `/checkv2` answer.
+pub fn parse_verdict(json: &[u8]) -> Result<Verdict, String> {
+    let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
+    let action_name = v.get("action").and_then(|a| a.as_str()).ok_or("no action in the answer")?;
+    let action = Action::parse(action_name).ok_or_else(|| format!("unknown action {action_name:?}"))?;
+    let number = |key: &str| v.get(key).and_then(|n| n.as_f64()).unwrap_or(0.0);
+    let mut symbols: Vec<Symbol> = v
+        .get("symbols")
+        .and_then(|s| s.as_object())
+        .map(|m| {
+            m.iter()
+                .map(|(name, s)| Symbol {
+                    name: name.clone(),
+                    score: s.get("score").and_then(|n| n.as_f64()).unwrap_or(0.0),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    symbols.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.name.cmp(&b.name)));
+    let smtp_message = v
+        .get("messages")
+        .and_then(|m| m.get("smtp_message"))
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+        .filter(|m| !m.is_empty());
+    let milter = v.get("milter");
+    // The milter block gives a header either as a string, as {"value": .., "order": ..}, or
+    // as a list of those for several fields of one name.
+    let mut add_headers = Vec::new();
+    if let Some(add) = milter.and_then(|m| m.get("add_headers")).and_then(|a| a.as_object()) {
+        for (name, value) in add {
+            let values = match value {
+                serde_json::Value::Array(list) => list.iter().collect(),
+                one => vec![one],
+            };
+            for value in values {
+                let text = match value {
+                    serde_json::Value::String(s) => Some(s.as_str()),
+                    serde_json::Value::Object(o) => o.get("value").and_then(|s| s.as_str()),
+                    _ => None,
+                };
+                if let Some(text) = text {
+                    add_headers.push((name.clone(), text.to_string()));
+                }
+            }
+        }
+    }
+    let remove_headers = milter
+        .and_then(|m| m.get("remove_headers"))
+        .and_then(|r| r.as_object())
+        .map(|r| r.keys().cloned().collect())
+        .unwrap_or_default();
+    let subject = v.get("subject").and_then(|s| s.as_str()).map(str::to_string);
+    Ok(Verdict {
+        action,
+        score: number("score"),
+        required_score: number("required_score"),
+        symbols,
+        smtp_message,
+        add_headers,
+        remove_headers,
+        subject,
+        skipped: v.get("is_skipped").and_then(|s| s.as_bool()).unwrap_or(false),
+    })
+}
+
+/// Where rspamd is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A normal worker, e.g. `http://127.0.0.1:11333`.
+    pub url: String,
+    /// The controller, e.g. `http://127.0.0.1:11334`; needed only to learn.
+    pub controller_url: String,
+    /// The controller's password, when it requires one for learning.
+    pub password: Option<String>,
+    /// The longest a scan or a learn may take, connecting included.
+    pub timeout: Duration,
+}
+
+/// A message's envelope and connection, as rspamd's request headers carry them.
+#[derive(Debug, Clone, Default)]
+pub struct Envelope<'a> {
+    pub ip: Option<IpAddr>,
+    pub helo: &'a str,
+    /// The reverse path; empty for the null sender.
+    pub from: &'a str,
+    pub rcpts: &'a [String],
+    /// The authenticated user of a submission.
+    pub user: Option<&'a str>,
+    pub queue_id: &'a str,
+    /// The one recipient whose settings and statistics apply (rspamd's per-user statistics).
+    pub deliver_to: Option<&'a str>,
+    /// This server's name.
+    pub mta_name: &'a str,
+    /// The TLS protocol version and cipher suite of the client's connection.
+    pub tls: Option<(&'a str, &'a str)>,
+    /// Per-message settings for rspamd's settings module, as a JSON object.
+    pub settings: Option<&'a str>,
+}
+
+/// Spam or ham, for learning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learn {
+    Spam,
+    Ham,
+}
+
+impl Learn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Learn::Spam => "spam",
+            Learn::Ham => "ham",
+        }
+    }
+}
+
+/// What a learn came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    Learned,
+    /// rspamd had learned this message as this class already (its 208): nothing to do again.
+    AlreadyLearned,
+}
+
+/// A client; cheap to clone (one connection pool).
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    options: Options,
+}
+
+fn header(map: &mut HeaderMap, name: &'static str, value: &str) -> Result<(), Error> {
+    let v = HeaderValue::from_str(value).map_err(|_| Error::BadHeader { header: name, value: value.to_string() })?;
+    map.append(HeaderName::from_static(name), v);
+    Ok(())
+}
+
+impl Client {
+    pub fn new(options: Options) -> Result<Client, Error> {
+        // reqwest's TLS (for an https:// rspamd) uses the process's default provider; the
+        // workspace's one provider is ring, installed here unless the process already has one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout)
+            // rspamd is a service next to Tern, never behind a redirect.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Unavailable { url: options.url.clone(), detail: e.to_string() })?;
+        Ok(Client { http, options })
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Scans `message` (as it will be delivered) with its envelope.
+    pub async fn check(&self, envelope: &Envelope<'_>, message: Bytes) -> Result<Verdict, Error> {
+        let mut h = HeaderMap::new();
+        if let Some(ip) = envelope.ip {
+            header(&mut h, "ip", &ip.to_string())?;
+        }
+        if !envelope.helo.is_empty() {
+            header(&mut h, "helo", envelope.helo)?;
+        }
+        // rspamd reads an empty From as "no envelope sender"; the null sender is `<>`.
+        header(&mut h, "from", if envelope.from.is_empty() { "<>" } else { envelope.from })?;
+        for r in envelope.rcpts {
+            header(&mut h, "rcpt", r)?;
+        }
+        if let Some(user) = envelope.user {
+            header(&mut h, "user", user)?;
+        }
+        if !envelope.queue_id.is_empty() {
+            header(&mut h, "queue-id", envelope.queue_id)?;
+        }
+        if let Some(d) = envelope.deliver_to {
+            header(&mut h, "deliver-to", d)?;
+        }
+        if !envelope.mta_name.is_empty() {
+            header(&mut h, "mta-name", envelope.mta_name)?;
+        }
+        if let Some((version, cipher)) = envelope.tls {
+            header(&mut h, "tls-version", version)?;
+            header(&mut h, "tls-cipher", cipher)?;
+        }
+        if let Some(settings) = envelope.settings {
+            header(&mut h, "settings", settings)?;
+        }
+        let url = format!("{}/checkv2", self.options.url.trim_end_matches('/'));
+        let body = self.post(&url, h, message).await?;
+        parse_verdict(&body).map_err(|detail| Error::Protocol { url, detail })
+    }
+
+    /// Teaches `user`'s statistics (rspamd's per-user Bayes, keyed by the Deliver-To header)
+    /// that `message` is spam or ham.
+    pub async fn learn(&self, class: Learn, user: &str, message: Bytes) -> Result<Learned, Error> {
+        let mut h = HeaderMap::new();
+        header(&mut h, "deliver-to", user)?;
+        header(&mut h, "rcpt", user)?;
+        if let Some(p) = &self.options.password {
+            header(&mut h, "password", p)?;
+        }
+        let base =
+            if self.options.controller_url.is_empty() { &self.options.url } else { &self.options.controller_url };
+        let url = format!("{}/learn{}", base.trim_end_matches('/'), class.as_str());
+        let response = self
+            .http
+            .post(&url)
+            .headers(h)
+            .body(message)
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable { url: url.clone(), detail: e.to_string() })?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        match status.as_u16() {
+            200..=207 => Ok(Learned::Learned),
+            208 => Ok(Learned::AlreadyLearned),
+            s if s >= 500 => Err(Error::Unavailable { url, detail: format!("{status}: {text}") }),
+            _ => Err(Error::Protocol { url, detail: format!("{status}: {text}") }),
+        }
+    }
+
+    /// Whether the worker answers its ping, for readiness.
+    pub async fn ping(&self) -> bool {
+        let url = format!("{}/ping", self.options.url.trim_end_matches('/'));
+        match self.http.get(&url).send().await {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        }
+    }
+
+    async fn post(&self, url: &str, headers: HeaderMap, message: Bytes) -> Result<Bytes, Error> {
+        let response = self
+            .http
+            .post(url)
+            .headers(headers)
+            .body(message)
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable { url: url.to_string(), detail: e.to_string() })?;
+        let status = response.status();
+        let body =
+            response.bytes().await.map_err(|e| Error::Unavailable { url: url.to_string(), detail: e.to_string() })?;
+        if status.is_server_error() {
+            let detail = format!("{status}: {}", String::from_utf8_lossy(&body));
+            return Err(Error::Unavailable { url: url.to_string(), detail });
+        }
+        if !status.is_success() {
+            let detail = format!("{status}: {}", String::from_utf8_lossy(&body));
+            return Err(Error::Protocol { url: url.to_string(), detail });
+        }
+        Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_are_read_with_headers_in_every_shape() {
+        let json = br#"{"is_skipped":false,"score":7.5,"required_score":15.0,"action":"add header",
+            "symbols":{"B":{"name":"B","score":1.5},"A":{"name":"A","score":6.0},"C":{"name":"C","score":0}},
+            "messages":{"smtp_message":"Go away"},
+            "milter":{"add_headers":{"X-Spam":"Yes","X-Spamd-Bar":{"value":"+++++++","order":0},
+              "X-Multi":[{"value":"one"},"two"]},"remove_headers":{"X-Spam":1}}}"#;
+        let v = parse_verdict(json).unwrap();
+        assert_eq!(v.action, Action::AddHeader);
+        assert_eq!((v.score, v.required_score), (7.5, 15.0));
+        let names: Vec<&str> = v.symbols.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["A", "B", "C"]);
+        assert_eq!(v.smtp_message.as_deref(), Some("Go away"));
+        assert!(v.add_headers.contains(&("X-Spam".into(), "Yes".into())));
+        assert!(v.add_headers.contains(&("X-Spamd-Bar".into(), "+++++++".into())));
+        assert!(v.add_headers.contains(&("X-Multi".into(), "one".into())));
+        assert!(v.add_headers.contains(&("X-Multi".into(), "two".into())));
+        assert_eq!(v.remove_headers, vec!["X-Spam".to_string()]);
+        assert_eq!(v.report(), "default: True [7.50 / 15.00]; A(6.00); B(1.50); C(0.00)");
+    }
+
+    #[test]
+    fn bad_answers_are_errors_not_verdicts() {
+        assert!(parse_verdict(b"not json").is_err());
+        assert!(parse_verdict(br#"{"score":1}"#).is_err());
+        assert!(parse_verdict(br#"{"action":"explode"}"#).is_err());
+        let minimal = parse_verdict(br#"{"action":"no action"}"#).unwrap();
+        assert_eq!((minimal.action, minimal.symbols.len(), minimal.skipped), (Action::NoAction, 0, false));
+        for a in Action::ALL {
+            assert_eq!(Action::parse(a.as_str()), Some(a));
+        }
+    }
+
+    /// A closed port is "unavailable" (the failure policy's case), within the timeout.
+    #[tokio::test]
+    async fn an_engine_that_is_down_is_unavailable() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let client = Client::new(Options {
+            url: format!("http://{closed}"),
+            controller_url: String::new(),
+            password: None,
+            timeout: Duration::from_secs(2),
+        })
+        .unwrap();
+        let err = client.check(&Envelope::default(), Bytes::from_static(b"Subject: x\r\n\r\nx\r\n")).await.unwrap_err();
+        assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+        assert!(!client.ping().await);
+    }
+}
