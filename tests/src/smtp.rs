@@ -188,6 +188,26 @@ impl SmtpTestServer {
         SmtpClient::new(crate::common::connect(self.addr(kind), implicit_tls, "the SMTP server").await)
     }
 
+    /// Another SMTP front-end (an MX listener) with `limits`, on the same mailbox service, as a
+    /// second replica of the front-end would be; stops when the handle is dropped.
+    pub async fn start_frontend(&self, limits: Limits) -> (SocketAddr, Background) {
+        let cfg = Arc::new(SmtpConfig {
+            hostname: HOSTNAME.into(),
+            limits,
+            tls: None,
+            allow_plaintext_auth: false,
+            verifier: None,
+            spam: None,
+            dnsbl: None,
+        });
+        let (socket, addr) = bind_loopback().await;
+        let listeners = vec![Listener { kind: ListenerKind::Mx, socket, proxy_protocol: false }];
+        let backend = Arc::new(GrpcBackend::new(mailbox_channel(self.mailbox.addr)));
+        let server =
+            Background::spawn(GRACE * 2, move |rx| tern_smtp::server::serve(cfg, backend, listeners, rx, GRACE));
+        (addr, server)
+    }
+
     /// Connects to `kind`, reads the greeting and says EHLO.
     pub async fn connect_ehlo(&self, kind: ListenerKind) -> SmtpClient<BoxIo> {
         let mut c = self.connect(kind).await;

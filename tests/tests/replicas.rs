@@ -23,8 +23,8 @@ use std::{collections::BTreeSet, time::Duration};
 use tern_mailbox::Limits;
 use tern_proto::v1::{
     AuthenticateRequest, DeleteAccountRequest, DeliveryStatus, ErrorReason, EventKind, ExpungeRequest, FlagsMode,
-    FolderRef, GetAccountRequest, SelectRequest, SetPasswordRequest, StoreFlagsRequest, UpdateAccountRequest,
-    WatchRequest,
+    FolderRef, GetAccountRequest, RateLimitRequest, SelectRequest, SetPasswordRequest, StoreFlagsRequest,
+    UpdateAccountRequest, WatchRequest,
 };
 use tern_tests::{
     Mailbox, TestServer, append, blobs_dir, count_files, deliver, fetch_body,
@@ -498,4 +498,32 @@ async fn relay_workers_on_two_replicas_deliver_the_shared_queue_exactly_once() {
     let mut want: Vec<String> = (0..N).map(|i| format!("r{i}@far.test")).collect();
     want.sort();
     assert_eq!(seen, want, "every message delivered exactly once across both replicas' workers");
+}
+
+/// Rate counters live in NATS: uses counted through either replica add up, and concurrent
+/// calls through both (compare-and-set on one key) allow exactly the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_counters_are_shared_by_replicas() {
+    let (_nats, a, b, _) = two_replicas().await;
+    let (mut ma, mut mb) = (a.mailbox_client().await, b.mailbox_client().await);
+    let request = |key: &str| RateLimitRequest { key: key.into(), limit: 3, window_secs: 3600, cost: 1 };
+    let mut allowed = Vec::new();
+    for i in 0..4 {
+        let mail = if i % 2 == 0 { &mut ma } else { &mut mb };
+        allowed.push(mail.rate_limit(request("smtp-ip:192.0.2.1")).await.unwrap().into_inner().allowed);
+    }
+    assert_eq!(allowed, [true, true, true, false]);
+    let mut calls = JoinSet::new();
+    for i in 0..12 {
+        let mut mail = if i % 2 == 0 { ma.clone() } else { mb.clone() };
+        calls.spawn(async move { mail.rate_limit(request("smtp-ip:192.0.2.2")).await.map(|r| r.into_inner()) });
+    }
+    let mut counts = Vec::new();
+    while let Some(r) = calls.join_next().await {
+        let r = r.unwrap().expect("a rate call");
+        counts.push((r.count, r.allowed));
+    }
+    counts.sort();
+    let expected: Vec<(u64, bool)> = (1..=12).map(|n| (n, n <= 3)).collect();
+    assert_eq!(counts, expected, "every use counted once, exactly three allowed");
 }

@@ -99,3 +99,53 @@ async fn clients_that_talk_before_the_greeting_are_refused() {
     let metrics = tern_runtime::metrics::Metrics::global().encode();
     assert!(metrics.contains("tern_smtp_pregreet_rejections_total 1"), "{metrics}");
 }
+
+/// Sends one message over the MX listener at `mx` from `from` (a loopback address); the reply to
+/// MAIL FROM.
+async fn mail_from(mx: SocketAddr, from: Ipv4Addr, sender: &str) -> String {
+    let mut c = SmtpClient::new(connect_from(from, mx).await);
+    c.expect_reply("220 ").await;
+    c.expect("EHLO client.test", "250").await;
+    c.send(format!("MAIL FROM:<{sender}>\r\n").as_bytes()).await.unwrap();
+    let reply = c.read_reply().await.unwrap();
+    if reply.code == 250 {
+        c.expect("RCPT TO:<alice@example.com>", "250").await;
+        c.expect("DATA", "354").await;
+        c.send(b"Subject: rate\r\n\r\ncounted\r\n.\r\n").await.unwrap();
+        c.expect_reply("250").await;
+    }
+    c.expect("QUIT", "221").await;
+    reply.last().to_string()
+}
+
+/// Message rates per client address and per sender are counted by the mailbox service, so
+/// that they hold across front-ends: two SMTP front-ends on one mailbox service share one
+/// budget, a client or sender over it gets 450 on either, and other clients are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_rates_hold_across_front_ends() {
+    let limits = Limits { max_messages_per_ip: 3, max_messages_per_sender: 4, ..Limits::default() };
+    let a = server_with_limits(limits.clone()).await;
+    let (b, _b_server) = a.start_frontend(limits).await;
+    let ip = Ipv4Addr::new(127, 0, 0, 5);
+    // Three from one address, through both front-ends, then the fourth is refused on either.
+    assert!(mail_from(a.mx, ip, "one@remote.example").await.starts_with("250"));
+    assert!(mail_from(b, ip, "two@remote.example").await.starts_with("250"));
+    assert!(mail_from(a.mx, ip, "three@remote.example").await.starts_with("250"));
+    for mx in [a.mx, b] {
+        let refused = mail_from(mx, ip, "four@remote.example").await;
+        assert!(refused.starts_with("450 4.7.1 Too many messages from your address, try again in "), "{refused}");
+    }
+    // The sender's own budget, from other addresses: four, then no more.
+    for (n, mx) in [a.mx, b, a.mx, b].into_iter().enumerate() {
+        let from = Ipv4Addr::new(127, 0, 1, n as u8 + 1);
+        assert!(mail_from(mx, from, "bulk@remote.example").await.starts_with("250"));
+    }
+    let refused = mail_from(a.mx, Ipv4Addr::new(127, 0, 1, 9), "bulk@remote.example").await;
+    assert!(refused.starts_with("450 4.7.1 Too many messages from this sender"), "{refused}");
+    assert!(mail_from(b, Ipv4Addr::new(127, 0, 0, 6), "other@remote.example").await.starts_with("250"));
+    assert_eq!(a.inbox("alice@example.com").await.len(), 8, "only the accepted messages were stored");
+}
+
+async fn server_with_limits(limits: Limits) -> SmtpTestServer {
+    SmtpTestServer::start_screened(limits, tern_mailbox::Limits::default(), None, None, None).await
+}

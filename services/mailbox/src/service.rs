@@ -222,6 +222,23 @@ impl MailboxService {
         }
     }
 
+    /// Counts `cost` uses of the rate `key` in the current fixed window of `window_secs` (1 s
+    /// to a day, windows aligned on the epoch) and says whether the window's total is within
+    /// `limit`, with the total and the seconds until the window ends. The counters live in the
+    /// store, so every front-end and every replica counts into the same ones.
+    pub async fn rate_limit(&self, key: &str, limit: u64, window_secs: u32, cost: u64) -> Result<(bool, u64, u32)> {
+        if key.is_empty() || key.len() > 256 {
+            return Err(MailboxError::invalid("rate key", "empty or longer than 256 bytes"));
+        }
+        let window = i64::from(window_secs.clamp(1, 86_400));
+        let now = now();
+        let index = now.div_euclid(window);
+        let ttl = Duration::from_secs(2 * window as u64);
+        let count = self.store.count_rate(&format!("{key}|{window}|{index}"), cost.max(1), ttl).await?;
+        let retry_after = ((index + 1) * window - now).clamp(0, i64::from(u32::MAX)) as u32;
+        Ok((count <= limit, count, retry_after))
+    }
+
     /// Gives a lease back, if `holder` holds it.
     pub fn release_lease(&self, account_id: u64, name: &str, holder: &str) {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());

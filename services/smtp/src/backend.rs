@@ -8,7 +8,7 @@ use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 use tern_proto::v1::{
     AuthenticateRequest, DeliverEnvelope, DeliverRequest, DeliveryStatus, EnqueueEnvelope, EnqueueRequest, ErrorReason,
-    QueuedRecipient, RecipientStatus, ResolveRecipientRequest, deliver_request, enqueue_request,
+    QueuedRecipient, RateLimitRequest, RecipientStatus, ResolveRecipientRequest, deliver_request, enqueue_request,
     mailbox_client::MailboxClient,
 };
 use tern_runtime::rpc::Channel;
@@ -111,6 +111,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<Outcome>, BackendError>;
     /// Queues `message` for the relay; returns the queue id once durable.
     async fn enqueue(&self, outbound: Outbound, message: Bytes) -> Result<String, BackendError>;
+    /// Counts one use of the rate `key` in the current window of `window_secs`; whether it is
+    /// within `limit`, and the seconds until the window ends. Shared by every front-end.
+    async fn rate_limit(&self, key: &str, limit: u64, window_secs: u32) -> Result<(bool, u32), BackendError>;
 }
 
 /// Sends a delivery status notification (built with [`crate::dsn`]) to `to`: straight into the
@@ -225,6 +228,12 @@ impl Backend for GrpcBackend {
                 other => Outcome::Failed(format!("{other:?}")),
             })
             .collect())
+    }
+
+    async fn rate_limit(&self, key: &str, limit: u64, window_secs: u32) -> Result<(bool, u32), BackendError> {
+        let request = RateLimitRequest { key: key.to_string(), limit, window_secs, cost: 1 };
+        let r = self.client.clone().rate_limit(request).await?.into_inner();
+        Ok((r.allowed, r.retry_after_secs))
     }
 
     async fn enqueue(&self, outbound: Outbound, message: Bytes) -> Result<String, BackendError> {

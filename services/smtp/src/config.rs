@@ -45,6 +45,14 @@ pub struct Limits {
     /// greeting's first line goes out at once, its last after this wait); zero turns the check
     /// off.
     pub pregreet_wait: Duration,
+    /// The window the message rates below are counted in.
+    pub rate_window: Duration,
+    /// Most messages (MAIL commands accepted) from one MX client address (an IPv6 client's
+    /// /64) per window, counted across every front-end; 0 is no limit.
+    pub max_messages_per_ip: u64,
+    /// Most messages from one envelope sender (MX) or one authenticated account (submission)
+    /// per window, counted across every front-end; 0 is no limit.
+    pub max_messages_per_sender: u64,
 }
 
 impl Default for Limits {
@@ -60,6 +68,9 @@ impl Default for Limits {
             data_timeout: Duration::from_secs(600),
             max_connections_per_ip: 20,
             pregreet_wait: Duration::ZERO,
+            rate_window: Duration::from_secs(3600),
+            max_messages_per_ip: 0,
+            max_messages_per_sender: 0,
         }
     }
 }

@@ -136,6 +136,14 @@ pub struct SmtpSection {
     /// How long a "not listed" answer of the blocklists is kept, in seconds (a listing is
     /// kept for its DNS TTL).
     pub dnsbl_negative_cache_secs: u64,
+    /// The window of the message rates below, in seconds (at most a day).
+    pub rate_window_secs: u64,
+    /// Most messages from one MX client address (an IPv6 /64) per window, across every
+    /// front-end (counted by the mailbox service); 0 is no limit.
+    pub max_messages_per_ip: u64,
+    /// Most messages from one envelope sender (MX) or authenticated account (submission) per
+    /// window, across every front-end; 0 is no limit.
+    pub max_messages_per_sender: u64,
     pub max_line: usize,
     pub max_message_bytes: u64,
     pub max_recipients: usize,
@@ -164,6 +172,9 @@ impl Default for SmtpSection {
             pregreet_ms: None,
             dnsbl: vec![],
             dnsbl_negative_cache_secs: 300,
+            rate_window_secs: l.rate_window.as_secs(),
+            max_messages_per_ip: l.max_messages_per_ip,
+            max_messages_per_sender: l.max_messages_per_sender,
             max_line: l.max_line,
             max_message_bytes: l.max_message_bytes,
             max_recipients: l.max_recipients,
@@ -413,6 +424,9 @@ impl SmtpSection {
         let pregreet_ms = self.pregreet_ms.unwrap_or(if dev { 0 } else { 1000 });
         tern_smtp::config::Limits {
             pregreet_wait: Duration::from_millis(pregreet_ms),
+            rate_window: Duration::from_secs(self.rate_window_secs),
+            max_messages_per_ip: self.max_messages_per_ip,
+            max_messages_per_sender: self.max_messages_per_sender,
             max_line: self.max_line,
             max_message_bytes: self.max_message_bytes,
             max_recipients: self.max_recipients,

@@ -168,6 +168,23 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
         let backend = Arc::new(GrpcBackend::new(channel));
         let s = &config.smtp;
         let spam = config.spam.filter()?;
+        if let Some(f) = spam.clone().filter(|f| f.on_failure == tern_smtp::spam::FailurePolicy::Tempfail) {
+            // Without rspamd every message would be deferred: the front-end is not ready, so
+            // that traffic goes to replicas (or, for an MX, other MXs) that can take it.
+            let dependency = readiness.dependency("rspamd");
+            let stop = stop();
+            tasks.spawn(async move {
+                tokio::pin!(stop);
+                loop {
+                    dependency.set(f.client.ping().await);
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+                anyhow::Ok(())
+            });
+        }
         let dnsbl = s.dnsbl()?;
         if let Some(d) = &dnsbl {
             let zones: Vec<String> = s.dnsbl.iter().map(|z| z.zone.clone()).collect();

@@ -47,7 +47,7 @@ async fn learned(rspamd: &Rspamd, want: (u64, u64)) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs rspamd and redis-server (Debian packages); run by cargo xtask ci"]
 async fn spam_is_refused_filed_and_learned_from_moves() {
-    let rspamd = Rspamd::start().await;
+    let mut rspamd = Rspamd::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("tern.toml");
     std::fs::write(
@@ -153,5 +153,32 @@ print("accepted")
     ] {
         assert!(metrics.contains(sample), "no {sample} in\n{metrics}");
     }
+
+    // rspamd stops: under the default policy (tempfail) the front-end says it is not ready, and
+    // mail for a scanning recipient is deferred; alice, who scans nothing, still gets hers.
+    dev.ok(&["mailbox", "add", "bob@example.com", "--password", "secret"]);
+    assert!(http_get(&dev.http, "/readyz").contains("\r\n\r\nready"), "ready while rspamd is up");
+    rspamd.stop();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !http_get(&dev.http, "/readyz").contains("not ready: rspamd is unavailable") {
+        assert!(Instant::now() < deadline, "still ready with rspamd stopped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deferred = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {mx}, timeout=30)
+try:
+    s.sendmail("sender@remote.example", ["bob@example.com"], "From: sender@remote.example\r\nSubject: later\r\n\r\ntext\r\n")
+    print("accepted")
+except smtplib.SMTPDataError as e:
+    print("deferred", e.smtp_code, e.smtp_error.decode())
+s.sendmail("sender@remote.example", ["{ALICE}"], "From: sender@remote.example\r\nSubject: now\r\n\r\ntext\r\n")
+print("alice accepted")
+s.quit()
+"#
+    );
+    let said = python(&deferred);
+    assert!(said.contains("deferred 451 4.7.1 Spam filter unavailable") && said.contains("alice accepted"), "{said}");
     dev.stop();
 }

@@ -455,6 +455,13 @@ impl Mailbox for MailboxApi {
         Ok(Response::new(ListQueueResponse { messages: self.service.list_queue().await? }))
     }
 
+    async fn rate_limit(&self, req: Request<pb::RateLimitRequest>) -> Rpc<pb::RateLimitResponse> {
+        let r = req.into_inner();
+        let (allowed, count, retry_after_secs) =
+            self.service.rate_limit(&r.key, r.limit, r.window_secs, r.cost).await?;
+        Ok(Response::new(pb::RateLimitResponse { allowed, count, retry_after_secs }))
+    }
+
     async fn acquire_lease(&self, req: Request<pb::AcquireLeaseRequest>) -> Rpc<pb::AcquireLeaseResponse> {
         let r = req.into_inner();
         let ttl = std::time::Duration::from_secs(u64::from(r.ttl_seconds.max(1)));

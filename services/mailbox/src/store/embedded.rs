@@ -16,7 +16,7 @@
 //! returns a logical error (not found, over quota) simply contributes nothing to the batch. A
 //! job that fails with a storage error aborts the whole batch, and every job in it is told so.
 
-use std::{path::Path, sync::Arc, thread};
+use std::{collections::HashMap, path::Path, sync::Arc, thread};
 
 use futures::{StreamExt, stream::BoxStream};
 use prost::Message as _;
@@ -69,7 +69,13 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
     jobs: mpsc::UnboundedSender<Job>,
     events: broadcast::Sender<MailboxEvent>,
+    /// Rate counters: in memory, because one process serves every front-end of an embedded
+    /// installation and a restart that forgets a window's counts costs nothing.
+    rates: Arc<std::sync::Mutex<HashMap<String, (u64, std::time::Instant)>>>,
 }
+
+/// Most rate counters kept in memory; past it, the expired ones go (and all, if none has).
+const MAX_RATE_COUNTERS: usize = 100_000;
 
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
@@ -112,7 +118,7 @@ impl EmbeddedStore {
             .name("tern-store-writer".into())
             .spawn(move || writer(writer_db, rx, writer_events))
             .map_err(|e| MailboxError::Commit(format!("cannot start writer thread: {e}")))?;
-        Ok(Self { db, jobs, events })
+        Ok(Self { db, jobs, events, rates: Arc::default() })
     }
 
     async fn write<T, F>(&self, f: F) -> Result<T>
@@ -490,6 +496,24 @@ fn domain_of(address: &str) -> &str {
 
 #[async_trait::async_trait]
 impl MetadataStore for EmbeddedStore {
+    async fn count_rate(&self, key: &str, cost: u64, ttl: std::time::Duration) -> Result<u64> {
+        let now = std::time::Instant::now();
+        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        if rates.len() >= MAX_RATE_COUNTERS && !rates.contains_key(key) {
+            rates.retain(|_, (_, until)| *until > now);
+            if rates.len() >= MAX_RATE_COUNTERS {
+                rates.clear();
+            }
+        }
+        let entry = rates.entry(key.to_string()).or_insert((0, now));
+        if entry.1 <= now {
+            entry.0 = 0;
+        }
+        entry.0 += cost;
+        entry.1 = now + ttl;
+        Ok(entry.0)
+    }
+
     async fn create_domain(&self, domain: DomainRecord) -> Result<DomainRecord> {
         self.write(move |txn, _| {
             let mut t = txn.open_table(DOMAINS)?;

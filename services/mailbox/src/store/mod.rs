@@ -443,6 +443,11 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     // Messages.
     /// How many messages refer to a body: zero means it may not be stored (yet, or any more).
     async fn blob_refs(&self, blob_id: &str) -> Result<u64>;
+
+    /// Adds `cost` to the rate counter `key` and returns its new total. Counters are shared by
+    /// every process using the store and are forgotten `ttl` after they were last counted; the
+    /// caller puts the window in the key.
+    async fn count_rate(&self, key: &str, cost: u64, ttl: std::time::Duration) -> Result<u64>;
     /// Appends one message to several folders (a delivery to many recipients), each through
     /// [`log::append`]. Each op succeeds or fails on its own (unknown folder, over quota); a
     /// storage failure fails them all. When no op succeeds and nothing else refers to the body,

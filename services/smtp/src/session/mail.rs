@@ -1,13 +1,16 @@
-//! MAIL FROM (RFC 5321 section 4.1.1.2): starts a transaction.
+//! MAIL FROM (RFC 5321 section 4.1.1.2): starts a transaction, within the message rates of the
+//! client's address and of the sender, which are counted by the mailbox service for every
+//! front-end together.
 
 use super::{Flow, Session, Transaction};
 use crate::{
     backend::Backend,
     codec::{MailParams, Path, Reply, command::Body},
+    config::ListenerKind,
 };
 
 impl<B: Backend> Session<B> {
-    pub(crate) fn mail(&mut self, path: Path, params: MailParams) -> Flow {
+    pub(crate) async fn mail(&mut self, path: Path, params: MailParams) -> Flow {
         if self.helo.is_none() {
             return self.error(Reply::new(503, "5.5.1", "Say EHLO first"));
         }
@@ -52,8 +55,67 @@ impl<B: Backend> Session<B> {
                 None => return self.error(Reply::new(553, "5.7.1", "The null sender is not allowed for submission")),
             }
         }
+        if let Some(reply) = self.over_rate(&path).await {
+            return self.error(reply);
+        }
         self.txn = Transaction { from: Some(path), params, ..Default::default() };
         self.reply(Reply::new(250, "2.1.0", "Sender OK"));
         Flow::Continue
+    }
+}
+
+impl<B: Backend> Session<B> {
+    /// The refusal when this message would pass a configured rate: per MX client address, and
+    /// per sender (the envelope sender on MX, the account on submission). A rate that cannot
+    /// be counted (the mailbox service unreachable) does not stop mail.
+    async fn over_rate(&self, path: &Path) -> Option<Reply> {
+        let limits = &self.cfg.limits;
+        let window = limits.rate_window.as_secs().clamp(1, 86_400) as u32;
+        let mut checks = Vec::new();
+        if limits.max_messages_per_ip > 0 && self.kind == ListenerKind::Mx {
+            checks.push((
+                format!("smtp-ip:{}", client_key(self.peer.ip())),
+                limits.max_messages_per_ip,
+                "your address",
+            ));
+        }
+        if limits.max_messages_per_sender > 0 {
+            let sender = match (&self.account, path.address()) {
+                (Some(a), _) => Some(format!("smtp-account:{}", a.address)),
+                (None, Some(addr)) => Some(format!("smtp-sender:{}", addr.to_lowercase())),
+                // Bounces (the null sender) are not limited per sender: there is none.
+                (None, None) => None,
+            };
+            if let Some(key) = sender {
+                checks.push((key, limits.max_messages_per_sender, "this sender"));
+            }
+        }
+        for (key, limit, what) in checks {
+            match self.backend.rate_limit(&key, limit, window).await {
+                Ok((true, _)) => {}
+                Ok((false, retry_after)) => {
+                    tracing::info!(%key, limit, "message rate exceeded");
+                    return Some(Reply::new(
+                        450,
+                        "4.7.1",
+                        format!("Too many messages from {what}, try again in {retry_after} seconds"),
+                    ));
+                }
+                Err(e) => tracing::warn!(%key, error = %e, "the message rate could not be counted"),
+            }
+        }
+        None
+    }
+}
+
+/// What a client address is counted as: itself, or for IPv6 its /64, which one host usually
+/// has whole.
+fn client_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
     }
 }

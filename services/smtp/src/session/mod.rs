@@ -286,7 +286,7 @@ impl<B: Backend> Session<B> {
         Ok(match command {
             Command::Ehlo(host) => self.ehlo(host, true),
             Command::Helo(host) => self.ehlo(host, false),
-            Command::Mail(path, params) => self.mail(path, params),
+            Command::Mail(path, params) => self.mail(path, params).await,
             Command::Rcpt(path, params) => self.rcpt(path, params).await,
             Command::Data => self.data().await?,
             Command::Bdat { size, last } => self.bdat(size, last).await?,

@@ -164,6 +164,8 @@ pub struct NatsStore {
     directory: kv::Store,
     snapshots: kv::Store,
     parsed: kv::Store,
+    /// Rate counters, kept a day after their last count (the longest window).
+    rates: kv::Store,
     outbound: outbound::Outbound,
     accounts: Arc<Mutex<HashMap<u64, Cell>>>,
     parsed_cache: Arc<Mutex<HashMap<String, ParsedRecord>>>,
@@ -224,6 +226,13 @@ impl NatsStore {
             Arc::new(move |id: u64| accounts.lock().expect("accounts lock").contains_key(&id))
         };
         let follower = follow::Follower::start(stream.clone(), format!("{prefix}.mail"), cached).await?;
+        let rates = match js.get_key_value(format!("{prefix}_rates")).await {
+            Ok(s) => s,
+            Err(_) => js
+                .create_key_value(kv::Config { max_age: std::time::Duration::from_secs(86_400), ..bucket("rates", 1) })
+                .await
+                .map_err(err("creating a KV bucket"))?,
+        };
         let queue = stores.pop().expect("four buckets");
         let parsed = stores.pop().expect("four buckets");
         let snapshots = stores.pop().expect("four buckets");
@@ -236,6 +245,7 @@ impl NatsStore {
             directory,
             snapshots,
             parsed,
+            rates,
             outbound: outbound::Outbound::open(js.clone(), queue, prefix, replicas).await?,
             accounts,
             parsed_cache: Arc::default(),
@@ -655,6 +665,30 @@ impl NatsStore {
         }
     }
 
+    /// Adds `cost` to a rate counter, compare-and-set against other writers.
+    async fn add_to_rate(&self, key: &str, cost: u64) -> Result<u64> {
+        // KV keys allow few characters; the counter's name is hex, whatever it holds.
+        let key = format!("r.{}", hex::encode(key));
+        for _ in 0..MAX_ATTEMPTS * 4 {
+            match self.rates.entry(key.clone()).await.map_err(err("reading a rate counter"))? {
+                None => match self.rates.create(&key, id_bytes(cost)).await {
+                    Ok(_) => return Ok(cost),
+                    Err(e) if conflict::lost_race(&e) => continue,
+                    Err(e) => return Err(MailboxError::nats("creating a rate counter", e)),
+                },
+                Some(entry) => {
+                    let total = id_of(&entry.value).unwrap_or(0) + cost;
+                    match self.rates.update(&key, id_bytes(total), entry.revision).await {
+                        Ok(_) => return Ok(total),
+                        Err(e) if conflict::lost_race(&e) => continue,
+                        Err(e) => return Err(MailboxError::nats("counting a rate", e)),
+                    }
+                }
+            }
+        }
+        Err(MailboxError::Commit(format!("rate counter {key}: too many concurrent writers")))
+    }
+
     /// Allocates `n` consecutive ids from a directory counter; returns the first.
     async fn next_ids(&self, counter: &str, n: u64) -> Result<u64> {
         let key = format!("counter.{counter}");
@@ -951,6 +985,11 @@ impl MetadataStore for NatsStore {
 
     async fn parsed(&self, blob_id: &str) -> Result<Option<ParsedRecord>> {
         self.parsed_of(blob_id).await
+    }
+
+    async fn count_rate(&self, key: &str, cost: u64, _ttl: std::time::Duration) -> Result<u64> {
+        // The bucket forgets a counter a day after its last count, which is at least `ttl`.
+        self.add_to_rate(key, cost).await
     }
 
     async fn blob_refs(&self, _blob_id: &str) -> Result<u64> {
