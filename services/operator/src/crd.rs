@@ -2,9 +2,9 @@
 //!
 //! The doc comments of the fields are the descriptions `kubectl explain` shows, and the
 //! `schemars` attributes the validation the API server applies: patterns and lengths, list
-//! types, and the CEL rules (`x-kubernetes-validations`) that make the names immutable and
-//! relate fields. `cargo xtask codegen` writes the CustomResourceDefinitions generated from
-//! these types into [`CRD_DIRS`].
+//! types, and the CEL rules (`x-kubernetes-validations`) that make the names immutable, relate
+//! fields and check what a pattern cannot (a junk folder is not INBOX in any case). `cargo xtask
+//! codegen` writes the CustomResourceDefinitions generated from these types into [`CRD_DIRS`].
 
 use kube::CustomResource;
 use kube::core::CustomResourceExt;
@@ -28,6 +28,22 @@ pub const DOMAIN_PATTERN: &str = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0
 /// An e-mail address as the mailbox service accepts it: a lower-case local part without `+`
 /// (which marks sub-addresses) and a domain name.
 pub const ADDRESS_PATTERN: &str = r"^[a-z0-9!#$%&'*/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*/=?^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// An entry of a spam allow or block list: an address (`bob@example.org`) or a whole domain
+/// (`@example.org`), of any case. The mailbox service takes anything with one `@`, no white
+/// space and a dot in the domain; this also refuses empty labels (`bob@example..org`), which
+/// no sender has, so that a typo is caught by `kubectl apply` rather than in the status.
+pub const SENDER_PATTERN: &str = r"^[^@\s]*@[^@\s.]+(\.[^@\s.]+)+$";
+
+/// A folder name as the mailbox service accepts it: levels separated by `/`, none empty, at
+/// most 16 of them, without control characters (Unicode's Cc, written as ranges rather than
+/// `\p{Cc}`, which JavaScript and Python validators of the schema do not read) or the IMAP
+/// wildcards `*` and `%`.
+pub const FOLDER_PATTERN: &str = r"^[^/*%\x00-\x1f\x7f-\x9f]+(/[^/*%\x00-\x1f\x7f-\x9f]+){0,15}$";
+
+/// The rule that the junk folder is not INBOX (in any case), which the mailbox service would
+/// refuse: spam delivered to INBOX would make the filter pointless.
+pub const JUNK_NOT_INBOX: &str = "self.lowerAscii() != 'inbox'";
 
 /// The `x-kubernetes-validations` rule that makes a field immutable once created.
 pub const IMMUTABLE: &str = "self == oldSelf";
@@ -105,6 +121,11 @@ pub struct DomainSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DOMAIN_PATTERN), length(max = 253))]
     pub mail_host: Option<String>,
+    /// Spam filtering of mail to the domain's mailboxes, where a Mailbox does not set its own
+    /// (its `spam.scan` is `Inherit`, its `spam.junkFolder` unset); their allow and block lists
+    /// add to the domain's. Unset (the default): scanning on, spam into `Junk`, no lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spam: Option<SpamSpec>,
     /// What deleting this Domain does to the domain in the mailbox service: `Retain` (the
     /// default) leaves it, no longer managed; `Delete` removes it once it has no mailboxes or
     /// aliases left.
@@ -260,10 +281,65 @@ pub struct MailboxSpec {
     /// `keep` hides it from later POP3 sessions only, leaving it visible over IMAP.
     #[serde(default)]
     pub pop3_delete_policy: Pop3DeletePolicy,
+    /// Spam filtering of mail to this mailbox: what it leaves unset (`scan: Inherit`, no
+    /// `junkFolder`) is the Domain's, and its allow and block lists add to the Domain's. Unset
+    /// (the default): all the Domain's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spam: Option<SpamSpec>,
     /// What deleting this Mailbox does to the stored mail: `Retain` (the default) leaves the
     /// account and its mail in the mailbox service, no longer managed; `Delete` deletes them.
     #[serde(default)]
     pub reclaim_policy: ReclaimPolicy,
+}
+
+/// Spam filtering settings of a Domain or a Mailbox. Mail is scanned by rspamd when the SMTP
+/// front-end has one configured; these settings say what happens to a recipient's mail.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SpamSpec {
+    /// Whether mail is scanned for spam: `"On"`, `"Off"`, or `Inherit` (the default), which on
+    /// a Mailbox takes its Domain's choice and on a Domain means on. Quote `"On"` and `"Off"` in
+    /// YAML: kubectl and Helm read them unquoted as the booleans true and false, which the API
+    /// server refuses here.
+    #[serde(default)]
+    pub scan: SpamScan,
+    /// The folder mail judged to be spam is delivered to, such as `Junk` or `Spam/Suspect`
+    /// (levels separated by `/`; never `INBOX`). A missing folder is created with the first
+    /// spam. Unset (the default): on a Mailbox its Domain's, else `Junk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = FOLDER_PATTERN), length(min = 1, max = 512))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": JUNK_NOT_INBOX,
+        "message": "spec.spam.junkFolder cannot be INBOX: spam would be delivered with the rest of the mail",
+        "reason": "FieldValueInvalid"
+    }]))]
+    pub junk_folder: Option<String>,
+    /// Senders whose mail is never treated as spam: addresses (`bob@example.org`) or whole
+    /// domains (`@example.org`), compared case-insensitively with the envelope sender and the
+    /// From: address; each at most once, at most 1000. A Mailbox's list adds to its Domain's.
+    /// Default: none.
+    #[serde(default)]
+    #[schemars(inner(regex(pattern = SENDER_PATTERN), length(max = 254)), length(max = 1000))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub allow_senders: Vec<String>,
+    /// Senders whose mail is always treated as spam, written as in `allowSenders`; at most
+    /// 1000. A Mailbox's list adds to its Domain's. Default: none.
+    #[serde(default)]
+    #[schemars(inner(regex(pattern = SENDER_PATTERN), length(max = 254)), length(max = 1000))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub block_senders: Vec<String>,
+}
+
+/// Whether mail is scanned for spam.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, JsonSchema)]
+pub enum SpamScan {
+    /// As the Domain says (for a Domain: on).
+    #[default]
+    Inherit,
+    /// Scan.
+    On,
+    /// Do not scan.
+    Off,
 }
 
 /// A key of a Secret in the resource's namespace.

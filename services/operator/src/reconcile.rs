@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use tern_proto::v1::{
-    CreateAccountRequest, CreateDomainRequest, Password, SetDkimKeyRequest, UpdateAccountRequest, UpdateDomainRequest,
-    password,
+    CreateAccountRequest, CreateDomainRequest, Password, SetDkimKeyRequest, SpamSettings, UpdateAccountRequest,
+    UpdateDomainRequest, password,
 };
 
 use crate::admin::{AdminApi, ApiError};
-use crate::crd::{Condition, DnsRecord, Domain, DomainStatus, Mailbox, MailboxStatus, Pop3DeletePolicy, ReclaimPolicy};
+use crate::crd::{
+    Condition, DnsRecord, Domain, DomainStatus, Mailbox, MailboxStatus, Pop3DeletePolicy, ReclaimPolicy, SpamScan,
+    SpamSpec,
+};
 use crate::quantity::{format_bytes, parse_bytes};
 
 /// How soon a resource that could not be converged for a reason outside the operator's hands
@@ -212,6 +215,70 @@ pub fn dns_records(domain: &str, mail_host: &str, dkim: Option<(&str, &str)>) ->
     records
 }
 
+/// The spam settings a resource specifies, as the mailbox service stores them, so that they
+/// compare equal to what it reports once set: sender entries trimmed, lower-cased, sorted and
+/// without duplicates, and the junk folder with a leading `INBOX` level in upper case (the
+/// service's canonical folder name). Unset settings are the defaults, which the service
+/// reports for a domain or account that never had any. Entries the service would refuse are
+/// not checked here but passed on, so that its refusal, with its message, reaches the status.
+pub fn spam_settings(spec: Option<&SpamSpec>) -> SpamSettings {
+    let Some(spec) = spec else { return SpamSettings::default() };
+    let senders = |list: &[String]| -> Vec<String> {
+        // A BTreeSet orders Strings bytewise, as the service's sort does.
+        let set: BTreeSet<String> = list.iter().map(|s| s.trim().to_lowercase()).collect();
+        set.into_iter().collect()
+    };
+    let scan = match spec.scan {
+        SpamScan::Inherit => tern_proto::v1::SpamScan::Inherit,
+        SpamScan::On => tern_proto::v1::SpamScan::On,
+        SpamScan::Off => tern_proto::v1::SpamScan::Off,
+    };
+    SpamSettings {
+        scan: scan as i32,
+        junk_folder: spec.junk_folder.as_deref().map(canonical_folder).unwrap_or_default(),
+        allow_senders: senders(&spec.allow_senders),
+        block_senders: senders(&spec.block_senders),
+    }
+}
+
+/// A folder name with its first level in upper case when it is INBOX, which is how the mailbox
+/// service stores names (IMAP's INBOX is case-insensitive, the other names are not).
+fn canonical_folder(name: &str) -> String {
+    match name.split_once('/') {
+        Some((first, rest)) if first.eq_ignore_ascii_case("INBOX") => format!("INBOX/{rest}"),
+        None if name.eq_ignore_ascii_case("INBOX") => "INBOX".to_string(),
+        _ => name.to_string(),
+    }
+}
+
+/// The spam settings for a change line, such as `scan On, junk folder "Spam", 2 allowed and 0
+/// blocked senders`; the lists themselves can be long, and are in the resource.
+fn describe_spam(settings: &SpamSettings) -> String {
+    let folder = match settings.junk_folder.as_str() {
+        "" => "junk folder inherited".to_string(),
+        folder => format!("junk folder {folder:?}"),
+    };
+    let scan = match settings.scan() {
+        tern_proto::v1::SpamScan::Inherit => "Inherit",
+        tern_proto::v1::SpamScan::On => "On",
+        tern_proto::v1::SpamScan::Off => "Off",
+    };
+    format!(
+        "scan {scan}, {folder}, {} allowed and {} blocked senders",
+        settings.allow_senders.len(),
+        settings.block_senders.len()
+    )
+}
+
+/// A refusal of spam settings, pointed at `spec.spam`: the service's message names its own
+/// fields (`block_senders`), which alone would not tell which part of the resource to fix.
+fn in_spam_spec(error: ApiError) -> ApiError {
+    match error {
+        ApiError::Refused(message) => ApiError::Refused(format!("spec.spam: {message}")),
+        other => other,
+    }
+}
+
 fn failure<S>(status: S, changes: Vec<String>, error: &ApiError) -> (Outcome<S>, &'static str) {
     match error {
         ApiError::Unavailable(_) => (Outcome { status, changes, next: Next::Backoff }, reason::API_UNAVAILABLE),
@@ -220,8 +287,8 @@ fn failure<S>(status: S, changes: Vec<String>, error: &ApiError) -> (Outcome<S>,
 }
 
 /// Converges the mailbox service to a Domain: creates the domain or updates its catch-all and
-/// default quota, and computes its status (the `Ready` condition and the DNS records), without
-/// its DKIM key: see [`reconcile_domain_with_dkim`].
+/// default quota, then its spam settings, and computes its status (the `Ready` condition and
+/// the DNS records), without its DKIM key: see [`reconcile_domain_with_dkim`].
 pub async fn reconcile_domain(api: &dyn AdminApi, domain: &Domain) -> Outcome<DomainStatus> {
     reconcile_domain_with_dkim(api, domain, &DkimInput::Unknown).await
 }
@@ -300,6 +367,14 @@ pub async fn reconcile_domain_with_dkim(
             api.set_dkim_key(request).await?;
             changes.push(format!("set the DKIM key of {name} (selector {selector})"));
         }
+        // The last write, in a request of its own: settings the service refuses (a sender it
+        // cannot read) then leave everything else converged, and the refusal in the status.
+        let spam = spam_settings(spec.spam.as_ref());
+        if current.spam.clone().unwrap_or_default() != spam {
+            let request = UpdateDomainRequest { name: name.clone(), spam: Some(spam.clone()), ..Default::default() };
+            api.update_domain(request).await.map_err(in_spam_spec)?;
+            changes.push(format!("set the spam settings of {name}: {}", describe_spam(&spam)));
+        }
         Ok(())
     }
     .await;
@@ -362,7 +437,8 @@ pub struct PasswordMissing(pub String);
 
 /// Converges the mailbox service to a Mailbox: creates the account (once its domain exists and
 /// its password is known) or updates what differs (display name, quota, suspended, POP3 DELE
-/// policy, password when its Secret changed, aliases), and computes its status, with the usage.
+/// policy, password when its Secret changed, aliases, spam settings), and computes its status,
+/// with the usage.
 pub async fn reconcile_mailbox(
     api: &dyn AdminApi,
     mailbox: &Mailbox,
@@ -465,6 +541,16 @@ pub async fn reconcile_mailbox(
         for alias in desired.difference(&current) {
             api.add_alias(alias, &address).await?;
             changes.push(format!("added alias {alias} to {address}"));
+        }
+
+        // The last write, in a request of its own: settings the service refuses then leave the
+        // rest of the account converged, and the refusal in the status.
+        let spam = spam_settings(spec.spam.as_ref());
+        if account.spam.clone().unwrap_or_default() != spam {
+            let request =
+                UpdateAccountRequest { address: address.clone(), spam: Some(spam.clone()), ..Default::default() };
+            api.update_account(request).await.map_err(in_spam_spec)?;
+            changes.push(format!("set the spam settings of {address}: {}", describe_spam(&spam)));
         }
 
         let usage = api.get_usage(&address).await?;

@@ -155,6 +155,7 @@ async fn setup_reading_secrets_in(namespace: &str) -> Setup {
             default_quota: None,
             dkim: None,
             mail_host: None,
+            spam: None,
             reclaim_policy: ReclaimPolicy::Retain,
         },
     );
@@ -175,6 +176,7 @@ fn mailbox(finalizer: bool) -> Mailbox {
             aliases: vec!["info@example.com".into()],
             suspended: false,
             pop3_delete_policy: Pop3DeletePolicy::Expunge,
+            spam: None,
             reclaim_policy: ReclaimPolicy::Retain,
         },
     );
@@ -365,6 +367,7 @@ fn other_domain(dkim: Option<DkimSpec>) -> Domain {
             default_quota: Some("2Gi".into()),
             dkim,
             mail_host: Some("mx.example.net".into()),
+            spam: None,
             reclaim_policy: ReclaimPolicy::Retain,
         },
     );

@@ -105,6 +105,63 @@ fn schema_patterns_accept_addresses_domains_and_quantities() {
     check(QUANTITY_PATTERN, &["1Gi", "500Mi", "1G", "0", "1024"], &["1.5Gi", "1gi", "Gi", "-1", "1GiB"]);
 }
 
+/// The spam settings' patterns accept what the mailbox service accepts (its own tests' cases
+/// are among these) and refuse what it refuses, besides a few mistakes it would take.
+#[test]
+fn schema_patterns_of_spam_settings_follow_the_mailbox_service() {
+    use tern_operator::crd::{FOLDER_PATTERN, SENDER_PATTERN};
+    let check = |pattern: &str, good: &[&str], bad: &[&str]| {
+        let re = regex::Regex::new(pattern).unwrap();
+        for g in good {
+            assert!(re.is_match(g), "{g:?} should match {pattern}");
+        }
+        for b in bad {
+            assert!(!re.is_match(b), "{b:?} should not match {pattern}");
+        }
+    };
+    check(
+        SENDER_PATTERN,
+        // The service compares case-insensitively and lower-cases what it stores, so any case
+        // is taken; so are `+` and non-ASCII, which senders may have.
+        &[
+            "bob@example.org",
+            "@example.org",
+            "@lists.example.net",
+            "Bob@Example.ORG",
+            "bob+news@mail.example.co.uk",
+            "jürgen@bücher.de",
+            "\"odd\"@example.org",
+        ],
+        &[
+            "bob",
+            "bob@",
+            "@",
+            "a b@example.org",
+            "bob@localhost",
+            "a@b@example.org",
+            " bob@example.org",
+            "bob@example.org ",
+            "bob@example..org",
+            "bob@.org",
+            "bob@example.org.",
+            "",
+        ],
+    );
+    let deep = ["a"; 16].join("/");
+    let too_deep = ["a"; 17].join("/");
+    check(
+        FOLDER_PATTERN,
+        &["Junk", "Spam/Suspect", "INBOX/Spam", "Courrier indésirable", "[Gmail]/Spam", deep.as_str()],
+        &["", "/", "a/", "/a", "a//b", "a\0b", "a\r\nb", "a\u{85}b", "a*", "%", "Spam/%", too_deep.as_str()],
+    );
+    // The pattern spells the control characters as ranges: they are exactly what the service
+    // refuses (`char::is_control`, Unicode's Cc, all below U+00A0).
+    let re = regex::Regex::new(FOLDER_PATTERN).unwrap();
+    for c in ('\0'..='\u{2fff}').filter(|c| !"/*%".contains(*c)) {
+        assert_eq!(re.is_match(&format!("a{c}b")), !c.is_control(), "{c:?}");
+    }
+}
+
 /// The YAML reads back as the same CRDs (quoting of the patterns, folded descriptions).
 #[test]
 fn yaml_reads_back_as_the_same_crds() {
@@ -152,6 +209,11 @@ fn validate(path: &str, value: &serde_json::Value, schema: &serde_json::Value, e
         {
             errors.push(format!("{path}: length {chars} out of bounds"));
         }
+    }
+    if let Value::Array(items) = value
+        && schema["maxItems"].as_u64().is_some_and(|max| items.len() as u64 > max)
+    {
+        errors.push(format!("{path}: {} items, more than {}", items.len(), schema["maxItems"]));
     }
     if let Value::Array(items) = value {
         for (i, item) in items.iter().enumerate() {
@@ -233,6 +295,46 @@ fn the_validator_refuses_what_the_api_server_would() {
     assert_eq!(errors.len(), 7, "{errors:#?}");
 }
 
+/// The spam settings of a Domain and a Mailbox: the example's shape is valid, and what the API
+/// server would refuse is refused, among it `scan: On` unquoted, which kubectl reads as `true`.
+#[test]
+fn spam_settings_are_validated() {
+    use serde_json::json;
+    for crd in [serde_json::to_value(Domain::crd()).unwrap(), serde_json::to_value(Mailbox::crd()).unwrap()] {
+        let schema =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["spam"];
+        let good = json!({
+            "scan": "Off",
+            "junkFolder": "Spam/Suspect",
+            "allowSenders": ["@partner.example", "Bob@Example.org"],
+            "blockSenders": ["offers@shop.example"],
+        });
+        let mut errors = vec![];
+        validate("spec.spam", &good, schema, &mut errors);
+        assert!(errors.is_empty(), "{errors:#?}");
+        validate("spec.spam", &json!({}), schema, &mut errors);
+        assert!(errors.is_empty(), "every field is optional: {errors:#?}");
+
+        let senders: Vec<String> = (0..1001).map(|i| format!("u{i}@example.org")).collect();
+        let bad = json!({
+            "scan": true,
+            "junkFolder": "Spam//Suspect",
+            "allowSenders": ["bob@localhost"],
+            "blockSenders": senders,
+            "learn": true,
+        });
+        let mut errors = vec![];
+        validate("spec.spam", &bad, schema, &mut errors);
+        assert_eq!(errors.len(), 5, "{errors:#?}");
+        for value in ["Inherit", "On", "Off"] {
+            let mut errors = vec![];
+            validate("spec.spam", &json!({ "scan": value }), schema, &mut errors);
+            assert!(errors.is_empty(), "{value}: {errors:?}");
+        }
+        assert_eq!(schema["properties"]["scan"]["default"], "Inherit");
+    }
+}
+
 /// The CEL rules (`x-kubernetes-validations`) of the CRDs, evaluated offline: each parses (in
 /// the subset of CEL that [`cel`] implements, which the rules keep to), names only fields of
 /// the schema, has a message, and accepts and refuses the sample objects as the API server
@@ -241,7 +343,7 @@ fn the_validator_refuses_what_the_api_server_would() {
 fn cel_rules_parse_name_real_fields_and_judge_samples() {
     use serde_json::{Value, json};
     // (kind, path of the schema holding the rule, self, oldSelf (None on create), allowed)
-    let samples: Vec<(&str, &str, Value, Option<Value>, bool)> = vec![
+    let mut samples: Vec<(&str, &str, Value, Option<Value>, bool)> = vec![
         ("Domain", "spec.name", json!("example.com"), Some(json!("example.com")), true),
         ("Domain", "spec.name", json!("example.org"), Some(json!("example.com")), false),
         ("Mailbox", "spec.address", json!("alice@example.com"), Some(json!("alice@example.com")), true),
@@ -263,6 +365,14 @@ fn cel_rules_parse_name_real_fields_and_judge_samples() {
             false,
         ),
     ];
+    // The junk folder is never INBOX, in any case; a folder under INBOX is fine.
+    for kind in ["Domain", "Mailbox"] {
+        for (folder, allowed) in
+            [("Junk", true), ("INBOX/Spam", true), ("inboxes", true), ("INBOX", false), ("InBox", false)]
+        {
+            samples.push((kind, "spec.spam.junkFolder", json!(folder), None, allowed));
+        }
+    }
     let mut checked = std::collections::BTreeSet::new();
     for crd in [serde_json::to_value(Domain::crd()).unwrap(), serde_json::to_value(Mailbox::crd()).unwrap()] {
         let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_string();
@@ -295,7 +405,7 @@ fn cel_rules_parse_name_real_fields_and_judge_samples() {
 /// The part of CEL the CRDs' rules use, parsed and evaluated over JSON values: literals,
 /// `self` and `oldSelf`, field selection, `has()`, `size()`, `in`, comparisons, `!`, `&&`, `||`,
 /// `+`, and the `all`/`exists` macros and the string methods `startsWith`, `endsWith`,
-/// `contains`.
+/// `contains` and `lowerAscii` (of the Kubernetes strings library).
 mod cel {
     use serde_json::Value;
 
@@ -673,6 +783,7 @@ mod cel {
                     ("startsWith", [a]) => Value::Bool(text(&target)?.starts_with(text(a)?)),
                     ("endsWith", [a]) => Value::Bool(text(&target)?.ends_with(text(a)?)),
                     ("contains", [a]) => Value::Bool(text(&target)?.contains(text(a)?)),
+                    ("lowerAscii", []) => Value::String(text(&target)?.to_ascii_lowercase()),
                     _ => return Err(format!("unknown method {name}")),
                 }
             }
@@ -706,6 +817,10 @@ mod cel {
         assert_eq!(eval_text("self.list.all(i, i in ['p', 'q']) || false", this.clone()), Ok(Value::Bool(true)));
         assert_eq!(eval_text("self.list.exists(i, i == 'r')", this.clone()), Ok(Value::Bool(false)));
         assert_eq!(eval_text("!has(self.b) && self.n + 1 >= 4", this.clone()), Ok(Value::Bool(true)));
+        assert_eq!(
+            eval_text("self.a.lowerAscii() == 'x@y.z'", serde_json::json!({"a": "X@Y.z"})),
+            Ok(Value::Bool(true))
+        );
         assert!(eval_text("self.b == 1", this).is_err(), "a missing field is an error");
         assert!(parse("self.a ==").is_err() && parse("self.a)").is_err() && parse("'open").is_err());
     }

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use tern_operator::admin::{AdminApi, ApiError, GrpcAdmin};
 use tern_operator::crd::{
-    Domain, DomainSpec, Mailbox, MailboxSpec, MailboxStatus, Pop3DeletePolicy, ReclaimPolicy, SecretKeyRef,
+    Domain, DomainSpec, Mailbox, MailboxSpec, MailboxStatus, Pop3DeletePolicy, ReclaimPolicy, SecretKeyRef, SpamScan,
+    SpamSpec,
 };
 use tern_operator::dkim;
 use tern_operator::reconcile::{
@@ -17,8 +18,8 @@ use tern_operator::reconcile::{
 use tern_tests::tern_mailbox::Limits;
 use tern_tests::tern_proto::v1::{
     Account, AuthenticateRequest, CreateAccountRequest, CreateDomainRequest, DkimKey, Domain as ApiDomain,
-    GetAccountRequest, GetDomainRequest, Password, Pop3DeletePolicy as Pop3, SetDkimKeyRequest, UpdateAccountRequest,
-    UpdateDomainRequest, Usage,
+    GetAccountRequest, GetDomainRequest, Password, Pop3DeletePolicy as Pop3, ResolveRecipientRequest,
+    SetDkimKeyRequest, SpamScan as Scan, SpamSettings, UpdateAccountRequest, UpdateDomainRequest, Usage,
 };
 use tern_tests::{TestServer, deliver, message};
 
@@ -31,6 +32,7 @@ fn domain(name: &str) -> Domain {
             default_quota: Some("1Gi".to_string()),
             dkim: None,
             mail_host: None,
+            spam: None,
             reclaim_policy: ReclaimPolicy::Retain,
         },
     );
@@ -50,6 +52,7 @@ fn mailbox(address: &str) -> Mailbox {
             aliases: vec!["info@example.com".to_string(), "a@example.com".to_string()],
             suspended: false,
             pop3_delete_policy: Pop3DeletePolicy::Expunge,
+            spam: None,
             reclaim_policy: ReclaimPolicy::Retain,
         },
     );
@@ -389,6 +392,192 @@ async fn admin_api_down_is_unavailable_and_backs_off() {
     assert_eq!(outcome.next, Next::Backoff);
     let outcome = reconcile_domain(&admin, &domain("example.com")).await;
     assert_eq!(outcome.next, Next::Backoff);
+}
+
+/// Spam settings as a resource writes them.
+fn spam(scan: SpamScan, junk_folder: Option<&str>, allow: &[&str], block: &[&str]) -> Option<SpamSpec> {
+    Some(SpamSpec {
+        scan,
+        junk_folder: junk_folder.map(str::to_string),
+        allow_senders: allow.iter().map(|s| s.to_string()).collect(),
+        block_senders: block.iter().map(|s| s.to_string()).collect(),
+    })
+}
+
+/// Spam settings as the mailbox service reports them.
+fn settings(scan: Scan, junk_folder: &str, allow: &[&str], block: &[&str]) -> SpamSettings {
+    SpamSettings {
+        scan: scan as i32,
+        junk_folder: junk_folder.to_string(),
+        allow_senders: allow.iter().map(|s| s.to_string()).collect(),
+        block_senders: block.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// The spam settings the mailbox service stores for a domain, and for an account: the defaults
+/// when it reports none.
+async fn stored_domain_spam(server: &TestServer, name: &str) -> SpamSettings {
+    let request = GetDomainRequest { name: name.to_string() };
+    server.admin_client().await.get_domain(request).await.unwrap().into_inner().spam.unwrap_or_default()
+}
+
+async fn stored_account_spam(server: &TestServer, address: &str) -> SpamSettings {
+    let request = GetAccountRequest { address: address.to_string() };
+    server.admin_client().await.get_account(request).await.unwrap().into_inner().spam.unwrap_or_default()
+}
+
+#[tokio::test]
+async fn spam_settings_are_applied_normalised_left_alone_and_follow_changes() {
+    let (server, admin) = start().await;
+
+    // A Domain with settings written loosely: mixed case, spaces, a duplicate.
+    let mut object = domain("example.com");
+    object.spec.spam = spam(
+        SpamScan::Off,
+        Some("Spam"),
+        &["@Partner.example", " bob@example.org", "BOB@example.org"],
+        &["x@bad.example"],
+    );
+    let outcome = reconcile_domain(&admin, &object).await;
+    assert!(outcome.is_ready(), "{:?}", outcome.status);
+    assert_eq!(
+        outcome.changes,
+        [
+            "created domain example.com",
+            "set the spam settings of example.com: scan Off, junk folder \"Spam\", 2 allowed and 1 blocked senders",
+        ]
+    );
+    let expected = settings(Scan::Off, "Spam", &["@partner.example", "bob@example.org"], &["x@bad.example"]);
+    assert_eq!(stored_domain_spam(&server, "example.com").await, expected);
+    object.status = Some(outcome.status.clone());
+    let again = reconcile_domain(&admin, &object).await;
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    assert_eq!(again.status, outcome.status);
+
+    // A Mailbox with its own: `inbox/` is stored as `INBOX/`, which must not read as a change.
+    let mut alice = mailbox("alice@example.com");
+    alice.spec.spam = spam(SpamScan::On, Some("inbox/Spam"), &["Carol@Example.net"], &[]);
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert!(outcome.is_ready(), "{:?}", outcome.status);
+    assert_eq!(
+        outcome.changes.last().unwrap(),
+        "set the spam settings of alice@example.com: scan On, junk folder \"INBOX/Spam\", 1 allowed and 0 blocked \
+         senders"
+    );
+    let own = settings(Scan::On, "INBOX/Spam", &["carol@example.net"], &[]);
+    assert_eq!(stored_account_spam(&server, "alice@example.com").await, own);
+    apply_status(&mut alice, &outcome);
+    let again = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    assert_eq!(again.status, outcome.status);
+
+    // What holds for Alice: her choices, and her list added to the domain's.
+    let resolve = |address: &str| {
+        let request = ResolveRecipientRequest { address: address.to_string() };
+        let server = &server;
+        async move { server.mailbox_client().await.resolve_recipient(request).await.unwrap().into_inner().spam.unwrap() }
+    };
+    let allowed = ["@partner.example", "bob@example.org", "carol@example.net"];
+    assert_eq!(resolve("alice@example.com").await, settings(Scan::On, "INBOX/Spam", &allowed, &["x@bad.example"]));
+
+    // Changes of the specs: the domain back to scanning with nothing blocked, Alice's settings
+    // removed (all the domain's again).
+    object.spec.spam = spam(SpamScan::Inherit, None, &["@partner.example"], &[]);
+    object.metadata.generation = Some(2);
+    let outcome = reconcile_domain(&admin, &object).await;
+    assert_eq!(
+        outcome.changes,
+        ["set the spam settings of example.com: scan Inherit, junk folder inherited, 1 allowed and 0 blocked senders"]
+    );
+    assert_eq!(
+        stored_domain_spam(&server, "example.com").await,
+        settings(Scan::Inherit, "", &["@partner.example"], &[])
+    );
+    object.status = Some(outcome.status);
+    assert!(reconcile_domain(&admin, &object).await.changes.is_empty());
+
+    alice.spec.spam = None;
+    alice.metadata.generation = Some(2);
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert_eq!(
+        outcome.changes,
+        [
+            "set the spam settings of alice@example.com: scan Inherit, junk folder inherited, 0 allowed and 0 blocked senders"
+        ]
+    );
+    assert_eq!(stored_account_spam(&server, "alice@example.com").await, SpamSettings::default());
+    apply_status(&mut alice, &outcome);
+    assert!(reconcile_mailbox(&admin, &alice, password("secret", "v1")).await.changes.is_empty());
+    assert_eq!(resolve("alice@example.com").await, settings(Scan::On, "Junk", &["@partner.example"], &[]));
+
+    // Drift made with `tern admin` is repaired.
+    let drift = UpdateAccountRequest {
+        address: "alice@example.com".into(),
+        spam: Some(settings(Scan::Off, "", &[], &["@example.org"])),
+        ..Default::default()
+    };
+    server.admin_client().await.update_account(drift).await.unwrap();
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert_eq!(outcome.changes.len(), 1, "{:?}", outcome.changes);
+    assert_eq!(stored_account_spam(&server, "alice@example.com").await, SpamSettings::default());
+}
+
+#[tokio::test]
+async fn spam_settings_the_service_refuses_show_in_the_status() {
+    let (server, admin) = start().await;
+
+    // A sender the mailbox service cannot read (the CRD's pattern refuses it too, but an object
+    // may reach the operator by another way, such as an older CRD's).
+    let mut object = domain("example.com");
+    object.spec.catch_all = Some("postmaster".to_string());
+    object.spec.spam = spam(SpamScan::On, None, &[], &["spam@localhost"]);
+    let outcome = reconcile_domain(&admin, &object).await;
+    assert_eq!(reason_of(&outcome, |s| &s.conditions), ("False".to_string(), reason::REFUSED.to_string()));
+    assert_eq!(outcome.next, Next::Soon, "retried later, not at once");
+    let message = &ready_condition(&outcome.status.conditions).unwrap().message;
+    assert!(message.contains("spec.spam: invalid block_senders") && message.contains("spam@localhost"), "{message}");
+    // The rest of the spec is applied all the same.
+    assert_eq!(outcome.changes, ["created domain example.com"]);
+    let stored = server
+        .admin_client()
+        .await
+        .get_domain(GetDomainRequest { name: "example.com".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.catch_all, "postmaster");
+    assert_eq!(stored.spam.unwrap_or_default(), SpamSettings::default());
+
+    // Corrected, the Domain becomes Ready.
+    object.status = Some(outcome.status);
+    object.spec.spam = spam(SpamScan::On, None, &[], &["spam@example.net"]);
+    let outcome = reconcile_domain(&admin, &object).await;
+    assert_eq!(reason_of(&outcome, |s| &s.conditions), ("True".to_string(), reason::RECONCILED.to_string()));
+
+    // A Mailbox: an invalid sender, then INBOX as the junk folder (which the CRD's rule refuses).
+    let mut alice = mailbox("alice@example.com");
+    alice.spec.spam = spam(SpamScan::Inherit, None, &["not-an-address"], &[]);
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert_eq!(reason_of(&outcome, |s| &s.conditions), ("False".to_string(), reason::REFUSED.to_string()));
+    assert_eq!(outcome.next, Next::Soon);
+    let message = &ready_condition(&outcome.status.conditions).unwrap().message;
+    assert!(message.contains("spec.spam: invalid allow_senders") && message.contains("not-an-address"), "{message}");
+    assert!(message.starts_with("account alice@example.com: "), "{message}");
+    assert!(outcome.changes.iter().any(|c| c == "created account alice@example.com"), "{:?}", outcome.changes);
+    assert!(can_login(&server, "alice@example.com", "secret").await, "the account is served all the same");
+    apply_status(&mut alice, &outcome);
+
+    alice.spec.spam = spam(SpamScan::Inherit, Some("Inbox"), &[], &[]);
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert_eq!(reason_of(&outcome, |s| &s.conditions).1, reason::REFUSED);
+    let message = &ready_condition(&outcome.status.conditions).unwrap().message;
+    assert!(message.contains("spec.spam: invalid junk folder") && message.contains("INBOX"), "{message}");
+    assert_eq!(stored_account_spam(&server, "alice@example.com").await, SpamSettings::default());
+    apply_status(&mut alice, &outcome);
+
+    alice.spec.spam = spam(SpamScan::Inherit, Some("Junk/Suspect"), &[], &[]);
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert!(outcome.is_ready(), "{:?}", outcome.status);
 }
 
 /// The real service through [`GrpcAdmin`], counting `SetDkimKey` calls: the stored key alone
