@@ -43,11 +43,15 @@ pub enum Which {
         messages: usize,
     },
     /// postfix's smtp-source against `tern dev`: messages/s until all are readable, peak RSS.
+    /// With `--spam`, the same run twice, without and with spam scanning by an rspamd (Debian's,
+    /// started here), and the CPU per message of Tern and of rspamd for each.
     Smtp {
         #[arg(long, default_value_t = 5000)]
         messages: usize,
         #[arg(long, default_value_t = 20)]
         sessions: usize,
+        #[arg(long)]
+        spam: bool,
     },
     /// POP3 sessions against `tern dev` (USER/PASS, STAT, LIST, UIDL, RETR of every message,
     /// QUIT, no DELE): messages/s retrieved, server CPU per message and memory; with `--peer
@@ -159,7 +163,8 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match which {
         Which::Mailbox { messages } => rt.block_on(mailbox(messages)),
-        Which::Smtp { messages, sessions } => rt.block_on(smtp(messages, sessions)),
+        Which::Smtp { messages, sessions, spam: false } => rt.block_on(smtp(messages, sessions)),
+        Which::Smtp { messages, sessions, spam: true } => rt.block_on(smtp_spam(messages, sessions)),
         Which::Pop3 { accounts, messages, sessions, seconds, peer } => {
             rt.block_on(pop3::run(pop3::Workload { accounts, messages, sessions, seconds }, peer))
         }
@@ -452,6 +457,39 @@ async fn smtp(messages: usize, sessions: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SMTP ingest without and then with spam scanning, one run each on a fresh `tern dev`, with an
+/// rspamd started here: messages/s, and CPU per message of Tern and of rspamd (its main process
+/// and workers). Tern's own cost of scanning is the difference of its CPU per message.
+async fn smtp_spam(messages: usize, sessions: usize) -> anyhow::Result<()> {
+    let rspamd = tokio::task::block_in_place(tern_testbed::rspamd::Rspamd::start)?;
+    // No process has id 0: without one, rspamd's CPU reads as nothing.
+    let rspamd_pid = rspamd.pid().unwrap_or_default();
+    let config = format!("[spam]\nrspamd_url = \"{}\"\n", rspamd.url);
+    let mut results = Vec::new();
+    for (label, extra) in [("scanning off", ""), ("scanning on", config.as_str())] {
+        let server = Server::start_with(extra).await?;
+        println!("{label}:");
+        let (tern_before, rspamd_before) = (tree_cpu(server.pid()), tree_cpu(rspamd_pid));
+        let rate = smtp_ingest(&server, messages, sessions).await?;
+        let (tern, scanner) = (tree_cpu(server.pid()) - tern_before, tree_cpu(rspamd_pid) - rspamd_before);
+        println!("  CPU: tern {tern}, rspamd {scanner}");
+        let per = |c: Cpu| c.total() / messages as f64;
+        println!("  CPU per message: tern {:.3} ms, rspamd {:.3} ms", per(tern) * 1e3, per(scanner) * 1e3);
+        results.push((rate, per(tern), per(scanner)));
+    }
+    let [(off_rate, off_tern, _), (on_rate, on_tern, on_rspamd)] = results[..] else { unreachable!() };
+    println!("smtp with spam scanning, side by side:");
+    println!("  messages/s:          off {off_rate:>7.0}   on {on_rate:>7.0}   ({:.2}x)", on_rate / off_rate);
+    println!(
+        "  tern CPU per message: off {:.3} ms   on {:.3} ms   (scanning costs tern {:+.1}%)",
+        off_tern * 1e3,
+        on_tern * 1e3,
+        (on_tern / off_tern - 1.0) * 100.0
+    );
+    println!("  rspamd CPU per message: {:.3} ms ({:.2}x tern's unscanned)", on_rspamd * 1e3, on_rspamd / off_tern);
+    Ok(())
+}
+
 /// The SMTP ingest benchmark on `server`: messages/s until all are readable.
 async fn smtp_ingest(server: &Server, messages: usize, sessions: usize) -> anyhow::Result<f64> {
     let smtp_source = ["/usr/sbin/smtp-source", "/usr/bin/smtp-source"]
@@ -473,11 +511,15 @@ async fn smtp_ingest(server: &Server, messages: usize, sessions: usize) -> anyho
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let st = client
-            .status(tern_proto::v1::StatusRequest { account_id, folder: Some(FolderRef::name("INBOX")) })
-            .await?
-            .into_inner();
-        let n = st.folder.map(|f| f.messages as usize).unwrap_or(0);
+        // With spam scanning, what rspamd judges spam is in Junk: it arrived all the same.
+        let mut n = 0;
+        for folder in ["INBOX", "Junk"] {
+            let st = client
+                .status(tern_proto::v1::StatusRequest { account_id, folder: Some(FolderRef::name(folder)) })
+                .await?
+                .into_inner();
+            n += st.folder.map(|f| f.messages as usize).unwrap_or(0);
+        }
         if n >= messages {
             break;
         }
@@ -488,7 +530,7 @@ async fn smtp_ingest(server: &Server, messages: usize, sessions: usize) -> anyho
     }
     let secs = start.elapsed().as_secs_f64();
     let (rss, hwm) = server.memory();
-    println!("  {:>8.0} messages/s  ({messages} in {secs:.2} s, all readable in INBOX)", messages as f64 / secs);
+    println!("  {:>8.0} messages/s  ({messages} in {secs:.2} s, all readable in INBOX or Junk)", messages as f64 / secs);
     println!("  tern dev memory: idle {} MiB, after {} MiB, peak RSS {} MiB", rss_idle / 1024, rss / 1024, hwm / 1024);
     Ok(messages as f64 / secs)
 }

@@ -9,7 +9,8 @@
 use std::{net::IpAddr, time::Duration};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+mod http;
 
 /// What went wrong talking to rspamd.
 #[derive(Debug, thiserror::Error)]
@@ -246,32 +247,41 @@ pub enum Learned {
     AlreadyLearned,
 }
 
-/// A client; cheap to clone (one connection pool).
+/// A client; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
-    http: reqwest::Client,
     options: Options,
+    normal: http::Endpoint,
+    /// The controller, or the normal worker when none is configured (which refuses to learn).
+    controller: http::Endpoint,
 }
 
-fn header(map: &mut HeaderMap, name: &'static str, value: &str) -> Result<(), Error> {
-    let v = HeaderValue::from_str(value).map_err(|_| Error::BadHeader { header: name, value: value.to_string() })?;
-    map.append(HeaderName::from_static(name), v);
-    Ok(())
+/// Request headers, checked as they are added.
+struct Headers<'a>(Vec<(&'static str, &'a str)>);
+
+impl<'a> Headers<'a> {
+    fn add(&mut self, name: &'static str, value: &'a str) -> Result<(), Error> {
+        if !http::valid_value(value) {
+            return Err(Error::BadHeader { header: name, value: value.to_string() });
+        }
+        self.0.push((name, value));
+        Ok(())
+    }
 }
 
 impl Client {
     pub fn new(options: Options) -> Result<Client, Error> {
-        // reqwest's TLS (for an https:// rspamd) uses the process's default provider; the
-        // workspace's one provider is ring, installed here unless the process already has one.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(options.timeout)
-            .connect_timeout(options.timeout)
-            // rspamd is a service next to Tern, never behind a redirect.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Unavailable { url: options.url.clone(), detail: e.to_string() })?;
-        Ok(Client { http, options })
+        let endpoint = |url: &str| {
+            http::Endpoint::parse(url).map_err(|detail| Error::Unavailable { url: url.to_string(), detail })
+        };
+        let normal = if options.url.is_empty() {
+            http::Endpoint { authority: String::new(), prefix: String::new() }
+        } else {
+            endpoint(&options.url)?
+        };
+        let controller =
+            if options.controller_url.is_empty() { normal.clone() } else { endpoint(&options.controller_url)? };
+        Ok(Client { options, normal, controller })
     }
 
     pub fn options(&self) -> &Options {
@@ -280,102 +290,96 @@ impl Client {
 
     /// Scans `message` (as it will be delivered) with its envelope.
     pub async fn check(&self, envelope: &Envelope<'_>, message: Bytes) -> Result<Verdict, Error> {
-        let mut h = HeaderMap::new();
-        if let Some(ip) = envelope.ip {
-            header(&mut h, "ip", &ip.to_string())?;
+        let ip = envelope.ip.map(|ip| ip.to_string());
+        let mut h = Headers(Vec::with_capacity(8 + envelope.rcpts.len()));
+        if let Some(ip) = &ip {
+            h.add("IP", ip)?;
         }
         if !envelope.helo.is_empty() {
-            header(&mut h, "helo", envelope.helo)?;
+            h.add("Helo", envelope.helo)?;
         }
         // rspamd reads an empty From as "no envelope sender"; the null sender is `<>`.
-        header(&mut h, "from", if envelope.from.is_empty() { "<>" } else { envelope.from })?;
+        h.add("From", if envelope.from.is_empty() { "<>" } else { envelope.from })?;
         for r in envelope.rcpts {
-            header(&mut h, "rcpt", r)?;
+            h.add("Rcpt", r)?;
         }
         if let Some(user) = envelope.user {
-            header(&mut h, "user", user)?;
+            h.add("User", user)?;
         }
         if !envelope.queue_id.is_empty() {
-            header(&mut h, "queue-id", envelope.queue_id)?;
+            h.add("Queue-Id", envelope.queue_id)?;
         }
         if let Some(d) = envelope.deliver_to {
-            header(&mut h, "deliver-to", d)?;
+            h.add("Deliver-To", d)?;
         }
         if !envelope.mta_name.is_empty() {
-            header(&mut h, "mta-name", envelope.mta_name)?;
+            h.add("MTA-Name", envelope.mta_name)?;
         }
         if let Some((version, cipher)) = envelope.tls {
-            header(&mut h, "tls-version", version)?;
-            header(&mut h, "tls-cipher", cipher)?;
+            h.add("TLS-Version", version)?;
+            h.add("TLS-Cipher", cipher)?;
         }
         if let Some(settings) = envelope.settings {
-            header(&mut h, "settings", settings)?;
+            h.add("Settings", settings)?;
         }
-        let url = format!("{}/checkv2", self.options.url.trim_end_matches('/'));
-        let body = self.post(&url, h, message).await?;
-        parse_verdict(&body).map_err(|detail| Error::Protocol { url, detail })
+        let url = &self.options.url;
+        let r = self.exchange(&self.normal, url, "POST", "/checkv2", &h.0, &message).await?;
+        match r.status {
+            200 => parse_verdict(&r.body).map_err(|detail| Error::Protocol { url: url.clone(), detail }),
+            s => Err(status_error(url, s, &r.body)),
+        }
     }
 
     /// Teaches `user`'s statistics (rspamd's per-user Bayes, keyed by the Deliver-To header)
     /// that `message` is spam or ham.
     pub async fn learn(&self, class: Learn, user: &str, message: Bytes) -> Result<Learned, Error> {
-        let mut h = HeaderMap::new();
-        header(&mut h, "deliver-to", user)?;
-        header(&mut h, "rcpt", user)?;
+        let mut h = Headers(Vec::with_capacity(3));
+        h.add("Deliver-To", user)?;
+        h.add("Rcpt", user)?;
         if let Some(p) = &self.options.password {
-            header(&mut h, "password", p)?;
+            h.add("Password", p)?;
         }
-        let base =
-            if self.options.controller_url.is_empty() { &self.options.url } else { &self.options.controller_url };
-        let url = format!("{}/learn{}", base.trim_end_matches('/'), class.as_str());
-        let response = self
-            .http
-            .post(&url)
-            .headers(h)
-            .body(message)
-            .send()
-            .await
-            .map_err(|e| Error::Unavailable { url: url.clone(), detail: e.to_string() })?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        match status.as_u16() {
-            200..=207 => Ok(Learned::Learned),
+        let url = if self.options.controller_url.is_empty() { &self.options.url } else { &self.options.controller_url };
+        let path = format!("/learn{}", class.as_str());
+        let r = self.exchange(&self.controller, url, "POST", &path, &h.0, &message).await?;
+        match r.status {
             208 => Ok(Learned::AlreadyLearned),
-            s if s >= 500 => Err(Error::Unavailable { url, detail: format!("{status}: {text}") }),
-            _ => Err(Error::Protocol { url, detail: format!("{status}: {text}") }),
+            200..=207 => Ok(Learned::Learned),
+            s => Err(status_error(url, s, &r.body)),
         }
     }
 
     /// Whether the worker answers its ping, for readiness.
     pub async fn ping(&self) -> bool {
-        let url = format!("{}/ping", self.options.url.trim_end_matches('/'));
-        match self.http.get(&url).send().await {
-            Ok(r) => r.status().is_success(),
-            Err(_) => false,
-        }
+        let r = self.exchange(&self.normal, &self.options.url, "GET", "/ping", &[], b"").await;
+        r.is_ok_and(|r| r.status == 200)
     }
 
-    async fn post(&self, url: &str, headers: HeaderMap, message: Bytes) -> Result<Bytes, Error> {
-        let response = self
-            .http
-            .post(url)
-            .headers(headers)
-            .body(message)
-            .send()
+    async fn exchange(
+        &self,
+        endpoint: &http::Endpoint,
+        url: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<http::Response, Error> {
+        if endpoint.authority.is_empty() {
+            return Err(Error::Unavailable { url: url.to_string(), detail: "no URL is configured".into() });
+        }
+        http::exchange(endpoint, method, path, headers, body, self.options.timeout)
             .await
-            .map_err(|e| Error::Unavailable { url: url.to_string(), detail: e.to_string() })?;
-        let status = response.status();
-        let body =
-            response.bytes().await.map_err(|e| Error::Unavailable { url: url.to_string(), detail: e.to_string() })?;
-        if status.is_server_error() {
-            let detail = format!("{status}: {}", String::from_utf8_lossy(&body));
-            return Err(Error::Unavailable { url: url.to_string(), detail });
-        }
-        if !status.is_success() {
-            let detail = format!("{status}: {}", String::from_utf8_lossy(&body));
-            return Err(Error::Protocol { url: url.to_string(), detail });
-        }
-        Ok(body)
+            .map_err(|e| Error::Unavailable { url: url.to_string(), detail: e.to_string() })
+    }
+}
+
+/// A status other than success: rspamd's server errors say "try later", the rest "it will not".
+fn status_error(url: &str, status: u16, body: &[u8]) -> Error {
+    let detail = format!("{status}: {}", String::from_utf8_lossy(body));
+    if status >= 500 {
+        Error::Unavailable { url: url.to_string(), detail }
+    } else {
+        Error::Protocol { url: url.to_string(), detail }
     }
 }
 

@@ -63,6 +63,8 @@ use nix::{
 };
 use tempfile::TempDir;
 
+pub mod rspamd;
+
 /// How long a server may take to become ready after its process starts.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
