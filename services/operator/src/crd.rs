@@ -297,10 +297,9 @@ pub struct MailboxSpec {
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SpamSpec {
-    /// Whether mail is scanned for spam: `"On"`, `"Off"`, or `Inherit` (the default), which on
-    /// a Mailbox takes its Domain's choice and on a Domain means on. Quote `"On"` and `"Off"` in
-    /// YAML: kubectl and Helm read them unquoted as the booleans true and false, which the API
-    /// server refuses here.
+    /// Whether mail is scanned for spam: `Enabled`, `Disabled`, or `Inherit` (the default),
+    /// which on a Mailbox takes its Domain's choice and on a Domain means enabled. (Not On and
+    /// Off: kubectl and Helm read those, unquoted, as the booleans true and false.)
     #[serde(default)]
     pub scan: SpamScan,
     /// The folder mail judged to be spam is delivered to, such as `Junk` or `Spam/Suspect`
@@ -337,9 +336,9 @@ pub enum SpamScan {
     #[default]
     Inherit,
     /// Scan.
-    On,
+    Enabled,
     /// Do not scan.
-    Off,
+    Disabled,
 }
 
 /// A key of a Secret in the resource's namespace.

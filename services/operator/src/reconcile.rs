@@ -230,8 +230,8 @@ pub fn spam_settings(spec: Option<&SpamSpec>) -> SpamSettings {
     };
     let scan = match spec.scan {
         SpamScan::Inherit => tern_proto::v1::SpamScan::Inherit,
-        SpamScan::On => tern_proto::v1::SpamScan::On,
-        SpamScan::Off => tern_proto::v1::SpamScan::Off,
+        SpamScan::Enabled => tern_proto::v1::SpamScan::On,
+        SpamScan::Disabled => tern_proto::v1::SpamScan::Off,
     };
     SpamSettings {
         scan: scan as i32,
@@ -251,7 +251,7 @@ fn canonical_folder(name: &str) -> String {
     }
 }
 
-/// The spam settings for a change line, such as `scan On, junk folder "Spam", 2 allowed and 0
+/// The spam settings for a change line, such as `scan Enabled, junk folder "Spam", 2 allowed and 0
 /// blocked senders`; the lists themselves can be long, and are in the resource.
 fn describe_spam(settings: &SpamSettings) -> String {
     let folder = match settings.junk_folder.as_str() {
@@ -260,8 +260,8 @@ fn describe_spam(settings: &SpamSettings) -> String {
     };
     let scan = match settings.scan() {
         tern_proto::v1::SpamScan::Inherit => "Inherit",
-        tern_proto::v1::SpamScan::On => "On",
-        tern_proto::v1::SpamScan::Off => "Off",
+        tern_proto::v1::SpamScan::On => "Enabled",
+        tern_proto::v1::SpamScan::Off => "Disabled",
     };
     format!(
         "scan {scan}, {folder}, {} allowed and {} blocked senders",

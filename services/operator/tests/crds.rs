@@ -296,7 +296,7 @@ fn the_validator_refuses_what_the_api_server_would() {
 }
 
 /// The spam settings of a Domain and a Mailbox: the example's shape is valid, and what the API
-/// server would refuse is refused, among it `scan: On` unquoted, which kubectl reads as `true`.
+/// server would refuse is refused, among it a boolean `scan` (what an unquoted On would be to kubectl).
 #[test]
 fn spam_settings_are_validated() {
     use serde_json::json;
@@ -304,7 +304,7 @@ fn spam_settings_are_validated() {
         let schema =
             &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["spam"];
         let good = json!({
-            "scan": "Off",
+            "scan": "Disabled",
             "junkFolder": "Spam/Suspect",
             "allowSenders": ["@partner.example", "Bob@Example.org"],
             "blockSenders": ["offers@shop.example"],
@@ -326,7 +326,7 @@ fn spam_settings_are_validated() {
         let mut errors = vec![];
         validate("spec.spam", &bad, schema, &mut errors);
         assert_eq!(errors.len(), 5, "{errors:#?}");
-        for value in ["Inherit", "On", "Off"] {
+        for value in ["Inherit", "Enabled", "Disabled"] {
             let mut errors = vec![];
             validate("spec.spam", &json!({ "scan": value }), schema, &mut errors);
             assert!(errors.is_empty(), "{value}: {errors:?}");

@@ -433,7 +433,7 @@ async fn spam_settings_are_applied_normalised_left_alone_and_follow_changes() {
     // A Domain with settings written loosely: mixed case, spaces, a duplicate.
     let mut object = domain("example.com");
     object.spec.spam = spam(
-        SpamScan::Off,
+        SpamScan::Disabled,
         Some("Spam"),
         &["@Partner.example", " bob@example.org", "BOB@example.org"],
         &["x@bad.example"],
@@ -444,7 +444,7 @@ async fn spam_settings_are_applied_normalised_left_alone_and_follow_changes() {
         outcome.changes,
         [
             "created domain example.com",
-            "set the spam settings of example.com: scan Off, junk folder \"Spam\", 2 allowed and 1 blocked senders",
+            "set the spam settings of example.com: scan Disabled, junk folder \"Spam\", 2 allowed and 1 blocked senders",
         ]
     );
     let expected = settings(Scan::Off, "Spam", &["@partner.example", "bob@example.org"], &["x@bad.example"]);
@@ -456,12 +456,12 @@ async fn spam_settings_are_applied_normalised_left_alone_and_follow_changes() {
 
     // A Mailbox with its own: `inbox/` is stored as `INBOX/`, which must not read as a change.
     let mut alice = mailbox("alice@example.com");
-    alice.spec.spam = spam(SpamScan::On, Some("inbox/Spam"), &["Carol@Example.net"], &[]);
+    alice.spec.spam = spam(SpamScan::Enabled, Some("inbox/Spam"), &["Carol@Example.net"], &[]);
     let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
     assert!(outcome.is_ready(), "{:?}", outcome.status);
     assert_eq!(
         outcome.changes.last().unwrap(),
-        "set the spam settings of alice@example.com: scan On, junk folder \"INBOX/Spam\", 1 allowed and 0 blocked \
+        "set the spam settings of alice@example.com: scan Enabled, junk folder \"INBOX/Spam\", 1 allowed and 0 blocked \
          senders"
     );
     let own = settings(Scan::On, "INBOX/Spam", &["carol@example.net"], &[]);
@@ -530,7 +530,7 @@ async fn spam_settings_the_service_refuses_show_in_the_status() {
     // may reach the operator by another way, such as an older CRD's).
     let mut object = domain("example.com");
     object.spec.catch_all = Some("postmaster".to_string());
-    object.spec.spam = spam(SpamScan::On, None, &[], &["spam@localhost"]);
+    object.spec.spam = spam(SpamScan::Enabled, None, &[], &["spam@localhost"]);
     let outcome = reconcile_domain(&admin, &object).await;
     assert_eq!(reason_of(&outcome, |s| &s.conditions), ("False".to_string(), reason::REFUSED.to_string()));
     assert_eq!(outcome.next, Next::Soon, "retried later, not at once");
@@ -550,7 +550,7 @@ async fn spam_settings_the_service_refuses_show_in_the_status() {
 
     // Corrected, the Domain becomes Ready.
     object.status = Some(outcome.status);
-    object.spec.spam = spam(SpamScan::On, None, &[], &["spam@example.net"]);
+    object.spec.spam = spam(SpamScan::Enabled, None, &[], &["spam@example.net"]);
     let outcome = reconcile_domain(&admin, &object).await;
     assert_eq!(reason_of(&outcome, |s| &s.conditions), ("True".to_string(), reason::RECONCILED.to_string()));
 
