@@ -1848,3 +1848,105 @@ async fn leases_are_exclusive_renewable_and_released() {
         ErrorReason::InvalidArgument,
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Spam: junk delivery and learning tasks.
+
+/// A Deliver names the recipients whose copy is junk: theirs goes to the account's junk folder
+/// (created, as `\Junk` only when the account has no such folder, when missing), the others' to
+/// INBOX. A move into Junk queues one "learn as spam" task per message (holding the body), a
+/// move out of it one "ham" task, a move from Junk to Trash none, and an account with
+/// scanning off none; with learning off (no learner configured) nothing is queued.
+#[tokio::test]
+async fn junk_delivery_and_learning_tasks() {
+    use tern_proto::v1::{LearnClass, ListQueueRequest, SpamScan, SpamSettings};
+    let Fixture { server: _server, mut mail, mut admin, alice } =
+        fixture(Limits { learn_spam: true, ..Limits::default() }).await;
+    let bob = setup_account(&mut admin, "bob@example.com", "bob-pw").await.id;
+    admin
+        .update_account(UpdateAccountRequest {
+            address: "bob@example.com".into(),
+            spam: Some(SpamSettings { junk_folder: "Spam/Suspect".into(), ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let envelope = DeliverEnvelope {
+        mail_from: "x@remote.example".into(),
+        recipients: vec!["alice@example.com".into(), "bob@example.com".into()],
+        junk: vec!["BOB@example.com".into()],
+        remote_ip: "127.0.0.1".into(),
+        size_hint: 0,
+    };
+    let requests = vec![
+        DeliverRequest { part: Some(deliver_request::Part::Envelope(envelope)) },
+        DeliverRequest { part: Some(deliver_request::Part::Chunk(message("judged", "text"))) },
+    ];
+    let delivered = mail.deliver(futures::stream::iter(requests)).await.unwrap().into_inner();
+    let folders: Vec<&str> = delivered.results.iter().map(|r| r.folder.as_str()).collect();
+    assert_eq!(folders, ["INBOX", "Spam/Suspect"]);
+    let suspect = folder(&mut mail, bob, "Spam/Suspect").await;
+    assert_eq!((suspect.messages, suspect.special_use()), (1, SpecialUse::None), "bob has a \\Junk folder already");
+
+    let queue = |mail: &mut Mailbox| {
+        let mut mail = mail.clone();
+        async move { mail.list_queue(ListQueueRequest {}).await.unwrap().into_inner().messages }
+    };
+    let inbox = folder(&mut mail, alice, "INBOX").await;
+    let moved = |from: u64, uids: Vec<u32>, to: &str| MoveRequest {
+        account_id: alice,
+        folder_id: from,
+        uids,
+        destination: Some(FolderRef::name(to)),
+    };
+    mail.r#move(moved(inbox.id, vec![1], "Junk")).await.unwrap();
+    let tasks = queue(&mut mail).await;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0].learn(), LearnClass::Spam);
+    assert_eq!(tasks[0].account_id, alice);
+    assert_eq!(tasks[0].recipients[0].address, "alice@example.com");
+    assert_eq!(tasks[0].blob_id, delivered.blob_id, "the task holds the message's body");
+
+    let junk = folder(&mut mail, alice, "Junk").await;
+    mail.r#move(moved(junk.id, vec![1], "INBOX")).await.unwrap();
+    let tasks = queue(&mut mail).await;
+    assert_eq!(tasks.iter().map(|t| t.learn()).collect::<Vec<_>>(), [LearnClass::Spam, LearnClass::Ham]);
+
+    // From Junk to Trash says nothing of the message.
+    let inbox = folder(&mut mail, alice, "INBOX").await;
+    let uid = inbox.uidnext - 1;
+    mail.r#move(moved(inbox.id, vec![uid], "Junk")).await.unwrap();
+    let junk = folder(&mut mail, alice, "Junk").await;
+    mail.r#move(moved(junk.id, vec![junk.uidnext - 1], "Trash")).await.unwrap();
+    assert_eq!(queue(&mut mail).await.len(), 3, "one more spam task, none for Trash");
+
+    // Scanning off: nothing to teach.
+    admin
+        .update_account(UpdateAccountRequest {
+            address: "alice@example.com".into(),
+            spam: Some(SpamSettings { scan: SpamScan::Off as i32, ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    append(&mut mail, alice, FolderRef::name("INBOX"), &[], &message("more", "text")).await.unwrap();
+    let inbox = folder(&mut mail, alice, "INBOX").await;
+    mail.r#move(moved(inbox.id, vec![inbox.uidnext - 1], "Junk")).await.unwrap();
+    assert_eq!(queue(&mut mail).await.len(), 3);
+
+    // Without a learner nothing is queued at all.
+    let Fixture { server: _other, mail: mut plain_mail, alice: carol, .. } = fixture(Limits::default()).await;
+    let body = message("plain", "text");
+    append(&mut plain_mail, carol, FolderRef::name("INBOX"), &[], &body).await.unwrap();
+    let inbox = folder(&mut plain_mail, carol, "INBOX").await;
+    plain_mail
+        .r#move(MoveRequest {
+            account_id: carol,
+            folder_id: inbox.id,
+            uids: vec![1],
+            destination: Some(FolderRef::name("Junk")),
+        })
+        .await
+        .unwrap();
+    assert!(queue(&mut plain_mail).await.is_empty());
+}
