@@ -123,69 +123,103 @@ impl Verdict {
     }
 }
 
-/// Reads a `/checkv2` answer.
-pub fn parse_verdict(json: &[u8]) -> Result<Verdict, String> {
-    let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
-    let action_name = v.get("action").and_then(|a| a.as_str()).ok_or("no action in the answer")?;
-    let action = Action::parse(action_name).ok_or_else(|| format!("unknown action {action_name:?}"))?;
-    let number = |key: &str| v.get(key).and_then(|n| n.as_f64()).unwrap_or(0.0);
-    let mut symbols: Vec<Symbol> = v
-        .get("symbols")
-        .and_then(|s| s.as_object())
-        .map(|m| {
-            m.iter()
-                .map(|(name, s)| Symbol {
-                    name: name.clone(),
-                    score: s.get("score").and_then(|n| n.as_f64()).unwrap_or(0.0),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    symbols.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.name.cmp(&b.name)));
-    let smtp_message = v
-        .get("messages")
-        .and_then(|m| m.get("smtp_message"))
-        .and_then(|m| m.as_str())
-        .map(str::to_string)
-        .filter(|m| !m.is_empty());
-    let milter = v.get("milter");
-    // The milter block gives a header either as a string, as {"value": .., "order": ..}, or
-    // as a list of those for several fields of one name.
-    let mut add_headers = Vec::new();
-    if let Some(add) = milter.and_then(|m| m.get("add_headers")).and_then(|a| a.as_object()) {
-        for (name, value) in add {
-            let values = match value {
-                serde_json::Value::Array(list) => list.iter().collect(),
-                one => vec![one],
-            };
-            for value in values {
-                let text = match value {
-                    serde_json::Value::String(s) => Some(s.as_str()),
-                    serde_json::Value::Object(o) => o.get("value").and_then(|s| s.as_str()),
-                    _ => None,
-                };
-                if let Some(text) = text {
-                    add_headers.push((name.clone(), text.to_string()));
-                }
-            }
+/// The parts of a `/checkv2` answer Tern reads, deserialised directly: the symbols'
+/// descriptions and options, the timings and the rest are skipped, not built.
+#[derive(serde::Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    action: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    score: f64,
+    #[serde(default)]
+    required_score: f64,
+    #[serde(default)]
+    is_skipped: bool,
+    #[serde(default)]
+    symbols: std::collections::BTreeMap<String, AnswerSymbol>,
+    #[serde(default)]
+    messages: AnswerMessages,
+    #[serde(default)]
+    milter: Option<Milter>,
+    #[serde(default)]
+    subject: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnswerSymbol {
+    #[serde(default)]
+    score: f64,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct AnswerMessages {
+    #[serde(default)]
+    smtp_message: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Milter {
+    #[serde(default)]
+    add_headers: std::collections::BTreeMap<String, HeaderValues>,
+    #[serde(default)]
+    remove_headers: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+/// The milter block gives a header either as a string, as {"value": .., "order": ..}, or as a
+/// list of those for several fields of one name.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum HeaderValues {
+    // A list first: a lone value would match anything, through `HeaderValue::Other`.
+    Many(Vec<HeaderValue>),
+    One(HeaderValue),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum HeaderValue {
+    Text(String),
+    Ordered { value: String },
+    Other(serde::de::IgnoredAny),
+}
+
+impl HeaderValue {
+    fn text(self) -> Option<String> {
+        match self {
+            HeaderValue::Text(t) | HeaderValue::Ordered { value: t } => Some(t),
+            HeaderValue::Other(_) => None,
         }
     }
-    let remove_headers = milter
-        .and_then(|m| m.get("remove_headers"))
-        .and_then(|r| r.as_object())
-        .map(|r| r.keys().cloned().collect())
-        .unwrap_or_default();
-    let subject = v.get("subject").and_then(|s| s.as_str()).map(str::to_string);
+}
+
+/// Reads a `/checkv2` answer.
+pub fn parse_verdict(json: &[u8]) -> Result<Verdict, String> {
+    let a: Answer = serde_json::from_slice(json).map_err(|e| format!("not a rspamd answer: {e}"))?;
+    let action_name = a.action.ok_or("no action in the answer")?;
+    let action = Action::parse(&action_name).ok_or_else(|| format!("unknown action {action_name:?}"))?;
+    let mut symbols: Vec<Symbol> = a.symbols.into_iter().map(|(name, s)| Symbol { name, score: s.score }).collect();
+    symbols.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.name.cmp(&b.name)));
+    let (mut add_headers, mut remove_headers) = (Vec::new(), Vec::new());
+    if let Some(milter) = a.milter {
+        for (name, values) in milter.add_headers {
+            let values = match values {
+                HeaderValues::One(v) => vec![v],
+                HeaderValues::Many(list) => list,
+            };
+            add_headers.extend(values.into_iter().filter_map(HeaderValue::text).map(|t| (name.clone(), t)));
+        }
+        remove_headers = milter.remove_headers.into_keys().collect();
+    }
     Ok(Verdict {
         action,
-        score: number("score"),
-        required_score: number("required_score"),
+        score: a.score,
+        required_score: a.required_score,
         symbols,
-        smtp_message,
+        smtp_message: a.messages.smtp_message.filter(|m| !m.is_empty()),
         add_headers,
         remove_headers,
-        subject,
-        skipped: v.get("is_skipped").and_then(|s| s.as_bool()).unwrap_or(false),
+        subject: a.subject,
+        skipped: a.is_skipped,
     })
 }
 

@@ -30,8 +30,11 @@ pub struct Dependency {
 }
 
 impl Dependency {
+    /// Also sets `tern_readiness_dependency_up{dependency}`, which a monitoring system reads
+    /// from a process that is not ready as well (it is still scraped).
     pub fn set(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
+        Metrics::global().dependency_up(self.name, up);
     }
 }
 
@@ -47,6 +50,7 @@ impl Readiness {
     /// Adds a dependency named `name` (said in `/readyz`'s answer while it is down).
     pub fn dependency(&self, name: &'static str) -> Dependency {
         let d = Dependency { name, up: Arc::new(AtomicBool::new(false)) };
+        Metrics::global().dependency_up(name, false);
         self.dependencies.lock().unwrap_or_else(|e| e.into_inner()).push(d.clone());
         d
     }

@@ -82,6 +82,14 @@ pub struct Metrics {
     pub tls_certificate_expiry: Family<CertificateLabels, Gauge>,
     /// Certificate reloads, by result.
     pub tls_certificate_reloads: Family<ResultLabels, Counter>,
+    /// 1 while a dependency of readiness answers, 0 while it does not, by dependency.
+    pub dependencies: Family<DependencyLabels, Gauge>,
+}
+
+/// A dependency of a process's readiness (`rspamd`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DependencyLabels {
+    pub dependency: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -101,6 +109,7 @@ impl Metrics {
         let storage_errors = Family::<BackendLabels, Counter>::default();
         let tls_certificate_expiry = Family::<CertificateLabels, Gauge>::default();
         let tls_certificate_reloads = Family::<ResultLabels, Counter>::default();
+        let dependencies = Family::<DependencyLabels, Gauge>::default();
         // Every family is registered here, at the first use of the registry. A family shows on
         // a scrape only once it has a sample, so families whose label values are known ahead
         // get their zeros here or where their part starts (the front-ends' protocols and
@@ -135,6 +144,11 @@ impl Metrics {
             "Reloads of changed certificate files, by result (ok, error)",
             tls_certificate_reloads.clone(),
         );
+        registry.register(
+            "readiness_dependency_up",
+            "Whether each dependency of the process's readiness answers (1) or not (0)",
+            dependencies.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             grpc_requests,
@@ -147,6 +161,7 @@ impl Metrics {
             storage_errors,
             tls_certificate_expiry,
             tls_certificate_reloads,
+            dependencies,
         }
     }
 
@@ -182,6 +197,11 @@ impl Metrics {
     pub fn smtp_reply(&self, code: u16) {
         let code = if (200..=599).contains(&code) { code.to_string() } else { "other".to_string() };
         self.smtp_replies.get_or_create(&CodeLabels { code }).inc();
+    }
+
+    /// Records whether a dependency of readiness is up.
+    pub fn dependency_up(&self, dependency: &'static str, up: bool) {
+        self.dependencies.get_or_create(&DependencyLabels { dependency }).set(i64::from(up));
     }
 
     /// Counts a failed call of the mailbox service to `backend` (`nats`, `s3`, `local`).

@@ -230,15 +230,17 @@ impl SpamSection {
         Ok(Some(p.trim().to_string()))
     }
 
-    /// The rspamd client, when one is configured.
-    pub fn client(&self) -> anyhow::Result<Option<tern_rspamd::Client>> {
+    /// The rspamd client, when one is configured. Only the learner (`learner`) reads the
+    /// controller's password: it lets its holder write statistics, so a front-end that only
+    /// scans never needs the file.
+    pub fn client(&self, learner: bool) -> anyhow::Result<Option<tern_rspamd::Client>> {
         if self.rspamd_url.is_empty() && self.controller_url.is_empty() {
             return Ok(None);
         }
         let options = tern_rspamd::Options {
             url: self.rspamd_url.clone(),
             controller_url: self.controller_url.clone(),
-            password: self.password()?,
+            password: if learner { self.password()? } else { None },
             timeout: Duration::from_millis(self.timeout_ms.max(1)),
         };
         Ok(Some(tern_rspamd::Client::new(options)?))
@@ -254,7 +256,7 @@ impl SpamSection {
             "accept" => tern_smtp::spam::FailurePolicy::Accept,
             other => anyhow::bail!("[spam] on_failure must be \"tempfail\" or \"accept\", not {other:?}"),
         };
-        let client = self.client()?.expect("rspamd_url is set");
+        let client = self.client(false)?.expect("rspamd_url is set");
         Ok(Some(tern_smtp::spam::SpamFilter { client, on_failure, max_scan_bytes: self.max_scan_bytes }))
     }
 }

@@ -186,10 +186,12 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
             });
         }
         let dnsbl = s.dnsbl()?;
-        if let Some(d) = &dnsbl {
+        // The connection-time families exist from the start (zero for every zone), so that
+        // dashboards show 0 rather than no data.
+        tern_smtp::screen::ScreenMetrics::declare(dnsbl.as_ref().map(|d| d.zones()).unwrap_or_default());
+        if dnsbl.is_some() {
             let zones: Vec<String> = s.dnsbl.iter().map(|z| z.zone.clone()).collect();
             summary.push(format!("  {:<18} {}", "DNS blocklists", zones.join(", ")));
-            tern_smtp::screen::ScreenMetrics::declare(d.zones());
         }
         if let Some(f) = &spam {
             tern_smtp::spam::SpamMetrics::declare(f.on_failure);
@@ -303,7 +305,7 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
         let grace = Duration::from_secs(config.relay_shutdown_grace_secs());
         let mut relay = tern_relay::Relay::new(channel.clone(), relay_config, holder).context("relay")?;
         if !config.spam.controller_url.is_empty() {
-            let client = config.spam.client()?.context("the rspamd client")?;
+            let client = config.spam.client(true)?.context("the rspamd client")?;
             summary.push(format!(
                 "  spam learning      moves into and out of Junk, taught to {}",
                 config.spam.controller_url

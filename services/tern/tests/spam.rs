@@ -150,6 +150,8 @@ print("accepted")
         "tern_spam_failure_policy{policy=\"tempfail\"} 1",
         "tern_spam_learns_total{class=\"spam\",result=\"learned\"} 1",
         "tern_spam_learns_total{class=\"ham\",result=\"learned\"} 1",
+        "tern_readiness_dependency_up{dependency=\"rspamd\"} 1",
+        "tern_smtp_pregreet_rejections_total 0",
     ] {
         assert!(metrics.contains(sample), "no {sample} in\n{metrics}");
     }
@@ -164,6 +166,8 @@ print("accepted")
         assert!(Instant::now() < deadline, "still ready with rspamd stopped");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let metrics = http_get(&dev.http, "/metrics");
+    assert!(metrics.contains("tern_readiness_dependency_up{dependency=\"rspamd\"} 0"), "{metrics}");
     let deferred = format!(
         r#"
 import smtplib

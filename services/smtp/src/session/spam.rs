@@ -33,7 +33,9 @@ impl<B: Backend> Session<B> {
         let local: Vec<(&str, &RecipientSpam)> =
             txn.recipients.iter().filter(|r| r.local).filter_map(|r| Some((r.path.address()?, &r.spam))).collect();
         let settings: Vec<&RecipientSpam> = local.iter().map(|(_, s)| *s).collect();
-        let senders = senders(from, &body);
+        // The senders matter only to recipients with lists; parsing the header costs the rest.
+        let lists = settings.iter().any(|s| !s.allow.is_empty() || !s.block.is_empty());
+        let senders = if lists { senders(from, &body) } else { Vec::new() };
         let junk_of = |indices: Vec<usize>| indices.into_iter().map(|i| local[i].0.to_string()).collect::<Vec<_>>();
         let submission = self.kind.is_submission();
         let wanted = submission || settings.iter().any(|s| s.scan && !s.allows(&senders));
