@@ -255,6 +255,13 @@ fn check_clients() -> anyhow::Result<()> {
             "/usr/lib/dovecot/imap is missing, which the offlineimap-with-Dovecot test needs: install the Debian package dovecot-imapd"
         );
     }
+    // rspamd 3.x (the spam tests' configuration, tests/rspamd, is written for Debian 12's 3.4)
+    // and the Redis it keeps its statistics in.
+    let version = client_output("rspamd", &["--version"], "rspamd")?;
+    if !version.contains("Rspamd daemon version 3.") {
+        bail!("the spam tests configure rspamd 3.x, and `rspamd --version` says: {}", version.trim());
+    }
+    client_output("redis-server", &["--version"], "redis-server")?;
     // Roundcube: Debian's layout, which the webmail test serves from and configures, and the
     // PHP extensions it needs for its SQLite database and its pages.
     for file in [
