@@ -15,6 +15,9 @@
 //!   the same mailbox;
 //! - POP3 lists and retrieves the same messages, byte for byte.
 //!
+//! Another shows that SMTP message rates are counted once for the whole cluster: two `tern smtp`
+//! processes, each on its own mailbox replica, share one budget per client address.
+//!
 //! Every read has a timeout, every process is killed when the test ends (also when it panics),
 //! and every directory is removed. It needs the `nats-server` and `weed` binaries that
 //! `cargo xtask e2e` and `cargo xtask ci` install (see [`tern_testbed::find_binary`]).
@@ -63,10 +66,29 @@ struct Node {
 
 /// What a node runs, with the settings of its part of the config file.
 enum Role<'a> {
-    Mailbox { nats: &'a Nats, s3: &'a SeaweedS3 },
-    Smtp { mailbox: &'a Node },
-    Imap { mailbox: &'a Node },
-    Pop3 { mailbox: &'a Node },
+    Mailbox {
+        nats: &'a Nats,
+        s3: &'a SeaweedS3,
+    },
+    /// A replica with its metadata in NATS and bodies in its own directory (for tests that
+    /// store no mail).
+    MailboxLocal {
+        nats: &'a Nats,
+    },
+    Smtp {
+        mailbox: &'a Node,
+    },
+    /// An MX with extra `[smtp]` settings.
+    SmtpWith {
+        mailbox: &'a Node,
+        settings: &'a str,
+    },
+    Imap {
+        mailbox: &'a Node,
+    },
+    Pop3 {
+        mailbox: &'a Node,
+    },
 }
 
 impl Node {
@@ -93,12 +115,18 @@ impl Node {
                     s3.secret_key(),
                 ),
             ),
-            Role::Smtp { mailbox } => (
+            Role::MailboxLocal { nats } => (
+                "mailbox",
+                format!("[listen]\ngrpc = \"{addr}\"\nhttp = \"{http}\"\n"),
+                format!("[store]\nurl = \"{}\"\nprefix = \"cluster\"\n", nats.url()),
+            ),
+            Role::Smtp { mailbox } | Role::SmtpWith { mailbox, .. } => (
                 "smtp",
                 format!("mailbox_url = \"{}\"\n[listen]\nhttp = \"{http}\"\n", mailbox.url()),
                 format!(
                     "[smtp]\nhostname = \"{name}.cluster.test\"\nmx = [\"{addr}\"]\nsubmission = []\nsubmissions = []\n\
-                     verify_inbound = false\n"
+                     verify_inbound = false\n{}",
+                    if let Role::SmtpWith { settings, .. } = role { settings } else { "" }
                 ),
             ),
             Role::Imap { mailbox } => (
@@ -746,4 +774,55 @@ impl Pop3 {
             body.extend_from_slice(line.strip_prefix(b".").unwrap_or(&line));
         }
     }
+}
+
+/// Message rates hold across processes: two `tern smtp` processes, each on its own `tern
+/// mailbox` replica, both replicas on one NATS, with three messages per client address per
+/// hour. MAIL FROM counts in NATS wherever it arrives: three are taken through either MX in
+/// turn, the fourth is refused with 450 on both, and another address is unaffected.
+#[test]
+fn message_rates_hold_across_smtp_processes_and_mailbox_replicas() {
+    let nats = Nats::start().expect("start nats-server");
+    let root = tempfile::Builder::new().prefix("tern-rates-").tempdir().expect("a temporary directory");
+    let r = root.path();
+    let mut mailbox_a = Node::spawn(r, "mailbox-a", Role::MailboxLocal { nats: &nats });
+    let mut mailbox_b = Node::spawn(r, "mailbox-b", Role::MailboxLocal { nats: &nats });
+    let settings = "max_messages_per_ip = 3\nrate_window_secs = 3600\npregreet_ms = 0\n";
+    let mut smtp_a = Node::spawn(r, "smtp-a", Role::SmtpWith { mailbox: &mailbox_a, settings });
+    let mut smtp_b = Node::spawn(r, "smtp-b", Role::SmtpWith { mailbox: &mailbox_b, settings });
+    for node in [&mut mailbox_a, &mut mailbox_b, &mut smtp_a, &mut smtp_b] {
+        node.wait_ready();
+    }
+    let mail_from = |mx: SocketAddr, from: [u8; 4]| -> String {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+        socket.bind(&SocketAddr::from((from, 0)).into()).expect("bind a loopback address");
+        socket.connect_timeout(&mx.into(), READ_TIMEOUT).expect("connect to the MX");
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut said = Vec::new();
+        for command in ["", "EHLO client.test\r\n", "MAIL FROM:<sender@remote.example>\r\n", "QUIT\r\n"] {
+            writer.write_all(command.as_bytes()).unwrap();
+            // The last line of a reply is the one without a hyphen after the code.
+            loop {
+                let line = read_line(&mut reader).expect("a reply line");
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    said.push(line);
+                    break;
+                }
+            }
+        }
+        said[2].clone()
+    };
+    let client = [127, 0, 0, 7];
+    for mx in [smtp_a.addr, smtp_b.addr, smtp_a.addr] {
+        let reply = mail_from(mx, client);
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    for mx in [smtp_a.addr, smtp_b.addr] {
+        let reply = mail_from(mx, client);
+        assert!(reply.starts_with("450 4.7.1 Too many messages from your address"), "{reply}");
+    }
+    assert!(mail_from(smtp_b.addr, [127, 0, 0, 8]).starts_with("250"), "another address has its own budget");
 }
