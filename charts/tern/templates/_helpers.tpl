@@ -424,9 +424,9 @@ one: only with a controller to teach. */}}
 
 {{- define "tern.rspamdDir" -}}/etc/tern/rspamd{{- end }}
 
-{{/* The volumeMount and volume of the controller password file, for the pods that read it:
-the SMTP front-end (it reads [spam] password_file when it builds its rspamd client) and the
-relay (the learner). */}}
+{{/* The volumeMount and volume of the controller password file, for the one pod that reads
+it: the relay (the learner). The SMTP front-end and the mailbox service share the config file
+that names [spam] password_file but never open it, so they do not mount it. */}}
 {{- define "tern.rspamdPasswordMount" -}}
 - name: rspamd-password
   mountPath: {{ include "tern.rspamdDir" . }}
