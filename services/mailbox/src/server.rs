@@ -140,12 +140,42 @@ pub async fn serve_protected(
     result
 }
 
+/// The Mailbox and Admin services for callers in this process (`tern_runtime::rpc::local`):
+/// the same routes, metrics, positions, admin token and request spans as [`serve_protected`]
+/// gives them over the network, without a socket between caller and service.
+pub fn local_service(service: MailboxService, admin_token: Option<String>) -> tern_runtime::rpc::LocalService {
+    let mailbox = MailboxServer::new(MailboxApi::new(service.clone()))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let admin = AdminServer::with_interceptor(AdminApi::new(service), move |request: tonic::Request<()>| {
+        if let Some(token) = &admin_token {
+            tern_runtime::rpc::check_token(token, &request)?;
+        }
+        Ok(request)
+    });
+    let routes = tonic::service::Routes::new(mailbox).add_service(admin).prepare();
+    let layered = tower::ServiceBuilder::new()
+        .layer(tern_runtime::grpc_metrics::GrpcMetricsLayer)
+        .layer(crate::position::PositionLayer)
+        .service(routes);
+    let traced = tower::service_fn(move |request: http::Request<tonic::body::Body>| {
+        let span = request_span(request.uri().path(), request.headers());
+        let call = tower::ServiceExt::oneshot(layered.clone(), request);
+        tracing::Instrument::instrument(call, span)
+    });
+    tower::util::BoxCloneSyncService::new(traced)
+}
+
 /// The span of one gRPC request, named after the method as OpenTelemetry's RPC conventions say
 /// (`tern.mailbox.v1.Mailbox/Deliver`), of kind server, and the child of the caller's span when
 /// the request carries its trace context (see [`tern_runtime::propagation`]).
 fn server_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
-    let method = request.uri().path().trim_start_matches('/');
+    request_span(request.uri().path(), request.headers())
+}
+
+fn request_span(path: &str, headers: &http::HeaderMap) -> tracing::Span {
+    let method = path.trim_start_matches('/');
     let span = tracing::info_span!("grpc", otel.name = method, otel.kind = "server");
-    tern_runtime::propagation::set_remote_parent(&span, request.headers());
+    tern_runtime::propagation::set_remote_parent(&span, headers);
     span
 }

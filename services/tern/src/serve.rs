@@ -87,6 +87,9 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
     });
 
     let mut mailbox_url = config.mailbox_url.clone();
+    // When this process serves the mailbox API, its own front-ends, relay and learner call it
+    // in process: the same service, with no socket or HTTP/2 framing in between.
+    let mut local = None;
     if roles.mailbox {
         let blobs = open_blobs(&config).await?;
         let bodies = format!("  message bodies     {}", blobs.location());
@@ -118,6 +121,7 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
         mailbox_url = format!("{scheme}://{addr}");
         summary.push(format!("  mailbox gRPC API   {addr}   (tern admin --server {mailbox_url})"));
         summary.push(bodies);
+        local = Some(tern_mailbox::server::local_service(service.clone(), protection.admin_token.clone()));
         let stop = stop();
         tasks.spawn(async move {
             tern_mailbox::server::serve_protected(service, grpc, protection, stop).await.context("gRPC server failed")
@@ -142,8 +146,12 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
     } else {
         None
     };
-    let channel = tern_runtime::rpc::connect(&config.client_options(&mailbox_url))
-        .with_context(|| format!("invalid mailbox URL {mailbox_url:?}"))?;
+    let options = config.client_options(&mailbox_url);
+    let channel = match local {
+        Some(service) => tern_runtime::rpc::local(service, &options),
+        None => tern_runtime::rpc::connect(&options),
+    }
+    .with_context(|| format!("invalid mailbox URL {mailbox_url:?}"))?;
 
     let smtp_on = roles.smtp && listens(&config.smtp.mx, &config.smtp.submission, &config.smtp.submissions);
     let pop3_on = roles.pop3 && listens(&config.pop3.pop3, &config.pop3.pop3s, &[]);
