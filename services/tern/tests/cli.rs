@@ -262,3 +262,68 @@ s.quit()
     assert_eq!(receiver.messages().len(), 1, "delivered once");
     dev.stop();
 }
+
+/// Every protocol through `tern dev`, whose front-ends call its mailbox service in process:
+/// Python's imaplib waits in IDLE over TLS while smtplib delivers (a client-streamed call), the
+/// EXISTS arrives (the Watch stream), the body is fetched whole (the FetchBody stream), and
+/// poplib retrieves the same bytes; a restart keeps it all.
+#[test]
+fn every_protocol_works_through_the_in_process_mailbox_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mx, imaps, pop3s) = (free_port(), free_port(), free_port());
+    let listen = [
+        "--smtp-listen".to_string(),
+        format!("127.0.0.1:{mx}"),
+        "--imaps-listen".to_string(),
+        format!("127.0.0.1:{imaps}"),
+        "--pop3s-listen".to_string(),
+        format!("127.0.0.1:{pop3s}"),
+    ];
+    let listen: Vec<&str> = listen.iter().map(String::as_str).collect();
+    let dev = Dev::start_with(dir.path(), &listen);
+    dev.ok(&["domain", "add", "example.com"]);
+    dev.ok(&["mailbox", "add", "alice@example.com", "--password", "secret"]);
+    let script = format!(
+        r#"
+import imaplib, poplib, smtplib, ssl, threading, time
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4_SSL("127.0.0.1", {imaps}, ssl_context=ctx)
+m.login("alice@example.com", "secret")
+m.select("INBOX")
+tag = m._new_tag().decode()
+m.send(f"{{tag}} IDLE\r\n".encode())
+assert m.readline().startswith(b"+"), "no continuation for IDLE"
+body = "From: bob@remote.example\r\nSubject: in process\r\n\r\n" + "line of text\r\n" * 2000
+def send():
+    time.sleep(0.3)
+    s = smtplib.SMTP("127.0.0.1", {mx}, timeout=30)
+    s.sendmail("bob@remote.example", ["alice@example.com"], body)
+    s.quit()
+threading.Thread(target=send).start()
+m.sock.settimeout(20)
+line = m.readline()
+assert line.strip() == b"* 1 EXISTS", line
+m.send(b"DONE\r\n")
+while not m.readline().startswith(tag.encode()):
+    pass
+typ, data = m.fetch("1", "(BODY.PEEK[])")
+imap_body = data[0][1]
+assert imap_body.endswith(body.encode()), len(imap_body)
+m.logout()
+p = poplib.POP3_SSL("127.0.0.1", {pop3s}, context=ctx)
+p.user("alice@example.com"); p.pass_("secret")
+resp, lines, octets = p.retr(1)
+assert b"\r\n".join(lines) + b"\r\n" == imap_body, "POP3 and IMAP differ"
+p.quit()
+print("ok", len(imap_body))
+"#
+    );
+    let out = Command::new("python3").arg("-c").arg(&script).output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("ok"),
+        "python: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dev.stop();
+}
