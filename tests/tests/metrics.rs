@@ -29,6 +29,20 @@ async fn metrics_endpoint() -> SocketAddr {
 }
 
 /// The body of `/metrics`, fetched over HTTP/1.1.
+/// A scrape that shows every one of `series`, or the last one after ten seconds: the servers'
+/// tasks declare their series when they first run, which on a loaded machine can be a moment
+/// after `start` returns.
+async fn scrape_with(addr: SocketAddr, series: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let scraped = scrape(addr).await;
+        if series.iter().all(|s| scraped.contains(s)) || std::time::Instant::now() > deadline {
+            return scraped;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn scrape(addr: SocketAddr) -> String {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await.unwrap();
@@ -76,7 +90,7 @@ async fn converse(addr: SocketAddr, lines: &[&str]) -> String {
 async fn smtp_sessions_move_commands_replies_and_messages() {
     let http = metrics_endpoint().await;
     let server = SmtpTestServer::start(Limits::default()).await;
-    let before = scrape(http).await;
+    let before = scrape_with(http, &["tern_connections{protocol=\"smtp\"}"]).await;
     // Every family the dashboard and the alerts use is listed once the front-end runs.
     for family in [
         "tern_connections",
@@ -135,7 +149,11 @@ async fn imap_and_pop3_sessions_move_their_commands() {
     let http = metrics_endpoint().await;
     let imap = ImapTestServer::start(tern_imap::config::Limits::default(), true).await;
     let pop3 = Pop3TestServer::start(tern_pop3::config::Limits::default(), true).await;
-    let before = scrape(http).await;
+    let declared: Vec<String> = [("imap", "UID FETCH"), ("pop3", "RETR")]
+        .iter()
+        .map(|(p, v)| format!("tern_commands_total{} ", command(p, v)))
+        .collect();
+    let before = scrape_with(http, &declared.iter().map(String::as_str).collect::<Vec<_>>()).await;
     // The verbs have series from the start, zero or not.
     for (protocol, verb) in [("imap", "UID FETCH"), ("pop3", "RETR")] {
         let series = format!("tern_commands_total{} ", command(protocol, verb));
