@@ -39,13 +39,14 @@ impl<B: Backend> Session<B> {
         let junk_of = |indices: Vec<usize>| indices.into_iter().map(|i| local[i].0.to_string()).collect::<Vec<_>>();
         let submission = self.kind.is_submission();
         let wanted = submission || settings.iter().any(|s| s.scan && !s.allows(&senders));
+        // Delivered without a verdict: the same copy for everyone, Junk only for blocked senders.
+        let unscanned = |message: Bytes| -> Filtered {
+            let junk = junk_of(decide(None, submission, &settings, &senders).junk);
+            (message.clone(), message, junk)
+        };
         let filter = match &self.cfg.spam {
             Some(f) if wanted => f,
-            _ => {
-                let message = join(&trace, &body);
-                let junk = junk_of(decide(None, submission, &settings, &senders).junk);
-                return Ok((message.clone(), message, junk));
-            }
+            _ => return Ok(unscanned(join(&trace, &body))),
         };
         let metrics = SpamMetrics::global();
         // What a sender wrote in the filter's own headers is not to be believed by anyone
@@ -54,8 +55,7 @@ impl<B: Backend> Session<B> {
         let message = join(&trace, &body);
         if message.len() as u64 > filter.max_scan_bytes {
             metrics.result("too large");
-            let junk = junk_of(decide(None, submission, &settings, &senders).junk);
-            return Ok((message.clone(), message, junk));
+            return Ok(unscanned(message));
         }
         let rcpts: Vec<String> = txn.recipients.iter().filter_map(|r| r.path.address().map(str::to_string)).collect();
         let envelope = Envelope {
@@ -91,8 +91,7 @@ impl<B: Backend> Session<B> {
                     FailurePolicy::Accept => {
                         tracing::warn!(error = %e, "spam filter unavailable; delivering unscanned");
                         metrics.unscanned.inc();
-                        let junk = junk_of(decide(None, submission, &settings, &senders).junk);
-                        Ok((message.clone(), message, junk))
+                        Ok(unscanned(message))
                     }
                 };
             }
