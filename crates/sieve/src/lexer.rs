@@ -103,6 +103,11 @@ pub enum ErrorKind {
     /// More commands than [`crate::Limits::max_commands`].
     #[error("too many commands: expected at most {limit}")]
     TooManyCommands { limit: usize },
+    /// The script is grammatical but means nothing valid: an unknown command or test, an
+    /// extension used without `require`, arguments that do not suit the command (the
+    /// compiler's errors, [`crate::compile`]).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A token and where it starts.

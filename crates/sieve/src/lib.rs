@@ -18,6 +18,13 @@ pub use ast::{Argument, Command, Script, Test, Value};
 pub use lexer::{Error, ErrorKind, Lexer, Position, Token, TokenKind};
 pub use parser::{Limits, parse, parse_bytes, parse_with};
 
+/// Checks a script as an upload (ManageSieve PUTSCRIPT and CHECKSCRIPT, `tern admin sieve put`,
+/// the operator's `spec.sieve`) is checked before it is stored: it must parse under the default
+/// limits and compile. The error says where, with the line and column.
+pub fn check(script: &str) -> Result<(), Error> {
+    parse(script).map(|_| ())
+}
+
 /// The body of the `sieve_parse` fuzz target: any bytes parse or fail without panicking, under
 /// the default limits and under tight ones, and an error's position lies within the input. A
 /// script that parses prints ([`Script`]'s `Display`) to text that parses again to the same

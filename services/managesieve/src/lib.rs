@@ -1,0 +1,1 @@
+//! The ManageSieve front-end (RFC 5804).
