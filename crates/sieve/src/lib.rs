@@ -25,6 +25,15 @@ pub fn check(script: &str) -> Result<(), Error> {
     parse(script).map(|_| ())
 }
 
+/// Runs `script` on `message` for one recipient and describes what it did in the canonical
+/// lines the Pigeonhole differential corpus compares (`tests/pigeonhole/README.md`): sorted,
+/// one per action, `compile error` alone when the script is refused.
+pub fn describe_run(script: &str, message: &[u8], envelope_from: &str, envelope_to: &str) -> Vec<String> {
+    // The interpreter is being written; until it lands every case fails loudly.
+    let _ = (script, message, envelope_from, envelope_to);
+    vec!["not yet implemented".to_string()]
+}
+
 /// The body of the `sieve_parse` fuzz target: any bytes parse or fail without panicking, under
 /// the default limits and under tight ones, and an error's position lies within the input. A
 /// script that parses prints ([`Script`]'s `Display`) to text that parses again to the same
