@@ -1,6 +1,8 @@
 //! Mail logic that several Tern services share, as plain functions and types over bytes and
 //! strings:
 //!
+//! - [`autoreply`]: the messages Sieve sends for a recipient, the vacation reply (RFC 5230,
+//!   marked per RFC 3834) and a `reject`'s disposition notification (RFC 5429).
 //! - [`dkim`]: DKIM keys (generating one, reading PEM, the TXT record that publishes it) and the
 //!   signer the relay signs outbound mail with. The mailbox service, the operator and the relay
 //!   use the keys.
@@ -22,6 +24,7 @@
 //! stored does that itself and calls in here for the mail part, so this crate stays cheap to
 //! depend on and its functions stay testable without a running service.
 
+pub mod autoreply;
 pub mod dkim;
 pub mod dns;
 pub mod dsn;
