@@ -100,18 +100,7 @@ impl Session {
                 }
             }
         };
-        let mut parts = response.split(|b| *b == 0);
-        let parsed = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(authz), Some(authc), Some(pass), None) => {
-                match (std::str::from_utf8(authz), std::str::from_utf8(authc), std::str::from_utf8(pass)) {
-                    (Ok(z), Ok(c), Ok(p)) if z.is_empty() || z.eq_ignore_ascii_case(c) => {
-                        Some((c.to_string(), SecretString::from(p.to_string())))
-                    }
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
+        let parsed = tern_runtime::sasl::plain(&response).ok();
         Ok(match parsed {
             Some((user, pass)) => self.check(tag, user, pass).await,
             None => self.bad(tag, "Malformed PLAIN response"),

@@ -82,7 +82,7 @@ impl Session {
                 }
                 let decoded =
                     if response.trim() == "=" { Some(Vec::new()) } else { STANDARD.decode(response.trim()).ok() };
-                match decoded.as_deref().and_then(plain) {
+                match decoded.as_deref().and_then(|d| tern_runtime::sasl::plain(d).ok()) {
                     Some((user, password)) => self.check(user, password).await,
                     None => self.error(None, "Malformed PLAIN response"),
                 }
@@ -126,19 +126,4 @@ impl Session {
         self.user = None;
         Ok(Flow::Continue)
     }
-}
-
-/// Splits a SASL PLAIN response: authzid NUL authcid NUL password (RFC 4616).
-fn plain(bytes: &[u8]) -> Option<(String, SecretString)> {
-    let mut parts = bytes.split(|b| *b == 0);
-    let (authz, authc, pass) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    let (authz, authc, pass) =
-        (std::str::from_utf8(authz).ok()?, std::str::from_utf8(authc).ok()?, std::str::from_utf8(pass).ok()?);
-    if !authz.is_empty() && !authz.eq_ignore_ascii_case(authc) {
-        return None;
-    }
-    Some((authc.to_string(), SecretString::from(pass.to_string())))
 }

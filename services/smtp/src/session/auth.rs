@@ -26,20 +26,10 @@ fn decode(s: &str) -> Option<Vec<u8>> {
 }
 
 fn plain(bytes: &[u8]) -> Sasl {
-    let mut parts = bytes.split(|b| *b == 0);
-    let (Some(authz), Some(authc), Some(pass), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Sasl::Malformed("PLAIN needs authzid NUL authcid NUL password");
-    };
-    let (Ok(authz), Ok(authc), Ok(pass)) =
-        (std::str::from_utf8(authz), std::str::from_utf8(authc), std::str::from_utf8(pass))
-    else {
-        return Sasl::Malformed("credentials must be UTF-8");
-    };
-    // Acting for someone else (an authorisation identity other than oneself) is not offered.
-    if !authz.is_empty() && !authz.eq_ignore_ascii_case(authc) {
-        return Sasl::Malformed("authorisation identity must be empty or equal to the login");
+    match tern_runtime::sasl::plain(bytes) {
+        Ok((user, password)) => Sasl::Credentials(user, password),
+        Err(e) => Sasl::Malformed(e.as_str()),
     }
-    Sasl::Credentials(authc.to_string(), SecretString::from(pass.to_string()))
 }
 
 impl<B: Backend> Session<B> {

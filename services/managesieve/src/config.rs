@@ -1,0 +1,63 @@
+//! Settings of the ManageSieve front-end. Every limit is explicit and configurable.
+
+use std::{sync::Arc, time::Duration};
+
+/// What a listener is for. ManageSieve has one kind: port 4190, plain text with STARTTLS (RFC
+/// 5804 defines no implicit-TLS port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    ManageSieve,
+}
+
+/// The Sieve extensions announced in the SIEVE capability, space-separated: what the Sieve
+/// interpreter implements (issue #18). It belongs with the interpreter and moves there once it
+/// exports its own list.
+pub const SIEVE_EXTENSIONS: &str = "fileinto reject ereject envelope imap4flags variables relational subaddress \
+     body date index vacation vacation-seconds duplicate spamtest spamtestplus virustest editheader mailbox include \
+     regex copy comparator-i;ascii-numeric encoded-character";
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The longest command without its literals, in octets including the line end.
+    pub max_line: usize,
+    /// The largest script, in octets: the most literal data one command may carry once logged
+    /// in. Larger scripts are refused with QUOTA/MAXSIZE before their data is read.
+    pub max_script_bytes: u64,
+    /// The most literal data one command may carry before login (an AUTHENTICATE answer).
+    pub max_unauthenticated_literal: u64,
+    /// A literal too large for the limits is read and thrown away, to answer NO and go on,
+    /// up to this many octets; one announcing more ends the session with BYE at once.
+    pub max_discard: u64,
+    pub idle_timeout: Duration,
+    pub max_errors: u32,
+    pub max_auth_failures: u32,
+    pub max_connections_per_ip: usize,
+    /// Announced as MAXREDIRECTS: the redirects one script may make.
+    pub max_redirects: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_line: 8 * 1024,
+            max_script_bytes: 1024 * 1024,
+            max_unauthenticated_literal: 8 * 1024,
+            max_discard: 16 * 1024 * 1024,
+            // RFC 5804 sets none; editing clients keep connections open between saves.
+            idle_timeout: Duration::from_secs(1800),
+            max_errors: 10,
+            max_auth_failures: 3,
+            max_connections_per_ip: 20,
+            max_redirects: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ManageSieveConfig {
+    pub limits: Limits,
+    /// The certificate for STARTTLS; without one STARTTLS is not offered.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Allow AUTHENTICATE before TLS (never in production; local tests only).
+    pub allow_plaintext_auth: bool,
+}
