@@ -102,7 +102,7 @@ pub fn rejection(r: &Rejection<'_>) -> Vec<u8> {
     let mut out = String::new();
     out.push_str(&format!("From: Mail Delivery System <MAILER-DAEMON@{}>\r\n", r.hostname));
     out.push_str(&field("To", r.to));
-    out.push_str(&format!("Subject: {}\r\n", encode(&format!("Rejected: {subject}").trim_end().to_string())));
+    out.push_str(&format!("Subject: {}\r\n", encode(format!("Rejected: {subject}").trim_end())));
     out.push_str(&format!("Date: {}\r\n", mail_parser::DateTime::from_timestamp(t).to_rfc822()));
     out.push_str(&format!("Message-ID: <reject.{t}.{:x}@{}>\r\n", fnv(r.recipient) ^ fnv(r.to), r.hostname));
     if let Some(id) = &message_id {
