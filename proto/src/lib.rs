@@ -36,6 +36,9 @@ impl ErrorReason {
             ErrorReason::Suspended => "suspended",
             ErrorReason::NotAllowed => "not-allowed",
             ErrorReason::Throttled => "throttled",
+            ErrorReason::ScriptInvalid => "script-invalid",
+            ErrorReason::TooMany => "too-many",
+            ErrorReason::Active => "active",
         }
     }
 
@@ -53,6 +56,9 @@ impl ErrorReason {
             ErrorReason::Suspended,
             ErrorReason::NotAllowed,
             ErrorReason::Throttled,
+            ErrorReason::ScriptInvalid,
+            ErrorReason::TooMany,
+            ErrorReason::Active,
         ]
         .into_iter()
         .find(|r| r.slug() == slug)
@@ -98,7 +104,14 @@ mod tests {
         let s = status(tonic::Code::ResourceExhausted, ErrorReason::OverQuota, "full");
         assert_eq!(ErrorReason::of(&s), ErrorReason::OverQuota);
         assert_eq!(ErrorReason::of(&tonic::Status::internal("x")), ErrorReason::Unspecified);
-        for r in [ErrorReason::TooLarge, ErrorReason::Modified, ErrorReason::NotAllowed] {
+        for r in [
+            ErrorReason::TooLarge,
+            ErrorReason::Modified,
+            ErrorReason::NotAllowed,
+            ErrorReason::ScriptInvalid,
+            ErrorReason::TooMany,
+            ErrorReason::Active,
+        ] {
             assert_eq!(ErrorReason::from_slug(r.slug()), r);
         }
     }
@@ -107,7 +120,7 @@ mod tests {
 /// The methods that only read: a call to one of them that failed in transit may be sent again
 /// to another mailbox replica (`tern_runtime::rpc`). Every other method writes, and is sent
 /// again only when it was never sent at all.
-const READ_ONLY: [&str; 21] = [
+const READ_ONLY: [&str; 25] = [
     "/tern.mailbox.v1.Mailbox/Authenticate",
     "/tern.mailbox.v1.Mailbox/ResolveRecipient",
     "/tern.mailbox.v1.Mailbox/ListFolders",
@@ -122,6 +135,10 @@ const READ_ONLY: [&str; 21] = [
     "/tern.mailbox.v1.Mailbox/ListQueue",
     "/tern.mailbox.v1.Mailbox/FetchQueuedBody",
     "/tern.mailbox.v1.Mailbox/GetSigningKey",
+    "/tern.mailbox.v1.Mailbox/ListSieveScripts",
+    "/tern.mailbox.v1.Mailbox/GetSieveScript",
+    "/tern.mailbox.v1.Mailbox/CheckSieveScript",
+    "/tern.mailbox.v1.Mailbox/HaveSieveSpace",
     "/tern.mailbox.v1.Admin/GetDomain",
     "/tern.mailbox.v1.Admin/ListDomains",
     "/tern.mailbox.v1.Admin/GetAccount",

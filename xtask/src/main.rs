@@ -8,12 +8,13 @@
 //!   cluster.
 //! - `e2e`: the tests of the distributed backend against real NATS JetStream and SeaweedFS S3
 //!   servers, installing the servers first: the storage suites (`tests/grpc.rs`,
-//!   `tests/invariants.rs`, `tests/relay.rs`) with the metadata in a three-node NATS JetStream
-//!   cluster, three replicas of everything; then `tests/distributed.rs`, `tests/replicas.rs`
-//!   and `tests/nats_cluster.rs` (replicas writing through a cluster, its stream leader
-//!   killed), which start their servers themselves, and the cluster test of the `tern` binary
-//!   (`services/tern/tests/cluster.rs`: two mailbox replicas, two imap, one pop3 and one smtp
-//!   process over NATS and SeaweedFS, one replica killed mid-stream).
+//!   `tests/invariants.rs`, `tests/relay.rs`, `tests/sieve.rs`) with the metadata in a
+//!   three-node NATS JetStream cluster, three replicas of everything; then
+//!   `tests/distributed.rs`, `tests/replicas.rs` and `tests/nats_cluster.rs` (replicas writing
+//!   through a cluster, its stream leader killed), which start their servers themselves, and
+//!   the cluster test of the `tern` binary (`services/tern/tests/cluster.rs`: two mailbox
+//!   replicas, two imap, one pop3 and one smtp process over NATS and SeaweedFS, one replica
+//!   killed mid-stream).
 //! - `clients`: installs the real mail clients of the `ci` tests and checks them, alone.
 //! - `codegen`: writes the generated files that are committed: the CustomResourceDefinitions in
 //!   `crds/` and the chart's copy in `charts/tern/files/crds/`, from the Rust types of
@@ -438,7 +439,7 @@ fn storage_suites_on_nats() -> anyhow::Result<(u64, u64)> {
     // stopped when dropped, also when the tests failed.
     let cluster = tern_testbed::NatsCluster::start()?;
     let replicas = cluster.node_count().to_string();
-    let mut args = vec!["test", "-p", "tern-tests", "--test", "grpc", "--test", "invariants", "--test", "relay", "--"];
+    let mut args = vec!["test", "-p", "tern-tests", "--test", "grpc", "--test", "invariants", "--test", "relay", "--test", "sieve", "--"];
     for embedded_only in EMBEDDED_ONLY {
         args.extend(["--skip", embedded_only]);
     }

@@ -25,6 +25,8 @@ pub enum MailboxError {
     TooLarge { size: u64, limit: u64 },
     #[error("not allowed: {0}")]
     NotAllowed(String),
+    #[error(transparent)]
+    Sieve(#[from] SieveError),
     #[error("metadata store unavailable: {0}")]
     Metadata(#[from] redb::Error),
     #[error("blob store unavailable while {context}: {source}")]
@@ -48,6 +50,41 @@ pub enum MailboxError {
 }
 
 pub type Result<T, E = MailboxError> = std::result::Result<T, E>;
+
+/// Why a Sieve script was refused, each with the reason ManageSieve turns into its response
+/// code (RFC 5804 section 1.3). A script or name that is not there, or a name taken, are the
+/// general `NotFound` and `AlreadyExists`.
+#[derive(Debug, thiserror::Error)]
+pub enum SieveError {
+    /// The script does not pass [`tern_sieve::check`]; its error says where and why, as
+    /// "line L, column C: ...", which reaches the client in the status message.
+    #[error("invalid Sieve script: {0}")]
+    Invalid(#[source] tern_sieve::Error),
+    /// The account has as many scripts as it may (QUOTA/MAXSCRIPTS).
+    #[error("too many Sieve scripts: at most {limit} per account")]
+    TooMany { limit: usize },
+    /// One script is larger than a script may be (QUOTA/MAXSIZE).
+    #[error("Sieve script too large: {size} bytes > {limit} bytes")]
+    TooLarge { size: u64, limit: u64 },
+    /// The account's scripts together would be larger than they may be (QUOTA).
+    #[error("Sieve scripts over quota: {total} bytes in all > {limit} bytes")]
+    OverQuota { total: u64, limit: u64 },
+    /// The active script cannot be deleted (ACTIVE).
+    #[error("Sieve script {name:?} is active: activate another one or none first")]
+    Active { name: String },
+}
+
+impl SieveError {
+    fn reason(&self) -> ErrorReason {
+        match self {
+            Self::Invalid(_) => ErrorReason::ScriptInvalid,
+            Self::TooMany { .. } => ErrorReason::TooMany,
+            Self::TooLarge { .. } => ErrorReason::TooLarge,
+            Self::OverQuota { .. } => ErrorReason::OverQuota,
+            Self::Active { .. } => ErrorReason::Active,
+        }
+    }
+}
 
 impl MailboxError {
     pub fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
@@ -89,6 +126,7 @@ impl MailboxError {
             Self::OverQuota { .. } => ErrorReason::OverQuota,
             Self::TooLarge { .. } => ErrorReason::TooLarge,
             Self::NotAllowed(_) => ErrorReason::NotAllowed,
+            Self::Sieve(e) => e.reason(),
             Self::Metadata(_)
             | Self::Nats { .. }
             | Self::Blob { .. }
@@ -113,8 +151,9 @@ impl From<MailboxError> for tonic::Status {
             ErrorReason::AuthFailed => Code::Unauthenticated,
             ErrorReason::Throttled => Code::ResourceExhausted,
             ErrorReason::Suspended | ErrorReason::NotAllowed => Code::PermissionDenied,
-            ErrorReason::OverQuota | ErrorReason::TooLarge => Code::ResourceExhausted,
-            ErrorReason::Modified => Code::FailedPrecondition,
+            ErrorReason::OverQuota | ErrorReason::TooLarge | ErrorReason::TooMany => Code::ResourceExhausted,
+            ErrorReason::ScriptInvalid => Code::InvalidArgument,
+            ErrorReason::Modified | ErrorReason::Active => Code::FailedPrecondition,
             ErrorReason::Unavailable | ErrorReason::Unspecified => Code::Unavailable,
         };
         if err.is_temporary() {

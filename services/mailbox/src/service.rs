@@ -1,7 +1,8 @@
 //! The mailbox service's logic, independent of gRPC and of the storage backend: resolving
 //! recipients, delivering and appending (hash, store the body, parse once, record), login with
 //! throttling, reading bodies, and collecting bodies nothing refers to any more; folders and
-//! messages (the `folders` module); and the directory the admin API changes (`directory`).
+//! messages (the `folders` module); the directory the admin API changes (`directory`); and
+//! the accounts' Sieve scripts (`sieve`).
 //!
 //! Every RPC is one call of [`MailboxService`], and this is where input is validated, once, for
 //! every backend; the gRPC layer only translates, and the store is only called with:
@@ -16,7 +17,9 @@
 //!   case), also inside a [`FolderRef`] by name, and a `FolderRef` that names no folder refused;
 //! - flags normalised ([`crate::flags::normalize`]: valid, canonical spelling, sorted, unique)
 //!   for APPEND and STORE;
-//! - sizes and recipient counts within [`Limits`], and queue leases within bounds.
+//! - sizes and recipient counts within [`Limits`], and queue leases within bounds;
+//! - Sieve script names by RFC 5804 section 1.6, scripts by [`tern_sieve::check`], and their
+//!   number and sizes within [`Limits`] (the `sieve` module).
 //!
 //! What depends on stored state (a folder exists, has no sub-folders, a quota has room) and the
 //! rules of the folder tree (INBOX cannot be deleted or replaced) are the storage core's
@@ -47,10 +50,12 @@ use crate::{
 mod directory;
 mod folders;
 mod learn;
+mod sieve;
 mod urlauth;
 
 pub use directory::{DkimKeyError, NewPassword};
 pub use folders::{FetchedMessage, FolderStatus};
+pub use sieve::{ActiveSieve, SieveScriptInfo, active_script};
 
 /// The longest lease a relay worker may take on a queue entry, in seconds.
 pub const MAX_QUEUE_LEASE: i64 = 3600;
@@ -83,6 +88,15 @@ pub struct Limits {
     pub learn_spam: bool,
     /// Most learning tasks one COPY or MOVE queues; the rest of a larger one is not learned.
     pub max_learn_per_command: usize,
+    /// Most Sieve scripts one account keeps (ManageSieve's QUOTA/MAXSCRIPTS).
+    pub sieve_max_scripts: usize,
+    /// Largest Sieve script, in bytes (QUOTA/MAXSIZE).
+    pub sieve_max_script_bytes: u64,
+    /// Most bytes of Sieve scripts one account keeps in all (QUOTA). The scripts live in the
+    /// account's record, which every delivery and login reads and which the NATS backend keeps
+    /// as one KV value (at most the server's max_payload, 1 MiB by default), so this is a
+    /// bound of its own rather than the product of the two above.
+    pub sieve_max_total_bytes: u64,
 }
 
 impl Default for Limits {
@@ -98,6 +112,9 @@ impl Default for Limits {
             max_metadata_entries: 100,
             learn_spam: false,
             max_learn_per_command: 500,
+            sieve_max_scripts: 16,
+            sieve_max_script_bytes: 64 * 1024,
+            sieve_max_total_bytes: 256 * 1024,
         }
     }
 }
@@ -182,6 +199,11 @@ pub struct MailboxService {
     /// backend runs in one process, so memory is the right place; a lease does not need to
     /// survive a restart, since every session holding one ends with the process.
     leases: Arc<Mutex<Leases>>,
+    /// Held by every change of an account's Sieve scripts, from reading the record to writing
+    /// it back, so that two changes in this process never build on the same old record and
+    /// lose one of them. Changes are rare (a user saving a script), so one lock for all
+    /// accounts costs nothing.
+    sieve_writes: Arc<tokio::sync::Mutex<()>>,
     pub passwords: password::Checker,
 }
 
@@ -198,6 +220,7 @@ impl MailboxService {
             blob_gate: Arc::new(RwLock::new(())),
             throttle: Arc::new(Mutex::new(Throttle::default())),
             leases: Arc::new(Mutex::new(HashMap::new())),
+            sieve_writes: Arc::new(tokio::sync::Mutex::new(())),
             // One hashing thread: its working memory is ~19 MiB, and with the cache of
             // successful checks a busy server still runs few argon2 checks per second.
             passwords: password::Checker::new(1, Duration::from_secs(300)),

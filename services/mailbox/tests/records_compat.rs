@@ -15,8 +15,8 @@ use prost::Message;
 use tern_mailbox::records::{
     AccountRecord, AccountSnapshot, AddressRecord, BodyPartRecord, ChangeRecord, DomainRecord, EnvelopeRecord,
     EventKind, EventMessage, EventRecord, Expunged, FolderMessage, FolderRecord, FolderSnapshot, LogEntry,
-    MessageRecord, MetadataEntry, ParamRecord, ParsedRecord, Pop3DeletePolicy, SpamScan, SpamSettingsRecord,
-    SpecialUse,
+    MessageRecord, MetadataEntry, ParamRecord, ParsedRecord, Pop3DeletePolicy, SieveRecord, SieveScriptRecord,
+    SpamScan, SpamSettingsRecord, SpecialUse,
 };
 
 fn dir() -> PathBuf {
@@ -48,6 +48,8 @@ fn account() -> AccountRecord {
         // Added after the first fixtures, as `folder.metadata` was: the `*_metadata.pb` fixtures hold them.
         metadata: vec![],
         spam: None,
+        // Added later still: `account_sieve.pb` holds it.
+        sieve: None,
     }
 }
 
@@ -92,6 +94,22 @@ fn with_spam() -> (DomainRecord, AccountRecord) {
     let domain = DomainRecord { spam: Some(spam.clone()), ..domain() };
     let account = AccountRecord { spam: Some(SpamSettingsRecord { scan: SpamScan::On as i32, ..spam }), ..account() };
     (domain, account)
+}
+
+/// Sieve scripts on an account, one of them active.
+fn with_sieve() -> AccountRecord {
+    let script = |name: &str, text: &str| SieveScriptRecord { name: name.into(), text: text.into() };
+    let sieve = SieveRecord {
+        scripts: vec![
+            script("Ferien", "require \"vacation\";\r\nvacation \"Bin weg.\";\r\n"),
+            script(
+                "junk",
+                "require \"fileinto\";\nif header :contains \"subject\" \"[SPAM]\" { fileinto \"Junk\"; }\n",
+            ),
+        ],
+        active: "junk".into(),
+    };
+    AccountRecord { sieve: Some(sieve), ..account() }
 }
 
 fn message(uid: u32) -> MessageRecord {
@@ -267,6 +285,7 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
         ("account_metadata.pb", with_metadata().0.encode_to_vec()),
         ("domain_spam.pb", with_spam().0.encode_to_vec()),
         ("account_spam.pb", with_spam().1.encode_to_vec()),
+        ("account_sieve.pb", with_sieve().encode_to_vec()),
         ("folder_metadata.pb", with_metadata().1.encode_to_vec()),
         ("parsed.pb", parsed().encode_to_vec()),
         ("change.pb", change().encode_to_vec()),
@@ -300,6 +319,7 @@ fn records_written_before_decode_unchanged() {
     check("account_metadata.pb", with_metadata().0);
     check("domain_spam.pb", with_spam().0);
     check("account_spam.pb", with_spam().1);
+    check("account_sieve.pb", with_sieve());
     check("folder_metadata.pb", with_metadata().1);
     check("parsed.pb", parsed());
     check("change.pb", change());

@@ -106,6 +106,7 @@ impl Admin for AdminApi {
                 pop3_delete: r.pop3_delete.map(|p| pb::Pop3DeletePolicy::try_from(p).unwrap_or_default()),
                 metadata: None,
                 spam: r.spam.map(crate::spam::validate).transpose()?,
+                sieve: None,
             })
             .await?;
         Ok(Response::new(account_pb(a)))

@@ -482,6 +482,66 @@ impl Mailbox for MailboxApi {
         let (account, usage) = self.service.quota(req.into_inner().account_id).await?;
         Ok(Response::new(GetQuotaResponse { usage: Some(usage_pb(&account, usage)) }))
     }
+
+    async fn list_sieve_scripts(&self, req: Request<pb::ListSieveScriptsRequest>) -> Rpc<pb::ListSieveScriptsResponse> {
+        let scripts = self.service.list_sieve_scripts(req.into_inner().account_id).await?;
+        Ok(Response::new(pb::ListSieveScriptsResponse {
+            scripts: scripts
+                .into_iter()
+                .map(|s| pb::SieveScript { name: s.name, active: s.active, size: s.size })
+                .collect(),
+        }))
+    }
+
+    async fn get_sieve_script(&self, req: Request<pb::GetSieveScriptRequest>) -> Rpc<pb::GetSieveScriptResponse> {
+        let r = req.into_inner();
+        let (text, active) = self.service.sieve_script(r.account_id, &r.name).await?;
+        Ok(Response::new(pb::GetSieveScriptResponse { text, active }))
+    }
+
+    async fn put_sieve_script(&self, req: Request<pb::PutSieveScriptRequest>) -> Rpc<pb::PutSieveScriptResponse> {
+        let r = req.into_inner();
+        self.service.put_sieve_script(r.account_id, &r.name, r.text, r.activate).await?;
+        Ok(Response::new(pb::PutSieveScriptResponse {}))
+    }
+
+    async fn check_sieve_script(&self, req: Request<pb::CheckSieveScriptRequest>) -> Rpc<pb::CheckSieveScriptResponse> {
+        self.service.check_sieve_script(&req.into_inner().text)?;
+        Ok(Response::new(pb::CheckSieveScriptResponse {}))
+    }
+
+    async fn delete_sieve_script(
+        &self,
+        req: Request<pb::DeleteSieveScriptRequest>,
+    ) -> Rpc<pb::DeleteSieveScriptResponse> {
+        let r = req.into_inner();
+        self.service.delete_sieve_script(r.account_id, &r.name).await?;
+        Ok(Response::new(pb::DeleteSieveScriptResponse {}))
+    }
+
+    async fn rename_sieve_script(
+        &self,
+        req: Request<pb::RenameSieveScriptRequest>,
+    ) -> Rpc<pb::RenameSieveScriptResponse> {
+        let r = req.into_inner();
+        self.service.rename_sieve_script(r.account_id, &r.from, &r.to).await?;
+        Ok(Response::new(pb::RenameSieveScriptResponse {}))
+    }
+
+    async fn set_active_sieve_script(
+        &self,
+        req: Request<pb::SetActiveSieveScriptRequest>,
+    ) -> Rpc<pb::SetActiveSieveScriptResponse> {
+        let r = req.into_inner();
+        self.service.set_active_sieve_script(r.account_id, &r.name).await?;
+        Ok(Response::new(pb::SetActiveSieveScriptResponse {}))
+    }
+
+    async fn have_sieve_space(&self, req: Request<pb::HaveSieveSpaceRequest>) -> Rpc<pb::HaveSieveSpaceResponse> {
+        let r = req.into_inner();
+        self.service.have_sieve_space(r.account_id, &r.name, r.size).await?;
+        Ok(Response::new(pb::HaveSieveSpaceResponse {}))
+    }
 }
 
 /// A body as FetchBody answers it: in chunks, the first one carrying the whole size (callers

@@ -201,6 +201,7 @@ impl MailboxService {
             pop3_delete: 0,
             metadata: vec![],
             spam: None,
+            sieve: None,
         };
         let a = self.store.create_account(record).await?;
         tracing::info!(address = %a.address, "mailbox created");

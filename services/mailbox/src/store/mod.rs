@@ -223,6 +223,9 @@ pub struct AccountChanges {
     pub metadata: Option<Vec<crate::records::MetadataEntry>>,
     /// The spam settings, replaced as a whole.
     pub spam: Option<crate::records::SpamSettingsRecord>,
+    /// The Sieve scripts and which one is active, replaced as a whole (checked by the
+    /// service's `sieve` module).
+    pub sieve: Option<crate::records::SieveRecord>,
 }
 
 impl AccountChanges {
@@ -245,6 +248,9 @@ impl AccountChanges {
         }
         if let Some(s) = self.spam {
             a.spam = Some(s);
+        }
+        if let Some(s) = self.sieve {
+            a.sieve = Some(s);
         }
     }
 }
