@@ -121,7 +121,7 @@ fn test_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(u64, u64)> 
 /// The Debian packages the real-client tests need, every one named, because `--no-install-recommends`
 /// (which keeps CI's installs small) leaves out what the clients only recommend: swaks merely
 /// recommends the Perl TLS modules, without which it cannot do STARTTLS or implicit TLS.
-const CLIENT_PACKAGES: [&str; 16] = [
+const CLIENT_PACKAGES: [&str; 18] = [
     "swaks",
     // swaks's TLS (`--tls`, `--tls-on-connect`).
     "libnet-ssleay-perl",
@@ -148,6 +148,11 @@ const CLIENT_PACKAGES: [&str; 16] = [
     // system-wide instances are not used.
     "rspamd",
     "redis-server",
+    // Pigeonhole's `sieve-test`, which the Sieve differential corpus is recorded with and checked
+    // against (`crates/sieve/tests/pigeonhole.rs`), and a ManageSieve client (RFC 5804) to talk
+    // to Tern's ManageSieve service as users' tools do.
+    "dovecot-sieve",
+    "sieve-connect",
 ];
 
 /// The answers Debian's packages of [`CLIENT_PACKAGES`] would otherwise ask for: the webmail
@@ -485,6 +490,11 @@ fn main() -> anyhow::Result<()> {
             let spam = test(&["test", "-p", "tern", "--test", "spam", "--", "--ignored"])?;
             total.0 += spam.0;
             total.1 += spam.1;
+            // The Sieve corpus's recorded answers, checked against the real Pigeonhole, so that
+            // a Pigeonhole upgrade that answers differently is noticed.
+            let pigeonhole = test(&["test", "-p", "tern-sieve", "--test", "pigeonhole", "--", "--ignored"])?;
+            total.0 += pigeonhole.0;
+            total.1 += pigeonhole.1;
             // The storage suites once more, on the distributed backend.
             let on_nats = storage_suites_on_nats()?;
             total.0 += on_nats.0;
