@@ -1,5 +1,6 @@
-//! `tern admin`: domains, mailboxes, aliases, passwords, quotas and usage, against a running
-//! mailbox service's admin API.
+//! `tern admin`: domains, mailboxes, aliases, passwords, quotas, usage and Sieve scripts,
+//! against a running mailbox service's admin API (and its Mailbox API, by the account id the
+//! admin API gives, for mail and scripts).
 
 use std::io::Read;
 
@@ -12,6 +13,10 @@ use tern_proto::v1::{
     ListQueueRequest, Password, Pop3DeletePolicy, RemoveAliasRequest, ResolveRecipientRequest, RetryQueuedRequest,
     SelectRequest, SetDkimKeyRequest, SetPasswordRequest, SpamScan, SpamSettings, UpdateAccountRequest,
     UpdateDomainRequest, admin_client::AdminClient, mailbox_client::MailboxClient, password,
+};
+use tern_proto::v1::{
+    CheckSieveScriptRequest, DeleteSieveScriptRequest, ErrorReason, GetSieveScriptRequest, ListSieveScriptsRequest,
+    PutSieveScriptRequest, RenameSieveScriptRequest, SetActiveSieveScriptRequest,
 };
 use tern_runtime::rpc::Channel;
 
@@ -53,6 +58,60 @@ enum AdminCommand {
     /// The outbound queue: submitted mail waiting for the relay.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// A mailbox's Sieve scripts (filters run at delivery); at most one is active.
+    #[command(subcommand)]
+    Sieve(SieveCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SieveCommand {
+    /// The mailbox's scripts, with their sizes and which one is active.
+    List {
+        address: String,
+    },
+    /// Prints one script as stored.
+    Get {
+        address: String,
+        name: String,
+    },
+    /// Stores a script (replacing one of the same name) after checking it; a syntax error is
+    /// printed with its line and nothing is stored.
+    Put {
+        address: String,
+        name: String,
+        /// The script's file, UTF-8; `-` reads standard input.
+        file: std::path::PathBuf,
+        /// Also make it the active script.
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Checks a script's syntax without storing it.
+    Check {
+        /// The script's file; `-` reads standard input.
+        file: std::path::PathBuf,
+    },
+    /// Makes a script the one that runs at delivery; with --none, no script runs.
+    Activate {
+        address: String,
+        #[arg(required_unless_present = "none", conflicts_with = "none")]
+        name: Option<String>,
+        #[arg(long)]
+        none: bool,
+    },
+    /// Makes no script run at delivery (the scripts are kept).
+    Deactivate {
+        address: String,
+    },
+    Rename {
+        address: String,
+        from: String,
+        to: String,
+    },
+    /// Deletes a script; the active one is refused (deactivate it first).
+    Delete {
+        address: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -615,9 +674,101 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         },
         AdminCommand::Mail(cmd) => mail(channel, &mut c, cmd).await?,
         AdminCommand::Queue(cmd) => queue(channel, &mut c, cmd).await?,
+        AdminCommand::Sieve(cmd) => sieve(channel, &mut c, cmd).await?,
         AdminCommand::Usage { address } => {
             let u = c.get_usage(GetUsageRequest { address }).await.map_err(explain)?.into_inner();
             println!("{}: {} messages, {} of {}", u.address, u.messages, human(u.bytes), quota(u.quota_bytes));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a script from `file` (`-`: standard input).
+fn read_script(file: &std::path::Path) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("cannot read the script from standard input (UTF-8)")?;
+        return Ok(s);
+    }
+    std::fs::read_to_string(file).with_context(|| format!("cannot read the script {} (UTF-8)", file.display()))
+}
+
+/// A refused script names its file before the checker's "line L, column C: ...", as a
+/// compiler's message does; other errors are explained as any other call's.
+fn explain_script(file: &std::path::Path, status: tonic::Status) -> anyhow::Error {
+    if ErrorReason::of(&status) == ErrorReason::ScriptInvalid {
+        anyhow::anyhow!("{}: {}", file.display(), status.message())
+    } else {
+        explain(status)
+    }
+}
+
+async fn sieve(channel: Channel, admin: &mut AdminClient<Channel>, cmd: SieveCommand) -> anyhow::Result<()> {
+    let mut m = MailboxClient::new(channel);
+    // The Mailbox API names accounts by id; the admin API finds it by address.
+    let address = match &cmd {
+        SieveCommand::Check { file } => {
+            let text = read_script(file)?;
+            m.check_sieve_script(CheckSieveScriptRequest { text }).await.map_err(|e| explain_script(file, e))?;
+            println!("{}: no errors", file.display());
+            return Ok(());
+        }
+        SieveCommand::List { address }
+        | SieveCommand::Get { address, .. }
+        | SieveCommand::Put { address, .. }
+        | SieveCommand::Activate { address, .. }
+        | SieveCommand::Deactivate { address }
+        | SieveCommand::Rename { address, .. }
+        | SieveCommand::Delete { address, .. } => address.clone(),
+    };
+    let account_id =
+        admin.get_account(GetAccountRequest { address: address.clone() }).await.map_err(explain)?.into_inner().id;
+    match cmd {
+        SieveCommand::Check { .. } => unreachable!("answered above"),
+        SieveCommand::List { .. } => {
+            let list =
+                m.list_sieve_scripts(ListSieveScriptsRequest { account_id }).await.map_err(explain)?.into_inner();
+            println!("{:<40} {:>9}  ACTIVE", "SCRIPT", "SIZE");
+            for s in list.scripts {
+                println!("{:<40} {:>9}  {}", s.name, human(s.size), if s.active { "yes" } else { "no" });
+            }
+        }
+        SieveCommand::Get { name, .. } => {
+            let r = m.get_sieve_script(GetSieveScriptRequest { account_id, name }).await.map_err(explain)?.into_inner();
+            print!("{}", r.text);
+        }
+        SieveCommand::Put { name, file, activate, .. } => {
+            let text = read_script(&file)?;
+            let request = PutSieveScriptRequest { account_id, name: name.clone(), text, activate };
+            m.put_sieve_script(request).await.map_err(|e| explain_script(&file, e))?;
+            let active = if activate { " and made it active" } else { "" };
+            println!("stored Sieve script {name:?} for {address}{active}");
+        }
+        SieveCommand::Activate { name, .. } => {
+            let name = name.unwrap_or_default();
+            let request = SetActiveSieveScriptRequest { account_id, name: name.clone() };
+            m.set_active_sieve_script(request).await.map_err(explain)?;
+            if name.is_empty() {
+                println!("no Sieve script runs for {address}");
+            } else {
+                println!("Sieve script {name:?} runs for {address}");
+            }
+        }
+        SieveCommand::Deactivate { .. } => {
+            let request = SetActiveSieveScriptRequest { account_id, name: String::new() };
+            m.set_active_sieve_script(request).await.map_err(explain)?;
+            println!("no Sieve script runs for {address}");
+        }
+        SieveCommand::Rename { from, to, .. } => {
+            let request = RenameSieveScriptRequest { account_id, from: from.clone(), to: to.clone() };
+            m.rename_sieve_script(request).await.map_err(explain)?;
+            println!("renamed Sieve script {from:?} to {to:?}");
+        }
+        SieveCommand::Delete { name, .. } => {
+            m.delete_sieve_script(DeleteSieveScriptRequest { account_id, name: name.clone() })
+                .await
+                .map_err(explain)?;
+            println!("deleted Sieve script {name:?}");
         }
     }
     Ok(())

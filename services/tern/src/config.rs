@@ -464,6 +464,12 @@ pub struct LimitsConfig {
     /// Longest IMAP METADATA value, and most entries on one mailbox (or the server).
     pub max_metadata_value: u64,
     pub max_metadata_entries: usize,
+    /// Sieve scripts per account: how many (QUOTA/MAXSCRIPTS), the largest one in bytes
+    /// (QUOTA/MAXSIZE), and all of one account's together in bytes (QUOTA). They live in the
+    /// account's record, read at every delivery and one NATS KV value, hence the total.
+    pub sieve_max_scripts: usize,
+    pub sieve_max_script_bytes: u64,
+    pub sieve_max_total_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -539,6 +545,9 @@ impl Default for LimitsConfig {
             blob_cache_bytes: l.blob_cache_bytes,
             max_metadata_value: l.max_metadata_value,
             max_metadata_entries: l.max_metadata_entries,
+            sieve_max_scripts: l.sieve_max_scripts,
+            sieve_max_script_bytes: l.sieve_max_script_bytes,
+            sieve_max_total_bytes: l.sieve_max_total_bytes,
         }
     }
 }
@@ -554,6 +563,9 @@ impl LimitsConfig {
             blob_cache_bytes: self.blob_cache_bytes,
             max_metadata_value: self.max_metadata_value,
             max_metadata_entries: self.max_metadata_entries,
+            sieve_max_scripts: self.sieve_max_scripts,
+            sieve_max_script_bytes: self.sieve_max_script_bytes,
+            sieve_max_total_bytes: self.sieve_max_total_bytes,
             ..Limits::default()
         }
     }

@@ -58,6 +58,69 @@ fn admin_walkthrough_survives_restart() {
 }
 
 #[test]
+fn admin_sieve_round_trip_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = scripts.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let junk_text =
+        "require \"fileinto\";\r\nif header :contains \"subject\" \"[SPAM]\" {\r\n  fileinto \"Junk\";\r\n}\r\n";
+    let junk = file("junk.sieve", junk_text);
+    let keep = file("keep.sieve", "keep;\n");
+    let broken = file("broken.sieve", "require \"fileinto\";\nif true {\n  fileinto \"Junk\"\n}\n");
+
+    let dev = Dev::start(dir.path());
+    dev.ok(&["domain", "add", "example.com"]);
+    dev.ok(&["mailbox", "add", "alice@example.com", "--password", "pw"]);
+    let alice = "alice@example.com";
+    let out = dev.ok(&["sieve", "put", alice, "junk", &junk, "--activate"]);
+    assert!(out.contains("stored Sieve script \"junk\"") && out.contains("active"), "{out}");
+    dev.ok(&["sieve", "put", alice, "keep", &keep]);
+
+    // A syntax error names the file, the line and the column, exits non-zero, stores nothing.
+    let err = dev.fails(&["sieve", "put", alice, "broken", &broken]);
+    assert!(err.contains(&format!("{broken}: invalid Sieve script: line 4, column 1: ")), "{err}");
+    assert!(dev.fails(&["sieve", "check", &broken]).contains("line 4, column 1"));
+    assert!(dev.ok(&["sieve", "check", &junk]).contains("no errors"));
+    assert!(dev.fails(&["sieve", "get", alice, "broken"]).contains("not found"));
+
+    let listed = |dev: &Dev| -> Vec<(String, String)> {
+        let out = dev.ok(&["sieve", "list", alice]);
+        let rows = out.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>());
+        rows.map(|cols| (cols[0].to_string(), cols[cols.len() - 1].to_string())).collect()
+    };
+    let rows = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect()
+    };
+    assert_eq!(listed(&dev), rows(&[("junk", "yes"), ("keep", "no")]));
+    assert_eq!(dev.ok(&["sieve", "get", alice, "junk"]), junk_text, "the script comes back byte for byte");
+
+    assert!(dev.fails(&["sieve", "delete", alice, "junk"]).contains("is active"));
+    dev.ok(&["sieve", "activate", alice, "keep"]);
+    dev.ok(&["sieve", "rename", alice, "keep", "away"]);
+    assert!(dev.fails(&["sieve", "rename", alice, "away", "junk"]).contains("already exists"));
+    assert_eq!(listed(&dev), rows(&[("away", "yes"), ("junk", "no")]));
+
+    dev.stop();
+    let dev = Dev::start(dir.path());
+    assert_eq!(listed(&dev), rows(&[("away", "yes"), ("junk", "no")]), "kept across a restart");
+    assert_eq!(dev.ok(&["sieve", "get", alice, "away"]), "keep;\n");
+    dev.ok(&["sieve", "deactivate", alice]);
+    assert_eq!(listed(&dev), rows(&[("away", "no"), ("junk", "no")]));
+    dev.ok(&["sieve", "activate", alice, "junk"]);
+    dev.ok(&["sieve", "activate", alice, "--none"]);
+    assert_eq!(listed(&dev), rows(&[("away", "no"), ("junk", "no")]));
+    dev.fails(&["sieve", "activate", alice]);
+    dev.ok(&["sieve", "delete", alice, "junk"]);
+    assert!(dev.fails(&["sieve", "delete", alice, "junk"]).contains("not found"));
+    assert!(dev.fails(&["sieve", "list", "nobody@example.com"]).contains("not found"));
+    assert_eq!(listed(&dev), rows(&[("away", "no")]));
+}
+
+#[test]
 fn admin_without_server_says_so() {
     let port = free_port();
     let out = Command::new(TERN)
