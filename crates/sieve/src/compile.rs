@@ -617,7 +617,7 @@ impl Compiler {
                 let arg = args.positional("an address")?;
                 let address = self.string_arg(arg, "redirect")?;
                 if let Some(text) = address.literal()
-                    && !strings::is_address(text)
+                    && strings::redirect_address(text).is_none()
                 {
                     return Err(invalid(arg.pos, format!("redirect to an invalid address \"{text}\"")));
                 }
@@ -923,12 +923,9 @@ impl Compiler {
                 } else {
                     None
                 };
+                // An unknown part is no error: the test is false (as Pigeonhole does; RFC 5260
+                // section 4.2 lists the parts but says nothing of others).
                 let part = self.string_arg(args.positional("a date part")?, &name)?;
-                if let Some(text) = part.literal()
-                    && !crate::dates::is_part(text)
-                {
-                    return Err(invalid(pos, format!("unknown date part \"{text}\"")));
-                }
                 let keys = self.list_arg(args.positional("keys")?, &name)?;
                 self.check_keys(&matcher, &keys, pos)?;
                 match header {

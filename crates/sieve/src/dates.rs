@@ -75,7 +75,9 @@ pub fn part(name: &str, timestamp: i64, offset: i32) -> Option<String> {
         "second" => format!("{second:02}"),
         "time" => format!("{hour:02}:{minute:02}:{second:02}"),
         "iso8601" => {
-            format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{}", zone_text(offset, true))
+            // UTC is written Z, as RFC 3339 (the profile of ISO 8601 that RFC 5260 cites) does.
+            let zone = if offset == 0 { "Z".to_string() } else { zone_text(offset, true) };
+            format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{zone}")
         }
         "std11" => format!(
             "{}, {day:02} {} {year:04} {hour:02}:{minute:02}:{second:02} {}",

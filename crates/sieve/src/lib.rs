@@ -35,21 +35,51 @@ pub fn check(script: &str) -> Result<(), Error> {
 
 /// Runs `script` on `message` for one recipient and describes what it did in the canonical
 /// lines the Pigeonhole differential corpus compares (`tests/pigeonhole/README.md`): sorted,
-/// one per action, `compile error` alone when the script is refused.
-pub fn describe_run(script: &str, message: &[u8], envelope_from: &str, envelope_to: &str) -> Vec<String> {
+/// one per action, `compile error` alone when the script is refused. `includes` are the
+/// scripts `include` may load, as (global, name, text).
+///
+/// It runs as the corpus's Pigeonhole is configured: no minimum vacation period, spamtest's
+/// verdict read as a score out of 10 from `X-Spam-Score` and virustest's out of 5 from
+/// `X-Virus-Scan` (at delivery the mailbox service gives the spam filter's verdict instead).
+pub fn describe_run(
+    script: &str,
+    message: &[u8],
+    envelope_from: &str,
+    envelope_to: &str,
+    includes: &[(bool, &str, &str)],
+) -> Vec<String> {
     let Ok(program) = compile(script) else { return vec!["compile error".to_string()] };
+    let parsed = message::Parsed::new(message);
+    let header_number = |name: &str| -> Option<f64> {
+        parsed.raw_values(name).next().and_then(|raw| message::decode_text(raw).parse::<f64>().ok())
+    };
     let input = Input {
         message,
         envelope_from,
         envelope_to,
         original_to: None,
-        spam_percent: None,
-        virus: None,
+        spam_percent: header_number("x-spam-score").map(|s| (s * 10.0).clamp(0.0, 100.0) as u8),
+        virus: header_number("x-virus-scan").map(|v| v.clamp(0.0, 5.0) as u8),
         now: 1_700_000_000,
     };
-    // The corpus was recorded with Pigeonhole's minimum vacation period at zero.
     let limits = RunLimits { vacation_min_period: 0, ..RunLimits::default() };
-    program.run(&input, &mut Isolated, &limits).describe()
+    let mut env = Scripts(includes);
+    program.run(&input, &mut env, &limits).describe()
+}
+
+/// [`describe_run`]'s environment: only INBOX, nothing seen, the given scripts to include.
+struct Scripts<'a>(&'a [(bool, &'a str, &'a str)]);
+
+impl Environment for Scripts<'_> {
+    fn mailbox_exists(&mut self, name: &str) -> bool {
+        name.eq_ignore_ascii_case("INBOX")
+    }
+    fn seen(&mut self, _key: &str) -> bool {
+        false
+    }
+    fn script(&mut self, name: &str, global: bool) -> Option<String> {
+        self.0.iter().find(|(g, n, _)| *g == global && *n == name).map(|(_, _, text)| text.to_string())
+    }
 }
 
 /// The message the fuzz body runs compiled scripts on.

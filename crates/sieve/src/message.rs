@@ -211,7 +211,20 @@ pub fn body_texts(parsed: &Parsed, transform: &Transform) -> Vec<String> {
                     PartType::Binary(b) | PartType::InlineBinary(b) => {
                         out.push(String::from_utf8_lossy(b).into_owned())
                     }
-                    PartType::Message(_) | PartType::Multipart(_) => {}
+                    // A multipart's own text is its prologue, before the first boundary (RFC
+                    // 5173 section 5.2 has `:content "multipart"` match it).
+                    PartType::Multipart(_) => {
+                        let raw = whole.get(part.offset_body as usize..part.offset_end as usize).unwrap_or(&[]);
+                        let mut prologue = Vec::new();
+                        for line in raw.split_inclusive(|&b| b == b'\n') {
+                            if line.starts_with(b"--") {
+                                break;
+                            }
+                            prologue.extend_from_slice(line);
+                        }
+                        out.push(String::from_utf8_lossy(&prologue).trim_end().to_string());
+                    }
+                    PartType::Message(_) => {}
                 }
             }
             out

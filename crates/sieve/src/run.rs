@@ -245,6 +245,8 @@ struct Run<'a, 'e> {
     includes: Vec<String>,
     included_once: HashSet<String>,
     vacation_seen: bool,
+    /// The `duplicate` ids tested in this run and what the environment said of each.
+    duplicates: Vec<(String, bool)>,
 }
 
 impl Program {
@@ -270,6 +272,7 @@ impl Program {
             includes: Vec::new(),
             included_once: HashSet::new(),
             vacation_seen: false,
+            duplicates: Vec::new(),
         };
         match run.block(&self.commands).and_then(|_| run.finish()) {
             Ok(()) => {
@@ -431,11 +434,10 @@ impl Run<'_, '_> {
             }
             Cmd::Discard => self.implicit_keep = false,
             Cmd::Redirect { address, copy } => {
-                let address = self.expand(address);
-                if !strings::is_address(&address) {
-                    return fail(format!("redirect to an invalid address \"{address}\""));
-                }
-                let address = address.trim().trim_start_matches('<').trim_end_matches('>').to_string();
+                let text = self.expand(address);
+                let Some(address) = strings::redirect_address(&text) else {
+                    return fail(format!("redirect to an invalid address \"{text}\""));
+                };
                 self.push(Action::Redirect { address })?;
                 if !copy {
                     self.implicit_keep = false;
@@ -497,7 +499,7 @@ impl Run<'_, '_> {
                 if !strings::is_field_name(&name) {
                     return fail(format!("addheader with an invalid field name \"{name}\""));
                 }
-                if !protected(&name) {
+                {
                     let value = self.expand(value);
                     let field = Field { name, raw: encode_value(&value).into_bytes() };
                     if *last {
@@ -903,7 +905,13 @@ impl Run<'_, '_> {
                 let Some(id) = id.filter(|i| !i.is_empty()) else { return Ok(false) };
                 let handle = handle.as_ref().map(|h| self.expand(h)).unwrap_or_default();
                 let key = format!("duplicate\u{0}{handle}\u{0}{id}");
-                let seen = self.env.seen(&key) || self.marks.iter().any(|m| m.key == key);
+                // The same id tested again in this run answers as the first time: the message
+                // being delivered is not a duplicate of itself.
+                if let Some(&(_, seen)) = self.duplicates.iter().find(|(k, _)| *k == key) {
+                    return Ok(seen);
+                }
+                let seen = self.env.seen(&key);
+                self.duplicates.push((key.clone(), seen));
                 if !seen {
                     let seconds = seconds.unwrap_or(self.limits.duplicate_default_period);
                     self.marks.push(Mark { key, seconds });
@@ -914,8 +922,9 @@ impl Run<'_, '_> {
                 let v = match self.input.spam_percent {
                     None => "0".to_string(),
                     Some(p) if *percent => p.min(100).to_string(),
-                    // 1 is certainly not spam and 10 certainly spam (RFC 5235 section 3.2).
-                    Some(p) => (1 + (u32::from(p.min(100)) * 9 + 50) / 100).to_string(),
+                    // 1 is certainly not spam and 10 certainly spam (RFC 5235 section 3.2), the
+                    // range between in nine equal steps, as Pigeonhole divides it.
+                    Some(p) => (1 + u32::from(p.min(100)) * 9 / 100).to_string(),
                 };
                 self.matches(matcher, &[v], std::slice::from_ref(value))?
             }
@@ -931,8 +940,8 @@ impl Run<'_, '_> {
     }
 }
 
-/// Headers `editheader` leaves alone (RFC 5293 section 6: Received must not be touched, and
-/// Auto-Submitted guards against mail loops).
+/// Headers `deleteheader` leaves alone (RFC 5293 section 6: Received is the trace that loop
+/// detection reads, and Auto-Submitted guards against auto-reply loops). Adding them is allowed.
 fn protected(name: &str) -> bool {
     name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("auto-submitted")
 }

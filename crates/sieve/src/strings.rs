@@ -155,20 +155,19 @@ pub fn is_field_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
 }
 
-/// Whether a redirect target looks like an address: a local part and a domain.
-pub fn is_address(text: &str) -> bool {
-    let text = text.trim();
-    let text = text.strip_prefix('<').and_then(|t| t.strip_suffix('>')).unwrap_or(text);
-    match text.rsplit_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !text.chars().any(|c| c.is_whitespace() || c.is_control())
-        }
-        None => false,
-    }
+/// The address a redirect goes to: a bare address (`a@b`, `<a@b>`) or one with a display name
+/// (`Name <a@b>`, as RFC 5228 section 4.2 allows any RFC 5322 address); `None` if there is not
+/// exactly one address with a local part and a domain.
+pub fn redirect_address(text: &str) -> Option<String> {
+    let found = crate::message::addresses(format!(" {}", text.trim()).as_bytes());
+    let [address] = found.as_slice() else { return None };
+    let (local, domain) = address.rsplit_once('@')?;
+    let sane = !local.is_empty()
+        && !domain.is_empty()
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !address.chars().any(|c| c.is_whitespace() || c.is_control());
+    sane.then(|| address.clone())
 }
 
 /// The headers whose values are addresses (RFC 5228 section 5.1 leaves the list to the

@@ -46,7 +46,12 @@ fn tern_agrees_with_pigeonhole() {
                 continue;
             }
             let message = read_message(case);
-            let got = tern_sieve::describe_run(&case.script, &message, &case.from, &case.to);
+            let includes: Vec<(bool, &str, &str)> = case
+                .includes
+                .iter()
+                .map(|i| (matches!(i.location, corpus::Location::Global), i.name.as_str(), i.text.as_str()))
+                .collect();
+            let got = tern_sieve::describe_run(&case.script, &message, &case.from, &case.to, &includes);
             if got != case.expected() {
                 let source = if case.tern.is_some() { "--- tern" } else { "--- pigeonhole" };
                 disagreements.push(format!(
