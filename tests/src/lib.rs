@@ -14,10 +14,10 @@
 //! gRPC code together with its machine-readable reason.
 //!
 //! [`smtp`] puts the SMTP front-end in front of such a server, with clients and a transcript
-//! runner for tests of the SMTP protocol; [`pop3`] and [`imap`] do the same for POP3 and IMAP.
-//! [`common`] holds what those three harnesses and their test files share: accounts, the
-//! development certificate and TLS, front-end start and stop, the transcript directory runner
-//! and the runner of real client programs.
+//! runner for tests of the SMTP protocol; [`pop3`], [`imap`] and [`managesieve`] do the same for
+//! POP3, IMAP and ManageSieve. [`common`] holds what those harnesses and their test files
+//! share: accounts, the development certificate and TLS, front-end start and stop, the
+//! transcript directory runner and the runner of real client programs.
 //!
 //! [`servers`] starts the real NATS JetStream and SeaweedFS S3 servers that the tests of the
 //! distributed backend run against; [`blobs`] is the conformance suite every body store
@@ -47,6 +47,7 @@ pub mod common;
 pub mod dnsbl;
 pub mod dovecot;
 pub mod imap;
+pub mod managesieve;
 pub mod pop3;
 pub mod relay;
 pub mod rspamd;

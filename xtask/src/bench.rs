@@ -224,7 +224,7 @@ impl Server {
     /// `[blobs]` section, say).
     async fn start_with(extra: &str) -> anyhow::Result<Self> {
         let dir = tempfile::TempDir::new()?;
-        let [grpc, http, smtp, submission, submissions, pop3, pop3s, imap, imaps] = free_ports()?;
+        let [grpc, http, smtp, submission, submissions, pop3, pop3s, imap, imaps, managesieve] = free_ports()?;
         // The load comes from one address, so the per-IP connection limit is raised; the POP3
         // load generator logs in without TLS.
         let config = dir.path().join("bench.toml");
@@ -244,6 +244,7 @@ impl Server {
             ("--pop3s-listen", pop3s),
             ("--imap-listen", imap),
             ("--imaps-listen", imaps),
+            ("--managesieve-listen", managesieve),
         ];
         let mut args = vec!["dev".to_string()];
         for (flag, port) in listen {

@@ -354,14 +354,16 @@ struct Library {
 /// [`TOOLS`], so the tests run them with `PYTHONPATH=.tools/py`.
 ///
 /// grpcio, opentelemetry-proto and protobuf make the OTLP/gRPC trace receiver of
-/// `services/tern/tests/tracing.rs` (`tests/fixtures/otlp`).
-const LIBRARIES: [Library; 6] = [
+/// `services/tern/tests/tracing.rs` (`tests/fixtures/otlp`); sievelib is the ManageSieve client
+/// of `tests/tests/managesieve.rs` (`tests/scripts/sievelib_client.py`).
+const LIBRARIES: [Library; 7] = [
     Library { package: "aiosmtpd", version: "1.4.6" },
     Library { package: "dkimpy", version: "1.1.8" },
     Library { package: "dnslib", version: "0.9.26" },
     Library { package: "grpcio", version: "1.85.3" },
     Library { package: "opentelemetry-proto", version: "1.45.2" },
     Library { package: "protobuf", version: "7.36.2" },
+    Library { package: "sievelib", version: "1.6.0" },
 ];
 
 /// Installs the servers of [`TOOLS`] and the libraries of [`LIBRARIES`] into `.tools/py`
@@ -444,7 +446,20 @@ fn storage_suites_on_nats() -> anyhow::Result<(u64, u64)> {
     // stopped when dropped, also when the tests failed.
     let cluster = tern_testbed::NatsCluster::start()?;
     let replicas = cluster.node_count().to_string();
-    let mut args = vec!["test", "-p", "tern-tests", "--test", "grpc", "--test", "invariants", "--test", "relay", "--test", "sieve", "--"];
+    let mut args = vec![
+        "test",
+        "-p",
+        "tern-tests",
+        "--test",
+        "grpc",
+        "--test",
+        "invariants",
+        "--test",
+        "relay",
+        "--test",
+        "sieve",
+        "--",
+    ];
     for embedded_only in EMBEDDED_ONLY {
         args.extend(["--skip", embedded_only]);
     }

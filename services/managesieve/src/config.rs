@@ -32,7 +32,8 @@ pub struct Limits {
     pub max_errors: u32,
     pub max_auth_failures: u32,
     pub max_connections_per_ip: usize,
-    /// Announced as MAXREDIRECTS: the redirects one script may make.
+    /// Announced as MAXREDIRECTS: the redirects one script may make, which is the
+    /// interpreter's limit at delivery (`tern_sieve`'s run limits), not enforced here.
     pub max_redirects: u32,
 }
 
@@ -40,7 +41,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_line: 8 * 1024,
-            max_script_bytes: 1024 * 1024,
+            // The mailbox service's default limit on one script, which it enforces itself.
+            max_script_bytes: 64 * 1024,
             max_unauthenticated_literal: 8 * 1024,
             max_discard: 16 * 1024 * 1024,
             // RFC 5804 sets none; editing clients keep connections open between saves.
@@ -48,7 +50,7 @@ impl Default for Limits {
             max_errors: 10,
             max_auth_failures: 3,
             max_connections_per_ip: 20,
-            max_redirects: 10,
+            max_redirects: 4,
         }
     }
 }

@@ -21,6 +21,7 @@ pub struct Config {
     pub smtp: SmtpSection,
     pub pop3: Pop3Section,
     pub imap: ImapSection,
+    pub managesieve: ManageSieveSection,
     /// Spam filtering with rspamd: the SMTP front-end's scans, the relay's learning.
     pub spam: SpamSection,
     /// The outbound relay (`tern relay`, and `tern dev`).
@@ -358,6 +359,71 @@ impl Pop3Section {
     }
 }
 
+/// The `[managesieve]` section: the ManageSieve front-end (RFC 5804), which manages the
+/// accounts' Sieve scripts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManageSieveSection {
+    /// Port 4190: plain text with STARTTLS (RFC 5804 defines no implicit-TLS port).
+    pub managesieve: Vec<SocketAddr>,
+    pub proxy_protocol: bool,
+    /// Allow AUTHENTICATE without TLS. Never in production.
+    pub allow_plaintext_auth: bool,
+    /// The longest command without its literals, in octets. The largest script a command may
+    /// carry is `[limits] sieve_max_script_bytes`, the mailbox service's own limit.
+    pub max_line: usize,
+    /// The most literal data a command may carry before login.
+    pub max_unauthenticated_literal: u64,
+    /// A script too large is read and dropped, so that the client hears why, up to this many
+    /// octets; a larger one ends the session.
+    pub max_discard: u64,
+    pub idle_timeout_secs: u64,
+    pub max_errors: u32,
+    pub max_auth_failures: u32,
+    pub max_connections_per_ip: usize,
+    /// Announced as MAXREDIRECTS.
+    pub max_redirects: u32,
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ManageSieveSection {
+    fn default() -> Self {
+        let l = tern_managesieve::config::Limits::default();
+        Self {
+            managesieve: vec![SocketAddr::from(([127, 0, 0, 1], 4190))],
+            proxy_protocol: false,
+            allow_plaintext_auth: false,
+            max_line: l.max_line,
+            max_unauthenticated_literal: l.max_unauthenticated_literal,
+            max_discard: l.max_discard,
+            idle_timeout_secs: l.idle_timeout.as_secs(),
+            max_errors: l.max_errors,
+            max_auth_failures: l.max_auth_failures,
+            max_connections_per_ip: l.max_connections_per_ip,
+            max_redirects: l.max_redirects,
+            shutdown_grace_secs: 25,
+        }
+    }
+}
+
+impl ManageSieveSection {
+    /// The front-end's limits, with `max_script_bytes` the mailbox service's limit on one
+    /// script, so that a script it would refuse is refused before its bytes are read.
+    pub fn limits(&self, max_script_bytes: u64) -> tern_managesieve::config::Limits {
+        tern_managesieve::config::Limits {
+            max_line: self.max_line,
+            max_script_bytes,
+            max_unauthenticated_literal: self.max_unauthenticated_literal,
+            max_discard: self.max_discard,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_errors: self.max_errors,
+            max_auth_failures: self.max_auth_failures,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_redirects: self.max_redirects,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImapSection {
@@ -517,6 +583,7 @@ impl Default for Config {
             relay: tern_relay::RelayConfig::default(),
             pop3: Pop3Section::default(),
             imap: ImapSection::default(),
+            managesieve: ManageSieveSection::default(),
             blobs: BlobsConfig::default(),
             store: StoreConfig::default(),
             mailbox_url: "http://127.0.0.1:50051".into(),

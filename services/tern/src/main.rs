@@ -1,6 +1,6 @@
 //! `tern`: the one binary of Tern. `tern dev` runs every part in one process on embedded
-//! storage; `tern mailbox`, `tern smtp`, `tern imap` and `tern pop3` run one
-//! part for a distributed deployment; `tern admin` manages domains and mailboxes.
+//! storage; `tern mailbox`, `tern smtp`, `tern imap`, `tern pop3` and `tern managesieve` run
+//! one part for a distributed deployment; `tern admin` manages domains and mailboxes.
 
 mod admin;
 mod config;
@@ -31,6 +31,9 @@ enum Command {
     Pop3(Pop3Args),
     /// Runs the IMAP front-end alone, against the mailbox service at --mailbox-url.
     Imap(ImapArgs),
+    /// Runs the ManageSieve front-end alone (Sieve scripts, RFC 5804), against the mailbox
+    /// service at --mailbox-url.
+    Managesieve(ManageSieveArgs),
     /// Runs a relay worker alone: delivers the outbound queue of the mailbox service at
     /// --mailbox-url to other mail servers.
     Relay(RelayArgs),
@@ -133,6 +136,13 @@ struct ImapListenArgs {
 }
 
 #[derive(Debug, Args)]
+struct ManageSieveListenArgs {
+    /// ManageSieve listener, STARTTLS available (repeatable; default 127.0.0.1:4190).
+    #[arg(long)]
+    managesieve_listen: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
 struct DevArgs {
     #[command(flatten)]
     common: CommonArgs,
@@ -147,6 +157,8 @@ struct DevArgs {
     pop3: Pop3ListenArgs,
     #[command(flatten)]
     imap: ImapListenArgs,
+    #[command(flatten)]
+    managesieve: ManageSieveListenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +203,18 @@ struct ImapArgs {
     front: FrontArgs,
     #[command(flatten)]
     listen: ImapListenArgs,
+}
+
+#[derive(Debug, Args)]
+struct ManageSieveArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
+    front: FrontArgs,
+    #[command(flatten)]
+    listen: ManageSieveListenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -297,10 +321,19 @@ impl ImapListenArgs {
     }
 }
 
+impl ManageSieveListenArgs {
+    fn apply(self, c: &mut Config) {
+        if !self.managesieve_listen.is_empty() {
+            c.managesieve.managesieve = self.managesieve_listen;
+        }
+    }
+}
+
 impl Command {
     /// The configuration a serving role runs with, its roles and its name in traces.
     fn serving(self) -> anyhow::Result<Option<(Config, serve::Roles, &'static str)>> {
-        let none = serve::Roles { mailbox: false, smtp: false, pop3: false, imap: false, relay: false };
+        let none =
+            serve::Roles { mailbox: false, smtp: false, pop3: false, imap: false, managesieve: false, relay: false };
         Ok(Some(match self {
             Command::Dev(a) => {
                 let mut c = a.common.load()?;
@@ -311,7 +344,9 @@ impl Command {
                 a.smtp.apply(&mut c);
                 a.pop3.apply(&mut c);
                 a.imap.apply(&mut c);
-                let all = serve::Roles { mailbox: true, smtp: true, pop3: true, imap: true, relay: true };
+                a.managesieve.apply(&mut c);
+                let all =
+                    serve::Roles { mailbox: true, smtp: true, pop3: true, imap: true, managesieve: true, relay: true };
                 (c, all, "tern-dev")
             }
             Command::Mailbox(a) => {
@@ -339,6 +374,13 @@ impl Command {
                 a.front.apply(&mut c);
                 a.listen.apply(&mut c);
                 (c, serve::Roles { imap: true, ..none }, "tern-imap")
+            }
+            Command::Managesieve(a) => {
+                let mut c = a.common.load()?;
+                a.client.apply(&mut c);
+                a.front.apply(&mut c);
+                a.listen.apply(&mut c);
+                (c, serve::Roles { managesieve: true, ..none }, "tern-managesieve")
             }
             Command::Relay(a) => {
                 let mut c = a.common.load()?;

@@ -21,6 +21,7 @@ pub struct Roles {
     pub smtp: bool,
     pub pop3: bool,
     pub imap: bool,
+    pub managesieve: bool,
     pub relay: bool,
 }
 
@@ -129,7 +130,7 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
     }
 
     // Only the front-ends speak TLS to clients; the mailbox role alone needs no certificate.
-    let tls = if roles.smtp || roles.pop3 || roles.imap {
+    let tls = if roles.smtp || roles.pop3 || roles.imap || roles.managesieve {
         let (paths, reloading, tls) = tls(&config)?;
         let every = config.tls.reload_interval_secs;
         if every > 0 {
@@ -156,10 +157,12 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
     let smtp_on = roles.smtp && listens(&config.smtp.mx, &config.smtp.submission, &config.smtp.submissions);
     let pop3_on = roles.pop3 && listens(&config.pop3.pop3, &config.pop3.pop3s, &[]);
     let imap_on = roles.imap && listens(&config.imap.imap, &config.imap.imaps, &[]);
+    let managesieve_on = roles.managesieve && listens(&config.managesieve.managesieve, &[], &[]);
     for (asked, on, what, keys) in [
         (roles.smtp, smtp_on, "SMTP", "[smtp] mx, submission and submissions"),
         (roles.pop3, pop3_on, "POP3", "[pop3] pop3 and pop3s"),
         (roles.imap, imap_on, "IMAP", "[imap] imap and imaps"),
+        (roles.managesieve, managesieve_on, "ManageSieve", "[managesieve] managesieve"),
     ] {
         if asked && !on {
             // In `tern dev` an empty list turns a protocol off; a process that runs only that
@@ -295,6 +298,31 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
         let (rx, channel) = (stop_rx.clone(), channel.clone());
         tasks.spawn(async move {
             tern_imap::server::serve(imap_config, channel, listeners, rx, grace).await;
+            anyhow::Ok(())
+        });
+    }
+    if managesieve_on {
+        let m = &config.managesieve;
+        let managesieve_config = Arc::new(tern_managesieve::config::ManageSieveConfig {
+            limits: m.limits(config.limits.sieve_max_script_bytes),
+            tls: tls.clone(),
+            allow_plaintext_auth: m.allow_plaintext_auth,
+        });
+        let mut listeners = Vec::new();
+        for addr in &m.managesieve {
+            let socket = bind(*addr, "ManageSieve").await?;
+            summary.push(format!("  {:<18} {}   (STARTTLS, then AUTHENTICATE)", "ManageSieve", socket.local_addr()?));
+            listeners.push(tern_managesieve::server::Listener {
+                kind: tern_managesieve::config::ListenerKind::ManageSieve,
+                socket,
+                proxy_protocol: m.proxy_protocol,
+            });
+        }
+        let backend = Arc::new(tern_managesieve::backend::grpc::GrpcBackend::new(channel.clone()));
+        let grace = Duration::from_secs(m.shutdown_grace_secs);
+        let rx = stop_rx.clone();
+        tasks.spawn(async move {
+            tern_managesieve::server::serve(managesieve_config, backend, listeners, rx, grace).await;
             anyhow::Ok(())
         });
     }

@@ -163,8 +163,14 @@ fn empty_listener_lists_turn_a_protocol_off() {
             "--http-listen".into(),
             format!("127.0.0.1:{http}"),
         ]);
-        for flag in ["--smtp-listen", "--submission-listen", "--submissions-listen", "--imap-listen", "--imaps-listen"]
-        {
+        for flag in [
+            "--smtp-listen",
+            "--submission-listen",
+            "--submissions-listen",
+            "--imap-listen",
+            "--imaps-listen",
+            "--managesieve-listen",
+        ] {
             args.extend(listen(flag));
         }
         let errors = dir.path().join(format!("stderr-{attempt}"));
@@ -241,6 +247,10 @@ fn each_role_lists_its_own_flags() {
     assert!(smtp.contains("--submission-listen") && !smtp.contains("--imap-listen") && !smtp.contains("--pop3-listen"));
     assert!(imap.contains("--imaps-listen") && !imap.contains("--smtp-listen"));
     assert!(pop3.contains("--pop3s-listen") && !pop3.contains("--imap-listen"));
+    let managesieve = help("managesieve");
+    assert!(managesieve.contains("--managesieve-listen") && managesieve.contains("--mailbox-url"));
+    assert!(!managesieve.contains("--pop3-listen") && !managesieve.contains("--grpc-listen"));
+    assert!(dev.contains("--managesieve-listen"), "dev lacks --managesieve-listen");
     for flag in ["--smtp-listen", "--imap-listen", "--pop3-listen"] {
         assert!(!relay.contains(flag), "relay lists {flag}");
     }

@@ -201,7 +201,7 @@ fn start(dir: &Path, args: &[String], http: SocketAddr, receiver: &Receiver) -> 
 fn a_delivery_through_tern_dev_is_one_trace() {
     let receiver = Receiver::start();
     let dir = tempfile::Builder::new().prefix("tern-tracing-").tempdir().expect("a temporary directory");
-    let ports: [u16; 9] = free_ports().expect("free ports");
+    let ports: [u16; 10] = free_ports().expect("free ports");
     let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
     let mut args = vec!["dev".to_string(), "--data-dir".into(), dir.path().join("data").display().to_string()];
     for (i, flag) in [
@@ -214,6 +214,7 @@ fn a_delivery_through_tern_dev_is_one_trace() {
         "--pop3s-listen",
         "--imap-listen",
         "--imaps-listen",
+        "--managesieve-listen",
     ]
     .into_iter()
     .enumerate()

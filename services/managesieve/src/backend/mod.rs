@@ -1,8 +1,9 @@
 //! What the ManageSieve front-end asks of the mailbox service: logins and an account's
-//! scripts. [`Backend`] is the session's view of it; the gRPC implementation follows the mailbox service's
-//! script RPCs.
+//! scripts. [`Backend`] is the session's view of it; the gRPC implementation is in [`grpc`].
 //! The front-end knows nothing of how scripts are stored or checked: a syntax error, a quota,
 //! a name taken, all come back as a [`BackendError`] that the session turns into a response.
+
+pub mod grpc;
 
 use std::net::IpAddr;
 

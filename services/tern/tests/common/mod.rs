@@ -63,6 +63,7 @@ impl Dev {
             .args(["--pop3s-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--imap-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--imaps-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--managesieve-listen", &format!("127.0.0.1:{}", free_port())])
             .arg("--data-dir")
             .arg(data)
             .stdout(Stdio::piped())
