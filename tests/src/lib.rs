@@ -412,6 +412,7 @@ pub async fn deliver(client: &mut Mailbox, recipients: &[&str], body: &[u8]) -> 
         remote_ip: "127.0.0.1".into(),
         size_hint: 0,
         junk: vec![],
+        spam_percent: None,
     };
     let mut requests = vec![DeliverRequest { part: Some(deliver_request::Part::Envelope(envelope)) }];
     requests

@@ -1877,6 +1877,7 @@ async fn junk_delivery_and_learning_tasks() {
         junk: vec!["BOB@example.com".into()],
         remote_ip: "127.0.0.1".into(),
         size_hint: 0,
+        spam_percent: None,
     };
     let requests = vec![
         DeliverRequest { part: Some(deliver_request::Part::Envelope(envelope)) },

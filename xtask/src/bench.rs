@@ -341,6 +341,7 @@ async fn deliver_to(client: &mut MailboxClient<Channel>, recipient: &str, body: 
                 remote_ip: "127.0.0.1".into(),
                 size_hint: body.len() as u64,
                 junk: vec![],
+                spam_percent: None,
             })),
         },
         DeliverRequest { part: Some(deliver_request::Part::Chunk(body)) },

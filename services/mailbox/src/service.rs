@@ -27,7 +27,7 @@
 //! which moves its messages to a new folder (RFC 9051 section 6.3.6), is orchestrated here.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -48,6 +48,7 @@ use crate::{
 };
 
 mod directory;
+mod filter;
 mod folders;
 mod learn;
 mod sieve;
@@ -97,6 +98,16 @@ pub struct Limits {
     /// as one KV value (at most the server's max_payload, 1 MiB by default), so this is a
     /// bound of its own rather than the product of the two above.
     pub sieve_max_total_bytes: u64,
+    /// What one run of a Sieve script at delivery may take: steps (commands, tests,
+    /// comparisons, and one per KiB compared), actions, and redirects. A script that goes over
+    /// fails, and the message is kept.
+    pub sieve_max_steps: u64,
+    pub sieve_max_actions: usize,
+    pub sieve_max_redirects: usize,
+    /// The bounds a script's vacation period is held to (RFC 5230 section 4.1 and RFC 6131
+    /// leave the minimum to the site; a day is what Pigeonhole defaults to).
+    pub sieve_vacation_min_period: Duration,
+    pub sieve_vacation_max_period: Duration,
 }
 
 impl Default for Limits {
@@ -115,6 +126,11 @@ impl Default for Limits {
             sieve_max_scripts: 16,
             sieve_max_script_bytes: 64 * 1024,
             sieve_max_total_bytes: 256 * 1024,
+            sieve_max_steps: 200_000,
+            sieve_max_actions: 32,
+            sieve_max_redirects: 4,
+            sieve_vacation_min_period: Duration::from_secs(86_400),
+            sieve_vacation_max_period: Duration::from_secs(90 * 86_400),
         }
     }
 }
@@ -143,6 +159,20 @@ pub struct RecipientOutcome {
     pub status: DeliveryStatus,
     pub account_id: u64,
     pub appended: Option<Appended>,
+    /// Why the recipient's script rejected the message (status `Rejected`).
+    pub reason: String,
+}
+
+/// A delivery's envelope.
+#[derive(Debug, Clone, Default)]
+pub struct Envelope {
+    /// The reverse path, empty for the null sender.
+    pub mail_from: String,
+    pub recipients: Vec<String>,
+    /// The recipients whose copy goes to their junk folder.
+    pub junk: Vec<String>,
+    /// The spam filter's verdict in percent, when the message was scanned.
+    pub spam_percent: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -213,6 +243,7 @@ fn now() -> i64 {
 
 impl MailboxService {
     pub fn new(store: Arc<dyn MetadataStore>, blobs: BlobStore, limits: Limits) -> Self {
+        filter::declare_metrics();
         Self {
             store,
             blobs,
@@ -453,11 +484,22 @@ impl MailboxService {
         Ok((id, results))
     }
 
-    /// Delivers a message to every local recipient in one commit: one body object however many
-    /// recipients. Each recipient gets its own outcome; a storage failure fails the whole call
-    /// so that the sender retries. The recipients in `junk` (the spam filter's verdict for
-    /// them) get their copy in their junk folder, which is created when it is missing.
+    /// Delivers one message to local recipients from the null sender and unscanned (reports,
+    /// tests): [`MailboxService::deliver_envelope`] with an envelope of just the recipients.
     pub async fn deliver(&self, recipients: &[String], junk: &[String], content: Bytes) -> Result<Delivery> {
+        let envelope = Envelope { recipients: recipients.to_vec(), junk: junk.to_vec(), ..Envelope::default() };
+        self.deliver_envelope(&envelope, content).await
+    }
+
+    /// Delivers one message to local recipients: each is resolved again (aliases, catch-alls,
+    /// suspension), an account gets one copy however many of its addresses are named, and the
+    /// copy goes where the account's active Sieve script says (INBOX, or the junk folder for the
+    /// recipients in `junk`, without one). The body is stored once for every recipient the
+    /// script leaves it unchanged for. Redirects are queued before anything is stored, so that
+    /// if queueing fails the sender retries and nothing is lost; vacation replies and tracking
+    /// records follow the stores, and their failures are logged, not fatal.
+    pub async fn deliver_envelope(&self, envelope: &Envelope, content: Bytes) -> Result<Delivery> {
+        let recipients = &envelope.recipients;
         if recipients.is_empty() {
             return Err(MailboxError::invalid("recipients", "none given"));
         }
@@ -466,9 +508,15 @@ impl MailboxService {
         }
         self.check_size(content.len() as u64)?;
         let mut results = Vec::with_capacity(recipients.len());
+        // Appends of the message as it arrived, and of messages a script edited, each with the
+        // result they report to.
         let mut ops = Vec::new();
         let mut op_index = Vec::new();
-        let mut seen_accounts = HashSet::new();
+        let mut edited: Vec<(Bytes, Vec<AppendOp>, usize)> = Vec::new();
+        let mut after: Vec<(AccountRecord, String, filter::Decision)> = Vec::new();
+        // The first recipient of each account, and the later ones that point at it.
+        let mut seen_accounts: HashMap<u64, usize> = HashMap::new();
+        let mut duplicates: Vec<(usize, usize)> = Vec::new();
         for rcpt in recipients {
             let r = match self.resolve(rcpt).await {
                 Ok(r) => r,
@@ -480,46 +528,105 @@ impl MailboxService {
                 (RecipientStatus::Suspended, Some(a)) => (DeliveryStatus::Suspended, a.id),
                 _ => (DeliveryStatus::UnknownUser, 0),
             };
+            let index = results.len();
+            results.push(RecipientOutcome {
+                recipient: rcpt.clone(),
+                status,
+                account_id,
+                appended: None,
+                reason: String::new(),
+            });
             // Two addresses of one account (an alias and the mailbox) get one copy, as with
             // every MTA; the later recipient reports the first one's result.
-            if status == DeliveryStatus::Delivered && seen_accounts.insert(account_id) {
-                let folder = if junk.iter().any(|j| j.eq_ignore_ascii_case(rcpt)) {
-                    self.junk_folder(account_id, &r.spam.junk_folder).await?
-                } else {
-                    "INBOX".to_string()
-                };
-                op_index.push((results.len(), ops.len()));
-                ops.push(AppendOp { account_id, folder: FolderRef::name(folder), flags: vec![] });
+            if status != DeliveryStatus::Delivered {
+                continue;
             }
-            results.push(RecipientOutcome { recipient: rcpt.clone(), status, account_id, appended: None });
+            if let Some(&first) = seen_accounts.get(&account_id) {
+                duplicates.push((index, first));
+                continue;
+            }
+            seen_accounts.insert(account_id, index);
+            let folder = if envelope.junk.iter().any(|j| j.eq_ignore_ascii_case(rcpt)) {
+                self.junk_folder(account_id, &r.spam.junk_folder).await?
+            } else {
+                "INBOX".to_string()
+            };
+            let account = r.account.clone().expect("a local recipient has an account");
+            let Some(script) = sieve::active_script(&account) else {
+                op_index.push(index);
+                ops.push(AppendOp { account_id, folder: FolderRef::name(folder), flags: vec![] });
+                continue;
+            };
+            let spam = filter::spam_percent(envelope.spam_percent);
+            let decision =
+                self.run_sieve(&account, &script, rcpt, &envelope.mail_from, spam, &folder, &content).await?;
+            if let Some(reason) = &decision.rejected {
+                results[index].status = DeliveryStatus::Rejected;
+                results[index].reason = reason.clone();
+            }
+            let appends: Vec<AppendOp> = decision
+                .stores
+                .iter()
+                .map(|(f, flags)| AppendOp { account_id, folder: FolderRef::name(f.clone()), flags: flags.clone() })
+                .collect();
+            match &decision.message {
+                Some(message) if !appends.is_empty() => edited.push((message.clone(), appends, index)),
+                _ => {
+                    op_index.extend(std::iter::repeat_n(index, appends.len()));
+                    ops.extend(appends);
+                }
+            }
+            after.push((account, rcpt.clone(), decision));
+        }
+        // Redirects first: a failure here fails the delivery before anything is stored.
+        for (account, _, decision) in &after {
+            for to in &decision.redirects {
+                let message = decision.message.clone().unwrap_or_else(|| content.clone());
+                self.redirect(account, &envelope.mail_from, to, message).await?;
+            }
         }
         let size = content.len() as u64;
-        if ops.is_empty() {
-            return Ok(Delivery { blob_id: blob_id(&content), size, results });
+        let mut blob = blob_id(&content);
+        let mut outcomes: Vec<(usize, Result<Appended>)> = Vec::new();
+        if !ops.is_empty() {
+            let (id, appended) = self.store_and_record(content.clone(), now(), ops).await?;
+            blob = id;
+            outcomes.extend(op_index.into_iter().zip(appended));
         }
-        let (id, appended) = self.store_and_record(content, now(), ops).await?;
-        for ((result_index, _), outcome) in op_index.iter().zip(appended) {
-            let r = &mut results[*result_index];
+        for (message, appends, index) in edited {
+            let n = appends.len();
+            let (_, appended) = self.store_and_record(message, now(), appends).await?;
+            outcomes.extend(std::iter::repeat_n(index, n).zip(appended));
+        }
+        for (index, outcome) in outcomes {
+            let r = &mut results[index];
+            // A recipient with several stores is delivered if any of them is.
             match outcome {
-                Ok(a) => r.appended = Some(a),
-                Err(MailboxError::OverQuota { .. }) => r.status = DeliveryStatus::OverQuota,
-                Err(MailboxError::NotFound { .. }) => r.status = DeliveryStatus::UnknownUser,
+                Ok(a) => {
+                    if r.appended.is_none() {
+                        r.appended = Some(a);
+                        r.status = DeliveryStatus::Delivered;
+                    }
+                }
+                Err(MailboxError::OverQuota { .. }) if r.appended.is_none() => r.status = DeliveryStatus::OverQuota,
+                Err(MailboxError::NotFound { .. }) if r.appended.is_none() => r.status = DeliveryStatus::UnknownUser,
+                Err(MailboxError::OverQuota { .. } | MailboxError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        // Duplicates of an account point at the first recipient's result.
-        let firsts: HashMap<u64, (DeliveryStatus, Option<Appended>)> = results
-            .iter()
-            .filter(|r| r.appended.is_some() || r.status == DeliveryStatus::OverQuota)
-            .map(|r| (r.account_id, (r.status, r.appended.clone())))
-            .collect();
-        for r in results.iter_mut().filter(|r| r.status == DeliveryStatus::Delivered && r.appended.is_none()) {
-            if let Some((status, appended)) = firsts.get(&r.account_id) {
-                r.status = *status;
-                r.appended = appended.clone();
-            }
+        for (account, rcpt, decision) in after {
+            self.after_sieve(&account, &rcpt, &content, decision).await;
         }
-        Ok(Delivery { blob_id: id, size, results })
+        // Duplicates of an account report the first recipient's result.
+        for (duplicate, first) in duplicates {
+            let (status, appended, reason) =
+                (results[first].status, results[first].appended.clone(), results[first].reason.clone());
+            let r = &mut results[duplicate];
+            r.status = status;
+            r.appended = appended;
+            r.reason = reason;
+        }
+        Ok(Delivery { blob_id: blob, size, results })
     }
 
     /// The folder an account's spam goes to: `name`, created (as `\\Junk` when the account

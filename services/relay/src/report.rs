@@ -47,6 +47,7 @@ pub async fn send_report(
                 size_hint: report.len() as u64,
                 // A report is the server's own mail: never spam.
                 junk: vec![],
+                spam_percent: None,
             })),
         }];
         requests.extend(

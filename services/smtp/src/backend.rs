@@ -44,6 +44,8 @@ pub enum Outcome {
     Delivered,
     OverQuota,
     Failed(String),
+    /// The recipient's Sieve script rejected the message (RFC 5429), for this reason.
+    Rejected(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         mail_from: &str,
         recipients: &[String],
         junk: &[String],
+        spam_percent: Option<u32>,
         message: Bytes,
         ip: IpAddr,
     ) -> Result<Vec<Outcome>, BackendError>;
@@ -121,7 +124,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 /// way, so that it can never cause another bounce (RFC 5321 section 6.1).
 pub async fn send_report(backend: &dyn Backend, to: &str, report: Bytes, ip: IpAddr) -> Result<(), BackendError> {
     match backend.resolve(to).await? {
-        Resolved::Local { .. } => match backend.deliver("", &[to.to_string()], &[], report, ip).await?.first() {
+        Resolved::Local { .. } => match backend.deliver("", &[to.to_string()], &[], None, report, ip).await?.first() {
             Some(Outcome::Delivered) => Ok(()),
             Some(other) => Err(BackendError::Permanent(format!("the report to {to} was not stored: {other:?}"))),
             None => Err(BackendError::Permanent(format!("the report to {to} was not stored"))),
@@ -205,6 +208,7 @@ impl Backend for GrpcBackend {
         mail_from: &str,
         recipients: &[String],
         junk: &[String],
+        spam_percent: Option<u32>,
         message: Bytes,
         ip: IpAddr,
     ) -> Result<Vec<Outcome>, BackendError> {
@@ -215,6 +219,7 @@ impl Backend for GrpcBackend {
                 junk: junk.to_vec(),
                 remote_ip: ip.to_string(),
                 size_hint: message.len() as u64,
+                spam_percent,
             })),
         }];
         reqs.extend(chunks(&message, |c| DeliverRequest { part: Some(deliver_request::Part::Chunk(c)) }));
@@ -225,6 +230,7 @@ impl Backend for GrpcBackend {
             .map(|r| match DeliveryStatus::try_from(r.status).unwrap_or_default() {
                 DeliveryStatus::Delivered => Outcome::Delivered,
                 DeliveryStatus::OverQuota => Outcome::OverQuota,
+                DeliveryStatus::Rejected => Outcome::Rejected(r.reason),
                 other => Outcome::Failed(format!("{other:?}")),
             })
             .collect())

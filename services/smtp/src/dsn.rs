@@ -20,6 +20,8 @@ pub fn failure_report(
             let (status, diagnostic) = match outcome {
                 Outcome::OverQuota => ("5.2.2", "552 5.2.2 Mailbox full".to_string()),
                 Outcome::Failed(why) => ("5.0.0", format!("550 5.0.0 {why}")),
+                // A rejection is told with its own notification (RFC 5429), not a DSN.
+                Outcome::Rejected(_) => return None,
                 Outcome::Delivered => return None,
             };
             Some(RecipientStatus {

@@ -109,7 +109,13 @@ impl Mailbox for MailboxApi {
             _ => None,
         })
         .await?;
-        let d = self.service.deliver(&envelope.recipients, &envelope.junk, body).await?;
+        let delivery = crate::service::Envelope {
+            mail_from: envelope.mail_from.clone(),
+            recipients: envelope.recipients.clone(),
+            junk: envelope.junk.clone(),
+            spam_percent: envelope.spam_percent,
+        };
+        let d = self.service.deliver_envelope(&delivery, body).await?;
         tracing::info!(from = %envelope.mail_from, size = d.size, blob = %d.blob_id, "delivered");
         Ok(Response::new(DeliverResponse {
             blob_id: d.blob_id,
@@ -124,6 +130,7 @@ impl Mailbox for MailboxApi {
                     folder: r.appended.as_ref().map(|a| a.folder_name.clone()).unwrap_or_default(),
                     uidvalidity: r.appended.as_ref().map(|a| a.uidvalidity).unwrap_or_default(),
                     uid: r.appended.as_ref().map(|a| a.uid).unwrap_or_default(),
+                    reason: r.reason,
                 })
                 .collect(),
         }))

@@ -55,6 +55,10 @@ const ORPHANS: TableDefinition<&str, i64> = TableDefinition::new("orphans");
 // The outbound queue: entries by id, and an index by due time (next attempt or end of lease)
 // so that a claim reads only the entries that are due.
 const OUTBOUND: TableDefinition<&str, &[u8]> = TableDefinition::new("outbound");
+/// Sieve's tracking records (vacation replies sent, duplicate ids seen): key to expiry, and
+/// expiry to key so that expired ones are pruned oldest first.
+const TRACKING: TableDefinition<&str, i64> = TableDefinition::new("tracking");
+const TRACKING_DUE: TableDefinition<(i64, &str), ()> = TableDefinition::new("tracking_due");
 const OUTBOUND_DUE: TableDefinition<(i64, &str), ()> = TableDefinition::new("outbound_due");
 
 /// Most jobs one transaction takes; bounds commit latency under a flood.
@@ -108,6 +112,8 @@ impl EmbeddedStore {
             txn.open_table(ORPHANS)?;
             txn.open_table(OUTBOUND)?;
             txn.open_table(OUTBOUND_DUE)?;
+            txn.open_table(TRACKING)?;
+            txn.open_table(TRACKING_DUE)?;
             txn.commit()?;
         }
         let (jobs, rx) = mpsc::unbounded_channel();
@@ -512,6 +518,37 @@ impl MetadataStore for EmbeddedStore {
         entry.0 += cost;
         entry.1 = now + ttl;
         Ok(entry.0)
+    }
+
+    async fn tracked(&self, key: &str, now: i64) -> Result<bool> {
+        self.read(|txn| Ok(txn.open_table(TRACKING)?.get(key)?.is_some_and(|until| until.value() > now)))
+    }
+
+    async fn track(&self, key: &str, until: i64) -> Result<()> {
+        let key = key.to_string();
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        self.write(move |txn, _| {
+            let mut t = txn.open_table(TRACKING)?;
+            let mut due = txn.open_table(TRACKING_DUE)?;
+            if let Some(old) = t.insert(key.as_str(), until)? {
+                due.remove((old.value(), key.as_str()))?;
+            }
+            due.insert((until, key.as_str()), ())?;
+            // Each write prunes a few expired records, so the tables stay the size of what
+            // is current without a sweeper of their own.
+            let expired: Vec<(i64, String)> = due
+                .range(..(now, ""))?
+                .take(16)
+                .filter_map(|e| e.ok().map(|(k, _)| (k.value().0, k.value().1.to_string())))
+                .collect();
+            for (at, k) in expired {
+                due.remove((at, k.as_str()))?;
+                t.remove(k.as_str())?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn create_domain(&self, domain: DomainRecord) -> Result<DomainRecord> {

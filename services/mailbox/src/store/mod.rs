@@ -212,6 +212,10 @@ pub struct Changes {
     pub vanished: Vec<u32>,
 }
 
+/// The longest a tracking record ([`MetadataStore::track`]) is kept: the longest vacation
+/// period Tern allows, with a day to spare.
+pub const MAX_TRACKING_SECONDS: u64 = 91 * 86_400;
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AccountChanges {
     pub address: String,
@@ -454,6 +458,14 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     /// every process using the store and are forgotten `ttl` after they were last counted; the
     /// caller puts the window in the key.
     async fn count_rate(&self, key: &str, cost: u64, ttl: std::time::Duration) -> Result<u64>;
+    /// Whether the tracking key was recorded with [`MetadataStore::track`] and its time has not
+    /// run out at `now` (seconds since the epoch). Sieve keeps here the vacation replies it sent
+    /// and the `duplicate` ids it saw, so that every replica answers alike. Keys are short
+    /// (the caller hashes them).
+    async fn tracked(&self, key: &str, now: i64) -> Result<bool>;
+    /// Records the tracking key until `until` (seconds since the epoch), replacing an earlier
+    /// record of it. Records are kept at most [`MAX_TRACKING_SECONDS`].
+    async fn track(&self, key: &str, until: i64) -> Result<()>;
     /// Appends one message to several folders (a delivery to many recipients), each through
     /// [`log::append`]. Each op succeeds or fails on its own (unknown folder, over quota); a
     /// storage failure fails them all. When no op succeeds and nothing else refers to the body,

@@ -113,15 +113,30 @@ impl<B: Backend> Session<B> {
         // The size limit bounds what the client sent (RFC 1870), checked by DATA and BDAT; the
         // headers added here do not count against it.
         let ip = self.peer.ip();
-        let (message, local_message, junk) = match self.filter(&txn, &from, trace, body).await {
+        let (message, local_message, junk, spam) = match self.filter(&txn, &from, trace, body).await {
             Ok(filtered) => filtered,
             Err(reply) => {
                 self.reply(reply);
                 return;
             }
         };
-        match self.store(&txn, &from, message.clone(), local_message, &junk, ip).await {
+        match self.store(&txn, &from, message.clone(), (local_message, &junk, spam), ip).await {
             Ok((failed, queue_id)) => {
+                // A Sieve reject of the transaction's only recipient is refused right here,
+                // which tells the sender without a message of ours (RFC 5429 sections 2.1 and
+                // 2.2); with other recipients the message is accepted and the rejecting ones
+                // answer with a notification.
+                if let ([(_, Outcome::Rejected(reason))], 1) = (failed.as_slice(), txn.recipients.len()) {
+                    self.reply(Reply::new(550, "5.7.1", format!("Rejected: {}", one_line(reason))));
+                    return;
+                }
+                let (rejected, failed): (Vec<_>, Vec<_>) =
+                    failed.into_iter().partition(|(_, o)| matches!(o, Outcome::Rejected(_)));
+                for (rcpt, outcome) in &rejected {
+                    if let Outcome::Rejected(reason) = outcome {
+                        self.notify_rejection(&from, rcpt, reason, &message, ip).await;
+                    }
+                }
                 if !failed.is_empty() {
                     self.bounce(&txn, &from, &failed, &message, ip).await;
                 }
@@ -137,19 +152,20 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    /// Delivers locally (`local_message`, into the junk folder for the recipients in `junk`)
-    /// and queues the rest (`message`). Returns the local recipients that failed after RCPT
-    /// accepted them (they get a bounce) and the queue id, if anything was queued.
+    /// Delivers locally (the filter's local copy, into the junk folder for its junk
+    /// recipients) and queues the rest (`message`). Returns the local recipients that failed
+    /// after RCPT accepted them (they get a bounce or a rejection notice) and the queue id, if
+    /// anything was queued.
     async fn store(
         &self,
         txn: &Transaction,
         from: &str,
         message: Bytes,
-        local_message: Bytes,
-        junk: &[String],
+        local: (Bytes, &[String], Option<u32>),
         ip: IpAddr,
     ) -> Result<(Vec<(String, Outcome)>, Option<String>), BackendError> {
-        let local: Vec<String> =
+        let (local_message, junk, spam) = local;
+        let local_rcpts: Vec<String> =
             txn.recipients.iter().filter(|r| r.local).filter_map(|r| r.path.address().map(str::to_string)).collect();
         let remote: Vec<OutboundRecipient> = txn
             .recipients
@@ -178,9 +194,9 @@ impl<B: Backend> Session<B> {
             Some(self.backend.enqueue(outbound, message).await?)
         };
         let mut failed = Vec::new();
-        if !local.is_empty() {
-            let outcomes = self.backend.deliver(from, &local, junk, local_message, ip).await?;
-            for (rcpt, outcome) in local.into_iter().zip(outcomes) {
+        if !local_rcpts.is_empty() {
+            let outcomes = self.backend.deliver(from, &local_rcpts, junk, spam, local_message, ip).await?;
+            for (rcpt, outcome) in local_rcpts.into_iter().zip(outcomes) {
                 if outcome != Outcome::Delivered {
                     tracing::info!(recipient = %rcpt, ?outcome, "local delivery failed after RCPT");
                     failed.push((rcpt, outcome));
@@ -188,6 +204,26 @@ impl<B: Backend> Session<B> {
             }
         }
         Ok((failed, queue_id))
+    }
+
+    /// Tells the sender that a recipient's script rejected the message, with the disposition
+    /// notification of RFC 5429 section 2.1.1. Never to the null sender (a notification must
+    /// not answer a notification).
+    async fn notify_rejection(&self, from: &str, rcpt: &str, reason: &str, message: &Bytes, ip: IpAddr) {
+        if from.is_empty() {
+            return;
+        }
+        let report = tern_mail::autoreply::rejection(&tern_mail::autoreply::Rejection {
+            hostname: &self.cfg.hostname,
+            recipient: rcpt,
+            to: from,
+            reason,
+            original: message,
+        });
+        let result = crate::backend::send_report(self.backend.as_ref(), from, Bytes::from(report), ip).await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, sender = %from, "could not send the rejection notice");
+        }
     }
 
     /// Tells the sender, with a delivery status notification, about recipients that could not
@@ -207,6 +243,16 @@ impl<B: Backend> Session<B> {
 
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// A reason as one line of an SMTP reply: line breaks and other controls become spaces, and a
+/// long reason is cut (RFC 5321 section 4.5.3.1.5 bounds a reply line).
+fn one_line(reason: &str) -> String {
+    let text: String = reason.trim().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    match text.char_indices().nth(400) {
+        Some((at, _)) => text[..at].to_string(),
+        None => text,
+    }
 }
 
 /// On submission, every address in From: must belong to the authenticated account.

@@ -15,7 +15,10 @@ use crate::{
 
 /// What the filter makes of a message: the copy for the outbound queue, the copy for local
 /// recipients, and the local recipients whose copy goes to their junk folder.
-pub(crate) type Filtered = (Bytes, Bytes, Vec<String>);
+/// The message as queued, the copy for local recipients, the local recipients whose copy goes
+/// to their junk folder, and the verdict in percent (for Sieve's spamtest) when there was a
+/// scan.
+pub(crate) type Filtered = (Bytes, Bytes, Vec<String>, Option<u32>);
 
 impl<B: Backend> Session<B> {
     /// Scans the message (`trace` is the header block this server adds on top of the client's
@@ -42,7 +45,7 @@ impl<B: Backend> Session<B> {
         // Delivered without a verdict: the same copy for everyone, Junk only for blocked senders.
         let unscanned = |message: Bytes| -> Filtered {
             let junk = junk_of(decide(None, submission, &settings, &senders).junk);
-            (message.clone(), message, junk)
+            (message.clone(), message, junk, None)
         };
         let filter = match &self.cfg.spam {
             Some(f) if wanted => f,
@@ -119,8 +122,17 @@ impl<B: Backend> Session<B> {
         let mut local_message = trace;
         local_message.extend_from_slice(verdict_headers(&verdict).as_bytes());
         local_message.extend_from_slice(&local_body);
-        Ok((message, Bytes::from(local_message), junk_of(decision.junk)))
+        Ok((message, Bytes::from(local_message), junk_of(decision.junk), Some(spam_percent(&verdict))))
     }
+}
+
+/// The verdict as RFC 5235's percentage: the score against rspamd's reject score, so that 100
+/// is "would be rejected" and 0 is no spam signal at all.
+fn spam_percent(v: &tern_rspamd::Verdict) -> u32 {
+    if v.required_score <= 0.0 {
+        return if v.score > 0.0 { 100 } else { 0 };
+    }
+    (v.score / v.required_score * 100.0).clamp(0.0, 100.0).round() as u32
 }
 
 fn join(a: &[u8], b: &[u8]) -> Bytes {

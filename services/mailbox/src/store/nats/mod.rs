@@ -166,6 +166,8 @@ pub struct NatsStore {
     parsed: kv::Store,
     /// Rate counters, kept a day after their last count (the longest window).
     rates: kv::Store,
+    /// Sieve's tracking records ([`MetadataStore::track`]).
+    tracking: kv::Store,
     outbound: outbound::Outbound,
     accounts: Arc<Mutex<HashMap<u64, Cell>>>,
     parsed_cache: Arc<Mutex<HashMap<String, ParsedRecord>>>,
@@ -233,6 +235,18 @@ impl NatsStore {
                 .await
                 .map_err(err("creating a KV bucket"))?,
         };
+        // Sieve's tracking records live no longer than the longest period they may hold, so
+        // the bucket forgets expired ones by itself.
+        let tracking = match js.get_key_value(format!("{prefix}_tracking")).await {
+            Ok(s) => s,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    max_age: std::time::Duration::from_secs(super::MAX_TRACKING_SECONDS),
+                    ..bucket("tracking", 1)
+                })
+                .await
+                .map_err(err("creating a KV bucket"))?,
+        };
         let queue = stores.pop().expect("four buckets");
         let parsed = stores.pop().expect("four buckets");
         let snapshots = stores.pop().expect("four buckets");
@@ -246,6 +260,7 @@ impl NatsStore {
             snapshots,
             parsed,
             rates,
+            tracking,
             outbound: outbound::Outbound::open(js.clone(), queue, prefix, replicas).await?,
             accounts,
             parsed_cache: Arc::default(),
@@ -985,6 +1000,21 @@ impl MetadataStore for NatsStore {
 
     async fn parsed(&self, blob_id: &str) -> Result<Option<ParsedRecord>> {
         self.parsed_of(blob_id).await
+    }
+
+    async fn tracked(&self, key: &str, now: i64) -> Result<bool> {
+        let key = format!("t.{}", hex::encode(key));
+        let entry = self.tracking.entry(key).await.map_err(err("reading a tracking record"))?;
+        Ok(entry.and_then(|e| <[u8; 8]>::try_from(e.value.as_ref()).ok()).is_some_and(|b| i64::from_be_bytes(b) > now))
+    }
+
+    async fn track(&self, key: &str, until: i64) -> Result<()> {
+        let key = format!("t.{}", hex::encode(key));
+        self.tracking
+            .put(key, bytes::Bytes::copy_from_slice(&until.to_be_bytes()))
+            .await
+            .map_err(|e| MailboxError::nats("writing a tracking record", e))?;
+        Ok(())
     }
 
     async fn count_rate(&self, key: &str, cost: u64, _ttl: std::time::Duration) -> Result<u64> {
