@@ -84,7 +84,7 @@ CHECKOV_SKIPS = {
     "seeds, .creds, certificates and Tern's rspamd password are files",
 }
 # The Tern workloads (app.kubernetes.io/component) that are clients of the mailbox's gRPC API.
-MAILBOX_CLIENTS = {"smtp", "imap", "pop3", "relay", "operator"}
+MAILBOX_CLIENTS = {"smtp", "imap", "pop3", "managesieve", "relay", "operator"}
 INTERNAL_DIR = "/etc/tern/internal"
 NATS_DIR = "/etc/tern/nats"
 # Values rendered only for the wiring checks (on top of the chart's defaults): the NATS
@@ -176,13 +176,14 @@ def smoke_run(config_text: str, tern: str) -> None:
         text = config_text.replace('"/var/lib/tern"', json.dumps(os.path.join(work, "data")))
         text = text.replace(f'"{cfg["mailbox_url"]}"', f'"http://127.0.0.1:{grpc}"')
         for section, keys in [("listen", ["grpc", "http"]), ("smtp", ["mx", "submission", "submissions"]),
-                              ("pop3", ["pop3", "pop3s"]), ("imap", ["imap", "imaps"])]:
+                              ("pop3", ["pop3", "pop3s"]), ("imap", ["imap", "imaps"]),
+                              ("managesieve", ["managesieve"])]:
             for key in keys:
                 value = cfg[section][key]
                 for addr in value if isinstance(value, list) else [value]:
                     port = {"grpc": str(grpc), "http": "HTTP_PORT"}.get(key) or str(free_port())
                     text = text.replace(f'"{addr}"', f'"127.0.0.1:{port}"', 1)
-        for role in ["mailbox", "smtp", "imap", "pop3", "relay"]:
+        for role in ["mailbox", "smtp", "imap", "pop3", "managesieve", "relay"]:
             http = free_port()
             role_text = text.replace("HTTP_PORT", str(http))
             path = os.path.join(work, f"{role}.toml")
@@ -275,7 +276,7 @@ def config_accepted(config_text: str, tern: str, name: str) -> None:
 
         no, out = refused("mailbox", broken)
         check(f"real `tern mailbox` refuses an unknown config key (control, {name})", no, out[-300:])
-        for role in ["mailbox", "smtp", "imap", "pop3", "relay"]:
+        for role in ["mailbox", "smtp", "imap", "pop3", "managesieve", "relay"]:
             no, out = refused(role, path)
             check(f"real `tern {role}` accepts the rendered config ({name})", not no, out[-400:])
     finally:
@@ -858,7 +859,7 @@ def check_services(name: str, docs: list[dict], merged: dict) -> None:
     check(f"no Service sets loadBalancerIP ({name})", not any("loadBalancerIP" in s["spec"] for s in services))
     combined = merged["service"]["combined"]
     fronts = {c: next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == f"tern-{c}")
-              for c in ("smtp", "imap", "pop3") if merged[c]["enabled"]}
+              for c in ("smtp", "imap", "pop3", "managesieve") if merged[c]["enabled"]}
     bad = []
     for comp, deploy in fronts.items():
         svc = next(s for s in services if s["metadata"]["name"] == f"tern-{comp}")
@@ -1385,7 +1386,8 @@ def spam_smoke(name: str, docs: list[dict], merged: dict, tern: str) -> None:
         text = text.replace(f'"{cfg["mailbox_url"]}"', f'"http://127.0.0.1:{grpc}"')
         listen = {}
         for section, keys in [("listen", ["grpc", "http"]), ("smtp", ["mx", "submission", "submissions"]),
-                              ("pop3", ["pop3", "pop3s"]), ("imap", ["imap", "imaps"])]:
+                              ("pop3", ["pop3", "pop3s"]), ("imap", ["imap", "imaps"]),
+                              ("managesieve", ["managesieve"])]:
             for key in keys:
                 value = cfg[section][key]
                 for addr in value if isinstance(value, list) else [value]:
@@ -1540,7 +1542,8 @@ def helm_test_smoke(tern: str) -> None:
     pod = next(d for d in render(values) if d["kind"] == "Pod")
     c = pod["spec"]["containers"][0]
     env = {e["name"]: e.get("value", "") for e in c["env"]}
-    ports = {k: free_port() for k in ["grpc", "http", "smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s"]}
+    ports = {k: free_port() for k in ["grpc", "http", "smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
+                                      "managesieve"]}
     work = tempfile.mkdtemp(prefix="tern-chart-helmtest-")
     config = os.path.join(work, "config.toml")
     with open(config, "w") as f:

@@ -90,7 +90,7 @@ MONITORING_VALUES = {
 }
 SEVERITIES = {"warning", "critical"}
 # The workloads that serve Tern's /metrics.
-TERN_COMPONENTS = {"mailbox", "smtp", "imap", "pop3", "relay", "operator"}
+TERN_COMPONENTS = {"mailbox", "smtp", "imap", "pop3", "managesieve", "relay", "operator"}
 # What the dashboard's variables become when its expressions are parsed.
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h",
                      "$namespace": NAMESPACE, "${namespace}": NAMESPACE,
@@ -284,7 +284,8 @@ def client_session(port: int, greeting_end: bytes, command: bytes) -> None:
 
 def tern_dev_scrape(wanted: set[str], work: str) -> tuple[str | None, str]:
     http = chart.free_port()
-    ports = {flag: chart.free_port() for flag in ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"]}
+    ports = {flag: chart.free_port() for flag in ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps",
+                                                      "managesieve"]}
     argv = [TERN, "dev", "--data-dir", os.path.join(work, "data"), "--http-listen", f"127.0.0.1:{http}",
             "--grpc-listen", f"127.0.0.1:{chart.free_port()}"]
     for flag, port in ports.items():
