@@ -536,6 +536,14 @@ pub struct LimitsConfig {
     pub sieve_max_scripts: usize,
     pub sieve_max_script_bytes: u64,
     pub sieve_max_total_bytes: u64,
+    /// What one run of a script at delivery may take (steps, actions, redirects); a script
+    /// over them fails and the message is kept.
+    pub sieve_max_steps: u64,
+    pub sieve_max_actions: usize,
+    pub sieve_max_redirects: usize,
+    /// The bounds of a vacation period, in seconds.
+    pub sieve_vacation_min_period_secs: u64,
+    pub sieve_vacation_max_period_secs: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -615,6 +623,11 @@ impl Default for LimitsConfig {
             sieve_max_scripts: l.sieve_max_scripts,
             sieve_max_script_bytes: l.sieve_max_script_bytes,
             sieve_max_total_bytes: l.sieve_max_total_bytes,
+            sieve_max_steps: l.sieve_max_steps,
+            sieve_max_actions: l.sieve_max_actions,
+            sieve_max_redirects: l.sieve_max_redirects,
+            sieve_vacation_min_period_secs: l.sieve_vacation_min_period.as_secs(),
+            sieve_vacation_max_period_secs: l.sieve_vacation_max_period.as_secs(),
         }
     }
 }
@@ -633,6 +646,11 @@ impl LimitsConfig {
             sieve_max_scripts: self.sieve_max_scripts,
             sieve_max_script_bytes: self.sieve_max_script_bytes,
             sieve_max_total_bytes: self.sieve_max_total_bytes,
+            sieve_max_steps: self.sieve_max_steps,
+            sieve_max_actions: self.sieve_max_actions,
+            sieve_max_redirects: self.sieve_max_redirects,
+            sieve_vacation_min_period: Duration::from_secs(self.sieve_vacation_min_period_secs),
+            sieve_vacation_max_period: Duration::from_secs(self.sieve_vacation_max_period_secs),
             ..Limits::default()
         }
     }
