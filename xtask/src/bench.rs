@@ -52,6 +52,11 @@ pub enum Which {
         sessions: usize,
         #[arg(long)]
         spam: bool,
+        /// The same run twice, without and with a Sieve script on the recipient (headers, an
+        /// address, the envelope, a regex, the body, flags), and Tern's CPU per message of each:
+        /// what filtering at delivery costs.
+        #[arg(long, conflicts_with = "spam")]
+        sieve: bool,
     },
     /// POP3 sessions against `tern dev` (USER/PASS, STAT, LIST, UIDL, RETR of every message,
     /// QUIT, no DELE): messages/s retrieved, server CPU per message and memory; with `--peer
@@ -163,8 +168,9 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match which {
         Which::Mailbox { messages } => rt.block_on(mailbox(messages)),
-        Which::Smtp { messages, sessions, spam: false } => rt.block_on(smtp(messages, sessions)),
-        Which::Smtp { messages, sessions, spam: true } => rt.block_on(smtp_spam(messages, sessions)),
+        Which::Smtp { messages, sessions, spam: false, sieve: false } => rt.block_on(smtp(messages, sessions)),
+        Which::Smtp { messages, sessions, spam: true, .. } => rt.block_on(smtp_spam(messages, sessions)),
+        Which::Smtp { messages, sessions, sieve: true, .. } => rt.block_on(smtp_sieve(messages, sessions)),
         Which::Pop3 { accounts, messages, sessions, seconds, peer } => {
             rt.block_on(pop3::run(pop3::Workload { accounts, messages, sessions, seconds }, peer))
         }
@@ -515,6 +521,82 @@ async fn smtp_spam(messages: usize, sessions: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The script of `bench smtp --sieve`: what a user's filter typically asks of every message (a
+/// list header, the sender's domain, the envelope with a match variable, a regex on the
+/// subject, the decoded body, the size), none of which the benchmark's mail matches, so every
+/// message is kept in INBOX with a flag or two.
+const BENCH_SCRIPT: &str = r#"require ["fileinto", "imap4flags", "variables", "body", "envelope", "regex"];
+if header :contains "list-id" ["tern-users", "announce"] { fileinto "Lists"; stop; }
+if address :domain :is "from" ["spam.example", "junk.example"] { discard; stop; }
+if envelope :matches "from" "*@*" { set "sender_domain" "${2}"; }
+if header :regex "subject" "^\[(urgent|alert)\]" { addflag "\Flagged"; }
+if body :contains ["unsubscribe", "lottery"] { addflag "$Bulk"; }
+if size :over 1M { addflag "$Large"; }
+addflag "$Filtered";
+keep;
+"#;
+
+/// Puts [`BENCH_SCRIPT`] on the account, active.
+async fn install_script(channel: &Channel, account_id: u64) -> anyhow::Result<()> {
+    MailboxClient::new(channel.clone())
+        .put_sieve_script(tern_proto::v1::PutSieveScriptRequest {
+            account_id,
+            name: "bench".into(),
+            text: BENCH_SCRIPT.into(),
+            activate: true,
+        })
+        .await?;
+    Ok(())
+}
+
+/// SMTP ingest without and then with a Sieve script on the recipient, each on a fresh `tern
+/// dev`: messages/s and Tern's CPU per message, at full speed and then at one pace below both
+/// (where the store's group commits batch alike, so the difference is the filtering).
+async fn smtp_sieve(messages: usize, sessions: usize) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    for (label, script) in [("no script", false), ("with a script", true)] {
+        let server = Server::start().await?;
+        println!("{label}:");
+        let before = tree_cpu(server.pid());
+        let rate = smtp_ingest_scripted(&server, messages, sessions, script).await?;
+        let cpu = tree_cpu(server.pid()) - before;
+        println!("  CPU: tern {cpu}, per message {:.3} ms", cpu.total() / messages as f64 * 1e3);
+        results.push((rate, cpu.total() / messages as f64));
+    }
+    let [(off_rate, off_cpu), (on_rate, on_cpu)] = results[..] else { unreachable!() };
+    let pace = (on_rate.min(off_rate) * 0.7).max(10.0);
+    let mut paced = Vec::new();
+    for (label, script) in [("no script", false), ("with a script", true)] {
+        let server = Server::start().await?;
+        let (channel, account_id) = setup_user(&server).await?;
+        if script {
+            install_script(&channel, account_id).await?;
+        }
+        let before = tree_cpu(server.pid());
+        let n = paced_smtp(&server, pace, messages.min(3000)).await?;
+        wait_stored(&mut MailboxClient::new(channel), account_id, n).await?;
+        let cpu = tree_cpu(server.pid()) - before;
+        println!("{label} at {pace:.0} messages/s: CPU tern {cpu}");
+        paced.push(cpu.total() / n as f64);
+    }
+    let [paced_off, paced_on] = paced[..] else { unreachable!() };
+    println!("smtp with a Sieve script, side by side:");
+    println!("  messages/s:           off {off_rate:>7.0}   on {on_rate:>7.0}   ({:.2}x)", on_rate / off_rate);
+    println!(
+        "  tern CPU per message: off {:.3} ms   on {:.3} ms   (the script costs {:+.1}%)",
+        off_cpu * 1e3,
+        on_cpu * 1e3,
+        (on_cpu / off_cpu - 1.0) * 100.0
+    );
+    println!(
+        "  at one pace ({pace:.0} messages/s): tern CPU per message off {:.3} ms   on {:.3} ms   (the script costs {:+.1}%)",
+        paced_off * 1e3,
+        paced_on * 1e3,
+        (paced_on / paced_off - 1.0) * 100.0
+    );
+    Ok(())
+}
+
 /// Sends `count` messages of about 4 KiB, one per connection, started at `rate` per second (as
 /// many connections at once as that takes); returns how many were accepted.
 async fn paced_smtp(server: &Server, rate: f64, count: usize) -> anyhow::Result<usize> {
@@ -566,11 +648,19 @@ async fn wait_stored(client: &mut MailboxClient<Channel>, account_id: u64, count
 
 /// The SMTP ingest benchmark on `server`: messages/s until all are readable.
 async fn smtp_ingest(server: &Server, messages: usize, sessions: usize) -> anyhow::Result<f64> {
+    smtp_ingest_scripted(server, messages, sessions, false).await
+}
+
+/// [`smtp_ingest`], with [`BENCH_SCRIPT`] active on the recipient when `script`.
+async fn smtp_ingest_scripted(server: &Server, messages: usize, sessions: usize, script: bool) -> anyhow::Result<f64> {
     let smtp_source = ["/usr/sbin/smtp-source", "/usr/bin/smtp-source"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .context("smtp-source not found: apt-get install postfix (only its client is used)")?;
     let (channel, account_id) = setup_user(server).await?;
+    if script {
+        install_script(&channel, account_id).await?;
+    }
     let mut client = MailboxClient::new(channel);
     let (rss_idle, _) = server.memory();
     println!("smtp benchmark: {messages} messages of 4 KiB, {sessions} parallel sessions, one message per connection");
