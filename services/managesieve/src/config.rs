@@ -32,8 +32,8 @@ pub struct Limits {
     pub max_errors: u32,
     pub max_auth_failures: u32,
     pub max_connections_per_ip: usize,
-    /// Announced as MAXREDIRECTS: the redirects one script may make, which is the
-    /// interpreter's limit at delivery (`tern_sieve`'s run limits), not enforced here.
+    /// Announced as MAXREDIRECTS: the redirects one run of a script may make, which the
+    /// mailbox service enforces at delivery (`[limits] sieve_max_redirects` in `tern`).
     pub max_redirects: u32,
 }
 

@@ -381,8 +381,6 @@ pub struct ManageSieveSection {
     pub max_errors: u32,
     pub max_auth_failures: u32,
     pub max_connections_per_ip: usize,
-    /// Announced as MAXREDIRECTS.
-    pub max_redirects: u32,
     pub shutdown_grace_secs: u64,
 }
 
@@ -400,26 +398,26 @@ impl Default for ManageSieveSection {
             max_errors: l.max_errors,
             max_auth_failures: l.max_auth_failures,
             max_connections_per_ip: l.max_connections_per_ip,
-            max_redirects: l.max_redirects,
             shutdown_grace_secs: 25,
         }
     }
 }
 
 impl ManageSieveSection {
-    /// The front-end's limits, with `max_script_bytes` the mailbox service's limit on one
-    /// script, so that a script it would refuse is refused before its bytes are read.
-    pub fn limits(&self, max_script_bytes: u64) -> tern_managesieve::config::Limits {
+    /// The front-end's limits, with what the mailbox service enforces taken from `[limits]`:
+    /// the largest script, so that one it would refuse is refused before its bytes are read,
+    /// and the redirects a run may make, which MAXREDIRECTS announces.
+    pub fn limits(&self, mailbox: &LimitsConfig) -> tern_managesieve::config::Limits {
         tern_managesieve::config::Limits {
             max_line: self.max_line,
-            max_script_bytes,
+            max_script_bytes: mailbox.sieve_max_script_bytes,
             max_unauthenticated_literal: self.max_unauthenticated_literal,
             max_discard: self.max_discard,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             max_errors: self.max_errors,
             max_auth_failures: self.max_auth_failures,
             max_connections_per_ip: self.max_connections_per_ip,
-            max_redirects: self.max_redirects,
+            max_redirects: u32::try_from(mailbox.sieve_max_redirects).unwrap_or(u32::MAX),
         }
     }
 }

@@ -304,7 +304,7 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
     if managesieve_on {
         let m = &config.managesieve;
         let managesieve_config = Arc::new(tern_managesieve::config::ManageSieveConfig {
-            limits: m.limits(config.limits.sieve_max_script_bytes),
+            limits: m.limits(&config.limits),
             tls: tls.clone(),
             allow_plaintext_auth: m.allow_plaintext_auth,
         });
