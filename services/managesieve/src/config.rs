@@ -9,12 +9,17 @@ pub enum ListenerKind {
     ManageSieve,
 }
 
-/// The Sieve extensions announced in the SIEVE capability, space-separated: what the Sieve
-/// interpreter implements (issue #18). It belongs with the interpreter and moves there once it
-/// exports its own list.
-pub const SIEVE_EXTENSIONS: &str = "fileinto reject ereject envelope imap4flags variables relational subaddress \
-     body date index vacation vacation-seconds duplicate spamtest spamtestplus virustest editheader mailbox include \
-     regex copy comparator-i;ascii-numeric encoded-character";
+/// The SIEVE capability (RFC 5804 section 1.7): the extensions the interpreter implements, from
+/// its own list so that the two never disagree, without the comparators every implementation
+/// has (RFC 5228 section 2.7.3 makes `i;octet` and `i;ascii-casemap` implicit).
+pub fn sieve_extensions() -> String {
+    tern_sieve::EXTENSIONS
+        .iter()
+        .filter(|e| !matches!(**e, "comparator-i;octet" | "comparator-i;ascii-casemap"))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 #[derive(Debug, Clone)]
 pub struct Limits {

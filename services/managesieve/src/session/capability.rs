@@ -4,7 +4,7 @@
 use super::{Flow, Session};
 use crate::{
     codec::{Response, encode_string},
-    config::SIEVE_EXTENSIONS,
+    config::sieve_extensions,
 };
 
 impl Session {
@@ -16,7 +16,7 @@ impl Session {
         // configured at all, where AUTHENTICATE explains itself with AUTH-TOO-WEAK.
         let sasl = if self.may_login() && self.account.is_none() { "PLAIN" } else { "" };
         lines.push(("SASL", Some(sasl.into())));
-        lines.push(("SIEVE", Some(SIEVE_EXTENSIONS.into())));
+        lines.push(("SIEVE", Some(sieve_extensions())));
         if self.cfg.tls.is_some() && !self.is_tls() && self.account.is_none() {
             lines.push(("STARTTLS", None));
         }
