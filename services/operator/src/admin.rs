@@ -1,12 +1,15 @@
-//! What the reconcilers need of the mailbox service's Admin API, as a trait, and its gRPC
-//! implementation.
+//! What the reconcilers need of the mailbox service's Admin API (and of its Mailbox API, for an
+//! account's Sieve scripts), as a trait, and its gRPC implementation.
 
 use async_trait::async_trait;
 use tern_proto::v1::admin_client::AdminClient;
+use tern_proto::v1::mailbox_client::MailboxClient;
 use tern_proto::v1::{
     Account, AddAliasRequest, CreateAccountRequest, CreateDomainRequest, DeleteAccountRequest, DeleteDomainRequest,
-    DkimKey, Domain, ErrorReason, GetAccountRequest, GetDomainRequest, GetUsageRequest, Password, RemoveAliasRequest,
-    SetDkimKeyRequest, SetPasswordRequest, UpdateAccountRequest, UpdateDomainRequest, Usage,
+    DeleteSieveScriptRequest, DkimKey, Domain, ErrorReason, GetAccountRequest, GetDomainRequest, GetSieveScriptRequest,
+    GetSieveScriptResponse, GetUsageRequest, Password, PutSieveScriptRequest, RemoveAliasRequest,
+    SetActiveSieveScriptRequest, SetDkimKeyRequest, SetPasswordRequest, UpdateAccountRequest, UpdateDomainRequest,
+    Usage,
 };
 use tern_runtime::rpc::Channel;
 
@@ -23,6 +26,10 @@ pub enum ApiError {
     /// domain that still has accounts): retrying the same request will not help.
     #[error("refused: {0}")]
     Refused(String),
+    /// A Sieve script does not pass the service's check; the message says where and why
+    /// (`invalid Sieve script: line L, column C: ...`), as the user should see it.
+    #[error("{0}")]
+    ScriptInvalid(String),
     /// The service could not be reached or could not serve the request now: retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -32,6 +39,7 @@ impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         let message = status.message().to_string();
         match (status.code(), ErrorReason::of(&status)) {
+            (_, ErrorReason::ScriptInvalid) => ApiError::ScriptInvalid(message),
             (_, ErrorReason::NotFound) | (tonic::Code::NotFound, _) => ApiError::NotFound(message),
             (_, ErrorReason::AlreadyExists) | (tonic::Code::AlreadyExists, _) => ApiError::AlreadyExists(message),
             (tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied, _) => {
@@ -62,24 +70,35 @@ pub trait AdminApi: Send + Sync {
     async fn add_alias(&self, alias: &str, target: &str) -> Result<(), ApiError>;
     async fn remove_alias(&self, alias: &str) -> Result<(), ApiError>;
     async fn get_usage(&self, address: &str) -> Result<Usage, ApiError>;
+    /// The text of an account's Sieve script, and whether it is the active one.
+    async fn get_sieve_script(&self, account_id: u64, name: &str) -> Result<GetSieveScriptResponse, ApiError>;
+    /// Stores a Sieve script (checked by the service first), making it active if asked.
+    async fn put_sieve_script(&self, request: PutSieveScriptRequest) -> Result<(), ApiError>;
+    /// Makes the named script the active one, or none with the empty name.
+    async fn set_active_sieve_script(&self, account_id: u64, name: &str) -> Result<(), ApiError>;
+    /// Deletes a Sieve script; the active one is refused.
+    async fn delete_sieve_script(&self, account_id: u64, name: &str) -> Result<(), ApiError>;
 }
 
 /// [`AdminApi`] over a gRPC channel to the mailbox service. Cloning shares the channel.
 #[derive(Debug, Clone)]
 pub struct GrpcAdmin {
     client: AdminClient<Channel>,
+    /// The Mailbox API on the same service, for the Sieve scripts, which it names by account id.
+    mailbox: MailboxClient<Channel>,
 }
 
 impl GrpcAdmin {
-    pub fn new(client: AdminClient<Channel>) -> Self {
-        GrpcAdmin { client }
+    pub fn new(client: AdminClient<Channel>, mailbox: MailboxClient<Channel>) -> Self {
+        GrpcAdmin { client, mailbox }
     }
 
     /// A client of the service `options` name, balanced over its replicas, that connects on
     /// first use and reconnects by itself, so the operator starts while the service is still
     /// down.
     pub fn connect(options: &tern_runtime::rpc::ClientOptions) -> Result<Self, tern_runtime::rpc::RpcError> {
-        Ok(GrpcAdmin::new(AdminClient::new(tern_runtime::rpc::connect(options)?)))
+        let channel = tern_runtime::rpc::connect(options)?;
+        Ok(GrpcAdmin::new(AdminClient::new(channel.clone()), MailboxClient::new(channel)))
     }
 }
 
@@ -148,5 +167,27 @@ impl AdminApi for GrpcAdmin {
     async fn get_usage(&self, address: &str) -> Result<Usage, ApiError> {
         let request = GetUsageRequest { address: address.to_string() };
         Ok(self.client.clone().get_usage(request).await?.into_inner())
+    }
+
+    async fn get_sieve_script(&self, account_id: u64, name: &str) -> Result<GetSieveScriptResponse, ApiError> {
+        let request = GetSieveScriptRequest { account_id, name: name.to_string() };
+        Ok(self.mailbox.clone().get_sieve_script(request).await?.into_inner())
+    }
+
+    async fn put_sieve_script(&self, request: PutSieveScriptRequest) -> Result<(), ApiError> {
+        self.mailbox.clone().put_sieve_script(request).await?;
+        Ok(())
+    }
+
+    async fn set_active_sieve_script(&self, account_id: u64, name: &str) -> Result<(), ApiError> {
+        let request = SetActiveSieveScriptRequest { account_id, name: name.to_string() };
+        self.mailbox.clone().set_active_sieve_script(request).await?;
+        Ok(())
+    }
+
+    async fn delete_sieve_script(&self, account_id: u64, name: &str) -> Result<(), ApiError> {
+        let request = DeleteSieveScriptRequest { account_id, name: name.to_string() };
+        self.mailbox.clone().delete_sieve_script(request).await?;
+        Ok(())
     }
 }

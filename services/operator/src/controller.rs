@@ -7,9 +7,12 @@
 //! exists. Either way the key is also set in the mailbox service, where the relay reads it to
 //! sign the domain's outbound mail.
 //!
-//! Secrets are watched metadata-only (their data is never cached), cluster-wide or in the
-//! namespaces of [`SecretScope`]; Domains and Mailboxes elsewhere get the `Ready` reason
-//! `SecretNamespaceNotWatched`. Every watch reports to [`Health`]: failures are logged, counted
+//! A Mailbox's Sieve script may be kept in a ConfigMap (`spec.sieve.configMapKeyRef`), read at
+//! each reconcile of the Mailbox; an edit of the ConfigMap reconciles the Mailboxes naming it.
+//!
+//! Secrets and ConfigMaps are watched metadata-only (their data is never cached), cluster-wide
+//! or in the namespaces of [`SecretScope`]; Domains and Mailboxes elsewhere get the `Ready`
+//! reason `SecretNamespaceNotWatched`. Every watch reports to [`Health`]: failures are logged, counted
 //! and make the process not ready (see [`crate::watch`]).
 
 use std::collections::HashMap;
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
@@ -34,7 +37,7 @@ use serde::Serialize;
 use crate::admin::{AdminApi, ApiError};
 use crate::crd::{Condition, Domain, FINALIZER, HasConditions, Mailbox};
 use crate::dkim;
-use crate::reconcile::{self, DkimInput, Next, Outcome, PasswordInput, PasswordMissing};
+use crate::reconcile::{self, ConfigMapInput, DkimInput, Next, Outcome, PasswordInput, PasswordMissing};
 use crate::watch::{Health, SecretScope, WatchTarget};
 
 /// The field manager of the status patches and the controller name of Events.
@@ -230,13 +233,14 @@ where
 /// Turns a reconcile outcome into the controller's action, after writing the status and the
 /// Events.
 ///
-/// Events: one Normal `Reconciled` Event listing the changes, if any; one Warning Event when
-/// the object stops being Ready or is not Ready for a new reason (not at every retry).
+/// Events: one Normal `Reconciled` Event listing the changes, if any; one Warning Event for
+/// each condition (`Ready`, `SieveReady`) that stops being True or is not True for a new reason
+/// (not at every retry). `previous` are the conditions the object had.
 async fn finish<K, S>(
     ctx: &Context,
     api: &Api<K>,
     object: &K,
-    previous: Option<&Condition>,
+    previous: &[Condition],
     outcome: Outcome<S>,
 ) -> Result<Action, Error>
 where
@@ -246,11 +250,11 @@ where
     if !outcome.changes.is_empty() {
         ctx.publish(object, EventType::Normal, "Reconciled", outcome.changes.join("; ")).await;
     }
-    if let Some(now) = reconcile::ready_condition(outcome.status.conditions())
-        && now.status != "True"
-        && previous.is_none_or(|p| (p.status.as_str(), p.reason.as_str()) != (now.status.as_str(), now.reason.as_str()))
-    {
-        ctx.publish(object, EventType::Warning, &now.reason, now.message.clone()).await;
+    for now in outcome.status.conditions().iter().filter(|c| c.status != "True") {
+        let before = reconcile::condition(previous, &now.type_);
+        if before.is_none_or(|p| (p.status.as_str(), p.reason.as_str()) != (now.status.as_str(), now.reason.as_str())) {
+            ctx.publish(object, EventType::Warning, &now.reason, now.message.clone()).await;
+        }
     }
     patch_status(api, object, &outcome.status).await?;
     match outcome.next {
@@ -289,6 +293,40 @@ pub async fn read_password(
             Err(PasswordMissing(format!("password Secret {}: key {} is not UTF-8", reference.name, reference.key)))
         }
         None => Err(PasswordMissing(format!("password Secret {} has no key {}", reference.name, reference.key))),
+    })
+}
+
+/// Reads the Sieve script of a Mailbox from the ConfigMap its `spec.sieve.configMapKeyRef`
+/// names: [`ConfigMapInput::Unknown`] when it names none (no `spec.sieve`, or an inline
+/// script).
+pub async fn read_sieve_config_map(client: &Client, mailbox: &Mailbox) -> Result<ConfigMapInput, kube::Error> {
+    let Some(reference) = mailbox.spec.sieve.as_ref().and_then(|s| s.config_map_key_ref.as_ref()) else {
+        return Ok(ConfigMapInput::Unknown);
+    };
+    let namespace = mailbox.namespace().unwrap_or_default();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let Some(config_map) = config_maps.get_opt(&reference.name).await? else {
+        return Ok(ConfigMapInput::Missing {
+            reason: reconcile::reason::CONFIG_MAP_NOT_FOUND,
+            message: format!("Sieve ConfigMap {namespace}/{} does not exist", reference.name),
+        });
+    };
+    let what = format!("Sieve ConfigMap {namespace}/{}", reference.name);
+    if let Some(text) = config_map.data.as_ref().and_then(|data| data.get(&reference.key)) {
+        return Ok(ConfigMapInput::Text(text.clone()));
+    }
+    // `kubectl create configmap --from-file` puts a file that is not UTF-8 under binaryData.
+    let binary = config_map.binary_data.as_ref().and_then(|data| data.get(&reference.key));
+    Ok(match binary.map(|b| String::from_utf8(b.0.clone())) {
+        Some(Ok(text)) => ConfigMapInput::Text(text),
+        Some(Err(_)) => ConfigMapInput::Missing {
+            reason: reconcile::reason::KEY_NOT_FOUND,
+            message: format!("{what}: key {} is not UTF-8 text", reference.key),
+        },
+        None => ConfigMapInput::Missing {
+            reason: reconcile::reason::KEY_NOT_FOUND,
+            message: format!("{what} has no key {}", reference.key),
+        },
     })
 }
 
@@ -361,21 +399,24 @@ pub async fn dkim_key(client: &Client, domain: &Domain) -> Result<(DkimInput, Op
     Ok((key_of(&pem, &what), Some(change)))
 }
 
-/// Reconciles one Mailbox: the finalizer first, then [`reconcile::reconcile_mailbox`] with the
-/// password from its Secret, or [`reconcile::cleanup_mailbox`] once it is being deleted.
+/// Reconciles one Mailbox: the finalizer first, then [`reconcile::reconcile_mailbox_with_sieve`]
+/// with the password from its Secret and the Sieve script from its ConfigMap (if it names one),
+/// or [`reconcile::cleanup_mailbox`] once it is being deleted.
 pub async fn reconcile_mailbox(mailbox: Arc<Mailbox>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<Mailbox> = Api::namespaced(ctx.client.clone(), &mailbox.namespace().unwrap_or_default());
     finalizer(&api, FINALIZER, mailbox, |event| async {
         match event {
             Finalizer::Apply(mailbox) if !ctx.may_read_secrets(mailbox.as_ref()) => {
-                let previous = mailbox.status.as_ref().and_then(|s| reconcile::ready_condition(&s.conditions));
+                let previous = previous_conditions(mailbox.status.as_ref());
                 let outcome = reconcile::mailbox_secret_namespace_not_watched(&mailbox, &ctx.secrets.describe());
                 finish(&ctx, &api, mailbox.as_ref(), previous, outcome).await
             }
             Finalizer::Apply(mailbox) => {
                 let password = read_password(&ctx.client, &mailbox).await?;
-                let outcome = reconcile::reconcile_mailbox(ctx.admin.as_ref(), &mailbox, password).await;
-                let previous = mailbox.status.as_ref().and_then(|s| reconcile::ready_condition(&s.conditions));
+                let sieve = read_sieve_config_map(&ctx.client, &mailbox).await?;
+                let outcome =
+                    reconcile::reconcile_mailbox_with_sieve(ctx.admin.as_ref(), &mailbox, password, &sieve).await;
+                let previous = previous_conditions(mailbox.status.as_ref());
                 finish(&ctx, &api, mailbox.as_ref(), previous, outcome).await
             }
             Finalizer::Cleanup(mailbox) => {
@@ -401,19 +442,19 @@ pub async fn reconcile_domain(domain: Arc<Domain>, ctx: Arc<Context>) -> Result<
         match event {
             Finalizer::Apply(domain) => {
                 if let Some(owner) = ctx.domain_owner(&domain) {
-                    let previous = domain.status.as_ref().and_then(|s| reconcile::ready_condition(&s.conditions));
+                    let previous = previous_conditions(domain.status.as_ref());
                     let outcome = reconcile::domain_conflict(&domain, &owner);
                     return finish(&ctx, &api, domain.as_ref(), previous, outcome).await;
                 }
                 if !ctx.may_read_secrets(domain.as_ref()) {
-                    let previous = domain.status.as_ref().and_then(|s| reconcile::ready_condition(&s.conditions));
+                    let previous = previous_conditions(domain.status.as_ref());
                     let outcome = reconcile::domain_secret_namespace_not_watched(&domain, &ctx.secrets.describe());
                     return finish(&ctx, &api, domain.as_ref(), previous, outcome).await;
                 }
                 let (dkim, generated) = dkim_key(&ctx.client, &domain).await?;
                 let mut outcome = reconcile::reconcile_domain_with_dkim(ctx.admin.as_ref(), &domain, &dkim).await;
                 outcome.changes.splice(0..0, generated);
-                let previous = domain.status.as_ref().and_then(|s| reconcile::ready_condition(&s.conditions));
+                let previous = previous_conditions(domain.status.as_ref());
                 finish(&ctx, &api, domain.as_ref(), previous, outcome).await
             }
             Finalizer::Cleanup(domain) => {
@@ -433,6 +474,11 @@ pub async fn reconcile_domain(domain: Arc<Domain>, ctx: Arc<Context>) -> Result<
     })
     .await
     .map_err(|e| Error::Finalizer(e.to_string()))
+}
+
+/// The conditions of an object's status (none without a status).
+fn previous_conditions<S: HasConditions>(status: Option<&S>) -> &[Condition] {
+    status.map(HasConditions::conditions).unwrap_or_default()
 }
 
 /// The action after a failed reconcile: a retry after [`backoff_delay`] of the object's
@@ -456,6 +502,9 @@ pub struct Watches {
     /// where: one API for every namespace, or one per namespace the operator may read Secrets
     /// in.
     pub secrets: Vec<(Api<PartialObjectMeta<Secret>>, WatchTarget)>,
+    /// ConfigMaps (of Sieve scripts), metadata only, where Secrets are: a Mailbox elsewhere is
+    /// not reconciled, so its ConfigMap is never read.
+    pub config_maps: Vec<(Api<PartialObjectMeta<ConfigMap>>, WatchTarget)>,
 }
 
 impl std::fmt::Debug for Watches {
@@ -464,24 +513,34 @@ impl std::fmt::Debug for Watches {
             .field("mailboxes", &self.mailboxes.resource_url())
             .field("domains", &self.domains.resource_url())
             .field("secrets", &self.secrets.iter().map(|(api, _)| api.resource_url()).collect::<Vec<_>>())
+            .field("config_maps", &self.config_maps.iter().map(|(api, _)| api.resource_url()).collect::<Vec<_>>())
             .finish()
     }
 }
 
-/// The [`Watches`] of `client` with Secrets in `scope`.
+/// The [`Watches`] of `client` with Secrets and ConfigMaps in `scope`.
 pub fn watches(client: &Client, scope: &SecretScope) -> Watches {
-    let secrets = match scope {
-        SecretScope::Cluster => {
-            vec![(Api::all(client.clone()), WatchTarget { resource: "secrets", namespace: None })]
-        }
+    Watches {
+        mailboxes: Api::all(client.clone()),
+        domains: Api::all(client.clone()),
+        secrets: scoped(client, scope, "secrets"),
+        config_maps: scoped(client, scope, "configmaps"),
+    }
+}
+
+/// The metadata APIs of `resource` in `scope`: one for every namespace, or one per namespace.
+fn scoped<K>(client: &Client, scope: &SecretScope, resource: &'static str) -> Vec<(Api<K>, WatchTarget)>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match scope {
+        SecretScope::Cluster => vec![(Api::all(client.clone()), WatchTarget { resource, namespace: None })],
         SecretScope::Namespaces(names) => names
             .iter()
-            .map(|ns| {
-                (Api::namespaced(client.clone(), ns), WatchTarget { resource: "secrets", namespace: Some(ns.clone()) })
-            })
+            .map(|ns| (Api::namespaced(client.clone(), ns), WatchTarget { resource, namespace: Some(ns.clone()) }))
             .collect(),
-    };
-    Watches { mailboxes: Api::all(client.clone()), domains: Api::all(client.clone()), secrets }
+    }
 }
 
 /// A watch stream with backoff that reports to `health` and then drops its errors: a failing
@@ -541,10 +600,11 @@ fn applied<T: Send + 'static>(
 
 /// Runs the Domain and Mailbox controllers until a shutdown signal. A change of a Secret
 /// reconciles the Mailboxes whose password it holds and the Domains whose DKIM key it holds (or
-/// that own it: the generated key), a change of a Domain the Mailboxes in it. The Secret
-/// watches are metadata-only: a change is a trigger, and the reconcile reads the Secret.
+/// that own it: the generated key), a change of a ConfigMap the Mailboxes whose Sieve script it
+/// holds, a change of a Domain the Mailboxes in it. The Secret and ConfigMap watches are
+/// metadata-only: a change is a trigger, and the reconcile reads the object.
 pub async fn run(ctx: Arc<Context>) {
-    let Watches { mailboxes, domains, secrets } = watches(&ctx.client, &ctx.secrets);
+    let Watches { mailboxes, domains, secrets, config_maps } = watches(&ctx.client, &ctx.secrets);
     let health = ctx.health.clone();
     let all = |resource: &'static str| WatchTarget { resource, namespace: None };
     let secret_triggers = |secrets: &[(Api<PartialObjectMeta<Secret>>, WatchTarget)]| {
@@ -587,6 +647,28 @@ pub async fn run(ctx: Arc<Context>) {
                 .map(|m| ObjectRef::from_obj(m.as_ref()))
                 .collect::<Vec<_>>()
         });
+    }
+    for (api, target) in config_maps {
+        let store = mailbox_store.clone();
+        let trigger = touched(observed(watcher(api, watcher::Config::default()), health.clone(), target));
+        mailbox_controller =
+            mailbox_controller.watches_stream(trigger, move |config_map: PartialObjectMeta<ConfigMap>| {
+                let namespace = config_map.namespace();
+                let name = config_map.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|m| {
+                        m.namespace() == namespace
+                            && m.spec
+                                .sieve
+                                .as_ref()
+                                .and_then(|s| s.config_map_key_ref.as_ref())
+                                .is_some_and(|r| r.name == name)
+                    })
+                    .map(|m| ObjectRef::from_obj(m.as_ref()))
+                    .collect::<Vec<_>>()
+            });
     }
     let mailbox_controller = mailbox_controller
         .shutdown_on_signal()

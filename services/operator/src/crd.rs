@@ -45,6 +45,19 @@ pub const FOLDER_PATTERN: &str = r"^[^/*%\x00-\x1f\x7f-\x9f]+(/[^/*%\x00-\x1f\x7
 /// refuse: spam delivered to INBOX would make the filter pointless.
 pub const JUNK_NOT_INBOX: &str = "self.lowerAscii() != 'inbox'";
 
+/// A Sieve script name as RFC 5804 section 1.6 allows it (and the mailbox service checks):
+/// no control characters (Unicode's Cc, as ranges for the reasons of [`FOLDER_PATTERN`]); the
+/// length, 1 to 128 characters, is the schema's. The line and paragraph separators (U+2028,
+/// U+2029), which the RFC also refuses, are left to the mailbox service, whose refusal reaches
+/// the status.
+pub const SIEVE_NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]+$";
+
+/// The name the Mailbox's Sieve script is stored under when `spec.sieve.name` is unset.
+pub const DEFAULT_SIEVE_NAME: &str = "kubernetes";
+
+/// The rule that `spec.sieve` names exactly one source of the script.
+pub const SIEVE_ONE_SOURCE: &str = "has(self.configMapKeyRef) != has(self.script)";
+
 /// The `x-kubernetes-validations` rule that makes a field immutable once created.
 pub const IMMUTABLE: &str = "self == oldSelf";
 
@@ -219,6 +232,13 @@ pub struct DnsRecord {
     ),
     printcolumn(name = "Usage", type_ = "string", json_path = ".status.usage", description = "Bytes stored / quota"),
     printcolumn(
+        name = "Sieve",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"SieveReady\")].reason",
+        description = "Whether the Sieve script of spec.sieve is active (empty: no spec.sieve)",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Quota",
         type_ = "string",
         json_path = ".spec.quota",
@@ -286,6 +306,16 @@ pub struct MailboxSpec {
     /// (the default): all the Domain's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spam: Option<SpamSpec>,
+    /// The Sieve script (RFC 5228) that filters mail delivered to this mailbox: written here
+    /// (`script`) or kept in a ConfigMap (`configMapKeyRef`), stored under `name` in the mailbox
+    /// service and made the active script. While it is set the operator keeps that script
+    /// active (a script activated over ManageSieve is replaced at the next reconcile); scripts
+    /// of other names are the owner's, made over ManageSieve, and left alone. A script with a
+    /// syntax error is not stored (the one stored before stays active) and the `SieveReady`
+    /// condition says where the error is. Removing `sieve` deactivates and deletes the
+    /// operator's script. Unset (the default): the operator manages no script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sieve: Option<SieveSpec>,
     /// What deleting this Mailbox does to the stored mail: `Retain` (the default) leaves the
     /// account and its mail in the mailbox service, no longer managed; `Delete` deletes them.
     #[serde(default)]
@@ -327,6 +357,51 @@ pub struct SpamSpec {
     #[schemars(inner(regex(pattern = SENDER_PATTERN), length(max = 254)), length(max = 1000))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub block_senders: Vec<String>,
+}
+
+/// The Sieve script of a Mailbox: exactly one of `configMapKeyRef` and `script`, and the name
+/// it is stored under.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": SIEVE_ONE_SOURCE,
+    "message": "spec.sieve takes exactly one of configMapKeyRef and script",
+    "reason": "FieldValueInvalid"
+}]))]
+pub struct SieveSpec {
+    /// The name the script is stored under in the mailbox service, as ManageSieve clients list
+    /// it: 1 to 128 characters, no control characters. Default: `kubernetes`. Renaming it
+    /// stores the script under the new name and deletes the old one.
+    #[serde(default = "default_sieve_name")]
+    #[schemars(regex(pattern = SIEVE_NAME_PATTERN), length(min = 1, max = 128))]
+    pub name: String,
+    /// A key of a ConfigMap in the Mailbox's namespace holding the script's text (under `data`,
+    /// or UTF-8 under `binaryData`). Editing the ConfigMap changes the script within seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<ConfigMapKeyRef>,
+    /// The script's text, such as `require "fileinto"; if header :contains "subject" "[list]"
+    /// { fileinto "Lists"; }`. The mailbox service's limit on a script's size applies
+    /// (`[limits] sieve_max_script_bytes`, 64 KiB by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1048576))]
+    pub script: Option<String>,
+}
+
+fn default_sieve_name() -> String {
+    DEFAULT_SIEVE_NAME.to_string()
+}
+
+/// A key of a ConfigMap in the resource's namespace.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// The name of the ConfigMap, in the namespace of the resource that refers to it, such as
+    /// `alice-sieve`.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key in the ConfigMap's `data` (or `binaryData`), such as `filter.sieve`.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 /// Whether mail is scanned for spam.
@@ -399,6 +474,11 @@ pub struct MailboxStatus {
     /// the password again (the Secret's uid and resourceVersion, never the password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_version: Option<String>,
+    /// The name under which the operator stored the Sieve script of `spec.sieve`, so that it
+    /// deletes that script, and no other, when `spec.sieve` is removed or renamed. Written as
+    /// null (not left out) when there is none, so that the status patch clears it.
+    #[serde(default)]
+    pub sieve_script: Option<String>,
     /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -408,7 +488,8 @@ pub struct MailboxStatus {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// The kind of observation; `Ready` for now. At most one condition of each type.
+    /// The kind of observation: `Ready`, and on a Mailbox with `spec.sieve` also `SieveReady`
+    /// (whether its Sieve script is stored and active). At most one condition of each type.
     #[serde(rename = "type")]
     #[schemars(length(min = 1, max = 316))]
     pub type_: String,
@@ -417,7 +498,8 @@ pub struct Condition {
     pub status: String,
     /// A CamelCase word for programs: `Reconciled`, `DomainMissing`,
     /// `PasswordSecretMissing`, `SecretNamespaceNotWatched`, `InvalidSpec`, `Refused`,
-    /// `ApiUnavailable`, `DkimKeyInvalid`, `DomainConflict`.
+    /// `ApiUnavailable`, `DkimKeyInvalid`, `DomainConflict`; for `SieveReady`: `ScriptActive`,
+    /// `ScriptInvalid`, `ConfigMapNotFound`, `KeyNotFound`, `Refused`.
     #[schemars(length(max = 1024))]
     pub reason: String,
     /// What happened, for people.

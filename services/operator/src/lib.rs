@@ -5,10 +5,10 @@
 //! - [`reconcile`]: what a reconcile does, as plain async functions over [`admin::AdminApi`]
 //!   with no Kubernetes in them, so they are tested against a real mailbox service.
 //! - [`dkim`]: DKIM key generation and the DKIM TXT record, without Kubernetes.
-//! - [`controller`]: the kube-runtime wiring: watches, the finalizer, Secrets, Events,
-//!   requeues with backoff.
-//! - [`watch`]: where Secrets may be read, and the health of the watches (readiness, the
-//!   watch error counter).
+//! - [`controller`]: the kube-runtime wiring: watches, the finalizer, Secrets, ConfigMaps,
+//!   Events, requeues with backoff.
+//! - [`watch`]: where Secrets (and the ConfigMaps of Sieve scripts) may be read, and the
+//!   health of the watches (readiness, the watch error counter).
 //!
 //! Only this crate knows kube.
 

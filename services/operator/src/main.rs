@@ -54,8 +54,9 @@ enum Command {
         #[arg(long)]
         no_leader_election: bool,
         /// A namespace whose Secrets (Mailbox passwords, Domain DKIM keys) the operator may
-        /// read and create; repeat it, or give a comma-separated list in the environment. Secrets
-        /// are then watched in these namespaces only, and Domains and Mailboxes elsewhere are
+        /// read and create, and whose ConfigMaps (Mailbox Sieve scripts) it may read; repeat it,
+        /// or give a comma-separated list in the environment. Secrets and ConfigMaps are then
+        /// watched in these namespaces only, and Domains and Mailboxes elsewhere are
         /// not reconciled (Ready False, reason SecretNamespaceNotWatched). None: every
         /// namespace (the operator needs Secrets cluster-wide).
         #[arg(long = "secret-namespace", env = "TERN_OPERATOR_SECRET_NAMESPACES", value_delimiter = ',')]

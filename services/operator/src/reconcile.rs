@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use tern_proto::v1::{
-    CreateAccountRequest, CreateDomainRequest, Password, SetDkimKeyRequest, SpamSettings, UpdateAccountRequest,
-    UpdateDomainRequest, password,
+    CreateAccountRequest, CreateDomainRequest, Password, PutSieveScriptRequest, SetDkimKeyRequest, SpamSettings,
+    UpdateAccountRequest, UpdateDomainRequest, password,
 };
 
 use crate::admin::{AdminApi, ApiError};
 use crate::crd::{
-    Condition, DnsRecord, Domain, DomainStatus, Mailbox, MailboxStatus, Pop3DeletePolicy, ReclaimPolicy, SpamScan,
-    SpamSpec,
+    Condition, DnsRecord, Domain, DomainStatus, Mailbox, MailboxStatus, Pop3DeletePolicy, ReclaimPolicy, SieveSpec,
+    SpamScan, SpamSpec,
 };
 use crate::quantity::{format_bytes, parse_bytes};
 
@@ -27,7 +27,12 @@ pub const RETRY_SOON: Duration = Duration::from_secs(30);
 /// repairs drift (a change made with `tern admin`, say).
 pub const RESYNC: Duration = Duration::from_secs(300);
 
-/// Reasons of the `Ready` condition.
+/// The type of the condition that tells whether a Mailbox's Sieve script (`spec.sieve`) is
+/// stored and active; a Mailbox without `spec.sieve` has none. It is apart from `Ready`: a
+/// script that cannot be installed leaves the account served (Ready) and says why here.
+pub const SIEVE_READY: &str = "SieveReady";
+
+/// Reasons of the conditions (`Ready`, and [`SIEVE_READY`] for the last five).
 pub mod reason {
     /// The mailbox service has the resource as specified.
     pub const RECONCILED: &str = "Reconciled";
@@ -51,6 +56,15 @@ pub mod reason {
     /// The resource is in a namespace whose Secrets the operator may not read (it was started
     /// with `--secret-namespace`, and this is not one of them): it is not reconciled.
     pub const SECRET_NAMESPACE_NOT_WATCHED: &str = "SecretNamespaceNotWatched";
+    /// The Mailbox's Sieve script is stored and is the active one.
+    pub const SCRIPT_ACTIVE: &str = "ScriptActive";
+    /// The Mailbox's Sieve script does not pass the mailbox service's check (the message has
+    /// the line and column); nothing was stored, and the script stored before stays active.
+    pub const SCRIPT_INVALID: &str = "ScriptInvalid";
+    /// The ConfigMap `spec.sieve.configMapKeyRef` names does not exist.
+    pub const CONFIG_MAP_NOT_FOUND: &str = "ConfigMapNotFound";
+    /// The ConfigMap exists but has no such key (or its value is not UTF-8).
+    pub const KEY_NOT_FOUND: &str = "KeyNotFound";
 }
 
 /// The message of [`reason::SECRET_NAMESPACE_NOT_WATCHED`].
@@ -142,6 +156,19 @@ pub struct PasswordInput {
     pub version: String,
 }
 
+/// What the controller found of the ConfigMap a Mailbox's `spec.sieve.configMapKeyRef` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigMapInput {
+    /// Not read (reconciles without Kubernetes, or a Mailbox whose script is inline): a script
+    /// from a ConfigMap is left as the mailbox service has it.
+    Unknown,
+    /// The text under the key.
+    Text(String),
+    /// The ConfigMap or its key is missing: the reason of the `SieveReady` condition
+    /// ([`reason::CONFIG_MAP_NOT_FOUND`] or [`reason::KEY_NOT_FOUND`]) and a message.
+    Missing { reason: &'static str, message: String },
+}
+
 /// What a reconcile produced: the new status, what it changed, and when to look again.
 #[derive(Debug, Clone)]
 pub struct Outcome<S> {
@@ -177,15 +204,28 @@ fn now() -> String {
 
 /// Sets the `Ready` condition, keeping its transition time when its status does not change.
 pub fn set_ready(conditions: &mut Vec<Condition>, ready: bool, reason: &str, message: String, generation: Option<i64>) {
+    set_condition(conditions, "Ready", ready, reason, message, generation);
+}
+
+/// Sets the condition of type `type_`, keeping its transition time when its status does not
+/// change.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    ready: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) {
     let status = if ready { "True" } else { "False" };
-    let previous = conditions.iter().find(|c| c.type_ == "Ready");
+    let previous = conditions.iter().find(|c| c.type_ == type_);
     let last_transition_time = match previous {
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => Some(now()),
     };
-    conditions.retain(|c| c.type_ != "Ready");
+    conditions.retain(|c| c.type_ != type_);
     conditions.push(Condition {
-        type_: "Ready".to_string(),
+        type_: type_.to_string(),
         status: status.to_string(),
         reason: reason.to_string(),
         message,
@@ -196,7 +236,12 @@ pub fn set_ready(conditions: &mut Vec<Condition>, ready: bool, reason: &str, mes
 
 /// The `Ready` condition of a status, if any.
 pub fn ready_condition(conditions: &[Condition]) -> Option<&Condition> {
-    conditions.iter().find(|c| c.type_ == "Ready")
+    condition(conditions, "Ready")
+}
+
+/// The condition of type `type_` of a status, if any.
+pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
 }
 
 /// The DNS records the owner of `domain` publishes: MX to the mail host, SPF allowing the MX
@@ -435,14 +480,32 @@ fn pop3_policy(policy: Pop3DeletePolicy) -> tern_proto::v1::Pop3DeletePolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasswordMissing(pub String);
 
+/// What a Mailbox waits for before it can be Ready, if anything: the reason of the `Ready`
+/// condition and the message.
+type Waiting = Option<(&'static str, String)>;
+
 /// Converges the mailbox service to a Mailbox: creates the account (once its domain exists and
 /// its password is known) or updates what differs (display name, quota, suspended, POP3 DELE
-/// policy, password when its Secret changed, aliases, spam settings), and computes its status,
-/// with the usage.
+/// policy, password when its Secret changed, aliases, the Sieve script, spam settings), and
+/// computes its status, with the usage. A Sieve script from a ConfigMap is not read here: see
+/// [`reconcile_mailbox_with_sieve`].
 pub async fn reconcile_mailbox(
     api: &dyn AdminApi,
     mailbox: &Mailbox,
     password: Result<PasswordInput, PasswordMissing>,
+) -> Outcome<MailboxStatus> {
+    reconcile_mailbox_with_sieve(api, mailbox, password, &ConfigMapInput::Unknown).await
+}
+
+/// [`reconcile_mailbox`] with what the controller read of the ConfigMap holding the Sieve
+/// script (when `spec.sieve.configMapKeyRef` is set). The script is converged by
+/// [`reconcile_sieve`], whose outcome is the `SieveReady` condition: a script that cannot be
+/// installed leaves the rest of the account converged and `Ready`.
+pub async fn reconcile_mailbox_with_sieve(
+    api: &dyn AdminApi,
+    mailbox: &Mailbox,
+    password: Result<PasswordInput, PasswordMissing>,
+    config_map: &ConfigMapInput,
 ) -> Outcome<MailboxStatus> {
     let generation = mailbox.metadata.generation;
     let mut status = mailbox.status.clone().unwrap_or_default();
@@ -464,11 +527,12 @@ pub async fn reconcile_mailbox(
     let display_name = spec.display_name.clone().unwrap_or_default();
 
     let mut changes = vec![];
-    let result: Result<Option<(&str, String)>, ApiError> = async {
+    // What the account waits for (not Ready), and when the Sieve script wants another look.
+    let result: Result<(Waiting, Next), ApiError> = async {
         match api.get_domain(domain).await {
             Err(ApiError::NotFound(_)) => {
                 let why = format!("domain {domain} does not exist; create a Domain for it");
-                return Ok(Some((reason::DOMAIN_MISSING, why)));
+                return Ok((Some((reason::DOMAIN_MISSING, why)), Next::Resync));
             }
             Err(e) => return Err(e),
             Ok(_) => {}
@@ -477,7 +541,9 @@ pub async fn reconcile_mailbox(
             Err(ApiError::NotFound(_)) => {
                 let password = match &password {
                     Ok(password) => password,
-                    Err(PasswordMissing(why)) => return Ok(Some((reason::PASSWORD_SECRET_MISSING, why.clone()))),
+                    Err(PasswordMissing(why)) => {
+                        return Ok((Some((reason::PASSWORD_SECRET_MISSING, why.clone())), Next::Resync));
+                    }
                 };
                 let request = CreateAccountRequest {
                     address: address.clone(),
@@ -543,6 +609,12 @@ pub async fn reconcile_mailbox(
             changes.push(format!("added alias {alias} to {address}"));
         }
 
+        // Before the spam settings, whose refusal ends the reconcile; the script's own failures
+        // are the SieveReady condition's, and end nothing.
+        let sieve = SieveTarget { account_id: account.id, address: &address, generation };
+        let sieve_next =
+            reconcile_sieve(api, &sieve, spec.sieve.as_ref(), config_map, &mut status, &mut changes).await?;
+
         // The last write, in a request of its own: settings the service refuses then leave the
         // rest of the account converged, and the refusal in the status.
         let spam = spam_settings(spec.spam.as_ref());
@@ -560,12 +632,12 @@ pub async fn reconcile_mailbox(
         status.bytes_used = Some(i64::try_from(usage.bytes).unwrap_or(i64::MAX));
         let quota = if usage.quota_bytes == 0 { "-".to_string() } else { format_bytes(usage.quota_bytes) };
         status.usage = Some(format!("{}/{quota}", format_bytes(usage.bytes)));
-        Ok(waiting)
+        Ok((waiting, sieve_next))
     }
     .await;
 
     match result {
-        Ok(None) => {
+        Ok((None, next)) => {
             set_ready(
                 &mut status.conditions,
                 true,
@@ -573,15 +645,162 @@ pub async fn reconcile_mailbox(
                 format!("account {address} is served"),
                 generation,
             );
-            Outcome { status, changes, next: Next::Resync }
+            Outcome { status, changes, next }
         }
-        Ok(Some((reason, why))) => not_ready(status, changes, Next::Soon, reason, why),
+        Ok((Some((reason, why)), _)) => not_ready(status, changes, Next::Soon, reason, why),
         Err(e) => {
             let message = format!("account {address}: {e}");
             let (mut outcome, reason) = failure(status, changes, &e);
             set_ready(&mut outcome.status.conditions, false, reason, message, generation);
             outcome
         }
+    }
+}
+
+/// The account a Sieve script belongs to, for [`reconcile_sieve`].
+#[derive(Debug, Clone, Copy)]
+pub struct SieveTarget<'a> {
+    /// The account's id, by which the Mailbox API names it.
+    pub account_id: u64,
+    /// Its address, for the change lines and messages.
+    pub address: &'a str,
+    /// The generation of the Mailbox, for the condition.
+    pub generation: Option<i64>,
+}
+
+/// Converges an account's Sieve script to `spec` (the Mailbox's `spec.sieve`), with the text
+/// of a ConfigMap in `config_map`, and sets `status.sieveScript` and the `SieveReady`
+/// condition.
+///
+/// With a script: it is stored with `activate` when the service's script of that name differs
+/// (or is missing), made active when it is the same but not active, and the script the
+/// operator stored under another name before (a renamed `spec.sieve.name`) is deleted. A
+/// script the service refuses is not stored, so the one stored before stays active; the
+/// condition says why (`ScriptInvalid` with the line and column, `Refused` for a quota), and
+/// so does a missing ConfigMap or key, which is looked at again soon. Without `spec.sieve`:
+/// the script the operator stored (the one `status.sieveScript` names, and no other) is
+/// deactivated and deleted, and the condition removed.
+///
+/// Returns when to look again; an error only when the mailbox service is unavailable (the
+/// reconcile then fails as a whole, and is retried with backoff).
+pub async fn reconcile_sieve(
+    api: &dyn AdminApi,
+    target: &SieveTarget<'_>,
+    spec: Option<&SieveSpec>,
+    config_map: &ConfigMapInput,
+    status: &mut MailboxStatus,
+    changes: &mut Vec<String>,
+) -> Result<Next, ApiError> {
+    let SieveTarget { account_id, address, generation } = *target;
+    let installed = status.sieve_script.clone();
+    let sieve_ready = |status: &mut MailboxStatus, ready: bool, reason: &str, message: String| {
+        set_condition(&mut status.conditions, SIEVE_READY, ready, reason, message, generation);
+    };
+
+    let Some(spec) = spec else {
+        if let Some(name) = installed {
+            match remove_sieve_script(api, account_id, &name).await {
+                Ok(removed) => {
+                    if removed {
+                        changes.push(format!("deactivated and deleted Sieve script {name:?} of {address}"));
+                    }
+                    status.sieve_script = None;
+                }
+                Err(e @ ApiError::Unavailable(_)) => return Err(e),
+                Err(e) => {
+                    let message = format!("Sieve script {name:?} (spec.sieve removed) cannot be deleted: {e}");
+                    sieve_ready(status, false, reason::REFUSED, message);
+                    return Ok(Next::Soon);
+                }
+            }
+        }
+        status.conditions.retain(|c| c.type_ != SIEVE_READY);
+        return Ok(Next::Resync);
+    };
+
+    let name = spec.name.as_str();
+    let text = match (&spec.script, &spec.config_map_key_ref, config_map) {
+        (Some(_), Some(_), _) | (None, None, _) => {
+            // The CRD's rule refuses both; an object may reach the operator by another way
+            // (an older CRD's, say).
+            let message = "spec.sieve must set exactly one of configMapKeyRef and script".to_string();
+            sieve_ready(status, false, reason::INVALID_SPEC, message);
+            return Ok(Next::Soon);
+        }
+        (Some(text), None, _) => text.clone(),
+        (None, Some(_), ConfigMapInput::Text(text)) => text.clone(),
+        (None, Some(_), ConfigMapInput::Unknown) => return Ok(Next::Resync),
+        (None, Some(_), ConfigMapInput::Missing { reason, message }) => {
+            let message = format!("{message}; the Sieve script stored before (if any) is left as it is");
+            sieve_ready(status, false, reason, message);
+            return Ok(Next::Soon);
+        }
+    };
+
+    let result = async {
+        let stored = match api.get_sieve_script(account_id, name).await {
+            Ok(stored) => Some(stored),
+            Err(ApiError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let put = || PutSieveScriptRequest { account_id, name: name.to_string(), text: text.clone(), activate: true };
+        match stored {
+            None => {
+                api.put_sieve_script(put()).await?;
+                changes.push(format!("stored Sieve script {name:?} of {address} and made it active"));
+            }
+            Some(stored) if stored.text != text => {
+                api.put_sieve_script(put()).await?;
+                changes.push(format!("updated Sieve script {name:?} of {address} and made it active"));
+            }
+            Some(stored) if !stored.active => {
+                api.set_active_sieve_script(account_id, name).await?;
+                changes.push(format!("made Sieve script {name:?} of {address} active"));
+            }
+            Some(_) => {}
+        }
+        // A renamed script: the old name is the operator's too, and no longer wanted.
+        if let Some(old) = installed.as_deref().filter(|old| *old != name)
+            && remove_sieve_script(api, account_id, old).await?
+        {
+            changes.push(format!("deleted Sieve script {old:?} of {address} (renamed to {name:?})"));
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            status.sieve_script = Some(name.to_string());
+            sieve_ready(status, true, reason::SCRIPT_ACTIVE, format!("Sieve script {name:?} is active for {address}"));
+            Ok(Next::Resync)
+        }
+        Err(e @ ApiError::Unavailable(_)) => Err(e),
+        // Looked at again when the spec or the ConfigMap changes (both watched), and at the
+        // resync: the same text would be refused the same way until then.
+        Err(ApiError::ScriptInvalid(message)) => {
+            sieve_ready(status, false, reason::SCRIPT_INVALID, message);
+            Ok(Next::Resync)
+        }
+        Err(e) => {
+            sieve_ready(status, false, reason::REFUSED, format!("Sieve script {name:?}: {e}"));
+            Ok(Next::Soon)
+        }
+    }
+}
+
+/// Deactivates (when it is the active one) and deletes an account's script; false when there
+/// was none of that name.
+async fn remove_sieve_script(api: &dyn AdminApi, account_id: u64, name: &str) -> Result<bool, ApiError> {
+    match api.get_sieve_script(account_id, name).await {
+        Err(ApiError::NotFound(_)) => return Ok(false),
+        Err(e) => return Err(e),
+        Ok(stored) if stored.active => api.set_active_sieve_script(account_id, "").await?,
+        Ok(_) => {}
+    }
+    match api.delete_sieve_script(account_id, name).await {
+        Ok(()) => Ok(true),
+        Err(ApiError::NotFound(_)) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::{counter::Counter, family::Family};
 
 /// Where the operator may read (and create) Secrets: the password Secrets of Mailboxes and the
-/// DKIM Secrets of Domains, which are in the namespace of the resource that uses them.
+/// DKIM Secrets of Domains, which are in the namespace of the resource that uses them. The
+/// ConfigMaps holding Mailboxes' Sieve scripts are read and watched in the same namespaces
+/// (the chart grants them beside the Secrets): a Mailbox elsewhere is not reconciled at all.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SecretScope {
     /// Every namespace: the operator's ClusterRole grants Secrets.
@@ -60,7 +62,7 @@ impl SecretScope {
 }
 
 /// The labels of the watch error counter: the resource watched (`domains`, `mailboxes`,
-/// `secrets`).
+/// `secrets`, `configmaps`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct WatchLabels {
     pub resource: String,
@@ -75,7 +77,7 @@ pub fn watch_errors() -> &'static Family<WatchLabels, Counter> {
     WATCH_ERRORS.get_or_init(|| {
         let family = Family::<WatchLabels, Counter>::default();
         // Every series at zero from the start (see `controller::reconciles`).
-        for resource in ["domains", "mailboxes", "secrets"] {
+        for resource in ["domains", "mailboxes", "secrets", "configmaps"] {
             drop(family.get_or_create(&WatchLabels { resource: resource.to_string() }));
         }
         tern_runtime::metrics::Metrics::global().register(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::client::Body;
 use kube::runtime::controller::Action;
@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 use tern_operator::admin::GrpcAdmin;
 use tern_operator::controller::{self, Context};
 use tern_operator::crd::{
-    DkimSpec, Domain, DomainSpec, FINALIZER, Mailbox, MailboxSpec, Pop3DeletePolicy, ReclaimPolicy, SecretKeyRef,
+    ConfigMapKeyRef, DkimSpec, Domain, DomainSpec, FINALIZER, Mailbox, MailboxSpec, Pop3DeletePolicy, ReclaimPolicy,
+    SecretKeyRef, SieveSpec,
 };
 use tern_operator::dkim;
 use tern_operator::reconcile::{RESYNC, RETRY_SOON};
@@ -33,6 +34,7 @@ use tern_tests::tern_proto::v1::{AuthenticateRequest, GetAccountRequest};
 const MAILBOX_PATH: &str = "/apis/mail.tern.dev/v1alpha1/namespaces/mail/mailboxes/alice";
 const SECRET_PATH: &str = "/api/v1/namespaces/mail/secrets/alice-password";
 const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/mail/events";
+const CONFIG_MAP_PATH: &str = "/api/v1/namespaces/mail/configmaps/alice-sieve";
 
 /// The test's side of the mock API server, which records every request.
 struct ApiServer {
@@ -140,7 +142,7 @@ async fn setup() -> Setup {
 
 async fn setup_reading_secrets_in(namespace: &str) -> Setup {
     let server = TestServer::start(Limits::default()).await;
-    let admin = Arc::new(GrpcAdmin::new(server.admin_client().await));
+    let admin = Arc::new(GrpcAdmin::new(server.admin_client().await, server.mailbox_client().await));
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let ctx = Context::new(client, admin.clone(), Some("tern-operator-0".to_string()))
@@ -177,6 +179,7 @@ fn mailbox(finalizer: bool) -> Mailbox {
             suspended: false,
             pop3_delete_policy: Pop3DeletePolicy::Expunge,
             spam: None,
+            sieve: None,
             reclaim_policy: ReclaimPolicy::Retain,
         },
     );
@@ -379,6 +382,107 @@ fn other_domain(dkim: Option<DkimSpec>) -> Domain {
 
 fn not_found() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
+}
+
+/// The `SieveReady` condition of a status patch: (status, reason, message).
+fn sieve_ready(patch: &Value) -> (String, String, String) {
+    let conditions = patch["status"]["conditions"].as_array().unwrap();
+    let c = conditions.iter().find(|c| c["type"] == "SieveReady").expect("a SieveReady condition");
+    let field = |name: &str| c[name].as_str().unwrap().to_string();
+    (field("status"), field("reason"), field("message"))
+}
+
+/// A ConfigMap holding a Sieve script under `filter.sieve`.
+fn sieve_config_map(text: &str, resource_version: &str) -> Value {
+    let mut config_map = ConfigMap::default();
+    config_map.metadata.name = Some("alice-sieve".into());
+    config_map.metadata.namespace = Some("mail".into());
+    config_map.metadata.resource_version = Some(resource_version.into());
+    config_map.data = Some([("filter.sieve".to_string(), text.to_string())].into());
+    serde_json::to_value(&config_map).unwrap()
+}
+
+/// The account's Sieve scripts through the Mailbox API: (name, active, text).
+async fn stored_scripts(server: &TestServer) -> Vec<(String, bool, String)> {
+    use tern_tests::tern_proto::v1::{GetSieveScriptRequest, ListSieveScriptsRequest};
+    let request = GetAccountRequest { address: "alice@example.com".into() };
+    let account_id = server.admin_client().await.get_account(request).await.unwrap().into_inner().id;
+    let mut client = server.mailbox_client().await;
+    let list = client.list_sieve_scripts(ListSieveScriptsRequest { account_id }).await.unwrap().into_inner();
+    let mut scripts = vec![];
+    for script in list.scripts {
+        let request = GetSieveScriptRequest { account_id, name: script.name.clone() };
+        let text = client.get_sieve_script(request).await.unwrap().into_inner().text;
+        scripts.push((script.name, script.active, text));
+    }
+    scripts
+}
+
+/// A Mailbox whose Sieve script is in a ConfigMap: a missing ConfigMap is a Warning and a
+/// retry soon (the account is served meanwhile), the ConfigMap's script is stored and
+/// active once it exists, and a new version with a syntax error is a Warning with the line,
+/// leaving the good one active.
+#[tokio::test]
+async fn a_sieve_config_map_is_read_waited_for_and_followed() {
+    let Setup { server, mut api, ctx } = setup().await;
+    let mut object = mailbox(true);
+    object.spec.sieve = Some(SieveSpec {
+        name: "kubernetes".into(),
+        config_map_key_ref: Some(ConfigMapKeyRef { name: "alice-sieve".into(), key: "filter.sieve".into() }),
+        script: None,
+    });
+
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx.clone()));
+    api.secret("first", "100").await;
+    let call = api.next().await;
+    assert_eq!((call.method.as_str(), call.path.as_str()), ("GET", CONFIG_MAP_PATH));
+    call.reply(StatusCode::NOT_FOUND, &not_found());
+    let (notes, patch) = api.events_then_status(&object).await;
+    assert_eq!(notes.len(), 2, "the changes, and one Warning: {notes:?}");
+    assert!(notes[1].starts_with("Sieve ConfigMap mail/alice-sieve does not exist"), "{notes:?}");
+    assert_eq!(ready(&patch), ("True".into(), "Reconciled".into()), "the account is served");
+    assert_eq!(sieve_ready(&patch).1, "ConfigMapNotFound");
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RETRY_SOON));
+    assert!(can_login(&server, "first").await);
+    assert!(stored_scripts(&server).await.is_empty());
+
+    // The ConfigMap appears.
+    let good = "require \"fileinto\";\nif header :contains \"subject\" \"[list]\" {\n  fileinto \"Lists\";\n}\n";
+    object.status = serde_json::from_value(patch["status"].clone()).unwrap();
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx.clone()));
+    api.secret("first", "100").await;
+    api.expect("GET", CONFIG_MAP_PATH, &sieve_config_map(good, "7")).await;
+    let (notes, patch) = api.events_then_status(&object).await;
+    assert_eq!(notes, ["stored Sieve script \"kubernetes\" of alice@example.com and made it active"]);
+    assert_eq!(sieve_ready(&patch).0, "True");
+    assert_eq!(patch["status"]["sieveScript"], "kubernetes");
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    assert_eq!(stored_scripts(&server).await, [("kubernetes".to_string(), true, good.to_string())]);
+
+    // It is edited, with a syntax error on line 3.
+    let broken = "require \"fileinto\";\nif true {\n  fileinto;\n}\n";
+    object.status = serde_json::from_value(patch["status"].clone()).unwrap();
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx.clone()));
+    api.secret("first", "100").await;
+    api.expect("GET", CONFIG_MAP_PATH, &sieve_config_map(broken, "8")).await;
+    let (notes, patch) = api.events_then_status(&object).await;
+    assert_eq!(notes.len(), 1, "one Warning: {notes:?}");
+    assert!(notes[0].starts_with("invalid Sieve script: line 3, column "), "{notes:?}");
+    let (status, reason, message) = sieve_ready(&patch);
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "ScriptInvalid"));
+    assert_eq!(message, notes[0]);
+    assert_eq!(ready(&patch), ("True".into(), "Reconciled".into()));
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    assert_eq!(stored_scripts(&server).await, [("kubernetes".to_string(), true, good.to_string())]);
+
+    // The same again: no second Warning.
+    object.status = serde_json::from_value(patch["status"].clone()).unwrap();
+    let task = tokio::spawn(controller::reconcile_mailbox(Arc::new(object.clone()), ctx));
+    api.secret("first", "100").await;
+    api.expect("GET", CONFIG_MAP_PATH, &sieve_config_map(broken, "8")).await;
+    let (notes, _) = api.events_then_status(&object).await;
+    assert!(notes.is_empty(), "{notes:?}");
+    task.await.unwrap().unwrap();
 }
 
 /// The DKIM record of a status patch.
@@ -604,20 +708,30 @@ async fn watches_list_and_watch_secrets_only_where_they_may_be_read() {
         for (api, _) in &watches.secrets {
             expected.insert(("GET".to_string(), api.resource_url().to_string()));
         }
+        for (api, _) in &watches.config_maps {
+            expected.insert(("GET".to_string(), api.resource_url().to_string()));
+        }
         assert_eq!(made, expected, "{scope:?}: {requests:#?}");
         // Each watcher lists, then watches: mailboxes once, domains and the Secrets of each
-        // namespace once for each controller.
-        let watchers = 1 + 2 + 2 * watches.secrets.len();
+        // namespace once for each controller, the ConfigMaps of each namespace once (the
+        // Mailboxes').
+        let watchers = 1 + 2 + 2 * watches.secrets.len() + watches.config_maps.len();
         let lists = requests.iter().filter(|(_, uri)| !uri.contains("watch=true")).count();
         let watching = requests.iter().filter(|(_, uri)| uri.contains("watch=true")).count();
         assert_eq!((lists, watching), (watchers, watchers), "{scope:?}: {requests:#?}");
         match &scope {
-            SecretScope::Cluster => assert!(requests.iter().any(|(_, uri)| uri.starts_with("/api/v1/secrets?"))),
+            SecretScope::Cluster => {
+                assert!(requests.iter().any(|(_, uri)| uri.starts_with("/api/v1/secrets?")));
+                assert!(requests.iter().any(|(_, uri)| uri.starts_with("/api/v1/configmaps?")));
+            }
             SecretScope::Namespaces(_) => {
-                assert!(requests.iter().all(|(_, uri)| !uri.starts_with("/api/v1/secrets")), "{requests:#?}");
-                for ns in ["mail", "team"] {
-                    let url = format!("/api/v1/namespaces/{ns}/secrets?");
-                    assert!(requests.iter().any(|(_, uri)| uri.starts_with(&url)), "{requests:#?}");
+                for resource in ["secrets", "configmaps"] {
+                    let everywhere = format!("/api/v1/{resource}");
+                    assert!(requests.iter().all(|(_, uri)| !uri.starts_with(&everywhere)), "{requests:#?}");
+                    for ns in ["mail", "team"] {
+                        let url = format!("/api/v1/namespaces/{ns}/{resource}?");
+                        assert!(requests.iter().any(|(_, uri)| uri.starts_with(&url)), "{requests:#?}");
+                    }
                 }
             }
         }
@@ -667,6 +781,11 @@ async fn a_refused_secret_watch_makes_the_operator_not_ready_until_it_works() {
             continue;
         }
         let secrets = request.uri().path() == "/api/v1/secrets";
+        // The Secret and ConfigMap watches ask for metadata only.
+        let metadata_only = request
+            .headers()
+            .get(http::header::ACCEPT)
+            .is_some_and(|a| a.to_str().unwrap_or_default().contains("PartialObjectMetadata"));
         let (status, body) = if secrets && refused < 2 {
             refused += 1;
             let forbidden = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden",
@@ -674,7 +793,7 @@ async fn a_refused_secret_watch_makes_the_operator_not_ready_until_it_works() {
                 cannot list resource \"secrets\" in API group \"\" at the cluster scope"});
             (StatusCode::FORBIDDEN, forbidden)
         } else {
-            (StatusCode::OK, empty_list(secrets))
+            (StatusCode::OK, empty_list(metadata_only))
         };
         let body = serde_json::to_vec(&body).unwrap();
         respond.send_response(Response::builder().status(status).body(Body::from(body)).unwrap());

@@ -56,7 +56,7 @@ fn printer_columns_short_names_and_status_subresource() {
     let version = &crd["spec"]["versions"][0];
     let columns: Vec<&str> =
         version["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(columns, ["Address", "Ready", "Reason", "Usage", "Quota", "Messages", "Age"]);
+    assert_eq!(columns, ["Address", "Ready", "Reason", "Usage", "Sieve", "Quota", "Messages", "Age"]);
     assert!(version["subresources"]["status"].is_object());
     assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["mbx"]));
     assert_eq!(crd["spec"]["scope"], "Namespaced");
@@ -335,6 +335,46 @@ fn spam_settings_are_validated() {
     }
 }
 
+/// The Sieve settings of a Mailbox: the name is checked as RFC 5804 names are (the mailbox
+/// service's `check_name`, but for U+2028 and U+2029, which it refuses itself), `name`
+/// defaults to `kubernetes`, and unknown fields are refused.
+#[test]
+fn sieve_settings_are_validated() {
+    use serde_json::json;
+    use tern_operator::crd::SIEVE_NAME_PATTERN;
+    let crd = serde_json::to_value(Mailbox::crd()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["sieve"];
+    assert_eq!(schema["properties"]["name"]["default"], "kubernetes");
+    let long = "n".repeat(128);
+    for good in [
+        json!({"script": "require \"fileinto\";\nfileinto \"Lists\";\n"}),
+        json!({"name": long, "configMapKeyRef": {"name": "alice-sieve", "key": "filter.sieve"}}),
+        json!({"name": "Mes règles ✉", "script": "keep;"}),
+    ] {
+        let mut errors = vec![];
+        validate("spec.sieve", &good, schema, &mut errors);
+        assert!(errors.is_empty(), "{good}: {errors:#?}");
+    }
+    let bad = json!({
+        "name": "a\tb",
+        "configMapKeyRef": {"name": "", "key": "k"},
+        "script": 5,
+        "active": true,
+    });
+    let mut errors = vec![];
+    validate("spec.sieve", &bad, schema, &mut errors);
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    let mut errors = vec![];
+    validate("spec.sieve", &json!({"name": "n".repeat(129), "script": "keep;"}), schema, &mut errors);
+    // The empty name is too short and matches no pattern: two errors.
+    validate("spec.sieve", &json!({"name": "", "script": "keep;"}), schema, &mut errors);
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    let re = regex::Regex::new(SIEVE_NAME_PATTERN).unwrap();
+    for c in ('\0'..='\u{2fff}').filter(|c| !matches!(c, '\u{2028}' | '\u{2029}')) {
+        assert_eq!(re.is_match(&format!("a{c}b")), !c.is_control(), "{c:?}");
+    }
+}
+
 /// The CEL rules (`x-kubernetes-validations`) of the CRDs, evaluated offline: each parses (in
 /// the subset of CEL that [`cel`] implements, which the rules keep to), names only fields of
 /// the schema, has a message, and accepts and refuses the sample objects as the API server
@@ -365,6 +405,15 @@ fn cel_rules_parse_name_real_fields_and_judge_samples() {
             false,
         ),
     ];
+    // A Sieve script comes from exactly one place.
+    for (sieve, allowed) in [
+        (json!({"name": "kubernetes", "script": "keep;"}), true),
+        (json!({"name": "filters", "configMapKeyRef": {"name": "alice-sieve", "key": "filter.sieve"}}), true),
+        (json!({"name": "kubernetes"}), false),
+        (json!({"name": "kubernetes", "script": "keep;", "configMapKeyRef": {"name": "a", "key": "b"}}), false),
+    ] {
+        samples.push(("Mailbox", "spec.sieve", sieve, None, allowed));
+    }
     // The junk folder is never INBOX, in any case; a folder under INBOX is fine.
     for kind in ["Domain", "Mailbox"] {
         for (folder, allowed) in

@@ -7,18 +7,20 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use tern_operator::admin::{AdminApi, ApiError, GrpcAdmin};
 use tern_operator::crd::{
-    Domain, DomainSpec, Mailbox, MailboxSpec, MailboxStatus, Pop3DeletePolicy, ReclaimPolicy, SecretKeyRef, SpamScan,
-    SpamSpec,
+    ConfigMapKeyRef, DEFAULT_SIEVE_NAME, Domain, DomainSpec, Mailbox, MailboxSpec, MailboxStatus, Pop3DeletePolicy,
+    ReclaimPolicy, SecretKeyRef, SieveSpec, SpamScan, SpamSpec,
 };
 use tern_operator::dkim;
 use tern_operator::reconcile::{
-    DkimInput, Next, Outcome, PasswordInput, PasswordMissing, cleanup_domain, cleanup_mailbox, ready_condition, reason,
-    reconcile_domain, reconcile_domain_with_dkim, reconcile_mailbox,
+    ConfigMapInput, DkimInput, Next, Outcome, PasswordInput, PasswordMissing, SIEVE_READY, cleanup_domain,
+    cleanup_mailbox, condition, ready_condition, reason, reconcile_domain, reconcile_domain_with_dkim,
+    reconcile_mailbox, reconcile_mailbox_with_sieve,
 };
 use tern_tests::tern_mailbox::Limits;
 use tern_tests::tern_proto::v1::{
     Account, AuthenticateRequest, CreateAccountRequest, CreateDomainRequest, DkimKey, Domain as ApiDomain,
-    GetAccountRequest, GetDomainRequest, Password, Pop3DeletePolicy as Pop3, ResolveRecipientRequest,
+    GetAccountRequest, GetDomainRequest, GetSieveScriptRequest, GetSieveScriptResponse, ListSieveScriptsRequest,
+    Password, Pop3DeletePolicy as Pop3, PutSieveScriptRequest, ResolveRecipientRequest, SetActiveSieveScriptRequest,
     SetDkimKeyRequest, SpamScan as Scan, SpamSettings, UpdateAccountRequest, UpdateDomainRequest, Usage,
 };
 use tern_tests::{TestServer, deliver, message};
@@ -53,6 +55,7 @@ fn mailbox(address: &str) -> Mailbox {
             suspended: false,
             pop3_delete_policy: Pop3DeletePolicy::Expunge,
             spam: None,
+            sieve: None,
             reclaim_policy: ReclaimPolicy::Retain,
         },
     );
@@ -87,7 +90,7 @@ async fn can_login(server: &TestServer, address: &str, password: &str) -> bool {
 
 async fn start() -> (TestServer, GrpcAdmin) {
     let server = TestServer::start(Limits::default()).await;
-    let admin = GrpcAdmin::new(server.admin_client().await);
+    let admin = GrpcAdmin::new(server.admin_client().await, server.mailbox_client().await);
     (server, admin)
 }
 
@@ -639,6 +642,18 @@ impl AdminApi for CountingAdmin {
     async fn get_usage(&self, address: &str) -> Result<Usage, ApiError> {
         self.inner.get_usage(address).await
     }
+    async fn get_sieve_script(&self, account_id: u64, name: &str) -> Result<GetSieveScriptResponse, ApiError> {
+        self.inner.get_sieve_script(account_id, name).await
+    }
+    async fn put_sieve_script(&self, request: PutSieveScriptRequest) -> Result<(), ApiError> {
+        self.inner.put_sieve_script(request).await
+    }
+    async fn set_active_sieve_script(&self, account_id: u64, name: &str) -> Result<(), ApiError> {
+        self.inner.set_active_sieve_script(account_id, name).await
+    }
+    async fn delete_sieve_script(&self, account_id: u64, name: &str) -> Result<(), ApiError> {
+        self.inner.delete_sieve_script(account_id, name).await
+    }
 }
 
 /// A DKIM key as the controller hands it over after reading its Secret.
@@ -742,4 +757,282 @@ fn of_two_domains_naming_one_mail_domain_the_older_owns_it() {
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "DomainConflict"));
     assert!(ready.message.contains("mail/example.org"), "{}", ready.message);
     assert!(outcome.changes.is_empty());
+}
+
+/// A good script, as a user would write it.
+const FILTER: &str = "require \"fileinto\";\nif header :contains \"subject\" \"[list]\" {\n  fileinto \"Lists\";\n}\n";
+/// Its next version.
+const FILTER_V2: &str =
+    "require \"fileinto\";\nif header :contains \"subject\" \"[news]\" {\n  fileinto \"News\";\n}\n";
+/// A script with a syntax error on line 3 (`fileinto` needs a folder).
+const BROKEN: &str = "require \"fileinto\";\nif header :contains \"subject\" \"[list]\" {\n  fileinto;\n}\n";
+
+fn inline(name: Option<&str>, text: &str) -> Option<SieveSpec> {
+    Some(SieveSpec {
+        name: name.unwrap_or(DEFAULT_SIEVE_NAME).to_string(),
+        config_map_key_ref: None,
+        script: Some(text.to_string()),
+    })
+}
+
+fn from_config_map() -> Option<SieveSpec> {
+    Some(SieveSpec {
+        name: DEFAULT_SIEVE_NAME.to_string(),
+        config_map_key_ref: Some(ConfigMapKeyRef { name: "alice-sieve".to_string(), key: "filter.sieve".to_string() }),
+        script: None,
+    })
+}
+
+async fn account_id(server: &TestServer, address: &str) -> u64 {
+    let request = GetAccountRequest { address: address.to_string() };
+    server.admin_client().await.get_account(request).await.unwrap().into_inner().id
+}
+
+/// The account's scripts as the Mailbox API lists them: (name, active).
+async fn sieve_scripts(server: &TestServer, address: &str) -> Vec<(String, bool)> {
+    let account_id = account_id(server, address).await;
+    let list = server.mailbox_client().await.list_sieve_scripts(ListSieveScriptsRequest { account_id }).await;
+    list.unwrap().into_inner().scripts.into_iter().map(|s| (s.name, s.active)).collect()
+}
+
+/// One script's text as the Mailbox API returns it.
+async fn sieve_text(server: &TestServer, address: &str, name: &str) -> String {
+    let request = GetSieveScriptRequest { account_id: account_id(server, address).await, name: name.to_string() };
+    server.mailbox_client().await.get_sieve_script(request).await.unwrap().into_inner().text
+}
+
+fn sieve_condition(outcome: &Outcome<MailboxStatus>) -> Option<(String, String, String)> {
+    let c = condition(&outcome.status.conditions, SIEVE_READY)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn an_inline_sieve_script_is_stored_active_and_kept_active() {
+    let (server, admin) = start().await;
+    reconcile_domain(&admin, &domain("example.com")).await;
+    let mut alice = mailbox("alice@example.com");
+    alice.spec.sieve = inline(None, FILTER);
+
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert!(outcome.is_ready(), "{:?}", outcome.status);
+    assert!(
+        outcome.changes.contains(&"stored Sieve script \"kubernetes\" of alice@example.com and made it active".into()),
+        "{:?}",
+        outcome.changes
+    );
+    let (status, reason, message) = sieve_condition(&outcome).unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", reason::SCRIPT_ACTIVE));
+    assert_eq!(message, "Sieve script \"kubernetes\" is active for alice@example.com");
+    assert_eq!(outcome.status.sieve_script.as_deref(), Some("kubernetes"));
+    assert_eq!(sieve_scripts(&server, "alice@example.com").await, [("kubernetes".to_string(), true)]);
+    assert_eq!(sieve_text(&server, "alice@example.com", "kubernetes").await, FILTER);
+
+    // Unchanged: nothing written, the same status.
+    apply_status(&mut alice, &outcome);
+    let again = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    assert_eq!(again.status, outcome.status);
+
+    // The owner stores a script of their own over ManageSieve and activates it: the operator's
+    // is made active again, the owner's is left as it is.
+    let id = account_id(&server, "alice@example.com").await;
+    let mut client = server.mailbox_client().await;
+    let put = PutSieveScriptRequest { account_id: id, name: "mine".into(), text: "keep;\n".into(), activate: true };
+    client.put_sieve_script(put).await.unwrap();
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert_eq!(outcome.changes, ["made Sieve script \"kubernetes\" of alice@example.com active"]);
+    assert_eq!(
+        sieve_scripts(&server, "alice@example.com").await,
+        [("kubernetes".to_string(), true), ("mine".to_string(), false)]
+    );
+
+    // Edited over ManageSieve: put back as the spec has it.
+    let put =
+        PutSieveScriptRequest { account_id: id, name: "kubernetes".into(), text: FILTER_V2.into(), activate: false };
+    client.put_sieve_script(put).await.unwrap();
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert_eq!(outcome.changes, ["updated Sieve script \"kubernetes\" of alice@example.com and made it active"]);
+    assert_eq!(sieve_text(&server, "alice@example.com", "kubernetes").await, FILTER);
+}
+
+#[tokio::test]
+async fn a_sieve_script_from_a_config_map_follows_it_and_waits_for_it() {
+    let (server, admin) = start().await;
+    reconcile_domain(&admin, &domain("example.com")).await;
+    let mut alice = mailbox("alice@example.com");
+    alice.spec.sieve = from_config_map();
+    let text = |t: &str| ConfigMapInput::Text(t.to_string());
+
+    // The ConfigMap is missing: the account is served all the same, the script waits.
+    let missing = ConfigMapInput::Missing {
+        reason: reason::CONFIG_MAP_NOT_FOUND,
+        message: "Sieve ConfigMap mail/alice-sieve does not exist".to_string(),
+    };
+    let outcome = reconcile_mailbox_with_sieve(&admin, &alice, password("secret", "v1"), &missing).await;
+    assert_eq!(reason_of(&outcome, |s| &s.conditions), ("True".to_string(), reason::RECONCILED.to_string()));
+    let (status, why, message) = sieve_condition(&outcome).unwrap();
+    assert_eq!((status.as_str(), why.as_str()), ("False", reason::CONFIG_MAP_NOT_FOUND));
+    assert!(message.starts_with("Sieve ConfigMap mail/alice-sieve does not exist"), "{message}");
+    assert_eq!(outcome.next, Next::Soon, "looked at again soon");
+    assert!(can_login(&server, "alice@example.com", "secret").await);
+    assert!(sieve_scripts(&server, "alice@example.com").await.is_empty());
+    apply_status(&mut alice, &outcome);
+
+    // It appears.
+    let outcome = reconcile_mailbox_with_sieve(&admin, &alice, password("secret", "v1"), &text(FILTER)).await;
+    assert_eq!(outcome.changes, ["stored Sieve script \"kubernetes\" of alice@example.com and made it active"]);
+    assert_eq!(sieve_condition(&outcome).unwrap().1, reason::SCRIPT_ACTIVE);
+    assert_eq!(outcome.next, Next::Resync);
+    assert_eq!(sieve_text(&server, "alice@example.com", "kubernetes").await, FILTER);
+    apply_status(&mut alice, &outcome);
+
+    // It changes.
+    let outcome = reconcile_mailbox_with_sieve(&admin, &alice, password("secret", "v1"), &text(FILTER_V2)).await;
+    assert_eq!(outcome.changes, ["updated Sieve script \"kubernetes\" of alice@example.com and made it active"]);
+    assert_eq!(sieve_text(&server, "alice@example.com", "kubernetes").await, FILTER_V2);
+    apply_status(&mut alice, &outcome);
+    let again = reconcile_mailbox_with_sieve(&admin, &alice, password("secret", "v1"), &text(FILTER_V2)).await;
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+
+    // Its key goes: the script stored stays active, and the condition says why it is stale.
+    let no_key = ConfigMapInput::Missing {
+        reason: reason::KEY_NOT_FOUND,
+        message: "Sieve ConfigMap mail/alice-sieve has no key filter.sieve".to_string(),
+    };
+    let outcome = reconcile_mailbox_with_sieve(&admin, &alice, password("secret", "v1"), &no_key).await;
+    assert_eq!(sieve_condition(&outcome).unwrap().1, reason::KEY_NOT_FOUND);
+    assert_eq!(outcome.next, Next::Soon);
+    assert_eq!(sieve_scripts(&server, "alice@example.com").await, [("kubernetes".to_string(), true)]);
+    assert_eq!(sieve_text(&server, "alice@example.com", "kubernetes").await, FILTER_V2);
+
+    // Without Kubernetes (the ConfigMap not read), the script is left alone.
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert!(outcome.changes.is_empty(), "{:?}", outcome.changes);
+}
+
+#[tokio::test]
+async fn a_sieve_syntax_error_is_reported_with_its_line_and_stores_nothing() {
+    let (server, admin) = start().await;
+    reconcile_domain(&admin, &domain("example.com")).await;
+
+    // A first script that does not compile: nothing is stored, the account is served.
+    let mut bob = mailbox("bob@example.com");
+    bob.spec.aliases.clear();
+    bob.spec.sieve = inline(None, BROKEN);
+    let outcome = reconcile_mailbox(&admin, &bob, password("secret", "v1")).await;
+    assert_eq!(reason_of(&outcome, |s| &s.conditions), ("True".to_string(), reason::RECONCILED.to_string()));
+    let (status, why, message) = sieve_condition(&outcome).unwrap();
+    assert_eq!((status.as_str(), why.as_str()), ("False", reason::SCRIPT_INVALID));
+    assert!(message.starts_with("invalid Sieve script: line 3, column "), "{message}");
+    assert_eq!(outcome.status.sieve_script, None);
+    assert!(!outcome.changes.iter().any(|c| c.contains("Sieve")), "{:?}", outcome.changes);
+    assert!(sieve_scripts(&server, "bob@example.com").await.is_empty());
+    assert!(can_login(&server, "bob@example.com", "secret").await);
+
+    // A good version, then a broken one: the good one stays stored and active.
+    let mut alice = mailbox("alice@example.com");
+    alice.spec.sieve = inline(None, FILTER);
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    apply_status(&mut alice, &outcome);
+    alice.spec.sieve = inline(None, BROKEN);
+    alice.metadata.generation = Some(2);
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert!(outcome.changes.is_empty(), "{:?}", outcome.changes);
+    assert_eq!(reason_of(&outcome, |s| &s.conditions).0, "True", "the account is still served as specified");
+    let (status, why, message) = sieve_condition(&outcome).unwrap();
+    assert_eq!((status.as_str(), why.as_str()), ("False", reason::SCRIPT_INVALID));
+    assert!(message.starts_with("invalid Sieve script: line 3, column "), "{message}");
+    assert_eq!(condition(&outcome.status.conditions, SIEVE_READY).unwrap().observed_generation, Some(2));
+    assert_eq!(outcome.status.sieve_script.as_deref(), Some("kubernetes"));
+    assert_eq!(sieve_scripts(&server, "alice@example.com").await, [("kubernetes".to_string(), true)]);
+    assert_eq!(sieve_text(&server, "alice@example.com", "kubernetes").await, FILTER);
+    // Looked at again when the spec or the ConfigMap changes, which the controller watches.
+    assert_eq!(outcome.next, Next::Resync);
+
+    // Fixed: stored.
+    apply_status(&mut alice, &outcome);
+    alice.spec.sieve = inline(None, FILTER_V2);
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert_eq!(sieve_condition(&outcome).unwrap().1, reason::SCRIPT_ACTIVE);
+    assert_eq!(sieve_text(&server, "alice@example.com", "kubernetes").await, FILTER_V2);
+}
+
+#[tokio::test]
+async fn removing_spec_sieve_deletes_the_operators_script_and_no_other() {
+    let (server, admin) = start().await;
+    reconcile_domain(&admin, &domain("example.com")).await;
+    let mut alice = mailbox("alice@example.com");
+    alice.spec.sieve = inline(Some("from-k8s"), FILTER);
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    apply_status(&mut alice, &outcome);
+    // The owner's own scripts, one of them named as the default: not the operator's.
+    let id = account_id(&server, "alice@example.com").await;
+    for name in ["mine", DEFAULT_SIEVE_NAME] {
+        let put = PutSieveScriptRequest { account_id: id, name: name.into(), text: "keep;\n".into(), activate: false };
+        server.mailbox_client().await.put_sieve_script(put).await.unwrap();
+    }
+
+    // Renamed: stored under the new name, the old name deleted.
+    alice.spec.sieve = inline(Some("filters"), FILTER);
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert_eq!(
+        outcome.changes,
+        [
+            "stored Sieve script \"filters\" of alice@example.com and made it active",
+            "deleted Sieve script \"from-k8s\" of alice@example.com (renamed to \"filters\")",
+        ]
+    );
+    assert_eq!(outcome.status.sieve_script.as_deref(), Some("filters"));
+    assert_eq!(
+        sieve_scripts(&server, "alice@example.com").await,
+        [("filters".to_string(), true), ("kubernetes".to_string(), false), ("mine".to_string(), false)]
+    );
+    apply_status(&mut alice, &outcome);
+
+    // Removed: deactivated and deleted; the owner's scripts stay, none active.
+    alice.spec.sieve = None;
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert_eq!(outcome.changes, ["deactivated and deleted Sieve script \"filters\" of alice@example.com"]);
+    assert_eq!(outcome.status.sieve_script, None);
+    assert_eq!(sieve_condition(&outcome), None, "no SieveReady without spec.sieve");
+    assert!(outcome.is_ready());
+    assert_eq!(
+        sieve_scripts(&server, "alice@example.com").await,
+        [("kubernetes".to_string(), false), ("mine".to_string(), false)]
+    );
+    // The status patch clears the name (null, not left out).
+    let patch = serde_json::to_value(&outcome.status).unwrap();
+    assert_eq!(patch["sieveScript"], serde_json::Value::Null);
+    assert!(patch.as_object().unwrap().contains_key("sieveScript"));
+    apply_status(&mut alice, &outcome);
+    let again = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+
+    // Removed while the owner had activated another script: that one stays active.
+    alice.spec.sieve = inline(None, FILTER);
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    apply_status(&mut alice, &outcome);
+    let active = SetActiveSieveScriptRequest { account_id: id, name: "mine".into() };
+    server.mailbox_client().await.set_active_sieve_script(active).await.unwrap();
+    alice.spec.sieve = None;
+    let outcome = reconcile_mailbox(&admin, &alice, password("secret", "v1")).await;
+    assert_eq!(outcome.changes, ["deactivated and deleted Sieve script \"kubernetes\" of alice@example.com"]);
+    assert_eq!(sieve_scripts(&server, "alice@example.com").await, [("mine".to_string(), true)]);
+}
+
+/// The example Mailbox of `examples/`, with its inline Sieve script, is reconciled as it is:
+/// the script passes the mailbox service's check.
+#[tokio::test]
+async fn the_example_mailbox_and_its_sieve_script_are_reconciled() {
+    let (server, admin) = start().await;
+    reconcile_domain(&admin, &domain("example.com")).await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mailbox.yaml");
+    let mut example: Mailbox = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    example.metadata.namespace = Some("mail".to_string());
+    let sieve = example.spec.sieve.clone().expect("the example has a Sieve script");
+    let outcome = reconcile_mailbox(&admin, &example, password("secret", "v1")).await;
+    assert!(outcome.is_ready(), "{:?}", outcome.status);
+    assert_eq!(sieve_condition(&outcome).unwrap().1, reason::SCRIPT_ACTIVE, "{:?}", outcome.status);
+    assert_eq!(sieve_scripts(&server, &example.spec.address).await, [(sieve.name.clone(), true)]);
+    assert_eq!(sieve_text(&server, &example.spec.address, &sieve.name).await, sieve.script.unwrap());
 }
