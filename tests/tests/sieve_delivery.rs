@@ -503,3 +503,84 @@ async fn failures_keep_the_message_and_discard_and_editheader_do_what_they_say()
     assert!(stored.contains("X-Stay: here\r\n") && stored.contains("The text of s4."), "{stored}");
     assert_eq!(messages_everywhere(&server, DAVE).await, 1);
 }
+
+/// Sieve has no loops, but a script can still look endless: one that includes itself, or one
+/// that asks for the decoded body hundreds of times on a large message. The limits stop both,
+/// the message is kept, and each stopped run is counted; delivery goes on for the next
+/// message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_that_would_run_away_are_stopped_by_the_limits() {
+    let server = SmtpTestServer::start_with(SmtpLimits::default(), tern_mailbox::Limits::default()).await;
+
+    // A script that includes itself: RFC 6609 section 3.2 makes the recursion an error.
+    let mut client = server.mailbox_client().await;
+    client
+        .put_sieve_script(PutSieveScriptRequest {
+            account_id: server.account_id(ALICE),
+            name: "again".into(),
+            text: "require \"include\";\r\ninclude :personal \"again\";\r\n".into(),
+            activate: true,
+        })
+        .await
+        .expect("a script that includes itself compiles: includes are found when it runs");
+    let errors_before = sieve_runs("error");
+    let reply = send_mx(&server, "ann@remote.test", &[ALICE], &mail("ann@remote.test", ALICE, "loop", "l1", &[])).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let inbox = wait_inbox(&server, ALICE, 1).await;
+    assert!(inbox[0].contains("<l1@sieve.test>"), "{}", inbox[0]);
+    assert!(sieve_runs("error") > errors_before, "the stopped run is counted");
+
+    // Nine hundred body tests on a message of 300 KiB: with the default limit of 200,000
+    // steps (one per KiB compared) the run stops after a few hundred of them.
+    let rules: String =
+        (0..900).map(|i| format!("if body :contains [\"needle{i}\", \"pin{i}\"] {{ discard; }}\r\n")).collect();
+    activate(&server, BOB, &format!("require \"body\";\r\n{rules}")).await;
+    let line = "A line of text that contains neither of the things the script looks for.\r\n";
+    let big = mail("ann@remote.test", BOB, "big", "l2", &[])
+        .replace("The text of l2.", &line.repeat(300 * 1024 / line.len()));
+    let errors_before = sieve_runs("error");
+    let started = std::time::Instant::now();
+    let reply = send_mx(&server, "ann@remote.test", &[BOB], &big).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let inbox = wait_inbox(&server, BOB, 1).await;
+    assert!(inbox[0].contains("<l2@sieve.test>"), "kept, not discarded");
+    assert!(sieve_runs("error") > errors_before, "the stopped run is counted");
+    println!("the runaway script was stopped and the message stored in {:?}", started.elapsed());
+
+    // The next message to the same recipient is delivered as usual.
+    let reply = send_mx(&server, "ann@remote.test", &[BOB], &mail("ann@remote.test", BOB, "small", "l3", &[])).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    wait_inbox(&server, BOB, 2).await;
+}
+
+/// Messages from one sender arriving at the same moment, each delivered on its own connection
+/// (and so by concurrent deliveries in the mailbox service), get one vacation reply between
+/// them: the reply is sent only by the delivery that records it, in one atomic step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_messages_from_one_sender_get_one_vacation_reply() {
+    let server = Arc::new(SmtpTestServer::start_with(SmtpLimits::default(), tern_mailbox::Limits::default()).await);
+    activate(&server, ALICE, "require \"vacation\";\r\nvacation :days 3 :subject \"Away\" \"I am away.\";\r\n").await;
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let server = Arc::clone(&server);
+        sends.spawn(async move {
+            let id = format!("c{i}");
+            send_mx(&server, CAROL, &[ALICE], &mail(CAROL, ALICE, &format!("at once {i}"), &id, &[])).await
+        });
+    }
+    while let Some(reply) = sends.join_next().await {
+        let reply = reply.expect("the send task");
+        assert_eq!(reply.code, 250, "{reply:?}");
+    }
+    wait_inbox(&server, ALICE, 8).await;
+    wait_inbox(&server, CAROL, 1).await;
+    tokio::time::sleep(SETTLE).await;
+    let replies: Vec<String> = server
+        .inbox(CAROL)
+        .await
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .filter(|m| m.contains("Auto-Submitted: auto-replied"))
+        .collect();
+    assert_eq!(replies.len(), 1, "one reply for eight messages at once: {replies:#?}");
+}

@@ -432,8 +432,8 @@ fn check_dependencies() -> anyhow::Result<()> {
     run("cargo", &["deny", "--offline", "check", "licenses", "bans"])
 }
 
-/// The storage suites of the embedded backend, and the relay's tests (whose queue claims are
-/// the store's), run again with the metadata in NATS JetStream: one suite, two backends. They
+/// The storage suites of the embedded backend, the relay's tests (whose queue claims are the
+/// store's) and Sieve's (whose vacation and duplicate records are), run again with the metadata in NATS JetStream: one suite, two backends. They
 /// run on a three-node JetStream cluster with three replicas of every stream and bucket, as a
 /// production deployment has them, so that what a cluster answers differently from a single
 /// server (a lost optimistic-concurrency race, for one) is met by every test. Tests of what
@@ -458,6 +458,8 @@ fn storage_suites_on_nats() -> anyhow::Result<(u64, u64)> {
         "relay",
         "--test",
         "sieve",
+        "--test",
+        "sieve_delivery",
         "--",
     ];
     for embedded_only in EMBEDDED_ONLY {

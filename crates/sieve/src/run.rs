@@ -141,6 +141,10 @@ pub enum Action {
     Vacation(Reply),
 }
 
+/// How the tracking key of a vacation reply starts (the others are `duplicate` ids), so that
+/// whoever sends the reply can tell its key from the rest.
+pub const VACATION_KEY_PREFIX: &str = "vacation\u{0}";
+
 /// A tracking key to record once the actions have been carried out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mark {
@@ -247,6 +251,10 @@ struct Run<'a, 'e> {
     vacation_seen: bool,
     /// The `duplicate` ids tested in this run and what the environment said of each.
     duplicates: Vec<(String, bool)>,
+    /// Decoded bodies by transform, with the number of header edits they were decoded after.
+    bodies: Vec<(message::Transform, usize, Vec<String>)>,
+    /// How many times editheader changed the header.
+    edits: usize,
 }
 
 impl Program {
@@ -273,6 +281,8 @@ impl Program {
             included_once: HashSet::new(),
             vacation_seen: false,
             duplicates: Vec::new(),
+            bodies: Vec::new(),
+            edits: 0,
         };
         match run.block(&self.commands).and_then(|_| run.finish()) {
             Ok(()) => {
@@ -508,6 +518,7 @@ impl Run<'_, '_> {
                         self.parsed.fields.insert(0, field);
                     }
                     self.parsed.edited = true;
+                    self.edits += 1;
                 }
             }
             Cmd::DeleteHeader { index, matcher, name, patterns } => {
@@ -598,6 +609,7 @@ impl Run<'_, '_> {
         for at in remove.into_iter().rev() {
             self.parsed.fields.remove(at);
             self.parsed.edited = true;
+            self.edits += 1;
         }
         Ok(())
     }
@@ -630,7 +642,7 @@ impl Run<'_, '_> {
             Some(h) => self.expand(h),
             None => format!("{subject}\u{0}{}\u{0}{}\u{0}{reason}", from.clone().unwrap_or_default(), v.mime),
         };
-        let key = format!("vacation\u{0}{handle}\u{0}{}", sender.to_ascii_lowercase());
+        let key = format!("{VACATION_KEY_PREFIX}{handle}\u{0}{}", sender.to_ascii_lowercase());
         if self.env.seen(&key) {
             return Ok(());
         }
@@ -861,7 +873,18 @@ impl Run<'_, '_> {
                 self.matches(matcher, &values, keys)?
             }
             Test::Body { matcher, transform, keys } => {
-                let values = message::body_texts(&self.parsed, transform);
+                // Decoding the body is the costliest thing a script asks for, so it is done
+                // once per transform and run (again only if editheader changed the header,
+                // which may change the MIME structure).
+                let edits = self.edits;
+                let values = match self.bodies.iter().find(|(t, at, _)| t == transform && *at == edits) {
+                    Some((_, _, v)) => v.clone(),
+                    None => {
+                        let v = message::body_texts(&self.parsed, transform);
+                        self.bodies.push((transform.clone(), edits, v.clone()));
+                        v
+                    }
+                };
                 let bytes: usize = values.iter().map(String::len).sum();
                 self.step((bytes / 1024) as u64)?;
                 self.matches(matcher, &values, keys)?

@@ -52,8 +52,10 @@ pub(super) struct Decision {
     pub rejected: Option<String>,
     pub redirects: Vec<String>,
     pub vacation: Option<Reply>,
-    /// Tracking keys (already hashed for the store) to record once the actions are done.
+    /// Tracking keys (already hashed for the store) to record once the actions are done:
+    /// `duplicate` ids, and the vacation reply's, which is claimed before the reply is sent.
     pub marks: Vec<(String, i64)>,
+    pub vacation_mark: Option<(String, i64)>,
 }
 
 impl Decision {
@@ -218,17 +220,16 @@ impl MailboxService {
         } else {
             SieveMetrics::count("ok");
         }
-        let mut decision = Decision {
-            message: outcome.message.map(Bytes::from),
-            marks: outcome
-                .marks
-                .iter()
-                .map(|Mark { key, seconds }| {
-                    (tracking_key(account.id, key), now().saturating_add(i64::try_from(*seconds).unwrap_or(i64::MAX)))
-                })
-                .collect(),
-            ..Decision::default()
-        };
+        let mut decision = Decision { message: outcome.message.map(Bytes::from), ..Decision::default() };
+        for Mark { key, seconds } in &outcome.marks {
+            let mark =
+                (tracking_key(account.id, key), now().saturating_add(i64::try_from(*seconds).unwrap_or(i64::MAX)));
+            if key.starts_with(tern_sieve::run::VACATION_KEY_PREFIX) {
+                decision.vacation_mark = Some(mark);
+            } else {
+                decision.marks.push(mark);
+            }
+        }
         for action in outcome.actions {
             match action {
                 Action::Store { mailbox, flags, create } => {
@@ -305,33 +306,43 @@ impl MailboxService {
     /// 5) and the tracking records. Their failures cost a reply or a record, never the message,
     /// so they are logged.
     pub(super) async fn after_sieve(&self, account: &AccountRecord, rcpt: &str, content: &Bytes, decision: Decision) {
-        if let Some(reply) = &decision.vacation {
-            let header = mail_parser::MessageParser::default().parse_headers(content);
-            let references = header.as_ref().and_then(|m| m.header_raw("References")).map(|r| r.trim().to_string());
-            let from = reply.from.clone().unwrap_or_else(|| account.address.clone());
-            let domain = account.address.rsplit_once('@').map_or("localhost", |(_, d)| d);
-            let bytes = tern_mail::autoreply::vacation(&tern_mail::autoreply::Vacation {
-                from: &from,
-                to: &reply.to,
-                subject: &reply.subject,
-                reason: &reply.reason,
-                mime: reply.mime,
-                in_reply_to: reply.in_reply_to.as_deref(),
-                references: references.as_deref(),
-                hostname: domain,
-            });
-            match self.send_generated(account.id, "", &reply.to, Bytes::from(bytes)).await {
-                Ok(()) => {
-                    tracing::info!(account = %account.address, recipient = rcpt, to = %reply.to, "sent a vacation reply")
-                }
-                Err(e) => {
-                    tracing::warn!(account = %account.address, to = %reply.to, error = %e, "the vacation reply was not sent")
-                }
+        for (key, until) in &decision.marks {
+            if let Err(e) = self.store.track(key, now(), *until).await {
+                tracing::warn!(account = %account.address, error = %e, "a Sieve tracking record was not written");
             }
         }
-        for (key, until) in &decision.marks {
-            if let Err(e) = self.store.track(key, *until).await {
-                tracing::warn!(account = %account.address, error = %e, "a Sieve tracking record was not written");
+        let (Some(reply), Some((key, until))) = (&decision.vacation, &decision.vacation_mark) else { return };
+        // The reply is sent by the delivery that records it: another one, on this replica or
+        // another, that decided to reply to the same sender at the same moment finds the
+        // record and stays silent.
+        match self.store.track(key, now(), *until).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(account = %account.address, error = %e, "the vacation record was not written; no reply sent");
+                return;
+            }
+        }
+        let header = mail_parser::MessageParser::default().parse_headers(content);
+        let references = header.as_ref().and_then(|m| m.header_raw("References")).map(|r| r.trim().to_string());
+        let from = reply.from.clone().unwrap_or_else(|| account.address.clone());
+        let domain = account.address.rsplit_once('@').map_or("localhost", |(_, d)| d);
+        let bytes = tern_mail::autoreply::vacation(&tern_mail::autoreply::Vacation {
+            from: &from,
+            to: &reply.to,
+            subject: &reply.subject,
+            reason: &reply.reason,
+            mime: reply.mime,
+            in_reply_to: reply.in_reply_to.as_deref(),
+            references: references.as_deref(),
+            hostname: domain,
+        });
+        match self.send_generated(account.id, "", &reply.to, Bytes::from(bytes)).await {
+            Ok(()) => {
+                tracing::info!(account = %account.address, recipient = rcpt, to = %reply.to, "sent a vacation reply")
+            }
+            Err(e) => {
+                tracing::warn!(account = %account.address, to = %reply.to, error = %e, "the vacation reply was not sent")
             }
         }
     }

@@ -524,16 +524,19 @@ impl MetadataStore for EmbeddedStore {
         self.read(|txn| Ok(txn.open_table(TRACKING)?.get(key)?.is_some_and(|until| until.value() > now)))
     }
 
-    async fn track(&self, key: &str, until: i64) -> Result<()> {
+    async fn track(&self, key: &str, now: i64, until: i64) -> Result<bool> {
         let key = key.to_string();
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         self.write(move |txn, _| {
             let mut t = txn.open_table(TRACKING)?;
             let mut due = txn.open_table(TRACKING_DUE)?;
-            if let Some(old) = t.insert(key.as_str(), until)? {
-                due.remove((old.value(), key.as_str()))?;
+            let current = t.get(key.as_str())?.map(|v| v.value());
+            if current.is_some_and(|at| at > now) {
+                return Ok(false);
             }
+            if let Some(old) = current {
+                due.remove((old, key.as_str()))?;
+            }
+            t.insert(key.as_str(), until)?;
             due.insert((until, key.as_str()), ())?;
             // Each write prunes a few expired records, so the tables stay the size of what
             // is current without a sweeper of their own.
@@ -546,7 +549,7 @@ impl MetadataStore for EmbeddedStore {
                 due.remove((at, k.as_str()))?;
                 t.remove(k.as_str())?;
             }
-            Ok(())
+            Ok(true)
         })
         .await
     }

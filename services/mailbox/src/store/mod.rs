@@ -463,9 +463,12 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     /// and the `duplicate` ids it saw, so that every replica answers alike. Keys are short
     /// (the caller hashes them).
     async fn tracked(&self, key: &str, now: i64) -> Result<bool>;
-    /// Records the tracking key until `until` (seconds since the epoch), replacing an earlier
-    /// record of it. Records are kept at most [`MAX_TRACKING_SECONDS`].
-    async fn track(&self, key: &str, until: i64) -> Result<()>;
+    /// Records the tracking key until `until` (seconds since the epoch) unless a record of it
+    /// is current at `now`, in one atomic step; answers whether it recorded. A vacation reply
+    /// is sent only by the delivery that recorded it, so two replicas delivering to the same
+    /// recipient from the same sender at once send one reply between them. Records are kept at
+    /// most [`MAX_TRACKING_SECONDS`].
+    async fn track(&self, key: &str, now: i64, until: i64) -> Result<bool>;
     /// Appends one message to several folders (a delivery to many recipients), each through
     /// [`log::append`]. Each op succeeds or fails on its own (unknown folder, over quota); a
     /// storage failure fails them all. When no op succeeds and nothing else refers to the body,

@@ -1008,13 +1008,31 @@ impl MetadataStore for NatsStore {
         Ok(entry.and_then(|e| <[u8; 8]>::try_from(e.value.as_ref()).ok()).is_some_and(|b| i64::from_be_bytes(b) > now))
     }
 
-    async fn track(&self, key: &str, until: i64) -> Result<()> {
+    async fn track(&self, key: &str, now: i64, until: i64) -> Result<bool> {
         let key = format!("t.{}", hex::encode(key));
-        self.tracking
-            .put(key, bytes::Bytes::copy_from_slice(&until.to_be_bytes()))
-            .await
-            .map_err(|e| MailboxError::nats("writing a tracking record", e))?;
-        Ok(())
+        let value = bytes::Bytes::copy_from_slice(&until.to_be_bytes());
+        for _ in 0..MAX_ATTEMPTS * 4 {
+            match self.tracking.entry(key.clone()).await.map_err(err("reading a tracking record"))? {
+                // A deleted or purged key reads as an entry without a value.
+                Some(entry) if !entry.value.is_empty() => {
+                    let at = <[u8; 8]>::try_from(entry.value.as_ref()).map(i64::from_be_bytes).unwrap_or(0);
+                    if at > now {
+                        return Ok(false);
+                    }
+                    match self.tracking.update(&key, value.clone(), entry.revision).await {
+                        Ok(_) => return Ok(true),
+                        Err(e) if conflict::lost_race(&e) => continue,
+                        Err(e) => return Err(MailboxError::nats("writing a tracking record", e)),
+                    }
+                }
+                _ => match self.tracking.create(&key, value.clone()).await {
+                    Ok(_) => return Ok(true),
+                    Err(e) if conflict::lost_race(&e) => continue,
+                    Err(e) => return Err(MailboxError::nats("creating a tracking record", e)),
+                },
+            }
+        }
+        Err(MailboxError::Commit(format!("tracking record {key}: too many concurrent writers")))
     }
 
     async fn count_rate(&self, key: &str, cost: u64, _ttl: std::time::Duration) -> Result<u64> {
