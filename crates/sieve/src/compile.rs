@@ -7,7 +7,12 @@
 //! Nothing here runs a script or reads a message; the program is plain data that `run`
 //! interprets.
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    cell::RefCell,
+    collections::{BTreeSet, HashMap},
+};
+
+use regex::Regex;
 
 use crate::{
     ast::{Argument, Command, Script, Test as AstTest, Value},
@@ -48,11 +53,17 @@ pub const EXTENSIONS: [&str; 26] = [
     "comparator-i;ascii-casemap",
 ];
 
+/// A compiled pattern's key: the pattern, whether it is a `:matches` glob, and whether it
+/// ignores ASCII case.
+pub(crate) type RegexKey = (String, bool, bool);
+
 /// A checked script.
 #[derive(Debug, Clone)]
 pub struct Program {
     pub(crate) commands: Vec<Cmd>,
     pub(crate) extensions: BTreeSet<String>,
+    /// The literal keys of `:matches` and `:regex`, compiled.
+    pub(crate) regexes: HashMap<RegexKey, Regex>,
 }
 
 impl Program {
@@ -178,15 +189,17 @@ pub fn compile(script: &str) -> Result<Program, Error> {
 
 /// Compiles a parsed script.
 pub fn compile_tree(script: &Script) -> Result<Program, Error> {
-    let mut c = Compiler { extensions: BTreeSet::new(), require_allowed: true };
+    let mut c = Compiler { extensions: BTreeSet::new(), require_allowed: true, regexes: RefCell::default() };
     let commands = c.block(&script.commands, 0)?;
-    Ok(Program { commands, extensions: c.extensions })
+    Ok(Program { commands, extensions: c.extensions, regexes: c.regexes.into_inner() })
 }
 
 struct Compiler {
     extensions: BTreeSet<String>,
     /// `require` may only come before other commands (RFC 5228 section 3.2).
     require_allowed: bool,
+    /// The literal `:matches` and `:regex` keys, compiled once here.
+    regexes: RefCell<HashMap<RegexKey, Regex>>,
 }
 
 fn invalid(pos: Position, message: impl Into<String>) -> Error {
@@ -462,14 +475,24 @@ impl Compiler {
     }
 
     /// Checks literal keys where the match type makes it possible now: regular expressions
-    /// must compile.
+    /// must compile. Literal `:regex` and `:matches` keys are compiled here, once, and kept in
+    /// the program, since compiling a pattern costs more than matching it.
     fn check_keys(&self, matcher: &Matcher, keys: &[Str], pos: Position) -> Result<(), Error> {
-        if matcher.kind == MatchType::Regex {
-            for key in keys {
-                if let Some(text) = key.literal() {
+        let glob = match matcher.kind {
+            MatchType::Regex => false,
+            MatchType::Matches => true,
+            _ => return Ok(()),
+        };
+        for key in keys {
+            if let Some(text) = key.literal() {
+                let compiled = if glob {
+                    crate::matching::glob_regex(text, matcher.comparator)
+                } else {
                     crate::matching::compile_regex(text, matcher.comparator)
-                        .map_err(|e| invalid(pos, format!("invalid regular expression: {e}")))?;
-                }
+                };
+                let re = compiled.map_err(|e| invalid(pos, format!("invalid regular expression: {e}")))?;
+                let key = (text.to_string(), glob, matcher.comparator == Comparator::AsciiCasemap);
+                self.regexes.borrow_mut().insert(key, re);
             }
         }
         Ok(())

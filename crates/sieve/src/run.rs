@@ -246,6 +246,8 @@ struct Run<'a, 'e> {
     steps: u64,
     marks: Vec<Mark>,
     regexes: HashMap<(String, bool, bool), Option<Regex>>,
+    /// The patterns the main script's compiler compiled already.
+    compiled: &'a HashMap<crate::compile::RegexKey, Regex>,
     includes: Vec<String>,
     included_once: HashSet<String>,
     vacation_seen: bool,
@@ -277,6 +279,7 @@ impl Program {
             steps: 0,
             marks: Vec::new(),
             regexes: HashMap::new(),
+            compiled: &self.regexes,
             includes: Vec::new(),
             included_once: HashSet::new(),
             vacation_seen: false,
@@ -715,6 +718,9 @@ impl Run<'_, '_> {
 
     fn regex(&mut self, pattern: &str, glob: bool, comparator: Comparator) -> Option<Regex> {
         let key = (pattern.to_string(), glob, comparator == Comparator::AsciiCasemap);
+        if let Some(re) = self.compiled.get(&key) {
+            return Some(re.clone());
+        }
         self.regexes
             .entry(key)
             .or_insert_with(|| {

@@ -234,6 +234,9 @@ pub struct MailboxService {
     /// lose one of them. Changes are rare (a user saving a script), so one lock for all
     /// accounts costs nothing.
     sieve_writes: Arc<tokio::sync::Mutex<()>>,
+    /// Compiled Sieve scripts by the hash of their text, so that a delivery runs the active
+    /// script without parsing and compiling it (and its patterns) again.
+    sieve_programs: filter::Programs,
     pub passwords: password::Checker,
 }
 
@@ -252,6 +255,7 @@ impl MailboxService {
             throttle: Arc::new(Mutex::new(Throttle::default())),
             leases: Arc::new(Mutex::new(HashMap::new())),
             sieve_writes: Arc::new(tokio::sync::Mutex::new(())),
+            sieve_programs: filter::Programs::default(),
             // One hashing thread: its working memory is ~19 MiB, and with the cache of
             // successful checks a busy server still runs few argon2 checks per second.
             passwords: password::Checker::new(1, Duration::from_secs(300)),

@@ -13,14 +13,14 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::OnceLock,
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use bytes::Bytes;
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use sha2::{Digest, Sha256};
-use tern_proto::v1::SpecialUse;
-use tern_sieve::{Action, Environment, Input, Mark, Reply, RunLimits};
+use tern_proto::v1::{FolderRef, SpecialUse};
+use tern_sieve::{Action, Environment, Input, Mark, Program, Reply, RunLimits};
 
 use super::{MailboxService, now, sieve::ActiveSieve};
 use crate::{
@@ -36,6 +36,30 @@ const REDIRECT_HEADER: &str = "X-Sieve-Redirected-From";
 fn redirected_by(message: &[u8], address: &str) -> bool {
     let parsed = tern_sieve::message::Parsed::new(message);
     parsed.raw_values(REDIRECT_HEADER).any(|raw| tern_sieve::message::decode_text(raw).eq_ignore_ascii_case(address))
+}
+
+/// The most compiled scripts kept; when full the cache starts again empty (scripts change
+/// rarely and compile in well under a millisecond, so nothing cleverer pays).
+const MAX_PROGRAMS: usize = 4096;
+
+/// Compiled scripts by the SHA-256 of their text.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Programs(Arc<Mutex<HashMap<[u8; 32], Arc<Program>>>>);
+
+impl Programs {
+    fn get(&self, text: &str) -> std::result::Result<Arc<Program>, tern_sieve::Error> {
+        let key: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        if let Some(p) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(Arc::clone(p));
+        }
+        let program = Arc::new(tern_sieve::compile(text)?);
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_PROGRAMS {
+            cache.clear();
+        }
+        cache.insert(key, Arc::clone(&program));
+        Ok(program)
+    }
 }
 
 /// How often a run may be repeated to answer the tracking keys it asked about.
@@ -176,7 +200,7 @@ impl MailboxService {
         default_folder: &str,
         content: &Bytes,
     ) -> Result<Decision> {
-        let program = match tern_sieve::compile(&script.text) {
+        let program = match self.sieve_programs.get(&script.text) {
             Ok(p) => p,
             Err(e) => {
                 // Scripts are checked when stored, so this is a script stored before a
@@ -186,8 +210,13 @@ impl MailboxService {
                 return Ok(Decision::keep(default_folder));
             }
         };
-        let folders: HashSet<String> =
-            self.store.list_folders(account.id).await?.folders.into_iter().map(|f| f.name).collect();
+        // Only mailboxexists asks about folders while the script runs; fileinto's folder is
+        // looked up afterwards, by name.
+        let folders: HashSet<String> = if program.requires("mailbox") {
+            self.store.list_folders(account.id).await?.folders.into_iter().map(|f| f.name).collect()
+        } else {
+            HashSet::new()
+        };
         let input = Input {
             message: content,
             envelope_from: mail_from,
@@ -233,7 +262,7 @@ impl MailboxService {
         for action in outcome.actions {
             match action {
                 Action::Store { mailbox, flags, create } => {
-                    let folder = self.sieve_folder(account, &folders, &mailbox, create, default_folder).await?;
+                    let folder = self.sieve_folder(account, &mailbox, create, default_folder).await?;
                     match decision.stores.iter_mut().find(|(f, _)| *f == folder) {
                         Some((_, existing)) => {
                             for flag in flags {
@@ -351,7 +380,6 @@ impl MailboxService {
     async fn sieve_folder(
         &self,
         account: &AccountRecord,
-        folders: &HashSet<String>,
         mailbox: &str,
         create: bool,
         default_folder: &str,
@@ -363,8 +391,10 @@ impl MailboxService {
             tracing::info!(account = %account.address, folder = mailbox, "fileinto an invalid folder name; kept instead");
             return Ok(default_folder.to_string());
         };
-        if folders.contains(&name) {
-            return Ok(name);
+        match self.store.folder(account.id, &FolderRef::name(name.clone())).await {
+            Ok(f) => return Ok(f.name),
+            Err(MailboxError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
         }
         if !create {
             // RFC 5228 section 4.1 leaves a missing mailbox to the implementation; keeping the
