@@ -234,7 +234,7 @@ pub struct MailboxService {
     /// lose one of them. Changes are rare (a user saving a script), so one lock for all
     /// accounts costs nothing.
     sieve_writes: Arc<tokio::sync::Mutex<()>>,
-    /// Compiled Sieve scripts by the hash of their text, so that a delivery runs the active
+    /// Compiled Sieve scripts by account and name, so that a delivery runs the active
     /// script without parsing and compiling it (and its patterns) again.
     sieve_programs: filter::Programs,
     pub passwords: password::Checker,

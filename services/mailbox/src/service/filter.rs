@@ -42,22 +42,28 @@ fn redirected_by(message: &[u8], address: &str) -> bool {
 /// rarely and compile in well under a millisecond, so nothing cleverer pays).
 const MAX_PROGRAMS: usize = 4096;
 
-/// Compiled scripts by the SHA-256 of their text.
+/// Compiled scripts by account and script name, each with the text it was compiled from: a
+/// script edited since is compiled again (comparing the text costs less than hashing it).
 #[derive(Debug, Clone, Default)]
-pub(super) struct Programs(Arc<Mutex<HashMap<[u8; 32], Arc<Program>>>>);
+pub(super) struct Programs(Arc<Mutex<HashMap<(u64, String), Compiled>>>);
+
+/// A script's text and its program.
+type Compiled = (String, Arc<Program>);
 
 impl Programs {
-    fn get(&self, text: &str) -> std::result::Result<Arc<Program>, tern_sieve::Error> {
-        let key: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-        if let Some(p) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+    fn get(&self, account_id: u64, script: &ActiveSieve) -> std::result::Result<Arc<Program>, tern_sieve::Error> {
+        let key = (account_id, script.name.clone());
+        if let Some((text, p)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+            && *text == script.text
+        {
             return Ok(Arc::clone(p));
         }
-        let program = Arc::new(tern_sieve::compile(text)?);
+        let program = Arc::new(tern_sieve::compile(&script.text)?);
         let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= MAX_PROGRAMS {
             cache.clear();
         }
-        cache.insert(key, Arc::clone(&program));
+        cache.insert(key, (script.text.clone(), Arc::clone(&program)));
         Ok(program)
     }
 }
@@ -200,7 +206,7 @@ impl MailboxService {
         default_folder: &str,
         content: &Bytes,
     ) -> Result<Decision> {
-        let program = match self.sieve_programs.get(&script.text) {
+        let program = match self.sieve_programs.get(account.id, script) {
             Ok(p) => p,
             Err(e) => {
                 // Scripts are checked when stored, so this is a script stored before a
