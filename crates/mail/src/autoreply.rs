@@ -5,11 +5,7 @@
 
 use base64::Engine as _;
 
-use crate::headers::field;
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
+use crate::{headers::field, now};
 
 /// A header value: ASCII as is, anything else one RFC 2047 encoded word.
 fn encode(value: &str) -> String {

@@ -3,9 +3,7 @@
 //! The SMTP front-end writes them for recipients that could not store a message after all; the
 //! relay for remote servers' refusals, expiry and delays. Sending one is the caller's business.
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
+use crate::now;
 
 /// What happened to a recipient (RFC 3464 section 2.3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

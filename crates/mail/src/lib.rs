@@ -30,3 +30,8 @@ pub mod dns;
 pub mod dsn;
 pub mod headers;
 pub mod parse;
+
+/// Seconds since the Unix epoch, for the Date fields of the messages written here.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}

@@ -10,6 +10,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::stream::Stream;
 
+/// A short id for a session's log lines, unique within the process (the POP3, IMAP and
+/// ManageSieve sessions' span field `id`).
+pub fn session_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// Room made before each read. It matters: an empty buffer
 /// would be filled 64 bytes at a time, and input pipelined after STARTTLS would then still be
 /// in the socket, where the TLS handshake would read it.

@@ -158,12 +158,6 @@ fn command_name(body: &CommandBody<'_>) -> &'static str {
     }
 }
 
-fn session_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
 /// What an incomplete command is waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
@@ -257,7 +251,7 @@ impl Session {
             client,
             hub,
             peer,
-            id: session_id(),
+            id: tern_runtime::conn::session_id(),
             conn: Conn::new(stream, early),
             literal_wait: None,
             account: None,

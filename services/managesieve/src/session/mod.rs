@@ -60,12 +60,6 @@ pub struct Session {
     shutdown: watch::Receiver<bool>,
 }
 
-fn session_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
 impl Session {
     pub fn new(
         cfg: Arc<ManageSieveConfig>,
@@ -79,7 +73,7 @@ impl Session {
             cfg,
             backend,
             peer,
-            id: session_id(),
+            id: tern_runtime::conn::session_id(),
             conn: Conn::new(stream, early),
             account: None,
             errors: 0,
