@@ -85,6 +85,14 @@ pub fn status(code: tonic::Code, reason: ErrorReason, message: impl Into<String>
     status
 }
 
+impl v1::AuthenticateRequest {
+    /// A front-end's login request: the name and password the client gave, and the client's
+    /// address (for the service's throttling per IP).
+    pub fn new(username: &str, password: &str, remote_ip: std::net::IpAddr) -> Self {
+        Self { username: username.to_string(), password: password.to_string(), remote_ip: remote_ip.to_string() }
+    }
+}
+
 impl v1::FolderRef {
     pub fn id(id: u64) -> Self {
         Self { by: Some(v1::folder_ref::By::Id(id)) }

@@ -108,11 +108,7 @@ impl Session {
     }
 
     async fn check(&mut self, tag: &Tag<'static>, user: String, password: SecretString) -> Flow {
-        let request = AuthenticateRequest {
-            username: user.clone(),
-            password: password.expose_secret().to_string(),
-            remote_ip: self.peer.ip().to_string(),
-        };
+        let request = AuthenticateRequest::new(&user, password.expose_secret(), self.peer.ip());
         match self.client.authenticate(request).await {
             Ok(r) => {
                 let Some(a) = r.into_inner().account else {

@@ -55,11 +55,7 @@ impl Backend for GrpcBackend {
         let a = self
             .client
             .clone()
-            .authenticate(AuthenticateRequest {
-                username: user.to_string(),
-                password: password.expose_secret().to_string(),
-                remote_ip: ip.to_string(),
-            })
+            .authenticate(AuthenticateRequest::new(user, password.expose_secret(), ip))
             .await?
             .into_inner()
             .account
