@@ -561,9 +561,7 @@ impl MailboxService {
                 ops.push(AppendOp { account_id, folder: FolderRef::name(folder), flags: vec![] });
                 continue;
             };
-            let spam = filter::spam_percent(envelope.spam_percent);
-            let decision =
-                self.run_sieve(&account, &script, rcpt, &envelope.mail_from, spam, &folder, &content).await?;
+            let decision = self.run_sieve(&account, &script, rcpt, envelope, &folder, &content).await?;
             if let Some(reason) = &decision.rejected {
                 results[index].status = DeliveryStatus::Rejected;
                 results[index].reason = reason.clone();

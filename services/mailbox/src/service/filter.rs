@@ -174,11 +174,6 @@ impl Environment for Prefetched<'_> {
     }
 }
 
-/// The spam filter's verdict as RFC 5235's percentage, from what the SMTP front-end passed.
-pub(super) fn spam_percent(value: Option<u32>) -> Option<u8> {
-    value.map(|v| v.min(100) as u8)
-}
-
 impl MailboxService {
     fn run_limits(&self) -> RunLimits {
         RunLimits {
@@ -195,14 +190,12 @@ impl MailboxService {
     /// resolved (created for `:create`, otherwise a missing one falls back to
     /// `default_folder`), INBOX meaning `default_folder` (the spam filter's choice for this
     /// recipient), and tracking keys hashed. Storage errors are errors; script errors are not.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn run_sieve(
         &self,
         account: &AccountRecord,
         script: &ActiveSieve,
         rcpt: &str,
-        mail_from: &str,
-        spam_percent: Option<u8>,
+        envelope: &super::Envelope,
         default_folder: &str,
         content: &Bytes,
     ) -> Result<Decision> {
@@ -225,10 +218,11 @@ impl MailboxService {
         };
         let input = Input {
             message: content,
-            envelope_from: mail_from,
+            envelope_from: &envelope.mail_from,
             envelope_to: rcpt,
             original_to: None,
-            spam_percent,
+            // The spam filter's verdict, for spamtest (RFC 5235).
+            spam_percent: envelope.spam_percent.map(|v| v.min(100) as u8),
             virus: None,
             now: now(),
         };
