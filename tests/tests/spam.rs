@@ -1,18 +1,22 @@
 //! Spam filtering at the end of DATA against a real rspamd (Debian's, started by the harness
 //! with Redis): every action rspamd can give, the recipients' own settings, rspamd down under
-//! both failure policies, and outbound spam from an authenticated account. Mail goes in over
-//! SMTP on loopback and is read back from the mailbox service, folder by folder.
+//! both failure policies, outbound spam from an authenticated account, and the verdict as a
+//! recipient's Sieve script sees it through `spamtest` (issue #18). Mail goes in over SMTP on
+//! loopback and is read back from the mailbox service, folder by folder.
 
 use std::time::Duration;
 
-use tern_proto::v1::{SpamScan, SpamSettings, UpdateAccountRequest};
+use tern_proto::v1::{ListFoldersRequest, PutSieveScriptRequest, SpamScan, SpamSettings, UpdateAccountRequest};
 use tern_rspamd::Options;
 use tern_smtp::{
     config::ListenerKind,
     spam::{FailurePolicy, SpamFilter},
 };
 use tern_tests::{
-    rspamd::{self, ACTION_HEADER, GTUBE, GTUBE_ADD_HEADER, GTUBE_REWRITE_SUBJECT, Rspamd, SUBJECT_PREFIX},
+    rspamd::{
+        self, ACTION_HEADER, GTUBE, GTUBE_ADD_HEADER, GTUBE_REWRITE_SUBJECT, REJECT_SCORE, Rspamd, SCORE_HEADER,
+        SUBJECT_PREFIX,
+    },
     smtp::{SmtpTestServer, send_message},
 };
 
@@ -230,4 +234,148 @@ async fn outbound_spam_is_refused() {
     let queue = server.queue().await;
     assert_eq!(queue.len(), 1);
     c.expect("QUIT", "221").await;
+}
+
+/// The script of the spamtest test: it writes what `spamtest` and `spamtest :percent` said into
+/// a header of the stored copy (so the test reads the exact values, not just the branch taken),
+/// then files by them as RFC 5235 suggests.
+const SPAMTEST_SCRIPT: &str = r#"require ["spamtest", "spamtestplus", "relational", "comparator-i;ascii-numeric",
+         "fileinto", "mailbox", "variables", "editheader"];
+if spamtest :matches "*" { set "level" "${1}"; }
+if spamtest :percent :matches "*" { set "percent" "${1}"; }
+addheader "X-Tern-Spamtest" "${level} ${percent}";
+if spamtest :percent :value "ge" :comparator "i;ascii-numeric" "50" { fileinto :create "Spammy"; stop; }
+if spamtest :value "eq" :comparator "i;ascii-numeric" "0" { fileinto :create "Unscanned"; stop; }
+keep;
+"#;
+
+/// Stores `text` as the active Sieve script of `address`, as ManageSieve would.
+async fn activate(server: &SmtpTestServer, address: &str, text: &str) {
+    let request = PutSieveScriptRequest {
+        account_id: server.account_id(address),
+        name: "spamtest".into(),
+        text: text.into(),
+        activate: true,
+    };
+    server
+        .mailbox_client()
+        .await
+        .put_sieve_script(request)
+        .await
+        .unwrap_or_else(|e| panic!("store the script of {address}: {e}\n{text}"));
+}
+
+/// The messages in each folder of `address` that holds any, by name.
+async fn folder_counts(server: &SmtpTestServer, address: &str) -> Vec<(String, u32)> {
+    let request = ListFoldersRequest { account_id: server.account_id(address), with_status: true };
+    let folders = server
+        .mailbox_client()
+        .await
+        .list_folders(request)
+        .await
+        .unwrap_or_else(|e| panic!("list the folders of {address}: {e}"))
+        .into_inner()
+        .folders;
+    let mut counts: Vec<(String, u32)> =
+        folders.into_iter().filter(|f| f.messages > 0).map(|f| (f.name, f.messages)).collect();
+    counts.sort();
+    counts
+}
+
+/// The value of the header field `name` of `message`, unfolded, if it has one.
+fn field(message: &str, name: &str) -> Option<String> {
+    let head = message.split("\r\n\r\n").next().unwrap_or_default();
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    let prefix = format!("{name}: ");
+    unfolded.lines().find_map(|l| l.strip_prefix(&prefix)).map(str::to_string)
+}
+
+/// The score and required score of a delivered copy's verdict, from `X-Spamd-Result`
+/// (`default: True [8.00 / 15.00]; ...`): the numbers the SMTP front-end had from rspamd.
+fn verdict_scores(message: &str) -> (f64, f64) {
+    let result = field(message, "X-Spamd-Result").unwrap_or_else(|| panic!("no X-Spamd-Result in {message}"));
+    let numbers = result.split_once('[').and_then(|(_, rest)| rest.split_once(']')).map(|(inside, _)| inside);
+    let (score, required) = numbers
+        .and_then(|n| n.split_once(" / "))
+        .unwrap_or_else(|| panic!("no [score / required] in X-Spamd-Result: {result}"));
+    let number = |n: &str| -> f64 { n.parse().unwrap_or_else(|e| panic!("{n} in X-Spamd-Result {result}: {e}")) };
+    (number(score), number(required))
+}
+
+/// What the script wrote in `X-Tern-Spamtest`: spamtest's level and percentage.
+fn spamtest_seen(message: &str) -> String {
+    field(message, "X-Tern-Spamtest").unwrap_or_else(|| panic!("the script added no X-Tern-Spamtest: {message}"))
+}
+
+/// Sieve's `spamtest` and `spamtest :percent` (RFC 5235) see rspamd's verdict, end to end: the
+/// SMTP front-end scans with the real rspamd, turns the verdict into a percentage of the reject
+/// score (15), and the mailbox service hands it to the recipient's script.
+///
+/// Over SMTP, [`message`] scores 0.00 (its MIME_GOOD, -0.1, and the RCVD_NO_TLS_LAST, +0.1, that
+/// the front-end's own Received header earns it), and `X-Tern-Test-Score` adds to that, so the
+/// scores are exact:
+///
+/// - 8 is "add header", 53% (rounded from 53.3), level 1 + 53 * 9 / 100 = 5: the script files it
+///   into Spammy, instead of the Junk the spam filter chose;
+/// - 7 is "add header" too, but 47% (level 5), so the script's `keep` leaves it in Junk;
+/// - 3 is below "greylist" (4), 20% (level 2), kept in INBOX;
+/// - 0 is 0% and level 1 (scanned, hence not "unscanned"), kept in INBOX;
+/// - and for a recipient who has scanning off nothing is scanned, and spamtest says 0, which
+///   RFC 5235 reserves for a message that was not tested.
+///
+/// The script writes the two values it saw into a header of the stored copy, so each case
+/// checks the exact numbers, and that they follow from the verdict in the same copy.
+///
+/// [`message`]: rspamd::message
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs rspamd and redis-server (Debian packages); run by cargo xtask ci"]
+async fn sieve_spamtest_sees_the_verdict_of_rspamd() {
+    let rspamd = Rspamd::start().await;
+    let server = SmtpTestServer::start_with_spam(filter(&rspamd.url, FailurePolicy::Tempfail)).await;
+    activate(&server, ALICE, SPAMTEST_SCRIPT).await;
+    activate(&server, BOB, SPAMTEST_SCRIPT).await;
+    set_spam(&server, BOB, SpamSettings { scan: SpamScan::Off as i32, ..Default::default() }).await;
+
+    // Each case: the score added, the folder the copy lands in, rspamd's score, and what the
+    // script saw ("<level> <percent>").
+    let cases = [
+        (Some("8"), "Spammy", 8.0, "5 53"),
+        (Some("7"), "Junk", 7.0, "5 47"),
+        (Some("3"), "INBOX", 3.0, "2 20"),
+        (None, "INBOX", 0.0, "1 0"),
+    ];
+    for (n, (added, folder, score, seen)) in cases.into_iter().enumerate() {
+        let headers: Vec<(&str, &str)> = added.map(|a| (SCORE_HEADER, a)).into_iter().collect();
+        let reply = send_message(server.mx, ALICE, &mail(&format!("case {n}"), &headers, "Some text.")).await;
+        assert_eq!(reply.code, 250, "score {score}: {reply:?}");
+        let counts = folder_counts(&server, ALICE).await;
+        assert!(counts.iter().any(|(f, _)| f == folder), "score {score}: nothing in {folder}: {counts:?}");
+        let stored = server.folder(ALICE, folder).await;
+        let copy = stored.iter().map(|m| text(m)).find(|m| m.contains(&format!("Subject: case {n}\r\n")));
+        let copy = copy.unwrap_or_else(|| panic!("score {score}: not in {folder}: {counts:?}"));
+        assert_eq!(verdict_scores(&copy), (score, REJECT_SCORE), "the verdict of case {n}: {copy}");
+        // The front-end's percentage (rounded, clamped to 0..=100) and spamtest's level from it.
+        let percent = (score / REJECT_SCORE * 100.0).clamp(0.0, 100.0).round() as u32;
+        assert_eq!(format!("{} {percent}", 1 + percent * 9 / 100), seen, "the arithmetic of case {n}");
+        assert_eq!(spamtest_seen(&copy), seen, "what spamtest said for score {score}: {copy}");
+        // rspamd's "add header" and above is what sends a copy to Junk, and marks it X-Spam.
+        let add_header = score >= rspamd::ADD_HEADER_SCORE;
+        assert_eq!(field(&copy, "X-Spam").is_some(), add_header, "the action for score {score}: {copy}");
+    }
+    assert_eq!(
+        folder_counts(&server, ALICE).await,
+        [("INBOX".to_string(), 2), ("Junk".to_string(), 1), ("Spammy".to_string(), 1)],
+        "one copy each, and nothing in Unscanned"
+    );
+
+    let scans_before = scans(&rspamd).await;
+    let to_bob = rspamd::message("unscanned", &[(SCORE_HEADER, "9")], "Some text.");
+    let reply = send_message(server.mx, BOB, &to_bob).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    assert_eq!(scans(&rspamd).await, scans_before, "bob's mail is not scanned");
+    let unscanned = server.folder(BOB, "Unscanned").await;
+    assert_eq!(unscanned.len(), 1, "{:?}", folder_counts(&server, BOB).await);
+    let copy = text(&unscanned[0]);
+    assert!(!copy.contains("X-Spam-Status"), "no verdict without a scan: {copy}");
+    assert_eq!(spamtest_seen(&copy), "0 0", "spamtest of an unscanned message: {copy}");
 }
