@@ -584,3 +584,64 @@ async fn concurrent_messages_from_one_sender_get_one_vacation_reply() {
         .collect();
     assert_eq!(replies.len(), 1, "one reply for eight messages at once: {replies:#?}");
 }
+
+/// `include :global` (RFC 6609) reads the server's scripts from `[sieve] global_dir`: a
+/// user's script includes the administrator's rules, a missing global script fails the run
+/// (the message is kept) unless `:optional`, and a name cannot reach outside the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_scripts_are_included_from_the_configured_directory() {
+    // The global directory inside a temporary one, so that a script beside it (which a name
+    // with a path would reach) exists and is not read.
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let global = root.path().join("global");
+    std::fs::create_dir(&global).expect("the global directory");
+    std::fs::write(root.path().join("outside.sieve"), "discard;\r\n").expect("write the outside script");
+    std::fs::write(
+        global.join("junk-rules.sieve"),
+        "require [\"fileinto\", \"mailbox\"];\r\nif header :contains \"subject\" \"[SPAM]\" { fileinto :create \"Quarantine\"; stop; }\r\n",
+    )
+    .expect("write the global script");
+    let limits = tern_mailbox::Limits { sieve_global_dir: Some(global), ..Default::default() };
+    let server = SmtpTestServer::start_with(SmtpLimits::default(), limits).await;
+    activate(
+        &server,
+        ALICE,
+        "require \"include\";\r\ninclude :global \"junk-rules\";\r\ninclude :global :optional \"not-there\";\r\n",
+    )
+    .await;
+    let reply =
+        send_mx(&server, "ann@remote.test", &[ALICE], &mail("ann@remote.test", ALICE, "[SPAM] cheap", "g1", &[])).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let reply =
+        send_mx(&server, "ann@remote.test", &[ALICE], &mail("ann@remote.test", ALICE, "hello", "g2", &[])).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let quarantined = wait_folder(&server, ALICE, "Quarantine", 1).await;
+    assert!(quarantined[0].contains("<g1@sieve.test>"), "{}", quarantined[0]);
+    let inbox = wait_inbox(&server, ALICE, 1).await;
+    assert!(inbox[0].contains("<g2@sieve.test>"), "{}", inbox[0]);
+
+    // A global script that does not exist fails the run; one named with a path is not read.
+    for (i, name) in ["missing", "../outside"].iter().enumerate() {
+        activate(&server, BOB, &format!("require \"include\";\r\ninclude :global \"{name}\";\r\ndiscard;\r\n")).await;
+        let errors_before = sieve_runs("error");
+        let id = format!("m{i}");
+        let reply = send_mx(&server, "ann@remote.test", &[BOB], &mail("ann@remote.test", BOB, name, &id, &[])).await;
+        assert_eq!(reply.code, 250, "{reply:?}");
+        let inbox = wait_inbox(&server, BOB, i + 1).await;
+        assert!(inbox.iter().any(|m| m.contains(&format!("<{id}@sieve.test>"))), "kept, not discarded: {name}");
+        assert!(sieve_runs("error") > errors_before, "the failed include is counted: {name}");
+    }
+}
+
+/// Waits until `folder` of `address` holds at least `n` messages and returns them as text.
+async fn wait_folder(server: &SmtpTestServer, address: &str, folder: &str, n: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let messages = server.folder(address, folder).await;
+        if messages.len() >= n {
+            return messages.iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{folder} of {address} has {} of {n}", messages.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -108,6 +108,9 @@ pub struct Limits {
     /// leave the minimum to the site; a day is what Pigeonhole defaults to).
     pub sieve_vacation_min_period: Duration,
     pub sieve_vacation_max_period: Duration,
+    /// The directory of the server's global Sieve scripts (`<name>.sieve`, for `include
+    /// :global`, RFC 6609); none when unset.
+    pub sieve_global_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Limits {
@@ -131,6 +134,7 @@ impl Default for Limits {
             sieve_max_redirects: 4,
             sieve_vacation_min_period: Duration::from_secs(86_400),
             sieve_vacation_max_period: Duration::from_secs(90 * 86_400),
+            sieve_global_dir: None,
         }
     }
 }

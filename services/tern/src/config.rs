@@ -24,6 +24,8 @@ pub struct Config {
     pub managesieve: ManageSieveSection,
     /// Spam filtering with rspamd: the SMTP front-end's scans, the relay's learning.
     pub spam: SpamSection,
+    /// Sieve: the server's global scripts.
+    pub sieve: SieveSection,
     /// The outbound relay (`tern relay`, and `tern dev`).
     pub relay: tern_relay::RelayConfig,
     /// Where the mailbox service keeps message bodies.
@@ -188,6 +190,16 @@ impl Default for SmtpSection {
             shutdown_grace_secs: 25,
         }
     }
+}
+
+/// The `[sieve]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SieveSection {
+    /// A directory of global scripts, `<name>.sieve`, which users' scripts may `include
+    /// :global "<name>"` (RFC 6609); read by the mailbox service at delivery. In Kubernetes, a
+    /// ConfigMap mounted there. Unset: no global scripts.
+    pub global_dir: Option<PathBuf>,
 }
 
 /// The `[spam]` section. Without `rspamd_url` nothing is scanned.
@@ -572,7 +584,11 @@ impl Config {
     /// The mailbox service's limits, learning for the spam filter on when there is a learner
     /// (rspamd's controller is configured).
     pub fn mailbox_limits(&self) -> Limits {
-        Limits { learn_spam: !self.spam.controller_url.is_empty(), ..self.limits.to_limits() }
+        Limits {
+            learn_spam: !self.spam.controller_url.is_empty(),
+            sieve_global_dir: self.sieve.global_dir.clone(),
+            ..self.limits.to_limits()
+        }
     }
 }
 
@@ -586,6 +602,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             smtp: SmtpSection::default(),
             spam: SpamSection::default(),
+            sieve: SieveSection::default(),
             relay: tern_relay::RelayConfig::default(),
             pop3: Pop3Section::default(),
             imap: ImapSection::default(),

@@ -140,13 +140,23 @@ fn tracking_key(account_id: u64, key: &str) -> String {
     hex::encode(Sha256::digest(format!("sieve\u{0}{account_id}\u{0}{key}")))
 }
 
-/// The environment of one run: what storage said before it, and the tracking keys it asked
-/// about without an answer yet.
+/// What a run asked of its environment that had to be read first.
+enum Missing {
+    /// A tracking key.
+    Seen(String),
+    /// A global script, by name.
+    Global(String),
+}
+
+/// The environment of one run: what storage said before it, and what it asked about without
+/// an answer yet.
 struct Prefetched<'a> {
     folders: &'a HashSet<String>,
     account: &'a AccountRecord,
     seen: &'a HashMap<String, bool>,
-    missing: Vec<String>,
+    /// Global scripts read so far: their text, or `None` for a name that has none.
+    globals: &'a HashMap<String, Option<String>>,
+    missing: Vec<Missing>,
 }
 
 impl Environment for Prefetched<'_> {
@@ -158,16 +168,21 @@ impl Environment for Prefetched<'_> {
         match self.seen.get(key) {
             Some(&seen) => seen,
             None => {
-                self.missing.push(key.to_string());
+                self.missing.push(Missing::Seen(key.to_string()));
                 false
             }
         }
     }
 
     fn script(&mut self, name: &str, global: bool) -> Option<String> {
-        // Global scripts (RFC 6609's :global) are not kept by Tern yet: only the account's own.
         if global {
-            return None;
+            return match self.globals.get(name) {
+                Some(text) => text.clone(),
+                None => {
+                    self.missing.push(Missing::Global(name.to_string()));
+                    None
+                }
+            };
         }
         let sieve = self.account.sieve.as_ref()?;
         sieve.scripts.iter().find(|s| s.name == name).map(|s| s.text.clone())
@@ -228,18 +243,28 @@ impl MailboxService {
         };
         let limits = self.run_limits();
         let mut seen: HashMap<String, bool> = HashMap::new();
+        let mut globals: HashMap<String, Option<String>> = HashMap::new();
         let mut outcome = None;
         for _ in 0..MAX_PASSES {
-            let mut env = Prefetched { folders: &folders, account, seen: &seen, missing: Vec::new() };
+            let mut env =
+                Prefetched { folders: &folders, account, seen: &seen, globals: &globals, missing: Vec::new() };
             let run = program.run(&input, &mut env, &limits);
             let missing = std::mem::take(&mut env.missing);
             outcome = Some(run);
             if missing.is_empty() {
                 break;
             }
-            for key in missing {
-                let tracked = self.store.tracked(&tracking_key(account.id, &key), now()).await?;
-                seen.insert(key, tracked);
+            for m in missing {
+                match m {
+                    Missing::Seen(key) => {
+                        let tracked = self.store.tracked(&tracking_key(account.id, &key), now()).await?;
+                        seen.insert(key, tracked);
+                    }
+                    Missing::Global(name) => {
+                        let text = self.global_script(&name).await;
+                        globals.insert(name, text);
+                    }
+                }
             }
         }
         let outcome = outcome.expect("at least one pass");
@@ -289,6 +314,26 @@ impl MailboxService {
             }
         }
         Ok(decision)
+    }
+
+    /// A global script's text, from `[sieve] global_dir`: `None` when there is no such
+    /// directory, the name is not a plain file name, or the file is missing, unreadable or
+    /// larger than a user's script may be.
+    async fn global_script(&self, name: &str) -> Option<String> {
+        let dir = self.limits.sieve_global_dir.as_ref()?;
+        // A name is one file of the directory, never a path out of it.
+        if super::sieve::check_name(name).is_err() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return None;
+        }
+        let path = dir.join(format!("{name}.sieve"));
+        let text = match tokio::fs::read_to_string(&path).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::info!(path = %path.display(), error = %e, "no global Sieve script");
+                return None;
+            }
+        };
+        (text.len() as u64 <= self.limits.sieve_max_script_bytes).then_some(text)
     }
 
     /// Sends a redirected message on, from the original envelope sender (RFC 5228 section
