@@ -226,6 +226,22 @@ impl SmtpTestServer {
     }
 
     /// The id of one of the accounts of [`ACCOUNTS`].
+    /// Stores `text` as the active Sieve script of `address` (named `name`), as ManageSieve
+    /// would, panicking with the script when the service refuses it.
+    pub async fn activate_sieve(&self, address: &str, name: &str, text: &str) {
+        let request = tern_proto::v1::PutSieveScriptRequest {
+            account_id: self.account_id(address),
+            name: name.into(),
+            text: text.into(),
+            activate: true,
+        };
+        self.mailbox_client()
+            .await
+            .put_sieve_script(request)
+            .await
+            .unwrap_or_else(|e| panic!("store the script of {address}: {e}\n{text}"));
+    }
+
     pub fn account_id(&self, address: &str) -> u64 {
         account_id_in(&self.accounts, address)
     }

@@ -15,7 +15,7 @@ use tern_imap::{
     config::{ImapConfig, ListenerKind as ImapListenerKind},
     server::Listener as ImapListener,
 };
-use tern_proto::v1::{ListFoldersRequest, PutSieveScriptRequest};
+use tern_proto::v1::ListFoldersRequest;
 use tern_smtp::config::Limits as SmtpLimits;
 use tern_tests::{
     common::{Background, bind_loopback, mailbox_channel},
@@ -89,18 +89,7 @@ async fn send_mx(server: &SmtpTestServer, from: &str, to: &[&str], body: &str) -
 
 /// Stores `text` as the active script of `address`, checking that the service accepts it.
 async fn activate(server: &SmtpTestServer, address: &str, text: &str) {
-    let request = PutSieveScriptRequest {
-        account_id: server.account_id(address),
-        name: "test".into(),
-        text: text.into(),
-        activate: true,
-    };
-    server
-        .mailbox_client()
-        .await
-        .put_sieve_script(request)
-        .await
-        .unwrap_or_else(|e| panic!("store the script of {address}: {e}\n{text}"));
+    server.activate_sieve(address, "test", text).await;
 }
 
 /// How many messages `address` has in all its folders.
@@ -512,17 +501,9 @@ async fn failures_keep_the_message_and_discard_and_editheader_do_what_they_say()
 async fn scripts_that_would_run_away_are_stopped_by_the_limits() {
     let server = SmtpTestServer::start_with(SmtpLimits::default(), tern_mailbox::Limits::default()).await;
 
-    // A script that includes itself: RFC 6609 section 3.2 makes the recursion an error.
-    let mut client = server.mailbox_client().await;
-    client
-        .put_sieve_script(PutSieveScriptRequest {
-            account_id: server.account_id(ALICE),
-            name: "again".into(),
-            text: "require \"include\";\r\ninclude :personal \"again\";\r\n".into(),
-            activate: true,
-        })
-        .await
-        .expect("a script that includes itself compiles: includes are found when it runs");
+    // A script that includes itself: RFC 6609 section 3.2 makes the recursion an error. It is
+    // stored all the same, since includes are found when a script runs.
+    server.activate_sieve(ALICE, "again", "require \"include\";\r\ninclude :personal \"again\";\r\n").await;
     let errors_before = sieve_runs("error");
     let reply = send_mx(&server, "ann@remote.test", &[ALICE], &mail("ann@remote.test", ALICE, "loop", "l1", &[])).await;
     assert_eq!(reply.code, 250, "{reply:?}");

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use tern_proto::v1::{ListFoldersRequest, PutSieveScriptRequest, SpamScan, SpamSettings, UpdateAccountRequest};
+use tern_proto::v1::{ListFoldersRequest, SpamScan, SpamSettings, UpdateAccountRequest};
 use tern_rspamd::Options;
 use tern_smtp::{
     config::ListenerKind,
@@ -251,18 +251,7 @@ keep;
 
 /// Stores `text` as the active Sieve script of `address`, as ManageSieve would.
 async fn activate(server: &SmtpTestServer, address: &str, text: &str) {
-    let request = PutSieveScriptRequest {
-        account_id: server.account_id(address),
-        name: "spamtest".into(),
-        text: text.into(),
-        activate: true,
-    };
-    server
-        .mailbox_client()
-        .await
-        .put_sieve_script(request)
-        .await
-        .unwrap_or_else(|e| panic!("store the script of {address}: {e}\n{text}"));
+    server.activate_sieve(address, "spamtest", text).await;
 }
 
 /// The messages in each folder of `address` that holds any, by name.

@@ -30,10 +30,8 @@ pub struct Parsed {
 
 impl Parsed {
     pub fn new(message: &[u8]) -> Parsed {
-        let crlf = message.windows(2).position(|w| w == b"\r\n").is_some_and(|at| {
-            // The first line break decides.
-            message[..at].iter().all(|&b| b != b'\n')
-        });
+        // The first line break decides.
+        let crlf = message.iter().position(|&b| b == b'\n').is_some_and(|at| at > 0 && message[at - 1] == b'\r');
         let mut fields: Vec<Field> = Vec::new();
         let mut at = 0;
         let mut body_start = message.len();
@@ -87,11 +85,6 @@ impl Parsed {
         out.extend_from_slice(eol);
         out.extend_from_slice(&self.body);
         out
-    }
-
-    /// The header and body as one message, for mail-parser.
-    pub fn whole(&self) -> Vec<u8> {
-        self.to_bytes()
     }
 }
 
@@ -186,7 +179,7 @@ pub fn body_texts(parsed: &Parsed, transform: &Transform) -> Vec<String> {
     match transform {
         Transform::Raw => vec![String::from_utf8_lossy(&parsed.body).into_owned()],
         Transform::Content(types) => {
-            let whole = parsed.whole();
+            let whole = parsed.to_bytes();
             let Some(message) = MessageParser::default().parse(&whole) else { return Vec::new() };
             let mut out = Vec::new();
             for part in &message.parts {
