@@ -128,7 +128,7 @@ mod tests {
 /// The methods that only read: a call to one of them that failed in transit may be sent again
 /// to another mailbox replica (`tern_runtime::rpc`). Every other method writes, and is sent
 /// again only when it was never sent at all.
-const READ_ONLY: [&str; 25] = [
+const READ_ONLY: [&str; 27] = [
     "/tern.mailbox.v1.Mailbox/Authenticate",
     "/tern.mailbox.v1.Mailbox/ResolveRecipient",
     "/tern.mailbox.v1.Mailbox/ListFolders",
@@ -136,6 +136,7 @@ const READ_ONLY: [&str; 25] = [
     "/tern.mailbox.v1.Mailbox/Status",
     "/tern.mailbox.v1.Mailbox/FetchMessages",
     "/tern.mailbox.v1.Mailbox/FetchBody",
+    "/tern.mailbox.v1.Mailbox/SearchText",
     "/tern.mailbox.v1.Mailbox/Changes",
     "/tern.mailbox.v1.Mailbox/Watch",
     "/tern.mailbox.v1.Mailbox/GetQuota",
@@ -154,6 +155,7 @@ const READ_ONLY: [&str; 25] = [
     "/tern.mailbox.v1.Admin/ListAliases",
     "/tern.mailbox.v1.Admin/GetUsage",
     "/tern.mailbox.v1.Admin/GetQueued",
+    "/tern.mailbox.v1.Admin/GetIndexStatus",
 ];
 
 /// Whether the method at gRPC path `path` (`/tern.mailbox.v1.Mailbox/Select`) only reads.

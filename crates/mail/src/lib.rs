@@ -16,6 +16,8 @@
 //!   otherwise (forged trace and spam headers, the spam filter's Subject).
 //! - [`parse`]: a message's IMAP envelope and body structure with byte offsets, computed once
 //!   by the mailbox service at delivery and read by the IMAP front-end's tests.
+//! - [`text`]: a message's searchable text and the HEADER, BODY and TEXT search keys, shared
+//!   by the IMAP front-end's scan and the mailbox service's full-text index.
 //!
 //! It deliberately knows nothing of sessions (no tokio tasks, connections or protocol state), of
 //! gRPC (it
@@ -30,6 +32,7 @@ pub mod dns;
 pub mod dsn;
 pub mod headers;
 pub mod parse;
+pub mod text;
 
 /// Seconds since the Unix epoch, for the Date fields of the messages written here.
 pub(crate) fn now() -> i64 {

@@ -46,9 +46,7 @@ use imap_codec::imap_types::core::{AString, Charset};
 use imap_codec::imap_types::datetime::NaiveDate;
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
-use mail_parser::decoders::html::html_to_text;
-use mail_parser::parsers::MessageStream;
-use mail_parser::{HeaderValue, Message, MessageParser, PartType};
+use tern_mail::text::{Searchable, TextKey};
 use tern_proto::v1::{Address, Envelope};
 
 /// The charsets accepted in `SEARCH CHARSET`, in the spelling of the `BADCHARSET` response code.
@@ -96,6 +94,8 @@ pub struct Candidate<'a> {
     pub envelope: Option<&'a Envelope>,
     /// The raw message, present when `needs()` asked for it.
     pub raw: Option<&'a [u8]>,
+    /// The text keys' answers computed beforehand; a key answered there needs no raw message.
+    pub answers: Option<&'a TextAnswers>,
 }
 
 impl fmt::Debug for Candidate<'_> {
@@ -121,6 +121,11 @@ pub struct Needs {
     pub envelope: bool,
     /// The raw message: HEADER, BODY and TEXT keys.
     pub raw: bool,
+    /// The size and dates of the message's metadata: LARGER, SMALLER, BEFORE, ON, SINCE,
+    /// OLDER, YOUNGER and SAVEDATE's keys. Without it (and without the other two) a search
+    /// is decided by what the session's view holds, and the metadata is fetched for the matches
+    /// only.
+    pub meta: bool,
 }
 
 /// The mailbox state a search is evaluated against.
@@ -178,24 +183,26 @@ pub fn needs_all(keys: &[SearchKey<'_>]) -> Needs {
             | SearchKey::SentBefore(_)
             | SearchKey::SentOn(_)
             | SearchKey::SentSince(_) => out.envelope = true,
-            SearchKey::Header(name, _) if saved_key(name.as_ref()).is_some() => {}
+            SearchKey::Header(name, _) if saved_key(name.as_ref()).is_some() => out.meta = true,
             SearchKey::Header(..) | SearchKey::Body(_) | SearchKey::Text(_) => out.raw = true,
+            SearchKey::Before(_)
+            | SearchKey::On(_)
+            | SearchKey::Since(_)
+            | SearchKey::Larger(_)
+            | SearchKey::Smaller(_)
+            | SearchKey::Older(_)
+            | SearchKey::Younger(_) => out.meta = true,
             SearchKey::SequenceSet(_)
             | SearchKey::All
             | SearchKey::Answered
-            | SearchKey::Before(_)
             | SearchKey::Deleted
             | SearchKey::Draft
             | SearchKey::Flagged
             | SearchKey::Keyword(_)
-            | SearchKey::Larger(_)
             | SearchKey::New
             | SearchKey::Old
-            | SearchKey::On(_)
             | SearchKey::Recent
             | SearchKey::Seen
-            | SearchKey::Since(_)
-            | SearchKey::Smaller(_)
             | SearchKey::Uid(_)
             | SearchKey::Unanswered
             | SearchKey::Undeleted
@@ -203,11 +210,9 @@ pub fn needs_all(keys: &[SearchKey<'_>]) -> Needs {
             | SearchKey::Unflagged
             | SearchKey::Unkeyword(_)
             | SearchKey::Unseen
-            | SearchKey::Older(_)
-            | SearchKey::Younger(_)
             | SearchKey::ModSequence { .. } => {}
         }
-        if out.envelope && out.raw {
+        if out.envelope && out.raw && out.meta {
             break;
         }
     }
@@ -281,21 +286,12 @@ struct Evaluator<'c, 'a> {
     c: &'c Candidate<'a>,
     ctx: &'c Context,
     fields: [OnceCell<Option<String>>; 5],
-    headers: OnceCell<Option<Vec<(String, String)>>>,
-    header_text: OnceCell<Option<String>>,
-    body: OnceCell<Option<String>>,
+    text: OnceCell<Option<Searchable<'a>>>,
 }
 
 impl<'c, 'a> Evaluator<'c, 'a> {
     fn new(c: &'c Candidate<'a>, ctx: &'c Context) -> Self {
-        Self {
-            c,
-            ctx,
-            fields: Default::default(),
-            headers: OnceCell::new(),
-            header_text: OnceCell::new(),
-            body: OnceCell::new(),
-        }
+        Self { c, ctx, fields: Default::default(), text: OnceCell::new() }
     }
 
     /// Evaluates the AND of `keys` (true when there are none).
@@ -394,15 +390,14 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                     _ => saved >= day,
                 })
             }
-            SearchKey::Header(name, value) => self.header_contains(name, value),
-            SearchKey::Body(s) => {
-                let needle = needle(s);
-                self.body().is_some_and(|body| body.contains(&needle))
-            }
-            SearchKey::Text(s) => {
-                let needle = needle(s);
-                self.header_text().is_some_and(|h| h.contains(&needle))
-                    || self.body().is_some_and(|body| body.contains(&needle))
+            SearchKey::Header(..) | SearchKey::Body(_) | SearchKey::Text(_) => {
+                let Some(text_key) = text_key(key) else { return false };
+                if let Some(answers) = self.c.answers
+                    && let Some(answer) = answers.answer(&text_key, self.c.uid)
+                {
+                    return answer;
+                }
+                self.text().is_some_and(|text| text.matches(&text_key))
             }
         }
     }
@@ -433,55 +428,57 @@ impl<'c, 'a> Evaluator<'c, 'a> {
         text.as_deref().is_some_and(|text| text.contains(&needle(s)))
     }
 
-    /// The top-level header fields: names as written, values unfolded, decoded and lowercased.
-    fn headers(&self) -> Option<&[(String, String)]> {
-        self.headers
-            .get_or_init(|| {
-                let raw = self.c.raw?;
-                Some(
-                    header_fields(raw)
-                        .into_iter()
-                        .map(|(name, value)| (name, decode_words(&value).to_lowercase()))
-                        .collect(),
-                )
-            })
-            .as_deref()
-    }
-
-    fn header_contains(&self, name: &AString<'_>, value: &AString<'_>) -> bool {
-        let Some(headers) = self.headers() else { return false };
-        let name = String::from_utf8_lossy(name.as_ref());
-        let needle = needle(value);
-        headers.iter().any(|(n, v)| n.eq_ignore_ascii_case(&name) && v.contains(&needle))
-    }
-
-    /// The top-level header as `name: value` lines, lowercased, for TEXT.
-    fn header_text(&self) -> Option<&str> {
-        self.header_text
-            .get_or_init(|| {
-                let headers = self.headers()?;
-                let mut out = String::new();
-                for (name, value) in headers {
-                    out.push_str(&name.to_lowercase());
-                    out.push_str(": ");
-                    out.push_str(value);
-                    out.push('\n');
-                }
-                Some(out)
-            })
-            .as_deref()
-    }
-
-    /// The decoded text of the body, lowercased.
-    fn body(&self) -> Option<&str> {
-        self.body.get_or_init(|| Some(body_text(self.c.raw?).to_lowercase())).as_deref()
+    /// The message's searchable text, when the candidate carries the message.
+    fn text(&self) -> Option<&Searchable<'a>> {
+        self.text.get_or_init(|| self.c.raw.map(Searchable::new)).as_ref()
     }
 }
 
 /// The search string of a key, lowercased. Strings are UTF-8 (see [`check_charset`]); invalid
 /// sequences become U+FFFD rather than failing the search.
 fn needle(s: &AString<'_>) -> String {
-    String::from_utf8_lossy(s.as_ref()).to_lowercase()
+    tern_mail::text::needle(s.as_ref())
+}
+
+/// The text key (HEADER, BODY or TEXT) `key` is, in the form the mailbox service's SearchText
+/// takes; `None` for every other key, SAVEDATE's stand-ins included.
+pub fn text_key(key: &SearchKey<'_>) -> Option<TextKey> {
+    match key {
+        SearchKey::Header(name, _) if saved_key(name.as_ref()).is_some() => None,
+        SearchKey::Header(name, value) => {
+            Some(TextKey::Header { name: String::from_utf8_lossy(name.as_ref()).into_owned(), needle: needle(value) })
+        }
+        SearchKey::Body(s) => Some(TextKey::Body(needle(s))),
+        SearchKey::Text(s) => Some(TextKey::Text(needle(s))),
+        _ => None,
+    }
+}
+
+/// The distinct text keys of `keys`, however deeply nested.
+pub fn text_keys(keys: &[SearchKey<'_>]) -> Vec<TextKey> {
+    let mut out: Vec<TextKey> = Vec::new();
+    for key in leaves(keys).filter_map(text_key) {
+        if !out.contains(&key) {
+            out.push(key);
+        }
+    }
+    out
+}
+
+/// The answers to a search's text keys, computed for all messages at once (by the mailbox
+/// service's index) rather than by reading each message: for each key, the UIDs that match it,
+/// sorted.
+#[derive(Debug, Default, Clone)]
+pub struct TextAnswers {
+    pub keys: Vec<(TextKey, Vec<u32>)>,
+}
+
+impl TextAnswers {
+    /// Whether the message `uid` matches `key`; `None` when `key` was not answered.
+    pub fn answer(&self, key: &TextKey, uid: u32) -> Option<bool> {
+        let (_, uids) = self.keys.iter().find(|(k, _)| k == key)?;
+        Some(uids.binary_search(&uid).is_ok())
+    }
 }
 
 /// Whether `n` is in `set`, with `*` standing for `star`.
@@ -567,90 +564,8 @@ fn addresses(list: &[Address]) -> String {
     out
 }
 
-/// Decodes the RFC 2047 encoded-words of an unfolded header value.
-pub(crate) fn decode_words(value: &[u8]) -> String {
-    // mail-parser's unstructured-field parser reads up to the end of a header line, so the value
-    // gets one; line breaks inside it would end it early and are dropped, as unfolding does.
-    let mut line: Vec<u8> = value.iter().copied().filter(|b| !matches!(b, b'\r' | b'\n')).collect();
-    line.push(b'\n');
-    match MessageStream::new(&line).parse_unstructured() {
-        HeaderValue::Text(text) => text.into_owned(),
-        _ => String::new(),
-    }
-}
-
-/// Splits the header block at the start of `raw` into fields: the name as written and the value
-/// unfolded (line breaks removed, the leading whitespace of continuation lines kept). The block
-/// ends at the first empty line. Lines that are neither fields nor continuations are skipped.
-fn header_fields(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut rest = raw;
-    while !rest.is_empty() {
-        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, &rest[rest.len()..]),
-        };
-        rest = next;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(&first) = line.first() else { break };
-        if first == b' ' || first == b'\t' {
-            if let Some((_, value)) = out.last_mut() {
-                value.extend_from_slice(line);
-            }
-            continue;
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-        // RFC 5322 field names are printable ASCII without spaces; obsolete syntax allows
-        // whitespace before the colon.
-        let name = line[..colon].trim_ascii_end();
-        if !name.is_empty() && name.iter().all(|b| (33..=126).contains(b)) {
-            out.push((String::from_utf8_lossy(name).into_owned(), line[colon + 1..].to_vec()));
-        }
-    }
-    out
-}
-
-/// The decoded text of a message's body: every text part (HTML reduced to text), and the header
-/// and text parts of attached messages, separated by line breaks so that no match spans two
-/// parts.
-fn body_text(raw: &[u8]) -> String {
-    let Some(message) = MessageParser::default().parse(raw) else {
-        // Not even a header was found: the bytes are all body.
-        return String::from_utf8_lossy(raw).into_owned();
-    };
-    let mut out = String::new();
-    let mut stack: Vec<&Message<'_>> = vec![&message];
-    while let Some(m) = stack.pop() {
-        for part in &m.parts {
-            match &part.body {
-                PartType::Text(text) => push_line(&mut out, text),
-                PartType::Html(html) => push_line(&mut out, &html_to_text(html)),
-                PartType::Message(nested) => {
-                    // The attached message's header is part of the outer message's body.
-                    if let Some(root) = nested.parts.first() {
-                        let start = root.offset_header as usize;
-                        let end = root.offset_body as usize;
-                        if let Some(block) = nested.raw_message.get(start..end.max(start)) {
-                            for (name, value) in header_fields(block) {
-                                push_line(&mut out, &format!("{name}: {}", decode_words(&value)));
-                            }
-                        }
-                    }
-                    stack.push(nested);
-                }
-                PartType::Binary(_) | PartType::InlineBinary(_) | PartType::Multipart(_) => {}
-            }
-        }
-    }
-    out
-}
-
-fn push_line(out: &mut String, text: &str) {
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    out.push_str(text);
-}
+/// Decodes the RFC 2047 encoded-words of an unfolded header value (SORT uses it too).
+pub(crate) use tern_mail::text::decode_words;
 
 #[cfg(test)]
 mod tests {
@@ -690,6 +605,7 @@ mod tests {
                 save_date: 0,
                 envelope: needs.envelope.then_some(&self.envelope),
                 raw: needs.raw.then_some(&self.raw[..]),
+                answers: None,
             }
         }
     }
@@ -824,11 +740,14 @@ X-Folded: first
     fn needs_per_key() {
         let n = |cmd: &str| needs_all(&parse(cmd.as_bytes()).1);
         assert_eq!(n("a SEARCH ALL SEEN LARGER 5 UID 1:* 2,4 MODSEQ 7\r\n"), Needs::default());
-        assert_eq!(n("a SEARCH NOT FROM x\r\n"), Needs { envelope: true, raw: false });
-        assert_eq!(n("a SEARCH SENTON 1-Jan-2024\r\n"), Needs { envelope: true, raw: false });
-        assert_eq!(n("a SEARCH OR SEEN (ALL BODY x)\r\n"), Needs { envelope: false, raw: true });
-        assert_eq!(n("a SEARCH HEADER X-A \"\" SUBJECT y\r\n"), Needs { envelope: true, raw: true });
-        assert_eq!(needs(&SearchKey::Text(AString::try_from("x").unwrap())), Needs { envelope: false, raw: true });
+        assert_eq!(n("a SEARCH NOT FROM x\r\n"), Needs { envelope: true, raw: false, meta: false });
+        assert_eq!(n("a SEARCH SENTON 1-Jan-2024\r\n"), Needs { envelope: true, raw: false, meta: false });
+        assert_eq!(n("a SEARCH OR SEEN (ALL BODY x)\r\n"), Needs { envelope: false, raw: true, meta: false });
+        assert_eq!(n("a SEARCH HEADER X-A \"\" SUBJECT y\r\n"), Needs { envelope: true, raw: true, meta: false });
+        assert_eq!(
+            needs(&SearchKey::Text(AString::try_from("x").unwrap())),
+            Needs { envelope: false, raw: true, meta: false }
+        );
     }
 
     #[test]
@@ -1127,7 +1046,7 @@ inner words
     fn deep_keys_evaluate_iteratively() {
         let msgs = mailbox();
         let ctx = Context { max_seq: 3, max_uid: 30, now: 1_700_000_000 };
-        let c = msgs[0].candidate(1, Needs { envelope: true, raw: true });
+        let c = msgs[0].candidate(1, Needs { envelope: true, raw: true, meta: false });
         for depth in [1000usize, 1001, 50_000] {
             let mut not = SearchKey::Seen;
             let mut or = SearchKey::Unseen;

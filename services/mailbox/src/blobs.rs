@@ -471,6 +471,31 @@ impl BlobStore {
         }
     }
 
+    /// Stores an object that is not a body under a path of its own (the full-text index's
+    /// segment files, `index/<account>/<file>`); garbage collection of bodies never lists it,
+    /// since its name is not a content hash.
+    pub async fn put_object(&self, path: &str, content: Bytes) -> Result<()> {
+        self.store
+            .put(&Path::from(path), PutPayload::from_bytes(content))
+            .await
+            .map(drop)
+            .map_err(self.err(format!("storing {path}")))
+    }
+
+    /// Reads an object stored with [`BlobStore::put_object`].
+    pub async fn get_object(&self, path: &str) -> Result<Bytes> {
+        let got = self.store.get(&Path::from(path)).await.map_err(self.err(format!("reading {path}")))?;
+        got.bytes().await.map_err(self.err(format!("reading {path}")))
+    }
+
+    /// Deletes an object stored with [`BlobStore::put_object`]; a missing one is not an error.
+    pub async fn delete_object(&self, path: &str) -> Result<()> {
+        match self.store.delete(&Path::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(format!("deleting {path}"))(e)),
+        }
+    }
+
     pub async fn exists(&self, id: &str) -> Result<bool> {
         match self.store.head(&Self::path(id)).await {
             Ok(_) => Ok(true),

@@ -15,6 +15,7 @@ pub mod blobs;
 pub mod error;
 pub mod flags;
 pub mod folder_name;
+pub mod fts;
 pub mod grpc;
 pub mod metadata;
 pub mod password;

@@ -36,7 +36,7 @@ pub fn open_embedded_with_blobs(
     })?;
     let store = EmbeddedStore::open(&data_dir.join("metadata.redb"))?;
     let blobs = blobs.with_read_cache(limits.blob_cache_bytes);
-    Ok(MailboxService::new(Arc::new(store), blobs, limits))
+    Ok(MailboxService::new(Arc::new(store), blobs, limits).with_fulltext(data_dir.join("index")))
 }
 
 /// Opens the distributed backend: metadata in NATS JetStream at `url`, one server or a
@@ -63,7 +63,12 @@ pub async fn open_nats_with(
 ) -> Result<MailboxService> {
     let store = crate::store::nats::NatsStore::connect(connection, prefix, replicas).await?;
     let blobs = blobs.with_read_cache(limits.blob_cache_bytes);
-    Ok(MailboxService::new(Arc::new(store), blobs, limits))
+    // The replica's copy of the shared indexes is a cache: a directory of its own, so that
+    // two replicas on one machine (tests, `tern dev` beside a cluster) never share one.
+    static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let cache = std::env::temp_dir().join(format!("tern-index-{prefix}-{}-{n}", std::process::id()));
+    Ok(MailboxService::new(Arc::new(store), blobs, limits).with_fulltext(cache))
 }
 
 /// How the gRPC API is protected: mutual TLS, and the Admin API's token.

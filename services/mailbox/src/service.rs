@@ -51,6 +51,7 @@ mod directory;
 mod filter;
 mod folders;
 mod learn;
+mod search;
 mod sieve;
 mod urlauth;
 
@@ -111,6 +112,8 @@ pub struct Limits {
     /// The directory of the server's global Sieve scripts (`<name>.sieve`, for `include
     /// :global`, RFC 6609); none when unset.
     pub sieve_global_dir: Option<std::path::PathBuf>,
+    /// The full-text index (`[search]`).
+    pub search: crate::fts::Settings,
 }
 
 impl Default for Limits {
@@ -135,6 +138,7 @@ impl Default for Limits {
             sieve_vacation_min_period: Duration::from_secs(86_400),
             sieve_vacation_max_period: Duration::from_secs(90 * 86_400),
             sieve_global_dir: None,
+            search: crate::fts::Settings::default(),
         }
     }
 }
@@ -242,6 +246,8 @@ pub struct MailboxService {
     /// script without parsing and compiling it (and its patterns) again.
     sieve_programs: filter::Programs,
     pub passwords: password::Checker,
+    /// The accounts' full-text indexes, when indexing is on.
+    pub fulltext: Option<crate::fts::FullText>,
 }
 
 fn now() -> i64 {
@@ -263,7 +269,21 @@ impl MailboxService {
             // One hashing thread: its working memory is ~19 MiB, and with the cache of
             // successful checks a busy server still runs few argon2 checks per second.
             passwords: password::Checker::new(1, Duration::from_secs(300)),
+            fulltext: None,
         }
+    }
+
+    /// Keeps full-text indexes of the accounts under `root` (or `[search] dir`, which wins),
+    /// when `[search]` enables them. The indexer starts following the store's changes at once.
+    pub fn with_fulltext(mut self, root: std::path::PathBuf) -> Self {
+        let settings = self.limits.search.clone();
+        if settings.enabled {
+            let root = settings.dir.clone().unwrap_or(root);
+            let fts = crate::fts::FullText::new(settings, root, Arc::clone(&self.store), self.blobs.clone());
+            fts.start();
+            self.fulltext = Some(fts);
+        }
+        self
     }
 
     /// Takes (or renews) an exclusive lease; false when someone else holds it.

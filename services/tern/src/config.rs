@@ -26,6 +26,8 @@ pub struct Config {
     pub spam: SpamSection,
     /// Sieve: the server's global scripts.
     pub sieve: SieveSection,
+    /// The full-text index of IMAP SEARCH's text keys.
+    pub search: SearchSection,
     /// The outbound relay (`tern relay`, and `tern dev`).
     pub relay: tern_relay::RelayConfig,
     /// Where the mailbox service keeps message bodies.
@@ -200,6 +202,61 @@ pub struct SieveSection {
     /// :global "<name>"` (RFC 6609); read by the mailbox service at delivery. In Kubernetes, a
     /// ConfigMap mounted there. Unset: no global scripts.
     pub global_dir: Option<PathBuf>,
+}
+
+/// The `[search]` section: the mailbox service's full-text index (one per account; on the
+/// embedded backend in `<data_dir>/index`, on NATS in the object store with a local copy).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchSection {
+    /// Index at all. Off, every SEARCH BODY/TEXT/HEADER reads the messages.
+    pub enabled: bool,
+    /// Where the indexes (embedded) or the local copies (NATS) are kept, instead of the
+    /// default.
+    pub dir: Option<PathBuf>,
+    /// Messages larger than this are not indexed; searches read them.
+    pub max_message_bytes: u64,
+    /// Nor those whose decoded text is larger than this.
+    pub max_text_bytes: usize,
+    /// Memory of one account's index writer (at least 15 MB).
+    pub writer_memory_bytes: usize,
+    /// Writers kept open at once.
+    pub max_open_writers: usize,
+    /// How long the indexer gathers changes before indexing them, in milliseconds.
+    pub commit_delay_ms: u64,
+    /// Most messages indexed in one commit.
+    pub batch: usize,
+}
+
+impl Default for SearchSection {
+    fn default() -> Self {
+        let s = tern_mailbox::fts::Settings::default();
+        Self {
+            enabled: s.enabled,
+            dir: s.dir,
+            max_message_bytes: s.max_message_bytes,
+            max_text_bytes: s.max_text_bytes,
+            writer_memory_bytes: s.writer_memory,
+            max_open_writers: s.max_open_writers,
+            commit_delay_ms: s.commit_delay.as_millis() as u64,
+            batch: s.batch,
+        }
+    }
+}
+
+impl SearchSection {
+    pub fn settings(&self) -> tern_mailbox::fts::Settings {
+        tern_mailbox::fts::Settings {
+            enabled: self.enabled,
+            dir: self.dir.clone(),
+            max_message_bytes: self.max_message_bytes,
+            max_text_bytes: self.max_text_bytes,
+            writer_memory: self.writer_memory_bytes.max(tern_mailbox::fts::MIN_WRITER_MEMORY),
+            max_open_writers: self.max_open_writers.max(1),
+            commit_delay: std::time::Duration::from_millis(self.commit_delay_ms),
+            batch: self.batch.max(1),
+        }
+    }
 }
 
 /// The `[spam]` section. Without `rspamd_url` nothing is scanned.
@@ -587,6 +644,7 @@ impl Config {
         Limits {
             learn_spam: !self.spam.controller_url.is_empty(),
             sieve_global_dir: self.sieve.global_dir.clone(),
+            search: self.search.settings(),
             ..self.limits.to_limits()
         }
     }
@@ -603,6 +661,7 @@ impl Default for Config {
             smtp: SmtpSection::default(),
             spam: SpamSection::default(),
             sieve: SieveSection::default(),
+            search: SearchSection::default(),
             relay: tern_relay::RelayConfig::default(),
             pop3: Pop3Section::default(),
             imap: ImapSection::default(),

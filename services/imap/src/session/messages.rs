@@ -484,8 +484,43 @@ impl Session {
         Flow::Continue
     }
 
+    /// The answers to the text keys (HEADER, BODY, TEXT) of a search, from the mailbox
+    /// service's SearchText, which answers them for the whole folder from its full-text index.
+    async fn text_answers(
+        &mut self,
+        keys: Vec<tern_mail::text::TextKey>,
+    ) -> Result<search::TextAnswers, tonic::Status> {
+        use tern_mail::text::TextKey;
+        use tern_proto::v1::{SearchTextKey, SearchTextRequest, TextField};
+        let request = SearchTextRequest {
+            account_id: self.account(),
+            folder_id: self.folder_id(),
+            keys: keys
+                .iter()
+                .map(|k| match k {
+                    TextKey::Body(n) => {
+                        SearchTextKey { field: TextField::Body as i32, header: String::new(), needle: n.clone() }
+                    }
+                    TextKey::Text(n) => {
+                        SearchTextKey { field: TextField::Text as i32, header: String::new(), needle: n.clone() }
+                    }
+                    TextKey::Header { name, needle } => {
+                        SearchTextKey { field: TextField::Header as i32, header: name.clone(), needle: needle.clone() }
+                    }
+                })
+                .collect(),
+        };
+        let response = self.client.search_text(request).await?.into_inner();
+        Ok(search::TextAnswers { keys: keys.into_iter().zip(response.results.into_iter().map(|r| r.uids)).collect() })
+    }
+
     /// The selected mailbox's messages that match `criteria`, in mailbox order, with their
     /// metadata (and envelope, when `envelope` or the criteria need it).
+    ///
+    /// Text keys are answered for the whole folder by one SearchText call rather than by
+    /// reading each message. When what is left needs neither the envelope, the message nor its
+    /// size and dates, the keys are decided by the session's view alone and the metadata is
+    /// fetched for the matches only, so a search of a large mailbox costs what it finds.
     pub(crate) async fn matching(
         &mut self,
         criteria: &[SearchKey<'static>],
@@ -498,15 +533,59 @@ impl Session {
         let ctx = search::Context { max_seq: uids.len() as u32, max_uid: uids.last().copied().unwrap_or(0), now };
         let modseqs = sel.modseqs.clone();
         let recent: Vec<bool> = uids.iter().map(|u| sel.is_recent(*u)).collect();
-        let needs = search::needs_all(criteria);
-        let metas = self.metas(&uids, needs.envelope || envelope).await?;
+        let mut needs = search::needs_all(criteria);
+        let text_keys = search::text_keys(criteria);
+        let answers = if text_keys.is_empty() || uids.is_empty() {
+            None
+        } else {
+            match self.text_answers(text_keys).await {
+                Ok(answers) => {
+                    needs.raw = false;
+                    Some(answers)
+                }
+                // A mailbox service older than SearchText: read the messages, as before it.
+                Err(status) if status.code() == tonic::Code::Unimplemented => None,
+                Err(status) => return Err(status),
+            }
+        };
+        let decided_by_view = !needs.envelope && !needs.raw && !needs.meta;
+        let mut wanted: Vec<usize> = Vec::new();
+        if decided_by_view {
+            for (i, uid) in uids.iter().enumerate() {
+                let candidate = search::Candidate {
+                    seq: i as u32 + 1,
+                    uid: *uid,
+                    flags: &flags[i],
+                    modseq: modseqs[i],
+                    recent: recent[i],
+                    size: 0,
+                    internal_date: 0,
+                    save_date: 0,
+                    envelope: None,
+                    raw: None,
+                    answers: answers.as_ref(),
+                };
+                if search::matches_all(criteria, &candidate, &ctx) {
+                    wanted.push(i);
+                }
+            }
+        } else {
+            wanted = (0..uids.len()).collect();
+        }
+        let wanted_uids: Vec<u32> = wanted.iter().map(|i| uids[*i]).collect();
+        let metas = self.metas(&wanted_uids, needs.envelope || envelope).await?;
         // The metadata comes in the order asked, less the messages expunged meanwhile; both
         // lists are in UID order, so one walk pairs them.
         let mut metas = metas.into_iter().peekable();
         let mut out = Vec::new();
-        for (i, uid) in uids.iter().enumerate() {
+        for i in wanted {
+            let uid = &uids[i];
             while metas.next_if(|m| m.uid < *uid).is_some() {}
             let Some(meta) = metas.next_if(|m| m.uid == *uid) else { continue };
+            if decided_by_view {
+                out.push(Match { index: i, modseq: modseqs[i], meta });
+                continue;
+            }
             let raw = if needs.raw {
                 match self.message_bytes(*uid).await {
                     Ok(r) => Some(r),
@@ -527,6 +606,7 @@ impl Session {
                 save_date: meta.save_date,
                 envelope: meta.envelope.as_ref(),
                 raw: raw.as_deref(),
+                answers: answers.as_ref(),
             };
             if search::matches_all(criteria, &candidate, &ctx) {
                 out.push(Match { index: i, modseq: modseqs[i], meta });

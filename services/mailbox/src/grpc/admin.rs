@@ -155,6 +155,45 @@ impl Admin for AdminApi {
         Ok(Response::new(usage_pb(&account, usage)))
     }
 
+    type ReindexStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ReindexProgress, Status>> + Send>>;
+
+    /// Runs the reindex in a task of its own, so that it goes on to the end when the client
+    /// stops listening, and streams its progress at most a few times a second.
+    async fn reindex(&self, req: Request<pb::ReindexRequest>) -> Rpc<Self::ReindexStream> {
+        let address = req.into_inner().address;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::ReindexProgress, Status>>(64);
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            let last = std::sync::Mutex::new(std::time::Instant::now() - std::time::Duration::from_secs(1));
+            let sent = service
+                .reindex(&address, &|address: &str, done, total, bytes, finished| {
+                    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+                    if finished || last.elapsed() >= std::time::Duration::from_millis(200) {
+                        *last = std::time::Instant::now();
+                        let progress =
+                            pb::ReindexProgress { address: address.to_string(), done, total, bytes, finished };
+                        let _ = tx.try_send(Ok(progress));
+                    }
+                })
+                .await;
+            if let Err(e) = sent {
+                let _ = tx.send(Err(Status::from(e))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn get_index_status(&self, req: Request<pb::GetIndexStatusRequest>) -> Rpc<pb::IndexStatus> {
+        let s = self.service.index_status(&req.into_inner().address).await?;
+        Ok(Response::new(pb::IndexStatus {
+            messages: s.messages,
+            indexed: s.indexed,
+            skipped: s.skipped,
+            index_bytes: s.index_bytes,
+            message_bytes: s.message_bytes,
+        }))
+    }
+
     async fn set_dkim_key(&self, req: Request<pb::SetDkimKeyRequest>) -> Rpc<pb::DkimKey> {
         let r = req.into_inner();
         Ok(Response::new(self.service.set_dkim_key(&r.domain, &r.selector, &r.private_key_pem).await?))

@@ -342,6 +342,32 @@ impl Mailbox for MailboxApi {
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
+    async fn search_text(
+        &self,
+        req: Request<tern_proto::v1::SearchTextRequest>,
+    ) -> Rpc<tern_proto::v1::SearchTextResponse> {
+        use tern_proto::v1::{SearchTextResponse, SearchTextResult, TextField};
+        let r = req.into_inner();
+        let mut keys = Vec::with_capacity(r.keys.len());
+        for k in r.keys {
+            let needle = tern_mail::text::needle(k.needle.as_bytes());
+            keys.push(match TextField::try_from(k.field) {
+                Ok(TextField::Body) => tern_mail::text::TextKey::Body(needle),
+                Ok(TextField::Text) => tern_mail::text::TextKey::Text(needle),
+                Ok(TextField::Header) if !k.header.is_empty() => {
+                    tern_mail::text::TextKey::Header { name: k.header, needle }
+                }
+                _ => return Err(Status::invalid_argument("a search key needs a field (and a header name for HEADER)")),
+            });
+        }
+        let found = self.service.search_text(r.account_id, r.folder_id, &keys).await?;
+        Ok(Response::new(SearchTextResponse {
+            results: found.results.into_iter().map(|uids| SearchTextResult { uids }).collect(),
+            indexed: found.indexed,
+            scanned: found.scanned,
+        }))
+    }
+
     async fn store_flags(&self, req: Request<StoreFlagsRequest>) -> Rpc<StoreFlagsResponse> {
         let r = req.into_inner();
         let mode = FlagsMode::try_from(r.mode).unwrap_or_default();

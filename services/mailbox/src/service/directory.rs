@@ -228,7 +228,11 @@ impl MailboxService {
     /// Deletes a mailbox with its folders and messages.
     pub async fn delete_account(&self, address: &str) -> Result<()> {
         let address = Address::parse(address)?.to_string();
+        let account = self.store.account_by_address(&address).await?;
         self.store.delete_account(&address).await?;
+        if let (Some(fts), Some(account)) = (&self.fulltext, account) {
+            fts.forget(account.id);
+        }
         tracing::info!(address = %address, "mailbox deleted");
         Ok(())
     }

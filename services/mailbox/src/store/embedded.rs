@@ -379,6 +379,13 @@ impl<T: Open> log::View for TxnView<'_, T> {
         Ok(())
     }
 
+    fn each_message_from(&self, folder: u64, uid: u32, f: &mut dyn FnMut(&MessageRecord)) -> Result<()> {
+        for item in self.txn.table(MESSAGES)?.range((folder, uid)..=(folder, u32::MAX))? {
+            f(&decode("message", item?.1.value())?);
+        }
+        Ok(())
+    }
+
     fn count_from(&self, folder: u64, uid: u32) -> Result<u32> {
         Ok(self.txn.table(MESSAGES)?.range((folder, uid)..=(folder, u32::MAX))?.count() as u32)
     }
@@ -920,6 +927,19 @@ impl MetadataStore for EmbeddedStore {
             }
         })
         .await?
+    }
+
+    fn mail_changes(&self) -> Option<BoxStream<'static, u64>> {
+        use futures::StreamExt;
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.events.subscribe());
+        Some(
+            events
+                .filter_map(|e| async move {
+                    // Flag changes leave the index as it is.
+                    e.ok().filter(|e| e.kind != tern_proto::v1::EventKind::Flags as i32).map(|e| e.account_id)
+                })
+                .boxed(),
+        )
     }
 
     async fn watch(&self, account_id: u64) -> Result<BoxStream<'static, MailboxEvent>> {

@@ -56,6 +56,15 @@ pub trait View {
     fn message(&self, folder: u64, uid: u32) -> Result<Option<MessageRecord>>;
     /// Calls `f` with each message of a folder, in UID order.
     fn each_message(&self, folder: u64, f: &mut dyn FnMut(&MessageRecord)) -> Result<()>;
+    /// Calls `f` with each message of a folder whose UID is at least `uid`, in UID order (what
+    /// the full-text indexer has not seen yet: UIDs only grow).
+    fn each_message_from(&self, folder: u64, uid: u32, f: &mut dyn FnMut(&MessageRecord)) -> Result<()> {
+        self.each_message(folder, &mut |m| {
+            if m.uid >= uid {
+                f(m)
+            }
+        })
+    }
     /// How many messages of a folder have a UID of at least `uid`.
     fn count_from(&self, folder: u64, uid: u32) -> Result<u32>;
     /// The UIDs expunged from a folder by changes after `modseq`, sorted.

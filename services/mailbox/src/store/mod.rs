@@ -47,7 +47,11 @@ fn now() -> i64 {
 }
 
 /// Runs `f` against the account's current state.
-async fn read<S, T>(store: &S, account_id: u64, f: impl FnOnce(&dyn log::View) -> Result<T> + Send) -> Result<T>
+pub(crate) async fn read<S, T>(
+    store: &S,
+    account_id: u64,
+    f: impl FnOnce(&dyn log::View) -> Result<T> + Send,
+) -> Result<T>
 where
     S: MetadataStore + ?Sized,
     T: Send,
@@ -493,6 +497,18 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     /// Committed changes of one account from now on, in commit order. When this returns, the
     /// subscription is in place: no change committed afterwards can be missed.
     async fn watch(&self, account_id: u64) -> Result<BoxStream<'static, MailboxEvent>>;
+
+    /// The ids of accounts whose messages or folders changed, written through any process, for
+    /// the full-text indexer; `None` when the backend cannot say.
+    fn mail_changes(&self) -> Option<BoxStream<'static, u64>> {
+        None
+    }
+
+    /// Leases and manifests for sharing full-text indexes between processes
+    /// ([`crate::fts::shared`]); `None` when the index is local to this process.
+    fn index_coordination(&self) -> Option<Arc<dyn crate::fts::shared::IndexCoordination>> {
+        None
+    }
 
     // The outbound queue.
     /// Records a message for the relay; `message.blob_id` must already be stored. Assigns

@@ -157,6 +157,13 @@ impl log::View for StateView<'_> {
         Ok(())
     }
 
+    fn each_message_from(&self, folder: u64, uid: u32, f: &mut dyn FnMut(&MessageRecord)) -> Result<()> {
+        if let Some(folder) = self.state.folders.get(&folder) {
+            folder.messages.range(uid..).for_each(|(_, m)| f(m));
+        }
+        Ok(())
+    }
+
     fn count_from(&self, folder: u64, uid: u32) -> Result<u32> {
         Ok(self.state.folders.get(&folder).map_or(0, |f| f.messages.range(uid..).count() as u32))
     }

@@ -61,6 +61,8 @@ pub(super) struct Follower {
     reached: tokio::sync::watch::Sender<u64>,
     /// False while the subscription is being re-established: reads then use the log.
     healthy: AtomicBool,
+    /// The account of every entry received, for the full-text indexer.
+    changes: tokio::sync::broadcast::Sender<u64>,
 }
 
 impl Follower {
@@ -78,6 +80,7 @@ impl Follower {
             accounts: Mutex::default(),
             reached: tokio::sync::watch::channel(last).0,
             healthy: AtomicBool::new(false),
+            changes: tokio::sync::broadcast::channel(4096).0,
         });
         let consumer = subscribe(&stream, &subject_prefix, last + 1).await?;
         follower.healthy.store(true, Ordering::Release);
@@ -97,6 +100,11 @@ impl Follower {
         let mut rx = self.reached.subscribe();
         matches!(tokio::time::timeout(MAX_WAIT, rx.wait_for(|r| *r >= position)).await, Ok(Ok(_)))
             && self.healthy.load(Ordering::Acquire)
+    }
+
+    /// The accounts of the entries received from now on.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The position the follower has reached.
@@ -147,6 +155,8 @@ impl Follower {
     }
 
     fn received(&self, account_id: u64, sequence: u64, payload: Bytes, keep: bool) {
+        // Nobody listening (no index) is not an error.
+        let _ = self.changes.send(account_id);
         {
             let mut accounts = self.accounts.lock().expect("follower lock");
             let account = accounts.entry(account_id).or_default();
@@ -253,6 +263,7 @@ mod tests {
             accounts: Mutex::default(),
             reached: tokio::sync::watch::channel(started_at - 1).0,
             healthy: AtomicBool::new(true),
+            changes: tokio::sync::broadcast::channel(16).0,
         }
     }
 

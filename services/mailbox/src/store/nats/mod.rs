@@ -45,6 +45,7 @@ mod conflict;
 mod connect;
 mod directory;
 mod follow;
+mod index;
 mod outbound;
 
 use std::{
@@ -168,6 +169,8 @@ pub struct NatsStore {
     rates: kv::Store,
     /// Sieve's tracking records ([`MetadataStore::track`]).
     tracking: kv::Store,
+    /// The full-text index's leases and manifests.
+    index: Arc<index::NatsIndexCoordination>,
     outbound: outbound::Outbound,
     accounts: Arc<Mutex<HashMap<u64, Cell>>>,
     parsed_cache: Arc<Mutex<HashMap<String, ParsedRecord>>>,
@@ -247,6 +250,7 @@ impl NatsStore {
                 .await
                 .map_err(err("creating a KV bucket"))?,
         };
+        let index = Arc::new(index::NatsIndexCoordination::open(&js, prefix, replicas).await?);
         let queue = stores.pop().expect("four buckets");
         let parsed = stores.pop().expect("four buckets");
         let snapshots = stores.pop().expect("four buckets");
@@ -261,6 +265,7 @@ impl NatsStore {
             parsed,
             rates,
             tracking,
+            index,
             outbound: outbound::Outbound::open(js.clone(), queue, prefix, replicas).await?,
             accounts,
             parsed_cache: Arc::default(),
@@ -1119,6 +1124,21 @@ impl MetadataStore for NatsStore {
             .map_err(err("storing a message structure"))?;
         self.cache_parsed(&message.blob_id, parsed);
         Ok(())
+    }
+
+    fn mail_changes(&self) -> Option<BoxStream<'static, u64>> {
+        use futures::StreamExt;
+        // A listener that falls behind misses some accounts; the indexer catches up with an
+        // account at its next change or search, which is all a missed wake-up costs.
+        Some(
+            tokio_stream::wrappers::BroadcastStream::new(self.follower.changes())
+                .filter_map(|r| async move { r.ok() })
+                .boxed(),
+        )
+    }
+
+    fn index_coordination(&self) -> Option<Arc<dyn crate::fts::shared::IndexCoordination>> {
+        Some(Arc::clone(&self.index) as Arc<dyn crate::fts::shared::IndexCoordination>)
     }
 
     async fn watch(&self, account_id: u64) -> Result<BoxStream<'static, MailboxEvent>> {
