@@ -739,7 +739,9 @@ X-Folded: first
     #[test]
     fn needs_per_key() {
         let n = |cmd: &str| needs_all(&parse(cmd.as_bytes()).1);
-        assert_eq!(n("a SEARCH ALL SEEN LARGER 5 UID 1:* 2,4 MODSEQ 7\r\n"), Needs::default());
+        assert_eq!(n("a SEARCH ALL SEEN UID 1:* 2,4 MODSEQ 7\r\n"), Needs::default());
+        assert_eq!(n("a SEARCH SEEN LARGER 5\r\n"), Needs { envelope: false, raw: false, meta: true });
+        assert_eq!(n("a SEARCH SINCE 1-Jan-2024\r\n"), Needs { envelope: false, raw: false, meta: true });
         assert_eq!(n("a SEARCH NOT FROM x\r\n"), Needs { envelope: true, raw: false, meta: false });
         assert_eq!(n("a SEARCH SENTON 1-Jan-2024\r\n"), Needs { envelope: true, raw: false, meta: false });
         assert_eq!(n("a SEARCH OR SEEN (ALL BODY x)\r\n"), Needs { envelope: false, raw: true, meta: false });

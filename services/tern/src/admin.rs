@@ -61,6 +61,16 @@ enum AdminCommand {
     /// A mailbox's Sieve scripts (filters run at delivery); at most one is active.
     #[command(subcommand)]
     Sieve(SieveCommand),
+    /// Rebuilds the full-text search index of a mailbox (or of every mailbox, with --all)
+    /// from its messages. Searches stay correct meanwhile, reading what the index lacks.
+    Reindex {
+        /// The mailbox; omit with --all.
+        address: Option<String>,
+        #[arg(long, conflicts_with = "address")]
+        all: bool,
+    },
+    /// How much of a mailbox the full-text search index covers, and its size.
+    Index { address: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -679,7 +689,79 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             let u = c.get_usage(GetUsageRequest { address }).await.map_err(explain)?.into_inner();
             println!("{}: {} messages, {} of {}", u.address, u.messages, human(u.bytes), quota(u.quota_bytes));
         }
+        AdminCommand::Reindex { address, all } => {
+            let address = match (address, all) {
+                (Some(a), false) => a,
+                (None, true) => String::new(),
+                _ => anyhow::bail!("name a mailbox, or --all for every mailbox"),
+            };
+            reindex(&mut c, address).await?;
+        }
+        AdminCommand::Index { address } => {
+            let s = c
+                .get_index_status(tern_proto::v1::GetIndexStatusRequest { address: address.clone() })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let ratio = if s.message_bytes == 0 { 0.0 } else { s.index_bytes as f64 / s.message_bytes as f64 };
+            println!(
+                "{address}: {} of {} messages indexed ({} skipped for their size); index {} for {} of mail ({:.0}%)",
+                s.indexed,
+                s.messages,
+                s.skipped,
+                human(s.index_bytes),
+                human(s.message_bytes),
+                ratio * 100.0
+            );
+        }
     }
+    Ok(())
+}
+
+/// Streams a reindex's progress: a bar per mailbox on a terminal, a line every few seconds
+/// otherwise (a Kubernetes Job's log).
+async fn reindex(c: &mut AdminClient<Channel>, address: String) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let mut stream = c.reindex(tern_proto::v1::ReindexRequest { address }).await.map_err(explain)?.into_inner();
+    let terminal = std::io::stderr().is_terminal();
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:>24} [{bar:30}] {pos}/{len} messages, {msg} ({per_sec}, eta {eta})",
+    )
+    .map_err(|e| anyhow::anyhow!("progress bar: {e}"))?
+    .progress_chars("=> ");
+    let mut bar: Option<(String, indicatif::ProgressBar)> = None;
+    let mut last_line = std::time::Instant::now();
+    let mut accounts = 0u64;
+    while let Some(p) = stream.message().await.map_err(explain)? {
+        if terminal {
+            if bar.as_ref().is_none_or(|(a, _)| *a != p.address) {
+                let b = indicatif::ProgressBar::new(p.total).with_style(style.clone()).with_prefix(p.address.clone());
+                bar = Some((p.address.clone(), b));
+            }
+            if let Some((_, b)) = &bar {
+                b.set_length(p.total);
+                b.set_position(p.done);
+                b.set_message(human(p.bytes));
+                if p.finished {
+                    b.finish();
+                }
+            }
+        } else if p.finished || last_line.elapsed() >= std::time::Duration::from_secs(5) {
+            last_line = std::time::Instant::now();
+            println!(
+                "{}: {}/{} messages, {}{}",
+                p.address,
+                p.done,
+                p.total,
+                human(p.bytes),
+                if p.finished { ", done" } else { "" }
+            );
+        }
+        if p.finished {
+            accounts += 1;
+        }
+    }
+    println!("reindexed {accounts} mailbox{}", if accounts == 1 { "" } else { "es" });
     Ok(())
 }
 

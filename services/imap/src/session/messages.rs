@@ -520,7 +520,8 @@ impl Session {
     /// Text keys are answered for the whole folder by one SearchText call rather than by
     /// reading each message. When what is left needs neither the envelope, the message nor its
     /// size and dates, the keys are decided by the session's view alone and the metadata is
-    /// fetched for the matches only, so a search of a large mailbox costs what it finds.
+    /// fetched for the matches only (and not at all when only their UIDs are wanted), so a
+    /// search of a large mailbox costs what it finds.
     pub(crate) async fn matching(
         &mut self,
         criteria: &[SearchKey<'static>],
@@ -571,6 +572,19 @@ impl Session {
             }
         } else {
             wanted = (0..uids.len()).collect();
+        }
+        if decided_by_view && !envelope {
+            // SEARCH wants the matches' UIDs and positions only, which the view has: a
+            // message another session expunged meanwhile is still in this session's view
+            // until it is told, and may be named.
+            return Ok(wanted
+                .into_iter()
+                .map(|i| Match {
+                    index: i,
+                    modseq: modseqs[i],
+                    meta: MessageMeta { uid: uids[i], ..MessageMeta::default() },
+                })
+                .collect());
         }
         let wanted_uids: Vec<u32> = wanted.iter().map(|i| uids[*i]).collect();
         let metas = self.metas(&wanted_uids, needs.envelope || envelope).await?;

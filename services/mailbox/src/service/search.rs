@@ -220,7 +220,7 @@ impl MailboxService {
         let mut status = IndexStatus { messages: usage.messages, ..IndexStatus::default() };
         let Some(fts) = &self.fulltext else { return Ok(status) };
         let Some(snapshot) = fts.snapshot(account.id).await else { return Ok(status) };
-        let (docs, skipped) = snapshot.counts().map_err(|e| fts_status(e))?;
+        let (docs, skipped) = snapshot.counts().map_err(fts_status)?;
         status.indexed = docs;
         status.skipped = skipped;
         status.index_bytes = fts.index_bytes(account.id);
