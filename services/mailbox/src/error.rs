@@ -47,6 +47,10 @@ pub enum MailboxError {
     WriterGone,
     #[error("commit failed: {0}")]
     Commit(String),
+    /// The full-text index cannot be read or written now (searches then read the messages;
+    /// this reaches a caller only from the index's administration).
+    #[error("full-text index: {0}")]
+    Index(String),
 }
 
 pub type Result<T, E = MailboxError> = std::result::Result<T, E>;
@@ -132,7 +136,8 @@ impl MailboxError {
             | Self::Blob { .. }
             | Self::Corrupt { .. }
             | Self::WriterGone
-            | Self::Commit(_) => ErrorReason::Unavailable,
+            | Self::Commit(_)
+            | Self::Index(_) => ErrorReason::Unavailable,
         }
     }
 

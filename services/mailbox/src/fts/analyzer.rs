@@ -244,6 +244,29 @@ mod tests {
         assert!(matches!(plan("東"), Plan::Terms { exact: true, .. }));
     }
 
+    proptest::proptest! {
+        /// Over texts and needles drawn from a small alphabet of every class (so that
+        /// matches are frequent), an exact plan answers exactly `contains`, and a narrowing one
+        /// never loses a match. `has` asserts both.
+        #[test]
+        fn plans_agree_with_substring_search(
+            text in "[ab1é東京国 ,.\u{301}-]{0,80}",
+            needle in "[ab1é東京国 ,.\u{301}-]{0,6}",
+        ) {
+            let text = text.to_lowercase();
+            let needle = needle.to_lowercase();
+            proptest::prop_assert_eq!(has(&text, &needle), text.contains(needle.as_str()));
+        }
+
+        /// Long runs: any needle up to EXACT_MAX characters inside a run of hundreds.
+        #[test]
+        fn long_runs_keep_short_needles_exact(run in "[ab]{100,400}", start in 0usize..400, len in 1usize..=EXACT_MAX) {
+            let start = start.min(run.len() - 1);
+            let end = (start + len).min(run.len());
+            proptest::prop_assert!(has(&run, &run[start..end]));
+        }
+    }
+
     #[test]
     fn mixed_scripts_narrow() {
         let text = "price 100円 today";

@@ -144,7 +144,7 @@ pub fn count_search(answered: u64, scanned: u64) {
 }
 
 fn fts_err(context: &str, e: impl std::fmt::Display) -> MailboxError {
-    MailboxError::Commit(format!("full-text index: {context}: {e}"))
+    MailboxError::Index(format!("{context}: {e}"))
 }
 
 /// One account's index, open.
@@ -367,6 +367,16 @@ impl FullText {
     pub async fn reindex(&self, account_id: u64, progress: &(dyn Fn(u64, u64, u64) + Send + Sync)) -> Result<()> {
         let account = self.account(account_id)?;
         let total = self.inner.store.usage(account_id).await?.messages;
+        if let Some(shared) = &self.inner.shared
+            && !shared.lead(self, account_id, &account).await?
+        {
+            // Only the writer may replace the published index; it is elsewhere until its
+            // lease lapses.
+            return Err(MailboxError::Index(format!(
+                "another mailbox replica writes the index of this account; try again in {} s",
+                shared::LEASE.as_secs()
+            )));
+        }
         {
             let mut writer = account.writer.lock().await;
             let w = match writer.as_mut() {
@@ -387,7 +397,17 @@ impl FullText {
         progress(0, total, 0);
         loop {
             let (added, added_bytes, more) = self.catch_up_account(account_id, &account).await?;
-            done += added;
+            // Done is what the index holds since it was cleared, not only what this loop added:
+            // the background indexer may take a batch in between (a search touched the
+            // account meanwhile), and those messages are indexed all the same.
+            let held = account
+                .snapshot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|s| s.counts().ok())
+                .map_or(0, |(docs, _)| docs);
+            done = (done + added).max(held);
             bytes += added_bytes;
             progress(done, total.max(done), bytes);
             if !more {
@@ -577,7 +597,10 @@ async fn run(inner: std::sync::Weak<Inner>, mut wake: mpsc::UnboundedReceiver<()
                 }
             }
         }
-        metrics().lag_seconds.set(0.0);
+        // What is still pending (a failing account, one with more to do) keeps its age, so a
+        // lag that does not come down shows.
+        let oldest = fts.inner.pending.lock().unwrap_or_else(|e| e.into_inner()).values().min().copied();
+        metrics().lag_seconds.set(oldest.map_or(0.0, |t| t.elapsed().as_secs_f64()));
         fts.close_idle_writers().await;
     }
 }

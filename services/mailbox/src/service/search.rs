@@ -243,7 +243,7 @@ impl MailboxService {
 }
 
 fn fts(context: &str, e: impl std::fmt::Display) -> MailboxError {
-    MailboxError::Commit(format!("full-text index: {context}: {e}"))
+    MailboxError::Index(format!("{context}: {e}"))
 }
 
 fn fts_status(e: impl std::fmt::Display) -> MailboxError {
