@@ -157,6 +157,32 @@ pub enum Which {
         #[arg(long, default_value_t = 1_000_000)]
         commands: u64,
     },
+    /// The full-text index (issue #19): a mailbox of English-like messages of 4 to 20 KiB
+    /// loaded through AppendAll, the time until the index covers them, IMAP `UID SEARCH BODY` of
+    /// a rare and of a common word (median, p95) and the index's size against the mail's; the
+    /// same on NATS + S3 (and a second replica reading the shared index); then SMTP ingest with
+    /// indexing off and on (smtp-source, off, on, on, off).
+    Search {
+        /// Messages of the embedded mailbox.
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// Messages of the distributed mailbox (NATS JetStream + SeaweedFS S3); default as
+        /// `--messages`, 0 skips the distributed run.
+        #[arg(long)]
+        nats_messages: Option<usize>,
+        /// Timed searches of each word, after two warm-ups.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Messages of each SMTP ingest run; 0 skips them.
+        #[arg(long, default_value_t = 5000)]
+        ingest: usize,
+        /// smtp-source's parallel sessions.
+        #[arg(long, default_value_t = 20)]
+        sessions: usize,
+        /// Skip timing a rebuild of the embedded index from scratch (Admin/Reindex).
+        #[arg(long)]
+        no_reindex: bool,
+    },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -185,6 +211,16 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         }
         Which::Distributed { messages, sessions, seconds, deliveries } => {
             rt.block_on(distributed(messages, sessions, seconds, deliveries))
+        }
+        Which::Search { messages, nats_messages, runs, ingest, sessions, no_reindex } => {
+            rt.block_on(search::run(search::Workload {
+                messages,
+                nats_messages: nats_messages.unwrap_or(messages),
+                runs,
+                ingest,
+                sessions,
+                reindex: !no_reindex,
+            }))
         }
     }
 }
@@ -708,6 +744,18 @@ async fn smtp_ingest(server: &Server, messages: usize, sessions: usize) -> anyho
 
 /// [`smtp_ingest`], with [`BENCH_SCRIPT`] active on the recipient when `script`.
 async fn smtp_ingest_scripted(server: &Server, messages: usize, sessions: usize, script: bool) -> anyhow::Result<f64> {
+    smtp_ingest_with(server, messages, sessions, script, None).await
+}
+
+/// [`smtp_ingest_scripted`], sending the message in `file` (header and body with LF line ends,
+/// smtp-source's `-F`; its size in octets beside it) instead of smtp-source's own of 4 KiB.
+async fn smtp_ingest_with(
+    server: &Server,
+    messages: usize,
+    sessions: usize,
+    script: bool,
+    file: Option<(&std::path::Path, usize)>,
+) -> anyhow::Result<f64> {
     let smtp_source = ["/usr/sbin/smtp-source", "/usr/bin/smtp-source"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -718,10 +766,16 @@ async fn smtp_ingest_scripted(server: &Server, messages: usize, sessions: usize,
     }
     let mut client = MailboxClient::new(channel);
     let (rss_idle, _) = server.memory();
-    println!("smtp benchmark: {messages} messages of 4 KiB, {sessions} parallel sessions, one message per connection");
+    let size = file.map_or("4 KiB".to_string(), |(_, size)| format!("{size} octets"));
+    println!("smtp benchmark: {messages} messages of {size}, {sessions} parallel sessions, one message per connection");
     let start = Instant::now();
-    let status = tokio::process::Command::new(smtp_source)
-        .args(["-s", &sessions.to_string(), "-m", &messages.to_string(), "-l", "4096"])
+    let mut command = tokio::process::Command::new(smtp_source);
+    command.args(["-s", &sessions.to_string(), "-m", &messages.to_string()]);
+    match file {
+        Some((path, _)) => command.arg("-F").arg(path),
+        None => command.args(["-l", "4096"]),
+    };
+    let status = command
         .args(["-f", "bench@example.net", "-t", "user@bench.test", "-M", "bench.example.net", &server.smtp])
         .status()
         .await?;
@@ -1504,6 +1558,876 @@ async fn relay(
     Ok(())
 }
 
+/// `bench search`: the full-text index (issue #19) on a mailbox of generated English-like mail.
+///
+/// The messages come from [`search::Corpus`]: a deterministic generator (SplitMix64) drawing
+/// words from a vocabulary of about 200 common English words and 3800 made-up ones with a Zipf
+/// distribution (the word of rank r has weight 1/r), a few hundred jargon tokens (product codes,
+/// part numbers) sprinkled in, and a reference and a ticket number of its own in every message,
+/// so that the index's term dictionary grows with the mailbox as real mail's does. One rare
+/// word is put in exactly five messages; the common word is a real one of rank about fifty,
+/// in most messages. The generator counts which messages contain each (as IMAP's substring
+/// match does, case-insensitively), so every search is checked against the exact answer.
+mod search {
+    use std::{
+        collections::HashSet,
+        sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+    };
+
+    use tern_proto::v1::{
+        AppendHeader, AppendRequest, GetIndexStatusRequest, IndexStatus, ReindexRequest, append_request,
+    };
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    pub struct Workload {
+        pub messages: usize,
+        pub nats_messages: usize,
+        pub runs: usize,
+        pub ingest: usize,
+        pub sessions: usize,
+        pub reindex: bool,
+    }
+
+    const ADDRESS: &str = "user@bench.test";
+    /// The most messages one AppendAll takes (the mailbox service's `MAX_APPEND_MESSAGES`).
+    const BATCH: usize = 500;
+    /// AppendAll calls in flight at once while loading.
+    const STREAMS: usize = 4;
+    /// The rare word, in exactly [`RARE_MESSAGES`] messages; no other token contains it.
+    const RARE: &str = "zyqvorthex";
+    const RARE_MESSAGES: usize = 5;
+    /// The common word: a real word of rank about fifty.
+    const COMMON: &str = "which";
+    const WARMUPS: usize = 2;
+    /// Words in the vocabulary, real and made up.
+    const VOCABULARY: usize = 4000;
+    /// Distinct jargon tokens.
+    const JARGON: usize = 300;
+    /// Octets of the message smtp-source sends in the ingest runs: the corpus's mean size.
+    const INGEST_SIZE: usize = 12 * 1024;
+    const SEED: u64 = 0x7465_726e_5f66_7473;
+
+    /// Common English words, roughly by frequency: the top of the Zipf ranking.
+    const ENGLISH: &[&str] = &[
+        "the", "of", "and", "to", "a", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are", "with", "as",
+        "i", "his", "they", "be", "at", "one", "have", "this", "from", "or", "had", "by", "not", "but", "what", "some",
+        "we", "can", "out", "other", "were", "all", "there", "when", "up", "use", "your", "how", "said", "an", "each",
+        "she", "which", "do", "their", "time", "if", "will", "way", "about", "many", "then", "them", "write", "would",
+        "like", "so", "these", "her", "long", "make", "thing", "see", "him", "two", "has", "look", "more", "day",
+        "could", "go", "come", "did", "number", "sound", "no", "most", "people", "my", "over", "know", "water", "than",
+        "call", "first", "who", "may", "down", "side", "been", "now", "find", "any", "new", "work", "part", "take",
+        "get", "place", "made", "live", "where", "after", "back", "little", "only", "round", "man", "year", "came",
+        "show", "every", "good", "me", "give", "our", "under", "name", "very", "through", "just", "form", "sentence",
+        "great", "think", "say", "help", "low", "line", "differ", "turn", "cause", "much", "mean", "before", "move",
+        "right", "boy", "old", "too", "same", "tell", "does", "set", "three", "want", "air", "well", "also", "play",
+        "small", "end", "put", "home", "read", "hand", "port", "large", "spell", "add", "even", "land", "here", "must",
+        "big", "high", "such", "follow", "act", "why", "ask", "men", "change", "went", "light", "kind", "off", "need",
+        "house", "picture", "try", "us", "again", "animal", "point", "mother", "world", "near", "build", "self",
+        "earth", "father", "head", "stand", "own", "page", "should", "country", "found", "answer", "school", "grow",
+        "study", "still", "learn", "plant", "cover", "food", "sun", "four", "between", "state", "keep", "eye", "never",
+        "last", "let", "thought", "city", "tree", "cross", "farm", "hard", "start", "might", "story", "saw", "far",
+        "sea", "draw", "left", "late", "run", "while", "press", "close", "night", "real", "life", "few", "north",
+        "meeting", "report", "project", "team", "please", "thanks", "attached", "review", "update", "week",
+    ];
+    const FIRST_NAMES: &[&str] = &[
+        "Alice", "Bruno", "Chloe", "Daniel", "Emma", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Karin", "Luca",
+        "Maya", "Nils", "Olga", "Pedro", "Quentin", "Rosa", "Sven", "Tara", "Ugo", "Vera", "Wim", "Yara",
+    ];
+    const LAST_NAMES: &[&str] = &[
+        "Andersen", "Bauer", "Costa", "Dubois", "Eriksson", "Fischer", "Garcia", "Horvat", "Ivanova", "Jensen",
+        "Kowalski", "Larsen", "Moreau", "Novak", "Olsen", "Petrov", "Rossi", "Silva", "Tanaka", "Weber",
+    ];
+    const DOMAINS: &[&str] = &["example.com", "example.org", "example.net", "mail.example", "corp.example"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const ONSETS: &[&str] = &[
+        "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "br", "cr", "dr", "fl",
+        "gr", "pl", "pr", "st", "tr", "ch", "sh", "th", "",
+    ];
+    const VOWELS: &[&str] = &["a", "e", "i", "o", "u", "ai", "ea", "ou", "io", "ee"];
+    const CODAS: &[&str] = &["", "", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ng", "ck", "rt"];
+    const SUFFIXES: &[&str] = &["", "", "", "", "ing", "ed", "er", "s", "ly", "tion", "ment", "ness", "able"];
+
+    /// SplitMix64: small, fast and the same everywhere.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        /// Uniform in `0..n`.
+        fn below(&mut self, n: usize) -> usize {
+            ((u128::from(self.next()) * n as u128) >> 64) as usize
+        }
+
+        /// Uniform in `lo..=hi`.
+        fn range(&mut self, lo: usize, hi: usize) -> usize {
+            lo + self.below(hi - lo + 1)
+        }
+
+        /// Uniform in `[0, 1)`.
+        fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+    }
+
+    /// The generator of a benchmark mailbox of `messages` messages.
+    pub struct Corpus {
+        words: Vec<String>,
+        /// Cumulative Zipf weights of `words`, for drawing one by rank.
+        cdf: Vec<f64>,
+        jargon: Vec<String>,
+        messages: usize,
+    }
+
+    /// One generated message, and whether its body contains the rare and the common word.
+    pub struct Generated {
+        pub bytes: Vec<u8>,
+        pub rare: bool,
+        pub common: bool,
+    }
+
+    /// Words wrapped into lines of at most 72 characters.
+    struct Text {
+        out: String,
+        column: usize,
+        eol: &'static str,
+    }
+
+    impl Text {
+        fn word(&mut self, w: &str) {
+            if self.column > 0 && self.column + 1 + w.len() > 72 {
+                self.out.push_str(self.eol);
+                self.column = 0;
+            }
+            if self.column > 0 {
+                self.out.push(' ');
+                self.column += 1;
+            }
+            self.out.push_str(w);
+            self.column += w.len();
+        }
+
+        fn end_line(&mut self) {
+            if self.column > 0 {
+                self.out.push_str(self.eol);
+                self.column = 0;
+            }
+        }
+
+        fn line(&mut self, line: &str) {
+            self.end_line();
+            self.out.push_str(line);
+            self.out.push_str(self.eol);
+        }
+
+        fn blank(&mut self) {
+            self.end_line();
+            self.out.push_str(self.eol);
+        }
+    }
+
+    fn capitalized(w: &str) -> String {
+        let mut c = w.chars();
+        c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+    }
+
+    impl Corpus {
+        pub fn new(messages: usize) -> Self {
+            let mut rng = Rng(SEED);
+            let mut seen: HashSet<String> = HashSet::new();
+            let mut words: Vec<String> = Vec::with_capacity(VOCABULARY);
+            for w in ENGLISH {
+                if seen.insert(w.to_string()) {
+                    words.push(w.to_string());
+                }
+            }
+            while words.len() < VOCABULARY {
+                let mut w = String::new();
+                for _ in 0..rng.range(1, 3) {
+                    w.push_str(rng.pick(ONSETS));
+                    w.push_str(rng.pick(VOWELS));
+                    w.push_str(rng.pick(CODAS));
+                }
+                w.push_str(rng.pick(SUFFIXES));
+                if w.len() >= 3 && !w.contains(RARE) && seen.insert(w.clone()) {
+                    words.push(w);
+                }
+            }
+            // Made-up words take the ranks below the real ones, shuffled so that their length
+            // does not follow their rank.
+            for i in (ENGLISH.len() + 1..words.len()).rev() {
+                let j = ENGLISH.len() + rng.below(i - ENGLISH.len() + 1);
+                words.swap(i, j);
+            }
+            let mut total = 0.0;
+            let cdf = (1..=words.len())
+                .map(|rank| {
+                    total += 1.0 / rank as f64;
+                    total
+                })
+                .collect();
+            const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+            let mut jargon = Vec::with_capacity(JARGON);
+            while jargon.len() < JARGON {
+                let len = rng.range(5, 9);
+                let t: String = (0..len).map(|_| ALNUM[rng.below(ALNUM.len())] as char).collect();
+                if t.bytes().any(|b| b.is_ascii_digit()) && !t.contains(RARE) && seen.insert(t.clone()) {
+                    jargon.push(t);
+                }
+            }
+            Self { words, cdf, jargon, messages }
+        }
+
+        fn word(&self, rng: &mut Rng) -> &str {
+            let u = rng.unit() * self.cdf[self.cdf.len() - 1];
+            let i = self.cdf.partition_point(|c| *c < u).min(self.words.len() - 1);
+            &self.words[i]
+        }
+
+        /// Whether message `n` gets the rare word: five of them, spread over the mailbox.
+        fn is_rare(&self, n: usize) -> bool {
+            let step = (self.messages / RARE_MESSAGES).max(1);
+            n % step == step / 2 && n / step < RARE_MESSAGES
+        }
+
+        /// Message `n`: of `size` octets or so (otherwise its own, 4 to 20 KiB), with lines
+        /// ending in `eol`.
+        pub fn message(&self, n: usize, size: Option<usize>, eol: &'static str) -> Generated {
+            let mut rng = Rng(SEED ^ (n as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+            let size = size.unwrap_or_else(|| rng.range(4096, 20480));
+            let (first, last, domain) = (rng.pick(FIRST_NAMES), rng.pick(LAST_NAMES), rng.pick(DOMAINS));
+            let mut subject = Vec::new();
+            for i in 0..rng.range(3, 8) {
+                let w = self.word(&mut rng);
+                subject.push(if i == 0 { capitalized(w) } else { w.to_string() });
+            }
+            let header = format!(
+                "From: {first} {last} <{}.{}@{domain}>{eol}To: Bench User <{ADDRESS}>{eol}Subject: {}{eol}\
+                 Date: {} {} 2024 {:02}:{:02}:{:02} +0000{eol}Message-ID: <{n}.{:016x}@{domain}>{eol}\
+                 MIME-Version: 1.0{eol}Content-Type: text/plain; charset=us-ascii{eol}\
+                 Content-Transfer-Encoding: 7bit{eol}{eol}",
+                first.to_lowercase(),
+                last.to_lowercase(),
+                subject.join(" "),
+                1 + n % 28,
+                MONTHS[n / 28 % 12],
+                n % 24,
+                n / 24 % 60,
+                n / 7 % 60,
+                rng.next(),
+            );
+            let mut text = Text { out: String::with_capacity(size + 256), column: 0, eol };
+            text.line(&format!("Hello {},", rng.pick(FIRST_NAMES)));
+            text.blank();
+            text.line(&format!("Reference: ref-{:016x}, ticket {}", rng.next(), 100_000 + n));
+            text.blank();
+            let target = size.saturating_sub(header.len() + 40);
+            let rare_at = self.is_rare(n).then(|| rng.below(150));
+            let mut count = 0;
+            'paragraphs: while text.out.len() < target {
+                for _ in 0..rng.range(2, 6) {
+                    let words = rng.range(4, 18);
+                    for i in 0..words {
+                        let w = if rare_at == Some(count) {
+                            RARE
+                        } else if rng.below(120) == 0 {
+                            &self.jargon[rng.below(self.jargon.len())]
+                        } else {
+                            self.word(&mut rng)
+                        };
+                        count += 1;
+                        let mut w = if i == 0 { capitalized(w) } else { w.to_string() };
+                        if i + 1 == words {
+                            w.push(if rng.below(12) == 0 { '?' } else { '.' });
+                        } else if rng.below(10) == 0 {
+                            w.push(',');
+                        }
+                        text.word(&w);
+                    }
+                    if text.out.len() >= target {
+                        break 'paragraphs;
+                    }
+                }
+                text.blank();
+            }
+            text.blank();
+            text.line("Regards,");
+            text.line(first);
+            let body = text.out.to_ascii_lowercase();
+            let (rare, common) = (body.contains(RARE), body.contains(COMMON));
+            let mut bytes = header.into_bytes();
+            bytes.extend_from_slice(text.out.as_bytes());
+            Generated { bytes, rare, common }
+        }
+    }
+
+    /// What loading a mailbox took and what it holds.
+    struct Loaded {
+        secs: f64,
+        bytes: u64,
+        rare: usize,
+        common: usize,
+    }
+
+    /// Appends every message of `corpus` to the account's INBOX, [`BATCH`] per AppendAll,
+    /// [`STREAMS`] calls at once.
+    async fn load(server: &Server, account_id: u64, corpus: Arc<Corpus>) -> anyhow::Result<Loaded> {
+        let total = corpus.messages;
+        let next = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let found = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..STREAMS {
+            let channel = Channel::from_shared(server.grpc.clone())?.connect().await?;
+            let (next, done, bytes, found, corpus) =
+                (next.clone(), done.clone(), bytes.clone(), found.clone(), corpus.clone());
+            tasks.spawn(async move {
+                let mut client = MailboxClient::new(channel);
+                loop {
+                    let first = next.fetch_add(BATCH, Relaxed);
+                    if first >= total {
+                        return anyhow::Ok(());
+                    }
+                    let last = (first + BATCH).min(total);
+                    let corpus = corpus.clone();
+                    let generated = tokio::task::spawn_blocking(move || {
+                        (first..last).map(|n| corpus.message(n, None, "\r\n")).collect::<Vec<_>>()
+                    })
+                    .await?;
+                    let mut requests = Vec::with_capacity(2 * generated.len());
+                    for m in generated {
+                        bytes.fetch_add(m.bytes.len() as u64, Relaxed);
+                        found[0].fetch_add(usize::from(m.rare), Relaxed);
+                        found[1].fetch_add(usize::from(m.common), Relaxed);
+                        requests.push(AppendRequest {
+                            part: Some(append_request::Part::Header(AppendHeader {
+                                account_id,
+                                folder: Some(FolderRef::name("INBOX")),
+                                flags: vec![],
+                                internal_date: 0,
+                                size_hint: m.bytes.len() as u64,
+                            })),
+                        });
+                        requests.push(AppendRequest { part: Some(append_request::Part::Chunk(m.bytes)) });
+                    }
+                    let appended = tokio::time::timeout(
+                        Duration::from_secs(300),
+                        client.append_all(futures::stream::iter(requests)),
+                    )
+                    .await
+                    .context("AppendAll: no answer within 300 s")?
+                    .with_context(|| format!("AppendAll of messages {first}..{last}"))?
+                    .into_inner()
+                    .appended;
+                    if appended.len() != last - first {
+                        bail!("AppendAll of {} messages answered {}", last - first, appended.len());
+                    }
+                    done.fetch_add(last - first, Relaxed);
+                }
+            });
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    Some(r) => r??,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    let n = done.load(Relaxed);
+                    println!(
+                        "  loading: {n}/{total} after {:.0} s ({:.0} messages/s)",
+                        start.elapsed().as_secs_f64(),
+                        n as f64 / start.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+        Ok(Loaded {
+            secs: start.elapsed().as_secs_f64(),
+            bytes: bytes.load(Relaxed),
+            rare: found[0].load(Relaxed),
+            common: found[1].load(Relaxed),
+        })
+    }
+
+    /// Asks GetIndexStatus once a second until the index covers `want` messages, printing the
+    /// progress every 10 s; fails when it has not moved for 180 s, or after an hour.
+    async fn wait_indexed(admin: &mut AdminClient<Channel>, want: u64, since: Instant) -> anyhow::Result<IndexStatus> {
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let (mut last, mut moved, mut printed) = (u64::MAX, Instant::now(), Instant::now());
+        loop {
+            let status = admin.get_index_status(GetIndexStatusRequest { address: ADDRESS.into() }).await?.into_inner();
+            if status.messages >= want && status.indexed >= status.messages {
+                return Ok(status);
+            }
+            if status.indexed != last {
+                (last, moved) = (status.indexed, Instant::now());
+            } else if moved.elapsed() > Duration::from_secs(180) {
+                bail!("the index has stayed at {} of {} messages for 180 s", status.indexed, status.messages);
+            }
+            if Instant::now() > deadline {
+                bail!("the index covers only {} of {} messages after an hour", status.indexed, status.messages);
+            }
+            if printed.elapsed() >= Duration::from_secs(10) {
+                println!(
+                    "  index: {}/{} messages, {:.0} s since the load began",
+                    status.indexed,
+                    status.messages,
+                    since.elapsed().as_secs_f64()
+                );
+                printed = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// An IMAP session with INBOX selected that times `UID SEARCH BODY`.
+    struct Searcher {
+        stream: tokio::io::BufStream<tokio::net::TcpStream>,
+        line: Vec<u8>,
+        next: u64,
+    }
+
+    impl Searcher {
+        async fn connect(addr: &str) -> anyhow::Result<Self> {
+            let mut c = ImapClient::connect(addr).await?;
+            c.expect_ok("LOGIN user@bench.test bench", None).await?;
+            c.expect_ok("SELECT INBOX", None).await?;
+            Ok(Self { stream: c.into_stream(), line: Vec::with_capacity(1 << 20), next: 0 })
+        }
+
+        /// How long `UID SEARCH BODY word` took, to its tagged OK, and how many UIDs it answered.
+        async fn search(&mut self, word: &str) -> anyhow::Result<(Duration, usize)> {
+            self.next += 1;
+            let tag = format!("s{}", self.next);
+            let command = format!("{tag} UID SEARCH BODY {word}\r\n");
+            let exchange = async {
+                let start = Instant::now();
+                self.stream.write_all(command.as_bytes()).await?;
+                self.stream.flush().await?;
+                let mut hits = 0;
+                loop {
+                    self.line.clear();
+                    if self.stream.read_until(b'\n', &mut self.line).await? == 0 {
+                        bail!("the server closed the connection");
+                    }
+                    if let Some(uids) = self.line.strip_prefix(b"* SEARCH") {
+                        hits = String::from_utf8_lossy(uids).split_whitespace().count();
+                    } else if let Some(rest) = self.line.strip_prefix(format!("{tag} ").as_bytes()) {
+                        if !rest.starts_with(b"OK") {
+                            bail!("{}", String::from_utf8_lossy(&self.line).trim_end());
+                        }
+                        return Ok((start.elapsed(), hits));
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(300), exchange)
+                .await
+                .with_context(|| format!("UID SEARCH BODY {word}: no answer within 300 s"))?
+        }
+    }
+
+    /// Timed searches of one word.
+    #[derive(Debug, Clone, Default)]
+    struct Timed {
+        /// The first search of the session (a warm-up), in ms.
+        first: f64,
+        /// The timed ones, sorted, in ms.
+        samples: Vec<f64>,
+        hits: usize,
+        expected: usize,
+    }
+
+    impl Timed {
+        /// The nearest-rank percentile `p` (0 to 1), in ms.
+        fn percentile(&self, p: f64) -> f64 {
+            let n = self.samples.len();
+            if n == 0 {
+                return f64::NAN;
+            }
+            self.samples[((p * n as f64).ceil() as usize).clamp(1, n) - 1]
+        }
+
+        fn median(&self) -> f64 {
+            self.percentile(0.5)
+        }
+
+        fn p95(&self) -> f64 {
+            self.percentile(0.95)
+        }
+
+        fn correct(&self) -> bool {
+            self.hits == self.expected
+        }
+    }
+
+    /// [`WARMUPS`] searches of `word` and then `runs` timed ones on a new session.
+    async fn measure(addr: &str, word: &str, expected: usize, runs: usize) -> anyhow::Result<Timed> {
+        let mut session = Searcher::connect(addr).await?;
+        let mut timed = Timed { expected, ..Timed::default() };
+        for i in 0..WARMUPS + runs {
+            let (took, hits) = session.search(word).await?;
+            let ms = took.as_secs_f64() * 1e3;
+            if i == 0 {
+                timed.first = ms;
+                timed.hits = hits;
+            } else if hits != timed.hits {
+                println!("  WRONG: UID SEARCH BODY {word} answered {hits} UIDs, and {} before", timed.hits);
+            }
+            if i >= WARMUPS {
+                timed.samples.push(ms);
+            }
+        }
+        timed.samples.sort_by(f64::total_cmp);
+        println!(
+            "  UID SEARCH BODY {word}: {} UIDs{}; first {:.1} ms, then over {runs} runs median {:.1} ms, p95 {:.1} ms, \
+             min {:.1} ms, max {:.1} ms",
+            timed.hits,
+            if timed.correct() { String::new() } else { format!(" (WRONG: {expected} messages contain it)") },
+            timed.first,
+            timed.median(),
+            timed.p95(),
+            timed.samples.first().copied().unwrap_or(f64::NAN),
+            timed.samples.last().copied().unwrap_or(f64::NAN),
+        );
+        Ok(timed)
+    }
+
+    /// One backend's figures.
+    #[derive(Debug, Clone, Default)]
+    struct Figures {
+        messages: usize,
+        load_secs: f64,
+        /// From the end of the load, and from its start, until the index covered every message.
+        index_after_load: f64,
+        index_since_start: f64,
+        status: IndexStatus,
+        rare: Timed,
+        common: Timed,
+        /// A rebuild from scratch (Admin/Reindex), in seconds.
+        reindex: Option<f64>,
+        /// A second replica's (NATS): its first search, which brings its copy of the index,
+        /// and then its timed ones.
+        replica: Option<(Timed, Timed)>,
+    }
+
+    fn mib(bytes: u64) -> f64 {
+        bytes as f64 / (1024.0 * 1024.0)
+    }
+
+    fn print_status(status: &IndexStatus) {
+        println!(
+            "  index {:.1} MiB for {:.1} MiB of mail ({:.1}%); {} of {} messages indexed, {} skipped",
+            mib(status.index_bytes),
+            mib(status.message_bytes),
+            ratio(status) * 100.0,
+            status.indexed,
+            status.messages,
+            status.skipped
+        );
+    }
+
+    fn ratio(status: &IndexStatus) -> f64 {
+        status.index_bytes as f64 / status.message_bytes.max(1) as f64
+    }
+
+    /// Loads a mailbox of `messages` on `server`, waits for its index, and times the searches.
+    async fn backend(server: &Server, messages: usize, runs: usize) -> anyhow::Result<Figures> {
+        let (channel, account_id) = setup_user(server).await?;
+        let corpus = Arc::new(Corpus::new(messages));
+        let start = Instant::now();
+        let loaded = load(server, account_id, corpus).await?;
+        let loaded_at = Instant::now();
+        println!(
+            "  loaded {messages} messages ({:.0} MiB, mean {:.1} KiB) through AppendAll in {:.1} s ({:.0} messages/s, \
+             {STREAMS} calls of {BATCH} at once); {} contain {RARE:?}, {} ({:.0}%) contain {COMMON:?}",
+            mib(loaded.bytes),
+            loaded.bytes as f64 / messages as f64 / 1024.0,
+            loaded.secs,
+            messages as f64 / loaded.secs,
+            loaded.rare,
+            loaded.common,
+            loaded.common as f64 * 100.0 / messages as f64
+        );
+        let mut admin = AdminClient::new(channel);
+        let status = wait_indexed(&mut admin, messages as u64, start).await?;
+        let (index_after_load, index_since_start) = (loaded_at.elapsed().as_secs_f64(), start.elapsed().as_secs_f64());
+        println!(
+            "  the index covers all {messages} messages {index_after_load:.1} s after the load ended, \
+             {index_since_start:.1} s after it began ({:.0} messages/s)",
+            messages as f64 / index_since_start
+        );
+        print_status(&status);
+        let rare = measure(&server.imap, RARE, loaded.rare, runs).await?;
+        let common = measure(&server.imap, COMMON, loaded.common, runs).await?;
+        Ok(Figures {
+            messages,
+            load_secs: loaded.secs,
+            index_after_load,
+            index_since_start,
+            status,
+            rare,
+            common,
+            ..Figures::default()
+        })
+    }
+
+    /// Rebuilds the account's index from scratch through Admin/Reindex: seconds taken.
+    async fn reindex(server: &Server) -> anyhow::Result<f64> {
+        let mut admin = AdminClient::new(Channel::from_shared(server.grpc.clone())?.connect().await?);
+        let start = Instant::now();
+        let mut progress = admin.reindex(ReindexRequest { address: ADDRESS.into() }).await?.into_inner();
+        let mut printed = Instant::now();
+        loop {
+            let Some(p) = tokio::time::timeout(Duration::from_secs(600), progress.message())
+                .await
+                .context("Reindex: no progress within 600 s")??
+            else {
+                bail!("Reindex ended without finishing");
+            };
+            if p.finished {
+                let secs = start.elapsed().as_secs_f64();
+                println!(
+                    "  rebuilt from scratch (Admin/Reindex) in {secs:.1} s: {} messages, {:.0} messages/s, {:.1} MiB/s",
+                    p.done,
+                    p.done as f64 / secs,
+                    mib(p.bytes) / secs
+                );
+                return Ok(secs);
+            }
+            if printed.elapsed() >= Duration::from_secs(10) {
+                println!("  reindex: {}/{} after {:.0} s", p.done, p.total, start.elapsed().as_secs_f64());
+                printed = Instant::now();
+            }
+        }
+    }
+
+    /// SMTP ingest with indexing off and on.
+    #[derive(Debug, Clone, Copy, Default)]
+    struct Ingest {
+        /// Messages/s, means of two runs, off then on.
+        rate: [f64; 2],
+        /// Tern's CPU per message (ms) to the last one readable, off then on.
+        cpu: [f64; 2],
+        /// With indexing on: seconds from the last message readable to the index covering all,
+        /// and Tern's CPU per message (ms) including that.
+        catch_up: f64,
+        cpu_indexed: f64,
+    }
+
+    /// smtp-source against `tern dev` with `[search] enabled = false` and `true`, in the order
+    /// off, on, on, off (the means of each; see [`smtp_sieve`] for why), sending a generated
+    /// message of [`INGEST_SIZE`] octets.
+    async fn ingest(messages: usize, sessions: usize) -> anyhow::Result<Ingest> {
+        const ORDER: [bool; 4] = [false, true, true, false];
+        let corpus = Corpus::new(messages.max(RARE_MESSAGES));
+        // smtp-source's -F wants LF line ends, and sends each line with CRLF.
+        let message = corpus.message(corpus.messages, Some(INGEST_SIZE), "\n");
+        let dir = tempfile::TempDir::new()?;
+        let file = dir.path().join("message.eml");
+        std::fs::write(&file, &message.bytes)?;
+        let size = message.bytes.len() + message.bytes.iter().filter(|b| **b == b'\n').count();
+        let mut out = Ingest::default();
+        for on in ORDER {
+            flush_disk().await;
+            let server = Server::start_with(&format!("[search]\nenabled = {on}\n")).await?;
+            println!("indexing {}:", if on { "on" } else { "off" });
+            let before = tree_cpu(server.pid());
+            let rate = smtp_ingest_with(&server, messages, sessions, false, Some((&file, size))).await?;
+            let cpu = tree_cpu(server.pid()) - before;
+            println!("  CPU: tern {cpu}, per message {:.3} ms", cpu.total() / messages as f64 * 1e3);
+            out.rate[usize::from(on)] += rate / 2.0;
+            out.cpu[usize::from(on)] += cpu.total() / messages as f64 * 1e3 / 2.0;
+            if on {
+                let stored = Instant::now();
+                let mut admin = AdminClient::new(Channel::from_shared(server.grpc.clone())?.connect().await?);
+                let status = wait_indexed(&mut admin, messages as u64, stored).await?;
+                let all = tree_cpu(server.pid()) - before;
+                let catch_up = stored.elapsed().as_secs_f64();
+                println!(
+                    "  the index covered all {messages} messages {catch_up:.2} s after the last was readable; \
+                     CPU with that {:.3} ms per message",
+                    all.total() / messages as f64 * 1e3
+                );
+                print_status(&status);
+                out.catch_up += catch_up / 2.0;
+                out.cpu_indexed += all.total() / messages as f64 * 1e3 / 2.0;
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn run(w: Workload) -> anyhow::Result<()> {
+        if w.messages < 100 || (w.nats_messages != 0 && w.nats_messages < 100) {
+            bail!("--messages and --nats-messages are at least 100 (0 skips the distributed run)");
+        }
+        println!(
+            "search benchmark: {} messages embedded, {} on NATS + S3; UID SEARCH BODY {RARE:?} (rare) and \
+             {COMMON:?} (common), {WARMUPS} warm-ups and {} timed runs each",
+            w.messages, w.nats_messages, w.runs
+        );
+        println!("\n== Embedded ==");
+        let server = Server::start().await?;
+        let mut embedded = backend(&server, w.messages, w.runs).await?;
+        if w.reindex {
+            embedded.reindex = Some(reindex(&server).await?);
+            let mut admin = AdminClient::new(Channel::from_shared(server.grpc.clone())?.connect().await?);
+            print_status(
+                &admin.get_index_status(GetIndexStatusRequest { address: ADDRESS.into() }).await?.into_inner(),
+            );
+        }
+        drop(server);
+
+        let mut distributed = None;
+        if w.nats_messages > 0 {
+            let nats = tokio::task::spawn_blocking(tern_testbed::Nats::start).await??;
+            let s3 = tokio::task::spawn_blocking(tern_testbed::SeaweedS3::start).await??;
+            println!("\n== NATS JetStream ({}) + SeaweedFS S3 ({}) ==", nats.url(), s3.endpoint());
+            let config = distributed_config(&nats, &s3, "search");
+            let server = Server::start_with(&config).await?;
+            let mut figures = backend(&server, w.nats_messages, w.runs).await?;
+            // Another process on the same store: its first search brings its local copy of the
+            // index from the object store.
+            println!("  a second replica (another tern dev on the same NATS and S3):");
+            let replica = Server::start_with(&config).await?;
+            let rare = measure(&replica.imap, RARE, figures.rare.expected, w.runs).await?;
+            let common = measure(&replica.imap, COMMON, figures.common.expected, w.runs).await?;
+            figures.replica = Some((rare, common));
+            distributed = Some(figures);
+        }
+
+        let ingest = if w.ingest > 0 {
+            println!("\n== SMTP ingest, indexing off and on ==");
+            Some(ingest(w.ingest, w.sessions).await?)
+        } else {
+            None
+        };
+
+        summary(&w, &embedded, distributed.as_ref(), ingest);
+        Ok(())
+    }
+
+    fn verdict(ok: bool) -> &'static str {
+        if ok { "met" } else { "NOT met" }
+    }
+
+    fn summary(w: &Workload, e: &Figures, d: Option<&Figures>, ingest: Option<Ingest>) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        println!("\n== Summary ({cores} cores, load average {}) ==", load_average());
+        let dash = "-".to_string();
+        let col = |f: Option<&Figures>, v: &dyn Fn(&Figures) -> String| f.map_or(dash.clone(), v);
+        println!("  {:<34} {:>16} {:>16} {:>8}  target", "", "embedded", "NATS + S3", "ratio");
+        let row = |name: &str, v: &dyn Fn(&Figures) -> String, ratio: Option<f64>, target: &str| {
+            println!(
+                "  {name:<34} {:>16} {:>16} {:>8}  {target}",
+                v(e),
+                col(d, v),
+                ratio.map_or(String::new(), |r| format!("{r:.2}x"))
+            );
+        };
+        let ratio_of = |v: &dyn Fn(&Figures) -> f64| d.map(|d| v(d) / v(e));
+        row("messages", &|f| f.messages.to_string(), None, "");
+        row("load (AppendAll), messages/s", &|f| format!("{:.0}", f.messages as f64 / f.load_secs), None, "");
+        row("index complete after load ended", &|f| format!("{:.1} s", f.index_after_load), None, "");
+        row(
+            "index build, from load start",
+            &|f| format!("{:.1} s ({:.0}/s)", f.index_since_start, f.messages as f64 / f.index_since_start),
+            None,
+            "",
+        );
+        if let Some(secs) = e.reindex {
+            println!(
+                "  {:<34} {:>16}",
+                "rebuild (Admin/Reindex)",
+                format!("{secs:.1} s ({:.0}/s)", e.messages as f64 / secs)
+            );
+        }
+        for (label, pick, target) in [
+            ("BODY rare", (|f: &Figures| &f.rare) as fn(&Figures) -> &Timed, 50.0),
+            ("BODY common", |f: &Figures| &f.common, 300.0),
+        ] {
+            let m = |f: &Figures| pick(f).median();
+            let p = |f: &Figures| pick(f).p95();
+            let em = m(e);
+            row(
+                &format!("{label} median"),
+                &|f| format!("{:.1} ms", m(f)),
+                ratio_of(&m),
+                &format!(
+                    "< {target:.0} ms embedded: {}{}",
+                    verdict(em < target),
+                    ratio_of(&m).map_or(String::new(), |r| format!("; < 2x: {}", verdict(r < 2.0)))
+                ),
+            );
+            row(&format!("{label} p95"), &|f| format!("{:.1} ms", p(f)), ratio_of(&p), "");
+            row(
+                &format!("{label} UIDs (expected)"),
+                &|f| format!("{} ({})", pick(f).hits, pick(f).expected),
+                None,
+                if pick(e).correct() && d.is_none_or(|d| pick(d).correct()) { "exact" } else { "WRONG" },
+            );
+        }
+        if let Some((rare, common)) = d.and_then(|d| d.replica.as_ref()) {
+            println!("  {:<34} {:>16} {:>16}", "2nd replica: first search", "", format!("{:.1} ms", rare.first));
+            println!(
+                "  {:<34} {:>16} {:>16}",
+                "2nd replica: rare/common median",
+                "",
+                format!("{:.1}/{:.1} ms", rare.median(), common.median())
+            );
+        }
+        row("index bytes / message bytes", &|f| format!("{:.1}%", ratio(&f.status) * 100.0), None, "");
+        if let Some(i) = ingest {
+            let r = i.rate[1] / i.rate[0];
+            println!(
+                "  {:<34} {:>16}  off {:.0}/s, on {:.0}/s ({} messages of {} KiB, {} sessions; mean of 2 runs each): \
+                 >= 0.70: {}",
+                "SMTP ingest, indexing on/off",
+                format!("{r:.2}x"),
+                i.rate[0],
+                i.rate[1],
+                w.ingest,
+                INGEST_SIZE / 1024,
+                w.sessions,
+                verdict(r >= 0.70)
+            );
+            println!(
+                "  {:<34} {:>16}  off {:.3} ms, on {:.3} ms to readable, {:.3} ms with the index caught up \
+                 ({:.2} s after)",
+                "tern CPU per message",
+                format!("{:+.0}%", (i.cpu_indexed / i.cpu[0] - 1.0) * 100.0),
+                i.cpu[0],
+                i.cpu[1],
+                i.cpu_indexed,
+                i.catch_up
+            );
+        }
+        if let Some(d) = d
+            && d.messages != e.messages
+        {
+            println!(
+                "  NOTE: the NATS + S3 mailbox has {} messages, the embedded one {}: the ratios compare unequal mailboxes",
+                d.messages, e.messages
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The benchmark's script compiles, and keeps the benchmark's mail (in INBOX, flagged),
@@ -1518,5 +2442,17 @@ mod tests {
             tern_sieve::describe_run(super::BENCH_SCRIPT, body.as_bytes(), "bench@example.net", "user@bench.test", &[]);
         assert_eq!(lines, ["store INBOX flags $filtered"]);
         assert_eq!(super::BENCH_SCRIPT.lines().filter(|l| l.starts_with("if ")).count(), 30);
+    }
+
+    /// The search benchmark's mailbox: the same every time, 4 to 20 KiB a message, the rare
+    /// word in exactly five messages and the common one in most.
+    #[test]
+    fn the_search_corpus_has_a_rare_and_a_common_word() {
+        let corpus = super::search::Corpus::new(1000);
+        let messages: Vec<_> = (0..1000).map(|n| corpus.message(n, None, "\r\n")).collect();
+        assert_eq!(messages.iter().filter(|m| m.rare).count(), 5);
+        assert!(messages.iter().filter(|m| m.common).count() > 600);
+        assert!(messages.iter().all(|m| (4000..21_000).contains(&m.bytes.len())));
+        assert_eq!(super::search::Corpus::new(1000).message(7, None, "\r\n").bytes, messages[7].bytes);
     }
 }
