@@ -8,7 +8,8 @@
 //!   cluster.
 //! - `e2e`: the tests of the distributed backend against real NATS JetStream and SeaweedFS S3
 //!   servers, installing the servers first: the storage suites (`tests/grpc.rs`,
-//!   `tests/invariants.rs`, `tests/relay.rs`, `tests/sieve.rs`) with the metadata in a
+//!   `tests/invariants.rs`, `tests/relay.rs`, `tests/sieve.rs`, `tests/sieve_delivery.rs`,
+//!   `tests/search.rs`) with the metadata in a
 //!   three-node NATS JetStream cluster, three replicas of everything; then
 //!   `tests/distributed.rs`, `tests/replicas.rs` and `tests/nats_cluster.rs` (replicas writing
 //!   through a cluster, its stream leader killed), which start their servers themselves, and
@@ -433,12 +434,15 @@ fn check_dependencies() -> anyhow::Result<()> {
 }
 
 /// The storage suites of the embedded backend, the relay's tests (whose queue claims are the
-/// store's) and Sieve's (whose vacation and duplicate records are), run again with the metadata in NATS JetStream: one suite, two backends. They
+/// store's), Sieve's (whose vacation and duplicate records are) and the full-text search's
+/// (whose shared index is the store's), run again with the metadata in NATS JetStream: one
+/// suite, two backends. They
 /// run on a three-node JetStream cluster with three replicas of every stream and bucket, as a
 /// production deployment has them, so that what a cluster answers differently from a single
 /// server (a lost optimistic-concurrency race, for one) is met by every test. Tests of what
 /// only the embedded backend has (a copy of its data directory standing in for a crash, body
-/// reference counting for garbage collection) are named and skipped here;
+/// reference counting for garbage collection, the index's files in the data directory) are
+/// named and skipped here;
 /// `tests/replicas.rs`, `tests/nats_cluster.rs` and `tern`'s `tests/cluster.rs` cover crashes
 /// and collection the distributed way.
 fn storage_suites_on_nats() -> anyhow::Result<(u64, u64)> {
@@ -460,6 +464,8 @@ fn storage_suites_on_nats() -> anyhow::Result<(u64, u64)> {
         "sieve",
         "--test",
         "sieve_delivery",
+        "--test",
+        "search",
         "--",
     ];
     for embedded_only in EMBEDDED_ONLY {
@@ -470,8 +476,11 @@ fn storage_suites_on_nats() -> anyhow::Result<(u64, u64)> {
 
 /// Tests of the storage suites that only the embedded backend can pass (see
 /// [`storage_suites_on_nats`]).
-const EMBEDDED_ONLY: [&str; 2] =
-    ["acknowledged_writes_survive_a_crash", "garbage_collection_deletes_only_unreferenced_bodies"];
+const EMBEDDED_ONLY: [&str; 3] = [
+    "acknowledged_writes_survive_a_crash",
+    "garbage_collection_deletes_only_unreferenced_bodies",
+    "index_survives_a_crash_and_a_lost_segment",
+];
 
 /// The distributed tests: the storage suites on a NATS cluster, then the tests that start NATS
 /// (one server or a cluster) and SeaweedFS themselves, in process and as a cluster of `tern`
