@@ -36,7 +36,7 @@ pub fn open_embedded_with_blobs(
     })?;
     let store = EmbeddedStore::open(&data_dir.join("metadata.redb"))?;
     let blobs = blobs.with_read_cache(limits.blob_cache_bytes);
-    Ok(MailboxService::new(Arc::new(store), blobs, limits).with_fulltext(data_dir.join("index")))
+    Ok(MailboxService::new(Arc::new(store), blobs, limits).with_fulltext(data_dir.join("index"), false))
 }
 
 /// Opens the distributed backend: metadata in NATS JetStream at `url`, one server or a
@@ -68,7 +68,7 @@ pub async fn open_nats_with(
     static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let cache = std::env::temp_dir().join(format!("tern-index-{prefix}-{}-{n}", std::process::id()));
-    Ok(MailboxService::new(Arc::new(store), blobs, limits).with_fulltext(cache))
+    Ok(MailboxService::new(Arc::new(store), blobs, limits).with_fulltext(cache, true))
 }
 
 /// How the gRPC API is protected: mutual TLS, and the Admin API's token.

@@ -275,11 +275,15 @@ impl MailboxService {
 
     /// Keeps full-text indexes of the accounts under `root` (or `[search] dir`, which wins),
     /// when `[search]` enables them. The indexer starts following the store's changes at once.
-    pub fn with_fulltext(mut self, root: std::path::PathBuf) -> Self {
+    /// `ephemeral` when `root` is a temporary cache to remove when the service is dropped.
+    pub fn with_fulltext(mut self, root: std::path::PathBuf, ephemeral: bool) -> Self {
         let settings = self.limits.search.clone();
         if settings.enabled {
-            let root = settings.dir.clone().unwrap_or(root);
-            let fts = crate::fts::FullText::new(settings, root, Arc::clone(&self.store), self.blobs.clone());
+            let (root, ephemeral) = match &settings.dir {
+                Some(dir) => (dir.clone(), false),
+                None => (root, ephemeral),
+            };
+            let fts = crate::fts::FullText::new(settings, root, ephemeral, Arc::clone(&self.store), self.blobs.clone());
             fts.start();
             self.fulltext = Some(fts);
         }

@@ -179,6 +179,17 @@ struct Inner {
     pending: Mutex<HashMap<u64, Instant>>,
     wake: OnceLock<mpsc::UnboundedSender<()>>,
     shared: Option<shared::Shared>,
+    /// The indexes are a cache of this process's (the NATS backend's local copies in a
+    /// temporary directory), removed when the service is dropped.
+    ephemeral: bool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.ephemeral {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
 }
 
 /// A message the indexer is to read and add.
@@ -245,7 +256,13 @@ fn plan_work(view: &dyn crate::store::log::View, marks: &Marks, batch: usize) ->
 
 impl FullText {
     /// Indexes kept in `root` (one directory per account), of the mail in `store`.
-    pub fn new(settings: Settings, root: PathBuf, store: Arc<dyn MetadataStore>, blobs: BlobStore) -> Self {
+    pub fn new(
+        settings: Settings,
+        root: PathBuf,
+        ephemeral: bool,
+        store: Arc<dyn MetadataStore>,
+        blobs: BlobStore,
+    ) -> Self {
         let _ = metrics();
         let shared = store.index_coordination().map(|c| shared::Shared::new(c, blobs.clone()));
         Self {
@@ -258,6 +275,7 @@ impl FullText {
                 pending: Mutex::new(HashMap::new()),
                 wake: OnceLock::new(),
                 shared,
+                ephemeral,
             }),
         }
     }
@@ -501,13 +519,22 @@ impl FullText {
         }
         drop(docs);
         let marks = work.marks.clone();
-        // Committing writes and syncs files: off the async threads.
-        let committed = tokio::task::block_in_place(|| AccountIndex::commit(w, &marks));
+        // Committing writes and syncs files: on a blocking thread, the writer moved there and
+        // back (the lock stays held, so nobody else sees it missing).
+        let mut taken = writer.take().expect("the writer was opened above");
+        let commit_marks = marks.clone();
+        let (taken, committed) = tokio::task::spawn_blocking(move || {
+            let committed = AccountIndex::commit(&mut taken, &commit_marks);
+            (taken, committed)
+        })
+        .await
+        .map_err(|e| fts_err("committing", e))?;
         if let Err(e) = committed {
-            // The writer is unusable after a failed commit; drop it and start over next time.
-            *writer = None;
+            // The writer is unusable after a failed commit; it is dropped, and the next pass
+            // opens another.
             return Err(fts_err("committing", e));
         }
+        *writer = Some(taken);
         let snapshot = account.index.snapshot(marks.clone()).map_err(|e| fts_err("reading", e))?;
         if let Some(shared) = &self.inner.shared {
             shared.publish(account_id, &account.index, &marks).await?;
