@@ -167,7 +167,9 @@ pub enum Which {
         #[arg(long, default_value_t = 100_000)]
         messages: usize,
         /// Messages of the distributed mailbox (NATS JetStream + SeaweedFS S3); default as
-        /// `--messages`, 0 skips the distributed run.
+        /// `--messages` up to 30000, which is what the test SeaweedFS holds (8 volumes of 64
+        /// MB); 0 skips the distributed run. When it differs from `--messages`, an embedded
+        /// mailbox of this size is measured too, for the ratio.
         #[arg(long)]
         nats_messages: Option<usize>,
         /// Timed searches of each word, after two warm-ups.
@@ -215,7 +217,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         Which::Search { messages, nats_messages, runs, ingest, sessions, no_reindex } => {
             rt.block_on(search::run(search::Workload {
                 messages,
-                nats_messages: nats_messages.unwrap_or(messages),
+                nats_messages: nats_messages.unwrap_or(messages.min(search::NATS_DEFAULT_MAX)),
                 runs,
                 ingest,
                 sessions,
@@ -1575,7 +1577,8 @@ mod search {
     };
 
     use tern_proto::v1::{
-        AppendHeader, AppendRequest, GetIndexStatusRequest, IndexStatus, ReindexRequest, append_request,
+        AppendHeader, AppendRequest, GetIndexStatusRequest, IndexStatus, ReindexRequest, SearchTextKey,
+        SearchTextRequest, TextField, append_request,
     };
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
@@ -1608,6 +1611,10 @@ mod search {
     /// Octets of the message smtp-source sends in the ingest runs: the corpus's mean size.
     const INGEST_SIZE: usize = 12 * 1024;
     const SEED: u64 = 0x7465_726e_5f66_7473;
+    /// What the test SeaweedFS holds, about: 8 volumes of 64 MB (`tern_testbed::SeaweedS3`).
+    const NATS_CAPACITY: usize = 400 << 20;
+    /// The most messages of the distributed mailbox by default, which fit in it.
+    pub const NATS_DEFAULT_MAX: usize = 30_000;
 
     /// Common English words, roughly by frequency: the top of the Zipf ranking.
     const ENGLISH: &[&str] = &[
@@ -1874,6 +1881,7 @@ mod search {
 
     /// What loading a mailbox took and what it holds.
     struct Loaded {
+        folder_id: u64,
         secs: f64,
         bytes: u64,
         rare: usize,
@@ -1888,12 +1896,13 @@ mod search {
         let done = Arc::new(AtomicUsize::new(0));
         let bytes = Arc::new(AtomicU64::new(0));
         let found = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let folder_id = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..STREAMS {
             let channel = Channel::from_shared(server.grpc.clone())?.connect().await?;
-            let (next, done, bytes, found, corpus) =
-                (next.clone(), done.clone(), bytes.clone(), found.clone(), corpus.clone());
+            let (next, done, bytes, found, corpus, folder_id) =
+                (next.clone(), done.clone(), bytes.clone(), found.clone(), corpus.clone(), folder_id.clone());
             tasks.spawn(async move {
                 let mut client = MailboxClient::new(channel);
                 loop {
@@ -1935,6 +1944,7 @@ mod search {
                     if appended.len() != last - first {
                         bail!("AppendAll of {} messages answered {}", last - first, appended.len());
                     }
+                    folder_id.store(appended[0].folder_id, Relaxed);
                     done.fetch_add(last - first, Relaxed);
                 }
             });
@@ -1958,6 +1968,7 @@ mod search {
             }
         }
         Ok(Loaded {
+            folder_id: folder_id.load(Relaxed),
             secs: start.elapsed().as_secs_f64(),
             bytes: bytes.load(Relaxed),
             rare: found[0].load(Relaxed),
@@ -2051,6 +2062,10 @@ mod search {
         samples: Vec<f64>,
         hits: usize,
         expected: usize,
+        /// What the mailbox service said it answered from the index and read (SearchText
+        /// called directly only).
+        indexed: u32,
+        scanned: u32,
     }
 
     impl Timed {
@@ -2108,6 +2123,52 @@ mod search {
         Ok(timed)
     }
 
+    /// The same searches as [`measure`], through the mailbox service's SearchText directly
+    /// (without the IMAP front-end): what the index costs, and whether it answered alone.
+    async fn measure_grpc(
+        server: &Server,
+        account_id: u64,
+        folder_id: u64,
+        word: &str,
+        expected: usize,
+        runs: usize,
+    ) -> anyhow::Result<Timed> {
+        let mut client = MailboxClient::new(Channel::from_shared(server.grpc.clone())?.connect().await?)
+            .max_decoding_message_size(64 << 20);
+        let request = SearchTextRequest {
+            account_id,
+            folder_id,
+            keys: vec![SearchTextKey { field: TextField::Body as i32, header: String::new(), needle: word.into() }],
+        };
+        let mut timed = Timed { expected, ..Timed::default() };
+        for i in 0..WARMUPS + runs {
+            let start = Instant::now();
+            let response = client.search_text(request.clone()).await?.into_inner();
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            let hits = response.results.first().map_or(0, |r| r.uids.len());
+            if i == 0 {
+                (timed.first, timed.hits) = (ms, hits);
+            }
+            if i >= WARMUPS {
+                timed.samples.push(ms);
+                timed.indexed = timed.indexed.max(response.indexed);
+                timed.scanned = timed.scanned.max(response.scanned);
+            }
+        }
+        timed.samples.sort_by(f64::total_cmp);
+        println!(
+            "  SearchText (gRPC) {word}: {} UIDs{}, {} messages answered from the index and {} read; median {:.1} ms, \
+             p95 {:.1} ms",
+            timed.hits,
+            if timed.hits == expected { String::new() } else { format!(" (WRONG: {expected} messages contain it)") },
+            timed.indexed,
+            timed.scanned,
+            timed.median(),
+            timed.p95(),
+        );
+        Ok(timed)
+    }
+
     /// One backend's figures.
     #[derive(Debug, Clone, Default)]
     struct Figures {
@@ -2119,6 +2180,8 @@ mod search {
         status: IndexStatus,
         rare: Timed,
         common: Timed,
+        /// The same through SearchText directly.
+        grpc: (Timed, Timed),
         /// A rebuild from scratch (Admin/Reindex), in seconds.
         reindex: Option<f64>,
         /// A second replica's (NATS): its first search, which brings its copy of the index,
@@ -2175,7 +2238,12 @@ mod search {
         print_status(&status);
         let rare = measure(&server.imap, RARE, loaded.rare, runs).await?;
         let common = measure(&server.imap, COMMON, loaded.common, runs).await?;
+        let grpc = (
+            measure_grpc(server, account_id, loaded.folder_id, RARE, loaded.rare, runs).await?,
+            measure_grpc(server, account_id, loaded.folder_id, COMMON, loaded.common, runs).await?,
+        );
         Ok(Figures {
+            grpc,
             messages,
             load_secs: loaded.secs,
             index_after_load,
@@ -2222,8 +2290,11 @@ mod search {
     struct Ingest {
         /// Messages/s, means of two runs, off then on.
         rate: [f64; 2],
-        /// Tern's CPU per message (ms) to the last one readable, off then on.
+        /// Tern's CPU per message (ms) to the last one readable, off then on, and its user CPU
+        /// alone (the system time of the disk's writes drifts from run to run on a virtual
+        /// machine; the user time is the work of delivery and indexing).
         cpu: [f64; 2],
+        user: [f64; 2],
         /// With indexing on: seconds from the last message readable to the index covering all,
         /// and Tern's CPU per message (ms) including that.
         catch_up: f64,
@@ -2253,6 +2324,7 @@ mod search {
             println!("  CPU: tern {cpu}, per message {:.3} ms", cpu.total() / messages as f64 * 1e3);
             out.rate[usize::from(on)] += rate / 2.0;
             out.cpu[usize::from(on)] += cpu.total() / messages as f64 * 1e3 / 2.0;
+            out.user[usize::from(on)] += cpu.user / messages as f64 * 1e3 / 2.0;
             if on {
                 let stored = Instant::now();
                 let mut admin = AdminClient::new(Channel::from_shared(server.grpc.clone())?.connect().await?);
@@ -2276,12 +2348,18 @@ mod search {
         if w.messages < 100 || (w.nats_messages != 0 && w.nats_messages < 100) {
             bail!("--messages and --nats-messages are at least 100 (0 skips the distributed run)");
         }
+        if w.nats_messages * 12 * 1024 > NATS_CAPACITY {
+            println!(
+                "WARNING: {} messages of 12 KiB on average may not fit in the test SeaweedFS (8 volumes of 64 MB)",
+                w.nats_messages
+            );
+        }
         println!(
             "search benchmark: {} messages embedded, {} on NATS + S3; UID SEARCH BODY {RARE:?} (rare) and \
              {COMMON:?} (common), {WARMUPS} warm-ups and {} timed runs each",
             w.messages, w.nats_messages, w.runs
         );
-        println!("\n== Embedded ==");
+        println!("\n== Embedded, {} messages ==", w.messages);
         let server = Server::start().await?;
         let mut embedded = backend(&server, w.messages, w.runs).await?;
         if w.reindex {
@@ -2293,11 +2371,23 @@ mod search {
         }
         drop(server);
 
-        let mut distributed = None;
+        let (mut same_size, mut distributed) = (None, None);
         if w.nats_messages > 0 {
+            // A search's cost grows with the mailbox: NATS + S3 is compared with an embedded
+            // mailbox of its own size.
+            if w.nats_messages != w.messages {
+                println!("\n== Embedded, {} messages (the size of the distributed mailbox) ==", w.nats_messages);
+                let server = Server::start().await?;
+                same_size = Some(backend(&server, w.nats_messages, w.runs).await?);
+            }
             let nats = tokio::task::spawn_blocking(tern_testbed::Nats::start).await??;
             let s3 = tokio::task::spawn_blocking(tern_testbed::SeaweedS3::start).await??;
-            println!("\n== NATS JetStream ({}) + SeaweedFS S3 ({}) ==", nats.url(), s3.endpoint());
+            println!(
+                "\n== NATS JetStream ({}) + SeaweedFS S3 ({}), {} messages ==",
+                nats.url(),
+                s3.endpoint(),
+                w.nats_messages
+            );
             let config = distributed_config(&nats, &s3, "search");
             let server = Server::start_with(&config).await?;
             let mut figures = backend(&server, w.nats_messages, w.runs).await?;
@@ -2318,7 +2408,7 @@ mod search {
             None
         };
 
-        summary(&w, &embedded, distributed.as_ref(), ingest);
+        summary(&w, &embedded, same_size.as_ref(), distributed.as_ref(), ingest);
         Ok(())
     }
 
@@ -2326,76 +2416,94 @@ mod search {
         if ok { "met" } else { "NOT met" }
     }
 
-    fn summary(w: &Workload, e: &Figures, d: Option<&Figures>, ingest: Option<Ingest>) {
+    /// The summary table: a column per mailbox (embedded, embedded of the distributed one's size
+    /// when that differs, NATS + S3), and the ratio of NATS + S3 to the embedded mailbox of the
+    /// same size.
+    fn summary(w: &Workload, e: &Figures, same: Option<&Figures>, d: Option<&Figures>, ingest: Option<Ingest>) {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         println!("\n== Summary ({cores} cores, load average {}) ==", load_average());
-        let dash = "-".to_string();
-        let col = |f: Option<&Figures>, v: &dyn Fn(&Figures) -> String| f.map_or(dash.clone(), v);
-        println!("  {:<34} {:>16} {:>16} {:>8}  target", "", "embedded", "NATS + S3", "ratio");
-        let row = |name: &str, v: &dyn Fn(&Figures) -> String, ratio: Option<f64>, target: &str| {
-            println!(
-                "  {name:<34} {:>16} {:>16} {:>8}  {target}",
-                v(e),
-                col(d, v),
-                ratio.map_or(String::new(), |r| format!("{r:.2}x"))
-            );
+        let mut columns: Vec<(String, &Figures)> = vec![(format!("embedded {}", e.messages), e)];
+        if let Some(s) = same {
+            columns.push((format!("embedded {}", s.messages), s));
+        }
+        if let Some(d) = d {
+            columns.push((format!("NATS+S3 {}", d.messages), d));
+        }
+        let base = same.unwrap_or(e);
+        let mut header = format!("  {:<36}", "");
+        for (name, _) in &columns {
+            header += &format!(" {name:>16}");
+        }
+        println!("{header} {:>8}  target", if d.is_some() { "NATS/emb" } else { "" });
+        type Value<'a> = &'a dyn Fn(&Figures) -> String;
+        type Number<'a> = &'a dyn Fn(&Figures) -> f64;
+        let row = |name: &str, value: Value, ratio: Option<Number>, target: &str| {
+            let mut line = format!("  {name:<36}");
+            for (_, f) in &columns {
+                line += &format!(" {:>16}", value(f));
+            }
+            let r = match (ratio, d) {
+                (Some(r), Some(d)) => format!("{:.2}x", r(d) / r(base)),
+                _ => String::new(),
+            };
+            println!("{line} {r:>8}  {target}");
         };
-        let ratio_of = |v: &dyn Fn(&Figures) -> f64| d.map(|d| v(d) / v(e));
-        row("messages", &|f| f.messages.to_string(), None, "");
-        row("load (AppendAll), messages/s", &|f| format!("{:.0}", f.messages as f64 / f.load_secs), None, "");
-        row("index complete after load ended", &|f| format!("{:.1} s", f.index_after_load), None, "");
+        row("messages/s loaded (AppendAll)", &|f| format!("{:.0}", f.messages as f64 / f.load_secs), None, "");
+        row("index complete, after the load", &|f| format!("{:.1} s", f.index_after_load), None, "");
         row(
-            "index build, from load start",
-            &|f| format!("{:.1} s ({:.0}/s)", f.index_since_start, f.messages as f64 / f.index_since_start),
+            "index build, from the load's start",
+            &|f| format!("{:.0} s {:.0}/s", f.index_since_start, f.messages as f64 / f.index_since_start),
             None,
             "",
         );
-        if let Some(secs) = e.reindex {
-            println!(
-                "  {:<34} {:>16}",
-                "rebuild (Admin/Reindex)",
-                format!("{secs:.1} s ({:.0}/s)", e.messages as f64 / secs)
-            );
-        }
-        for (label, pick, target) in [
-            ("BODY rare", (|f: &Figures| &f.rare) as fn(&Figures) -> &Timed, 50.0),
-            ("BODY common", |f: &Figures| &f.common, 300.0),
-        ] {
-            let m = |f: &Figures| pick(f).median();
-            let p = |f: &Figures| pick(f).p95();
-            let em = m(e);
+        row(
+            "rebuild from scratch (Reindex)",
+            &|f| f.reindex.map_or("-".into(), |s| format!("{s:.0} s {:.0}/s", f.messages as f64 / s)),
+            None,
+            "",
+        );
+        type Pick = fn(&Figures) -> &Timed;
+        let words: [(&str, Pick, Pick, f64); 2] =
+            [("rare", |f| &f.rare, |f| &f.grpc.0, 50.0), ("common", |f| &f.common, |f| &f.grpc.1, 300.0)];
+        for (word, imap, grpc, target) in words {
+            let median = |f: &Figures| imap(f).median();
+            let p95 = |f: &Figures| imap(f).p95();
+            let mut goal = format!("< {target:.0} ms embedded: {}", verdict(median(e) < target));
+            if d.is_some() {
+                let r = d.map_or(0.0, median) / median(base);
+                goal += &format!("; NATS < 2x: {}", verdict(r < 2.0));
+            }
+            row(&format!("UID SEARCH BODY {word}: median"), &|f| format!("{:.1} ms", median(f)), Some(&median), &goal);
+            row(&format!("UID SEARCH BODY {word}: p95"), &|f| format!("{:.1} ms", p95(f)), Some(&p95), "");
+            let correct = columns.iter().all(|(_, f)| imap(f).correct() && grpc(f).hits == grpc(f).expected);
             row(
-                &format!("{label} median"),
-                &|f| format!("{:.1} ms", m(f)),
-                ratio_of(&m),
-                &format!(
-                    "< {target:.0} ms embedded: {}{}",
-                    verdict(em < target),
-                    ratio_of(&m).map_or(String::new(), |r| format!("; < 2x: {}", verdict(r < 2.0)))
-                ),
-            );
-            row(&format!("{label} p95"), &|f| format!("{:.1} ms", p(f)), ratio_of(&p), "");
-            row(
-                &format!("{label} UIDs (expected)"),
-                &|f| format!("{} ({})", pick(f).hits, pick(f).expected),
+                "  UIDs answered (messages with it)",
+                &|f| format!("{} ({})", imap(f).hits, imap(f).expected),
                 None,
-                if pick(e).correct() && d.is_none_or(|d| pick(d).correct()) { "exact" } else { "WRONG" },
+                if correct { "exact" } else { "WRONG" },
+            );
+            row(
+                "  SearchText gRPC median, read",
+                &|f| format!("{:.1} ms, {}", grpc(f).median(), grpc(f).scanned),
+                Some(&|f| grpc(f).median()),
+                "(without IMAP; messages read: 0 = index alone)",
             );
         }
-        if let Some((rare, common)) = d.and_then(|d| d.replica.as_ref()) {
-            println!("  {:<34} {:>16} {:>16}", "2nd replica: first search", "", format!("{:.1} ms", rare.first));
-            println!(
-                "  {:<34} {:>16} {:>16}",
+        if d.is_some() {
+            let replica = |f: &Figures, v: &dyn Fn(&(Timed, Timed)) -> String| f.replica.as_ref().map_or("-".into(), v);
+            row("2nd replica: first search", &|f| replica(f, &|r| format!("{:.1} ms", r.0.first)), None, "");
+            row(
                 "2nd replica: rare/common median",
+                &|f| replica(f, &|r| format!("{:.1}/{:.1} ms", r.0.median(), r.1.median())),
+                None,
                 "",
-                format!("{:.1}/{:.1} ms", rare.median(), common.median())
             );
         }
         row("index bytes / message bytes", &|f| format!("{:.1}%", ratio(&f.status) * 100.0), None, "");
         if let Some(i) = ingest {
             let r = i.rate[1] / i.rate[0];
             println!(
-                "  {:<34} {:>16}  off {:.0}/s, on {:.0}/s ({} messages of {} KiB, {} sessions; mean of 2 runs each): \
+                "  {:<36} {:>16}  off {:.0}/s, on {:.0}/s ({} messages of {} KiB, {} sessions, mean of 2 runs each); \
                  >= 0.70: {}",
                 "SMTP ingest, indexing on/off",
                 format!("{r:.2}x"),
@@ -2407,22 +2515,21 @@ mod search {
                 verdict(r >= 0.70)
             );
             println!(
-                "  {:<34} {:>16}  off {:.3} ms, on {:.3} ms to readable, {:.3} ms with the index caught up \
+                "  {:<36} {:>16}  off {:.3} ms, on {:.3} ms to readable, {:.3} ms with the index caught up \
                  ({:.2} s after)",
-                "tern CPU per message",
+                "tern CPU per message, indexing",
                 format!("{:+.0}%", (i.cpu_indexed / i.cpu[0] - 1.0) * 100.0),
                 i.cpu[0],
                 i.cpu[1],
                 i.cpu_indexed,
                 i.catch_up
             );
-        }
-        if let Some(d) = d
-            && d.messages != e.messages
-        {
             println!(
-                "  NOTE: the NATS + S3 mailbox has {} messages, the embedded one {}: the ratios compare unequal mailboxes",
-                d.messages, e.messages
+                "  {:<36} {:>16}  off {:.3} ms, on {:.3} ms to readable",
+                "tern user CPU per message, indexing",
+                format!("{:+.0}%", (i.user[1] / i.user[0] - 1.0) * 100.0),
+                i.user[0],
+                i.user[1],
             );
         }
     }

@@ -27,6 +27,10 @@
 //! - `bench imap --peer dovecot`, `bench pop3 --peer dovecot`: the same persistent-session IMAP
 //!   workload, or the same POP3 sessions, on Tern and then on a Dovecot beside it: throughput
 //!   and the servers' CPU time per command or message, and the ratios.
+//! - `bench search`: the full-text index on a generated mailbox (100,000 English-like messages of
+//!   4 to 20 KiB by default) loaded through AppendAll: the index's build time and size, IMAP
+//!   `UID SEARCH BODY` of a rare and a common word (median, p95), embedded and on NATS + S3
+//!   (and a second replica), and SMTP ingest with indexing off and on.
 
 mod bench;
 
