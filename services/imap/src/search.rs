@@ -225,6 +225,11 @@ pub fn mentions_modseq(keys: &[SearchKey<'_>]) -> bool {
     leaves(keys).any(|k| matches!(k, SearchKey::ModSequence { .. }))
 }
 
+/// Whether any of `keys` asks about \Recent (RECENT, NEW, OLD).
+pub fn mentions_recent(keys: &[SearchKey<'_>]) -> bool {
+    leaves(keys).any(|k| matches!(k, SearchKey::Recent | SearchKey::New | SearchKey::Old))
+}
+
 /// The keys of `keys` that are not AND, OR or NOT, however deeply nested.
 fn leaves<'k, 'a>(keys: &'k [SearchKey<'a>]) -> impl Iterator<Item = &'k SearchKey<'a>> {
     let mut stack: Vec<&'k SearchKey<'a>> = keys.iter().collect();

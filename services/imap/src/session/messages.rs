@@ -528,15 +528,11 @@ impl Session {
         envelope: bool,
     ) -> Result<Vec<Match>, tonic::Status> {
         let Some(sel) = self.selected.as_ref() else { return Ok(Vec::new()) };
-        let uids = sel.uids.clone();
-        let flags = sel.flags.clone();
+        let empty = sel.uids.is_empty();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let ctx = search::Context { max_seq: uids.len() as u32, max_uid: uids.last().copied().unwrap_or(0), now };
-        let modseqs = sel.modseqs.clone();
-        let recent: Vec<bool> = uids.iter().map(|u| sel.is_recent(*u)).collect();
         let mut needs = search::needs_all(criteria);
         let text_keys = search::text_keys(criteria);
-        let answers = if text_keys.is_empty() || uids.is_empty() {
+        let answers = if text_keys.is_empty() || empty {
             None
         } else {
             match self.text_answers(text_keys).await {
@@ -549,57 +545,23 @@ impl Session {
                 Err(status) => return Err(status),
             }
         };
-        let decided_by_view = !needs.envelope && !needs.raw && !needs.meta;
-        let mut wanted: Vec<usize> = Vec::new();
-        if decided_by_view {
-            for (i, uid) in uids.iter().enumerate() {
-                let candidate = search::Candidate {
-                    seq: i as u32 + 1,
-                    uid: *uid,
-                    flags: &flags[i],
-                    modseq: modseqs[i],
-                    recent: recent[i],
-                    size: 0,
-                    internal_date: 0,
-                    save_date: 0,
-                    envelope: None,
-                    raw: None,
-                    answers: answers.as_ref(),
-                };
-                if search::matches_all(criteria, &candidate, &ctx) {
-                    wanted.push(i);
-                }
-            }
-        } else {
-            wanted = (0..uids.len()).collect();
+        if !needs.envelope && !needs.raw && !needs.meta {
+            return self.matching_by_view(criteria, envelope, answers.as_ref(), now).await;
         }
-        if decided_by_view && !envelope {
-            // SEARCH wants the matches' UIDs and positions only, which the view has: a
-            // message another session expunged meanwhile is still in this session's view
-            // until it is told, and may be named.
-            return Ok(wanted
-                .into_iter()
-                .map(|i| Match {
-                    index: i,
-                    modseq: modseqs[i],
-                    meta: MessageMeta { uid: uids[i], ..MessageMeta::default() },
-                })
-                .collect());
-        }
-        let wanted_uids: Vec<u32> = wanted.iter().map(|i| uids[*i]).collect();
-        let metas = self.metas(&wanted_uids, needs.envelope || envelope).await?;
+        let Some(sel) = self.selected.as_ref() else { return Ok(Vec::new()) };
+        let uids = sel.uids.clone();
+        let flags = sel.flags.clone();
+        let ctx = search::Context { max_seq: uids.len() as u32, max_uid: uids.last().copied().unwrap_or(0), now };
+        let modseqs = sel.modseqs.clone();
+        let recent: Vec<bool> = uids.iter().map(|u| sel.is_recent(*u)).collect();
+        let metas = self.metas(&uids, needs.envelope || envelope).await?;
         // The metadata comes in the order asked, less the messages expunged meanwhile; both
         // lists are in UID order, so one walk pairs them.
         let mut metas = metas.into_iter().peekable();
         let mut out = Vec::new();
-        for i in wanted {
-            let uid = &uids[i];
+        for (i, uid) in uids.iter().enumerate() {
             while metas.next_if(|m| m.uid < *uid).is_some() {}
             let Some(meta) = metas.next_if(|m| m.uid == *uid) else { continue };
-            if decided_by_view {
-                out.push(Match { index: i, modseq: modseqs[i], meta });
-                continue;
-            }
             let raw = if needs.raw {
                 match self.message_bytes(*uid).await {
                     Ok(r) => Some(r),
@@ -624,6 +586,75 @@ impl Session {
             };
             if search::matches_all(criteria, &candidate, &ctx) {
                 out.push(Match { index: i, modseq: modseqs[i], meta });
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Self::matching`] for keys the session's view decides alone (flags, UIDs, sequence
+    /// numbers, MODSEQ, and text keys already answered): nothing is copied or fetched but the
+    /// metadata of the matches, and that only when `envelope` asks for it.
+    async fn matching_by_view(
+        &mut self,
+        criteria: &[SearchKey<'static>],
+        envelope: bool,
+        answers: Option<&search::TextAnswers>,
+        now: i64,
+    ) -> Result<Vec<Match>, tonic::Status> {
+        let Some(sel) = self.selected.as_ref() else { return Ok(Vec::new()) };
+        let ctx =
+            search::Context { max_seq: sel.uids.len() as u32, max_uid: sel.uids.last().copied().unwrap_or(0), now };
+        let wanted: Vec<usize> = match (answers, criteria) {
+            // The most common text search, one key alone: its answer's UIDs are the matches.
+            (Some(a), [key]) if a.keys.len() == 1 && search::text_key(key).is_some() => {
+                a.keys[0].1.iter().filter_map(|uid| sel.uids.binary_search(uid).ok()).collect()
+            }
+            _ => {
+                let recent = search::mentions_recent(criteria);
+                (0..sel.uids.len())
+                    .filter(|&i| {
+                        let uid = sel.uids[i];
+                        let candidate = search::Candidate {
+                            seq: i as u32 + 1,
+                            uid,
+                            flags: &sel.flags[i],
+                            modseq: sel.modseqs[i],
+                            recent: recent && sel.is_recent(uid),
+                            size: 0,
+                            internal_date: 0,
+                            save_date: 0,
+                            envelope: None,
+                            raw: None,
+                            answers,
+                        };
+                        search::matches_all(criteria, &candidate, &ctx)
+                    })
+                    .collect()
+            }
+        };
+        if !envelope {
+            // SEARCH wants the matches' UIDs and positions only, which the view has: a
+            // message another session expunged meanwhile is still in this session's view
+            // until it is told, and may be named.
+            return Ok(wanted
+                .into_iter()
+                .map(|i| Match {
+                    index: i,
+                    modseq: sel.modseqs[i],
+                    meta: MessageMeta { uid: sel.uids[i], ..MessageMeta::default() },
+                })
+                .collect());
+        }
+        let pairs: Vec<(usize, u32, u64)> = wanted.iter().map(|&i| (i, sel.uids[i], sel.modseqs[i])).collect();
+        let wanted_uids: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+        let metas = self.metas(&wanted_uids, true).await?;
+        // The metadata comes in the order asked, less the messages expunged meanwhile.
+        let mut metas = metas.into_iter().peekable();
+        let mut out = Vec::with_capacity(pairs.len());
+        for (i, uid, modseq) in pairs {
+            while metas.next_if(|m| m.uid < uid).is_some() {}
+            if let Some(meta) = metas.next_if(|m| m.uid == uid) {
+                out.push(Match { index: i, modseq, meta });
             }
         }
         Ok(out)

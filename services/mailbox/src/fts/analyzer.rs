@@ -86,11 +86,17 @@ fn runs(text: &str) -> impl Iterator<Item = (Class, &str)> {
 pub fn terms(text: &str) -> HashSet<String> {
     let mut out = HashSet::new();
     for (kind, run) in runs(text) {
-        let chars: Vec<char> = run.chars().collect();
-        match kind {
-            Class::Word if chars.len() <= CHUNK => {
+        // A run of at most CHUNK bytes has at most CHUNK characters: the common case needs no
+        // character count.
+        if kind == Class::Word && (run.len() <= CHUNK || run.chars().count() <= CHUNK) {
+            // Most words repeat: allocate only the first time.
+            if !out.contains(run) {
                 out.insert(run.to_string());
             }
+            continue;
+        }
+        let chars: Vec<char> = run.chars().collect();
+        match kind {
             Class::Word => {
                 let mut start = 0;
                 loop {

@@ -59,8 +59,10 @@ pub struct Fields {
 
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
-    let text = TextOptions::default()
-        .set_indexing_options(TextFieldIndexing::default().set_index_option(IndexRecordOption::Basic));
+    // Documents and terms only: no frequencies, positions or norms, which only ranking uses.
+    let text = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default().set_index_option(IndexRecordOption::Basic).set_fieldnorms(false),
+    );
     let fields = Fields {
         key: b.add_text_field("key", STRING),
         folder: b.add_u64_field("folder", FAST | INDEXED),
@@ -219,6 +221,93 @@ impl AccountIndex {
     }
 }
 
+/// How many matching terms are looked up one by one in the dictionary; past this, the
+/// dictionary is walked once.
+const DIRECT_LOOKUPS: usize = 512;
+
+/// Bytes of [`FlatTerms`] kept for all indexes of the process.
+const FLAT_CACHE_BYTES: usize = 128 * 1024 * 1024;
+
+/// One segment's terms of one field laid end to end, each followed by a NUL (which no term
+/// contains), so that the terms containing a string are found by one `memmem` pass over a few
+/// megabytes rather than a walk of the dictionary's FST term by term. Segments never change, so
+/// this is built once per segment and kept (up to [`FLAT_CACHE_BYTES`] for the process, the
+/// oldest dropped first).
+#[derive(Debug)]
+struct FlatTerms {
+    bytes: Vec<u8>,
+    /// Where each term starts, by ordinal.
+    starts: Vec<u32>,
+}
+
+impl FlatTerms {
+    fn size(&self) -> usize {
+        self.bytes.len() + self.starts.len() * 4
+    }
+
+    fn term(&self, ord: usize) -> &[u8] {
+        let start = self.starts[ord] as usize;
+        let end = self.starts.get(ord + 1).map_or(self.bytes.len(), |e| *e as usize) - 1;
+        &self.bytes[start..end]
+    }
+
+    /// The ordinals of the terms that contain `needle`, ascending.
+    fn containing(&self, needle: &[u8]) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        for at in memchr::memmem::find_iter(&self.bytes, needle) {
+            let ord = self.starts.partition_point(|s| *s as usize <= at) - 1;
+            if out.last() != Some(&ord) {
+                out.push(ord);
+            }
+        }
+        out
+    }
+}
+
+type FlatKey = (tantivy::index::SegmentId, Field);
+
+#[derive(Default)]
+struct FlatCache {
+    entries: std::collections::HashMap<FlatKey, Arc<FlatTerms>>,
+    order: std::collections::VecDeque<FlatKey>,
+    bytes: usize,
+}
+
+fn flat_cache() -> &'static std::sync::Mutex<FlatCache> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<FlatCache>> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+fn flat_terms(
+    segment: &tantivy::SegmentReader,
+    field: Field,
+    inverted: &tantivy::InvertedIndexReader,
+) -> IndexResult<Arc<FlatTerms>> {
+    let key = (segment.segment_id(), field);
+    if let Some(hit) = flat_cache().lock().unwrap_or_else(|e| e.into_inner()).entries.get(&key) {
+        return Ok(Arc::clone(hit));
+    }
+    let mut flat = FlatTerms { bytes: Vec::new(), starts: Vec::with_capacity(inverted.terms().num_terms()) };
+    let mut stream = inverted.terms().stream()?;
+    while stream.advance() {
+        flat.starts.push(flat.bytes.len() as u32);
+        flat.bytes.extend_from_slice(stream.key());
+        flat.bytes.push(0);
+    }
+    let flat = Arc::new(flat);
+    let mut cache = flat_cache().lock().unwrap_or_else(|e| e.into_inner());
+    cache.bytes += flat.size();
+    cache.entries.insert(key, Arc::clone(&flat));
+    cache.order.push_back(key);
+    while cache.bytes > FLAT_CACHE_BYTES && cache.order.len() > 1 {
+        let Some(old) = cache.order.pop_front() else { break };
+        if let Some(gone) = cache.entries.remove(&old) {
+            cache.bytes -= gone.size();
+        }
+    }
+    Ok(flat)
+}
+
 /// A set of documents of one segment.
 struct DocBits(Vec<u64>);
 
@@ -291,11 +380,27 @@ impl Snapshot {
                             }
                         }
                         Condition::Contains(s) => {
-                            let finder = memchr::memmem::Finder::new(s.as_bytes());
-                            let mut stream = inverted.terms().stream()?;
-                            while stream.advance() {
-                                if stream.key().len() >= s.len() && finder.find(stream.key()).is_some() {
-                                    add(stream.value())?;
+                            // The terms containing `s`, by ordinal, found in the segment's
+                            // terms laid end to end; then their postings.
+                            let flat = flat_terms(segment, *field, &inverted)?;
+                            let ords = flat.containing(s.as_bytes());
+                            if ords.len() <= DIRECT_LOOKUPS {
+                                for ord in ords {
+                                    if let Some(info) = inverted.terms().get(flat.term(ord))? {
+                                        add(&info)?;
+                                    }
+                                }
+                            } else {
+                                // Many terms (a short string): one walk of the dictionary,
+                                // which hands out each term's postings address on the way.
+                                let mut wanted = ords.into_iter().peekable();
+                                let mut stream = inverted.terms().stream()?;
+                                while wanted.peek().is_some() && stream.advance() {
+                                    let ord = stream.term_ord() as usize;
+                                    while wanted.next_if(|w| *w < ord).is_some() {}
+                                    if wanted.next_if_eq(&ord).is_some() {
+                                        add(stream.value())?;
+                                    }
                                 }
                             }
                         }

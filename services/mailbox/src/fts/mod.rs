@@ -79,7 +79,7 @@ impl Default for Settings {
             max_text_bytes: 4 * 1024 * 1024,
             writer_memory: MIN_WRITER_MEMORY,
             max_open_writers: 4,
-            commit_delay: Duration::from_millis(500),
+            commit_delay: Duration::from_millis(1000),
             batch: 2000,
         }
     }
@@ -452,16 +452,10 @@ impl FullText {
         let batch = settings.batch;
         let work =
             crate::store::read(self.inner.store.as_ref(), account_id, move |v| plan_work(v, &marks, batch)).await?;
-        if work.is_empty()
-            && work.marks
-                == *account
-                    .snapshot
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                    .map(|s| s.marks.clone())
-                    .unwrap_or_default()
-        {
+        // Nothing to add or delete: the marks are left where they are rather than committed
+        // (flag changes move a folder's MODSEQ on every STORE; an expunge after them is still
+        // found from the older MODSEQ).
+        if work.is_empty() {
             return Ok((0, 0, false));
         }
         metrics().lag_messages.set(work.adds.len() as i64);

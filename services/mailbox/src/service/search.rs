@@ -114,7 +114,12 @@ impl MailboxService {
                         TextKey::Text(_) => vec![s.fields.header, s.fields.body],
                         TextKey::Header { .. } => vec![s.fields.header],
                     };
-                    let uids = s.matching(folder.id, &fields, conditions).map_err(|e| fts("searching", e))?;
+                    // Reading the index is CPU and memory-mapped reads: off the async threads.
+                    let (snapshot, conditions, folder_id) = (s.clone(), conditions.clone(), folder.id);
+                    let uids = tokio::task::spawn_blocking(move || snapshot.matching(folder_id, &fields, &conditions))
+                        .await
+                        .map_err(|e| fts("searching", e))?
+                        .map_err(|e| fts("searching", e))?;
                     if *exact {
                         out.indexed += uids.len() as u32;
                         matched.extend(uids);
