@@ -24,6 +24,9 @@
 //!   meanwhile.
 //! - `reindex_reports_progress_and_keeps_answers`: Admin/Reindex streams monotonic progress to
 //!   `done == total == messages`, and searches during and after it are right, on both backends.
+//! - `a_lost_index_writer_is_replaced` (its own NATS server): the replica writing the shared
+//!   index dies twice over; searches stay right, another replica takes over, and a new replica
+//!   answers from the copy in the object store without reading messages.
 
 use std::{
     path::{Path, PathBuf},
@@ -1225,4 +1228,62 @@ async fn reindex_reports_progress_and_keeps_answers() {
     let (indexed, _) = check_search_text(&mut mail, alice, folder, &stored, &queries, "after the reindex").await;
     assert!(indexed > 0, "exact searches are answered from the rebuilt index");
     println!("search reindex: {} progress steps: {steps:?}", steps.len());
+}
+
+/// On NATS, the replica that writes an account's index dies, twice over: the other replicas
+/// answer correctly at once (reading what the index lacks), one of them takes the writer's
+/// lease over once it lapses and brings the index up to date from the copy in the object
+/// store, and a replica started afterwards answers from that shared index without reading a
+/// message. The lease is a second here, thirty in production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_index_writer_is_replaced() {
+    let nats =
+        tokio::task::spawn_blocking(tern_testbed::Nats::start).await.expect("start task").expect("start nats-server");
+    let limits = Limits {
+        search: Settings {
+            lease: Duration::from_secs(1),
+            commit_delay: Duration::from_millis(100),
+            ..Settings::default()
+        },
+        ..Limits::default()
+    };
+    let mut a = TestServer::start_on_nats(limits, &nats.url()).await;
+    let mut b = a.replica().await;
+    let alice = setup_account(&mut a.admin_client().await, ALICE, "pw").await.id;
+    let c = corpus(11, 180);
+    let (first, rest) = c.messages.split_at(60);
+    let (second, third) = rest.split_at(60);
+    let queries = few_queries(&c);
+
+    // Sixty messages through A, indexed by whichever replica took the lease.
+    let mut uids = append_all(&mut a.mailbox_client().await, alice, first).await;
+    let folder = inbox_id(&mut a.mailbox_client().await, alice).await;
+    wait_indexed(&mut a.admin_client().await, 60).await;
+
+    // A dies; sixty more through B, which answers at once and has the index caught up.
+    a.kill().await;
+    uids.extend(append_all(&mut b.mailbox_client().await, alice, second).await);
+    let stored = Stored::new(&uids, &c.messages[..120]);
+    check_search_text(&mut b.mailbox_client().await, alice, folder, &stored, &queries, "right after A died").await;
+    wait_indexed(&mut b.admin_client().await, 120).await;
+    let (_, scanned_by_b) =
+        check_search_text(&mut b.mailbox_client().await, alice, folder, &stored, &queries, "B caught up").await;
+
+    // A new replica C answers from the shared index: it reads just what B, with the whole
+    // index, reads (candidates of the narrowing searches, messages skipped for their size),
+    // so every message below the marks came from the copy it downloaded.
+    let mut cc = b.replica().await;
+    let (indexed, scanned) =
+        check_search_text(&mut cc.mailbox_client().await, alice, folder, &stored, &queries, "on a new replica").await;
+    assert!(indexed > 0, "the new replica answered nothing from the shared index");
+    assert_eq!(scanned, scanned_by_b, "the new replica read more messages than the writer");
+
+    // B dies too; C takes over the writing.
+    b.kill().await;
+    uids.extend(append_all(&mut cc.mailbox_client().await, alice, third).await);
+    let stored = Stored::new(&uids, &c.messages);
+    check_search_text(&mut cc.mailbox_client().await, alice, folder, &stored, &queries, "right after B died").await;
+    wait_indexed(&mut cc.admin_client().await, 180).await;
+    check_search_text(&mut cc.mailbox_client().await, alice, folder, &stored, &queries, "after C took over").await;
+    cc.stop().await;
 }

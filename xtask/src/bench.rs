@@ -166,10 +166,10 @@ pub enum Which {
         /// Messages of the embedded mailbox.
         #[arg(long, default_value_t = 100_000)]
         messages: usize,
-        /// Messages of the distributed mailbox (NATS JetStream + SeaweedFS S3); default as
-        /// `--messages` up to 30000, which is what the test SeaweedFS holds (8 volumes of 64
-        /// MB); 0 skips the distributed run. When it differs from `--messages`, an embedded
-        /// mailbox of this size is measured too, for the ratio.
+        /// Messages of the distributed mailbox (NATS JetStream + SeaweedFS S3, started with
+        /// room for them); default as `--messages`; 0 skips the distributed run. When it
+        /// differs from `--messages`, an embedded mailbox of this size is measured too, for the
+        /// ratio.
         #[arg(long)]
         nats_messages: Option<usize>,
         /// Timed searches of each word, after two warm-ups.
@@ -217,7 +217,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         Which::Search { messages, nats_messages, runs, ingest, sessions, no_reindex } => {
             rt.block_on(search::run(search::Workload {
                 messages,
-                nats_messages: nats_messages.unwrap_or(messages.min(search::NATS_DEFAULT_MAX)),
+                nats_messages: nats_messages.unwrap_or(messages),
                 runs,
                 ingest,
                 sessions,
@@ -1611,10 +1611,6 @@ mod search {
     /// Octets of the message smtp-source sends in the ingest runs: the corpus's mean size.
     const INGEST_SIZE: usize = 12 * 1024;
     const SEED: u64 = 0x7465_726e_5f66_7473;
-    /// What the test SeaweedFS holds, about: 8 volumes of 64 MB (`tern_testbed::SeaweedS3`).
-    const NATS_CAPACITY: usize = 400 << 20;
-    /// The most messages of the distributed mailbox by default, which fit in it.
-    pub const NATS_DEFAULT_MAX: usize = 30_000;
 
     /// Common English words, roughly by frequency: the top of the Zipf ranking.
     const ENGLISH: &[&str] = &[
@@ -2348,12 +2344,6 @@ mod search {
         if w.messages < 100 || (w.nats_messages != 0 && w.nats_messages < 100) {
             bail!("--messages and --nats-messages are at least 100 (0 skips the distributed run)");
         }
-        if w.nats_messages * 12 * 1024 > NATS_CAPACITY {
-            println!(
-                "WARNING: {} messages of 12 KiB on average may not fit in the test SeaweedFS (8 volumes of 64 MB)",
-                w.nats_messages
-            );
-        }
         println!(
             "search benchmark: {} messages embedded, {} on NATS + S3; UID SEARCH BODY {RARE:?} (rare) and \
              {COMMON:?} (common), {WARMUPS} warm-ups and {} timed runs each",
@@ -2381,7 +2371,10 @@ mod search {
                 same_size = Some(backend(&server, w.nats_messages, w.runs).await?);
             }
             let nats = tokio::task::spawn_blocking(tern_testbed::Nats::start).await??;
-            let s3 = tokio::task::spawn_blocking(tern_testbed::SeaweedS3::start).await??;
+            // Room for the bodies (12 KiB on average) and the index, with a margin: volumes of
+            // 64 MB, at least the 8 the tests use.
+            let volumes = ((w.nats_messages * 12 * 1024 * 3 / 2) / (64 << 20) + 1).max(8) as u32;
+            let s3 = tokio::task::spawn_blocking(move || tern_testbed::SeaweedS3::start_holding(volumes)).await??;
             println!(
                 "\n== NATS JetStream ({}) + SeaweedFS S3 ({}), {} messages ==",
                 nats.url(),

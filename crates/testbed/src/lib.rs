@@ -514,6 +514,8 @@ pub struct SeaweedS3 {
     process: Process,
     ports: WeedPorts,
     dir: TempDir,
+    /// Volumes of 64 MB the server may create: what it can hold.
+    volumes: u32,
 }
 
 /// The ports of one `weed mini`: every component has an HTTP and a gRPC port, and none of them
@@ -545,12 +547,18 @@ impl SeaweedS3 {
     /// Starts a SeaweedFS server with its S3 gateway on free loopback ports and a fresh data
     /// directory, and waits until an object can be written into [`SeaweedS3::BUCKET`].
     pub fn start() -> anyhow::Result<SeaweedS3> {
+        Self::start_holding(8)
+    }
+
+    /// [`SeaweedS3::start`] with room for `volumes` volumes of 64 MB (8 by default: 512 MB),
+    /// for benchmarks that store more.
+    pub fn start_holding(volumes: u32) -> anyhow::Result<SeaweedS3> {
         let binary = find_binary("weed", "TERN_WEED")?;
         let dir =
             tempfile::Builder::new().prefix("tern-weed-").tempdir().context("cannot create a temporary directory")?;
         fs::write(dir.path().join("s3.json"), s3_config()).context("cannot write the S3 configuration")?;
         let process = Process::new(binary, dir.path());
-        let mut s3 = SeaweedS3 { process, ports: WeedPorts::default(), dir };
+        let mut s3 = SeaweedS3 { process, ports: WeedPorts::default(), dir, volumes };
         let mut attempt = 1;
         loop {
             let [master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_port, s3_grpc, admin, admin_grpc] =
@@ -673,7 +681,7 @@ impl SeaweedS3 {
             flag("s3.config", &dir.join("s3.json").display()),
             // Small volumes, few of them: nothing is preallocated, but less to track.
             flag("master.volumeSizeLimitMB", &64),
-            flag("volume.max", &8),
+            flag("volume.max", &self.volumes),
         ];
         // Every gRPC server also listens on a Unix socket in /tmp, which no flag moves and a
         // killed server leaves behind.

@@ -795,21 +795,28 @@ impl MailboxService {
             checked.push((flags::normalize(&flags)?, date, content));
         }
         let _gate = self.blob_gate.read().await;
-        let mut staged = Vec::with_capacity(checked.len());
-        for (flags, internal_date, content) in checked {
-            let blob_id = self.new_blob_id(&content);
-            let size = content.len() as u64;
-            let parsed = parse::parse(&content);
-            let message = NewMessage { blob_id: blob_id.clone(), size, internal_date, parsed };
-            if self.store.blob_refs(&blob_id).await? == 0 {
-                let (put, stage) = tokio::join!(self.blobs.put(&blob_id, content), self.store.stage(&message));
-                put?;
-                stage?;
-            } else {
-                self.store.stage(&message).await?;
-            }
-            staged.push((message, flags));
-        }
+        // The bodies go to the blob store a few at a time (on S3 each put is a round trip),
+        // and come back in order.
+        let staged: Vec<(NewMessage, Vec<String>)> = {
+            use futures::{StreamExt, TryStreamExt};
+            futures::stream::iter(checked.into_iter().map(|(flags, internal_date, content)| async move {
+                let blob_id = self.new_blob_id(&content);
+                let size = content.len() as u64;
+                let parsed = parse::parse(&content);
+                let message = NewMessage { blob_id: blob_id.clone(), size, internal_date, parsed };
+                if self.store.blob_refs(&blob_id).await? == 0 {
+                    let (put, stage) = tokio::join!(self.blobs.put(&blob_id, content), self.store.stage(&message));
+                    put?;
+                    stage?;
+                } else {
+                    self.store.stage(&message).await?;
+                }
+                Ok::<_, MailboxError>((message, flags))
+            }))
+            .buffered(8)
+            .try_collect()
+            .await?
+        };
         let appended = self.store.append_all(account_id, folder, staged).await?;
         tern_runtime::metrics::Metrics::global().messages_stored.inc_by(appended.len() as u64);
         Ok(appended)

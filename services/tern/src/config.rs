@@ -226,6 +226,9 @@ pub struct SearchSection {
     pub commit_delay_ms: u64,
     /// Most messages indexed in one commit.
     pub batch: usize,
+    /// On NATS: how long an account's index writer holds its lease without renewing it, so
+    /// how soon another replica takes over from one that died, in seconds.
+    pub writer_lease_secs: u64,
 }
 
 impl Default for SearchSection {
@@ -240,6 +243,7 @@ impl Default for SearchSection {
             max_open_writers: s.max_open_writers,
             commit_delay_ms: s.commit_delay.as_millis() as u64,
             batch: s.batch,
+            writer_lease_secs: s.lease.as_secs(),
         }
     }
 }
@@ -255,6 +259,7 @@ impl SearchSection {
             max_open_writers: self.max_open_writers.max(1),
             commit_delay: std::time::Duration::from_millis(self.commit_delay_ms),
             batch: self.batch.max(1),
+            lease: std::time::Duration::from_secs(self.writer_lease_secs.max(1)),
         }
     }
 }

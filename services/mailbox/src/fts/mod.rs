@@ -68,6 +68,9 @@ pub struct Settings {
     pub commit_delay: Duration,
     /// Most messages indexed in one commit.
     pub batch: usize,
+    /// On NATS, how long an account's index writer holds its lease without renewing it: how
+    /// soon another replica takes over from one that died.
+    pub lease: Duration,
 }
 
 impl Default for Settings {
@@ -81,6 +84,7 @@ impl Default for Settings {
             max_open_writers: 4,
             commit_delay: Duration::from_millis(1000),
             batch: 2000,
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -264,7 +268,7 @@ impl FullText {
         blobs: BlobStore,
     ) -> Self {
         let _ = metrics();
-        let shared = store.index_coordination().map(|c| shared::Shared::new(c, blobs.clone()));
+        let shared = store.index_coordination().map(|c| shared::Shared::new(c, blobs.clone(), settings.lease));
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -392,7 +396,7 @@ impl FullText {
             // lease lapses.
             return Err(MailboxError::Index(format!(
                 "another mailbox replica writes the index of this account; try again in {} s",
-                shared::LEASE.as_secs()
+                self.inner.settings.lease.as_secs()
             )));
         }
         {

@@ -8,7 +8,8 @@
 //! for new segments, deletes as new files), so copying is the whole protocol:
 //!
 //! - **Writer.** Before a pass, the indexer takes or renews the account's lease (a KV entry
-//!   holding the replica's name and an expiry, changed by compare-and-set; [`LEASE`]). A replica
+//!   holding the replica's name and an expiry, changed by compare-and-set; `[search]
+//!   writer_lease_secs`, 30 s by default). A replica
 //!   that has just become the writer first brings its local copy to the published manifest.
 //!   After a commit it uploads the files it has not uploaded yet to `index/<account>/<file>`,
 //!   then publishes the manifest (tantivy's `meta.json`, the file list and the [`Marks`]) by
@@ -41,8 +42,6 @@ use crate::{
     fts::index::{AccountIndex, Marks, Snapshot},
 };
 
-/// How long a writer's lease lasts without renewal.
-pub const LEASE: Duration = Duration::from_secs(30);
 /// How long files dropped from the manifest stay in the object store.
 pub const GRACE: Duration = Duration::from_secs(120);
 
@@ -86,6 +85,8 @@ pub struct Shared {
     coordination: Arc<dyn IndexCoordination>,
     blobs: BlobStore,
     holder: String,
+    /// How long a lease lasts without renewal.
+    lease: Duration,
     accounts: Arc<Mutex<HashMap<u64, Arc<tokio::sync::Mutex<State>>>>>,
 }
 
@@ -94,13 +95,14 @@ fn object(account: u64, file: &str) -> String {
 }
 
 impl Shared {
-    pub fn new(coordination: Arc<dyn IndexCoordination>, blobs: BlobStore) -> Self {
+    pub fn new(coordination: Arc<dyn IndexCoordination>, blobs: BlobStore, lease: Duration) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tern".into());
         let nonce: u64 = rand_u64();
         Self {
             coordination,
             blobs,
             holder: format!("{host}-{}-{nonce:016x}", std::process::id()),
+            lease,
             accounts: Arc::default(),
         }
     }
@@ -114,7 +116,12 @@ impl Shared {
     pub(super) async fn refresh(&self, fts: &FullText, account_id: u64) -> Result<Option<Snapshot>> {
         let account = fts.account(account_id)?;
         let state = self.state(account_id);
-        let mut state = state.lock().await;
+        // A writer uploading segments, or another search downloading them, holds the state
+        // for seconds: a search does not wait, but reads the copy it has, which is consistent
+        // with its marks (what it lacks is read).
+        let Ok(mut state) = state.try_lock() else {
+            return Ok(account.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        };
         if state.leading_until.is_some_and(|until| until > Instant::now()) {
             return Ok(account.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone());
         }
@@ -153,7 +160,7 @@ impl Shared {
         let _ = fts;
         let state = self.state(account_id);
         let mut state = state.lock().await;
-        if !self.coordination.lease(account_id, &self.holder, LEASE).await? {
+        if !self.coordination.lease(account_id, &self.holder, self.lease).await? {
             if state.leading_until.take().is_some() {
                 *account.writer.lock().await = None;
             }
@@ -166,7 +173,7 @@ impl Shared {
             self.sync(account_id, account, &mut state).await?;
         }
         // Renewed well before it expires: the lease is taken again at every pass.
-        state.leading_until = Some(Instant::now() + LEASE / 2);
+        state.leading_until = Some(Instant::now() + self.lease / 2);
         Ok(true)
     }
 
