@@ -158,7 +158,13 @@ struct Account {
     snapshot: Mutex<Option<Snapshot>>,
     writer: tokio::sync::Mutex<Option<IndexWriter>>,
     last_write: Mutex<Instant>,
+    /// When a search or the indexer last opened it, so that idle accounts are closed.
+    last_used: Mutex<Instant>,
 }
+
+/// How long an account's index stays open without a search or a write. Each open index maps
+/// its segment files, and a server of many accounts would otherwise keep them all mapped.
+const IDLE_ACCOUNT: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -325,6 +331,7 @@ impl FullText {
     fn account(&self, account_id: u64) -> Result<Arc<Account>> {
         let mut accounts = self.inner.accounts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(a) = accounts.get(&account_id) {
+            *a.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
             return Ok(Arc::clone(a));
         }
         let dir = self.inner.root.join(account_id.to_string());
@@ -345,6 +352,7 @@ impl FullText {
             snapshot: Mutex::new(Some(snapshot)),
             writer: tokio::sync::Mutex::new(None),
             last_write: Mutex::new(Instant::now()),
+            last_used: Mutex::new(Instant::now()),
         });
         accounts.insert(account_id, Arc::clone(&account));
         Ok(account)
@@ -544,7 +552,8 @@ impl FullText {
         Ok((added, bytes, work.more))
     }
 
-    /// Closes the writers of all but the most recently written accounts.
+    /// Closes the writers of all but the most recently written accounts, and the accounts idle
+    /// for [`IDLE_ACCOUNT`].
     async fn close_idle_writers(&self) {
         let accounts: Vec<Arc<Account>> =
             self.inner.accounts.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
@@ -566,6 +575,13 @@ impl FullText {
                 }
             }
         }
+        // Then the accounts nobody has used for a while and nobody holds: opened again (from
+        // their directory, with the marks of their last commit) at their next search or write.
+        self.inner.accounts.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, a| {
+            let idle = a.last_used.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > IDLE_ACCOUNT;
+            let closed = a.writer.try_lock().is_ok_and(|w| w.is_none());
+            !(idle && closed && Arc::strong_count(a) == 1)
+        });
     }
 }
 
