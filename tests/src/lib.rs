@@ -493,14 +493,24 @@ pub fn message(subject: &str, text: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Every regular file under `dir`, however deep.
-pub fn count_files(dir: &Path) -> usize {
+/// The bodies stored under a blob directory, however deep: the files whose names start with a
+/// content hash (64 hex digits), as the body collector recognises them. The full-text index's segment files, which the blob store also holds on
+/// the NATS backend (`index/<account>/`), are not bodies.
+pub fn count_bodies(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .map(|e| e.expect("read a directory entry"))
         .map(|e| {
             let kind = e.file_type().expect("file type of a directory entry");
-            if kind.is_dir() { count_files(&e.path()) } else { usize::from(kind.is_file()) }
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if kind.is_dir() {
+                count_bodies(&e.path())
+            } else {
+                usize::from(
+                    kind.is_file() && name.len() >= 64 && name.as_bytes()[..64].iter().all(u8::is_ascii_hexdigit),
+                )
+            }
         })
         .sum()
 }

@@ -22,7 +22,7 @@ use tern_proto::v1::{
     UpdateAccountRequest, UpdateDomainRequest, WatchRequest, deliver_request, password,
 };
 use tern_tests::{
-    Admin, Mailbox, TestServer, append, append_with_header, blobs_dir, count_files, deliver, expect_error, fetch_body,
+    Admin, Mailbox, TestServer, append, append_with_header, blobs_dir, count_bodies, deliver, expect_error, fetch_body,
     message, plain, setup_account, setup_account_with_quota,
 };
 use tonic::Code;
@@ -431,7 +431,7 @@ async fn multi_recipient_delivery_stores_one_body_object() {
         .add_alias(AddAliasRequest { alias: "ali@example.com".into(), target: "alice@example.com".into() })
         .await
         .unwrap();
-    assert_eq!(count_files(&blobs_dir(&server.data_dir)), 0);
+    assert_eq!(count_bodies(&blobs_dir(&server.data_dir)), 0);
 
     let raw = message("to-many", "one body, many mailboxes");
     let rcpts = ["alice@example.com", "bob@example.com", "carol@other.example", "ali@example.com", "ghost@example.com"];
@@ -452,7 +452,7 @@ async fn multi_recipient_delivery_stores_one_body_object() {
     assert_eq!((d.results[0].uid, d.results[3].uid), (1, 1));
     assert_eq!(folder(&mut mail, alice, "INBOX").await.messages, 1);
 
-    assert_eq!(count_files(&blobs_dir(&server.data_dir)), 1, "one body object for every recipient");
+    assert_eq!(count_bodies(&blobs_dir(&server.data_dir)), 1, "one body object for every recipient");
     for account in [alice, bob, carol] {
         let inbox = folder(&mut mail, account, "INBOX").await;
         let metas = mail
@@ -475,7 +475,7 @@ async fn multi_recipient_delivery_stores_one_body_object() {
     // NATS every delivery has its own (see ARCHITECTURE.md, garbage collection).
     deliver(&mut mail, &["bob@example.com"], &raw).await.unwrap();
     let want = if tern_tests::on_nats() { 2 } else { 1 };
-    assert_eq!(count_files(&blobs_dir(&server.data_dir)), want);
+    assert_eq!(count_bodies(&blobs_dir(&server.data_dir)), want);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -679,7 +679,7 @@ async fn multi_recipient_delivery_with_one_recipient_over_quota() {
     assert_eq!(folder(&mut mail, bob, "INBOX").await.messages, 0);
     let bob_usage = mail.get_quota(GetQuotaRequest { account_id: bob }).await.unwrap().into_inner().usage.unwrap();
     assert_eq!((bob_usage.messages, bob_usage.bytes), (0, 0));
-    assert_eq!(count_files(&blobs_dir(&server.data_dir)), 1);
+    assert_eq!(count_bodies(&blobs_dir(&server.data_dir)), 1);
 }
 
 #[tokio::test]

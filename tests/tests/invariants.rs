@@ -29,7 +29,7 @@ use tern_proto::v1::{
     ResolveRecipientRequest, SelectRequest, SelectResponse, StatusRequest, StoreFlagsRequest, WatchRequest, password,
 };
 use tern_tests::{
-    Mailbox, TestServer, append, blob_hash, blob_path, blobs_dir, collect_garbage_until, count_files, deliver,
+    Mailbox, TestServer, append, blob_hash, blob_path, blobs_dir, collect_garbage_until, count_bodies, deliver,
     expect_error, fetch_body, message, setup_account, setup_account_with_quota,
 };
 use tokio::task::JoinSet;
@@ -723,7 +723,7 @@ async fn a_message_to_fifty_local_recipients_is_one_object() {
     assert_eq!(d.results.len(), 50);
     assert!(d.results.iter().all(|r| r.status() == DeliveryStatus::Delivered && r.uid == 1));
     assert_eq!(blob_hash(&d.blob_id), sha256_hex(&body));
-    assert_eq!(count_files(&blobs_dir(&server.data_dir)), 1);
+    assert_eq!(count_bodies(&blobs_dir(&server.data_dir)), 1);
     assert_eq!(std::fs::read(blob_path(&server.data_dir, &d.blob_id)).unwrap(), body);
     let accounts: HashSet<u64> = d.results.iter().map(|r| r.account_id).collect();
     assert_eq!(accounts.len(), 50);
@@ -746,10 +746,10 @@ async fn a_message_to_fifty_local_recipients_is_one_object() {
         .messages;
     if tern_tests::on_nats() {
         assert_eq!(blob_hash(&meta[0].blob_id), blob_hash(&d.blob_id));
-        assert_eq!(count_files(&blobs_dir(&server.data_dir)), 2);
+        assert_eq!(count_bodies(&blobs_dir(&server.data_dir)), 2);
     } else {
         assert_eq!(meta[0].blob_id, d.blob_id);
-        assert_eq!(count_files(&blobs_dir(&server.data_dir)), 1);
+        assert_eq!(count_bodies(&blobs_dir(&server.data_dir)), 1);
     }
 }
 
@@ -777,7 +777,7 @@ async fn garbage_collection_deletes_only_unreferenced_bodies() {
     })
     .await
     .unwrap();
-    assert_eq!(count_files(&blobs_dir(&dir)), 2);
+    assert_eq!(count_bodies(&blobs_dir(&dir)), 2);
 
     // Alice drops every reference she has to both bodies; Bob still refers to the shared one.
     mail.expunge(ExpungeRequest { account_id: alice, folder_id: alice_inbox, uids: vec![], only_deleted: false })
@@ -801,7 +801,7 @@ async fn garbage_collection_deletes_only_unreferenced_bodies() {
         .await
         .unwrap();
     assert_eq!(collect_garbage_until(server.service(), 1).await, 1);
-    assert_eq!(count_files(&blobs_dir(&dir)), 0);
+    assert_eq!(count_bodies(&blobs_dir(&dir)), 0);
 
     // A collected body can be delivered again, and is stored again.
     let again = deliver(&mut mail, &["bob@example.com"], &shared).await.unwrap();
@@ -811,7 +811,7 @@ async fn garbage_collection_deletes_only_unreferenced_bodies() {
     // Deleting an account drops its references as well.
     admin.delete_account(DeleteAccountRequest { address: "bob@example.com".into() }).await.unwrap();
     assert_eq!(collect_garbage_until(server.service(), 1).await, 1);
-    assert_eq!(count_files(&blobs_dir(&dir)), 0);
+    assert_eq!(count_bodies(&blobs_dir(&dir)), 0);
 }
 
 #[tokio::test]
@@ -836,9 +836,9 @@ async fn refused_writes_leave_no_body_behind() {
         Code::NotFound,
         ErrorReason::NotFound,
     );
-    let stored = count_files(&blobs_dir(&server.data_dir));
+    let stored = count_bodies(&blobs_dir(&server.data_dir));
     assert_eq!(collect_garbage_until(server.service(), stored).await, stored);
-    assert_eq!(count_files(&blobs_dir(&server.data_dir)), 0, "refused bodies were never collected");
+    assert_eq!(count_bodies(&blobs_dir(&server.data_dir)), 0, "refused bodies were never collected");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -891,5 +891,5 @@ async fn collection_racing_redelivery_never_loses_a_body() {
             .unwrap_or_else(|e| panic!("UID {uid} lost its body to collection: {e}"));
         assert!(got == *body);
     }
-    assert_eq!(count_files(&blobs_dir(&server.data_dir)), bodies.len());
+    assert_eq!(count_bodies(&blobs_dir(&server.data_dir)), bodies.len());
 }

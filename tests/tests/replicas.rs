@@ -27,7 +27,7 @@ use tern_proto::v1::{
     UpdateAccountRequest, WatchRequest,
 };
 use tern_tests::{
-    Mailbox, TestServer, append, blobs_dir, count_files, deliver, fetch_body,
+    Mailbox, TestServer, append, blobs_dir, count_bodies, deliver, fetch_body,
     imap::{ImapOptions, ImapTestServer},
     message, plain,
     servers::Nats,
@@ -397,13 +397,13 @@ async fn garbage_collection_sweeps_only_old_unreferenced_bodies() {
     }
     // One object per delivery, even for the same content.
     let dir = blobs_dir(&a.data_dir);
-    assert_eq!(count_files(&dir), 3);
+    assert_eq!(count_bodies(&dir), 3);
     let folder_id = inbox(&mut mail, alice).await.folder.expect("a folder").id;
     mail.expunge(ExpungeRequest { account_id: alice, folder_id, uids: vec![uids[0]], only_deleted: false })
         .await
         .expect("expunge");
     assert_eq!(a.service().collect_garbage().await.expect("collect"), 0, "a young body was collected");
-    assert_eq!(count_files(&dir), 3);
+    assert_eq!(count_bodies(&dir), 3);
 
     // The same store seen by a replica with no grace: the expunged message's body goes, the
     // others stay readable, and a second run finds nothing more.
@@ -414,7 +414,7 @@ async fn garbage_collection_sweeps_only_old_unreferenced_bodies() {
     sweeper.restart().await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(sweeper.service().collect_garbage().await.expect("collect"), 1);
-    assert_eq!(count_files(&dir), 2);
+    assert_eq!(count_bodies(&dir), 2);
     assert_eq!(sweeper.service().collect_garbage().await.expect("collect again"), 0);
     let mut reader = sweeper.mailbox_client().await;
     assert_eq!(body(&mut reader, alice, folder_id, uids[1]).await, same);
