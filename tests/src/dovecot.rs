@@ -115,6 +115,11 @@ impl Dovecot {
         c
     }
 
+    /// The Maildir of `user` (`~/Maildir`), which Dovecot creates at the user's first login.
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        self._dir.path().join("home").join(user).join("Maildir")
+    }
+
     /// The end of Dovecot's log, for failure messages.
     pub fn log_tail(&self) -> String {
         self.process.log_tail(8192)

@@ -433,8 +433,7 @@ pub async fn append(
         account_id,
         folder: Some(folder),
         flags: flags.iter().map(|f| f.to_string()).collect(),
-        internal_date: 0,
-        size_hint: 0,
+        ..Default::default()
     };
     append_with_header(client, header, body).await
 }

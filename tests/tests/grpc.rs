@@ -340,6 +340,7 @@ async fn append_stores_flags_and_date_in_the_named_folder() {
         flags: vec!["\\draft".into(), "\\Seen".into(), "$Important".into(), "\\seen".into()],
         internal_date: 1_600_000_000,
         size_hint: raw.len() as u64,
+        ..Default::default()
     };
     let a = append_with_header(&mut mail, header, &raw).await.unwrap();
     let drafts = folder(&mut mail, alice, "Drafts").await;
@@ -559,6 +560,7 @@ fn append_all_request(
             flags: flags.iter().map(|f| f.to_string()).collect(),
             internal_date: 0,
             size_hint: raw.len() as u64,
+            ..Default::default()
         };
         out.push(AppendRequest { part: Some(Part::Header(header)) });
         // Two chunks each, so that the service joins a message's chunks and not the messages'.
@@ -800,6 +802,7 @@ async fn folders_are_created_renamed_subscribed_and_deleted() {
         account_id: alice,
         name: name.into(),
         special_use: special_use as i32,
+        uidvalidity: 0,
     };
 
     let projects = mail.create_folder(create("Projects", SpecialUse::None)).await.unwrap().into_inner().folder.unwrap();
@@ -831,7 +834,13 @@ async fn folders_are_created_renamed_subscribed_and_deleted() {
         );
     }
     expect_error(
-        mail.create_folder(CreateFolderRequest { account_id: 777_777, name: "X".into(), special_use: 0 }).await,
+        mail.create_folder(CreateFolderRequest {
+            account_id: 777_777,
+            name: "X".into(),
+            special_use: 0,
+            uidvalidity: 0,
+        })
+        .await,
         Code::NotFound,
         ErrorReason::NotFound,
     );
@@ -934,7 +943,8 @@ async fn folders_are_created_renamed_subscribed_and_deleted() {
 #[tokio::test]
 async fn subscriptions_outlive_their_folders() {
     let Fixture { server: _server, mut mail, alice, .. } = fixture(Limits::default()).await;
-    let create = |name: &str| CreateFolderRequest { account_id: alice, name: name.into(), special_use: 0 };
+    let create =
+        |name: &str| CreateFolderRequest { account_id: alice, name: name.into(), special_use: 0, uidvalidity: 0 };
     let delete = |name: &str| DeleteFolderRequest { account_id: alice, name: name.into() };
     let subscribe =
         |name: &str, subscribed: bool| SubscribeFolderRequest { account_id: alice, name: name.into(), subscribed };
@@ -999,7 +1009,14 @@ async fn subscriptions_outlive_their_folders() {
 async fn a_refused_rename_changes_nothing() {
     let Fixture { server: _server, mut mail, alice, .. } = fixture(Limits::default()).await;
     for name in ["A", "A/x", "B/x"] {
-        mail.create_folder(CreateFolderRequest { account_id: alice, name: name.into(), special_use: 0 }).await.unwrap();
+        mail.create_folder(CreateFolderRequest {
+            account_id: alice,
+            name: name.into(),
+            special_use: 0,
+            uidvalidity: 0,
+        })
+        .await
+        .unwrap();
     }
     // Renaming A to B would move A/x onto the existing B/x: the whole rename must be refused,
     // not only its second half.

@@ -249,7 +249,7 @@ async fn uids_are_not_reused_after_expunge_or_folder_recreation() {
 
     // A folder deleted and created again under the same name starts over with UID 1, and so
     // gets a new UIDVALIDITY, in the same second or not.
-    let create = CreateFolderRequest { account_id: alice, name: "Lists".into(), special_use: 0 };
+    let create = CreateFolderRequest { account_id: alice, name: "Lists".into(), special_use: 0, uidvalidity: 0 };
     let first = mail.create_folder(create.clone()).await.unwrap().into_inner().folder.unwrap();
     append(&mut mail, alice, FolderRef::id(first.id), &[], b"Subject: l\r\n\r\nx\r\n").await.unwrap();
     mail.delete_folder(tern_proto::v1::DeleteFolderRequest { account_id: alice, name: "Lists".into() }).await.unwrap();
@@ -493,9 +493,14 @@ async fn write_a_bit_of_everything(server: &TestServer, alice: u64) -> Vec<(u64,
         .await
         .unwrap();
     acked.retain(|(f, uid, _)| !(*f == inbox.id && *uid == 2));
-    mail.create_folder(CreateFolderRequest { account_id: alice, name: "Kept/Deep".into(), special_use: 0 })
-        .await
-        .unwrap();
+    mail.create_folder(CreateFolderRequest {
+        account_id: alice,
+        name: "Kept/Deep".into(),
+        special_use: 0,
+        uidvalidity: 0,
+    })
+    .await
+    .unwrap();
     mail.copy(CopyRequest {
         account_id: alice,
         folder_id: inbox.id,
@@ -505,7 +510,9 @@ async fn write_a_bit_of_everything(server: &TestServer, alice: u64) -> Vec<(u64,
     .await
     .unwrap();
     // A deleted folder's subscription stays, by name.
-    mail.create_folder(CreateFolderRequest { account_id: alice, name: "Gone".into(), special_use: 0 }).await.unwrap();
+    mail.create_folder(CreateFolderRequest { account_id: alice, name: "Gone".into(), special_use: 0, uidvalidity: 0 })
+        .await
+        .unwrap();
     mail.delete_folder(DeleteFolderRequest { account_id: alice, name: "Gone".into() }).await.unwrap();
     acked
 }

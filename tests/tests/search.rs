@@ -778,6 +778,7 @@ async fn append_all(mail: &mut Mailbox, account: u64, messages: &[Vec<u8>]) -> V
                 flags: vec![],
                 internal_date: 0,
                 size_hint: 0,
+                ..Default::default()
             };
             requests.push(AppendRequest { part: Some(append_request::Part::Header(header)) });
             requests.extend(

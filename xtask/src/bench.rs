@@ -1924,6 +1924,7 @@ mod search {
                                 flags: vec![],
                                 internal_date: 0,
                                 size_hint: m.bytes.len() as u64,
+                                ..Default::default()
                             })),
                         });
                         requests.push(AppendRequest { part: Some(append_request::Part::Chunk(m.bytes)) });

@@ -33,6 +33,7 @@ pub mod dsn;
 pub mod headers;
 pub mod parse;
 pub mod text;
+pub mod utf7;
 
 /// Seconds since the Unix epoch, for the Date fields of the messages written here.
 pub(crate) fn now() -> i64 {

@@ -18,7 +18,7 @@ pub mod server;
 pub mod session;
 pub mod sort;
 pub mod urlauth;
-pub mod utf7;
+pub use tern_mail::utf7;
 
 /// The body of the `imap_command` fuzz target: decoding any input with the session's decoder
 /// (imap-codec plus [`extended`]) and our mailbox-name code never panics, and a decoded command

@@ -62,6 +62,20 @@ pub use sieve::{ActiveSieve, SieveScriptInfo, active_script};
 /// The longest lease a relay worker may take on a queue entry, in seconds.
 pub const MAX_QUEUE_LEASE: i64 = 3600;
 
+/// One message of [`MailboxService::append_all`].
+#[derive(Debug, Clone, Default)]
+pub struct AppendItem {
+    pub flags: Vec<String>,
+    /// Seconds since the Unix epoch; zero for now.
+    pub internal_date: i64,
+    pub content: Bytes,
+    /// The UID to keep (an import's source UID), honoured when not below UIDNEXT; zero for the
+    /// next.
+    pub uid: u32,
+    /// Recorded even past the account's quota (an import told to ignore it).
+    pub ignore_quota: bool,
+}
+
 /// The most messages one [`MailboxService::append_all`] takes. They are committed as one entry,
 /// which must stay well under NATS's largest message (about 450 bytes of metadata each); the
 /// IMAP front-end's own limit on a command's literals keeps real MULTIAPPENDs far below it.
@@ -504,7 +518,7 @@ impl MailboxService {
         let id = self.new_blob_id(&content);
         let size = content.len() as u64;
         let parsed = parse::parse(&content);
-        let message = NewMessage { blob_id: id.clone(), size, internal_date, parsed };
+        let message = NewMessage { blob_id: id.clone(), size, internal_date, parsed, uid: 0, quota_exempt: false };
         // The body and what the store needs before its entry go out side by side; the entry
         // that refers to the body is written only once both are stored.
         let (gate, staged) = tokio::join!(self.put_body(&id, content), self.store.stage(&message));
@@ -771,15 +785,15 @@ impl MailboxService {
         results.pop().unwrap_or_else(|| Err(MailboxError::Commit("append produced no result".into())))
     }
 
-    /// Appends several messages to one folder, all or none (IMAP MULTIAPPEND, RFC 3502): each
-    /// is `(flags, internal date, content)`, and they get consecutive UIDs in that order. Every
-    /// message is checked before any body is stored; the bodies are stored under one hold of the
-    /// blob gate and recorded in one commit.
+    /// Appends several messages to one folder, all or none (IMAP MULTIAPPEND, RFC 3502, and
+    /// `tern admin import`), and they get ascending UIDs in that order. Every message is checked
+    /// before any body is stored; the bodies are stored under one hold of the blob gate and
+    /// recorded in one commit.
     pub async fn append_all(
         &self,
         account_id: u64,
         folder: FolderRef,
-        messages: Vec<(Vec<String>, i64, Bytes)>,
+        messages: Vec<AppendItem>,
     ) -> Result<Vec<Appended>> {
         if messages.is_empty() {
             return Err(MailboxError::invalid("messages", "none given"));
@@ -789,30 +803,33 @@ impl MailboxService {
         }
         let folder = folders::canonical_ref(folder)?;
         let mut checked = Vec::with_capacity(messages.len());
-        for (flags, internal_date, content) in messages {
-            self.check_size(content.len() as u64)?;
-            let date = if internal_date == 0 { now() } else { internal_date };
-            checked.push((flags::normalize(&flags)?, date, content));
+        for item in messages {
+            self.check_size(item.content.len() as u64)?;
+            let date = if item.internal_date == 0 { now() } else { item.internal_date };
+            checked.push((flags::normalize(&item.flags)?, date, item.content, item.uid, item.ignore_quota));
         }
         let _gate = self.blob_gate.read().await;
         // The bodies go to the blob store a few at a time (on S3 each put is a round trip),
         // and come back in order.
         let staged: Vec<(NewMessage, Vec<String>)> = {
             use futures::{StreamExt, TryStreamExt};
-            futures::stream::iter(checked.into_iter().map(|(flags, internal_date, content)| async move {
-                let blob_id = self.new_blob_id(&content);
-                let size = content.len() as u64;
-                let parsed = parse::parse(&content);
-                let message = NewMessage { blob_id: blob_id.clone(), size, internal_date, parsed };
-                if self.store.blob_refs(&blob_id).await? == 0 {
-                    let (put, stage) = tokio::join!(self.blobs.put(&blob_id, content), self.store.stage(&message));
-                    put?;
-                    stage?;
-                } else {
-                    self.store.stage(&message).await?;
-                }
-                Ok::<_, MailboxError>((message, flags))
-            }))
+            futures::stream::iter(checked.into_iter().map(
+                |(flags, internal_date, content, uid, quota_exempt)| async move {
+                    let blob_id = self.new_blob_id(&content);
+                    let size = content.len() as u64;
+                    let parsed = parse::parse(&content);
+                    let message =
+                        NewMessage { blob_id: blob_id.clone(), size, internal_date, parsed, uid, quota_exempt };
+                    if self.store.blob_refs(&blob_id).await? == 0 {
+                        let (put, stage) = tokio::join!(self.blobs.put(&blob_id, content), self.store.stage(&message));
+                        put?;
+                        stage?;
+                    } else {
+                        self.store.stage(&message).await?;
+                    }
+                    Ok::<_, MailboxError>((message, flags))
+                },
+            ))
             .buffered(8)
             .try_collect()
             .await?

@@ -71,6 +71,13 @@ enum AdminCommand {
     },
     /// How much of a mailbox the full-text search index covers, and its size.
     Index { address: String },
+    /// Copies mail into a mailbox from a Maildir (Dovecot's layout), mbox files or a remote
+    /// IMAP account, keeping folders, subscriptions, flags, keywords, internal dates and, where
+    /// it can, UIDs. Run again, it copies only what is new; it never changes the source.
+    Import(crate::transfer::ImportArgs),
+    /// Writes a mailbox's folders as a Maildir (which Dovecot reads, with the same UIDs) or as
+    /// mbox files, with flags, keywords and internal dates.
+    Export(crate::transfer::export::ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -697,6 +704,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             };
             reindex(&mut c, address).await?;
         }
+        AdminCommand::Import(args) => crate::transfer::import(channel.clone(), &mut c, args).await?,
+        AdminCommand::Export(args) => crate::transfer::export::export(channel.clone(), &mut c, args).await?,
         AdminCommand::Index { address } => {
             let s = c
                 .get_index_status(tern_proto::v1::GetIndexStatusRequest { address: address.clone() })

@@ -5,6 +5,7 @@
 mod admin;
 mod config;
 mod serve;
+mod transfer;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 

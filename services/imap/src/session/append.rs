@@ -62,6 +62,7 @@ impl Session {
                 flags: message.flags.iter().map(Flag::to_string).collect(),
                 internal_date: message.date.unwrap_or(0),
                 size_hint: content.len() as u64,
+                ..Default::default()
             };
             requests.push(AppendRequest { part: Some(append_request::Part::Header(header)) });
             requests.extend(

@@ -154,7 +154,7 @@ impl Session {
                     self.failed(tag, &s);
                     return Ok(Flow::Continue);
                 }
-                let req = CreateFolderRequest { account_id: account, name, special_use: 0 };
+                let req = CreateFolderRequest { account_id: account, name, ..Default::default() };
                 match self.client.create_folder(req).await {
                     Ok(r) => {
                         let id = r.into_inner().folder.map(|f| f.id).unwrap_or_default();
@@ -243,7 +243,7 @@ impl Session {
     async fn create_parents(&mut self, name: &str) -> Result<(), tonic::Status> {
         let account_id = self.account_id();
         for (i, _) in name.match_indices('/').filter(|(i, _)| *i > 0) {
-            let req = CreateFolderRequest { account_id, name: name[..i].to_string(), special_use: 0 };
+            let req = CreateFolderRequest { account_id, name: name[..i].to_string(), ..Default::default() };
             match self.client.create_folder(req).await {
                 Err(s) if ErrorReason::of(&s) != ErrorReason::AlreadyExists => return Err(s),
                 _ => {}

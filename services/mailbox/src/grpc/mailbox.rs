@@ -9,9 +9,9 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use secrecy::SecretString;
 use tern_proto::v1::{
-    self as pb, AppendAllResponse, AppendRequest, AppendResponse, AuthenticateRequest, AuthenticateResponse,
-    ChangesRequest, ChangesResponse, ClaimRecentRequest, ClaimRecentResponse, CopyRequest, CopyResponse,
-    CreateFolderRequest, CreateFolderResponse, DeleteFolderRequest, DeleteFolderResponse, DeliverRequest,
+    self as pb, AppendAllResponse, AppendHeader, AppendRequest, AppendResponse, AuthenticateRequest,
+    AuthenticateResponse, ChangesRequest, ChangesResponse, ClaimRecentRequest, ClaimRecentResponse, CopyRequest,
+    CopyResponse, CreateFolderRequest, CreateFolderResponse, DeleteFolderRequest, DeleteFolderResponse, DeliverRequest,
     DeliverResponse, EnqueueRequest, EnqueueResponse, ExpungeRequest, ExpungeResponse, FetchBodyRequest,
     FetchBodyResponse, FetchMessagesRequest, FetchMessagesResponse, FlagsMode, Folder, FolderRef, GetMetadataRequest,
     GetMetadataResponse, GetQuotaRequest, GetQuotaResponse, ListFoldersRequest, ListFoldersResponse, ListQueueRequest,
@@ -27,7 +27,7 @@ use super::{account_pb, folder_pb, usage_pb};
 use crate::{
     error::MailboxError,
     metadata::Refusal,
-    service::{FetchedMessage, MAX_APPEND_MESSAGES, MailboxService},
+    service::{AppendItem, FetchedMessage, MAX_APPEND_MESSAGES, MailboxService},
 };
 
 /// Bodies are streamed to clients in chunks of this size.
@@ -165,7 +165,7 @@ impl Mailbox for MailboxApi {
         let mut stream = req.into_inner();
         let limit = self.service.limits.max_message_bytes;
         let mut target: Option<(u64, FolderRef)> = None;
-        let mut messages: Vec<(Vec<String>, i64, BytesMut)> = Vec::new();
+        let mut messages: Vec<(AppendHeader, BytesMut)> = Vec::new();
         while let Some(part) = stream.message().await?.and_then(|m| m.part) {
             match part {
                 append_request::Part::Header(h) => {
@@ -176,7 +176,7 @@ impl Mailbox for MailboxApi {
                         let text = format!("more than {MAX_APPEND_MESSAGES} messages in one append");
                         return Err(Status::invalid_argument(text));
                     }
-                    let folder = folder_ref(h.folder)?;
+                    let folder = folder_ref(h.folder.clone())?;
                     match &target {
                         None => target = Some((h.account_id, folder)),
                         Some(t) if *t == (h.account_id, folder) => {}
@@ -184,10 +184,10 @@ impl Mailbox for MailboxApi {
                             return Err(Status::invalid_argument("every message of one append goes to one folder"));
                         }
                     }
-                    messages.push((h.flags, h.internal_date, BytesMut::new()));
+                    messages.push((h, BytesMut::new()));
                 }
                 append_request::Part::Chunk(c) => {
-                    let Some((_, _, body)) = messages.last_mut() else {
+                    let Some((_, body)) = messages.last_mut() else {
                         return Err(Status::invalid_argument("the first message must carry the header"));
                     };
                     if (body.len() + c.len()) as u64 > limit {
@@ -200,7 +200,16 @@ impl Mailbox for MailboxApi {
         let Some((account_id, folder)) = target else {
             return Err(Status::invalid_argument("no message to append"));
         };
-        let messages = messages.into_iter().map(|(flags, date, body)| (flags, date, body.freeze())).collect();
+        let messages = messages
+            .into_iter()
+            .map(|(h, body)| AppendItem {
+                flags: h.flags,
+                internal_date: h.internal_date,
+                content: body.freeze(),
+                uid: h.uid,
+                ignore_quota: h.ignore_quota,
+            })
+            .collect();
         let appended = self.service.append_all(account_id, folder, messages).await?;
         Ok(Response::new(AppendAllResponse {
             appended: appended
@@ -259,7 +268,7 @@ impl Mailbox for MailboxApi {
     async fn create_folder(&self, req: Request<CreateFolderRequest>) -> Rpc<CreateFolderResponse> {
         let r = req.into_inner();
         let special_use = pb::SpecialUse::try_from(r.special_use).unwrap_or_default();
-        let f = self.service.create_folder(r.account_id, &r.name, special_use).await?;
+        let f = self.service.import_folder(r.account_id, &r.name, special_use, r.uidvalidity).await?;
         Ok(Response::new(CreateFolderResponse { folder: Some(folder_pb(f, true)) }))
     }
 

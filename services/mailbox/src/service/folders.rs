@@ -65,6 +65,20 @@ impl MailboxService {
         self.store.create_folder(account_id, &name, special_use).await
     }
 
+    /// Creates a folder for an import with the source's UIDVALIDITY (zero: like
+    /// [`Self::create_folder`]); an existing folder is answered as it is, or takes the
+    /// UIDVALIDITY when it has never held a message ([`crate::store::log::import_folder`]).
+    pub async fn import_folder(
+        &self,
+        account_id: u64,
+        name: &str,
+        special_use: SpecialUse,
+        uidvalidity: u32,
+    ) -> Result<FolderRecord> {
+        let name = folder_name::canonical(name)?;
+        self.store.import_folder(account_id, &name, special_use, uidvalidity).await
+    }
+
     /// Deletes a folder with its messages. INBOX cannot be deleted, nor a folder with
     /// sub-folders: rules of the folder tree, which the storage core ([`crate::store::log`])
     /// keeps.

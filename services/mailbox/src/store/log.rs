@@ -113,12 +113,14 @@ impl<'a> Draft<'a> {
 
     /// Adds a message to a folder under a new UID and a new MODSEQ (invariants 1 and 2), saved
     /// now (SAVEDATE: a copy or a move is saved anew).
+    /// Adds a message to a folder under the next UID, or under `m.uid` when that is not below
+    /// UIDNEXT (an import keeping its source's UIDs; UIDs still only ever grow).
     fn insert_message(&mut self, folder_id: u64, mut m: MessageRecord) -> Result<MessageRecord> {
         m.save_date = super::now();
         let folder = self.folder(folder_id)?;
-        m.uid = folder.uidnext;
-        folder.uidnext = folder
-            .uidnext
+        m.uid = m.uid.max(folder.uidnext);
+        folder.uidnext = m
+            .uid
             .checked_add(1)
             .ok_or_else(|| MailboxError::NotAllowed(format!("folder {} has used every UID", folder.name)))?;
         folder.highest_modseq += 1;
@@ -252,10 +254,36 @@ pub fn create_folder(
     id: u64,
     now: i64,
 ) -> Result<Step<FolderRecord>> {
-    if view.folder_named(name)?.is_some() {
-        return Err(MailboxError::exists("folder", name));
+    import_folder(view, name, special_use, id, now, 0)
+}
+
+/// CREATE for an import, which keeps the source's UIDVALIDITY (`uidvalidity`; zero chooses one)
+/// so that the source's UIDs keep their meaning, and clients' caches stay valid when the
+/// messages keep their UIDs too. An existing folder that has never held a message (UIDNEXT 1:
+/// no client can have cached a UID of it) takes the UIDVALIDITY instead; one that has is left
+/// as it is (the caller sees its UIDVALIDITY in the answer), and without `uidvalidity` an
+/// existing folder is refused as with CREATE.
+pub fn import_folder(
+    view: &dyn View,
+    name: &str,
+    special_use: SpecialUse,
+    id: u64,
+    now: i64,
+    uidvalidity: u32,
+) -> Result<Step<FolderRecord>> {
+    if let Some(existing) = view.folder_named(name)? {
+        if uidvalidity == 0 {
+            return Err(MailboxError::exists("folder", name));
+        }
+        if existing.uidnext > 1 || existing.uidvalidity == uidvalidity {
+            return Ok((None, existing));
+        }
+        let f = FolderRecord { uidvalidity, ..existing };
+        let mut d = Draft::new(view);
+        d.put_folder(f.clone());
+        return Ok((Some(d.finish()), f));
     }
-    let uidvalidity = next_uidvalidity(view.last_uidvalidity()?, now);
+    let uidvalidity = if uidvalidity == 0 { next_uidvalidity(view.last_uidvalidity()?, now) } else { uidvalidity };
     let f = new_folder_record(view.account_id(), name, special_use, id, uidvalidity);
     let mut d = Draft::new(view);
     d.put_folder(f.clone());
@@ -432,13 +460,13 @@ pub fn append_all(
     messages: &[(&NewMessage, &[String], u64)],
 ) -> Result<Step<Vec<Appended>>> {
     let folder = resolve(view, folder)?;
-    let added = messages.iter().map(|(m, _, _)| m.size).fold(0u64, u64::saturating_add);
-    quota_check(account, view.usage()?.bytes, added)?;
+    let added = messages.iter().filter(|(m, _, _)| !m.quota_exempt).map(|(m, _, _)| m.size);
+    quota_check(account, view.usage()?.bytes, added.fold(0u64, u64::saturating_add))?;
     let mut d = Draft::new(view);
     let mut inserted = Vec::with_capacity(messages.len());
     for (message, flags, email_id) in messages {
         let record = MessageRecord {
-            uid: 0,
+            uid: message.uid,
             flags: flags.to_vec(),
             modseq: 0,
             size: message.size,
@@ -676,7 +704,14 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn message(size: u64) -> NewMessage {
-        NewMessage { blob_id: format!("blob-{size}"), size, internal_date: 0, parsed: parse::parse(b"") }
+        NewMessage {
+            blob_id: format!("blob-{size}"),
+            size,
+            internal_date: 0,
+            parsed: parse::parse(b""),
+            uid: 0,
+            quota_exempt: false,
+        }
     }
 
     /// An account with a quota, so that some appends and copies are refused.
@@ -964,5 +999,47 @@ pub(crate) mod tests {
         let other = m.state.view(ACCOUNT + 1);
         let err = resolve(&other, &FolderRef::id(1)).unwrap_err();
         assert!(matches!(err, MailboxError::NotFound { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_import_keeps_its_sources_uidvalidity_and_uids_where_it_can() {
+        let mut m = Model::new();
+        let inbox = folder(&m, "INBOX").id;
+        // An INBOX that never held a message takes the source's UIDVALIDITY.
+        let kept = m.step(import_folder(&m.state.view(ACCOUNT), "INBOX", SpecialUse::None, 90, 1_000, 77)).unwrap();
+        assert_eq!((kept.id, kept.uidvalidity), (inbox, 77));
+        // A new folder gets it at creation; asked again, it is answered as it is.
+        let new = m.step(import_folder(&m.state.view(ACCOUNT), "Old", SpecialUse::None, 91, 1_000, 55)).unwrap();
+        assert_eq!((new.id, new.uidvalidity, new.uidnext), (91, 55, 1));
+        let again = m.step(import_folder(&m.state.view(ACCOUNT), "Old", SpecialUse::None, 92, 1_000, 56)).unwrap();
+        assert_eq!((again.id, again.uidvalidity), (91, 56), "an empty folder still takes another");
+        // Source UIDs are kept while they are not below UIDNEXT; a lower one takes the next.
+        let uids = |m: &NewMessage, uid| NewMessage { uid, ..m.clone() };
+        let (a, b, c) = (uids(&message(1), 5), uids(&message(2), 9), uids(&message(3), 3));
+        let items: Vec<(&NewMessage, &[String], u64)> = vec![(&a, &[], 1), (&b, &[], 2), (&c, &[], 3)];
+        let appended = m.step(append_all(&m.state.view(ACCOUNT), &account(), &FolderRef::name("Old"), &items)).unwrap();
+        assert_eq!(appended.iter().map(|a| a.uid).collect::<Vec<_>>(), [5, 9, 10]);
+        assert_eq!(folder(&m, "Old").uidnext, 11);
+        // A folder that has held messages keeps its UIDVALIDITY: its UIDs may be in caches.
+        let held = m.step(import_folder(&m.state.view(ACCOUNT), "Old", SpecialUse::None, 93, 1_000, 99)).unwrap();
+        assert_eq!(held.uidvalidity, 56);
+        let err = import_folder(&m.state.view(ACCOUNT), "Old", SpecialUse::None, 94, 1_000, 0).unwrap_err();
+        assert!(matches!(err, MailboxError::AlreadyExists { .. }), "{err}");
+        // Later folders still get UIDVALIDITYs above every one given out.
+        let later = m.step(create_folder(&m.state.view(ACCOUNT), "Later", SpecialUse::None, 95, 1_000)).unwrap();
+        assert!(later.uidvalidity > 77, "{}", later.uidvalidity);
+    }
+
+    #[test]
+    fn an_import_may_pass_the_quota_when_told_to() {
+        let mut m = Model::new();
+        let big = NewMessage { quota_exempt: true, ..message(50_000) };
+        let items: Vec<(&NewMessage, &[String], u64)> = vec![(&big, &[], 1)];
+        let view = m.state.view(ACCOUNT);
+        m.step(append_all(&view, &account(), &FolderRef::name("INBOX"), &items)).unwrap();
+        let refused = message(50_001);
+        let items: Vec<(&NewMessage, &[String], u64)> = vec![(&refused, &[], 2)];
+        let err = append_all(&m.state.view(ACCOUNT), &account(), &FolderRef::name("INBOX"), &items).unwrap_err();
+        assert!(matches!(err, MailboxError::OverQuota { .. }), "{err}");
     }
 }

@@ -172,6 +172,11 @@ pub struct NewMessage {
     pub size: u64,
     pub internal_date: i64,
     pub parsed: Parsed,
+    /// The UID an import keeps from its source (`tern admin import`): given when it is not below
+    /// the folder's UIDNEXT, and otherwise, as when zero, the next UID is.
+    pub uid: u32,
+    /// Recorded even past the account's quota (`tern admin import --ignore-quota`).
+    pub quota_exempt: bool,
 }
 
 /// One message appended to one folder of one account.
@@ -327,12 +332,24 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     /// Creates a folder; `name` must be canonical ([`crate::folder_name::canonical`]), as every name
     /// the operations below take: the service makes it so.
     async fn create_folder(&self, account_id: u64, name: &str, special_use: SpecialUse) -> Result<FolderRecord> {
+        self.import_folder(account_id, name, special_use, 0).await
+    }
+
+    /// Creates a folder with a given UIDVALIDITY (zero: one of its own), or gives it to a folder
+    /// that has never held a message: see [`log::import_folder`].
+    async fn import_folder(
+        &self,
+        account_id: u64,
+        name: &str,
+        special_use: SpecialUse,
+        uidvalidity: u32,
+    ) -> Result<FolderRecord> {
         let name = name.to_string();
         if self.account(account_id).await?.is_none() {
             return Err(MailboxError::not_found("account", account_id.to_string()));
         }
         let id = self.new_folder_id().await?;
-        write(self, account_id, move |v| log::create_folder(v, &name, special_use, id, now())).await
+        write(self, account_id, move |v| log::import_folder(v, &name, special_use, id, now(), uidvalidity)).await
     }
 
     /// Deletes a folder with its messages; its subscription stays, by name (see [`FolderList`]).

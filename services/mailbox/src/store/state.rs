@@ -212,7 +212,14 @@ mod tests {
         let (entry, inbox) = log::create_folder(&state.view(1), "INBOX", SpecialUse::None, 7, 107).unwrap();
         commit(&mut state, entry);
         let account = AccountRecord { id: 1, ..Default::default() };
-        let message = |size| NewMessage { blob_id: "b".into(), size, internal_date: 0, parsed: parse::parse(b"") };
+        let message = |size| NewMessage {
+            blob_id: "b".into(),
+            size,
+            internal_date: 0,
+            parsed: parse::parse(b""),
+            uid: 0,
+            quota_exempt: false,
+        };
         let (entry, a) = log::append(&state.view(1), &account, &FolderRef::id(inbox.id), &[], &message(10), 1).unwrap();
         commit(&mut state, entry);
         let (entry, b) =
@@ -266,7 +273,14 @@ mod tests {
         let (entry, inbox) = log::create_folder(&state.view(1), "INBOX", SpecialUse::None, 7, 107).unwrap();
         step(&mut state, entry);
         let account = AccountRecord { id: 1, ..Default::default() };
-        let message = NewMessage { blob_id: "b".into(), size: 10, internal_date: 0, parsed: parse::parse(b"") };
+        let message = NewMessage {
+            blob_id: "b".into(),
+            size: 10,
+            internal_date: 0,
+            parsed: parse::parse(b""),
+            uid: 0,
+            quota_exempt: false,
+        };
         for email_id in 1..=3 {
             let (entry, _) =
                 log::append(&state.view(1), &account, &FolderRef::id(inbox.id), &[], &message, email_id).unwrap();

@@ -1,0 +1,256 @@
+//! `tern admin import` and `tern admin export` as an administrator runs them, against `tern
+//! dev` and a real Dovecot of the test's own (Debian's packages, on loopback): import over IMAP
+//! and from Dovecot's Maildir, compared message by message with Python's imaplib on both
+//! servers (bytes, flags, keywords, internal dates, UIDs); reruns that copy nothing; an import
+//! killed half-way and run again; an export that Dovecot serves with the same UIDs; mbox; and
+//! the refusals (quota, broken messages) reported without stopping the run.
+
+mod common;
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{Dev, TERN, free_port};
+use tern_tests::dovecot::Dovecot;
+
+const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts");
+
+/// `tern dev` with an IMAPS listener, and the port.
+fn dev(dir: &Path) -> (Dev, u16) {
+    let imaps = free_port();
+    let dev = Dev::start_with(dir, &["--imaps-listen", &format!("127.0.0.1:{imaps}")]);
+    dev.ok(&["domain", "add", "example.com"]);
+    (dev, imaps)
+}
+
+fn python(script: &str, args: &[String]) -> String {
+    let out = Command::new("python3").arg(format!("{SCRIPTS}/{script}")).args(args).output().expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{script} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Compares two IMAP accounts (`plain:` or `tls:` specs), UIDs too when asked; returns how
+/// many messages are the same.
+fn same(a: &str, b: &str, uids: bool) -> u64 {
+    let mut args = vec![a.to_string(), b.to_string(), "--subscriptions".to_string()];
+    if uids {
+        args.push("--uids".to_string());
+    }
+    let out = python("imap_compare.py", &args);
+    out.trim().strip_prefix("same ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("compare said {out}"))
+}
+
+/// The number before `label` in a report line such as `12 copied (3 KiB), 0 already here`.
+fn count(report: &str, label: &str) -> u64 {
+    let first = report.lines().find(|l| l.contains(label)).unwrap_or_else(|| panic!("no {label:?} in:\n{report}"));
+    let before = &first[..first.find(label).unwrap()];
+    let number = before.trim_end().rsplit([' ', ',', ':']).next().unwrap();
+    number.parse().unwrap_or_else(|_| panic!("no count before {label:?} in {first:?}"))
+}
+
+fn import(dev: &Dev, args: &[&str]) -> String {
+    let out = dev.admin(&[&["import"], args].concat());
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "tern admin import {args:?} failed:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dovecot_account_moves_in_over_imap_and_from_its_maildir_and_back_out() {
+    let dovecot = Dovecot::start(&[("ann", "dove-pw"), ("back", "dove-pw")]).await;
+    let port = dovecot.addr.port();
+    let populated = python(
+        "imap_populate.py",
+        &["127.0.0.1".into(), port.to_string(), "ann".into(), "dove-pw".into(), "60".into()],
+    );
+    assert!(populated.contains("appended 118"), "{populated}");
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, imaps) = dev(dir.path());
+    dev.ok(&["mailbox", "add", "ann@example.com", "--password", "tern-pw"]);
+    dev.ok(&["mailbox", "add", "disk@example.com", "--password", "tern-pw"]);
+    let source = format!("plain:127.0.0.1:{port}:ann:dove-pw");
+    let ann = format!("tls:127.0.0.1:{imaps}:ann@example.com:tern-pw");
+
+    // Over IMAP, with two connections: everything arrives, with the source's UIDs.
+    let url = format!("imap://127.0.0.1:{port}");
+    let first =
+        import(&dev, &["ann@example.com", &url, "--user", "ann", "--password", "dove-pw", "--connections", "2"]);
+    assert_eq!(count(&first, " copied"), 118, "{first}");
+    assert!(first.contains("UIDs kept") && !first.contains("MISMATCH"), "{first}");
+    assert_eq!(same(&source, &ann, true), 118);
+
+    // A rerun copies nothing.
+    let again = import(&dev, &["ann@example.com", &url, "--user", "ann", "--password", "dove-pw"]);
+    assert_eq!((count(&again, " copied"), count(&again, " already here")), (0, 118), "{again}");
+
+    // New mail and a changed flag at the source: the next run brings exactly those.
+    let script = format!(
+        "import imaplib; m = imaplib.IMAP4('127.0.0.1', {port}); m.login('ann', 'dove-pw'); \
+         m.append('INBOX', '(\\\\Flagged)', imaplib.Time2Internaldate(1_750_000_000), b'Subject: late\\r\\n\\r\\nlate\\r\\n'); \
+         m.select('Lists/rust'); m.uid('STORE', '1:3', '+FLAGS', '(\\\\Seen $Done)'); m.logout()"
+    );
+    assert!(Command::new("python3").args(["-c", &script]).status().unwrap().success());
+    let third = import(&dev, &["ann@example.com", &url, "--user", "ann", "--password", "dove-pw"]);
+    assert_eq!(count(&third, " copied"), 1, "{third}");
+    assert!(count(&third, " flags updated") >= 1, "{third}");
+    assert_eq!(same(&source, &ann, true), 119);
+
+    // From Dovecot's Maildir directly: UIDs from dovecot-uidlist, keywords from
+    // dovecot-keywords, flags from the file names, dates from the files.
+    let maildir = dovecot.maildir("ann");
+    let from_disk = import(&dev, &["disk@example.com", &format!("maildir:{}", maildir.display())]);
+    assert_eq!(count(&from_disk, " copied"), 119, "{from_disk}");
+    let disk = format!("tls:127.0.0.1:{imaps}:disk@example.com:tern-pw");
+    assert_eq!(same(&source, &disk, true), 119);
+    let again = import(&dev, &["disk@example.com", &maildir.display().to_string()]);
+    assert_eq!(count(&again, " copied"), 0, "{again}");
+
+    // Out again: an export Dovecot serves as the same mailbox, UIDs and all.
+    let back = maildir.parent().unwrap().parent().unwrap().join("back");
+    std::fs::create_dir_all(&back).unwrap();
+    let exported = dev.ok(&["export", "ann@example.com", &back.join("Maildir").display().to_string()]);
+    assert!(exported.contains("119 messages"), "{exported}");
+    chown_nobody(&back);
+    assert_eq!(same(&ann, &format!("plain:127.0.0.1:{port}:back:dove-pw"), true), 119);
+    // Exporting again writes nothing new.
+    let exported = dev.ok(&["export", "ann@example.com", &back.join("Maildir").display().to_string()]);
+    assert!(exported.contains(" 0 messages") && exported.contains("119 there"), "{exported}");
+    drop(dovecot);
+    dev.stop();
+}
+
+/// Dovecot's sessions run as nobody, who must own the Maildir it serves.
+fn chown_nobody(path: &Path) {
+    assert!(Command::new("chown").args(["-R", "65534:65534"]).arg(path).status().unwrap().success());
+}
+
+/// A Maildir of `n` messages written with Tern's own writer (UIDs 1..=n).
+fn maildir_of(root: &Path, n: u32) {
+    let mut w = tern_mailfmt::maildir::MaildirWriter::create(root).unwrap();
+    let folder = tern_mailfmt::Folder { name: "INBOX".into(), uidvalidity: Some(4242), subscribed: true };
+    let mut f = w.folder(&folder).unwrap();
+    for uid in 1..=n {
+        let body = format!(
+            "Message-ID: <bulk{uid}@example.org>\r\nSubject: bulk {uid}\r\n\r\n{}\r\n",
+            "text of a bulk message ".repeat(uid as usize % 50 + 1)
+        );
+        f.add(uid, &["\\Seen".to_string()], 1_700_000_000 + i64::from(uid), body.as_bytes()).unwrap();
+    }
+    f.finish(n + 1).unwrap();
+    w.finish().unwrap();
+}
+
+fn messages_in(dev: &Dev, address: &str) -> u64 {
+    let usage = dev.ok(&["usage", address]);
+    count(&usage, " message")
+}
+
+#[test]
+fn an_import_killed_half_way_finishes_on_the_next_run_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, imaps) = dev(dir.path());
+    dev.ok(&["mailbox", "add", "bulk@example.com", "--password", "tern-pw"]);
+    let source = dir.path().join("source");
+    maildir_of(&source, 3000);
+    let mut child = Command::new(TERN)
+        .args([
+            "admin",
+            "--server",
+            &dev.server,
+            "import",
+            "bulk@example.com",
+            &source.display().to_string(),
+            "--batch",
+            "10",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = messages_in(&dev, "bulk@example.com");
+        if n >= 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the import did not get going");
+        assert!(child.try_wait().unwrap().is_none(), "the import ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let halfway = messages_in(&dev, "bulk@example.com");
+    assert!(halfway < 3000, "killed too late to show anything ({halfway})");
+    let rest = import(&dev, &["bulk@example.com", &source.display().to_string()]);
+    assert_eq!(count(&rest, " copied") + count(&rest, " already here"), 3000, "{rest}");
+    assert_eq!(count(&rest, " already here"), halfway, "{rest}");
+    assert_eq!(messages_in(&dev, "bulk@example.com"), 3000);
+    // Every UID of the source once: nothing doubled, nothing renumbered.
+    let script = format!(
+        "import imaplib, ssl; c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE; \
+         m = imaplib.IMAP4_SSL('127.0.0.1', {imaps}, ssl_context=c); m.login('bulk@example.com', 'tern-pw'); \
+         t, d = m.select('INBOX', readonly=True); v = m.response('UIDVALIDITY')[1][0]; \
+         t, u = m.uid('SEARCH', 'ALL'); print(v.decode(), u[0].decode() == ' '.join(str(i) for i in range(1, 3001)))"
+    );
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4242 True", "{}", String::from_utf8_lossy(&out.stderr));
+    dev.stop();
+}
+
+#[test]
+fn mbox_quota_and_broken_messages_are_reported_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, imaps) = dev(dir.path());
+    dev.ok(&["mailbox", "add", "box@example.com", "--password", "tern-pw", "--quota", "3k"]);
+    let mbox = dir.path().join("saved.mbox");
+    std::fs::write(
+        &mbox,
+        "From alice@example.org Mon Jan  1 10:00:00 2024\nMessage-ID: <one@x>\nSubject: one\nStatus: RO\nX-Status: AF\n\
+         X-Keywords: $Forwarded, project-x\n\nFirst.\n>From the quoted line.\n\n\
+         From bob@example.org Tue Jan  2 11:30:00 2024\nMessage-ID: <two@x>\nSubject: two\n\nSecond, unread.\n\n\
+         From carol@example.org Wed Jan  3 12:00:00 2024\nMessage-ID: <big@x>\nSubject: big\n\n"
+            .to_string()
+            + &"x".repeat(4000) + "\n",
+    )
+    .unwrap();
+    // Over the quota: the run stops on it, says what to do, and keeps what fitted.
+    let out = dev.admin(&["import", "box@example.com", &mbox.display().to_string()]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && said.contains("--ignore-quota"), "{said}");
+    assert_eq!(messages_in(&dev, "box@example.com"), 2, "what fitted is kept");
+    // Told to ignore it, the next run copies the rest, once.
+    let rest = import(&dev, &["box@example.com", &mbox.display().to_string(), "--ignore-quota"]);
+    assert_eq!(count(&rest, " copied") + count(&rest, " already here"), 3, "{rest}");
+    let again = import(&dev, &["box@example.com", &format!("mbox:{}", mbox.display())]);
+    assert_eq!((count(&again, " copied"), count(&again, " already here")), (0, 3), "{again}");
+    let script = format!(
+        "import imaplib, ssl; c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE; \
+         m = imaplib.IMAP4_SSL('127.0.0.1', {imaps}, ssl_context=c); m.login('box@example.com', 'tern-pw'); \
+         m.select('INBOX', readonly=True); t, d = m.fetch('1', '(FLAGS INTERNALDATE BODY.PEEK[])'); print(d[0][0].decode()); \
+         print(d[0][1].decode())"
+    );
+    let out = String::from_utf8(Command::new("python3").args(["-c", &script]).output().unwrap().stdout).unwrap();
+    for want in ["\\Seen", "\\Answered", "\\Flagged", "$Forwarded", "project-x", "01-Jan-2024 10:00:00 +0000"] {
+        assert!(out.contains(want), "{want} missing from {out}");
+    }
+    assert!(out.contains("\r\nFrom the quoted line.\r\n") && !out.contains("Status:"), "{out}");
+
+    // A Maildir with an empty file among good ones: the empty one is refused by name, the
+    // others copied, and the run succeeds.
+    dev.ok(&["mailbox", "add", "md@example.com", "--password", "tern-pw"]);
+    let md = dir.path().join("md");
+    maildir_of(&md, 5);
+    std::fs::write(md.join("cur").join("1700000099.broken.host:2,S"), "").unwrap();
+    let report = import(&dev, &["md@example.com", &md.display().to_string()]);
+    assert_eq!(count(&report, " copied"), 5, "{report}");
+    assert!(report.contains("refused: INBOX") && report.contains("empty"), "{report}");
+    dev.stop();
+}
