@@ -531,7 +531,8 @@ impl MaildirWriter {
     /// Opens a folder for writing, creating its directory where missing. Fails (Format) when
     /// the folder already holds a UID list of another UIDVALIDITY: its content came from
     /// another source, and mixing the two would give Dovecot UIDs of two numberings. A name
-    /// Maildir++ cannot store (a level with `.` or an empty level) fails too.
+    /// Maildir++ cannot store (a level with `.` or an empty level) fails too. Keep one
+    /// [`FolderWriter`] per folder at a time: each rewrites the folder's UID list.
     pub fn folder(&mut self, folder: &Folder) -> Result<FolderWriter> {
         let dir = self.folder_dir(&folder.name)?;
         create_mail_dirs(&dir)?;

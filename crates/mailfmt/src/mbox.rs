@@ -405,9 +405,8 @@ fn content_length_end(file: &File, file_len: u64, body_start: u64, length: &[u8]
     }
     let next = &buf[..got];
     let at_end = end + got as u64 == file_len;
-    if next.is_empty() || next.starts_with(b"\nFrom ") || next.starts_with(b"\r\nFrom ") {
-        Some((end, false))
-    } else if (next == b"\n" || next == b"\r\n") && at_end {
+    let blank_then_end = (next == b"\n" || next == b"\r\n") && at_end;
+    if next.is_empty() || next.starts_with(b"\nFrom ") || next.starts_with(b"\r\nFrom ") || blank_then_end {
         Some((end, false))
     } else if next.starts_with(b"From ") {
         Some((end, true))
@@ -574,6 +573,11 @@ fn message_from_raw(raw: &[u8], variant: Variant) -> Vec<u8> {
 }
 
 /// Writes mbox files: one file, or a directory tree of them.
+///
+/// Dovecot reads what this writes (dates, `\Seen`, `\Answered`, `\Flagged`, `\Deleted`,
+/// `\Draft`), but it takes only keywords the first message's `X-IMAPbase:` declares, which
+/// this writer, appending message by message, does not write: keywords reach mbox readers
+/// that take `X-Keywords:` as it stands (this crate's reader, mutt).
 #[derive(Debug)]
 pub struct MboxWriter {
     path: PathBuf,
@@ -585,7 +589,8 @@ impl MboxWriter {
     /// An existing file is one mbox that every folder is appended to; otherwise `dir_or_file`
     /// is a directory (created if missing) with a file for each folder: `A/B` is `A.sbd/B`
     /// (Thunderbird's layout, which keeps a folder's messages, the file `A`, beside its
-    /// children, the directory `A.sbd`). Files are appended to, never truncated.
+    /// children, the directory `A.sbd`). Files are appended to, never truncated; mbox keeps no
+    /// UIDs, so exporting twice into the same place writes every message twice.
     pub fn create(dir_or_file: &Path, variant: Variant) -> Result<MboxWriter> {
         let directory = match fs::metadata(dir_or_file) {
             Ok(meta) if meta.is_file() => false,
@@ -797,11 +802,11 @@ fn parse_date(text: &str) -> Option<i64> {
     let tokens: Vec<&str> = text.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()).collect();
     for (t, token) in tokens.iter().enumerate() {
         let Some((hour, minute, second)) = parse_time(token) else { continue };
+        let after = &tokens[t + 1..];
         if t >= 2
             && let (Some(month), Some(day)) = (parse_month(tokens[t - 2]), parse_day(tokens[t - 1]))
+            && let Some(year) = after.iter().take(2).find_map(|x| parse_year(x))
         {
-            let after = &tokens[t + 1..];
-            let Some(year) = after.iter().take(2).find_map(|x| parse_year(x)) else { continue };
             let zone = after.iter().take(3).find_map(|x| parse_zone(x)).unwrap_or(0);
             return Some(compose(year, month, day, hour, minute, second, zone));
         }

@@ -51,6 +51,9 @@ pub enum MailboxError {
     /// this reaches a caller only from the index's administration).
     #[error("full-text index: {0}")]
     Index(String),
+    /// A backup or restore could not be written or read (`tern admin backup`, `tern restore`).
+    #[error("backup: {0}")]
+    Backup(String),
 }
 
 pub type Result<T, E = MailboxError> = std::result::Result<T, E>;
@@ -137,7 +140,8 @@ impl MailboxError {
             | Self::Corrupt { .. }
             | Self::WriterGone
             | Self::Commit(_)
-            | Self::Index(_) => ErrorReason::Unavailable,
+            | Self::Index(_)
+            | Self::Backup(_) => ErrorReason::Unavailable,
         }
     }
 

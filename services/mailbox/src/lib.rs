@@ -11,6 +11,7 @@
 //! [`store::MetadataStore`] trait, implemented by [`store::embedded::EmbeddedStore`].
 
 pub mod address;
+pub mod backup;
 pub mod blobs;
 pub mod error;
 pub mod flags;

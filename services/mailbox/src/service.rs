@@ -245,7 +245,7 @@ pub struct MailboxService {
     /// Held shared by every write that adds a body reference from the moment its body is
     /// stored until its metadata commits, and exclusively by garbage collection; so GC never
     /// deletes a body that a delivery in flight is about to refer to.
-    blob_gate: Arc<RwLock<()>>,
+    pub(crate) blob_gate: Arc<RwLock<()>>,
     throttle: Arc<Mutex<Throttle>>,
     /// Named exclusive leases on accounts: (account, name) -> (holder, expiry). The embedded
     /// backend runs in one process, so memory is the right place; a lease does not need to

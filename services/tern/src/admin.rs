@@ -78,6 +78,12 @@ enum AdminCommand {
     /// Writes a mailbox's folders as a Maildir (which Dovecot reads, with the same UIDs) or as
     /// mbox files, with flags, keywords and internal dates.
     Export(crate::transfer::export::ExportArgs),
+    /// Backs the whole installation up while it serves: metadata, then message bodies, into a
+    /// new directory on the mailbox service's file system. `tern restore` puts it back.
+    Backup {
+        /// An absent or empty directory, as the mailbox service sees its file system.
+        dir: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -704,6 +710,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             };
             reindex(&mut c, address).await?;
         }
+        AdminCommand::Backup { dir } => crate::transfer::backup::backup(&mut c, dir).await?,
         AdminCommand::Import(args) => crate::transfer::import(channel.clone(), &mut c, args).await?,
         AdminCommand::Export(args) => crate::transfer::export::export(channel.clone(), &mut c, args).await?,
         AdminCommand::Index { address } => {

@@ -40,6 +40,20 @@ enum Command {
     Relay(RelayArgs),
     /// Manages domains, mailboxes and aliases of a running mailbox service.
     Admin(admin::AdminArgs),
+    /// Restores a backup (`tern admin backup`) into an empty installation: the data directory,
+    /// or the NATS prefix, and the body store of the configuration. Stop the mailbox service
+    /// first.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+struct RestoreArgs {
+    /// The backup directory (with its backup.json).
+    dir: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// What every role takes.
@@ -391,7 +405,7 @@ impl Command {
                 }
                 (c, serve::Roles { relay: true, ..none }, "tern-relay")
             }
-            Command::Admin(_) => return Ok(None),
+            Command::Admin(_) | Command::Restore(_) => return Ok(None),
         }))
     }
 }
@@ -408,6 +422,13 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Admin(args) => admin::run(args).await,
+        Command::Restore(args) => match args.common.load() {
+            Ok(mut c) => {
+                args.store.apply(&mut c);
+                transfer::backup::restore(c, args.dir).await
+            }
+            Err(e) => Err(e),
+        },
         command => match command.serving() {
             Ok(Some((config, roles, name))) => serve(config, roles, name).await,
             Ok(None) => Ok(()),

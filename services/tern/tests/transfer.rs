@@ -254,3 +254,108 @@ fn mbox_quota_and_broken_messages_are_reported_and_nothing_is_lost() {
     assert!(report.contains("refused: INBOX") && report.contains("empty"), "{report}");
     dev.stop();
 }
+
+/// Mail with a history: appends in two folders, flag changes and expunges (so QRESYNC has
+/// VANISHED to report), over IMAPS.
+fn mail_with_history(imaps: u16, user: &str) {
+    let script = format!(
+        "import imaplib, ssl; c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n\
+         m = imaplib.IMAP4_SSL('127.0.0.1', {imaps}, ssl_context=c); m.login('{user}', 'tern-pw')\n\
+         m.create('Projects/Old')\n\
+         for i in range(30):\n\
+         \x20   folder = 'INBOX' if i % 3 else 'Projects/Old'\n\
+         \x20   m.append(folder, '(\\\\Seen)' if i % 2 else '()', imaplib.Time2Internaldate(1_700_000_000 + i), \
+         ('Subject: kept %d\\r\\nMessage-ID: <k%d@x>\\r\\n\\r\\n' % (i, i) + 'body %d\\r\\n' % i * (i + 1)).encode())\n\
+         m.select('INBOX'); m.uid('STORE', '2:6', '+FLAGS', '(\\\\Flagged $Important)'); m.uid('STORE', '3', '+FLAGS', '(\\\\Deleted)'); m.expunge()\n\
+         m.uid('STORE', '1', '-FLAGS', '(\\\\Seen)')\n\
+         m.logout()"
+    );
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn qresync(mode: &str, imaps: u16, user: &str, cache: &Path) -> String {
+    python(
+        "imap_qresync.py",
+        &[
+            mode.into(),
+            "127.0.0.1".into(),
+            imaps.to_string(),
+            user.into(),
+            "tern-pw".into(),
+            cache.display().to_string(),
+        ],
+    )
+}
+
+/// Backup while serving, a wipe, a restore into the empty installation: a QRESYNC client that
+/// cached every folder before the backup resyncs and sees no change, on `tern dev` with `extra`
+/// arguments (the storage), which `fresh` gives anew for the installation restored into.
+fn backup_wipe_restore(extra: &dyn Fn(&Path) -> Vec<String>, fresh: &dyn Fn(&Path) -> Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, restored, backup) = (dir.path().join("data"), dir.path().join("restored"), dir.path().join("backup"));
+    let imaps = free_port();
+    let mut args = vec!["--imaps-listen".to_string(), format!("127.0.0.1:{imaps}")];
+    args.extend(extra(&data));
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dev = Dev::start_with(&data, &args_ref);
+    dev.ok(&["domain", "add", "example.com"]);
+    dev.ok(&["mailbox", "add", "kept@example.com", "--password", "tern-pw"]);
+    mail_with_history(imaps, "kept@example.com");
+    let cache = dir.path().join("cache.json");
+    assert!(qresync("record", imaps, "kept@example.com", &cache).contains("recorded 29"));
+    let out = dev.ok(&["backup", &backup.display().to_string()]);
+    assert!(out.contains("\"bodies\""), "{out}");
+    // A backup goes into a new directory only.
+    assert!(dev.fails(&["backup", &backup.display().to_string()]).contains("not empty"));
+    dev.stop();
+
+    // The installation is gone; a new, empty one takes the backup.
+    let mut args = vec!["--imaps-listen".to_string(), format!("127.0.0.1:{imaps}")];
+    args.extend(fresh(&restored));
+    let store_args: Vec<String> = args[2..].to_vec();
+    let out = Command::new(TERN)
+        .arg("restore")
+        .arg(&backup)
+        .arg("--data-dir")
+        .arg(&restored)
+        .args(&store_args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "restore: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Restoring into the same installation again is refused: a restore never merges.
+    let again = Command::new(TERN)
+        .arg("restore")
+        .arg(&backup)
+        .arg("--data-dir")
+        .arg(&restored)
+        .args(&store_args)
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "a second restore into a non-empty installation was accepted");
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dev = Dev::start_with(&restored, &args_ref);
+    assert!(qresync("check", imaps, "kept@example.com", &cache).contains("unchanged 29"));
+    dev.stop();
+}
+
+#[test]
+fn an_embedded_installation_backed_up_while_serving_restores_to_the_same_imap_view() {
+    backup_wipe_restore(&|_| Vec::new(), &|_| Vec::new());
+}
+
+#[test]
+fn a_nats_installation_backed_up_while_serving_restores_to_the_same_imap_view() {
+    let nats = tern_testbed::Nats::start().expect("nats-server (the test tooling installs it)");
+    let fresh = tern_testbed::Nats::start().expect("a second nats-server");
+    let (url, fresh_url) = (nats.url(), fresh.url());
+    backup_wipe_restore(
+        &|data| vec!["--store".into(), url.clone(), "--blobs".into(), data.join("bodies").display().to_string()],
+        &|data| vec!["--store".into(), fresh_url.clone(), "--blobs".into(), data.join("bodies").display().to_string()],
+    );
+}

@@ -183,6 +183,39 @@ impl Admin for AdminApi {
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
+    type BackupStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupProgress, Status>> + Send>>;
+
+    async fn backup(&self, req: Request<pb::BackupRequest>) -> Rpc<Self::BackupStream> {
+        let dir = req.into_inner().dir;
+        if dir.is_empty() {
+            return Err(Status::invalid_argument("name the directory to back up into"));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::BackupProgress, Status>>(64);
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            let last = std::sync::Mutex::new(std::time::Instant::now() - std::time::Duration::from_secs(1));
+            let progress = |phase: &str, done: u64, total: u64| {
+                let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+                if done == total || last.elapsed() >= std::time::Duration::from_millis(200) {
+                    *last = std::time::Instant::now();
+                    let p = pb::BackupProgress { phase: phase.to_string(), done, total, manifest: String::new() };
+                    let _ = tx.try_send(Ok(p));
+                }
+            };
+            let out = match service.backup(std::path::Path::new(&dir), &progress).await {
+                Ok(m) => Ok(pb::BackupProgress {
+                    phase: "done".into(),
+                    done: m.bodies,
+                    total: m.bodies,
+                    manifest: serde_json::to_string_pretty(&m).unwrap_or_default(),
+                }),
+                Err(e) => Err(Status::from(e)),
+            };
+            let _ = tx.send(out).await;
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
     async fn get_index_status(&self, req: Request<pb::GetIndexStatusRequest>) -> Rpc<pb::IndexStatus> {
         let s = self.service.index_status(&req.into_inner().address).await?;
         Ok(Response::new(pb::IndexStatus {

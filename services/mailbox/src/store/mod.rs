@@ -42,7 +42,7 @@ pub type ReadFn<'a> = Box<dyn FnOnce(&dyn log::View) -> Result<()> + Send + 'a>;
 /// first, so it must decide from the view alone.
 pub type WriteFn = Box<dyn FnMut(&dyn log::View) -> Result<Option<LogEntry>> + Send + 'static>;
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
@@ -563,4 +563,8 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug + 'static {
     async fn orphaned_blobs(&self, before: i64, limit: usize) -> Result<Vec<String>>;
     /// Forgets an orphaned body; false if a message refers to it again.
     async fn forget_blob(&self, blob_id: &str) -> Result<bool>;
+
+    /// Writes a consistent copy of all metadata into the empty directory `dir`, while the
+    /// store stays in use, and says what it wrote (see [`crate::backup`]).
+    async fn backup(&self, dir: &std::path::Path) -> Result<String>;
 }

@@ -4,6 +4,7 @@
 //! Both run against a running mailbox service, through its Mailbox API like any front-end;
 //! the formats themselves are `tern-mailfmt`'s, the remote IMAP client is [`imap`].
 
+pub mod backup;
 pub mod export;
 pub mod imap;
 pub mod import;

@@ -149,6 +149,14 @@ impl AccountProgress {
         self.line(false);
     }
 
+    /// `done` are done in all (for progress reported as totals).
+    pub fn set(&self, done: u64) {
+        let before = self.inner.done.load(Ordering::Relaxed);
+        if done > before {
+            self.add(done - before, 0);
+        }
+    }
+
     /// Ends the account's bar, or prints its last line.
     pub fn finish(&self, summary: &str) {
         let i = &self.inner;

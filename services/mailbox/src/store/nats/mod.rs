@@ -41,6 +41,7 @@
 //! entry per account; when NATS fails half-way, the sender is told to retry and the accounts
 //! already written get the message twice (duplicates rather than loss).
 
+pub mod backup;
 mod conflict;
 mod connect;
 mod directory;
@@ -810,6 +811,11 @@ impl NatsStore {
 
 #[async_trait::async_trait]
 impl MetadataStore for NatsStore {
+    async fn backup(&self, dir: &std::path::Path) -> Result<String> {
+        let prefix = self.subject_prefix.strip_suffix(".mail").unwrap_or(&self.subject_prefix);
+        backup::backup(&self.js.client(), prefix, dir).await
+    }
+
     async fn create_domain(&self, domain: DomainRecord) -> Result<DomainRecord> {
         match self.directory_create(key("domain", &domain.name), Bytes::from(domain.encode_to_vec())).await {
             Ok(_) => Ok(domain),
