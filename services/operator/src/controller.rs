@@ -109,6 +109,8 @@ pub struct Context {
     secrets: SecretScope,
     /// Where the watches report their failures.
     health: Health,
+    /// What the Domains' DNS records publish besides their mail host.
+    dns: reconcile::DnsSettings,
 }
 
 impl std::fmt::Debug for Context {
@@ -128,7 +130,15 @@ impl Context {
             domains: OnceLock::new(),
             secrets: SecretScope::Cluster,
             health: Health::default(),
+            dns: reconcile::DnsSettings::default(),
         }
+    }
+
+    /// Publishes `dns` in the Domains' DNS records (the SRV ports, the discovery CNAMEs, the
+    /// MTA-STS policy, the TLS reports' address).
+    pub fn with_dns(mut self, dns: reconcile::DnsSettings) -> Self {
+        self.dns = dns;
+        self
     }
 
     /// Restricts the Secrets the operator reads, and watches, to `scope` (every namespace by
@@ -452,7 +462,8 @@ pub async fn reconcile_domain(domain: Arc<Domain>, ctx: Arc<Context>) -> Result<
                     return finish(&ctx, &api, domain.as_ref(), previous, outcome).await;
                 }
                 let (dkim, generated) = dkim_key(&ctx.client, &domain).await?;
-                let mut outcome = reconcile::reconcile_domain_with_dkim(ctx.admin.as_ref(), &domain, &dkim).await;
+                let mut outcome =
+                    reconcile::reconcile_domain_with_dkim(ctx.admin.as_ref(), &domain, &dkim, &ctx.dns).await;
                 outcome.changes.splice(0..0, generated);
                 let previous = previous_conditions(domain.status.as_ref());
                 finish(&ctx, &api, domain.as_ref(), previous, outcome).await

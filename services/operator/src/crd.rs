@@ -178,8 +178,13 @@ pub struct DomainStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// The DNS records the owner of the domain must publish for mail to reach Tern and for
-    /// Tern's mail to be trusted: MX, SPF, DKIM and DMARC.
+    /// The DNS records the owner of the domain must publish for mail to reach Tern, for Tern's
+    /// mail to be trusted, and for clients and other servers to find their way: MX, SPF, DKIM
+    /// and DMARC; the SRV records of RFC 6186 and RFC 8314 (`_submissions._tcp`,
+    /// `_submission._tcp`, `_imaps._tcp`, `_imap._tcp`, `_pop3s._tcp`, `_pop3._tcp`); the
+    /// `autoconfig` and `autodiscover` CNAMEs of mail clients' self-configuration; MTA-STS
+    /// (`mta-sts` CNAME and `_mta-sts` TXT, when the operator knows the policy the front-ends
+    /// serve) and TLS-RPT (`_smtp._tls` TXT).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
     pub dns_records: Vec<DnsRecord>,
@@ -192,14 +197,16 @@ pub struct DomainStatus {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DnsRecord {
-    /// The record type: `MX` or `TXT`.
+    /// The record type: `MX`, `TXT`, `SRV` or `CNAME`.
     #[serde(rename = "type")]
     pub type_: String,
     /// The fully qualified owner name of the record, with a trailing dot, such as
     /// `tern._domainkey.example.com.`.
     pub name: String,
     /// The record's data as a zone file writes it (TXT data without the quotes), such as
-    /// `10 mail.example.com.` for an MX record.
+    /// `10 mail.example.com.` for an MX record, `0 1 993 mail.example.com.` for an SRV record
+    /// (priority, weight, port, target; `0 0 0 .` for a service not offered) or
+    /// `mail.example.com.` for a CNAME.
     pub value: String,
 }
 

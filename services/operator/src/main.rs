@@ -61,6 +61,8 @@ enum Command {
         /// namespace (the operator needs Secrets cluster-wide).
         #[arg(long = "secret-namespace", env = "TERN_OPERATOR_SECRET_NAMESPACES", value_delimiter = ',')]
         secret_namespaces: Vec<String>,
+        #[command(flatten)]
+        dns: DnsArgs,
     },
     /// Writes the CustomResourceDefinitions into each directory given (`cargo xtask codegen`
     /// does this for `crds/` and `charts/tern/files/crds/`).
@@ -68,6 +70,81 @@ enum Command {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
+}
+
+/// What the Domains' DNS records publish besides their mail host (`status.dnsRecords`): the
+/// ports of the SRV records, the discovery CNAMEs, the MTA-STS policy the front-ends serve
+/// (the same settings as their `[discovery]` section) and the TLS reports' address.
+#[derive(Debug, clap::Args)]
+struct DnsArgs {
+    /// The public port of SMTP submission with STARTTLS, for `_submission._tcp` (0: not offered).
+    #[arg(long, env = "TERN_OPERATOR_SUBMISSION_PORT", default_value_t = 587)]
+    submission_port: u16,
+    /// ... with implicit TLS, for `_submissions._tcp`.
+    #[arg(long, env = "TERN_OPERATOR_SUBMISSIONS_PORT", default_value_t = 465)]
+    submissions_port: u16,
+    /// IMAP with STARTTLS, for `_imap._tcp`.
+    #[arg(long, env = "TERN_OPERATOR_IMAP_PORT", default_value_t = 143)]
+    imap_port: u16,
+    /// IMAP with implicit TLS, for `_imaps._tcp`.
+    #[arg(long, env = "TERN_OPERATOR_IMAPS_PORT", default_value_t = 993)]
+    imaps_port: u16,
+    /// POP3 with STLS, for `_pop3._tcp`.
+    #[arg(long, env = "TERN_OPERATOR_POP3_PORT", default_value_t = 110)]
+    pop3_port: u16,
+    /// POP3 with implicit TLS, for `_pop3s._tcp`.
+    #[arg(long, env = "TERN_OPERATOR_POP3S_PORT", default_value_t = 995)]
+    pop3s_port: u16,
+    /// Whether the front-ends serve the discovery documents on the mail host's port 443:
+    /// then `autoconfig.` and `autodiscover.` of each domain are CNAMEs to it.
+    #[arg(long, env = "TERN_OPERATOR_DISCOVERY", default_value_t = true, action = clap::ArgAction::Set)]
+    discovery: bool,
+    /// The MX host patterns of the MTA-STS policy the front-ends serve ([discovery]
+    /// mta_sts_mx; repeatable, or comma-separated). None: no MTA-STS records, since the
+    /// policy's id could not be known.
+    #[arg(long = "mta-sts-mx", env = "TERN_OPERATOR_MTA_STS_MX", value_delimiter = ',')]
+    mta_sts_mx: Vec<String>,
+    /// The policy's mode ([discovery] mta_sts_mode): enforce, testing or none.
+    #[arg(long, env = "TERN_OPERATOR_MTA_STS_MODE", default_value = "testing")]
+    mta_sts_mode: String,
+    /// The policy's max_age in seconds ([discovery] mta_sts_max_age).
+    #[arg(long, env = "TERN_OPERATOR_MTA_STS_MAX_AGE", default_value_t = 604_800)]
+    mta_sts_max_age: u64,
+    /// Where TLS reports go (`_smtp._tls` TXT); default: postmaster@ of each domain.
+    #[arg(long, env = "TERN_OPERATOR_TLS_RPT_ADDRESS")]
+    tls_rpt_address: Option<String>,
+}
+
+impl DnsArgs {
+    fn settings(self) -> anyhow::Result<tern_operator::reconcile::DnsSettings> {
+        let mta_sts = if self.mta_sts_mx.is_empty() {
+            None
+        } else {
+            let mode = self.mta_sts_mode.parse().map_err(|e| anyhow::anyhow!("--mta-sts-mode: {e}"))?;
+            let mx = self.mta_sts_mx.iter().map(|m| m.trim().to_ascii_lowercase()).filter(|m| !m.is_empty()).collect();
+            let policy = tern_discovery::MtaSts { mode, mx, max_age: self.mta_sts_max_age };
+            policy.check().map_err(|e| anyhow::anyhow!("the MTA-STS policy (--mta-sts-*): {e}"))?;
+            Some(policy)
+        };
+        if let Some(address) = &self.tls_rpt_address
+            && tern_discovery::Address::parse(address).is_err()
+        {
+            anyhow::bail!("--tls-rpt-address {address:?} is not an e-mail address");
+        }
+        Ok(tern_operator::reconcile::DnsSettings {
+            ports: tern_operator::reconcile::ClientPorts {
+                submission: self.submission_port,
+                submissions: self.submissions_port,
+                imap: self.imap_port,
+                imaps: self.imaps_port,
+                pop3: self.pop3_port,
+                pop3s: self.pop3s_port,
+            },
+            discovery: self.discovery,
+            mta_sts,
+            tls_rpt_address: self.tls_rpt_address,
+        })
+    }
 }
 
 /// How long the controllers get to finish after SIGTERM, well inside a pod's default
@@ -94,7 +171,10 @@ async fn main() -> anyhow::Result<()> {
             lease_name,
             no_leader_election,
             secret_namespaces,
+            dns,
         } => {
+            // Before anything else, so that a mistake in the flags stops the start at once.
+            let dns = dns.settings()?;
             tern_runtime::tls::install_crypto_provider();
             let _telemetry = tern_runtime::telemetry::init("tern-operator", otlp.as_deref())?;
             // Every family on /metrics from the start, before (or without) the API server.
@@ -136,8 +216,9 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             }
-            let ctx =
-                Arc::new(Context::new(client, admin, instance).with_secret_scope(secret_scope).with_health(health));
+            let ctx = Arc::new(
+                Context::new(client, admin, instance).with_secret_scope(secret_scope).with_health(health).with_dns(dns),
+            );
             // kube's controllers stop on the same signal and finish the reconciles in flight;
             // the grace bounds that, since a watch waiting in its backoff (an API server that
             // does not answer) was seen to hold the process until the kubelet's SIGKILL.

@@ -244,10 +244,61 @@ pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Con
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// The ports clients reach the front-ends on (their public Services' ports), which the SRV
+/// records of RFC 6186 and RFC 8314 publish; 0 for a protocol that is not offered, whose
+/// record then says so (target `.`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientPorts {
+    pub submission: u16,
+    pub submissions: u16,
+    pub imap: u16,
+    pub imaps: u16,
+    pub pop3: u16,
+    pub pop3s: u16,
+}
+
+impl Default for ClientPorts {
+    /// The standard ports.
+    fn default() -> Self {
+        Self { submission: 587, submissions: 465, imap: 143, imaps: 993, pop3: 110, pop3s: 995 }
+    }
+}
+
+/// What the DNS records of a Domain say besides its mail host, from the operator's settings
+/// (which the chart sets from the same values as the front-ends' `[discovery]` section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// The ports of the SRV records.
+    pub ports: ClientPorts,
+    /// Whether the front-ends serve the discovery documents over HTTPS on the mail host: then
+    /// `autoconfig.<domain>` and `autodiscover.<domain>` are CNAMEs to it.
+    pub discovery: bool,
+    /// The MTA-STS policy the front-ends serve (it must be the one they serve: its id is
+    /// derived from its text). With discovery on, `mta-sts.<domain>` is a CNAME to the mail
+    /// host and `_mta-sts.<domain>` carries the id, unless the policy would not allow the
+    /// domain's own MX host, which would make senders that enforce it refuse the domain's mail.
+    pub mta_sts: Option<tern_discovery::MtaSts>,
+    /// Where TLS reports (RFC 8460) go; unset: `postmaster@<domain>`, as DMARC's reports.
+    pub tls_rpt_address: Option<String>,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        Self { ports: ClientPorts::default(), discovery: true, mta_sts: None, tls_rpt_address: None }
+    }
+}
+
 /// The DNS records the owner of `domain` publishes: MX to the mail host, SPF allowing the MX
 /// hosts, DMARC, and the DKIM key when it is known, as its selector and the data of its TXT
-/// record (see [`crate::dkim::txt_value`]).
-pub fn dns_records(domain: &str, mail_host: &str, dkim: Option<(&str, &str)>) -> Vec<DnsRecord> {
+/// record (see [`crate::dkim::txt_value`]); then what lets clients and other servers find the
+/// rest: the SRV records of RFC 6186 and RFC 8314 (implicit TLS preferred, IMAP before POP3),
+/// the CNAMEs of the discovery documents, MTA-STS and TLS-RPT (see [`DnsSettings`]).
+pub fn dns_records(
+    domain: &str,
+    mail_host: &str,
+    dkim: Option<(&str, &str)>,
+    settings: &DnsSettings,
+) -> Vec<DnsRecord> {
     let record = |type_: &str, name: String, value: String| DnsRecord { type_: type_.to_string(), name, value };
     let mut records = vec![
         record("MX", format!("{domain}."), format!("10 {mail_host}.")),
@@ -257,6 +308,37 @@ pub fn dns_records(domain: &str, mail_host: &str, dkim: Option<(&str, &str)>) ->
     if let Some((selector, txt_value)) = dkim {
         records.push(record("TXT", format!("{selector}._domainkey.{domain}."), txt_value.to_string()));
     }
+    let ports = &settings.ports;
+    // Priorities compare across the services of one purpose (RFC 6186 section 3.4): implicit
+    // TLS before STARTTLS (RFC 8314 section 5.1), IMAP before POP3.
+    for (service, priority, port) in [
+        ("submissions", 0, ports.submissions),
+        ("submission", 10, ports.submission),
+        ("imaps", 0, ports.imaps),
+        ("imap", 10, ports.imap),
+        ("pop3s", 20, ports.pop3s),
+        ("pop3", 30, ports.pop3),
+    ] {
+        let value = match port {
+            // "Decidedly not available" (RFC 6186 section 3.4 and RFC 2782).
+            0 => "0 0 0 .".to_string(),
+            port => format!("{priority} 1 {port} {mail_host}."),
+        };
+        records.push(record("SRV", format!("_{service}._tcp.{domain}."), value));
+    }
+    if settings.discovery {
+        for name in ["autoconfig", "autodiscover"] {
+            records.push(record("CNAME", format!("{name}.{domain}."), format!("{mail_host}.")));
+        }
+        if let Some(policy) =
+            settings.mta_sts.as_ref().filter(|p| p.allows(mail_host) || p.mode == tern_discovery::mta_sts::Mode::None)
+        {
+            records.push(record("CNAME", format!("mta-sts.{domain}."), format!("{mail_host}.")));
+            records.push(record("TXT", format!("_mta-sts.{domain}."), policy.txt_record()));
+        }
+    }
+    let reports = settings.tls_rpt_address.clone().unwrap_or_else(|| format!("postmaster@{domain}"));
+    records.push(record("TXT", format!("_smtp._tls.{domain}."), format!("v=TLSRPTv1; rua=mailto:{reports}")));
     records
 }
 
@@ -333,20 +415,23 @@ fn failure<S>(status: S, changes: Vec<String>, error: &ApiError) -> (Outcome<S>,
 
 /// Converges the mailbox service to a Domain: creates the domain or updates its catch-all and
 /// default quota, then its spam settings, and computes its status (the `Ready` condition and
-/// the DNS records), without its DKIM key: see [`reconcile_domain_with_dkim`].
+/// the DNS records), without its DKIM key and with the default [`DnsSettings`]: see
+/// [`reconcile_domain_with_dkim`].
 pub async fn reconcile_domain(api: &dyn AdminApi, domain: &Domain) -> Outcome<DomainStatus> {
-    reconcile_domain_with_dkim(api, domain, &DkimInput::Unknown).await
+    reconcile_domain_with_dkim(api, domain, &DkimInput::Unknown, &DnsSettings::default()).await
 }
 
 /// [`reconcile_domain`] with the DKIM key the controller read or generated: its record joins
 /// the DNS records, and the mailbox service gets the key (through `SetDkimKey`) when the
 /// selector or the TXT record it reports differ, so an unchanged key is not sent again; a key
 /// that cannot be read leaves the Domain not Ready (the domain is still converged in the
-/// mailbox service, which keeps signing with the key it has).
+/// mailbox service, which keeps signing with the key it has). `dns` says what the DNS records
+/// publish besides the mail host.
 pub async fn reconcile_domain_with_dkim(
     api: &dyn AdminApi,
     domain: &Domain,
     dkim: &DkimInput,
+    dns: &DnsSettings,
 ) -> Outcome<DomainStatus> {
     let generation = domain.metadata.generation;
     let mut status = domain.status.clone().unwrap_or_default();
@@ -358,7 +443,7 @@ pub async fn reconcile_domain_with_dkim(
         DkimInput::Key { selector, txt_value, .. } => Some((selector.as_str(), txt_value.as_str())),
         DkimInput::Unknown | DkimInput::Invalid(_) => None,
     };
-    status.dns_records = dns_records(&name, &mail_host, dkim_record);
+    status.dns_records = dns_records(&name, &mail_host, dkim_record, dns);
 
     let default_quota = match spec.default_quota.as_deref().map(parse_bytes).transpose() {
         Ok(quota) => quota.unwrap_or(0),

@@ -12,9 +12,9 @@ use tern_operator::crd::{
 };
 use tern_operator::dkim;
 use tern_operator::reconcile::{
-    ConfigMapInput, DkimInput, Next, Outcome, PasswordInput, PasswordMissing, SIEVE_READY, cleanup_domain,
-    cleanup_mailbox, condition, ready_condition, reason, reconcile_domain, reconcile_domain_with_dkim,
-    reconcile_mailbox, reconcile_mailbox_with_sieve,
+    ClientPorts, ConfigMapInput, DkimInput, DnsSettings, Next, Outcome, PasswordInput, PasswordMissing, SIEVE_READY,
+    cleanup_domain, cleanup_mailbox, condition, dns_records, ready_condition, reason, reconcile_domain,
+    reconcile_domain_with_dkim, reconcile_mailbox, reconcile_mailbox_with_sieve,
 };
 use tern_tests::tern_mailbox::Limits;
 use tern_tests::tern_proto::v1::{
@@ -105,7 +105,23 @@ async fn domain_is_created_then_updated_and_a_second_reconcile_changes_nothing()
     assert_eq!(reason_of(&outcome, |s| &s.conditions), ("True".to_string(), reason::RECONCILED.to_string()));
     assert_eq!(outcome.status.observed_generation, Some(1));
     let types: Vec<_> = outcome.status.dns_records.iter().map(|r| (r.type_.as_str(), r.name.as_str())).collect();
-    assert_eq!(types, [("MX", "example.com."), ("TXT", "example.com."), ("TXT", "_dmarc.example.com.")]);
+    assert_eq!(
+        types,
+        [
+            ("MX", "example.com."),
+            ("TXT", "example.com."),
+            ("TXT", "_dmarc.example.com."),
+            ("SRV", "_submissions._tcp.example.com."),
+            ("SRV", "_submission._tcp.example.com."),
+            ("SRV", "_imaps._tcp.example.com."),
+            ("SRV", "_imap._tcp.example.com."),
+            ("SRV", "_pop3s._tcp.example.com."),
+            ("SRV", "_pop3._tcp.example.com."),
+            ("CNAME", "autoconfig.example.com."),
+            ("CNAME", "autodiscover.example.com."),
+            ("TXT", "_smtp._tls.example.com."),
+        ]
+    );
     assert_eq!(outcome.status.dns_records[0].value, "10 mail.example.com.");
     let stored = server
         .admin_client()
@@ -681,7 +697,7 @@ async fn the_dkim_key_reaches_the_mailbox_service_once_and_follows_changes() {
     let txt = dkim::txt_value(&first).unwrap();
 
     // Created with its key: the relay can sign from now on.
-    let outcome = reconcile_domain_with_dkim(&admin, &object, &dkim_key("tern", &first)).await;
+    let outcome = reconcile_domain_with_dkim(&admin, &object, &dkim_key("tern", &first), &DnsSettings::default()).await;
     assert!(outcome.is_ready());
     assert_eq!(outcome.changes, ["created domain example.com", "set the DKIM key of example.com (selector tern)"]);
     assert_eq!(admin.set_dkim_key_calls(), 1);
@@ -689,7 +705,7 @@ async fn the_dkim_key_reaches_the_mailbox_service_once_and_follows_changes() {
 
     // Reconciled again with the same key: nothing is sent.
     object.status = Some(outcome.status.clone());
-    let again = reconcile_domain_with_dkim(&admin, &object, &dkim_key("tern", &first)).await;
+    let again = reconcile_domain_with_dkim(&admin, &object, &dkim_key("tern", &first), &DnsSettings::default()).await;
     assert!(again.changes.is_empty(), "{:?}", again.changes);
     assert_eq!(again.status, outcome.status);
     assert_eq!(admin.set_dkim_key_calls(), 1, "an unchanged key is not set again");
@@ -699,13 +715,18 @@ async fn the_dkim_key_reaches_the_mailbox_service_once_and_follows_changes() {
         use rsa::pkcs1::EncodeRsaPrivateKey;
         dkim::parse_private_key_pem(&first).unwrap().to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap().to_string()
     };
-    assert!(reconcile_domain_with_dkim(&admin, &object, &dkim_key("tern", &pkcs1)).await.changes.is_empty());
+    assert!(
+        reconcile_domain_with_dkim(&admin, &object, &dkim_key("tern", &pkcs1), &DnsSettings::default())
+            .await
+            .changes
+            .is_empty()
+    );
     assert_eq!(admin.set_dkim_key_calls(), 1);
 
     // A rotation (new selector and key) is sent.
     let second = dkim::generate_private_key_pem().unwrap();
     let rotated = dkim_key("s2026", &second);
-    let outcome = reconcile_domain_with_dkim(&admin, &object, &rotated).await;
+    let outcome = reconcile_domain_with_dkim(&admin, &object, &rotated, &DnsSettings::default()).await;
     assert_eq!(outcome.changes, ["set the DKIM key of example.com (selector s2026)"]);
     assert_eq!(admin.set_dkim_key_calls(), 2);
     let rotated_txt = dkim::txt_value(&second).unwrap();
@@ -715,7 +736,7 @@ async fn the_dkim_key_reaches_the_mailbox_service_once_and_follows_changes() {
     let drift =
         SetDkimKeyRequest { domain: "example.com".into(), selector: "s2026".into(), private_key_pem: first.clone() };
     server.admin_client().await.set_dkim_key(drift).await.unwrap();
-    let outcome = reconcile_domain_with_dkim(&admin, &object, &rotated).await;
+    let outcome = reconcile_domain_with_dkim(&admin, &object, &rotated, &DnsSettings::default()).await;
     assert_eq!(outcome.changes, ["set the DKIM key of example.com (selector s2026)"]);
     assert_eq!(stored_dkim(&server, "example.com").await, ("s2026".to_string(), rotated_txt.clone()));
 
@@ -723,10 +744,69 @@ async fn the_dkim_key_reaches_the_mailbox_service_once_and_follows_changes() {
     // signed with the key already published.
     let calls = admin.set_dkim_key_calls();
     reconcile_domain(&admin, &object).await;
-    let invalid = reconcile_domain_with_dkim(&admin, &object, &DkimInput::Invalid("no key".into())).await;
+    let invalid =
+        reconcile_domain_with_dkim(&admin, &object, &DkimInput::Invalid("no key".into()), &DnsSettings::default())
+            .await;
     assert_eq!(reason_of(&invalid, |s| &s.conditions).1, reason::DKIM_KEY_INVALID);
     assert_eq!(admin.set_dkim_key_calls(), calls);
     assert_eq!(stored_dkim(&server, "example.com").await, ("s2026".to_string(), rotated_txt));
+}
+
+/// The records of discovery: SRV with the configured ports (a protocol turned off says so),
+/// the CNAMEs to the mail host, MTA-STS with the id of the policy the front-ends serve, and
+/// TLS-RPT.
+#[test]
+fn dns_records_let_clients_and_servers_find_the_domain() {
+    use tern_discovery::{MtaSts, mta_sts::Mode};
+    let value = |records: &[tern_operator::crd::DnsRecord], type_: &str, name: &str| {
+        let found: Vec<_> = records.iter().filter(|r| r.type_ == type_ && r.name == name).collect();
+        assert!(found.len() <= 1, "{found:?}");
+        found.first().map(|r| r.value.clone())
+    };
+    let policy = MtaSts { mode: Mode::Enforce, mx: vec!["mail.example.com".into()], max_age: 86_400 };
+    let settings = DnsSettings {
+        ports: ClientPorts { pop3: 0, ..ClientPorts::default() },
+        discovery: true,
+        mta_sts: Some(policy.clone()),
+        tls_rpt_address: Some("reports@example.net".into()),
+    };
+    let records = dns_records("example.com", "mail.example.com", None, &settings);
+    let srv = |service: &str| value(&records, "SRV", &format!("_{service}._tcp.example.com.")).unwrap();
+    assert_eq!(srv("submissions"), "0 1 465 mail.example.com.");
+    assert_eq!(srv("submission"), "10 1 587 mail.example.com.");
+    assert_eq!(srv("imaps"), "0 1 993 mail.example.com.");
+    assert_eq!(srv("imap"), "10 1 143 mail.example.com.");
+    assert_eq!(srv("pop3s"), "20 1 995 mail.example.com.");
+    assert_eq!(srv("pop3"), "0 0 0 .", "a service not offered");
+    for name in ["autoconfig", "autodiscover", "mta-sts"] {
+        let cname = value(&records, "CNAME", &format!("{name}.example.com."));
+        assert_eq!(cname.as_deref(), Some("mail.example.com."), "{name}");
+    }
+    let id = value(&records, "TXT", "_mta-sts.example.com.").unwrap();
+    assert_eq!(id, format!("v=STSv1; id={}", policy.id()));
+    assert!(id.len() <= "v=STSv1; id=".len() + 32 && policy.id().bytes().all(|b| b.is_ascii_alphanumeric()));
+    assert_eq!(
+        value(&records, "TXT", "_smtp._tls.example.com.").as_deref(),
+        Some("v=TLSRPTv1; rua=mailto:reports@example.net")
+    );
+
+    // A policy that would not allow the domain's own MX host is not published: senders that
+    // enforce it would refuse the domain's mail.
+    let other_host = dns_records("example.org", "mx.example.org", None, &settings);
+    assert_eq!(value(&other_host, "TXT", "_mta-sts.example.org."), None);
+    assert_eq!(value(&other_host, "CNAME", "mta-sts.example.org."), None);
+    assert!(value(&other_host, "CNAME", "autoconfig.example.org.").is_some());
+
+    // Without discovery on HTTPS: no CNAMEs and no MTA-STS; the SRV records and TLS-RPT stay.
+    let off = DnsSettings { discovery: false, ..settings };
+    let records = dns_records("example.com", "mail.example.com", None, &off);
+    assert!(records.iter().all(|r| r.type_ != "CNAME" && r.name != "_mta-sts.example.com."), "{records:?}");
+    assert_eq!(records.iter().filter(|r| r.type_ == "SRV").count(), 6);
+    let defaults = dns_records("example.com", "mail.example.com", None, &DnsSettings::default());
+    assert_eq!(
+        value(&defaults, "TXT", "_smtp._tls.example.com.").as_deref(),
+        Some("v=TLSRPTv1; rua=mailto:postmaster@example.com")
+    );
 }
 
 #[test]

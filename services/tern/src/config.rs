@@ -44,6 +44,8 @@ pub struct Config {
     pub internal_tls: Option<InternalTlsConfig>,
     /// The Admin API's credential.
     pub admin: AdminSection,
+    /// The HTTPS server mail clients configure themselves from.
+    pub discovery: DiscoverySection,
 }
 
 /// The `[internal_tls]` section: the internal CA and this process's certificate, used both to
@@ -677,6 +679,7 @@ impl Default for Config {
             mailbox_resolve_secs: 10,
             internal_tls: None,
             admin: AdminSection::default(),
+            discovery: DiscoverySection::default(),
         }
     }
 }
@@ -979,6 +982,116 @@ impl BlobsConfig {
     }
 }
 
+/// Where `tern dev` serves the discovery documents unless told otherwise.
+pub const DEV_DISCOVERY_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8443);
+
+/// The `[discovery]` section: the HTTPS server of the documents mail clients configure
+/// themselves from (Thunderbird's autoconfig, Outlook's Autodiscover, Apple's profile) and of
+/// the MTA-STS policy, run by a front-end role. The documents name the servers as clients
+/// reach them: host names and ports default to this process's own settings, and a deployment
+/// behind a load balancer or a Service that maps ports sets them here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoverySection {
+    /// HTTPS listeners. Unset: 127.0.0.1:8443 in `tern dev` (left off, with a warning, when
+    /// that port is taken), none in the other roles; empty: off.
+    pub listen: Option<Vec<SocketAddr>>,
+    /// Expect a PROXY protocol v2 header on every connection (behind a load balancer).
+    pub proxy_protocol: bool,
+    pub max_connections_per_ip: usize,
+    /// The host names clients connect to; unset: `[smtp] hostname`.
+    pub imap_host: Option<String>,
+    pub pop3_host: Option<String>,
+    pub smtp_host: Option<String>,
+    /// The ports clients connect to; unset: the port of the first listener of the matching
+    /// setting (`[imap] imaps`, `[smtp] submission`, ...), or not offered when it has none;
+    /// 0: not offered.
+    pub imap_port: Option<u16>,
+    pub imaps_port: Option<u16>,
+    pub pop3_port: Option<u16>,
+    pub pop3s_port: Option<u16>,
+    pub submission_port: Option<u16>,
+    pub submissions_port: Option<u16>,
+    /// The provider's name in clients; unset: the mail domain.
+    pub display_name: Option<String>,
+    /// The MTA-STS policy at /.well-known/mta-sts.txt: `enforce`, `testing` or `none`.
+    pub mta_sts_mode: String,
+    /// How long senders keep the policy, in seconds (at most 31557600).
+    pub mta_sts_max_age: u64,
+    /// The MX host names (or `*.` patterns) the policy allows; empty: `[smtp] hostname`.
+    pub mta_sts_mx: Vec<String>,
+}
+
+impl Default for DiscoverySection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            proxy_protocol: false,
+            max_connections_per_ip: 20,
+            imap_host: None,
+            pop3_host: None,
+            smtp_host: None,
+            imap_port: None,
+            imaps_port: None,
+            pop3_port: None,
+            pop3s_port: None,
+            submission_port: None,
+            submissions_port: None,
+            display_name: None,
+            mta_sts_mode: "testing".into(),
+            mta_sts_max_age: 604_800,
+            mta_sts_mx: vec![],
+        }
+    }
+}
+
+impl DiscoverySection {
+    /// The HTTPS listeners, and whether they are `tern dev`'s default rather than configured.
+    pub fn listeners(&self, dev: bool) -> (Vec<SocketAddr>, bool) {
+        match &self.listen {
+            Some(addrs) => (addrs.clone(), false),
+            None if dev => (vec![DEV_DISCOVERY_LISTEN], true),
+            None => (vec![], false),
+        }
+    }
+}
+
+impl Config {
+    /// The endpoints the discovery documents describe: the implicit-TLS port of each protocol
+    /// first (RFC 8314), then its STARTTLS port.
+    pub fn discovery_endpoints(&self) -> anyhow::Result<tern_discovery::Endpoints> {
+        use tern_discovery::{Security, Server};
+        let d = &self.discovery;
+        let host = |h: &Option<String>| h.clone().unwrap_or_else(|| self.smtp.hostname.clone());
+        let port = |set: Option<u16>, listeners: &[SocketAddr]| match set {
+            Some(0) => None,
+            Some(p) => Some(p),
+            None => listeners.first().map(SocketAddr::port),
+        };
+        let servers = |host: String, tls: Option<u16>, starttls: Option<u16>| {
+            let tls = tls.map(|port| Server { host: host.clone(), port, security: Security::Tls });
+            let starttls = starttls.map(|port| Server { host: host.clone(), port, security: Security::StartTls });
+            tls.into_iter().chain(starttls).collect::<Vec<_>>()
+        };
+        let mode: tern_discovery::mta_sts::Mode =
+            d.mta_sts_mode.parse().map_err(|e| anyhow::anyhow!("[discovery] mta_sts_mode: {e}"))?;
+        let mx = if d.mta_sts_mx.is_empty() { vec![self.smtp.hostname.clone()] } else { d.mta_sts_mx.clone() };
+        let endpoints = tern_discovery::Endpoints {
+            imap: servers(host(&d.imap_host), port(d.imaps_port, &self.imap.imaps), port(d.imap_port, &self.imap.imap)),
+            pop3: servers(host(&d.pop3_host), port(d.pop3s_port, &self.pop3.pop3s), port(d.pop3_port, &self.pop3.pop3)),
+            smtp: servers(
+                host(&d.smtp_host),
+                port(d.submissions_port, &self.smtp.submissions),
+                port(d.submission_port, &self.smtp.submission),
+            ),
+            display_name: d.display_name.clone(),
+            mta_sts: Some(tern_discovery::MtaSts { mode, mx, max_age: d.mta_sts_max_age }),
+        };
+        endpoints.check().map_err(|e| anyhow::anyhow!("[discovery]: {e}"))?;
+        Ok(endpoints)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -1035,6 +1148,48 @@ mod tests {
         assert_eq!(c.listen.http, Listen::default().http);
         assert_eq!(c.limits.to_limits().max_message_bytes, 1000);
         assert!(toml::from_str::<Config>("[listen]\ngrpcc = \"0.0.0.0:1\"\n").is_err());
+    }
+
+    #[test]
+    fn discovery_describes_the_listeners_unless_told_otherwise() {
+        use tern_discovery::Security;
+        let c = Config::default();
+        assert_eq!(c.discovery.listeners(true), (vec![DEV_DISCOVERY_LISTEN], true));
+        assert_eq!(c.discovery.listeners(false), (vec![], false));
+        let e = c.discovery_endpoints().unwrap();
+        fn ports(servers: &[tern_discovery::Server]) -> Vec<(&str, u16, Security)> {
+            servers.iter().map(|s| (s.host.as_str(), s.port, s.security)).collect()
+        }
+        assert_eq!(ports(&e.imap), [("localhost", 1993, Security::Tls), ("localhost", 1143, Security::StartTls)]);
+        assert_eq!(ports(&e.pop3), [("localhost", 1995, Security::Tls), ("localhost", 1110, Security::StartTls)]);
+        assert_eq!(ports(&e.smtp), [("localhost", 5465, Security::Tls), ("localhost", 5587, Security::StartTls)]);
+        let policy = e.mta_sts.unwrap();
+        assert_eq!(
+            (policy.mode, policy.mx, policy.max_age),
+            (tern_discovery::mta_sts::Mode::Testing, vec!["localhost".to_string()], 604_800)
+        );
+
+        let c: Config = toml::from_str(
+            "[smtp]\nhostname = \"mx.example.com\"\n[pop3]\npop3 = []\n\
+             [discovery]\nlisten = []\nimap_host = \"imap.example.com\"\nimaps_port = 993\nimap_port = 0\n\
+             pop3s_port = 995\nsubmission_port = 587\nmta_sts_mode = \"enforce\"\nmta_sts_mx = [\"*.example.com\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.discovery.listeners(true), (vec![], false));
+        let e = c.discovery_endpoints().unwrap();
+        assert_eq!(ports(&e.imap), [("imap.example.com", 993, Security::Tls)]);
+        assert_eq!(ports(&e.pop3), [("mx.example.com", 995, Security::Tls)]);
+        assert_eq!(
+            ports(&e.smtp),
+            [("mx.example.com", 5465, Security::Tls), ("mx.example.com", 587, Security::StartTls)]
+        );
+        assert_eq!(e.mta_sts.unwrap().mx, ["*.example.com"]);
+
+        let bad: Config = toml::from_str("[discovery]\nmta_sts_mode = \"strict\"\n").unwrap();
+        assert!(format!("{:#}", bad.discovery_endpoints().unwrap_err()).contains("mta_sts_mode"));
+        let bad: Config = toml::from_str("[discovery]\nsmtp_host = \"smtp example\"\n").unwrap();
+        assert!(format!("{:#}", bad.discovery_endpoints().unwrap_err()).contains("not a DNS name"));
+        assert!(toml::from_str::<Config>("[discovery]\nimap_hostname = \"x\"\n").is_err());
     }
 
     #[test]

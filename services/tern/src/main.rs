@@ -115,6 +115,17 @@ struct FrontArgs {
     /// Where the development certificate is kept when [tls] names none (default ./tern-data).
     #[arg(long, env = "TERN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    discovery: DiscoveryListenArgs,
+}
+
+#[derive(Debug, Args)]
+struct DiscoveryListenArgs {
+    /// HTTPS listener of what mail clients configure themselves from: Thunderbird's autoconfig,
+    /// Outlook's Autodiscover, Apple's profile, and the MTA-STS policy (repeatable; default
+    /// 127.0.0.1:8443 in tern dev, none in the other roles; [discovery] has the rest).
+    #[arg(long)]
+    discovery_listen: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +185,8 @@ struct DevArgs {
     imap: ImapListenArgs,
     #[command(flatten)]
     managesieve: ManageSieveListenArgs,
+    #[command(flatten)]
+    discovery: DiscoveryListenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -297,6 +310,15 @@ impl FrontArgs {
         if let Some(d) = self.data_dir {
             c.data_dir = d;
         }
+        self.discovery.apply(c);
+    }
+}
+
+impl DiscoveryListenArgs {
+    fn apply(self, c: &mut Config) {
+        if !self.discovery_listen.is_empty() {
+            c.discovery.listen = Some(self.discovery_listen);
+        }
     }
 }
 
@@ -360,6 +382,7 @@ impl Command {
                 a.pop3.apply(&mut c);
                 a.imap.apply(&mut c);
                 a.managesieve.apply(&mut c);
+                a.discovery.apply(&mut c);
                 let all =
                     serve::Roles { mailbox: true, smtp: true, pop3: true, imap: true, managesieve: true, relay: true };
                 (c, all, "tern-dev")

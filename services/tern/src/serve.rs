@@ -61,6 +61,68 @@ fn listens(a: &[SocketAddr], b: &[SocketAddr], c: &[SocketAddr]) -> bool {
     !(a.is_empty() && b.is_empty() && c.is_empty())
 }
 
+/// Starts the HTTPS server of the discovery documents (`[discovery]`) when it has listeners.
+/// `tern dev`'s default listener is a convenience: when its port is taken (another `tern dev`)
+/// or the documents would describe nothing, it is left off with a warning; configured
+/// listeners fail the start instead.
+async fn serve_discovery(
+    config: &Config,
+    dev: bool,
+    tls: Arc<rustls::ServerConfig>,
+    summary: &mut Vec<String>,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (addrs, default) = config.discovery.listeners(dev);
+    if addrs.is_empty() {
+        return Ok(());
+    }
+    let label = "discovery (HTTPS)";
+    let endpoints = match config.discovery_endpoints() {
+        Ok(endpoints) => endpoints,
+        Err(e) if default => {
+            tracing::warn!(error = %format!("{e:#}"), "the discovery documents are not served");
+            summary.push(format!("  {label:<18} off ({e:#})"));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut listeners = Vec::new();
+    for addr in addrs {
+        match TcpListener::bind(addr).await {
+            Ok(socket) => {
+                summary.push(format!(
+                    "  {label:<18} {}   (autoconfig, Autodiscover, Apple profile, MTA-STS policy)",
+                    socket.local_addr()?
+                ));
+                listeners.push(tern_discovery::server::Listener {
+                    kind: (),
+                    socket,
+                    proxy_protocol: config.discovery.proxy_protocol,
+                });
+            }
+            Err(e) if default => {
+                tracing::warn!(%addr, error = %e, "the discovery documents are not served; set --discovery-listen");
+                summary.push(format!("  {label:<18} off (cannot listen on {addr}: {e}; set --discovery-listen)"));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr} for the discovery documents")),
+        }
+    }
+    if listeners.is_empty() {
+        return Ok(());
+    }
+    let limits = tern_discovery::server::Limits {
+        max_connections_per_ip: config.discovery.max_connections_per_ip.max(1),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let rx = stop.clone();
+    tasks.spawn(async move {
+        tern_discovery::server::serve(endpoints, tls, listeners, limits, rx).await;
+        anyhow::Ok(())
+    });
+    Ok(())
+}
+
 /// Runs the chosen roles until SIGTERM or Ctrl-C, then shuts down gracefully: readiness goes
 /// false, listeners stop accepting, sessions finish or are told to come back later.
 pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> {
@@ -325,6 +387,10 @@ pub async fn run(config: Config, roles: Roles, dev: bool) -> anyhow::Result<()> 
             tern_managesieve::server::serve(managesieve_config, backend, listeners, rx, grace).await;
             anyhow::Ok(())
         });
+    }
+    if roles.smtp || roles.pop3 || roles.imap || roles.managesieve {
+        serve_discovery(&config, dev, tls.clone().context("TLS configuration")?, &mut summary, &mut tasks, &stop_rx)
+            .await?;
     }
     if roles.relay {
         let mut relay_config = config.relay.clone();
