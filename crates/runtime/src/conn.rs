@@ -48,14 +48,19 @@ fn invalid(e: impl std::fmt::Display) -> std::io::Error {
 }
 
 impl Deflate {
-    /// Inflates what is in `raw` onto the end of `into`.
+    /// Inflates what is in `raw` onto the end of `into`, all of it: when the room given fills
+    /// up, zlib may hold more output of input it has already taken, so it is asked again,
+    /// with no new input, until it produces less than the room. (Stopping when `raw` was
+    /// empty left that output inside zlib, and a session waited for the client, which waited
+    /// for the answers to commands already sent: mbsync's pipelined APPENDs hung.)
     fn inflate(&mut self, into: &mut BytesMut) -> std::io::Result<()> {
-        while !self.raw.is_empty() {
+        const ROOM: usize = READ_CHUNK * 4;
+        loop {
             let before = (self.inflate.total_in(), self.inflate.total_out());
             // flate2 writes into an initialised slice: room is made with zeroes and what was
             // not written is cut off again.
             let start = into.len();
-            into.resize(start + READ_CHUNK * 4, 0);
+            into.resize(start + ROOM, 0);
             let status = self
                 .inflate
                 .decompress(&self.raw, &mut into[start..], flate2::FlushDecompress::None)
@@ -69,6 +74,9 @@ impl Deflate {
             }
             if used == 0 && produced == 0 {
                 // A partial block: the rest comes with the next read.
+                break;
+            }
+            if self.raw.is_empty() && produced < ROOM {
                 break;
             }
         }
@@ -248,5 +256,33 @@ impl Conn {
             let _ = s.shutdown().await;
         }
         self.stream = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many commands compressed into one small read inflate to far more than one round of
+    /// room: every byte must come out of that read, not wait for the next.
+    #[test]
+    fn one_read_inflates_whole_however_much_it_holds() {
+        let plain: Vec<u8> = (0..400)
+            .flat_map(|i| format!("{i} APPEND \"INBOX\" {{4089+}}\r\n{}\r\n", "x".repeat(4089)).into_bytes())
+            .collect();
+        let mut client = flate2::Compress::new(flate2::Compression::fast(), false);
+        let mut wire = Vec::with_capacity(plain.len());
+        client.compress_vec(&plain, &mut wire, flate2::FlushCompress::Sync).unwrap();
+        assert!(plain.len() > wire.len() * 10, "one read must hold many rounds of room");
+        let mut d = Deflate {
+            inflate: flate2::Decompress::new(false),
+            deflate: flate2::Compress::new(flate2::Compression::fast(), false),
+            raw: BytesMut::from(&wire[..]),
+            out: Vec::new(),
+        };
+        let mut into = BytesMut::new();
+        d.inflate(&mut into).unwrap();
+        assert_eq!(into.len(), plain.len());
+        assert!(into[..] == plain[..]);
     }
 }
