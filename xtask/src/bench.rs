@@ -12,6 +12,7 @@ mod append;
 mod dovecot;
 mod imap_client;
 mod imap_sessions;
+mod import;
 mod pop3;
 
 use std::{
@@ -157,6 +158,20 @@ pub enum Which {
         #[arg(long, default_value_t = 1_000_000)]
         commands: u64,
     },
+    /// `tern admin import` (issue #20): messages/s from a local Maildir into the embedded
+    /// backend, and from a Dovecot started here over IMAP beside mbsync copying the same
+    /// account between the same two servers, and the ratio.
+    Import {
+        /// Messages of 4 KiB in the local Maildir.
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// Messages of 4 KiB in the Dovecot account.
+        #[arg(long, default_value_t = 5_000)]
+        imap_messages: usize,
+        /// IMAP connections of `tern admin import`.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
     /// The full-text index (issue #19): a mailbox of English-like messages of 4 to 20 KiB
     /// loaded through AppendAll, the time until the index covers them, IMAP `UID SEARCH BODY` of
     /// a rare and of a common word (median, p95) and the index's size against the mail's; the
@@ -213,6 +228,9 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         }
         Which::Distributed { messages, sessions, seconds, deliveries } => {
             rt.block_on(distributed(messages, sessions, seconds, deliveries))
+        }
+        Which::Import { messages, imap_messages, connections } => {
+            rt.block_on(import::run(messages, imap_messages, connections))
         }
         Which::Search { messages, nats_messages, runs, ingest, sessions, no_reindex } => {
             rt.block_on(search::run(search::Workload {

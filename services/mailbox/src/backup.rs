@@ -143,7 +143,7 @@ async fn copy_bodies(from: &BlobStore, to: &BlobStore, progress: Progress<'_>) -
     while let Some(n) = copies.try_next().await? {
         done += 1;
         bytes += n;
-        if done % 256 == 0 || done == total {
+        if done.is_multiple_of(256) || done == total {
             progress("bodies", done, total);
         }
     }

@@ -153,6 +153,21 @@ impl Dovecot {
         Ok(Self { process, config, _dir: dir, imap: imap.to_string(), pop3: pop3.map(|addr| addr.to_string()) })
     }
 
+    /// The Maildir of `user` (`~/Maildir`), for a benchmark that fills it directly.
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        self._dir.path().join("home").join(user).join("Maildir")
+    }
+
+    /// Gives `path` (a Maildir written here) to the user the mail sessions run as.
+    pub fn own(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let home = path.parent().context("a Maildir has a home")?;
+        let status = Command::new("chown").args(["-R", &format!("{MAIL_UID}:{MAIL_GID}")]).arg(home).status()?;
+        if !status.success() {
+            bail!("chown of {} failed", home.display());
+        }
+        Ok(())
+    }
+
     /// The master's process id, the root of every Dovecot process of this instance.
     pub fn pid(&self) -> u32 {
         self.process.id().unwrap_or_default()

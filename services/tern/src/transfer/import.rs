@@ -568,18 +568,11 @@ mod tests {
 
     #[test]
     fn batches_respect_both_limits() {
-        let m = |size| SourceMessageForTest::new(size);
+        let m = SourceMessage::for_test;
         let copy: Vec<SourceMessage> = vec![m(100), m(100), m(3000), m(10), m(10)];
         let options = Options { batch_messages: 2, batch_bytes: 1000, ..Default::default() };
         let sizes: Vec<Vec<u64>> =
             batches(&copy, &options).iter().map(|b| b.iter().map(|m| m.size.unwrap()).collect()).collect();
         assert_eq!(sizes, [vec![100, 100], vec![3000], vec![10, 10]]);
-    }
-
-    struct SourceMessageForTest;
-    impl SourceMessageForTest {
-        fn new(size: u64) -> SourceMessage {
-            SourceMessage::for_test(size)
-        }
     }
 }
