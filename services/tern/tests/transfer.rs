@@ -123,6 +123,34 @@ async fn a_dovecot_account_moves_in_over_imap_and_from_its_maildir_and_back_out(
     // Exporting again writes nothing new.
     let exported = dev.ok(&["export", "ann@example.com", &back.join("Maildir").display().to_string()]);
     assert!(exported.contains(" 0 messages") && exported.contains("119 there"), "{exported}");
+
+    // A whole domain from a CSV, two accounts at once: one over IMAP with its password from
+    // the environment, one from the Maildir. Without a terminal, progress comes as lines on
+    // standard error (a Job's log), the report on standard output.
+    dev.ok(&["mailbox", "add", "csv1@example.com", "--password", "tern-pw"]);
+    dev.ok(&["mailbox", "add", "csv2@example.com", "--password", "tern-pw"]);
+    let csv = dir.path().join("accounts.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "address,source,user,password\ncsv1@example.com,{url},ann,env:SOURCE_PW\ncsv2@example.com,maildir:{}\n",
+            maildir.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(TERN)
+        .args(["admin", "--server", &dev.server, "import", "--csv"])
+        .arg(&csv)
+        .env("SOURCE_PW", "dove-pw")
+        .output()
+        .unwrap();
+    let (report, log) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{report}\n{log}");
+    for account in ["csv1@example.com", "csv2@example.com"] {
+        assert!(report.contains(&format!("{account}: 119 copied")), "{report}");
+        assert!(log.contains(&format!("import {account}: 119 messages")), "{log}");
+    }
+    assert_eq!(same(&source, &format!("tls:127.0.0.1:{imaps}:csv1@example.com:tern-pw"), true), 119);
     drop(dovecot);
     dev.stop();
 }
@@ -242,6 +270,19 @@ fn mbox_quota_and_broken_messages_are_reported_and_nothing_is_lost() {
         assert!(out.contains(want), "{want} missing from {out}");
     }
     assert!(out.contains("\r\nFrom the quoted line.\r\n") && !out.contains("Status:"), "{out}");
+
+    // Out as mbox files and in again elsewhere: the same messages, flags and dates.
+    let out_dir = dir.path().join("exported-mbox");
+    let exported = dev.ok(&["export", "box@example.com", &out_dir.display().to_string(), "--format", "mbox"]);
+    assert!(exported.contains("3 messages"), "{exported}");
+    dev.ok(&["mailbox", "add", "again@example.com", "--password", "tern-pw"]);
+    let back = import(&dev, &["again@example.com", &format!("mbox:{}", out_dir.display()), "--ignore-quota"]);
+    assert_eq!(count(&back, " copied"), 3, "{back}");
+    let (a, b) = (
+        format!("tls:127.0.0.1:{imaps}:box@example.com:tern-pw"),
+        format!("tls:127.0.0.1:{imaps}:again@example.com:tern-pw"),
+    );
+    assert_eq!(same(&a, &b, false), 3);
 
     // A Maildir with an empty file among good ones: the empty one is refused by name, the
     // others copied, and the run succeeds.
