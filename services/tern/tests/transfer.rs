@@ -284,6 +284,31 @@ fn mbox_quota_and_broken_messages_are_reported_and_nothing_is_lost() {
     );
     assert_eq!(same(&a, &b, false), 3);
 
+    // Over implicit TLS with AUTHENTICATE PLAIN, the server's certificate verified against the
+    // CA given (here Tern's own development certificate, Tern being the source).
+    dev.ok(&["mailbox", "add", "tls@example.com", "--password", "tern-pw"]);
+    let ca = dir.path().join("tls").join("dev-cert.pem");
+    let url = format!("imaps://127.0.0.1:{imaps}");
+    let over_tls = import(
+        &dev,
+        &[
+            "tls@example.com",
+            &url,
+            "--user",
+            "box@example.com",
+            "--password",
+            "tern-pw",
+            "--auth-plain",
+            "--source-ca",
+            &ca.display().to_string(),
+        ],
+    );
+    assert_eq!(count(&over_tls, " copied"), 3, "{over_tls}");
+    assert_eq!(same(&a, &format!("tls:127.0.0.1:{imaps}:tls@example.com:tern-pw"), true), 3);
+    // Without the CA the certificate is refused, and nothing is copied.
+    let refused = dev.admin(&["import", "tls@example.com", &url, "--user", "box@example.com", "--password", "tern-pw"]);
+    assert!(!refused.status.success(), "an unverifiable certificate was accepted");
+
     // A Maildir with an empty file among good ones: the empty one is refused by name, the
     // others copied, and the run succeeds.
     dev.ok(&["mailbox", "add", "md@example.com", "--password", "tern-pw"]);
