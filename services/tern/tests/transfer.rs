@@ -425,3 +425,35 @@ fn a_nats_installation_backed_up_while_serving_restores_to_the_same_imap_view() 
         &|data| vec!["--store".into(), fresh_url.clone(), "--blobs".into(), data.join("bodies").display().to_string()],
     );
 }
+
+/// The same import into the distributed backend (metadata in NATS JetStream): the source's
+/// UIDVALIDITY and UIDs kept through the log's entries, and a rerun that copies nothing.
+#[test]
+fn an_import_into_the_nats_backend_keeps_uids_and_reruns_copy_nothing() {
+    let nats = tern_testbed::Nats::start().expect("nats-server (the test tooling installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let imaps = free_port();
+    let bodies = dir.path().join("bodies").display().to_string();
+    let dev = Dev::start_with(
+        dir.path(),
+        &["--imaps-listen", &format!("127.0.0.1:{imaps}"), "--store", &nats.url(), "--blobs", &bodies],
+    );
+    dev.ok(&["domain", "add", "example.com"]);
+    dev.ok(&["mailbox", "add", "far@example.com", "--password", "tern-pw"]);
+    let source = dir.path().join("source");
+    maildir_of(&source, 300);
+    let first = import(&dev, &["far@example.com", &source.display().to_string(), "--batch", "50"]);
+    assert_eq!(count(&first, " copied"), 300, "{first}");
+    assert!(first.contains("UIDs kept"), "{first}");
+    let again = import(&dev, &["far@example.com", &source.display().to_string()]);
+    assert_eq!((count(&again, " copied"), count(&again, " already here")), (0, 300), "{again}");
+    let script = format!(
+        "import imaplib, ssl; c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE; \
+         m = imaplib.IMAP4_SSL('127.0.0.1', {imaps}, ssl_context=c); m.login('far@example.com', 'tern-pw'); \
+         t, d = m.select('INBOX', readonly=True); v = m.response('UIDVALIDITY')[1][0]; \
+         t, u = m.uid('SEARCH', 'ALL'); print(v.decode(), u[0].decode() == ' '.join(str(i) for i in range(1, 301)))"
+    );
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4242 True", "{}", String::from_utf8_lossy(&out.stderr));
+    dev.stop();
+}

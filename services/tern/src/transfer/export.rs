@@ -139,7 +139,7 @@ pub async fn export(channel: Channel, admin: &mut AdminClient<Channel>, args: Ex
             String::new()
         }
     );
-    p.finish(&summary);
+    p.finish("done");
     progress.finish();
     println!("export of {}: {summary}", args.address);
     Ok(())

@@ -33,8 +33,10 @@ impl Progress {
         let multi = MultiProgress::new();
         let overall = multi.add(ProgressBar::new(0));
         overall.set_style(
-            ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} messages {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} messages ({rate}, eta {eta})")
+                .map(with_rate)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
         );
         overall.set_prefix(format!("{accounts} account(s)"));
         Self { bars: Some((multi, overall)), verb }
@@ -45,11 +47,10 @@ impl Progress {
         let bar = self.bars.as_ref().map(|(multi, _)| {
             let bar = multi.insert_from_back(1, ProgressBar::new(0));
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:>28} [{bar:30}] {pos}/{len} messages, {msg} ({per_sec}, eta {eta})",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} messages, {msg} ({rate}, eta {eta})")
+                    .map(with_rate)
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             bar.set_prefix(address.to_string());
             bar
@@ -76,6 +77,13 @@ impl Progress {
             overall.finish();
         }
     }
+}
+
+/// A `{rate}` key: whole messages per second (indicatif's `{per_sec}` shows four decimals).
+fn with_rate(style: ProgressStyle) -> ProgressStyle {
+    style.with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{:.0} msg/s", state.per_sec());
+    })
 }
 
 #[derive(Debug)]
@@ -127,10 +135,8 @@ impl AccountProgress {
         if let Some(o) = &i.overall {
             o.inc_length(messages);
         }
-        eprintln_plain(
-            i,
-            &format!("{} {}: {messages} messages ({}) to copy", i.verb, i.address, crate::admin::human(bytes)),
-        );
+        let size = if bytes > 0 { format!(" ({})", crate::admin::human(bytes)) } else { String::new() };
+        eprintln_plain(i, &format!("{} {}: {messages} messages{size} to copy", i.verb, i.address));
     }
 
     /// `messages` more are done (copied or refused), `bytes` of them copied.
