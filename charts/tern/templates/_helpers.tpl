@@ -120,7 +120,8 @@ Secret is mounted without subPath, so the kubelet updates the files when it chan
       - {key: tls.key, path: tls.key}
 {{- end }}
 
-{{/* The Admin API token's Secret (key token), given to the mailbox and the operator only. */}}
+{{/* The Admin API token's Secret (key token), given to the mailbox, the operator and the import
+Job only. */}}
 {{- define "tern.adminSecretName" -}}
 {{- default (printf "%s-admin" (include "tern.fullname" .)) .Values.admin.existingSecret }}
 {{- end }}
@@ -488,4 +489,149 @@ localConfig on top. Passwords come from rspamd's command line (--var, from the S
 {{- $_ = set $files $name $content }}
 {{- end }}
 {{- toYaml $files }}
+{{- end }}
+
+{{/* The import Job (importJob.*, templates/import-job.yaml). Where its Secret is mounted (every
+key a file) and where sourceVolume is. */}}
+{{- define "tern.importSecretDir" -}}/etc/tern/import{{- end }}
+{{- define "tern.importSourceDir" -}}/import{{- end }}
+
+{{/* The import Job's spec. Its hash names the Job, so that an upgrade that changes it creates a
+new Job (a Job's pod template is immutable). */}}
+{{- define "tern.importJobSpec" -}}
+{{- $v := .Values }}
+{{- $c := $v.importJob }}
+{{- $dir := include "tern.importSecretDir" . -}}
+backoffLimit: {{ int $c.backoffLimit }}
+{{- if not (kindIs "invalid" $c.ttlSecondsAfterFinished) }}
+ttlSecondsAfterFinished: {{ int $c.ttlSecondsAfterFinished }}
+{{- end }}
+template:
+  metadata:
+    labels:
+      {{- include "tern.labels" (dict "root" . "component" "import") | nindent 6 }}
+      {{- with $v.podLabels }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    {{- with (merge (deepCopy $c.podAnnotations) $v.podAnnotations) }}
+    annotations:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+  spec:
+    serviceAccountName: {{ include "tern.serviceAccountName" . }}
+    automountServiceAccountToken: false
+    enableServiceLinks: false
+    # A failed run leaves its pod (and its log) and the Job starts another, which continues.
+    restartPolicy: Never
+    {{- include "tern.podScheduling" (dict "root" . "c" $c "component" "import" "replicas" 1) | trim | nindent 4 }}
+    containers:
+      - name: import
+        image: {{ include "tern.image" . }}
+        imagePullPolicy: {{ $v.image.pullPolicy }}
+        command: [tern]
+        args:
+          - admin
+          - import
+          {{- if $c.csvKey }}
+          - --csv
+          - {{ printf "%s/%s" $dir $c.csvKey | quote }}
+          - --parallel
+          - {{ int $c.parallel | quote }}
+          {{- else }}
+          - {{ $c.address | quote }}
+          - {{ $c.source | quote }}
+          {{- if regexMatch "^imaps?://" $c.source }}
+          - --password-file
+          - {{ printf "%s/%s" $dir $c.passwordKey | quote }}
+          {{- end }}
+          {{- end }}
+          {{- with $c.user }}
+          - --user
+          - {{ . | quote }}
+          {{- end }}
+          - --connections
+          - {{ int $c.connections | quote }}
+          {{- if $c.ignoreQuota }}
+          - --ignore-quota
+          {{- end }}
+          {{- if $c.dryRun }}
+          - --dry-run
+          {{- end }}
+          {{- range $c.extraArgs }}
+          - {{ . | quote }}
+          {{- end }}
+        env:
+          - name: RUST_LOG
+            value: {{ $v.logLevel | quote }}
+          # The mailbox's headless Service, as every other part reaches it.
+          - name: TERN_SERVER
+            value: {{ include "tern.mailboxUrl" . | quote }}
+          # The Admin API's token: the Job looks the mailboxes up over the Admin API.
+          - name: TERN_ADMIN_TOKEN
+            valueFrom:
+              secretKeyRef:
+                name: {{ include "tern.adminSecretName" . }}
+                key: token
+          {{- if $v.tls.internal.enabled }}
+          {{- $tls := include "tern.internalTlsDir" . }}
+          # Internal mutual TLS: the mailbox's CA and the client certificate it requires.
+          - name: TERN_INTERNAL_CA
+            value: {{ printf "%s/ca.crt" $tls | quote }}
+          - name: TERN_INTERNAL_CERT
+            value: {{ printf "%s/tls.crt" $tls | quote }}
+          - name: TERN_INTERNAL_KEY
+            value: {{ printf "%s/tls.key" $tls | quote }}
+          {{- end }}
+          {{- with $v.extraEnv }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+          {{- with $c.extraEnv }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        resources:
+          {{- toYaml $c.resources | nindent 10 }}
+        securityContext:
+          {{- toYaml $v.securityContext | nindent 10 }}
+        volumeMounts:
+          - name: tmp
+            mountPath: /tmp
+          {{- if $c.existingSecret }}
+          - name: import-credentials
+            mountPath: {{ $dir }}
+            readOnly: true
+          {{- end }}
+          {{- if $c.sourceVolume }}
+          - name: import-source
+            mountPath: {{ include "tern.importSourceDir" . }}
+            readOnly: true
+          {{- end }}
+          {{- if $v.tls.internal.enabled }}
+          {{- include "tern.internalTlsMount" . | nindent 10 }}
+          {{- end }}
+    volumes:
+      - name: tmp
+        emptyDir:
+          sizeLimit: 16Mi
+      {{- if $c.existingSecret }}
+      # Without items: every key is a file, so that the CSV's file: passwords may name any.
+      - name: import-credentials
+        secret:
+          secretName: {{ $c.existingSecret }}
+          defaultMode: 0440
+      {{- end }}
+      {{- if $c.sourceVolume }}
+      - name: import-source
+        persistentVolumeClaim:
+          claimName: {{ $c.sourceVolume }}
+          readOnly: true
+      {{- end }}
+      {{- if $v.tls.internal.enabled }}
+      {{- include "tern.internalTlsVolume" . | nindent 6 }}
+      {{- end }}
+{{- end }}
+
+{{/* The import Job's name: <fullname>-import-<8 hex digits of its spec's hash>, at most 62
+characters (its pods' job-name label takes at most 63). */}}
+{{- define "tern.importJobName" -}}
+{{- printf "%s-import-%s" (include "tern.fullname" . | trunc 46 | trimSuffix "-") (include "tern.importJobSpec" . | sha256sum | trunc 8) }}
 {{- end }}
