@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use tern_mail::utf7;
 
 use crate::util::{
-    ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, civil_from_days, days_from_civil, disk_form, format_err, io_err,
-    is_keyword, join_levels, open, push_flag, to_crlf,
+    ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, disk_form, format_err, io_err, is_keyword, join_levels, open, push_flag,
+    to_crlf,
 };
 use crate::{Error, Folder, Listed, Location, Result};
 
@@ -776,19 +776,13 @@ fn return_path(header: &[u8]) -> Option<String> {
     (!addr.is_empty() && addr.len() <= 256 && addr.bytes().all(|b| b.is_ascii_graphic())).then(|| addr.to_string())
 }
 
-const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 /// A time as a From_ line's asctime date in UTC (`Mon Jan  1 00:00:00 2024`). Times before
 /// 1970 or after 9999 are clamped: the From_ line's year has four digits.
 fn asctime(secs: i64) -> String {
     let secs = secs.clamp(0, 253_402_300_799);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let weekday = DAYS[(days + 4).rem_euclid(7) as usize];
-    let month = MONTHS[(month as usize).saturating_sub(1).min(11)];
-    format!("{weekday} {month} {day:>2} {:02}:{:02}:{:02} {year}", rem / 3600, rem % 3600 / 60, rem % 60)
+    chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default().format("%a %b %e %H:%M:%S %Y").to_string()
 }
 
 fn parse_date_bytes(text: &[u8]) -> Option<i64> {
@@ -808,21 +802,22 @@ fn parse_date(text: &str) -> Option<i64> {
             && let Some(year) = after.iter().take(2).find_map(|x| parse_year(x))
         {
             let zone = after.iter().take(3).find_map(|x| parse_zone(x)).unwrap_or(0);
-            return Some(compose(year, month, day, hour, minute, second, zone));
+            return compose(year, month, day, hour, minute, second, zone);
         }
         if t >= 3
             && let (Some(day), Some(month), Some(year)) =
                 (parse_day(tokens[t - 3]), parse_month(tokens[t - 2]), parse_year(tokens[t - 1]))
         {
             let zone = tokens.get(t + 1).and_then(|x| parse_zone(x)).unwrap_or(0);
-            return Some(compose(year, month, day, hour, minute, second, zone));
+            return compose(year, month, day, hour, minute, second, zone);
         }
     }
     None
 }
 
-fn compose(year: i64, month: u32, day: u32, hour: i64, minute: i64, second: i64, zone: i64) -> i64 {
-    days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - zone
+fn compose(year: i64, month: u32, day: u32, hour: i64, minute: i64, second: i64, zone: i64) -> Option<i64> {
+    let date = chrono::NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+    Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp() + hour * 3600 + minute * 60 + second - zone)
 }
 
 fn digits(s: &str, min: usize, max: usize) -> Option<i64> {

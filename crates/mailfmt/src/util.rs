@@ -104,32 +104,6 @@ pub(crate) fn join_levels(mut levels: Vec<String>) -> String {
     levels.join("/")
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm). The
-/// callers keep the year within ±10⁹, where nothing overflows.
-pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date (year, month 1–12, day 1–31) of a day count since 1970-01-01.
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 /// The system time of a Unix timestamp, for setting a file's mtime.
 pub(crate) fn system_time(secs: i64) -> SystemTime {
     let delta = Duration::from_secs(secs.unsigned_abs());
@@ -198,17 +172,6 @@ mod tests {
         assert_eq!(&*disk_form(b"a\r\r\nb\r\n"), b"a\r\r\nb\r\n");
         for body in [&b"x\r\ny\r\n"[..], b"x\ny", b"x\r\r\n", b"\r", b"\r\n\r\n"] {
             assert_eq!(to_crlf(&disk_form(body)), to_crlf(body), "{body:?}");
-        }
-    }
-
-    #[test]
-    fn calendar_round_trips() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        for days in [-800_000, -1, 0, 59, 60, 11_016, 19_723, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
         }
     }
 
