@@ -181,31 +181,20 @@ fn messages_in(dev: &Dev, address: &str) -> u64 {
     count(&usage, " message")
 }
 
-#[test]
-fn an_import_killed_half_way_finishes_on_the_next_run_without_duplicates() {
-    let dir = tempfile::tempdir().unwrap();
-    let (dev, imaps) = dev(dir.path());
-    dev.ok(&["mailbox", "add", "bulk@example.com", "--password", "tern-pw"]);
-    let source = dir.path().join("source");
-    maildir_of(&source, 3000);
+/// Starts an import of 3000 messages in batches of 10, SIGKILLs it once at least 200 are in
+/// (a killed pod), and gives how many are.
+fn kill_half_way(dev: &Dev, address: &str, source: &[&str]) -> u64 {
     let mut child = Command::new(TERN)
-        .args([
-            "admin",
-            "--server",
-            &dev.server,
-            "import",
-            "bulk@example.com",
-            &source.display().to_string(),
-            "--batch",
-            "10",
-        ])
+        .args(["admin", "--server", &dev.server, "import", address])
+        .args(source)
+        .args(["--batch", "10"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let n = messages_in(&dev, "bulk@example.com");
+        let n = messages_in(dev, address);
         if n >= 200 {
             break;
         }
@@ -215,8 +204,41 @@ fn an_import_killed_half_way_finishes_on_the_next_run_without_duplicates() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let halfway = messages_in(&dev, "bulk@example.com");
+    let halfway = messages_in(dev, address);
     assert!(halfway < 3000, "killed too late to show anything ({halfway})");
+    halfway
+}
+
+/// The same over IMAP from a Dovecot account, one connection: killed, run again, and the
+/// account is the Dovecot one message for message, UIDs included.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_over_imap_killed_half_way_finishes_without_duplicates() {
+    let dovecot = Dovecot::start(&[("bulk", "dove-pw")]).await;
+    let maildir = dovecot.maildir("bulk");
+    maildir_of(&maildir, 3000);
+    chown_nobody(maildir.parent().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, imaps) = dev(dir.path());
+    dev.ok(&["mailbox", "add", "bulk@example.com", "--password", "tern-pw"]);
+    let url = format!("imap://127.0.0.1:{}", dovecot.addr.port());
+    let source = [url.as_str(), "--user", "bulk", "--password", "dove-pw", "--connections", "1"];
+    let halfway = tokio::task::block_in_place(|| kill_half_way(&dev, "bulk@example.com", &source));
+    let rest = import(&dev, &[&["bulk@example.com"][..], &source].concat());
+    assert_eq!((count(&rest, " copied"), count(&rest, " already here")), (3000 - halfway, halfway), "{rest}");
+    let dovecot_side = format!("plain:127.0.0.1:{}:bulk:dove-pw", dovecot.addr.port());
+    assert_eq!(same(&dovecot_side, &format!("tls:127.0.0.1:{imaps}:bulk@example.com:tern-pw"), true), 3000);
+    drop(dovecot);
+    dev.stop();
+}
+
+#[test]
+fn an_import_killed_half_way_finishes_on_the_next_run_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, imaps) = dev(dir.path());
+    dev.ok(&["mailbox", "add", "bulk@example.com", "--password", "tern-pw"]);
+    let source = dir.path().join("source");
+    maildir_of(&source, 3000);
+    let halfway = kill_half_way(&dev, "bulk@example.com", &[&source.display().to_string()]);
     let rest = import(&dev, &["bulk@example.com", &source.display().to_string()]);
     assert_eq!(count(&rest, " copied") + count(&rest, " already here"), 3000, "{rest}");
     assert_eq!(count(&rest, " already here"), halfway, "{rest}");
