@@ -81,14 +81,16 @@ async fn a_dovecot_account_moves_in_over_imap_and_from_its_maildir_and_back_out(
 
     // Over IMAP, with two connections: everything arrives, with the source's UIDs.
     let url = format!("imap://127.0.0.1:{port}");
-    let first =
-        import(&dev, &["ann@example.com", &url, "--user", "ann", "--password", "dove-pw", "--connections", "2"]);
+    let first = import(
+        &dev,
+        &["ann@example.com", &url, "--user", "ann", "--password", "dove-pw", "--connections", "2", "--keep-names"],
+    );
     assert_eq!(count(&first, " copied"), 118, "{first}");
     assert!(first.contains("UIDs kept") && !first.contains("MISMATCH"), "{first}");
     assert_eq!(same(&source, &ann, true), 118);
 
     // A rerun copies nothing.
-    let again = import(&dev, &["ann@example.com", &url, "--user", "ann", "--password", "dove-pw"]);
+    let again = import(&dev, &["ann@example.com", &url, "--user", "ann", "--password", "dove-pw", "--keep-names"]);
     assert_eq!((count(&again, " copied"), count(&again, " already here")), (0, 118), "{again}");
 
     // New mail and a changed flag at the source: the next run brings exactly those.
@@ -98,7 +100,7 @@ async fn a_dovecot_account_moves_in_over_imap_and_from_its_maildir_and_back_out(
          m.select('Lists/rust'); m.uid('STORE', '1:3', '+FLAGS', '(\\\\Seen $Done)'); m.logout()"
     );
     assert!(Command::new("python3").args(["-c", &script]).status().unwrap().success());
-    let third = import(&dev, &["ann@example.com", &url, "--user", "ann", "--password", "dove-pw"]);
+    let third = import(&dev, &["ann@example.com", &url, "--user", "ann", "--password", "dove-pw", "--keep-names"]);
     assert_eq!(count(&third, " copied"), 1, "{third}");
     assert!(count(&third, " flags updated") >= 1, "{third}");
     assert_eq!(same(&source, &ann, true), 119);
@@ -106,11 +108,11 @@ async fn a_dovecot_account_moves_in_over_imap_and_from_its_maildir_and_back_out(
     // From Dovecot's Maildir directly: UIDs from dovecot-uidlist, keywords from
     // dovecot-keywords, flags from the file names, dates from the files.
     let maildir = dovecot.maildir("ann");
-    let from_disk = import(&dev, &["disk@example.com", &format!("maildir:{}", maildir.display())]);
+    let from_disk = import(&dev, &["disk@example.com", &format!("maildir:{}", maildir.display()), "--keep-names"]);
     assert_eq!(count(&from_disk, " copied"), 119, "{from_disk}");
     let disk = format!("tls:127.0.0.1:{imaps}:disk@example.com:tern-pw");
     assert_eq!(same(&source, &disk, true), 119);
-    let again = import(&dev, &["disk@example.com", &maildir.display().to_string()]);
+    let again = import(&dev, &["disk@example.com", &maildir.display().to_string(), "--keep-names"]);
     assert_eq!(count(&again, " copied"), 0, "{again}");
 
     // Out again: an export Dovecot serves as the same mailbox, UIDs and all.
@@ -139,7 +141,7 @@ async fn a_dovecot_account_moves_in_over_imap_and_from_its_maildir_and_back_out(
     )
     .unwrap();
     let out = Command::new(TERN)
-        .args(["admin", "--server", &dev.server, "import", "--csv"])
+        .args(["admin", "--server", &dev.server, "import", "--keep-names", "--csv"])
         .arg(&csv)
         .env("SOURCE_PW", "dove-pw")
         .output()
@@ -340,6 +342,29 @@ fn mbox_quota_and_broken_messages_are_reported_and_nothing_is_lost() {
     let report = import(&dev, &["md@example.com", &md.display().to_string()]);
     assert_eq!(count(&report, " copied"), 5, "{report}");
     assert!(report.contains("refused: INBOX") && report.contains("empty"), "{report}");
+
+    // Another server's names for the special-use folders: by default their mail goes into
+    // Tern's Sent and Trash (sub-folders following), where clients look for it.
+    dev.ok(&["mailbox", "add", "named@example.com", "--password", "tern-pw"]);
+    let named = dir.path().join("named");
+    let mut w = tern_mailfmt::maildir::MaildirWriter::create(&named).unwrap();
+    for (i, name) in ["Sent Items", "Sent Items/2023", "Deleted Messages"].into_iter().enumerate() {
+        let folder = tern_mailfmt::Folder { name: name.into(), uidvalidity: Some(70 + i as u32), subscribed: true };
+        let mut f = w.folder(&folder).unwrap();
+        f.add(1, &[], 1_700_000_000, format!("Subject: in {name}\r\n\r\nx\r\n").as_bytes()).unwrap();
+        f.finish(2).unwrap();
+    }
+    w.finish().unwrap();
+    let mapped = import(&dev, &["named@example.com", &named.display().to_string()]);
+    assert!(mapped.contains("from Sent Items/2023") && mapped.contains("from Deleted Messages"), "{mapped}");
+    let script = format!(
+        "import imaplib, ssl; c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE; \
+         m = imaplib.IMAP4_SSL('127.0.0.1', {imaps}, ssl_context=c); m.login('named@example.com', 'tern-pw'); \
+         print(' '.join(m.status(f, '(MESSAGES)')[1][0].decode().split()[-1].rstrip(')') for f in ['Sent', 'Sent/2023', 'Trash'])); \
+         print(len([l for l in m.list()[1] if b'Items' in l or b'Deleted' in l]))"
+    );
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1 1 1\n0", "{}", String::from_utf8_lossy(&out.stderr));
     dev.stop();
 }
 

@@ -97,6 +97,8 @@ pub struct RemoteFolder {
     pub name: String,
     /// \Noselect or \NonExistent: a level of the tree that holds no messages.
     pub selectable: bool,
+    /// The special use the server gives it (RFC 6154: `\Sent`, `\Trash`, ...), if any.
+    pub special_use: Option<String>,
 }
 
 /// One message as UID FETCH lists it.
@@ -348,11 +350,14 @@ impl Session {
         for r in self.run("LIST \"\" \"*\"").await? {
             if let Response::Data(Data::List { items, delimiter, mailbox }) = r {
                 let (raw, name) = names(&mailbox, delimiter.map(|d| d.inner()));
-                let selectable = !items.iter().any(|a| {
-                    let a = a.to_string();
-                    a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent")
+                let attributes: Vec<String> = items.iter().map(|a| a.to_string()).collect();
+                let selectable = !attributes
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent"));
+                let special_use = attributes.into_iter().find(|a| {
+                    ["\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive"].iter().any(|s| a.eq_ignore_ascii_case(s))
                 });
-                out.push(RemoteFolder { raw, name, selectable });
+                out.push(RemoteFolder { raw, name, selectable, special_use });
             }
         }
         Ok(out)

@@ -19,7 +19,7 @@ use anyhow::{Context, anyhow, bail};
 use futures::StreamExt;
 use tern_proto::v1::{
     AppendHeader, AppendRequest, CreateFolderRequest, ErrorReason, FetchMessagesRequest, FlagsMode, Folder, FolderRef,
-    ListFoldersRequest, SelectRequest, StoreFlagsRequest, SubscribeFolderRequest, append_request,
+    ListFoldersRequest, SelectRequest, SpecialUse, StoreFlagsRequest, SubscribeFolderRequest, append_request,
     mailbox_client::MailboxClient,
 };
 use tern_runtime::rpc::Channel;
@@ -48,11 +48,20 @@ pub struct Options {
     pub ignore_quota: bool,
     /// Plan and report without copying anything.
     pub dry_run: bool,
+    /// Keep the source's folder names even for its special-use folders.
+    pub keep_names: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { batch_messages: 200, batch_bytes: 4 << 20, read_ahead: 2, ignore_quota: false, dry_run: false }
+        Self {
+            batch_messages: 200,
+            batch_bytes: 4 << 20,
+            read_ahead: 2,
+            ignore_quota: false,
+            dry_run: false,
+            keep_names: false,
+        }
     }
 }
 
@@ -60,6 +69,8 @@ impl Default for Options {
 #[derive(Debug, Clone, Default)]
 pub struct FolderReport {
     pub name: String,
+    /// The source's name, when it differs (a special-use folder given Tern's name).
+    pub from: Option<String>,
     /// Messages at the source.
     pub source: u64,
     /// Found here before copying.
@@ -153,7 +164,16 @@ async fn run(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     progress.phase("listing the source");
-    let folders = source.folders().await.context("listing the source's folders")?;
+    let mut folders = source.folders().await.context("listing the source's folders")?;
+    if !options.keep_names {
+        let here = mailbox
+            .list_folders(ListFoldersRequest { account_id, with_status: false })
+            .await
+            .map_err(status_err("listing the mailbox's folders"))?
+            .into_inner()
+            .folders;
+        map_special_use(&mut folders, &here);
+    }
     let mut plans = Vec::with_capacity(folders.len());
     for mut folder in folders {
         let messages = source.list(&mut folder).await.with_context(|| format!("listing {}", folder.name))?;
@@ -166,6 +186,7 @@ async fn run(
     for mut p in plans {
         let mut folder_report = FolderReport {
             name: p.folder.name.clone(),
+            from: p.folder.renamed_from.clone(),
             source: p.source_count,
             already: p.already,
             kept_uids: p.kept_uids,
@@ -265,6 +286,64 @@ async fn ensure_folder(
             .map_err(status_err("subscribing a folder"))?;
     }
     Ok(target)
+}
+
+/// The names other servers and mail clients give the special-use folders, by Tern's use.
+const KNOWN_NAMES: [(SpecialUse, &[&str]); 5] = [
+    (
+        SpecialUse::Sent,
+        &["Sent", "Sent Items", "Sent Messages", "Sent Mail", "Sent-Mail", "Gesendet", "Gesendete Objekte", "Envoyés"],
+    ),
+    (SpecialUse::Drafts, &["Drafts", "Draft", "Entwürfe", "Brouillons"]),
+    (SpecialUse::Trash, &["Trash", "Deleted Items", "Deleted Messages", "Deleted", "Bin", "Papierkorb", "Corbeille"]),
+    (SpecialUse::Junk, &["Junk", "Spam", "Junk E-mail", "Junk Email", "Junk-E-Mail", "Bulk Mail"]),
+    (SpecialUse::Archive, &["Archive", "Archives", "Archiv"]),
+];
+
+/// The special use of an RFC 6154 attribute.
+fn attribute_use(attribute: &str) -> Option<SpecialUse> {
+    let a = attribute.trim_start_matches('\\');
+    [
+        ("Sent", SpecialUse::Sent),
+        ("Drafts", SpecialUse::Drafts),
+        ("Trash", SpecialUse::Trash),
+        ("Junk", SpecialUse::Junk),
+        ("Archive", SpecialUse::Archive),
+    ]
+    .into_iter()
+    .find(|(n, _)| n.eq_ignore_ascii_case(a))
+    .map(|(_, u)| u)
+}
+
+/// Gives the source's special-use folders the names of Tern's folders of the same use, so that
+/// a client finds its sent mail in Sent whatever the old server called it (imapsync's
+/// `--automap`). A source folder is taken by its RFC 6154 attribute, else by a name other
+/// servers use (at the top or under `INBOX/`, as Courier keeps them). Its sub-folders follow
+/// it. Nothing is mapped where the source also has a folder of Tern's name: two source folders
+/// are never merged into one.
+pub fn map_special_use(folders: &mut [SourceFolder], here: &[Folder]) {
+    for (use_, names) in KNOWN_NAMES {
+        let Some(target) = here.iter().find(|f| f.special_use == use_ as i32) else { continue };
+        if folders.iter().any(|f| f.name.eq_ignore_ascii_case(&target.name)) {
+            continue;
+        }
+        let by_attribute = folders.iter().position(|f| f.special_use.as_deref().and_then(attribute_use) == Some(use_));
+        let by_name = || {
+            folders.iter().position(|f| {
+                let base = f.name.strip_prefix("INBOX/").unwrap_or(&f.name);
+                f.special_use.is_none() && !base.contains('/') && names.iter().any(|n| n.eq_ignore_ascii_case(base))
+            })
+        };
+        let Some(i) = by_attribute.or_else(by_name) else { continue };
+        let from = folders[i].name.clone();
+        let children = format!("{from}/");
+        for f in folders.iter_mut() {
+            if f.name == from || f.name.starts_with(&children) {
+                let renamed = format!("{}{}", target.name, &f.name[from.len()..]);
+                f.renamed_from = Some(std::mem::replace(&mut f.name, renamed));
+            }
+        }
+    }
 }
 
 /// The comparable identity of a message: Message-ID, size and internal date.
@@ -564,6 +643,42 @@ mod tests {
     fn flags_are_what_tern_stores() {
         let flags = ["\\Seen", "\\Recent", "$Forwarded", "bad word", "\\seen", "\\X-Custom"].map(String::from);
         assert_eq!(storable(&flags), ["$Forwarded", "\\Seen"]);
+    }
+
+    #[test]
+    fn special_use_folders_take_terns_names() {
+        let folder = |name: &str, special: Option<&str>| SourceFolder::for_test(name, special);
+        let here: Vec<Folder> = tern_mailbox::store::DEFAULT_FOLDERS
+            .iter()
+            .map(|(name, u)| Folder { name: name.to_string(), special_use: *u as i32, ..Default::default() })
+            .collect();
+        let mut folders = vec![
+            folder("INBOX", None),
+            folder("Sent Items", None),
+            folder("Sent Items/2023", None),
+            folder("Gelöscht", Some("\\Trash")),
+            folder("INBOX/Spam", None),
+            folder("Drafts", None),
+            folder("Entwürfe", None),
+            folder("Projects/Archive", None),
+        ];
+        map_special_use(&mut folders, &here);
+        let names: Vec<(&str, Option<&str>)> =
+            folders.iter().map(|f| (f.name.as_str(), f.renamed_from.as_deref())).collect();
+        assert_eq!(
+            names,
+            [
+                ("INBOX", None),
+                ("Sent", Some("Sent Items")),
+                ("Sent/2023", Some("Sent Items/2023")),
+                ("Trash", Some("Gelöscht")),
+                ("Junk", Some("INBOX/Spam")),
+                // The source has Drafts itself, so Entwürfe stays apart; nested names are not guessed.
+                ("Drafts", None),
+                ("Entwürfe", None),
+                ("Projects/Archive", None),
+            ]
+        );
     }
 
     #[test]

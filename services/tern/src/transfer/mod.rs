@@ -117,6 +117,11 @@ pub struct ImportArgs {
     /// Compare and report what would be copied, changing nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Keep the source's folder names for its special-use folders too (by default its sent,
+    /// drafts, trash, junk and archive folders go into Tern's Sent, Drafts, Trash, Junk and
+    /// Archive, found by their attribute or a usual name such as "Sent Items").
+    #[arg(long)]
+    keep_names: bool,
 }
 
 /// One account to import.
@@ -263,6 +268,7 @@ pub async fn import(channel: Channel, admin: &mut AdminClient<Channel>, args: Im
         batch_messages: args.batch as usize,
         ignore_quota: args.ignore_quota,
         dry_run: args.dry_run,
+        keep_names: args.keep_names,
         read_ahead: args.connections as usize,
         ..Default::default()
     };
@@ -340,8 +346,9 @@ fn print_reports(reports: &[Report], dry_run: bool) {
                 "MISMATCH".to_string()
             };
             let uids = if f.kept_uids { ", UIDs kept" } else { "" };
+            let from = f.from.as_ref().map(|n| format!(", from {n}")).unwrap_or_default();
             println!(
-                "  {:<32} {:>7} {:>7} {:>7} {:>7} {:>7}  {check}{uids}",
+                "  {:<32} {:>7} {:>7} {:>7} {:>7} {:>7}  {check}{uids}{from}",
                 f.name, f.source, f.already, f.copied, f.refused, f.here
             );
         }

@@ -23,6 +23,11 @@ pub struct SourceFolder {
     /// The source's UIDVALIDITY, when it has UIDs. Filled by [`Source::list`] for IMAP.
     pub uidvalidity: Option<u32>,
     pub subscribed: bool,
+    /// The special use the source gives it (an IMAP server's `\Sent`, ...), if it says.
+    pub special_use: Option<String>,
+    /// The source's name, when the import gives the folder another one here (its special
+    /// use's folder).
+    pub renamed_from: Option<String>,
 }
 
 /// One message of a source folder, before its body is read.
@@ -138,6 +143,8 @@ impl Source {
                     name: f.name,
                     uidvalidity: f.uidvalidity,
                     subscribed: f.subscribed,
+                    special_use: None,
+                    renamed_from: None,
                 })
                 .collect::<Vec<_>>()
         };
@@ -163,6 +170,8 @@ impl Source {
                                 name: f.name,
                                 raw: f.raw,
                                 uidvalidity: None,
+                                special_use: f.special_use,
+                                renamed_from: None,
                             })
                             .collect())
                     })
@@ -345,6 +354,21 @@ fn is_maildir(path: &std::path::Path) -> bool {
             })
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+impl SourceFolder {
+    /// A folder of a name and maybe a special-use attribute, for tests of naming.
+    pub fn for_test(name: &str, special_use: Option<&str>) -> Self {
+        Self {
+            name: name.to_string(),
+            raw: name.to_string(),
+            uidvalidity: None,
+            subscribed: false,
+            special_use: special_use.map(str::to_string),
+            renamed_from: None,
+        }
+    }
 }
 
 #[cfg(test)]
