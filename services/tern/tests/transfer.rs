@@ -295,6 +295,13 @@ fn mbox_quota_and_broken_messages_are_reported_and_nothing_is_lost() {
     }
     assert!(out.contains("\r\nFrom the quoted line.\r\n") && !out.contains("Status:"), "{out}");
 
+    // An old mbox into a folder of its own.
+    dev.ok(&["mailbox", "add", "old@example.com", "--password", "tern-pw"]);
+    let archived = import(&dev, &["old@example.com", &mbox.display().to_string(), "--into", "Old/2024"]);
+    assert!(archived.contains("Old/2024") && archived.contains("from INBOX"), "{archived}");
+    assert_eq!(count(&archived, " copied"), 3, "{archived}");
+    assert_eq!(messages_in(&dev, "old@example.com"), 3);
+
     // Out as mbox files and in again elsewhere: the same messages, flags and dates.
     let out_dir = dir.path().join("exported-mbox");
     let exported = dev.ok(&["export", "box@example.com", &out_dir.display().to_string(), "--format", "mbox"]);
@@ -365,6 +372,12 @@ fn mbox_quota_and_broken_messages_are_reported_and_nothing_is_lost() {
     );
     let out = Command::new("python3").args(["-c", &script]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1 1 1\n0", "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A mailbox over its quota already still takes an import told to ignore it, once.
+    let over = import(&dev, &["box@example.com", &mbox.display().to_string(), "--into", "Old", "--ignore-quota"]);
+    assert_eq!(count(&over, " copied"), 3, "{over}");
+    let again = import(&dev, &["box@example.com", &mbox.display().to_string(), "--into", "Old", "--ignore-quota"]);
+    assert_eq!(count(&again, " copied"), 0, "{again}");
     dev.stop();
 }
 

@@ -460,8 +460,12 @@ pub fn append_all(
     messages: &[(&NewMessage, &[String], u64)],
 ) -> Result<Step<Vec<Appended>>> {
     let folder = resolve(view, folder)?;
-    let added = messages.iter().filter(|(m, _, _)| !m.quota_exempt).map(|(m, _, _)| m.size);
-    quota_check(account, view.usage()?.bytes, added.fold(0u64, u64::saturating_add))?;
+    // Messages exempt from the quota (an import told to ignore it) are not checked at all:
+    // the mailbox may be over its quota already.
+    let counted: Vec<u64> = messages.iter().filter(|(m, _, _)| !m.quota_exempt).map(|(m, _, _)| m.size).collect();
+    if !counted.is_empty() {
+        quota_check(account, view.usage()?.bytes, counted.iter().fold(0u64, |a, b| a.saturating_add(*b)))?;
+    }
     let mut d = Draft::new(view);
     let mut inserted = Vec::with_capacity(messages.len());
     for (message, flags, email_id) in messages {
@@ -1041,5 +1045,9 @@ pub(crate) mod tests {
         let items: Vec<(&NewMessage, &[String], u64)> = vec![(&refused, &[], 2)];
         let err = append_all(&m.state.view(ACCOUNT), &account(), &FolderRef::name("INBOX"), &items).unwrap_err();
         assert!(matches!(err, MailboxError::OverQuota { .. }), "{err}");
+        // Over the quota already, an exempt message still goes in.
+        let more = NewMessage { quota_exempt: true, ..message(10) };
+        let items: Vec<(&NewMessage, &[String], u64)> = vec![(&more, &[], 3)];
+        m.step(append_all(&m.state.view(ACCOUNT), &account(), &FolderRef::name("INBOX"), &items)).unwrap();
     }
 }

@@ -50,6 +50,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Keep the source's folder names even for its special-use folders.
     pub keep_names: bool,
+    /// Put every source folder under this folder (the source's INBOX becomes it).
+    pub into: Option<String>,
 }
 
 impl Default for Options {
@@ -61,6 +63,7 @@ impl Default for Options {
             ignore_quota: false,
             dry_run: false,
             keep_names: false,
+            into: None,
         }
     }
 }
@@ -165,7 +168,9 @@ async fn run(
 ) -> anyhow::Result<()> {
     progress.phase("listing the source");
     let mut folders = source.folders().await.context("listing the source's folders")?;
-    if !options.keep_names {
+    if let Some(into) = &options.into {
+        place_under(&mut folders, into);
+    } else if !options.keep_names {
         let here = mailbox
             .list_folders(ListFoldersRequest { account_id, with_status: false })
             .await
@@ -343,6 +348,16 @@ pub fn map_special_use(folders: &mut [SourceFolder], here: &[Folder]) {
                 f.renamed_from = Some(std::mem::replace(&mut f.name, renamed));
             }
         }
+    }
+}
+
+/// Puts every source folder under `into`: the source's INBOX becomes `into` itself, another
+/// folder `into/name` (an old archive kept apart from the mail that arrives now).
+pub fn place_under(folders: &mut [SourceFolder], into: &str) {
+    let into = into.trim_matches('/');
+    for f in folders.iter_mut() {
+        let name = if f.name == "INBOX" { into.to_string() } else { format!("{into}/{}", f.name) };
+        f.renamed_from = Some(std::mem::replace(&mut f.name, name));
     }
 }
 
@@ -679,6 +694,14 @@ mod tests {
                 ("Projects/Archive", None),
             ]
         );
+    }
+
+    #[test]
+    fn folders_go_under_another() {
+        let mut folders = vec![SourceFolder::for_test("INBOX", None), SourceFolder::for_test("Sent", Some("\\Sent"))];
+        place_under(&mut folders, "Old/2019/");
+        let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["Old/2019", "Old/2019/Sent"]);
     }
 
     #[test]

@@ -122,6 +122,10 @@ pub struct ImportArgs {
     /// Archive, found by their attribute or a usual name such as "Sent Items").
     #[arg(long)]
     keep_names: bool,
+    /// Put everything under this folder: the source's INBOX becomes it and every other folder
+    /// its sub-folder (an archive kept apart; implies --keep-names).
+    #[arg(long, value_name = "FOLDER")]
+    into: Option<String>,
 }
 
 /// One account to import.
@@ -269,6 +273,7 @@ pub async fn import(channel: Channel, admin: &mut AdminClient<Channel>, args: Im
         ignore_quota: args.ignore_quota,
         dry_run: args.dry_run,
         keep_names: args.keep_names,
+        into: args.into.clone().filter(|f| !f.trim_matches('/').is_empty()),
         read_ahead: args.connections as usize,
         ..Default::default()
     };
