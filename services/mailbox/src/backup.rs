@@ -50,10 +50,14 @@ pub struct Manifest {
     pub created: i64,
     /// What the metadata copy holds, for people.
     pub metadata: String,
-    /// How many bodies were copied.
+    /// How many bodies were copied (none when `bodies_left_in` says where they are).
     pub bodies: u64,
     /// The bytes of those bodies.
     pub body_bytes: u64,
+    /// For a metadata-only backup: the body store the bodies stayed in, which a restore must
+    /// be given (or a copy of it made after the backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bodies_left_in: Option<String>,
 }
 
 const FORMAT: u32 = 1;
@@ -81,16 +85,21 @@ pub type Progress<'a> = &'a (dyn Fn(&str, u64, u64) + Send + Sync);
 
 impl MailboxService {
     /// Backs up the whole installation into the new directory `dir` on this service's file
-    /// system, while it keeps serving.
-    pub async fn backup(&self, dir: &Path, progress: Progress<'_>) -> Result<Manifest> {
+    /// system, while it keeps serving; with `metadata_only`, the bodies stay in the body store
+    /// (to be copied with its own tools afterwards, which the order above makes consistent).
+    pub async fn backup(&self, dir: &Path, metadata_only: bool, progress: Progress<'_>) -> Result<Manifest> {
         prepare(dir)?;
         progress("metadata", 0, 1);
         let created = crate::store::now();
         let metadata = self.store.backup(dir).await?;
         progress("metadata", 1, 1);
-        // The collector of this replica waits until the bodies are copied.
-        let _gate = self.blob_gate.read().await;
-        let (bodies, body_bytes) = copy_bodies(&self.blobs, &BlobStore::local(dir.join(BLOBS_DIR))?, progress).await?;
+        let (bodies, body_bytes) = if metadata_only {
+            (0, 0)
+        } else {
+            // The collector of this replica waits until the bodies are copied.
+            let _gate = self.blob_gate.read().await;
+            copy_bodies(&self.blobs, &BlobStore::local(dir.join(BLOBS_DIR))?, progress).await?
+        };
         let manifest = Manifest {
             format: FORMAT,
             backend: if self.store.counts_references() { "embedded" } else { "nats" }.to_string(),
@@ -98,6 +107,7 @@ impl MailboxService {
             metadata,
             bodies,
             body_bytes,
+            bodies_left_in: metadata_only.then(|| self.blobs.location().to_string()),
         };
         write_manifest(dir, &manifest)?;
         Ok(manifest)
@@ -189,6 +199,8 @@ pub async fn restore(dir: &Path, target: Target, blobs: &BlobStore, progress: Pr
         }
     }
     progress("metadata", 1, 1);
-    copy_bodies(&BlobStore::local(dir.join(BLOBS_DIR))?, blobs, progress).await?;
+    if manifest.bodies_left_in.is_none() {
+        copy_bodies(&BlobStore::local(dir.join(BLOBS_DIR))?, blobs, progress).await?;
+    }
     Ok(manifest)
 }

@@ -83,6 +83,10 @@ enum AdminCommand {
     Backup {
         /// An absent or empty directory, as the mailbox service sees its file system.
         dir: String,
+        /// The metadata only; copy the body store (an S3 bucket's prefix) with its own tools
+        /// afterwards, within the grace period (`[limits] blob_grace_secs`).
+        #[arg(long)]
+        metadata_only: bool,
     },
 }
 
@@ -710,7 +714,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             };
             reindex(&mut c, address).await?;
         }
-        AdminCommand::Backup { dir } => crate::transfer::backup::backup(&mut c, dir).await?,
+        AdminCommand::Backup { dir, metadata_only } => {
+            crate::transfer::backup::backup(&mut c, dir, metadata_only).await?
+        }
         AdminCommand::Import(args) => crate::transfer::import(channel.clone(), &mut c, args).await?,
         AdminCommand::Export(args) => crate::transfer::export::export(channel.clone(), &mut c, args).await?,
         AdminCommand::Index { address } => {

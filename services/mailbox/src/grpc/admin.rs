@@ -186,7 +186,8 @@ impl Admin for AdminApi {
     type BackupStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupProgress, Status>> + Send>>;
 
     async fn backup(&self, req: Request<pb::BackupRequest>) -> Rpc<Self::BackupStream> {
-        let dir = req.into_inner().dir;
+        let req = req.into_inner();
+        let (dir, metadata_only) = (req.dir, req.metadata_only);
         if dir.is_empty() {
             return Err(Status::invalid_argument("name the directory to back up into"));
         }
@@ -202,7 +203,7 @@ impl Admin for AdminApi {
                     let _ = tx.try_send(Ok(p));
                 }
             };
-            let out = match service.backup(std::path::Path::new(&dir), &progress).await {
+            let out = match service.backup(std::path::Path::new(&dir), metadata_only, &progress).await {
                 Ok(m) => Ok(pb::BackupProgress {
                     phase: "done".into(),
                     done: m.bodies,

@@ -11,11 +11,11 @@ use tern_runtime::rpc::Channel;
 use crate::config::Config;
 
 /// Asks the mailbox service for a backup into `dir` (on its file system), showing progress.
-pub async fn backup(admin: &mut AdminClient<Channel>, dir: String) -> anyhow::Result<()> {
+pub async fn backup(admin: &mut AdminClient<Channel>, dir: String, metadata_only: bool) -> anyhow::Result<()> {
     let progress = super::progress::Progress::new("backup", 1);
     let p = progress.account("installation");
     let mut stream = admin
-        .backup(BackupRequest { dir: dir.clone() })
+        .backup(BackupRequest { dir: dir.clone(), metadata_only })
         .await
         .map_err(|s| anyhow!("backup: {}", s.message()))?
         .into_inner();
@@ -66,10 +66,14 @@ pub async fn restore(config: Config, dir: PathBuf) -> anyhow::Result<()> {
         .with_context(|| format!("restoring {}", dir.display()))?;
     p.finish(&format!("{} bodies", manifest.bodies));
     progress.finish();
+    let bodies = match &manifest.bodies_left_in {
+        Some(left) => format!("bodies not in the backup: they were in {left}, and must be in {location}"),
+        None => format!("{} bodies into {location}", manifest.bodies),
+    };
     println!(
-        "restored the {} backup of {} ({}, {} bodies) into {}; start the mailbox service now \
-         (the full-text index rebuilds itself)",
-        manifest.backend, manifest.created, manifest.metadata, manifest.bodies, location
+        "restored the {} backup of {} ({}; {bodies}); start the mailbox service now (the full-text index \
+         rebuilds itself)",
+        manifest.backend, manifest.created, manifest.metadata,
     );
     Ok(())
 }
