@@ -550,26 +550,37 @@ fn message_from_raw(raw: &[u8], variant: Variant) -> Vec<u8> {
     };
     let mut out = Vec::with_capacity(content.len());
     let mut in_header = true;
-    let mut skipping = false;
+    let mut internal = InternalFields::default();
     for line in lines(content) {
         let line = if unquoted { line } else { variant.unquote(line) };
         if in_header {
             if is_blank(line) {
                 in_header = false;
-            } else if is_continuation(line) {
-                if skipping {
-                    continue;
-                }
-            } else {
-                skipping = header_name(line).and_then(internal_field).is_some();
-                if skipping {
-                    continue;
-                }
+            } else if internal.skips(line) {
+                continue;
             }
         }
         out.extend_from_slice(line);
     }
     to_crlf(&out)
+}
+
+/// Picks out the lines of a header that belong to mbox-internal fields (`Status:`,
+/// `X-Keywords:`, ... with their continuation lines), line by line.
+#[derive(Debug, Default)]
+struct InternalFields {
+    /// Whether the field the last line began is internal.
+    skipping: bool,
+}
+
+impl InternalFields {
+    /// Whether `line` (of the header, not blank) is part of an internal field.
+    fn skips(&mut self, line: &[u8]) -> bool {
+        if !is_continuation(line) {
+            self.skipping = header_name(line).and_then(internal_field).is_some();
+        }
+        self.skipping
+    }
 }
 
 /// Writes mbox files: one file, or a directory tree of them.
@@ -691,18 +702,11 @@ impl MboxFolderWriter {
         let sender = return_path(header).unwrap_or_else(|| "MAILER-DAEMON".to_string());
         let mut msg = Vec::with_capacity(data.len() + 128);
         msg.extend_from_slice(format!("From {sender} {}\n", asctime(internal_date)).as_bytes());
-        let mut skipping = false;
+        let mut internal = InternalFields::default();
         let mut ended = true;
         for line in lines(header) {
-            if is_continuation(line) {
-                if skipping {
-                    continue;
-                }
-            } else {
-                skipping = header_name(line).and_then(internal_field).is_some();
-                if skipping {
-                    continue;
-                }
+            if internal.skips(line) {
+                continue;
             }
             self.push_quoted(&mut msg, line);
             ended = line.ends_with(b"\n");

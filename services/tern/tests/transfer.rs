@@ -178,6 +178,19 @@ fn maildir_of(root: &Path, n: u32) {
     w.finish().unwrap();
 }
 
+/// Asserts that INBOX has UIDs 1..=n, each once, under [`maildir_of`]'s UIDVALIDITY 4242:
+/// nothing doubled, nothing renumbered.
+fn assert_inbox_uids(imaps: u16, user: &str, n: u32) {
+    let script = format!(
+        "import imaplib, ssl; c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE; \
+         m = imaplib.IMAP4_SSL('127.0.0.1', {imaps}, ssl_context=c); m.login('{user}', 'tern-pw'); \
+         t, d = m.select('INBOX', readonly=True); v = m.response('UIDVALIDITY')[1][0]; \
+         t, u = m.uid('SEARCH', 'ALL'); print(v.decode(), u[0].decode() == ' '.join(str(i) for i in range(1, {n} + 1)))"
+    );
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4242 True", "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn messages_in(dev: &Dev, address: &str) -> u64 {
     let usage = dev.ok(&["usage", address]);
     count(&usage, " message")
@@ -246,14 +259,7 @@ fn an_import_killed_half_way_finishes_on_the_next_run_without_duplicates() {
     assert_eq!(count(&rest, " already here"), halfway, "{rest}");
     assert_eq!(messages_in(&dev, "bulk@example.com"), 3000);
     // Every UID of the source once: nothing doubled, nothing renumbered.
-    let script = format!(
-        "import imaplib, ssl; c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE; \
-         m = imaplib.IMAP4_SSL('127.0.0.1', {imaps}, ssl_context=c); m.login('bulk@example.com', 'tern-pw'); \
-         t, d = m.select('INBOX', readonly=True); v = m.response('UIDVALIDITY')[1][0]; \
-         t, u = m.uid('SEARCH', 'ALL'); print(v.decode(), u[0].decode() == ' '.join(str(i) for i in range(1, 3001)))"
-    );
-    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4242 True", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_inbox_uids(imaps, "bulk@example.com", 3000);
     dev.stop();
 }
 
@@ -492,30 +498,29 @@ fn an_embedded_installation_backed_up_while_serving_restores_to_the_same_imap_vi
     backup_wipe_restore(&|_| Vec::new(), &|_| Vec::new(), false);
 }
 
-#[test]
-fn a_nats_installation_backed_up_while_serving_restores_to_the_same_imap_view() {
+/// [`backup_wipe_restore`] on NATS: the installation on one nats-server, restored into a
+/// fresh one, each with its own body directory.
+fn nats_backup_wipe_restore(metadata_only: bool) {
     let nats = tern_testbed::Nats::start().expect("nats-server (the test tooling installs it)");
     let fresh = tern_testbed::Nats::start().expect("a second nats-server");
-    let (url, fresh_url) = (nats.url(), fresh.url());
-    backup_wipe_restore(
-        &|data| vec!["--store".into(), url.clone(), "--blobs".into(), data.join("bodies").display().to_string()],
-        &|data| vec!["--store".into(), fresh_url.clone(), "--blobs".into(), data.join("bodies").display().to_string()],
-        false,
-    );
+    let on = |url: String| {
+        move |data: &Path| {
+            vec!["--store".into(), url.clone(), "--blobs".into(), data.join("bodies").display().to_string()]
+        }
+    };
+    backup_wipe_restore(&on(nats.url()), &on(fresh.url()), metadata_only);
+}
+
+#[test]
+fn a_nats_installation_backed_up_while_serving_restores_to_the_same_imap_view() {
+    nats_backup_wipe_restore(false);
 }
 
 /// NATS's snapshots alone, the bodies copied from their store after the backup: the order
 /// (metadata first) that makes the pair consistent for an S3 bucket copied with its own tools.
 #[test]
 fn a_nats_metadata_backup_and_a_later_copy_of_the_bodies_restore_the_same_imap_view() {
-    let nats = tern_testbed::Nats::start().expect("nats-server (the test tooling installs it)");
-    let fresh = tern_testbed::Nats::start().expect("a second nats-server");
-    let (url, fresh_url) = (nats.url(), fresh.url());
-    backup_wipe_restore(
-        &|data| vec!["--store".into(), url.clone(), "--blobs".into(), data.join("bodies").display().to_string()],
-        &|data| vec!["--store".into(), fresh_url.clone(), "--blobs".into(), data.join("bodies").display().to_string()],
-        true,
-    );
+    nats_backup_wipe_restore(true);
 }
 
 /// The same import into the distributed backend (metadata in NATS JetStream): the source's
@@ -539,13 +544,6 @@ fn an_import_into_the_nats_backend_keeps_uids_and_reruns_copy_nothing() {
     assert!(first.contains("UIDs kept"), "{first}");
     let again = import(&dev, &["far@example.com", &source.display().to_string()]);
     assert_eq!((count(&again, " copied"), count(&again, " already here")), (0, 300), "{again}");
-    let script = format!(
-        "import imaplib, ssl; c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE; \
-         m = imaplib.IMAP4_SSL('127.0.0.1', {imaps}, ssl_context=c); m.login('far@example.com', 'tern-pw'); \
-         t, d = m.select('INBOX', readonly=True); v = m.response('UIDVALIDITY')[1][0]; \
-         t, u = m.uid('SEARCH', 'ALL'); print(v.decode(), u[0].decode() == ' '.join(str(i) for i in range(1, 301)))"
-    );
-    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4242 True", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_inbox_uids(imaps, "far@example.com", 300);
     dev.stop();
 }

@@ -563,13 +563,7 @@ async fn append(
         Err(status) => status,
     };
     if batch.len() == 1 {
-        if ErrorReason::of(&status) == ErrorReason::OverQuota {
-            bail!(
-                "the mailbox is over its quota: {} (raise the quota, or import with --ignore-quota)",
-                status.message()
-            );
-        }
-        return Ok((0, 0, vec![(describe(&batch[0].0), status.message().to_string())]));
+        return Ok((0, 0, vec![refusal(&batch[0].0, status)?]));
     }
     let (mut copied, mut copied_bytes, mut refused) = (0, 0, Vec::new());
     for one in batch {
@@ -580,13 +574,19 @@ async fn append(
                 copied += 1;
                 copied_bytes += size;
             }
-            Err(s) if ErrorReason::of(&s) == ErrorReason::OverQuota => {
-                bail!("the mailbox is over its quota: {} (raise the quota, or import with --ignore-quota)", s.message())
-            }
-            Err(s) => refused.push((describe(&single[0].0), s.message().to_string())),
+            Err(s) => refused.push(refusal(&single[0].0, s)?),
         }
     }
     Ok((copied, copied_bytes, refused))
+}
+
+/// The report of a message the service refused; over the quota, the error that stops the
+/// account instead (every later message would be refused too).
+fn refusal(m: &SourceMessage, status: tonic::Status) -> anyhow::Result<(String, String)> {
+    if ErrorReason::of(&status) == ErrorReason::OverQuota {
+        bail!("the mailbox is over its quota: {} (raise the quota, or import with --ignore-quota)", status.message());
+    }
+    Ok((describe(m), status.message().to_string()))
 }
 
 /// One AppendAll, retried while the service is unavailable. The outer error stops the import;
