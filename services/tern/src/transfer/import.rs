@@ -114,7 +114,6 @@ struct Plan {
     /// Target UID → the source's flags, for messages found here with other flags.
     flags: Vec<(u32, Vec<String>)>,
     already: u64,
-    refused: Vec<(String, String)>,
 }
 
 /// The Message-ID in the comparable form: trimmed, without angle brackets.
@@ -188,7 +187,7 @@ async fn run(
     let total: u64 = plans.iter().map(|p| p.copy.len() as u64).sum();
     let bytes: u64 = plans.iter().flat_map(|p| p.copy.iter().filter_map(|m| m.size)).sum();
     progress.start(total, bytes);
-    for mut p in plans {
+    for p in plans {
         let mut folder_report = FolderReport {
             name: p.folder.name.clone(),
             from: p.folder.renamed_from.clone(),
@@ -198,10 +197,6 @@ async fn run(
             ..Default::default()
         };
         report.duplicates += p.already;
-        for (key, reason) in std::mem::take(&mut p.refused) {
-            report.refused.push((p.folder.name.clone(), key, reason));
-            folder_report.refused += 1;
-        }
         if !options.dry_run {
             progress.phase(&format!("copying {}", p.folder.name));
             let (copied, bytes, refused) = copy(mailbox, account_id, source, &p, options, progress).await?;
@@ -386,16 +381,7 @@ async fn plan(
     let kept_uids = folder.uidvalidity.is_some_and(|v| v == target.uidvalidity);
     let here = if target.id == 0 { Vec::new() } else { select(mailbox, account_id, target.id).await? };
     let source_count = messages.len() as u64;
-    let mut p = Plan {
-        folder,
-        target,
-        kept_uids,
-        source_count,
-        copy: Vec::new(),
-        flags: Vec::new(),
-        already: 0,
-        refused: Vec::new(),
-    };
+    let mut p = Plan { folder, target, kept_uids, source_count, copy: Vec::new(), flags: Vec::new(), already: 0 };
     if here.is_empty() {
         p.copy = messages;
         return Ok(p);
