@@ -463,14 +463,17 @@ fn backup_wipe_restore(
     let mut args = vec!["--imaps-listen".to_string(), format!("127.0.0.1:{imaps}")];
     args.extend(fresh(&restored));
     let store_args: Vec<String> = args[2..].to_vec();
-    let out = Command::new(TERN)
-        .arg("restore")
-        .arg(&backup)
-        .arg("--data-dir")
-        .arg(&restored)
-        .args(&store_args)
-        .output()
-        .unwrap();
+    let restore = || {
+        Command::new(TERN)
+            .arg("restore")
+            .arg(&backup)
+            .arg("--data-dir")
+            .arg(&restored)
+            .args(&store_args)
+            .output()
+            .unwrap()
+    };
+    let out = restore();
     assert!(
         out.status.success(),
         "restore: {}{}",
@@ -478,15 +481,7 @@ fn backup_wipe_restore(
         String::from_utf8_lossy(&out.stderr)
     );
     // Restoring into the same installation again is refused: a restore never merges.
-    let again = Command::new(TERN)
-        .arg("restore")
-        .arg(&backup)
-        .arg("--data-dir")
-        .arg(&restored)
-        .args(&store_args)
-        .output()
-        .unwrap();
-    assert!(!again.status.success(), "a second restore into a non-empty installation was accepted");
+    assert!(!restore().status.success(), "a second restore into a non-empty installation was accepted");
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
     let dev = Dev::start_with(&restored, &args_ref);
     assert!(qresync("check", imaps, "kept@example.com", &cache).contains("unchanged 29"));
